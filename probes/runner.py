@@ -1,0 +1,90 @@
+"""Run probe modules with a time bound, turning any failure into a Finding.
+
+A probe module exposes ``probe(ctx: Context) -> Iterable[Finding]``. The
+runner gives each module ``ctx.timeout`` seconds (an interval timer raises
+``ProbeTimeout`` inside whatever syscall is blocking) and converts an
+unexpected exception into an ``error`` Finding, so one broken probe never
+hides the others. Cleanup is the probe's own ``Resources`` scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from probes.finding import Finding, Status
+
+#: Probe modules in report order. Each is ``probes.<name>``.
+MODULES: list[str] = []
+
+
+class ProbeTimeout(Exception):
+    """Raised inside a probe that overran its time bound."""
+
+
+@dataclass
+class Context:
+    """What a probe may be told by the caller."""
+
+    path: str = "."            # --path: the filesystem to test sendfile/splice from
+    to: str | None = None      # --to: an address whose egress NIC is reported
+    quick: bool = False        # serve --auto: skip the slow throughput measurements
+    timeout: float = 10.0      # seconds per probe module
+    extra: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def time_bound(seconds: float) -> Iterator[None]:
+    """Raise ProbeTimeout in the main thread after ``seconds``.
+
+    Outside the main thread (where signals cannot be used) this is a no-op and
+    probes rely on their own non-blocking fds and socket timeouts.
+    """
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        yield
+        return
+
+    def _expire(signum, frame):
+        raise ProbeTimeout(f"did not finish within {seconds:g}s")
+
+    old = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def run_module(name: str, ctx: Context) -> list[Finding]:
+    """Run ``probes.<name>.probe(ctx)``; never raises."""
+    started = time.monotonic()
+    findings: list[Finding] = []
+    try:
+        module = importlib.import_module(f"probes.{name}")
+        with time_bound(ctx.timeout):
+            for finding in module.probe(ctx):
+                findings.append(finding)
+    except ProbeTimeout as exc:
+        findings.append(Finding(f"{name}.probe", Status.ERROR, None, f"probe timed out: {exc}"))
+    except Exception as exc:  # a probe bug must not hide the other probes
+        findings.append(Finding(f"{name}.probe", Status.ERROR, None, f"probe failed: {type(exc).__name__}: {exc}"))
+    elapsed = time.monotonic() - started
+    for f in findings:
+        f.seconds = f.seconds or elapsed
+    return findings
+
+
+def run_all(ctx: Context, modules: Iterable[str] | None = None,
+            on_progress: Callable[[str], None] | None = None) -> list[Finding]:
+    findings: list[Finding] = []
+    for name in modules if modules is not None else MODULES:
+        if on_progress:
+            on_progress(name)
+        findings.extend(run_module(name, ctx))
+    return findings

@@ -1,0 +1,50 @@
+"""Shared test helpers. Everything here uses the real kernel: no mocks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def open_fds() -> set[int]:
+    """The fds this process holds right now (from /proc/self/fd)."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            os.fstat(fd)
+        except OSError:  # the fd listdir itself used
+            continue
+        fds.add(fd)
+    return fds
+
+
+@pytest.fixture
+def fd_guard():
+    """Fail the test if it leaves fds open that it did not have at the start."""
+    before = open_fds()
+    yield
+    leaked = open_fds() - before
+    details = {fd: _fd_target(fd) for fd in leaked}
+    assert not leaked, f"leaked fds: {details}"
+
+
+def _fd_target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+needs_root = pytest.mark.skipif(not is_root(), reason="needs root (network namespaces / caches)")
+
+
+def needs_tool(name: str):
+    return pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} is not installed "
+                              f"(.ci/run installs it with apt-get)")

@@ -1,0 +1,5 @@
+import sys
+
+from zcopy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""The ``zcopy`` command line: one parser, one module per subcommand.
+
+Each subcommand lives in ``zcopy/cmd/<name>.py`` and exposes ``HELP`` (one
+line), ``configure(parser)`` and ``run(args) -> int``. Command modules keep
+their imports light at module level so ``zcopy --help`` stays fast; heavy
+imports happen inside ``run``.
+
+Usage errors are one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from zcopy import __version__
+
+#: Subcommands in the order ``zcopy --help`` lists them.
+COMMANDS = ["probe"]
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are a single line and exit 2."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def size_arg(text: str) -> int:
+    """argparse type for byte sizes (``64KiB``, ``1GiB``)."""
+    from zcopy.units import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="zcopy",
+        description="Zero-copy file transfer toolkit for Linux: measure what the kernel does, "
+        "then serve, copy and relay files without copying them through user space.",
+    )
+    parser.add_argument("--version", action="version", version=f"zcopy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"zcopy.cmd.{name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `zcopy probe --json | head` must not print a traceback.
+        sys.stderr.close()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommand modules: each exposes HELP, configure(parser) and run(args)."""

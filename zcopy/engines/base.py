@@ -1,0 +1,80 @@
+"""The one small interface every transfer engine implements.
+
+An engine moves ``count`` bytes between a file and a non-blocking socket
+without knowing anything about HTTP. The event loop drives it::
+
+    xfer = engine.start_send(file_fd, offset, count)
+    while True:
+        state = xfer.step(sock_fd)
+        if state is Progress.DONE:      break            # all bytes left
+        if state is Progress.BLOCKED:   wait for EPOLLOUT, then step again
+        if state is Progress.MORE:      let other connections run, step again
+    xfer.close()                                           # always, even on error
+
+``step`` never blocks on the socket (it is non-blocking) and moves at most
+``budget`` bytes per call so one fast client cannot starve the loop. It
+raises ``FileShrank`` when the file ends before ``count`` bytes (the caller
+must close the connection: never pad, never loop), and lets the socket's
+``OSError`` (EPIPE, ECONNRESET) propagate. The receive direction is the mirror
+image: ``start_recv(file_fd, offset, count).step(sock_fd)`` returns BLOCKED
+when the socket has nothing to read yet and raises ``PeerClosed`` on an early
+EOF.
+
+Each engine owns an ``EngineStats`` with plain integer counters that the stats
+layer snapshots; bumping them is the only bookkeeping on the hot path.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Progress(enum.Enum):
+    DONE = "done"        # every byte moved
+    BLOCKED = "blocked"  # the socket would block: wait for EPOLLOUT (send) / EPOLLIN (recv)
+    MORE = "more"        # per-step budget used up; call step again after other work
+
+
+class FileShrank(OSError):
+    """The source file ended before the promised byte count (it was truncated
+    or replaced during the transfer). The response length is now a lie: the
+    connection must be closed."""
+
+
+class PeerClosed(OSError):
+    """The socket reached EOF before the promised byte count (upload cut off)."""
+
+
+@dataclass
+class EngineStats:
+    """Counters for one engine in one process. Plain ints: cheap to bump."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    syscalls: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {"bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "syscalls": self.syscalls}
+
+
+class Transfer(Protocol):
+    """One in-progress copy of a byte range. Not thread-safe; one per connection."""
+
+    offset: int       # next file offset to move
+    remaining: int    # bytes still to move (for splice: includes bytes parked in the pipe)
+
+    def step(self, sock_fd: int) -> Progress: ...
+
+    def close(self) -> None:
+        """Release pooled resources (pipe, buffer, mapping). Idempotent."""
+
+
+class Engine(Protocol):
+    name: str            # "sendfile", "splice", "mmap_send", "read_send", "recv_pwrite", ...
+    stats: EngineStats
+    zero_copy: bool      # True when file bytes never pass through user space
+
+    def start_send(self, file_fd: int, offset: int, count: int) -> Transfer: ...
