@@ -78,3 +78,23 @@ class Engine(Protocol):
     zero_copy: bool      # True when file bytes never pass through user space
 
     def start_send(self, file_fd: int, offset: int, count: int) -> Transfer: ...
+
+    def close(self) -> None:
+        """Release what the engine pools (idle pipes, buffers). Transfers first."""
+
+
+class ReceiveEngine(Protocol):
+    """An engine for uploads: socket -> file at an offset (``splice``, ``recv_pwrite``).
+
+    ``start_recv(...).step(sock_fd)`` returns BLOCKED when the socket has
+    nothing to read (wait for EPOLLIN) and raises ``PeerClosed`` on early EOF.
+    An engine may implement both this and ``Engine``.
+    """
+
+    name: str
+    stats: EngineStats
+    zero_copy: bool
+
+    def start_recv(self, file_fd: int, offset: int, count: int) -> Transfer: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,141 @@
+"""splice(2) through a pooled pipe, in both directions.
+
+splice moves pages by reference between a pipe and another fd; one end must
+be a pipe, so a file→socket copy is two calls: file→pipe (the pipe now holds
+references to page-cache pages) and pipe→socket.
+
+The classic bug: the socket accepts only part of what the pipe holds and
+returns EAGAIN. Those bytes are already out of the file (the offset has moved
+on) and now live only in the pipe. If the next step refilled the pipe first,
+or returned the pipe to a pool, they would be lost or sent to someone else.
+So ``Pipe.pending`` is tracked, every step first flushes what the pipe holds,
+and ``close`` hands the pipe back to the pool only when it is empty
+(``PipePool.release`` closes a non-empty pipe instead).
+
+Receiving (uploads) is the mirror image: socket→pipe, then pipe→file at an
+explicit offset. Writing to a regular file does not return EAGAIN, so each
+receive step drains the pipe fully before reading more from the socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from zcopy.engines.base import EngineStats, FileShrank, PeerClosed, Progress
+from zcopy.pipes import Pipe, PipePool
+
+#: Pipe size when no pool (sized by the pipe.throughput probe) is given.
+DEFAULT_PIPE_SIZE = 1 << 20
+
+_NONBLOCK = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+_NONBLOCK_MORE = _NONBLOCK | os.SPLICE_F_MORE
+
+
+class SpliceEngine:
+    name = "splice"
+    zero_copy = True
+
+    def __init__(self, *, pipe_pool: PipePool | None = None, budget: int = 1 << 20) -> None:
+        self.budget = budget
+        self.stats = EngineStats()
+        self._own_pool = pipe_pool is None
+        self.pipe_pool = pipe_pool if pipe_pool is not None else PipePool(DEFAULT_PIPE_SIZE)
+
+    def start_send(self, file_fd: int, offset: int, count: int) -> "SpliceSend":
+        return SpliceSend(self, file_fd, offset, count)
+
+    def start_recv(self, file_fd: int, offset: int, count: int) -> "SpliceRecv":
+        return SpliceRecv(self, file_fd, offset, count)
+
+    def close(self) -> None:
+        """Close the pool if this engine made it; a shared pool is its owner's."""
+        if self._own_pool:
+            self.pipe_pool.close()
+
+
+class _SpliceTransfer:
+    """What both directions share: a pipe held for the transfer's lifetime."""
+
+    __slots__ = ("offset", "remaining", "_fd", "_budget", "_stats", "_pool", "pipe")
+
+    def __init__(self, engine: SpliceEngine, file_fd: int, offset: int, count: int) -> None:
+        self.offset = offset        # next file offset to splice into (send) / out of (recv) the pipe
+        self.remaining = count      # bytes not yet delivered, including those parked in the pipe
+        self._fd = file_fd
+        self._budget = engine.budget
+        self._stats = engine.stats
+        self._pool = engine.pipe_pool
+        self.pipe: Pipe | None = engine.pipe_pool.acquire() if count else None
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            self._pool.release(self.pipe)
+            self.pipe = None
+
+
+class SpliceSend(_SpliceTransfer):
+    __slots__ = ()
+
+    def step(self, sock_fd: int) -> Progress:
+        pipe = self.pipe
+        stats = self._stats
+        budget = self._budget
+        while self.remaining:
+            if pipe.pending:
+                # Bytes already taken from the file go out before anything else.
+                flags = _NONBLOCK_MORE if self.remaining > pipe.pending else _NONBLOCK
+                stats.syscalls += 1
+                try:
+                    n = os.splice(pipe.r, sock_fd, pipe.pending, flags=flags)
+                except BlockingIOError:
+                    return Progress.BLOCKED
+                pipe.pending -= n
+                self.remaining -= n
+                stats.bytes_sent += n
+                continue
+            if budget <= 0:
+                return Progress.MORE
+            want = min(self.remaining, pipe.size, budget)
+            stats.syscalls += 1
+            n = os.splice(self._fd, pipe.w, want, offset_src=self.offset, flags=_NONBLOCK)
+            if n == 0:
+                raise FileShrank(f"file ended at offset {self.offset} with {self.remaining} bytes "
+                                 f"still promised (truncated during splice)")
+            pipe.pending = n
+            self.offset += n
+            budget -= n
+        return Progress.DONE
+
+
+class SpliceRecv(_SpliceTransfer):
+    __slots__ = ()
+
+    def step(self, sock_fd: int) -> Progress:
+        pipe = self.pipe
+        stats = self._stats
+        budget = self._budget
+        while self.remaining:
+            if pipe.pending:
+                # A regular file never says EAGAIN: drain the pipe completely.
+                stats.syscalls += 1
+                n = os.splice(pipe.r, self._fd, pipe.pending, offset_dst=self.offset, flags=os.SPLICE_F_MOVE)
+                if n == 0:  # cannot happen with bytes in the pipe; never spin if it does
+                    raise OSError(errno.EIO, "splice pipe->file moved nothing")
+                pipe.pending -= n
+                self.offset += n
+                self.remaining -= n
+                continue
+            if budget <= 0:
+                return Progress.MORE
+            stats.syscalls += 1
+            try:
+                n = os.splice(sock_fd, pipe.w, min(self.remaining, pipe.size, budget), flags=_NONBLOCK)
+            except BlockingIOError:
+                return Progress.BLOCKED
+            if n == 0:
+                raise PeerClosed(f"peer closed with {self.remaining} bytes still expected")
+            pipe.pending = n
+            budget -= n
+            stats.bytes_received += n
+        return Progress.DONE
