@@ -1,0 +1,38 @@
+"""The sans-I/O HTTP/1.1 layer of ``zcopy serve``.
+
+Pure functions over bytes, strings and stat results: parsing (httptools),
+ranges, conditionals, negotiation, path resolution, listings and response
+heads. Nothing here owns a socket; the connection state machine in
+``zcopy.server`` calls these and does the I/O. Refusals are ``HttpError``
+exceptions that carry their status and whether the connection must close.
+See docs/http.md for the decisions (limits, methods, symlinks, range caps).
+"""
+
+from zcopy.http.chunked import ChunkedDecoder
+from zcopy.http.conditional import etag_matches, evaluate_preconditions, parse_http_date
+from zcopy.http.errors import HttpError, RangeNotSatisfiable
+from zcopy.http.headers import (
+    DateHeader,
+    content_type,
+    error_response,
+    http_date,
+    make_etag,
+    redirect_response,
+    response_head,
+    static_headers,
+    status_line,
+)
+from zcopy.http.listing import Entry, render_listing_html, render_listing_json
+from zcopy.http.negotiate import choose_encoding, wants_json
+from zcopy.http.paths import resolve_path
+from zcopy.http.ranges import MAX_RANGES, MultipartPlan, if_range_ok, multipart_plan, parse_range
+from zcopy.http.request import KNOWN_METHODS, MAX_HEAD, MAX_TARGET, Request, parse_head, split_head
+
+__all__ = [
+    "ChunkedDecoder", "DateHeader", "Entry", "HttpError", "KNOWN_METHODS", "MAX_HEAD", "MAX_RANGES",
+    "MAX_TARGET", "MultipartPlan", "RangeNotSatisfiable", "Request", "choose_encoding", "content_type",
+    "error_response", "etag_matches", "evaluate_preconditions", "http_date", "if_range_ok", "make_etag",
+    "multipart_plan", "parse_head", "parse_http_date", "parse_range", "redirect_response",
+    "render_listing_html", "render_listing_json", "resolve_path", "response_head", "split_head",
+    "static_headers", "status_line", "wants_json",
+]

@@ -1,0 +1,254 @@
+"""Request heads: framing (``split_head``) and parsing (``parse_head``).
+
+Framing and parsing are separate on purpose. The connection keeps reading
+into one buffer; ``split_head`` only answers "is a whole head there yet, and
+how long is it?" with a byte search, so a slow client costs one ``find`` per
+``recv`` and never a parse. ``parse_head`` then runs httptools (llhttp, the
+parser inside Node.js) over exactly that head: the grammar - request line,
+field syntax, whitespace before a colon, Content-Length versus
+Transfer-Encoding - is llhttp's, never ours. What we add is HTTP *semantics*
+llhttp leaves to the server: which versions and methods we serve, Host rules,
+percent-decoding of the path, and what each refusal is called (400, 414, 431,
+501, 505).
+
+Every parse error closes the connection (``HttpError.close``): once the
+grammar is broken we cannot know where the next request starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from zcopy.http.errors import HttpError
+
+MAX_HEAD = 16384
+MAX_TARGET = 8192
+#: Room on the request line besides the target: "PROPPATCH " + " HTTP/1.1\r\n".
+_LINE_SLACK = 32
+
+#: Methods we recognise. A recognised method the resource does not support
+#: gets 405 with Allow (the server decides); anything else gets 501. The set is
+#: RFC 9110's methods, PATCH, and the WebDAV verbs uploads may grow into.
+KNOWN_METHODS = frozenset({
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    "MKCOL", "MOVE", "COPY", "PROPFIND", "PROPPATCH", "LOCK", "UNLOCK",
+})
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed request head. Header names are lower-case; repeated fields
+    are joined with ", " (RFC 9110 5.3), so every lookup is one dict get."""
+
+    method: str
+    target: bytes                 # as sent, for the access log
+    path: str                     # percent-decoded once, utf-8, no query
+    query: str                    # raw (still percent-encoded), without "?"
+    version: tuple[int, int]
+    headers: dict[str, str]
+    keep_alive: bool
+    content_length: int | None
+    chunked: bool
+    expect_continue: bool
+
+
+def split_head(buf: bytes | bytearray, max_head: int = MAX_HEAD, max_target: int = MAX_TARGET) -> int | None:
+    """Length of the complete head at the start of ``buf`` (blank line
+    included), or None when more bytes are needed.
+
+    Empty lines before a request are skipped and counted in the length (RFC
+    9112 2.2: some clients send a stray CRLF after a body). A head that ends
+    with bare LFs is framed too, so ``parse_head`` can refuse it with a 400
+    instead of the connection waiting forever for a CRLF that never comes.
+    The limits are checked only when the head is incomplete or too long, so
+    the common case is a single ``find``.
+    """
+    start = 0
+    n = len(buf)
+    while start < n and buf[start] in b"\r\n":
+        start += 1
+    end = buf.find(b"\n\r\n", start)
+    if end >= 0:
+        end += 3
+        bare = buf.find(b"\n\n", start, end)
+        if bare >= 0:
+            end = bare + 2
+    else:
+        bare = buf.find(b"\n\n", start)
+        end = bare + 2 if bare >= 0 else -1
+    if end >= 0:
+        if end > max_head:
+            raise HttpError(431, "request header section too large", close=True)
+        return end
+    if buf.find(b"\n", start, start + max_target + _LINE_SLACK) < 0 and n - start > max_target + _LINE_SLACK:
+        raise HttpError(414, "request target too long", close=True)
+    if n > max_head:
+        raise HttpError(431, "request header section too large", close=True)
+    return None
+
+
+class _Collector:
+    """httptools callbacks: keep the target and the header fields."""
+
+    __slots__ = ("url", "headers", "hosts", "complete")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.hosts = 0
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").rstrip(" \t")
+        headers = self.headers
+        if key in headers:
+            headers[key] = headers[key] + ", " + text
+        else:
+            headers[key] = text
+        if key == "host":
+            self.hosts += 1
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_TARGET) -> Request:
+    """Parse one complete head (as framed by ``split_head``) with httptools.
+
+    Raises ``HttpError`` (always with ``close=True``): 400 malformed, 414 target
+    too long, 431 head too large, 501 unknown method, 505 unsupported version.
+    """
+    if len(head) > max_head:
+        raise HttpError(431, "request header section too large", close=True)
+    got = _Collector()
+    parser = httptools.HttpRequestParser(got)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # Upgrade / CONNECT: the head is parsed; we never switch protocols
+    except httptools.HttpParserInvalidMethodError:
+        raise _method_error(head) from None
+    except httptools.HttpParserError as exc:
+        if not got.complete:
+            raise _grammar_error(head, str(exc), max_target) from None
+        # The head parsed but its framing is unusable (llhttp refuses a
+        # Transfer-Encoding whose last coding is not chunked): RFC 9112 6.3.
+        raise HttpError(400, f"bad request: {exc}", close=True) from None
+    if not got.complete:
+        raise HttpError(400, "incomplete request head", close=True)
+
+    version = _version(parser.get_http_version(), head)
+    method = parser.get_method().decode("ascii")
+    target = got.url
+    if len(target) > max_target:
+        raise HttpError(414, "request target too long", close=True)
+    if method not in KNOWN_METHODS:
+        raise HttpError(501, f"method {method} is not implemented", close=True)
+    headers = got.headers
+    if got.hosts > 1 or (got.hosts == 0 and version == (1, 1)):
+        raise HttpError(400, "HTTP/1.1 needs exactly one Host header", close=True)
+    path, query = _split_target(target)
+
+    connection = headers.get("connection", "").lower()
+    if version == (1, 1):
+        keep_alive = "close" not in _tokens(connection)
+    else:
+        tokens = _tokens(connection)
+        keep_alive = "keep-alive" in tokens and "close" not in tokens
+    chunked = False
+    te = headers.get("transfer-encoding")
+    if te is not None:
+        if _tokens(te.lower()) != ["chunked"]:
+            raise HttpError(501, f"transfer coding {te!r} is not implemented", close=True)
+        chunked = True
+    cl = headers.get("content-length")
+    return Request(
+        method, target, path, query, version, headers, keep_alive,
+        int(cl) if cl is not None else None,   # llhttp has validated the digits
+        chunked,
+        headers.get("expect", "").lower() == "100-continue",
+    )
+
+
+def _tokens(value: str) -> list[str]:
+    """A comma-separated list field's members, stripped, empty ones dropped."""
+    if "," not in value:
+        value = value.strip()
+        return [value] if value else []
+    return [t for t in (p.strip() for p in value.split(",")) if t]
+
+
+def _version(text: str, head: bytes) -> tuple[int, int]:
+    """HTTP/1.0 and HTTP/1.1 only. llhttp also parses RTSP/ICE request lines
+    and the HTTP/0.9 and HTTP/2.0 labels; none of them is ours to serve."""
+    if text == "1.1":
+        version = (1, 1)
+    elif text == "1.0":
+        version = (1, 0)
+    else:
+        raise HttpError(505, f"HTTP version {text} is not supported", close=True)
+    start = 0
+    while head[start] in b"\r\n":   # empty lines before the request line
+        start += 1
+    line_end = head.find(b"\r\n", start)
+    if head[line_end - 8:line_end - 3] != b"HTTP/":
+        raise HttpError(505, "only HTTP is served here", close=True)
+    return version
+
+
+def _split_target(target: bytes) -> tuple[str, str]:
+    """(decoded path, raw query) from an origin-form or absolute-form target."""
+    if target[:1] == b"/":
+        raw, _, query = target.partition(b"?")
+        raw = raw.partition(b"#")[0]
+        query = query.partition(b"#")[0]
+    elif target[:7].lower() in (b"http://", b"https:/"):
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            raise HttpError(400, "malformed request target", close=True) from None
+        raw, query = url.path or b"/", url.query or b""
+    else:
+        # asterisk-form (OPTIONS *) and authority-form (CONNECT host:port):
+        # no path to serve; the method check downstream answers them.
+        return target.decode("latin-1"), ""
+    if b"%" in raw:
+        if _BAD_PERCENT.search(raw):
+            raise HttpError(400, "bad percent-encoding in path", close=True)
+        raw = unquote_to_bytes(raw)
+        if b"\x00" in raw:
+            raise HttpError(400, "NUL in path", close=True)
+    try:
+        path = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "path is not valid UTF-8", close=True) from None
+    return path, query.decode("latin-1")
+
+
+def _method_error(head: bytes) -> HttpError:
+    """llhttp only knows its own method table: a well-formed token it does
+    not know is a method we do not implement (501); anything else is 400."""
+    method = head.lstrip(b"\r\n").split(b" ", 1)[0]
+    if _TOKEN.fullmatch(method):
+        return HttpError(501, f"method {method.decode('ascii')} is not implemented", close=True)
+    return HttpError(400, "malformed request line", close=True)
+
+
+def _grammar_error(head: bytes, detail: str, max_target: int) -> HttpError:
+    if detail == "Invalid HTTP version":
+        return HttpError(505, "HTTP version not supported", close=True)
+    line = head.lstrip(b"\r\n").split(b"\n", 1)[0]
+    if len(line) > max_target + _LINE_SLACK:
+        return HttpError(414, "request target too long", close=True)
+    return HttpError(400, f"malformed request: {detail}", close=True)
