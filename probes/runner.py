@@ -19,8 +19,10 @@ from typing import Callable, Iterable, Iterator
 
 from probes.finding import Finding, Status
 
-#: Probe modules in report order. Each is ``probes.<name>``.
-MODULES: list[str] = []
+#: Probe modules in report order. Each is ``probes.<name>``. pipe_throughput
+#: is last: it is the slow one, and it measures with the pipe sizes ``pipes`` found.
+MODULES: list[str] = ["sendfile", "splice", "pipes", "copy_file_range", "ktls", "io_uring",
+                      "msg_zerocopy", "cork", "filesystem", "nics", "pipe_throughput"]
 
 
 class ProbeTimeout(Exception):
@@ -65,15 +67,23 @@ def run_module(name: str, ctx: Context) -> list[Finding]:
     """Run ``probes.<name>.probe(ctx)``; never raises."""
     started = time.monotonic()
     findings: list[Finding] = []
+    results = None
     try:
         module = importlib.import_module(f"probes.{name}")
         with time_bound(ctx.timeout):
-            for finding in module.probe(ctx):
+            results = module.probe(ctx)
+            for finding in results:
                 findings.append(finding)
     except ProbeTimeout as exc:
         findings.append(Finding(f"{name}.probe", Status.ERROR, None, f"probe timed out: {exc}"))
     except Exception as exc:  # a probe bug must not hide the other probes
         findings.append(Finding(f"{name}.probe", Status.ERROR, None, f"probe failed: {type(exc).__name__}: {exc}"))
+    finally:
+        # A generator probe interrupted between two findings still holds its
+        # Resources scope open: close it now, not whenever GC gets to it.
+        close = getattr(results, "close", None)
+        if close:
+            close()
     elapsed = time.monotonic() - started
     for f in findings:
         f.seconds = f.seconds or elapsed

@@ -1,0 +1,257 @@
+"""Turn probe findings into the decisions ``serve --auto`` runs with.
+
+The report (``build_report``) is the full JSON object ``zcopy probe --json``
+prints: kernel identity, every finding, the NICs, the pipe facts and the
+recommendation. ``recommend`` reads only the report, so a cached report
+gives the same decisions as a fresh probe. Each decision carries one
+sentence saying which finding it rests on.
+
+The cache holds one report per kernel release, boot and NIC set: any of
+those changing (a reboot, a new kernel, an interface or address added)
+means the kernel may answer differently, so the key changes and the
+machine is probed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from probes.kernel import read_text
+
+MiB = 1024 * 1024
+KiB = 1024
+#: Pipes a server may hold at once: one per connection mid-splice. The pipe
+#: size is chosen so this many fit in the per-user pipe budget.
+EXPECTED_CONNECTIONS = 256
+PIPE_CAP = MiB               # bigger pipes measured no faster and cost budget
+MIN_PIPE = 64 * KiB          # the kernel's default pipe: never go below it
+CHUNK = MiB                  # per-step budget for sendfile/mmap/read engines
+IN_MEMORY_FS = {"tmpfs", "ramfs"}
+
+
+@dataclass
+class Profile:
+    """What ``serve --auto`` runs with; ``reasons`` has one sentence per field."""
+
+    download_engine: str = "read_send"    # "sendfile" | "splice" | "mmap_send" | "read_send"
+    upload_engine: str = "recv_pwrite"    # "splice" | "recv_pwrite"
+    pipe_size: int = MIN_PIPE
+    chunk_size: int = CHUNK
+    workers: int = 1
+    prefetch: bool = True
+    reasons: dict[str, str] = field(default_factory=dict)
+    source: str = "probed now"            # "cache <path>" | "probed now"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# --- report ---------------------------------------------------------------
+
+def build_report(ctx, on_progress=None) -> dict:
+    """Run every probe with ``ctx`` and assemble the report object."""
+    from probes.runner import run_all
+
+    findings = [f.to_json() for f in run_all(ctx, on_progress=on_progress)]
+    report = {"kernel": kernel_identity(), "findings": findings,
+              "nics": _nics(findings), "pipes": _pipes(findings)}
+    report["recommendation"] = recommend(report).to_json()
+    return report
+
+
+def kernel_identity() -> dict:
+    u = os.uname()
+    return {"release": u.release, "version": u.version, "machine": u.machine,
+            "boot_id": read_text("/proc/sys/kernel/random/boot_id")}
+
+
+def _by_id(findings: list[dict]) -> dict[str, dict]:
+    return {f["id"]: f for f in findings}
+
+
+def _nics(findings: list[dict]) -> list[dict]:
+    return [f["value"] for f in findings
+            if f["id"].startswith("nic.") and f["id"] != "nic.egress" and isinstance(f["value"], dict)]
+
+
+def _pipes(findings: list[dict]) -> dict:
+    by_id = _by_id(findings)
+    facts = dict((by_id.get("pipe.setpipe_sz") or {}).get("value") or {})
+    tp = by_id.get("pipe.throughput") or {}
+    measured = tp.get("value") if tp.get("status") == "ok" and isinstance(tp.get("value"), dict) else None
+    facts["best_size"] = measured.get("best_size") if measured else None
+    facts["throughput_gbps"] = measured.get("sizes") if measured else None
+    return facts
+
+
+# --- decisions ------------------------------------------------------------
+
+def _ok(by_id: dict, fid: str) -> bool:
+    return (by_id.get(fid) or {}).get("status") == "ok"
+
+
+def _not_refused(by_id: dict, fid: str) -> bool:
+    """True unless the finding says the kernel refused (skipped counts as not refused)."""
+    return (by_id.get(fid) or {}).get("status") not in ("unsupported", "error")
+
+
+def recommend(report: dict) -> Profile:
+    by_id = _by_id(report["findings"])
+    p = Profile()
+    p.download_engine, p.reasons["download_engine"] = _download(by_id)
+    p.upload_engine, p.reasons["upload_engine"] = _upload(by_id)
+    p.pipe_size, p.reasons["pipe_size"] = _pipe_size(by_id)
+    if p.download_engine == "splice":
+        p.chunk_size = p.pipe_size
+        p.reasons["chunk_size"] = "splice moves one pipe-full per step, so a step is the pipe size"
+    else:
+        p.chunk_size = CHUNK
+        p.reasons["chunk_size"] = (f"{CHUNK // KiB} KiB per step: far below the 0x7ffff000 per-call cap, and a "
+                                   "connection yields to the others every millisecond or so at 10 Gb/s")
+    p.workers = len(os.sched_getaffinity(0))
+    p.reasons["workers"] = f"one epoll worker per CPU this process may run on ({p.workers})"
+    p.prefetch, p.reasons["prefetch"] = _prefetch(by_id)
+    return p
+
+
+def _download(by_id: dict) -> tuple[str, str]:
+    fs = ((by_id.get("filesystem.type") or {}).get("value") or {}).get("type") or "the served filesystem"
+    egress = by_id.get("nic.egress")
+    tail = ""
+    if egress and isinstance(egress.get("value"), dict) and egress["value"].get("name"):
+        e = egress["value"]
+        tail = f"; egress {e['name']}: {'zero-copy' if e.get('zero_copy_tx') else 'copies'} ({e.get('reason')})"
+    if _ok(by_id, "sendfile.file_to_tcp") and _not_refused(by_id, "filesystem.sendfile"):
+        return "sendfile", f"sendfile file -> TCP works, also from {fs}: one syscall, no user-space copy{tail}"
+    if all(_ok(by_id, f) for f in ("splice.file_to_pipe", "splice.pipe_to_socket")) \
+            and _not_refused(by_id, "filesystem.splice"):
+        return "splice", f"sendfile failed here but splice file -> pipe -> socket works from {fs}{tail}"
+    if _ok(by_id, "filesystem.mmap"):
+        return "mmap_send", f"neither sendfile nor splice works from {fs}; mmap does, so send from the mapping"
+    return "read_send", f"no zero-copy path works from {fs}: plain read + send"
+
+
+def _upload(by_id: dict) -> tuple[str, str]:
+    if _ok(by_id, "splice.socket_to_pipe") and _ok(by_id, "splice.pipe_to_file"):
+        return "splice", "splice socket -> pipe and pipe -> file both work: uploads skip user space"
+    bad = [f for f in ("splice.socket_to_pipe", "splice.pipe_to_file") if not _ok(by_id, f)]
+    return "recv_pwrite", f"{', '.join(bad)} did not work, so uploads use recv + pwrite"
+
+
+def _pipe_size(by_id: dict) -> tuple[int, str]:
+    """The measured best size if pipe_throughput ran; otherwise the largest
+    power of two the per-user pipe budget allows for EXPECTED_CONNECTIONS."""
+    from probes.pipes import budget_pipes
+
+    facts = (by_id.get("pipe.setpipe_sz") or {}).get("value") or {}
+    soft = facts.get("user_pages_soft")
+    exempt = facts.get("root_exempt", False)
+    tp = by_id.get("pipe.throughput") or {}
+    value = tp.get("value") if isinstance(tp.get("value"), dict) else {}
+    if tp.get("status") == "ok" and value.get("best_size"):
+        best = int(value["best_size"])
+        n = budget_pipes(best, soft)
+        budget = "" if exempt or n is None else f"; the soft pipe budget holds {n} such pipes"
+        return best, (f"pipe.throughput measured {best // KiB} KiB as the smallest pipe within a few percent "
+                      f"of the best splice throughput{budget}")
+    failed = by_id.get("pipe_throughput.probe")
+    why_missing = {"skipped": "was skipped (quick mode)",
+                   None: f"did not run ({failed['detail']})" if failed else "did not run"}.get(
+        tp.get("status"), f"ended with status {tp.get('status')}")
+    cap = min(PIPE_CAP, facts.get("largest_granted") or facts.get("max_size") or PIPE_CAP)
+    if exempt or not soft:
+        why = "root is exempt from pipe-user-pages-soft" if exempt else "pipe-user-pages-soft is 0 (no budget)"
+        return cap, (f"pipe.throughput {why_missing}; {why}, so the largest size F_SETPIPE_SZ grants, "
+                     f"capped at {PIPE_CAP // KiB} KiB: {cap // KiB} KiB")
+    size = cap
+    while size > MIN_PIPE and (budget_pipes(size, soft) or 0) < EXPECTED_CONNECTIONS:
+        size //= 2
+    return size, (f"pipe.throughput {why_missing}; {size // KiB} KiB is the largest size for which "
+                  f"pipe-user-pages-soft ({soft} pages) holds {EXPECTED_CONNECTIONS} connections' pipes "
+                  f"(capped at {cap // KiB} KiB)")
+
+
+def _prefetch(by_id: dict) -> tuple[bool, str]:
+    fs = ((by_id.get("filesystem.type") or {}).get("value") or {}).get("type")
+    if fs in IN_MEMORY_FS:
+        return False, f"the served path is on {fs}: its pages are always in memory, nothing to prefetch"
+    return True, (f"the served path is on {fs or 'an unknown filesystem'}: reads may miss the page cache, "
+                  "so read ahead off the event loop")
+
+
+# --- cache ----------------------------------------------------------------
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "zcopy"
+
+
+def cache_key() -> str:
+    """Kernel release + boot id + the sorted NIC names and addresses, hashed."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        parts = [f"{names[link['index']]}/{link.get_attr('IFLA_ADDRESS')}" for link in ipr.get_links()]
+        parts += [f"{names.get(a['index'], a['index'])}/{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                  for a in ipr.get_addr()]
+    ident = kernel_identity()
+    text = "\n".join([ident["release"], ident["boot_id"] or "", *sorted(parts)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_path() -> Path:
+    return cache_dir() / f"probe-{cache_key()}.json"
+
+
+def save(report: dict) -> Path:
+    """Write the report atomically to the cache file for this kernel/boot/NIC set."""
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def load_cached() -> dict | None:
+    """The cached report for this kernel/boot/NIC set, or None (missing or unreadable)."""
+    try:
+        with open(cache_path()) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and "findings" in report else None
+
+
+def load_or_probe(path: str = ".", quick: bool = True) -> Profile:
+    """The profile for serving ``path``: from the cache when it matches this
+    machine, else by probing now. The filesystem findings are re-probed when
+    the cached report was made for a path on another filesystem (a few ms)."""
+    from probes.runner import Context, run_module
+
+    report = load_cached()
+    if report is None:
+        return recommend(build_report(Context(path=path, quick=quick)))
+    fs = (_by_id(report["findings"]).get("filesystem.type") or {}).get("value") or {}
+    try:
+        same_fs = fs.get("dev") == os.stat(path).st_dev
+    except OSError:
+        same_fs = False
+    if not same_fs:
+        fresh = [f.to_json() for f in run_module("filesystem", Context(path=path, quick=quick))]
+        report = dict(report, findings=[f for f in report["findings"] if not f["id"].startswith("filesystem.")]
+                      + fresh)
+    profile = recommend(report)
+    profile.source = f"cache {cache_path()}"
+    return profile
