@@ -39,8 +39,10 @@ def choose_encoding(accept_encoding: str | None, available: dict[str, str]) -> s
     None for the identity file.
 
     Honours q-values, ``q=0`` (refusal), ``*`` (any coding not named) and
-    ``identity``: when the client weighs identity above every available
-    coding, the plain file wins. Ties go to the order of ``available`` (the
+    ``identity``: when the client names identity with a higher weight than
+    every available coding, the plain file wins. Unnamed, identity is only
+    the fallback (``gzip;q=0.5`` still means "gzip, please", as nginx's
+    gzip_static reads it). Ties go to the order of ``available`` (the
     server's preference, smallest first). No header means identity: RFC
     9110 12.5.3 allows any coding then, but a client that sends nothing
     often cannot decode anything.
@@ -58,8 +60,8 @@ def choose_encoding(accept_encoding: str | None, available: dict[str, str]) -> s
             best, best_q = coding, q
     if best is None:
         return None
-    identity = weights.get("identity", star if star is not None else 1.0)
-    return best if best_q >= identity else None
+    identity = weights.get("identity")
+    return best if identity is None or best_q >= identity else None
 
 
 def wants_json(accept: str | None) -> bool:

@@ -18,11 +18,13 @@ it really leads (``os.path.realpath``):
   one that leads out -> 404 as well.
 
 A path that does not exist is returned as is (uploads create files); the
-caller's ``stat`` says 404. Only ``realpath`` touches the disk.
+caller's ``stat`` says 404. Only ``realpath`` touches the disk (strict, so a
+symlink loop is refused here rather than looking like a plain path).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 from zcopy.http.errors import HttpError
@@ -52,7 +54,12 @@ def resolve_path(root: str, url_path: str, *, follow_symlinks: bool = False,
                 raise HttpError(404, "not found")
     base = root.rstrip("/")
     path = base + "/" + "/".join(parts) if parts else root
-    real = os.path.realpath(path)
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise HttpError(404, "not found") from None
+        real = os.path.realpath(path)       # missing or unreadable tail: the caller's stat decides
     if real == path:
         return path
     if not follow_symlinks:

@@ -1,0 +1,78 @@
+"""Directory listings: escaping, links, JSON (zcopy.http.listing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from html.parser import HTMLParser
+from urllib.parse import unquote_to_bytes
+
+from zcopy.http import Entry, render_listing_html, render_listing_json
+
+NASTY = ["<script>alert(1)</script>", 'a"b', "100%", "déjà vu.txt", "日本.txt", "a#b?c", "a&amp;b",
+         "x'y", "sp ace", "new\nline", "c:d", os.fsdecode(b"bad\xffname")]
+ENTRIES = [Entry(n, False, 1536, 784111777.0) for n in NASTY] + [Entry("dir", True, 0, 0.0)]
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs, self.scripts, self.text = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self.hrefs.append(dict(attrs)["href"])
+        if tag == "script":
+            self.scripts += 1
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_escapes_and_links():
+    page = render_listing_html("/sub/<b>/", ENTRIES)
+    text = page.decode("utf-8")
+    assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<b>" not in text.split("<body>")[1].split("<table>")[0].replace("<h1>", "")
+    parser = _Links()
+    parser.feed(text)
+    assert parser.scripts == 1                                   # only our own sort script
+    hrefs = parser.hrefs
+    assert hrefs[0] == "../"
+    assert "dir/" in hrefs
+    for name in NASTY:
+        href = [h for h in hrefs if unquote_to_bytes(h) == os.fsencode(name)]
+        assert len(href) == 1, name                              # each link names exactly that file
+        assert re.fullmatch(r"[A-Za-z0-9%._~-]+", href[0]), href[0]
+    shown = "".join(parser.text)
+    for name in NASTY[:-1]:
+        assert name in shown                                     # text shows the real name
+    assert "bad\ufffdname" in shown
+
+
+def test_html_layout():
+    page = render_listing_html("/", [Entry("b.txt", False, 10, 0.0), Entry("a", True, 0, 0.0),
+                                     Entry("big.iso", False, 3 * 1024**3, 0.0)]).decode()
+    assert page.startswith("<!DOCTYPE html>") and 'charset="utf-8"' in page
+    assert 'href="../"' not in page                              # no parent at the root
+    assert page.index(">a/<") < page.index(">b.txt<")            # directories first
+    assert "3.0 GiB" in page and "10 B" in page and "1970-01-01 00:00" in page
+    assert "http" not in page.split("<script>")[0].replace("http-equiv", "")   # no external assets
+    assert "<th>Size</th>" in page and "onclick" in page         # sortable by column
+
+
+def test_json():
+    doc = json.loads(render_listing_json("/sub/", ENTRIES))
+    assert doc["path"] == "/sub/"
+    by_name = {e["name"]: e for e in doc["entries"]}
+    assert by_name["dir"] == {"name": "dir", "href": "dir/", "type": "dir", "size": 0, "mtime": 0.0}
+    e = by_name['a"b']
+    assert (e["type"], e["size"], e["href"]) == ("file", 1536, "a%22b")
+    assert unquote_to_bytes(by_name["bad\ufffdname"]["href"]) == b"bad\xffname"
+    assert doc["entries"][0]["name"] == "dir"
+
+
+def test_empty_directory():
+    assert json.loads(render_listing_json("/e/", [])) == {"path": "/e/", "entries": []}
+    assert b"<tbody>\n\n</tbody>" in render_listing_html("/e/", [])
