@@ -1,0 +1,161 @@
+"""Start a real `zcopy serve` subprocess for black-box tests, and talk to it
+with raw sockets (exact bytes) or curl (a real client)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+_ADDR = re.compile(rb"http://127\.0\.0\.1:(\d+)/")
+
+
+class Server:
+    def __init__(self, root, *args: str, env: dict | None = None) -> None:
+        self.root = str(root)
+        self.args = args
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.stderr = b""
+
+    def start(self, timeout: float = 20.0) -> "Server":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zcopy", "serve", self.root, "--port", "0", *self.args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(self.env or {})})
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stderr], [], [], 0.2)
+            if r:
+                chunk = os.read(self.proc.stderr.fileno(), 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                m = _ADDR.search(buf)
+                if m:
+                    self.port = int(m.group(1))
+                    self.stderr = buf
+                    self._wait_listening(deadline)
+                    return self
+        self.kill()
+        raise RuntimeError(f"server did not start: {buf.decode(errors='replace')}")
+
+    def _wait_listening(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.kill()
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # The supervisor kills its workers when it gets a second signal.
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.2)
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(5)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream:
+                    stream.close()
+
+    def worker_pids(self, at_least: int = 1, timeout: float = 10.0) -> list[int]:
+        """The supervisor's children (workers), waiting until there are ``at_least``."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                pids = [int(p) for p in f.read().split()]
+            if len(pids) >= at_least or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.02)
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+
+def connect(port: int, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def read_response(sock: socket.socket, *, head_only: bool = False) -> tuple[int, dict, bytes, bytes]:
+    """Read one response: (status, headers lower-cased, body, raw head).
+    The body is framed by Content-Length (or read to EOF without one)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a full head: {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if head_only or status in (204, 304):
+        sock_leftover = rest
+        return status, headers, b"", head + b"\r\n\r\n" + sock_leftover
+    if "content-length" in headers:
+        need = int(headers["content-length"])
+        while len(rest) < need:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError(f"closed after {len(rest)} of {need} body bytes")
+            rest += chunk
+        return status, headers, rest[:need], head
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return status, headers, rest, head
+        rest += chunk
+
+
+def request(port: int, raw: bytes, *, head_only: bool = False) -> tuple[int, dict, bytes]:
+    with connect(port) as s:
+        s.sendall(raw)
+        status, headers, body, _ = read_response(s, head_only=head_only)
+        return status, headers, body
+
+
+def get(port: int, path: str, headers: dict | None = None, method: str = "GET"):
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    raw = f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n".encode()
+    return request(port, raw, head_only=method == "HEAD")
+
+
+def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *args],
+                          capture_output=True, timeout=timeout + 5)

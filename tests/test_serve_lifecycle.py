@@ -1,0 +1,288 @@
+"""Black-box tests of the server as a process: engines, workers, signals,
+timeouts, limits, leaks and hostile input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from serverutil import Server, connect, get, read_response
+
+SIZES = [0, 1, 4095, 4096, 65537, 3 * 1024 * 1024 + 7]
+
+
+def worker_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("files")
+    data = {}
+    for size in SIZES:
+        blob = os.urandom(size)
+        (root / f"f{size}").write_bytes(blob)
+        data[size] = blob
+    (root / "large.bin").write_bytes(os.urandom(64 << 20))
+    return root, data
+
+
+@pytest.mark.parametrize("engine", ["sendfile", "splice", "mmap", "readwrite"])
+def test_every_engine_serves_exact_bytes(files, engine):
+    root, data = files
+    with Server(root, "--engine", engine) as s:
+        assert f"send engine".encode() in s.stderr
+        with connect(s.port) as c:
+            for size, blob in data.items():
+                c.sendall(f"GET /f{size} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                status, h, body, _ = read_response(c)
+                assert status == 200 and body == blob, size
+                if size < 8:
+                    continue
+                c.sendall(f"GET /f{size} HTTP/1.1\r\nHost: t\r\nRange: bytes=1-2,-3\r\n\r\n".encode())
+                status, h, body, _ = read_response(c)
+                assert status == 206
+                assert blob[1:3] in body and body.count(blob[-3:]) >= 1
+                c.sendall(f"GET /f{size} HTTP/1.1\r\nHost: t\r\nRange: bytes=5-\r\n\r\n".encode())
+                assert read_response(c)[2] == blob[5:]
+        assert s.stop() == 0
+
+
+def test_two_workers_share_the_port_and_a_dead_worker_is_replaced(files):
+    root, data = files
+    with Server(root, "--workers", "2") as s:
+        pids = s.worker_pids(2)
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = s.worker_pids(0)
+            if len(now) == 2 and pids[0] not in now:
+                break
+            time.sleep(0.05)
+        assert len(s.worker_pids(2)) == 2 and pids[0] not in s.worker_pids(2)
+        for _ in range(20):
+            assert get(s.port, "/f4096")[2] == data[4096]
+        assert s.stop() == 0
+
+
+def test_sigterm_drains_an_inflight_download(files):
+    root, _ = files
+    expected = hashlib.sha256((root / "large.bin").read_bytes()).hexdigest()
+    with Server(root) as s:
+        c = connect(s.port)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.sendall(b"GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = c.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):   # no new connections while draining
+            connect(s.port, timeout=2)
+        data = first
+        while True:
+            chunk = c.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+        c.close()
+        body = data.split(b"\r\n\r\n", 1)[1]
+        assert hashlib.sha256(body).hexdigest() == expected
+        assert s.proc.wait(20) == 0
+
+
+def test_second_signal_exits_at_once(files):
+    root, _ = files
+    with Server(root, "--drain-timeout", "60") as s:
+        c = connect(s.port)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sendall(b"GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.recv(100)
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert s.proc.poll() is None          # still draining: the client is not reading
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(5) != 0
+        c.close()
+
+
+def test_client_vanishing_midtransfer_leaks_no_fd(files):
+    root, _ = files
+    with Server(root) as s:
+        pid = s.worker_pids()[0]
+        get(s.port, "/f4096")                       # warm the file cache
+        baseline = worker_fds(pid)
+        for _ in range(10):
+            c = connect(s.port)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sendall(b"GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            c.recv(1000)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            c.close()                                # RST mid-transfer
+        time.sleep(0.5)
+        get(s.port, "/f4096")
+        # the large file's cache entry may add one fd; no per-connection fd may remain
+        assert worker_fds(pid) <= baseline + 1
+
+
+def test_header_timeout_slowloris(files):
+    root, _ = files
+    with Server(root, "--header-timeout", "1") as s:
+        with connect(s.port) as c:
+            c.sendall(b"GET /f1 HTTP/1.1\r\nHost: t\r\n")
+            time.sleep(2.5)
+            data = c.recv(1000)
+            assert data.startswith(b"HTTP/1.1 408") or data == b""
+        assert get(s.port, "/f1")[0] == 200
+
+
+def test_idle_keepalive_timeout(files):
+    root, _ = files
+    with Server(root, "--idle-timeout", "1") as s:
+        with connect(s.port) as c:
+            c.sendall(b"GET /f1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            read_response(c)
+            time.sleep(2.5)
+            assert c.recv(10) == b""
+
+
+def test_max_connections_holds_the_rest_in_the_backlog(files):
+    root, data = files
+    with Server(root, "--max-connections", "2") as s:
+        held = [connect(s.port) for _ in range(2)]
+        for c in held:
+            c.sendall(b"GET /f1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            read_response(c)
+        waiting = connect(s.port)
+        waiting.sendall(b"GET /f1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        waiting.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            waiting.recv(10)
+        held[0].close()
+        waiting.settimeout(5)
+        assert read_response(waiting)[2] == data[1]
+        for c in held[1:] + [waiting]:
+            c.close()
+
+
+def test_emfile_does_not_spin_and_recovers(files):
+    """RLIMIT_NOFILE makes accept fail with EMFILE; the worker must back off
+    (low CPU) and serve again once fds are free."""
+    root, data = files
+    limit = 40
+    env_cmd = [sys.executable, "-c",
+               "import resource,sys,runpy; resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d)); "
+               "sys.argv=['zcopy']+sys.argv[1:]; runpy.run_module('zcopy', run_name='__main__')" % (limit, limit)]
+    proc = subprocess.Popen(env_cmd + ["serve", str(root), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        buf = b""
+        while b"http://127.0.0.1:" not in buf or not re.search(rb":(\d+)/", buf):
+            buf += os.read(proc.stderr.fileno(), 4096)
+        port = int(re.search(rb"http://127\.0\.0\.1:(\d+)/", buf).group(1))
+        time.sleep(0.3)
+        clients = []
+        for _ in range(limit + 10):
+            try:
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                break
+        time.sleep(0.5)
+        worker = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
+        cpu0 = _cpu(worker)
+        time.sleep(1.0)
+        cpu1 = _cpu(worker)
+        assert cpu1 - cpu0 < 0.5, "worker spins on EMFILE"
+        for c in clients:
+            c.close()
+        time.sleep(0.5)
+        assert get(port, "/f4096")[2] == data[4096]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _cpu(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def test_startup_errors_are_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path), "--port", str(port)],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+        assert len(out.stderr.strip().splitlines()) == 1 and "in use" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path / "missing")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run([sys.executable, "-m", "zcopy", "serve", "--workers", "zero"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_access_log_combined_format(files, tmp_path):
+    root, _ = files
+    log = tmp_path / "access.log"
+    with Server(root, "--access-log", str(log)) as s:
+        get(s.port, "/f1", {"User-Agent": 'evil" "agent', "Referer": "http://x/"})
+        get(s.port, "/nope")
+        assert s.stop() == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    assert re.match(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /f1 HTTP/1\.1" 200 1 '
+                    r'"http://x/" "evil\\x22 \\x22agent"$', lines[0]), lines[0]
+    assert '" 404 ' in lines[1]
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(files):
+    root, _ = files
+    with Server(root, "--header-timeout", "2") as s:
+        yield s
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda m, p, v, h: b"%s %s %s\r\n%s\r\n" % (m, p, v, h),
+              st.sampled_from([b"GET", b"HEAD", b"PUT", b"G\x00T", b"", b"get"]),
+              st.binary(max_size=40), st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/9", b""]),
+              st.binary(max_size=80)),
+))
+def test_random_bytes_never_crash_a_worker(fuzz_server, data):
+    pid = fuzz_server.worker_pids()[0]
+    with connect(fuzz_server.port, timeout=5) as c:
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        reply = b""
+        try:
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        except ConnectionResetError:
+            pass
+    if reply:
+        assert re.match(rb"HTTP/1\.[01] [1-5]\d\d ", reply), reply[:80]
+    assert fuzz_server.worker_pids() == [pid]

@@ -1,0 +1,165 @@
+"""Serve a folder over HTTP/1.1 with zero-copy sends: GET/HEAD, ranges,
+conditionals, listings, precompressed siblings, keep-alive and pipelining,
+on one epoll loop per worker (SO_REUSEPORT).
+
+With --auto the kernel probe's cached recommendation (or a quick probe) picks
+the engine, pipe size and worker count; any explicit flag overrides its one
+choice. SIGTERM/SIGINT drain in-flight transfers and exit 0; a second signal
+exits at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from zcopy.cli import positive_float, positive_int, size_arg
+
+HELP = "serve a folder over HTTP with zero-copy sends"
+
+#: --engine spelling -> engine registry name
+ENGINES = {"sendfile": "sendfile", "splice": "splice", "mmap": "mmap_send", "readwrite": "read_send"}
+
+
+def workers_arg(text: str) -> int | str:
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def port_arg(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def configure(p) -> None:
+    p.add_argument("root", nargs="?", default=".", help="folder to serve (default: .)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=port_arg, default=8000, help="TCP port, 0 for any free one (default: 8000)")
+    p.add_argument("--auto", action="store_true", help="apply the kernel probe's recommendation")
+    p.add_argument("--workers", type=workers_arg, default=None, help="worker processes, or 'auto' (one per CPU)")
+    p.add_argument("--engine", choices=["auto", *ENGINES], default="auto", help="how file bytes are sent")
+    p.add_argument("--pipe-size", type=size_arg, default=None, help="pipe size for the splice engine")
+    p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
+    p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
+    p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
+    p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
+    p.add_argument("--header-timeout", type=positive_float, default=10.0, help="seconds to receive a request head")
+    p.add_argument("--idle-timeout", type=positive_float, default=60.0, help="keep-alive idle seconds")
+    p.add_argument("--send-timeout", type=positive_float, default=60.0,
+                   help="close a client that accepts no byte for this long")
+    p.add_argument("--drain-timeout", type=positive_float, default=30.0,
+                   help="on SIGTERM, seconds allowed to finish in-flight transfers")
+    w = p.add_argument_group("writes (uploads, delete, rename)")
+    w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
+    w.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too")
+    w.add_argument("--token-file", metavar="PATH", help="read the write token from this file")
+    w.add_argument("--read-token", help="token reads need (default: reads are open)")
+    w.add_argument("--max-upload", type=size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
+    w.add_argument("--no-fsync", action="store_true", help="do not fsync uploads before renaming them into place")
+
+
+def build_config(args):
+    """Flags + (with --auto) the probe's profile -> ServeConfig, with reasons."""
+    from zcopy.server.config import ServeConfig
+
+    root = os.path.realpath(args.root)
+    if not os.path.isdir(root):
+        raise SystemExit(f"zcopy serve: error: root {args.root!r} is not a folder")
+    cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
+                      follow_symlinks=args.follow_symlinks, show_hidden=args.show_hidden,
+                      max_connections=args.max_connections, header_timeout=args.header_timeout,
+                      idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
+                      drain_timeout=args.drain_timeout, allow_write=args.allow_write,
+                      token=_token(args), read_token=args.read_token, max_upload=args.max_upload,
+                      fsync=not args.no_fsync)
+    reasons = cfg.reasons
+    profile = None
+    if args.auto:
+        from zcopy.profile import load_or_probe
+
+        profile = load_or_probe(root, quick=True)
+        cfg.engine = profile.download_engine
+        cfg.upload_engine = profile.upload_engine
+        cfg.pipe_size = profile.pipe_size
+        cfg.budget = profile.chunk_size
+        cfg.workers = profile.workers
+        for key in ("download_engine", "upload_engine", "pipe_size", "workers"):
+            reasons[key] = f"probe ({profile.source}): {profile.reasons.get(key, '')}"
+        reasons["chunk_size"] = f"probe: {profile.reasons.get('chunk_size', '')}"
+    else:
+        reasons["download_engine"] = "default: sendfile (use --auto to apply the probe's choice)"
+        reasons["workers"] = "default: one worker (use --workers auto for one per CPU)"
+        reasons["pipe_size"] = "default: 1 MiB"
+        reasons["upload_engine"] = "default"
+    if args.engine != "auto":
+        cfg.engine = ENGINES[args.engine]
+        reasons["download_engine"] = "--engine flag"
+    if args.pipe_size is not None:
+        cfg.pipe_size = args.pipe_size
+        reasons["pipe_size"] = "--pipe-size flag"
+    if args.workers == "auto":
+        cfg.workers = len(os.sched_getaffinity(0))
+        reasons["workers"] = f"--workers auto: {cfg.workers} usable CPU(s)"
+    elif args.workers is not None:
+        cfg.workers = args.workers
+        reasons["workers"] = "--workers flag"
+    return cfg
+
+
+def _token(args) -> str | None:
+    if args.token_file:
+        try:
+            with open(args.token_file) as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise SystemExit(f"zcopy serve: error: cannot read --token-file: {exc.strerror}") from None
+        if not token:
+            raise SystemExit("zcopy serve: error: --token-file is empty")
+        return token
+    return args.token or os.environ.get("ZCOPY_TOKEN") or None
+
+
+def print_panel(cfg) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from zcopy.units import format_size
+
+    host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_column(style="dim")
+    t.add_row("address", f"http://{host}:{cfg.port}/", "")
+    t.add_row("root", cfg.root, "")
+    t.add_row("workers", str(cfg.workers), cfg.reasons.get("workers", ""))
+    t.add_row("send engine", cfg.engine, cfg.reasons.get("download_engine", ""))
+    t.add_row("upload engine", cfg.upload_engine, cfg.reasons.get("upload_engine", ""))
+    t.add_row("pipe size", format_size(cfg.pipe_size) if "splice" in (cfg.engine, cfg.upload_engine)
+              else "(unused)", cfg.reasons.get("pipe_size", ""))
+    writes = "off (read-only)" if not cfg.allow_write else "on, token required" if cfg.token else \
+        "on, NO TOKEN: anyone who can connect may write"
+    t.add_row("writes", writes, "")
+    Console(stderr=True).print(Panel(t, title="zcopy serve", expand=False))
+
+
+def run(args) -> int:
+    from zcopy.server.supervisor import StartupError, Supervisor, make_listeners
+
+    try:
+        cfg = build_config(args)
+    except SystemExit as exc:
+        print(exc.code, file=sys.stderr)
+        return 2
+    try:
+        listeners = make_listeners(cfg)
+    except StartupError as exc:
+        print(f"zcopy serve: error: {exc}", file=sys.stderr)
+        return 1
+    print_panel(cfg)
+    return Supervisor(cfg, listeners).run()

@@ -1,0 +1,64 @@
+"""Access log in the combined log format, buffered off the hot path.
+
+Lines are appended to a list and written once per loop tick (about once a
+second) and at exit, so logging costs one string format per request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+
+class AccessLog:
+    def __init__(self, target: str) -> None:
+        self._fd = sys.stdout.fileno() if target == "-" else os.open(
+            target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._own = target != "-"
+        self._lines: list[str] = []
+        self._stamp_second = -1
+        self._stamp = ""
+
+    def log(self, addr, request, status: int, length: int) -> None:
+        now = int(time.time())
+        if now != self._stamp_second:
+            self._stamp_second = now
+            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+        host = addr[0] if isinstance(addr, tuple) else "-"
+        if request is None:
+            line, referer, agent = "-", "-", "-"
+        else:
+            target = request.target.decode("latin-1")
+            line = f"{request.method} {target} HTTP/{request.version[0]}.{request.version[1]}"
+            referer = request.headers.get("referer", "-")
+            agent = request.headers.get("user-agent", "-")
+        self._lines.append(f'{host} - - [{self._stamp}] "{_esc(line)}" {status} {length or "-"} '
+                           f'"{_esc(referer)}" "{_esc(agent)}"\n')
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        data = "".join(self._lines).encode("utf-8", "backslashreplace")
+        self._lines.clear()
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                continue
+            view = view[n:]
+
+    def close(self) -> None:
+        self.flush()
+        if self._own:
+            os.close(self._fd)
+
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+def _esc(text: str) -> str:
+    """Quotes and control characters would let a client forge log lines."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

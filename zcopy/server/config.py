@@ -1,0 +1,33 @@
+"""Everything a worker needs to know, decided once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServeConfig:
+    root: str                       # realpath of the served folder
+    bind: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    engine: str = "sendfile"        # download engine name (zcopy.engines.create)
+    upload_engine: str = "recv_pwrite"
+    pipe_size: int = 1 << 20
+    budget: int = 1 << 20           # bytes one connection may move per loop turn
+    access_log: str | None = None   # path, "-" for stdout, None for off
+    follow_symlinks: bool = False
+    show_hidden: bool = False
+    max_connections: int = 10000
+    header_timeout: float = 10.0    # whole head must arrive within this (slowloris)
+    idle_timeout: float = 60.0      # keep-alive connection with no request
+    send_timeout: float = 60.0      # no byte accepted by the client for this long
+    drain_timeout: float = 30.0     # SIGTERM: finish in-flight transfers within this
+    allow_write: bool = False
+    token: str | None = None        # needed for writes (and opens reads) when set
+    read_token: str | None = None   # needed for reads when set
+    max_upload: int | None = None
+    fsync: bool = True              # fsync an upload before renaming it into place
+    max_head: int = 16384
+    max_target: int = 8192
+    reasons: dict[str, str] = field(default_factory=dict)   # why each choice was made

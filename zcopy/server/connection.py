@@ -1,0 +1,367 @@
+"""One client socket: read a head, answer it, repeat (keep-alive, pipelining).
+
+The socket is registered once, edge-triggered, for EPOLLIN|EPOLLOUT|EPOLLRDHUP;
+the connection remembers whether the last read/write hit EAGAIN
+(``readable``/``writable``) instead of re-arming epoll on every state change.
+
+States:
+  READING  - collecting a request head into ``buf`` (deadline: header or idle timeout)
+  RECEIVING - a PUT body going into its temp file: bytes already in ``buf`` with
+             pwrite, the rest of a fixed-length body socket->file through the
+             upload engine, chunked bodies through the decoder (deadline: send
+             timeout, pushed forward on every progress)
+  WRITING  - draining the reply queue: head bytes, then body segments through the
+             engine (deadline: send timeout, pushed forward on every progress)
+  LINGERING - reply sent with "Connection: close": write side shut, reading and
+             discarding until the client closes or LINGER_SECONDS pass
+  CLOSED
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections import deque
+
+from zcopy import http
+from zcopy.engines import FileShrank, PeerClosed, Progress
+from zcopy.server.writer import Upload
+
+READING, RECEIVING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3, 4
+#: How long a closing connection keeps reading (and discarding) what the client
+#: still sends, so the kernel does not answer it with a RST that destroys our
+#: last response in flight (nginx's lingering_close).
+LINGER_SECONDS = 2.0
+RECV_SIZE = 65536
+#: Pipelined requests answered per loop turn before yielding to other sockets.
+PIPELINE_BURST = 16
+_MSG_MORE = socket.MSG_MORE
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Connection:
+    __slots__ = ("worker", "sock", "fd", "addr", "buf", "state", "readable", "writable", "deadline",
+                 "queue", "xfer", "reply", "request", "started", "sent", "served", "draining", "upload")
+
+    def __init__(self, worker, sock: socket.socket, addr) -> None:
+        self.worker = worker
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.addr = addr
+        self.buf = bytearray()
+        self.state = READING
+        self.readable = True      # data may have arrived before we registered
+        self.writable = True
+        self.deadline = worker.now + worker.config.idle_timeout
+        self.queue: deque = deque()
+        self.xfer = None
+        self.reply = None
+        self.request = None
+        self.started = 0.0
+        self.sent = 0
+        self.served = 0
+        self.draining = False
+        self.upload: Upload | None = None
+
+    # -- events ---------------------------------------------------------------
+
+    def on_event(self, events: int) -> None:
+        if events & self.worker.EV_IN:
+            self.readable = True
+        if events & self.worker.EV_OUT:
+            self.writable = True
+        self.run()
+
+    def run(self) -> None:
+        """Advance as far as possible without blocking."""
+        try:
+            burst = PIPELINE_BURST
+            while self.state != CLOSED:
+                if self.state == LINGERING:
+                    self._linger()
+                    return
+                if self.state == READING:
+                    if not self._read_request():
+                        return
+                if self.state == RECEIVING:
+                    if not self._receive():
+                        return
+                if self.state == WRITING:
+                    progress = self._pump()
+                    if progress is Progress.BLOCKED:
+                        return
+                    if progress is Progress.MORE:
+                        self.worker.ready.append(self)
+                        return
+                    self._finish_reply()
+                    burst -= 1
+                    if burst == 0 and self.state == READING:
+                        self.worker.ready.append(self)
+                        return
+        except http.HttpError as exc:       # an upload refused midway (413, 507, bad chunk)
+            self._abort_upload()
+            self._start_reply(self.worker.responder.error(exc, close=True))
+            self.run()
+        except PeerClosed:
+            self.worker.stats.error("upload_cut")
+            self.close()
+        except FileShrank:
+            self.worker.stats.error("file_changed")
+            self.close()
+        except (ConnectionResetError, BrokenPipeError):
+            self.worker.stats.error("client_reset")
+            self.close()
+        except OSError as exc:
+            self.worker.stats.error(errno.errorcode.get(exc.errno, "oserror"))
+            self.close()
+
+    # -- reading --------------------------------------------------------------
+
+    def _read_request(self) -> bool:
+        """Try to get one complete head from buf/socket and start its reply.
+        Returns False when we must wait for more bytes."""
+        cfg = self.worker.config
+        while True:
+            try:
+                n = http.split_head(self.buf, cfg.max_head, cfg.max_target)
+            except http.HttpError as exc:
+                self._start_reply(self.worker.responder.error(exc, close=True))
+                return True
+            if n is not None:
+                break
+            if self.draining and not self.buf:
+                self.close()
+                return False
+            if not self.readable:
+                return False
+            if not self._recv():
+                return False
+        head = bytes(self.buf[:n])
+        del self.buf[:n]
+        self.started = self.worker.now
+        try:
+            req = http.parse_head(head)
+        except http.HttpError as exc:
+            self.request = None
+            self._start_reply(self.worker.responder.error(exc, close=True))
+            return True
+        self.request = req
+        reply = self.worker.responder.respond(req)
+        if isinstance(reply, Upload):
+            self.upload = reply
+            self.state = RECEIVING
+            self.deadline = self.worker.now + self.worker.config.send_timeout
+            if req.expect_continue and not self.buf:
+                self._send_quietly(_CONTINUE)
+            return True
+        if self.draining:
+            reply.close = True  # response already says keep-alive; closing after it is still correct
+        self._start_reply(reply)
+        return True
+
+    def _recv(self) -> bool:
+        """Read once into buf. False: nothing more now (EAGAIN) or closed."""
+        was_empty = not self.buf
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            self.readable = False
+            return False
+        if not data:
+            self.close()
+            return False
+        if was_empty:
+            # The head clock starts with its first byte (slowloris bound).
+            self.deadline = self.worker.now + self.worker.config.header_timeout
+        self.buf += data
+        return True
+
+    # -- receiving an upload ----------------------------------------------------
+
+    def _receive(self) -> bool:
+        """Move body bytes into the upload. False: wait for more."""
+        up = self.upload
+        if self.buf:
+            data = bytes(self.buf)
+            self.buf.clear()
+            self.worker.stats.body_buffered += len(data)
+            self.buf += up.write(data)
+        while not up.done:
+            if up.chunked:
+                if not self.readable:
+                    return False
+                try:
+                    data = self.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    self.readable = False
+                    return False
+                if not data:
+                    raise PeerClosed("client closed during a chunked upload")
+                self.worker.stats.body_buffered += len(data)
+                self.deadline = self.worker.now + self.worker.config.send_timeout
+                self.buf += up.write(data)
+                continue
+            xfer = self.xfer
+            if xfer is None:
+                xfer = self.xfer = self.worker.upload_engine.start_recv(up.fd, up.offset, up.remaining)
+            before = xfer.remaining
+            progress = xfer.step(self.fd)
+            if before != xfer.remaining:
+                up.advanced(before - xfer.remaining)
+                self.deadline = self.worker.now + self.worker.config.send_timeout
+            if progress is Progress.BLOCKED:
+                self.readable = False
+                return False
+            if progress is Progress.MORE:
+                self.worker.ready.append(self)
+                return False
+            xfer.close()
+            self.xfer = None
+        self.upload = None
+        try:
+            reply = self.worker.responder.writer.finish(up, self.request)
+        except http.HttpError as exc:
+            reply = self.worker.responder.error(exc, close=True)
+        self._start_reply(reply)
+        return True
+
+    def _abort_upload(self) -> None:
+        if self.xfer is not None:
+            self.xfer.close()
+            self.xfer = None
+        if self.upload is not None:
+            self.upload.abort()
+            self.upload = None
+
+    def _send_quietly(self, data: bytes) -> None:
+        try:
+            self.sock.send(data)
+        except OSError:
+            pass
+
+    # -- writing --------------------------------------------------------------
+
+    def _start_reply(self, reply) -> None:
+        self.reply = reply
+        self.sent = 0
+        q = self.queue
+        q.append(memoryview(reply.head))
+        q.extend(reply.body)
+        self.state = WRITING
+        self.deadline = self.worker.now + self.worker.config.send_timeout
+
+    def _pump(self) -> Progress:
+        """Send queued items until done, blocked or out of budget."""
+        q = self.queue
+        sock = self.sock
+        budget = self.worker.config.budget
+        while q:
+            if not self.writable:
+                return Progress.BLOCKED
+            item = q[0]
+            if isinstance(item, tuple):
+                xfer = self.xfer
+                if xfer is None:
+                    fd, start, stop = item
+                    xfer = self.xfer = self.worker.engine.start_send(fd, start, stop - start)
+                before = xfer.remaining
+                progress = xfer.step(self.fd)
+                moved = before - xfer.remaining
+                if moved:
+                    self.sent += moved
+                    self.deadline = self.worker.now + self.worker.config.send_timeout
+                if progress is Progress.DONE:
+                    xfer.close()
+                    self.xfer = None
+                    q.popleft()
+                    continue
+                if progress is Progress.BLOCKED:
+                    self.writable = False
+                return progress
+            # bytes: a head, part header or small body. MSG_MORE when more follows,
+            # so a small file leaves in one segment with its header.
+            flags = _MSG_MORE if len(q) > 1 else 0
+            try:
+                n = sock.send(item, flags)
+            except BlockingIOError:
+                self.writable = False
+                return Progress.BLOCKED
+            self.deadline = self.worker.now + self.worker.config.send_timeout
+            if n < len(item):
+                q[0] = item[n:] if isinstance(item, memoryview) else memoryview(item)[n:]
+                budget -= n
+                if budget <= 0:
+                    return Progress.MORE
+                continue
+            q.popleft()
+        return Progress.DONE
+
+    def _finish_reply(self) -> None:
+        reply = self.reply
+        self.worker.on_reply(self, reply)
+        if reply.entry is not None:
+            reply.entry.release()
+        self.reply = None
+        self.request = None
+        self.served += 1
+        if reply.close or self.draining and not self.buf:
+            self._start_linger()
+            return
+        self.state = READING
+        self.deadline = self.worker.now + (self.worker.config.header_timeout if self.buf
+                                           else self.worker.config.idle_timeout)
+
+    # -- ending ---------------------------------------------------------------
+
+    def _start_linger(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.buf.clear()
+        self.state = LINGERING
+        self.deadline = self.worker.now + LINGER_SECONDS
+
+    def _linger(self) -> None:
+        while self.readable:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                self.readable = False
+                return
+            if not data:
+                break
+        self.close()
+
+    def on_timeout(self) -> None:
+        """The deadline passed: 408 for a half-sent head, silent close otherwise."""
+        if self.state == LINGERING:
+            pass
+        elif self.state == READING and self.buf:
+            self.worker.stats.error("header_timeout")
+            self._send_quietly(http.error_response(408, self.worker.date.get(), reason="request head too slow",
+                                                   close=True))
+        elif self.state == WRITING:
+            self.worker.stats.error("send_timeout")
+        elif self.state == RECEIVING:
+            self.worker.stats.error("upload_timeout")
+        self.close()
+
+    def drain(self) -> None:
+        """Graceful stop: finish what is in flight, accept no new request."""
+        self.draining = True
+        if self.state == READING and not self.buf:
+            self.close()
+
+    def close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self._abort_upload()
+        if self.reply is not None and self.reply.entry is not None:
+            self.reply.entry.release()
+        self.reply = None
+        self.queue.clear()
+        self.worker.forget(self)
+        self.sock.close()

@@ -1,0 +1,179 @@
+"""The open-file cache: fd, stat and prebuilt headers per served path.
+
+Per-file work happens once per file (whitenoise's lesson): opening, the
+content type, the ETag, the header block and the precompressed siblings are
+computed when a path is first served and reused until the file changes.
+
+Revalidation costs one ``stat(2)`` per request: if the inode, size or mtime
+differ from what the entry was built from, the entry is rebuilt, so a changed
+or replaced file is never served with a stale length. The full path
+resolution (the root-escape checks in ``zcopy.http.resolve_path``) is redone
+at most once per ``RESOLVE_TTL`` seconds per path.
+
+An entry's fd may be in use by transfers when the entry is replaced or
+evicted; entries are reference-counted and the fd is closed only when the
+last user releases it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import time
+from dataclasses import dataclass, field
+
+from zcopy import http
+
+#: Precompressed siblings we look for, in our order of preference.
+ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
+RESOLVE_TTL = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class FileEntry:
+    """One open regular file and everything needed to answer for it."""
+
+    path: str
+    fd: int
+    size: int
+    mtime: int                 # whole seconds, as Last-Modified shows it
+    key: tuple                 # (dev, ino, size, mtime_ns): what "unchanged" means
+    etag: str
+    content_type: str
+    static: bytes              # prebuilt header block (see http.static_headers)
+    variants: dict = field(default_factory=dict)   # coding -> FileEntry of the sibling
+    encoding: str | None = None                    # content-coding of a precompressed sibling
+    resolved_at: float = 0.0
+    users: int = 0
+    retired: bool = False
+
+    def acquire(self) -> "FileEntry":
+        self.users += 1
+        return self
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.retired and self.users == 0:
+            self._close()
+
+    def retire(self) -> None:
+        """Drop from the cache; the fd closes when the last transfer ends."""
+        if self.retired:
+            return
+        self.retired = True
+        for v in self.variants.values():
+            v.retire()
+        if self.users == 0:
+            self._close()
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class OpenFileCache:
+    """url path -> FileEntry, bounded; the request path is a lookup + one stat."""
+
+    def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
+                 max_entries: int = 1024) -> None:
+        self.root = root
+        self.follow_symlinks = follow_symlinks
+        self.show_hidden = show_hidden
+        self.max_entries = max_entries
+        self._entries: dict[str, FileEntry] = {}
+
+    def resolve(self, url_path: str) -> str:
+        """Filesystem path for a URL path, inside root (raises http.HttpError)."""
+        return http.resolve_path(self.root, url_path, follow_symlinks=self.follow_symlinks,
+                                 show_hidden=self.show_hidden)
+
+    def lookup(self, url_path: str) -> FileEntry | None:
+        """The current entry for a regular file, or None when the path is a
+        directory (the caller lists it). Raises HttpError(404/403) otherwise."""
+        entry = self._entries.get(url_path)
+        now = time.monotonic()
+        if entry is not None and now - entry.resolved_at < RESOLVE_TTL:
+            try:
+                st = os.stat(entry.path)
+            except OSError:
+                self._drop(url_path)
+                raise http.HttpError(404, "not found") from None
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
+                return entry
+        path = self.resolve(url_path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            self._drop(url_path)
+            raise http.HttpError(404, "not found") from None
+        if stat_mod.S_ISDIR(st.st_mode):
+            self._drop(url_path)
+            return None
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise http.HttpError(403, "not a regular file")
+        if entry is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
+            entry.resolved_at = now
+            return entry
+        fresh = self._open(path, st, now)
+        self._drop(url_path)
+        if len(self._entries) >= self.max_entries:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+        self._entries[url_path] = fresh
+        return fresh
+
+    def _open(self, path: str, st: os.stat_result, now: float) -> FileEntry:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW * (not self.follow_symlinks))
+        except PermissionError:
+            raise http.HttpError(403, "permission denied") from None
+        except OSError:
+            raise http.HttpError(404, "not found") from None
+        # Re-stat the fd: the file may have changed between stat and open.
+        st = os.fstat(fd)
+        ctype = http.content_type(path)
+        variants = {}
+        for coding, suffix in ENCODINGS.items():
+            sibling = self._open_variant(path + suffix, coding, ctype, now)
+            if sibling is not None:
+                variants[coding] = sibling
+        etag = http.make_etag(st)
+        mtime = int(st.st_mtime)
+        return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+                         etag, ctype, http.static_headers(ctype, mtime, etag, vary=bool(variants)),
+                         variants, None, now)
+
+    def _open_variant(self, path: str, coding: str, ctype: str, now: float) -> FileEntry | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        # The sibling's own ETag differs from the original's: a cache must not
+        # mix up the gzip and identity representations.
+        etag = http.make_etag(st)
+        mtime = int(st.st_mtime)
+        return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+                         etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True),
+                         {}, coding, now)
+
+    def _drop(self, url_path: str) -> None:
+        entry = self._entries.pop(url_path, None)
+        if entry is not None:
+            entry.retire()
+
+    def invalidate(self, fs_path: str | None = None) -> None:
+        """Forget entries (all, or those for one filesystem path): called by writes."""
+        for url_path, entry in list(self._entries.items()):
+            if fs_path is None or entry.path == fs_path or entry.path.startswith(fs_path + os.sep):
+                self._drop(url_path)
+
+    def close(self) -> None:
+        self.invalidate()
+
+    def __len__(self) -> int:
+        return len(self._entries)

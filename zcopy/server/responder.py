@@ -1,0 +1,199 @@
+"""Turn one parsed request into a reply plan: head bytes plus body segments.
+
+Everything HTTP-shaped is decided here by calling the sans-I/O functions of
+``zcopy.http``; nothing here touches a socket. A body segment is either
+``bytes`` (error pages, listings, multipart part headers) or a ``(fd, start,
+stop)`` file range that the connection hands to the zero-copy engine.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from urllib.parse import quote
+
+from zcopy import http
+from zcopy.server.auth import CHALLENGE, token_ok
+from zcopy.server.files import FileEntry, OpenFileCache
+from zcopy.server.reply import Reply
+from zcopy.server.writer import WRITE_METHODS, Writer
+from zcopy.server.writes import TEMP_PREFIX
+
+READ_METHODS = ("GET", "HEAD")
+
+
+class Responder:
+    """Answers requests for one worker: reads here, writes through ``Writer``.
+    Holds the file cache, the Date header and the access rules."""
+
+    def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
+                 token: str | None = None, read_token: str | None = None) -> None:
+        self.cache = cache
+        self.date = date
+        self.writer = writer            # None: writes are refused with 403
+        self.token = token
+        self.read_token = read_token
+        self.allow = "GET, HEAD, PUT, DELETE, MOVE, MKCOL, OPTIONS" if writer else "GET, HEAD, OPTIONS"
+
+    # -- entry points ---------------------------------------------------------
+
+    def respond(self, req: http.Request):
+        """A Reply, or an ``Upload`` for a PUT whose body must be received."""
+        close = not req.keep_alive
+        head_only = req.method == "HEAD"
+        has_body = bool(req.content_length or req.chunked)
+        try:
+            if req.method in WRITE_METHODS:
+                return self._write(req, close or has_body)
+            if req.method == "OPTIONS":
+                head = http.response_head(204, self.date.get(), b"", None, close=close or has_body,
+                                          extra=f"Allow: {self.allow}\r\n".encode(), version=req.version)
+                return Reply(204, head, [], 0, close or has_body)
+            if req.method not in READ_METHODS:
+                raise http.HttpError(405, f"{req.method} is not allowed here",
+                                     headers=[("Allow", self.allow)])
+            if self.read_token and not token_ok(req.headers.get("authorization"), self.read_token, self.token):
+                raise http.HttpError(401, "this server needs a token to read", headers=[CHALLENGE])
+            if has_body and not close:
+                # A read request with a body we will not read: the framing of
+                # whatever follows is unknowable, so answer and close.
+                close = True
+            entry = self.cache.lookup(req.path)
+            if entry is None:
+                return self._directory(req, close, head_only)
+            return self._file(req, entry, close, head_only)
+        except http.HttpError as exc:
+            return self.error(exc, close=close, head_only=head_only, version=req.version)
+
+    def _write(self, req: http.Request, close_on_error: bool):
+        if self.writer is None:
+            raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close_on_error)
+        if self.token and not token_ok(req.headers.get("authorization"), self.token):
+            raise http.HttpError(401, "a valid token is needed to write", headers=[CHALLENGE], close=close_on_error)
+        try:
+            return self.writer.handle(req)
+        except http.HttpError as exc:
+            exc.close = exc.close or close_on_error
+            raise
+
+    def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
+              version: tuple = (1, 1)) -> Reply:
+        close = close or exc.close
+        data = http.error_response(exc.status, self.date.get(), reason=exc.reason, headers=exc.headers,
+                                   close=close, head_only=head_only)
+        return Reply(exc.status, data, [], 0, close)
+
+    # -- files ----------------------------------------------------------------
+
+    def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool) -> Reply:
+        headers = req.headers
+        if entry.variants:
+            coding = http.choose_encoding(headers.get("accept-encoding"),
+                                          {c: v.path for c, v in entry.variants.items()})
+            if coding is not None:
+                entry = self._fresh_variant(req.path, entry, coding)
+        verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime)
+        if verdict == 304:
+            extra = f"ETag: {entry.etag}\r\n".encode()
+            if b"Vary:" in entry.static:
+                extra += b"Vary: Accept-Encoding\r\n"
+            head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
+                                      version=req.version)
+            return Reply(304, head, [], 0, close)
+        if verdict is not None:
+            raise http.HttpError(verdict, "precondition failed")
+
+        size = entry.size
+        ranges = None
+        if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime):
+            ranges = http.parse_range(headers["range"], size)   # may raise 416
+        if ranges is None:
+            head = http.response_head(200, self.date.get(), entry.static, size, close=close,
+                                      version=req.version)
+            body = [] if head_only or size == 0 else [(entry.fd, 0, size)]
+            return Reply(200, head, body, 0 if head_only else size, close, entry.acquire() if body else None)
+        if len(ranges) == 1:
+            start, stop = ranges[0]
+            extra = f"Content-Range: bytes {start}-{stop - 1}/{size}\r\n".encode()
+            head = http.response_head(206, self.date.get(), entry.static, stop - start, extra=extra,
+                                      close=close, version=req.version)
+            body = [] if head_only else [(entry.fd, start, stop)]
+            return Reply(206, head, body, 0 if head_only else stop - start, close,
+                         entry.acquire() if body else None)
+        plan = http.multipart_plan(ranges, size, entry.content_type)
+        static = http.static_headers(plan.content_type, entry.mtime, entry.etag, encoding=entry.encoding,
+                                     vary=b"Vary:" in entry.static)
+        head = http.response_head(206, self.date.get(), static, plan.length, close=close, version=req.version)
+        if head_only:
+            return Reply(206, head, [], 0, close)
+        body: list = []
+        for part_head, start, stop in plan.parts:
+            body.append(part_head)
+            body.append((entry.fd, start, stop))
+        body.append(plan.trailer)
+        return Reply(206, head, body, plan.length, close, entry.acquire())
+
+    def _fresh_variant(self, url_path: str, entry: FileEntry, coding: str) -> FileEntry:
+        """A precompressed sibling is only as fresh as its own stat says."""
+        variant = entry.variants[coding]
+        try:
+            st = os.stat(variant.path)
+            fresh = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == variant.key
+        except OSError:
+            fresh = False
+        if fresh:
+            return variant
+        self.cache.invalidate(entry.path)
+        renewed = self.cache.lookup(url_path)
+        if renewed is None or coding not in renewed.variants:
+            return renewed if renewed is not None else entry
+        return renewed.variants[coding]
+
+    # -- directories ----------------------------------------------------------
+
+    def _directory(self, req: http.Request, close: bool, head_only: bool) -> Reply:
+        if not req.path.endswith("/"):
+            location = quote(req.path + "/", safe="/:@!$&'()*+,;=-._~")
+            if req.query:
+                location += "?" + req.query
+            data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only)
+            return Reply(301, data, [], 0, close)
+        try:
+            index = self.cache.lookup(req.path + "index.html")
+        except http.HttpError:
+            index = None
+        if index is not None:
+            return self._file(req, index, close, head_only)
+        fs_path = self.cache.resolve(req.path)
+        entries = list(self._scan(fs_path))
+        if http.wants_json(req.headers.get("accept")):
+            body, ctype = http.render_listing_json(req.path, entries), "application/json"
+        else:
+            body, ctype = http.render_listing_html(req.path, entries), "text/html; charset=utf-8"
+        extra = f"Content-Type: {ctype}\r\nCache-Control: no-cache\r\n".encode()
+        head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
+                                  version=req.version)
+        return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
+
+    def _scan(self, fs_path: str):
+        show_hidden = self.cache.show_hidden
+        try:
+            it = os.scandir(fs_path)
+        except PermissionError:
+            raise http.HttpError(403, "permission denied") from None
+        except OSError:
+            raise http.HttpError(404, "not found") from None
+        with it:
+            for d in it:
+                name = d.name
+                if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
+                    continue
+                try:
+                    st = d.stat(follow_symlinks=self.cache.follow_symlinks)
+                except OSError:
+                    continue
+                if d.is_symlink() and not self.cache.follow_symlinks:
+                    continue
+                is_dir = stat_mod.S_ISDIR(st.st_mode)
+                yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
+

@@ -1,0 +1,168 @@
+"""Write methods: PUT (an ``Upload``), DELETE, MOVE, MKCOL.
+
+``Writer.handle`` maps a request to either a finished ``Reply`` or, for PUT,
+an ``Upload`` that the connection feeds: buffered body bytes through
+``Upload.write`` and the rest of a fixed-length body straight from the socket
+through the upload engine (splice socket->pipe->file where the probe says so).
+Filesystem rules (what may be written where, atomic commit) are in
+``zcopy.server.writes``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from urllib.parse import unquote, urlsplit
+
+from zcopy import http
+from zcopy.server import writes
+from zcopy.server.files import OpenFileCache
+from zcopy.server.reply import Reply
+
+WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Upload:
+    """A PUT body on its way into a temp file in the target's folder."""
+
+    def __init__(self, target: writes.Target, temp: writes.TempFile, length: int | None,
+                 max_upload: int | None, fsync: bool) -> None:
+        self.target = target
+        self.temp = temp
+        self.fd = temp.fd
+        self.offset = 0
+        self.remaining = length if length is not None else -1   # -1: chunked, unknown
+        self.decoder = http.ChunkedDecoder() if length is None else None
+        self.max_upload = max_upload
+        self.fsync = fsync
+
+    @property
+    def chunked(self) -> bool:
+        return self.decoder is not None
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done if self.decoder is not None else self.remaining == 0
+
+    def write(self, data: bytes) -> bytes:
+        """Write body bytes from user space; returns what lies beyond the body
+        (the start of a pipelined next request)."""
+        if self.decoder is None:
+            take = min(len(data), self.remaining)
+            self._pwrite(memoryview(data)[:take])
+            self.remaining -= take
+            return data[take:]
+        for piece in self.decoder.feed(data):
+            self._pwrite(memoryview(piece))
+        return self.decoder.trailing if self.decoder.done else b""
+
+    def advanced(self, moved: int) -> None:
+        """The upload engine wrote ``moved`` bytes at ``offset``."""
+        self.offset += moved
+        self.remaining -= moved
+
+    def _pwrite(self, view: memoryview) -> None:
+        if self.max_upload is not None and self.offset + len(view) > self.max_upload:
+            raise http.HttpError(413, f"upload larger than {self.max_upload} bytes")
+        while view:
+            n = os.pwrite(self.fd, view, self.offset)
+            self.offset += n
+            view = view[n:]
+
+    def commit(self) -> int:
+        writes.make_parents(self.target)    # a concurrent DELETE may have removed them
+        replaced = self.temp.commit(self.target.path, fsync=self.fsync)
+        return 204 if replaced else 201
+
+    def abort(self) -> None:
+        self.temp.abort()
+
+
+class Writer:
+    def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, max_upload: int | None = None,
+                 fsync: bool = True) -> None:
+        self.cache = cache
+        self.date = date
+        self.max_upload = max_upload
+        self.fsync = fsync
+
+    def target(self, url_path: str) -> writes.Target:
+        return writes.write_target(self.cache.root, url_path, follow_symlinks=self.cache.follow_symlinks,
+                                   show_hidden=self.cache.show_hidden)
+
+    def handle(self, req: http.Request):
+        """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT."""
+        target = self.target(req.path)
+        if req.method == "PUT":
+            return self._put(req, target)
+        close = not req.keep_alive or bool(req.content_length or req.chunked)
+        if req.method == "DELETE":
+            writes.delete(target, recursive=_query_flag(req.query, "recursive"))
+            status = 204
+        elif req.method == "MOVE":
+            dest = self.target(_destination(req.headers.get("destination")))
+            overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
+            status = 204 if writes.move(target, dest, overwrite) else 201
+            self.cache.invalidate(dest.path)
+        else:  # MKCOL
+            writes.mkcol(target)
+            status = 201
+        self.cache.invalidate(target.path)
+        return self.empty(status, close, req.version)
+
+    def _put(self, req: http.Request, target: writes.Target) -> Upload:
+        if target.exists and os.path.isdir(target.path):
+            raise http.HttpError(409, "a folder exists at this path")
+        if req.content_length is None and not req.chunked:
+            raise http.HttpError(411, "PUT needs Content-Length or chunked encoding")
+        if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
+            raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
+        writes.make_parents(target)
+        try:
+            temp = writes.TempFile(os.path.dirname(target.path))
+        except OSError as exc:
+            raise _as_http(exc) from None
+        return Upload(target, temp, None if req.chunked else req.content_length, self.max_upload, self.fsync)
+
+    def finish(self, upload: Upload, req: http.Request):
+        try:
+            status = upload.commit()
+        except OSError as exc:
+            upload.abort()
+            raise _as_http(exc) from None
+        self.cache.invalidate(upload.target.path)
+        return self.empty(status, not req.keep_alive, req.version)
+
+    def empty(self, status: int, close: bool, version) -> Reply:
+        head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
+                                  version=version)
+        return Reply(status, head, [], 0, close)
+
+
+def _as_http(exc: OSError) -> http.HttpError:
+    if exc.errno in _NO_SPACE:
+        return http.HttpError(507, "no space left on the server", close=True)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return http.HttpError(403, f"not writable: {exc.strerror}")
+    return http.HttpError(500, f"write failed: {exc.strerror}", close=True)
+
+
+def _destination(value: str | None) -> str:
+    if not value:
+        raise http.HttpError(400, "MOVE needs a Destination header")
+    path = urlsplit(value.strip()).path
+    if not path.startswith("/"):
+        raise http.HttpError(400, "Destination must be an absolute path or URL")
+    decoded = unquote(path, errors="strict")
+    if "\x00" in decoded:
+        raise http.HttpError(400, "NUL in Destination")
+    return decoded
+
+
+def _query_flag(query: str, name: str) -> bool:
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == name:
+            return value.lower() in ("1", "true", "yes", "")
+    return False

@@ -1,0 +1,177 @@
+"""File management under ROOT: where a write may go, and the operations.
+
+Reads use ``zcopy.http.resolve_path``, which needs the path to exist. A
+write names a path that may not exist yet, so ``write_target`` walks it one
+segment at a time from ROOT with ``lstat``: a segment that is a symlink (unless
+--follow-symlinks and it stays inside ROOT), a dotfile (unless --show-hidden),
+our own temp prefix, ``.``/``..`` or a NUL is refused before anything is
+created. The same check guards the source and the Destination of MOVE.
+
+Uploads are atomic: the body goes into an unnamed ``O_TMPFILE`` inode in the
+target folder (falling back to a named ``.zcopy-upload-*`` temp file where the
+filesystem has no O_TMPFILE), is fsync'ed, given a temp name with linkat and
+renamed over the target. A killed server leaves at most an unnamed inode that
+the kernel frees, never a partial file under any name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat as stat_mod
+import uuid
+from dataclasses import dataclass
+
+from zcopy import http
+
+TEMP_PREFIX = ".zcopy-upload-"
+
+
+@dataclass
+class Target:
+    path: str                 # absolute filesystem path inside root
+    missing: list[str]        # folders to create (outermost first) before writing
+    exists: bool              # the final segment exists now
+
+
+def write_target(root: str, url_path: str, *, follow_symlinks: bool = False, show_hidden: bool = False) -> Target:
+    segments = [s for s in url_path.split("/") if s]
+    if not segments:
+        raise http.HttpError(403, "the root folder itself cannot be written")
+    path = root
+    missing: list[str] = []            # parent folders that do not exist yet
+    for i, seg in enumerate(segments):
+        if seg in (".", "..") or "\x00" in seg or "\\" in seg:
+            raise http.HttpError(400, f"invalid path segment {seg!r}")
+        if seg.startswith(TEMP_PREFIX) or (seg.startswith(".") and not show_hidden):
+            raise http.HttpError(403, "hidden names cannot be written")
+        path = os.path.join(path, seg)
+        last = i == len(segments) - 1
+        if missing:                    # under a missing folder: missing too
+            if not last:
+                missing.append(path)
+            continue
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if not last:
+                missing.append(path)
+            continue
+        if stat_mod.S_ISLNK(st.st_mode):
+            real = os.path.realpath(path)
+            if not follow_symlinks or not (real == root or real.startswith(root + os.sep)):
+                raise http.HttpError(403, "symbolic links cannot be written through")
+        if not last and not os.path.isdir(path):
+            raise http.HttpError(409, f"{'/'.join(segments[:i + 1])} is not a folder")
+    exists = not missing and os.path.lexists(path)
+    return Target(path, missing, exists)
+
+
+def make_parents(target: Target) -> None:
+    for folder in target.missing:
+        try:
+            os.mkdir(folder, 0o755)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise http.HttpError(409, f"{folder} is not a folder") from None
+
+
+class TempFile:
+    """An upload's destination until it is complete."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.name: str | None = None
+        try:
+            self.fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            self.name = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+            self.fd = os.open(self.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+
+    def commit(self, target: str, *, fsync: bool = True) -> bool:
+        """Make the data visible at ``target``; returns whether it replaced a file."""
+        if fsync:
+            os.fsync(self.fd)
+        if self.name is None:
+            self.name = os.path.join(self.folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+            os.link(f"/proc/self/fd/{self.fd}", self.name, follow_symlinks=True)
+        replaced = os.path.lexists(target)
+        try:
+            os.rename(self.name, target)
+        except OSError:
+            self.abort()
+            raise
+        self.name = None
+        os.close(self.fd)
+        self.fd = -1
+        if fsync:
+            _fsync_dir(self.folder)
+        return replaced
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.name is not None:
+            try:
+                os.unlink(self.name)
+            except FileNotFoundError:
+                pass
+            self.name = None
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def delete(target: Target, recursive: bool) -> None:
+    if not target.exists:
+        raise http.HttpError(404, "not found")
+    if os.path.isdir(target.path) and not os.path.islink(target.path):
+        if recursive:
+            shutil.rmtree(target.path)
+        else:
+            try:
+                os.rmdir(target.path)
+            except OSError as exc:
+                if exc.errno == errno.ENOTEMPTY:
+                    raise http.HttpError(409, "folder is not empty (use ?recursive=1)") from None
+                raise
+    else:
+        os.unlink(target.path)
+
+
+def move(source: Target, dest: Target, overwrite: bool) -> bool:
+    """Rename; returns whether something was replaced."""
+    if not source.exists:
+        raise http.HttpError(404, "not found")
+    if source.path == dest.path:
+        raise http.HttpError(403, "source and destination are the same")
+    if dest.path.startswith(source.path + os.sep):
+        raise http.HttpError(409, "cannot move a folder into itself")
+    if dest.exists and not overwrite:
+        raise http.HttpError(412, "destination exists and Overwrite is F")
+    make_parents(dest)
+    replaced = dest.exists
+    try:
+        os.rename(source.path, dest.path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+            raise http.HttpError(409, f"cannot replace: {exc.strerror}") from None
+        raise
+    return replaced
+
+
+def mkcol(target: Target) -> None:
+    if target.exists:
+        raise http.HttpError(405, "already exists", headers=[("Allow", "GET, HEAD, PUT, DELETE, MOVE")])
+    if target.missing:
+        raise http.HttpError(409, "parent folder does not exist")
+    os.mkdir(target.path, 0o755)
