@@ -55,6 +55,8 @@ def configure(p) -> None:
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
     w = p.add_argument_group("writes (uploads, delete, rename)")
     w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
+    w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
+                   help="how upload bytes reach the file (splice: socket->pipe->file; recv: recv_into+pwrite)")
     w.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too")
     w.add_argument("--token-file", metavar="PATH", help="read the write token from this file")
     w.add_argument("--read-token", help="token reads need (default: reads are open)")
@@ -98,6 +100,9 @@ def build_config(args):
     if args.engine != "auto":
         cfg.engine = ENGINES[args.engine]
         reasons["download_engine"] = "--engine flag"
+    if args.upload_engine != "auto":
+        cfg.upload_engine = {"splice": "splice", "recv": "recv_pwrite"}[args.upload_engine]
+        reasons["upload_engine"] = "--upload-engine flag"
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
         reasons["pipe_size"] = "--pipe-size flag"

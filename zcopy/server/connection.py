@@ -25,7 +25,7 @@ from collections import deque
 
 from zcopy import http
 from zcopy.engines import FileShrank, PeerClosed, Progress
-from zcopy.server.writer import Upload
+from zcopy.server.writer import Upload, http_error_for
 
 READING, RECEIVING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3, 4
 #: How long a closing connection keeps reading (and discarding) what the client
@@ -180,6 +180,16 @@ class Connection:
 
     def _receive(self) -> bool:
         """Move body bytes into the upload. False: wait for more."""
+        try:
+            return self._receive_body()
+        except (PeerClosed, ConnectionError):
+            raise
+        except OSError as exc:   # the file side failed: ENOSPC, EDQUOT, EIO...
+            if exc.errno in (errno.EAGAIN, errno.ECONNRESET, errno.EPIPE):
+                raise
+            raise http_error_for(exc) from None
+
+    def _receive_body(self) -> bool:
         up = self.upload
         if self.buf:
             data = bytes(self.buf)

@@ -122,7 +122,7 @@ class Writer:
         try:
             temp = writes.TempFile(os.path.dirname(target.path))
         except OSError as exc:
-            raise _as_http(exc) from None
+            raise http_error_for(exc) from None
         return Upload(target, temp, None if req.chunked else req.content_length, self.max_upload, self.fsync)
 
     def finish(self, upload: Upload, req: http.Request):
@@ -130,7 +130,7 @@ class Writer:
             status = upload.commit()
         except OSError as exc:
             upload.abort()
-            raise _as_http(exc) from None
+            raise http_error_for(exc) from None
         self.cache.invalidate(upload.target.path)
         return self.empty(status, not req.keep_alive, req.version)
 
@@ -140,7 +140,8 @@ class Writer:
         return Reply(status, head, [], 0, close)
 
 
-def _as_http(exc: OSError) -> http.HttpError:
+def http_error_for(exc: OSError) -> http.HttpError:
+    """The status for a filesystem error while writing (507 for a full disk)."""
     if exc.errno in _NO_SPACE:
         return http.HttpError(507, "no space left on the server", close=True)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

@@ -82,53 +82,55 @@ class TempFile:
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
-        self.name: str | None = None
+        self.name: str | None = None      # set while the data has a (temp) name
+        self.dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self.fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+            self.fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                os.close(self.dir_fd)
                 raise
-            self.name = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
-            self.fd = os.open(self.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+            self.name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            self.fd = os.open(self.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644,
+                              dir_fd=self.dir_fd)
 
     def commit(self, target: str, *, fsync: bool = True) -> bool:
         """Make the data visible at ``target``; returns whether it replaced a file."""
         if fsync:
             os.fsync(self.fd)
         if self.name is None:
-            self.name = os.path.join(self.folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
-            os.link(f"/proc/self/fd/{self.fd}", self.name, follow_symlinks=True)
+            self.name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE
+            # inode (open(2)). CPython only uses linkat when a dir_fd is given.
+            os.link(f"/proc/self/fd/{self.fd}", self.name, dst_dir_fd=self.dir_fd, follow_symlinks=True)
         replaced = os.path.lexists(target)
         try:
-            os.rename(self.name, target)
+            os.rename(self.name, target, src_dir_fd=self.dir_fd)
         except OSError:
             self.abort()
             raise
         self.name = None
-        os.close(self.fd)
-        self.fd = -1
         if fsync:
-            _fsync_dir(self.folder)
+            os.fsync(self.dir_fd)
+        self._close()
         return replaced
 
     def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
         if self.name is not None:
             try:
-                os.unlink(self.name)
+                os.unlink(self.name, dir_fd=self.dir_fd)
             except FileNotFoundError:
                 pass
             self.name = None
+        self._close()
 
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
 
 
 def delete(target: Target, recursive: bool) -> None:

@@ -1,0 +1,229 @@
+"""Uploads and file management against a real server (issue 5, server side).
+
+Faults are real: a connection cut midway, a worker SIGKILLed mid-upload, a
+1 MiB tmpfs for ENOSPC. After each, the old content must be intact and no
+temp file may exist under any name.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import needs_root, needs_tool
+from serverutil import Server, connect, curl, get, read_response, request
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def put(port, path, body: bytes, headers=None, chunked=False):
+    extra = "".join(f"{k}: {v}\r\n" for k, v in {**AUTH, **(headers or {})}.items())
+    if chunked:
+        framing = "Transfer-Encoding: chunked\r\n"
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000])
+                           for i in range(0, len(body), 1000)) + b"0\r\n\r\n"
+    else:
+        framing = f"Content-Length: {len(body)}\r\n"
+        payload = body
+    raw = f"PUT {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}{framing}\r\n".encode() + payload
+    return request(port, raw)
+
+
+def call(port, method, path, headers=None):
+    extra = "".join(f"{k}: {v}\r\n" for k, v in {**AUTH, **(headers or {})}.items())
+    return request(port, f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n".encode())
+
+
+def listing(root) -> set[str]:
+    found = set()
+    for dirpath, dirs, files in os.walk(root):
+        for name in files + dirs:
+            found.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return found
+
+
+@pytest.fixture(scope="module", params=["splice", "recv_pwrite"])
+def wserver(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    (root / "keep.txt").write_bytes(b"original content")
+    flag = {"splice": "splice", "recv_pwrite": "recv"}[request.param]
+    with Server(root, "--allow-write", "--token", TOKEN, "--max-upload", "100MiB", "--upload-engine", flag) as s:
+        assert request.param.encode() in s.stderr
+        yield s
+
+
+@pytest.mark.parametrize("size", [0, 1, 64 << 20])
+def test_round_trip(wserver, size):
+    body = os.urandom(size)
+    name = f"/rt/{uuid.uuid4().hex}.bin"
+    status, _, _ = put(wserver.port, name, body)
+    assert status == 201
+    status, h, got = get(wserver.port, name)
+    assert status == 200 and hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+    assert put(wserver.port, name, b"v2")[0] == 204
+    assert get(wserver.port, name)[2] == b"v2"
+
+
+def test_chunked_upload(wserver):
+    body = os.urandom(50_001)
+    assert put(wserver.port, "/chunked.bin", body, chunked=True)[0] in (201, 204)
+    assert get(wserver.port, "/chunked.bin")[2] == body
+
+
+@needs_tool("curl")
+def test_curl_put_with_expect_continue_and_basic_auth(wserver, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    out = curl("-f", "-T", str(src), "-u", f"anyone:{TOKEN}", "-H", "Expect: 100-continue",
+               "-w", "%{http_code}", "-o", "/dev/null", f"{wserver.url}/curl/up.bin")
+    assert out.stdout in (b"201", b"204"), out.stderr
+    assert get(wserver.port, "/curl/up.bin")[2] == src.read_bytes()
+    # stdin: curl sends it chunked
+    out = subprocess.run(["curl", "-sSf", "-T", "-", "-H", f"Authorization: Bearer {TOKEN}",
+                          f"{wserver.url}/curl/stdin.txt"], input=b"from stdin", capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert get(wserver.port, "/curl/stdin.txt")[2] == b"from stdin"
+
+
+def test_cut_off_upload_keeps_old_file_and_leaves_nothing(wserver):
+    root = wserver.root
+    before = listing(root)
+    with connect(wserver.port) as c:
+        c.sendall(b"PUT /keep.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + TOKEN.encode() +
+                  b"\r\nContent-Length: 10000000\r\n\r\n" + os.urandom(3_000_000))
+        time.sleep(0.3)
+    time.sleep(0.5)
+    assert get(wserver.port, "/keep.txt")[2] == b"original content"
+    assert listing(root) == before
+
+
+def test_killed_server_mid_upload_leaves_nothing(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "keep.txt").write_bytes(b"original content")
+    with Server(root, "--allow-write") as s:
+        c = connect(s.port)
+        c.sendall(b"PUT /keep.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n" + os.urandom(2_000_000))
+        time.sleep(0.5)
+        for pid in s.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        c.close()
+        time.sleep(0.5)
+        assert get(s.port, "/keep.txt")[2] == b"original content"
+    assert sorted(os.listdir(root)) == ["keep.txt"]
+
+
+@needs_root
+def test_enospc_gives_507_and_leaves_nothing(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "keep.txt").write_bytes(b"original content")
+        with Server(mnt, "--allow-write") as s:
+            status, _, _ = put(s.port, "/keep.txt", os.urandom(3 << 20))
+            assert status == 507
+            status, _, _ = put(s.port, "/new.bin", os.urandom(3 << 20), chunked=True)
+            assert status == 507
+            assert get(s.port, "/keep.txt")[2] == b"original content"
+            assert put(s.port, "/small.txt", b"still works")[0] == 201
+        assert sorted(os.listdir(mnt)) == ["keep.txt", "small.txt"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_concurrent_uploads_to_one_name_never_mix(wserver):
+    a, b = b"A" * (8 << 20), b"B" * (8 << 20)
+    results = []
+    threads = [threading.Thread(target=lambda body=body: results.append(put(wserver.port, "/race.bin", body)[0]))
+               for body in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) in ([201, 204], [204, 204])
+    got = get(wserver.port, "/race.bin")[2]
+    assert got in (a, b)
+
+
+@pytest.mark.parametrize("headers,status", [
+    ({}, 401),
+    ({"Authorization": "Bearer wrong"}, 401),
+    ({"Authorization": "Basic " + base64.b64encode(b"u:wrong").decode()}, 401),
+])
+def test_writes_need_the_token(wserver, headers, status):
+    raw = (b"PUT /keep.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n" +
+           b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\nbad")
+    got, h, _ = request(wserver.port, raw)
+    assert got == status and "Bearer" in h["www-authenticate"]
+    raw_delete = (b"DELETE /keep.txt HTTP/1.1\r\nHost: t\r\n" +
+                  b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n")
+    assert request(wserver.port, raw_delete)[0] == 401
+    assert get(wserver.port, "/keep.txt")[2] == b"original content"
+
+
+def test_read_only_server_refuses_writes(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    with Server(tmp_path) as s:
+        assert put(s.port, "/a.txt", b"changed")[0] == 403
+        assert call(s.port, "DELETE", "/a.txt")[0] == 403
+    assert (tmp_path / "a.txt").read_text() == "a"
+
+
+def test_read_token(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    with Server(tmp_path, "--read-token", "r3ad") as s:
+        assert get(s.port, "/a.txt")[0] == 401
+        assert get(s.port, "/a.txt", {"Authorization": "Bearer r3ad"})[2] == b"a"
+
+
+@pytest.mark.parametrize("path", ["/../escape.txt", "/a/../../escape.txt", "/%2e%2e/escape.txt", "/.hidden",
+                                  "/.zcopy-upload-x"])
+def test_traversal_in_path_refused(wserver, path):
+    status, _, _ = put(wserver.port, path, b"x")
+    assert status in (400, 403, 404)
+    assert not os.path.exists(os.path.join(os.path.dirname(wserver.root), "escape.txt"))
+
+
+def test_delete_move_mkcol(wserver):
+    port = wserver.port
+    assert put(port, "/m/a.txt", b"a")[0] == 201
+    assert call(port, "MKCOL", "/newdir")[0] == 201
+    assert call(port, "MKCOL", "/newdir")[0] == 405
+    assert call(port, "MKCOL", "/no/parent")[0] == 409
+    assert call(port, "MOVE", "/m/a.txt", {"Destination": "/newdir/b.txt"})[0] == 201
+    assert get(port, "/newdir/b.txt")[2] == b"a" and get(port, "/m/a.txt")[0] == 404
+    assert put(port, "/m/c.txt", b"c")[0] == 201
+    assert call(port, "MOVE", "/m/c.txt", {"Destination": "/newdir/b.txt", "Overwrite": "F"})[0] == 412
+    assert call(port, "MOVE", "/m/c.txt", {"Destination": f"http://127.0.0.1:{port}/newdir/b.txt"})[0] == 204
+    assert get(port, "/newdir/b.txt")[2] == b"c"
+    for dest in ("/../out.txt", "/newdir/../../out.txt", "/.secret"):
+        assert call(port, "MOVE", "/newdir/b.txt", {"Destination": dest})[0] in (400, 403)
+    assert call(port, "DELETE", "/newdir")[0] == 409
+    assert call(port, "DELETE", "/newdir?recursive=1")[0] == 204
+    assert get(port, "/newdir/")[0] == 404
+    assert call(port, "DELETE", "/newdir")[0] == 404
+
+
+def test_oversized_upload_is_refused(wserver):
+    raw = (f"PUT /big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+           f"Content-Length: {200 << 20}\r\nExpect: 100-continue\r\n\r\n").encode()
+    assert request(wserver.port, raw)[0] == 413
+    assert get(wserver.port, "/big")[0] == 404
+
+
+def test_oversized_chunked_upload_is_cut(tmp_path):
+    with Server(tmp_path, "--allow-write", "--max-upload", "1KiB") as s:
+        assert put(s.port, "/big", b"x" * 5000, chunked=True)[0] == 413
+        assert put(s.port, "/fits", b"x" * 1000, chunked=True)[0] == 201
+    assert os.listdir(tmp_path) == ["fits"]
