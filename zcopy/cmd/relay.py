@@ -1,0 +1,164 @@
+"""Relay TCP connections from --listen to --upstream, socket -> pipe ->
+socket with splice(2) (or recv_into/send with --engine copy), on one epoll
+loop per worker (SO_REUSEPORT).
+
+Half-closes travel through, resets close both sides, a refused or timed-out
+upstream closes the client cleanly. Every connection is logged on one line
+(bytes each way, duration, how it ended) to stderr or --log. --rate limits
+the whole relay and --conn-rate each connection (bytes/s, both directions
+together) with token buckets. With --engine auto the kernel probe decides
+whether splice works between sockets, and its pipe size is used.
+SIGTERM/SIGINT: stop accepting, let open connections finish within
+--drain-timeout, exit 0; a second signal exits at once."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from zcopy.cli import positive_float, positive_int, size_arg
+
+HELP = "relay TCP connections to an upstream with splice (a zero-copy TCP proxy)"
+
+#: Pipe size when the probe cannot be asked.
+FALLBACK_PIPE_SIZE = 1 << 20
+
+
+def address_arg(text: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    try:
+        value = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number in {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
+    return host, value
+
+
+def rate_arg(text: str) -> int:
+    value = size_arg(text.removesuffix("/s"))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"rate must be positive: {text!r}")
+    return value
+
+
+def configure(p) -> None:
+    p.add_argument("--listen", type=address_arg, required=True, metavar="HOST:PORT",
+                   help="address to accept clients on (port 0: any free port)")
+    p.add_argument("--upstream", type=address_arg, required=True, metavar="HOST:PORT",
+                   help="address every connection is relayed to")
+    p.add_argument("--engine", choices=["auto", "splice", "copy"], default="auto",
+                   help="splice (zero-copy), copy (recv_into/send), or auto: as the probe says")
+    p.add_argument("--pipe-size", type=size_arg, default=None, metavar="BYTES",
+                   help="pipe size per busy direction (copy: buffer size); default from the probe")
+    p.add_argument("--rate", type=rate_arg, default=None, metavar="BYTES/s",
+                   help="limit for the whole relay, both directions together (e.g. 10MiB)")
+    p.add_argument("--conn-rate", type=rate_arg, default=None, metavar="BYTES/s",
+                   help="limit per connection, both directions together")
+    p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
+    p.add_argument("--idle-timeout", type=positive_float, default=300.0,
+                   help="close a connection with no traffic either way for this long (default: 300 s)")
+    p.add_argument("--connect-timeout", type=positive_float, default=10.0,
+                   help="seconds allowed to connect to the upstream (default: 10)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--drain-timeout", type=positive_float, default=30.0,
+                   help="on SIGTERM, seconds open connections may take to finish")
+    p.add_argument("--log", metavar="PATH|-", default=None,
+                   help="per-connection log file (default: stderr)")
+
+
+def resolve(host: str, port: int) -> tuple[int, tuple]:
+    """(family, sockaddr) of the first TCP address for host:port."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise SystemExit(f"zcopy relay: error: cannot resolve {host!r}: {exc.strerror}") from None
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
+def choose_engine() -> tuple[str, int, dict[str, str]]:
+    """(engine, pipe size, reasons) from the probe: splice needs both legs
+    of a relay, socket -> pipe and pipe -> socket, to have worked here."""
+    try:
+        from probes.runner import Context, run_module
+        from zcopy.profile import load_or_probe
+
+        profile = load_or_probe(".", quick=True)
+        legs = {f.id: f for f in run_module("splice", Context(quick=True))
+                if f.id in ("splice.socket_to_pipe", "splice.pipe_to_socket")}
+    except Exception as exc:   # the probe must never stop the relay from starting
+        return "splice", FALLBACK_PIPE_SIZE, {
+            "engine": f"probe unavailable ({type(exc).__name__}: {exc}); splice, the Linux default",
+            "pipe_size": "probe unavailable; 1 MiB"}
+    reasons = {"pipe_size": f"probe ({profile.source}): {profile.reasons.get('pipe_size', '')}"}
+    failed = [f"{fid}: {f.detail}" for fid, f in sorted(legs.items()) if f.status.value != "ok"]
+    if len(legs) == 2 and not failed:
+        reasons["engine"] = "probe: splice TCP socket -> pipe and pipe -> TCP socket both work"
+        return "splice", profile.pipe_size, reasons
+    reasons["engine"] = "probe: " + ("; ".join(failed) or "splice legs not reported") + "; using copy"
+    return "copy", profile.pipe_size, reasons
+
+
+def build_config(args):
+    from zcopy.relay.config import RelayConfig
+
+    family, sockaddr = resolve(*args.upstream)
+    host, port = args.upstream
+    cfg = RelayConfig(upstream=sockaddr, upstream_family=family,
+                      upstream_name=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                      bind=args.listen[0], port=args.listen[1], workers=args.workers,
+                      rate=args.rate, conn_rate=args.conn_rate, max_connections=args.max_connections,
+                      idle_timeout=args.idle_timeout, connect_timeout=args.connect_timeout,
+                      drain_timeout=args.drain_timeout, log=args.log)
+    if args.engine == "auto":
+        cfg.engine, cfg.pipe_size, cfg.reasons = choose_engine()
+    else:
+        cfg.engine = args.engine
+        cfg.pipe_size = FALLBACK_PIPE_SIZE
+        cfg.reasons = {"engine": "--engine flag", "pipe_size": "default: 1 MiB"}
+    if args.pipe_size is not None:
+        cfg.pipe_size = args.pipe_size
+        cfg.reasons["pipe_size"] = "--pipe-size flag"
+    return cfg
+
+
+def raise_fd_limit() -> None:
+    """Each relayed connection holds two sockets and, while busy, two pipes
+    (four fds): lift the soft RLIMIT_NOFILE to the hard one, as nginx's
+    worker_rlimit_nofile would."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run(args) -> int:
+    from zcopy.relay.supervisor import RelaySupervisor
+    from zcopy.server.supervisor import StartupError, make_listeners
+    from zcopy.units import format_size
+
+    try:
+        cfg = build_config(args)
+    except SystemExit as exc:
+        print(exc.code, file=sys.stderr)
+        return 2
+    raise_fd_limit()
+    try:
+        listeners = make_listeners(cfg)
+    except StartupError as exc:
+        print(f"zcopy relay: error: {exc}", file=sys.stderr)
+        return 1
+    host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
+    limits = ", ".join(f"{name} {format_size(v)}/s" for name, v in
+                       (("rate", cfg.rate), ("conn-rate", cfg.conn_rate)) if v) or "no rate limit"
+    print(f"zcopy relay: listening on {host}:{cfg.port} -> {cfg.upstream_name}, {cfg.workers} worker(s), "
+          f"engine {cfg.engine} ({cfg.reasons['engine']}), pipe {format_size(cfg.pipe_size)} "
+          f"({cfg.reasons['pipe_size']}), {limits}", file=sys.stderr, flush=True)
+    return RelaySupervisor(cfg, listeners).run()

@@ -1,0 +1,108 @@
+"""One direction of a relayed connection: source socket -> channel -> destination.
+
+``run`` loops over two moves until it cannot go on: flush what the channel
+holds to the destination, then (channel empty) fill it from the source. It
+stops and says why:
+
+- ``BLOCKED``: a socket said EAGAIN; the ``readable``/``writable`` flag of
+  that end is cleared and the next epoll edge sets it again.
+- ``MORE``: this turn's byte budget is used; run again after the others.
+- ``PARKED``: the rate limit has no tokens; run again at ``wake_at``.
+- ``DONE``: the source sent EOF and every byte was delivered; the
+  destination's write side has been shut (half-close travels on, the other
+  direction keeps flowing).
+
+A socket error is raised as ``SideFailed`` naming the end it came from, so
+the session can tell a client reset from an upstream one.
+"""
+
+from __future__ import annotations
+
+import socket
+
+BLOCKED, MORE, PARKED, DONE = "blocked", "more", "parked", "done"
+
+
+class SideFailed(Exception):
+    def __init__(self, end, exc: OSError) -> None:
+        super().__init__(f"{end.name}: {exc}")
+        self.end = end
+        self.exc = exc
+
+
+class Pump:
+    __slots__ = ("src", "dst", "chan", "stats", "limiter", "clock", "budget",
+                 "moved", "eof", "done", "more", "wake_at")
+
+    def __init__(self, src, dst, chan, stats, limiter, clock, budget: int) -> None:
+        self.src = src            # End: .fd, .sock, .readable, .name
+        self.dst = dst            # End: .fd, .sock, .writable, .name
+        self.chan = chan
+        self.stats = stats        # the engine's EngineStats
+        self.limiter = limiter    # bucket.Limiter or None
+        self.clock = clock        # the worker: .now is this loop turn's time
+        self.budget = budget
+        self.moved = 0            # bytes delivered to dst
+        self.eof = False
+        self.done = False
+        self.more = False
+        self.wake_at = 0.0
+
+    def run(self) -> str:
+        chan, src, dst, stats = self.chan, self.src, self.dst, self.stats
+        budget = self.budget
+        while True:
+            if chan.pending:
+                if not dst.writable:
+                    return BLOCKED
+                stats.syscalls += 1
+                try:
+                    n = chan.flush(dst, self.more)
+                except BlockingIOError:
+                    dst.writable = False
+                    return BLOCKED
+                except OSError as exc:
+                    raise SideFailed(dst, exc) from None
+                stats.bytes_sent += n
+                self.moved += n
+                continue
+            if self.eof:
+                self._finish()
+                return DONE
+            if budget <= 0:
+                return MORE
+            if not src.readable:
+                return BLOCKED
+            want = min(chan.size, budget)
+            limiter = self.limiter
+            if limiter is not None:
+                now = self.clock.now
+                granted = limiter.grant(want, now)
+                if not granted:
+                    self.wake_at = limiter.ready_at(now, want)
+                    return PARKED
+                want = granted
+            stats.syscalls += 1
+            try:
+                n = chan.fill(src, want)
+            except BlockingIOError:
+                src.readable = False
+                return BLOCKED
+            except OSError as exc:
+                raise SideFailed(src, exc) from None
+            if n == 0:
+                self.eof = True
+                continue
+            stats.bytes_received += n
+            if limiter is not None:
+                limiter.consume(n)
+            self.more = n == chan.size
+            budget -= n
+
+    def _finish(self) -> None:
+        """EOF delivered: pass the half-close on."""
+        self.done = True
+        try:
+            self.dst.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise SideFailed(self.dst, exc) from None
