@@ -1,0 +1,52 @@
+"""Flags the client commands share, and where their values come from.
+
+The token is looked up in the order a user expects to override things:
+``--token`` on the command line, then ``--token-file``, then the
+``ZCOPY_TOKEN`` environment variable (the same names ``zcopy serve`` reads,
+so one exported variable serves both ends in a script).
+"""
+
+from __future__ import annotations
+
+import os
+
+from zcopy.client.errors import ClientError
+
+
+def add_auth_args(p) -> None:
+    p.add_argument("--token", help="bearer token for the server (default: $ZCOPY_TOKEN)")
+    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE (first line)")
+
+
+def add_quiet_arg(p) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def resolve_token(args) -> str | None:
+    if args.token:
+        return args.token
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except OSError as exc:
+            raise ClientError(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
+        if not token:
+            raise ClientError(f"--token-file {args.token_file} is empty")
+        return token
+    return os.environ.get("ZCOPY_TOKEN") or None
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def run_reporting(command: str, action) -> int:
+    """Run ``action()``; a ClientError becomes one line on stderr and exit 1."""
+    import sys
+
+    try:
+        return int(action() or 0)
+    except ClientError as exc:
+        sys.stderr.write(f"zcopy {command}: {exc}\n")
+        return 1
