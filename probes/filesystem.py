@@ -65,7 +65,8 @@ def probe(ctx) -> Iterator[Finding]:
         src, origin = _source(res, path)
         if src is None:
             for fid in ("filesystem.sendfile", "filesystem.splice", "filesystem.mmap"):
-                yield Finding(fid, Status.SKIPPED, None, f"{path} is read-only and holds no readable regular file")
+                yield Finding(fid, Status.SKIPPED, None, f"{path} is neither a regular file nor a directory "
+                              "where a temp file can be made or a readable file found")
             return
         yield _try(res, "filesystem.sendfile", f"sendfile from {origin} to TCP", src, _sendfile)
         yield _try(res, "filesystem.splice", f"splice from {origin} into a pipe", src, _splice)
@@ -75,7 +76,9 @@ def probe(ctx) -> Iterator[Finding]:
 def _source(res: Resources, path: str) -> tuple[int | None, str]:
     """A readable fd with data on ``path``'s filesystem, and how it was found."""
     if os.path.isfile(path):
-        return res.fd(os.open(path, os.O_RDONLY | os.O_CLOEXEC)), path
+        return res.open(path), path
+    if not os.path.isdir(path):
+        return None, ""
     try:
         fd, _ = res.tmpfile(SIZE, dir=path)
         return fd, f"a temp file in {path}"
@@ -85,7 +88,7 @@ def _source(res: Resources, path: str) -> tuple[int | None, str]:
         for entry in entries:
             if entry.is_file() and entry.stat().st_size > 0:
                 try:
-                    return res.fd(os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)), entry.path
+                    return res.open(entry.path), entry.path
                 except OSError:
                     continue
     return None, ""

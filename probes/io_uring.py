@@ -15,7 +15,7 @@ from typing import Iterator
 
 from probes.finding import Finding, Status
 from probes.kernel import read_int
-from probes.resources import Resources
+from probes.resources import Resources, uninterrupted
 
 NR_IO_URING_SETUP = 425
 PARAMS_SIZE = 120          # sizeof(struct io_uring_params)
@@ -23,23 +23,27 @@ FEATURES_OFFSET = 20       # u32 features, after sq_entries, cq_entries, flags, 
 
 
 def probe(ctx) -> Iterator[Finding]:
+    yield setup()
+
+
+def setup() -> Finding:
     fid = "io_uring.setup"
     disabled = read_int("/proc/sys/kernel/io_uring_disabled")
     value = {"setup": False, "io_uring_disabled": disabled, "features": None}
     libc = ctypes.CDLL(None, use_errno=True)
     params = ctypes.create_string_buffer(PARAMS_SIZE)
     with Resources() as res:
-        fd = libc.syscall(NR_IO_URING_SETUP, ctypes.c_uint(4), params)
-        if fd < 0:
+        with uninterrupted():  # the ring fd must be owned before a time bound can fire
+            fd = libc.syscall(NR_IO_URING_SETUP, ctypes.c_uint(4), params)
             err = ctypes.get_errno()
-            why = {1: "io_uring_disabled=1 and this user is not in io_uring_group",
-                   2: "io_uring_disabled=2"}.get(disabled or 0, "")
-            name = errno.errorcode.get(err, str(err))
-            yield Finding(fid, Status.UNSUPPORTED, value,
-                          f"io_uring_setup failed: {name}" + (f" ({why})" if why else ""))
-            return
-        res.fd(fd)
-        value["setup"] = True
-        value["features"] = struct.unpack_from("=I", params.raw, FEATURES_OFFSET)[0]
-    yield Finding(fid, Status.OK, value, f"io_uring_setup(4) returned a ring (features {value['features']:#x}); "
-                  f"io_uring_disabled={disabled if disabled is not None else 'absent (pre-6.6 kernel)'}")
+            if fd >= 0:
+                res.fd(fd)
+    if fd < 0:
+        why = {1: "io_uring_disabled=1 and this user is not in io_uring_group",
+               2: "io_uring_disabled=2"}.get(disabled or 0, "")
+        name = errno.errorcode.get(err, str(err))
+        return Finding(fid, Status.UNSUPPORTED, value, f"io_uring_setup failed: {name}" + (f" ({why})" if why else ""))
+    value["setup"] = True
+    value["features"] = struct.unpack_from("=I", params.raw, FEATURES_OFFSET)[0]
+    return Finding(fid, Status.OK, value, f"io_uring_setup(4) returned a ring (features {value['features']:#x}); "
+                   f"io_uring_disabled={disabled if disabled is not None else 'absent (pre-6.6 kernel)'}")

@@ -105,8 +105,8 @@ def _call_cap() -> Finding:
     fid = "sendfile.call_cap"
     with Resources() as res:
         try:
-            zero = res.fd(os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC))
-            null = res.fd(os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC))
+            zero = res.open("/dev/zero")
+            null = res.open("/dev/null", os.O_WRONLY)
             got = os.sendfile(null, zero, None, 0x80000000)
         except OSError as exc:
             return Finding(fid, Status.SKIPPED, MAN_PAGE_CAP, f"could not measure (/dev/zero -> /dev/null: "
@@ -169,7 +169,7 @@ def _proc_file() -> Finding:
     fid = "sendfile.proc_file"
     path = "/proc/self/status"
     with Resources() as res:
-        src = res.fd(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        src = res.open(path)
         st_size = os.fstat(src).st_size
         r, w = res.pipe(65536)
         try:

@@ -1,0 +1,77 @@
+"""The runner: every module registered, time bounds, and no fd leaks when a
+probe fails midway (compared through /proc/self/fd by the fd_guard fixture)."""
+
+import importlib
+import time
+
+import pytest
+
+from probes import Context, Status, run_module
+from probes.runner import MODULES
+
+
+def test_modules_in_report_order_with_throughput_last():
+    assert MODULES[-1] == "pipe_throughput"
+    for name in MODULES[:-1]:
+        assert callable(importlib.import_module(f"probes.{name}").probe)
+
+
+@pytest.mark.parametrize("name", [m for m in MODULES if m != "pipe_throughput"])
+def test_each_probe_leaves_no_fd_behind(fd_guard, name):
+    findings = run_module(name, Context(quick=True))
+    assert findings and all(f.id.split(".")[0] in (name, "nic", "pipe", "tcp_cork") for f in findings)
+    assert not [f for f in findings if f.id.endswith(".probe")], findings
+
+
+@pytest.mark.parametrize("name", ["sendfile", "splice", "pipes", "cork", "msg_zerocopy"])
+def test_timeout_midway_leaks_nothing(fd_guard, name):
+    """A 1 ms bound fires inside the probe with fds and temp files open."""
+    started = time.monotonic()
+    findings = run_module(name, Context(timeout=0.001))
+    assert time.monotonic() - started < 2
+    timed_out = [f for f in findings if f.id == f"{name}.probe"]
+    if timed_out:  # the probe may finish inside 1 ms on a fast machine; usually it does not
+        assert timed_out[0].status is Status.ERROR and "timed out" in timed_out[0].detail
+
+
+def test_missing_path_fails_cleanly(fd_guard):
+    findings = run_module("filesystem", Context(path="/no/such/dir"))
+    assert findings[0].status is Status.ERROR
+
+
+def test_fifo_path_is_not_opened(fd_guard, tmp_path):
+    """Opening a FIFO would block until a writer appears: the probe must not try."""
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    found = {f.id: f for f in run_module("filesystem", Context(path=str(fifo), timeout=2))}
+    assert found["filesystem.sendfile"].status is Status.SKIPPED
+
+
+def test_timeout_inside_a_blocking_syscall_leaks_nothing(fd_guard, tmp_path):
+    """A probe that blocks forever in recv() with a pipe, a socket pair and a
+    temp file open: the time bound interrupts the syscall and the scope still
+    closes all."""
+    import os
+    import sys
+    from probes.resources import Resources
+
+    module = type(sys)("probes._blocking_test_probe")
+
+    def probe(ctx):
+        with Resources() as res:
+            res.pipe()
+            res.tmpfile(4096, dir=str(tmp_path))
+            client, server = res.tcp_pair()
+            server.settimeout(None)
+            server.recv(1)  # blocks: the client never sends
+            yield None
+
+    module.probe = probe
+    sys.modules[module.__name__] = module
+    try:
+        findings = run_module("_blocking_test_probe", Context(timeout=0.2))
+    finally:
+        del sys.modules[module.__name__]
+    assert findings[0].status is Status.ERROR and "timed out" in findings[0].detail
+    assert list(tmp_path.iterdir()) == []  # the temp file was removed
