@@ -1,0 +1,160 @@
+"""Profile: the report schema, the decisions, the cache, and `zcopy probe` itself."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from probes import Context
+from zcopy import profile
+
+FINDING_KEYS = {"id", "status", "value", "detail"}
+NIC_KEYS = {"name", "driver", "mtu", "features", "zero_copy_tx", "reason"}
+PIPE_KEYS = {"default_size", "max_size", "best_size", "user_pages_soft", "user_pages_hard", "largest_granted",
+             "rounding", "budget"}
+REC_KEYS = {"download_engine", "upload_engine", "pipe_size", "chunk_size", "workers", "prefetch", "reasons", "source"}
+
+
+@pytest.fixture(scope="module")
+def report():
+    return profile.build_report(Context(quick=True))
+
+
+def test_report_schema(report):
+    assert list(report) == ["kernel", "findings", "nics", "pipes", "recommendation"]
+    assert report["kernel"]["release"] == os.uname().release
+    assert all(set(f) == FINDING_KEYS for f in report["findings"])
+    assert all(f["status"] in ("ok", "unsupported", "degraded", "error", "skipped") for f in report["findings"])
+    ids = {f["id"] for f in report["findings"]}
+    assert {"sendfile.file_to_tcp", "splice.socket_to_pipe", "pipe.setpipe_sz", "nic.lo"} <= ids
+    assert all(NIC_KEYS <= set(n) for n in report["nics"]) and report["nics"]
+    assert PIPE_KEYS <= set(report["pipes"])
+    rec = report["recommendation"]
+    assert set(rec) == REC_KEYS
+    assert set(rec["reasons"]) == REC_KEYS - {"reasons", "source"}
+    json.dumps(report)  # plain JSON all the way down
+
+
+def test_recommendation_on_this_kernel(report):
+    rec = report["recommendation"]
+    assert rec["download_engine"] == "sendfile"  # sendfile to TCP works on every kernel we run on
+    assert rec["upload_engine"] == "splice"
+    assert rec["workers"] == len(os.sched_getaffinity(0))
+    assert rec["pipe_size"] <= report["pipes"]["max_size"] or report["pipes"]["root_exempt"]
+    assert "pipe.throughput" in rec["reasons"]["pipe_size"]  # quick: says why no measurement was used
+
+
+def _with(report, fid, **changes):
+    findings = [dict(f, **changes) if f["id"] == fid else f for f in report["findings"]]
+    return dict(report, findings=findings)
+
+
+def test_engines_fall_back_when_the_kernel_refuses(report):
+    no_sendfile = _with(report, "sendfile.file_to_tcp", status="unsupported")
+    assert profile.recommend(no_sendfile).download_engine == "splice"
+    neither = _with(no_sendfile, "splice.pipe_to_socket", status="unsupported")
+    assert profile.recommend(neither).download_engine == "mmap_send"
+    nothing = _with(neither, "filesystem.mmap", status="unsupported")
+    assert profile.recommend(nothing).download_engine == "read_send"
+    no_up = _with(report, "splice.socket_to_pipe", status="unsupported")
+    p = profile.recommend(no_up)
+    assert p.upload_engine == "recv_pwrite" and "splice.socket_to_pipe" in p.reasons["upload_engine"]
+
+
+def test_pipe_size_uses_measured_best_size(report):
+    measured = dict(report, findings=report["findings"] + [
+        {"id": "pipe.throughput", "status": "ok", "value": {"sizes": {"65536": 5.0, "262144": 9.9}, "best_size": 262144},
+         "detail": ""}])
+    measured = _with(measured, "pipe_throughput.probe", status="ok")
+    p = profile.recommend(measured)
+    assert p.pipe_size == 262144 and "measured" in p.reasons["pipe_size"]
+
+
+def test_pipe_size_fits_the_unprivileged_budget(report):
+    facts = next(f for f in report["findings"] if f["id"] == "pipe.setpipe_sz")["value"]
+    unpriv = _with(report, "pipe.setpipe_sz", value=dict(facts, root_exempt=False, user_pages_soft=16384))
+    p = profile.recommend(unpriv)
+    from probes.pipes import budget_pipes
+    assert budget_pipes(p.pipe_size, 16384) >= profile.EXPECTED_CONNECTIONS
+    assert "16384 pages" in p.reasons["pipe_size"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm tmpfs here")
+def test_prefetch_off_for_tmpfs_and_on_for_disk(tmp_path):
+    assert profile.load_or_probe("/dev/shm").prefetch is False
+    from probes.filesystem import fs_type
+    on_disk = fs_type(str(tmp_path))[0] not in ("tmpfs", "ramfs")
+    assert profile.load_or_probe(str(tmp_path)).prefetch is on_disk
+
+
+def test_load_or_probe_is_quick(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    started = time.monotonic()
+    p = profile.load_or_probe(".")
+    assert time.monotonic() - started < 2
+    assert p.source == "probed now"
+
+
+def test_save_then_load_round_trips(report, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert profile.load_cached() is None
+    path = profile.save(report)
+    assert path.parent == tmp_path / "zcopy"
+    assert profile.load_cached() == report
+    p = profile.load_or_probe(".")
+    assert p.source == f"cache {path}"
+    assert p.download_engine == report["recommendation"]["download_engine"]
+
+
+def test_cached_report_for_another_filesystem_reprobes_it(report, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    profile.save(report)
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(".").st_dev:
+        pytest.skip("needs /dev/shm on its own filesystem")
+    assert profile.load_or_probe("/dev/shm").prefetch is False
+
+
+def test_corrupt_cache_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = profile.cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert profile.load_cached() is None
+
+
+def zcopy(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "zcopy", "probe", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_cli_json_is_one_object(tmp_path):
+    out = zcopy("--quick", "--json", "--path", str(tmp_path), "--to", "127.0.0.1")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert list(data) == ["kernel", "findings", "nics", "pipes", "recommendation"]
+    assert any(f["id"] == "nic.egress" and f["value"]["name"] == "lo" for f in data["findings"])
+
+
+def test_cli_save_writes_the_cache(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    out = zcopy("--quick", "--save", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    files = list((tmp_path / "zcopy").glob("probe-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == json.loads(out.stdout)
+    assert "saved to" in out.stderr
+
+
+def test_cli_tables_and_recommendation_panel(tmp_path):
+    out = zcopy("--quick", "--path", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    for word in ("sendfile(2)", "splice(2)", "pipes", "NICs", "Recommendation", "download_engine", "pipe_size"):
+        assert word in out.stdout
+
+
+def test_cli_missing_path_is_exit_2():
+    out = zcopy("--path", "/no/such/zcopy/dir")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
