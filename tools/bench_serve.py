@@ -67,6 +67,7 @@ while b"\r\n\r\n" not in head:
     head += s.recv(1)
 length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
 r, w = os.pipe()
+import fcntl; fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)   # the client must not be the bottleneck
 null = os.open("/dev/null", os.O_WRONLY)
 t0 = time.perf_counter(); left = length
 while left:
@@ -139,9 +140,11 @@ class Peer:
 
 
 def run_wrk(port: int, path: str, duration: float, conns: int) -> float:
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration}s", f"http://127.0.0.1:{port}{path}"],
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration:g}s", f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=duration + 60).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk failed on port {port}: {out[-500:]}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     if errors:
         print(f"  wrk reported: {errors.group(0)}", file=sys.stderr)
@@ -163,12 +166,14 @@ def main() -> int:
             sys.exit(f"{tool} is not installed (apt-get install {'nginx-light' if tool == 'nginx' else tool})")
 
     tmp = tempfile.mkdtemp(prefix="zcopy-bench-")
+    os.chmod(tmp, 0o755)         # nginx's workers run as www-data
     try:
         root = os.path.join(tmp, "www")
         os.mkdir(root)
         for name, size in (("1k.bin", 1024), ("64k.bin", 65536)):
             with open(os.path.join(root, name), "wb") as f:
                 f.write(os.urandom(size))
+        os.chmod(root, 0o755)
         with open(os.path.join(root, "large.bin"), "wb") as f:
             f.truncate(args.large)           # sparse: page cache holds zeros, the disk is not the subject
         ports = {"nginx": free_port(), "zcopy": free_port(), "http.server": free_port()}
