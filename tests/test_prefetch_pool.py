@@ -1,0 +1,206 @@
+"""The prefetch building blocks on real files and real threads: the
+RWF_NOWAIT residency check, the self-sizing pool, and the loop-side
+Readahead that parks a transfer on a cold window."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from zcopy.server.prefetch import Job, Pool, Prefetcher, decide, resident, sendfile_to
+
+MiB = 1 << 20
+
+
+def make_cold(path, size: int) -> bytes:
+    """Write ``size`` random bytes, fsync, and drop the file's pages from the
+    page cache (posix_fadvise DONTNEED only works on clean pages)."""
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return data
+
+
+def prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "zcopy-prefetch"]
+
+
+def wait_for(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+class SlowFetch:
+    """A real fetch that sleeps first, as a slow disk would, then reads the
+    window into the page cache; counts how many run at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+        self.null = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+
+    def __call__(self, fd: int, offset: int, count: int) -> None:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.delay)
+            sendfile_to(self.null, fd, offset, count)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def close(self) -> None:
+        os.close(self.null)
+
+
+def test_resident_tells_cold_from_hot_without_reading(tmp_path, fd_guard):
+    path = tmp_path / "f"
+    make_cold(path, 8 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert not resident(fd, 0, 4 * MiB)
+        assert not resident(fd, 4 * MiB, 8 * MiB)
+        os.pread(fd, 4096, 0)                    # first page only: the last is still cold
+        assert not resident(fd, 0, 4 * MiB)
+        os.pread(fd, 4096, 4 * MiB - 4096)
+        assert resident(fd, 0, 4 * MiB)
+        assert resident(fd, 100, 200)            # one page: one check
+    finally:
+        os.close(fd)
+
+
+def test_pool_reads_a_window_into_the_cache_and_signals_the_eventfd(tmp_path, fd_guard):
+    path = tmp_path / "f"
+    make_cold(path, 8 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    pool = Pool()
+    try:
+        job = Job(fd, 4 * MiB, 8 * MiB)
+        pool.submit(job)
+        r, _, _ = select.select([pool.efd], [], [], 10)
+        assert r == [pool.efd]
+        assert pool.completed() == [job] and job.done
+        assert resident(fd, 4 * MiB, 8 * MiB)
+        # every page of the window, not only the ends the check samples
+        assert all(resident(fd, off, off + 1) for off in range(4 * MiB, 8 * MiB, 4096))
+        assert not resident(fd, 0, 1)            # outside the window: untouched
+        assert pool.completed() == []            # the eventfd was drained too
+    finally:
+        pool.close()
+        os.close(fd)
+    assert pool.size == 0 and not prefetch_threads()
+
+
+def test_pool_grows_with_queue_depth_and_shrinks_when_idle(tmp_path, fd_guard):
+    path = tmp_path / "f"
+    make_cold(path, 8 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    slow = SlowFetch(0.3)
+    pool = Pool(min_threads=1, max_threads=4, idle_timeout=0.3, fetch=slow)
+    try:
+        jobs = [Job(fd, i * MiB, (i + 1) * MiB) for i in range(8)]
+        for job in jobs:
+            pool.submit(job)
+        assert pool.size == 4                    # 8 queued, capped at 4
+        assert wait_for(lambda: all(j.done for j in jobs))
+        assert slow.most == 4                    # they really ran side by side
+        assert len(pool.completed()) == 8
+        assert wait_for(lambda: pool.size == 1)  # idle ones retire down to the minimum
+        time.sleep(0.5)
+        assert pool.size == 1 and len(prefetch_threads()) == 1
+        pool.submit(Job(fd, 0, MiB))             # the survivor takes new work: no new thread
+        assert pool.size == 1
+        assert wait_for(lambda: len(pool._completed) == 1)
+    finally:
+        pool.close()
+        slow.close()
+        os.close(fd)
+    assert not prefetch_threads()
+
+
+def test_close_joins_busy_threads_and_closes_unstarted_jobs(tmp_path, fd_guard):
+    path = tmp_path / "f"
+    make_cold(path, 4 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    slow = SlowFetch(0.2)
+    pool = Pool(max_threads=2, fetch=slow)
+    for i in range(6):
+        pool.submit(Job(fd, i * 4096, (i + 1) * 4096))   # 2 running, 4 queued with their dup'd fds
+    pool.close()                                         # fd_guard checks the dups are closed
+    slow.close()
+    os.close(fd)
+    assert not prefetch_threads()
+
+
+def test_readahead_parks_on_a_cold_window_and_keeps_one_window_ahead(tmp_path, fd_guard):
+    path = tmp_path / "f"
+    make_cold(path, 10 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    pf = Prefetcher(step=MiB, window=4 * MiB)
+    conn = SimpleNamespace(worker=SimpleNamespace(now=time.monotonic()))   # an identity to wake
+    try:
+        ahead = pf.track(fd, 0, 10 * MiB)
+        assert not ahead.admit(0, conn)                  # cold: parked, window 0 queued
+        assert not ahead.admit(0, conn)                  # woken early (socket event): still parked
+        ready: list = []
+        select.select([pf.fileno()], [], [], 10)
+        pf.wake(ready, time.monotonic())
+        assert ready == [conn] and pf.parks == 1 and pf.prefetched == 1
+        assert ahead.admit(0, conn)                      # window 0 resident: go
+        assert ahead.ready_until == 4 * MiB
+        assert ahead.job is not None and ahead.job.offset == 4 * MiB   # next window in flight
+        assert ahead.admit(3 * MiB, conn)                # still inside window 0
+        # Stepping from 3.5 MiB reads into window 1: allowed once the background read finished.
+        assert wait_for(lambda: ahead.job.done)
+        assert ahead.admit(3 * MiB + MiB // 2, conn)
+        assert ahead.job.offset == 8 * MiB and ahead.job.stop == 10 * MiB   # last, short window
+        ahead.close()                                    # transfer over: the job is dropped
+        select.select([pf.fileno()], [], [], 10)
+        ready.clear()
+        pf.wake(ready, time.monotonic())
+        assert ready == [] and pf.prefetched == 2        # the cancelled tail may be skipped
+    finally:
+        pf.close()
+        os.close(fd)
+
+
+def test_readahead_costs_nothing_but_checks_on_a_hot_file(tmp_path, fd_guard):
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(9 * MiB))
+    fd = os.open(path, os.O_RDONLY)
+    os.pread(fd, 9 * MiB, 0)
+    pf = Prefetcher(step=MiB, window=4 * MiB)
+    conn = SimpleNamespace(worker=SimpleNamespace(now=time.monotonic()))
+    try:
+        ahead = pf.track(fd, 0, 9 * MiB)
+        for off in range(0, 9 * MiB, MiB):
+            assert ahead.admit(off, conn)
+        assert ahead.job is None and pf.pool.size == 0   # no thread ever started
+    finally:
+        pf.close()
+        os.close(fd)
+
+
+def test_auto_skips_memory_filesystems(tmp_path):
+    on, why = decide(str(tmp_path))
+    assert on and "reads may miss the page cache" in why
+    if os.path.ismount("/dev/shm"):
+        on, why = decide("/dev/shm")
+        assert not on and "tmpfs" in why
+    else:
+        pytest.skip("no /dev/shm tmpfs here")
