@@ -110,6 +110,11 @@ def decrypt_stream(reader, writer, *, identities: list | None = None, passphrase
             pyrage.decrypt_io(reader, writer, identities)
     except _CRYPTO_ERRORS as exc:
         raise ClientError(f"decryption failed: {exc}") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the writer's (or reader's) own error, e.g. ENOSPC
+            raise
+        # pyrage reports a payload that fails authentication as an errno-less OSError.
+        raise ClientError(f"decryption failed: {exc} (truncated or tampered file?)") from None
 
 
 def _read(path: str, what: str) -> bytes:

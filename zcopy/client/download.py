@@ -76,7 +76,7 @@ def download(remote: Remote, out: str, *, token: str | None = None, decrypt: dic
             label = f"get {remote.name or remote.path}"
             with transfer_bar(label, total, quiet=quiet, completed=offset) as bar:
                 if decrypt:
-                    _decrypt_body(body, fd, bar, decrypt)
+                    _decrypt_body(body, fd, part, bar, decrypt)
                     total = None  # a plaintext length; the ciphertext's was checked as it streamed
                 else:
                     _write_body(conn, body, fd, offset, total, bar, timeout)
@@ -108,13 +108,19 @@ def _write_body(conn: Connection, body, fd: int, offset: int, total: int | None,
         recv_file(conn.sock, fd, offset, body.remaining, bar, timeout)
 
 
-def _decrypt_body(body, fd: int, bar, decrypt: dict) -> None:
+def _decrypt_body(body, fd: int, part: str, bar, decrypt: dict) -> None:
+    """Plaintext of a failed decryption is not kept: a wrong key, a cut or a
+    tampered file must not leave something that looks like a download."""
     from zcopy.client.crypto import decrypt_stream
 
-    with os.fdopen(os.dup(fd), "wb") as sink:
-        decrypt_stream(CountingReader(body, bar), sink, **decrypt)
-    if body.read(1):
-        raise ClientError("data after the end of the age file")
+    try:
+        with os.fdopen(os.dup(fd), "wb") as sink:
+            decrypt_stream(CountingReader(body, bar), sink, **decrypt)
+        if body.read(1):
+            raise ClientError("data after the end of the age file")
+    except BaseException:
+        os.unlink(part)
+        raise
 
 
 def _partial(part: str) -> tuple[int, str | None]:

@@ -1,0 +1,211 @@
+"""age encryption in the client: interop with the age CLI and curl both ways,
+passphrases (checked against rage's own implementation in pyrage), flat
+memory on a 64 MiB file, and the small primitives against their RFC vectors."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import pyrage
+import pytest
+
+from conftest import needs_tool
+from serverutil import Server, curl
+from test_client import TOKEN, sha256, write_random, zcopy
+from zcopy.client import agepass
+
+PASS_ENV = {"ZCOPY_PASSPHRASE": "correct horse battery staple"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    with Server(root, "--allow-write", "--token", TOKEN) as srv:
+        yield srv
+
+
+@pytest.fixture
+def keypair(tmp_path):
+    """(identity file, recipient): made by age-keygen when installed, else by pyrage."""
+    key = tmp_path / "key.txt"
+    identity = pyrage.x25519.Identity.generate()
+    key.write_text(f"# test key\n{identity}\n")
+    return str(key), str(identity.to_public())
+
+
+@needs_tool("age")
+def test_put_encrypted_decrypts_with_age_cli(tmp_path, server, keypair):
+    key, recipient = keypair
+    src = tmp_path / "plain"
+    digest = write_random(src, 3 << 20)
+    out = zcopy("put", str(src), f"{server.url}/enc/{tmp_path.name}.age", "-r", recipient, "--token", TOKEN)
+    assert out.returncode == 0, out.stderr
+    stored = os.path.join(server.root, "enc", f"{tmp_path.name}.age")
+    assert open(stored, "rb").read(22) == b"age-encryption.org/v1\n"   # the server holds ciphertext
+    plain = subprocess.run(["age", "-d", "-i", key, "-o", str(tmp_path / "back"), stored], capture_output=True)
+    assert plain.returncode == 0, plain.stderr
+    assert sha256(tmp_path / "back") == digest
+
+
+@needs_tool("age")
+@needs_tool("curl")
+def test_age_cli_file_uploaded_with_curl_decrypts_with_get(tmp_path, server, keypair):
+    key, recipient = keypair
+    src = tmp_path / "plain"
+    digest = write_random(src, 2 << 20)
+    enc = tmp_path / "file.age"
+    subprocess.run(["age", "-r", recipient, "-o", str(enc), str(src)], check=True)
+    url = f"{server.url}/curl/{tmp_path.name}.bin.age"
+    up = curl("-f", "-T", str(enc), "-H", f"Authorization: Bearer {TOKEN}", url)
+    assert up.returncode == 0, up.stderr
+    got = zcopy("get", url, "--decrypt", "-i", key, "-o", str(tmp_path / "out"))
+    assert got.returncode == 0, got.stderr
+    assert sha256(tmp_path / "out") == digest
+
+
+def test_ssh_recipient_round_trip(tmp_path, server):
+    if subprocess.run(["which", "ssh-keygen"], capture_output=True).returncode:
+        pytest.skip("ssh-keygen is not installed")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
+    src = tmp_path / "plain"
+    src.write_bytes(b"ssh says hi\n" * 1000)
+    url = f"{server.url}/ssh/{tmp_path.name}.age"
+    pub = (tmp_path / "id.pub").read_text().strip()
+    assert zcopy("put", str(src), url, "-r", pub, "--token", TOKEN).returncode == 0
+    got = zcopy("get", url, "--decrypt", "-i", str(tmp_path / "id"), "-o", str(tmp_path / "out"))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out").read_bytes() == src.read_bytes()
+
+
+def test_recipients_file_and_several_recipients(tmp_path, server):
+    ids = [pyrage.x25519.Identity.generate() for _ in range(3)]
+    (tmp_path / "team.txt").write_text(f"# team\n{ids[0].to_public()}\n\n{ids[1].to_public()}\n")
+    src = tmp_path / "plain"
+    src.write_bytes(b"for the team")
+    url = f"{server.url}/team/{tmp_path.name}.age"
+    out = zcopy("put", str(src), url, "-R", str(tmp_path / "team.txt"), "-r", str(ids[2].to_public()),
+                "--token", TOKEN)
+    assert out.returncode == 0, out.stderr
+    stored = open(os.path.join(server.root, "team", f"{tmp_path.name}.age"), "rb").read()
+    for identity in ids:
+        assert pyrage.decrypt(stored, [identity]) == b"for the team"
+
+
+@pytest.mark.parametrize("size", [0, 1 << 20], ids=["0B", "1MiB"])
+def test_passphrase_round_trip_and_rage_interop(tmp_path, server, size):
+    src = tmp_path / "plain"
+    digest = write_random(src, size)
+    url = f"{server.url}/pass/{tmp_path.name}.age"
+    assert zcopy("put", str(src), url, "--passphrase", "--token", TOKEN, env=PASS_ENV).returncode == 0
+    stored = open(os.path.join(server.root, "pass", f"{tmp_path.name}.age"), "rb").read()
+    assert b"\n-> scrypt " in stored[:100]
+    assert pyrage.passphrase.decrypt(stored, PASS_ENV["ZCOPY_PASSPHRASE"]) == src.read_bytes()
+    got = zcopy("get", url, "--decrypt", "--passphrase", "-o", str(tmp_path / "out"), env=PASS_ENV)
+    assert got.returncode == 0, got.stderr
+    assert sha256(tmp_path / "out") == digest
+
+
+@pytest.mark.slow
+def test_passphrase_file_made_by_rage_decrypts_while_streaming():
+    """rage calibrates scrypt to about a second, so this takes a few."""
+    data = os.urandom(300_000)
+    sealed = pyrage.passphrase.encrypt(data, "pw")
+    out = io.BytesIO()
+    agepass.decrypt_io(io.BytesIO(sealed), out, "pw")
+    assert out.getvalue() == data
+
+
+def test_wrong_key_or_passphrase_fails_and_leaves_no_file(tmp_path, server, keypair):
+    key, recipient = keypair
+    src = tmp_path / "plain"
+    src.write_bytes(b"secret")
+    url = f"{server.url}/wrong/{tmp_path.name}.age"
+    assert zcopy("put", str(src), url, "-r", recipient, "--token", TOKEN).returncode == 0
+    other = tmp_path / "other.txt"
+    other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
+    bad = zcopy("get", url, "--decrypt", "-i", str(other), "-o", str(tmp_path / "out"))
+    assert bad.returncode == 1 and bad.stderr.splitlines()[-1].startswith("zcopy get: decryption failed")
+    not_pass = zcopy("get", url, "--decrypt", "--passphrase", "-o", str(tmp_path / "out"), env=PASS_ENV)
+    assert not_pass.returncode == 1 and "not passphrase-encrypted" in not_pass.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.part").exists()
+
+
+def test_tampered_ciphertext_is_refused(tmp_path, keypair):
+    key, recipient = keypair
+    sealed = bytearray(pyrage.encrypt(b"x" * 100_000, [pyrage.x25519.Recipient.from_str(recipient)]))
+    sealed[-100] ^= 1
+    from zcopy.client.crypto import decrypt_stream, load_identities
+    from zcopy.client.errors import ClientError
+
+    with pytest.raises(ClientError, match="decryption failed"):
+        decrypt_stream(io.BytesIO(bytes(sealed)), io.BytesIO(), identities=load_identities([key]))
+
+
+def test_bad_recipient_is_one_line(tmp_path):
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    out = zcopy("put", str(src), "http://127.0.0.1:9/x", "-r", "age1notakey")
+    assert out.returncode == 1 and out.stderr.startswith("zcopy put: bad recipient")
+    out = zcopy("put", str(src), "http://127.0.0.1:9/x", "-r", "pgp:abc")
+    assert out.returncode == 1 and "unsupported recipient" in out.stderr
+
+
+_RSS_PROBE = r"""
+import sys
+from zcopy.cli import main
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+rc = main(sys.argv[1:])
+print(rc, hwm())
+"""
+
+
+def _peak(*args: str) -> int:
+    out = subprocess.run([sys.executable, "-c", _RSS_PROBE, *args], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **PASS_ENV})
+    rc, peak = out.stdout.split()
+    assert rc == "0", out.stderr
+    return int(peak)
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_encrypting_and_decrypting_64mib(tmp_path, server, keypair):
+    """Peak RSS of put/get with encryption grows by far less than the file."""
+    key, recipient = keypair
+    big, small = tmp_path / "big", tmp_path / "small"
+    digest = write_random(big, 64 << 20)
+    small.write_bytes(b"x")
+    base = f"{server.url}/rss/{tmp_path.name}"
+    put_small = _peak("put", "-q", str(small), f"{base}/s.age", "-r", recipient, "--token", TOKEN)
+    put_big = _peak("put", "-q", str(big), f"{base}/b.age", "-r", recipient, "--token", TOKEN)
+    get_small = _peak("get", "-q", f"{base}/s.age", "--decrypt", "-i", key, "-o", str(tmp_path / "s.out"))
+    get_big = _peak("get", "-q", f"{base}/b.age", "--decrypt", "-i", key, "-o", str(tmp_path / "b.out"))
+    assert sha256(tmp_path / "b.out") == digest
+    assert put_big - put_small < 16 << 20, (put_small, put_big)
+    assert get_big - get_small < 16 << 20, (get_small, get_big)
+
+
+def test_primitives_match_rfc_vectors():
+    # RFC 7748 section 5.2, first X25519 vector
+    k = bytes.fromhex("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
+    u = bytes.fromhex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
+    assert agepass.x25519(k, u).hex() == "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"
+    # RFC 8439 section 2.8.2 AEAD vector (tag)
+    key = bytes(range(0x80, 0xA0))
+    nonce = bytes.fromhex("070000004041424344454647")
+    aad = bytes.fromhex("50515253c0c1c2c3c4c5c6c7")
+    text = (b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, "
+            b"sunscreen would be it.")
+    sealed = agepass.aead_seal(key, text, nonce, aad)
+    assert sealed[-16:].hex() == "1ae10b594f09e26a7e902ecbd0600691"
+    assert agepass.aead_open(key, sealed, nonce, aad) == text
+    assert agepass.aead_open(key, sealed[:-1] + bytes([sealed[-1] ^ 1]), nonce, aad) is None
+    # bech32: a key string pyrage accepts and maps back to the same public key
+    identity = pyrage.x25519.Identity.from_str(agepass.bech32_encode("age-secret-key-", bytes(range(32))).upper())
+    public = agepass.x25519(bytes(range(32)), (9).to_bytes(32, "little"))
+    assert str(identity.to_public()) == agepass.bech32_encode("age", public)
