@@ -17,7 +17,7 @@ import sys
 from zcopy import __version__
 
 #: Subcommands in the order ``zcopy --help`` lists them.
-COMMANDS = ["probe"]
+COMMANDS = ["probe", "serve", "bench", "get", "put", "ls", "rm", "mv", "seal", "relay", "top"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,13 +71,16 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         p.formatter_class = argparse.RawDescriptionHelpFormatter
         module.configure(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Say it in the subcommand's name, so the hint points at the right --help.
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2
