@@ -170,6 +170,7 @@ class Connection:
         if not data:
             self.close()
             return False
+        self.worker.stats.copy_received += len(data)
         if was_empty:
             # The head clock starts with its first byte (slowloris bound).
             self.deadline = self.worker.now + self.worker.config.header_timeout
@@ -208,6 +209,7 @@ class Connection:
                 if not data:
                     raise PeerClosed("client closed during a chunked upload")
                 self.worker.stats.body_buffered += len(data)
+                self.worker.stats.copy_received += len(data)
                 self.deadline = self.worker.now + self.worker.config.send_timeout
                 self.buf += up.write(data)
                 continue
@@ -245,7 +247,7 @@ class Connection:
 
     def _send_quietly(self, data: bytes) -> None:
         try:
-            self.sock.send(data)
+            self.worker.stats.copy_sent += self.sock.send(data)
         except OSError:
             pass
 
@@ -254,6 +256,8 @@ class Connection:
     def _start_reply(self, reply) -> None:
         self.reply = reply
         self.sent = 0
+        if self.request is not None:   # time to first byte: the head is queued to go now
+            self.worker.stats.latency(self.worker.stats.ttfb, self.worker.now - self.started)
         q = self.queue
         q.append(memoryview(reply.head))
         q.extend(reply.body)
@@ -296,6 +300,7 @@ class Connection:
             except BlockingIOError:
                 self.writable = False
                 return Progress.BLOCKED
+            self.worker.stats.copy_sent += n
             self.deadline = self.worker.now + self.worker.config.send_timeout
             if n < len(item):
                 q[0] = item[n:] if isinstance(item, memoryview) else memoryview(item)[n:]
@@ -342,6 +347,7 @@ class Connection:
                 return
             if not data:
                 break
+            self.worker.stats.copy_received += len(data)
         self.close()
 
     def on_timeout(self) -> None:

@@ -1,18 +1,40 @@
 """Per-worker counters: plain ints bumped on the hot path, read as snapshots.
 
 Engine byte and syscall counts live in each engine's ``EngineStats``; this
-holds everything else a worker knows. ``snapshot()`` is the only reader.
+holds everything else a worker knows. ``snapshot()`` is the only reader and
+runs once a second (from the worker's tick), so anything costly (walking the
+connections for the in-flight table, building dicts) happens there, never per
+request.
+
+Bytes that the connection itself moves through user space (response heads,
+listings, error pages, request heads, upload bytes that arrived with the head)
+are counted as the pseudo-engine ``copy``; together with the engines this
+makes ``bytes_sent``/``bytes_received`` every byte that crossed the sockets.
+
+Latencies are bucketed as they happen (one ``bisect`` on a tuple, one int bump)
+and measured with the worker's per-batch clock ``worker.now``: their
+resolution is one loop turn, which is also the granularity at which the loop
+can act on a request at all.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from bisect import bisect_left
 from collections import Counter
+
+#: Upper bounds (seconds) of the latency buckets; one more bucket for "above".
+#: Log-spaced 1-2-5 so p50/p99 estimates stay within a factor 2.5.
+LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+                  30.0, 60.0)
+#: In-flight transfers listed per worker snapshot (the busiest by rate).
+INFLIGHT_MAX = 64
 
 
 class WorkerStats:
     __slots__ = ("started", "requests", "by_class", "by_method", "accepted", "closed", "errors",
-                 "body_buffered")
+                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "_last_sent")
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -23,6 +45,12 @@ class WorkerStats:
         self.closed = 0
         self.errors: Counter = Counter()
         self.body_buffered = 0               # upload bytes that arrived with the head (copied)
+        self.copy_sent = 0                   # bytes the connection send()s itself (heads, small bodies)
+        self.copy_received = 0               # bytes the connection recv()s itself (heads, buffered bodies)
+        n = len(LATENCY_BOUNDS) + 1
+        self.ttfb = [0] * n                  # request head parsed -> response head handed to the kernel
+        self.ttlb = [0] * n                  # request head parsed -> last response byte handed over
+        self._last_sent: dict[int, tuple[int, int, float]] = {}   # fd -> (conn id, bytes, when)
 
     def reply(self, method: str | None, status: int) -> None:
         self.requests += 1
@@ -30,11 +58,21 @@ class WorkerStats:
         if method is not None:
             self.by_method[method] += 1
 
+    def latency(self, hist: list, seconds: float) -> None:
+        hist[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
 
-    def snapshot(self, engines: dict) -> dict:
+    def snapshot(self, engines: dict, conns=(), now: float = 0.0) -> dict:
+        """Plain data (JSON-ready). ``conns``: the worker's live connections,
+        for the in-flight table; ``now``: the worker's monotonic clock."""
+        by_engine = {name: {**e.stats.snapshot(), "zero_copy": e.zero_copy} for name, e in engines.items()}
+        by_engine["copy"] = {"bytes_sent": self.copy_sent, "bytes_received": self.copy_received,
+                             "syscalls": 0, "zero_copy": False}
         return {
+            "kind": "serve",
+            "pid": os.getpid(),
             "started": self.started,
             "requests": self.requests,
             "status": {f"{i}xx": n for i, n in enumerate(self.by_class) if i},
@@ -43,5 +81,54 @@ class WorkerStats:
                             "active": self.accepted - self.closed},
             "errors": dict(self.errors),
             "body_buffered": self.body_buffered,
-            "engines": {name: e.stats.snapshot() for name, e in engines.items()},
+            "bytes_sent": sum(e["bytes_sent"] for e in by_engine.values()),
+            "bytes_received": sum(e["bytes_received"] for e in by_engine.values()),
+            "engines": by_engine,
+            "latency": {"bounds": list(LATENCY_BOUNDS), "ttfb": list(self.ttfb), "ttlb": list(self.ttlb)},
+            "inflight": self._inflight(conns, now),
         }
+
+    def _inflight(self, conns, now: float) -> list[dict]:
+        """Transfers with a body under way: client, path, done/total and the
+        rate since the previous snapshot (since the request for a new one)."""
+        last, seen, out = self._last_sent, {}, []
+        for conn in conns:
+            item = _progress(conn)
+            if item is None:
+                continue
+            path, done, total = item
+            prev = last.get(conn.fd)
+            if prev is not None and prev[0] == id(conn) and prev[1] <= done and now > prev[2]:
+                rate = (done - prev[1]) / (now - prev[2])
+            else:
+                rate = done / (now - conn.started) if now > conn.started else 0.0
+            seen[conn.fd] = (id(conn), done, now)
+            host, port = conn.addr[:2]
+            out.append({"client": f"{host}:{port}", "path": path, "done": done, "total": total,
+                        "rate": round(rate, 1), "seconds": round(now - conn.started, 3),
+                        "direction": "up" if conn.upload is not None else "down"})
+        self._last_sent = seen
+        out.sort(key=lambda t: t["rate"], reverse=True)
+        return out[:INFLIGHT_MAX]
+
+
+def _progress(conn) -> tuple[str, int, int] | None:
+    """(path, bytes done, bytes total) of a connection moving a body, else None."""
+    req = conn.request
+    if req is None:
+        return None
+    up = conn.upload
+    if up is not None:
+        total = up.offset + up.remaining if up.remaining >= 0 else 0   # 0: chunked, unknown
+        return req.path, up.offset, total
+    reply = conn.reply
+    if reply is None or not reply.length:
+        return None
+    return req.path, conn.sent, reply.length
+
+
+def server_info(config) -> dict:
+    """What a reader shows in its title: the same in every worker's snapshot."""
+    host = f"[{config.bind}]" if ":" in config.bind else config.bind
+    return {"address": f"http://{host}:{config.port}/", "root": config.root, "workers": config.workers,
+            "engine": config.engine, "upload_engine": config.upload_engine}

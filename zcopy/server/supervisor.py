@@ -23,6 +23,7 @@ import sys
 import time
 
 from zcopy.server.config import ServeConfig
+from zcopy.stats import remove_group
 
 MAX_RESTARTS = 5
 RESTART_WINDOW = 10.0
@@ -72,6 +73,9 @@ def _check_port_free(family: int, host: str, port: int) -> None:
 
 
 class Supervisor:
+    #: The folder of live snapshots this group publishes into (zcopy.stats).
+    stats_kind = "serve"
+
     def __init__(self, config: ServeConfig, listeners: list[socket.socket]) -> None:
         self.config = config
         self.listeners = listeners
@@ -105,6 +109,7 @@ class Supervisor:
             self._kill_all()
             for s in self.listeners:
                 s.close()
+            remove_group(self.stats_kind)   # also the files of workers killed before they could close
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
 
     def stop(self) -> None:

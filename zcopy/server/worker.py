@@ -24,8 +24,9 @@ from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
 from zcopy.server.files import OpenFileCache
 from zcopy.server.responder import Responder
-from zcopy.server.stats import WorkerStats
+from zcopy.server.stats import WorkerStats, server_info
 from zcopy.server.writer import Writer
+from zcopy.stats import Publisher
 
 TICK = 1.0
 ACCEPT_BURST = 64
@@ -47,6 +48,7 @@ class Worker:
         self.conns: dict[int, Connection] = {}
         self.ready: list[Connection] = []
         self.stats = WorkerStats()
+        self.publisher = Publisher("serve", self.stats_snapshot, slot=index)
         self.date = http.DateHeader()
         self.pipe_pool = None
         self.engine, self.upload_engine = self._make_engines()
@@ -87,6 +89,7 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.listener.setblocking(False)
         self._resume_accept()
+        self.publisher.publish()
         next_tick = self.now + TICK
         conns, ready = self.conns, self.ready
         try:
@@ -125,6 +128,7 @@ class Worker:
             conn.on_timeout()
         if self.access_log is not None:
             self.access_log.flush()
+        self.publisher.publish()
         if not self.accepting and self.draining_since is None and self.accept_resume_at and \
                 now >= self.accept_resume_at:
             self._resume_accept()
@@ -183,9 +187,19 @@ class Worker:
 
     def on_reply(self, conn: Connection, reply) -> None:
         req = conn.request
-        self.stats.reply(req.method if req is not None else None, reply.status)
+        if req is not None:
+            self.stats.reply(req.method, reply.status)
+            self.stats.latency(self.stats.ttlb, self.now - conn.started)
+        else:
+            self.stats.reply(None, reply.status)
         if self.access_log is not None:
             self.access_log.log(conn.addr, req, reply.status, conn.sent)
+
+    def stats_snapshot(self) -> dict:
+        """This worker's counters as plain data (published once a second)."""
+        snap = self.stats.snapshot(self.engines, self.conns.values(), self.now)
+        snap["server"] = server_info(self.config)
+        return snap
 
     def _on_signal(self, signum, frame) -> None:
         self.signals.append(signum)
@@ -213,6 +227,7 @@ class Worker:
             conn.drain()
 
     def shutdown(self) -> None:
+        self.publisher.close()
         for conn in list(self.conns.values()):
             conn.close()
         self.cache.close()

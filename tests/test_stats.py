@@ -1,0 +1,229 @@
+"""Stats publishing and aggregation against a real `zcopy serve` with two
+workers: the totals `zcopy top --json` reports are exactly the bytes and
+requests real clients moved; workers' files follow their processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from serverutil import Server, connect, read_response
+
+from zcopy.stats import Publisher, aggregate, discover, read_all, read_snapshots
+from zcopy.stats.location import group_dir
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    """A private runtime dir, so other servers of this user stay invisible."""
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    sizes = {"a.bin": 1, "b.bin": 70_000, "c.bin": 1_500_000}
+    for name, size in sizes.items():
+        (root / name).write_bytes(os.urandom(size))
+    return root, sizes
+
+
+def top_json(runtime, *args) -> dict:
+    out = subprocess.run([sys.executable, "-m", "zcopy", "top", "--json", *args], capture_output=True,
+                         env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def wait_json(runtime, pred, timeout=10.0) -> dict:
+    """Poll `zcopy top --json` until ``pred(snapshot)``; the last snapshot either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = top_json(runtime)
+        if pred(snap) or time.monotonic() > deadline:
+            return snap
+        time.sleep(0.2)
+
+
+def wait_for(fn, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+# -- the publisher and reader in-process -------------------------------------
+
+def test_publish_discover_read_close(runtime):
+    counter = {"requests": 0}
+    pubs = [Publisher("serve", lambda: {"requests": counter["requests"], "bytes_sent": 10,
+                                        "latency": {"bounds": [1, 2], "ttfb": [1, 0, 2]}},
+                      slot=i, group_pid=os.getpid()) for i in range(2)]
+    counter["requests"] = 3
+    for p in pubs:
+        assert p.publish()
+    [target] = discover()
+    assert (target.kind, target.pid) == ("serve", os.getpid())
+    snap = read_all(target)
+    assert snap["requests"] == 6 and snap["bytes_sent"] == 20
+    assert snap["latency"] == {"bounds": [1, 2], "ttfb": [2, 0, 4]}      # bounds kept, buckets summed
+    assert [w["slot"] for w in snap["workers"]] == [0, 1]
+    assert not [n for n in os.listdir(target.path) if n.endswith(".tmp")]
+    for p in pubs:
+        p.close()
+    assert not os.path.exists(target.path)
+    assert discover() == []
+
+
+def test_stale_folder_of_dead_supervisor_is_cleaned(runtime):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pub = Publisher("relay", lambda: {"requests": 1}, group_pid=dead.pid)
+    assert pub.publish()
+    stale = group_dir("relay", dead.pid)
+    assert os.path.isdir(stale)
+    assert discover() == []               # pid gone: ignored...
+    assert not os.path.exists(stale)      # ...and removed
+
+
+def test_worker_file_of_dead_worker_is_skipped(runtime):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = Publisher("serve", lambda: {"requests": 2}, slot=0, group_pid=os.getpid())
+    live.publish()
+    with open(os.path.join(live.dir, "worker-1.json"), "w") as f:
+        json.dump({"pid": dead.pid, "slot": 1, "requests": 1000}, f)
+    [target] = discover()
+    assert read_all(target)["requests"] == 2
+    live.close()
+    os.unlink(os.path.join(live.dir, "worker-1.json"))
+    os.rmdir(live.dir)
+
+
+def test_aggregate_concatenates_transfers_and_keeps_constants():
+    snaps = [{"slot": 0, "pid": 1, "kind": "serve", "server": {"workers": 2}, "inflight": [{"rate": 1}],
+              "engines": {"sendfile": {"bytes_sent": 5, "zero_copy": True}}},
+             {"slot": 1, "pid": 2, "kind": "serve", "server": {"workers": 2}, "inflight": [{"rate": 9}],
+              "engines": {"sendfile": {"bytes_sent": 7, "zero_copy": True}, "copy": {"bytes_sent": 1}}}]
+    total = aggregate(snaps)
+    assert total["server"] == {"workers": 2}
+    assert total["engines"] == {"sendfile": {"bytes_sent": 12, "zero_copy": True}, "copy": {"bytes_sent": 1}}
+    assert [t["rate"] for t in total["inflight"]] == [9, 1]
+    assert snaps[0]["inflight"] == [{"rate": 1}]     # inputs untouched
+
+
+# -- a real server under load -------------------------------------------------
+
+def _client(port: int, paths: list[str], tally: dict, lock: threading.Lock) -> None:
+    """Keep-alive client: every request and response byte is counted."""
+    sent = received = 0
+    with connect(port) as s:
+        for i, path in enumerate(paths):
+            last = i == len(paths) - 1
+            raw = f"GET /{path} HTTP/1.1\r\nHost: t\r\n{'Connection: close' if last else 'X: y'}\r\n\r\n".encode()
+            s.sendall(raw)
+            sent += len(raw)
+            status, _, body, head = read_response(s)
+            assert status == 200
+            received += len(head) + 4 + len(body)
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(1) == b""
+    with lock:
+        tally["sent"] += sent
+        tally["received"] += received
+        tally["requests"] += len(paths)
+
+
+def test_json_totals_equal_what_clients_moved(runtime, files):
+    root, sizes = files
+    with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        srv.worker_pids(at_least=2)
+        tally, lock = {"sent": 0, "received": 0, "requests": 0}, threading.Lock()
+        names = sorted(sizes)
+        threads = [threading.Thread(target=_client, args=(srv.port, names * (2 + i % 3), tally, lock))
+                   for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert tally["requests"] == sum(3 * (2 + i % 3) for i in range(12))
+        snap = wait_json(runtime, lambda j: j["requests"] == tally["requests"] and not j["connections"]["active"])
+        assert snap["requests"] == tally["requests"]
+        assert snap["bytes_sent"] == tally["received"]           # every byte the clients read
+        assert snap["bytes_received"] == tally["sent"]           # every byte they wrote
+        assert sum(e["sent"] for e in snap["bytes_by_engine"].values()) == snap["bytes_sent"]
+        body_bytes = sum(sizes.values()) * tally["requests"] // len(sizes)
+        assert snap["bytes_by_engine"]["sendfile"]["sent"] == body_bytes
+        assert snap["status"]["2xx"] == tally["requests"] and snap["methods"] == {"GET": tally["requests"]}
+        # 12 clients + the one connection serverutil makes to see the port listening
+        assert snap["connections"]["accepted"] == snap["connections"]["closed"] == 13
+        assert len(snap["workers"]) == 2 and sum(w["requests"] for w in snap["workers"]) == tally["requests"]
+        assert sum(snap["latency"]["ttlb"]) == sum(snap["latency"]["ttfb"]) == tally["requests"]
+        assert snap["server"]["address"] == f"{srv.url}/"
+        folder = group_dir("serve", srv.proc.pid)
+        assert sorted(os.listdir(folder)) == ["worker-0.json", "worker-1.json"]
+        assert srv.stop() == 0
+    assert not os.path.exists(folder)     # the server's stats leave with it
+    assert discover() == []
+
+
+def test_inflight_transfer_is_listed_with_progress(runtime, tmp_path):
+    root = tmp_path / "big"
+    root.mkdir()
+    size = 256 << 20
+    with open(root / "huge.bin", "wb") as f:
+        f.truncate(size)             # sparse: costs no disk
+    with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.connect(("127.0.0.1", srv.port))
+        try:
+            s.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            s.recv(1 << 20)          # read a little, then stall: the server stays mid-transfer
+            snap = wait_json(runtime, lambda j: j["inflight"])
+            [x] = snap["inflight"]
+            assert x["path"] == "/huge.bin" and x["total"] == size and 0 < x["done"] < size
+            assert x["direction"] == "down" and x["client"] == "127.0.0.1:%d" % s.getsockname()[1]
+            assert snap["connections"]["active"] == 1
+        finally:
+            s.close()
+
+
+def test_killed_worker_is_replaced_in_its_slot(runtime, files):
+    root, _ = files
+    with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        pids = srv.worker_pids(at_least=2)
+        folder = group_dir("serve", srv.proc.pid)
+        wait_for(lambda: len(os.listdir(folder)) == 2 if os.path.isdir(folder) else False)
+        os.kill(pids[0], signal.SIGKILL)
+        snap = wait_json(runtime, lambda j: len(j["workers"]) == 2 and pids[0] not in [w["pid"] for w in j["workers"]])
+        assert pids[0] not in [w["pid"] for w in snap["workers"]], "no replacement took the slot over"
+        assert sorted(w["slot"] for w in snap["workers"]) == [0, 1]
+        assert sorted(os.listdir(folder)) == ["worker-0.json", "worker-1.json"]
+        assert srv.stop() == 0
+    assert not os.path.exists(folder)
+
+
+def test_stats_off_publishes_nothing(runtime, files):
+    root, _ = files
+    env = {"XDG_RUNTIME_DIR": str(runtime), "ZCOPY_STATS": "off"}
+    with Server(root, "--workers", "2", env=env) as srv:
+        srv.worker_pids(at_least=2)
+        time.sleep(1.2)
+        assert discover() == []
+        out = subprocess.run([sys.executable, "-m", "zcopy", "top", "--json"], capture_output=True,
+                             env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, timeout=30)
+        assert out.returncode == 1 and b"no zcopy server" in out.stderr

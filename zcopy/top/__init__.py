@@ -1,0 +1,1 @@
+"""``zcopy top``: a live dashboard over the snapshots in zcopy.stats."""
