@@ -58,13 +58,9 @@ def frame(snap: dict | None, history: History, nics: list[dict], *, title: str, 
 
 def _throughput(snap: dict, h: History, width: int) -> Panel:
     t = Table(box=None, padding=(0, 1), expand=False)
-    t.add_column("engine")
-    t.add_column("now", justify="right")
-    t.add_column("total sent", justify="right")
-    t.add_column("total received", justify="right")
-    t.add_column("syscalls", justify="right")
-    t.add_column("zero-copy")
-    t.add_column(f"last {width} s", no_wrap=True)
+    for name in ("engine", "now", "sent", "received", "syscalls", "zero-copy", f"last {width} s"):
+        t.add_column(name, justify="left" if name in ("engine", "zero-copy") or name.startswith("last")
+                     else "right", no_wrap=True)
     t.add_row(Text("all", style="bold"), Text(rate(h.rate("sent") + h.rate("received")), style="bold"),
               format_size(snap.get("bytes_sent", 0)), format_size(snap.get("bytes_received", 0)), "", "",
               Text(sparkline([a + b for a, b in zip(h.series("sent"), h.series("received"))], width),

@@ -1,0 +1,222 @@
+"""`zcopy top` in a real terminal (tmux): the dashboard over a real server
+under load, waiting for a server, a server killed under it, and the CLI's
+one-shot modes and errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import needs_tool
+from serverutil import Server, connect, read_response
+
+pytestmark = needs_tool("tmux")
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "data.bin").write_bytes(os.urandom(2_000_000))
+    return root
+
+
+class Term:
+    """One tmux server on a private socket running one command in a 160x50 pane."""
+
+    def __init__(self, command: list[str], env: dict) -> None:
+        self.sock = f"zcopy-test-{secrets.token_hex(6)}"
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        # COLUMNS/LINES inherited from the test's environment would override the pane size
+        line = f"env -u COLUMNS -u LINES {exports} {shlex.join(command)}; echo EXITED $?; sleep 60"
+        self.tmux("new-session", "-d", "-x", "160", "-y", "50", line)
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True,
+                              timeout=10).stdout
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p")
+
+    def wait(self, pattern: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if re.search(pattern, text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} never showed; screen:\n{text}")
+            time.sleep(0.2)
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", *keys)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True, timeout=10)
+
+
+def top(*args: str) -> list[str]:
+    return [sys.executable, "-m", "zcopy", "top", *args]
+
+
+def env_for(runtime) -> dict:
+    return {"XDG_RUNTIME_DIR": str(runtime), "PYTHONPATH": os.pathsep.join(sys.path), "TERM": "xterm-256color"}
+
+
+class Load:
+    """Clients fetching data.bin on keep-alive connections until stopped."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port, self.stop_flag = port, threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        try:
+            with connect(self.port) as s:
+                while not self.stop_flag.is_set():
+                    s.sendall(b"GET /data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                    read_response(s)
+                    time.sleep(0.05)
+        except OSError:
+            pass   # the server went away (the kill test)
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(20)
+
+
+@pytest.mark.slow
+def test_dashboard_shows_engines_and_rate_and_quits_on_q(runtime, root):
+    with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        load = Load(srv.port)
+        term = Term(top("--interval", "0.5"), env_for(runtime))
+        try:
+            text = term.wait(rf"pid {srv.proc.pid} http://127\.0\.0\.1:{srv.port}/")
+            # a non-zero rate on the "all" row and the engine rows once two publications are in
+            text = term.wait(r"all\s+[1-9][\d.]* (KiB|MiB|GiB)/s")
+            assert re.search(r"sendfile\s+[\d.]+ \w+/s\s+[\d.]+ (KiB|MiB|GiB)", text), text
+            assert re.search(r"copy\s+[\d.]+ \w+/s", text) and "zero-copy" in text
+            assert re.search(r"2xx [1-9]\d*/s", text) and "2 workers" in text
+            assert "NICs" in text and re.search(r"\blo\b", text)
+            term.keys("s")
+            term.wait(r"sort: progress")
+            term.keys("p")
+            term.wait(r"PAUSED")
+            term.keys("q")
+            text = term.wait(r"EXITED \d+")
+            assert "EXITED 0" in text and "Traceback" not in text
+        finally:
+            term.close()
+            load.stop()
+
+
+@pytest.mark.slow
+def test_top_started_first_waits_then_attaches(runtime, root):
+    term = Term(top("--interval", "0.5"), env_for(runtime))
+    try:
+        term.wait(r"no zcopy server of uid \d+ is running; waiting")
+        with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+            term.wait(rf"serve pid {srv.proc.pid} http://127\.0\.0\.1:{srv.port}/")
+            term.keys("q")
+            assert "EXITED 0" in term.wait(r"EXITED \d+")
+    finally:
+        term.close()
+
+
+@pytest.mark.slow
+def test_server_killed_under_top_is_reported(runtime, root):
+    with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        load = Load(srv.port, clients=2)
+        term = Term(top("--interval", "0.5"), env_for(runtime))
+        try:
+            term.wait(rf"serve pid {srv.proc.pid}")
+            workers = srv.worker_pids(at_least=2)
+            for pid in [srv.proc.pid, *workers]:       # the whole group, without a chance to clean up
+                os.kill(pid, signal.SIGKILL)
+            srv.proc.wait(10)
+            text = term.wait(rf"server serve-{srv.proc.pid} went away at [\d:]+; waiting")
+            assert "Traceback" not in text and "EXITED" not in text
+            # the stale folder of the killed server is removed by the reader looking for the next one
+            stale = runtime / "zcopy" / f"serve-{srv.proc.pid}"
+            deadline = time.monotonic() + 5
+            while stale.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not stale.exists()
+            term.keys("q")
+            assert "EXITED 0" in term.wait(r"EXITED \d+")
+        finally:
+            term.close()
+            load.stop()
+            for pid in workers:
+                _reap_orphan(pid)
+
+
+def _reap_orphan(pid: int) -> None:
+    """Workers of a SIGKILLed supervisor were killed too; wait until they are gone."""
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return    # a zombie of init's, nothing left running
+        time.sleep(0.05)
+
+
+def test_once_prints_one_frame(runtime, root):
+    with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        for _ in range(3):
+            with connect(srv.port) as s:
+                s.sendall(b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                read_response(s)
+        out = subprocess.run(top("--once", "--pid", str(srv.proc.pid)), capture_output=True, text=True,
+                             timeout=30, env={**os.environ, "COLUMNS": "150"})
+        assert out.returncode == 0, out.stderr
+        assert f"serve pid {srv.proc.pid}" in out.stdout and "sendfile" in out.stdout
+        assert re.search(r"total \d+", out.stdout) and "5.7 MiB" in out.stdout   # 3 x 2,000,000 bytes
+
+
+def test_several_servers_are_listed(runtime, root):
+    with Server(root, env={"XDG_RUNTIME_DIR": str(runtime)}) as a, \
+            Server(root, env={"XDG_RUNTIME_DIR": str(runtime)}) as b:
+        deadline = time.monotonic() + 10
+        while len(os.listdir(runtime / "zcopy")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out = subprocess.run(top("--json"), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1 and out.stdout == ""
+        assert f"--pid {a.proc.pid}" in out.stderr and f"--pid {b.proc.pid}" in out.stderr
+        assert f"http://127.0.0.1:{b.port}/" in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--socket", "/nowhere/else"], "is not a zcopy stats folder"),
+    (["--interval", "0"], "must be positive"),
+    (["--pid", "x"], "not a whole number"),
+    (["--once", "--json"], "not allowed with"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message):
+    out = subprocess.run(top(*args), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_no_server_once_and_json_exit_1(runtime):
+    for flag in ("--once", "--json"):
+        out = subprocess.run(top(flag), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1 and "no zcopy server of uid" in out.stderr and "Traceback" not in out.stderr
