@@ -39,7 +39,8 @@ POOL_IDLE = 64
 
 
 class RelayWorker:
-    def __init__(self, config: RelayConfig, listener: socket.socket, index: int = 0) -> None:
+    def __init__(self, config: RelayConfig, listener: socket.socket, index: int = 0,
+                 publish: bool = False) -> None:
         self.config = config
         self.listener = listener
         self.index = index
@@ -61,6 +62,11 @@ class RelayWorker:
         rate = config.worker_rate
         self.bucket = TokenBucket(rate, self.now) if rate else None
         self.log = ConnLog(config.log)
+        #: ``publish``: write stats_snapshot() once a second where ``zcopy top`` reads it.
+        self.publisher = None
+        if publish:
+            from zcopy.stats.publish import Publisher
+            self.publisher = Publisher("relay", self.stats_snapshot, slot=index)
         self.accepting = False
         self.accept_resume_at = 0.0
         self.draining_since: float | None = None
@@ -160,6 +166,8 @@ class RelayWorker:
 
     def tick(self) -> None:
         now = self.now
+        if self.publisher is not None:
+            self.publisher.publish()
         for session in {e.session for e in self.ends.values() if e.session.deadline <= now}:
             session.on_timeout()
         if not self.accepting and self.draining_since is None and self.accept_resume_at and \
@@ -245,6 +253,8 @@ class RelayWorker:
         for session in {e.session for e in self.ends.values()}:
             session.close("shutdown")
         self.log.close()
+        if self.publisher is not None:
+            self.publisher.close()
         if self.pipe_pool is not None:
             self.pipe_pool.close()
         if self.buffer_pool is not None:
@@ -274,7 +284,7 @@ class RelayWorker:
 def worker_main(config: RelayConfig, listener: socket.socket, index: int) -> int:
     """Entry point in the forked child; never returns into the supervisor's code."""
     try:
-        return RelayWorker(config, listener, index).run()
+        return RelayWorker(config, listener, index, publish=True).run()
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception:
