@@ -1,6 +1,6 @@
 """age encryption in the client: interop with the age CLI and curl both ways,
 passphrases (checked against rage's own implementation in pyrage), flat
-memory on a 64 MiB file, and the small primitives against their RFC vectors."""
+memory on a 64 MiB file, and the passphrase header swap's own checks."""
 
 from __future__ import annotations
 
@@ -198,22 +198,26 @@ def test_memory_stays_flat_encrypting_and_decrypting_64mib(tmp_path, server, key
     assert get_big - get_small < 16 << 20, (get_small, get_big)
 
 
-def test_primitives_match_rfc_vectors():
-    # RFC 7748 section 5.2, first X25519 vector
-    k = bytes.fromhex("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
-    u = bytes.fromhex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
-    assert agepass.x25519(k, u).hex() == "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"
-    # RFC 8439 section 2.8.2 AEAD vector (tag)
-    key = bytes(range(0x80, 0xA0))
-    nonce = bytes.fromhex("070000004041424344454647")
-    aad = bytes.fromhex("50515253c0c1c2c3c4c5c6c7")
-    text = (b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, "
-            b"sunscreen would be it.")
-    sealed = agepass.aead_seal(key, text, nonce, aad)
-    assert sealed[-16:].hex() == "1ae10b594f09e26a7e902ecbd0600691"
-    assert agepass.aead_open(key, sealed, nonce, aad) == text
-    assert agepass.aead_open(key, sealed[:-1] + bytes([sealed[-1] ^ 1]), nonce, aad) is None
-    # bech32: a key string pyrage accepts and maps back to the same public key
-    identity = pyrage.x25519.Identity.from_str(agepass.bech32_encode("age-secret-key-", bytes(range(32))).upper())
-    public = agepass.x25519(bytes(range(32)), (9).to_bytes(32, "little"))
-    assert str(identity.to_public()) == agepass.bech32_encode("age", public)
+def test_passphrase_header_mac_is_checked():
+    """A flipped bit in the header MAC is refused before any plaintext is written."""
+    ours = io.BytesIO()
+    agepass.encrypt_io(io.BytesIO(b"x" * 1000), ours, "pw", log_n=10)
+    sealed = bytearray(ours.getvalue())
+    mac_at = sealed.index(b"\n--- ") + 6
+    sealed[mac_at] = ord("A") if sealed[mac_at] != ord("A") else ord("B")
+    out = io.BytesIO()
+    with pytest.raises(ClientError, match="bad MAC"):
+        agepass.decrypt_io(io.BytesIO(bytes(sealed)), out, "pw")
+    assert out.getvalue() == b""
+
+
+def test_secret_scalar_read_back_from_pyrage_identity():
+    """The one-time identity's scalar, read from pyrage's key string, is the
+    key pyrage itself derives the recipient from (here bytes 0..31)."""
+    identity = pyrage.x25519.Identity.from_str(
+        "AGE-SECRET-KEY-1QQQSYQCYQ5RQWZQFPG9SCRGWPUGPZYSNZS23V9CCRYDPK8QARC0SWRYDWG")
+    assert str(identity.to_public()) == "age13aqvttdk3ujkyjh9kg2w5an6dmy5mq5a84a4uxk3hfhnugfc9p0sy5p2wh"
+    secret = agepass._secret_key(identity)
+    assert secret.private_bytes_raw() == bytes(range(32))
+    assert secret.public_key().public_bytes_raw().hex() == (
+        "8f40c5adb68f25624ae5b214ea767a6ec94d829d3d7b5e1ad1ba6f3e2138285f")
