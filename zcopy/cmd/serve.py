@@ -35,6 +35,15 @@ def port_arg(text: str) -> int:
     return port
 
 
+def metrics_arg(text: str) -> tuple[str, int]:
+    from zcopy.stats.metrics import parse_hostport
+
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def configure(p) -> None:
     p.add_argument("root", nargs="?", default=".", help="folder to serve (default: .)")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -53,6 +62,8 @@ def configure(p) -> None:
                    help="close a client that accepts no byte for this long")
     p.add_argument("--drain-timeout", type=positive_float, default=30.0,
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
+    p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
+                   help="also serve the live stats in Prometheus text format on this address")
     w = p.add_argument_group("writes (uploads, delete, rename)")
     w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
     w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
@@ -166,5 +177,24 @@ def run(args) -> int:
     except StartupError as exc:
         print(f"zcopy serve: error: {exc}", file=sys.stderr)
         return 1
+    metrics = None
+    if args.metrics is not None:
+        from zcopy.stats.metrics import MetricsServer
+
+        try:
+            metrics = MetricsServer(*args.metrics).start()
+        except OSError as exc:
+            for s in listeners:
+                s.close()
+            print(f"zcopy serve: error: cannot serve --metrics on {args.metrics[0]}:{args.metrics[1]}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return 1
     print_panel(cfg)
-    return Supervisor(cfg, listeners).run()
+    if metrics is not None:
+        host, port = metrics.address
+        print(f"zcopy serve: metrics on http://{host}:{port}/metrics", file=sys.stderr)
+    try:
+        return Supervisor(cfg, listeners).run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
