@@ -64,6 +64,9 @@ def configure(p) -> None:
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
                    help="also serve the live stats in Prometheus text format on this address")
+    p.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
+                   help="read file windows missing from the page cache in a thread pool, off the event loop "
+                        "(auto: on unless ROOT is on tmpfs/ramfs)")
     w = p.add_argument_group("writes (uploads, delete, rename)")
     w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
     w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
@@ -108,6 +111,16 @@ def build_config(args):
         reasons["workers"] = "default: one worker (use --workers auto for one per CPU)"
         reasons["pipe_size"] = "default: 1 MiB"
         reasons["upload_engine"] = "default"
+    if args.prefetch != "auto":
+        cfg.prefetch = args.prefetch == "on"
+        reasons["prefetch"] = "--prefetch flag"
+    elif profile is not None:
+        cfg.prefetch = profile.prefetch
+        reasons["prefetch"] = f"probe ({profile.source}): {profile.reasons.get('prefetch', '')}"
+    else:
+        from zcopy.server.prefetch import decide
+
+        cfg.prefetch, reasons["prefetch"] = decide(root)
     if args.engine != "auto":
         cfg.engine = ENGINES[args.engine]
         reasons["download_engine"] = "--engine flag"
@@ -160,6 +173,7 @@ def print_panel(cfg) -> None:
               else "(unused)", cfg.reasons.get("pipe_size", ""))
     writes = "off (read-only)" if not cfg.allow_write else "on, token required" if cfg.token else \
         "on, NO TOKEN: anyone who can connect may write"
+    t.add_row("prefetch", "on" if cfg.prefetch else "off", cfg.reasons.get("prefetch", ""))
     t.add_row("writes", writes, "")
     Console(stderr=True).print(Panel(t, title="zcopy serve", expand=False))
 

@@ -28,6 +28,7 @@ class ServeConfig:
     read_token: str | None = None   # needed for reads when set
     max_upload: int | None = None
     fsync: bool = True              # fsync an upload before renaming it into place
+    prefetch: bool = True           # read cold file windows off the loop (zcopy.server.prefetch)
     max_head: int = 16384
     max_target: int = 8192
     reasons: dict[str, str] = field(default_factory=dict)   # why each choice was made

@@ -41,7 +41,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 class Connection:
     __slots__ = ("worker", "sock", "fd", "addr", "buf", "state", "readable", "writable", "deadline",
-                 "queue", "xfer", "reply", "request", "started", "sent", "served", "draining", "upload")
+                 "queue", "xfer", "reply", "request", "started", "sent", "served", "draining", "upload",
+                 "ahead")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
@@ -62,6 +63,7 @@ class Connection:
         self.served = 0
         self.draining = False
         self.upload: Upload | None = None
+        self.ahead = None         # prefetch.Readahead of the file range being sent
 
     # -- events ---------------------------------------------------------------
 
@@ -278,6 +280,12 @@ class Connection:
                 if xfer is None:
                     fd, start, stop = item
                     xfer = self.xfer = self.worker.engine.start_send(fd, start, stop - start)
+                    if self.worker.prefetch is not None:
+                        self.ahead = self.worker.prefetch.track(fd, start, stop)
+                # A window not in the page cache would block the loop in the engine:
+                # park until the prefetch pool has read it (the worker wakes us).
+                if self.ahead is not None and not self.ahead.admit(xfer.offset, self):
+                    return Progress.BLOCKED
                 before = xfer.remaining
                 progress = xfer.step(self.fd)
                 moved = before - xfer.remaining
@@ -287,6 +295,7 @@ class Connection:
                 if progress is Progress.DONE:
                     xfer.close()
                     self.xfer = None
+                    self._end_readahead()
                     q.popleft()
                     continue
                 if progress is Progress.BLOCKED:
@@ -370,11 +379,17 @@ class Connection:
         if self.state == READING and not self.buf:
             self.close()
 
+    def _end_readahead(self) -> None:
+        if self.ahead is not None:
+            self.ahead.close()
+            self.ahead = None
+
     def close(self) -> None:
         if self.state == CLOSED:
             return
         self.state = CLOSED
         self._abort_upload()
+        self._end_readahead()
         if self.reply is not None and self.reply.entry is not None:
             self.reply.entry.release()
         self.reply = None

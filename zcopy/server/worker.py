@@ -23,6 +23,7 @@ from zcopy.server.accesslog import AccessLog
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
 from zcopy.server.files import OpenFileCache
+from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import Responder
 from zcopy.server.stats import WorkerStats, server_info
 from zcopy.server.writer import Writer
@@ -52,6 +53,8 @@ class Worker:
         self.date = http.DateHeader()
         self.pipe_pool = None
         self.engine, self.upload_engine = self._make_engines()
+        #: Cold windows are read by its pool off the loop (None: --prefetch off).
+        self.prefetch = Prefetcher(step=config.budget) if config.prefetch else None
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
                                    show_hidden=config.show_hidden)
@@ -84,6 +87,9 @@ class Worker:
         self.ep = select.epoll()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ep.register(wake_r, select.EPOLLIN)
+        prefetch_fd = self.prefetch.fileno() if self.prefetch is not None else -1
+        if prefetch_fd >= 0:
+            self.ep.register(prefetch_fd, select.EPOLLIN)
         old_wakeup = signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -102,6 +108,8 @@ class Worker:
                         conn.on_event(ev)
                     elif fd == wake_r:
                         self._drain_wakeups(wake_r)
+                    elif fd == prefetch_fd:
+                        self.prefetch.wake(ready, self.now)
                     else:
                         self._accept()
                 if ready:
@@ -199,6 +207,8 @@ class Worker:
         """This worker's counters as plain data (published once a second)."""
         snap = self.stats.snapshot(self.engines, self.conns.values(), self.now)
         snap["server"] = server_info(self.config)
+        if self.prefetch is not None:
+            snap["prefetch"] = self.prefetch.snapshot()
         return snap
 
     def _on_signal(self, signum, frame) -> None:
@@ -230,6 +240,8 @@ class Worker:
         self.publisher.close()
         for conn in list(self.conns.values()):
             conn.close()
+        if self.prefetch is not None:
+            self.prefetch.close()     # joins its threads
         self.cache.close()
         for engine in self.engines.values():
             engine.close()
