@@ -110,7 +110,9 @@ class _Collector:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1").rstrip(" \t")
+        text = value.decode("latin-1")
+        if value[-1:] in b" \t":             # llhttp strips leading OWS, not trailing
+            text = text.rstrip(" \t")
         headers = self.headers
         if key in headers:
             headers[key] = headers[key] + ", " + text
@@ -160,12 +162,12 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
         raise HttpError(400, "HTTP/1.1 needs exactly one Host header", close=True)
     path, query = _split_target(target)
 
-    connection = headers.get("connection", "").lower()
-    if version == (1, 1):
-        keep_alive = "close" not in _tokens(connection)
+    connection = headers.get("connection")
+    if connection is None:
+        keep_alive = version == (1, 1)
     else:
-        tokens = _tokens(connection)
-        keep_alive = "keep-alive" in tokens and "close" not in tokens
+        tokens = _tokens(connection.lower())
+        keep_alive = "close" not in tokens and (version == (1, 1) or "keep-alive" in tokens)
     chunked = False
     te = headers.get("transfer-encoding")
     if te is not None:
@@ -177,7 +179,7 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
         method, target, path, query, version, headers, keep_alive,
         int(cl) if cl is not None else None,   # llhttp has validated the digits
         chunked,
-        headers.get("expect", "").lower() == "100-continue",
+        "expect" in headers and headers["expect"].lower() == "100-continue",
     )
 
 
@@ -210,9 +212,12 @@ def _version(text: str, head: bytes) -> tuple[int, int]:
 def _split_target(target: bytes) -> tuple[str, str]:
     """(decoded path, raw query) from an origin-form or absolute-form target."""
     if target[:1] == b"/":
-        raw, _, query = target.partition(b"?")
-        raw = raw.partition(b"#")[0]
-        query = query.partition(b"#")[0]
+        raw, query = target, b""
+        q = target.find(b"?")
+        if q >= 0:
+            raw, query = target[:q], target[q + 1:]
+        if b"#" in target:                   # a fragment is never sent, but if it is
+            raw, query = raw.partition(b"#")[0], query.partition(b"#")[0]
     elif target[:7].lower() in (b"http://", b"https:/"):
         try:
             url = httptools.parse_url(target)
