@@ -140,8 +140,8 @@ def raise_fd_limit() -> None:
 
 
 def run(args) -> int:
-    from zcopy.relay.supervisor import RelaySupervisor
-    from zcopy.server.supervisor import StartupError, make_listeners
+    from zcopy.relay.worker import worker_main
+    from zcopy.server.supervisor import StartupError, Supervisor, make_listeners
     from zcopy.units import format_size
 
     try:
@@ -161,4 +161,4 @@ def run(args) -> int:
     print(f"zcopy relay: listening on {host}:{cfg.port} -> {cfg.upstream_name}, {cfg.workers} worker(s), "
           f"engine {cfg.engine} ({cfg.reasons['engine']}), pipe {format_size(cfg.pipe_size)} "
           f"({cfg.reasons['pipe_size']}), {limits}", file=sys.stderr, flush=True)
-    return RelaySupervisor(cfg, listeners).run()
+    return Supervisor(cfg, listeners, worker_main, stats_kind="relay").run()

@@ -142,7 +142,7 @@ class Connection:
         del self.buf[:n]
         self.started = self.worker.now
         try:
-            req = http.parse_head(head)
+            req = http.parse_head(head, max_head=cfg.max_head, max_target=cfg.max_target)
         except http.HttpError as exc:
             self.request = None
             self._start_reply(self.worker.responder.error(exc, close=True))

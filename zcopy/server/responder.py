@@ -80,7 +80,7 @@ class Responder:
               version: tuple = (1, 1)) -> Reply:
         close = close or exc.close
         data = http.error_response(exc.status, self.date.get(), reason=exc.reason, headers=exc.headers,
-                                   close=close, head_only=head_only)
+                                   close=close, head_only=head_only, version=version)
         return Reply(exc.status, data, [], 0, close)
 
     # -- files ----------------------------------------------------------------
@@ -156,7 +156,8 @@ class Responder:
             location = quote(req.path + "/", safe="/:@!$&'()*+,;=-._~")
             if req.query:
                 location += "?" + req.query
-            data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only)
+            data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,
+                                          version=req.version)
             return Reply(301, data, [], 0, close)
         try:
             index = self.cache.lookup(req.path + "index.html")

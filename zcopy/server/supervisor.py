@@ -73,10 +73,16 @@ def _check_port_free(family: int, host: str, port: int) -> None:
 
 
 class Supervisor:
-    #: The folder of live snapshots this group publishes into (zcopy.stats).
-    stats_kind = "serve"
+    """Runs ``worker_main(config, listener, slot) -> exit code`` in each forked
+    worker: the HTTP worker by default; ``zcopy relay`` passes its own and
+    ``stats_kind="relay"`` (the folder of live snapshots, see zcopy.stats)."""
 
-    def __init__(self, config: ServeConfig, listeners: list[socket.socket]) -> None:
+    def __init__(self, config: ServeConfig, listeners: list[socket.socket], worker_main=None,
+                 stats_kind: str = "serve") -> None:
+        if worker_main is None:
+            from zcopy.server.worker import worker_main
+        self.worker_main = worker_main
+        self.stats_kind = stats_kind
         self.config = config
         self.listeners = listeners
         self.pids: dict[int, int] = {}        # pid -> slot
@@ -132,9 +138,7 @@ class Supervisor:
                 for i, s in enumerate(self.listeners):
                     if i != slot:
                         s.close()
-                from zcopy.server.worker import worker_main
-
-                code = worker_main(self.config, self.listeners[slot], slot)
+                code = self.worker_main(self.config, self.listeners[slot], slot)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
