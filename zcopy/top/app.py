@@ -94,7 +94,7 @@ def dashboard(follow: Follow, interval: float) -> int:
                     if snap is not None:
                         history.add(snap)
                     nic_list = nics.read()
-                width = max(min(console.size.width - 70, 60), 10)
+                width = max(min(console.size.width - 90, 60), 10)   # the rest is for the figures
                 live.update(frame(snap if not notice else history.latest if paused else None, history, nic_list,
                                   title=title(snap, follow), notice=notice, sort=SORTS[sort], paused=paused,
                                   spark_width=width), refresh=True)

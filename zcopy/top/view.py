@@ -41,7 +41,7 @@ def uptime(started: float) -> str:
 def frame(snap: dict | None, history: History, nics: list[dict], *, title: str, notice: str = "",
           sort: str = "rate", paused: bool = False, spark_width: int = 40):
     """The whole screen. ``snap`` None: only the title and the notice."""
-    head = Text(title, style="bold")
+    head = Text(title, style="bold", no_wrap=True, overflow="ellipsis")
     head.append(f"   sort: {sort}   {KEYS_HELP}", style="dim")
     if paused:
         head.append("   PAUSED", style="bold yellow")
