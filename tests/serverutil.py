@@ -110,37 +110,51 @@ def connect(port: int, timeout: float = 10.0) -> socket.socket:
 
 
 def read_response(sock: socket.socket, *, head_only: bool = False) -> tuple[int, dict, bytes, bytes]:
-    """Read one response: (status, headers lower-cased, body, raw head).
-    The body is framed by Content-Length (or read to EOF without one)."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a full head: {buf!r}")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
+    """Read exactly one response: (status, headers lower-cased, body, raw head).
+
+    The head is found with MSG_PEEK and only its own bytes are consumed, so a
+    pipelined next response that arrived in the same segment stays in the
+    socket for the next call. The body is framed by Content-Length (or read
+    to EOF without one)."""
+    peeked = b""
+    while True:
+        peeked = sock.recv(65536, socket.MSG_PEEK)
+        if not peeked:
+            raise ConnectionError("closed before a full head")
+        end = peeked.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if len(peeked) >= 65536:
+            raise ConnectionError("head larger than 64 KiB")
+        time.sleep(0.002)        # the rest of the head is still on its way
+    head = _recv_exactly(sock, end + 4)[:-4]
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    if head_only or status in (204, 304):
-        sock_leftover = rest
-        return status, headers, b"", head + b"\r\n\r\n" + sock_leftover
+    if head_only or status in (204, 304) or 100 <= status < 200:
+        return status, headers, b"", head
     if "content-length" in headers:
-        need = int(headers["content-length"])
-        while len(rest) < need:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError(f"closed after {len(rest)} of {need} body bytes")
-            rest += chunk
-        return status, headers, rest[:need], head
+        return status, headers, _recv_exactly(sock, int(headers["content-length"])), head
+    rest = b""
     while True:
         chunk = sock.recv(1 << 20)
         if not chunk:
             return status, headers, rest, head
         rest += chunk
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    parts = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise ConnectionError(f"closed with {n} bytes still expected")
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
 
 
 def request(port: int, raw: bytes, *, head_only: bool = False) -> tuple[int, dict, bytes]:

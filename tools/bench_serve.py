@@ -122,7 +122,11 @@ class Peer:
     def __enter__(self):
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except BaseException:
+            self.__exit__(None, None, None)   # never leave a peer running that did not come up
+            raise
         time.sleep(0.3)
         return self
 
