@@ -21,7 +21,7 @@ SIZES = [0, 1, 4095, 4096, 65537, 3 * 1024 * 1024 + 7]
 
 
 def worker_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return len(os.listdir(f"/proc/{pid}/fd"))  # fds of a worker process, from /proc
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +128,16 @@ def test_client_vanishing_midtransfer_leaks_no_fd(files):
             c.recv(1000)
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             c.close()                                # RST mid-transfer
-        time.sleep(0.5)
         get(s.port, "/f4096")
-        # the large file's cache entry may add one fd; no per-connection fd may remain
-        assert worker_fds(pid) <= baseline + 1
+        # The large file's cache entry adds one fd. Transient ones (the stats
+        # snapshot being written, a prefetch job's dup) go within a moment; a
+        # per-connection leak would stay.
+        deadline = time.monotonic() + 5
+        while worker_fds(pid) > baseline + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fds = {f: os.readlink(f"/proc/{pid}/fd/{f}") for f in os.listdir(f"/proc/{pid}/fd")}
+        assert len(fds) <= baseline + 1, fds
+        assert sum(t.startswith("socket:") for t in fds.values()) == 1, fds   # only the listener
 
 
 def test_header_timeout_slowloris(files):
