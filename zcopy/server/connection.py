@@ -32,6 +32,10 @@ READING, RECEIVING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3, 4
 #: still sends, so the kernel does not answer it with a RST that destroys our
 #: last response in flight (nginx's lingering_close).
 LINGER_SECONDS = 2.0
+#: How long a file found resident in the page cache is trusted to stay so
+#: (ranges up to one prefetch window); a file evicted meanwhile costs one
+#: blocking read, as it would without prefetch.
+RESIDENT_MEMO = 1.0
 RECV_SIZE = 65536
 #: Pipelined requests answered per loop turn before yielding to other sockets.
 PIPELINE_BURST = 16
@@ -280,8 +284,7 @@ class Connection:
                 if xfer is None:
                     fd, start, stop = item
                     xfer = self.xfer = self.worker.engine.start_send(fd, start, stop - start)
-                    if self.worker.prefetch is not None:
-                        self.ahead = self.worker.prefetch.track(fd, start, stop)
+                    self._start_readahead(fd, start, stop)
                 # A window not in the page cache would block the loop in the engine:
                 # park until the prefetch pool has read it (the worker wakes us).
                 if self.ahead is not None and not self.ahead.admit(xfer.offset, self):
@@ -378,6 +381,23 @@ class Connection:
         self.draining = True
         if self.state == READING and not self.buf:
             self.close()
+
+    def _start_readahead(self, fd: int, start: int, stop: int) -> None:
+        """Track residency for this range, unless its file was found resident
+        moments ago: a hot file costs no residency syscall per request."""
+        prefetch = self.worker.prefetch
+        if prefetch is None:
+            return
+        entry = self.reply.entry
+        now = self.worker.now
+        if entry is not None and entry.resident_until > now and stop - start <= prefetch.window:
+            return
+        ahead = prefetch.track(fd, start, stop)
+        if entry is not None and stop - start <= prefetch.window and ahead.admit(start, self):
+            # The whole range was resident at once: remember it for a moment.
+            entry.resident_until = now + RESIDENT_MEMO
+            return
+        self.ahead = ahead
 
     def _end_readahead(self) -> None:
         if self.ahead is not None:

@@ -44,6 +44,7 @@ class FileEntry:
     variants: dict = field(default_factory=dict)   # coding -> FileEntry of the sibling
     encoding: str | None = None                    # content-coding of a precompressed sibling
     resolved_at: float = 0.0
+    resident_until: float = 0.0    # monotonic time until which the page cache is trusted to hold it
     users: int = 0
     retired: bool = False
 
