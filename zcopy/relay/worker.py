@@ -12,39 +12,31 @@ second SIGTERM stops at once. ``stop()`` asks the same from another thread.
 
 from __future__ import annotations
 
-import errno
 import heapq
 import itertools
 import os
 import select
-import signal
 import socket
-import sys
 import time
 
 from zcopy.engines.base import EngineStats
+from zcopy.loop import TICK, ListenerLoop, run_worker
 from zcopy.relay.bucket import Limiter, TokenBucket
 from zcopy.relay.config import RelayConfig
 from zcopy.relay.session import CLOSED, Session
 from zcopy.relay.stats import ConnLog, RelayStats, record
 
-TICK = 1.0
-ACCEPT_BURST = 64
-#: After EMFILE/ENFILE, stop polling the listener this long instead of spinning.
-ACCEPT_BACKOFF = 0.25
-_FD_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _SOCK_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 #: Idle pipes (or buffers) a worker keeps for the next busy direction.
 POOL_IDLE = 64
 
 
-class RelayWorker:
+class RelayWorker(ListenerLoop):
     def __init__(self, config: RelayConfig, listener: socket.socket, index: int = 0,
                  publish: bool = False) -> None:
+        super().__init__(listener, config.max_connections)
         self.config = config
-        self.listener = listener
         self.index = index
-        self.now = time.monotonic()
         self.ends: dict = {}                # fd -> session.End
         self.sessions = 0
         self.ready: list[Session] = []
@@ -67,13 +59,6 @@ class RelayWorker:
         if publish:
             from zcopy.stats.publish import Publisher
             self.publisher = Publisher("relay", self.stats_snapshot, slot=index)
-        self.accepting = False
-        self.accept_resume_at = 0.0
-        self.draining_since: float | None = None
-        self.signals: list[int] = []
-        self.ep = select.epoll()
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.ep.register(self.wake_r, select.EPOLLIN)
 
     # -- what sessions call ---------------------------------------------------
 
@@ -107,21 +92,14 @@ class RelayWorker:
         self.stats.connection(rec)
         self.log.log(rec)
         self.sessions -= 1
-        if not self.accepting and self.draining_since is None and not self.accept_resume_at:
-            self._resume_accept()
+        self.connection_ended()
 
     # -- the loop -------------------------------------------------------------
 
     def run(self, install_signals: bool = True) -> int:
         """Serve until drained. ``install_signals=False`` runs in a non-main
         thread (tests); stop it with ``stop()``."""
-        old_wakeup = None
-        if install_signals:
-            old_wakeup = signal.set_wakeup_fd(self.wake_w)
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.listener.setblocking(False)
-        self._resume_accept()
+        old_wakeup = self.start(install_signals)
         next_tick = self.now + TICK
         ends, ready, timers = self.ends, self.ready, self.timers
         try:
@@ -140,9 +118,9 @@ class RelayWorker:
                     if end is not None:
                         end.session.on_event(end, ev)
                     elif fd == self.wake_r:
-                        self._drain_wakeups()
+                        self.drain_wakeups()
                     else:
-                        self._accept()
+                        self.accept_ready()
                 while timers and timers[0][0] <= self.now:
                     when, _, session = heapq.heappop(timers)
                     if session.state != CLOSED:
@@ -160,9 +138,8 @@ class RelayWorker:
                 if self.draining_since is not None and not self.sessions:
                     return 0
         finally:
-            if install_signals:
-                signal.set_wakeup_fd(old_wakeup)
             self.shutdown()
+            self.finish(old_wakeup)
 
     def tick(self) -> None:
         now = self.now
@@ -170,84 +147,25 @@ class RelayWorker:
             self.publisher.publish()
         for session in {e.session for e in self.ends.values() if e.session.deadline <= now}:
             session.on_timeout()
-        if not self.accepting and self.draining_since is None and self.accept_resume_at and \
-                now >= self.accept_resume_at:
-            self._resume_accept()
-        if self.draining_since is not None and now - self.draining_since > self.config.drain_timeout:
+        self.resume_after_backoff()
+        if self.drain_overdue(self.config.drain_timeout):
             for session in {e.session for e in self.ends.values()}:
                 session.close("drain_timeout")
 
-    # -- accepting ------------------------------------------------------------
+    # -- ListenerLoop hooks ----------------------------------------------------
 
-    def _accept(self) -> None:
-        for _ in range(ACCEPT_BURST):
-            if self.sessions >= self.config.max_connections:
-                self._pause_accept(None)    # resumes when a connection ends
-                return
-            try:
-                sock, addr = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in _FD_EXHAUSTED:
-                    self.stats.error("accept_" + errno.errorcode[exc.errno].lower())
-                    self._pause_accept(ACCEPT_BACKOFF)
-                    return
-                if exc.errno == errno.ECONNABORTED:
-                    continue
-                raise
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = Session(self, sock, addr)
-            self.sessions += 1
-            self.stats.accepted += 1
-            self.watch(session.client)
-            session.start()
+    def admit(self, sock: socket.socket, addr) -> None:
+        session = Session(self, sock, addr)
+        self.sessions += 1
+        self.stats.accepted += 1
+        self.watch(session.client)
+        session.start()
 
-    def _pause_accept(self, seconds: float | None) -> None:
-        if self.accepting:
-            self.ep.unregister(self.listener.fileno())
-            self.accepting = False
-        self.accept_resume_at = self.now + seconds if seconds else 0.0
+    def connection_count(self) -> int:
+        return self.sessions
 
-    def _resume_accept(self) -> None:
-        if not self.accepting and self.listener.fileno() >= 0:
-            self.ep.register(self.listener.fileno(), select.EPOLLIN)
-            self.accepting = True
-            self.accept_resume_at = 0.0
-
-    # -- stopping -------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Ask the loop to drain, from any thread (a SIGTERM does the same)."""
-        self.signals.append(signal.SIGTERM)
-        try:
-            os.write(self.wake_w, b"\0")
-        except OSError:
-            pass
-
-    def _on_signal(self, signum, frame) -> None:
-        self.signals.append(signum)
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self.wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
-        if self.signals:
-            count = len(self.signals)
-            self.signals.clear()
-            if self.draining_since is not None or count > 1:
-                raise SystemExit(1)         # second signal: stop now
-            self.start_drain()
-
-    def start_drain(self) -> None:
-        self.draining_since = self.now
-        if self.accepting:
-            self.ep.unregister(self.listener.fileno())
-            self.accepting = False
-        self.listener.close()
+    def count_error(self, kind: str) -> None:
+        self.stats.error(kind)
 
     def shutdown(self) -> None:
         for session in {e.session for e in self.ends.values()}:
@@ -259,11 +177,6 @@ class RelayWorker:
             self.pipe_pool.close()
         if self.buffer_pool is not None:
             self.buffer_pool.close()
-        if self.listener.fileno() >= 0:
-            self.listener.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-        self.ep.close()
 
     # -- stats ----------------------------------------------------------------
 
@@ -283,12 +196,4 @@ class RelayWorker:
 
 def worker_main(config: RelayConfig, listener: socket.socket, index: int) -> int:
     """Entry point in the forked child; never returns into the supervisor's code."""
-    try:
-        return RelayWorker(config, listener, index, publish=True).run()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except Exception:
-        import traceback
-
-        traceback.print_exc(file=sys.stderr)
-        return 1
+    return run_worker(lambda *a: RelayWorker(*a, publish=True), config, listener, index)

@@ -2,23 +2,18 @@
 
 The loop is readable top to bottom in ``run``: poll, dispatch events, run
 connections that yielded (``ready``), and once a second ``tick`` (timeouts,
-access log, accept resumption, drain progress). Signals arrive through a
-wakeup pipe registered in epoll: SIGTERM starts a graceful drain, a second
-SIGTERM ends the process at once; SIGINT is ignored because the supervisor,
-which the terminal also signals, forwards it as SIGTERM.
+access log, stats, accept resumption, drain progress). Listener, signals and
+the accept rules come from ``zcopy.loop.ListenerLoop``, shared with the relay.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import select
-import signal
 import socket
-import sys
 import time
 
 from zcopy import engines, http
+from zcopy.loop import TICK, ListenerLoop, run_worker
 from zcopy.server.accesslog import AccessLog
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
@@ -29,23 +24,16 @@ from zcopy.server.stats import WorkerStats, server_info
 from zcopy.server.writer import Writer
 from zcopy.stats import Publisher
 
-TICK = 1.0
-ACCEPT_BURST = 64
-#: After EMFILE/ENFILE, stop polling the listener this long instead of spinning.
-ACCEPT_BACKOFF = 0.25
-_FD_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
-
-class Worker:
+class Worker(ListenerLoop):
     EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
     EV_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
     CONN_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 
     def __init__(self, config: ServeConfig, listener: socket.socket, index: int = 0) -> None:
+        super().__init__(listener, config.max_connections)
         self.config = config
-        self.listener = listener
         self.index = index
-        self.now = time.monotonic()
         self.conns: dict[int, Connection] = {}
         self.ready: list[Connection] = []
         self.stats = WorkerStats()
@@ -63,10 +51,6 @@ class Worker:
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
                                    read_token=config.read_token)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
-        self.accepting = False
-        self.accept_resume_at = 0.0
-        self.draining_since: float | None = None
-        self.signals: list[int] = []
 
     def _make_engines(self):
         """The send and the upload engine; one engine object when both are splice,
@@ -84,17 +68,11 @@ class Worker:
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:
-        self.ep = select.epoll()
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.ep.register(wake_r, select.EPOLLIN)
+        wake_r = self.wake_r
         prefetch_fd = self.prefetch.fileno() if self.prefetch is not None else -1
         if prefetch_fd >= 0:
             self.ep.register(prefetch_fd, select.EPOLLIN)
-        old_wakeup = signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.listener.setblocking(False)
-        self._resume_accept()
+        old_wakeup = self.start()
         self.publisher.publish()
         next_tick = self.now + TICK
         conns, ready = self.conns, self.ready
@@ -107,11 +85,11 @@ class Worker:
                     if conn is not None:
                         conn.on_event(ev)
                     elif fd == wake_r:
-                        self._drain_wakeups(wake_r)
+                        self.drain_wakeups()
                     elif fd == prefetch_fd:
                         self.prefetch.wake(ready, self.now)
                     else:
-                        self._accept()
+                        self.accept_ready()
                 if ready:
                     batch = ready[:]
                     ready.clear()
@@ -124,11 +102,8 @@ class Worker:
                 if self.draining_since is not None and not conns:
                     return 0
         finally:
-            signal.set_wakeup_fd(old_wakeup)
             self.shutdown()
-            os.close(wake_r)
-            os.close(wake_w)
-            self.ep.close()
+            self.finish(old_wakeup)
 
     def tick(self) -> None:
         now = self.now
@@ -137,59 +112,35 @@ class Worker:
         if self.access_log is not None:
             self.access_log.flush()
         self.publisher.publish()
-        if not self.accepting and self.draining_since is None and self.accept_resume_at and \
-                now >= self.accept_resume_at:
-            self._resume_accept()
-        if self.draining_since is not None and now - self.draining_since > self.config.drain_timeout:
+        self.resume_after_backoff()
+        if self.drain_overdue(self.config.drain_timeout):
             for conn in list(self.conns.values()):
                 conn.close()
 
-    # -- accepting ------------------------------------------------------------
+    # -- ListenerLoop hooks ----------------------------------------------------
 
-    def _accept(self) -> None:
-        conns = self.conns
-        for _ in range(ACCEPT_BURST):
-            if len(conns) >= self.config.max_connections:
-                self._pause_accept(None)   # resumes when a connection closes
-                return
-            try:
-                sock, addr = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in _FD_EXHAUSTED:
-                    self.stats.error(errno.errorcode[exc.errno])
-                    self._pause_accept(ACCEPT_BACKOFF)
-                    return
-                if exc.errno == errno.ECONNABORTED:
-                    continue
-                raise
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(self, sock, addr)
-            conns[conn.fd] = conn
-            self.stats.accepted += 1
-            self.ep.register(conn.fd, self.CONN_EVENTS)
-            conn.run()
+    def admit(self, sock: socket.socket, addr) -> None:
+        conn = Connection(self, sock, addr)
+        self.conns[conn.fd] = conn
+        self.stats.accepted += 1
+        self.ep.register(conn.fd, self.CONN_EVENTS)
+        conn.run()
 
-    def _pause_accept(self, seconds: float | None) -> None:
-        if self.accepting:
-            self.ep.unregister(self.listener.fileno())
-            self.accepting = False
-        self.accept_resume_at = self.now + seconds if seconds else 0.0
+    def connection_count(self) -> int:
+        return len(self.conns)
 
-    def _resume_accept(self) -> None:
-        if not self.accepting and self.listener.fileno() >= 0:
-            self.ep.register(self.listener.fileno(), select.EPOLLIN)
-            self.accepting = True
-            self.accept_resume_at = 0.0
+    def count_error(self, kind: str) -> None:
+        self.stats.error(kind)
+
+    def on_drain(self) -> None:
+        for conn in list(self.conns.values()):
+            conn.drain()
 
     def forget(self, conn: Connection) -> None:
         """Called by a connection as it closes (the fd leaves epoll on close)."""
         del self.conns[conn.fd]
         self.stats.closed += 1
-        if not self.accepting and self.draining_since is None and not self.accept_resume_at:
-            self._resume_accept()
+        self.connection_ended()
 
     # -- replies and signals --------------------------------------------------
 
@@ -211,31 +162,6 @@ class Worker:
             snap["prefetch"] = self.prefetch.snapshot()
         return snap
 
-    def _on_signal(self, signum, frame) -> None:
-        self.signals.append(signum)
-
-    def _drain_wakeups(self, fd: int) -> None:
-        try:
-            while os.read(fd, 512):
-                pass
-        except BlockingIOError:
-            pass
-        if self.signals:
-            count = len(self.signals)
-            self.signals.clear()
-            if self.draining_since is not None or count > 1:
-                raise SystemExit(1)        # second signal: stop now
-            self.start_drain()
-
-    def start_drain(self) -> None:
-        self.draining_since = self.now
-        if self.accepting:
-            self.ep.unregister(self.listener.fileno())
-            self.accepting = False
-        self.listener.close()
-        for conn in list(self.conns.values()):
-            conn.drain()
-
     def shutdown(self) -> None:
         self.publisher.close()
         for conn in list(self.conns.values()):
@@ -249,18 +175,8 @@ class Worker:
             self.pipe_pool.close()
         if self.access_log is not None:
             self.access_log.close()
-        if self.listener.fileno() >= 0:
-            self.listener.close()
 
 
 def worker_main(config: ServeConfig, listener: socket.socket, index: int) -> int:
     """Entry point in the forked child; never returns into the supervisor's code."""
-    try:
-        return Worker(config, listener, index).run()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except Exception:
-        import traceback
-
-        traceback.print_exc(file=sys.stderr)
-        return 1
+    return run_worker(Worker, config, listener, index)
