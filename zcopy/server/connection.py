@@ -45,7 +45,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 class Connection:
     __slots__ = ("worker", "sock", "fd", "addr", "buf", "state", "readable", "writable", "deadline",
-                 "queue", "xfer", "reply", "request", "started", "sent", "served", "draining", "upload",
+                 "queue", "xfer", "reply", "request", "started", "sent", "served", "draining", "upload", "hup",
                  "ahead")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
@@ -67,6 +67,7 @@ class Connection:
         self.served = 0
         self.draining = False
         self.upload: Upload | None = None
+        self.hup = False          # EPOLLRDHUP/HUP seen: the peer's EOF is pending, keep reading
         self.ahead = None         # prefetch.Readahead of the file range being sent
 
     # -- events ---------------------------------------------------------------
@@ -74,6 +75,8 @@ class Connection:
     def on_event(self, events: int) -> None:
         if events & self.worker.EV_IN:
             self.readable = True
+            if events & self.worker.EV_HUP:
+                self.hup = True
         if events & self.worker.EV_OUT:
             self.writable = True
         self.run()
@@ -142,8 +145,12 @@ class Connection:
                 return False
             if not self._recv():
                 return False
-        head = bytes(self.buf[:n])
-        del self.buf[:n]
+        if n == len(self.buf):          # the usual case: exactly one request waiting
+            head = bytes(self.buf)
+            self.buf.clear()
+        else:
+            head = bytes(self.buf[:n])
+            del self.buf[:n]
         self.started = self.worker.now
         try:
             req = http.parse_head(head, max_head=cfg.max_head, max_target=cfg.max_target)
@@ -176,6 +183,12 @@ class Connection:
         if not data:
             self.close()
             return False
+        if len(data) < RECV_SIZE and not self.hup:
+            # A short read drained the socket; with edge-triggered epoll any later
+            # byte raises a new EPOLLIN edge, so the next read waits for it instead
+            # of paying a recv -> EAGAIN round trip per request (nginx does the same,
+            # and likewise keeps reading once the peer's FIN is pending).
+            self.readable = False
         self.worker.stats.copy_received += len(data)
         if was_empty:
             # The head clock starts with its first byte (slowloris bound).

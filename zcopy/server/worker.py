@@ -28,6 +28,7 @@ from zcopy.stats import Publisher
 class Worker(ListenerLoop):
     EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
     EV_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+    EV_HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
     CONN_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 
     def __init__(self, config: ServeConfig, listener: socket.socket, index: int = 0) -> None:
