@@ -128,3 +128,18 @@ def test_percent_nul_refused_at_parse():
 def test_root_is_filesystem_root():
     assert resolve_path("/", "/etc") == "/etc"
     assert resolve_path("/", "/") == "/"
+
+
+@pytest.mark.parametrize("real,allowed,ok", [
+    ("/srv/www/a.txt", (), True),
+    ("/srv/www", (), True),
+    ("/srv/wwwx/a.txt", (), False),            # a prefix is not a parent
+    ("/srv/shared/doc.txt", ("/srv/shared",), True),
+    ("/srv/shared2/doc.txt", ("/srv/shared",), False),
+    ("/etc/passwd", ("/srv/shared", "/opt/data/"), False),
+    ("/opt/data/x", ("/srv/shared", "/opt/data/"), True),
+])
+def test_link_allowed(real, allowed, ok):
+    from zcopy.http import link_allowed
+
+    assert link_allowed(real, "/srv/www", allowed) is ok

@@ -54,6 +54,8 @@ def configure(p) -> None:
     p.add_argument("--pipe-size", type=size_arg, default=None, help="pipe size for the splice engine")
     p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
     p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
+    p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
+                   help="with --follow-symlinks, links may also lead into DIR (repeatable)")
     p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
     p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
     p.add_argument("--header-timeout", type=positive_float, default=10.0, help="seconds to receive a request head")
@@ -85,8 +87,17 @@ def build_config(args):
     root = os.path.realpath(args.root)
     if not os.path.isdir(root):
         raise SystemExit(f"zcopy serve: error: root {args.root!r} is not a folder")
+    targets = []
+    for folder in args.symlink_target:
+        real = os.path.realpath(folder)
+        if not os.path.isdir(real):
+            raise SystemExit(f"zcopy serve: error: --symlink-target {folder!r} is not a folder")
+        targets.append(real)
+    if targets and not args.follow_symlinks:
+        raise SystemExit("zcopy serve: error: --symlink-target needs --follow-symlinks")
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
-                      follow_symlinks=args.follow_symlinks, show_hidden=args.show_hidden,
+                      follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
+                      show_hidden=args.show_hidden,
                       max_connections=args.max_connections, header_timeout=args.header_timeout,
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
                       drain_timeout=args.drain_timeout, allow_write=args.allow_write,

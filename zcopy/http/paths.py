@@ -14,8 +14,9 @@ it really leads (``os.path.realpath``):
   ``show_hidden``: we answer as if it did not exist, as listings hide it.
 * Symlinks: without ``follow_symlinks`` any symlink in any segment -> 404
   (listings hide symlinks too, so it is consistently "not there"). With it, a
-  link is allowed when its target, fully resolved, is still inside the root;
-  one that leads out -> 404 as well.
+  link is allowed when its target, fully resolved, is still inside the root
+  or inside one of the ``allowed`` folders the operator named
+  (``serve --symlink-target DIR``); one that leads anywhere else -> 404 too.
 
 A path that does not exist is returned as is (uploads create files); the
 caller's ``stat`` says 404. Only ``realpath`` touches the disk (strict, so a
@@ -31,9 +32,10 @@ from zcopy.http.errors import HttpError
 
 
 def resolve_path(root: str, url_path: str, *, follow_symlinks: bool = False,
-                 show_hidden: bool = False) -> str:
+                 show_hidden: bool = False, allowed: tuple[str, ...] = ()) -> str:
     """Absolute filesystem path for ``url_path`` inside ``root`` (which the
-    caller has already passed through ``os.path.realpath``)."""
+    caller has already passed through ``os.path.realpath``, as it has each of
+    ``allowed``: further folders that followed symlinks may lead into)."""
     if not url_path.startswith("/"):
         raise HttpError(400, "path must start with /")
     if "\x00" in url_path or "\\" in url_path:
@@ -62,8 +64,15 @@ def resolve_path(root: str, url_path: str, *, follow_symlinks: bool = False,
         real = os.path.realpath(path)       # missing or unreadable tail: the caller's stat decides
     if real == path:
         return path
-    if not follow_symlinks:
-        raise HttpError(404, "not found")
-    if real != base and not real.startswith(base + "/") and base:
+    if not follow_symlinks or not link_allowed(real, root, allowed):
         raise HttpError(404, "not found")
     return real
+
+
+def link_allowed(real: str, root: str, allowed: tuple[str, ...] = ()) -> bool:
+    """Is a fully resolved path inside ``root`` or one of the ``allowed`` folders?"""
+    for base in (root, *allowed):
+        base = base.rstrip("/")
+        if not base or real == base or real.startswith(base + "/"):
+            return True
+    return False

@@ -17,6 +17,7 @@ class ServeConfig:
     budget: int = 1 << 20           # bytes one connection may move per loop turn
     access_log: str | None = None   # path, "-" for stdout, None for off
     follow_symlinks: bool = False
+    symlink_targets: tuple[str, ...] = ()   # with follow_symlinks: folders outside root links may reach
     show_hidden: bool = False
     max_connections: int = 10000
     header_timeout: float = 10.0    # whole head must arrive within this (slowloris)

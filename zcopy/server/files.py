@@ -77,9 +77,10 @@ class OpenFileCache:
     """url path -> FileEntry, bounded; the request path is a lookup + one stat."""
 
     def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
-                 max_entries: int = 1024) -> None:
+                 symlink_targets: tuple[str, ...] = (), max_entries: int = 1024) -> None:
         self.root = root
         self.follow_symlinks = follow_symlinks
+        self.symlink_targets = symlink_targets   # realpaths links may also lead into
         self.show_hidden = show_hidden
         self.max_entries = max_entries
         self._entries: dict[str, FileEntry] = {}
@@ -87,7 +88,7 @@ class OpenFileCache:
     def resolve(self, url_path: str) -> str:
         """Filesystem path for a URL path, inside root (raises http.HttpError)."""
         return http.resolve_path(self.root, url_path, follow_symlinks=self.follow_symlinks,
-                                 show_hidden=self.show_hidden)
+                                 show_hidden=self.show_hidden, allowed=self.symlink_targets)
 
     def lookup(self, url_path: str) -> FileEntry | None:
         """The current entry for a regular file, or None when the path is a

@@ -193,8 +193,9 @@ class Responder:
                     st = d.stat(follow_symlinks=self.cache.follow_symlinks)
                 except OSError:
                     continue
-                if d.is_symlink() and not self.cache.follow_symlinks:
-                    continue
+                if d.is_symlink() and not (self.cache.follow_symlinks and http.link_allowed(
+                        os.path.realpath(d.path), self.cache.root, self.cache.symlink_targets)):
+                    continue            # listed only where following it would be served
                 is_dir = stat_mod.S_ISDIR(st.st_mode)
                 yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
 

@@ -46,7 +46,7 @@ class Worker(ListenerLoop):
         self.prefetch = Prefetcher(step=config.budget) if config.prefetch else None
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
-                                   show_hidden=config.show_hidden)
+                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets)
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync) if config.allow_write else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
