@@ -131,13 +131,14 @@ class Connection:
         Returns False when we must wait for more bytes."""
         cfg = self.worker.config
         while True:
-            try:
-                n = http.split_head(self.buf, cfg.max_head, cfg.max_target)
-            except http.HttpError as exc:
-                self._start_reply(self.worker.responder.error(exc, close=True))
-                return True
-            if n is not None:
-                break
+            if self.buf:
+                try:
+                    n = http.split_head(self.buf, cfg.max_head, cfg.max_target)
+                except http.HttpError as exc:
+                    self._start_reply(self.worker.responder.error(exc, close=True))
+                    return True
+                if n is not None:
+                    break
             if self.draining and not self.buf:
                 self.close()
                 return False
