@@ -4,6 +4,7 @@ one-shot modes and errors."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -46,6 +47,7 @@ class Term:
         # COLUMNS/LINES inherited from the test's environment would override the pane size
         line = f"env -u COLUMNS -u LINES {exports} {shlex.join(command)}; echo EXITED $?; sleep 60"
         self.tmux("new-session", "-d", "-x", "160", "-y", "50", line)
+        self.path = self.tmux("display-message", "-p", "#{socket_path}").strip()
 
     def tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True,
@@ -69,6 +71,9 @@ class Term:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True, timeout=10)
+        if self.path:   # kill-server leaves the socket file behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 def top(*args: str) -> list[str]:
