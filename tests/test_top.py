@@ -186,7 +186,7 @@ def _reap_orphan(pid: int) -> None:
 
 
 def test_once_prints_one_frame(runtime, root):
-    with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+    with Server(root, "--workers", "2", "--prefetch", "on", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
         for _ in range(3):
             with connect(srv.port) as s:
                 s.sendall(b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -196,6 +196,7 @@ def test_once_prints_one_frame(runtime, root):
         assert out.returncode == 0, out.stderr
         assert f"serve pid {srv.proc.pid}" in out.stdout and "sendfile" in out.stdout
         assert re.search(r"total \d+", out.stdout) and "5.7 MiB" in out.stdout   # 3 x 2,000,000 bytes
+        assert re.search(r"prefetch +windows read ahead \d+ +parked \d+ times", out.stdout), out.stdout
 
 
 def test_several_servers_are_listed(runtime, root):

@@ -91,6 +91,11 @@ def _requests(snap: dict, h: History) -> Panel:
         counts = lat.get(key) or []
         g.add_row(label, "  ".join(f"p{int(q * 100)} {seconds(percentile(bounds, counts, q))}"
                                    for q in (0.5, 0.9, 0.99)))
+    pf = snap.get("prefetch")
+    if pf:   # cold-cache readahead (docs/cold-cache.md): absent with --prefetch off
+        g.add_row("prefetch", f"windows read ahead {pf.get('windows_prefetched', 0)}  "
+                              f"parked {pf.get('parks', 0)} times, {pf.get('parked_seconds', 0.0):.2f} s  "
+                              f"pool {pf.get('pool_size', 0)} threads (peak {pf.get('pool_peak', 0)})")
     errors = snap.get("errors") or {}
     g.add_row("errors", ", ".join(f"{k} {v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
               or Text("none", style="dim"))
