@@ -155,7 +155,10 @@ def _destination(value: str | None) -> str:
     path = urlsplit(value.strip()).path
     if not path.startswith("/"):
         raise http.HttpError(400, "Destination must be an absolute path or URL")
-    decoded = unquote(path, errors="strict")
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        raise http.HttpError(400, "Destination is not UTF-8 after percent-decoding") from None
     if "\x00" in decoded:
         raise http.HttpError(400, "NUL in Destination")
     return decoded

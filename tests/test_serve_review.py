@@ -1,0 +1,52 @@
+"""Regression tests from a review of `zcopy serve`: each test is a defect a
+real client could hit, tried against a real server over real sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from serverutil import Server, connect, read_response, request
+
+
+@pytest.fixture(scope="module")
+def wserver(tmp_path_factory):
+    root = tmp_path_factory.mktemp("review")
+    (root / "a.txt").write_bytes(b"alpha")
+    (root / "dir").mkdir()
+    with Server(root, "--allow-write", "--no-fsync") as s:
+        yield s
+
+
+def _call(port, method, target: bytes, headers: bytes = b"", body: bytes = b""):
+    return request(port, method.encode() + b" " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" +
+                   headers + b"\r\n" + body)
+
+
+def test_move_with_non_utf8_destination_is_400_not_a_worker_crash(wserver):
+    """A Destination whose %XX escapes are not UTF-8 used to raise
+    UnicodeDecodeError out of the worker loop: traceback, worker restarted,
+    every connection on it dropped."""
+    before = wserver.worker_pids()
+    status, _, _ = _call(wserver.port, "MOVE", b"/a.txt", b"Destination: /%ff%fe\r\n")
+    assert status == 400
+    assert wserver.worker_pids() == before          # the same worker still runs
+    assert _call(wserver.port, "GET", b"/a.txt")[2] == b"alpha"
+
+
+@pytest.mark.parametrize("method,headers,body", [
+    ("PUT", b"Content-Length: 2\r\n", b"hi"),
+    ("MKCOL", b"", b""),
+    ("DELETE", b"", b""),
+    ("MOVE", b"Destination: /b.txt\r\n", b""),
+])
+def test_write_to_an_overlong_name_gets_an_answer(wserver, method, headers, body):
+    """A name longer than NAME_MAX made lstat raise ENAMETOOLONG, which was not
+    an HttpError: the connection was closed without any response."""
+    status, _, _ = _call(wserver.port, method, b"/dir/" + b"n" * 300, headers, body)
+    assert status == 400
+
+
+def test_move_onto_an_overlong_destination_gets_an_answer(wserver):
+    status, _, _ = _call(wserver.port, "MOVE", b"/a.txt", b"Destination: /" + b"n" * 300 + b"\r\n")
+    assert status == 400
+    assert _call(wserver.port, "GET", b"/a.txt")[2] == b"alpha"
