@@ -16,7 +16,7 @@ from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import FileEntry, OpenFileCache
 from zcopy.server.reply import Reply
-from zcopy.server.writer import WRITE_METHODS, Writer
+from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 from zcopy.server.writes import TEMP_PREFIX
 
 READ_METHODS = ("GET", "HEAD")
@@ -75,6 +75,10 @@ class Responder:
         except http.HttpError as exc:
             exc.close = exc.close or close_on_error
             raise
+        except OSError as exc:      # ENAMETOOLONG, EACCES...: an answer, not a dropped connection
+            err = http_error_for(exc)
+            err.close = err.close or close_on_error
+            raise err from None
 
     def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
               version: tuple = (1, 1)) -> Reply:

@@ -146,6 +146,8 @@ def http_error_for(exc: OSError) -> http.HttpError:
         return http.HttpError(507, "no space left on the server", close=True)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return http.HttpError(403, f"not writable: {exc.strerror}")
+    if exc.errno == errno.ENAMETOOLONG:
+        return http.HttpError(400, "a name in the path is too long")
     return http.HttpError(500, f"write failed: {exc.strerror}", close=True)
 
 
