@@ -50,3 +50,34 @@ def test_move_onto_an_overlong_destination_gets_an_answer(wserver):
     status, _, _ = _call(wserver.port, "MOVE", b"/a.txt", b"Destination: /" + b"n" * 300 + b"\r\n")
     assert status == 400
     assert _call(wserver.port, "GET", b"/a.txt")[2] == b"alpha"
+
+
+@pytest.fixture(scope="module")
+def rserver(tmp_path_factory):
+    root = tmp_path_factory.mktemp("review-read")
+    (root / "secret.txt").write_bytes(b"secret")
+    with Server(root, "--read-token", "rt") as s:
+        yield s
+
+
+SMUGGLED = b"GET /secret.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer rt\r\n\r\n"
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer rt\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED),
+    b"GET /secret.txt HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED),
+    b"TRACE / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % len(SMUGGLED),
+])
+def test_refused_request_body_is_never_parsed_as_a_request(rserver, head):
+    """A body we do not read must close the connection after the answer: the
+    405 (POST, TRACE) and 401 (read token) refusals used to keep it alive, so
+    the body's bytes were answered as a pipelined request (smuggling)."""
+    with connect(rserver.port, timeout=5) as c:
+        c.sendall(head + SMUGGLED)
+        status, headers, _, _ = read_response(c)
+        assert status in (401, 405)
+        assert headers.get("connection") == "close"
+        rest = b""
+        while chunk := c.recv(65536):
+            rest += chunk
+        assert b"HTTP/1.1" not in rest

@@ -45,19 +45,19 @@ class Responder:
         try:
             if req.method in WRITE_METHODS:
                 return self._write(req, close or has_body)
+            # Nothing below reads a body, so the framing of whatever follows
+            # one is unknowable: answer (even a refusal) and close, or the
+            # body's bytes would be taken for the next request (smuggling).
+            close = close or has_body
             if req.method == "OPTIONS":
-                head = http.response_head(204, self.date.get(), b"", None, close=close or has_body,
+                head = http.response_head(204, self.date.get(), b"", None, close=close,
                                           extra=f"Allow: {self.allow}\r\n".encode(), version=req.version)
-                return Reply(204, head, [], 0, close or has_body)
+                return Reply(204, head, [], 0, close)
             if req.method not in READ_METHODS:
                 raise http.HttpError(405, f"{req.method} is not allowed here",
                                      headers=[("Allow", self.allow)])
             if self.read_token and not token_ok(req.headers.get("authorization"), self.read_token, self.token):
                 raise http.HttpError(401, "this server needs a token to read", headers=[CHALLENGE])
-            if has_body and not close:
-                # A read request with a body we will not read: the framing of
-                # whatever follows is unknowable, so answer and close.
-                close = True
             entry = self.cache.lookup(req.path)
             if entry is None:
                 return self._directory(req, close, head_only)
