@@ -81,3 +81,20 @@ def test_refused_request_body_is_never_parsed_as_a_request(rserver, head):
         while chunk := c.recv(65536):
             rest += chunk
         assert b"HTTP/1.1" not in rest
+
+
+def test_access_log_counts_listing_and_multipart_bodies(tmp_path):
+    """The logged size was the file bytes moved by the engine only: a listing
+    logged "-" and a multipart/byteranges reply left out its part headers."""
+    root = tmp_path / "r"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f.bin").write_bytes(bytes(range(256)) * 8)
+    log = tmp_path / "access.log"
+    with Server(root, "--access-log", str(log)) as s:
+        listing = _call(s.port, "GET", b"/d/")
+        multi = _call(s.port, "GET", b"/d/f.bin", b"Range: bytes=0-9,1000-1099\r\n")
+        assert listing[0] == 200 and multi[0] == 206
+        assert s.stop() == 0
+    lines = log.read_text().splitlines()
+    assert f'"GET /d/ HTTP/1.1" 200 {len(listing[2])} ' in lines[0]
+    assert f'"GET /d/f.bin HTTP/1.1" 206 {len(multi[2])} ' in lines[1]

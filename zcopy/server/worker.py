@@ -153,7 +153,9 @@ class Worker(ListenerLoop):
         else:
             self.stats.reply(None, reply.status)
         if self.access_log is not None:
-            self.access_log.log(conn.addr, req, reply.status, conn.sent)
+            # The reply is complete: its whole body left, listings and
+            # multipart part headers included (conn.sent counts file bytes only).
+            self.access_log.log(conn.addr, req, reply.status, reply.length)
 
     def stats_snapshot(self) -> dict:
         """This worker's counters as plain data (published once a second)."""
