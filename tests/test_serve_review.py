@@ -98,3 +98,18 @@ def test_access_log_counts_listing_and_multipart_bodies(tmp_path):
     lines = log.read_text().splitlines()
     assert f'"GET /d/ HTTP/1.1" 200 {len(listing[2])} ' in lines[0]
     assert f'"GET /d/f.bin HTTP/1.1" 206 {len(multi[2])} ' in lines[1]
+
+
+def test_no_100_continue_to_an_http10_client(wserver):
+    """RFC 9110 10.1.1 and 15.2: an HTTP/1.0 request's 100-continue is ignored
+    and no 1xx is sent to it; a 1.0 client reads "100 Continue" as the answer."""
+    with connect(wserver.port, timeout=5) as c:
+        c.sendall(b"PUT /old.txt HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        c.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            c.recv(100)                  # nothing yet: no 100 Continue
+        c.settimeout(5)
+        c.sendall(b"old")
+        status, _, _, _ = read_response(c)
+    assert status == 201
+    assert _call(wserver.port, "GET", b"/old.txt")[2] == b"old"

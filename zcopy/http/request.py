@@ -179,7 +179,9 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
         method, target, path, query, version, headers, keep_alive,
         int(cl) if cl is not None else None,   # llhttp has validated the digits
         chunked,
-        "expect" in headers and headers["expect"].lower() == "100-continue",
+        # RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (no
+        # 1xx may be sent to a 1.0 client; it would take it for the answer).
+        version == (1, 1) and "expect" in headers and headers["expect"].lower() == "100-continue",
     )
 
 
