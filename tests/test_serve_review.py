@@ -22,12 +22,13 @@ def _call(port, method, target: bytes, headers: bytes = b"", body: bytes = b""):
                    headers + b"\r\n" + body)
 
 
-def test_move_with_non_utf8_destination_is_400_not_a_worker_crash(wserver):
-    """A Destination whose %XX escapes are not UTF-8 used to raise
-    UnicodeDecodeError out of the worker loop: traceback, worker restarted,
-    every connection on it dropped."""
+@pytest.mark.parametrize("destination", [b"/%ff%fe", b"http://[::1/b.txt"])
+def test_move_with_a_bad_destination_is_400_not_a_worker_crash(wserver, destination):
+    """A Destination whose %XX escapes are not UTF-8, or a URL urlsplit refuses
+    (an unclosed IPv6 bracket), used to raise ValueError out of the worker
+    loop: traceback, worker restarted, every connection on it dropped."""
     before = wserver.worker_pids()
-    status, _, _ = _call(wserver.port, "MOVE", b"/a.txt", b"Destination: /%ff%fe\r\n")
+    status, _, _ = _call(wserver.port, "MOVE", b"/a.txt", b"Destination: " + destination + b"\r\n")
     assert status == 400
     assert wserver.worker_pids() == before          # the same worker still runs
     assert _call(wserver.port, "GET", b"/a.txt")[2] == b"alpha"

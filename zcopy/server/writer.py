@@ -154,7 +154,10 @@ def http_error_for(exc: OSError) -> http.HttpError:
 def _destination(value: str | None) -> str:
     if not value:
         raise http.HttpError(400, "MOVE needs a Destination header")
-    path = urlsplit(value.strip()).path
+    try:
+        path = urlsplit(value.strip()).path
+    except ValueError:          # "Invalid IPv6 URL": an unclosed bracket
+        raise http.HttpError(400, "malformed Destination URL") from None
     if not path.startswith("/"):
         raise http.HttpError(400, "Destination must be an absolute path or URL")
     try:
