@@ -3,6 +3,8 @@ real client could hit, tried against a real server over real sockets."""
 
 from __future__ import annotations
 
+import resource
+
 import pytest
 
 from serverutil import Server, connect, read_response, request
@@ -114,3 +116,21 @@ def test_no_100_continue_to_an_http10_client(wserver):
         status, _, _, _ = read_response(c)
     assert status == 201
     assert _call(wserver.port, "GET", b"/old.txt")[2] == b"old"
+
+
+def test_many_distinct_files_under_a_low_fd_limit_are_all_served(tmp_path):
+    """The open-file cache keeps up to 1024 fds, more than a default soft
+    RLIMIT_NOFILE allows: once the fds ran out, every file not yet cached
+    answered 404 (os.open's EMFILE read as "not found"), for good. The cache
+    must give back fds of entries no transfer uses and open again."""
+    root = tmp_path / "r"
+    root.mkdir()
+    for i in range(120):
+        (root / f"f{i}.txt").write_bytes(b"file %d" % i)
+    with Server(root) as s:
+        (pid,) = s.worker_pids()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (48, 48))
+        for rnd in range(2):
+            for i in range(120):
+                status, _, body = _call(s.port, "GET", b"/f%d.txt" % i)
+                assert (status, body) == (200, b"file %d" % i), (rnd, i)

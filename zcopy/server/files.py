@@ -17,7 +17,9 @@ last user releases it.
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import stat as stat_mod
 import time
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from zcopy import http
 #: Precompressed siblings we look for, in our order of preference.
 ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 RESOLVE_TTL = 1.0
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
 
 
 @dataclass(slots=True, eq=False)
@@ -82,7 +85,9 @@ class OpenFileCache:
         self.follow_symlinks = follow_symlinks
         self.symlink_targets = symlink_targets   # realpaths links may also lead into
         self.show_hidden = show_hidden
-        self.max_entries = max_entries
+        # Each entry holds an fd: leave most of RLIMIT_NOFILE to connections.
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_entries = max_entries if soft == resource.RLIM_INFINITY else max(16, min(max_entries, soft // 4))
         self._entries: dict[str, FileEntry] = {}
 
     def resolve(self, url_path: str) -> str:
@@ -127,10 +132,12 @@ class OpenFileCache:
 
     def _open(self, path: str, st: os.stat_result, now: float) -> FileEntry:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW * (not self.follow_symlinks))
+            fd = self._open_fd(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW * (not self.follow_symlinks))
         except PermissionError:
             raise http.HttpError(403, "permission denied") from None
-        except OSError:
+        except OSError as exc:
+            if exc.errno in _NO_FDS:
+                raise http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")]) from None
             raise http.HttpError(404, "not found") from None
         # Re-stat the fd: the file may have changed between stat and open.
         st = os.fstat(fd)
@@ -148,7 +155,7 @@ class OpenFileCache:
 
     def _open_variant(self, path: str, coding: str, ctype: str, now: float) -> FileEntry | None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = self._open_fd(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return None
         st = os.fstat(fd)
@@ -162,6 +169,18 @@ class OpenFileCache:
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
                          etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True),
                          {}, coding, now)
+
+    def _open_fd(self, path: str, flags: int) -> int:
+        """os.open; out of fds (EMFILE/ENFILE), give back the cache's own,
+        oldest first, and try again: a file that exists is never "not found"
+        because the cache holds the fds."""
+        while True:
+            try:
+                return os.open(path, flags)
+            except OSError as exc:
+                if exc.errno not in _NO_FDS or not self._entries:
+                    raise
+                self._drop(next(iter(self._entries)))
 
     def _drop(self, url_path: str) -> None:
         entry = self._entries.pop(url_path, None)
