@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -297,3 +298,25 @@ def test_random_bytes_never_crash_a_worker(fuzz_server, data):
     if reply:
         assert re.match(rb"HTTP/1\.[01] [1-5]\d\d ", reply), reply[:80]
     assert fuzz_server.worker_pids() == [pid]
+
+
+def test_access_log_to_a_closed_pipe_does_not_hurt_serving(files):
+    """`zcopy serve --access-log - | head -1`: once the reader is gone the log
+    turns off with one message; the worker keeps serving."""
+    root, data = files
+    with Server(root, "--access-log", "-") as s:
+        pid = s.worker_pids()[0]
+        s.proc.stdout.close()                      # the reader goes away
+        for _ in range(3):
+            assert get(s.port, "/f4096")[2] == data[4096]
+            time.sleep(1.1)                        # a tick flushes the log into the closed pipe
+        assert get(s.port, "/f4096")[2] == data[4096]
+        assert s.worker_pids() == [pid]
+        said = b""
+        while select.select([s.proc.stderr], [], [], 2)[0]:
+            said += os.read(s.proc.stderr.fileno(), 4096)
+            if b"access log off" in said:
+                break
+        assert b"access log off" in said
+        s.proc.stdout = None
+        assert s.stop() == 0

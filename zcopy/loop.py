@@ -168,6 +168,18 @@ class ListenerLoop:
             self.resume_accept()
 
 
+def raise_fd_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard one, as nginx's
+    worker_rlimit_nofile would: every connection holds a socket (a relayed one
+    two sockets and, while busy, two pipes) and the open-file cache holds fds
+    too. A process that must not use more can run under a lower hard limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run_worker(make, *args) -> int:
     """Entry point body in a forked child: build and run a worker, turning a
     crash into a traceback and exit code 1 (the supervisor restarts it)."""

@@ -128,18 +128,8 @@ def build_config(args):
     return cfg
 
 
-def raise_fd_limit() -> None:
-    """Each relayed connection holds two sockets and, while busy, two pipes
-    (four fds): lift the soft RLIMIT_NOFILE to the hard one, as nginx's
-    worker_rlimit_nofile would."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def run(args) -> int:
+    from zcopy.loop import raise_fd_limit
     from zcopy.relay.worker import worker_main
     from zcopy.server.supervisor import StartupError, Supervisor, make_listeners
     from zcopy.units import format_size

@@ -190,6 +190,7 @@ def print_panel(cfg) -> None:
 
 
 def run(args) -> int:
+    from zcopy.loop import raise_fd_limit
     from zcopy.server.supervisor import StartupError, Supervisor, make_listeners
 
     try:
@@ -197,6 +198,7 @@ def run(args) -> int:
     except SystemExit as exc:
         print(exc.code, file=sys.stderr)
         return 2
+    raise_fd_limit()
     try:
         listeners = make_listeners(cfg)
     except StartupError as exc:

@@ -18,6 +18,8 @@ class AccessLog:
             target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._own = target != "-"
         self._lines: list[str] = []
+        self._pending = bytearray()       # encoded, not yet accepted by the fd
+        self.dropped = 0                  # lines lost to a reader that stopped reading
         self._stamp_second = -1
         self._stamp = ""
 
@@ -38,24 +40,39 @@ class AccessLog:
                            f'"{_esc(referer)}" "{_esc(agent)}"\n')
 
     def flush(self) -> None:
-        if not self._lines:
+        """Write what is buffered. Never blocks the loop for long and never
+        raises: a full non-blocking pipe keeps the rest for the next tick (up
+        to ``MAX_PENDING`` bytes, then lines are dropped and counted); a closed
+        one (``--access-log - | head``) turns the log off with one message."""
+        if self._fd < 0:
+            self._lines.clear()
             return
-        data = "".join(self._lines).encode("utf-8", "backslashreplace")
-        self._lines.clear()
-        view = memoryview(data)
-        while view:
+        if self._lines:
+            self._pending += "".join(self._lines).encode("utf-8", "backslashreplace")
+            self._lines.clear()
+        while self._pending:
             try:
-                n = os.write(self._fd, view)
+                n = os.write(self._fd, self._pending)
             except BlockingIOError:
-                continue
-            view = view[n:]
+                if len(self._pending) > MAX_PENDING:
+                    self.dropped += self._pending.count(b"\n")
+                    self._pending.clear()
+                return
+            except OSError as exc:
+                sys.stderr.write(f"zcopy: access log off: {exc.strerror}\n")
+                self._pending.clear()
+                self._fd = -1
+                return
+            del self._pending[:n]
 
     def close(self) -> None:
         self.flush()
-        if self._own:
+        if self._own and self._fd >= 0:
             os.close(self._fd)
 
 
+#: Bytes kept for a log reader that is not reading before lines are dropped.
+MAX_PENDING = 4 << 20
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\]')
 
 

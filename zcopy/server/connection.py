@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
+import traceback
 from collections import deque
 
 from zcopy import http
@@ -122,6 +124,15 @@ class Connection:
             self.close()
         except OSError as exc:
             self.worker.stats.error(errno.errorcode.get(exc.errno, "oserror"))
+            self.close()
+        except Exception:
+            # A bug. It costs this one connection, not the worker and every other
+            # connection on it (and six in ten seconds would stop the server).
+            self.worker.stats.error("internal")
+            traceback.print_exc(file=sys.stderr)
+            if self.reply is None and self.state != CLOSED:   # nothing of a reply sent yet
+                self._send_quietly(http.error_response(500, self.worker.date.get(),
+                                                       reason="internal error", close=True))
             self.close()
 
     # -- reading --------------------------------------------------------------
