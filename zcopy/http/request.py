@@ -236,11 +236,10 @@ def _split_target(target: bytes) -> tuple[str, str]:
         raw = unquote_to_bytes(raw)
         if b"\x00" in raw:
             raise HttpError(400, "NUL in path", close=True)
-    try:
-        path = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HttpError(400, "path is not valid UTF-8", close=True) from None
-    return path, query.decode("latin-1")
+    # Linux names are bytes. Bytes that are not UTF-8 (a Latin-1 name on disk)
+    # become lone surrogates, which os functions turn back into the same bytes,
+    # so such a file can be fetched exactly as its listing links it.
+    return raw.decode("utf-8", "surrogateescape"), query.decode("latin-1")
 
 
 def _method_error(head: bytes) -> HttpError:

@@ -157,7 +157,7 @@ class Responder:
 
     def _directory(self, req: http.Request, close: bool, head_only: bool) -> Reply:
         if not req.path.endswith("/"):
-            location = quote(req.path + "/", safe="/:@!$&'()*+,;=-._~")
+            location = quote((req.path + "/").encode("utf-8", "surrogateescape"), safe="/:@!$&'()*+,;=-._~")
             if req.query:
                 location += "?" + req.query
             data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,

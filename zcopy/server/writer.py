@@ -160,10 +160,7 @@ def _destination(value: str | None) -> str:
         raise http.HttpError(400, "malformed Destination URL") from None
     if not path.startswith("/"):
         raise http.HttpError(400, "Destination must be an absolute path or URL")
-    try:
-        decoded = unquote(path, errors="strict")
-    except UnicodeDecodeError:
-        raise http.HttpError(400, "Destination is not UTF-8 after percent-decoding") from None
+    decoded = unquote(path, errors="surrogateescape")   # raw bytes, as request paths (zcopy.http)
     if "\x00" in decoded:
         raise http.HttpError(400, "NUL in Destination")
     return decoded
