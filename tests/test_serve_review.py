@@ -164,3 +164,16 @@ def test_a_latin1_name_on_disk_is_listed_and_served(tmp_path):
         href = re.search(rb'href="([^"]*sum[^"]*)"', listing).group(1).decode()
         target = href if href.startswith("/") else "/d%E9p%F4t/" + href
         assert get(s.port, target)[2] == b"latin-1 name"
+
+
+def test_a_file_with_a_trailing_slash_is_404(wserver):
+    assert _call(wserver.port, "GET", b"/a.txt")[0] == 200
+    assert _call(wserver.port, "GET", b"/a.txt/")[0] == 404
+
+
+def test_a_fifo_is_refused_without_blocking_the_worker(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "ok.txt").write_text("ok")
+    with Server(tmp_path) as s:
+        assert get(s.port, "/pipe")[0] == 403
+        assert get(s.port, "/ok.txt")[2] == b"ok"

@@ -29,6 +29,9 @@ from zcopy import http
 #: Precompressed siblings we look for, in our order of preference.
 ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 RESOLVE_TTL = 1.0
+#: O_NONBLOCK: nothing opened here may wait (a FIFO would wait for a writer); it
+#: changes nothing for a regular file's reads.
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _NO_FDS = (errno.EMFILE, errno.ENFILE)
 
 
@@ -132,15 +135,19 @@ class OpenFileCache:
 
     def _open(self, path: str, st: os.stat_result, now: float) -> FileEntry:
         try:
-            fd = self._open_fd(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW * (not self.follow_symlinks))
+            fd = self._open_fd(path, _OPEN_FLAGS | os.O_NOFOLLOW * (not self.follow_symlinks))
         except PermissionError:
             raise http.HttpError(403, "permission denied") from None
         except OSError as exc:
             if exc.errno in _NO_FDS:
                 raise http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")]) from None
             raise http.HttpError(404, "not found") from None
-        # Re-stat the fd: the file may have changed between stat and open.
+        # Re-stat the fd: the file may have changed between stat and open
+        # (O_NONBLOCK above: had it become a FIFO, the open must not wait for a writer).
         st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise http.HttpError(403, "not a regular file")
         ctype = http.content_type(path)
         variants = {}
         for coding, suffix in ENCODINGS.items():
@@ -155,7 +162,7 @@ class OpenFileCache:
 
     def _open_variant(self, path: str, coding: str, ctype: str, now: float) -> FileEntry | None:
         try:
-            fd = self._open_fd(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = self._open_fd(path, _OPEN_FLAGS | os.O_NOFOLLOW)
         except OSError:
             return None
         st = os.fstat(fd)

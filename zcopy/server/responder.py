@@ -61,6 +61,8 @@ class Responder:
             entry = self.cache.lookup(req.path)
             if entry is None:
                 return self._directory(req, close, head_only)
+            if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
+                raise http.HttpError(404, "not found")
             return self._file(req, entry, close, head_only)
         except http.HttpError as exc:
             return self.error(exc, close=close, head_only=head_only, version=req.version)
