@@ -320,3 +320,32 @@ def test_access_log_to_a_closed_pipe_does_not_hurt_serving(files):
         assert b"access log off" in said
         s.proc.stdout = None
         assert s.stop() == 0
+
+
+def test_a_cut_download_is_logged_with_the_bytes_that_left(files, tmp_path):
+    root, _ = files
+    log = tmp_path / "access.log"
+    size = os.path.getsize(root / "large.bin")
+    with Server(root, "--access-log", str(log)) as s:
+        c = connect(s.port)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.sendall(b"GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = 0
+        while got < 200_000:                        # some of the body has left the server
+            got += len(c.recv(65536))
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()                                   # RST mid-transfer
+        time.sleep(0.3)
+        assert s.stop() == 0
+    [line] = log.read_text().splitlines()
+    sent = int(re.search(r'" 200 (\d+) ', line).group(1))
+    assert 0 < sent < size
+
+
+def test_a_stalled_upload_gets_408(tmp_path):
+    with Server(tmp_path, "--allow-write", "--send-timeout", "1") as s:
+        with connect(s.port) as c:
+            c.sendall(b"PUT /slow.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            c.settimeout(5)
+            assert c.recv(100).startswith(b"HTTP/1.1 408")
+    assert os.listdir(tmp_path) == []

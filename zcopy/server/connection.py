@@ -399,6 +399,8 @@ class Connection:
             self.worker.stats.error("send_timeout")
         elif self.state == RECEIVING:
             self.worker.stats.error("upload_timeout")
+            self._send_quietly(http.error_response(408, self.worker.date.get(), reason="upload body too slow",
+                                                   close=True))
         self.close()
 
     def drain(self) -> None:
@@ -432,9 +434,11 @@ class Connection:
     def close(self) -> None:
         if self.state == CLOSED:
             return
-        self.state = CLOSED
+        state, self.state = self.state, CLOSED
         self._abort_upload()
         self._end_readahead()
+        if self.reply is not None and state == WRITING:
+            self.worker.on_cut_reply(self, self.reply)    # logged with the bytes that did leave
         if self.reply is not None and self.reply.entry is not None:
             self.reply.entry.release()
         self.reply = None

@@ -157,6 +157,15 @@ class Worker(ListenerLoop):
             # multipart part headers included (conn.sent counts file bytes only).
             self.access_log.log(conn.addr, req, reply.status, reply.length)
 
+    def on_cut_reply(self, conn: Connection, reply) -> None:
+        """A reply that did not finish (client gone, timeout, file shrank):
+        counted and logged, as nginx logs a cut download, with the body bytes
+        that did leave (file bytes; the head is not counted)."""
+        req = conn.request
+        self.stats.reply(req.method if req is not None else None, reply.status)
+        if self.access_log is not None:
+            self.access_log.log(conn.addr, req, reply.status, conn.sent)
+
     def stats_snapshot(self) -> dict:
         """This worker's counters as plain data (published once a second)."""
         snap = self.stats.snapshot(self.engines, self.conns.values(), self.now)
