@@ -18,6 +18,7 @@ import socket
 import sys
 
 from zcopy.cli import positive_float, positive_int, size_arg
+from zcopy.server.supervisor import StartupError
 
 HELP = "relay TCP connections to an upstream with splice (a zero-copy TCP proxy)"
 
@@ -77,7 +78,7 @@ def resolve(host: str, port: int) -> tuple[int, tuple]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise SystemExit(f"zcopy relay: error: cannot resolve {host!r}: {exc.strerror}") from None
+        raise StartupError(f"cannot resolve {host!r}: {exc.strerror}", code=2) from None
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
 
@@ -129,22 +130,15 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from zcopy.loop import raise_fd_limit
     from zcopy.relay.worker import worker_main
-    from zcopy.server.supervisor import StartupError, Supervisor, make_listeners
+    from zcopy.server.supervisor import Supervisor, start
     from zcopy.units import format_size
 
     try:
-        cfg = build_config(args)
-    except SystemExit as exc:
-        print(exc.code, file=sys.stderr)
-        return 2
-    raise_fd_limit()
-    try:
-        listeners = make_listeners(cfg)
+        cfg, listeners = start(build_config, args)
     except StartupError as exc:
         print(f"zcopy relay: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.code
     host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
     limits = ", ".join(f"{name} {format_size(v)}/s" for name, v in
                        (("rate", cfg.rate), ("conn-rate", cfg.conn_rate)) if v) or "no rate limit"

@@ -14,6 +14,7 @@ import os
 import sys
 
 from zcopy.cli import positive_float, positive_int, size_arg
+from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
 
@@ -86,15 +87,15 @@ def build_config(args):
 
     root = os.path.realpath(args.root)
     if not os.path.isdir(root):
-        raise SystemExit(f"zcopy serve: error: root {args.root!r} is not a folder")
+        raise StartupError(f"root {args.root!r} is not a folder", code=2)
     targets = []
     for folder in args.symlink_target:
         real = os.path.realpath(folder)
         if not os.path.isdir(real):
-            raise SystemExit(f"zcopy serve: error: --symlink-target {folder!r} is not a folder")
+            raise StartupError(f"--symlink-target {folder!r} is not a folder", code=2)
         targets.append(real)
     if targets and not args.follow_symlinks:
-        raise SystemExit("zcopy serve: error: --symlink-target needs --follow-symlinks")
+        raise StartupError("--symlink-target needs --follow-symlinks", code=2)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
                       show_hidden=args.show_hidden,
@@ -156,9 +157,9 @@ def _token(args) -> str | None:
             with open(args.token_file) as f:
                 token = f.read().strip()
         except OSError as exc:
-            raise SystemExit(f"zcopy serve: error: cannot read --token-file: {exc.strerror}") from None
+            raise StartupError(f"cannot read --token-file: {exc.strerror}", code=2) from None
         if not token:
-            raise SystemExit("zcopy serve: error: --token-file is empty")
+            raise StartupError("--token-file is empty", code=2)
         return token
     return args.token or os.environ.get("ZCOPY_TOKEN") or None
 
@@ -190,20 +191,13 @@ def print_panel(cfg) -> None:
 
 
 def run(args) -> int:
-    from zcopy.loop import raise_fd_limit
-    from zcopy.server.supervisor import StartupError, Supervisor, make_listeners
+    from zcopy.server.supervisor import Supervisor, start
 
     try:
-        cfg = build_config(args)
-    except SystemExit as exc:
-        print(exc.code, file=sys.stderr)
-        return 2
-    raise_fd_limit()
-    try:
-        listeners = make_listeners(cfg)
+        cfg, listeners = start(build_config, args)
     except StartupError as exc:
         print(f"zcopy serve: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.code
     metrics = None
     if args.metrics is not None:
         from zcopy.stats.metrics import MetricsServer

@@ -22,8 +22,10 @@ import socket
 import sys
 import time
 
-from zcopy.server.config import ServeConfig
-from zcopy.stats import remove_group
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only: importing the config would cost every `zcopy --help`
+    from zcopy.server.config import ServeConfig
 
 MAX_RESTARTS = 5
 RESTART_WINDOW = 10.0
@@ -32,7 +34,23 @@ _WATCHED = _STOP | {signal.SIGCHLD}
 
 
 class StartupError(Exception):
-    """A problem that stops the server before it serves: one clear line."""
+    """A problem that stops the server before it serves: one clear line, and
+    the exit code (2 for bad arguments, as for a bad flag; 1 otherwise)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def start(build_config, args):
+    """Config and bound listeners for ``zcopy serve`` or ``zcopy relay``:
+    build the config from the flags, lift the fd limit, bind one SO_REUSEPORT
+    listener per worker. Raises StartupError."""
+    from zcopy.loop import raise_fd_limit
+
+    config = build_config(args)
+    raise_fd_limit()
+    return config, make_listeners(config)
 
 
 def make_listeners(config: ServeConfig) -> list[socket.socket]:
@@ -115,6 +133,8 @@ class Supervisor:
             self._kill_all()
             for s in self.listeners:
                 s.close()
+            from zcopy.stats import remove_group
+
             remove_group(self.stats_kind)   # also the files of workers killed before they could close
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
 
