@@ -48,3 +48,13 @@ needs_root = pytest.mark.skipif(not is_root(), reason="needs root (network names
 def needs_tool(name: str):
     return pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} is not installed "
                               f"(.ci/run installs it with apt-get)")
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    """A private XDG_RUNTIME_DIR, so live-stats files of other servers of this
+    user stay invisible to the test (and the test's stay out of theirs)."""
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
+    return path

@@ -222,7 +222,7 @@ def test_interrupted_download_resumes_with_range(work, server):
     os.truncate(part, have // 2)  # a shorter partial resumes as well
     resumed = zcopy("get", f"{url}/big", "-o", str(tmp / "big"))
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed at" in resumed.stderr
+    assert "resumed at" in resumed.stderr
     assert sha256(tmp / "big") == digest
     assert not part.exists()
 

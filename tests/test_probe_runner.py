@@ -52,7 +52,6 @@ def test_timeout_inside_a_blocking_syscall_leaks_nothing(fd_guard, tmp_path):
     """A probe that blocks forever in recv() with a pipe, a socket pair and a
     temp file open: the time bound interrupts the syscall and the scope still
     closes all."""
-    import os
     import sys
     from probes.resources import Resources
 

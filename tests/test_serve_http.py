@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import json
 import os
-import time
 
 import pytest
 

@@ -41,7 +41,7 @@ def files(tmp_path_factory):
 def test_every_engine_serves_exact_bytes(files, engine):
     root, data = files
     with Server(root, "--engine", engine) as s:
-        assert f"send engine".encode() in s.stderr
+        assert "send engine".encode() in s.stderr
         with connect(s.port) as c:
             for size, blob in data.items():
                 c.sendall(f"GET /f{size} HTTP/1.1\r\nHost: t\r\n\r\n".encode())

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -20,7 +19,7 @@ import uuid
 import pytest
 
 from conftest import needs_root, needs_tool
-from serverutil import Server, connect, curl, get, read_response, request
+from serverutil import Server, connect, curl, get, request
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,17 +16,8 @@ import time
 import pytest
 from serverutil import Server, connect, read_response
 
-from zcopy.stats import Publisher, aggregate, discover, read_all, read_snapshots
+from zcopy.stats import Publisher, aggregate, discover, read_all
 from zcopy.stats.location import group_dir
-
-
-@pytest.fixture
-def runtime(tmp_path, monkeypatch):
-    """A private runtime dir, so other servers of this user stay invisible."""
-    path = tmp_path / "run"
-    path.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
-    return path
 
 
 @pytest.fixture

@@ -23,14 +23,6 @@ pytestmark = needs_tool("tmux")
 
 
 @pytest.fixture
-def runtime(tmp_path, monkeypatch):
-    path = tmp_path / "run"
-    path.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
-    return path
-
-
-@pytest.fixture
 def root(tmp_path):
     root = tmp_path / "www"
     root.mkdir()

@@ -25,7 +25,7 @@ import socket
 import struct
 
 from zcopy.relay.channels import NoChannel
-from zcopy.relay.pump import DONE, MORE, PARKED, Pump, SideFailed
+from zcopy.relay.pump import MORE, PARKED, Pump, SideFailed
 
 CONNECTING, RELAYING, CLOSED = 0, 1, 2
 _EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
