@@ -5,6 +5,7 @@ one-shot modes and errors."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -177,12 +178,23 @@ def _reap_orphan(pid: int) -> None:
         time.sleep(0.05)
 
 
+def wait_for_published_requests(pid: int, n: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(top("--json", "--pid", str(pid)), capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and json.loads(out.stdout).get("requests", 0) >= n:
+            return
+        assert time.monotonic() < deadline, f"the server never published {n} requests: {out.stdout}"
+        time.sleep(0.2)
+
+
 def test_once_prints_one_frame(runtime, root):
     with Server(root, "--workers", "2", "--prefetch", "on", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
         for _ in range(3):
             with connect(srv.port) as s:
                 s.sendall(b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 read_response(s)
+        wait_for_published_requests(srv.proc.pid, 3)   # snapshots are published once a second
         out = subprocess.run(top("--once", "--pid", str(srv.proc.pid)), capture_output=True, text=True,
                              timeout=30, env={**os.environ, "COLUMNS": "150"})
         assert out.returncode == 0, out.stderr
