@@ -39,11 +39,16 @@ class Resources(contextlib.ExitStack):
 
     def __exit__(self, *exc_info):
         # The time bound raises from a signal handler, between any two
-        # bytecodes: landing inside a close callback it would skip the close
-        # (and still run the unlink after it). Unwind with it held back; a
-        # timeout that fell due meanwhile is raised once everything is closed.
-        with uninterrupted():
-            return super().__exit__(*exc_info)
+        # bytecodes: inside a close callback it would skip the close, and
+        # before the block below takes effect it would skip every callback.
+        # Unwind with it held back; if it struck first, the ``finally`` runs
+        # what is left (the bound is a one-shot timer: it cannot strike twice).
+        try:
+            with uninterrupted():
+                return super().__exit__(*exc_info)
+        finally:
+            with uninterrupted():
+                super().__exit__(None, None, None)   # nothing left to do, normally
 
     def fd(self, fd: int) -> int:
         """Adopt a raw fd: it is closed when the scope ends."""

@@ -74,3 +74,21 @@ def test_timeout_inside_a_blocking_syscall_leaks_nothing(fd_guard, tmp_path):
         del sys.modules[module.__name__]
     assert findings[0].status is Status.ERROR and "timed out" in findings[0].detail
     assert list(tmp_path.iterdir()) == []  # the temp file was removed
+
+
+def test_time_bounds_striking_anywhere_leak_nothing(fd_guard):
+    """Hundreds of probe runs whose time bound strikes at varied moments
+    (while fds and temp files are being made, used and released): no fd and
+    no temp file may survive any of them."""
+    import glob
+    import random
+
+    def temp_files():
+        return set(glob.glob("/tmp/zcopy-probe-*") + glob.glob("/dev/shm/zcopy-probe-*"))
+
+    before = temp_files()
+    rng = random.Random(1)
+    for _ in range(200):
+        name = rng.choice(["sendfile", "splice", "pipes", "cork", "msg_zerocopy", "copy_file_range"])
+        run_module(name, Context(timeout=rng.uniform(0.0002, 0.03)))
+    assert temp_files() - before == set()
