@@ -134,7 +134,13 @@ def test_client_vanishing_midtransfer_leaks_no_fd(files):
         # snapshot being written, a prefetch job's dup) go within a moment; a
         # per-connection leak would stay.
         def fds():
-            return {f: os.readlink(f"/proc/{pid}/fd/{f}") for f in os.listdir(f"/proc/{pid}/fd")}
+            out = {}
+            for f in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    out[f] = os.readlink(f"/proc/{pid}/fd/{f}")
+                except FileNotFoundError:       # a transient fd closed since the listing
+                    pass
+            return out
 
         def sockets():
             return sum(t.startswith("socket:") for t in fds().values())

@@ -42,10 +42,11 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Request:
     """One parsed request head. Header names are lower-case; repeated fields
-    are joined with ", " (RFC 9110 5.3), so every lookup is one dict get."""
+    are joined with ", " (RFC 9110 5.3), so every lookup is one dict get.
+    Frozen: ``HeadCache`` shares one Request among every identical head."""
 
     method: str
     target: bytes                 # as sent, for the access log
@@ -57,6 +58,9 @@ class Request:
     content_length: int | None
     chunked: bool
     expect_continue: bool
+    #: No preconditions and no Range: the answer depends on the resource alone,
+    #: so the responder can skip evaluating them (most requests).
+    plain: bool = True
 
 
 def split_head(buf: bytes | bytearray, max_head: int = MAX_HEAD, max_target: int = MAX_TARGET) -> int | None:
@@ -182,7 +186,53 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
         # RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (no
         # 1xx may be sent to a 1.0 client; it would take it for the answer).
         version == (1, 1) and "expect" in headers and headers["expect"].lower() == "100-continue",
+        _PLAIN_BREAKERS.isdisjoint(headers),
     )
+
+
+#: Header fields that make a request more than "give me the resource".
+_PLAIN_BREAKERS = frozenset({"if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+                             "range", "if-range"})
+#: Heads up to this size are memoized by ``HeadCache`` (wrk's are ~40 bytes,
+#: a browser's ~500-900).
+MEMO_HEAD_MAX = 2048
+
+
+class HeadCache:
+    """``parse_head``, memoized by the head's bytes.
+
+    Parsing is a pure function of the bytes, and keep-alive clients send the
+    same head over and over (a browser refetching assets, a health check, a
+    benchmark): from the second time on, a request costs one dict lookup
+    instead of a parse. The ``Request`` objects are therefore shared between
+    requests and connections: nothing may change one after parsing.
+
+    Bounded: at most ``size`` heads of at most ``MEMO_HEAD_MAX`` bytes. When
+    full it starts over, so a client sending ever-different heads pays the
+    plain parse each time and never costs more memory. Refused heads raise
+    ``HttpError`` every time and are never kept.
+    """
+
+    __slots__ = ("max_head", "max_target", "size", "_memo")
+
+    def __init__(self, *, max_head: int = MAX_HEAD, max_target: int = MAX_TARGET, size: int = 256) -> None:
+        self.max_head = max_head
+        self.max_target = max_target
+        self.size = size
+        self._memo: dict[bytes, Request] = {}
+
+    def parse(self, head: bytes) -> Request:
+        req = self._memo.get(head)
+        if req is None:
+            req = parse_head(head, max_head=self.max_head, max_target=self.max_target)
+            if len(head) <= MEMO_HEAD_MAX:
+                if len(self._memo) >= self.size:
+                    self._memo.clear()
+                self._memo[head] = req
+        return req
+
+    def __len__(self) -> int:
+        return len(self._memo)
 
 
 def _tokens(value: str) -> list[str]:

@@ -140,32 +140,16 @@ class Connection:
     def _read_request(self) -> bool:
         """Try to get one complete head from buf/socket and start its reply.
         Returns False when we must wait for more bytes."""
-        cfg = self.worker.config
-        while True:
-            if self.buf:
-                try:
-                    n = http.split_head(self.buf, cfg.max_head, cfg.max_target)
-                except http.HttpError as exc:
-                    self._start_reply(self.worker.responder.error(exc, close=True))
-                    return True
-                if n is not None:
-                    break
-            if self.draining and not self.buf:
-                self.close()
-                return False
-            if not self.readable:
-                return False
-            if not self._recv():
-                return False
-        if n == len(self.buf):          # the usual case: exactly one request waiting
-            head = bytes(self.buf)
-            self.buf.clear()
-        else:
-            head = bytes(self.buf[:n])
-            del self.buf[:n]
+        try:
+            head = self._next_head()
+        except http.HttpError as exc:           # 414/431 while framing
+            self._start_reply(self.worker.responder.error(exc, close=True))
+            return True
+        if head is None:
+            return False
         self.started = self.worker.now
         try:
-            req = http.parse_head(head, max_head=cfg.max_head, max_target=cfg.max_target)
+            req = self.worker.heads.parse(head)
         except http.HttpError as exc:
             self.request = None
             self._start_reply(self.worker.responder.error(exc, close=True))
@@ -184,17 +168,45 @@ class Connection:
         self._start_reply(reply)
         return True
 
-    def _recv(self) -> bool:
-        """Read once into buf. False: nothing more now (EAGAIN) or closed."""
-        was_empty = not self.buf
+    def _next_head(self) -> bytes | None:
+        """The next complete request head, taken out of buf (reading the socket
+        as needed), or None to wait. A head that arrived alone in one recv is
+        used as it came, without passing through buf."""
+        cfg = self.worker.config
+        buf = self.buf
+        while True:
+            if buf:
+                n = http.split_head(buf, cfg.max_head, cfg.max_target)
+                if n is not None:
+                    if n == len(buf):
+                        head = bytes(buf)
+                        buf.clear()
+                    else:
+                        head = bytes(buf[:n])
+                        del buf[:n]
+                    return head
+            if self.draining and not buf:
+                self.close()
+                return None
+            if not self.readable:
+                return None
+            data = self._recv()
+            if data is None:
+                return None
+            if not buf and http.split_head(data, cfg.max_head, cfg.max_target) == len(data):
+                return data             # the usual case: exactly one request arrived
+            buf += data
+
+    def _recv(self) -> bytes | None:
+        """Read once. None: nothing more now (EAGAIN) or closed."""
         try:
             data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
             self.readable = False
-            return False
+            return None
         if not data:
             self.close()
-            return False
+            return None
         if len(data) < RECV_SIZE and not self.hup:
             # A short read drained the socket; with edge-triggered epoll any later
             # byte raises a new EPOLLIN edge, so the next read waits for it instead
@@ -202,11 +214,10 @@ class Connection:
             # and likewise keeps reading once the peer's FIN is pending).
             self.readable = False
         self.worker.stats.copy_received += len(data)
-        if was_empty:
+        if not self.buf:
             # The head clock starts with its first byte (slowloris bound).
             self.deadline = self.worker.now + self.worker.config.header_timeout
-        self.buf += data
-        return True
+        return data
 
     # -- receiving an upload ----------------------------------------------------
 
@@ -290,7 +301,7 @@ class Connection:
         if self.request is not None:   # time to first byte: the head is queued to go now
             self.worker.stats.latency(self.worker.stats.ttfb, self.worker.now - self.started)
         q = self.queue
-        q.append(memoryview(reply.head))
+        q.append(reply.head)            # bytes; a memoryview only if a send comes up short
         q.extend(reply.body)
         self.state = WRITING
         self.deadline = self.worker.now + self.worker.config.send_timeout

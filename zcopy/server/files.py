@@ -4,11 +4,15 @@ Per-file work happens once per file (whitenoise's lesson): opening, the
 content type, the ETag, the header block and the precompressed siblings are
 computed when a path is first served and reused until the file changes.
 
-Revalidation costs one ``stat(2)`` per request: if the inode, size or mtime
-differ from what the entry was built from, the entry is rebuilt, so a changed
-or replaced file is never served with a stale length. The full path
-resolution (the root-escape checks in ``zcopy.http.resolve_path``) is redone
-at most once per ``RESOLVE_TTL`` seconds per path.
+Revalidation: where the file's folder is watched (``zcopy.server.watch``,
+inotify), a change drops the entry when its event arrives and a request for
+an unchanged file costs no syscall; elsewhere it costs one ``stat(2)`` per
+request. Either way, when the inode, size or mtime differ from what the entry
+was built from, the entry is rebuilt, so a changed or replaced file is never
+served with a stale length. The full path resolution (the root-escape checks
+in ``zcopy.http.resolve_path``) and a stat are redone at most once per
+``RESOLVE_TTL`` seconds per path, watched or not: that catches what no folder
+event reports (an ancestor folder swapped for a link, a write through mmap).
 
 An entry's fd may be in use by transfers when the entry is replaced or
 evicted; entries are reference-counted and the fd is closed only when the
@@ -53,6 +57,23 @@ class FileEntry:
     resident_until: float = 0.0    # monotonic time until which the page cache is trusted to hold it
     users: int = 0
     retired: bool = False
+    watched: bool = False      # its folder's changes arrive as events: no stat per request
+    whole: list = field(default_factory=list)      # body plan of a 200: [(fd, 0, size)]
+    _head_for: tuple = ()                          # (Date line, close, version) the memo is for
+    _head: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.size:
+            self.whole = [(self.fd, 0, self.size)]
+
+    def head_200(self, date: bytes, close: bool, version: tuple) -> bytes:
+        """The whole 200 head; rebuilt only when the Date line (once a second)
+        or the connection's framing differs from the last request's."""
+        key = (date, close, version)
+        if key != self._head_for:
+            self._head = http.response_head(200, date, self.static, self.size, close=close, version=version)
+            self._head_for = key
+        return self._head
 
     def acquire(self) -> "FileEntry":
         self.users += 1
@@ -83,7 +104,7 @@ class OpenFileCache:
     """url path -> FileEntry, bounded; the request path is a lookup + one stat."""
 
     def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
-                 symlink_targets: tuple[str, ...] = (), max_entries: int = 1024) -> None:
+                 symlink_targets: tuple[str, ...] = (), max_entries: int = 1024, watch=None) -> None:
         self.root = root
         self.follow_symlinks = follow_symlinks
         self.symlink_targets = symlink_targets   # realpaths links may also lead into
@@ -92,6 +113,9 @@ class OpenFileCache:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_entries = max_entries if soft == resource.RLIM_INFINITY else max(16, min(max_entries, soft // 4))
         self._entries: dict[str, FileEntry] = {}
+        self.watch = watch             # a FileWatch, or None: stat per request
+        #: filesystem path (the file's or a sibling's) -> url paths whose entry it feeds
+        self._users_of: dict[str, set[str]] = {}
 
     def resolve(self, url_path: str) -> str:
         """Filesystem path for a URL path, inside root (raises http.HttpError)."""
@@ -104,6 +128,8 @@ class OpenFileCache:
         entry = self._entries.get(url_path)
         now = time.monotonic()
         if entry is not None and now - entry.resolved_at < RESOLVE_TTL:
+            if entry.watched:
+                return entry
             try:
                 st = os.stat(entry.path)
             except OSError:
@@ -125,13 +151,43 @@ class OpenFileCache:
         if entry is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
             entry.resolved_at = now
             return entry
+        # Watch before opening: a change after the open's fstat is then an event.
+        watched = self.watch is not None and self.watch.watch(os.path.dirname(path))
         fresh = self._open(path, st, now)
+        fresh.watched = watched
         self._drop(url_path)
         if len(self._entries) >= self.max_entries:
             oldest = next(iter(self._entries))
             self._drop(oldest)
-        self._entries[url_path] = fresh
+        self._store(url_path, fresh)
         return fresh
+
+    def _store(self, url_path: str, entry: FileEntry) -> None:
+        if self.watch is not None:
+            for fs_path in self._fed_by(entry):
+                self._users_of.setdefault(fs_path, set()).add(url_path)
+        self._entries[url_path] = entry
+
+    @staticmethod
+    def _fed_by(entry: FileEntry) -> list[str]:
+        """The filesystem paths whose change makes ``entry`` stale: the file
+        and every sibling it could be served as, existing or not (a new .gz
+        must be offered too)."""
+        return [entry.path] + [entry.path + suffix for suffix in ENCODINGS.values()]
+
+    def apply_changes(self) -> None:
+        """Drop the entries that the watch's pending events make stale."""
+        for fs_path in self.watch.changes():
+            if fs_path is None:                      # overflow: trust nothing
+                self.invalidate()
+                return
+            if fs_path.endswith(os.sep):             # a folder came, went or moved
+                self.invalidate(fs_path.rstrip(os.sep))
+                continue
+            users = self._users_of.get(fs_path)
+            if users is not None:
+                for url_path in list(users):
+                    self._drop(url_path)
 
     def _open(self, path: str, st: os.stat_result, now: float) -> FileEntry:
         try:
@@ -192,6 +248,13 @@ class OpenFileCache:
     def _drop(self, url_path: str) -> None:
         entry = self._entries.pop(url_path, None)
         if entry is not None:
+            if self.watch is not None:
+                for fs_path in self._fed_by(entry):
+                    users = self._users_of.get(fs_path)
+                    if users is not None:
+                        users.discard(url_path)
+                        if not users:
+                            del self._users_of[fs_path]
             entry.retire()
 
     def invalidate(self, fs_path: str | None = None) -> None:
@@ -202,6 +265,8 @@ class OpenFileCache:
 
     def close(self) -> None:
         self.invalidate()
+        if self.watch is not None:
+            self.watch.close()
 
     def __len__(self) -> int:
         return len(self._entries)

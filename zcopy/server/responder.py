@@ -98,26 +98,26 @@ class Responder:
                                           {c: v.path for c, v in entry.variants.items()})
             if coding is not None:
                 entry = self._fresh_variant(req.path, entry, coding)
-        verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime)
-        if verdict == 304:
-            extra = f"ETag: {entry.etag}\r\n".encode()
-            if b"Vary:" in entry.static:
-                extra += b"Vary: Accept-Encoding\r\n"
-            head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
-                                      version=req.version)
-            return Reply(304, head, [], 0, close)
-        if verdict is not None:
-            raise http.HttpError(verdict, "precondition failed")
-
         size = entry.size
         ranges = None
-        if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime):
-            ranges = http.parse_range(headers["range"], size)   # may raise 416
+        if not req.plain:      # preconditions or Range; most requests have neither
+            verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime)
+            if verdict == 304:
+                extra = f"ETag: {entry.etag}\r\n".encode()
+                if b"Vary:" in entry.static:
+                    extra += b"Vary: Accept-Encoding\r\n"
+                head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
+                                          version=req.version)
+                return Reply(304, head, [], 0, close)
+            if verdict is not None:
+                raise http.HttpError(verdict, "precondition failed")
+            if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime):
+                ranges = http.parse_range(headers["range"], size)   # may raise 416
         if ranges is None:
-            head = http.response_head(200, self.date.get(), entry.static, size, close=close,
-                                      version=req.version)
-            body = [] if head_only or size == 0 else [(entry.fd, 0, size)]
-            return Reply(200, head, body, 0 if head_only else size, close, entry.acquire() if body else None)
+            head = entry.head_200(self.date.get(), close, req.version)
+            if head_only or not size:
+                return Reply(200, head, [], 0, close)
+            return Reply(200, head, entry.whole, size, close, entry.acquire())
         if len(ranges) == 1:
             start, stop = ranges[0]
             extra = f"Content-Range: bytes {start}-{stop - 1}/{size}\r\n".encode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
 import time
 
 from zcopy import engines, http
@@ -21,6 +22,7 @@ from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import Responder
 from zcopy.server.stats import WorkerStats, server_info
+from zcopy.server.watch import FileWatch
 from zcopy.server.writer import Writer
 from zcopy.stats import Publisher
 
@@ -40,13 +42,15 @@ class Worker(ListenerLoop):
         self.stats = WorkerStats()
         self.publisher = Publisher("serve", self.stats_snapshot, slot=index)
         self.date = http.DateHeader()
+        self.heads = http.HeadCache(max_head=config.max_head, max_target=config.max_target)
         self.pipe_pool = None
         self.engine, self.upload_engine = self._make_engines()
         #: Cold windows are read by its pool off the loop (None: --prefetch off).
         self.prefetch = Prefetcher(step=config.budget) if config.prefetch else None
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
-                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets)
+                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
+                                   watch=_file_watch())
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync) if config.allow_write else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
@@ -73,6 +77,9 @@ class Worker(ListenerLoop):
         prefetch_fd = self.prefetch.fileno() if self.prefetch is not None else -1
         if prefetch_fd >= 0:
             self.ep.register(prefetch_fd, select.EPOLLIN)
+        watch_fd = self.cache.watch.fileno() if self.cache.watch is not None else -1
+        if watch_fd >= 0:
+            self.ep.register(watch_fd, select.EPOLLIN)
         old_wakeup = self.start()
         self.publisher.publish()
         next_tick = self.now + TICK
@@ -81,12 +88,21 @@ class Worker(ListenerLoop):
             while True:
                 events = self.ep.poll(0 if self.ready else TICK)
                 self.now = time.monotonic()
+                # File changes first: epoll's order within a batch is not the
+                # order things happened in, and a change completed before a
+                # request was sent must be applied before that request is read.
+                for fd, _ in events:
+                    if fd == watch_fd:
+                        self.cache.apply_changes()
+                        break
                 for fd, ev in events:
                     conn = conns.get(fd)
                     if conn is not None:
                         conn.on_event(ev)
                     elif fd == wake_r:
                         self.drain_wakeups()
+                    elif fd == watch_fd:
+                        pass                    # applied above
                     elif fd == prefetch_fd:
                         self.prefetch.wake(ready, self.now)
                     else:
@@ -121,6 +137,10 @@ class Worker(ListenerLoop):
     # -- ListenerLoop hooks ----------------------------------------------------
 
     def admit(self, sock: socket.socket, addr) -> None:
+        if self.cache.watch is not None:
+            # An accept burst reads requests without a new poll: a file changed
+            # just before this client connected must not be answered stale.
+            self.cache.apply_changes()
         conn = Connection(self, sock, addr)
         self.conns[conn.fd] = conn
         self.stats.accepted += 1
@@ -187,6 +207,17 @@ class Worker(ListenerLoop):
             self.pipe_pool.close()
         if self.access_log is not None:
             self.access_log.close()
+
+
+def _file_watch() -> FileWatch | None:
+    """inotify for the open-file cache; None (stat per request) where the
+    process may not have one (fs.inotify.max_user_instances reached, EMFILE)."""
+    try:
+        return FileWatch()
+    except OSError as exc:
+        print(f"zcopy serve: no inotify ({exc.strerror}): cached files are stat'ed per request",
+              file=sys.stderr)
+        return None
 
 
 def worker_main(config: ServeConfig, listener: socket.socket, index: int) -> int:

@@ -1,0 +1,120 @@
+"""The open-file cache revalidated by inotify events (zcopy/server/watch.py),
+on real files with the real kernel's inotify; and end to end through serve."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+
+from serverutil import Server, get
+from zcopy.server.files import OpenFileCache
+from zcopy.server.watch import FileWatch
+
+
+@pytest.fixture
+def watch():
+    w = FileWatch()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def cache(tmp_path, watch):
+    c = OpenFileCache(str(tmp_path), watch=watch)
+    yield c
+    c.close()
+
+
+def test_changes_name_the_child_that_changed(tmp_path, watch):
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    (tmp_path / "sub").mkdir()
+    assert watch.watch(str(tmp_path)) and watch.changes() == []
+    with open(f, "a") as fh:
+        fh.write("two")                                  # IN_MODIFY
+    os.chmod(f, 0o600)                                   # IN_ATTRIB
+    (tmp_path / "b.new").write_text("x")
+    os.replace(tmp_path / "b.new", tmp_path / "b.txt")   # IN_MOVED_FROM/TO
+    os.rename(tmp_path / "sub", tmp_path / "sub2")       # a folder: trailing separator
+    changed = set(watch.changes())
+    assert {str(f), str(tmp_path / "b.txt"), str(tmp_path / "sub") + os.sep} <= changed
+    assert watch.changes() == []                         # read once
+
+
+def test_folder_gone_is_reported_as_everything_under_it(tmp_path, watch):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    assert watch.watch(str(folder))
+    os.rmdir(folder)
+    assert str(folder) + os.sep in watch.changes()
+
+
+def test_filesystems_without_local_events_are_not_watched(watch):
+    # procfs (like NFS or FUSE) changes without this kernel's VFS seeing writes.
+    assert watch.watch("/proc/self") is False
+    assert watch.watch("/no/such/folder") is False
+
+
+def test_watched_entry_is_served_without_a_stat_until_its_event(tmp_path, cache):
+    path = tmp_path / "f.txt"
+    path.write_text("first")
+    entry = cache.lookup("/f.txt")
+    assert entry.watched and entry.size == 5
+    path.write_text("second, longer")
+    # No stat per request: the cache answers from memory until the event is applied ...
+    assert cache.lookup("/f.txt") is entry
+    cache.apply_changes()
+    # ... and the event drops it: the next lookup sees the new file.
+    fresh = cache.lookup("/f.txt")
+    assert fresh is not entry and fresh.size == len("second, longer")
+    assert entry.retired and entry.fd == -1
+
+
+def test_new_precompressed_sibling_is_offered_after_its_event(tmp_path, cache):
+    (tmp_path / "app.js").write_text("x" * 1000)
+    assert cache.lookup("/app.js").variants == {}
+    (tmp_path / "app.js.gz").write_bytes(gzip.compress(b"x" * 1000))
+    cache.apply_changes()
+    assert set(cache.lookup("/app.js").variants) == {"gzip"}
+
+
+def test_moved_folder_drops_the_entries_under_it(tmp_path, cache):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("in d")
+    cache.lookup("/d/f")          # watches tmp_path/d
+    cache.lookup("/d/")           # a folder: not cached, but tmp_path is not watched either
+    os.rename(tmp_path / "d", tmp_path / "e")
+    cache.apply_changes()         # IN_MOVE_SELF on the watched d
+    assert len(cache) == 0
+    with pytest.raises(Exception):
+        cache.lookup("/d/f")
+
+
+def test_unwatched_cache_still_stats_per_request(tmp_path):
+    cache = OpenFileCache(str(tmp_path))          # no watch: the stat path
+    try:
+        path = tmp_path / "f.txt"
+        path.write_text("first")
+        entry = cache.lookup("/f.txt")
+        assert not entry.watched
+        path.write_text("second, longer")
+        assert cache.lookup("/f.txt").size == len("second, longer")
+    finally:
+        cache.close()
+
+
+def test_serve_offers_a_sibling_created_after_the_file_was_served(tmp_path):
+    (tmp_path / "app.js").write_text("console.log(1)\n" * 50)
+    with Server(tmp_path, "--workers", "1").start() as server:
+        status, h, _ = get(server.port, "/app.js", {"Accept-Encoding": "gzip"})
+        assert status == 200 and "content-encoding" not in h
+        (tmp_path / "app.js.gz").write_bytes(gzip.compress(b"console.log(1)\n" * 50))
+        status, h, body = get(server.port, "/app.js", {"Accept-Encoding": "gzip"})
+        assert h.get("content-encoding") == "gzip"
+        assert gzip.decompress(body) == b"console.log(1)\n" * 50
+        # and an in-place rewrite is served at its new length at once
+        (tmp_path / "app.js").write_text("short")
+        status, h, body = get(server.port, "/app.js")
+        assert (h["content-length"], body) == ("5", b"short")
