@@ -152,6 +152,10 @@ def test_cli_tables_and_recommendation_panel(tmp_path):
     assert out.returncode == 0, out.stderr
     for word in ("sendfile(2)", "splice(2)", "pipes", "NICs", "Recommendation", "download_engine", "pipe_size"):
         assert word in out.stdout
+    # each NIC row names its offloads and the verdict; sizes read in KiB/MiB as well as bytes
+    assert "sg on" in out.stdout and "zero-copy tx" in out.stdout
+    pipe_line = next(line for line in out.stdout.splitlines() if "pipe_size" in line)
+    assert "KiB" in pipe_line or "MiB" in pipe_line
 
 
 def test_cli_missing_path_is_exit_2():

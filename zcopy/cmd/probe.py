@@ -60,6 +60,9 @@ def run(args) -> int:
     return 0
 
 
+STATUS_WIDTH = max(len(s) for s in STYLE)
+
+
 def render(report: dict) -> None:
     """Tables grouped by area (the part of the id before the first dot), then the recommendation."""
     from rich.console import Console
@@ -72,17 +75,36 @@ def render(report: dict) -> None:
     groups: dict[str, list[dict]] = {}
     for f in report["findings"]:
         groups.setdefault(f["id"].split(".")[0], []).append(f)
+    id_width = max((len(f["id"]) for f in report["findings"]), default=2)
     for area, findings in groups.items():
-        table = Table(title=AREAS.get(area, area), title_justify="left", expand=True)
-        table.add_column("id", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        table.add_column("detail")
-        for f in findings:
-            st = f["status"]
-            table.add_row(f["id"], f"[{STYLE.get(st, '')}]{st}[/]", f["detail"])
-        console.print(table)
+        console.print(_findings_table(AREAS.get(area, area), findings, id_width))
     rec = report["recommendation"]
-    lines = []
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)   # the reason wraps in its own column
     for key in ("download_engine", "upload_engine", "pipe_size", "chunk_size", "workers", "prefetch"):
-        lines.append(f"[bold]{key}[/] = [cyan]{rec[key]}[/]\n    {rec['reasons'].get(key, '')}")
-    console.print(Panel("\n".join(lines), title="Recommendation", subtitle=rec.get("source", "")))
+        grid.add_row(f"[bold]{key}[/]", f"[cyan]{_shown(key, rec[key])}[/]", rec["reasons"].get(key, ""))
+    console.print(Panel(grid, title="Recommendation", subtitle=rec.get("source", "")))
+
+
+def _findings_table(title: str, findings: list[dict], id_width: int):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", expand=True)
+    # Fixed widths (only detail stretches), so the columns line up from one area's table to the next.
+    table.add_column("id", no_wrap=True, width=id_width)
+    table.add_column("status", no_wrap=True, width=STATUS_WIDTH)
+    table.add_column("detail", ratio=1)
+    for f in findings:
+        table.add_row(f["id"], f"[{STYLE.get(f['status'], '')}]{f['status']}[/]", f["detail"])
+    return table
+
+
+def _shown(key: str, value) -> str:
+    """Sizes in bytes and in words, so 524288 reads as 512 KiB."""
+    if key in ("pipe_size", "chunk_size") and isinstance(value, int):
+        from zcopy.units import format_size
+
+        return f"{value} ({format_size(value)})"
+    return str(value)
