@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -162,3 +163,22 @@ def test_cli_missing_path_is_exit_2():
     out = zcopy("--path", "/no/such/zcopy/dir")
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_serve_auto_runs_with_the_saved_profile(report, tmp_path, monkeypatch):
+    """`serve --auto` takes its engines from the --save cache (not a fresh probe): a cached report in
+    which sendfile failed makes it serve with splice, and say the choice came from the cache."""
+    from serverutil import Server, curl
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))   # for save() here and the server below
+    saved = profile.save(_with(report, "sendfile.file_to_tcp", status="unsupported"))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hello.txt").write_bytes(b"hello from the cache\n")
+    with Server(root, "--auto") as server:
+        out = curl("-sS", f"{server.url}/hello.txt")
+        assert out.returncode == 0 and out.stdout == b"hello from the cache\n"
+        banner = server.stderr.decode()
+    assert re.search(r"send engine +splice +probe \(cache", banner), banner
+    assert list((cache / "zcopy").iterdir()) == [saved]  # read, not re-probed and rewritten
