@@ -148,6 +148,21 @@ def test_cli_save_writes_the_cache(tmp_path):
     assert "saved to" in out.stderr
 
 
+def test_cli_save_to_an_unusable_cache_is_one_line_and_exit_1(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder would go")
+    out = zcopy("--quick", "--save", "--json", env=dict(os.environ, XDG_CACHE_HOME=str(blocker)))
+    assert out.returncode == 1
+    assert list(json.loads(out.stdout)) == ["kernel", "findings", "nics", "pipes", "recommendation"]  # still printed
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zcopy probe: error: cannot save the report under"), out.stderr
+
+
+def test_relative_xdg_cache_home_is_ignored(monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert profile.cache_dir() == profile.Path(os.path.expanduser("~")) / ".cache" / "zcopy"
+
+
 def test_cli_tables_and_recommendation_panel(tmp_path):
     out = zcopy("--quick", "--path", str(tmp_path))
     assert out.returncode == 0, out.stderr

@@ -49,13 +49,19 @@ def run(args) -> int:
 
         with Console(stderr=True).status("probing...") as status:
             report = profile.build_report(ctx, on_progress=lambda name: status.update(f"probing {name}..."))
-    saved = profile.save(report) if args.save else None
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         render(report)
-    if saved:
+    if args.save:
+        try:
+            saved = profile.save(report)
+        except OSError as exc:   # the report is printed anyway; only the cache is missing
+            sys.stdout.flush()
+            sys.stderr.write(f"zcopy probe: error: cannot save the report under {profile.cache_dir()}: "
+                             f"{exc.strerror or exc}\n")
+            return 1
         sys.stderr.write(f"saved to {saved}\n")
     return 0
 
