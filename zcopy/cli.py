@@ -97,6 +97,7 @@ def build_parser() -> Parser:
         prog="zcopy",
         description="Zero-copy file transfer toolkit for Linux: measure what the kernel does, "
         "then serve, copy and relay files without copying them through user space.",
+        epilog="Run 'zcopy COMMAND --help' for a command's options. Start with 'zcopy probe'.",
     )
     parser.add_argument("--version", action="version", version=f"zcopy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

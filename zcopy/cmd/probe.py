@@ -30,7 +30,8 @@ def configure(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--path", default=".", help="test sendfile/splice from this path's filesystem (default: .)")
     p.add_argument("--to", metavar="ADDRESS", help="also report the egress NIC the route picks for ADDRESS")
-    p.add_argument("--save", action="store_true", help="cache the result for `serve --auto`")
+    p.add_argument("--save", action="store_true", help="cache the result for `serve --auto` (in $XDG_CACHE_HOME/zcopy, "
+                   "one file per kernel release, boot and NIC set)")
     p.add_argument("--quick", action="store_true", help="skip the slow throughput measurements")
 
 
