@@ -14,7 +14,7 @@ import struct
 from typing import Iterator
 
 from probes.finding import Finding, Status
-from probes.kernel import read_int
+from probes.kernel import is_root, read_int
 from probes.resources import Resources, uninterrupted
 
 NR_IO_URING_SETUP = 425
@@ -39,10 +39,12 @@ def setup() -> Finding:
             if fd >= 0:
                 res.fd(fd)
     if fd < 0:
-        why = {1: "io_uring_disabled=1 and this user is not in io_uring_group",
-               2: "io_uring_disabled=2"}.get(disabled or 0, "")
         name = errno.errorcode.get(err, str(err))
-        return Finding(fid, Status.UNSUPPORTED, value, f"io_uring_setup failed: {name}" + (f" ({why})" if why else ""))
+        if disabled == 1 and err == errno.EPERM and not is_root():
+            return Finding(fid, Status.SKIPPED, value, f"io_uring_setup failed: {name}: io_uring_disabled=1 "
+                           "allows only root (CAP_SYS_ADMIN) and members of the io_uring_group group: needs root")
+        why = " (io_uring_disabled=2: off for everyone)" if disabled == 2 else ""
+        return Finding(fid, Status.UNSUPPORTED, value, f"io_uring_setup failed: {name}{why}")
     value["setup"] = True
     value["features"] = struct.unpack_from("=I", params.raw, FEATURES_OFFSET)[0]
     return Finding(fid, Status.OK, value, f"io_uring_setup(4) returned a ring (features {value['features']:#x}); "

@@ -25,6 +25,9 @@ from probes.finding import Finding, Status
 FEATURES = ["tx-scatter-gather", "tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6",
             "tx-tcp-segmentation", "tx-generic-segmentation", "rx-gro"]
 CHECKSUM = ["tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6"]
+#: Short names for the detail sentence (ethtool -k's groups): short name -> features, on if any is.
+SHORT = {"sg": ["tx-scatter-gather"], "csum": CHECKSUM, "tso": ["tx-tcp-segmentation"],
+         "gso": ["tx-generic-segmentation"], "gro": ["rx-gro"]}
 IFF_UP, IFF_LOOPBACK = 0x1, 0x8
 
 
@@ -40,8 +43,11 @@ def nic_finding(fid: str, nic: dict) -> Finding:
     if nic.get("error"):
         return Finding(fid, Status.ERROR, nic, f"{nic['name']}: features unreadable: {nic['error']}")
     status = Status.OK if nic["zero_copy_tx"] else Status.DEGRADED
-    return Finding(fid, status, nic, f"{nic['name']} ({nic['driver']}, mtu {nic['mtu']}, {nic['state']}): "
-                   f"{nic['reason']}")
+    feats = nic.get("features") or {}
+    offloads = " ".join(f"{short} {'on' if any(feats.get(f) for f in names) else 'off'}"
+                        for short, names in SHORT.items())
+    return Finding(fid, status, nic, f"{nic['name']} ({nic['driver']}, mtu {nic['mtu']}, {nic['state']}; "
+                   f"{offloads}): zero-copy tx {'yes' if nic['zero_copy_tx'] else 'no'}: {nic['reason']}")
 
 
 def interfaces() -> list[dict]:

@@ -32,9 +32,23 @@ def test_bad_flag_is_one_line_and_exit_2(command):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    # argparse names a missing required argument before an unknown flag
-    assert "--no-such-flag" in lines[0] or "required" in lines[0]
-    assert lines[0].startswith(f"zcopy {command}: error:")
+    # named even where a required argument is missing too (argparse would blame that first)
+    assert lines[0].startswith(f"zcopy {command}: error: unrecognized arguments: --no-such-flag")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["serve", "--port", "abc"], "argument --port: not a port number"),
+    (["bench", "--size", "lots"], "argument --size"),
+    (["get", "--out"], "argument -o/--output: expected one argument"),   # an abbreviation, not unknown
+    (["put", "-rX"], "required: file, url"),                            # -r with value X
+    (["get", "-Z", "http://127.0.0.1:9/"], "unrecognized arguments: -Z"),
+    (["probe", "--path"], "argument --path: expected one argument"),
+])
+def test_bad_usage_is_one_line_and_exit_2(args, says):
+    out = zcopy(*args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], out.stderr
 
 
 def test_no_command_prints_help_and_exits_2():

@@ -83,6 +83,7 @@ def test_veth_scatter_gather_off_flips_the_verdict(netns):
     assert a.value["features"]["tx-scatter-gather"] is False
     assert a.value["zero_copy_tx"] is False and a.status is Status.DEGRADED
     assert "tx-scatter-gather is off" in a.value["reason"]
+    assert "sg off" in a.detail and "zero-copy tx no" in a.detail
     assert found["nic.zc-b"].value["zero_copy_tx"] is True  # the other end keeps its offloads
     egress = found["nic.egress"]
     assert egress.value["name"] == "zc-a" and egress.value["zero_copy_tx"] is False

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -147,14 +148,52 @@ def test_cli_save_writes_the_cache(tmp_path):
     assert "saved to" in out.stderr
 
 
+def test_cli_save_to_an_unusable_cache_is_one_line_and_exit_1(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder would go")
+    out = zcopy("--quick", "--save", "--json", env=dict(os.environ, XDG_CACHE_HOME=str(blocker)))
+    assert out.returncode == 1
+    assert list(json.loads(out.stdout)) == ["kernel", "findings", "nics", "pipes", "recommendation"]  # still printed
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zcopy probe: error: cannot save the report under"), out.stderr
+
+
+def test_relative_xdg_cache_home_is_ignored(monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert profile.cache_dir() == profile.Path(os.path.expanduser("~")) / ".cache" / "zcopy"
+
+
 def test_cli_tables_and_recommendation_panel(tmp_path):
     out = zcopy("--quick", "--path", str(tmp_path))
     assert out.returncode == 0, out.stderr
     for word in ("sendfile(2)", "splice(2)", "pipes", "NICs", "Recommendation", "download_engine", "pipe_size"):
         assert word in out.stdout
+    # each NIC row names its offloads and the verdict; sizes read in KiB/MiB as well as bytes
+    assert "sg on" in out.stdout and "zero-copy tx" in out.stdout
+    pipe_line = next(line for line in out.stdout.splitlines() if "pipe_size" in line)
+    assert "KiB" in pipe_line or "MiB" in pipe_line
 
 
 def test_cli_missing_path_is_exit_2():
     out = zcopy("--path", "/no/such/zcopy/dir")
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_serve_auto_runs_with_the_saved_profile(report, tmp_path, monkeypatch):
+    """`serve --auto` takes its engines from the --save cache (not a fresh probe): a cached report in
+    which sendfile failed makes it serve with splice, and say the choice came from the cache."""
+    from serverutil import Server, curl
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))   # for save() here and the server below
+    saved = profile.save(_with(report, "sendfile.file_to_tcp", status="unsupported"))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hello.txt").write_bytes(b"hello from the cache\n")
+    with Server(root, "--auto") as server:
+        out = curl("-sS", f"{server.url}/hello.txt")
+        assert out.returncode == 0 and out.stdout == b"hello from the cache\n"
+        banner = server.stderr.decode()
+    assert re.search(r"send engine +splice +probe \(cache", banner), banner
+    assert list((cache / "zcopy").iterdir()) == [saved]  # read, not re-probed and rewritten

@@ -23,9 +23,43 @@ COMMANDS = ["probe", "serve", "bench", "get", "put", "ls", "rm", "mv", "seal", "
 class Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are a single line and exit 2."""
 
+    #: The command line being parsed (set by ``main``), to name a bad flag in any error.
+    argv: list[str] = []
+
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        # argparse checks required arguments before it reports unknown flags:
+        # `zcopy get --bogus` would blame the missing URL, not the typo.
+        unknown = self.unknown_flags()
+        if unknown and message.startswith("the following arguments are required"):
+            message = f"unrecognized arguments: {' '.join(unknown)}"
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(2)
+
+    def unknown_flags(self) -> list[str]:
+        """Flags in ``argv`` (after this subcommand's name) that no option of this parser matches,
+        whole or as the unique-prefix abbreviation argparse accepts."""
+        name = self.prog.split()[-1]
+        tokens = self.argv[self.argv.index(name) + 1:] if name in self.argv else []
+        known = list(self._option_string_actions)
+        unknown = []
+        for tok in tokens:
+            if tok == "--":
+                break
+            if not tok.startswith("-") or tok == "-" or _is_number(tok):
+                continue
+            flag = tok.split("=", 1)[0]
+            if not any(k.startswith(flag) for k in known if k.startswith("--") == flag.startswith("--")) \
+                    and not (not flag.startswith("--") and flag[:2] in known):
+                unknown.append(tok)
+        return unknown
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def size_arg(text: str) -> int:
@@ -63,6 +97,7 @@ def build_parser() -> Parser:
         prog="zcopy",
         description="Zero-copy file transfer toolkit for Linux: measure what the kernel does, "
         "then serve, copy and relay files without copying them through user space.",
+        epilog="Run 'zcopy COMMAND --help' for a command's options. Start with 'zcopy probe'.",
     )
     parser.add_argument("--version", action="version", version=f"zcopy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -76,6 +111,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    Parser.argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

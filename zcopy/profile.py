@@ -187,7 +187,10 @@ def _prefetch(by_id: dict) -> tuple[bool, str]:
 # --- cache ----------------------------------------------------------------
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """$XDG_CACHE_HOME/zcopy, or ~/.cache/zcopy (a relative XDG_CACHE_HOME is ignored, as the spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "zcopy"
 
 

@@ -30,7 +30,8 @@ def configure(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--path", default=".", help="test sendfile/splice from this path's filesystem (default: .)")
     p.add_argument("--to", metavar="ADDRESS", help="also report the egress NIC the route picks for ADDRESS")
-    p.add_argument("--save", action="store_true", help="cache the result for `serve --auto`")
+    p.add_argument("--save", action="store_true", help="cache the result for `serve --auto` (in $XDG_CACHE_HOME/zcopy, "
+                   "one file per kernel release, boot and NIC set)")
     p.add_argument("--quick", action="store_true", help="skip the slow throughput measurements")
 
 
@@ -49,15 +50,24 @@ def run(args) -> int:
 
         with Console(stderr=True).status("probing...") as status:
             report = profile.build_report(ctx, on_progress=lambda name: status.update(f"probing {name}..."))
-    saved = profile.save(report) if args.save else None
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         render(report)
-    if saved:
+    if args.save:
+        try:
+            saved = profile.save(report)
+        except OSError as exc:   # the report is printed anyway; only the cache is missing
+            sys.stdout.flush()
+            sys.stderr.write(f"zcopy probe: error: cannot save the report under {profile.cache_dir()}: "
+                             f"{exc.strerror or exc}\n")
+            return 1
         sys.stderr.write(f"saved to {saved}\n")
     return 0
+
+
+STATUS_WIDTH = max(len(s) for s in STYLE)
 
 
 def render(report: dict) -> None:
@@ -72,17 +82,36 @@ def render(report: dict) -> None:
     groups: dict[str, list[dict]] = {}
     for f in report["findings"]:
         groups.setdefault(f["id"].split(".")[0], []).append(f)
+    id_width = max((len(f["id"]) for f in report["findings"]), default=2)
     for area, findings in groups.items():
-        table = Table(title=AREAS.get(area, area), title_justify="left", expand=True)
-        table.add_column("id", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        table.add_column("detail")
-        for f in findings:
-            st = f["status"]
-            table.add_row(f["id"], f"[{STYLE.get(st, '')}]{st}[/]", f["detail"])
-        console.print(table)
+        console.print(_findings_table(AREAS.get(area, area), findings, id_width))
     rec = report["recommendation"]
-    lines = []
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)   # the reason wraps in its own column
     for key in ("download_engine", "upload_engine", "pipe_size", "chunk_size", "workers", "prefetch"):
-        lines.append(f"[bold]{key}[/] = [cyan]{rec[key]}[/]\n    {rec['reasons'].get(key, '')}")
-    console.print(Panel("\n".join(lines), title="Recommendation", subtitle=rec.get("source", "")))
+        grid.add_row(f"[bold]{key}[/]", f"[cyan]{_shown(key, rec[key])}[/]", rec["reasons"].get(key, ""))
+    console.print(Panel(grid, title="Recommendation", subtitle=rec.get("source", "")))
+
+
+def _findings_table(title: str, findings: list[dict], id_width: int):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", expand=True)
+    # Fixed widths (only detail stretches), so the columns line up from one area's table to the next.
+    table.add_column("id", no_wrap=True, width=id_width)
+    table.add_column("status", no_wrap=True, width=STATUS_WIDTH)
+    table.add_column("detail", ratio=1)
+    for f in findings:
+        table.add_row(f["id"], f"[{STYLE.get(f['status'], '')}]{f['status']}[/]", f["detail"])
+    return table
+
+
+def _shown(key: str, value) -> str:
+    """Sizes in bytes and in words, so 524288 reads as 512 KiB."""
+    if key in ("pipe_size", "chunk_size") and isinstance(value, int):
+        from zcopy.units import format_size
+
+        return f"{value} ({format_size(value)})"
+    return str(value)
