@@ -67,7 +67,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from zcopy.measure import PIPE_SIZES
+    from zcopy.measure import PIPE_SIZES, SampleFileError
 
     directory = args.dir or tempfile.gettempdir()
     if not os.path.isdir(directory):
@@ -77,11 +77,16 @@ def run(args) -> int:
     names = ENGINE_METHODS + PYTHON_METHODS
     total = args.runs * len(names) + (SWEEP_RUNS * len(PIPE_SIZES) if sweep else 0)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("writing test file", total=total)
-        report = measure_all(args, directory, sweep,
-                             on_step=lambda label: bar.update(task, description=label),
-                             on_sample=lambda name, sample: bar.advance(task))
+    try:
+        console = Console(stderr=True)  # a bar only on a terminal: no stray newline in a log
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("writing test file", total=total)
+            report = measure_all(args, directory, sweep,
+                                 on_step=lambda label: bar.update(task, description=label),
+                                 on_sample=lambda name, sample: bar.advance(task))
+    except SampleFileError as exc:  # --size/--dir do not fit this machine
+        sys.stderr.write(f"zcopy bench: error: {exc.strerror}\n")
+        return 2
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -109,6 +114,7 @@ def measure_all(args, directory: str, sweep: bool, on_step, on_sample) -> dict:
         pool = PipePool(pipe_size, max_idle=1)
         engines = [create(name, pipe_pool=pool) for name in ENGINE_METHODS]
         try:
+            granted = pipe_granted(pool)
             methods = {e.name: measure.engine_copier(e) for e in engines}
             methods["shutil.copyfileobj"] = measure.shutil_copyfileobj
             methods["socket.sendfile"] = measure.socket_sendfile
@@ -120,18 +126,31 @@ def measure_all(args, directory: str, sweep: bool, on_step, on_sample) -> dict:
                 engine.close()
             pool.close()
     base = results["read_send"].seconds
+    source = "measured" if sweep else "--pipe-size"
+    if granted != pipe_size:
+        from zcopy.units import format_size
+        source += f" {format_size(pipe_size)}, the kernel gave {format_size(granted)}"
     return {
         "methods": [{"method": name, "seconds": round(s.seconds, 6), "gbps": round(s.gbps, 3),
                      "cpu_s": round(s.cpu_s, 6), "relative": round(100 * s.seconds / base, 1)}
                     for name, s in results.items()],
         "size": args.size,
         "runs": args.runs,
-        "target": args.target,
-        "cache": cache,
-        "pipe_size": pipe_size,
-        "pipe_size_source": "measured" if sweep else "--pipe-size",
-        "machine": machine(directory),
+        # How and where it ran; the splice row used pipes of ``pipe_size`` bytes.
+        "machine": {**machine(directory), "target": args.target, "cache": cache,
+                    "pipe_size": granted, "pipe_size_source": source},
     }
+
+
+def pipe_granted(pool) -> int:
+    """The size the kernel really gives the pool's pipes (F_SETPIPE_SZ rounds
+    up to a power-of-two number of pages, and refuses above pipe-max-size
+    without CAP_SYS_RESOURCE, leaving the 64 KiB default)."""
+    pipe = pool.acquire()
+    try:
+        return pipe.size
+    finally:
+        pool.release(pipe)
 
 
 def cache_policy(cold: bool, directory: str, fd: int):
@@ -179,8 +198,8 @@ def _caption(report: dict) -> str:
     from zcopy.units import format_size
 
     m = report["machine"]
-    return (f"{format_size(report['size'])} -> {report['target']} socket, median of {report['runs']}, "
-            f"{report['cache']} cache, pipe {format_size(report['pipe_size'])} ({report['pipe_size_source']}); "
+    return (f"{format_size(report['size'])} -> {m['target']} socket, median of {report['runs']}, "
+            f"{m['cache']} cache, pipe {format_size(m['pipe_size'])} ({m['pipe_size_source']}); "
             f"{m['cpu']} x{m['cpus']}, Linux {m['kernel']}, Python {m['python']}, {m['filesystem']}")
 
 
