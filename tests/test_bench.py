@@ -50,7 +50,20 @@ def test_markdown_cold_and_fixed_pipe_size(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].startswith("| method |")
     assert sum(line.startswith("| ") for line in lines) == 1 + len(METHODS)
-    assert "cold" in out.stdout and "64.0 KiB (--pipe-size)" in out.stdout
+    assert "64.0 KiB (--pipe-size)" in out.stdout
+    if measure.filesystem_type(str(tmp_path)) in ("ext4", "xfs", "btrfs"):
+        assert "cold (posix_fadvise DONTNEED before every run)" in out.stdout, out.stdout
+
+
+def test_drop_cached_pages_really_evicts(tmp_path):
+    """What --cold relies on, checked with the kernel's own answer (RWF_NOWAIT)."""
+    with measure.temp_file(1 << 20, str(tmp_path)) as fd:
+        if measure.is_cached(fd, 0) is None:
+            pytest.skip(f"{measure.filesystem_type(str(tmp_path))} cannot say what is cached")
+        os.pread(fd, 4096, 512 << 10)
+        assert measure.is_cached(fd, 512 << 10) is True
+        measure.drop_cached_pages(fd)
+        assert measure.is_cached(fd, 0) is False and measure.is_cached(fd, 512 << 10) is False
 
 
 @pytest.mark.parametrize("flags", [["--size", "0"], ["--runs", "0"], ["--target", "udp"],
@@ -131,8 +144,12 @@ def test_cold_on_tmpfs_says_it_cannot(tmp_path):
 
     if measure.filesystem_type("/dev/shm") != "tmpfs":
         pytest.skip("/dev/shm is not tmpfs here")
-    description, hook = cache_policy(True, "/dev/shm", -1)
-    assert hook is None and "not possible" in description and "tmpfs" in description
+    with measure.temp_file(8192, "/dev/shm") as fd:
+        description, hook = cache_policy(True, "/dev/shm", fd, 8192)
+        assert hook is None and "not possible" in description and "tmpfs" in description
+        out = zcopy("bench", "--size", "8KiB", "--runs", "1", "--cold", "--json", "--dir", "/dev/shm")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["machine"]["cache"].startswith("warm (--cold not possible: ")
 
 
 # -- the harness shared with the pipe.throughput probe ----------------------------------

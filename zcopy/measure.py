@@ -290,6 +290,20 @@ def drop_cached_pages(fd: int) -> None:
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+def is_cached(fd: int, offset: int) -> bool | None:
+    """Whether the page at ``offset`` is in the page cache: a ``preadv2``
+    with RWF_NOWAIT succeeds only from the cache and never reads the disk.
+    None when the filesystem cannot say (EOPNOTSUPP, e.g. tmpfs)."""
+    try:
+        return os.preadv(fd, [bytearray(1)], offset, os.RWF_NOWAIT) >= 0
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return None
+        raise
+
+
 def filesystem_type(path: str) -> str:
     """The filesystem type of ``path`` from /proc/self/mounts (longest mount prefix)."""
     path = os.path.realpath(path)

@@ -110,7 +110,7 @@ def measure_all(args, directory: str, sweep: bool, on_step, on_sample) -> dict:
             gbps = measure.pipe_size_sweep(fd, min(args.size, SWEEP_SIZE), SWEEP_RUNS,
                                            target=args.target, on_sample=on_sample)
             pipe_size = measure.pick_pipe_size(gbps)
-        cache, before_each = cache_policy(args.cold, directory, fd)
+        cache, before_each = cache_policy(args.cold, directory, fd, args.size)
         pool = PipePool(pipe_size, max_idle=1)
         engines = [create(name, pipe_pool=pool) for name in ENGINE_METHODS]
         try:
@@ -153,8 +153,13 @@ def pipe_granted(pool) -> int:
         pool.release(pipe)
 
 
-def cache_policy(cold: bool, directory: str, fd: int):
-    """(description, hook run before each sample) for warm or cold cache."""
+def cache_policy(cold: bool, directory: str, fd: int, size: int):
+    """(description, hook run before each sample) for warm or cold cache.
+
+    ``--cold`` is checked, not assumed: after the first eviction the first
+    and the middle page must be out of the cache (``measure.is_cached``),
+    else the report says the runs were warm and why.
+    """
     from zcopy import measure
 
     if not cold:
@@ -166,7 +171,12 @@ def cache_policy(cold: bool, directory: str, fd: int):
         measure.drop_cached_pages(fd)
     except OSError as exc:
         return f"warm (--cold not possible: posix_fadvise failed: {exc.strerror})", None
-    return "cold (posix_fadvise DONTNEED before every run)", lambda: measure.drop_cached_pages(fd)
+    cached = [measure.is_cached(fd, offset) for offset in (0, size // 2)]
+    if any(cached):
+        return (f"warm (--cold not possible: {fstype} kept the pages cached after "
+                f"posix_fadvise DONTNEED)"), None
+    checked = "" if None not in cached else f", unverified: {fstype} has no RWF_NOWAIT"
+    return f"cold (posix_fadvise DONTNEED before every run{checked})", lambda: measure.drop_cached_pages(fd)
 
 
 def machine(directory: str) -> dict:
