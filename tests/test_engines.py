@@ -419,3 +419,18 @@ assert got == [{size}], got
         expected += [("map", addr), ("dontneed", addr), ("unmap", addr)]
     # Addresses may be reused by the next window; the order per window is what matters.
     assert sequence == expected, sequence
+
+
+@pytest.mark.parametrize("name", RECV_ENGINES)
+def test_receive_refuses_an_append_only_file(fd_guard, name, tmp_path, engine_named):
+    """On Linux pwrite(2) on an O_APPEND fd appends, whatever the offset: the
+    receive engines refuse it up front instead of writing at the wrong place."""
+    path = tmp_path / "log"
+    path.write_bytes(b"x" * 100)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        assert os.pwrite(fd, b"y", 0) == 1 and path.read_bytes() == b"x" * 100 + b"y"  # the trap itself
+        with pytest.raises(ValueError, match="O_APPEND"):
+            engine_named(name).start_recv(fd, 10, 5)
+    finally:
+        os.close(fd)
