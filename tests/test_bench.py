@@ -26,16 +26,20 @@ def zcopy(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_json_shape(target, tmp_path):
     out = zcopy("bench", "--size", "256KiB", "--runs", "1", "--target", target, "--json", "--dir", str(tmp_path))
     assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # no progress bar (nor its newline) when stderr is not a terminal
     report = json.loads(out.stdout)
-    assert {"methods", "size", "runs", "machine"} <= report.keys()
-    assert report["size"] == 256 << 10 and report["runs"] == 1 and report["target"] == target
+    assert set(report) == {"methods", "size", "runs", "machine"}
+    assert report["size"] == 256 << 10 and report["runs"] == 1
     assert [m["method"] for m in report["methods"]] == METHODS
     for m in report["methods"]:
         assert set(m) == {"method", "seconds", "gbps", "cpu_s", "relative"}
         assert m["seconds"] > 0 and m["gbps"] > 0 and m["cpu_s"] >= 0
     assert report["methods"][0]["relative"] == 100.0
-    assert report["pipe_size"] in measure.PIPE_SIZES and report["pipe_size_source"] == "measured"
-    assert {"cpu", "cpus", "kernel", "python", "filesystem"} <= report["machine"].keys()
+    machine = report["machine"]
+    assert set(machine) == {"cpu", "cpus", "kernel", "python", "filesystem", "target", "cache", "pipe_size",
+                            "pipe_size_source"}
+    assert machine["target"] == target and machine["cache"] == "warm"
+    assert machine["pipe_size"] in measure.PIPE_SIZES and machine["pipe_size_source"] == "measured"
     assert os.listdir(tmp_path) == []  # the test file is gone
 
 
@@ -46,7 +50,20 @@ def test_markdown_cold_and_fixed_pipe_size(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].startswith("| method |")
     assert sum(line.startswith("| ") for line in lines) == 1 + len(METHODS)
-    assert "cold" in out.stdout and "64.0 KiB (--pipe-size)" in out.stdout
+    assert "64.0 KiB (--pipe-size)" in out.stdout
+    if measure.filesystem_type(str(tmp_path)) in ("ext4", "xfs", "btrfs"):
+        assert "cold (posix_fadvise DONTNEED before every run)" in out.stdout, out.stdout
+
+
+def test_drop_cached_pages_really_evicts(tmp_path):
+    """What --cold relies on, checked with the kernel's own answer (RWF_NOWAIT)."""
+    with measure.temp_file(1 << 20, str(tmp_path)) as fd:
+        if measure.is_cached(fd, 0) is None:
+            pytest.skip(f"{measure.filesystem_type(str(tmp_path))} cannot say what is cached")
+        os.pread(fd, 4096, 512 << 10)
+        assert measure.is_cached(fd, 512 << 10) is True
+        measure.drop_cached_pages(fd)
+        assert measure.is_cached(fd, 0) is False and measure.is_cached(fd, 512 << 10) is False
 
 
 @pytest.mark.parametrize("flags", [["--size", "0"], ["--runs", "0"], ["--target", "udp"],
@@ -57,13 +74,82 @@ def test_bad_flags_one_line_exit_2(flags):
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
+def test_pipe_size_reported_is_what_the_kernel_gave(tmp_path):
+    """F_SETPIPE_SZ rounds 3000 up to a page; the report must say so, not echo the flag."""
+    out = zcopy("bench", "--size", "8KiB", "--runs", "1", "--pipe-size", "3000", "--json", "--dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    machine = json.loads(out.stdout)["machine"]
+    assert machine["pipe_size"] == os.sysconf("SC_PAGE_SIZE")
+    assert machine["pipe_size_source"].startswith("--pipe-size") and "the kernel gave" in machine["pipe_size_source"]
+
+
+def test_size_that_does_not_fit_is_refused_before_writing(tmp_path):
+    """A 1 MiB tmpfs: a 2 MiB test file is one line and exit 2, nothing written."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        out = zcopy("bench", "--size", "2MiB", "--runs", "1", "--dir", str(small))
+        assert out.returncode == 2
+        assert out.stderr.count("\n") == 1 and "does not fit" in out.stderr and "free" in out.stderr, out.stderr
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+@pytest.mark.parametrize("where", ["/proc", "/sys"])
+def test_unwritable_dir_is_one_line_exit_2(where):
+    out = zcopy("bench", "--size", "4KiB", "--runs", "1", "--dir", where)
+    assert out.returncode == 2
+    assert out.stderr.startswith("zcopy bench: error: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """stderr on a pty: the bar shows what it is doing; stdout still carries clean JSON."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "zcopy", "bench", "--size", "4MiB", "--runs", "2",
+                                 "--json", "--dir", str(tmp_path)],
+                                stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "COLUMNS": "100"})
+        os.close(slave)
+        slave = -1
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        report = json.loads(proc.stdout.read())
+        proc.stdout.close()
+        assert proc.wait(60) == 0
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    text = screen.decode(errors="replace")
+    assert "measuring pipe sizes" in text or "2 run(s) x 6 methods" in text, text
+    assert f"/{2 * len(METHODS) + 3 * len(measure.PIPE_SIZES)}" in text, text  # the bar's N/total
+    assert [m["method"] for m in report["methods"]] == METHODS
+
+
 def test_cold_on_tmpfs_says_it_cannot(tmp_path):
     from zcopy.cmd.bench import cache_policy
 
     if measure.filesystem_type("/dev/shm") != "tmpfs":
         pytest.skip("/dev/shm is not tmpfs here")
-    description, hook = cache_policy(True, "/dev/shm", -1)
-    assert hook is None and "not possible" in description and "tmpfs" in description
+    with measure.temp_file(8192, "/dev/shm") as fd:
+        description, hook = cache_policy(True, "/dev/shm", fd, 8192)
+        assert hook is None and "not possible" in description and "tmpfs" in description
+        out = zcopy("bench", "--size", "8KiB", "--runs", "1", "--cold", "--json", "--dir", "/dev/shm")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["machine"]["cache"].startswith("warm (--cold not possible: ")
 
 
 # -- the harness shared with the pipe.throughput probe ----------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import select
 import socket
 import threading
@@ -21,6 +22,8 @@ import pytest
 
 from zcopy.engines import RECV_ENGINES, SEND_ENGINES, FileShrank, PeerClosed, Progress, create
 from zcopy.pipes import PipePool
+from tests.conftest import needs_tool
+from tests.stracing import START, call_name, strace_lines
 
 SIZES = [0, 1, 4095, 4096, 65537, (3 << 20) + 7]
 SNDBUF = 32 << 10
@@ -342,3 +345,92 @@ def test_engines_declare_zero_copy_honestly(engine_named):
     assert {n: engine_named(n).zero_copy for n in ("sendfile", "splice", "mmap_send", "read_send",
                                                    "recv_pwrite")} == {
         "sendfile": True, "splice": True, "mmap_send": False, "read_send": False, "recv_pwrite": False}
+
+
+# -- what the kernel sees (strace) ----------------------------------------------------
+
+ENGINE_SCRIPT = """\
+import os, socket, threading
+from zcopy.engines import create
+from zcopy.measure import engine_copier
+"""
+
+
+@needs_tool("strace")
+def test_sendfile_asks_for_at_most_the_per_call_cap(tmp_path):
+    """A 3 GiB (sparse) file with a 4 GiB budget: each sendfile(2) asks for
+    0x7ffff000 bytes at most (the man page's cap), never the whole file."""
+    from zcopy.engines.sendfile import MAX_CHUNK
+
+    script = ENGINE_SCRIPT + f"""\
+from zcopy.engines import Progress
+with open("sparse", "wb") as f:
+    f.truncate(3 << 30)
+fd = os.open("sparse", os.O_RDONLY)
+a, b = socket.socketpair()
+a.setblocking(False)
+xfer = create("sendfile", budget=4 << 30).start_send(fd, 0, 3 << 30)
+{START}
+assert xfer.step(a.fileno()) is Progress.BLOCKED
+"""
+    calls = [line for line in strace_lines(tmp_path, script, "sendfile") if call_name(line) == "sendfile"]
+    counts = [int(re.search(r", (\d+)\) += ", line).group(1)) for line in calls]
+    assert counts and counts[0] == MAX_CHUNK == 0x7FFFF000, calls
+    assert all(c <= MAX_CHUNK for c in counts), calls
+
+
+@needs_tool("strace")
+def test_mmap_send_unmaps_each_window_after_dontneed(tmp_path):
+    """10 MiB + 5 through 4 MiB windows: three mappings of the file, each
+    followed by madvise(MADV_DONTNEED) and munmap of exactly that mapping
+    before the next is made, so at most one window is ever mapped."""
+    size = (10 << 20) + 5
+    script = ENGINE_SCRIPT + f"""\
+with open("data", "wb") as f:
+    f.write(os.urandom({size}))
+fd = os.open("data", os.O_RDONLY)
+a, b = socket.socketpair()
+got = []
+reader = threading.Thread(target=lambda: got.append(sum(iter(lambda: len(b.recv(1 << 20)), 0))))
+reader.start()
+engine = create("mmap_send")
+{START}
+engine_copier(engine)(a, fd, {size})
+a.shutdown(socket.SHUT_WR)
+reader.join()
+assert got == [{size}], got
+"""
+    lines = strace_lines(tmp_path, script, "mmap,madvise,munmap")
+    windows = []  # (address, length) of each mapping of the file, in order
+    events = []
+    for line in lines:
+        if m := re.match(r"mmap\(NULL, (\d+), PROT_READ, MAP_SHARED, (\d+), (0x[0-9a-f]+|0)\)\s+= (0x[0-9a-f]+)", line):
+            windows.append((m.group(4), int(m.group(1))))
+            events.append(("map", m.group(4)))
+        elif m := re.match(r"madvise\((0x[0-9a-f]+), (\d+), MADV_DONTNEED\)\s+= 0", line):
+            events.append(("dontneed", m.group(1)))
+        elif m := re.match(r"munmap\((0x[0-9a-f]+), (\d+)\)\s+= 0", line):
+            events.append(("unmap", m.group(1)))
+    assert [length for _, length in windows] == [4 << 20, 4 << 20, (2 << 20) + 5], lines
+    ours = {addr for addr, _ in windows}
+    sequence = [(kind, addr) for kind, addr in events if addr in ours]
+    expected = []
+    for addr, _ in windows:
+        expected += [("map", addr), ("dontneed", addr), ("unmap", addr)]
+    # Addresses may be reused by the next window; the order per window is what matters.
+    assert sequence == expected, sequence
+
+
+@pytest.mark.parametrize("name", RECV_ENGINES)
+def test_receive_refuses_an_append_only_file(fd_guard, name, tmp_path, engine_named):
+    """On Linux pwrite(2) on an O_APPEND fd appends, whatever the offset: the
+    receive engines refuse it up front instead of writing at the wrong place."""
+    path = tmp_path / "log"
+    path.write_bytes(b"x" * 100)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        assert os.pwrite(fd, b"y", 0) == 1 and path.read_bytes() == b"x" * 100 + b"y"  # the trap itself
+        with pytest.raises(ValueError, match="O_APPEND"):
+            engine_named(name).start_recv(fd, 10, 5)
+    finally:
+        os.close(fd)

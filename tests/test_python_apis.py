@@ -9,16 +9,14 @@ records the same table with the strace lines.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from tests.conftest import needs_tool
+from tests.stracing import START, call_name, strace_lines
 
-TRACED = "sendfile,splice,copy_file_range,read,pread64,readv,write,sendto,sendmsg"
+TRACED = "sendfile,splice,copy_file_range,read,pread64,readv,sendto,sendmsg"
 COPY_THROUGH_USER = {"read", "pread64", "readv", "write", "sendto", "sendmsg"}
 
 PREAMBLE = """\
@@ -30,8 +28,7 @@ a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 src = os.open("src", os.O_RDONLY)
 dst = os.open("dst", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
 r, w = os.pipe()
-os.write(1, b"START\\n")
-"""
+""" + START + "\n"
 
 # name -> (script body, syscalls that must appear, syscalls that must not appear)
 CASES = {
@@ -72,22 +69,27 @@ CASES = {
         {"splice"}, COPY_THROUGH_USER),
     "os.sendfile file->file": ("assert os.sendfile(dst, src, 0, 60000) == 60000",
                                {"sendfile"}, COPY_THROUGH_USER),
+    # The upload direction (socket -> file). b.sendall feeds the socket (a sendto of its own).
+    "os.splice socket->pipe->file": (
+        "b.sendall(data[:4096])\nn = os.splice(a.fileno(), w, 4096)\nassert os.splice(r, dst, n) == n == 4096",
+        {"splice"}, COPY_THROUGH_USER - {"sendto"}),
+    "os.sendfile socket->file is EINVAL": (
+        "b.sendall(data[:4096])\n"
+        "try: os.sendfile(dst, a.fileno(), None, 4096)\n"
+        "except OSError as e: assert e.errno == 22, e\n"
+        "else: sys.exit('sendfile from a socket worked')",
+        {"sendfile"}, COPY_THROUGH_USER - {"sendto"}),
+    "os.copy_file_range socket->file is EINVAL": (
+        "b.sendall(data[:4096])\n"
+        "try: os.copy_file_range(a.fileno(), dst, 4096)\n"
+        "except OSError as e: assert e.errno == 22, e\n"
+        "else: sys.exit('copy_file_range from a socket worked')",
+        {"copy_file_range"}, COPY_THROUGH_USER - {"sendto"}),
 }
-
-_CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\(")
-
 
 def traced_calls(tmp_path, body: str) -> list[str]:
     """Run PREAMBLE + body under strace; the syscalls made after START."""
-    script = tmp_path / "case.py"
-    script.write_text(PREAMBLE + textwrap.dedent(body) + "\n")
-    log = tmp_path / "strace.log"
-    proc = subprocess.run(["strace", "-f", "-o", str(log), "-e", f"trace={TRACED}", sys.executable, str(script)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    lines = log.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if 'write(1, "START' in line)
-    return [m.group(1) for line in lines[start + 1:] if (m := _CALL.match(line))]
+    return [call_name(line) for line in strace_lines(tmp_path, PREAMBLE + textwrap.dedent(body) + "\n", TRACED)]
 
 
 @needs_tool("strace")

@@ -22,6 +22,7 @@ KeyboardInterrupt and the probe runner's timeout exception.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import socket
@@ -235,22 +236,51 @@ def shutil_copyfileobj(sock: socket.socket, file_fd: int, size: int) -> None:
 
 # -- test files and the page cache ------------------------------------------------
 
+class SampleFileError(OSError):
+    """The test file could not be made (no space, unwritable or odd directory)."""
+
+
 @contextlib.contextmanager
 def temp_file(size: int, dir: str | None = None) -> Iterator[int]:
     """An fd on a new ``size``-byte file of random-looking data, synced to
-    disk (so writeback does not run during the timing), deleted on exit."""
-    fd, path = tempfile.mkstemp(prefix="zcopy-measure-", dir=dir)
+    disk (so writeback does not run during the timing), deleted on exit.
+
+    Raises ``SampleFileError`` (one line, fit for a CLI) before writing a byte
+    when the filesystem has less than ``size`` bytes free, and when creating
+    or writing the file fails.
+    """
+    where = dir or tempfile.gettempdir()
     try:
-        os.unlink(path)  # nothing to clean up later, whatever happens
-        block = os.urandom(1 << 20)
-        view = memoryview(block)
-        left = size
-        while left:
-            left -= os.write(fd, view[: min(left, len(block))])
-        os.fsync(fd)
+        st = os.statvfs(where)
+        free = st.f_bavail * st.f_frsize
+        if free < size:
+            raise SampleFileError(errno.ENOSPC, f"a {_fmt(size)} test file does not fit in {where} "
+                                              f"({_fmt(free)} free)")
+        fd, path = tempfile.mkstemp(prefix="zcopy-measure-", dir=dir)
+    except SampleFileError:
+        raise
+    except OSError as exc:
+        raise SampleFileError(exc.errno, f"cannot create a test file in {where}: {exc.strerror}") from None
+    try:
+        try:
+            os.unlink(path)  # nothing to clean up later, whatever happens
+            block = os.urandom(1 << 20)
+            view = memoryview(block)
+            left = size
+            while left:
+                left -= os.write(fd, view[: min(left, len(block))])
+            os.fsync(fd)
+        except OSError as exc:
+            raise SampleFileError(exc.errno, f"cannot write the {_fmt(size)} test file in {where}: "
+                                           f"{exc.strerror}") from None
         yield fd
     finally:
         os.close(fd)
+
+
+def _fmt(n: int) -> str:
+    from zcopy.units import format_size
+    return format_size(n)
 
 
 def drop_cached_pages(fd: int) -> None:
@@ -258,6 +288,20 @@ def drop_cached_pages(fd: int) -> None:
     POSIX_FADV_DONTNEED): no root needed and, unlike /proc/sys/vm/drop_caches,
     it does not slow down everyone else on the machine."""
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def is_cached(fd: int, offset: int) -> bool | None:
+    """Whether the page at ``offset`` is in the page cache: a ``preadv2``
+    with RWF_NOWAIT succeeds only from the cache and never reads the disk.
+    None when the filesystem cannot say (EOPNOTSUPP, e.g. tmpfs)."""
+    try:
+        return os.preadv(fd, [bytearray(1)], offset, os.RWF_NOWAIT) >= 0
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return None
+        raise
 
 
 def filesystem_type(path: str) -> str:

@@ -67,7 +67,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from zcopy.measure import PIPE_SIZES
+    from zcopy.measure import PIPE_SIZES, SampleFileError
 
     directory = args.dir or tempfile.gettempdir()
     if not os.path.isdir(directory):
@@ -77,11 +77,16 @@ def run(args) -> int:
     names = ENGINE_METHODS + PYTHON_METHODS
     total = args.runs * len(names) + (SWEEP_RUNS * len(PIPE_SIZES) if sweep else 0)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("writing test file", total=total)
-        report = measure_all(args, directory, sweep,
-                             on_step=lambda label: bar.update(task, description=label),
-                             on_sample=lambda name, sample: bar.advance(task))
+    try:
+        console = Console(stderr=True)  # a bar only on a terminal: no stray newline in a log
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("writing test file", total=total)
+            report = measure_all(args, directory, sweep,
+                                 on_step=lambda label: bar.update(task, description=label),
+                                 on_sample=lambda name, sample: bar.advance(task))
+    except SampleFileError as exc:  # --size/--dir do not fit this machine
+        sys.stderr.write(f"zcopy bench: error: {exc.strerror}\n")
+        return 2
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -105,10 +110,11 @@ def measure_all(args, directory: str, sweep: bool, on_step, on_sample) -> dict:
             gbps = measure.pipe_size_sweep(fd, min(args.size, SWEEP_SIZE), SWEEP_RUNS,
                                            target=args.target, on_sample=on_sample)
             pipe_size = measure.pick_pipe_size(gbps)
-        cache, before_each = cache_policy(args.cold, directory, fd)
+        cache, before_each = cache_policy(args.cold, directory, fd, args.size)
         pool = PipePool(pipe_size, max_idle=1)
         engines = [create(name, pipe_pool=pool) for name in ENGINE_METHODS]
         try:
+            granted = pipe_granted(pool)
             methods = {e.name: measure.engine_copier(e) for e in engines}
             methods["shutil.copyfileobj"] = measure.shutil_copyfileobj
             methods["socket.sendfile"] = measure.socket_sendfile
@@ -120,22 +126,40 @@ def measure_all(args, directory: str, sweep: bool, on_step, on_sample) -> dict:
                 engine.close()
             pool.close()
     base = results["read_send"].seconds
+    source = "measured" if sweep else "--pipe-size"
+    if granted != pipe_size:
+        from zcopy.units import format_size
+        source += f" {format_size(pipe_size)}, the kernel gave {format_size(granted)}"
     return {
         "methods": [{"method": name, "seconds": round(s.seconds, 6), "gbps": round(s.gbps, 3),
                      "cpu_s": round(s.cpu_s, 6), "relative": round(100 * s.seconds / base, 1)}
                     for name, s in results.items()],
         "size": args.size,
         "runs": args.runs,
-        "target": args.target,
-        "cache": cache,
-        "pipe_size": pipe_size,
-        "pipe_size_source": "measured" if sweep else "--pipe-size",
-        "machine": machine(directory),
+        # How and where it ran; the splice row used pipes of ``pipe_size`` bytes.
+        "machine": {**machine(directory), "target": args.target, "cache": cache,
+                    "pipe_size": granted, "pipe_size_source": source},
     }
 
 
-def cache_policy(cold: bool, directory: str, fd: int):
-    """(description, hook run before each sample) for warm or cold cache."""
+def pipe_granted(pool) -> int:
+    """The size the kernel really gives the pool's pipes (F_SETPIPE_SZ rounds
+    up to a power-of-two number of pages, and refuses above pipe-max-size
+    without CAP_SYS_RESOURCE, leaving the 64 KiB default)."""
+    pipe = pool.acquire()
+    try:
+        return pipe.size
+    finally:
+        pool.release(pipe)
+
+
+def cache_policy(cold: bool, directory: str, fd: int, size: int):
+    """(description, hook run before each sample) for warm or cold cache.
+
+    ``--cold`` is checked, not assumed: after the first eviction the first
+    and the middle page must be out of the cache (``measure.is_cached``),
+    else the report says the runs were warm and why.
+    """
     from zcopy import measure
 
     if not cold:
@@ -147,7 +171,12 @@ def cache_policy(cold: bool, directory: str, fd: int):
         measure.drop_cached_pages(fd)
     except OSError as exc:
         return f"warm (--cold not possible: posix_fadvise failed: {exc.strerror})", None
-    return "cold (posix_fadvise DONTNEED before every run)", lambda: measure.drop_cached_pages(fd)
+    cached = [measure.is_cached(fd, offset) for offset in (0, size // 2)]
+    if any(cached):
+        return (f"warm (--cold not possible: {fstype} kept the pages cached after "
+                f"posix_fadvise DONTNEED)"), None
+    checked = "" if None not in cached else f", unverified: {fstype} has no RWF_NOWAIT"
+    return f"cold (posix_fadvise DONTNEED before every run{checked})", lambda: measure.drop_cached_pages(fd)
 
 
 def machine(directory: str) -> dict:
@@ -179,8 +208,8 @@ def _caption(report: dict) -> str:
     from zcopy.units import format_size
 
     m = report["machine"]
-    return (f"{format_size(report['size'])} -> {report['target']} socket, median of {report['runs']}, "
-            f"{report['cache']} cache, pipe {format_size(report['pipe_size'])} ({report['pipe_size_source']}); "
+    return (f"{format_size(report['size'])} -> {m['target']} socket, median of {report['runs']}, "
+            f"{m['cache']} cache, pipe {format_size(m['pipe_size'])} ({m['pipe_size_source']}); "
             f"{m['cpu']} x{m['cpus']}, Linux {m['kernel']}, Python {m['python']}, {m['filesystem']}")
 
 

@@ -27,6 +27,8 @@ layer snapshots; bumping them is the only bookkeeping on the hot path.
 from __future__ import annotations
 
 import enum
+import fcntl
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +47,14 @@ class FileShrank(OSError):
 
 class PeerClosed(OSError):
     """The socket reached EOF before the promised byte count (upload cut off)."""
+
+
+def check_positional(file_fd: int) -> None:
+    """Refuse a file opened with O_APPEND for a receive: Linux's pwrite(2)
+    then appends whatever the offset says (BUGS in the man page) and splice(2)
+    fails with EINVAL, so bytes could not land at the offset asked for."""
+    if fcntl.fcntl(file_fd, fcntl.F_GETFL) & os.O_APPEND:
+        raise ValueError("the file is open with O_APPEND: writes would ignore the offset; open it without")
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Every byte crosses into user space and back (two copies), which is what the
 zero-copy engines are measured against (read_send = 100% in ``zcopy bench``).
-It works for any readable fd and any socket, so it is the engine of last
-resort. Each transfer holds one buffer from the engine's ``BufferPool`` and
+It needs nothing of the file but pread(2) (any regular file or block
+device, on any filesystem) and nothing of the socket but write(2), so it is
+the engine of last resort. Each transfer holds one buffer from the engine's ``BufferPool`` and
 ``preadv``s into it, so no chunk allocates a new bytes object; unsent bytes
 stay in the buffer across EAGAIN and go out first on the next step.
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 
-from zcopy.engines.base import EngineStats, PeerClosed, Progress
+from zcopy.engines.base import EngineStats, PeerClosed, Progress, check_positional
 from zcopy.engines.buffers import BufferPool
 
 DEFAULT_CHUNK = 256 << 10
@@ -30,6 +30,7 @@ class RecvPwriteEngine:
         self.buffers = BufferPool(chunk)
 
     def start_recv(self, file_fd: int, offset: int, count: int) -> "RecvPwriteTransfer":
+        check_positional(file_fd)
         return RecvPwriteTransfer(self, file_fd, offset, count)
 
     def close(self) -> None:

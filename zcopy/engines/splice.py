@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import os
 
-from zcopy.engines.base import EngineStats, FileShrank, PeerClosed, Progress
+from zcopy.engines.base import EngineStats, FileShrank, PeerClosed, Progress, check_positional
 from zcopy.pipes import Pipe, PipePool
 
 #: Pipe size when no pool (sized by the pipe.throughput probe) is given.
@@ -46,6 +46,7 @@ class SpliceEngine:
         return SpliceSend(self, file_fd, offset, count)
 
     def start_recv(self, file_fd: int, offset: int, count: int) -> "SpliceRecv":
+        check_positional(file_fd)
         return SpliceRecv(self, file_fd, offset, count)
 
     def close(self) -> None:
