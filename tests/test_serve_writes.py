@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -226,3 +227,18 @@ def test_oversized_chunked_upload_is_cut(tmp_path):
         assert put(s.port, "/big", b"x" * 5000, chunked=True)[0] == 413
         assert put(s.port, "/fits", b"x" * 1000, chunked=True)[0] == 201
     assert os.listdir(tmp_path) == ["fits"]
+
+
+def test_temp_names_are_never_listed_served_or_written_even_with_show_hidden(tmp_path):
+    # What a named temp file (filesystems without O_TMPFILE) looks like mid-upload.
+    (tmp_path / ".zcopy-upload-0123abcd").write_bytes(b"half an upload")
+    (tmp_path / ".dotfile").write_bytes(b"shown")
+    with Server(tmp_path, "--allow-write", "--show-hidden") as s:
+        assert get(s.port, "/.dotfile")[2] == b"shown"
+        assert get(s.port, "/.zcopy-upload-0123abcd")[0] == 404
+        assert get(s.port, "/.zcopy-upload-0123abcd", method="HEAD")[0] == 404
+        status, _, body = get(s.port, "/", {"Accept": "application/json"})
+        names = [e["name"] for e in json.loads(body)["entries"]]
+        assert status == 200 and names == [".dotfile"]
+        assert put(s.port, "/.zcopy-upload-0123abcd", b"overwrite")[0] == 403
+    assert (tmp_path / ".zcopy-upload-0123abcd").read_bytes() == b"half an upload"
