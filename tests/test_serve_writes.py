@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -242,3 +243,37 @@ def test_temp_names_are_never_listed_served_or_written_even_with_show_hidden(tmp
         assert status == 200 and names == [".dotfile"]
         assert put(s.port, "/.zcopy-upload-0123abcd", b"overwrite")[0] == 403
     assert (tmp_path / ".zcopy-upload-0123abcd").read_bytes() == b"half an upload"
+
+
+def test_server_token_from_environment_or_file_and_read_token_file(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    with Server(root, "--allow-write", env={"ZCOPY_TOKEN": "from-env"}) as s:
+        assert put(s.port, "/a.txt", b"x", {"Authorization": "Bearer wrong"})[0] == 401
+        assert put(s.port, "/a.txt", b"env", {"Authorization": "Bearer from-env"})[0] == 204
+    (tmp_path / "write.tok").write_text("from-file\nsecond line is not part of it\n")
+    (tmp_path / "read.tok").write_text("r3ad\n")
+    with Server(root, "--allow-write", "--token-file", str(tmp_path / "write.tok"),
+                "--read-token-file", str(tmp_path / "read.tok"), env={"ZCOPY_TOKEN": "from-env"}) as s:
+        assert put(s.port, "/a.txt", b"x", {"Authorization": "Bearer from-env"})[0] == 401
+        basic = "Basic " + base64.b64encode(b"anyone:from-file").decode()
+        assert put(s.port, "/a.txt", b"file", {"Authorization": basic})[0] == 204
+        assert get(s.port, "/a.txt")[0] == 401
+        assert get(s.port, "/a.txt", {"Authorization": "Bearer r3ad"})[2] == b"file"
+        assert get(s.port, "/a.txt", {"Authorization": basic})[2] == b"file"   # the write token reads too
+        assert put(s.port, "/a.txt", b"x", {"Authorization": "Bearer r3ad"})[0] == 401   # but not the other way
+    assert (root / "a.txt").read_bytes() == b"file"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--token", "a", "--token-file", "f"], "not allowed with argument"),
+    (["--token-file", "/nonexistent/tok"], "cannot read --token-file /nonexistent/tok"),
+    (["--read-token-file", "EMPTY"], "is empty"),
+])
+def test_bad_token_flags_are_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "empty").write_text("\n")
+    args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
+    out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path), "--port", "0", *args],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr

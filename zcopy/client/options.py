@@ -14,8 +14,9 @@ from zcopy.client.errors import ClientError
 
 
 def add_auth_args(p) -> None:
-    p.add_argument("--token", help="bearer token for the server (default: $ZCOPY_TOKEN)")
-    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE (first line)")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--token", help="bearer token for the server (default: $ZCOPY_TOKEN)")
+    token.add_argument("--token-file", metavar="FILE", help="read the token from FILE (first line)")
 
 
 def add_quiet_arg(p) -> None:
@@ -26,14 +27,14 @@ def resolve_token(args) -> str | None:
     if args.token:
         return args.token
     if args.token_file:
+        from zcopy.server.auth import read_token_file
+
         try:
-            with open(args.token_file, encoding="utf-8") as f:
-                token = f.readline().strip()
+            return read_token_file(args.token_file)
         except OSError as exc:
             raise ClientError(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
-        if not token:
-            raise ClientError(f"--token-file {args.token_file} is empty")
-        return token
+        except ValueError:
+            raise ClientError(f"--token-file {args.token_file} is empty") from None
     return os.environ.get("ZCOPY_TOKEN") or None
 
 
