@@ -277,3 +277,21 @@ def test_bad_token_flags_are_one_line_and_exit_2(tmp_path, args, message):
     out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path), "--port", "0", *args],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+@pytest.mark.parametrize("flag,engine", [("splice", "splice"), ("recv", "recv_pwrite")])
+def test_stats_count_upload_bytes_by_engine(runtime, tmp_path, flag, engine):
+    from test_stats import wait_json
+
+    root = tmp_path / "r"
+    root.mkdir()
+    body = os.urandom(3 << 20)
+    with Server(root, "--allow-write", "--upload-engine", flag, env={"XDG_RUNTIME_DIR": str(runtime)}) as s:
+        assert put(s.port, "/up.bin", body)[0] == 201
+        snap = wait_json(runtime, lambda j: j["methods"].get("PUT") == 1)
+    by_engine = snap["bytes_by_engine"]
+    # Body bytes that came with the head are buffered (and counted as plain recv);
+    # the rest went through the upload engine.
+    assert by_engine[engine]["received"] + snap["body_buffered"] == len(body)
+    assert by_engine[engine]["received"] > len(body) // 2
+    assert snap["bytes_received"] == sum(e["received"] for e in by_engine.values())
