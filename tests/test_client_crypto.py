@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 
@@ -32,6 +33,10 @@ def server(tmp_path_factory):
 def keypair(tmp_path):
     """(identity file, recipient): made by age-keygen when installed, else by pyrage."""
     key = tmp_path / "key.txt"
+    if shutil.which("age-keygen"):
+        subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+        public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True)
+        return str(key), public.stdout.strip()
     identity = pyrage.x25519.Identity.generate()
     key.write_text(f"# test key\n{identity}\n")
     return str(key), str(identity.to_public())
@@ -42,7 +47,8 @@ def test_put_encrypted_decrypts_with_age_cli(tmp_path, server, keypair):
     key, recipient = keypair
     src = tmp_path / "plain"
     digest = write_random(src, 3 << 20)
-    out = zcopy("put", str(src), f"{server.url}/enc/{tmp_path.name}.age", "-r", recipient, "--token", TOKEN)
+    out = zcopy("put", str(src), f"{server.url}/enc/{tmp_path.name}.age", "--encrypt-to", recipient,
+                "--token", TOKEN)
     assert out.returncode == 0, out.stderr
     stored = os.path.join(server.root, "enc", f"{tmp_path.name}.age")
     assert open(stored, "rb").read(22) == b"age-encryption.org/v1\n"   # the server holds ciphertext
@@ -62,21 +68,32 @@ def test_age_cli_file_uploaded_with_curl_decrypts_with_get(tmp_path, server, key
     url = f"{server.url}/curl/{tmp_path.name}.bin.age"
     up = curl("-f", "-T", str(enc), "-H", f"Authorization: Bearer {TOKEN}", url)
     assert up.returncode == 0, up.stderr
-    got = zcopy("get", url, "--decrypt", "-i", key, "-o", str(tmp_path / "out"))
+    got = zcopy("get", url, "--decrypt", "--identity", key, "-o", str(tmp_path / "out"))
     assert got.returncode == 0, got.stderr
     assert sha256(tmp_path / "out") == digest
 
 
-def test_ssh_recipient_round_trip(tmp_path, server):
-    if subprocess.run(["which", "ssh-keygen"], capture_output=True).returncode:
-        pytest.skip("ssh-keygen is not installed")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
+@needs_tool("ssh-keygen")
+@needs_tool("age")
+@pytest.mark.parametrize("kind", ["ed25519", "rsa"])
+def test_ssh_keys_interoperate_with_age_cli_both_ways(tmp_path, server, kind):
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(tmp_path / "id")], check=True)
+    identity, pub = str(tmp_path / "id"), (tmp_path / "id.pub").read_text().strip()
     src = tmp_path / "plain"
-    src.write_bytes(b"ssh says hi\n" * 1000)
+    src.write_bytes(os.urandom(200_000))
+    # zcopy put --encrypt-to "ssh-... " -> age -d -i id
     url = f"{server.url}/ssh/{tmp_path.name}.age"
-    pub = (tmp_path / "id.pub").read_text().strip()
-    assert zcopy("put", str(src), url, "-r", pub, "--token", TOKEN).returncode == 0
-    got = zcopy("get", url, "--decrypt", "-i", str(tmp_path / "id"), "-o", str(tmp_path / "out"))
+    assert zcopy("put", str(src), url, "--encrypt-to", pub, "--token", TOKEN).returncode == 0
+    stored = os.path.join(server.root, "ssh", f"{tmp_path.name}.age")
+    assert f"\n-> ssh-{kind} ".encode() in open(stored, "rb").read(200)
+    plain = subprocess.run(["age", "-d", "-i", identity, stored], capture_output=True)
+    assert plain.returncode == 0 and plain.stdout == src.read_bytes(), plain.stderr
+    # age -R id.pub + curl -T -> zcopy get --decrypt --identity id
+    enc = tmp_path / "by-age.age"
+    subprocess.run(["age", "-R", str(tmp_path / "id.pub"), "-o", str(enc), str(src)], check=True)
+    url = f"{server.url}/ssh/{tmp_path.name}-by-age.age"
+    assert curl("-f", "-T", str(enc), "-H", f"Authorization: Bearer {TOKEN}", url).returncode == 0
+    got = zcopy("get", url, "--decrypt", "--identity", identity, "-o", str(tmp_path / "out"))
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "out").read_bytes() == src.read_bytes()
 
