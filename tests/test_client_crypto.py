@@ -176,6 +176,18 @@ def test_bad_recipient_is_one_line(tmp_path):
     assert out.returncode == 1 and "unsupported recipient" in out.stderr
 
 
+@pytest.mark.parametrize("args,message", [
+    (["get", "http://127.0.0.1:9/x.age", "--identity", "k"], "--identity and --passphrase need --decrypt"),
+    (["get", "http://127.0.0.1:9/x.age", "--decrypt"], "--decrypt needs either --identity"),
+    (["put", "FILE", "http://127.0.0.1:9/x", "--passphrase", "--encrypt-to", "age1x"], "cannot be combined"),
+    (["put", "FILE", "http://127.0.0.1:9/x", "--token", "a", "--token-file", "f"], "not allowed with"),
+])
+def test_flags_that_do_not_go_together_are_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "f").write_bytes(b"x")
+    out = zcopy(*[str(tmp_path / "f") if a == "FILE" else a for a in args], env=PASS_ENV)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
 _RSS_PROBE = r"""
 import sys
 from zcopy.cli import main

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from zcopy.client.errors import ClientError
+from zcopy.client.errors import ClientError, UsageError
 
 
 def add_auth_args(p) -> None:
@@ -43,11 +43,15 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 
 def run_reporting(command: str, action) -> int:
-    """Run ``action()``; a ClientError becomes one line on stderr and exit 1."""
+    """Run ``action()``; a ClientError becomes one line on stderr and exit 1
+    (a UsageError: exit 2, worded as the parser words its errors)."""
     import sys
 
     try:
         return int(action() or 0)
+    except UsageError as exc:
+        sys.stderr.write(f"zcopy {command}: error: {exc} (see 'zcopy {command} --help')\n")
+        return 2
     except ClientError as exc:
         sys.stderr.write(f"zcopy {command}: {exc}\n")
         return 1

@@ -39,7 +39,7 @@ def _get(args) -> int:
 
     from zcopy.client.crypto import load_identities, read_passphrase
     from zcopy.client.download import download
-    from zcopy.client.errors import ClientError
+    from zcopy.client.errors import ClientError, UsageError
     from zcopy.client.options import resolve_token
     from zcopy.client.url import parse_url
     from zcopy.units import format_size
@@ -47,10 +47,10 @@ def _get(args) -> int:
     remote = parse_url(args.url)
     decrypt = None
     if (args.identity or args.passphrase) and not args.decrypt:
-        raise ClientError("--identity and --passphrase need --decrypt")
+        raise UsageError("--identity and --passphrase need --decrypt")
     if args.decrypt:
         if args.passphrase == bool(args.identity):
-            raise ClientError("--decrypt needs either --identity KEYFILE or --passphrase")
+            raise UsageError("--decrypt needs either --identity KEYFILE or --passphrase")
         decrypt = ({"passphrase": read_passphrase(confirm=False)} if args.passphrase
                    else {"identities": load_identities(args.identity)})
     out = args.output
