@@ -45,6 +45,29 @@ def call(port, method, path, headers=None):
     return request(port, f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n".encode())
 
 
+def until(predicate, timeout=10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def unnamed_inodes(server) -> list[str]:
+    """O_TMPFILE inodes under the root that the workers hold open ("ROOT/#INO (deleted)")."""
+    held = []
+    for pid in server.worker_pids():
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except FileNotFoundError:
+                continue
+            if target.startswith(server.root + "/") and target.endswith(" (deleted)"):
+                held.append(target)
+    return held
+
+
 def listing(root) -> set[str]:
     found = set()
     for dirpath, dirs, files in os.walk(root):
@@ -96,14 +119,18 @@ def test_curl_put_with_expect_continue_and_basic_auth(wserver, tmp_path):
     assert get(wserver.port, "/curl/stdin.txt")[2] == b"from stdin"
 
 
-def test_cut_off_upload_keeps_old_file_and_leaves_nothing(wserver):
+@pytest.mark.parametrize("framing", ["Content-Length: 10000000", "Transfer-Encoding: chunked"])
+def test_cut_off_upload_keeps_old_file_and_leaves_nothing(wserver, framing):
     root = wserver.root
     before = listing(root)
+    body = os.urandom(3_000_000)
+    if framing.startswith("Transfer"):
+        body = b"%x\r\n" % 10_000_000 + body       # a chunk announced whole, cut a third of the way
     with connect(wserver.port) as c:
         c.sendall(b"PUT /keep.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + TOKEN.encode() +
-                  b"\r\nContent-Length: 10000000\r\n\r\n" + os.urandom(3_000_000))
-        time.sleep(0.3)
-    time.sleep(0.5)
+                  b"\r\n" + framing.encode() + b"\r\n\r\n" + body)
+        assert until(lambda: len(unnamed_inodes(wserver)) == 1)   # under way, in an unnamed inode
+    assert until(lambda: unnamed_inodes(wserver) == [])           # gone with the connection, blocks freed
     assert get(wserver.port, "/keep.txt")[2] == b"original content"
     assert listing(root) == before
 
