@@ -22,6 +22,7 @@ import pytest
 
 from conftest import needs_root, needs_tool
 from serverutil import Server, connect, curl, get, request
+from test_stats import wait_for, wait_json
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -43,15 +44,6 @@ def put(port, path, body: bytes, headers=None, chunked=False):
 def call(port, method, path, headers=None):
     extra = "".join(f"{k}: {v}\r\n" for k, v in {**AUTH, **(headers or {})}.items())
     return request(port, f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n".encode())
-
-
-def until(predicate, timeout=10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def unnamed_inodes(server) -> list[str]:
@@ -129,8 +121,8 @@ def test_cut_off_upload_keeps_old_file_and_leaves_nothing(wserver, framing):
     with connect(wserver.port) as c:
         c.sendall(b"PUT /keep.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + TOKEN.encode() +
                   b"\r\n" + framing.encode() + b"\r\n\r\n" + body)
-        assert until(lambda: len(unnamed_inodes(wserver)) == 1)   # under way, in an unnamed inode
-    assert until(lambda: unnamed_inodes(wserver) == [])           # gone with the connection, blocks freed
+        assert wait_for(lambda: len(unnamed_inodes(wserver)) == 1)   # under way, in an unnamed inode
+    assert wait_for(lambda: unnamed_inodes(wserver) == [])           # gone with the connection, blocks freed
     assert get(wserver.port, "/keep.txt")[2] == b"original content"
     assert listing(root) == before
 
@@ -308,8 +300,6 @@ def test_bad_token_flags_are_one_line_and_exit_2(tmp_path, args, message):
 
 @pytest.mark.parametrize("flag,engine", [("splice", "splice"), ("recv", "recv_pwrite")])
 def test_stats_count_upload_bytes_by_engine(runtime, tmp_path, flag, engine):
-    from test_stats import wait_json
-
     root = tmp_path / "r"
     root.mkdir()
     body = os.urandom(3 << 20)
