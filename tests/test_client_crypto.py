@@ -16,6 +16,7 @@ import pytest
 from conftest import needs_tool
 from serverutil import Server, curl
 from test_client import TOKEN, sha256, write_random, zcopy
+from test_top import Term
 from zcopy.client import agepass
 from zcopy.client.errors import ClientError
 
@@ -112,18 +113,44 @@ def test_recipients_file_and_several_recipients(tmp_path, server):
         assert pyrage.decrypt(stored, [identity]) == b"for the team"
 
 
-@pytest.mark.parametrize("size", [1 << 20], ids=["1MiB"])
-def test_passphrase_round_trip_and_rage_interop(tmp_path, server, size):
+def on_terminal(command: list[str], passphrase: str, prompts: list[str]) -> str:
+    """Run ``command`` in a real terminal (tmux), typing ``passphrase`` when
+    each prompt (a regex) shows; returns the screen once it exited."""
+    term = Term(["env", "-u", "ZCOPY_PASSPHRASE", *command], {})
+    try:
+        for prompt in prompts:
+            term.wait(prompt)
+            term.keys("-l", passphrase)
+            term.keys("Enter")
+        return term.wait(r"EXITED \d+", timeout=60)
+    finally:
+        term.close()
+
+
+@needs_tool("tmux")
+@needs_tool("age")
+@needs_tool("curl")
+def test_passphrase_files_interoperate_with_age_cli_both_ways(tmp_path, server):
+    secret = PASS_ENV["ZCOPY_PASSPHRASE"]
     src = tmp_path / "plain"
-    digest = write_random(src, size)
+    digest = write_random(src, 1 << 20)
+    # zcopy put --passphrase asks on the terminal (twice); age -d opens what it stored.
     url = f"{server.url}/pass/{tmp_path.name}.age"
-    assert zcopy("put", str(src), url, "--passphrase", "--token", TOKEN, env=PASS_ENV).returncode == 0
-    stored = open(os.path.join(server.root, "pass", f"{tmp_path.name}.age"), "rb").read()
-    assert b"\n-> scrypt " in stored[:100]
-    assert pyrage.passphrase.decrypt(stored, PASS_ENV["ZCOPY_PASSPHRASE"]) == src.read_bytes()
-    got = zcopy("get", url, "--decrypt", "--passphrase", "-o", str(tmp_path / "out"), env=PASS_ENV)
-    assert got.returncode == 0, got.stderr
-    assert sha256(tmp_path / "out") == digest
+    screen = on_terminal([sys.executable, "-m", "zcopy", "put", "-q", str(src), url, "--passphrase",
+                          "--token", TOKEN], secret, ["passphrase:", r"\(again\):"])
+    assert "EXITED 0" in screen, screen
+    stored = os.path.join(server.root, "pass", f"{tmp_path.name}.age")
+    assert b"\n-> scrypt " in open(stored, "rb").read(100)
+    screen = on_terminal(["age", "-d", "-o", str(tmp_path / "by-age"), stored], secret, ["Enter passphrase:"])
+    assert "EXITED 0" in screen and sha256(tmp_path / "by-age") == digest, screen
+    # age -p (asks twice) + curl -T; zcopy get --decrypt --passphrase opens it.
+    enc = tmp_path / "made-by-age.age"
+    screen = on_terminal(["age", "-p", "-o", str(enc), str(src)], secret, ["Enter passphrase", "Confirm passphrase"])
+    assert "EXITED 0" in screen, screen
+    url = f"{server.url}/pass/{tmp_path.name}-by-age.age"
+    assert curl("-f", "-T", str(enc), "-H", f"Authorization: Bearer {TOKEN}", url).returncode == 0
+    got = zcopy("get", url, "--decrypt", "--passphrase", "-o", str(tmp_path / "back"), env=PASS_ENV)
+    assert got.returncode == 0 and sha256(tmp_path / "back") == digest, got.stderr
 
 
 @pytest.mark.parametrize("size", [0, 1, 65536, 65537], ids=["0B", "1B", "64KiB", "64KiB+1"])
