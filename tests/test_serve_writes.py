@@ -239,6 +239,13 @@ def test_delete_move_mkcol(wserver):
     assert call(port, "DELETE", "/newdir")[0] == 404
 
 
+def test_partial_put_with_content_range_is_refused_and_changes_nothing(wserver):
+    # RFC 9110 14.5: a server without partial PUT must say 400, not store the piece as the file.
+    status, _, _ = put(wserver.port, "/keep.txt", b"XYZ", {"Content-Range": "bytes 0-2/16"})
+    assert status == 400
+    assert get(wserver.port, "/keep.txt")[2] == b"original content"
+
+
 def test_oversized_upload_is_refused(wserver):
     raw = (f"PUT /big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
            f"Content-Length: {200 << 20}\r\nExpect: 100-continue\r\n\r\n").encode()
