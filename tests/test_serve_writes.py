@@ -323,3 +323,44 @@ def test_stats_count_upload_bytes_by_engine(runtime, tmp_path, flag, engine):
     assert by_engine[engine]["received"] + snap["body_buffered"] == len(body)
     assert by_engine[engine]["received"] > len(body) // 2
     assert snap["bytes_received"] == sum(e["received"] for e in by_engine.values())
+
+
+def test_left_behind_named_temps_are_removed_but_live_ones_kept(tmp_path):
+    """Named temp files (filesystems without O_TMPFILE) that a killed worker left:
+    unheld and unchanged for a minute, they go; one an upload holds stays."""
+    import fcntl
+
+    from zcopy.server import writes
+
+    old = time.time() - 2 * writes.STALE_AFTER
+    for name in ("dead", "live", "fresh"):
+        (tmp_path / f"{writes.TEMP_PREFIX}{name}").write_bytes(b"partial")
+    for name in ("dead", "live"):
+        os.utime(tmp_path / f"{writes.TEMP_PREFIX}{name}", (old, old))
+    (tmp_path / "other").write_bytes(b"x")
+    os.utime(tmp_path / "other", (old, old))
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    with open(tmp_path / f"{writes.TEMP_PREFIX}live", "rb") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)               # as TempFile holds its own
+        try:
+            assert writes.remove_stale_temps(dir_fd) == [f"{writes.TEMP_PREFIX}dead"]
+        finally:
+            os.close(dir_fd)
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{writes.TEMP_PREFIX}live", f"{writes.TEMP_PREFIX}fresh", "other"])
+
+
+def test_upload_temp_file_is_held_with_flock(tmp_path):
+    import fcntl
+
+    from zcopy.server import writes
+
+    temp = writes.TempFile(str(tmp_path))
+    try:
+        other = os.open(f"/proc/self/fd/{temp.fd}", os.O_RDONLY)   # a second open file description
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+    finally:
+        temp.abort()
