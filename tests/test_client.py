@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from conftest import needs_root
 from serverutil import Server
 
 TOKEN = "t0ken-for-tests"
@@ -249,3 +250,31 @@ def test_get_of_a_folder_says_so(work):
     os.mkdir(os.path.join(remote_dir, "dir"))
     out = zcopy("get", f"{url}/dir", "-o", str(tmp / "x"))
     assert out.returncode == 1 and "301" in out.stderr and "folder" in out.stderr
+
+
+def test_get_into_a_folder_and_local_errors_are_one_line(work):
+    tmp, url, remote_dir = work
+    with open(os.path.join(remote_dir, "f.bin"), "wb") as f:
+        f.write(b"data")
+    (tmp / "into").mkdir()
+    out = zcopy("get", f"{url}/f.bin", "-o", str(tmp / "into"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp / "into" / "f.bin").read_bytes() == b"data"
+    out = zcopy("get", f"{url}/f.bin", "-o", str(tmp / "missing" / "f.bin"))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("zcopy get: No such file or directory: ") and "Traceback" not in out.stderr
+
+
+@needs_root
+def test_get_onto_a_full_disk_is_one_line(work):
+    tmp, url, remote_dir = work
+    write_random(os.path.join(remote_dir, "big"), 3 << 20)
+    mnt = tmp / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        out = zcopy("get", f"{url}/big", "-o", str(mnt / "big"), "-q")
+        assert out.returncode == 1 and out.stderr == "zcopy get: No space left on device\n"
+        assert not (mnt / "big").exists()      # only big.part, to resume once there is room
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import needs_tool
 from serverutil import Server, curl
 from test_client import TOKEN, sha256, write_random, zcopy
+from test_top import Term
 from zcopy.client import agepass
 from zcopy.client.errors import ClientError
 
@@ -32,6 +34,10 @@ def server(tmp_path_factory):
 def keypair(tmp_path):
     """(identity file, recipient): made by age-keygen when installed, else by pyrage."""
     key = tmp_path / "key.txt"
+    if shutil.which("age-keygen"):
+        subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+        public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True)
+        return str(key), public.stdout.strip()
     identity = pyrage.x25519.Identity.generate()
     key.write_text(f"# test key\n{identity}\n")
     return str(key), str(identity.to_public())
@@ -42,7 +48,8 @@ def test_put_encrypted_decrypts_with_age_cli(tmp_path, server, keypair):
     key, recipient = keypair
     src = tmp_path / "plain"
     digest = write_random(src, 3 << 20)
-    out = zcopy("put", str(src), f"{server.url}/enc/{tmp_path.name}.age", "-r", recipient, "--token", TOKEN)
+    out = zcopy("put", str(src), f"{server.url}/enc/{tmp_path.name}.age", "--encrypt-to", recipient,
+                "--token", TOKEN)
     assert out.returncode == 0, out.stderr
     stored = os.path.join(server.root, "enc", f"{tmp_path.name}.age")
     assert open(stored, "rb").read(22) == b"age-encryption.org/v1\n"   # the server holds ciphertext
@@ -62,21 +69,32 @@ def test_age_cli_file_uploaded_with_curl_decrypts_with_get(tmp_path, server, key
     url = f"{server.url}/curl/{tmp_path.name}.bin.age"
     up = curl("-f", "-T", str(enc), "-H", f"Authorization: Bearer {TOKEN}", url)
     assert up.returncode == 0, up.stderr
-    got = zcopy("get", url, "--decrypt", "-i", key, "-o", str(tmp_path / "out"))
+    got = zcopy("get", url, "--decrypt", "--identity", key, "-o", str(tmp_path / "out"))
     assert got.returncode == 0, got.stderr
     assert sha256(tmp_path / "out") == digest
 
 
-def test_ssh_recipient_round_trip(tmp_path, server):
-    if subprocess.run(["which", "ssh-keygen"], capture_output=True).returncode:
-        pytest.skip("ssh-keygen is not installed")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
+@needs_tool("ssh-keygen")
+@needs_tool("age")
+@pytest.mark.parametrize("kind", ["ed25519", "rsa"])
+def test_ssh_keys_interoperate_with_age_cli_both_ways(tmp_path, server, kind):
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(tmp_path / "id")], check=True)
+    identity, pub = str(tmp_path / "id"), (tmp_path / "id.pub").read_text().strip()
     src = tmp_path / "plain"
-    src.write_bytes(b"ssh says hi\n" * 1000)
+    src.write_bytes(os.urandom(200_000))
+    # zcopy put --encrypt-to "ssh-... " -> age -d -i id
     url = f"{server.url}/ssh/{tmp_path.name}.age"
-    pub = (tmp_path / "id.pub").read_text().strip()
-    assert zcopy("put", str(src), url, "-r", pub, "--token", TOKEN).returncode == 0
-    got = zcopy("get", url, "--decrypt", "-i", str(tmp_path / "id"), "-o", str(tmp_path / "out"))
+    assert zcopy("put", str(src), url, "--encrypt-to", pub, "--token", TOKEN).returncode == 0
+    stored = os.path.join(server.root, "ssh", f"{tmp_path.name}.age")
+    assert f"\n-> ssh-{kind} ".encode() in open(stored, "rb").read(200)
+    plain = subprocess.run(["age", "-d", "-i", identity, stored], capture_output=True)
+    assert plain.returncode == 0 and plain.stdout == src.read_bytes(), plain.stderr
+    # age -R id.pub + curl -T -> zcopy get --decrypt --identity id
+    enc = tmp_path / "by-age.age"
+    subprocess.run(["age", "-R", str(tmp_path / "id.pub"), "-o", str(enc), str(src)], check=True)
+    url = f"{server.url}/ssh/{tmp_path.name}-by-age.age"
+    assert curl("-f", "-T", str(enc), "-H", f"Authorization: Bearer {TOKEN}", url).returncode == 0
+    got = zcopy("get", url, "--decrypt", "--identity", identity, "-o", str(tmp_path / "out"))
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "out").read_bytes() == src.read_bytes()
 
@@ -95,18 +113,44 @@ def test_recipients_file_and_several_recipients(tmp_path, server):
         assert pyrage.decrypt(stored, [identity]) == b"for the team"
 
 
-@pytest.mark.parametrize("size", [1 << 20], ids=["1MiB"])
-def test_passphrase_round_trip_and_rage_interop(tmp_path, server, size):
+def on_terminal(command: list[str], passphrase: str, prompts: list[str]) -> str:
+    """Run ``command`` in a real terminal (tmux), typing ``passphrase`` when
+    each prompt (a regex) shows; returns the screen once it exited."""
+    term = Term(["env", "-u", "ZCOPY_PASSPHRASE", *command], {})
+    try:
+        for prompt in prompts:
+            term.wait(prompt)
+            term.keys("-l", passphrase)
+            term.keys("Enter")
+        return term.wait(r"EXITED \d+", timeout=60)
+    finally:
+        term.close()
+
+
+@needs_tool("tmux")
+@needs_tool("age")
+@needs_tool("curl")
+def test_passphrase_files_interoperate_with_age_cli_both_ways(tmp_path, server):
+    secret = PASS_ENV["ZCOPY_PASSPHRASE"]
     src = tmp_path / "plain"
-    digest = write_random(src, size)
+    digest = write_random(src, 1 << 20)
+    # zcopy put --passphrase asks on the terminal (twice); age -d opens what it stored.
     url = f"{server.url}/pass/{tmp_path.name}.age"
-    assert zcopy("put", str(src), url, "--passphrase", "--token", TOKEN, env=PASS_ENV).returncode == 0
-    stored = open(os.path.join(server.root, "pass", f"{tmp_path.name}.age"), "rb").read()
-    assert b"\n-> scrypt " in stored[:100]
-    assert pyrage.passphrase.decrypt(stored, PASS_ENV["ZCOPY_PASSPHRASE"]) == src.read_bytes()
-    got = zcopy("get", url, "--decrypt", "--passphrase", "-o", str(tmp_path / "out"), env=PASS_ENV)
-    assert got.returncode == 0, got.stderr
-    assert sha256(tmp_path / "out") == digest
+    screen = on_terminal([sys.executable, "-m", "zcopy", "put", "-q", str(src), url, "--passphrase",
+                          "--token", TOKEN], secret, ["passphrase:", r"\(again\):"])
+    assert "EXITED 0" in screen, screen
+    stored = os.path.join(server.root, "pass", f"{tmp_path.name}.age")
+    assert b"\n-> scrypt " in open(stored, "rb").read(100)
+    screen = on_terminal(["age", "-d", "-o", str(tmp_path / "by-age"), stored], secret, ["Enter passphrase:"])
+    assert "EXITED 0" in screen and sha256(tmp_path / "by-age") == digest, screen
+    # age -p (asks twice) + curl -T; zcopy get --decrypt --passphrase opens it.
+    enc = tmp_path / "made-by-age.age"
+    screen = on_terminal(["age", "-p", "-o", str(enc), str(src)], secret, ["Enter passphrase", "Confirm passphrase"])
+    assert "EXITED 0" in screen, screen
+    url = f"{server.url}/pass/{tmp_path.name}-by-age.age"
+    assert curl("-f", "-T", str(enc), "-H", f"Authorization: Bearer {TOKEN}", url).returncode == 0
+    got = zcopy("get", url, "--decrypt", "--passphrase", "-o", str(tmp_path / "back"), env=PASS_ENV)
+    assert got.returncode == 0 and sha256(tmp_path / "back") == digest, got.stderr
 
 
 @pytest.mark.parametrize("size", [0, 1, 65536, 65537], ids=["0B", "1B", "64KiB", "64KiB+1"])
@@ -157,6 +201,18 @@ def test_bad_recipient_is_one_line(tmp_path):
     assert out.returncode == 1 and out.stderr.startswith("zcopy put: bad recipient")
     out = zcopy("put", str(src), "http://127.0.0.1:9/x", "-r", "pgp:abc")
     assert out.returncode == 1 and "unsupported recipient" in out.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["get", "http://127.0.0.1:9/x.age", "--identity", "k"], "--identity and --passphrase need --decrypt"),
+    (["get", "http://127.0.0.1:9/x.age", "--decrypt"], "--decrypt needs either --identity"),
+    (["put", "FILE", "http://127.0.0.1:9/x", "--passphrase", "--encrypt-to", "age1x"], "cannot be combined"),
+    (["put", "FILE", "http://127.0.0.1:9/x", "--token", "a", "--token-file", "f"], "not allowed with"),
+])
+def test_flags_that_do_not_go_together_are_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "f").write_bytes(b"x")
+    out = zcopy(*[str(tmp_path / "f") if a == "FILE" else a for a in args], env=PASS_ENV)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
 
 
 _RSS_PROBE = r"""

@@ -82,13 +82,13 @@ def test_sealed_files_open_with_age_cli(tmp_path, key):
     root = tmp_path / "pub"
     root.mkdir()
     (root / "doc.txt").write_bytes(b"published\n" * 1000)
-    assert zcopy("seal", str(root), "-r", str(identity.to_public()), "-q").returncode == 0
+    assert zcopy("seal", str(root), "--encrypt-to", str(identity.to_public()), "-q").returncode == 0
     plain = subprocess.run(["age", "-d", "-i", keyfile, str(root / "doc.txt.age")], capture_output=True)
     assert plain.returncode == 0 and plain.stdout == b"published\n" * 1000
 
 
 def test_seal_needs_a_recipient(tmp_path):
     out = zcopy("seal", str(tmp_path))
-    assert out.returncode == 1 and "--encrypt-to" in out.stderr
+    assert out.returncode == 2 and "--encrypt-to" in out.stderr and out.stderr.count("\n") == 1
     missing = zcopy("seal", str(tmp_path / "nope"), "-r", str(pyrage.x25519.Identity.generate().to_public()))
     assert missing.returncode == 1 and "not a folder" in missing.stderr

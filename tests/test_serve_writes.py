@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,6 +22,7 @@ import pytest
 
 from conftest import needs_root, needs_tool
 from serverutil import Server, connect, curl, get, request
+from test_stats import wait_for, wait_json
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,6 +44,20 @@ def put(port, path, body: bytes, headers=None, chunked=False):
 def call(port, method, path, headers=None):
     extra = "".join(f"{k}: {v}\r\n" for k, v in {**AUTH, **(headers or {})}.items())
     return request(port, f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n".encode())
+
+
+def unnamed_inodes(server) -> list[str]:
+    """O_TMPFILE inodes under the root that the workers hold open ("ROOT/#INO (deleted)")."""
+    held = []
+    for pid in server.worker_pids():
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except FileNotFoundError:
+                continue
+            if target.startswith(server.root + "/") and target.endswith(" (deleted)"):
+                held.append(target)
+    return held
 
 
 def listing(root) -> set[str]:
@@ -94,14 +111,18 @@ def test_curl_put_with_expect_continue_and_basic_auth(wserver, tmp_path):
     assert get(wserver.port, "/curl/stdin.txt")[2] == b"from stdin"
 
 
-def test_cut_off_upload_keeps_old_file_and_leaves_nothing(wserver):
+@pytest.mark.parametrize("framing", ["Content-Length: 10000000", "Transfer-Encoding: chunked"])
+def test_cut_off_upload_keeps_old_file_and_leaves_nothing(wserver, framing):
     root = wserver.root
     before = listing(root)
+    body = os.urandom(3_000_000)
+    if framing.startswith("Transfer"):
+        body = b"%x\r\n" % 10_000_000 + body       # a chunk announced whole, cut a third of the way
     with connect(wserver.port) as c:
         c.sendall(b"PUT /keep.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + TOKEN.encode() +
-                  b"\r\nContent-Length: 10000000\r\n\r\n" + os.urandom(3_000_000))
-        time.sleep(0.3)
-    time.sleep(0.5)
+                  b"\r\n" + framing.encode() + b"\r\n\r\n" + body)
+        assert wait_for(lambda: len(unnamed_inodes(wserver)) == 1)   # under way, in an unnamed inode
+    assert wait_for(lambda: unnamed_inodes(wserver) == [])           # gone with the connection, blocks freed
     assert get(wserver.port, "/keep.txt")[2] == b"original content"
     assert listing(root) == before
 
@@ -123,18 +144,22 @@ def test_killed_server_mid_upload_leaves_nothing(tmp_path):
 
 
 @needs_root
-def test_enospc_gives_507_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("engine", ["splice", "recv"])
+def test_enospc_gives_507_and_leaves_nothing(tmp_path, engine):
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
         (mnt / "keep.txt").write_bytes(b"original content")
-        with Server(mnt, "--allow-write") as s:
+        free = os.statvfs(mnt).f_bfree
+        with Server(mnt, "--allow-write", "--upload-engine", engine) as s:
             status, _, _ = put(s.port, "/keep.txt", os.urandom(3 << 20))
             assert status == 507
             status, _, _ = put(s.port, "/new.bin", os.urandom(3 << 20), chunked=True)
             assert status == 507
             assert get(s.port, "/keep.txt")[2] == b"original content"
+            # the partial bodies' blocks are given back, not held by an open unnamed inode
+            assert wait_for(lambda: os.statvfs(mnt).f_bfree == free)
             assert put(s.port, "/small.txt", b"still works")[0] == 201
         assert sorted(os.listdir(mnt)) == ["keep.txt", "small.txt"]
     finally:
@@ -214,6 +239,13 @@ def test_delete_move_mkcol(wserver):
     assert call(port, "DELETE", "/newdir")[0] == 404
 
 
+def test_partial_put_with_content_range_is_refused_and_changes_nothing(wserver):
+    # RFC 9110 14.5: a server without partial PUT must say 400, not store the piece as the file.
+    status, _, _ = put(wserver.port, "/keep.txt", b"XYZ", {"Content-Range": "bytes 0-2/16"})
+    assert status == 400
+    assert get(wserver.port, "/keep.txt")[2] == b"original content"
+
+
 def test_oversized_upload_is_refused(wserver):
     raw = (f"PUT /big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
            f"Content-Length: {200 << 20}\r\nExpect: 100-continue\r\n\r\n").encode()
@@ -226,3 +258,109 @@ def test_oversized_chunked_upload_is_cut(tmp_path):
         assert put(s.port, "/big", b"x" * 5000, chunked=True)[0] == 413
         assert put(s.port, "/fits", b"x" * 1000, chunked=True)[0] == 201
     assert os.listdir(tmp_path) == ["fits"]
+
+
+def test_temp_names_are_never_listed_served_or_written_even_with_show_hidden(tmp_path):
+    # What a named temp file (filesystems without O_TMPFILE) looks like mid-upload.
+    (tmp_path / ".zcopy-upload-0123abcd").write_bytes(b"half an upload")
+    (tmp_path / ".dotfile").write_bytes(b"shown")
+    with Server(tmp_path, "--allow-write", "--show-hidden") as s:
+        assert get(s.port, "/.dotfile")[2] == b"shown"
+        assert get(s.port, "/.zcopy-upload-0123abcd")[0] == 404
+        assert get(s.port, "/.zcopy-upload-0123abcd", method="HEAD")[0] == 404
+        status, _, body = get(s.port, "/", {"Accept": "application/json"})
+        names = [e["name"] for e in json.loads(body)["entries"]]
+        assert status == 200 and names == [".dotfile"]
+        assert put(s.port, "/.zcopy-upload-0123abcd", b"overwrite")[0] == 403
+    assert (tmp_path / ".zcopy-upload-0123abcd").read_bytes() == b"half an upload"
+
+
+def test_server_token_from_environment_or_file_and_read_token_file(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    with Server(root, "--allow-write", env={"ZCOPY_TOKEN": "from-env"}) as s:
+        assert put(s.port, "/a.txt", b"x", {"Authorization": "Bearer wrong"})[0] == 401
+        assert put(s.port, "/a.txt", b"env", {"Authorization": "Bearer from-env"})[0] == 204
+    (tmp_path / "write.tok").write_text("from-file\nsecond line is not part of it\n")
+    (tmp_path / "read.tok").write_text("r3ad\n")
+    with Server(root, "--allow-write", "--token-file", str(tmp_path / "write.tok"),
+                "--read-token-file", str(tmp_path / "read.tok"), env={"ZCOPY_TOKEN": "from-env"}) as s:
+        assert put(s.port, "/a.txt", b"x", {"Authorization": "Bearer from-env"})[0] == 401
+        basic = "Basic " + base64.b64encode(b"anyone:from-file").decode()
+        assert put(s.port, "/a.txt", b"file", {"Authorization": basic})[0] == 204
+        assert get(s.port, "/a.txt")[0] == 401
+        assert get(s.port, "/a.txt", {"Authorization": "Bearer r3ad"})[2] == b"file"
+        assert get(s.port, "/a.txt", {"Authorization": basic})[2] == b"file"   # the write token reads too
+        assert put(s.port, "/a.txt", b"x", {"Authorization": "Bearer r3ad"})[0] == 401   # but not the other way
+    assert (root / "a.txt").read_bytes() == b"file"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--token", "a", "--token-file", "f"], "not allowed with argument"),
+    (["--token-file", "/nonexistent/tok"], "cannot read --token-file /nonexistent/tok"),
+    (["--read-token-file", "EMPTY"], "is empty"),
+])
+def test_bad_token_flags_are_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "empty").write_text("\n")
+    args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
+    out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path), "--port", "0", *args],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+@pytest.mark.parametrize("flag,engine", [("splice", "splice"), ("recv", "recv_pwrite")])
+def test_stats_count_upload_bytes_by_engine(runtime, tmp_path, flag, engine):
+    root = tmp_path / "r"
+    root.mkdir()
+    body = os.urandom(3 << 20)
+    with Server(root, "--allow-write", "--upload-engine", flag, env={"XDG_RUNTIME_DIR": str(runtime)}) as s:
+        assert put(s.port, "/up.bin", body)[0] == 201
+        snap = wait_json(runtime, lambda j: j["methods"].get("PUT") == 1)
+    by_engine = snap["bytes_by_engine"]
+    # Body bytes that came with the head are buffered (and counted as plain recv);
+    # the rest went through the upload engine.
+    assert by_engine[engine]["received"] + snap["body_buffered"] == len(body)
+    assert by_engine[engine]["received"] > len(body) // 2
+    assert snap["bytes_received"] == sum(e["received"] for e in by_engine.values())
+
+
+def test_left_behind_named_temps_are_removed_but_live_ones_kept(tmp_path):
+    """Named temp files (filesystems without O_TMPFILE) that a killed worker left:
+    unheld and unchanged for a minute, they go; one an upload holds stays."""
+    import fcntl
+
+    from zcopy.server import writes
+
+    old = time.time() - 2 * writes.STALE_AFTER
+    for name in ("dead", "live", "fresh"):
+        (tmp_path / f"{writes.TEMP_PREFIX}{name}").write_bytes(b"partial")
+    for name in ("dead", "live"):
+        os.utime(tmp_path / f"{writes.TEMP_PREFIX}{name}", (old, old))
+    (tmp_path / "other").write_bytes(b"x")
+    os.utime(tmp_path / "other", (old, old))
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    with open(tmp_path / f"{writes.TEMP_PREFIX}live", "rb") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)               # as TempFile holds its own
+        try:
+            assert writes.remove_stale_temps(dir_fd) == [f"{writes.TEMP_PREFIX}dead"]
+        finally:
+            os.close(dir_fd)
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{writes.TEMP_PREFIX}live", f"{writes.TEMP_PREFIX}fresh", "other"])
+
+
+def test_upload_temp_file_is_held_with_flock(tmp_path):
+    import fcntl
+
+    from zcopy.server import writes
+
+    temp = writes.TempFile(str(tmp_path))
+    try:
+        other = os.open(f"/proc/self/fd/{temp.fd}", os.O_RDONLY)   # a second open file description
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+    finally:
+        temp.abort()

@@ -23,7 +23,7 @@ import sys
 import pyrage
 from pyrage import ssh, x25519
 
-from zcopy.client.errors import ClientError
+from zcopy.client.errors import ClientError, UsageError
 
 _CRYPTO_ERRORS = (pyrage.RecipientError, pyrage.IdentityError, pyrage.EncryptError, pyrage.DecryptError)
 
@@ -142,7 +142,7 @@ def add_encrypt_args(p) -> None:
 def encryption_from_args(args) -> dict | None:
     """kwargs for encrypt_stream, or None when no encryption was asked for."""
     if args.passphrase and (args.encrypt_to or args.recipients_file):
-        raise ClientError("--passphrase cannot be combined with recipients")
+        raise UsageError("--passphrase cannot be combined with recipients")
     if args.passphrase:
         return {"passphrase": read_passphrase(confirm=True)}
     if args.encrypt_to or args.recipients_file:

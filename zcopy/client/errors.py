@@ -13,6 +13,11 @@ class ClientError(Exception):
     """A failure worth one line: connection refused, short body, bad key."""
 
 
+class UsageError(ClientError):
+    """Flags that do not go together (found after parsing): exit 2, like
+    every other usage error."""
+
+
 class StatusError(ClientError):
     """The server answered with an error status."""
 

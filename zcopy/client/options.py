@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 
-from zcopy.client.errors import ClientError
+from zcopy.client.errors import ClientError, UsageError
 
 
 def add_auth_args(p) -> None:
-    p.add_argument("--token", help="bearer token for the server (default: $ZCOPY_TOKEN)")
-    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE (first line)")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--token", help="bearer token for the server (default: $ZCOPY_TOKEN)")
+    token.add_argument("--token-file", metavar="FILE", help="read the token from FILE (first line)")
 
 
 def add_quiet_arg(p) -> None:
@@ -26,14 +27,14 @@ def resolve_token(args) -> str | None:
     if args.token:
         return args.token
     if args.token_file:
+        from zcopy.server.auth import read_token_file
+
         try:
-            with open(args.token_file, encoding="utf-8") as f:
-                token = f.readline().strip()
+            return read_token_file(args.token_file)
         except OSError as exc:
             raise ClientError(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
-        if not token:
-            raise ClientError(f"--token-file {args.token_file} is empty")
-        return token
+        except ValueError:
+            raise ClientError(f"--token-file {args.token_file} is empty") from None
     return os.environ.get("ZCOPY_TOKEN") or None
 
 
@@ -42,11 +43,19 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 
 def run_reporting(command: str, action) -> int:
-    """Run ``action()``; a ClientError becomes one line on stderr and exit 1."""
+    """Run ``action()``; a ClientError becomes one line on stderr and exit 1
+    (a UsageError: exit 2, worded as the parser words its errors)."""
     import sys
 
     try:
         return int(action() or 0)
+    except UsageError as exc:
+        sys.stderr.write(f"zcopy {command}: error: {exc} (see 'zcopy {command} --help')\n")
+        return 2
     except ClientError as exc:
         sys.stderr.write(f"zcopy {command}: {exc}\n")
+        return 1
+    except OSError as exc:      # a local file: cannot create FILE.part, disk full, FILE is a folder...
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"zcopy {command}: {exc.strerror or exc}{where}\n")
         return 1

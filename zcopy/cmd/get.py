@@ -18,7 +18,8 @@ def configure(p) -> None:
     from zcopy.client.options import add_auth_args, add_quiet_arg
 
     p.add_argument("url", help="http://HOST:PORT/PATH")
-    p.add_argument("-o", "--output", metavar="FILE", help="where to save (default: the URL's file name)")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to save (default: the URL's file name; "
+                                                          "an existing folder: into it, under that name)")
     p.add_argument("--decrypt", action="store_true", help="decrypt an age file while downloading")
     p.add_argument("-i", "--identity", metavar="KEYFILE", action="append", default=[],
                    help="age or OpenSSH private key file for --decrypt (repeatable)")
@@ -35,11 +36,12 @@ def run(args) -> int:
 
 
 def _get(args) -> int:
+    import os
     import sys
 
     from zcopy.client.crypto import load_identities, read_passphrase
     from zcopy.client.download import download
-    from zcopy.client.errors import ClientError
+    from zcopy.client.errors import ClientError, UsageError
     from zcopy.client.options import resolve_token
     from zcopy.client.url import parse_url
     from zcopy.units import format_size
@@ -47,19 +49,20 @@ def _get(args) -> int:
     remote = parse_url(args.url)
     decrypt = None
     if (args.identity or args.passphrase) and not args.decrypt:
-        raise ClientError("--identity and --passphrase need --decrypt")
+        raise UsageError("--identity and --passphrase need --decrypt")
     if args.decrypt:
         if args.passphrase == bool(args.identity):
-            raise ClientError("--decrypt needs either --identity KEYFILE or --passphrase")
+            raise UsageError("--decrypt needs either --identity KEYFILE or --passphrase")
         decrypt = ({"passphrase": read_passphrase(confirm=False)} if args.passphrase
                    else {"identities": load_identities(args.identity)})
     out = args.output
-    if not out:
-        out = remote.name
-        if args.decrypt and out.endswith(".age"):
-            out = out[:-4]
-        if not out or remote.path.endswith("/"):
+    if not out or os.path.isdir(out):          # -o FOLDER: into it, under the remote name
+        name = remote.name
+        if args.decrypt and name.endswith(".age"):
+            name = name[:-4]
+        if not name or remote.path.endswith("/"):
             raise ClientError(f"{remote.path} names a folder; use `zcopy ls`, or give -o FILE")
+        out = os.path.join(out or "", name)
     done = download(remote, out, token=resolve_token(args), decrypt=decrypt, quiet=args.quiet)
     resumed = f", resumed at {format_size(done.resumed_at)}" if done.resumed_at else ""
     if not args.quiet:

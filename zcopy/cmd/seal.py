@@ -32,13 +32,13 @@ def _seal(args) -> int:
     import sys
 
     from zcopy.client.crypto import encryption_from_args
-    from zcopy.client.errors import ClientError
+    from zcopy.client.errors import UsageError
     from zcopy.client.seal import seal_tree
     from zcopy.units import format_size
 
     encrypt = encryption_from_args(args)
     if encrypt is None:
-        raise ClientError("give --encrypt-to RECIPIENT, -R FILE or --passphrase")
+        raise UsageError("give --encrypt-to RECIPIENT, -R FILE or --passphrase")
     say = (lambda path: None) if args.quiet else (lambda path: sys.stderr.write(f"sealing {path}\n"))
     report = seal_tree(args.folder, encrypt, on_file=say)
     for path, why in report.failed:

@@ -74,9 +74,13 @@ def configure(p) -> None:
     w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
     w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
                    help="how upload bytes reach the file (splice: socket->pipe->file; recv: recv_into+pwrite)")
-    w.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too")
-    w.add_argument("--token-file", metavar="PATH", help="read the write token from this file")
-    w.add_argument("--read-token", help="token reads need (default: reads are open)")
+    token = w.add_mutually_exclusive_group()
+    token.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too")
+    token.add_argument("--token-file", metavar="PATH", help="read the write token from this file (first line)")
+    read_token = w.add_mutually_exclusive_group()
+    read_token.add_argument("--read-token", help="token reads need (default: reads are open)")
+    read_token.add_argument("--read-token-file", metavar="PATH",
+                            help="read the read token from this file (first line), out of sight of ps")
     w.add_argument("--max-upload", type=size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
     w.add_argument("--no-fsync", action="store_true", help="do not fsync uploads before renaming them into place")
 
@@ -102,7 +106,8 @@ def build_config(args):
                       max_connections=args.max_connections, header_timeout=args.header_timeout,
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
                       drain_timeout=args.drain_timeout, allow_write=args.allow_write,
-                      token=_token(args), read_token=args.read_token, max_upload=args.max_upload,
+                      token=_token(args.token, args.token_file, "--token-file", env="ZCOPY_TOKEN"),
+                      read_token=_token(args.read_token, args.read_token_file, "--read-token-file"), max_upload=args.max_upload,
                       fsync=not args.no_fsync)
     reasons = cfg.reasons
     profile = None
@@ -151,17 +156,18 @@ def build_config(args):
     return cfg
 
 
-def _token(args) -> str | None:
-    if args.token_file:
+def _token(value: str | None, path: str | None, flag: str, env: str | None = None) -> str | None:
+    """A token from its flag, its file flag (the two exclude each other) or the environment."""
+    if path:
+        from zcopy.server.auth import read_token_file
+
         try:
-            with open(args.token_file) as f:
-                token = f.read().strip()
+            return read_token_file(path)
         except OSError as exc:
-            raise StartupError(f"cannot read --token-file: {exc.strerror}", code=2) from None
-        if not token:
-            raise StartupError("--token-file is empty", code=2)
-        return token
-    return args.token or os.environ.get("ZCOPY_TOKEN") or None
+            raise StartupError(f"cannot read {flag} {path}: {exc.strerror}", code=2) from None
+        except ValueError:
+            raise StartupError(f"{flag} {path} is empty", code=2) from None
+    return value or (os.environ.get(env) if env else None) or None
 
 
 def print_panel(cfg) -> None:

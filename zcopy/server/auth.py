@@ -12,6 +12,17 @@ import base64
 import binascii
 import hmac
 
+def read_token_file(path: str) -> str:
+    """The token in a file: its first line, without surrounding whitespace
+    (what ``echo T > f`` or a secrets manager writes). Raises OSError, or
+    ValueError when the line is empty. Server and client read files alike."""
+    with open(path, encoding="utf-8") as f:
+        token = f.readline().strip()
+    if not token:
+        raise ValueError(f"{path} is empty")
+    return token
+
+
 CHALLENGE = ("WWW-Authenticate", 'Bearer realm="zcopy", Basic realm="zcopy", charset="UTF-8"')
 
 

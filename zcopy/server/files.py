@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from zcopy import http
+from zcopy.server.writes import TEMP_PREFIX
 
 #: Precompressed siblings we look for, in our order of preference.
 ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
@@ -118,9 +119,13 @@ class OpenFileCache:
         self._users_of: dict[str, set[str]] = {}
 
     def resolve(self, url_path: str) -> str:
-        """Filesystem path for a URL path, inside root (raises http.HttpError)."""
-        return http.resolve_path(self.root, url_path, follow_symlinks=self.follow_symlinks,
+        """Filesystem path for a URL path, inside root (raises http.HttpError).
+        An upload's temp file is never served, even with --show-hidden."""
+        path = http.resolve_path(self.root, url_path, follow_symlinks=self.follow_symlinks,
                                  show_hidden=self.show_hidden, allowed=self.symlink_targets)
+        if os.path.basename(path).startswith(TEMP_PREFIX):
+            raise http.HttpError(404, "not found")
+        return path
 
     def lookup(self, url_path: str) -> FileEntry | None:
         """The current entry for a regular file, or None when the path is a

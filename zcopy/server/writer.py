@@ -116,6 +116,10 @@ class Writer:
             raise http.HttpError(409, "a folder exists at this path")
         if req.content_length is None and not req.chunked:
             raise http.HttpError(411, "PUT needs Content-Length or chunked encoding")
+        if "content-range" in req.headers:
+            # RFC 9110 14.5: storing a partial body as the whole file would
+            # corrupt it, so a server without partial PUT must refuse.
+            raise http.HttpError(400, "partial PUT (Content-Range) is not supported", close=True)
         if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
         writes.make_parents(target)

@@ -12,20 +12,28 @@ target folder (falling back to a named ``.zcopy-upload-*`` temp file where the
 filesystem has no O_TMPFILE), is fsync'ed, given a temp name with linkat and
 renamed over the target. A killed server leaves at most an unnamed inode that
 the kernel frees, never a partial file under any name.
+
+Each temp file is held with ``flock(LOCK_EX)`` while its upload runs; the
+lock dies with the process. Where named temp files are used, a folder's temp
+files that nobody holds and that have not changed for ``STALE_AFTER`` seconds
+(left by a killed worker) are removed before the next upload into it.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import stat as stat_mod
+import time
 import uuid
 from dataclasses import dataclass
 
 from zcopy import http
 
 TEMP_PREFIX = ".zcopy-upload-"
+STALE_AFTER = 60.0      # seconds without a write before an unheld temp file counts as left behind
 
 
 @dataclass
@@ -90,9 +98,14 @@ class TempFile:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 os.close(self.dir_fd)
                 raise
+            remove_stale_temps(self.dir_fd)
             self.name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
             self.fd = os.open(self.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644,
                               dir_fd=self.dir_fd)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # ours until closed, also once named
+        except BlockingIOError:
+            pass    # a sweeper looking at a file this new lets it be (it is not stale)
 
     def commit(self, target: str, *, fsync: bool = True) -> bool:
         """Make the data visible at ``target``; returns whether it replaced a file."""
@@ -131,6 +144,34 @@ class TempFile:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
+
+
+def remove_stale_temps(dir_fd: int) -> list[str]:
+    """Unlink the folder's temp files that no live upload holds and that have
+    not been written for STALE_AFTER seconds; returns their names."""
+    cutoff = time.time() - STALE_AFTER
+    removed = []
+    with os.scandir(dir_fd) as it:
+        names = [d.name for d in it if d.name.startswith(TEMP_PREFIX)]
+    for name in names:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_mtime > cutoff:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue                      # an upload in progress holds it
+            os.unlink(name, dir_fd=dir_fd)
+            removed.append(name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def delete(target: Target, recursive: bool) -> None:
