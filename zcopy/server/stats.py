@@ -11,7 +11,8 @@ listings, error pages, request heads, upload bytes that arrived with the head)
 are counted as the pseudo-engine ``copy``; together with the engines this
 makes ``bytes_sent``/``bytes_received`` every byte that crossed the sockets.
 
-Latencies are bucketed as they happen (one ``bisect`` on a tuple, one int bump)
+Latencies are bucketed as they happen (one ``bisect`` on a tuple, one int bump,
+one float add for the sum)
 and measured with the worker's per-batch clock ``worker.now``: their
 resolution is one loop turn, which is also the granularity at which the loop
 can act on a request at all.
@@ -32,6 +33,17 @@ LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 
 INFLIGHT_MAX = 64
 
 
+class Histogram(list):
+    """Bucket counts (a plain list, indexed by bucket) plus the sum of the
+    observed seconds, which Prometheus wants beside the buckets (``_sum``)."""
+
+    __slots__ = ("sum",)
+
+    def __init__(self, buckets: int) -> None:
+        super().__init__([0] * buckets)
+        self.sum = 0.0
+
+
 class WorkerStats:
     __slots__ = ("started", "requests", "by_class", "by_method", "accepted", "closed", "errors",
                  "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "_last_sent")
@@ -48,8 +60,8 @@ class WorkerStats:
         self.copy_sent = 0                   # bytes the connection send()s itself (heads, small bodies)
         self.copy_received = 0               # bytes the connection recv()s itself (heads, buffered bodies)
         n = len(LATENCY_BOUNDS) + 1
-        self.ttfb = [0] * n                  # request head parsed -> response head handed to the kernel
-        self.ttlb = [0] * n                  # request head parsed -> last response byte handed over
+        self.ttfb = Histogram(n)             # request head parsed -> response head handed to the kernel
+        self.ttlb = Histogram(n)             # request head parsed -> last response byte handed over
         self._last_sent: dict[int, tuple[int, int, float]] = {}   # fd -> (conn id, bytes, when)
 
     def reply(self, method: str | None, status: int) -> None:
@@ -58,8 +70,9 @@ class WorkerStats:
         if method is not None:
             self.by_method[method] += 1
 
-    def latency(self, hist: list, seconds: float) -> None:
+    def latency(self, hist: Histogram, seconds: float) -> None:
         hist[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        hist.sum += seconds
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -84,7 +97,8 @@ class WorkerStats:
             "bytes_sent": sum(e["bytes_sent"] for e in by_engine.values()),
             "bytes_received": sum(e["bytes_received"] for e in by_engine.values()),
             "engines": by_engine,
-            "latency": {"bounds": list(LATENCY_BOUNDS), "ttfb": list(self.ttfb), "ttlb": list(self.ttlb)},
+            "latency": {"bounds": list(LATENCY_BOUNDS), "ttfb": list(self.ttfb), "ttlb": list(self.ttlb),
+                        "ttfb_sum": round(self.ttfb.sum, 6), "ttlb_sum": round(self.ttlb.sum, 6)},
             "inflight": self._inflight(conns, now),
         }
 
