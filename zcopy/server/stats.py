@@ -25,6 +25,8 @@ import time
 from bisect import bisect_left
 from collections import Counter
 
+from zcopy.stats.inflight import TransferRates
+
 #: Upper bounds (seconds) of the latency buckets; one more bucket for "above".
 #: Log-spaced 1-2-5 so p50/p99 estimates stay within a factor 2.5.
 LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -46,7 +48,7 @@ class Histogram(list):
 
 class WorkerStats:
     __slots__ = ("started", "requests", "by_class", "by_method", "accepted", "closed", "errors",
-                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "_last_sent")
+                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "_rates")
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -62,7 +64,7 @@ class WorkerStats:
         n = len(LATENCY_BOUNDS) + 1
         self.ttfb = Histogram(n)             # request head parsed -> response head handed to the kernel
         self.ttlb = Histogram(n)             # request head parsed -> last response byte handed over
-        self._last_sent: dict[int, tuple[int, int, float]] = {}   # fd -> (conn id, bytes, when)
+        self._rates = TransferRates()
 
     def reply(self, method: str | None, status: int) -> None:
         self.requests += 1
@@ -105,23 +107,14 @@ class WorkerStats:
     def _inflight(self, conns, now: float) -> list[dict]:
         """Transfers with a body under way: client, path, done/total and the
         rate since the previous snapshot (since the request for a new one)."""
-        last, seen, out = self._last_sent, {}, []
-        for conn in conns:
-            item = _progress(conn)
-            if item is None:
-                continue
-            path, done, total = item
-            prev = last.get(conn.fd)
-            if prev is not None and prev[0] == id(conn) and prev[1] <= done and now > prev[2]:
-                rate = (done - prev[1]) / (now - prev[2])
-            else:
-                rate = done / (now - conn.started) if now > conn.started else 0.0
-            seen[conn.fd] = (id(conn), done, now)
+        moving = [(conn, *item) for conn in conns if (item := _progress(conn)) is not None]
+        rates = self._rates.measure([((c.fd, id(c), c.started), done, c.started) for c, _, done, _ in moving], now)
+        out = []
+        for (conn, path, done, total), rate in zip(moving, rates):
             host, port = conn.addr[:2]
             out.append({"client": f"{host}:{port}", "path": path, "done": done, "total": total,
                         "rate": round(rate, 1), "seconds": round(now - conn.started, 3),
                         "direction": "up" if conn.upload is not None else "down"})
-        self._last_sent = seen
         out.sort(key=lambda t: t["rate"], reverse=True)
         return out[:INFLIGHT_MAX]
 
