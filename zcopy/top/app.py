@@ -32,8 +32,11 @@ def title(snap: dict | None, follow: Follow) -> str:
 
 
 def json_snapshot(snap: dict) -> dict:
-    """The published aggregate plus the derived ``bytes_by_engine``."""
+    """The published aggregate plus the derived ``bytes_by_engine`` (and, for
+    a relay, which has no requests of its own, ``requests``: the connections
+    relayed to their end)."""
     out = dict(snap)
+    out.setdefault("requests", (snap.get("connections") or {}).get("closed", 0))
     out["bytes_by_engine"] = {name: {"sent": e.get("bytes_sent", 0), "received": e.get("bytes_received", 0)}
                               for name, e in (snap.get("engines") or {}).items()}
     return out
@@ -70,8 +73,10 @@ def once(follow: Follow, as_json: bool, interval: float) -> int:
         later, _ = follow.read()
         if later is not None:
             history.add(later)
+    console = Console()
     try:
-        Console().print(frame(history.latest, history, nics.read(), title=title(history.latest, follow)))
+        console.print(frame(history.latest, history, nics.read(), title=title(history.latest, follow),
+                            width=console.size.width))
     finally:
         nics.close()
     return 0
@@ -94,10 +99,10 @@ def dashboard(follow: Follow, interval: float) -> int:
                     if snap is not None:
                         history.add(snap)
                     nic_list = nics.read()
-                width = max(min(console.size.width - 90, 60), 10)   # the rest is for the figures
+                size = console.size       # measured again at every frame: a resize shows at once
                 live.update(frame(snap if not notice else history.latest if paused else None, history, nic_list,
                                   title=title(snap, follow), notice=notice, sort=SORTS[sort], paused=paused,
-                                  spark_width=width), refresh=True)
+                                  width=size.width, height=size.height), refresh=True)
                 for ch in keys.wait(interval):
                     if ch in "qQ":
                         return 0
