@@ -218,3 +218,59 @@ def test_stats_off_publishes_nothing(runtime, files):
         out = subprocess.run([sys.executable, "-m", "zcopy", "top", "--json"], capture_output=True,
                              env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, timeout=30)
         assert out.returncode == 1 and b"no zcopy server" in out.stderr
+
+
+def test_errors_are_counted_by_kind(runtime, tmp_path):
+    """Real faults, each counted under its kind: a client that resets
+    mid-download, a head that never completes, a file truncated while it is
+    sent, and accept(2) failing with EMFILE under a lowered RLIMIT_NOFILE."""
+    import resource
+
+    root = tmp_path / "faults"
+    root.mkdir()
+    for name in ("reset.bin", "shrink.bin"):
+        with open(root / name, "wb") as f:
+            f.truncate(64 << 20)
+    with Server(root, "--header-timeout", "0.5", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        [worker] = srv.worker_pids(at_least=1)
+
+        def stalled_download(path: str) -> socket.socket:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(f"GET /{path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            s.recv(65536)
+            assert wait_for(lambda: any(x["path"] == f"/{path}" for x in top_json(runtime)["inflight"]))
+            return s
+
+        s = stalled_download("reset.bin")           # RST while the server is blocked sending
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        s.close()
+        s = stalled_download("shrink.bin")          # the file shrinks under the transfer
+        os.truncate(root / "shrink.bin", 1 << 20)
+        while s.recv(1 << 20):
+            pass
+        s.close()
+        with connect(srv.port) as slow:             # a head that never ends
+            slow.sendall(b"GET / HTTP/1.1\r\nHost:")
+            assert slow.recv(65536).startswith(b"HTTP/1.1 408")
+        fds = len(os.listdir(f"/proc/{worker}/fd"))
+        old = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, (fds + 1, old[1]))     # the soft limit only
+        try:
+            held = [connect(srv.port) for _ in range(4)]
+            # seen while the worker is still out of fds: its publisher keeps a spare one
+            assert wait_for(lambda: top_json(runtime)["errors"].get("accept_emfile"), timeout=5)
+        finally:
+            resource.prlimit(worker, resource.RLIMIT_NOFILE, old)
+        for c in held:
+            c.close()
+        snap = wait_json(runtime, lambda j: len(j["errors"]) >= 4)
+        errors = snap["errors"]
+        assert errors.get("client_reset") == 1, errors
+        assert errors.get("file_changed") == 1, errors
+        assert errors.get("header_timeout") == 1, errors
+        assert errors.get("accept_emfile", 0) >= 1, errors
+        with connect(srv.port) as c:                 # and it still serves
+            c.sendall(b"HEAD /reset.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(c, head_only=True)[0] == 200
