@@ -45,7 +45,7 @@ def render(snap: dict) -> str:
     metric("received_bytes_total", "counter", "Bytes read from sockets, by engine (copy: plain recv).",
            [({**base, "engine": n}, e.get("bytes_received", 0), "") for n, e in engines])
     metric("syscalls_total", "counter", "Transfer syscalls made by each engine.",
-           [({**base, "engine": n}, e.get("syscalls", 0), "") for n, e in engines])
+           [({**base, "engine": n}, e["syscalls"], "") for n, e in engines if "syscalls" in e])
     conns = snap.get("connections") or {}
     metric("connections_accepted_total", "counter", "Connections accepted.", [(base, conns.get("accepted", 0), "")])
     metric("connections_closed_total", "counter", "Connections closed.", [(base, conns.get("closed", 0), "")])

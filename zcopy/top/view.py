@@ -104,7 +104,7 @@ def _throughput(snap: dict, h: History, nics: list[dict], wide: bool) -> tuple[P
         series = [a + b for a, b in zip(h.series(f"sent:{name}"), h.series(f"received:{name}"))]
         row(name + ("" if wide or not e.get("zero_copy") else " ⚡"), h.rate(f"sent:{name}"),
             h.rate(f"received:{name}"), e.get("bytes_sent", 0), e.get("bytes_received", 0),
-            (str(e.get("syscalls", 0)), "yes" if e.get("zero_copy") else "no"), Spark(series, "cyan"))
+            (str(e.get("syscalls", "-")), "yes" if e.get("zero_copy") else "no"), Spark(series, "cyan"))
     if nics:
         t.add_section()
         for n in nics:   # the wire's view: what the kernel counted on each link
