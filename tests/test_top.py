@@ -231,7 +231,7 @@ def test_several_servers_are_listed(runtime, root):
         out = subprocess.run(top("--json"), capture_output=True, text=True, timeout=30)
         assert out.returncode == 1 and out.stdout == ""
         assert f"--pid {a.proc.pid}" in out.stderr and f"--pid {b.proc.pid}" in out.stderr
-        assert f"http://127.0.0.1:{b.port}/" in out.stderr
+        assert f"  --pid {b.proc.pid}  serve  http://127.0.0.1:{b.port}/  1 worker\n" in out.stderr
         # either one is chosen by its supervisor's pid or by its stats folder
         folder_b = str(runtime / "zcopy" / f"serve-{b.proc.pid}")
         for args, server in ((["--pid", str(a.proc.pid)], a), (["--socket", folder_b], b)):

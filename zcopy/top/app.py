@@ -28,7 +28,12 @@ def title(snap: dict | None, follow: Follow) -> str:
     server = snap.get("server") or {}
     where = server.get("address") or snap.get("upstream") or ""
     return (f"zcopy top · {snap.get('kind', '?')} pid {snap.get('pid')} {where} · "
-            f"{len(snap.get('workers') or [])} workers · up {uptime(snap.get('started', time.time()))} · {clock}")
+            f"{workers(snap)} · up {uptime(snap.get('started', time.time()))} · {clock}")
+
+
+def workers(snap: dict) -> str:
+    n = len(snap.get("workers") or [])
+    return f"{n} worker{'' if n == 1 else 's'}"
 
 
 def json_snapshot(snap: dict) -> dict:
@@ -50,7 +55,7 @@ def list_servers(targets, out=sys.stderr) -> None:
         snap = read_all(t) or {}
         server = snap.get("server") or {}
         print(f"  --pid {t.pid}  {t.kind}  {server.get('address') or snap.get('upstream') or ''}  "
-              f"{len(snap.get('workers') or [])} workers", file=out)
+              f"{workers(snap)}", file=out)
 
 
 def once(follow: Follow, as_json: bool, interval: float) -> int:
