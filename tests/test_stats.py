@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from serverutil import Server, connect, read_response
+from serverutil import Server, connect, curl, read_response
 
 from zcopy.stats import Publisher, aggregate, discover, read_all
 from zcopy.stats.location import group_dir
@@ -274,3 +274,26 @@ def test_errors_are_counted_by_kind(runtime, tmp_path):
         with connect(srv.port) as c:                 # and it still serves
             c.sendall(b"HEAD /reset.bin HTTP/1.1\r\nHost: t\r\n\r\n")
             assert read_response(c, head_only=True)[0] == 200
+
+
+def test_upload_bytes_are_counted(runtime, tmp_path):
+    """curl uploads (one sized, one chunked) to two workers: bytes_received is
+    every byte curl wrote, bytes_sent every byte it read, PUTs by method."""
+    root = tmp_path / "up"
+    root.mkdir()
+    body = tmp_path / "body.bin"
+    body.write_bytes(os.urandom(2_500_000))
+    with Server(root, "--workers", "2", "--allow-write", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        wrote = read = 0
+        for name, extra in (("sized.bin", []), ("chunked.bin", ["-H", "Transfer-Encoding: chunked"])):
+            out = curl("-o", "/dev/null", "-w", "%{http_code} %{size_request} %{size_upload} %{size_header} "
+                       "%{size_download}", "-T", str(body), *extra, f"{srv.url}/{name}")
+            code, head_out, up, head_in, down = map(int, out.stdout.split())
+            assert code == 201, out
+            wrote, read = wrote + head_out + up, read + head_in + down
+        assert (root / "chunked.bin").read_bytes() == body.read_bytes()
+        # serverutil's probe connection sent and read nothing
+        snap = wait_json(runtime, lambda j: j["bytes_received"] == wrote and not j["connections"]["active"])
+        assert snap["bytes_received"] == wrote and snap["bytes_sent"] == read
+        assert snap["methods"] == {"PUT": 2} and snap["status"]["2xx"] == 2
+        assert sum(e["received"] for e in snap["bytes_by_engine"].values()) == wrote
