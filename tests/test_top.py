@@ -254,6 +254,12 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1
 
 
+def test_live_view_to_a_pipe_is_a_usage_error(runtime):
+    out = subprocess.run(top(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == "zcopy top: error: the live view needs a terminal; use --once or --json for a pipe or file\n"
+
+
 def test_no_server_once_and_json_exit_1(runtime):
     for flag in ("--once", "--json"):
         out = subprocess.run(top(flag), capture_output=True, text=True, timeout=30)

@@ -123,6 +123,11 @@ def dashboard(follow: Follow, interval: float) -> int:
 
 def run(pid: int | None, path: str | None, interval: float, one: bool, as_json: bool) -> int:
     follow = Follow(pid=pid, path=path)
+    if not (one or as_json) and not sys.stdout.isatty():
+        # a full-screen view written to a pipe or file would show nothing at all
+        print("zcopy top: error: the live view needs a terminal; use --once or --json for a pipe or file",
+              file=sys.stderr)
+        return 2
     try:
         if one or as_json:
             return once(follow, as_json, interval)
