@@ -297,3 +297,23 @@ def test_upload_bytes_are_counted(runtime, tmp_path):
         assert snap["bytes_received"] == wrote and snap["bytes_sent"] == read
         assert snap["methods"] == {"PUT": 2} and snap["status"]["2xx"] == 2
         assert sum(e["received"] for e in snap["bytes_by_engine"].values()) == wrote
+
+
+def test_inflight_beyond_the_listed_64_are_counted(runtime, tmp_path):
+    """70 uploads stalled after their head: all 70 counted, the 64 fastest listed."""
+    root = tmp_path / "up"
+    root.mkdir()
+    with Server(root, "--allow-write", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        clients = []
+        try:
+            for i in range(70):
+                c = connect(srv.port)
+                c.sendall(f"PUT /f{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n".encode() + b"x" * i)
+                clients.append(c)
+            snap = wait_json(runtime, lambda j: j["inflight_count"] == 70)
+            assert snap["inflight_count"] == 70 and len(snap["inflight"]) == 64
+            assert {x["direction"] for x in snap["inflight"]} == {"up"}
+            assert all(x["total"] == 1_000_000 for x in snap["inflight"])
+        finally:
+            for c in clients:
+                c.close()

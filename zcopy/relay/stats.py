@@ -14,12 +14,10 @@ import sys
 import time
 from collections import Counter, deque
 
-from zcopy.stats.inflight import TransferRates
+from zcopy.stats.inflight import TransferRates, busiest
 
 #: Closed connections kept in the snapshot, newest last.
 RECENT = 32
-#: Open connections listed in the snapshot (the busiest by rate).
-INFLIGHT_MAX = 64
 
 
 class RelayStats:
@@ -55,6 +53,7 @@ class RelayStats:
         """Plain data (JSON-ready). ``engines``: name -> EngineStats;
         ``sessions``: the open connections, listed in ``inflight``."""
         by_engine = {name: {**s.snapshot(), "zero_copy": name == "splice"} for name, s in engines.items()}
+        inflight = self._inflight(sessions, now, upstream)
         return {
             "kind": "relay",
             "started": self.started,
@@ -69,7 +68,8 @@ class RelayStats:
             "rate_limit_waits": self.parked,
             "pipes": pipes,
             "recent": list(self.recent),
-            "inflight": self._inflight(sessions, now, upstream),
+            "inflight": busiest(inflight),
+            "inflight_count": len(inflight),
         }
 
     def _inflight(self, sessions, now: float, upstream: str) -> list[dict]:
@@ -83,8 +83,7 @@ class RelayStats:
             out.append({"client": f"{host}:{port}", "path": f"→ {upstream}", "done": n, "total": 0,
                         "up": s.sent_up, "down": s.sent_down, "rate": round(rate, 1),
                         "seconds": round(now - s.started, 3), "direction": "both"})
-        out.sort(key=lambda t: t["rate"], reverse=True)
-        return out[:INFLIGHT_MAX]
+        return out
 
 
 def record(session, now: float, engine: str, upstream: str) -> dict:

@@ -25,15 +25,12 @@ import time
 from bisect import bisect_left
 from collections import Counter
 
-from zcopy.stats.inflight import TransferRates
+from zcopy.stats.inflight import TransferRates, busiest
 
 #: Upper bounds (seconds) of the latency buckets; one more bucket for "above".
 #: Log-spaced 1-2-5 so p50/p99 estimates stay within a factor 2.5.
 LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
                   30.0, 60.0)
-#: In-flight transfers listed per worker snapshot (the busiest by rate).
-INFLIGHT_MAX = 64
-
 
 class Histogram(list):
     """Bucket counts (a plain list, indexed by bucket) plus the sum of the
@@ -86,6 +83,7 @@ class WorkerStats:
         # no "syscalls" for copy: its sends and recvs are the connection's own, not counted
         by_engine["copy"] = {"bytes_sent": self.copy_sent, "bytes_received": self.copy_received,
                              "zero_copy": False}
+        inflight = self._inflight(conns, now)
         return {
             "kind": "serve",
             "pid": os.getpid(),
@@ -102,7 +100,8 @@ class WorkerStats:
             "engines": by_engine,
             "latency": {"bounds": list(LATENCY_BOUNDS), "ttfb": list(self.ttfb), "ttlb": list(self.ttlb),
                         "ttfb_sum": round(self.ttfb.sum, 6), "ttlb_sum": round(self.ttlb.sum, 6)},
-            "inflight": self._inflight(conns, now),
+            "inflight": busiest(inflight),
+            "inflight_count": len(inflight),
         }
 
     def _inflight(self, conns, now: float) -> list[dict]:
@@ -116,8 +115,7 @@ class WorkerStats:
             out.append({"client": f"{host}:{port}", "path": path, "done": done, "total": total,
                         "rate": round(rate, 1), "seconds": round(now - conn.started, 3),
                         "direction": "up" if conn.upload is not None else "down"})
-        out.sort(key=lambda t: t["rate"], reverse=True)
-        return out[:INFLIGHT_MAX]
+        return out
 
 
 def _progress(conn) -> tuple[str, int, int] | None:

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from typing import Hashable, Iterable
 
+#: Transfers listed per worker snapshot (the busiest by rate); all are counted.
+INFLIGHT_MAX = 64
+
+
+def busiest(transfers: list[dict], limit: int = INFLIGHT_MAX) -> list[dict]:
+    """The ``limit`` fastest transfers, fastest first."""
+    return sorted(transfers, key=lambda t: t["rate"], reverse=True)[:limit]
+
 
 class TransferRates:
     """``measure()`` once per snapshot; it remembers only the transfers it saw last time."""

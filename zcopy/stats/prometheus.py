@@ -52,8 +52,8 @@ def render(snap: dict) -> str:
     metric("connections_active", "gauge", "Connections open now.", [(base, conns.get("active", 0), "")])
     metric("errors_total", "counter", "Errors by kind (client_reset, send_timeout, file_changed, EMFILE...).",
            [({**base, "error": k}, v, "") for k, v in sorted((snap.get("errors") or {}).items())])
-    metric("inflight_transfers", "gauge", "Bodies being sent or received now (listed ones).",
-           [(base, len(snap.get("inflight") or []), "")])
+    metric("inflight_transfers", "gauge", "Bodies being sent or received now.",
+           [(base, snap.get("inflight_count", len(snap.get("inflight") or [])), "")])
     metric("workers", "gauge", "Workers publishing snapshots.", [(base, len(snap.get("workers") or []), "")])
     metric("start_time_seconds", "gauge", "When the oldest worker started (Unix time).",
            [(base, snap.get("started", 0), "")])

@@ -171,8 +171,9 @@ def _transfers(snap: dict, sort: str, wide: bool, shown: int) -> Panel:
         size = [format_size(total) if total else "?"] if wide else []
         t.add_row(x["client"], arrows.get(x.get("direction"), ""), x["path"], bar, format_size(x["done"]),
                   *size, rate(x.get("rate", 0)))
-    title = f"transfers in flight: {len(transfers)}"
-    if len(transfers) > shown:
-        title += f" (busiest {shown} by {sort})"
+    count = snap.get("inflight_count", len(transfers))   # each worker lists its busiest 64
+    title = f"transfers in flight: {count}"
+    if count > min(shown, len(transfers)):
+        title += f" (top {min(shown, len(transfers))} by {sort})"
     return Panel(t if transfers else Text("none", style="dim"), title=title, title_align="left",
                  subtitle=f"sort: {sort} · {KEYS_HELP}", subtitle_align="right")
