@@ -32,6 +32,7 @@ from zcopy.stats.inflight import TransferRates, busiest
 LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
                   30.0, 60.0)
 
+
 class Histogram(list):
     """Bucket counts (a plain list, indexed by bucket) plus the sum of the
     observed seconds, which Prometheus wants beside the buckets (``_sum``)."""
