@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from serverutil import Server, connect, read_response
+from serverutil import Server, connect, curl, read_response
 
 from zcopy.stats import Publisher, aggregate, discover, read_all
 from zcopy.stats.location import group_dir
@@ -218,3 +218,97 @@ def test_stats_off_publishes_nothing(runtime, files):
         out = subprocess.run([sys.executable, "-m", "zcopy", "top", "--json"], capture_output=True,
                              env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, timeout=30)
         assert out.returncode == 1 and b"no zcopy server" in out.stderr
+
+
+def test_errors_are_counted_by_kind(runtime, tmp_path):
+    """Real faults, each counted under its kind: a client that resets
+    mid-download, a head that never completes, a file truncated while it is
+    sent, and accept(2) failing with EMFILE under a lowered RLIMIT_NOFILE."""
+    import resource
+
+    root = tmp_path / "faults"
+    root.mkdir()
+    for name in ("reset.bin", "shrink.bin"):
+        with open(root / name, "wb") as f:
+            f.truncate(64 << 20)
+    with Server(root, "--header-timeout", "0.5", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        [worker] = srv.worker_pids(at_least=1)
+
+        def stalled_download(path: str) -> socket.socket:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(f"GET /{path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")   # the server is now blocked sending the rest
+            return s
+
+        slow = connect(srv.port)                    # a head that never ends (answered at the next tick)
+        slow.sendall(b"GET / HTTP/1.1\r\nHost:")
+        s = stalled_download("reset.bin")           # RST while the server is blocked sending
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        s.close()
+        s = stalled_download("shrink.bin")          # the file shrinks under the transfer
+        os.truncate(root / "shrink.bin", 1 << 20)
+        while s.recv(1 << 20):
+            pass
+        s.close()
+        with slow:
+            assert slow.recv(65536).startswith(b"HTTP/1.1 408")
+        fds = len(os.listdir(f"/proc/{worker}/fd"))
+        old = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, (fds + 1, old[1]))     # the soft limit only
+        try:
+            held = [connect(srv.port) for _ in range(4)]
+            # seen while the worker is still out of fds: its publisher keeps a spare one
+            assert wait_for(lambda: top_json(runtime)["errors"].get("accept_emfile"), timeout=5)
+        finally:
+            resource.prlimit(worker, resource.RLIMIT_NOFILE, old)
+        for c in held:
+            c.close()
+        snap = wait_json(runtime, lambda j: len(j["errors"]) >= 4)
+        errors = snap["errors"]
+        assert errors.get("client_reset") == 1, errors
+        assert errors.get("file_changed") == 1, errors
+        assert errors.get("header_timeout") == 1, errors
+        assert errors.get("accept_emfile", 0) >= 1, errors
+        with connect(srv.port) as c:                 # and it still serves
+            c.sendall(b"HEAD /reset.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(c, head_only=True)[0] == 200
+
+
+def test_upload_bytes_are_counted_and_every_transfer_in_flight(runtime, tmp_path):
+    """curl uploads (one sized, one chunked) to two workers: bytes_received is
+    every byte curl wrote, bytes_sent every byte it read, PUTs by method.
+    Then 140 uploads stalled after their head: all counted, each worker
+    listing only its 64 fastest (one of the two has at least 70)."""
+    root = tmp_path / "up"
+    root.mkdir()
+    body = tmp_path / "body.bin"
+    body.write_bytes(os.urandom(2_500_000))
+    with Server(root, "--workers", "2", "--allow-write", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        wrote = read = 0
+        for name, extra in (("sized.bin", []), ("chunked.bin", ["-H", "Transfer-Encoding: chunked"])):
+            out = curl("-o", "/dev/null", "-w", "%{http_code} %{size_request} %{size_upload} %{size_header} "
+                       "%{size_download}", "-T", str(body), *extra, f"{srv.url}/{name}")
+            code, head_out, up, head_in, down = map(int, out.stdout.split())
+            assert code == 201, out
+            wrote, read = wrote + head_out + up, read + head_in + down
+        assert (root / "chunked.bin").read_bytes() == body.read_bytes()
+        # serverutil's probe connection sent and read nothing
+        snap = wait_json(runtime, lambda j: j["bytes_received"] == wrote and not j["connections"]["active"])
+        assert snap["bytes_received"] == wrote and snap["bytes_sent"] == read
+        assert snap["methods"] == {"PUT": 2} and snap["status"]["2xx"] == 2
+        assert sum(e["received"] for e in snap["bytes_by_engine"].values()) == wrote
+        clients = []
+        try:
+            for i in range(140):
+                c = connect(srv.port)
+                c.sendall(f"PUT /f{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n".encode() + b"x" * i)
+                clients.append(c)
+            snap = wait_json(runtime, lambda j: j["inflight_count"] == 140)
+            assert snap["inflight_count"] == 140 and 64 <= len(snap["inflight"]) < 140
+            assert {x["direction"] for x in snap["inflight"]} == {"up"}
+            assert all(x["total"] == 1_000_000 for x in snap["inflight"])
+        finally:
+            for c in clients:
+                c.close()

@@ -22,15 +22,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def scrape(port: int) -> dict[str, float]:
-    out = curl(f"http://127.0.0.1:{port}/metrics")
-    assert out.returncode == 0, out.stderr
-    samples = {}
-    for line in out.stdout.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def check_exposition(text: str) -> dict[str, float]:
+    """Parse the text format strictly (0.0.4) and check its rules; the samples by ``name{labels}``.
+
+    Every sample belongs to a family announced by one HELP and one TYPE line
+    before it; counters end in ``_total``; a histogram has, per label set,
+    cumulative buckets with increasing ``le`` ending in ``+Inf``, then
+    ``_sum`` and a ``_count`` equal to the ``+Inf`` bucket."""
+    assert text.endswith("\n")
+    helps, types, samples = set(), {}, {}
+    hist: dict[tuple[str, tuple], dict] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split(" ")[2]
+            assert name not in helps, f"two HELP lines for {name}"
+            helps.add(name)
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, mtype = line.split(" ")
+            assert name in helps and name not in types and mtype in ("counter", "gauge", "histogram")
+            types[name] = mtype
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        name, labels, value = m.group(1), dict(LABEL.findall(m.group(2) or "")), float(m.group(3))
+        family = next((f for f in (name, name.rsplit("_", 1)[0]) if f in types), None)
+        assert family is not None, f"{name} has no TYPE line before it"
+        if types[family] == "counter":
+            assert name == family and name.endswith("_total") and value >= 0, line
+        if types[family] == "histogram":
+            key = (family, tuple(sorted((k, v) for k, v in labels.items() if k != "le")))
+            h = hist.setdefault(key, {"le": [], "n": []})
+            if name == family + "_bucket":
+                assert "sum" not in h, "bucket after _sum"
+                h["le"].append(float(labels["le"]))
+                h["n"].append(value)
+            else:
+                h[name.rsplit("_", 1)[1]] = value
+        samples[f"{name}{m.group(2) or ''}"] = value
+    for (family, _), h in hist.items():
+        assert h["le"] == sorted(h["le"]) and h["le"][-1] == float("inf"), family
+        assert h["n"] == sorted(h["n"]), f"{family} buckets are not cumulative"
+        assert h["count"] == h["n"][-1] and "sum" in h and h["sum"] >= 0, family
     return samples
+
+
+def scrape(port: int) -> dict[str, float]:
+    out = curl("-i", f"http://127.0.0.1:{port}/metrics")
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.decode().partition("\r\n\r\n")
+    assert "content-type: text/plain; version=0.0.4" in head.lower()
+    return check_exposition(body)
 
 
 def test_metrics_listener_matches_json(tmp_path):
@@ -46,16 +92,25 @@ def test_metrics_listener_matches_json(tmp_path):
             with connect(srv.port) as s:
                 s.sendall(b"GET /f.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 assert read_response(s)[0] == 200
+        with connect(srv.port) as s:
+            s.sendall(b"HEAD /missing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_response(s, head_only=True)[0] == 404
         deadline = time.monotonic() + 10
         while True:
             m = scrape(mport)
-            if m.get('zcopy_requests_total{kind="serve",status="2xx"}') == 5 or time.monotonic() > deadline:
+            if m.get('zcopy_ttlb_seconds_count{kind="serve"}') == 6 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert m['zcopy_requests_total{kind="serve",status="2xx"}'] == 5
+        assert m['zcopy_requests_total{kind="serve",status="4xx"}'] == 1
+        assert m['zcopy_requests_by_method_total{kind="serve",method="GET"}'] == 5
+        assert m['zcopy_requests_by_method_total{kind="serve",method="HEAD"}'] == 1
+        assert m['zcopy_ttfb_seconds_count{kind="serve"}'] == 6
+        assert 0 <= m['zcopy_ttlb_seconds_sum{kind="serve"}'] < 60
+        assert m['zcopy_connections_accepted_total{kind="serve"}'] == 7    # + serverutil's probe connection
         assert m['zcopy_sent_bytes_total{kind="serve",engine="sendfile",zero_copy="true"}'] == 500_000
         assert m['zcopy_workers{kind="serve"}'] == 2
-        assert m['zcopy_ttlb_seconds_bucket{kind="serve",le="+Inf"}'] == 5
+        assert m['zcopy_ttlb_seconds_bucket{kind="serve",le="+Inf"}'] == 6
         snap = json.loads(subprocess.run([sys.executable, "-m", "zcopy", "top", "--json"], capture_output=True,
                                          env={**os.environ, **env}, timeout=30).stdout)
         sent = sum(v for k, v in m.items() if k.startswith("zcopy_sent_bytes_total"))
@@ -78,8 +133,12 @@ def test_metrics_bad_address_is_a_usage_error(tmp_path):
 
 
 def test_render_histogram_is_cumulative():
-    text = render({"kind": "serve", "requests": 3, "status": {"2xx": 3},
-                   "latency": {"bounds": [0.001, 0.01], "ttfb": [1, 0, 2], "ttlb": [0, 3, 0]}})
+    text = render({"kind": "serve", "requests": 3, "status": {"2xx": 3}, "errors": {"client_reset": 2},
+                   "latency": {"bounds": [0.001, 0.01], "ttfb": [1, 0, 2], "ttlb": [0, 3, 0],
+                               "ttfb_sum": 0.25, "ttlb_sum": 0.0125}})
+    samples = check_exposition(text)
+    assert samples['zcopy_ttfb_seconds_sum{kind="serve"}'] == 0.25
+    assert samples['zcopy_errors_total{kind="serve",error="client_reset"}'] == 2
     assert 'zcopy_ttfb_seconds_bucket{kind="serve",le="0.001"} 1' in text
     assert 'zcopy_ttfb_seconds_bucket{kind="serve",le="0.01"} 1' in text
     assert 'zcopy_ttfb_seconds_bucket{kind="serve",le="+Inf"} 3' in text

@@ -11,6 +11,7 @@ import re
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -102,6 +103,9 @@ class Load:
             t.join(20)
 
 
+FIGURE = r"\d+(\.\d)? (B|KiB|MiB|GiB)"
+
+
 @pytest.mark.slow
 def test_dashboard_shows_engines_and_rate_and_quits_on_q(runtime, root):
     with Server(root, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
@@ -111,14 +115,28 @@ def test_dashboard_shows_engines_and_rate_and_quits_on_q(runtime, root):
             text = term.wait(rf"pid {srv.proc.pid} http://127\.0\.0\.1:{srv.port}/")
             # a non-zero rate on the "all" row and the engine rows once two publications are in
             text = term.wait(r"all\s+[1-9][\d.]* (KiB|MiB|GiB)/s")
-            assert re.search(r"sendfile\s+[\d.]+ \w+/s\s+[\d.]+ (KiB|MiB|GiB)", text), text
-            assert re.search(r"copy\s+[\d.]+ \w+/s", text) and "zero-copy" in text
+            # engine rows: out now, in now, out, in, syscalls, zero-copy
+            assert re.search(rf"sendfile\s+[1-9][\d.]* \w+/s\s+{FIGURE}/s\s+[1-9][\d.]* (KiB|MiB|GiB)\s+{FIGURE}"
+                             r"\s+[1-9]\d*\s+yes", text), text
+            assert re.search(rf"copy\s+{FIGURE}/s\s+{FIGURE}/s\s+{FIGURE}\s+{FIGURE}\s+-\s+no", text), text
+            assert re.search(r"bytes sent zero-copy", text) and "last minute" in text
             assert re.search(r"2xx [1-9]\d*/s", text) and "2 workers" in text
-            assert "NICs" in text and re.search(r"\blo\b", text)
-            term.keys("s")
-            term.wait(r"sort: progress")
+            assert re.search(rf"lo \(nic\)\s+{FIGURE}/s\s+{FIGURE}/s", text), text
+            assert re.search(r"127\.0\.0\.1:\d+\s+↓\s+/data\.bin", text) or "transfers in flight: 0" in text
+            for sort in ("progress", "remaining", "client", "rate"):
+                term.keys("s")
+                term.wait(rf"sort: {sort} ")
             term.keys("p")
             term.wait(r"PAUSED")
+            term.keys("p")
+            term.wait(r"\A(?![\s\S]*PAUSED)")       # p again: running, the mark is gone
+            # a resize to the smallest usual terminal: the frame is redrawn to fit, figures whole
+            term.tmux("resize-window", "-x", "80", "-y", "24")
+            text = term.wait(r"sendfile ⚡")
+            lines = text.rstrip("\n").split("\n")
+            assert len(lines) <= 24 and all(len(line) <= 80 for line in lines), text
+            assert re.search(rf"all\s+{FIGURE}/s\s+{FIGURE}/s\s+{FIGURE}\s+{FIGURE}\s", text), text
+            assert "q quit" in lines[-1] and not re.search(r"\d…", text), text
             term.keys("q")
             text = term.wait(r"EXITED \d+")
             assert "EXITED 0" in text and "Traceback" not in text
@@ -178,13 +196,14 @@ def _reap_orphan(pid: int) -> None:
         time.sleep(0.05)
 
 
-def wait_for_published_requests(pid: int, n: int, timeout: float = 10.0) -> None:
+def wait_for_json(pid: int, pred, timeout: float = 10.0) -> dict:
+    """Poll `zcopy top --json --pid PID` until ``pred(snapshot)`` (published once a second)."""
     deadline = time.monotonic() + timeout
     while True:
         out = subprocess.run(top("--json", "--pid", str(pid)), capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and json.loads(out.stdout).get("requests", 0) >= n:
-            return
-        assert time.monotonic() < deadline, f"the server never published {n} requests: {out.stdout}"
+        if out.returncode == 0 and pred(snap := json.loads(out.stdout)):
+            return snap
+        assert time.monotonic() < deadline, f"never published what the test waits for: {out.stdout}"
         time.sleep(0.2)
 
 
@@ -194,13 +213,13 @@ def test_once_prints_one_frame(runtime, root):
             with connect(srv.port) as s:
                 s.sendall(b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 read_response(s)
-        wait_for_published_requests(srv.proc.pid, 3)   # snapshots are published once a second
+        wait_for_json(srv.proc.pid, lambda j: j["requests"] >= 3)
         out = subprocess.run(top("--once", "--pid", str(srv.proc.pid)), capture_output=True, text=True,
                              timeout=30, env={**os.environ, "COLUMNS": "150"})
         assert out.returncode == 0, out.stderr
         assert f"serve pid {srv.proc.pid}" in out.stdout and "sendfile" in out.stdout
         assert re.search(r"total \d+", out.stdout) and "5.7 MiB" in out.stdout   # 3 x 2,000,000 bytes
-        assert re.search(r"prefetch +windows read ahead \d+ +parked \d+ times", out.stdout), out.stdout
+        assert re.search(r"prefetch +read ahead \d+ +parked \d+ \([\d.]+ s\)", out.stdout), out.stdout
 
 
 def test_several_servers_are_listed(runtime, root):
@@ -212,7 +231,16 @@ def test_several_servers_are_listed(runtime, root):
         out = subprocess.run(top("--json"), capture_output=True, text=True, timeout=30)
         assert out.returncode == 1 and out.stdout == ""
         assert f"--pid {a.proc.pid}" in out.stderr and f"--pid {b.proc.pid}" in out.stderr
-        assert f"http://127.0.0.1:{b.port}/" in out.stderr
+        assert f"  --pid {b.proc.pid}  serve  http://127.0.0.1:{b.port}/  1 worker\n" in out.stderr
+        # either one is chosen by its supervisor's pid or by its stats folder
+        folder_b = str(runtime / "zcopy" / f"serve-{b.proc.pid}")
+        for args, server in ((["--pid", str(a.proc.pid)], a), (["--socket", folder_b], b)):
+            out = subprocess.run(top("--json", *args), capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            snap = json.loads(out.stdout)
+            assert snap["pid"] == server.proc.pid and snap["server"]["address"] == f"{server.url}/"
+        out = subprocess.run(top("--json", "--pid", "1"), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1 and out.stderr == "zcopy top: no zcopy server with pid 1 is running\n"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -226,7 +254,52 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1
 
 
+def test_live_view_to_a_pipe_is_a_usage_error(runtime):
+    out = subprocess.run(top(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == "zcopy top: error: the live view needs a terminal; use --once or --json for a pipe or file\n"
+
+
 def test_no_server_once_and_json_exit_1(runtime):
     for flag in ("--once", "--json"):
         out = subprocess.run(top(flag), capture_output=True, text=True, timeout=30)
         assert out.returncode == 1 and "no zcopy server of uid" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_top_shows_a_relay(runtime):
+    """`zcopy relay` publishes the same way: --json has the required keys and
+    exact totals, --once a frame with the open connection in flight."""
+    from test_relay import Upstream, echo, recv_all
+    from test_relay_cli import RelayProcess
+
+    up = Upstream(echo)
+    relay = RelayProcess("--upstream", f"127.0.0.1:{up.port}", "--engine", "splice", "--workers", "2")
+    try:
+        data = os.urandom(300_000)
+        with socket.create_connection(("127.0.0.1", relay.port)) as c:
+            c.sendall(data)
+            got = b""
+            while len(got) < len(data):
+                got += c.recv(1 << 20)
+            wait_for_json(relay.proc.pid, lambda j: j["inflight"] and j["inflight"][0]["done"] == 2 * len(data))
+            out = subprocess.run(top("--once", "--pid", str(relay.proc.pid)), capture_output=True, text=True,
+                                 timeout=30, env={**os.environ, "COLUMNS": "120"})
+            assert out.returncode == 0, out.stderr
+            assert re.search(rf"relay pid {relay.proc.pid} 127\.0\.0\.1:{relay.port} → 127\.0\.0\.1:{up.port}",
+                             out.stdout), out.stdout
+            assert re.search(r"splice\s+.*\s+yes\s", out.stdout) and "100.0% of bytes sent zero-copy" in out.stdout
+            assert re.search(rf"127\.0\.0\.1:{c.getsockname()[1]}\s+⇅\s+→ 127\.0\.0\.1:{up.port}\s+585\.9 KiB",
+                             out.stdout), out.stdout
+            c.shutdown(socket.SHUT_WR)
+            assert got + recv_all(c) == data
+        snap = wait_for_json(relay.proc.pid, lambda j: j["connections"]["closed"] == 1)
+        for key in ("requests", "bytes_sent", "bytes_received", "bytes_by_engine", "connections", "workers"):
+            assert key in snap, key
+        # each byte crossed the relay twice: client -> upstream and back
+        assert snap["bytes_sent"] == snap["bytes_received"] == 2 * len(data)
+        assert snap["bytes_by_engine"]["splice"] == {"sent": 2 * len(data), "received": 2 * len(data)}
+        assert snap["connections"] == {"accepted": 1, "active": 0, "closed": 1} and len(snap["workers"]) == 2
+        assert snap["kind"] == "relay" and snap["inflight"] == []
+    finally:
+        assert relay.stop()[0] == 0
+        up.close()

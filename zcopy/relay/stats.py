@@ -14,12 +14,14 @@ import sys
 import time
 from collections import Counter, deque
 
+from zcopy.stats.inflight import TransferRates, busiest
+
 #: Closed connections kept in the snapshot, newest last.
 RECENT = 32
 
 
 class RelayStats:
-    __slots__ = ("started", "accepted", "closed", "errors", "ended", "up", "down", "recent", "parked")
+    __slots__ = ("started", "accepted", "closed", "errors", "ended", "up", "down", "recent", "parked", "_rates")
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -31,6 +33,7 @@ class RelayStats:
         self.down = 0                      # bytes upstream -> client, closed connections
         self.recent: deque = deque(maxlen=RECENT)
         self.parked = 0                    # times a direction waited for rate-limit tokens
+        self._rates = TransferRates()
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -45,20 +48,42 @@ class RelayStats:
         self.down += record["down"]
         self.recent.append(record)
 
-    def snapshot(self, engines: dict, pipes: dict | None = None) -> dict:
+    def snapshot(self, engines: dict, pipes: dict | None = None, sessions=(), now: float = 0.0,
+                 upstream: str = "") -> dict:
+        """Plain data (JSON-ready). ``engines``: name -> EngineStats;
+        ``sessions``: the open connections, listed in ``inflight``."""
+        by_engine = {name: {**s.snapshot(), "zero_copy": name == "splice"} for name, s in engines.items()}
+        inflight = self._inflight(sessions, now, upstream)
         return {
             "kind": "relay",
             "started": self.started,
             "connections": {"accepted": self.accepted, "active": self.accepted - self.closed,
                             "closed": self.closed},
             "bytes": {"client_to_upstream": self.up, "upstream_to_client": self.down},
-            "engines": {name: s.snapshot() for name, s in engines.items()},
+            "bytes_sent": sum(e["bytes_sent"] for e in by_engine.values()),
+            "bytes_received": sum(e["bytes_received"] for e in by_engine.values()),
+            "engines": by_engine,
             "errors": dict(self.errors),
             "ended": dict(self.ended),
             "rate_limit_waits": self.parked,
             "pipes": pipes,
             "recent": list(self.recent),
+            "inflight": busiest(inflight),
+            "inflight_count": len(inflight),
         }
+
+    def _inflight(self, sessions, now: float, upstream: str) -> list[dict]:
+        """Open connections: client, bytes moved both ways, rate since the previous snapshot."""
+        sessions = list(sessions)
+        moved = [s.sent_up + s.sent_down for s in sessions]
+        rates = self._rates.measure([((id(s), s.started), n, s.started) for s, n in zip(sessions, moved)], now)
+        out = []
+        for s, n, rate in zip(sessions, moved, rates):
+            host, port = s.addr[:2]
+            out.append({"client": f"{host}:{port}", "path": f"→ {upstream}", "done": n, "total": 0,
+                        "up": s.sent_up, "down": s.sent_down, "rate": round(rate, 1),
+                        "seconds": round(now - s.started, 3), "direction": "both"})
+        return out
 
 
 def record(session, now: float, engine: str, upstream: str) -> dict:

@@ -182,8 +182,14 @@ class RelayWorker(ListenerLoop):
 
     def stats_snapshot(self) -> dict:
         """Live counters of this worker (shape: docs/relay.md)."""
-        snap = self.stats.snapshot({self.config.engine: self.engine_stats}, self._pipe_stats())
-        snap.update(worker=self.index, pid=os.getpid(), upstream=self.config.upstream_name)
+        cfg = self.config
+        sessions = {end.session for end in self.ends.values()}
+        snap = self.stats.snapshot({cfg.engine: self.engine_stats}, self._pipe_stats(), sessions, self.now,
+                                   cfg.upstream_name)
+        host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
+        snap.update(worker=self.index, pid=os.getpid(), upstream=cfg.upstream_name,
+                    server={"address": f"{host}:{cfg.port} → {cfg.upstream_name}", "workers": cfg.workers,
+                            "engine": cfg.engine})
         return snap
 
     def _pipe_stats(self) -> dict | None:

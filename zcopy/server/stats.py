@@ -11,7 +11,8 @@ listings, error pages, request heads, upload bytes that arrived with the head)
 are counted as the pseudo-engine ``copy``; together with the engines this
 makes ``bytes_sent``/``bytes_received`` every byte that crossed the sockets.
 
-Latencies are bucketed as they happen (one ``bisect`` on a tuple, one int bump)
+Latencies are bucketed as they happen (one ``bisect`` on a tuple, one int bump,
+one float add for the sum)
 and measured with the worker's per-batch clock ``worker.now``: their
 resolution is one loop turn, which is also the granularity at which the loop
 can act on a request at all.
@@ -24,17 +25,28 @@ import time
 from bisect import bisect_left
 from collections import Counter
 
+from zcopy.stats.inflight import TransferRates, busiest
+
 #: Upper bounds (seconds) of the latency buckets; one more bucket for "above".
 #: Log-spaced 1-2-5 so p50/p99 estimates stay within a factor 2.5.
 LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
                   30.0, 60.0)
-#: In-flight transfers listed per worker snapshot (the busiest by rate).
-INFLIGHT_MAX = 64
+
+
+class Histogram(list):
+    """Bucket counts (a plain list, indexed by bucket) plus the sum of the
+    observed seconds, which Prometheus wants beside the buckets (``_sum``)."""
+
+    __slots__ = ("sum",)
+
+    def __init__(self, buckets: int) -> None:
+        super().__init__([0] * buckets)
+        self.sum = 0.0
 
 
 class WorkerStats:
     __slots__ = ("started", "requests", "by_class", "by_method", "accepted", "closed", "errors",
-                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "_last_sent")
+                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "_rates")
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -48,9 +60,9 @@ class WorkerStats:
         self.copy_sent = 0                   # bytes the connection send()s itself (heads, small bodies)
         self.copy_received = 0               # bytes the connection recv()s itself (heads, buffered bodies)
         n = len(LATENCY_BOUNDS) + 1
-        self.ttfb = [0] * n                  # request head parsed -> response head handed to the kernel
-        self.ttlb = [0] * n                  # request head parsed -> last response byte handed over
-        self._last_sent: dict[int, tuple[int, int, float]] = {}   # fd -> (conn id, bytes, when)
+        self.ttfb = Histogram(n)             # request head parsed -> response head handed to the kernel
+        self.ttlb = Histogram(n)             # request head parsed -> last response byte handed over
+        self._rates = TransferRates()
 
     def reply(self, method: str | None, status: int) -> None:
         self.requests += 1
@@ -58,8 +70,9 @@ class WorkerStats:
         if method is not None:
             self.by_method[method] += 1
 
-    def latency(self, hist: list, seconds: float) -> None:
+    def latency(self, hist: Histogram, seconds: float) -> None:
         hist[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        hist.sum += seconds
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -68,8 +81,10 @@ class WorkerStats:
         """Plain data (JSON-ready). ``conns``: the worker's live connections,
         for the in-flight table; ``now``: the worker's monotonic clock."""
         by_engine = {name: {**e.stats.snapshot(), "zero_copy": e.zero_copy} for name, e in engines.items()}
+        # no "syscalls" for copy: its sends and recvs are the connection's own, not counted
         by_engine["copy"] = {"bytes_sent": self.copy_sent, "bytes_received": self.copy_received,
-                             "syscalls": 0, "zero_copy": False}
+                             "zero_copy": False}
+        inflight = self._inflight(conns, now)
         return {
             "kind": "serve",
             "pid": os.getpid(),
@@ -84,32 +99,24 @@ class WorkerStats:
             "bytes_sent": sum(e["bytes_sent"] for e in by_engine.values()),
             "bytes_received": sum(e["bytes_received"] for e in by_engine.values()),
             "engines": by_engine,
-            "latency": {"bounds": list(LATENCY_BOUNDS), "ttfb": list(self.ttfb), "ttlb": list(self.ttlb)},
-            "inflight": self._inflight(conns, now),
+            "latency": {"bounds": list(LATENCY_BOUNDS), "ttfb": list(self.ttfb), "ttlb": list(self.ttlb),
+                        "ttfb_sum": round(self.ttfb.sum, 6), "ttlb_sum": round(self.ttlb.sum, 6)},
+            "inflight": busiest(inflight),
+            "inflight_count": len(inflight),
         }
 
     def _inflight(self, conns, now: float) -> list[dict]:
         """Transfers with a body under way: client, path, done/total and the
         rate since the previous snapshot (since the request for a new one)."""
-        last, seen, out = self._last_sent, {}, []
-        for conn in conns:
-            item = _progress(conn)
-            if item is None:
-                continue
-            path, done, total = item
-            prev = last.get(conn.fd)
-            if prev is not None and prev[0] == id(conn) and prev[1] <= done and now > prev[2]:
-                rate = (done - prev[1]) / (now - prev[2])
-            else:
-                rate = done / (now - conn.started) if now > conn.started else 0.0
-            seen[conn.fd] = (id(conn), done, now)
+        moving = [(conn, *item) for conn in conns if (item := _progress(conn)) is not None]
+        rates = self._rates.measure([((c.fd, id(c), c.started), done, c.started) for c, _, done, _ in moving], now)
+        out = []
+        for (conn, path, done, total), rate in zip(moving, rates):
             host, port = conn.addr[:2]
             out.append({"client": f"{host}:{port}", "path": path, "done": done, "total": total,
                         "rate": round(rate, 1), "seconds": round(now - conn.started, 3),
                         "direction": "up" if conn.upload is not None else "down"})
-        self._last_sent = seen
-        out.sort(key=lambda t: t["rate"], reverse=True)
-        return out[:INFLIGHT_MAX]
+        return out
 
 
 def _progress(conn) -> tuple[str, int, int] | None:

@@ -9,12 +9,16 @@ the publisher at all.
 
 Publishing is best effort: a full or missing runtime folder must not stop a
 server, so failures are remembered (``failures``) and retried next tick.
+A worker out of file descriptors (EMFILE) is exactly when its snapshot
+matters most, so the publisher holds one spare fd (``/dev/null``) and gives
+it up for the moment of a write that finds none left.
 ``ZCOPY_STATS=off`` in the environment turns publishing off (the stats-cost
 benchmark compares both).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -47,6 +51,7 @@ class Publisher:
         self.enabled = enabled()
         self.failures = 0
         self.closed = False
+        self._spare = self._reserve() if self.enabled else -1
 
     def publish(self) -> bool:
         """Write a fresh snapshot now. False if it could not be written."""
@@ -74,7 +79,17 @@ class Publisher:
             ensure_runtime_dir()
             os.makedirs(self.dir, 0o700, exist_ok=True)
         tmp = f"{self.path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or self._spare < 0:
+                raise
+            os.close(self._spare)       # reopened once this write's own fd is closed again
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            finally:
+                self._spare = -1
         try:
             view = memoryview(data)
             while view:
@@ -82,12 +97,24 @@ class Publisher:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+        if self._spare < 0:
+            self._spare = self._reserve()
+
+    @staticmethod
+    def _reserve() -> int:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return -1
 
     def close(self) -> None:
         """Withdraw this worker's snapshot; remove the folder if it was the last."""
         if self.closed:
             return
         self.closed = True
+        if self._spare >= 0:
+            os.close(self._spare)
+            self._spare = -1
         if not self.enabled:
             return
         for path in (self.path, f"{self.path}.{os.getpid()}.tmp"):

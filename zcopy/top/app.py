@@ -28,12 +28,20 @@ def title(snap: dict | None, follow: Follow) -> str:
     server = snap.get("server") or {}
     where = server.get("address") or snap.get("upstream") or ""
     return (f"zcopy top · {snap.get('kind', '?')} pid {snap.get('pid')} {where} · "
-            f"{len(snap.get('workers') or [])} workers · up {uptime(snap.get('started', time.time()))} · {clock}")
+            f"{workers(snap)} · up {uptime(snap.get('started', time.time()))} · {clock}")
+
+
+def workers(snap: dict) -> str:
+    n = len(snap.get("workers") or [])
+    return f"{n} worker{'' if n == 1 else 's'}"
 
 
 def json_snapshot(snap: dict) -> dict:
-    """The published aggregate plus the derived ``bytes_by_engine``."""
+    """The published aggregate plus the derived ``bytes_by_engine`` (and, for
+    a relay, which has no requests of its own, ``requests``: the connections
+    relayed to their end)."""
     out = dict(snap)
+    out.setdefault("requests", (snap.get("connections") or {}).get("closed", 0))
     out["bytes_by_engine"] = {name: {"sent": e.get("bytes_sent", 0), "received": e.get("bytes_received", 0)}
                               for name, e in (snap.get("engines") or {}).items()}
     return out
@@ -47,7 +55,7 @@ def list_servers(targets, out=sys.stderr) -> None:
         snap = read_all(t) or {}
         server = snap.get("server") or {}
         print(f"  --pid {t.pid}  {t.kind}  {server.get('address') or snap.get('upstream') or ''}  "
-              f"{len(snap.get('workers') or [])} workers", file=out)
+              f"{workers(snap)}", file=out)
 
 
 def once(follow: Follow, as_json: bool, interval: float) -> int:
@@ -70,8 +78,10 @@ def once(follow: Follow, as_json: bool, interval: float) -> int:
         later, _ = follow.read()
         if later is not None:
             history.add(later)
+    console = Console()
     try:
-        Console().print(frame(history.latest, history, nics.read(), title=title(history.latest, follow)))
+        console.print(frame(history.latest, history, nics.read(), title=title(history.latest, follow),
+                            width=console.size.width))
     finally:
         nics.close()
     return 0
@@ -94,10 +104,10 @@ def dashboard(follow: Follow, interval: float) -> int:
                     if snap is not None:
                         history.add(snap)
                     nic_list = nics.read()
-                width = max(min(console.size.width - 90, 60), 10)   # the rest is for the figures
+                size = console.size       # measured again at every frame: a resize shows at once
                 live.update(frame(snap if not notice else history.latest if paused else None, history, nic_list,
                                   title=title(snap, follow), notice=notice, sort=SORTS[sort], paused=paused,
-                                  spark_width=width), refresh=True)
+                                  width=size.width, height=size.height), refresh=True)
                 for ch in keys.wait(interval):
                     if ch in "qQ":
                         return 0
@@ -113,6 +123,11 @@ def dashboard(follow: Follow, interval: float) -> int:
 
 def run(pid: int | None, path: str | None, interval: float, one: bool, as_json: bool) -> int:
     follow = Follow(pid=pid, path=path)
+    if not (one or as_json) and not sys.stdout.isatty():
+        # a full-screen view written to a pipe or file would show nothing at all
+        print("zcopy top: error: the live view needs a terminal; use --once or --json for a pipe or file",
+              file=sys.stderr)
+        return 2
     try:
         if one or as_json:
             return once(follow, as_json, interval)

@@ -24,7 +24,8 @@ def figures(snap: dict) -> dict[str, float]:
     out = {"sent": snap.get("bytes_sent", 0), "received": snap.get("bytes_received", 0),
            "requests": snap.get("requests", 0)}
     for name, e in (snap.get("engines") or {}).items():
-        out[f"engine:{name}"] = e.get("bytes_sent", 0) + e.get("bytes_received", 0)
+        out[f"sent:{name}"] = e.get("bytes_sent", 0)
+        out[f"received:{name}"] = e.get("bytes_received", 0)
     for cls, n in (snap.get("status") or {}).items():
         out[f"status:{cls}"] = n
     return out
@@ -72,14 +73,21 @@ class History:
         return out
 
 
-def sparkline(values: list[float], width: int = HISTORY_SECONDS) -> str:
-    """Unicode blocks scaled to the largest value; padded on the left."""
-    values = values[-width:]
-    top = max(values, default=0)
+def sparkline(values: list[float], width: int, seconds: int = HISTORY_SECONDS) -> str:
+    """The last ``seconds`` of per-second ``values`` (oldest first) in
+    ``width`` Unicode blocks scaled to the largest; each block is the mean of
+    ``seconds / width`` seconds, so the line always spans the same time
+    whatever the terminal's width. Time not yet seen is blank on the left."""
+    values = values[-seconds:]
+    per = max(seconds / max(width, 1), 1.0)
+    bins = [values[max(int(len(values) - (i + 1) * per), 0):int(len(values) - i * per)]
+            for i in range(min(width, int(len(values) / per + 0.999)))][::-1]
+    means = [sum(b) / len(b) for b in bins if b]
+    top = max(means, default=0)
     if top <= 0:
-        return " " * (width - len(values)) + SPARK[0] * len(values)
-    chars = [SPARK[min(int(v / top * (len(SPARK) - 1) + 0.5), len(SPARK) - 1)] for v in values]
-    return " " * (width - len(values)) + "".join(chars)
+        return " " * (width - len(means)) + SPARK[0] * len(means)
+    chars = [SPARK[min(int(v / top * (len(SPARK) - 1) + 0.5), len(SPARK) - 1)] for v in means]
+    return " " * (width - len(chars)) + "".join(chars)
 
 
 def percentile(bounds: list[float], counts: list[int], q: float) -> float | None:
