@@ -34,6 +34,12 @@ def zcopy(*args: str) -> subprocess.CompletedProcess:
     ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--workers", "0"],
     ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--idle-timeout", "-1"],
     ["--listen", "127.0.0.1:0", "--upstream", "no.such.host.invalid:80"],
+    ["--listen", "127.0.0.1:0", "--upstream", "[::1]"],
+    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--rate", "-5"],
+    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--pipe-size", "0"],
+    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--pipe-size", "4GiB"],
+    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--idle-timeout", "nan"],
+    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--max-connections", "0"],
 ])
 def test_bad_flags_are_one_line_and_exit_2(args):
     r = zcopy("relay", *args)
@@ -79,6 +85,7 @@ def test_relay_logs_each_connection_and_leaks_no_fd_in_its_worker(tmp_path):
     relay = RelayProcess("--upstream", f"127.0.0.1:{up.port}", "--engine", "splice", "--log", str(log))
     try:
         assert "engine splice (--engine flag)" in relay.banner
+        assert re.search(r"pipe [\d.]+ [KM]iB \(probe ", relay.banner), relay.banner   # the pool is sized by the probe
         [worker] = wait_for(relay.worker_pids)
 
         def rounds(n):

@@ -41,6 +41,17 @@ def address_arg(text: str) -> tuple[str, int]:
     return host, value
 
 
+#: The kernel refuses pipes above 2 GiB; a buffer (copy) this big is a mistake too.
+MAX_PIPE_SIZE = 1 << 30
+
+
+def pipe_size_arg(text: str) -> int:
+    value = size_arg(text)
+    if not 0 < value <= MAX_PIPE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between 1 B and 1 GiB: {text!r}")
+    return value
+
+
 def rate_arg(text: str) -> int:
     value = size_arg(text.removesuffix("/s"))
     if value <= 0:
@@ -55,7 +66,7 @@ def configure(p) -> None:
                    help="address every connection is relayed to")
     p.add_argument("--engine", choices=["auto", "splice", "copy"], default="auto",
                    help="splice (zero-copy), copy (recv_into/send), or auto: as the probe says")
-    p.add_argument("--pipe-size", type=size_arg, default=None, metavar="BYTES",
+    p.add_argument("--pipe-size", type=pipe_size_arg, default=None, metavar="BYTES",
                    help="pipe size per busy direction (copy: buffer size); default from the probe")
     p.add_argument("--rate", type=rate_arg, default=None, metavar="BYTES/s",
                    help="limit for the whole relay, both directions together (e.g. 10MiB)")
@@ -83,27 +94,39 @@ def resolve(host: str, port: int) -> tuple[int, tuple]:
     return family, sockaddr
 
 
-def choose_engine() -> tuple[str, int, dict[str, str]]:
-    """(engine, pipe size, reasons) from the probe: splice needs both legs
-    of a relay, socket -> pipe and pipe -> socket, to have worked here."""
+def choose(engine: str, want_pipe_size: bool) -> tuple[str, int, dict[str, str]]:
+    """(engine, pipe size, reasons). The pipe size is the probe profile's
+    (unless --pipe-size is given); with ``auto``, splice needs both legs of a
+    relay, socket -> pipe and pipe -> socket, to have worked here."""
+    reasons = {"engine": "--engine flag", "pipe_size": "--pipe-size flag"}
+    if engine != "auto" and not want_pipe_size:
+        return engine, FALLBACK_PIPE_SIZE, reasons
     try:
         from probes.runner import Context, run_module
         from zcopy.profile import load_or_probe
 
-        profile = load_or_probe(".", quick=True)
+        pipe_size = FALLBACK_PIPE_SIZE
+        if want_pipe_size:
+            profile = load_or_probe(".", quick=True)
+            pipe_size = profile.pipe_size
+            reasons["pipe_size"] = f"probe ({profile.source}): {profile.reasons.get('pipe_size', '')}"
+        if engine != "auto":
+            return engine, pipe_size, reasons
         legs = {f.id: f for f in run_module("splice", Context(quick=True))
                 if f.id in ("splice.socket_to_pipe", "splice.pipe_to_socket")}
     except Exception as exc:   # the probe must never stop the relay from starting
-        return "splice", FALLBACK_PIPE_SIZE, {
-            "engine": f"probe unavailable ({type(exc).__name__}: {exc}); splice, the Linux default",
-            "pipe_size": "probe unavailable; 1 MiB"}
-    reasons = {"pipe_size": f"probe ({profile.source}): {profile.reasons.get('pipe_size', '')}"}
+        why = f"probe unavailable ({type(exc).__name__}: {exc})"
+        if want_pipe_size:
+            reasons["pipe_size"] = f"{why}; 1 MiB"
+        if engine == "auto":
+            engine, reasons["engine"] = "splice", f"{why}; splice, the Linux default"
+        return engine, FALLBACK_PIPE_SIZE, reasons
     failed = [f"{fid}: {f.detail}" for fid, f in sorted(legs.items()) if f.status.value != "ok"]
     if len(legs) == 2 and not failed:
         reasons["engine"] = "probe: splice TCP socket -> pipe and pipe -> TCP socket both work"
-        return "splice", profile.pipe_size, reasons
+        return "splice", pipe_size, reasons
     reasons["engine"] = "probe: " + ("; ".join(failed) or "splice legs not reported") + "; using copy"
-    return "copy", profile.pipe_size, reasons
+    return "copy", pipe_size, reasons
 
 
 def build_config(args):
@@ -117,15 +140,9 @@ def build_config(args):
                       rate=args.rate, conn_rate=args.conn_rate, max_connections=args.max_connections,
                       idle_timeout=args.idle_timeout, connect_timeout=args.connect_timeout,
                       drain_timeout=args.drain_timeout, log=args.log)
-    if args.engine == "auto":
-        cfg.engine, cfg.pipe_size, cfg.reasons = choose_engine()
-    else:
-        cfg.engine = args.engine
-        cfg.pipe_size = FALLBACK_PIPE_SIZE
-        cfg.reasons = {"engine": "--engine flag", "pipe_size": "default: 1 MiB"}
+    cfg.engine, cfg.pipe_size, cfg.reasons = choose(args.engine, args.pipe_size is None)
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
-        cfg.reasons["pipe_size"] = "--pipe-size flag"
     return cfg
 
 
