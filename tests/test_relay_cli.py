@@ -3,6 +3,7 @@ log, a leak check on the forked worker's /proc/<pid>/fd, and SIGTERM drain."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -16,7 +17,7 @@ import pytest
 
 from test_relay import Upstream, echo, fd_kinds, free_port, recv_all, wait_for
 
-_ADDR = re.compile(rb"listening on 127\.0\.0\.1:(\d+) ->")
+_ADDR = re.compile(rb"listening on \S+:(\d+) ->")
 
 
 def zcopy(*args: str) -> subprocess.CompletedProcess:
@@ -49,9 +50,9 @@ def test_bad_flags_are_one_line_and_exit_2(args):
 
 
 class RelayProcess:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "zcopy", "relay", "--listen", "127.0.0.1:0", *args],
-                                     stderr=subprocess.PIPE)
+    def __init__(self, *args: str, listen: str = "127.0.0.1:0", env: dict | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "zcopy", "relay", "--listen", listen, *args],
+                                     stderr=subprocess.PIPE, env=None if env is None else {**os.environ, **env})
         buf = b""
         deadline = time.monotonic() + 20
         while not (m := _ADDR.search(buf)):
@@ -152,3 +153,46 @@ def test_refused_upstream_is_logged_and_client_gets_eof():
         code, rest = relay.stop()
     assert code == 0
     assert re.search(r"engine=copy up=0 down=0 duration=[\d.]+s end=upstream_refused", rest), rest
+
+
+def test_zcopy_top_shows_a_running_relay(runtime):
+    """``zcopy top --json`` and ``--once`` against a real relay: the live
+    connection's two directions in flight, throughput, the zero-copy share."""
+    up = Upstream(echo)
+    relay = RelayProcess("--upstream", f"127.0.0.1:{up.port}", "--engine", "splice",
+                         env={"XDG_RUNTIME_DIR": str(runtime)})
+    top = [sys.executable, "-m", "zcopy", "top", "--pid", str(relay.proc.pid)]
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port)) as c:
+            data = os.urandom(300_000)
+            c.sendall(data)
+            c.settimeout(10)
+            got = b""
+            while len(got) < len(data):
+                got += c.recv(1 << 20)
+            assert got == data
+
+            def published():   # workers publish once a second
+                out = subprocess.run([*top, "--json"], capture_output=True, text=True, timeout=30)
+                snap = json.loads(out.stdout) if out.returncode == 0 else {}
+                return len(snap.get("inflight", [])) == 2 and snap
+
+            snap = wait_for(published, timeout=10)
+            assert snap, "the relay never published its live connection"
+            assert snap["kind"] == "relay" and snap["upstream"] == f"127.0.0.1:{up.port}"
+            assert snap["bytes_sent"] == snap["bytes_received"] == 600_000
+            assert snap["engines"]["splice"]["zero_copy"] is True
+            assert snap["connections"]["active"] == 1
+            client = "127.0.0.1:%d" % c.getsockname()[1]
+            assert sorted((t["direction"], t["done"], t["client"], t["path"]) for t in snap["inflight"]) == [
+                ("down", 300_000, client, f"127.0.0.1:{up.port}"), ("up", 300_000, client, f"127.0.0.1:{up.port}")]
+            out = subprocess.run([*top, "--once"], capture_output=True, text=True, timeout=30,
+                                 env={**os.environ, "COLUMNS": "150"})
+            assert out.returncode == 0, out.stderr
+            assert f"relay pid {relay.proc.pid}" in out.stdout
+            assert "100.0% of bytes sent zero-copy" in out.stdout and "transfers in flight: 2" in out.stdout
+            assert "active 1" in out.stdout and client in out.stdout, out.stdout
+    finally:
+        code, _ = relay.stop()
+        up.close()
+    assert code == 0

@@ -131,11 +131,10 @@ def choose(engine: str, want_pipe_size: bool) -> tuple[str, int, dict[str, str]]
 
 def build_config(args):
     from zcopy.relay.config import RelayConfig
+    from zcopy.relay.stats import address
 
     family, sockaddr = resolve(*args.upstream)
-    host, port = args.upstream
-    cfg = RelayConfig(upstream=sockaddr, upstream_family=family,
-                      upstream_name=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+    cfg = RelayConfig(upstream=sockaddr, upstream_family=family, upstream_name=address(*args.upstream),
                       bind=args.listen[0], port=args.listen[1], workers=args.workers,
                       rate=args.rate, conn_rate=args.conn_rate, max_connections=args.max_connections,
                       idle_timeout=args.idle_timeout, connect_timeout=args.connect_timeout,
@@ -147,6 +146,7 @@ def build_config(args):
 
 
 def run(args) -> int:
+    from zcopy.relay.stats import address
     from zcopy.relay.worker import worker_main
     from zcopy.server.supervisor import Supervisor, start
     from zcopy.units import format_size
@@ -156,10 +156,9 @@ def run(args) -> int:
     except StartupError as exc:
         print(f"zcopy relay: error: {exc}", file=sys.stderr)
         return exc.code
-    host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
     limits = ", ".join(f"{name} {format_size(v)}/s" for name, v in
                        (("rate", cfg.rate), ("conn-rate", cfg.conn_rate)) if v) or "no rate limit"
-    print(f"zcopy relay: listening on {host}:{cfg.port} -> {cfg.upstream_name}, {cfg.workers} worker(s), "
-          f"engine {cfg.engine} ({cfg.reasons['engine']}), pipe {format_size(cfg.pipe_size)} "
+    print(f"zcopy relay: listening on {address(cfg.bind, cfg.port)} -> {cfg.upstream_name}, "
+          f"{cfg.workers} worker(s), engine {cfg.engine} ({cfg.reasons['engine']}), pipe {format_size(cfg.pipe_size)} "
           f"({cfg.reasons['pipe_size']}), {limits}", file=sys.stderr, flush=True)
     return Supervisor(cfg, listeners, worker_main, stats_kind="relay").run()

@@ -16,10 +16,15 @@ from collections import Counter, deque
 
 #: Closed connections kept in the snapshot, newest last.
 RECENT = 32
+#: Live connections listed per worker snapshot (the busiest by rate).
+INFLIGHT_MAX = 64
+#: Engines that move bytes between the sockets without copying them through user space.
+ZERO_COPY = {"splice": True, "copy": False}
 
 
 class RelayStats:
-    __slots__ = ("started", "accepted", "closed", "errors", "ended", "up", "down", "recent", "parked")
+    __slots__ = ("started", "accepted", "closed", "errors", "ended", "up", "down", "recent", "parked",
+                 "_last")
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -31,6 +36,7 @@ class RelayStats:
         self.down = 0                      # bytes upstream -> client, closed connections
         self.recent: deque = deque(maxlen=RECENT)
         self.parked = 0                    # times a direction waited for rate-limit tokens
+        self._last: dict = {}              # (id(pump), direction) -> (bytes moved, when): for rates
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -45,26 +51,65 @@ class RelayStats:
         self.down += record["down"]
         self.recent.append(record)
 
-    def snapshot(self, engines: dict, pipes: dict | None = None) -> dict:
+    def snapshot(self, engines: dict, pipes: dict | None = None, sessions=(), upstream: str = "",
+                 now: float = 0.0) -> dict:
+        """``engines``: name -> EngineStats; ``sessions``: the live ones (for
+        the in-flight table ``zcopy top`` shows); ``now``: the worker's clock.
+        ``bytes_sent``/``bytes_received``, ``engines.*.zero_copy`` and
+        ``inflight`` have the meaning and shape they have in serve's snapshot."""
+        by_engine = {name: {**s.snapshot(), "zero_copy": ZERO_COPY.get(name, False)}
+                     for name, s in engines.items()}
         return {
             "kind": "relay",
             "started": self.started,
             "connections": {"accepted": self.accepted, "active": self.accepted - self.closed,
                             "closed": self.closed},
             "bytes": {"client_to_upstream": self.up, "upstream_to_client": self.down},
-            "engines": {name: s.snapshot() for name, s in engines.items()},
+            "bytes_sent": sum(e["bytes_sent"] for e in by_engine.values()),
+            "bytes_received": sum(e["bytes_received"] for e in by_engine.values()),
+            "engines": by_engine,
             "errors": dict(self.errors),
             "ended": dict(self.ended),
             "rate_limit_waits": self.parked,
             "pipes": pipes,
             "recent": list(self.recent),
+            "inflight": self._inflight(sessions, upstream, now),
         }
+
+    def _inflight(self, sessions, upstream: str, now: float) -> list[dict]:
+        """Each direction of each relaying connection: bytes delivered so far
+        and the rate since the previous snapshot (since the connection began
+        for a new one). ``up`` is client -> upstream."""
+        last, seen, out = self._last, {}, []
+        for session in sessions:
+            if not session.pumps:
+                continue                  # still connecting
+            host, port = session.addr[:2]
+            client = address(host, port)
+            for direction, pump in zip(("up", "down"), session.pumps):
+                key = (id(pump), direction)
+                prev = last.get(key)
+                if prev is not None and prev[0] <= pump.moved and now > prev[1]:
+                    rate = (pump.moved - prev[0]) / (now - prev[1])
+                else:
+                    rate = pump.moved / (now - session.started) if now > session.started else 0.0
+                seen[key] = (pump.moved, now)
+                out.append({"client": client, "path": upstream, "done": pump.moved, "total": 0,
+                            "rate": round(rate, 1), "seconds": round(now - session.started, 3),
+                            "direction": direction})
+        self._last = seen
+        out.sort(key=lambda t: t["rate"], reverse=True)
+        return out[:INFLIGHT_MAX]
+
+
+def address(host: str, port: int) -> str:
+    """host:port, [v6]:port."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def record(session, now: float, engine: str, upstream: str) -> dict:
     """What one connection did, as logged and as kept in ``recent``."""
-    host, port = session.addr[:2]
-    return {"client": f"{host}:{port}", "upstream": upstream, "engine": engine,
+    return {"client": address(*session.addr[:2]), "upstream": upstream, "engine": engine,
             "up": session.sent_up, "down": session.sent_down,
             "duration": round(now - session.started, 6), "end": session.how}
 

@@ -182,7 +182,9 @@ class RelayWorker(ListenerLoop):
 
     def stats_snapshot(self) -> dict:
         """Live counters of this worker (shape: docs/relay.md)."""
-        snap = self.stats.snapshot({self.config.engine: self.engine_stats}, self._pipe_stats())
+        snap = self.stats.snapshot({self.config.engine: self.engine_stats}, self._pipe_stats(),
+                                   {e.session for e in self.ends.values()}, self.config.upstream_name,
+                                   self.now)
         snap.update(worker=self.index, pid=os.getpid(), upstream=self.config.upstream_name)
         return snap
 
