@@ -513,3 +513,21 @@ def _thread_cpu(worker) -> float:
     with open(f"/proc/self/task/{tid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- stopping ----------------------------------------------------------------------------
+
+def test_stop_and_a_new_client_in_one_poll_batch_drains_cleanly(echo_upstream):
+    """The wakeup (SIGTERM) and the listener are ready in the same epoll
+    batch: the drain closes the listener, and the listener's event behind it
+    must not be acted on (accept on a closed fd killed the worker)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    cfg = RelayConfig(upstream=("127.0.0.1", echo_upstream.port), log=os.devnull)
+    worker = RelayWorker(cfg, listener)
+    worker.stop()                                                   # wakeup pipe ready first...
+    with socket.create_connection(listener.getsockname()) as client:  # ...then the listener
+        assert worker.run(install_signals=False) == 0
+        client.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            assert client.recv(1) == b""                            # never accepted: the kernel resets it
+    assert worker.stats_snapshot()["connections"]["accepted"] == 0

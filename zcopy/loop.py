@@ -123,7 +123,11 @@ class ListenerLoop:
     # -- accepting ------------------------------------------------------------
 
     def accept_ready(self) -> None:
-        """The listener is readable: accept a bounded burst."""
+        """The listener is readable: accept a bounded burst. Not when it has
+        left epoll (a drain or the connection limit) earlier in this batch of
+        events: its readiness is stale, and after a drain its fd is closed."""
+        if not self.accepting:
+            return
         for _ in range(ACCEPT_BURST):
             if self.connection_count() >= self.max_connections:
                 self.pause_accept(None)     # resumes when a connection ends
