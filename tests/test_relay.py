@@ -487,6 +487,62 @@ def test_total_rate_is_shared_by_connections_within_ten_percent():
         up.close()
 
 
+class Duplex:
+    """Upstream handler and client helper: send zeros until stopped while
+    counting what arrives, each in its own thread."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received = {"upstream": 0, "client": 0}
+
+    def run(self, sock: socket.socket, who: str) -> None:
+        sock.settimeout(0.2)
+
+        def send():
+            with contextlib.suppress(ConnectionError):   # the other end went first at the end
+                while not self.stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        sock.send(b"\0" * 65536)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            with contextlib.suppress(ConnectionError):
+                while not self.stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        self.received[who] += len(sock.recv(1 << 16))
+        finally:
+            sender.join(5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_conn_rate_is_shared_fairly_by_both_directions(engine):
+    """Both directions busy on one rate-limited connection: together within
+    10% of the limit, and neither takes the other's share (the upload ran
+    first on every wakeup and left the download a quarter)."""
+    duplex = Duplex()
+    up = Upstream(lambda conn: duplex.run(conn, "upstream"))
+    try:
+        with relay(up.port, engine=engine, conn_rate=2_000_000, drain_timeout=0.5) as (worker, port):
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                client = threading.Thread(target=duplex.run, args=(c, "client"))
+                client.start()
+                try:
+                    time.sleep(0.3)
+                    start, t0 = dict(duplex.received), time.monotonic()
+                    time.sleep(2.0)
+                    got = {k: (v - start[k]) / (time.monotonic() - t0) for k, v in duplex.received.items()}
+                finally:
+                    duplex.stop.set()
+                    client.join(5)
+        assert 0.9 * 2_000_000 <= sum(got.values()) <= 1.1 * 2_000_000, got
+        assert min(got.values()) >= 0.4 * 1_000_000, got   # each direction near half the limit
+    finally:
+        duplex.stop.set()
+        up.close()
+
+
 def test_rate_limited_relay_does_not_busy_wait():
     """While a direction is parked the worker sleeps in epoll: its thread
     uses a small fraction of one CPU."""

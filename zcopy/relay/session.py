@@ -59,7 +59,7 @@ class End:
 
 class Session:
     __slots__ = ("worker", "client", "upstream", "pumps", "addr", "state", "started", "deadline",
-                 "queued", "wake_at", "how")
+                 "queued", "wake_at", "how", "lead")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
@@ -73,6 +73,7 @@ class Session:
         self.queued = False       # in the worker's ready list
         self.wake_at = 0.0        # a rate-limit timer is set for this time
         self.how = ""
+        self.lead = 0             # which pump runs first (the one that parked last time)
 
     # -- connecting -----------------------------------------------------------
 
@@ -148,7 +149,12 @@ class Session:
         w = self.worker
         try:
             before = self.pumps[0].moved + self.pumps[1].moved
-            for pump in self.pumps:
+            # Both directions draw on the same buckets: when the one that ran
+            # first took tokens, the other goes first next time (else it could
+            # find them spent on every wakeup and never move).
+            first = self.pumps[self.lead]
+            taken = first.moved + first.chan.pending
+            for pump in (first, self.pumps[1 - self.lead]):
                 if pump.done:
                     continue
                 state = pump.run()
@@ -160,6 +166,8 @@ class Session:
                     if not self.wake_at or pump.wake_at < self.wake_at:
                         self.wake_at = pump.wake_at
                         w.set_timer(pump.wake_at, self)
+            if first.moved + first.chan.pending != taken:
+                self.lead = 1 - self.lead
             if self.pumps[0].moved + self.pumps[1].moved != before:
                 self.deadline = w.now + w.config.idle_timeout
         except SideFailed as exc:
