@@ -350,22 +350,30 @@ def test_500_concurrent_connections(echo_upstream):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_max_connections_defers_the_next_client(echo_upstream):
+def test_max_connections_turns_the_excess_away_cleanly_and_counts(echo_upstream):
     with relay(echo_upstream.port, max_connections=2) as (worker, port):
         a = socket.create_connection(("127.0.0.1", port))
         b = socket.create_connection(("127.0.0.1", port))
-        c = socket.create_connection(("127.0.0.1", port))   # the kernel queues it
         try:
-            c.sendall(b"third")
-            c.settimeout(0.5)
-            with pytest.raises(TimeoutError):
-                c.recv(5)
-            assert worker.stats_snapshot()["connections"]["accepted"] == 2
+            for s in (a, b):
+                s.sendall(b"in")
+                s.settimeout(5)
+                assert s.recv(2) == b"in"
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(b"third")                   # unread: must not turn the close into a RST
+                c.settimeout(5)
+                assert c.recv(5) == b""               # FIN at once, not a wait in the backlog
+            snap = wait_for(lambda: (s := worker.stats_snapshot())["connections"]["closed"] and s)
+            assert snap["errors"] == {"max_connections": 1} and snap["connections"]["active"] == 2
+            assert snap["recent"][-1]["end"] == "max_connections"
             a.close()
-            c.settimeout(5)
-            assert c.recv(5) == b"third"
+            assert wait_for(lambda: worker.sessions == 1)
+            with socket.create_connection(("127.0.0.1", port)) as d:   # room again
+                d.sendall(b"fourth")
+                d.settimeout(5)
+                assert d.recv(6) == b"fourth"
         finally:
-            for s in (a, b, c):
+            for s in (a, b):
                 s.close()
 
 

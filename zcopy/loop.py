@@ -6,7 +6,8 @@ Accept rules (both workers, tested in both):
 - at most ``ACCEPT_BURST`` accepts per readiness event, so a flood of
   connections cannot starve the ones already open;
 - at ``max_connections`` the listener leaves epoll until a connection ends
-  (further clients wait in the kernel's backlog);
+  (further clients wait in the kernel's backlog; the relay passes no limit
+  and turns the excess away itself);
 - on EMFILE/ENFILE/ENOBUFS/ENOMEM it leaves epoll for ``ACCEPT_BACKOFF``
   seconds instead of spinning on a listener that stays readable.
 

@@ -11,6 +11,8 @@ CLOSED. How it ended is one word, logged with the byte counts:
 - ``upstream_refused`` / ``upstream_timeout`` / ``upstream_unreachable``:
   the connect failed; the client is closed cleanly (FIN, after discarding
   what it already sent, so the kernel does not answer it with a RST).
+- ``max_connections``: the worker already had ``--max-connections``; the
+  client is closed cleanly at once, no upstream is dialled.
 - ``idle_timeout``: no byte moved either way for ``--idle-timeout``.
 - ``drain_timeout``: still open when a graceful stop ran out of time.
 - ``<side>_<errno>`` for any other socket error, ``no_pipe_<errno>`` when
@@ -82,7 +84,7 @@ class Session:
         try:
             up = socket.socket(cfg.upstream_family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self._connect_failed("no_socket_" + errno.errorcode.get(exc.errno, "error").lower())
+            self.close_cleanly("no_socket_" + errno.errorcode.get(exc.errno, "error").lower())
             return
         up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.upstream = End(self, up, "upstream")
@@ -91,12 +93,12 @@ class Session:
         if err == 0:
             self._connected()
         elif err != errno.EINPROGRESS:
-            self._connect_failed(ending("upstream", err))
+            self.close_cleanly(ending("upstream", err))
 
     def _check_connect(self) -> None:
         err = self.upstream.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._connect_failed(ending("upstream", err))
+            self.close_cleanly(ending("upstream", err))
         else:
             self._connected()
 
@@ -110,8 +112,9 @@ class Session:
                       Pump(u, c, w.new_channel(), w.engine_stats, limiter, w, w.config.budget))
         self.run()
 
-    def _connect_failed(self, how: str) -> None:
-        """Close the client cleanly: drop what it sent so close() sends FIN, not RST."""
+    def close_cleanly(self, how: str) -> None:
+        """Close the client cleanly (no upstream, or its connect failed): drop
+        what it sent so close() sends FIN, not RST."""
         sock = self.client.sock
         dropped = 0
         try:
@@ -187,7 +190,7 @@ class Session:
 
     def on_timeout(self) -> None:
         if self.state == CONNECTING:
-            self._connect_failed("upstream_timeout")
+            self.close_cleanly("upstream_timeout")
         else:
             self.close("idle_timeout")
 
