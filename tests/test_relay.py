@@ -28,9 +28,10 @@ RST = struct.pack("ii", 1, 0)
 class Upstream:
     """A TCP server on 127.0.0.1 running ``handler(conn)`` in a thread per connection."""
 
-    def __init__(self, handler, backlog: int = 1024) -> None:
+    def __init__(self, handler, backlog: int = 1024, host: str = "127.0.0.1") -> None:
         self.handler = handler
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, 0), family=family, backlog=backlog)
         self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
         self.threads: list[threading.Thread] = []
@@ -390,6 +391,19 @@ def test_refused_upstream_closes_client_cleanly_and_counts(engine):
         snap = wait_for(lambda: (s := worker.stats_snapshot())["connections"]["closed"] == 3 and s)
     assert snap["errors"] == {"upstream_refused": 3}
     assert snap["recent"][-1]["end"] == "upstream_refused"
+
+
+def test_next_address_of_the_upstream_is_tried_when_one_refuses(echo_upstream):
+    """A name with several addresses (localhost: ::1 and 127.0.0.1): a refused
+    one is not the end, the connection goes on to the next."""
+    more = [(socket.AF_INET, ("127.0.0.1", echo_upstream.port))]
+    with relay(free_port(), more_upstreams=more) as (worker, port):
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(b"through the second address")
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b"through the second address"
+        snap = wait_for(lambda: (s := worker.stats_snapshot())["connections"]["closed"] and s)
+    assert snap["ended"] == {"closed": 1}
 
 
 def test_upstream_that_never_answers_times_out():

@@ -143,6 +143,38 @@ def test_sigterm_drains_open_connections_then_exits_0():
     assert "end=closed" in rest
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("listen, upstream_host, upstream_name", [
+    pytest.param("[::1]:0", "::1", "[::1]", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1")),
+    ("127.0.0.1:0", "127.0.0.1", "localhost"),
+])
+def test_ipv6_addresses_and_upstream_hostname(listen, upstream_host, upstream_name):
+    up = Upstream(echo, host=upstream_host)
+    relay = RelayProcess("--upstream", f"{upstream_name}:{up.port}", listen=listen)
+    try:
+        assert f"-> {upstream_name}:{up.port}," in relay.banner
+        host = listen.rsplit(":", 1)[0].strip("[]")
+        with socket.create_connection((host, relay.port)) as c:
+            data = os.urandom(200_000)
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == data
+            client = f"[::1]:{c.getsockname()[1]}" if ":" in host else f"127.0.0.1:{c.getsockname()[1]}"
+    finally:
+        code, rest = relay.stop()
+        up.close()
+    assert code == 0
+    assert f"client={client} upstream={upstream_name}:{up.port} " in rest and "end=closed" in rest, rest
+
+
 def test_refused_upstream_is_logged_and_client_gets_eof():
     relay = RelayProcess("--upstream", f"127.0.0.1:{free_port()}", "--engine", "copy")
     try:

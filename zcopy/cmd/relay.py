@@ -84,14 +84,13 @@ def configure(p) -> None:
                    help="per-connection log file (default: stderr)")
 
 
-def resolve(host: str, port: int) -> tuple[int, tuple]:
-    """(family, sockaddr) of the first TCP address for host:port."""
+def resolve(host: str, port: int) -> list[tuple[int, tuple]]:
+    """(family, sockaddr) of every TCP address of host:port, in the resolver's order."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise StartupError(f"cannot resolve {host!r}: {exc.strerror}", code=2) from None
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
+    return list(dict.fromkeys((family, sockaddr) for family, _, _, _, sockaddr in infos))
 
 
 def choose(engine: str, want_pipe_size: bool) -> tuple[str, int, dict[str, str]]:
@@ -133,8 +132,9 @@ def build_config(args):
     from zcopy.relay.config import RelayConfig
     from zcopy.relay.stats import address
 
-    family, sockaddr = resolve(*args.upstream)
-    cfg = RelayConfig(upstream=sockaddr, upstream_family=family, upstream_name=address(*args.upstream),
+    (family, sockaddr), *more = resolve(*args.upstream)
+    cfg = RelayConfig(upstream=sockaddr, upstream_family=family, more_upstreams=more,
+                      upstream_name=address(*args.upstream),
                       bind=args.listen[0], port=args.listen[1], workers=args.workers,
                       rate=args.rate, conn_rate=args.conn_rate, max_connections=args.max_connections,
                       idle_timeout=args.idle_timeout, connect_timeout=args.connect_timeout,

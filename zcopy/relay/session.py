@@ -61,7 +61,7 @@ class End:
 
 class Session:
     __slots__ = ("worker", "client", "upstream", "pumps", "addr", "state", "started", "deadline",
-                 "queued", "wake_at", "how", "lead")
+                 "queued", "wake_at", "how", "lead", "attempt")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
@@ -75,32 +75,46 @@ class Session:
         self.queued = False       # in the worker's ready list
         self.wake_at = 0.0        # a rate-limit timer is set for this time
         self.how = ""
-        self.lead = 0             # which pump runs first (the one that parked last time)
+        self.lead = 0             # which pump runs first (see run)
+        self.attempt = 0          # index in config.addresses being dialled
 
     # -- connecting -----------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, attempt: int = 0) -> None:
+        """Dial the upstream: its ``attempt``-th address (a name's further
+        addresses are tried in turn when one refuses or is unreachable)."""
         cfg = self.worker.config
+        family, sockaddr = cfg.addresses[attempt]
+        self.attempt = attempt
         try:
-            up = socket.socket(cfg.upstream_family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            up = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
             self.close_cleanly("no_socket_" + errno.errorcode.get(exc.errno, "error").lower())
             return
         up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.upstream = End(self, up, "upstream")
         self.worker.watch(self.upstream)
-        err = up.connect_ex(cfg.upstream)
+        err = up.connect_ex(sockaddr)
         if err == 0:
             self._connected()
         elif err != errno.EINPROGRESS:
-            self.close_cleanly(ending("upstream", err))
+            self._dial_failed(err)
 
     def _check_connect(self) -> None:
         err = self.upstream.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self.close_cleanly(ending("upstream", err))
+            self._dial_failed(err)
         else:
             self._connected()
+
+    def _dial_failed(self, err: int) -> None:
+        if self.attempt + 1 < len(self.worker.config.addresses):
+            self.worker.unwatch(self.upstream)
+            self.upstream.sock.close()
+            self.upstream = None
+            self.start(self.attempt + 1)
+        else:
+            self.close_cleanly(ending("upstream", err))
 
     def _connected(self) -> None:
         w = self.worker
