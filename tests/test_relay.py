@@ -28,9 +28,10 @@ RST = struct.pack("ii", 1, 0)
 class Upstream:
     """A TCP server on 127.0.0.1 running ``handler(conn)`` in a thread per connection."""
 
-    def __init__(self, handler, backlog: int = 1024) -> None:
+    def __init__(self, handler, backlog: int = 1024, host: str = "127.0.0.1") -> None:
         self.handler = handler
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, 0), family=family, backlog=backlog)
         self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
         self.threads: list[threading.Thread] = []
@@ -350,22 +351,30 @@ def test_500_concurrent_connections(echo_upstream):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_max_connections_defers_the_next_client(echo_upstream):
+def test_max_connections_turns_the_excess_away_cleanly_and_counts(echo_upstream):
     with relay(echo_upstream.port, max_connections=2) as (worker, port):
         a = socket.create_connection(("127.0.0.1", port))
         b = socket.create_connection(("127.0.0.1", port))
-        c = socket.create_connection(("127.0.0.1", port))   # the kernel queues it
         try:
-            c.sendall(b"third")
-            c.settimeout(0.5)
-            with pytest.raises(TimeoutError):
-                c.recv(5)
-            assert worker.stats_snapshot()["connections"]["accepted"] == 2
+            for s in (a, b):
+                s.sendall(b"in")
+                s.settimeout(5)
+                assert s.recv(2) == b"in"
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(b"third")                   # unread: must not turn the close into a RST
+                c.settimeout(5)
+                assert c.recv(5) == b""               # FIN at once, not a wait in the backlog
+            snap = wait_for(lambda: (s := worker.stats_snapshot())["connections"]["closed"] and s)
+            assert snap["errors"] == {"max_connections": 1} and snap["connections"]["active"] == 2
+            assert snap["recent"][-1]["end"] == "max_connections"
             a.close()
-            c.settimeout(5)
-            assert c.recv(5) == b"third"
+            assert wait_for(lambda: worker.sessions == 1)
+            with socket.create_connection(("127.0.0.1", port)) as d:   # room again
+                d.sendall(b"fourth")
+                d.settimeout(5)
+                assert d.recv(6) == b"fourth"
         finally:
-            for s in (a, b, c):
+            for s in (a, b):
                 s.close()
 
 
@@ -382,6 +391,19 @@ def test_refused_upstream_closes_client_cleanly_and_counts(engine):
         snap = wait_for(lambda: (s := worker.stats_snapshot())["connections"]["closed"] == 3 and s)
     assert snap["errors"] == {"upstream_refused": 3}
     assert snap["recent"][-1]["end"] == "upstream_refused"
+
+
+def test_next_address_of_the_upstream_is_tried_when_one_refuses(echo_upstream):
+    """A name with several addresses (localhost: ::1 and 127.0.0.1): a refused
+    one is not the end, the connection goes on to the next."""
+    more = [(socket.AF_INET, ("127.0.0.1", echo_upstream.port))]
+    with relay(free_port(), more_upstreams=more) as (worker, port):
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(b"through the second address")
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b"through the second address"
+        snap = wait_for(lambda: (s := worker.stats_snapshot())["connections"]["closed"] and s)
+    assert snap["ended"] == {"closed": 1}
 
 
 def test_upstream_that_never_answers_times_out():
@@ -487,6 +509,62 @@ def test_total_rate_is_shared_by_connections_within_ten_percent():
         up.close()
 
 
+class Duplex:
+    """Upstream handler and client helper: send zeros until stopped while
+    counting what arrives, each in its own thread."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received = {"upstream": 0, "client": 0}
+
+    def run(self, sock: socket.socket, who: str) -> None:
+        sock.settimeout(0.2)
+
+        def send():
+            with contextlib.suppress(ConnectionError):   # the other end went first at the end
+                while not self.stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        sock.send(b"\0" * 65536)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            with contextlib.suppress(ConnectionError):
+                while not self.stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        self.received[who] += len(sock.recv(1 << 16))
+        finally:
+            sender.join(5)
+
+
+@pytest.mark.slow
+def test_conn_rate_is_shared_fairly_by_both_directions():
+    """Both directions busy on one rate-limited connection: together within
+    10% of the limit, and neither takes the other's share (the upload ran
+    first on every wakeup and left the download nothing). The session decides
+    the order, not the engine: splice only."""
+    duplex = Duplex()
+    up = Upstream(lambda conn: duplex.run(conn, "upstream"))
+    try:
+        with relay(up.port, conn_rate=2_000_000, drain_timeout=0.5) as (worker, port):
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                client = threading.Thread(target=duplex.run, args=(c, "client"))
+                client.start()
+                try:
+                    time.sleep(0.3)
+                    start, t0 = dict(duplex.received), time.monotonic()
+                    time.sleep(1.5)
+                    got = {k: (v - start[k]) / (time.monotonic() - t0) for k, v in duplex.received.items()}
+                finally:
+                    duplex.stop.set()
+                    client.join(5)
+        assert 0.9 * 2_000_000 <= sum(got.values()) <= 1.1 * 2_000_000, got
+        assert min(got.values()) >= 0.4 * 1_000_000, got   # each direction near half the limit
+    finally:
+        duplex.stop.set()
+        up.close()
+
+
 def test_rate_limited_relay_does_not_busy_wait():
     """While a direction is parked the worker sleeps in epoll: its thread
     uses a small fraction of one CPU."""
@@ -513,3 +591,21 @@ def _thread_cpu(worker) -> float:
     with open(f"/proc/self/task/{tid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- stopping ----------------------------------------------------------------------------
+
+def test_stop_and_a_new_client_in_one_poll_batch_drains_cleanly(echo_upstream):
+    """The wakeup (SIGTERM) and the listener are ready in the same epoll
+    batch: the drain closes the listener, and the listener's event behind it
+    must not be acted on (accept on a closed fd killed the worker)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    cfg = RelayConfig(upstream=("127.0.0.1", echo_upstream.port), log=os.devnull)
+    worker = RelayWorker(cfg, listener)
+    worker.stop()                                                   # wakeup pipe ready first...
+    with socket.create_connection(listener.getsockname()) as client:  # ...then the listener
+        assert worker.run(install_signals=False) == 0
+        client.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            assert client.recv(1) == b""                            # never accepted: the kernel resets it
+    assert worker.stats_snapshot()["connections"]["accepted"] == 0

@@ -16,11 +16,14 @@ import pytest
 
 from test_relay import Upstream, echo, fd_kinds, free_port, recv_all, wait_for
 
-_ADDR = re.compile(rb"listening on 127\.0\.0\.1:(\d+) ->")
+_ADDR = re.compile(rb"listening on \S+:(\d+) ->")
 
 
 def zcopy(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "zcopy", *args], capture_output=True, timeout=30)
+
+
+_OK = ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1"]
 
 
 @pytest.mark.parametrize("args", [
@@ -28,12 +31,12 @@ def zcopy(*args: str) -> subprocess.CompletedProcess:
     ["--listen", "127.0.0.1:0"],
     ["--listen", "nope", "--upstream", "127.0.0.1:1"],
     ["--listen", "127.0.0.1:70000", "--upstream", "127.0.0.1:1"],
-    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--rate", "fast"],
-    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--conn-rate", "0"],
-    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--engine", "sendfile"],
-    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--workers", "0"],
-    ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--idle-timeout", "-1"],
     ["--listen", "127.0.0.1:0", "--upstream", "no.such.host.invalid:80"],
+    ["--listen", "127.0.0.1:0", "--upstream", "[::1]"],
+    *([*_OK, flag, value] for flag, value in [
+        ("--rate", "fast"), ("--rate", "-5"), ("--conn-rate", "0"), ("--engine", "sendfile"),
+        ("--workers", "0"), ("--idle-timeout", "-1"), ("--idle-timeout", "nan"), ("--pipe-size", "0"),
+        ("--pipe-size", "4GiB"), ("--max-connections", "0")]),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args):
     r = zcopy("relay", *args)
@@ -43,9 +46,9 @@ def test_bad_flags_are_one_line_and_exit_2(args):
 
 
 class RelayProcess:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "zcopy", "relay", "--listen", "127.0.0.1:0", *args],
-                                     stderr=subprocess.PIPE)
+    def __init__(self, *args: str, listen: str = "127.0.0.1:0", env: dict | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "zcopy", "relay", "--listen", listen, *args],
+                                     stderr=subprocess.PIPE, env=None if env is None else {**os.environ, **env})
         buf = b""
         deadline = time.monotonic() + 20
         while not (m := _ADDR.search(buf)):
@@ -79,6 +82,7 @@ def test_relay_logs_each_connection_and_leaks_no_fd_in_its_worker(tmp_path):
     relay = RelayProcess("--upstream", f"127.0.0.1:{up.port}", "--engine", "splice", "--log", str(log))
     try:
         assert "engine splice (--engine flag)" in relay.banner
+        assert re.search(r"pipe [\d.]+ [KM]iB \(probe ", relay.banner), relay.banner   # the pool is sized by the probe
         [worker] = wait_for(relay.worker_pids)
 
         def rounds(n):
@@ -133,6 +137,38 @@ def test_sigterm_drains_open_connections_then_exits_0():
         up.close()
     assert code == 0
     assert "end=closed" in rest
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("listen, upstream_host, upstream_name", [
+    pytest.param("[::1]:0", "::1", "[::1]", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1")),
+    ("127.0.0.1:0", "127.0.0.1", "localhost"),
+])
+def test_ipv6_addresses_and_upstream_hostname(listen, upstream_host, upstream_name):
+    up = Upstream(echo, host=upstream_host)
+    relay = RelayProcess("--upstream", f"{upstream_name}:{up.port}", listen=listen)
+    try:
+        assert f"-> {upstream_name}:{up.port}," in relay.banner
+        host = listen.rsplit(":", 1)[0].strip("[]")
+        with socket.create_connection((host, relay.port)) as c:
+            data = os.urandom(200_000)
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == data
+            client = f"[::1]:{c.getsockname()[1]}" if ":" in host else f"127.0.0.1:{c.getsockname()[1]}"
+    finally:
+        code, rest = relay.stop()
+        up.close()
+    assert code == 0
+    assert f"client={client} upstream={upstream_name}:{up.port} " in rest and "end=closed" in rest, rest
 
 
 def test_refused_upstream_is_logged_and_client_gets_eof():

@@ -6,7 +6,8 @@ Accept rules (both workers, tested in both):
 - at most ``ACCEPT_BURST`` accepts per readiness event, so a flood of
   connections cannot starve the ones already open;
 - at ``max_connections`` the listener leaves epoll until a connection ends
-  (further clients wait in the kernel's backlog);
+  (further clients wait in the kernel's backlog; the relay passes no limit
+  and turns the excess away itself);
 - on EMFILE/ENFILE/ENOBUFS/ENOMEM it leaves epoll for ``ACCEPT_BACKOFF``
   seconds instead of spinning on a listener that stays readable.
 
@@ -123,7 +124,11 @@ class ListenerLoop:
     # -- accepting ------------------------------------------------------------
 
     def accept_ready(self) -> None:
-        """The listener is readable: accept a bounded burst."""
+        """The listener is readable: accept a bounded burst. Not when it has
+        left epoll (a drain or the connection limit) earlier in this batch of
+        events: its readiness is stale, and after a drain its fd is closed."""
+        if not self.accepting:
+            return
         for _ in range(ACCEPT_BURST):
             if self.connection_count() >= self.max_connections:
                 self.pause_accept(None)     # resumes when a connection ends

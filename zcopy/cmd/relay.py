@@ -41,6 +41,17 @@ def address_arg(text: str) -> tuple[str, int]:
     return host, value
 
 
+#: The kernel refuses pipes above 2 GiB; a buffer (copy) this big is a mistake too.
+MAX_PIPE_SIZE = 1 << 30
+
+
+def pipe_size_arg(text: str) -> int:
+    value = size_arg(text)
+    if not 0 < value <= MAX_PIPE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between 1 B and 1 GiB: {text!r}")
+    return value
+
+
 def rate_arg(text: str) -> int:
     value = size_arg(text.removesuffix("/s"))
     if value <= 0:
@@ -55,7 +66,7 @@ def configure(p) -> None:
                    help="address every connection is relayed to")
     p.add_argument("--engine", choices=["auto", "splice", "copy"], default="auto",
                    help="splice (zero-copy), copy (recv_into/send), or auto: as the probe says")
-    p.add_argument("--pipe-size", type=size_arg, default=None, metavar="BYTES",
+    p.add_argument("--pipe-size", type=pipe_size_arg, default=None, metavar="BYTES",
                    help="pipe size per busy direction (copy: buffer size); default from the probe")
     p.add_argument("--rate", type=rate_arg, default=None, metavar="BYTES/s",
                    help="limit for the whole relay, both directions together (e.g. 10MiB)")
@@ -73,63 +84,69 @@ def configure(p) -> None:
                    help="per-connection log file (default: stderr)")
 
 
-def resolve(host: str, port: int) -> tuple[int, tuple]:
-    """(family, sockaddr) of the first TCP address for host:port."""
+def resolve(host: str, port: int) -> list[tuple[int, tuple]]:
+    """(family, sockaddr) of every TCP address of host:port, in the resolver's order."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise StartupError(f"cannot resolve {host!r}: {exc.strerror}", code=2) from None
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
+    return list(dict.fromkeys((family, sockaddr) for family, _, _, _, sockaddr in infos))
 
 
-def choose_engine() -> tuple[str, int, dict[str, str]]:
-    """(engine, pipe size, reasons) from the probe: splice needs both legs
-    of a relay, socket -> pipe and pipe -> socket, to have worked here."""
+def choose(engine: str, want_pipe_size: bool) -> tuple[str, int, dict[str, str]]:
+    """(engine, pipe size, reasons). The pipe size is the probe profile's
+    (unless --pipe-size is given); with ``auto``, splice needs both legs of a
+    relay, socket -> pipe and pipe -> socket, to have worked here."""
+    reasons = {"engine": "--engine flag", "pipe_size": "--pipe-size flag"}
+    if engine != "auto" and not want_pipe_size:
+        return engine, FALLBACK_PIPE_SIZE, reasons
     try:
         from probes.runner import Context, run_module
         from zcopy.profile import load_or_probe
 
-        profile = load_or_probe(".", quick=True)
+        pipe_size = FALLBACK_PIPE_SIZE
+        if want_pipe_size:
+            profile = load_or_probe(".", quick=True)
+            pipe_size = profile.pipe_size
+            reasons["pipe_size"] = f"probe ({profile.source}): {profile.reasons.get('pipe_size', '')}"
+        if engine != "auto":
+            return engine, pipe_size, reasons
         legs = {f.id: f for f in run_module("splice", Context(quick=True))
                 if f.id in ("splice.socket_to_pipe", "splice.pipe_to_socket")}
     except Exception as exc:   # the probe must never stop the relay from starting
-        return "splice", FALLBACK_PIPE_SIZE, {
-            "engine": f"probe unavailable ({type(exc).__name__}: {exc}); splice, the Linux default",
-            "pipe_size": "probe unavailable; 1 MiB"}
-    reasons = {"pipe_size": f"probe ({profile.source}): {profile.reasons.get('pipe_size', '')}"}
+        why = f"probe unavailable ({type(exc).__name__}: {exc})"
+        if want_pipe_size:
+            reasons["pipe_size"] = f"{why}; 1 MiB"
+        if engine == "auto":
+            engine, reasons["engine"] = "splice", f"{why}; splice, the Linux default"
+        return engine, FALLBACK_PIPE_SIZE, reasons
     failed = [f"{fid}: {f.detail}" for fid, f in sorted(legs.items()) if f.status.value != "ok"]
     if len(legs) == 2 and not failed:
         reasons["engine"] = "probe: splice TCP socket -> pipe and pipe -> TCP socket both work"
-        return "splice", profile.pipe_size, reasons
+        return "splice", pipe_size, reasons
     reasons["engine"] = "probe: " + ("; ".join(failed) or "splice legs not reported") + "; using copy"
-    return "copy", profile.pipe_size, reasons
+    return "copy", pipe_size, reasons
 
 
 def build_config(args):
     from zcopy.relay.config import RelayConfig
+    from zcopy.relay.stats import address
 
-    family, sockaddr = resolve(*args.upstream)
-    host, port = args.upstream
-    cfg = RelayConfig(upstream=sockaddr, upstream_family=family,
-                      upstream_name=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+    (family, sockaddr), *more = resolve(*args.upstream)
+    cfg = RelayConfig(upstream=sockaddr, upstream_family=family, more_upstreams=more,
+                      upstream_name=address(*args.upstream),
                       bind=args.listen[0], port=args.listen[1], workers=args.workers,
                       rate=args.rate, conn_rate=args.conn_rate, max_connections=args.max_connections,
                       idle_timeout=args.idle_timeout, connect_timeout=args.connect_timeout,
                       drain_timeout=args.drain_timeout, log=args.log)
-    if args.engine == "auto":
-        cfg.engine, cfg.pipe_size, cfg.reasons = choose_engine()
-    else:
-        cfg.engine = args.engine
-        cfg.pipe_size = FALLBACK_PIPE_SIZE
-        cfg.reasons = {"engine": "--engine flag", "pipe_size": "default: 1 MiB"}
+    cfg.engine, cfg.pipe_size, cfg.reasons = choose(args.engine, args.pipe_size is None)
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
-        cfg.reasons["pipe_size"] = "--pipe-size flag"
     return cfg
 
 
 def run(args) -> int:
+    from zcopy.relay.stats import address
     from zcopy.relay.worker import worker_main
     from zcopy.server.supervisor import Supervisor, start
     from zcopy.units import format_size
@@ -139,10 +156,9 @@ def run(args) -> int:
     except StartupError as exc:
         print(f"zcopy relay: error: {exc}", file=sys.stderr)
         return exc.code
-    host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
     limits = ", ".join(f"{name} {format_size(v)}/s" for name, v in
                        (("rate", cfg.rate), ("conn-rate", cfg.conn_rate)) if v) or "no rate limit"
-    print(f"zcopy relay: listening on {host}:{cfg.port} -> {cfg.upstream_name}, {cfg.workers} worker(s), "
-          f"engine {cfg.engine} ({cfg.reasons['engine']}), pipe {format_size(cfg.pipe_size)} "
+    print(f"zcopy relay: listening on {address(cfg.bind, cfg.port)} -> {cfg.upstream_name}, "
+          f"{cfg.workers} worker(s), engine {cfg.engine} ({cfg.reasons['engine']}), pipe {format_size(cfg.pipe_size)} "
           f"({cfg.reasons['pipe_size']}), {limits}", file=sys.stderr, flush=True)
     return Supervisor(cfg, listeners, worker_main, stats_kind="relay").run()

@@ -11,7 +11,7 @@ Modules, in reading order: ``config`` (what a worker is told), ``bucket``
 (token-bucket rate limits), ``channels`` (where bytes wait), ``pump`` (one
 direction's state machine), ``session`` (two pumps, two sockets, how a
 connection ends), ``stats`` (counters and the per-connection log),
-``worker`` (the loop), ``supervisor`` (forking workers).
+``worker`` (the loop); forking workers is ``zcopy.server.supervisor``'s job.
 """
 
 from zcopy.relay.config import RelayConfig

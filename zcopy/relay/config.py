@@ -11,6 +11,7 @@ class RelayConfig:
     upstream: tuple                    # resolved sockaddr, e.g. ("127.0.0.1", 5201)
     upstream_family: int = socket.AF_INET
     upstream_name: str = ""            # "host:port" as given, for logs
+    more_upstreams: list = field(default_factory=list)   # the name's other (family, sockaddr), in order
     bind: str = "127.0.0.1"            # listen address (``bind``/``port``/``workers``/
     port: int = 0                      # ``drain_timeout`` are what the serve supervisor reads)
     workers: int = 1
@@ -31,3 +32,10 @@ class RelayConfig:
         """Each worker enforces its share of ``--rate`` on its own (no shared
         state between processes on the hot path)."""
         return self.rate / self.workers if self.rate else None
+
+    @property
+    def addresses(self) -> list[tuple[int, tuple]]:
+        """(family, sockaddr) to dial, in order: a connection tries the next
+        when one refuses or is unreachable (``localhost`` may be ::1 first
+        while the upstream listens on 127.0.0.1 only)."""
+        return [(self.upstream_family, self.upstream), *self.more_upstreams]

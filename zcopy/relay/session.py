@@ -11,6 +11,8 @@ CLOSED. How it ended is one word, logged with the byte counts:
 - ``upstream_refused`` / ``upstream_timeout`` / ``upstream_unreachable``:
   the connect failed; the client is closed cleanly (FIN, after discarding
   what it already sent, so the kernel does not answer it with a RST).
+- ``max_connections``: the worker already had ``--max-connections``; the
+  client is closed cleanly at once, no upstream is dialled.
 - ``idle_timeout``: no byte moved either way for ``--idle-timeout``.
 - ``drain_timeout``: still open when a graceful stop ran out of time.
 - ``<side>_<errno>`` for any other socket error, ``no_pipe_<errno>`` when
@@ -59,7 +61,7 @@ class End:
 
 class Session:
     __slots__ = ("worker", "client", "upstream", "pumps", "addr", "state", "started", "deadline",
-                 "queued", "wake_at", "how")
+                 "queued", "wake_at", "how", "lead", "attempt")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
@@ -73,31 +75,46 @@ class Session:
         self.queued = False       # in the worker's ready list
         self.wake_at = 0.0        # a rate-limit timer is set for this time
         self.how = ""
+        self.lead = 0             # which pump runs first (see run)
+        self.attempt = 0          # index in config.addresses being dialled
 
     # -- connecting -----------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, attempt: int = 0) -> None:
+        """Dial the upstream: its ``attempt``-th address (a name's further
+        addresses are tried in turn when one refuses or is unreachable)."""
         cfg = self.worker.config
+        family, sockaddr = cfg.addresses[attempt]
+        self.attempt = attempt
         try:
-            up = socket.socket(cfg.upstream_family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            up = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self._connect_failed("no_socket_" + errno.errorcode.get(exc.errno, "error").lower())
+            self.close_cleanly("no_socket_" + errno.errorcode.get(exc.errno, "error").lower())
             return
         up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.upstream = End(self, up, "upstream")
         self.worker.watch(self.upstream)
-        err = up.connect_ex(cfg.upstream)
+        err = up.connect_ex(sockaddr)
         if err == 0:
             self._connected()
         elif err != errno.EINPROGRESS:
-            self._connect_failed(ending("upstream", err))
+            self._dial_failed(err)
 
     def _check_connect(self) -> None:
         err = self.upstream.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._connect_failed(ending("upstream", err))
+            self._dial_failed(err)
         else:
             self._connected()
+
+    def _dial_failed(self, err: int) -> None:
+        if self.attempt + 1 < len(self.worker.config.addresses):
+            self.worker.unwatch(self.upstream)
+            self.upstream.sock.close()
+            self.upstream = None
+            self.start(self.attempt + 1)
+        else:
+            self.close_cleanly(ending("upstream", err))
 
     def _connected(self) -> None:
         w = self.worker
@@ -109,8 +126,9 @@ class Session:
                       Pump(u, c, w.new_channel(), w.engine_stats, limiter, w, w.config.budget))
         self.run()
 
-    def _connect_failed(self, how: str) -> None:
-        """Close the client cleanly: drop what it sent so close() sends FIN, not RST."""
+    def close_cleanly(self, how: str) -> None:
+        """Close the client cleanly (no upstream, or its connect failed): drop
+        what it sent so close() sends FIN, not RST."""
         sock = self.client.sock
         dropped = 0
         try:
@@ -148,7 +166,12 @@ class Session:
         w = self.worker
         try:
             before = self.pumps[0].moved + self.pumps[1].moved
-            for pump in self.pumps:
+            # Both directions draw on the same buckets: when the one that ran
+            # first took tokens, the other goes first next time (else it could
+            # find them spent on every wakeup and never move).
+            first = self.pumps[self.lead]
+            taken = first.moved + first.chan.pending
+            for pump in (first, self.pumps[1 - self.lead]):
                 if pump.done:
                     continue
                 state = pump.run()
@@ -160,6 +183,8 @@ class Session:
                     if not self.wake_at or pump.wake_at < self.wake_at:
                         self.wake_at = pump.wake_at
                         w.set_timer(pump.wake_at, self)
+            if first.moved + first.chan.pending != taken:
+                self.lead = 1 - self.lead
             if self.pumps[0].moved + self.pumps[1].moved != before:
                 self.deadline = w.now + w.config.idle_timeout
         except SideFailed as exc:
@@ -179,7 +204,7 @@ class Session:
 
     def on_timeout(self) -> None:
         if self.state == CONNECTING:
-            self._connect_failed("upstream_timeout")
+            self.close_cleanly("upstream_timeout")
         else:
             self.close("idle_timeout")
 

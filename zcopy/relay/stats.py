@@ -79,17 +79,20 @@ class RelayStats:
         rates = self._rates.measure([((id(s), s.started), n, s.started) for s, n in zip(sessions, moved)], now)
         out = []
         for s, n, rate in zip(sessions, moved, rates):
-            host, port = s.addr[:2]
-            out.append({"client": f"{host}:{port}", "path": f"→ {upstream}", "done": n, "total": 0,
+            out.append({"client": address(*s.addr[:2]), "path": f"→ {upstream}", "done": n, "total": 0,
                         "up": s.sent_up, "down": s.sent_down, "rate": round(rate, 1),
                         "seconds": round(now - s.started, 3), "direction": "both"})
         return out
 
 
+def address(host: str, port: int) -> str:
+    """host:port, [v6]:port."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def record(session, now: float, engine: str, upstream: str) -> dict:
     """What one connection did, as logged and as kept in ``recent``."""
-    host, port = session.addr[:2]
-    return {"client": f"{host}:{port}", "upstream": upstream, "engine": engine,
+    return {"client": address(*session.addr[:2]), "upstream": upstream, "engine": engine,
             "up": session.sent_up, "down": session.sent_down,
             "duration": round(now - session.started, 6), "end": session.how}
 

@@ -17,6 +17,7 @@ import itertools
 import os
 import select
 import socket
+import sys
 import time
 
 from zcopy.engines.base import EngineStats
@@ -34,7 +35,9 @@ POOL_IDLE = 64
 class RelayWorker(ListenerLoop):
     def __init__(self, config: RelayConfig, listener: socket.socket, index: int = 0,
                  publish: bool = False) -> None:
-        super().__init__(listener, config.max_connections)
+        # No limit for the listener loop: past --max-connections the relay
+        # turns clients away itself (admit), it does not leave them waiting.
+        super().__init__(listener, sys.maxsize)
         self.config = config
         self.index = index
         self.ends: dict = {}                # fd -> session.End
@@ -158,6 +161,9 @@ class RelayWorker(ListenerLoop):
         session = Session(self, sock, addr)
         self.sessions += 1
         self.stats.accepted += 1
+        if self.sessions > self.config.max_connections:
+            session.close_cleanly("max_connections")    # counted and logged like any ending
+            return
         self.watch(session.client)
         session.start()
 
