@@ -105,6 +105,8 @@ class Connection:
                         self.worker.ready.append(self)
                         return
                     self._finish_reply()
+                    if self.state == READING and not self.readable and not self.buf:
+                        return              # the usual end of a turn: wait for the next request
                     burst -= 1
                     if burst == 0 and self.state == READING:
                         self.worker.ready.append(self)
@@ -307,57 +309,63 @@ class Connection:
         self.deadline = self.worker.now + self.worker.config.send_timeout
 
     def _pump(self) -> Progress:
-        """Send queued items until done, blocked or out of budget."""
+        """Send queued items until done, blocked or out of budget. Progress
+        pushes the send deadline forward (once per call, not per syscall)."""
         q = self.queue
         sock = self.sock
         budget = self.worker.config.budget
-        while q:
-            if not self.writable:
-                return Progress.BLOCKED
-            item = q[0]
-            if isinstance(item, tuple):
-                xfer = self.xfer
-                if xfer is None:
-                    fd, start, stop = item
-                    xfer = self.xfer = self.worker.engine.start_send(fd, start, stop - start)
-                    self._start_readahead(fd, start, stop)
-                # A window not in the page cache would block the loop in the engine:
-                # park until the prefetch pool has read it (the worker wakes us).
-                if self.ahead is not None and not self.ahead.admit(xfer.offset, self):
+        sent, copied = self.sent, 0
+        try:
+            while q:
+                if not self.writable:
                     return Progress.BLOCKED
-                before = xfer.remaining
-                progress = xfer.step(self.fd)
-                moved = before - xfer.remaining
-                if moved:
-                    self.sent += moved
-                    self.deadline = self.worker.now + self.worker.config.send_timeout
-                if progress is Progress.DONE:
-                    xfer.close()
-                    self.xfer = None
-                    self._end_readahead()
-                    q.popleft()
-                    continue
-                if progress is Progress.BLOCKED:
+                item = q[0]
+                if isinstance(item, tuple):
+                    xfer = self.xfer
+                    if xfer is None:
+                        fd, start, stop = item
+                        xfer = self.xfer = self.worker.engine.start_send(fd, start, stop - start)
+                        self._start_readahead(fd, start, stop)
+                    # A window not in the page cache would block the loop in the engine:
+                    # park until the prefetch pool has read it (the worker wakes us).
+                    if self.ahead is not None and not self.ahead.admit(xfer.offset, self):
+                        return Progress.BLOCKED
+                    before = xfer.remaining
+                    try:
+                        progress = xfer.step(self.fd)
+                    finally:    # a reset after some chunks left: they count (access log, stats)
+                        self.sent += before - xfer.remaining
+                    if progress is Progress.DONE:
+                        xfer.close()
+                        self.xfer = None
+                        if self.ahead is not None:
+                            self._end_readahead()
+                        q.popleft()
+                        continue
+                    if progress is Progress.BLOCKED:
+                        self.writable = False
+                    return progress
+                # bytes: a head, part header or small body. MSG_MORE when more follows,
+                # so a small file leaves in one segment with its header.
+                try:
+                    n = sock.send(item, _MSG_MORE if len(q) > 1 else 0)
+                except BlockingIOError:
                     self.writable = False
-                return progress
-            # bytes: a head, part header or small body. MSG_MORE when more follows,
-            # so a small file leaves in one segment with its header.
-            flags = _MSG_MORE if len(q) > 1 else 0
-            try:
-                n = sock.send(item, flags)
-            except BlockingIOError:
-                self.writable = False
-                return Progress.BLOCKED
-            self.worker.stats.copy_sent += n
-            self.deadline = self.worker.now + self.worker.config.send_timeout
-            if n < len(item):
-                q[0] = item[n:] if isinstance(item, memoryview) else memoryview(item)[n:]
-                budget -= n
-                if budget <= 0:
-                    return Progress.MORE
-                continue
-            q.popleft()
-        return Progress.DONE
+                    return Progress.BLOCKED
+                copied += n
+                if n < len(item):
+                    q[0] = item[n:] if isinstance(item, memoryview) else memoryview(item)[n:]
+                    budget -= n
+                    if budget <= 0:
+                        return Progress.MORE
+                    continue
+                q.popleft()
+            return Progress.DONE
+        finally:
+            if copied or self.sent != sent:
+                worker = self.worker
+                worker.stats.copy_sent += copied
+                self.deadline = worker.now + worker.config.send_timeout
 
     def _finish_reply(self) -> None:
         reply = self.reply
