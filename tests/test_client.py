@@ -278,3 +278,30 @@ def test_get_onto_a_full_disk_is_one_line(work):
         assert not (mnt / "big").exists()      # only big.part, to resume once there is room
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+                                    b"HTTP/1.1 2x0 OK\r\n\r\n", b"SSH-2.0-OpenSSH_9.2\r\n\r\n"])
+def test_get_refuses_a_malformed_response_head(tmp_path, answer):
+    """Response heads are parsed by httptools: a broken one is a one-line
+    error and a non-zero exit, and no file is written."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_once():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    t = threading.Thread(target=answer_once, daemon=True)
+    t.start()
+    try:
+        out = subprocess.run([sys.executable, "-m", "zcopy", "get",
+                              f"http://127.0.0.1:{listener.getsockname()[1]}/f", "-o", str(tmp_path / "f")],
+                             capture_output=True, text=True, timeout=30)
+    finally:
+        t.join(10)
+        listener.close()
+    assert out.returncode != 0
+    assert len(out.stderr.strip().splitlines()) == 1 and "response" in out.stderr, out.stderr
+    assert not (tmp_path / "f").exists()

@@ -6,7 +6,8 @@ its fd), and ``Expect: 100-continue`` needs a look at the socket between the
 head and the body, which http.client cannot do. Each command makes one
 request per connection (``Connection: close``), so there is no keep-alive
 state to get wrong. Chunked response bodies reuse the server's strict
-decoder (``zcopy.http.chunked``).
+decoder (``zcopy.http.chunked``); response heads are parsed by httptools,
+like the server's requests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import io
 import select
 import socket
 from dataclasses import dataclass, field
+
+import httptools
 
 from zcopy.client.errors import ClientError, StatusError
 from zcopy.client.url import Remote
@@ -81,7 +84,7 @@ class Connection:
                     raise ClientError(f"{self.remote.netloc} closed the connection without a response")
                 self.buf += chunk
                 end = self.buf.find(b"\r\n\r\n")
-            head = bytes(self.buf[:end]).decode("latin-1")
+            head = bytes(self.buf[:end + 4])
             del self.buf[:end + 4]
             response = _parse_head(head)
             if not (skip_interim and 100 <= response.status < 200):
@@ -104,21 +107,45 @@ class Connection:
             raise ClientError(f"{self.remote.netloc}: {exc.strerror or exc}") from None
 
 
-def _parse_head(head: str) -> Response:
-    status_line, *lines = head.split("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ClientError(f"not an HTTP/1.x response: {status_line[:80]!r}")
-    response = Response(int(parts[1]), parts[2] if len(parts) > 2 else "")
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ClientError(f"malformed response header: {line[:80]!r}")
-        key = name.strip().lower()
-        value = value.strip()
-        previous = response.headers.get(key)
-        response.headers[key] = f"{previous}, {value}" if previous is not None else value
-    return response
+class _HeadFields:
+    """httptools callbacks: the reason phrase and the header fields."""
+
+    __slots__ = ("reason", "headers", "complete")
+
+    def __init__(self) -> None:
+        self.reason = b""
+        self.headers: dict[str, str] = {}
+        self.complete = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").rstrip(" \t")   # llhttp strips leading OWS only
+        previous = self.headers.get(key)
+        self.headers[key] = f"{previous}, {text}" if previous is not None else text
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def _parse_head(head: bytes) -> Response:
+    """A response head (blank line included), parsed by httptools (llhttp):
+    the grammar is llhttp's, as it is for the server's requests."""
+    fields = _HeadFields()
+    parser = httptools.HttpResponseParser(fields)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass                                    # 101: the head is parsed; we never switch
+    except httptools.HttpParserError as exc:
+        first = head.split(b"\r\n", 1)[0].decode("latin-1")
+        raise ClientError(f"not a valid HTTP/1.x response ({exc}): {first[:80]!r}") from None
+    if not fields.complete or not parser.get_http_version().startswith("1."):
+        first = head.split(b"\r\n", 1)[0].decode("latin-1")
+        raise ClientError(f"not an HTTP/1.x response: {first[:80]!r}")
+    return Response(parser.get_status_code(), fields.reason.decode("latin-1"), fields.headers)
 
 
 class BodyReader(io.RawIOBase):
