@@ -349,6 +349,31 @@ def test_left_behind_named_temps_are_removed_but_live_ones_kept(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted([f"{writes.TEMP_PREFIX}live", f"{writes.TEMP_PREFIX}fresh", "other"])
 
 
+def test_an_upload_sweeps_the_temps_a_killed_worker_left_in_its_folder(tmp_path):
+    """End to end on an O_TMPFILE filesystem: a worker killed between linkat and
+    rename leaves a named temp; the next upload into that folder removes it
+    (but not one an upload holds, nor a fresh one)."""
+    import fcntl
+
+    from zcopy.server import writes
+
+    old = time.time() - 2 * writes.STALE_AFTER
+    (tmp_path / "d").mkdir()
+    for name in ("dead", "live", "fresh"):
+        (tmp_path / "d" / f"{writes.TEMP_PREFIX}{name}").write_bytes(b"partial")
+    for name in ("dead", "live"):
+        os.utime(tmp_path / "d" / f"{writes.TEMP_PREFIX}{name}", (old, old))
+    with open(tmp_path / "d" / f"{writes.TEMP_PREFIX}live", "rb") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)
+        with Server(tmp_path, "--allow-write", "--workers", "1") as s:
+            status, _, _ = request(s.port, b"PUT /d/new.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                                              b"Connection: close\r\n\r\nwhole")
+            assert status == 201
+    assert sorted(os.listdir(tmp_path / "d")) == sorted(
+        ["new.txt", f"{writes.TEMP_PREFIX}live", f"{writes.TEMP_PREFIX}fresh"])
+    assert (tmp_path / "d" / "new.txt").read_bytes() == b"whole"
+
+
 def test_upload_temp_file_is_held_with_flock(tmp_path):
     import fcntl
 

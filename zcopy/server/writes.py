@@ -14,9 +14,11 @@ renamed over the target. A killed server leaves at most an unnamed inode that
 the kernel frees, never a partial file under any name.
 
 Each temp file is held with ``flock(LOCK_EX)`` while its upload runs; the
-lock dies with the process. Where named temp files are used, a folder's temp
-files that nobody holds and that have not changed for ``STALE_AFTER`` seconds
-(left by a killed worker) are removed before the next upload into it.
+lock dies with the process. A folder's temp files that nobody holds and that
+have not changed for ``STALE_AFTER`` seconds are removed when an upload into
+that folder starts (at most once per ``STALE_AFTER`` per folder and worker).
+They are left by a worker killed while its upload had a temp name: always on
+the named fallback, and between linkat and rename with O_TMPFILE.
 """
 
 from __future__ import annotations
@@ -92,13 +94,13 @@ class TempFile:
         self.folder = folder
         self.name: str | None = None      # set while the data has a (temp) name
         self.dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        _sweep_if_due(folder, self.dir_fd)
         try:
             self.fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 os.close(self.dir_fd)
                 raise
-            remove_stale_temps(self.dir_fd)
             self.name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
             self.fd = os.open(self.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644,
                               dir_fd=self.dir_fd)
@@ -144,6 +146,23 @@ class TempFile:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
+
+
+#: folder -> monotonic time of its last sweep, in this process.
+_swept: dict[str, float] = {}
+
+
+def _sweep_if_due(folder: str, dir_fd: int) -> None:
+    now = time.monotonic()
+    if now - _swept.get(folder, now - STALE_AFTER) < STALE_AFTER:
+        return
+    if len(_swept) > 4096:
+        _swept.clear()
+    _swept[folder] = now
+    try:
+        remove_stale_temps(dir_fd)
+    except OSError:
+        pass            # an unreadable folder: the upload itself will say what is wrong
 
 
 def remove_stale_temps(dir_fd: int) -> list[str]:
