@@ -33,6 +33,9 @@ LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 
                   30.0, 60.0)
 
 
+_FIRST_BOUND = LATENCY_BOUNDS[0]
+
+
 class Histogram(list):
     """Bucket counts (a plain list, indexed by bucket) plus the sum of the
     observed seconds, which Prometheus wants beside the buckets (``_sum``)."""
@@ -64,14 +67,22 @@ class WorkerStats:
         self.ttlb = Histogram(n)             # request head parsed -> last response byte handed over
         self._rates = TransferRates()
 
-    def reply(self, method: str | None, status: int) -> None:
+    def reply(self, method: str | None, status: int, ttlb: float | None = None) -> None:
+        """One reply ended: counted by status class and method, and (for a
+        reply that completed) its time to last byte. One call per request:
+        on this path, a Python call costs as much as the counting."""
         self.requests += 1
         self.by_class[status // 100] += 1
         if method is not None:
             self.by_method[method] += 1
+        if ttlb is not None:
+            hist = self.ttlb
+            hist[0 if ttlb < _FIRST_BOUND else bisect_left(LATENCY_BOUNDS, ttlb)] += 1
+            hist.sum += ttlb
 
     def latency(self, hist: Histogram, seconds: float) -> None:
-        hist[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        # Most requests are answered in the loop turn that read them: bucket 0, no bisect.
+        hist[0 if seconds < _FIRST_BOUND else bisect_left(LATENCY_BOUNDS, seconds)] += 1
         hist.sum += seconds
 
     def error(self, kind: str) -> None:

@@ -168,8 +168,7 @@ class Worker(ListenerLoop):
     def on_reply(self, conn: Connection, reply) -> None:
         req = conn.request
         if req is not None:
-            self.stats.reply(req.method, reply.status)
-            self.stats.latency(self.stats.ttlb, self.now - conn.started)
+            self.stats.reply(req.method, reply.status, self.now - conn.started)
         else:
             self.stats.reply(None, reply.status)
         if self.access_log is not None:
