@@ -256,6 +256,13 @@ def test_startup_errors_are_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "zcopy", "serve", "--workers", "zero"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    # an access log that cannot be opened: one line at start, not every worker dying in a loop
+    out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path), "--port", "0",
+                          "--access-log", str(tmp_path / "no" / "such" / "dir.log")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"zcopy serve: error: cannot open --access-log {tmp_path}/no/such/dir.log: No such file or directory"]
 
 
 def test_access_log_combined_format(files, tmp_path):
