@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -246,6 +247,28 @@ def test_listing_json(server):
     text = json.dumps(data)
     assert "<script>alert(1).txt" in text and 'a\\"b & c.txt' in text
     assert ".hidden" not in text
+
+
+def test_listing_revalidates_with_a_weak_etag(server):
+    """A listing has no modification date (a file growing does not change the
+    folder's mtime), but a weak ETag from the page: a browser's revalidation
+    gets 304, and Vary: Accept because Accept picks HTML or JSON."""
+    status, h, _ = get(server.port, "/list/")
+    etag = h["etag"]
+    assert status == 200 and etag.startswith('W/"') and h["vary"] == "Accept"
+    status, h304, body = get(server.port, "/list/", {"If-None-Match": etag})
+    assert (status, body, h304["etag"]) == (304, b"", etag) and "content-length" not in h304
+    assert get(server.port, "/list/", {"If-None-Match": "*"})[0] == 304
+    assert get(server.port, "/list/", {"If-Match": etag})[0] == 412        # weak: never a strong match
+    assert get(server.port, "/list/", {"Accept": "application/json"})[1]["etag"] != etag
+    (Path(server.root) / "list" / "sub" / "grown.txt").write_text("1")
+    try:
+        assert get(server.port, "/list/sub/", {"If-None-Match": etag})[0] == 200
+        before = get(server.port, "/list/sub/")[1]["etag"]
+        (Path(server.root) / "list" / "sub" / "grown.txt").write_text("longer")
+        assert get(server.port, "/list/sub/", {"If-None-Match": before})[0] == 200
+    finally:
+        (Path(server.root) / "list" / "sub" / "grown.txt").unlink()
 
 
 def test_precompressed_sibling(server):

@@ -8,6 +8,7 @@ stop)`` file range that the connection hands to the zero-copy engine.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat as stat_mod
 from urllib.parse import quote
@@ -177,7 +178,20 @@ class Responder:
             body, ctype = http.render_listing_json(req.path, entries), "application/json"
         else:
             body, ctype = http.render_listing_html(req.path, entries), "text/html; charset=utf-8"
-        extra = f"Content-Type: {ctype}\r\nCache-Control: no-cache\r\n".encode()
+        # A weak validator from the page itself (the folder's mtime misses a file
+        # that grew), so a browser revalidating a listing gets a 304; Vary, since
+        # Accept picks HTML or JSON.
+        etag = f'W/"{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
+        extra = f"ETag: {etag}\r\nVary: Accept\r\n".encode()
+        if not req.plain:
+            verdict = http.evaluate_preconditions(req.method, req.headers, etag, None)
+            if verdict == 304:
+                head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
+                                          version=req.version)
+                return Reply(304, head, [], 0, close)
+            if verdict is not None:
+                raise http.HttpError(verdict, "precondition failed")
+        extra = f"Content-Type: {ctype}\r\nCache-Control: no-cache\r\n".encode() + extra
         head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
                                   version=req.version)
         return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
