@@ -11,6 +11,8 @@ import gzip
 import hashlib
 import json
 import os
+import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,23 @@ def test_keep_alive_and_pipelining(server):
             assert (status, body) == (200, b"hello, world\n")
         s.sendall(b"GET /page.html HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(s)[2] == b"<h1>hi</h1>"
+
+
+def _data_segments_in(sock) -> int:
+    """tcpi_data_segs_in of struct tcp_info (linux/tcp.h, offset 152, Linux >= 4.6):
+    segments carrying data that this socket received."""
+    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 152)[0]
+
+
+def test_a_small_file_leaves_in_one_segment_with_its_head(server):
+    """The head goes out with MSG_MORE and the body's sendfile pushes both, so a
+    small reply is one TCP segment, not a head segment and a body segment."""
+    with connect(server.port) as s:
+        for _ in range(3):
+            before = _data_segments_in(s)
+            s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(s)[2] == b"hello, world\n"
+            assert _data_segments_in(s) - before == 1
 
 
 @needs_tool("curl")

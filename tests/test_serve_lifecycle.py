@@ -173,6 +173,62 @@ def test_idle_keepalive_timeout(files):
             assert c.recv(10) == b""
 
 
+def _read_to_end(c: socket.socket) -> tuple[int, bool]:
+    """Bytes until the server ends the connection, and whether it did so with a FIN."""
+    got = 0
+    try:
+        while True:
+            chunk = c.recv(1 << 20)
+            if not chunk:
+                return got, True
+            got += len(chunk)
+    except ConnectionResetError:
+        return got, False
+
+
+def _stalled_download(port: int, path: str) -> tuple[socket.socket, int]:
+    """A GET whose client stops reading after the head: (socket, Content-Length)."""
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.settimeout(15)
+    c.connect(("127.0.0.1", port))
+    c.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    head = c.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    return c, length - len(head.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_stalled_download_is_closed_after_the_send_timeout(files):
+    root, data = files
+    with Server(root, "--send-timeout", "1") as s:
+        c, left = _stalled_download(s.port, "/large.bin")
+        time.sleep(2.5)                               # accept nothing for longer than the timeout
+        got, _ = _read_to_end(c)                      # what the kernel buffered, then the end
+        c.close()
+        assert got < left
+        assert get(s.port, "/f4096")[2] == data[4096]
+
+
+def test_a_file_shrinking_mid_send_closes_that_connection(tmp_path):
+    """The response is never padded or left hanging: the connection ends short
+    of its Content-Length, the worker goes on, and the next request sees the
+    new length."""
+    path = tmp_path / "shrinks.bin"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)                          # sparse: no disk, no page cache to fill
+    with Server(tmp_path) as s:
+        pid = s.worker_pids()[0]
+        c, left = _stalled_download(s.port, "/shrinks.bin")
+        os.truncate(path, 1 << 20)
+        got, _ = _read_to_end(c)                      # without the close this would hang (timeout)
+        c.close()
+        assert got < left
+        status, h, body = get(s.port, "/shrinks.bin")
+        assert (status, h["content-length"], len(body)) == (200, str(1 << 20), 1 << 20)
+        assert s.worker_pids() == [pid]
+
+
 def test_max_connections_holds_the_rest_in_the_backlog(files):
     root, data = files
     with Server(root, "--max-connections", "2") as s:
