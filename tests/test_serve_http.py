@@ -307,6 +307,13 @@ def test_path_safety(server, path):
     assert b"SECRET" not in body and b"outside" not in body and b"root:" not in body
 
 
+def test_show_hidden_serves_and_lists_dotfiles(root):
+    with Server(root, "--show-hidden") as s:
+        assert get(s.port, "/.env")[2] == b"SECRET=1"
+        assert b'href=".hidden"' in get(s.port, "/list/")[2]
+        assert get(s.port, "/escape")[0] == 404           # still no symlinks out of ROOT
+
+
 def test_percent_encoded_name(server):
     assert get(server.port, "/sp%20ace.txt")[2] == b"space"
 

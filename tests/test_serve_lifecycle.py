@@ -116,6 +116,18 @@ def test_second_signal_exits_at_once(files):
         c.close()
 
 
+def test_drain_is_bounded_by_the_drain_timeout(files):
+    """A client that stops reading cannot hold a stopping server: after
+    --drain-timeout the worker's last connections are closed and it exits 0."""
+    root, _ = files
+    with Server(root, "--drain-timeout", "1") as s:
+        c, left = _stalled_download(s.port, "/large.bin")
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(20) == 0                   # the default drain timeout is 30 s
+        assert _read_to_end(c)[0] < left
+        c.close()
+
+
 def test_client_vanishing_midtransfer_leaks_no_fd(files):
     root, _ = files
     with Server(root) as s:
