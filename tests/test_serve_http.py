@@ -277,6 +277,7 @@ def test_listing_revalidates_with_a_weak_etag(server):
     assert status == 200 and etag.startswith('W/"') and h["vary"] == "Accept"
     status, h304, body = get(server.port, "/list/", {"If-None-Match": etag})
     assert (status, body, h304["etag"]) == (304, b"", etag) and "content-length" not in h304
+    assert (h304["cache-control"], h304["vary"]) == ("no-cache", "Accept")   # RFC 9110 15.4.5
     assert get(server.port, "/list/", {"If-None-Match": "*"})[0] == 304
     assert get(server.port, "/list/", {"If-Match": etag})[0] == 412        # weak: never a strong match
     assert get(server.port, "/list/", {"Accept": "application/json"})[1]["etag"] != etag

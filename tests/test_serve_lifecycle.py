@@ -377,8 +377,30 @@ def test_random_bytes_never_crash_a_worker(fuzz_server, data):
         except ConnectionResetError:
             pass
     if reply:
-        assert re.match(rb"HTTP/1\.[01] [1-5]\d\d ", reply), reply[:80]
+        _assert_well_formed(reply, head_request=data.lstrip(b"\r\n").startswith(b"HEAD "))
     assert fuzz_server.worker_pids() == [pid]
+
+
+def _assert_well_formed(reply: bytes, *, head_request: bool) -> None:
+    """The first response is a whole head of "Name: value" fields, framed by a
+    Content-Length that its body fills (none after a HEAD, 204 or 304)."""
+    head, sep, body = reply.partition(b"\r\n\r\n")
+    assert sep, reply[:200]
+    lines = head.split(b"\r\n")
+    m = re.fullmatch(rb"HTTP/1\.1 ([1-5]\d\d) [A-Za-z -]+", lines[0])
+    assert m, lines[0]
+    fields = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b": ")
+        assert colon and re.fullmatch(rb"[A-Za-z-]+", name), line
+        fields[name.lower()] = value
+    status = int(m.group(1))
+    if status in (204, 304):
+        assert b"content-length" not in fields
+        return
+    length = int(fields[b"content-length"])
+    if not head_request:
+        assert len(body) >= length, (length, len(body))
 
 
 def test_access_log_to_a_closed_pipe_does_not_hurt_serving(files):

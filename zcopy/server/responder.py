@@ -182,7 +182,7 @@ class Responder:
         # that grew), so a browser revalidating a listing gets a 304; Vary, since
         # Accept picks HTML or JSON.
         etag = f'W/"{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
-        extra = f"ETag: {etag}\r\nVary: Accept\r\n".encode()
+        extra = f"Cache-Control: no-cache\r\nETag: {etag}\r\nVary: Accept\r\n".encode()   # the 304's too
         if not req.plain:
             verdict = http.evaluate_preconditions(req.method, req.headers, etag, None)
             if verdict == 304:
@@ -191,7 +191,7 @@ class Responder:
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-        extra = f"Content-Type: {ctype}\r\nCache-Control: no-cache\r\n".encode() + extra
+        extra = f"Content-Type: {ctype}\r\n".encode() + extra
         head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
                                   version=req.version)
         return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
