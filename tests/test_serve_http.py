@@ -224,7 +224,32 @@ def test_if_range(server):
     assert (status, body) == (200, b"hello, world\n")
 
 
+def test_if_range_with_a_date(server):
+    lm = get(server.port, "/hello.txt", method="HEAD")[1]["last-modified"]
+    status, h, body = get(server.port, "/hello.txt", {"Range": "bytes=7-", "If-Range": lm})
+    assert (status, body, h["content-range"]) == (206, b"world\n", "bytes 7-12/13")
+    status, _, body = get(server.port, "/hello.txt", {"Range": "bytes=7-", "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    assert (status, body) == (200, b"hello, world\n")
+
+
 # -- conditionals ---------------------------------------------------------------
+
+@needs_tool("curl")
+def test_conditionals_with_curl(server, tmp_path):
+    """curl's own revalidation: --etag-save/--etag-compare (If-None-Match) and
+    -z DATE (If-Modified-Since), then a resumed download (-C -: Range)."""
+    tag = tmp_path / "etag"
+    out = curl("-o", str(tmp_path / "a"), "-w", "%{http_code}", "--etag-save", str(tag), f"{server.url}/hello.txt")
+    assert out.stdout == b"200" and tag.read_text().strip().startswith('"')
+    out = curl("-o", str(tmp_path / "b"), "-w", "%{http_code}", "--etag-compare", str(tag), f"{server.url}/hello.txt")
+    assert out.stdout == b"304"
+    lm = get(server.port, "/hello.txt", method="HEAD")[1]["last-modified"]
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", "-z", lm, f"{server.url}/hello.txt").stdout == b"304"
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", "-z", "1 Jan 2001", f"{server.url}/hello.txt").stdout == b"200"
+    part = tmp_path / "resumed"
+    part.write_bytes(BIG[:1000])
+    out = curl("-o", str(part), "-C", "-", "-w", "%{http_code}", f"{server.url}/big.bin")
+    assert out.stdout == b"206" and part.read_bytes() == BIG
 
 def test_conditionals(server):
     _, h, _ = get(server.port, "/hello.txt", method="HEAD")
