@@ -360,3 +360,7 @@ def test_replaced_file_is_never_served_stale(server):
         f.write("3rd")
     status, h, body = get(server.port, "/changing.txt")
     assert (h["content-length"], body) == ("3", b"3rd")
+    with open(path, "a") as f:   # in place, same inode, grown
+        f.write(" and more")
+    status, h, body = get(server.port, "/changing.txt")
+    assert (h["content-length"], body) == ("12", b"3rd and more")
