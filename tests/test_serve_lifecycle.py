@@ -338,13 +338,19 @@ def test_access_log_combined_format(files, tmp_path):
     log = tmp_path / "access.log"
     with Server(root, "--access-log", str(log)) as s:
         get(s.port, "/f1", {"User-Agent": 'evil" "agent', "Referer": "http://x/"})
-        get(s.port, "/nope")
+        _, _, not_found = get(s.port, "/nope")
+        (root / "folder").mkdir(exist_ok=True)
+        _, _, moved = get(s.port, "/folder")
+        get(s.port, "/nope", method="HEAD")
         assert s.stop() == 0
     lines = log.read_text().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 4
     assert re.match(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /f1 HTTP/1\.1" 200 1 '
                     r'"http://x/" "evil\\x22 \\x22agent"$', lines[0]), lines[0]
-    assert '" 404 ' in lines[1]
+    # the size field is the body that left, for error pages and redirects too (none for HEAD)
+    assert f'"GET /nope HTTP/1.1" 404 {len(not_found)} ' in lines[1], lines[1]
+    assert f'"GET /folder HTTP/1.1" 301 {len(moved)} ' in lines[2], lines[2]
+    assert '"HEAD /nope HTTP/1.1" 404 - ' in lines[3], lines[3]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import FileEntry, OpenFileCache
-from zcopy.server.reply import Reply
+from zcopy.server.reply import Reply, whole
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 from zcopy.server.writes import TEMP_PREFIX
 
@@ -88,7 +88,7 @@ class Responder:
         close = close or exc.close
         data = http.error_response(exc.status, self.date.get(), reason=exc.reason, headers=exc.headers,
                                    close=close, head_only=head_only, version=version)
-        return Reply(exc.status, data, [], 0, close)
+        return whole(exc.status, data, close)
 
     # -- files ----------------------------------------------------------------
 
@@ -165,7 +165,7 @@ class Responder:
                 location += "?" + req.query
             data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,
                                           version=req.version)
-            return Reply(301, data, [], 0, close)
+            return whole(301, data, close)
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:
