@@ -284,6 +284,16 @@ def test_listing_html_is_escaped_and_hides_dotfiles(server):
     assert b"sub/" in body
 
 
+def test_special_files_are_neither_served_nor_listed(server):
+    fifo = Path(server.root) / "list" / "a.fifo"
+    os.mkfifo(fifo)
+    try:
+        assert get(server.port, "/list/a.fifo")[0] == 403       # and the worker did not wait for a writer
+        assert b"a.fifo" not in get(server.port, "/list/")[2]
+    finally:
+        fifo.unlink()
+
+
 def test_listing_json(server):
     status, h, body = get(server.port, "/list/", {"Accept": "application/json"})
     assert status == 200 and h["content-type"].startswith("application/json")

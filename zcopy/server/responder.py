@@ -217,5 +217,7 @@ class Responder:
                         os.path.realpath(d.path), self.cache.root, self.cache.symlink_targets)):
                     continue            # listed only where following it would be served
                 is_dir = stat_mod.S_ISDIR(st.st_mode)
+                if not is_dir and not stat_mod.S_ISREG(st.st_mode):
+                    continue            # a FIFO, socket or device is refused (403): not listed either
                 yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
 
