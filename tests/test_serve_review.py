@@ -182,8 +182,8 @@ def test_a_fifo_is_refused_without_blocking_the_worker(tmp_path):
 
 @pytest.mark.parametrize("destination, status", [
     (b"http://elsewhere.example/b.txt", 502),        # another server: not ours to write
-    (b"https://t/b.txt", 502),                       # another scheme: we only speak http
-    (b"ftp://t/b.txt", 502),
+    (b"ftp://t/b.txt", 502),                         # a scheme that is not HTTP
+    (b"https://t/moved.txt", 201),                   # https: this server behind a TLS proxy
     (b"http://T:80/moved.txt", 201),                 # this server (Host: t), spelled differently
 ])
 def test_move_to_another_server_is_502(wserver, destination, status):

@@ -180,15 +180,17 @@ def _same_server(netloc: str, authority: str | None) -> bool:
 
 
 def _destination(value: str | None, authority: str | None) -> str:
-    """The local path a MOVE's Destination names. A URL naming another scheme or
-    server is 502 Bad Gateway (RFC 4918 9.9.4; Apache mod_dav does the same):
-    moving the file to a path of *this* server would not be what was asked."""
+    """The local path a MOVE's Destination names. A URL naming another server
+    is 502 Bad Gateway (RFC 4918 9.9.4; Apache mod_dav does the same): moving
+    the file to a path of *this* server would not be what was asked. Both
+    http and https count as ours: behind a TLS-terminating proxy that keeps
+    Host, clients name https URLs (Apache's scheme check makes that a 502)."""
     if not value:
         raise http.HttpError(400, "MOVE needs a Destination header")
     try:
         url = urlsplit(value.strip())
         path = url.path
-        if url.scheme and (url.scheme.lower() != "http" or not _same_server(url.netloc, authority)):
+        if url.scheme and (url.scheme.lower() not in ("http", "https") or not _same_server(url.netloc, authority)):
             raise http.HttpError(502, "Destination names another server")
     except ValueError:          # "Invalid IPv6 URL": an unclosed bracket
         raise http.HttpError(400, "malformed Destination URL") from None
