@@ -43,6 +43,11 @@ def test_bad_flag_is_one_line_and_exit_2(command):
     (["put", "-rX"], "required: file, url"),                            # -r with value X
     (["get", "-Z", "http://127.0.0.1:9/"], "unrecognized arguments: -Z"),
     (["probe", "--path"], "argument --path: expected one argument"),
+    (["serve", "--pipe-size", "0"], "argument --pipe-size: must be between 1 B and 1 GiB"),
+    (["serve", "--pipe-size", "-4KiB"], "argument --pipe-size"),
+    (["serve", "--pipe-size", "2GiB"], "argument --pipe-size: must be between 1 B and 1 GiB"),
+    (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--pipe-size", "0"],
+     "argument --pipe-size: must be between 1 B and 1 GiB"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(args, says):
     out = zcopy(*args)

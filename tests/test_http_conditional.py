@@ -53,6 +53,21 @@ def test_preconditions(method, headers, expected):
     assert evaluate_preconditions(method, headers, ETAG, LM) == expected
 
 
+WEAK = 'W/"5a1e"'    # a listing's validator: weak, and no Last-Modified
+
+
+@pytest.mark.parametrize("method, headers, expected", [
+    ("GET", {"if-none-match": WEAK}, 304),
+    ("GET", {"if-none-match": "*"}, 304),                # the listing exists
+    ("GET", {"if-match": WEAK}, 412),                    # If-Match compares strongly
+    ("GET", {"if-match": "*"}, None),
+    ("GET", {"if-modified-since": NEW}, None),           # no date to compare: ignored
+    ("GET", {"if-unmodified-since": OLD}, None),
+])
+def test_preconditions_without_a_modification_date(method, headers, expected):
+    assert evaluate_preconditions(method, headers, WEAK, None) == expected
+
+
 @pytest.mark.parametrize("value, etag, weak, expected", [
     ('"a,b"', '"a,b"', False, True),                    # commas inside an opaque tag
     ('"a,b", "c"', '"c"', False, True),

@@ -111,10 +111,22 @@ def test_upgrade_is_parsed_and_ignored():
 H = b"Host: x\r\n"
 
 
+@pytest.mark.parametrize("host", ["", "example.com", "example.com:8080", "h:", "127.0.0.1:1", "[::1]:8000",
+                                  "[fe80::1%25eth0]", "xn--caf-dma.example", "a_b.local", "ex%41mple"])
+def test_valid_hosts(host):
+    assert parse_head(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()).headers["host"] == host
+
+
 @pytest.mark.parametrize("head, status", [
     (b"GET / HTTP/1.1\r\n\r\n", 400),                                     # 1.1 without Host
     (b"GET / HTTP/1.1\r\n" + H + H + b"\r\n", 400),                        # two Hosts
     (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),                         # whitespace before colon
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),                         # RFC 9112 3.2: invalid Host
+    (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", 400),                         # no userinfo in Host
+    (b"GET / HTTP/1.1\r\nHost: h:80:1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: h:ab\r\n\r\n", 400),
+    (b"GET / HTTP/1.0\r\nHost: <x>\r\n\r\n", 400),                         # 1.0 too, when it sends one
     (b"GET / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\n", 400),

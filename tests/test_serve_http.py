@@ -11,6 +11,9 @@ import gzip
 import hashlib
 import json
 import os
+import socket
+import struct
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +103,23 @@ def test_keep_alive_and_pipelining(server):
             assert (status, body) == (200, b"hello, world\n")
         s.sendall(b"GET /page.html HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(s)[2] == b"<h1>hi</h1>"
+
+
+def _data_segments_in(sock) -> int:
+    """tcpi_data_segs_in of struct tcp_info (linux/tcp.h, offset 152, Linux >= 4.6):
+    segments carrying data that this socket received."""
+    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 152)[0]
+
+
+def test_a_small_file_leaves_in_one_segment_with_its_head(server):
+    """The head goes out with MSG_MORE and the body's sendfile pushes both, so a
+    small reply is one TCP segment, not a head segment and a body segment."""
+    with connect(server.port) as s:
+        for _ in range(3):
+            before = _data_segments_in(s)
+            s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(s)[2] == b"hello, world\n"
+            assert _data_segments_in(s) - before == 1
 
 
 @needs_tool("curl")
@@ -204,7 +224,32 @@ def test_if_range(server):
     assert (status, body) == (200, b"hello, world\n")
 
 
+def test_if_range_with_a_date(server):
+    lm = get(server.port, "/hello.txt", method="HEAD")[1]["last-modified"]
+    status, h, body = get(server.port, "/hello.txt", {"Range": "bytes=7-", "If-Range": lm})
+    assert (status, body, h["content-range"]) == (206, b"world\n", "bytes 7-12/13")
+    status, _, body = get(server.port, "/hello.txt", {"Range": "bytes=7-", "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    assert (status, body) == (200, b"hello, world\n")
+
+
 # -- conditionals ---------------------------------------------------------------
+
+@needs_tool("curl")
+def test_conditionals_with_curl(server, tmp_path):
+    """curl's own revalidation: --etag-save/--etag-compare (If-None-Match) and
+    -z DATE (If-Modified-Since), then a resumed download (-C -: Range)."""
+    tag = tmp_path / "etag"
+    out = curl("-o", str(tmp_path / "a"), "-w", "%{http_code}", "--etag-save", str(tag), f"{server.url}/hello.txt")
+    assert out.stdout == b"200" and tag.read_text().strip().startswith('"')
+    out = curl("-o", str(tmp_path / "b"), "-w", "%{http_code}", "--etag-compare", str(tag), f"{server.url}/hello.txt")
+    assert out.stdout == b"304"
+    lm = get(server.port, "/hello.txt", method="HEAD")[1]["last-modified"]
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", "-z", lm, f"{server.url}/hello.txt").stdout == b"304"
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", "-z", "1 Jan 2001", f"{server.url}/hello.txt").stdout == b"200"
+    part = tmp_path / "resumed"
+    part.write_bytes(BIG[:1000])
+    out = curl("-o", str(part), "-C", "-", "-w", "%{http_code}", f"{server.url}/big.bin")
+    assert out.stdout == b"206" and part.read_bytes() == BIG
 
 def test_conditionals(server):
     _, h, _ = get(server.port, "/hello.txt", method="HEAD")
@@ -239,6 +284,16 @@ def test_listing_html_is_escaped_and_hides_dotfiles(server):
     assert b"sub/" in body
 
 
+def test_special_files_are_neither_served_nor_listed(server):
+    fifo = Path(server.root) / "list" / "a.fifo"
+    os.mkfifo(fifo)
+    try:
+        assert get(server.port, "/list/a.fifo")[0] == 403       # and the worker did not wait for a writer
+        assert b"a.fifo" not in get(server.port, "/list/")[2]
+    finally:
+        fifo.unlink()
+
+
 def test_listing_json(server):
     status, h, body = get(server.port, "/list/", {"Accept": "application/json"})
     assert status == 200 and h["content-type"].startswith("application/json")
@@ -246,6 +301,29 @@ def test_listing_json(server):
     text = json.dumps(data)
     assert "<script>alert(1).txt" in text and 'a\\"b & c.txt' in text
     assert ".hidden" not in text
+
+
+def test_listing_revalidates_with_a_weak_etag(server):
+    """A listing has no modification date (a file growing does not change the
+    folder's mtime), but a weak ETag from the page: a browser's revalidation
+    gets 304, and Vary: Accept because Accept picks HTML or JSON."""
+    status, h, _ = get(server.port, "/list/")
+    etag = h["etag"]
+    assert status == 200 and etag.startswith('W/"') and h["vary"] == "Accept"
+    status, h304, body = get(server.port, "/list/", {"If-None-Match": etag})
+    assert (status, body, h304["etag"]) == (304, b"", etag) and "content-length" not in h304
+    assert (h304["cache-control"], h304["vary"]) == ("no-cache", "Accept")   # RFC 9110 15.4.5
+    assert get(server.port, "/list/", {"If-None-Match": "*"})[0] == 304
+    assert get(server.port, "/list/", {"If-Match": etag})[0] == 412        # weak: never a strong match
+    assert get(server.port, "/list/", {"Accept": "application/json"})[1]["etag"] != etag
+    (Path(server.root) / "list" / "sub" / "grown.txt").write_text("1")
+    try:
+        assert get(server.port, "/list/sub/", {"If-None-Match": etag})[0] == 200
+        before = get(server.port, "/list/sub/")[1]["etag"]
+        (Path(server.root) / "list" / "sub" / "grown.txt").write_text("longer")
+        assert get(server.port, "/list/sub/", {"If-None-Match": before})[0] == 200
+    finally:
+        (Path(server.root) / "list" / "sub" / "grown.txt").unlink()
 
 
 def test_precompressed_sibling(server):
@@ -263,6 +341,13 @@ def test_path_safety(server, path):
     status, _, body = get(server.port, path)
     assert status in (400, 403, 404), (path, status)
     assert b"SECRET" not in body and b"outside" not in body and b"root:" not in body
+
+
+def test_show_hidden_serves_and_lists_dotfiles(root):
+    with Server(root, "--show-hidden") as s:
+        assert get(s.port, "/.env")[2] == b"SECRET=1"
+        assert b'href=".hidden"' in get(s.port, "/list/")[2]
+        assert get(s.port, "/escape")[0] == 404           # still no symlinks out of ROOT
 
 
 def test_percent_encoded_name(server):
@@ -285,3 +370,7 @@ def test_replaced_file_is_never_served_stale(server):
         f.write("3rd")
     status, h, body = get(server.port, "/changing.txt")
     assert (h["content-length"], body) == ("3", b"3rd")
+    with open(path, "a") as f:   # in place, same inode, grown
+        f.write(" and more")
+    status, h, body = get(server.port, "/changing.txt")
+    assert (h["content-length"], body) == ("12", b"3rd and more")

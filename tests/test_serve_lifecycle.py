@@ -116,6 +116,18 @@ def test_second_signal_exits_at_once(files):
         c.close()
 
 
+def test_drain_is_bounded_by_the_drain_timeout(files):
+    """A client that stops reading cannot hold a stopping server: after
+    --drain-timeout the worker's last connections are closed and it exits 0."""
+    root, _ = files
+    with Server(root, "--drain-timeout", "1") as s:
+        c, left = _stalled_download(s.port, "/large.bin")
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(20) == 0                   # the default drain timeout is 30 s
+        assert _read_to_end(c)[0] < left
+        c.close()
+
+
 def test_client_vanishing_midtransfer_leaks_no_fd(files):
     root, _ = files
     with Server(root) as s:
@@ -171,6 +183,62 @@ def test_idle_keepalive_timeout(files):
             read_response(c)
             time.sleep(2.5)
             assert c.recv(10) == b""
+
+
+def _read_to_end(c: socket.socket) -> tuple[int, bool]:
+    """Bytes until the server ends the connection, and whether it did so with a FIN."""
+    got = 0
+    try:
+        while True:
+            chunk = c.recv(1 << 20)
+            if not chunk:
+                return got, True
+            got += len(chunk)
+    except ConnectionResetError:
+        return got, False
+
+
+def _stalled_download(port: int, path: str) -> tuple[socket.socket, int]:
+    """A GET whose client stops reading after the head: (socket, Content-Length)."""
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.settimeout(15)
+    c.connect(("127.0.0.1", port))
+    c.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    head = c.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    return c, length - len(head.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_stalled_download_is_closed_after_the_send_timeout(files):
+    root, data = files
+    with Server(root, "--send-timeout", "1") as s:
+        c, left = _stalled_download(s.port, "/large.bin")
+        time.sleep(2.5)                               # accept nothing for longer than the timeout
+        got, _ = _read_to_end(c)                      # what the kernel buffered, then the end
+        c.close()
+        assert got < left
+        assert get(s.port, "/f4096")[2] == data[4096]
+
+
+def test_a_file_shrinking_mid_send_closes_that_connection(tmp_path):
+    """The response is never padded or left hanging: the connection ends short
+    of its Content-Length, the worker goes on, and the next request sees the
+    new length."""
+    path = tmp_path / "shrinks.bin"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)                          # sparse: no disk, no page cache to fill
+    with Server(tmp_path) as s:
+        pid = s.worker_pids()[0]
+        c, left = _stalled_download(s.port, "/shrinks.bin")
+        os.truncate(path, 1 << 20)
+        got, _ = _read_to_end(c)                      # without the close this would hang (timeout)
+        c.close()
+        assert got < left
+        status, h, body = get(s.port, "/shrinks.bin")
+        assert (status, h["content-length"], len(body)) == (200, str(1 << 20), 1 << 20)
+        assert s.worker_pids() == [pid]
 
 
 def test_max_connections_holds_the_rest_in_the_backlog(files):
@@ -256,6 +324,13 @@ def test_startup_errors_are_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "zcopy", "serve", "--workers", "zero"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    # an access log that cannot be opened: one line at start, not every worker dying in a loop
+    out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path), "--port", "0",
+                          "--access-log", str(tmp_path / "no" / "such" / "dir.log")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"zcopy serve: error: cannot open --access-log {tmp_path}/no/such/dir.log: No such file or directory"]
 
 
 def test_access_log_combined_format(files, tmp_path):
@@ -263,13 +338,19 @@ def test_access_log_combined_format(files, tmp_path):
     log = tmp_path / "access.log"
     with Server(root, "--access-log", str(log)) as s:
         get(s.port, "/f1", {"User-Agent": 'evil" "agent', "Referer": "http://x/"})
-        get(s.port, "/nope")
+        _, _, not_found = get(s.port, "/nope")
+        (root / "folder").mkdir(exist_ok=True)
+        _, _, moved = get(s.port, "/folder")
+        get(s.port, "/nope", method="HEAD")
         assert s.stop() == 0
     lines = log.read_text().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 4
     assert re.match(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /f1 HTTP/1\.1" 200 1 '
                     r'"http://x/" "evil\\x22 \\x22agent"$', lines[0]), lines[0]
-    assert '" 404 ' in lines[1]
+    # the size field is the body that left, for error pages and redirects too (none for HEAD)
+    assert f'"GET /nope HTTP/1.1" 404 {len(not_found)} ' in lines[1], lines[1]
+    assert f'"GET /folder HTTP/1.1" 301 {len(moved)} ' in lines[2], lines[2]
+    assert '"HEAD /nope HTTP/1.1" 404 - ' in lines[3], lines[3]
 
 
 @pytest.fixture(scope="module")
@@ -302,8 +383,30 @@ def test_random_bytes_never_crash_a_worker(fuzz_server, data):
         except ConnectionResetError:
             pass
     if reply:
-        assert re.match(rb"HTTP/1\.[01] [1-5]\d\d ", reply), reply[:80]
+        _assert_well_formed(reply, head_request=data.lstrip(b"\r\n").startswith(b"HEAD "))
     assert fuzz_server.worker_pids() == [pid]
+
+
+def _assert_well_formed(reply: bytes, *, head_request: bool) -> None:
+    """The first response is a whole head of "Name: value" fields, framed by a
+    Content-Length that its body fills (none after a HEAD, 204 or 304)."""
+    head, sep, body = reply.partition(b"\r\n\r\n")
+    assert sep, reply[:200]
+    lines = head.split(b"\r\n")
+    m = re.fullmatch(rb"HTTP/1\.1 ([1-5]\d\d) [A-Za-z -]+", lines[0])
+    assert m, lines[0]
+    fields = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b": ")
+        assert colon and re.fullmatch(rb"[A-Za-z-]+", name), line
+        fields[name.lower()] = value
+    status = int(m.group(1))
+    if status in (204, 304):
+        assert b"content-length" not in fields
+        return
+    length = int(fields[b"content-length"])
+    if not head_request:
+        assert len(body) >= length, (length, len(body))
 
 
 def test_access_log_to_a_closed_pipe_does_not_hurt_serving(files):

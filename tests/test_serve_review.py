@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,23 @@ def test_a_fifo_is_refused_without_blocking_the_worker(tmp_path):
     with Server(tmp_path) as s:
         assert get(s.port, "/pipe")[0] == 403
         assert get(s.port, "/ok.txt")[2] == b"ok"
+
+
+@pytest.mark.parametrize("destination, status", [
+    (b"http://elsewhere.example/b.txt", 502),        # another server: not ours to write
+    (b"ftp://t/b.txt", 502),                         # a scheme that is not HTTP
+    (b"https://t/moved.txt", 201),                   # https: this server behind a TLS proxy
+    (b"http://T:80/moved.txt", 201),                 # this server (Host: t), spelled differently
+])
+def test_move_to_another_server_is_502(wserver, destination, status):
+    """RFC 4918 9.9.4 (and Apache mod_dav): a Destination on another server is
+    502 Bad Gateway; it used to be moved to the same path on this one."""
+    (Path(wserver.root) / "m.txt").write_bytes(b"mine")
+    try:
+        got, _, _ = _call(wserver.port, "MOVE", b"/m.txt", b"Destination: " + destination + b"\r\n")
+        assert got == status
+        assert (Path(wserver.root) / "m.txt").exists() == (status == 502)
+        assert not (Path(wserver.root) / "b.txt").exists()
+    finally:
+        for name in ("m.txt", "moved.txt"):
+            (Path(wserver.root) / name).unlink(missing_ok=True)

@@ -72,6 +72,18 @@ def size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: The kernel refuses pipes above 2 GiB; a buffer (copy) this big is a mistake too.
+MAX_PIPE_SIZE = 1 << 30
+
+
+def pipe_size_arg(text: str) -> int:
+    """argparse type for ``--pipe-size``: a size from 1 B to 1 GiB."""
+    value = size_arg(text)
+    if not 0 < value <= MAX_PIPE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between 1 B and 1 GiB: {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -17,7 +17,7 @@ import argparse
 import socket
 import sys
 
-from zcopy.cli import positive_float, positive_int, size_arg
+from zcopy.cli import pipe_size_arg, positive_float, positive_int, size_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "relay TCP connections to an upstream with splice (a zero-copy TCP proxy)"
@@ -39,17 +39,6 @@ def address_arg(text: str) -> tuple[str, int]:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
     return host, value
-
-
-#: The kernel refuses pipes above 2 GiB; a buffer (copy) this big is a mistake too.
-MAX_PIPE_SIZE = 1 << 30
-
-
-def pipe_size_arg(text: str) -> int:
-    value = size_arg(text)
-    if not 0 < value <= MAX_PIPE_SIZE:
-        raise argparse.ArgumentTypeError(f"must be between 1 B and 1 GiB: {text!r}")
-    return value
 
 
 def rate_arg(text: str) -> int:

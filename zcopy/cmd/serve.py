@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from zcopy.cli import positive_float, positive_int, size_arg
+from zcopy.cli import pipe_size_arg, positive_float, positive_int, size_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
@@ -52,7 +52,7 @@ def configure(p) -> None:
     p.add_argument("--auto", action="store_true", help="apply the kernel probe's recommendation")
     p.add_argument("--workers", type=workers_arg, default=None, help="worker processes, or 'auto' (one per CPU)")
     p.add_argument("--engine", choices=["auto", *ENGINES], default="auto", help="how file bytes are sent")
-    p.add_argument("--pipe-size", type=size_arg, default=None, help="pipe size for the splice engine")
+    p.add_argument("--pipe-size", type=pipe_size_arg, default=None, help="pipe size for the splice engine")
     p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
     p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
@@ -100,6 +100,8 @@ def build_config(args):
         targets.append(real)
     if targets and not args.follow_symlinks:
         raise StartupError("--symlink-target needs --follow-symlinks", code=2)
+    if args.access_log and args.access_log != "-":
+        _check_access_log(args.access_log)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
                       show_hidden=args.show_hidden,
@@ -154,6 +156,15 @@ def build_config(args):
         cfg.workers = args.workers
         reasons["workers"] = "--workers flag"
     return cfg
+
+
+def _check_access_log(path: str) -> None:
+    """Open the log once here, as each worker will: a path that cannot be
+    written is one startup line, not every worker dying at its first breath."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        raise StartupError(f"cannot open --access-log {path}: {exc.strerror}") from None
 
 
 def _token(value: str | None, path: str | None, flag: str, env: str | None = None) -> str | None:

@@ -72,13 +72,16 @@ def etag_matches(value: str, etag: str, *, weak: bool) -> bool:
     return False
 
 
-def evaluate_preconditions(method: str, headers: dict, etag: str, last_modified: int) -> int | None:
+def evaluate_preconditions(method: str, headers: dict, etag: str, last_modified: int | None) -> int | None:
     """412, 304 or None (go on and answer normally), per RFC 9110 13.2.2.
 
     1. If-Match fails -> 412; else if absent, If-Unmodified-Since fails -> 412.
     2. If-None-Match matches -> 304 for GET/HEAD, 412 otherwise; else if
        absent, If-Modified-Since (GET/HEAD only) not modified -> 304.
-    Invalid dates are ignored, as the RFC requires.
+    Invalid dates are ignored, as the RFC requires, and so are both date
+    conditions when the resource has no modification date
+    (``last_modified=None``: a directory listing, which changes when a file in
+    it grows, and the folder's mtime does not).
     """
     if_match = headers.get("if-match")
     if if_match is not None:
@@ -88,7 +91,7 @@ def evaluate_preconditions(method: str, headers: dict, etag: str, last_modified:
         since = headers.get("if-unmodified-since")
         if since is not None:
             date = parse_http_date(since)
-            if date is not None and last_modified > date:
+            if date is not None and last_modified is not None and last_modified > date:
                 return 412
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
@@ -98,6 +101,6 @@ def evaluate_preconditions(method: str, headers: dict, etag: str, last_modified:
         since = headers.get("if-modified-since")
         if since is not None:
             date = parse_http_date(since)
-            if date is not None and last_modified <= date:
+            if date is not None and last_modified is not None and last_modified <= date:
                 return 304
     return None

@@ -40,6 +40,9 @@ KNOWN_METHODS = frozenset({
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+#: RFC 9112 3.2 / RFC 3986 3.2.2: Host = uri-host [ ":" port ], where uri-host is
+#: an IP-literal in brackets or a reg-name (unreserved, pct-encoded, sub-delims).
+_HOST = re.compile(r"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z.\-_~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
 @dataclass(slots=True, frozen=True)
@@ -164,6 +167,10 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
     headers = got.headers
     if got.hosts > 1 or (got.hosts == 0 and version == (1, 1)):
         raise HttpError(400, "HTTP/1.1 needs exactly one Host header", close=True)
+    if got.hosts and not _HOST.fullmatch(headers["host"]):
+        # RFC 9112 3.2: a MUST. A Host with a space or a slash is no host, and
+        # whatever reads it later (a log parser, a proxy behind) may read it differently.
+        raise HttpError(400, "invalid Host header", close=True)
     path, query = _split_target(target)
 
     connection = headers.get("connection")

@@ -15,3 +15,9 @@ class Reply:
     length: int = 0                            # body bytes, for the access log
     close: bool = False
     entry: FileEntry | None = None             # acquired; released by the connection
+
+
+def whole(status: int, data: bytes, close: bool) -> Reply:
+    """A reply whose bytes are all in ``data`` (an error page, a redirect); its
+    length is the body's after the head, as the access log's size field wants."""
+    return Reply(status, data, [], len(data) - data.index(b"\r\n\r\n") - 4, close)

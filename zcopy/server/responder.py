@@ -8,6 +8,7 @@ stop)`` file range that the connection hands to the zero-copy engine.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat as stat_mod
 from urllib.parse import quote
@@ -15,7 +16,7 @@ from urllib.parse import quote
 from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import FileEntry, OpenFileCache
-from zcopy.server.reply import Reply
+from zcopy.server.reply import Reply, whole
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 from zcopy.server.writes import TEMP_PREFIX
 
@@ -87,7 +88,7 @@ class Responder:
         close = close or exc.close
         data = http.error_response(exc.status, self.date.get(), reason=exc.reason, headers=exc.headers,
                                    close=close, head_only=head_only, version=version)
-        return Reply(exc.status, data, [], 0, close)
+        return whole(exc.status, data, close)
 
     # -- files ----------------------------------------------------------------
 
@@ -164,7 +165,7 @@ class Responder:
                 location += "?" + req.query
             data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,
                                           version=req.version)
-            return Reply(301, data, [], 0, close)
+            return whole(301, data, close)
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:
@@ -177,7 +178,20 @@ class Responder:
             body, ctype = http.render_listing_json(req.path, entries), "application/json"
         else:
             body, ctype = http.render_listing_html(req.path, entries), "text/html; charset=utf-8"
-        extra = f"Content-Type: {ctype}\r\nCache-Control: no-cache\r\n".encode()
+        # A weak validator from the page itself (the folder's mtime misses a file
+        # that grew), so a browser revalidating a listing gets a 304; Vary, since
+        # Accept picks HTML or JSON.
+        etag = f'W/"{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
+        extra = f"Cache-Control: no-cache\r\nETag: {etag}\r\nVary: Accept\r\n".encode()   # the 304's too
+        if not req.plain:
+            verdict = http.evaluate_preconditions(req.method, req.headers, etag, None)
+            if verdict == 304:
+                head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
+                                          version=req.version)
+                return Reply(304, head, [], 0, close)
+            if verdict is not None:
+                raise http.HttpError(verdict, "precondition failed")
+        extra = f"Content-Type: {ctype}\r\n".encode() + extra
         head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
                                   version=req.version)
         return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
@@ -203,5 +217,7 @@ class Responder:
                         os.path.realpath(d.path), self.cache.root, self.cache.symlink_targets)):
                     continue            # listed only where following it would be served
                 is_dir = stat_mod.S_ISDIR(st.st_mode)
+                if not is_dir and not stat_mod.S_ISREG(st.st_mode):
+                    continue            # a FIFO, socket or device is refused (403): not listed either
                 yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
 

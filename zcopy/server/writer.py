@@ -101,7 +101,7 @@ class Writer:
             writes.delete(target, recursive=_query_flag(req.query, "recursive"))
             status = 204
         elif req.method == "MOVE":
-            dest = self.target(_destination(req.headers.get("destination")))
+            dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
             status = 204 if writes.move(target, dest, overwrite) else 201
             self.cache.invalidate(dest.path)
@@ -155,11 +155,43 @@ def http_error_for(exc: OSError) -> http.HttpError:
     return http.HttpError(500, f"write failed: {exc.strerror}", close=True)
 
 
-def _destination(value: str | None) -> str:
+def _authority(req: http.Request) -> str | None:
+    """The host:port this request was sent to: an absolute-form target's
+    (RFC 9112 3.2.2 says it wins over Host), else the Host field."""
+    if req.target[:1] != b"/":
+        try:
+            return urlsplit(req.target.decode("latin-1")).netloc or None
+        except ValueError:
+            return None
+    return req.headers.get("host")
+
+
+def _same_server(netloc: str, authority: str | None) -> bool:
+    """``netloc`` names the server ``authority`` reached (case-insensitive,
+    ``:80`` the same as no port). Without an authority (an HTTP/1.0 request
+    without Host) there is nothing to compare, and the path alone counts."""
+    if authority is None:
+        return True
+
+    def norm(a: str) -> str:
+        a = a.strip().lower()
+        return a[:-3] if a.endswith(":80") else a
+    return norm(netloc) == norm(authority)
+
+
+def _destination(value: str | None, authority: str | None) -> str:
+    """The local path a MOVE's Destination names. A URL naming another server
+    is 502 Bad Gateway (RFC 4918 9.9.4; Apache mod_dav does the same): moving
+    the file to a path of *this* server would not be what was asked. Both
+    http and https count as ours: behind a TLS-terminating proxy that keeps
+    Host, clients name https URLs (Apache's scheme check makes that a 502)."""
     if not value:
         raise http.HttpError(400, "MOVE needs a Destination header")
     try:
-        path = urlsplit(value.strip()).path
+        url = urlsplit(value.strip())
+        path = url.path
+        if url.scheme and (url.scheme.lower() not in ("http", "https") or not _same_server(url.netloc, authority)):
+            raise http.HttpError(502, "Destination names another server")
     except ValueError:          # "Invalid IPv6 URL": an unclosed bracket
         raise http.HttpError(400, "malformed Destination URL") from None
     if not path.startswith("/"):
