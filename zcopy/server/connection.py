@@ -20,6 +20,7 @@ States:
 from __future__ import annotations
 
 import errno
+import math
 import socket
 import sys
 import traceback
@@ -421,18 +422,25 @@ class Connection:
             self.close()
 
     def _start_readahead(self, fd: int, start: int, stop: int) -> None:
-        """Track residency for this range, unless its file was found resident
-        moments ago: a hot file costs no residency syscall per request."""
+        """Track residency for this range, unless its file is on a memory
+        filesystem or was found resident moments ago: a hot file costs no
+        residency syscall per request."""
         prefetch = self.worker.prefetch
         if prefetch is None:
             return
         entry = self.reply.entry
         now = self.worker.now
-        if entry is not None and entry.resident_until > now and stop - start <= prefetch.window:
-            return
+        if entry is not None:
+            if entry.resident_until > now:
+                return
+            if not prefetch.may_be_cold(fd, entry.key[0]):
+                entry.resident_until = math.inf       # tmpfs/ramfs: never cold
+                return
         ahead = prefetch.track(fd, start, stop)
-        if entry is not None and stop - start <= prefetch.window and ahead.admit(start, self):
-            # The whole range was resident at once: remember it for a moment.
+        if (entry is not None and entry.size <= prefetch.window and stop - start == entry.size
+                and ahead.admit(start, self)):
+            # The whole (small) file was resident at once: trust that for a moment.
+            # Only the whole file: one resident range says nothing of another.
             entry.resident_until = now + RESIDENT_MEMO
             return
         self.ahead = ahead
