@@ -1,7 +1,9 @@
-"""A served tree can span filesystems: prefetch decides per file, not by the
-root alone. Real mounts (root only): a tmpfs inside a disk-backed root, a
-disk folder bind-mounted inside a tmpfs root, and an ext4 image on a loop
-device shrunk under the filesystem, so reading a file fails with a real EIO."""
+"""Prefetch against real storage (root only). A served tree can span
+filesystems, so prefetch decides per file, not by the root alone: a tmpfs
+inside a disk-backed root, a disk folder bind-mounted inside a tmpfs root.
+A slow disk for real: a blkio cgroup throttle on the worker's reads. A
+failing disk for real: an ext4 image on a loop device shrunk under the
+filesystem, so reading a file fails with EIO."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -16,7 +19,7 @@ import pytest
 from conftest import needs_root
 from serverutil import connect, get
 from test_prefetch_pool import make_cold
-from test_prefetch_serve import forked_worker
+from test_prefetch_serve import arrived, forked_worker
 
 from zcopy import profile
 from probes.filesystem import fs_type
@@ -131,3 +134,33 @@ def test_a_read_error_in_the_pool_ends_the_transfer_and_the_worker_serves_on(tmp
     assert calls and not [c for c in calls if "EIO" in c]
     assert report["prefetch"]["failed"] >= 1
     assert report["errors"].get("EIO") == 1
+
+
+def test_a_hot_request_is_answered_while_the_disk_is_slowly_reading_a_cold_window(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+    from bench_cold import Throttle
+
+    if not os.path.exists(os.path.join(Throttle.BASE, "blkio.throttle.read_bps_device")):
+        pytest.skip("needs the cgroup v1 blkio controller")
+    cold = make_cold(tmp_path / "cold.bin", 4 * MiB)
+    (tmp_path / "hot.txt").write_bytes(b"h" * 1024)
+    with Throttle(str(tmp_path), 4_000_000) as throttle, forked_worker(tmp_path) as (port, result):
+        throttle.add([result.pid])                      # its pool threads too: they start later
+        assert get(port, "/hot.txt")[2] == b"h" * 1024  # warm
+        s = connect(port)
+        s.sendall(b"GET /cold.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:                # the head comes at once (not corked by
+            head += s.recv(1)                           # MSG_MORE) while its window is read
+        for _ in range(5):
+            assert get(port, "/hot.txt")[2] == b"h" * 1024
+        # Had the loop read the cold window itself (as with --prefetch off), it
+        # would have sent cold bytes before it could read the hot requests.
+        assert arrived(s) == b"", "cold bytes left before the hot requests were answered"
+        body = b""
+        while chunk := s.recv(1 << 20):
+            body += chunk
+        s.close()
+        assert body == cold
+        report = result()
+    assert report["prefetch"]["parks"] == 1 and report["prefetch"]["windows_prefetched"] == 1

@@ -43,6 +43,7 @@ RECV_SIZE = 65536
 #: Pipelined requests answered per loop turn before yielding to other sockets.
 PIPELINE_BURST = 16
 _MSG_MORE = socket.MSG_MORE
+_TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY   # setting it again flushes a cork
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -325,6 +326,9 @@ class Connection:
                 # A window not in the page cache would block the loop in the engine:
                 # park until the prefetch pool has read it (the worker wakes us).
                 if self.ahead is not None and not self.ahead.admit(xfer.offset, self):
+                    # Push out what MSG_MORE corked (the head, a part header): the
+                    # client should not wait for the window to see them.
+                    sock.setsockopt(_TCP, _NODELAY, 1)
                     return Progress.BLOCKED
                 before = xfer.remaining
                 progress = xfer.step(self.fd)
