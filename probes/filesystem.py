@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import re
 from typing import Iterator
 
 from probes.finding import Finding, Status
@@ -39,15 +40,36 @@ class _StatFS(ctypes.Structure):
     _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
 
 
-def fs_type(path: str) -> tuple[str, int]:
-    """(name, magic) of the filesystem holding ``path``; raises OSError."""
+def fs_type(path: str | int) -> tuple[str, int]:
+    """(name, magic) of the filesystem holding ``path`` (or open fd: fstatfs); raises OSError."""
     libc = ctypes.CDLL(None, use_errno=True)
     buf = _StatFS()
-    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+    if isinstance(path, int):
+        rc = libc.fstatfs(path, ctypes.byref(buf))
+    else:
+        rc = libc.statfs(os.fsencode(path), ctypes.byref(buf))
+    if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     magic = buf.f_type & 0xFFFFFFFF
     return MAGIC.get(magic, "unknown"), magic
+
+
+def mounts_below(path: str) -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount strictly below ``path``,
+    from /proc/self/mountinfo (proc(5)): a served tree can span filesystems."""
+    top = os.path.realpath(path).rstrip("/") + "/"
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mine, _, theirs = line.partition(" - ")
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), mine.split()[4])
+                if point.startswith(top):
+                    found.append((point, theirs.split()[0]))
+    except OSError:
+        pass
+    return found
 
 
 def probe(ctx) -> Iterator[Finding]:
@@ -59,8 +81,11 @@ def probe(ctx) -> Iterator[Finding]:
         yield Finding("filesystem.type", Status.ERROR, {"path": path, "type": None, "magic": None, "dev": None},
                       f"statfs({path}) failed: {errname(exc)} ({exc.strerror})")
         return
-    yield Finding("filesystem.type", Status.OK, {"path": path, "type": name, "magic": f"{magic:#x}", "dev": dev},
-                  f"{path} is on {name} (statfs magic {magic:#x})")
+    below = mounts_below(path)
+    yield Finding("filesystem.type", Status.OK, {"path": path, "type": name, "magic": f"{magic:#x}", "dev": dev,
+                                                 "mounts_below": [list(m) for m in below]},
+                  f"{path} is on {name} (statfs magic {magic:#x})"
+                  + (f"; {len(below)} filesystem(s) mounted below it" if below else ""))
     with Resources() as res:
         src, origin = _source(res, path)
         if src is None:

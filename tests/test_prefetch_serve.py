@@ -51,6 +51,7 @@ def forked_worker(root, *, slow: float = 0.0, pool_args: dict | None = None, **c
                 worker.prefetch = Prefetcher(step=worker.config.budget, fetch=fetch, **(pool_args or {}))
             code = worker.run()
             report = {"prefetch": worker.prefetch.snapshot() if worker.prefetch else None,
+                      "errors": dict(worker.stats.errors),
                       "threads": [t.name for t in threading.enumerate()],
                       "efd_closed": worker.prefetch is None or worker.prefetch.fileno() == -1}
             os.write(w, json.dumps(report).encode())
@@ -60,7 +61,7 @@ def forked_worker(root, *, slow: float = 0.0, pool_args: dict | None = None, **c
     listener.close()
     done = {}
 
-    def result() -> dict:
+    def result() -> dict:   # result.pid: the worker's pid
         if not done:
             os.kill(pid, signal.SIGTERM)
             data = b""
@@ -70,6 +71,7 @@ def forked_worker(root, *, slow: float = 0.0, pool_args: dict | None = None, **c
             done.update(json.loads(data), exit=os.waitstatus_to_exitcode(status))
         return done
 
+    result.pid = pid
     try:
         yield port, result
     finally:
@@ -78,6 +80,19 @@ def forked_worker(root, *, slow: float = 0.0, pool_args: dict | None = None, **c
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(r)
+
+
+def arrived(sock: socket.socket) -> bytes:
+    """What has arrived on ``sock`` so far, left unread. Without waiting: on a
+    socket with a timeout, recv (even with MSG_DONTWAIT) first polls for data."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(1 << 20, socket.MSG_PEEK)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.settimeout(timeout)
 
 
 def test_a_cold_file_is_parked_then_served_with_correct_bytes(tmp_path):
@@ -124,10 +139,7 @@ def test_a_hot_request_is_answered_while_a_cold_window_is_being_read(tmp_path):
         hot_done = time.monotonic()
         # The cold transfer has not delivered its body yet: the hot answers
         # came while its window was still being read, not after it.
-        early = b""
-        with contextlib.suppress(BlockingIOError):
-            early = cold.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        head, _, body_bytes = early.partition(b"\r\n\r\n")
+        head, _, body_bytes = arrived(cold).partition(b"\r\n\r\n")
         assert not body_bytes, "cold body bytes arrived before its window was read"
         status, _, body, _ = read_response(cold)
         cold_done = time.monotonic()
@@ -193,3 +205,85 @@ def test_no_thread_or_mapping_leaks_after_many_cold_transfers(tmp_path, engine):
             assert s.stop() == 0
     finally:
         os.close(fd)
+
+
+def test_one_resident_range_does_not_vouch_for_the_rest_of_the_file(tmp_path):
+    # A small file (one window) whose first page is hot and the rest cold: a
+    # resident range at its start must not let a later range skip the check.
+    data = make_cold(tmp_path / "small.bin", 4 * MiB)
+    with open(tmp_path / "small.bin", "rb") as f:
+        os.pread(f.fileno(), 100, 0)
+        os.posix_fadvise(f.fileno(), 4096, 0, os.POSIX_FADV_DONTNEED)   # drop kernel readahead
+    with forked_worker(tmp_path) as (port, result):
+        status, _, body = get(port, "/small.bin", {"Range": "bytes=0-99"})
+        assert status == 206 and body == data[:100]
+        status, _, body = get(port, "/small.bin", {"Range": "bytes=3000000-3000099"})
+        assert status == 206 and body == data[3000000:3000100]
+        report = result()
+    assert report["prefetch"]["parks"] == 1 and report["prefetch"]["windows_prefetched"] == 1
+
+
+def test_multipart_parts_of_a_cold_file_each_wait_for_their_window(tmp_path):
+    data = make_cold(tmp_path / "cold.bin", 12 * MiB)
+    with forked_worker(tmp_path) as (port, result):
+        status, headers, body = get(port, "/cold.bin", {"Range": "bytes=0-99,9000000-9000099"})
+        assert status == 206 and headers["content-type"].startswith("multipart/byteranges")
+        assert data[:100] in body and data[9000000:9000100] in body
+        report = result()
+    assert report["prefetch"]["parks"] == 2        # two cold windows, far apart: one park each
+
+
+def _fds_to(pid: int, target: str) -> int:
+    n = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/{pid}/fd/{name}") == target
+    return n
+
+
+def _sockets(pid: int) -> int:
+    return sum(1 for name in os.listdir(f"/proc/{pid}/fd")
+               if os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"))
+
+
+def test_a_parked_client_that_disconnects_is_cleaned_up(tmp_path):
+    path = str(tmp_path / "cold.bin")
+    data = make_cold(path, 8 * MiB)
+    with forked_worker(tmp_path, slow=0.5) as (port, result):
+        pid = result.pid
+        listening = _sockets(pid)
+        cold = connect(port)
+        cold.sendall(b"GET /cold.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert cold.recv(4096).startswith(b"HTTP/1.1 200")    # head sent, body parked
+        assert _sockets(pid) == listening + 1
+        cold.close()                                          # gone while its window is read
+        # Once the window arrives the send fails and the connection is closed:
+        # no socket, and no job's dup of the file left (the file cache keeps one fd).
+        assert wait_for(lambda: _sockets(pid) == listening and _fds_to(pid, path) <= 1)
+        status, _, body = get(port, "/cold.bin")              # and the worker serves on
+        assert status == 200 and body == data
+        report = result()
+    assert report["exit"] == 0 and report["prefetch"]["pool_size"] == 0
+    assert "zcopy-prefetch" not in report["threads"]
+    assert report["errors"].get("client_reset", 0) + report["errors"].get("EPIPE", 0) >= 1
+
+
+def test_a_file_truncated_while_parked_ends_that_transfer_only(tmp_path):
+    path = tmp_path / "cold.bin"
+    make_cold(path, 8 * MiB)
+    with forked_worker(tmp_path, slow=0.5) as (port, result):
+        cold = connect(port)
+        cold.sendall(b"GET /cold.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:                          # head sent, body parked (0.5 s)
+            got += cold.recv(65536)
+        os.truncate(path, MiB)
+        while chunk := cold.recv(1 << 20):
+            got += chunk
+        cold.close()
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert b"Content-Length: 8388608" in head and len(body) < 8 * MiB   # cut, not padded
+        status, _, body = get(port, "/cold.bin")               # the new size, served whole
+        assert status == 200 and len(body) == MiB
+        report = result()
+    assert report["errors"].get("file_changed") == 1

@@ -213,7 +213,10 @@ def test_once_prints_one_frame(runtime, root):
             with connect(srv.port) as s:
                 s.sendall(b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 read_response(s)
-        wait_for_json(srv.proc.pid, lambda j: j["requests"] >= 3)
+        snap = wait_for_json(srv.proc.pid, lambda j: j["requests"] >= 3)
+        assert set(snap["prefetch"]) == {"windows_prefetched", "parks", "parked_seconds", "pool_size",
+                                         "pool_peak", "pool_max", "failed"}
+        assert snap["prefetch"]["pool_max"] == 16                 # 8 per worker, summed over 2
         out = subprocess.run(top("--once", "--pid", str(srv.proc.pid)), capture_output=True, text=True,
                              timeout=30, env={**os.environ, "COLUMNS": "150"})
         assert out.returncode == 0, out.stderr

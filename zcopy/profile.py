@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from probes.filesystem import IN_MEMORY as IN_MEMORY_FS
 from probes.kernel import read_text
 
 MiB = 1024 * 1024
@@ -31,7 +32,6 @@ EXPECTED_CONNECTIONS = 256
 PIPE_CAP = MiB               # bigger pipes measured no faster and cost budget
 MIN_PIPE = 64 * KiB          # the kernel's default pipe: never go below it
 CHUNK = MiB                  # per-step budget for sendfile/mmap/read engines
-IN_MEMORY_FS = {"tmpfs", "ramfs"}
 
 
 @dataclass
@@ -177,10 +177,20 @@ def _pipe_size(by_id: dict) -> tuple[int, str]:
 
 
 def _prefetch(by_id: dict) -> tuple[bool, str]:
-    fs = ((by_id.get("filesystem.type") or {}).get("value") or {}).get("type")
+    value = (by_id.get("filesystem.type") or {}).get("value") or {}
+    return prefetch_choice("the served path", value.get("type"), value.get("mounts_below") or [])
+
+
+def prefetch_choice(where: str, fs: str | None, below) -> tuple[bool, str]:
+    """Prefetch on unless ``where`` and every filesystem mounted below it keep
+    their pages in memory (``below``: (mount point, type) pairs)."""
     if fs in IN_MEMORY_FS:
-        return False, f"the served path is on {fs}: its pages are always in memory, nothing to prefetch"
-    return True, (f"the served path is on {fs or 'an unknown filesystem'}: reads may miss the page cache, "
+        disks = [f"{point} ({kind})" for point, kind in below if kind not in IN_MEMORY_FS]
+        if not disks:
+            return False, f"{where} is on {fs}: its pages are always in memory, nothing to prefetch"
+        return True, (f"{where} is on {fs}, but {disks[0]} is mounted below it: reads there may miss "
+                      "the page cache, so read ahead off the event loop")
+    return True, (f"{where} is on {fs or 'an unknown filesystem'}: reads may miss the page cache, "
                   "so read ahead off the event loop")
 
 

@@ -20,6 +20,7 @@ States:
 from __future__ import annotations
 
 import errno
+import math
 import socket
 import sys
 import traceback
@@ -42,6 +43,7 @@ RECV_SIZE = 65536
 #: Pipelined requests answered per loop turn before yielding to other sockets.
 PIPELINE_BURST = 16
 _MSG_MORE = socket.MSG_MORE
+_TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY   # setting it again flushes a cork
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -329,6 +331,9 @@ class Connection:
                     # A window not in the page cache would block the loop in the engine:
                     # park until the prefetch pool has read it (the worker wakes us).
                     if self.ahead is not None and not self.ahead.admit(xfer.offset, self):
+                        # Push out what MSG_MORE corked (the head, a part header): the
+                        # client should not wait for the window to see them.
+                        sock.setsockopt(_TCP, _NODELAY, 1)
                         return Progress.BLOCKED
                     before = xfer.remaining
                     try:
@@ -429,18 +434,25 @@ class Connection:
             self.close()
 
     def _start_readahead(self, fd: int, start: int, stop: int) -> None:
-        """Track residency for this range, unless its file was found resident
-        moments ago: a hot file costs no residency syscall per request."""
+        """Track residency for this range, unless its file is on a memory
+        filesystem or was found resident moments ago: a hot file costs no
+        residency syscall per request."""
         prefetch = self.worker.prefetch
         if prefetch is None:
             return
         entry = self.reply.entry
         now = self.worker.now
-        if entry is not None and entry.resident_until > now and stop - start <= prefetch.window:
-            return
+        if entry is not None:
+            if entry.resident_until > now:
+                return
+            if not prefetch.may_be_cold(fd, entry.key[0]):
+                entry.resident_until = math.inf       # tmpfs/ramfs: never cold
+                return
         ahead = prefetch.track(fd, start, stop)
-        if entry is not None and stop - start <= prefetch.window and ahead.admit(start, self):
-            # The whole range was resident at once: remember it for a moment.
+        if (entry is not None and entry.size <= prefetch.window and stop - start == entry.size
+                and ahead.admit(start, self)):
+            # The whole (small) file was resident at once: trust that for a moment.
+            # Only the whole file: one resident range says nothing of another.
             entry.resident_until = now + RESIDENT_MEMO
             return
         self.ahead = ahead

@@ -45,7 +45,7 @@ import collections
 import os
 import threading
 
-from probes.filesystem import IN_MEMORY, fs_type
+from probes.filesystem import IN_MEMORY, fs_type, mounts_below
 
 #: Bytes checked and prefetched at a time: large enough that a fast client
 #: costs a residency check only every few MiB, small enough that a window is
@@ -76,13 +76,13 @@ def resident(fd: int, start: int, stop: int) -> bool:
 
 def decide(root: str) -> tuple[bool, str]:
     """The ``--prefetch auto`` choice for a served folder, with its reason."""
+    from zcopy.profile import prefetch_choice
+
     try:
         name, _ = fs_type(root)
     except OSError as exc:
         return True, f"statfs failed ({exc.strerror}): assume reads may miss the page cache"
-    if name in IN_MEMORY:
-        return False, f"{root} is on {name}: its pages are always in memory, nothing to prefetch"
-    return True, f"{root} is on {name}: reads may miss the page cache, so read ahead off the event loop"
+    return prefetch_choice(root, name, mounts_below(root))
 
 
 def sendfile_to(sink: int, fd: int, offset: int, count: int) -> None:
@@ -98,7 +98,7 @@ def sendfile_to(sink: int, fd: int, offset: int, count: int) -> None:
 class Job:
     """One window to bring into the cache. ``fd`` is the job's own dup."""
 
-    __slots__ = ("fd", "offset", "stop", "done", "cancelled", "waiter", "parked_at")
+    __slots__ = ("fd", "offset", "stop", "done", "cancelled", "waiter", "parked_at", "error")
 
     def __init__(self, fd: int, offset: int, stop: int) -> None:
         self.fd = os.dup(fd)
@@ -108,6 +108,7 @@ class Job:
         self.cancelled = False   # the transfer ended: skip the read if not started
         self.waiter = None       # the parked connection, loop thread only
         self.parked_at = 0.0
+        self.error: OSError | None = None   # the read failed (EIO...): the transfer ends with it
 
 
 class Pool:
@@ -176,8 +177,10 @@ class Pool:
             try:
                 if not job.cancelled:
                     self.fetch(job.fd, job.offset, job.stop - job.offset)
-            except Exception:      # EIO and friends: the engine meets the error itself and closes
-                self.failed += 1
+            except Exception as exc:   # EIO and friends (and a bug here must still wake the waiter)
+                job.error = exc if isinstance(exc, OSError) else OSError(f"prefetch failed: {exc!r}")
+                with cv:
+                    self.failed += 1
             finally:
                 os.close(job.fd)
                 job.done = True
@@ -220,7 +223,10 @@ class Readahead:
 
     def admit(self, offset: int, conn) -> bool:
         """May the engine step from ``offset`` without a disk read? False: the
-        connection is parked; the prefetcher makes it ready when it may."""
+        connection is parked; the prefetcher makes it ready when it may.
+        Raises the pool's OSError when the window could not be read: a read
+        that failed off the loop (EIO can take seconds of retries on a bad disk)
+        is not tried again on it."""
         need = min(offset + self.step, self.end)
         while self.ready_until < need:
             job = self.job
@@ -231,9 +237,11 @@ class Readahead:
                         job.parked_at = conn.worker.now
                     return False
                 self.job = None
-                self.ready_until = job.stop
                 if job.waiter is not None:      # done before the eventfd was drained
                     self._pf.unpark(job, conn.worker.now)
+                if job.error is not None:
+                    raise job.error
+                self.ready_until = job.stop
                 if job.stop < self.end:     # cold once: keep one window in flight ahead
                     self._submit(job.stop)
                 continue
@@ -270,6 +278,21 @@ class Prefetcher:
         self.prefetched = 0         # windows read into the cache by the pool
         self.parks = 0              # times a connection waited for a window
         self.parked_seconds = 0.0   # total time connections spent parked
+        self._on_disk: dict[int, bool] = {}   # st_dev -> files there may be cold
+
+    def may_be_cold(self, fd: int, dev: int) -> bool:
+        """False for a file on a memory filesystem (tmpfs, ramfs), whatever the
+        served root is on: a tree can span mounts. Its pages are in memory, and
+        such filesystems refuse RWF_NOWAIT (EOPNOTSUPP), so checking would send
+        every window to the pool. fstatfs once per device."""
+        on_disk = self._on_disk.get(dev)
+        if on_disk is None:
+            try:
+                on_disk = fs_type(fd)[0] not in IN_MEMORY
+            except OSError:
+                on_disk = True
+            self._on_disk[dev] = on_disk
+        return on_disk
 
     def fileno(self) -> int:
         return self.pool.efd

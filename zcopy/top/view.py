@@ -141,7 +141,8 @@ def _requests(snap: dict, h: History) -> tuple[Panel, int]:
     if pf:   # cold-cache readahead (docs/cold-cache.md): absent with --prefetch off
         g.add_row("prefetch", f"read ahead {pf.get('windows_prefetched', 0)}  "
                               f"parked {pf.get('parks', 0)} ({pf.get('parked_seconds', 0.0):.2f} s)  "
-                              f"pool {pf.get('pool_size', 0)} (peak {pf.get('pool_peak', 0)})")
+                              f"pool {pf.get('pool_size', 0)} (peak {pf.get('pool_peak', 0)})"
+                              + (f"  failed {pf['failed']}" if pf.get("failed") else ""))
     errors = snap.get("errors") or {}
     g.add_row("errors", ", ".join(f"{k} {v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
               or Text("none", style="dim"))
