@@ -101,6 +101,28 @@ def test_sigterm_drains_an_inflight_download(files):
         assert s.proc.wait(20) == 0
 
 
+def test_a_request_answered_while_draining_says_connection_close(files):
+    """RFC 9112 9.6: a request already read (pipelined behind a download in
+    flight when SIGTERM came) is still answered, with ``Connection: close``,
+    and then the connection ends."""
+    root, _ = files
+    with Server(root) as s:
+        c = connect(s.port)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        # Two pipelined requests, read together; the first stalls on our small buffer.
+        c.sendall(b"GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /f4096 HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        status, h, _, _ = read_response(c)           # the download (its head left before the signal)
+        assert status == 200 and "connection" not in h
+        status, h, body, _ = read_response(c)
+        assert (status, h.get("connection"), len(body)) == (200, "close", 4096)
+        assert c.recv(10) == b""                     # and then the connection ends
+        c.close()
+        assert s.proc.wait(20) == 0
+
+
 def test_second_signal_exits_at_once(files):
     root, _ = files
     with Server(root, "--drain-timeout", "60") as s:

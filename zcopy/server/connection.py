@@ -159,7 +159,7 @@ class Connection:
             self._start_reply(self.worker.responder.error(exc, close=True))
             return True
         self.request = req
-        reply = self.worker.responder.respond(req)
+        reply = self.worker.responder.respond(req, closing=self.draining)
         if isinstance(reply, Upload):
             self.upload = reply
             self.state = RECEIVING
@@ -167,8 +167,6 @@ class Connection:
             if req.expect_continue and not self.buf:
                 self._send_quietly(_CONTINUE)
             return True
-        if self.draining:
-            reply.close = True  # response already says keep-alive; closing after it is still correct
         self._start_reply(reply)
         return True
 
@@ -277,7 +275,7 @@ class Connection:
             self.xfer = None
         self.upload = None
         try:
-            reply = self.worker.responder.writer.finish(up, self.request)
+            reply = self.worker.responder.writer.finish(up, self.request, closing=self.draining)
         except http.HttpError as exc:
             reply = self.worker.responder.error(exc, close=True)
         self._start_reply(reply)

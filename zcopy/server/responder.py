@@ -38,9 +38,11 @@ class Responder:
 
     # -- entry points ---------------------------------------------------------
 
-    def respond(self, req: http.Request):
-        """A Reply, or an ``Upload`` for a PUT whose body must be received."""
-        close = not req.keep_alive
+    def respond(self, req: http.Request, *, closing: bool = False):
+        """A Reply, or an ``Upload`` for a PUT whose body must be received.
+        ``closing``: the connection ends after this reply (the server is
+        draining), so the reply says ``Connection: close`` (RFC 9112 9.6)."""
+        close = closing or not req.keep_alive
         head_only = req.method == "HEAD"
         has_body = bool(req.content_length or req.chunked)
         try:
@@ -74,7 +76,7 @@ class Responder:
         if self.token and not token_ok(req.headers.get("authorization"), self.token):
             raise http.HttpError(401, "a valid token is needed to write", headers=[CHALLENGE], close=close_on_error)
         try:
-            return self.writer.handle(req)
+            return self.writer.handle(req, close_on_error)
         except http.HttpError as exc:
             exc.close = exc.close or close_on_error
             raise

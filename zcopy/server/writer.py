@@ -91,12 +91,13 @@ class Writer:
         return writes.write_target(self.cache.root, url_path, follow_symlinks=self.cache.follow_symlinks,
                                    show_hidden=self.cache.show_hidden)
 
-    def handle(self, req: http.Request):
-        """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT."""
+    def handle(self, req: http.Request, close: bool = False):
+        """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
+        ``close``: the reply must end the connection."""
         target = self.target(req.path)
         if req.method == "PUT":
             return self._put(req, target)
-        close = not req.keep_alive or bool(req.content_length or req.chunked)
+        close = close or not req.keep_alive or bool(req.content_length or req.chunked)
         if req.method == "DELETE":
             writes.delete(target, recursive=_query_flag(req.query, "recursive"))
             status = 204
@@ -129,14 +130,14 @@ class Writer:
             raise http_error_for(exc) from None
         return Upload(target, temp, None if req.chunked else req.content_length, self.max_upload, self.fsync)
 
-    def finish(self, upload: Upload, req: http.Request):
+    def finish(self, upload: Upload, req: http.Request, *, closing: bool = False):
         try:
             status = upload.commit()
         except OSError as exc:
             upload.abort()
             raise http_error_for(exc) from None
         self.cache.invalidate(upload.target.path)
-        return self.empty(status, not req.keep_alive, req.version)
+        return self.empty(status, closing or not req.keep_alive, req.version)
 
     def empty(self, status: int, close: bool, version) -> Reply:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
