@@ -26,6 +26,8 @@ class Server:
         self.stderr = b""
 
     def start(self, timeout: float = 20.0) -> "Server":
+        if self.proc is not None:        # `with Server(...).start()` would start (and leak) a second one
+            raise RuntimeError("this Server is already started")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zcopy", "serve", self.root, "--port", "0", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(self.env or {})})

@@ -107,7 +107,7 @@ def test_unwatched_cache_still_stats_per_request(tmp_path):
 
 def test_serve_offers_a_sibling_created_after_the_file_was_served(tmp_path):
     (tmp_path / "app.js").write_text("console.log(1)\n" * 50)
-    with Server(tmp_path, "--workers", "1").start() as server:
+    with Server(tmp_path, "--workers", "1") as server:
         status, h, _ = get(server.port, "/app.js", {"Accept-Encoding": "gzip"})
         assert status == 200 and "content-encoding" not in h
         (tmp_path / "app.js.gz").write_bytes(gzip.compress(b"console.log(1)\n" * 50))
