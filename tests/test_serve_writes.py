@@ -389,3 +389,35 @@ def test_upload_temp_file_is_held_with_flock(tmp_path):
             os.close(other)
     finally:
         temp.abort()
+
+
+@needs_tool("strace")
+@pytest.mark.parametrize("flags, fsyncs", [((), 2), (("--no-fsync",), 0)])
+def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fsyncs):
+    """What the worker asks of the kernel for one PUT (strace on the real
+    worker): the file's fsync, then rename, then the folder's fsync; with
+    --no-fsync the rename alone."""
+    with Server(tmp_path, "--allow-write", "--workers", "1", *flags) as s:
+        [pid] = s.worker_pids()
+        log = tmp_path.parent / f"strace-{uuid.uuid4().hex}.log"
+        tracer = subprocess.Popen(["strace", "-p", str(pid), "-o", str(log),
+                                   "-e", "trace=fsync,fdatasync,rename,renameat,renameat2"],
+                                  stderr=subprocess.PIPE)
+        try:
+            assert b"attached" in tracer.stderr.readline()     # strace: "Process N attached"
+            status, _, _ = request(s.port, b"PUT /f.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                                            b"Connection: close\r\n\r\nhello")
+            assert status == 201
+            time.sleep(0.2)
+        finally:
+            tracer.terminate()
+            tracer.wait(10)
+        calls = [line.split("(", 1)[0] for line in log.read_text().splitlines() if "(" in line]
+        log.unlink()
+    renames = [i for i, c in enumerate(calls) if c.startswith("rename")]
+    assert len(renames) == 1, calls
+    syncs = [i for i, c in enumerate(calls) if c in ("fsync", "fdatasync")]
+    assert len(syncs) == fsyncs, calls
+    if fsyncs:       # one before the rename (the data), one after (the folder entry)
+        assert syncs[0] < renames[0] < syncs[1], calls
+    assert (tmp_path / "f.bin").read_bytes() == b"hello"
