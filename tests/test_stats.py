@@ -312,3 +312,14 @@ def test_upload_bytes_are_counted_and_every_transfer_in_flight(runtime, tmp_path
         finally:
             for c in clients:
                 c.close()
+
+
+def test_without_xdg_runtime_dir_snapshots_live_on_tmpfs(monkeypatch):
+    """The publish runs on the event loop: its folder must be in memory, not on
+    a disk whose metadata reads can queue behind a busy disk (statfs, for real)."""
+    from probes.filesystem import IN_MEMORY, fs_type
+    from zcopy.stats.location import runtime_dir
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    folder = os.path.dirname(runtime_dir())
+    assert fs_type(folder)[0] in IN_MEMORY, (folder, fs_type(folder))

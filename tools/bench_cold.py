@@ -8,6 +8,9 @@ For each server (nginx with one worker and no aio, zcopy with one worker and
 2. cold: drop the page cache (root: sync; echo 1 > /proc/sys/vm/drop_caches),
    re-warm the 1 KiB file, then four rate-limited clients pull four cold
    256 MiB files while wrk measures the hot file's p99 again;
+   Then the control: the same pulls again with the files now in the page
+   cache ("warm load"), so what is left of the p99 rise is CPU contention,
+   not disk;
 3. throughput: drop the cache again and pull one cold 256 MiB file at full
    speed (GB/s).
 
@@ -145,26 +148,37 @@ class Throttle:
         os.rmdir(self.group)
 
 
-def one_round(name: str, port: int, args, res: dict) -> None:
-    drop_caches()
-    warm(port)
-    res["idle_p99"].append(wrk_p99(port, args.duration, args.connections))
-    drop_caches()
-    warm(port)
+def loaded_p99(port: int, args) -> tuple[float, float]:
+    """The hot file's p99 while the pulling clients run, and the slowest pull's seconds."""
     clients = [pull(port, f"/cold{i}.bin", args.rate) for i in range(args.clients)]
     try:
-        res["cold_p99"].append(wrk_p99(port, args.duration, args.connections))
+        p99 = wrk_p99(port, args.duration, args.connections)
         secs = [float(c.communicate(timeout=600)[0]) for c in clients]
     finally:
         for c in clients:
             if c.poll() is None:
                 c.kill()
                 c.wait()
-    res["pull_s"].append(max(secs))
+    return p99, max(secs)
+
+
+def one_round(name: str, port: int, args, res: dict) -> None:
+    drop_caches()
+    warm(port)
+    res["idle_p99"].append(wrk_p99(port, args.duration, args.connections))
+    drop_caches()
+    warm(port)
+    p99, secs = loaded_p99(port, args)
+    res["cold_p99"].append(p99)
+    res["pull_s"].append(secs)
+    # The control: the same pulls again, the files now in the page cache. What
+    # the load costs the hot file when no read can block: CPU contention alone.
+    res["warm_p99"].append(loaded_p99(port, args)[0])
     drop_caches()
     fast = pull(port, "/cold0.bin", 0)
     res["cold_gbps"].append(args.size / float(fast.communicate(timeout=600)[0]) / 1e9)
     print(f"  {name}: idle p99 {res['idle_p99'][-1]:.2f} ms, cold p99 {res['cold_p99'][-1]:.2f} ms, "
+          f"warm-load p99 {res['warm_p99'][-1]:.2f} ms, "
           f"4 pulls {res['pull_s'][-1]:.1f} s, cold pull {res['cold_gbps'][-1]:.2f} GB/s", file=sys.stderr)
 
 
@@ -195,7 +209,8 @@ def bench(args) -> int:
         argv = {"nginx": ["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp],
                 "zcopy prefetch on": zcopy("zcopy prefetch on", "on"),
                 "zcopy prefetch off": zcopy("zcopy prefetch off", "off")}
-        results = {n: {"idle_p99": [], "cold_p99": [], "pull_s": [], "cold_gbps": []} for n in argv}
+        results = {n: {"idle_p99": [], "cold_p99": [], "warm_p99": [], "pull_s": [], "cold_gbps": []}
+                   for n in argv}
         with contextlib.ExitStack() as stack:
             throttle = stack.enter_context(Throttle(root, args.throttle)) if args.throttle else None
             for name, cmd in argv.items():
@@ -219,12 +234,13 @@ def report(args, results: dict) -> None:
     print(f"\nmedians of {args.rounds} interleaved rounds; hot file: wrk -t1 -c{args.connections} "
           f"-d{args.duration:g}s --latency /1k.bin; cold load: {args.clients} clients x {args.size // MiB} MiB "
           f"at {args.rate / MiB:.0f} MiB/s each, page cache dropped first{throttled}\n")
-    print("| server | idle p99 ms | cold p99 ms | cold / idle | cold p99 / nginx's | "
-          "4 cold pulls s | 1 cold pull GB/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| server | idle p99 ms | cold p99 ms | cold / idle | cold p99 / nginx's | warm-load p99 ms | "
+          "warm-load / idle | cold / warm-load | 4 cold pulls s | 1 cold pull GB/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n, m in med.items():
         print(f"| {n} | {m['idle_p99']:.2f} | {m['cold_p99']:.2f} | {m['cold_p99'] / m['idle_p99']:.2f} | "
-              f"{m['cold_p99'] / ngx:.2f} | {m['pull_s']:.1f} | {m['cold_gbps']:.2f} |")
+              f"{m['cold_p99'] / ngx:.2f} | {m['warm_p99']:.2f} | {m['warm_p99'] / m['idle_p99']:.2f} | "
+              f"{m['cold_p99'] / m['warm_p99']:.2f} | {m['pull_s']:.1f} | {m['cold_gbps']:.2f} |")
 
 
 def methods(args) -> int:
