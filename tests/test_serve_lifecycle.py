@@ -126,10 +126,7 @@ def test_a_request_answered_while_draining_says_connection_close(files):
 def test_second_signal_exits_at_once(files):
     root, _ = files
     with Server(root, "--drain-timeout", "60") as s:
-        c = connect(s.port)
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        c.sendall(b"GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-        c.recv(100)
+        c, _ = _stalled_download(s.port, "/large.bin")
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         assert s.proc.poll() is None          # still draining: the client is not reading
