@@ -118,3 +118,23 @@ def test_serve_offers_a_sibling_created_after_the_file_was_served(tmp_path):
         (tmp_path / "app.js").write_text("short")
         status, h, body = get(server.port, "/app.js")
         assert (h["content-length"], body) == ("5", b"short")
+
+
+def test_a_folder_made_where_a_watched_one_was_moved_from_gets_its_own_watch(tmp_path):
+    # The watch follows the moved inode; the new folder of the same name must
+    # not count as watched through it (its changes would go unseen).
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "f").write_text("one")
+    with Server(tmp_path, "--workers", "1") as server:
+        assert get(server.port, "/d/f")[2] == b"one"
+        os.rename(d, tmp_path / "old")
+        assert get(server.port, "/old/f")[2] == b"one"   # the moved folder, served under its new name
+        d.mkdir()
+        (d / "f").write_text("two")
+        assert get(server.port, "/d/f")[2] == b"two"
+        (d / "f.new").write_text("three, longer")
+        os.replace(d / "f.new", d / "f")
+        assert get(server.port, "/d/f")[2] == b"three, longer"
+        (tmp_path / "old" / "f").write_text("four")
+        assert get(server.port, "/old/f")[2] == b"four"

@@ -59,17 +59,31 @@ class FileWatch:
         self.fd = fd
         self._wd_of: dict[str, int] = {}         # folder -> watch descriptor
         self._folder_of: dict[int, str] = {}     # watch descriptor -> folder
+        self._id_of: dict[int, tuple] = {}       # watch descriptor -> (st_dev, st_ino) of its folder
         self._refused: set[str] = set()          # folders we cannot or will not watch
 
     def fileno(self) -> int:
         return self.fd
 
     def watch(self, folder: str) -> bool:
-        """Watch ``folder`` (once); True when its files' changes will be reported."""
-        if folder in self._wd_of:
-            return True
+        """Watch ``folder`` (once); True when its files' changes will be reported.
+
+        A watch is on an inode, not a name: the folder a name meant when it was
+        watched may have moved away (itself, or an ancestor, which raises no
+        event here) and another folder may now have that name. So the folder's
+        identity is checked (one stat, when an entry is built, not per request)."""
         if folder in self._refused or self.fd < 0:
             return False
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        ident = (st.st_dev, st.st_ino)
+        wd = self._wd_of.get(folder)
+        if wd is not None:
+            if self._id_of.get(wd) == ident:
+                return True
+            self._forget(wd)                 # the name now means another folder
         wd = -1
         if len(self._wd_of) < MAX_WATCHES and _local(folder):
             wd = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), _MASK)
@@ -77,9 +91,21 @@ class FileWatch:
         if wd < 0:
             self._refused.add(folder)
             return False
+        other = self._folder_of.get(wd)
+        if other is not None:                # this inode was watched under a name it lost
+            self._wd_of.pop(other, None)
         self._wd_of[folder] = wd
         self._folder_of[wd] = folder
+        self._id_of[wd] = ident
         return True
+
+    def _forget(self, wd: int) -> None:
+        """Stop watching ``wd``: its folder is no longer known by its name."""
+        folder = self._folder_of.pop(wd, None)
+        if folder is not None and self._wd_of.get(folder) == wd:
+            del self._wd_of[folder]
+        self._id_of.pop(wd, None)
+        self._libc.inotify_rm_watch(self.fd, wd)     # its IN_IGNORED then names no folder
 
     def changes(self) -> list:
         """Paths changed since the last call: the file an event names, or a
@@ -110,7 +136,11 @@ class FileWatch:
                     out.append(folder + os.sep)     # everything under it is suspect
                     if mask & IN_IGNORED:           # the kernel dropped the watch
                         del self._folder_of[wd]
-                        del self._wd_of[folder]
+                        self._id_of.pop(wd, None)
+                        if self._wd_of.get(folder) == wd:
+                            del self._wd_of[folder]
+                    elif mask & IN_MOVE_SELF:       # its new name is unknown: unwatch it
+                        self._forget(wd)
                     continue
                 path = os.path.join(folder, os.fsdecode(name))
                 out.append(path + os.sep if mask & IN_ISDIR else path)
@@ -121,6 +151,7 @@ class FileWatch:
             self.fd = -1
         self._wd_of.clear()
         self._folder_of.clear()
+        self._id_of.clear()
 
 
 def _local(folder: str) -> bool:
