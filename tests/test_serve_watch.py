@@ -138,3 +138,18 @@ def test_a_folder_made_where_a_watched_one_was_moved_from_gets_its_own_watch(tmp
         assert get(server.port, "/d/f")[2] == b"three, longer"
         (tmp_path / "old" / "f").write_text("four")
         assert get(server.port, "/old/f")[2] == b"four"
+
+
+def test_a_file_with_another_hard_link_is_stat_ed_per_request(tmp_path):
+    # inotify reports a write to the folder of the name it was made through:
+    # one through a link elsewhere raises nothing in the served file's folder.
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").write_text("abc")
+    os.link(root / "f", tmp_path / "elsewhere")
+    with Server(root, "--workers", "1") as server:
+        assert get(server.port, "/f")[2] == b"abc"
+        with open(tmp_path / "elsewhere", "a") as fh:
+            fh.write("defgh")
+        status, h, body = get(server.port, "/f")
+        assert (h["content-length"], body) == ("8", b"abcdefgh")

@@ -155,9 +155,13 @@ class OpenFileCache:
             raise http.HttpError(403, "not a regular file")
         if entry is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
             entry.resolved_at = now
+            entry.watched = entry.watched and st.st_nlink == 1     # a link made since
             return entry
         # Watch before opening: a change after the open's fstat is then an event.
-        watched = self.watch is not None and self.watch.watch(os.path.dirname(path))
+        # Not a file with other hard links: a write through one of them raises
+        # its event in that link's folder, not here.
+        watched = (st.st_nlink == 1 and self.watch is not None
+                   and self.watch.watch(os.path.dirname(path)))
         fresh = self._open(path, st, now)
         fresh.watched = watched
         self._drop(url_path)
