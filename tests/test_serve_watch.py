@@ -153,3 +153,17 @@ def test_a_file_with_another_hard_link_is_stat_ed_per_request(tmp_path):
             fh.write("defgh")
         status, h, body = get(server.port, "/f")
         assert (h["content-length"], body) == ("8", b"abcdefgh")
+
+
+def test_a_followed_symlink_pointed_elsewhere_is_served_from_its_new_target(tmp_path):
+    # The link's own folder must be watched too: the target's folder sees nothing.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "f").write_text("in a")
+    (tmp_path / "b" / "f").write_text("in b, longer")
+    os.symlink("a/f", tmp_path / "link")
+    with Server(tmp_path, "--workers", "1", "--follow-symlinks") as server:
+        assert get(server.port, "/link")[2] == b"in a"
+        os.symlink("b/f", tmp_path / "link.new")
+        os.replace(tmp_path / "link.new", tmp_path / "link")
+        assert get(server.port, "/link")[2] == b"in b, longer"

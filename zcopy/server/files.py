@@ -59,6 +59,7 @@ class FileEntry:
     users: int = 0
     retired: bool = False
     watched: bool = False      # its folder's changes arrive as events: no stat per request
+    link: str | None = None    # the followed symlink the URL names (its folder is watched too)
     whole: list = field(default_factory=list)      # body plan of a 200: [(fd, 0, size)]
     _head_for: tuple = ()                          # (Date line, close, version) the memo is for
     _head: bytes = b""
@@ -162,8 +163,13 @@ class OpenFileCache:
         # its event in that link's folder, not here.
         watched = (st.st_nlink == 1 and self.watch is not None
                    and self.watch.watch(os.path.dirname(path)))
+        link = self._link_of(url_path, path)
+        if link is not None and watched:
+            # A followed link pointed elsewhere is an event in the link's folder only.
+            watched = self.watch.watch(os.path.dirname(link))
         fresh = self._open(path, st, now)
         fresh.watched = watched
+        fresh.link = link
         self._drop(url_path)
         if len(self._entries) >= self.max_entries:
             oldest = next(iter(self._entries))
@@ -181,8 +187,21 @@ class OpenFileCache:
     def _fed_by(entry: FileEntry) -> list[str]:
         """The filesystem paths whose change makes ``entry`` stale: the file
         and every sibling it could be served as, existing or not (a new .gz
-        must be offered too)."""
-        return [entry.path] + [entry.path + suffix for suffix in ENCODINGS.values()]
+        must be offered too), and the symlink that led to it."""
+        paths = [entry.path] + [entry.path + suffix for suffix in ENCODINGS.values()]
+        if entry.link is not None:
+            paths.append(entry.link)
+        return paths
+
+    def _link_of(self, url_path: str, path: str) -> str | None:
+        """The symlink the URL names when ``path`` was reached through it as the
+        last component (its folder's real path joined to its name), else None.
+        A link in the middle of the path is an ancestor swap: RESOLVE_TTL's."""
+        named = os.path.normpath(self.root + "/" + url_path)
+        if named == path:
+            return None
+        link = os.path.join(os.path.realpath(os.path.dirname(named)), os.path.basename(named))
+        return None if link == path else link
 
     def apply_changes(self) -> None:
         """Drop the entries that the watch's pending events make stale."""
