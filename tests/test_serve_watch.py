@@ -167,3 +167,24 @@ def test_a_followed_symlink_pointed_elsewhere_is_served_from_its_new_target(tmp_
         os.symlink("b/f", tmp_path / "link.new")
         os.replace(tmp_path / "link.new", tmp_path / "link")
         assert get(server.port, "/link")[2] == b"in b, longer"
+
+
+def test_a_file_that_became_a_folder_mid_request_is_never_answered_from_its_closed_fd(tmp_path, cache):
+    """The watched entry is trusted until its event is applied; if the path
+    turned into a folder meanwhile and its sibling changed, the responder's
+    re-lookup finds a folder: 404, not a reply planned on the retired fd."""
+    from zcopy import http
+    from zcopy.server.responder import Responder
+
+    (tmp_path / "app.js").write_text("x" * 1000)
+    (tmp_path / "app.js.gz").write_bytes(gzip.compress(b"x" * 1000))
+    responder = Responder(cache, http.DateHeader())
+    head = b"GET /app.js HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n"
+    first = responder.respond(http.parse_head(head))
+    assert first.status == 200 and b"Content-Encoding: gzip" in first.head
+    first.entry.release()
+    os.unlink(tmp_path / "app.js")
+    os.mkdir(tmp_path / "app.js")                        # now a folder ...
+    (tmp_path / "app.js.gz").write_bytes(b"changed")     # ... and the sibling changed
+    reply = responder.respond(http.parse_head(head))     # events not applied yet
+    assert reply.status == 404 and reply.body == [] and reply.entry is None

@@ -154,8 +154,12 @@ class Responder:
             return variant
         self.cache.invalidate(entry.path)
         renewed = self.cache.lookup(url_path)
-        if renewed is None or coding not in renewed.variants:
-            return renewed if renewed is not None else entry
+        if renewed is None:
+            # Became a folder since the lookup: the old entry is retired and its
+            # fd may be closed (its number reused); never answer from it.
+            raise http.HttpError(404, "not found (it changed while being answered)")
+        if coding not in renewed.variants:
+            return renewed
         return renewed.variants[coding]
 
     # -- directories ----------------------------------------------------------
