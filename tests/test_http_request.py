@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zcopy import http
 from zcopy.http import HttpError, parse_head, split_head
 
 GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -203,3 +204,28 @@ def test_non_utf8_path_bytes_survive_as_surrogates():
     """A Latin-1 name on disk: the bytes come back exactly through os.fsencode."""
     req = parse_head(b"GET /caf%E9/%FF%FE.txt HTTP/1.1\r\nHost: t\r\n\r\n")
     assert os.fsencode(req.path) == b"/caf\xe9/\xff\xfe.txt"
+
+
+def test_memoized_requests_are_shared_and_read_only():
+    """HeadCache hands every identical head the same Request: neither it nor
+    its header fields can be changed by one user behind the others' backs."""
+    import dataclasses
+
+    heads = http.HeadCache()
+    head = b"GET /a HTTP/1.1\r\nHost: t\r\nX-One: 1\r\n\r\n"
+    first, again = heads.parse(head), heads.parse(bytes(head))
+    assert first is again and first.headers["x-one"] == "1"
+    with pytest.raises(TypeError):
+        first.headers["x-one"] = "2"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.path = "/b"
+
+
+def test_head_cache_is_bounded_and_never_keeps_refused_heads():
+    heads = http.HeadCache(size=8)
+    for i in range(100):
+        heads.parse(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        assert len(heads) <= 8
+    with pytest.raises(http.HttpError):
+        heads.parse(b"GET / HTTP/1.1\r\n\r\n")          # no Host
+    assert b"GET / HTTP/1.1\r\n\r\n" not in heads._memo

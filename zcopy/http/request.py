@@ -18,7 +18,9 @@ grammar is broken we cannot know where the next request starts.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -56,7 +58,7 @@ class Request:
     path: str                     # percent-decoded once, utf-8, no query
     query: str                    # raw (still percent-encoded), without "?"
     version: tuple[int, int]
-    headers: dict[str, str]
+    headers: Mapping[str, str]    # read-only: a memoized Request is shared by every identical head
     keep_alive: bool
     content_length: int | None
     chunked: bool
@@ -187,7 +189,7 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
         chunked = True
     cl = headers.get("content-length")
     return Request(
-        method, target, path, query, version, headers, keep_alive,
+        method, target, path, query, version, MappingProxyType(headers), keep_alive,
         int(cl) if cl is not None else None,   # llhttp has validated the digits
         chunked,
         # RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (no
