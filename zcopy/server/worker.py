@@ -27,6 +27,10 @@ from zcopy.server.writer import Writer
 from zcopy.stats import Publisher
 
 
+#: Events taken per epoll_wait (Python's default, FD_SETSIZE - 1, made explicit).
+MAX_EVENTS = 1023
+
+
 class Worker(ListenerLoop):
     EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
     EV_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
@@ -86,15 +90,21 @@ class Worker(ListenerLoop):
         conns, ready = self.conns, self.ready
         try:
             while True:
-                events = self.ep.poll(0 if self.ready else TICK)
+                events = self.ep.poll(0 if self.ready else TICK, MAX_EVENTS)
                 self.now = time.monotonic()
                 # File changes first: epoll's order within a batch is not the
                 # order things happened in, and a change completed before a
                 # request was sent must be applied before that request is read.
-                for fd, _ in events:
-                    if fd == watch_fd:
+                # A full batch may have left the watch's readiness for the next
+                # poll: then read it anyway (EAGAIN when nothing is pending).
+                if watch_fd >= 0:
+                    if len(events) >= MAX_EVENTS:
                         self.cache.apply_changes()
-                        break
+                    else:
+                        for fd, _ in events:
+                            if fd == watch_fd:
+                                self.cache.apply_changes()
+                                break
                 for fd, ev in events:
                     conn = conns.get(fd)
                     if conn is not None:
