@@ -21,6 +21,7 @@ import httptools
 
 from zcopy.client.errors import ClientError, StatusError
 from zcopy.client.url import Remote
+from zcopy.http.request import add_field
 
 MAX_HEAD = 64 * 1024
 USER_AGENT = "zcopy"
@@ -121,10 +122,7 @@ class _HeadFields:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1").rstrip(" \t")   # llhttp strips leading OWS only
-        previous = self.headers.get(key)
-        self.headers[key] = f"{previous}, {text}" if previous is not None else text
+        add_field(self.headers, name, value)
 
     def on_headers_complete(self) -> None:
         self.complete = True

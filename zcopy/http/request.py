@@ -103,6 +103,23 @@ def split_head(buf: bytes | bytearray, max_head: int = MAX_HEAD, max_target: int
     return None
 
 
+def add_field(headers: dict[str, str], name: bytes, value: bytes) -> str:
+    """Add one field as httptools hands it over (``on_header``) to ``headers``:
+    the name lower-cased, trailing whitespace stripped (llhttp strips the
+    leading OWS only), a repeated field joined with ", " (RFC 9110 5.3).
+    Returns the lower-cased name. Used for requests here and for the client's
+    responses."""
+    key = name.decode("latin-1").lower()
+    text = value.decode("latin-1")
+    if value[-1:] in b" \t":
+        text = text.rstrip(" \t")
+    if key in headers:
+        headers[key] = headers[key] + ", " + text
+    else:
+        headers[key] = text
+    return key
+
+
 class _Collector:
     """httptools callbacks: keep the target and the header fields."""
 
@@ -118,16 +135,7 @@ class _Collector:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        if value[-1:] in b" \t":             # llhttp strips leading OWS, not trailing
-            text = text.rstrip(" \t")
-        headers = self.headers
-        if key in headers:
-            headers[key] = headers[key] + ", " + text
-        else:
-            headers[key] = text
-        if key == "host":
+        if add_field(self.headers, name, value) == "host":
             self.hosts += 1
 
     def on_headers_complete(self) -> None:
