@@ -31,8 +31,6 @@ from zcopy.stats.inflight import TransferRates, busiest
 #: Log-spaced 1-2-5 so p50/p99 estimates stay within a factor 2.5.
 LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
                   30.0, 60.0)
-
-
 _FIRST_BOUND = LATENCY_BOUNDS[0]
 
 
@@ -69,16 +67,13 @@ class WorkerStats:
 
     def reply(self, method: str | None, status: int, ttlb: float | None = None) -> None:
         """One reply ended: counted by status class and method, and (for a
-        reply that completed) its time to last byte. One call per request:
-        on this path, a Python call costs as much as the counting."""
+        reply that completed) its time to last byte."""
         self.requests += 1
         self.by_class[status // 100] += 1
         if method is not None:
             self.by_method[method] += 1
         if ttlb is not None:
-            hist = self.ttlb
-            hist[0 if ttlb < _FIRST_BOUND else bisect_left(LATENCY_BOUNDS, ttlb)] += 1
-            hist.sum += ttlb
+            self.latency(self.ttlb, ttlb)
 
     def latency(self, hist: Histogram, seconds: float) -> None:
         # Most requests are answered in the loop turn that read them: bucket 0, no bisect.
