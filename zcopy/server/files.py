@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from zcopy import http
+from zcopy.server.watch import EVERYTHING
 from zcopy.server.writes import TEMP_PREFIX
 
 #: Precompressed siblings we look for, in our order of preference.
@@ -206,7 +207,7 @@ class OpenFileCache:
     def apply_changes(self) -> None:
         """Drop the entries that the watch's pending events make stale."""
         for fs_path in self.watch.changes():
-            if fs_path is None:                      # overflow: trust nothing
+            if fs_path is EVERYTHING:                # overflow: trust nothing
                 self.invalidate()
                 return
             if fs_path.endswith(os.sep):             # a folder came, went or moved

@@ -99,13 +99,15 @@ class FileWatch:
         self._id_of[wd] = ident
         return True
 
-    def _forget(self, wd: int) -> None:
-        """Stop watching ``wd``: its folder is no longer known by its name."""
+    def _forget(self, wd: int, *, in_kernel: bool = True) -> None:
+        """Stop watching ``wd``: its folder is no longer known by its name
+        (``in_kernel`` False: the kernel has dropped the watch already)."""
         folder = self._folder_of.pop(wd, None)
         if folder is not None and self._wd_of.get(folder) == wd:
             del self._wd_of[folder]
         self._id_of.pop(wd, None)
-        self._libc.inotify_rm_watch(self.fd, wd)     # its IN_IGNORED then names no folder
+        if in_kernel:
+            self._libc.inotify_rm_watch(self.fd, wd)     # its IN_IGNORED then names no folder
 
     def changes(self) -> list:
         """Paths changed since the last call: the file an event names, or a
@@ -135,10 +137,7 @@ class FileWatch:
                 if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
                     out.append(folder + os.sep)     # everything under it is suspect
                     if mask & IN_IGNORED:           # the kernel dropped the watch
-                        del self._folder_of[wd]
-                        self._id_of.pop(wd, None)
-                        if self._wd_of.get(folder) == wd:
-                            del self._wd_of[folder]
+                        self._forget(wd, in_kernel=False)
                     elif mask & IN_MOVE_SELF:       # its new name is unknown: unwatch it
                         self._forget(wd)
                     continue
