@@ -105,13 +105,20 @@ def proc_tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of these processes so far (/proc/PID/stat utime, stime)."""
+    user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+            user += int(fields[11])
+            system += int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_times(pids))
 
 
 class Peer:
@@ -190,7 +197,8 @@ def main() -> int:
             "http.server": [sys.executable, "-m", "http.server", "-b", "127.0.0.1", str(ports["http.server"])],
         }
         peers = {k: v for k, v in peers.items() if k not in args.skip}
-        results: dict = {name: {"1k_rps": [], "64k_rps": [], "1k_cpu_us": [], "large_gbps": [], "large_cpu_s_per_gb": []}
+        results: dict = {name: {"1k_rps": [], "64k_rps": [], "1k_cpu_us": [], "1k_user_us": [], "1k_sys_us": [],
+                                "large_gbps": [], "large_cpu_s_per_gb": []}
                          for name in peers}
         with contextlib.ExitStack() as stack:
             running = {name: stack.enter_context(Peer(name, argv, ports[name], cwd=root))
@@ -200,11 +208,14 @@ def main() -> int:
             for r in range(args.rounds):
                 for name, peer in running.items():
                     pids = peer.pids()
-                    c0 = cpu_seconds(pids)
+                    (u0, s0) = cpu_times(pids)
                     rps = run_wrk(ports[name], "/1k.bin", args.duration, args.connections)
-                    c1 = cpu_seconds(pids)
+                    (u1, s1) = cpu_times(pids)
+                    per_request = 1e6 / max(rps * args.duration, 1)
                     results[name]["1k_rps"].append(rps)
-                    results[name]["1k_cpu_us"].append((c1 - c0) / max(rps * args.duration, 1) * 1e6)
+                    results[name]["1k_user_us"].append((u1 - u0) * per_request)
+                    results[name]["1k_sys_us"].append((s1 - s0) * per_request)
+                    results[name]["1k_cpu_us"].append((u1 - u0 + s1 - s0) * per_request)
                     results[name]["64k_rps"].append(run_wrk(ports[name], "/64k.bin", args.duration, args.connections))
                     if name == "http.server" and r > 0:
                         continue   # one large transfer through http.server is enough to know it is slow
@@ -224,14 +235,15 @@ def main() -> int:
         base = med.get("nginx")
         print(f"\nmedians of {args.rounds} interleaved rounds, wrk -t2 -c{args.connections} -d{args.duration:g}s, "
               f"large file {format_size(args.large)}\n")
-        print("| server | 1 KiB req/s | x nginx | 64 KiB req/s | x nginx | CPU us/req (1 KiB) | large GB/s | x nginx "
-              "| CPU s/GB |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| server | 1 KiB req/s | x nginx | 64 KiB req/s | x nginx | CPU us/req (1 KiB) | user + sys us/req "
+              "| x nginx's CPU | large GB/s | x nginx | CPU s/GB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, m in med.items():
             def ratio(key):
                 return f"{m[key] / base[key]:.2f}" if base and m[key] and base[key] else "-"
             print(f"| {name} | {m['1k_rps']:,.0f} | {ratio('1k_rps')} | {m['64k_rps']:,.0f} | {ratio('64k_rps')} | "
-                  f"{m['1k_cpu_us']:.1f} | {m['large_gbps']:.2f} | {ratio('large_gbps')} | "
+                  f"{m['1k_cpu_us']:.1f} | {m['1k_user_us']:.1f} + {m['1k_sys_us']:.1f} | {ratio('1k_cpu_us')} | "
+                  f"{m['large_gbps']:.2f} | {ratio('large_gbps')} | "
                   f"{m['large_cpu_s_per_gb']:.3f} |")
         return 0
     finally:
