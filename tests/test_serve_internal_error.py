@@ -35,10 +35,10 @@ def buggy_worker(root):
             worker = Worker(ServeConfig(root=str(root), prefetch=False), listener)
             respond = worker.responder.respond
 
-            def respond_with_a_bug(req, **kwargs):
+            def respond_with_a_bug(req, *args, **kwargs):
                 if req.path == "/boom":
                     raise RuntimeError("a bug in request handling")
-                return respond(req, **kwargs)
+                return respond(req, *args, **kwargs)
 
             worker.responder.respond = respond_with_a_bug
             code = worker.run()

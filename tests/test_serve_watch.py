@@ -182,7 +182,6 @@ def test_a_file_that_became_a_folder_mid_request_is_never_answered_from_its_clos
     head = b"GET /app.js HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n"
     first = responder.respond(http.parse_head(head))
     assert first.status == 200 and b"Content-Encoding: gzip" in first.head
-    first.entry.release()
     os.unlink(tmp_path / "app.js")
     os.mkdir(tmp_path / "app.js")                        # now a folder ...
     (tmp_path / "app.js.gz").write_bytes(b"changed")     # ... and the sibling changed

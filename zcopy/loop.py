@@ -27,6 +27,11 @@ import sys
 import time
 
 TICK = 1.0
+#: What a connection's epoll events mean: readable (or an EOF/error to read),
+#: writable (or an error a write will report), the peer's EOF pending.
+EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+EV_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+EV_HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 ACCEPT_BURST = 64
 #: After EMFILE/ENFILE, stop polling the listener this long instead of spinning.
 ACCEPT_BACKOFF = 0.25

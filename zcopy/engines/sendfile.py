@@ -20,6 +20,8 @@ import os
 
 from zcopy.engines.base import EngineStats, FileShrank, Progress
 
+DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
+
 #: Largest count Linux moves in one sendfile(2) call.
 MAX_CHUNK = 0x7FFFF000
 
@@ -46,28 +48,32 @@ class SendfileTransfer:
         self.offset = offset
         self.remaining = count
         self._fd = file_fd
-        self._budget = engine.budget
+        self._budget = min(engine.budget, MAX_CHUNK)
         self._stats = engine.stats
 
     def step(self, sock_fd: int) -> Progress:
+        remaining = self.remaining
+        if not remaining:
+            return DONE
         budget = self._budget
         stats = self._stats
-        while self.remaining:
-            if budget <= 0:
-                return Progress.MORE
+        while True:
             stats.syscalls += 1
             try:
-                sent = os.sendfile(sock_fd, self._fd, self.offset, min(self.remaining, budget, MAX_CHUNK))
+                sent = os.sendfile(sock_fd, self._fd, self.offset, remaining if remaining < budget else budget)
             except BlockingIOError:
-                return Progress.BLOCKED
-            if sent == 0:
-                raise FileShrank(f"file ended at offset {self.offset} with {self.remaining} bytes "
+                return BLOCKED
+            if not sent:
+                raise FileShrank(f"file ended at offset {self.offset} with {remaining} bytes "
                                  f"still promised (truncated during sendfile)")
-            self.offset += sent
-            self.remaining -= sent
-            budget -= sent
             stats.bytes_sent += sent
-        return Progress.DONE
+            self.offset += sent
+            self.remaining = remaining = remaining - sent
+            if not remaining:
+                return DONE
+            budget -= sent
+            if budget <= 0:
+                return MORE
 
     def close(self) -> None:
         """Nothing to release."""

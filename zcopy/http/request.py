@@ -47,11 +47,13 @@ _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HOST = re.compile(r"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z.\-_~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, frozen=True, eq=False)
 class Request:
     """One parsed request head. Header names are lower-case; repeated fields
     are joined with ", " (RFC 9110 5.3), so every lookup is one dict get.
-    Frozen: ``HeadCache`` shares one Request among every identical head."""
+    Frozen: ``HeadCache`` shares one Request among every identical head.
+    Compared and hashed by identity: the same Request is the same head bytes,
+    which lets the responder memoize answers per Request."""
 
     method: str
     target: bytes                 # as sent, for the access log
@@ -247,6 +249,11 @@ class HeadCache:
                     self._memo.clear()
                 self._memo[head] = req
         return req
+
+    def __contains__(self, head: bytes) -> bool:
+        """Seen before as one complete head: framing it again would find its
+        end at its last byte, so a connection may take it as it came."""
+        return head in self._memo
 
     def __len__(self) -> int:
         return len(self._memo)

@@ -26,12 +26,11 @@ import select
 import socket
 import struct
 
+from zcopy.loop import EV_IN, EV_OUT
 from zcopy.relay.channels import NoChannel
 from zcopy.relay.pump import MORE, PARKED, Pump, SideFailed
 
 CONNECTING, RELAYING, CLOSED = 0, 1, 2
-_EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-_EV_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 _ABORT = struct.pack("ii", 1, 0)    # SO_LINGER on, 0 s: close() sends RST
 _WORDS = {errno.ECONNRESET: "reset", errno.EPIPE: "reset", errno.ECONNABORTED: "reset",
           errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout",
@@ -144,12 +143,12 @@ class Session:
     # -- events ---------------------------------------------------------------
 
     def on_event(self, end: End, events: int) -> None:
-        if events & _EV_IN:
+        if events & EV_IN:
             end.readable = True
-        if events & _EV_OUT:
+        if events & EV_OUT:
             end.writable = True
         if self.state == CONNECTING:
-            if end is self.upstream and events & _EV_OUT:
+            if end is self.upstream and events & EV_OUT:
                 self._check_connect()
             return
         if events & select.EPOLLERR:

@@ -28,6 +28,7 @@ from collections import deque
 
 from zcopy import http
 from zcopy.engines import FileShrank, PeerClosed, Progress
+from zcopy.loop import EV_HUP, EV_IN, EV_OUT
 from zcopy.server.writer import Upload, http_error_for
 
 READING, RECEIVING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3, 4
@@ -45,15 +46,19 @@ PIPELINE_BURST = 16
 _MSG_MORE = socket.MSG_MORE
 _TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY   # setting it again flushes a cork
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 
 
 class Connection:
     __slots__ = ("worker", "sock", "fd", "addr", "buf", "state", "readable", "writable", "deadline",
-                 "queue", "xfer", "reply", "request", "started", "sent", "served", "draining", "upload", "hup",
-                 "ahead")
+                 "queue", "xfer", "reply", "request", "started", "sent", "draining", "upload", "hup",
+                 "ahead", "stats", "config", "heads", "head_at")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
+        self.stats = worker.stats          # what every request touches, one attribute away
+        self.config = worker.config
+        self.heads = worker.heads
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
@@ -66,9 +71,9 @@ class Connection:
         self.xfer = None
         self.reply = None
         self.request = None
-        self.started = 0.0
+        self.started = 0.0        # worker.now when the request head was complete
+        self.head_at = 0.0        # ... and when the reply's head was queued
         self.sent = 0
-        self.served = 0
         self.draining = False
         self.upload: Upload | None = None
         self.hup = False          # EPOLLRDHUP/HUP seen: the peer's EOF is pending, keep reading
@@ -77,11 +82,11 @@ class Connection:
     # -- events ---------------------------------------------------------------
 
     def on_event(self, events: int) -> None:
-        if events & self.worker.EV_IN:
+        if events & EV_IN:
             self.readable = True
-            if events & self.worker.EV_HUP:
+            if events & EV_HUP:
                 self.hup = True
-        if events & self.worker.EV_OUT:
+        if events & EV_OUT:
             self.writable = True
         self.run()
 
@@ -89,30 +94,33 @@ class Connection:
         """Advance as far as possible without blocking."""
         try:
             burst = PIPELINE_BURST
-            while self.state != CLOSED:
-                if self.state == LINGERING:
-                    self._linger()
-                    return
-                if self.state == READING:
+            while True:
+                state = self.state
+                if state == READING:
                     if not self._read_request():
                         return
-                if self.state == RECEIVING:
-                    if not self._receive():
-                        return
-                if self.state == WRITING:
+                elif state == WRITING:
                     progress = self._pump()
-                    if progress is Progress.BLOCKED:
-                        return
-                    if progress is Progress.MORE:
-                        self.worker.ready.append(self)
+                    if progress is not DONE:
+                        if progress is MORE:
+                            self.worker.ready.append(self)
                         return
                     self._finish_reply()
-                    if self.state == READING and not self.readable and not self.buf:
-                        return              # the usual end of a turn: wait for the next request
-                    burst -= 1
-                    if burst == 0 and self.state == READING:
-                        self.worker.ready.append(self)
+                    if self.state == READING:
+                        if not self.readable and not self.buf:
+                            return          # the usual end of a turn: wait for the next request
+                        burst -= 1
+                        if burst == 0:
+                            self.worker.ready.append(self)
+                            return
+                elif state == RECEIVING:
+                    if not self._receive():
                         return
+                elif state == LINGERING:
+                    self._linger()
+                    return
+                else:
+                    return
         except http.HttpError as exc:       # an upload refused midway (413, 507, bad chunk)
             self._abort_upload()
             self._start_reply(self.worker.responder.error(exc, close=True))
@@ -151,19 +159,20 @@ class Connection:
             return True
         if head is None:
             return False
-        self.started = self.worker.now
+        worker = self.worker
+        self.started = worker.now
         try:
-            req = self.worker.heads.parse(head)
+            req = self.heads.parse(head)
         except http.HttpError as exc:
             self.request = None
-            self._start_reply(self.worker.responder.error(exc, close=True))
+            self._start_reply(worker.responder.error(exc, close=True))
             return True
         self.request = req
-        reply = self.worker.responder.respond(req, closing=self.draining)
-        if isinstance(reply, Upload):
+        reply = worker.responder.respond(req, self.draining)
+        if reply.__class__ is Upload:
             self.upload = reply
             self.state = RECEIVING
-            self.deadline = self.worker.now + self.worker.config.send_timeout
+            self.deadline = worker.now + self.config.send_timeout
             if req.expect_continue and not self.buf:
                 self._send_quietly(_CONTINUE)
             return True
@@ -174,10 +183,10 @@ class Connection:
         """The next complete request head, taken out of buf (reading the socket
         as needed), or None to wait. A head that arrived alone in one recv is
         used as it came, without passing through buf."""
-        cfg = self.worker.config
         buf = self.buf
         while True:
             if buf:
+                cfg = self.config
                 n = http.split_head(buf, cfg.max_head, cfg.max_target)
                 if n is not None:
                     if n == len(buf):
@@ -187,39 +196,34 @@ class Connection:
                         head = bytes(buf[:n])
                         del buf[:n]
                     return head
-            if self.draining and not buf:
+            elif self.draining:
                 self.close()
                 return None
             if not self.readable:
                 return None
-            data = self._recv()
-            if data is None:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                self.readable = False
                 return None
-            if not buf and http.split_head(data, cfg.max_head, cfg.max_target) == len(data):
-                return data             # the usual case: exactly one request arrived
+            if not data:
+                self.close()
+                return None
+            n = len(data)
+            if n < RECV_SIZE and not self.hup:
+                # A short read drained the socket; with edge-triggered epoll any later
+                # byte raises a new EPOLLIN edge, so the next read waits for it instead
+                # of paying a recv -> EAGAIN round trip per request (nginx does the same,
+                # and likewise keeps reading once the peer's FIN is pending).
+                self.readable = False
+            self.stats.copy_received += n
+            if not buf:
+                if data in self.heads or http.split_head(data, self.config.max_head,
+                                                         self.config.max_target) == n:
+                    return data         # the usual case: exactly one request arrived
+                # The head clock starts with its first byte (slowloris bound).
+                self.deadline = self.worker.now + self.config.header_timeout
             buf += data
-
-    def _recv(self) -> bytes | None:
-        """Read once. None: nothing more now (EAGAIN) or closed."""
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            self.readable = False
-            return None
-        if not data:
-            self.close()
-            return None
-        if len(data) < RECV_SIZE and not self.hup:
-            # A short read drained the socket; with edge-triggered epoll any later
-            # byte raises a new EPOLLIN edge, so the next read waits for it instead
-            # of paying a recv -> EAGAIN round trip per request (nginx does the same,
-            # and likewise keeps reading once the peer's FIN is pending).
-            self.readable = False
-        self.worker.stats.copy_received += len(data)
-        if not self.buf:
-            # The head clock starts with its first byte (slowloris bound).
-            self.deadline = self.worker.now + self.worker.config.header_timeout
-        return data
 
     # -- receiving an upload ----------------------------------------------------
 
@@ -300,90 +304,107 @@ class Connection:
     def _start_reply(self, reply) -> None:
         self.reply = reply
         self.sent = 0
-        if self.request is not None:   # time to first byte: the head is queued to go now
-            self.worker.stats.latency(self.worker.stats.ttfb, self.worker.now - self.started)
+        if reply.entry is not None:    # its fd stays open while this reply reads it
+            reply.entry.acquire()
+        self.head_at = now = self.worker.now
         q = self.queue
         q.append(reply.head)            # bytes; a memoryview only if a send comes up short
         q.extend(reply.body)
         self.state = WRITING
-        self.deadline = self.worker.now + self.worker.config.send_timeout
+        self.deadline = now + self.config.send_timeout
 
     def _pump(self) -> Progress:
         """Send queued items until done, blocked or out of budget. Progress
         pushes the send deadline forward (once per call, not per syscall)."""
         q = self.queue
-        sock = self.sock
-        budget = self.worker.config.budget
         sent, copied = self.sent, 0
+        budget = 0
         try:
             while q:
                 if not self.writable:
-                    return Progress.BLOCKED
+                    return BLOCKED
                 item = q[0]
-                if isinstance(item, tuple):
+                if item.__class__ is tuple:
                     xfer = self.xfer
                     if xfer is None:
                         fd, start, stop = item
                         xfer = self.xfer = self.worker.engine.start_send(fd, start, stop - start)
                         self._start_readahead(fd, start, stop)
+                    ahead = self.ahead
                     # A window not in the page cache would block the loop in the engine:
                     # park until the prefetch pool has read it (the worker wakes us).
-                    if self.ahead is not None and not self.ahead.admit(xfer.offset, self):
+                    if ahead is not None and not ahead.admit(xfer.offset, self):
                         # Push out what MSG_MORE corked (the head, a part header): the
                         # client should not wait for the window to see them.
-                        sock.setsockopt(_TCP, _NODELAY, 1)
-                        return Progress.BLOCKED
+                        self.sock.setsockopt(_TCP, _NODELAY, 1)
+                        return BLOCKED
                     before = xfer.remaining
                     try:
                         progress = xfer.step(self.fd)
                     finally:    # a reset after some chunks left: they count (access log, stats)
                         self.sent += before - xfer.remaining
-                    if progress is Progress.DONE:
-                        xfer.close()
-                        self.xfer = None
-                        if self.ahead is not None:
-                            self._end_readahead()
-                        q.popleft()
-                        continue
-                    if progress is Progress.BLOCKED:
-                        self.writable = False
-                    return progress
+                    if progress is not DONE:
+                        if progress is BLOCKED:
+                            self.writable = False
+                        return progress
+                    xfer.close()
+                    self.xfer = None
+                    if ahead is not None:
+                        self._end_readahead()
+                    q.popleft()
+                    continue
                 # bytes: a head, part header or small body. MSG_MORE when more follows,
                 # so a small file leaves in one segment with its header.
                 try:
-                    n = sock.send(item, _MSG_MORE if len(q) > 1 else 0)
+                    n = self.sock.send(item, _MSG_MORE if len(q) > 1 else 0)
                 except BlockingIOError:
                     self.writable = False
-                    return Progress.BLOCKED
+                    return BLOCKED
                 copied += n
                 if n < len(item):
-                    q[0] = item[n:] if isinstance(item, memoryview) else memoryview(item)[n:]
-                    budget -= n
-                    if budget <= 0:
-                        return Progress.MORE
+                    q[0] = item[n:] if item.__class__ is memoryview else memoryview(item)[n:]
+                    budget += n
+                    if budget >= self.config.budget:
+                        return MORE
                     continue
                 q.popleft()
-            return Progress.DONE
+            return DONE
         finally:
-            if copied or self.sent != sent:
-                worker = self.worker
-                worker.stats.copy_sent += copied
-                self.deadline = worker.now + worker.config.send_timeout
+            if copied:
+                self.stats.copy_sent += copied
+            if q and (copied or self.sent != sent):    # done: _finish_reply sets the next deadline
+                self.deadline = self.worker.now + self.config.send_timeout
 
     def _finish_reply(self) -> None:
         reply = self.reply
-        self.worker.on_reply(self, reply)
+        worker = self.worker
+        self._count(reply, True)
         if reply.entry is not None:
             reply.entry.release()
         self.reply = None
         self.request = None
-        self.served += 1
         if reply.close or self.draining and not self.buf:
             self._start_linger()
             return
         self.state = READING
-        self.deadline = self.worker.now + (self.worker.config.header_timeout if self.buf
-                                           else self.worker.config.idle_timeout)
+        self.deadline = worker.now + (self.config.header_timeout if self.buf else self.config.idle_timeout)
+
+    def _count(self, reply, complete: bool) -> None:
+        """A reply ended: stats and the access log. One that did not complete
+        (client gone, timeout, file shrank) is logged, as nginx logs a cut
+        download, with the body bytes that did leave (file bytes; not the head)."""
+        req = self.request
+        worker = self.worker
+        if req is None:
+            self.stats.reply(None, reply.status)
+        else:
+            started = self.started
+            self.stats.reply(req.method, reply.status, self.head_at - started,
+                             worker.now - started if complete else None)
+        if worker.access_log is not None:
+            # A complete reply's whole body left, listings and multipart part
+            # headers included (self.sent counts file bytes only).
+            worker.access_log.log(self.addr, req, reply.status, reply.length if complete else self.sent)
 
     # -- ending ---------------------------------------------------------------
 
@@ -467,7 +488,7 @@ class Connection:
         self._abort_upload()
         self._end_readahead()
         if self.reply is not None and state == WRITING:
-            self.worker.on_cut_reply(self, self.reply)    # logged with the bytes that did leave
+            self._count(self.reply, False)
         if self.reply is not None and self.reply.entry is not None:
             self.reply.entry.release()
         self.reply = None

@@ -64,6 +64,7 @@ class FileEntry:
     whole: list = field(default_factory=list)      # body plan of a 200: [(fd, 0, size)]
     _head_for: tuple = ()                          # (Date line, close, version) the memo is for
     _head: bytes = b""
+    reply: object = None       # the responder's memo of its 200 Reply (built on ``head_200``'s bytes)
 
     def __post_init__(self) -> None:
         if self.size:
@@ -77,6 +78,11 @@ class FileEntry:
             self._head = http.response_head(200, date, self.static, self.size, close=close, version=version)
             self._head_for = key
         return self._head
+
+    def trusted(self, now: float) -> bool:
+        """Still what its URL serves, with no syscall to check: in the cache
+        (not retired), its folder watched, resolved less than RESOLVE_TTL ago."""
+        return not self.retired and self.watched and now - self.resolved_at < RESOLVE_TTL
 
     def acquire(self) -> "FileEntry":
         self.users += 1
@@ -135,7 +141,7 @@ class OpenFileCache:
         entry = self._entries.get(url_path)
         now = time.monotonic()
         if entry is not None and now - entry.resolved_at < RESOLVE_TTL:
-            if entry.watched:
+            if entry.watched:       # trusted(now): the events would have dropped it
                 return entry
             try:
                 st = os.stat(entry.path)

@@ -9,12 +9,16 @@ from zcopy.server.files import FileEntry
 
 @dataclass(slots=True)
 class Reply:
+    """Never changed once built: a file's 200 reply is shared by every request
+    answered with it within the second its Date line names (``FileEntry.reply``).
+    The connection that sends it holds ``entry`` (acquire/release) meanwhile."""
+
     status: int
     head: bytes
     body: list = field(default_factory=list)   # bytes | (fd, start, stop)
     length: int = 0                            # body bytes, for the access log
     close: bool = False
-    entry: FileEntry | None = None             # acquired; released by the connection
+    entry: FileEntry | None = None             # the file the body is read from
 
 
 def whole(status: int, data: bytes, close: bool) -> Reply:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_mod
+import time
 from urllib.parse import quote
 
 from zcopy import http
@@ -21,6 +22,8 @@ from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 from zcopy.server.writes import TEMP_PREFIX
 
 READ_METHODS = ("GET", "HEAD")
+#: Answers memoized per Request (see ``Responder.respond``); starts over when full.
+ANSWERS = 256
 
 
 class Responder:
@@ -35,13 +38,27 @@ class Responder:
         self.token = token
         self.read_token = read_token
         self.allow = "GET, HEAD, PUT, DELETE, MOVE, MKCOL, OPTIONS" if writer else "GET, HEAD, OPTIONS"
+        self._answers: dict[http.Request, tuple[Reply, FileEntry]] = {}
 
     # -- entry points ---------------------------------------------------------
 
-    def respond(self, req: http.Request, *, closing: bool = False):
+    def respond(self, req: http.Request, closing: bool = False):
         """A Reply, or an ``Upload`` for a PUT whose body must be received.
         ``closing``: the connection ends after this reply (the server is
-        draining), so the reply says ``Connection: close`` (RFC 9112 9.6)."""
+        draining), so the reply says ``Connection: close`` (RFC 9112 9.6).
+
+        A plain GET or HEAD of a watched file without siblings is answered
+        from what its bytes alone decide (method, path, token, framing) and
+        the file's entry: the same Request (``HeadCache`` hands out one per
+        distinct head) gets the same Reply for as long as the entry is
+        trusted and its head's Date line is this second's."""
+        if not closing:
+            known = self._answers.get(req)
+            if known is not None:
+                reply, entry = known
+                if (entry.trusted(time.monotonic())
+                        and entry.head_200(self.date.get(), reply.close, req.version) is reply.head):
+                    return reply
         close = closing or not req.keep_alive
         head_only = req.method == "HEAD"
         has_body = bool(req.content_length or req.chunked)
@@ -66,7 +83,12 @@ class Responder:
                 return self._directory(req, close, head_only)
             if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
                 raise http.HttpError(404, "not found")
-            return self._file(req, entry, close, head_only)
+            reply = self._file(req, entry, close, head_only)
+            if req.plain and entry.watched and not entry.variants and not closing:
+                if len(self._answers) >= ANSWERS:
+                    self._answers.clear()
+                self._answers[req] = (reply, entry)
+            return reply
         except http.HttpError as exc:
             return self.error(exc, close=close, head_only=head_only, version=req.version)
 
@@ -120,15 +142,17 @@ class Responder:
             head = entry.head_200(self.date.get(), close, req.version)
             if head_only or not size:
                 return Reply(200, head, [], 0, close)
-            return Reply(200, head, entry.whole, size, close, entry.acquire())
+            reply = entry.reply
+            if reply is None or reply.head is not head:    # the head memo moved on: so does this one
+                reply = entry.reply = Reply(200, head, entry.whole, size, close, entry)
+            return reply
         if len(ranges) == 1:
             start, stop = ranges[0]
             extra = f"Content-Range: bytes {start}-{stop - 1}/{size}\r\n".encode()
             head = http.response_head(206, self.date.get(), entry.static, stop - start, extra=extra,
                                       close=close, version=req.version)
             body = [] if head_only else [(entry.fd, start, stop)]
-            return Reply(206, head, body, 0 if head_only else stop - start, close,
-                         entry.acquire() if body else None)
+            return Reply(206, head, body, 0 if head_only else stop - start, close, entry if body else None)
         plan = http.multipart_plan(ranges, size, entry.content_type)
         static = http.static_headers(plan.content_type, entry.mtime, entry.etag, encoding=entry.encoding,
                                      vary=b"Vary:" in entry.static)
@@ -140,7 +164,7 @@ class Responder:
             body.append(part_head)
             body.append((entry.fd, start, stop))
         body.append(plan.trailer)
-        return Reply(206, head, body, plan.length, close, entry.acquire())
+        return Reply(206, head, body, plan.length, close, entry)
 
     def _fresh_variant(self, url_path: str, entry: FileEntry, coding: str) -> FileEntry:
         """A precompressed sibling is only as fresh as its own stat says."""

@@ -11,11 +11,13 @@ listings, error pages, request heads, upload bytes that arrived with the head)
 are counted as the pseudo-engine ``copy``; together with the engines this
 makes ``bytes_sent``/``bytes_received`` every byte that crossed the sockets.
 
-Latencies are bucketed as they happen (one ``bisect`` on a tuple, one int bump,
-one float add for the sum)
-and measured with the worker's per-batch clock ``worker.now``: their
-resolution is one loop turn, which is also the granularity at which the loop
-can act on a request at all.
+Latencies are measured with the worker's per-batch clock ``worker.now``:
+their resolution is one loop turn, which is also the granularity at which the
+loop can act on a request at all. Most replies are complete in the turn that
+read their request (both latencies exactly 0): they cost one int bump
+(``instant``) and join the first bucket of both histograms in ``snapshot``;
+the others are bucketed as they happen (one ``bisect`` on a tuple, one int
+bump, one float add for the sum).
 """
 
 from __future__ import annotations
@@ -46,13 +48,12 @@ class Histogram(list):
 
 
 class WorkerStats:
-    __slots__ = ("started", "requests", "by_class", "by_method", "accepted", "closed", "errors",
-                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "_rates")
+    __slots__ = ("started", "by_class", "by_method", "accepted", "closed", "errors",
+                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "instant", "_rates")
 
     def __init__(self) -> None:
         self.started = time.time()
-        self.requests = 0
-        self.by_class = [0, 0, 0, 0, 0, 0]    # index = status // 100
+        self.by_class = [0, 0, 0, 0, 0, 0]    # index = status // 100; their sum is the request count
         self.by_method: Counter = Counter()
         self.accepted = 0
         self.closed = 0
@@ -63,15 +64,26 @@ class WorkerStats:
         n = len(LATENCY_BOUNDS) + 1
         self.ttfb = Histogram(n)             # request head parsed -> response head handed to the kernel
         self.ttlb = Histogram(n)             # request head parsed -> last response byte handed over
+        self.instant = 0                     # replies whose ttfb and ttlb were both 0 (one loop turn)
         self._rates = TransferRates()
 
-    def reply(self, method: str | None, status: int, ttlb: float | None = None) -> None:
-        """One reply ended: counted by status class and method, and (for a
-        reply that completed) its time to last byte."""
-        self.requests += 1
+    @property
+    def requests(self) -> int:
+        return sum(self.by_class)
+
+    def reply(self, method: str | None, status: int, ttfb: float | None = None,
+              ttlb: float | None = None) -> None:
+        """One reply ended: counted by status class and method; with a request
+        behind it, its time to first byte (its head handed over) and, when it
+        completed, to last byte."""
         self.by_class[status // 100] += 1
         if method is not None:
             self.by_method[method] += 1
+        if ttlb == 0.0:
+            self.instant += 1
+            return
+        if ttfb is not None:
+            self.latency(self.ttfb, ttfb)
         if ttlb is not None:
             self.latency(self.ttlb, ttlb)
 
@@ -91,6 +103,9 @@ class WorkerStats:
         by_engine["copy"] = {"bytes_sent": self.copy_sent, "bytes_received": self.copy_received,
                              "zero_copy": False}
         inflight = self._inflight(conns, now)
+        ttfb, ttlb = list(self.ttfb), list(self.ttlb)
+        ttfb[0] += self.instant
+        ttlb[0] += self.instant
         return {
             "kind": "serve",
             "pid": os.getpid(),
@@ -105,7 +120,7 @@ class WorkerStats:
             "bytes_sent": sum(e["bytes_sent"] for e in by_engine.values()),
             "bytes_received": sum(e["bytes_received"] for e in by_engine.values()),
             "engines": by_engine,
-            "latency": {"bounds": list(LATENCY_BOUNDS), "ttfb": list(self.ttfb), "ttlb": list(self.ttlb),
+            "latency": {"bounds": list(LATENCY_BOUNDS), "ttfb": ttfb, "ttlb": ttlb,
                         "ttfb_sum": round(self.ttfb.sum, 6), "ttlb_sum": round(self.ttlb.sum, 6)},
             "inflight": busiest(inflight),
             "inflight_count": len(inflight),

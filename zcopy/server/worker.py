@@ -32,9 +32,6 @@ MAX_EVENTS = 1023
 
 
 class Worker(ListenerLoop):
-    EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-    EV_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
-    EV_HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
     CONN_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 
     def __init__(self, config: ServeConfig, listener: socket.socket, index: int = 0) -> None:
@@ -88,6 +85,7 @@ class Worker(ListenerLoop):
         self.publisher.publish()
         next_tick = self.now + TICK
         conns, ready = self.conns, self.ready
+        watch_ready = (watch_fd, select.EPOLLIN)
         try:
             while True:
                 events = self.ep.poll(0 if self.ready else TICK, MAX_EVENTS)
@@ -97,14 +95,10 @@ class Worker(ListenerLoop):
                 # request was sent must be applied before that request is read.
                 # A full batch may have left the watch's readiness for the next
                 # poll: then read it anyway (EAGAIN when nothing is pending).
-                if watch_fd >= 0:
-                    if len(events) >= MAX_EVENTS:
-                        self.cache.apply_changes()
-                    else:
-                        for fd, _ in events:
-                            if fd == watch_fd:
-                                self.cache.apply_changes()
-                                break
+                # (The `in` scans the batch in C; an inotify fd reports EPOLLIN
+                # alone, and anything else it reports is applied in the loop.)
+                if watch_fd >= 0 and (watch_ready in events or len(events) >= MAX_EVENTS):
+                    self.cache.apply_changes()
                 for fd, ev in events:
                     conn = conns.get(fd)
                     if conn is not None:
@@ -112,7 +106,8 @@ class Worker(ListenerLoop):
                     elif fd == wake_r:
                         self.drain_wakeups()
                     elif fd == watch_fd:
-                        pass                    # applied above
+                        if ev != select.EPOLLIN:
+                            self.cache.apply_changes()
                     elif fd == prefetch_fd:
                         self.prefetch.wake(ready, self.now)
                     else:
@@ -173,27 +168,7 @@ class Worker(ListenerLoop):
         self.stats.closed += 1
         self.connection_ended()
 
-    # -- replies and signals --------------------------------------------------
-
-    def on_reply(self, conn: Connection, reply) -> None:
-        req = conn.request
-        if req is not None:
-            self.stats.reply(req.method, reply.status, self.now - conn.started)
-        else:
-            self.stats.reply(None, reply.status)
-        if self.access_log is not None:
-            # The reply is complete: its whole body left, listings and
-            # multipart part headers included (conn.sent counts file bytes only).
-            self.access_log.log(conn.addr, req, reply.status, reply.length)
-
-    def on_cut_reply(self, conn: Connection, reply) -> None:
-        """A reply that did not finish (client gone, timeout, file shrank):
-        counted and logged, as nginx logs a cut download, with the body bytes
-        that did leave (file bytes; the head is not counted)."""
-        req = conn.request
-        self.stats.reply(req.method if req is not None else None, reply.status)
-        if self.access_log is not None:
-            self.access_log.log(conn.addr, req, reply.status, conn.sent)
+    # -- stats --------------------------------------------------------------
 
     def stats_snapshot(self) -> dict:
         """This worker's counters as plain data (published once a second)."""
