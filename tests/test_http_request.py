@@ -228,4 +228,4 @@ def test_head_cache_is_bounded_and_never_keeps_refused_heads():
         assert len(heads) <= 8
     with pytest.raises(http.HttpError):
         heads.parse(b"GET / HTTP/1.1\r\n\r\n")          # no Host
-    assert b"GET / HTTP/1.1\r\n\r\n" not in heads._memo
+    assert b"GET / HTTP/1.1\r\n\r\n" not in heads.known

@@ -408,6 +408,11 @@ def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fs
             status, _, _ = request(s.port, b"PUT /f.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
                                             b"Connection: close\r\n\r\nhello")
             assert status == 201
+            # The 201 leaves after the folder's fsync; strace may write its
+            # lines a moment later (a loaded machine): wait for the rename.
+            deadline = time.monotonic() + 10
+            while "rename" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
             time.sleep(0.2)
         finally:
             tracer.terminate()

@@ -32,6 +32,7 @@ class SendfileEngine:
 
     def __init__(self, *, budget: int = 1 << 20) -> None:
         self.budget = budget
+        self.chunk = min(budget, MAX_CHUNK)     # what one step asks of one call, at most
         self.stats = EngineStats()
 
     def start_send(self, file_fd: int, offset: int, count: int) -> "SendfileTransfer":
@@ -48,7 +49,7 @@ class SendfileTransfer:
         self.offset = offset
         self.remaining = count
         self._fd = file_fd
-        self._budget = min(engine.budget, MAX_CHUNK)
+        self._budget = engine.chunk
         self._stats = engine.stats
 
     def step(self, sock_fd: int) -> Progress:

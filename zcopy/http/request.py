@@ -232,31 +232,29 @@ class HeadCache:
     ``HttpError`` every time and are never kept.
     """
 
-    __slots__ = ("max_head", "max_target", "size", "_memo")
+    __slots__ = ("max_head", "max_target", "size", "known")
 
     def __init__(self, *, max_head: int = MAX_HEAD, max_target: int = MAX_TARGET, size: int = 256) -> None:
         self.max_head = max_head
         self.max_target = max_target
         self.size = size
-        self._memo: dict[bytes, Request] = {}
+        #: head bytes -> Request, for readers that want a hit without a call
+        #: (``known.get(head)``); only ``parse`` writes it. A head in it was one
+        #: complete head: framing it again would find its end at its last byte.
+        self.known: dict[bytes, Request] = {}
 
     def parse(self, head: bytes) -> Request:
-        req = self._memo.get(head)
+        req = self.known.get(head)
         if req is None:
             req = parse_head(head, max_head=self.max_head, max_target=self.max_target)
             if len(head) <= MEMO_HEAD_MAX:
-                if len(self._memo) >= self.size:
-                    self._memo.clear()
-                self._memo[head] = req
+                if len(self.known) >= self.size:
+                    self.known.clear()
+                self.known[head] = req
         return req
 
-    def __contains__(self, head: bytes) -> bool:
-        """Seen before as one complete head: framing it again would find its
-        end at its last byte, so a connection may take it as it came."""
-        return head in self._memo
-
     def __len__(self) -> int:
-        return len(self._memo)
+        return len(self.known)
 
 
 def _tokens(value: str) -> list[str]:

@@ -10,7 +10,7 @@ States:
              pwrite, the rest of a fixed-length body socket->file through the
              upload engine, chunked bodies through the decoder (deadline: send
              timeout, pushed forward on every progress)
-  WRITING  - draining the reply queue: head bytes, then body segments through the
+  WRITING  - sending the reply: head bytes, then body segments through the
              engine (deadline: send timeout, pushed forward on every progress)
   LINGERING - reply sent with "Connection: close": write side shut, reading and
              discarding until the client closes or LINGER_SECONDS pass
@@ -24,7 +24,6 @@ import math
 import socket
 import sys
 import traceback
-from collections import deque
 
 from zcopy import http
 from zcopy.engines import FileShrank, PeerClosed, Progress
@@ -51,14 +50,16 @@ DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 
 class Connection:
     __slots__ = ("worker", "sock", "fd", "addr", "buf", "state", "readable", "writable", "deadline",
-                 "queue", "xfer", "reply", "request", "started", "sent", "draining", "upload", "hup",
-                 "ahead", "stats", "config", "heads", "head_at")
+                 "out", "at", "xfer", "reply", "request", "started", "sent", "draining", "upload", "hup",
+                 "ahead", "stats", "config", "heads", "known", "engine", "head_at")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
         self.stats = worker.stats          # what every request touches, one attribute away
         self.config = worker.config
         self.heads = worker.heads
+        self.known = worker.heads.known    # head bytes -> Request, read without a call
+        self.engine = worker.engine
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
@@ -67,7 +68,8 @@ class Connection:
         self.readable = True      # data may have arrived before we registered
         self.writable = True
         self.deadline = worker.now + worker.config.idle_timeout
-        self.queue: deque = deque()
+        self.out = None           # WRITING: bytes to send before reply.body[at]
+        self.at = 0
         self.xfer = None
         self.reply = None
         self.request = None
@@ -162,7 +164,7 @@ class Connection:
         worker = self.worker
         self.started = worker.now
         try:
-            req = self.heads.parse(head)
+            req = self.known.get(head) or self.heads.parse(head)
         except http.HttpError as exc:
             self.request = None
             self._start_reply(worker.responder.error(exc, close=True))
@@ -218,7 +220,7 @@ class Connection:
                 self.readable = False
             self.stats.copy_received += n
             if not buf:
-                if data in self.heads or http.split_head(data, self.config.max_head,
+                if data in self.known or http.split_head(data, self.config.max_head,
                                                          self.config.max_target) == n:
                     return data         # the usual case: exactly one request arrived
                 # The head clock starts with its first byte (slowloris bound).
@@ -306,74 +308,83 @@ class Connection:
         self.sent = 0
         if reply.entry is not None:    # its fd stays open while this reply reads it
             reply.entry.acquire()
+        self.out = reply.head           # bytes; a memoryview only if a send comes up short
+        self.at = 0
         self.head_at = now = self.worker.now
-        q = self.queue
-        q.append(reply.head)            # bytes; a memoryview only if a send comes up short
-        q.extend(reply.body)
         self.state = WRITING
         self.deadline = now + self.config.send_timeout
 
     def _pump(self) -> Progress:
-        """Send queued items until done, blocked or out of budget. Progress
-        pushes the send deadline forward (once per call, not per syscall)."""
-        q = self.queue
+        """Send the head, then the body's items in order (the Reply is shared:
+        ``at`` walks it, nothing is copied), until done, blocked or out of
+        budget. Progress pushes the send deadline forward (once per call, not
+        per syscall)."""
+        body = self.reply.body
         sent, copied = self.sent, 0
-        budget = 0
         try:
-            while q:
+            while True:
+                out = self.out
+                if out is not None:
+                    # bytes: a head, part header or small body. MSG_MORE when more
+                    # follows, so a small file leaves in one segment with its header.
+                    if not self.writable:
+                        return BLOCKED
+                    try:
+                        n = self.sock.send(out, _MSG_MORE if self.at < len(body) else 0)
+                    except BlockingIOError:
+                        self.writable = False
+                        return BLOCKED
+                    copied += n
+                    if n < len(out):
+                        self.out = out[n:] if out.__class__ is memoryview else memoryview(out)[n:]
+                        if copied >= self.config.budget:
+                            return MORE
+                        continue
+                    self.out = None
+                at = self.at
+                if at == len(body):
+                    return DONE
+                item = body[at]
+                if item.__class__ is not tuple:
+                    self.out = item
+                    self.at = at + 1
+                    continue
                 if not self.writable:
                     return BLOCKED
-                item = q[0]
-                if item.__class__ is tuple:
-                    xfer = self.xfer
-                    if xfer is None:
-                        fd, start, stop = item
-                        xfer = self.xfer = self.worker.engine.start_send(fd, start, stop - start)
-                        self._start_readahead(fd, start, stop)
-                    ahead = self.ahead
-                    # A window not in the page cache would block the loop in the engine:
-                    # park until the prefetch pool has read it (the worker wakes us).
-                    if ahead is not None and not ahead.admit(xfer.offset, self):
-                        # Push out what MSG_MORE corked (the head, a part header): the
-                        # client should not wait for the window to see them.
-                        self.sock.setsockopt(_TCP, _NODELAY, 1)
-                        return BLOCKED
-                    before = xfer.remaining
-                    try:
-                        progress = xfer.step(self.fd)
-                    finally:    # a reset after some chunks left: they count (access log, stats)
-                        self.sent += before - xfer.remaining
-                    if progress is not DONE:
-                        if progress is BLOCKED:
-                            self.writable = False
-                        return progress
-                    xfer.close()
-                    self.xfer = None
-                    if ahead is not None:
-                        self._end_readahead()
-                    q.popleft()
-                    continue
-                # bytes: a head, part header or small body. MSG_MORE when more follows,
-                # so a small file leaves in one segment with its header.
-                try:
-                    n = self.sock.send(item, _MSG_MORE if len(q) > 1 else 0)
-                except BlockingIOError:
-                    self.writable = False
+                xfer = self.xfer
+                if xfer is None:
+                    fd, start, stop = item
+                    xfer = self.xfer = self.engine.start_send(fd, start, stop - start)
+                    entry = self.reply.entry
+                    if entry is None or entry.resident_until <= self.worker.now:   # a hot file skips this
+                        self._start_readahead(fd, start, stop, entry)
+                ahead = self.ahead
+                # A window not in the page cache would block the loop in the engine:
+                # park until the prefetch pool has read it (the worker wakes us).
+                if ahead is not None and not ahead.admit(xfer.offset, self):
+                    # Push out what MSG_MORE corked (the head, a part header): the
+                    # client should not wait for the window to see them.
+                    self.sock.setsockopt(_TCP, _NODELAY, 1)
                     return BLOCKED
-                copied += n
-                if n < len(item):
-                    q[0] = item[n:] if item.__class__ is memoryview else memoryview(item)[n:]
-                    budget += n
-                    if budget >= self.config.budget:
-                        return MORE
-                    continue
-                q.popleft()
-            return DONE
+                before = xfer.remaining
+                try:
+                    progress = xfer.step(self.fd)
+                finally:    # a reset after some chunks left: they count (access log, stats)
+                    self.sent += before - xfer.remaining
+                if progress is not DONE:
+                    if progress is BLOCKED:
+                        self.writable = False
+                    return progress
+                xfer.close()
+                self.xfer = None
+                if ahead is not None:
+                    self._end_readahead()
+                self.at = at + 1
         finally:
             if copied:
                 self.stats.copy_sent += copied
-            if q and (copied or self.sent != sent):    # done: _finish_reply sets the next deadline
-                self.deadline = self.worker.now + self.config.send_timeout
+            if (copied or self.sent != sent) and (self.out is not None or self.at < len(body)):
+                self.deadline = self.worker.now + self.config.send_timeout   # done: _finish_reply's
 
     def _finish_reply(self) -> None:
         reply = self.reply
@@ -452,18 +463,16 @@ class Connection:
         if self.state == READING and not self.buf:
             self.close()
 
-    def _start_readahead(self, fd: int, start: int, stop: int) -> None:
+    def _start_readahead(self, fd: int, start: int, stop: int, entry) -> None:
         """Track residency for this range, unless its file is on a memory
-        filesystem or was found resident moments ago: a hot file costs no
-        residency syscall per request."""
+        filesystem. Not called for a file found resident moments ago
+        (``entry.resident_until``): a hot file costs no residency syscall per
+        request."""
         prefetch = self.worker.prefetch
         if prefetch is None:
             return
-        entry = self.reply.entry
         now = self.worker.now
         if entry is not None:
-            if entry.resident_until > now:
-                return
             if not prefetch.may_be_cold(fd, entry.key[0]):
                 entry.resident_until = math.inf       # tmpfs/ramfs: never cold
                 return
@@ -492,6 +501,6 @@ class Connection:
         if self.reply is not None and self.reply.entry is not None:
             self.reply.entry.release()
         self.reply = None
-        self.queue.clear()
+        self.out = None
         self.worker.forget(self)
         self.sock.close()

@@ -38,7 +38,7 @@ class Responder:
         self.token = token
         self.read_token = read_token
         self.allow = "GET, HEAD, PUT, DELETE, MOVE, MKCOL, OPTIONS" if writer else "GET, HEAD, OPTIONS"
-        self._answers: dict[http.Request, tuple[Reply, FileEntry]] = {}
+        self._answers: dict[http.Request, tuple[Reply, FileEntry, bytes]] = {}
 
     # -- entry points ---------------------------------------------------------
 
@@ -52,12 +52,12 @@ class Responder:
         the file's entry: the same Request (``HeadCache`` hands out one per
         distinct head) gets the same Reply for as long as the entry is
         trusted and its head's Date line is this second's."""
+        date = self.date.get()
         if not closing:
             known = self._answers.get(req)
             if known is not None:
-                reply, entry = known
-                if (entry.trusted(time.monotonic())
-                        and entry.head_200(self.date.get(), reply.close, req.version) is reply.head):
+                reply, entry, built_on = known
+                if built_on is date and entry.trusted(time.monotonic()):
                     return reply
         close = closing or not req.keep_alive
         head_only = req.method == "HEAD"
@@ -87,7 +87,9 @@ class Responder:
             if req.plain and entry.watched and not entry.variants and not closing:
                 if len(self._answers) >= ANSWERS:
                     self._answers.clear()
-                self._answers[req] = (reply, entry)
+                # ``date`` was read before the reply was built: were they
+                # seconds apart, the memo misses once instead of serving an old Date.
+                self._answers[req] = (reply, entry, date)
             return reply
         except http.HttpError as exc:
             return self.error(exc, close=close, head_only=head_only, version=req.version)
