@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -234,7 +235,8 @@ def main() -> int:
             return 0
         base = med.get("nginx")
         print(f"\nmedians of {args.rounds} interleaved rounds, wrk -t2 -c{args.connections} -d{args.duration:g}s, "
-              f"large file {format_size(args.large)}\n")
+              f"large file {format_size(args.large)}; zcopy and http.server on {sys.executable} "
+              f"(Python {platform.python_version()})\n")
         print("| server | 1 KiB req/s | x nginx | 64 KiB req/s | x nginx | CPU us/req (1 KiB) | user + sys us/req "
               "| x nginx's CPU | large GB/s | x nginx | CPU s/GB |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -321,6 +321,7 @@ class Connection:
         per syscall)."""
         body = self.reply.body
         sent, copied = self.sent, 0
+        done = False
         try:
             while True:
                 out = self.out
@@ -343,6 +344,7 @@ class Connection:
                     self.out = None
                 at = self.at
                 if at == len(body):
+                    done = True
                     return DONE
                 item = body[at]
                 if item.__class__ is not tuple:
@@ -383,8 +385,8 @@ class Connection:
         finally:
             if copied:
                 self.stats.copy_sent += copied
-            if (copied or self.sent != sent) and (self.out is not None or self.at < len(body)):
-                self.deadline = self.worker.now + self.config.send_timeout   # done: _finish_reply's
+            if not done and (copied or self.sent != sent):     # done: _finish_reply sets it
+                self.deadline = self.worker.now + self.config.send_timeout
 
     def _finish_reply(self) -> None:
         reply = self.reply

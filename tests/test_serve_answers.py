@@ -1,0 +1,178 @@
+"""The responder's answer memo (a repeated plain GET/HEAD of a watched file
+gets the Reply built for the first one) and the hot path around it: real
+files, the real kernel's inotify, a real server where a client matters."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import time
+
+import pytest
+
+from serverutil import Server, connect, get, read_response
+from zcopy import http
+from zcopy.server.files import RESOLVE_TTL, OpenFileCache
+from zcopy.server.responder import Responder
+from zcopy.server.stats import WorkerStats
+from zcopy.server.watch import FileWatch
+
+HEAD = b"GET /f.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = OpenFileCache(str(tmp_path), watch=FileWatch())
+    yield c
+    c.close()
+
+
+class Clock:
+    """A wall clock the test moves (DateHeader takes any callable)."""
+
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+#: One Request per distinct head, as a worker has them.
+HEADS = http.HeadCache()
+
+
+def ask(responder, head: bytes = HEAD, closing: bool = False):
+    return responder.respond(HEADS.parse(head), closing)
+
+
+@pytest.fixture
+def responder(cache):
+    return Responder(cache, http.DateHeader(Clock()))
+
+
+def test_the_same_head_gets_the_same_reply(tmp_path, responder):
+    (tmp_path / "f.txt").write_text("x" * 100)
+    first = ask(responder)
+    assert first.status == 200 and b"Content-Length: 100\r\n" in first.head
+    assert ask(responder) is first
+    assert ask(responder, b"HEAD /f.txt HTTP/1.1\r\nHost: t\r\n\r\n").body == []
+
+
+def test_a_changed_file_is_answered_anew_once_its_event_is_applied(tmp_path, responder, cache):
+    (tmp_path / "f.txt").write_text("x" * 100)
+    first = ask(responder)
+    (tmp_path / "f.txt").write_text("y" * 7)
+    cache.apply_changes()                 # what the worker does before reading a request
+    again = ask(responder)
+    assert again is not first and b"Content-Length: 7\r\n" in again.head
+    fd, start, stop = again.body[0]
+    assert os.pread(fd, 100, 0) == b"y" * 7 and (start, stop) == (0, 7)
+
+
+def test_a_new_second_gets_a_new_date_line(tmp_path, responder):
+    (tmp_path / "f.txt").write_text("x")
+    clock = Clock()
+    responder.date = http.DateHeader(clock)
+    first = ask(responder)
+    clock.t += 1
+    again = ask(responder)
+    now = responder.date.get()
+    assert now in again.head and now not in first.head
+
+
+def test_a_draining_server_says_close_even_for_a_memoized_head(tmp_path, responder):
+    (tmp_path / "f.txt").write_text("x")
+    assert b"Connection: close" not in ask(responder).head
+    assert b"Connection: close\r\n" in ask(responder, closing=True).head
+    assert b"Connection: close" not in ask(responder).head
+
+
+def test_an_unwatched_file_is_still_stat_ed_per_request(tmp_path):
+    cache = OpenFileCache(str(tmp_path), watch=None)
+    try:
+        responder = Responder(cache, http.DateHeader(Clock()))
+        (tmp_path / "f.txt").write_text("x" * 100)
+        ask(responder)
+        (tmp_path / "f.txt").write_text("y" * 7)      # no event source: the stat must see it
+        assert b"Content-Length: 7\r\n" in ask(responder).head
+    finally:
+        cache.close()
+
+
+def test_a_changed_sibling_is_seen_without_its_event(tmp_path, responder):
+    """A file with precompressed siblings keeps its per-request sibling check
+    (it is never memoized): a .gz rewritten is served fresh at once."""
+    (tmp_path / "f.txt").write_text("x" * 1000)
+    (tmp_path / "f.txt.gz").write_bytes(gzip.compress(b"x" * 1000))
+    head = b"GET /f.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n"
+    assert b"Content-Encoding: gzip" in ask(responder, head).head
+    (tmp_path / "f.txt.gz").write_bytes(b"a different gzip body")   # events not applied
+    again = ask(responder, head)
+    assert b"Content-Encoding: gzip" in again.head and b"Content-Length: 21\r\n" in again.head
+
+
+def test_a_folder_swapped_above_the_watch_is_caught_by_the_periodic_resolution(tmp_path):
+    """No event reaches a watch on a/b when its grandparent a is renamed: the
+    once-per-RESOLVE_TTL resolution catches it, memo or not."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f.txt").write_text("old")
+    with Server(tmp_path, "--workers", "1") as server:
+        for _ in range(3):
+            assert get(server.port, "/a/b/f.txt")[2] == b"old"
+        os.rename(tmp_path / "a", tmp_path / "a.old")
+        time.sleep(RESOLVE_TTL + 0.2)
+        assert get(server.port, "/a/b/f.txt")[0] == 404
+
+
+def test_keep_alive_repeats_and_a_change_between_them(tmp_path):
+    """One connection asks for the same file over and over while it changes:
+    each answer carries the length of the file as it was when asked."""
+    path = tmp_path / "f.txt"
+    with Server(tmp_path, "--workers", "1") as server:
+        c = connect(server.port)
+        try:
+            for n in (10, 10, 10, 3, 3, 5000, 5000, 0, 0, 10):
+                path.write_bytes(b"z" * n)
+                c.sendall(HEAD)
+                status, headers, body, _ = read_response(c)
+                assert status == 200 and body == b"z" * n and headers["content-length"] == str(n)
+        finally:
+            c.close()
+
+
+def test_a_big_listing_reaches_a_slow_reader_whole(tmp_path):
+    """A listing is one bytes item far larger than the socket buffer: sent in
+    pieces as the client drains it, none lost or repeated."""
+    for i in range(3000):
+        (tmp_path / f"file-{i:05d}-with-a-longish-name.txt").write_bytes(b"")
+    with Server(tmp_path, "--workers", "1") as server:
+        expected = get(server.port, "/")[2]
+        assert len(expected) > 256 * 1024
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(("127.0.0.1", server.port))
+        c.settimeout(10)
+        try:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            time.sleep(0.3)                       # the server fills the small window and waits
+            status, _, body, _ = read_response(c)
+        finally:
+            c.close()
+        assert status == 200 and body == expected
+
+
+def test_latency_buckets_and_counts_add_up():
+    stats = WorkerStats()
+    for _ in range(3):
+        stats.reply("GET", 200, 0.0, 0.0)     # answered in the turn that read it
+    stats.reply("GET", 206, 0.0, 0.003)       # head at once, body over a few ms
+    stats.reply("GET", 200, 0.0, None)        # cut: its head left, it never completed
+    stats.reply(None, 400)                    # no request behind it (a malformed head)
+    snap = stats.snapshot({})
+    assert snap["requests"] == stats.requests == 6
+    assert snap["status"]["2xx"] == 5 and snap["status"]["4xx"] == 1 and snap["methods"] == {"GET": 5}
+    ttfb, ttlb = snap["latency"]["ttfb"], snap["latency"]["ttlb"]
+    assert ttfb[0] == 5 and sum(ttfb) == 5
+    assert ttlb[0] == 3 and ttlb[3] == 1 and sum(ttlb) == 4     # 3 ms: the (2, 5] ms bucket
+    assert snap["latency"]["ttlb_sum"] == 0.003
