@@ -20,6 +20,14 @@ image: ``start_recv(file_fd, offset, count).step(sock_fd)`` returns BLOCKED
 when the socket has nothing to read yet and raises ``PeerClosed`` on an early
 EOF.
 
+An engine whose transfers keep nothing between calls (sendfile: the kernel
+holds no bytes for us) also offers ``send_once(sock_fd, file_fd, offset,
+count) -> int``: one syscall moving at most ``count`` bytes, returning how
+many left (0: the socket is full; ``FileShrank`` as above). A range that
+leaves in one call then needs no transfer object, which is most of what a
+small file costs. Engines that hold state between calls (a pipe with bytes in
+it, a mapping, a buffer) have ``send_once = None``.
+
 Each engine owns an ``EngineStats`` with plain integer counters that the stats
 layer snapshots; bumping them is the only bookkeeping on the hot path.
 """
@@ -30,7 +38,7 @@ import enum
 import fcntl
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class Progress(enum.Enum):
@@ -86,6 +94,7 @@ class Engine(Protocol):
     name: str            # "sendfile", "splice", "mmap_send", "read_send", "recv_pwrite", ...
     stats: EngineStats
     zero_copy: bool      # True when file bytes never pass through user space
+    send_once: "Callable[[int, int, int, int], int] | None"   # see the module docstring
 
     def start_send(self, file_fd: int, offset: int, count: int) -> Transfer: ...
 

@@ -31,6 +31,7 @@ _GRANULE = mmap.ALLOCATIONGRANULARITY
 class MmapSendEngine:
     name = "mmap_send"
     zero_copy = False
+    send_once = None          # a transfer keeps state between calls
 
     def __init__(self, *, budget: int = 1 << 20, window: int = DEFAULT_WINDOW) -> None:
         self.budget = budget

@@ -23,6 +23,7 @@ DEFAULT_CHUNK = 256 << 10
 class ReadSendEngine:
     name = "read_send"
     zero_copy = False
+    send_once = None          # a transfer keeps state between calls
 
     def __init__(self, *, budget: int = 1 << 20, chunk: int = DEFAULT_CHUNK) -> None:
         self.budget = budget

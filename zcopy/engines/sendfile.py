@@ -32,49 +32,54 @@ class SendfileEngine:
 
     def __init__(self, *, budget: int = 1 << 20) -> None:
         self.budget = budget
-        self.chunk = min(budget, MAX_CHUNK)     # what one step asks of one call, at most
         self.stats = EngineStats()
 
     def start_send(self, file_fd: int, offset: int, count: int) -> "SendfileTransfer":
         return SendfileTransfer(self, file_fd, offset, count)
+
+    def send_once(self, sock_fd: int, file_fd: int, offset: int, count: int) -> int:
+        """One sendfile(2) of at most ``count`` bytes (and MAX_CHUNK): the
+        bytes that left, 0 when the socket is full."""
+        stats = self.stats
+        stats.syscalls += 1
+        try:
+            sent = os.sendfile(sock_fd, file_fd, offset, count if count < MAX_CHUNK else MAX_CHUNK)
+        except BlockingIOError:
+            return 0
+        if not sent and count:
+            raise FileShrank(f"file ended at offset {offset} with {count} bytes "
+                             f"still promised (truncated during sendfile)")
+        stats.bytes_sent += sent
+        return sent
 
     def close(self) -> None:
         """Nothing pooled: present so every engine can be closed the same way."""
 
 
 class SendfileTransfer:
-    __slots__ = ("offset", "remaining", "_fd", "_budget", "_stats")
+    __slots__ = ("offset", "remaining", "_fd", "_budget", "_once")
 
     def __init__(self, engine: SendfileEngine, file_fd: int, offset: int, count: int) -> None:
         self.offset = offset
         self.remaining = count
         self._fd = file_fd
-        self._budget = engine.chunk
-        self._stats = engine.stats
+        self._budget = engine.budget
+        self._once = engine.send_once
 
     def step(self, sock_fd: int) -> Progress:
         remaining = self.remaining
-        if not remaining:
-            return DONE
         budget = self._budget
-        stats = self._stats
-        while True:
-            stats.syscalls += 1
-            try:
-                sent = os.sendfile(sock_fd, self._fd, self.offset, remaining if remaining < budget else budget)
-            except BlockingIOError:
-                return BLOCKED
-            if not sent:
-                raise FileShrank(f"file ended at offset {self.offset} with {remaining} bytes "
-                                 f"still promised (truncated during sendfile)")
-            stats.bytes_sent += sent
-            self.offset += sent
-            self.remaining = remaining = remaining - sent
-            if not remaining:
-                return DONE
-            budget -= sent
+        once = self._once
+        while remaining:
             if budget <= 0:
                 return MORE
+            sent = once(sock_fd, self._fd, self.offset, remaining if remaining < budget else budget)
+            if not sent:
+                return BLOCKED
+            self.offset += sent
+            self.remaining = remaining = remaining - sent
+            budget -= sent
+        return DONE
 
     def close(self) -> None:
         """Nothing to release."""

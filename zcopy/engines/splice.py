@@ -35,6 +35,7 @@ _NONBLOCK_MORE = _NONBLOCK | os.SPLICE_F_MORE
 class SpliceEngine:
     name = "splice"
     zero_copy = True
+    send_once = None          # a transfer keeps state between calls
 
     def __init__(self, *, pipe_pool: PipePool | None = None, budget: int = 1 << 20) -> None:
         self.budget = budget

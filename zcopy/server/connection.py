@@ -51,7 +51,7 @@ DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 class Connection:
     __slots__ = ("worker", "sock", "fd", "addr", "buf", "state", "readable", "writable", "deadline",
                  "out", "at", "xfer", "reply", "request", "started", "sent", "draining", "upload", "hup",
-                 "ahead", "stats", "config", "heads", "known", "engine", "head_at")
+                 "ahead", "stats", "config", "heads", "known", "engine", "once", "head_at")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
@@ -60,6 +60,7 @@ class Connection:
         self.heads = worker.heads
         self.known = worker.heads.known    # head bytes -> Request, read without a call
         self.engine = worker.engine
+        self.once = worker.engine.send_once    # None: every range goes through a transfer
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
@@ -101,6 +102,9 @@ class Connection:
                 if state == READING:
                     if not self._read_request():
                         return
+                    if self.state != READING:
+                        continue            # a reply under way, an upload, a linger
+                    # (still READING: the reply went out at once, see _start_reply)
                 elif state == WRITING:
                     progress = self._pump()
                     if progress is not DONE:
@@ -108,20 +112,23 @@ class Connection:
                             self.worker.ready.append(self)
                         return
                     self._finish_reply()
-                    if self.state == READING:
-                        if not self.readable and not self.buf:
-                            return          # the usual end of a turn: wait for the next request
-                        burst -= 1
-                        if burst == 0:
-                            self.worker.ready.append(self)
-                            return
+                    if self.state != READING:
+                        continue
                 elif state == RECEIVING:
                     if not self._receive():
                         return
+                    continue
                 elif state == LINGERING:
                     self._linger()
                     return
                 else:
+                    return
+                # A reply is complete and the connection reads again.
+                if not self.readable and not self.buf:
+                    return                  # the usual end of a turn: wait for the next request
+                burst -= 1
+                if burst == 0:
+                    self.worker.ready.append(self)
                     return
         except http.HttpError as exc:       # an upload refused midway (413, 507, bad chunk)
             self._abort_upload()
@@ -304,15 +311,51 @@ class Connection:
     # -- writing --------------------------------------------------------------
 
     def _start_reply(self, reply) -> None:
+        """Send ``reply``: through WRITING and ``_pump``, or, for a head and one
+        hot file range that the socket takes whole (most replies of a busy
+        server), at once: two syscalls and ``_finish_reply`` before this
+        returns, the connection READING again."""
         self.reply = reply
         self.sent = 0
-        if reply.entry is not None:    # its fd stays open while this reply reads it
-            reply.entry.acquire()
+        entry = reply.entry
+        if entry is not None:           # its fd stays open while this reply reads it
+            entry.acquire()
         self.out = reply.head           # bytes; a memoryview only if a send comes up short
         self.at = 0
         self.head_at = now = self.worker.now
         self.state = WRITING
         self.deadline = now + self.config.send_timeout
+        body = reply.body
+        if (len(body) == 1 and self.writable and self.once is not None and entry is not None
+                and (entry.resident_until > now or self.worker.prefetch is None)):
+            self._send_at_once(reply.head, body[0])
+
+    def _send_at_once(self, head: bytes, item: tuple) -> None:
+        """The head (MSG_MORE) and the range in one engine call each; what the
+        socket did not take stays for ``_pump``, as if it had sent it."""
+        try:
+            n = self.sock.send(head, _MSG_MORE)
+        except BlockingIOError:
+            self.writable = False
+            return
+        self.stats.copy_sent += n
+        if n < len(head):
+            self.out = memoryview(head)[n:]
+            return
+        self.out = None
+        fd, start, stop = item
+        count = stop - start
+        if count > self.config.budget:
+            return
+        n = self.once(self.fd, fd, start, count)
+        self.sent = n
+        if n == count:
+            self.at = 1
+            self._finish_reply()
+        elif n:
+            self.xfer = self.engine.start_send(fd, start + n, count - n)
+        else:
+            self.writable = False
 
     def _pump(self) -> Progress:
         """Send the head, then the body's items in order (the Reply is shared:
@@ -356,10 +399,26 @@ class Connection:
                 xfer = self.xfer
                 if xfer is None:
                     fd, start, stop = item
-                    xfer = self.xfer = self.engine.start_send(fd, start, stop - start)
                     entry = self.reply.entry
-                    if entry is None or entry.resident_until <= self.worker.now:   # a hot file skips this
+                    if self.worker.prefetch is not None and (entry is None
+                                                             or entry.resident_until <= self.worker.now):
+                        xfer = self.xfer = self.engine.start_send(fd, start, stop - start)
                         self._start_readahead(fd, start, stop, entry)
+                    else:       # nothing to wait for: a hot file, or no prefetch
+                        once = self.once
+                        if once is not None:
+                            # Most small ranges leave in one call: then no transfer object.
+                            count = stop - start
+                            n = once(self.fd, fd, start, min(count, self.config.budget))
+                            self.sent += n
+                            if n == count:
+                                self.at = at + 1
+                                continue
+                            if not n:
+                                self.writable = False
+                                return BLOCKED
+                            start += n
+                        xfer = self.xfer = self.engine.start_send(fd, start, stop - start)
                 ahead = self.ahead
                 # A window not in the page cache would block the loop in the engine:
                 # park until the prefetch pool has read it (the worker wakes us).
