@@ -434,3 +434,34 @@ def test_receive_refuses_an_append_only_file(fd_guard, name, tmp_path, engine_na
             engine_named(name).start_recv(fd, 10, 5)
     finally:
         os.close(fd)
+
+
+def test_sendfile_send_once_moves_what_the_socket_takes(fd_guard, make_file, sock_pair, engine_named):
+    """One call: all of a small range; part of a big one once the socket
+    buffer is full, then 0 (full, nothing lost); FileShrank past the end."""
+    a, b = sock_pair
+    engine = engine_named("sendfile")
+    fd, data = make_file(4 << 20)
+    assert engine.send_once(a.fileno(), fd, 0, 100) == 100
+    assert b.recv(100, socket.MSG_WAITALL) == data[:100]
+    offset = 100
+    while (n := engine.send_once(a.fileno(), fd, offset, len(data) - offset)):
+        assert 0 < n < len(data) - offset      # the small send buffer takes part of it
+        offset += n
+    assert offset < len(data)                  # 0: full, not the end of the file
+    reader = SlowReader(b)
+    reader.start()
+    xfer = engine.start_send(fd, offset, len(data) - offset)
+    drive(xfer, a.fileno(), select.EPOLLOUT)
+    a.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    assert reader.received == len(data) - 100
+    assert reader.digest.digest() == hashlib.sha256(data[100:]).digest()
+    assert engine.stats.bytes_sent == len(data)
+    with pytest.raises(FileShrank):
+        engine.send_once(a.fileno(), fd, len(data), 10)
+
+
+def test_only_stateless_engines_offer_send_once(engine_named):
+    assert {n: engine_named(n).send_once is not None for n in SEND_ENGINES} == {
+        "sendfile": True, "splice": False, "mmap_send": False, "read_send": False}

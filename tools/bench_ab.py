@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""A/B: the 1 KiB request rate of zcopy source trees against nginx, in one run.
+
+    git worktree add /tmp/zcopy-base HEAD~1
+    python tools/bench_ab.py --rounds 8 . /tmp/zcopy-base
+
+For choosing between two designs: each tree's `zcopy serve` (one worker,
+`--auto`) runs from that tree (`python -m zcopy` with the tree as working
+directory, so its own `zcopy/` is imported), next to one nginx configured as
+in bench_serve.py. Every round drives each server in turn (interleaved) with
+`wrk -t2 -c64` on a 1 KiB file, the case where zcopy's own code, not the
+kernel, decides the rate. Prints medians: req/s, the ratio to nginx in the
+same run, and user + system CPU per request of the serving process tree.
+Every process it starts is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+
+from bench_serve import NGINX_CONF, Peer, cpu_times, free_port, run_wrk
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("trees", nargs="+", help="zcopy source checkouts (folders holding zcopy/)")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    ap.add_argument("--zcopy-args", default="--auto", help="flags for every zcopy serve")
+    args = ap.parse_args()
+    trees = [os.path.abspath(t) for t in args.trees]
+    for tree in trees:
+        if not os.path.isfile(os.path.join(tree, "zcopy", "__main__.py")):
+            ap.error(f"{tree} holds no zcopy/ package")
+    if shutil.which("wrk") is None or shutil.which("nginx") is None:
+        sys.exit("needs wrk and nginx (apt-get install wrk nginx-light)")
+
+    tmp = tempfile.mkdtemp(prefix="zcopy-ab-")
+    os.chmod(tmp, 0o755)                 # nginx's workers run as www-data
+    try:
+        root = os.path.join(tmp, "www")
+        os.mkdir(root)
+        with open(os.path.join(root, "1k.bin"), "wb") as f:
+            f.write(os.urandom(1024))
+        os.chmod(root, 0o755)
+        ports = {"nginx": free_port()}
+        with open(os.path.join(tmp, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(tmp=tmp, root=root, port=ports["nginx"]))
+        peers = {"nginx": (["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp], tmp)}
+        for tree in trees:
+            name = tree if tree not in peers else f"{tree} ({len(peers)})"
+            ports[name] = free_port()
+            peers[name] = ([sys.executable, "-m", "zcopy", "serve", root, "--port", str(ports[name]),
+                            "--workers", "1", *args.zcopy_args.split()], tree)
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in peers}
+        with contextlib.ExitStack() as stack:
+            running = {name: stack.enter_context(Peer(name, argv, ports[name], cwd=cwd))
+                       for name, (argv, cwd) in peers.items()}
+            for name in running:                   # warm up
+                run_wrk(ports[name], "/1k.bin", 1, 8)
+            for r in range(args.rounds):
+                for name, peer in running.items():
+                    pids = peer.pids()
+                    u0, s0 = cpu_times(pids)
+                    rps = run_wrk(ports[name], "/1k.bin", args.duration, 64)
+                    u1, s1 = cpu_times(pids)
+                    per_request = 1e6 / max(rps * args.duration, 1)
+                    results[name].append((rps, (u1 - u0) * per_request, (s1 - s0) * per_request))
+                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        base = statistics.median(rps for rps, _, _ in results["nginx"])
+        print(f"\nmedians of {args.rounds} interleaved rounds, wrk -t2 -c64 -d{args.duration:g}s, 1 KiB file; "
+              f"zcopy on {sys.executable} (Python {platform.python_version()})\n")
+        print("| server | req/s | x nginx | user + sys us/req |")
+        print("|---|---|---|---|")
+        for name, runs in results.items():
+            rps = statistics.median(x[0] for x in runs)
+            user = statistics.median(x[1] for x in runs)
+            system = statistics.median(x[2] for x in runs)
+            print(f"| {name} | {rps:,.0f} | {rps / base:.2f} | {user:.2f} + {system:.2f} |")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
