@@ -247,6 +247,15 @@ def main() -> int:
                   f"{m['1k_cpu_us']:.1f} | {m['1k_user_us']:.1f} + {m['1k_sys_us']:.1f} | {ratio('1k_cpu_us')} | "
                   f"{m['large_gbps']:.2f} | {ratio('large_gbps')} | "
                   f"{m['large_cpu_s_per_gb']:.3f} |")
+        if "nginx" in results:
+            # The same statistic paired by round: each round's runs are seconds apart, so a
+            # neighbour's load that drifts over minutes moves both sides of a ratio together.
+            print()
+            for name, res in results.items():
+                if name != "nginx":
+                    pairs = sorted(z / n for z, n in zip(res["1k_rps"], results["nginx"]["1k_rps"]) if n)
+                    print(f"{name}: 1 KiB req/s / nginx's in the same round: median {statistics.median(pairs):.2f}, "
+                          f"range {pairs[0]:.2f}-{pairs[-1]:.2f}")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
