@@ -326,12 +326,11 @@ class Connection:
         self.state = WRITING
         self.deadline = now + self.config.send_timeout
         body = reply.body
-        if (len(body) == 1 and self.writable and self.once is not None and entry is not None
-                and (entry.resident_until > now or self.worker.prefetch is None)):
+        if len(body) == 1 and self.writable and self.once is not None and self._hot(entry):
             self._send_at_once(reply.head, body[0])
 
     def _send_at_once(self, head: bytes, item: tuple) -> None:
-        """The head (MSG_MORE) and the range in one engine call each; what the
+        """The head (MSG_MORE), then the range in one engine call; what the
         socket did not take stays for ``_pump``, as if it had sent it."""
         try:
             n = self.sock.send(head, _MSG_MORE)
@@ -343,19 +342,29 @@ class Connection:
             self.out = memoryview(head)[n:]
             return
         self.out = None
-        fd, start, stop = item
-        count = stop - start
-        if count > self.config.budget:
-            return
-        n = self.once(self.fd, fd, start, count)
-        self.sent = n
-        if n == count:
+        if self._send_range_once(*item):
             self.at = 1
             self._finish_reply()
-        elif n:
+
+    def _hot(self, entry) -> bool:
+        """Nothing to wait for before sending this file's bytes: no prefetch,
+        or the file was found resident moments ago (``entry.resident_until``)."""
+        return self.worker.prefetch is None or (entry is not None and entry.resident_until > self.worker.now)
+
+    def _send_range_once(self, fd: int, start: int, stop: int) -> bool:
+        """A hot range through one ``engine.send_once`` (most small ranges
+        leave whole: no transfer object). True when all of it left; else the
+        rest is ``self.xfer``, or the socket was full and nothing left."""
+        count = stop - start
+        n = self.once(self.fd, fd, start, min(count, self.config.budget))
+        self.sent += n
+        if n == count:
+            return True
+        if n:
             self.xfer = self.engine.start_send(fd, start + n, count - n)
         else:
             self.writable = False
+        return False
 
     def _pump(self) -> Progress:
         """Send the head, then the body's items in order (the Reply is shared:
@@ -400,25 +409,18 @@ class Connection:
                 if xfer is None:
                     fd, start, stop = item
                     entry = self.reply.entry
-                    if self.worker.prefetch is not None and (entry is None
-                                                             or entry.resident_until <= self.worker.now):
+                    if not self._hot(entry):
                         xfer = self.xfer = self.engine.start_send(fd, start, stop - start)
                         self._start_readahead(fd, start, stop, entry)
-                    else:       # nothing to wait for: a hot file, or no prefetch
-                        once = self.once
-                        if once is not None:
-                            # Most small ranges leave in one call: then no transfer object.
-                            count = stop - start
-                            n = once(self.fd, fd, start, min(count, self.config.budget))
-                            self.sent += n
-                            if n == count:
-                                self.at = at + 1
-                                continue
-                            if not n:
-                                self.writable = False
-                                return BLOCKED
-                            start += n
+                    elif self.once is None:
                         xfer = self.xfer = self.engine.start_send(fd, start, stop - start)
+                    elif self._send_range_once(fd, start, stop):
+                        self.at = at + 1
+                        continue
+                    elif not self.writable:
+                        return BLOCKED
+                    else:
+                        xfer = self.xfer
                 ahead = self.ahead
                 # A window not in the page cache would block the loop in the engine:
                 # park until the prefetch pool has read it (the worker wakes us).
