@@ -90,12 +90,13 @@ class Server:
                     stream.close()
 
     def worker_pids(self, at_least: int = 1, timeout: float = 10.0) -> list[int]:
-        """The supervisor's children (workers), waiting until there are ``at_least``."""
+        """The supervisor's children that are workers (not its metrics process),
+        waiting until there are ``at_least``."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                pids = [int(p) for p in f.read().split()]
+                pids = [int(p) for p in f.read().split() if _comm(int(p)) != "zcopy-metrics"]
             if len(pids) >= at_least or time.monotonic() > deadline:
                 return pids
             time.sleep(0.02)
@@ -105,6 +106,14 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def connect(port: int, timeout: float = 10.0) -> socket.socket:

@@ -94,6 +94,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seconds_arg(text: str) -> float:
+    """A duration that may be 0: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):   # also nan
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0: {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

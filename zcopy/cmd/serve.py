@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from zcopy.cli import pipe_size_arg, positive_float, positive_int, size_arg
+from zcopy.cli import pipe_size_arg, positive_float, positive_int, seconds_arg, size_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
@@ -65,8 +65,14 @@ def configure(p) -> None:
                    help="close a client that accepts no byte for this long")
     p.add_argument("--drain-timeout", type=positive_float, default=30.0,
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
+    p.add_argument("--drain-delay", type=seconds_arg, default=0.0, metavar="S",
+                   help="on SIGTERM, /readyz turns 503 and the listeners keep accepting this long "
+                        "before the drain starts (default: 0)")
+    p.add_argument("--worker-timeout", type=positive_float, default=30.0, metavar="S",
+                   help="replace a worker whose loop makes no progress this long (default: 30)")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
-                   help="also serve the live stats in Prometheus text format on this address")
+                   help="also serve the live stats in Prometheus text format, /healthz and /readyz "
+                        "on this address")
     p.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
                    help="read file windows missing from the page cache in a thread pool, off the event loop "
                         "(auto: on unless ROOT is on tmpfs/ramfs)")
@@ -107,7 +113,8 @@ def build_config(args):
                       show_hidden=args.show_hidden,
                       max_connections=args.max_connections, header_timeout=args.header_timeout,
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
-                      drain_timeout=args.drain_timeout, allow_write=args.allow_write,
+                      drain_timeout=args.drain_timeout, drain_delay=args.drain_delay,
+                      worker_timeout=args.worker_timeout, allow_write=args.allow_write,
                       token=_token(args.token, args.token_file, "--token-file", env="ZCOPY_TOKEN"),
                       read_token=_token(args.read_token, args.read_token_file, "--read-token-file"), max_upload=args.max_upload,
                       fsync=not args.no_fsync)
@@ -217,10 +224,10 @@ def run(args) -> int:
         return exc.code
     metrics = None
     if args.metrics is not None:
-        from zcopy.stats.metrics import MetricsServer
+        from zcopy.stats.metrics import bind
 
         try:
-            metrics = MetricsServer(*args.metrics).start()
+            metrics = bind(*args.metrics)
         except OSError as exc:
             for s in listeners:
                 s.close()
@@ -229,10 +236,18 @@ def run(args) -> int:
             return 1
     print_panel(cfg)
     if metrics is not None:
-        host, port = metrics.address
-        print(f"zcopy serve: metrics on http://{host}:{port}/metrics", file=sys.stderr)
-    try:
-        return Supervisor(cfg, listeners).run()
-    finally:
-        if metrics is not None:
-            metrics.stop()
+        host, port = metrics.getsockname()[:2]
+        print(f"zcopy serve: metrics on http://{host}:{port}/metrics (and /healthz, /readyz)", file=sys.stderr)
+    return Supervisor(cfg, listeners, metrics=metrics, reloader=reloader(args)).run()
+
+
+def reloader(args):
+    """What SIGHUP re-reads: the token files given (zcopy.server.reload)."""
+    from zcopy.server.reload import Reloader, token_file_hook
+
+    hooks = Reloader()
+    if args.token_file:
+        hooks.register("--token-file", token_file_hook(args.token_file, "token"))
+    if args.read_token_file:
+        hooks.register("--read-token-file", token_file_hook(args.read_token_file, "read_token"))
+    return hooks

@@ -35,6 +35,7 @@ from zcopy.server.writes import TEMP_PREFIX
 #: Precompressed siblings we look for, in our order of preference.
 ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 RESOLVE_TTL = 1.0
+_NEVER = float("-inf")
 #: O_NONBLOCK: nothing opened here may wait (a FIFO would wait for a writer); it
 #: changes nothing for a regular file's reads.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
@@ -113,7 +114,8 @@ class OpenFileCache:
     """url path -> FileEntry, bounded; the request path is a lookup + one stat."""
 
     def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
-                 symlink_targets: tuple[str, ...] = (), max_entries: int = 1024, watch=None) -> None:
+                 symlink_targets: tuple[str, ...] = (), max_entries: int = 1024, watch=None,
+                 generation=None) -> None:
         self.root = root
         self.follow_symlinks = follow_symlinks
         self.symlink_targets = symlink_targets   # realpaths links may also lead into
@@ -125,6 +127,10 @@ class OpenFileCache:
         self.watch = watch             # a FileWatch, or None: stat per request
         #: filesystem path (the file's or a sibling's) -> url paths whose entry it feeds
         self._users_of: dict[str, set[str]] = {}
+        #: the write generations of all workers (zcopy.server.shared.Generation): when
+        #: another worker wrote, every entry is re-resolved before it is trusted again
+        #: (its own folder's event may not have arrived yet, and a moved ancestor's never does)
+        self.generation = generation
 
     def resolve(self, url_path: str) -> str:
         """Filesystem path for a URL path, inside root (raises http.HttpError).
@@ -138,6 +144,8 @@ class OpenFileCache:
     def lookup(self, url_path: str) -> FileEntry | None:
         """The current entry for a regular file, or None when the path is a
         directory (the caller lists it). Raises HttpError(404/403) otherwise."""
+        if self.generation is not None and self.generation.changed():
+            self.revalidate()
         entry = self._entries.get(url_path)
         now = time.monotonic()
         if entry is not None and now - entry.resolved_at < RESOLVE_TTL:
@@ -291,6 +299,17 @@ class OpenFileCache:
                         if not users:
                             del self._users_of[fs_path]
             entry.retire()
+
+    def revalidate(self) -> None:
+        """Re-resolve and re-stat every entry at its next use (kept when the
+        file is still the same, rebuilt otherwise): another worker wrote."""
+        for entry in self._entries.values():
+            entry.resolved_at = _NEVER
+
+    def written(self) -> None:
+        """This worker answered a write: the other workers must revalidate."""
+        if self.generation is not None:
+            self.generation.bump()
 
     def invalidate(self, fs_path: str | None = None) -> None:
         """Forget entries (all, or those for one filesystem path): called by writes."""

@@ -110,6 +110,7 @@ class Writer:
             writes.mkcol(target)
             status = 201
         self.cache.invalidate(target.path)
+        self.cache.written()
         return self.empty(status, close, req.version)
 
     def _put(self, req: http.Request, target: writes.Target) -> Upload:
@@ -137,6 +138,7 @@ class Writer:
             upload.abort()
             raise http_error_for(exc) from None
         self.cache.invalidate(upload.target.path)
+        self.cache.written()
         return self.empty(status, closing or not req.keep_alive, req.version)
 
     def empty(self, status: int, close: bool, version) -> Reply:
