@@ -234,11 +234,13 @@ def run(args) -> int:
             print(f"zcopy serve: error: cannot serve --metrics on {args.metrics[0]}:{args.metrics[1]}: "
                   f"{exc.strerror}", file=sys.stderr)
             return 1
+    # Built before the address is printed: from then on a signal is the supervisor's to handle.
+    supervisor = Supervisor(cfg, listeners, metrics=metrics, reloader=reloader(args))
     print_panel(cfg)
     if metrics is not None:
         host, port = metrics.getsockname()[:2]
         print(f"zcopy serve: metrics on http://{host}:{port}/metrics (and /healthz, /readyz)", file=sys.stderr)
-    return Supervisor(cfg, listeners, metrics=metrics, reloader=reloader(args)).run()
+    return supervisor.run()
 
 
 def reloader(args):

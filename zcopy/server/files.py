@@ -129,7 +129,8 @@ class OpenFileCache:
         self._users_of: dict[str, set[str]] = {}
         #: the write generations of all workers (zcopy.server.shared.Generation): when
         #: another worker wrote, every entry is re-resolved before it is trusted again
-        #: (its own folder's event may not have arrived yet, and a moved ancestor's never does)
+        #: (a moved ancestor raises no event in the folders we watch). Checked once
+        #: per request by ``sync`` (the responder, before its memo).
         self.generation = generation
 
     def resolve(self, url_path: str) -> str:
@@ -144,8 +145,6 @@ class OpenFileCache:
     def lookup(self, url_path: str) -> FileEntry | None:
         """The current entry for a regular file, or None when the path is a
         directory (the caller lists it). Raises HttpError(404/403) otherwise."""
-        if self.generation is not None and self.generation.changed():
-            self.revalidate()
         entry = self._entries.get(url_path)
         now = time.monotonic()
         if entry is not None and now - entry.resolved_at < RESOLVE_TTL:
@@ -299,6 +298,12 @@ class OpenFileCache:
                         if not users:
                             del self._users_of[fs_path]
             entry.retire()
+
+    def sync(self) -> None:
+        """Once per request, before any entry is trusted: another worker's write
+        since the last request makes every entry re-validate."""
+        if self.generation is not None and self.generation.changed():
+            self.revalidate()
 
     def revalidate(self) -> None:
         """Re-resolve and re-stat every entry at its next use (kept when the

@@ -53,6 +53,7 @@ class Responder:
         distinct head) gets the same Reply for as long as the entry is
         trusted and its head's Date line is this second's."""
         date = self.date.get()
+        self.cache.sync()       # another worker's write: nothing cached is trusted unchecked
         if not closing:
             known = self._answers.get(req)
             if known is not None:

@@ -147,6 +147,8 @@ class Supervisor:
         self.kill_at = 0.0
         self.failed = False
         self._prctl = _load_prctl()
+        # From now on the signals we act on wait for ``run`` instead of killing us.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
