@@ -168,7 +168,7 @@ def test_sigusr1_reopens_the_access_log_after_a_rename(root, tmp_path):
 
 
 def test_a_stopped_worker_is_replaced(root):
-    with Server(root, "--workers", "2", "--worker-timeout", "1") as srv:
+    with Server(root, "--workers", "2", "--worker-timeout", "3") as srv:
         workers = srv.worker_pids(2)
         os.kill(workers[0], signal.SIGSTOP)
         try:
@@ -240,12 +240,14 @@ def test_the_drain_proceeds_after_the_delay(root):
         assert s.connect_ex(("127.0.0.1", srv.port)) != 0
 
 
-@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
-def test_a_bad_drain_delay_is_a_usage_error(tmp_path, value):
-    out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path), f"--drain-delay={value}"],
+@pytest.mark.parametrize("flag,value", [("--drain-delay", "-1"), ("--drain-delay", "nan"), ("--drain-delay", "inf"),
+                                        ("--drain-delay", "soon"), ("--worker-timeout", "1"),
+                                        ("--worker-timeout", "inf")])
+def test_a_bad_delay_or_timeout_is_a_usage_error(tmp_path, flag, value):
+    out = subprocess.run([sys.executable, "-m", "zcopy", "serve", str(tmp_path), f"{flag}={value}"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
-    assert "--drain-delay" in out.stderr and len(out.stderr.strip().splitlines()) <= 2
+    assert flag in out.stderr and len(out.stderr.strip().splitlines()) <= 2, out.stderr
 
 
 # -- the write generation --------------------------------------------------------------

@@ -36,6 +36,15 @@ def port_arg(text: str) -> int:
     return port
 
 
+def worker_timeout_arg(text: str) -> float:
+    """An idle loop turns once a second (its tick): a timeout under two
+    seconds would replace healthy idle workers."""
+    value = seconds_arg(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 seconds: {text!r}")
+    return value
+
+
 def metrics_arg(text: str) -> tuple[str, int]:
     from zcopy.stats.metrics import parse_hostport
 
@@ -68,8 +77,8 @@ def configure(p) -> None:
     p.add_argument("--drain-delay", type=seconds_arg, default=0.0, metavar="S",
                    help="on SIGTERM, /readyz turns 503 and the listeners keep accepting this long "
                         "before the drain starts (default: 0)")
-    p.add_argument("--worker-timeout", type=positive_float, default=30.0, metavar="S",
-                   help="replace a worker whose loop makes no progress this long (default: 30)")
+    p.add_argument("--worker-timeout", type=worker_timeout_arg, default=30.0, metavar="S",
+                   help="replace a worker whose loop makes no progress this long, >= 2 (default: 30)")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
                    help="also serve the live stats in Prometheus text format, /healthz and /readyz "
                         "on this address")
