@@ -36,6 +36,10 @@ from zcopy.server.writes import TEMP_PREFIX
 ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 RESOLVE_TTL = 1.0
 _NEVER = float("-inf")
+
+
+def _no_change() -> bool:
+    return False
 #: O_NONBLOCK: nothing opened here may wait (a FIFO would wait for a writer); it
 #: changes nothing for a regular file's reads.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
@@ -132,6 +136,7 @@ class OpenFileCache:
         #: (a moved ancestor raises no event in the folders we watch). Checked once
         #: per request by ``sync`` (the responder, before its memo).
         self.generation = generation
+        self._foreign_write = generation.changed if generation is not None else _no_change
 
     def resolve(self, url_path: str) -> str:
         """Filesystem path for a URL path, inside root (raises http.HttpError).
@@ -302,7 +307,7 @@ class OpenFileCache:
     def sync(self) -> None:
         """Once per request, before any entry is trusted: another worker's write
         since the last request makes every entry re-validate."""
-        if self.generation is not None and self.generation.changed():
+        if self._foreign_write():
             self.revalidate()
 
     def revalidate(self) -> None:

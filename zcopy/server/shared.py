@@ -12,12 +12,13 @@ process killed mid-write cannot leave anything held):
   written by that worker once per turn (one float store); the supervisor
   replaces a worker whose beat is older than ``--worker-timeout``.
 - ``generations[g]``: how many successful writes (PUT, DELETE, MOVE, MKCOL)
-  the worker holding generation slot ``g`` has answered. Every worker compares
-  the whole array with the copy it saw last, once per request that uses its
-  file cache; any difference means another worker changed the tree, and the
-  cached resolutions are re-validated before they are trusted again (see
-  ``Generation``). Each live process has its own slot (the supervisor hands
-  them out), so increments are never lost to a concurrent writer.
+  the worker holding generation slot ``g`` has answered, and ``last_write``,
+  a value no write has used before, set by each write. Every worker reads
+  ``last_write`` once per request; when it moved, and the array shows that
+  another worker wrote, the cached resolutions are re-validated before they
+  are trusted again (see ``Generation``). Each live process has its own slot
+  (the supervisor hands them out), so no increment is lost to a concurrent
+  writer and no two writes set ``last_write`` to the same value.
 
 ``CLOCK_MONOTONIC`` is one clock for the whole machine, so a beat written by
 one process can be compared with the time read in another.
@@ -38,13 +39,14 @@ class SharedState:
         self.workers = workers
         #: a worker per slot, the ones retiring after a reload, and spares
         self.generation_slots = 4 * workers + 4
-        size = 8 + 8 * workers + 8 * self.generation_slots
+        size = 16 + 8 * workers + 8 * self.generation_slots
         self._mm = mmap.mmap(-1, size)     # anonymous: MAP_SHARED, survives fork
         view = memoryview(self._mm)
         self._phase = view[0:8].cast("Q")
-        self.beats = view[8:8 + 8 * workers].cast("d")
-        self.generation_span = (8 + 8 * workers, size)
-        self.generations = view[8 + 8 * workers:].cast("Q")
+        self.last_write = view[8:16].cast("Q")
+        self.beats = view[16:16 + 8 * workers].cast("d")
+        self.generation_span = (16 + 8 * workers, size)
+        self.generations = view[16 + 8 * workers:].cast("Q")
         self._free = list(range(self.generation_slots))
         self._held: dict[int, int] = {}    # pid -> generation slot
 
@@ -59,10 +61,13 @@ class SharedState:
     # -- supervisor side ---------------------------------------------------------
 
     def take_generation_slot(self) -> int:
-        """A generation slot no live process writes (the supervisor, before a fork)."""
-        if self._free:
-            return self._free.pop()
-        return len(self._held) % self.generation_slots   # cannot happen with 4x spares; stay correct-ish
+        """A generation slot no live process writes (the supervisor, before a
+        fork). A reaped child gives its slot back before its replacement is
+        forked, and a reload waits while too few are free (``free_slots``)."""
+        return self._free.pop()
+
+    def free_slots(self) -> int:
+        return len(self._free)
 
     def hold(self, pid: int, slot: int) -> None:
         self._held[pid] = slot
@@ -77,38 +82,47 @@ class SharedState:
 class Generation:
     """A worker's view of the write generations.
 
-    ``bump()`` after each successful write (in this worker's own slot);
-    ``changed()`` once per request: True when any other worker wrote since
-    the last call. A worker's own writes do not count as changes (it
-    invalidates precisely what it wrote), others' always do.
+    ``bump()`` after each successful write; ``changed()`` once per request:
+    True when another worker wrote since the last call (a worker's own writes
+    do not count: it invalidated precisely what it wrote).
+
+    The common case reads one word: ``last``, which every writer sets to a
+    value never used before (its slot's new count and its slot number) after
+    bumping its slot. Only when ``last`` moved is the per-slot array compared
+    with the copy seen before, to tell another worker's write from our own.
+    A writer bumps its slot before it sets ``last`` (x86 and the kernel's
+    memory model keep plain stores in order across processes), so whoever
+    sees the new ``last`` sees the bumped slot.
     """
 
-    __slots__ = ("_mm", "_span", "_mine", "_slot", "_seen")
+    __slots__ = ("_last", "_mm", "_span", "_mine", "_slot", "_seen", "_snap", "_own")
 
     def __init__(self, shared: SharedState | None = None, slot: int = 0) -> None:
         if shared is None:                 # a worker built without a supervisor (tests, tools)
             shared = SharedState(1)
+        self._last = shared.last_write
         self._mm = shared._mm
         self._span = slice(*shared.generation_span)
         self._mine = shared.generations
         self._slot = slot
-        self._seen = self._mm[self._span]
+        self._seen = self._last[0]
+        self._snap = self._mm[self._span]
+        self._own = slice(8 * slot, 8 * slot + 8)
 
     def changed(self) -> bool:
-        # A copy and a compare of a few hundred bytes, both in C (a memoryview
-        # compare goes item by item: 3x slower); False in the common case.
-        now = self._mm[self._span]
-        if now == self._seen:
+        last = self._last[0]
+        if last == self._seen:
             return False
-        self._seen = now
-        return True
+        self._seen = last
+        snap, self._snap = self._snap, self._mm[self._span]
+        own = self._own
+        return snap[:own.start] != self._snap[:own.start] or snap[own.stop:] != self._snap[own.stop:]
 
     def bump(self) -> None:
         """This worker answered a write: the others must re-validate."""
-        others = self._mm[self._span] != self._seen     # another worker wrote too: keep that visible
-        self._mine[self._slot] += 1
-        if not others:
-            self._seen = self._mm[self._span]
+        count = self._mine[self._slot] + 1
+        self._mine[self._slot] = count
+        self._last[0] = (count << 16) | self._slot
 
 
 #: Set in a forked child by the supervisor (``enter``): the shared state and this

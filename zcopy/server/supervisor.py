@@ -247,6 +247,10 @@ class Supervisor:
             from zcopy.server.reload import Reloader
 
             self.reloader = Reloader()
+        if self.shared.free_slots() < len(self.pids):
+            print("zcopy: SIGHUP: workers replaced by earlier reloads are still draining; try again later",
+                  file=sys.stderr)
+            return
         changed, messages = self.reloader.run(self.config)
         for line in messages:
             print(f"zcopy: SIGHUP: {line}", file=sys.stderr)
