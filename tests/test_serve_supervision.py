@@ -183,6 +183,25 @@ def test_a_stopped_worker_is_replaced(root):
         assert srv.stop() == 0
 
 
+def test_stopping_the_whole_server_does_not_replace_its_workers(root):
+    """Ctrl-Z stops the supervisor with its workers: after SIGCONT their old
+    beats are not taken for stuck loops."""
+    with Server(root, "--workers", "2", "--worker-timeout", "2") as srv:
+        workers = srv.worker_pids(2)
+        group = [srv.proc.pid, *workers]
+        for pid in group:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(3.5)              # the condition itself: stopped for longer than --worker-timeout
+        for pid in reversed(group):
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 3  # a few of the supervisor's checks (every 0.5 s)
+        while time.monotonic() < deadline:
+            assert sorted(srv.worker_pids(2)) == sorted(workers)
+            time.sleep(0.1)
+        assert get(srv.port, "/f.txt")[2] == b"hello\n"
+        assert srv.stop() == 0
+
+
 # -- the metrics process ---------------------------------------------------------------
 
 

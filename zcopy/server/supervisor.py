@@ -146,6 +146,7 @@ class Supervisor:
         self.stopping = False
         self.kill_at = 0.0
         self.failed = False
+        self._checked = time.monotonic()      # when _check_time last ran
         self._prctl = _load_prctl()
         # From now on the signals we act on wait for ``run`` instead of killing us.
         signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
@@ -203,8 +204,16 @@ class Supervisor:
         for pid, kill_at in list(self.retiring.items()):
             if now > kill_at:
                 _signal(pid, signal.SIGKILL)
+        gap, self._checked = now - self._checked, now
         if self.worker_timeout:
             beats = self.shared.beats
+            if gap > _POLL + 1.0:
+                # We did not run for a while ourselves: stopped with the whole
+                # group (Ctrl-Z) or starved. Stale beats then say nothing about
+                # the workers: they start counting again from now.
+                for slot in self.pids.values():
+                    beats[slot] = max(beats[slot], now)
+                return
             for pid, slot in list(self.pids.items()):
                 if now - beats[slot] > self.worker_timeout:
                     print(f"zcopy: worker {slot} (pid {pid}) made no progress for {now - beats[slot]:.1f}s; "
