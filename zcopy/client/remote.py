@@ -84,7 +84,7 @@ def _destination(remote: Remote, destination: str) -> str:
     else:
         path = posixpath.join(posixpath.dirname(unquote(remote.path).rstrip("/")), destination)
     if path.endswith("/"):
-        path += remote.name
+        path += unquote(remote.path.rstrip("/").rpartition("/")[2])
     return remote.with_path(posixpath.normpath(path) if path != "/" else path).path
 
 
