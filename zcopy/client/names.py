@@ -37,14 +37,17 @@ def plain_file_name(name: str) -> str:
            "contains NUL" if b"\0" in raw else
            "contains control characters" if _CONTROL.search(raw.decode("utf-8", "replace")) else None)
     if why:
-        raise ClientError(f"refusing to save as {shown(name)!r}: the name {why} (give -o FILE)")
+        raise ClientError(f"refusing to save as '{shown(name)}': the name {why} (give -o FILE)")
     return name
 
 
 def shown(path: str | bytes) -> str:
     """A local path (str with surrogateescape, or bytes) or a decoded remote
     path as it appears in messages."""
-    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    try:
+        raw = path if isinstance(path, bytes) else os.fsencode(path)
+    except UnicodeEncodeError:            # a surrogate that no byte decodes to (from JSON "\ud800")
+        raw = path.encode("utf-8", "backslashreplace")
     text = raw.decode("utf-8", "backslashreplace")
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
