@@ -102,10 +102,11 @@ def _fetch(remote: Remote, part: Partial, token, decrypt, quiet, timeout, force)
         fd = part.fd
         if not decrypt:
             part.remember(resp.headers.get("etag") or resp.headers.get("last-modified"))
+        head = _age_header(body, remote) if decrypt else b""
         label = f"get {remote.name or remote.shown}"
         with transfer_bar(label, total, quiet=quiet, completed=offset) as bar:
             if decrypt:
-                _decrypt_body(body, fd, bar, decrypt, remote)
+                _decrypt_body(_Prefixed(head, body), fd, bar, decrypt)
                 total = None  # a plaintext length; the ciphertext's was checked as it streamed
             else:
                 _write_body(conn, body, fd, offset, total, bar, timeout)
@@ -132,20 +133,26 @@ def _write_body(conn: Connection, body, fd: int, offset: int, total: int | None,
         recv_file(conn.sock, fd, offset, body.remaining, bar, timeout)
 
 
-def _decrypt_body(body, fd: int, bar, decrypt: dict, remote: Remote) -> None:
+def _age_header(body, remote: Remote) -> bytes:
+    """The body's first bytes, which must be an age header's (binary or armored)."""
+    want = len(AGE_MAGIC[1])
+    head = body.read(want)
+    while len(head) < want and (more := body.read(want - len(head))):
+        head += more
+    if not head.startswith(AGE_MAGIC):
+        raise ClientError(f"{remote.shown} is not an age file (no age header); "
+                          f"download it without --decrypt")
+    return head
+
+
+def _decrypt_body(body, fd: int, bar, decrypt: dict) -> None:
     """Plaintext of a failed decryption is not kept (the caller discards the
     partial file): a wrong key, a cut or a tampered file must not leave
     something that looks like a download."""
     from zcopy.client.crypto import decrypt_stream
 
-    head = body.read(len(AGE_MAGIC[1]))
-    while len(head) < len(AGE_MAGIC[1]) and (more := body.read(len(AGE_MAGIC[1]) - len(head))):
-        head += more
-    if not head.startswith(AGE_MAGIC):
-        raise ClientError(f"{remote.shown} is not an age file (no age header); "
-                          f"download it without --decrypt")
     with os.fdopen(os.dup(fd), "wb") as sink:
-        decrypt_stream(CountingReader(_Prefixed(head, body), bar), sink, **decrypt)
+        decrypt_stream(CountingReader(body, bar), sink, **decrypt)
     if body.read(1):
         raise ClientError("data after the end of the age file")
 
