@@ -411,3 +411,15 @@ def test_the_client_does_not_import_the_server(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_put_of_a_name_that_is_not_utf8_keeps_its_bytes(server, tmp_path):
+    local = os.path.join(bytes(tmp_path), b"na\xefve")
+    with open(local, "wb") as f:
+        f.write(b"bytes")
+    os.mkdir(os.path.join(server.root, "raw"))
+    out = subprocess.run([sys.executable, "-m", "zcopy", "put", local, f"{server.url}/raw/", "--token", TOKEN],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.endswith(b"\ncreated /raw/na\\xefve (5 B)\n") and b"\\udc" not in out.stderr
+    assert os.listdir(os.path.join(os.fsencode(server.root), b"raw")) == [b"na\xefve"]

@@ -13,8 +13,9 @@ written NAME.age or loses NAME without a whole NAME.age beside it:
    and the file is reported as failed (exit 1).
 
 A crash leaves at worst a hidden ``.NAME.*.sealing`` temp file (later runs
-skip it; delete it by hand) or both NAME and NAME.age, never neither. Files already ending in ``.age``, symlinks and special files are
-skipped; symlinked folders are not followed.
+skip it; delete it by hand) or both NAME and NAME.age, never neither. Files
+already ending in ``.age``, symlinks and special files are skipped; symlinked
+folders are not followed.
 """
 
 from __future__ import annotations

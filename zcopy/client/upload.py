@@ -43,7 +43,8 @@ def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict
     """PUT the file at ``path`` to ``remote`` (a folder URL gets the file's
     name appended); ``encrypt`` holds encrypt_stream kwargs."""
     if remote.path.endswith("/"):
-        remote = Remote(remote.host, remote.port, remote.path + quote(os.path.basename(path)), remote.query)
+        name = quote(os.fsencode(os.path.basename(path)))      # bytes: a non-UTF-8 name keeps them
+        remote = Remote(remote.host, remote.port, remote.path + name, remote.query)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -59,7 +60,7 @@ def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict
             early = _early_answer(conn)
             if early is None:
                 try:
-                    with transfer_bar(f"put {os.path.basename(path)}", st.st_size, quiet=quiet) as bar:
+                    with transfer_bar(f"put {shown(os.path.basename(path))}", st.st_size, quiet=quiet) as bar:
                         if encrypt:
                             _send_encrypted(conn, fd, bar, encrypt)
                         else:
