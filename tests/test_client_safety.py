@@ -395,6 +395,12 @@ def test_a_name_that_is_not_utf8_is_saved_with_its_bytes(tmp_path):
     assert out.returncode == 0, out.stderr
     assert os.listdir(bytes(tmp_path)) == [b"caf\xe9.txt"]
     assert "saved caf\\xe9.txt" in out.stderr
+    with RawServer(lambda head: ok(b"bytes")) as srv:                  # a local error line shows it alike
+        missing = subprocess.run([sys.executable, "-m", "zcopy", "get", f"{srv.url}/f", "-o",
+                                  os.path.join(bytes(tmp_path), b"gone\xe9", b"f")], capture_output=True, timeout=60)
+    assert missing.returncode == 1 and missing.stderr.count(b"\n") == 1, missing.stderr
+    assert missing.stderr.startswith(b"zcopy get: No such file or directory: ")
+    assert missing.stderr.endswith(b"gone\\xe9\n"), missing.stderr
 
 
 # -- 8. layering --------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ def run_reporting(command: str, action) -> int:
         sys.stderr.write(f"zcopy {command}: {exc}\n")
         return 1
     except OSError as exc:      # a local file: cannot create FILE.part, disk full, FILE is a folder...
-        where = f": {exc.filename}" if exc.filename else ""
+        from zcopy.client.names import shown
+
+        where = f": {shown(exc.filename)}" if exc.filename else ""
         sys.stderr.write(f"zcopy {command}: {exc.strerror or exc}{where}\n")
         return 1
