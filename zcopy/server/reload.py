@@ -49,7 +49,7 @@ class Reloader:
 def token_file_hook(path: str, attribute: str) -> Callable:
     """Re-read a token file (``--token-file``/``--read-token-file``) into
     ``config.<attribute>``. The token itself is never logged."""
-    from zcopy.server.auth import read_token_file
+    from zcopy.tokens import read_token_file
 
     def reload(config) -> str | None:
         try:

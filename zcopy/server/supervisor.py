@@ -160,19 +160,21 @@ class Supervisor:
                 self._spawn(slot)
             while self.pids or self.retiring or not self.stopping:
                 info = signal.sigtimedwait(_WATCHED, self._timeout())
-                if info is None:
+                # None: the timeout. A signo we did not ask for: CPython 3.11 returns
+                # an uninitialised siginfo when the wait is interrupted by a stop and
+                # SIGCONT (Ctrl-Z, fg): a wake-up like the timeout, never a stop.
+                signo = info.si_signo if info is not None else 0
+                if signo == signal.SIGCHLD or signo not in _WATCHED:
                     self._reap()   # a SIGCHLD may have coalesced with another
-                elif info.si_signo == signal.SIGCHLD:
-                    self._reap()
-                elif info.si_signo == signal.SIGHUP:
+                elif signo == signal.SIGHUP:
                     self._reload()
-                elif info.si_signo == signal.SIGUSR1:
+                elif signo == signal.SIGUSR1:
                     self._reopen_logs()
                 elif self.stopping or self.lame_duck_until:
                     self._kill_all()
                     return 1
                 else:
-                    self.request_stop(info.si_signo)
+                    self.request_stop(signo)
                 self._check_time()
             return 1 if self.failed else 0
         finally:
