@@ -161,8 +161,10 @@ class Supervisor:
             while self.pids or self.retiring or not self.stopping:
                 info = signal.sigtimedwait(_WATCHED, self._timeout())
                 # None: the timeout. A signo we did not ask for: CPython 3.11 returns
-                # an uninitialised siginfo when the wait is interrupted by a stop and
-                # SIGCONT (Ctrl-Z, fg): a wake-up like the timeout, never a stop.
+                # an uninitialised siginfo when the wait was interrupted (EINTR: a
+                # stop and SIGCONT, Ctrl-Z then fg) after its deadline had passed
+                # (signalmodule.c breaks out of its retry loop and fills si anyway):
+                # a wake-up like the timeout, never a stop.
                 signo = info.si_signo if info is not None else 0
                 if signo == signal.SIGCHLD or signo not in _WATCHED:
                     self._reap()   # a SIGCHLD may have coalesced with another
