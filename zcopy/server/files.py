@@ -13,6 +13,9 @@ served with a stale length. The full path resolution (the root-escape checks
 in ``zcopy.http.resolve_path``) and a stat are redone at most once per
 ``RESOLVE_TTL`` seconds per path, watched or not: that catches what no folder
 event reports (an ancestor folder swapped for a link, a write through mmap).
+A write answered by another worker (a MOVE of an ancestor raises no event in
+our folders) makes every entry re-resolve at its next use at once: ``sync``
+reads the shared write generation once per request (zcopy.server.shared).
 
 An entry's fd may be in use by transfers when the entry is replaced or
 evicted; entries are reference-counted and the fd is closed only when the
@@ -35,15 +38,15 @@ from zcopy.server.writes import TEMP_PREFIX
 #: Precompressed siblings we look for, in our order of preference.
 ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 RESOLVE_TTL = 1.0
-_NEVER = float("-inf")
-
-
-def _no_change() -> bool:
-    return False
+_NEVER = float("-inf")   # an entry's resolved_at that makes its next use re-resolve it
 #: O_NONBLOCK: nothing opened here may wait (a FIFO would wait for a writer); it
 #: changes nothing for a regular file's reads.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _NO_FDS = (errno.EMFILE, errno.ENFILE)
+
+
+def _no_change() -> bool:
+    return False
 
 
 @dataclass(slots=True, eq=False)
