@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from zcopy.cli import pipe_size_arg, positive_float, positive_int, size_arg
+from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, seconds_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
@@ -22,8 +22,17 @@ HELP = "serve a folder over HTTP with zero-copy sends"
 ENGINES = {"sendfile": "sendfile", "splice": "splice", "mmap": "mmap_send", "readwrite": "read_send"}
 
 
+#: More worker processes than this is a typo: each holds its own loop, caches and fds.
+MAX_WORKERS = 1024
+
+
 def workers_arg(text: str) -> int | str:
-    return "auto" if text == "auto" else positive_int(text)
+    if text == "auto":
+        return "auto"
+    value = positive_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS} workers: {text!r}")
+    return value
 
 
 def port_arg(text: str) -> int:
@@ -59,11 +68,11 @@ def configure(p) -> None:
                    help="with --follow-symlinks, links may also lead into DIR (repeatable)")
     p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
     p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
-    p.add_argument("--header-timeout", type=positive_float, default=10.0, help="seconds to receive a request head")
-    p.add_argument("--idle-timeout", type=positive_float, default=60.0, help="keep-alive idle seconds")
-    p.add_argument("--send-timeout", type=positive_float, default=60.0,
+    p.add_argument("--header-timeout", type=seconds_arg, default=10.0, help="seconds to receive a request head")
+    p.add_argument("--idle-timeout", type=seconds_arg, default=60.0, help="keep-alive idle seconds")
+    p.add_argument("--send-timeout", type=seconds_arg, default=60.0,
                    help="close a client that accepts no byte for this long")
-    p.add_argument("--drain-timeout", type=positive_float, default=30.0,
+    p.add_argument("--drain-timeout", type=seconds_arg, default=30.0,
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
                    help="also serve the live stats in Prometheus text format on this address")
@@ -81,7 +90,7 @@ def configure(p) -> None:
     read_token.add_argument("--read-token", help="token reads need (default: reads are open)")
     read_token.add_argument("--read-token-file", metavar="PATH",
                             help="read the read token from this file (first line), out of sight of ps")
-    w.add_argument("--max-upload", type=size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
+    w.add_argument("--max-upload", type=positive_size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
     w.add_argument("--no-fsync", action="store_true", help="do not fsync uploads before renaming them into place")
 
 
