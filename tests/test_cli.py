@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from serverutil import serve_refused
 from zcopy.cli import COMMANDS
 
 
@@ -79,7 +80,7 @@ def test_bad_usage_is_one_line_and_exit_2(args, says):
 ])
 def test_serve_numeric_flags_are_validated(tmp_path, flag, value, says):
     """Every numeric `zcopy serve` flag: a bad value is one line and exit 2, before anything binds."""
-    out = zcopy("serve", str(tmp_path), "--port", "0", f"{flag}={value}")
+    out = serve_refused(str(tmp_path), "--port", "0", f"{flag}={value}")
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"zcopy serve: error: argument {flag}") \

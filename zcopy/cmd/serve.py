@@ -84,10 +84,10 @@ def configure(p) -> None:
     w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
                    help="how upload bytes reach the file (splice: socket->pipe->file; recv: recv_into+pwrite)")
     token = w.add_mutually_exclusive_group()
-    token.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too")
+    token.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too; needs --allow-write")
     token.add_argument("--token-file", metavar="PATH", help="read the write token from this file (first line)")
     read_token = w.add_mutually_exclusive_group()
-    read_token.add_argument("--read-token", help="token reads need (default: reads are open)")
+    read_token.add_argument("--read-token", help="token reads need (default: reads are open); with --allow-write, a write token is needed too")
     read_token.add_argument("--read-token-file", metavar="PATH",
                             help="read the read token from this file (first line), out of sight of ps")
     w.add_argument("--max-upload", type=positive_size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
@@ -111,14 +111,14 @@ def build_config(args):
         raise StartupError("--symlink-target needs --follow-symlinks", code=2)
     if args.access_log and args.access_log != "-":
         _check_access_log(args.access_log)
+    token, read_token = _tokens(args)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
                       show_hidden=args.show_hidden,
                       max_connections=args.max_connections, header_timeout=args.header_timeout,
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
                       drain_timeout=args.drain_timeout, allow_write=args.allow_write,
-                      token=_token(args.token, args.token_file, "--token-file", env="ZCOPY_TOKEN"),
-                      read_token=_token(args.read_token, args.read_token_file, "--read-token-file"), max_upload=args.max_upload,
+                      token=token, read_token=read_token, max_upload=args.max_upload,
                       fsync=not args.no_fsync)
     reasons = cfg.reasons
     profile = None
@@ -174,6 +174,26 @@ def _check_access_log(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
     except OSError as exc:
         raise StartupError(f"cannot open --access-log {path}: {exc.strerror}") from None
+
+
+def _tokens(args) -> tuple[str | None, str | None]:
+    """(write token, read token). Writes are never anonymous where reads need
+    a token; a write token given to a read-only server is a mistake, said so
+    (``$ZCOPY_TOKEN``, which the client reads too, is ignored there instead)."""
+    if not args.allow_write and (args.token is not None or args.token_file):
+        flag = "--token" if args.token is not None else "--token-file"
+        raise StartupError(f"{flag} guards writes, but this server is read-only: add --allow-write, "
+                           "or use --read-token to guard reads", code=2)
+    for flag, value in (("--token", args.token), ("--read-token", args.read_token)):
+        if value == "":
+            raise StartupError(f"{flag} is empty", code=2)
+    token = _token(args.token, args.token_file, "--token-file", env="ZCOPY_TOKEN") if args.allow_write else None
+    read_token = _token(args.read_token, args.read_token_file, "--read-token-file")
+    if args.allow_write and read_token and not token:
+        raise StartupError("--allow-write with a read token needs a write token (--token, --token-file or "
+                           "$ZCOPY_TOKEN): without one, anyone could write where only token holders may read",
+                           code=2)
+    return token, read_token
 
 
 def _token(value: str | None, path: str | None, flag: str, env: str | None = None) -> str | None:
