@@ -14,6 +14,7 @@ import sys
 import time
 
 _ADDR = re.compile(rb"http://127\.0\.0\.1:(\d+)/")
+_PANEL_END = "╰".encode()
 
 
 class Server:
@@ -41,7 +42,7 @@ class Server:
                     break
                 buf += chunk
                 m = _ADDR.search(buf)
-                if m:
+                if m and _PANEL_END in buf[m.end():]:   # the whole start-up panel
                     self.port = int(m.group(1))
                     self.stderr = buf
                     self._wait_listening(deadline)

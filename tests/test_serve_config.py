@@ -62,3 +62,37 @@ def test_read_token_with_writes_and_environment_token_keeps_writes_guarded(root)
         assert put(s.port, "/a.txt", b"writer", {"Authorization": "Bearer wr1te"}) == 204
         assert get(s.port, "/a.txt", {"Authorization": "Bearer r3ad"})[2] == b"writer"
     assert (root / "a.txt").read_bytes() == b"writer"
+
+
+def panel(server: Server) -> dict[str, str]:
+    """The start-up panel's rows: setting -> value (the first line of each row)."""
+    rows = {}
+    for line in server.stderr.decode().splitlines():
+        cells = [c for c in line.strip("│ ").split("  ") if c.strip()]
+        if len(cells) >= 2 and cells[0].strip() and not line.startswith("│   "):
+            rows[cells[0].strip()] = cells[1].strip()
+    return rows
+
+
+@pytest.mark.parametrize("args, shown, hidden", [
+    ([], {"send engine": "sendfile", "writes": "off (read-only)", "reads": "open (no token)"},
+     ["upload engine", "pipe size"]),
+    (["--allow-write"], {"upload engine": "recv_pwrite", "writes": "on, NO TOKEN: anyone who can connect may write"},
+     ["pipe size"]),
+    # a splicing upload engine on a read-only server is not in effect: neither it nor its pipes are shown
+    (["--upload-engine", "splice", "--pipe-size", "64KiB"], {"send engine": "sendfile"},
+     ["upload engine", "pipe size"]),
+    (["--allow-write", "--upload-engine", "splice", "--pipe-size", "64KiB"],
+     {"upload engine": "splice", "pipe size": "64.0 KiB"}, []),
+    (["--engine", "splice", "--read-token", "r"], {"send engine": "splice", "pipe size": "1.0 MiB",
+                                                  "reads": "token required"}, ["upload engine"]),
+])
+def test_panel_shows_only_what_is_in_effect(root, args, shown, hidden):
+    with Server(root, *args, env={"ZCOPY_TOKEN": "", "COLUMNS": "400"}) as s:
+        rows = panel(s)
+        assert rows["root"] == str(root) and rows["workers"] == "1", rows
+        for name, value in shown.items():
+            assert rows.get(name) == value, rows
+        for name in hidden:
+            assert name not in rows, rows
+        assert "unused" not in s.stderr.decode()

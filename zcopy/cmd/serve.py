@@ -2,10 +2,18 @@
 conditionals, listings, precompressed siblings, keep-alive and pipelining,
 on one epoll loop per worker (SO_REUSEPORT).
 
-With --auto the kernel probe's cached recommendation (or a quick probe) picks
-the engine, pipe size and worker count; any explicit flag overrides its one
-choice. SIGTERM/SIGINT drain in-flight transfers and exit 0; a second signal
-exits at once."""
+Engines. Without --auto: downloads use sendfile, uploads (--allow-write) use
+recv_into + pwrite, one worker; no pipes. With --auto the kernel probe's
+cached recommendation (or a quick probe) decides: downloads use sendfile where
+it works from ROOT's filesystem, else splice (file -> pipe -> socket), else
+mmap, else read + send; uploads use splice (socket -> pipe -> file) where both
+splices work, else recv_into + pwrite; plus the pipe size (used only by an
+engine that splices) and the worker count. --engine, --upload-engine,
+--pipe-size and --workers each override their one choice. The start-up panel
+shows what is in effect and why.
+
+SIGTERM/SIGINT drain in-flight transfers and exit 0; a second signal exits at
+once."""
 
 from __future__ import annotations
 
@@ -60,8 +68,9 @@ def configure(p) -> None:
     p.add_argument("--port", type=port_arg, default=8000, help="TCP port, 0 for any free one (default: 8000)")
     p.add_argument("--auto", action="store_true", help="apply the kernel probe's recommendation")
     p.add_argument("--workers", type=workers_arg, default=None, help="worker processes, or 'auto' (one per CPU)")
-    p.add_argument("--engine", choices=["auto", *ENGINES], default="auto", help="how file bytes are sent")
-    p.add_argument("--pipe-size", type=pipe_size_arg, default=None, help="pipe size for the splice engine")
+    p.add_argument("--engine", choices=["auto", *ENGINES], default="auto",
+                   help="how file bytes are sent (default: sendfile; with --auto, the probe's choice)")
+    p.add_argument("--pipe-size", type=pipe_size_arg, default=None, help="pipe size, used only when an engine in use splices (default: 1 MiB)")
     p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
     p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
@@ -82,7 +91,8 @@ def configure(p) -> None:
     w = p.add_argument_group("writes (uploads, delete, rename)")
     w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
     w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
-                   help="how upload bytes reach the file (splice: socket->pipe->file; recv: recv_into+pwrite)")
+                   help="how upload bytes reach the file (splice: socket->pipe->file; recv: recv_into+pwrite; "
+                        "default: recv; with --auto, splice where the probe finds both splices work)")
     token = w.add_mutually_exclusive_group()
     token.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too; needs --allow-write")
     token.add_argument("--token-file", metavar="PATH", help="read the write token from this file (first line)")
@@ -138,7 +148,7 @@ def build_config(args):
         reasons["download_engine"] = "default: sendfile (use --auto to apply the probe's choice)"
         reasons["workers"] = "default: one worker (use --workers auto for one per CPU)"
         reasons["pipe_size"] = "default: 1 MiB"
-        reasons["upload_engine"] = "default"
+        reasons["upload_engine"] = "default: recv_into + pwrite (use --auto to apply the probe's choice)"
     if args.prefetch != "auto":
         cfg.prefetch = args.prefetch == "on"
         reasons["prefetch"] = "--prefetch flag"
@@ -210,29 +220,43 @@ def _token(value: str | None, path: str | None, flag: str, env: str | None = Non
     return value or (os.environ.get(env) if env else None) or None
 
 
+def panel_rows(cfg) -> list[tuple[str, str, str]]:
+    """(setting, value, why) for what is in effect, and only that: no upload
+    engine on a read-only server, no pipe size unless an engine in use splices."""
+    from zcopy.units import format_size
+
+    host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
+    why = cfg.reasons.get
+    rows = [("address", f"http://{host}:{cfg.port}/", ""), ("root", cfg.root, ""),
+            ("workers", str(cfg.workers), why("workers", "")),
+            ("send engine", cfg.engine, why("download_engine", ""))]
+    if cfg.allow_write:
+        rows.append(("upload engine", cfg.upload_engine, why("upload_engine", "")))
+    if "splice" in (cfg.engine, cfg.upload_engine if cfg.allow_write else None):
+        rows.append(("pipe size", format_size(cfg.pipe_size), why("pipe_size", "")))
+    rows.append(("prefetch", "on" if cfg.prefetch else "off", why("prefetch", "")))
+    rows.append(("reads", "token required" if cfg.read_token else "open (no token)", ""))
+    if not cfg.allow_write:
+        writes = "off (read-only)"
+    elif cfg.token:
+        writes = "on, token required"
+    else:
+        writes = "on, NO TOKEN: anyone who can connect may write"
+    rows.append(("writes", writes, ""))
+    return rows
+
+
 def print_panel(cfg) -> None:
     from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
 
-    from zcopy.units import format_size
-
-    host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
     t.add_column(style="dim")
-    t.add_row("address", f"http://{host}:{cfg.port}/", "")
-    t.add_row("root", cfg.root, "")
-    t.add_row("workers", str(cfg.workers), cfg.reasons.get("workers", ""))
-    t.add_row("send engine", cfg.engine, cfg.reasons.get("download_engine", ""))
-    t.add_row("upload engine", cfg.upload_engine, cfg.reasons.get("upload_engine", ""))
-    t.add_row("pipe size", format_size(cfg.pipe_size) if "splice" in (cfg.engine, cfg.upload_engine)
-              else "(unused)", cfg.reasons.get("pipe_size", ""))
-    writes = "off (read-only)" if not cfg.allow_write else "on, token required" if cfg.token else \
-        "on, NO TOKEN: anyone who can connect may write"
-    t.add_row("prefetch", "on" if cfg.prefetch else "off", cfg.reasons.get("prefetch", ""))
-    t.add_row("writes", writes, "")
+    for row in panel_rows(cfg):
+        t.add_row(*row)
     Console(stderr=True).print(Panel(t, title="zcopy serve", expand=False))
 
 
