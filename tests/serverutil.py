@@ -57,6 +57,16 @@ class Server:
                 return
             time.sleep(0.05)
 
+    def panel(self) -> dict[str, str]:
+        """The start-up panel's rows: setting -> value (start the server with a
+        wide COLUMNS, or rich cuts long values)."""
+        rows = {}
+        for line in self.stderr.decode().splitlines():
+            cells = [c.strip() for c in line.strip("│ ").split("  ") if c.strip()]
+            if len(cells) >= 2 and line.startswith("│ ") and not line.startswith("│  "):
+                rows[cells[0]] = cells[1]
+        return rows
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

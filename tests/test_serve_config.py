@@ -64,16 +64,6 @@ def test_read_token_with_writes_and_environment_token_keeps_writes_guarded(root)
     assert (root / "a.txt").read_bytes() == b"writer"
 
 
-def panel(server: Server) -> dict[str, str]:
-    """The start-up panel's rows: setting -> value (the first line of each row)."""
-    rows = {}
-    for line in server.stderr.decode().splitlines():
-        cells = [c for c in line.strip("│ ").split("  ") if c.strip()]
-        if len(cells) >= 2 and cells[0].strip() and not line.startswith("│   "):
-            rows[cells[0].strip()] = cells[1].strip()
-    return rows
-
-
 @pytest.mark.parametrize("args, shown, hidden", [
     ([], {"send engine": "sendfile", "writes": "off (read-only)", "reads": "open (no token)"},
      ["upload engine", "pipe size"]),
@@ -89,7 +79,7 @@ def panel(server: Server) -> dict[str, str]:
 ])
 def test_panel_shows_only_what_is_in_effect(root, args, shown, hidden):
     with Server(root, *args, env={"ZCOPY_TOKEN": "", "COLUMNS": "400"}) as s:
-        rows = panel(s)
+        rows = s.panel()
         assert rows["root"] == str(root) and rows["workers"] == "1", rows
         for name, value in shown.items():
             assert rows.get(name) == value, rows

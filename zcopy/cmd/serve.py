@@ -70,7 +70,8 @@ def configure(p) -> None:
     p.add_argument("--workers", type=workers_arg, default=None, help="worker processes, or 'auto' (one per CPU)")
     p.add_argument("--engine", choices=["auto", *ENGINES], default="auto",
                    help="how file bytes are sent (default: sendfile; with --auto, the probe's choice)")
-    p.add_argument("--pipe-size", type=pipe_size_arg, default=None, help="pipe size, used only when an engine in use splices (default: 1 MiB)")
+    p.add_argument("--pipe-size", type=pipe_size_arg, default=None,
+                   help="pipe size, used only when an engine in use splices (default: 1 MiB)")
     p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
     p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
@@ -85,6 +86,9 @@ def configure(p) -> None:
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
                    help="also serve the live stats in Prometheus text format on this address")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="the server's own state: an sqlite database and the share secret; on a local "
+                        "filesystem (default: $XDG_STATE_HOME/zcopy or ~/.local/state/zcopy)")
     p.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
                    help="read file windows missing from the page cache in a thread pool, off the event loop "
                         "(auto: on unless ROOT is on tmpfs/ramfs)")
@@ -94,10 +98,12 @@ def configure(p) -> None:
                    help="how upload bytes reach the file (splice: socket->pipe->file; recv: recv_into+pwrite; "
                         "default: recv; with --auto, splice where the probe finds both splices work)")
     token = w.add_mutually_exclusive_group()
-    token.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too; needs --allow-write")
+    token.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too; "
+                                       "needs --allow-write")
     token.add_argument("--token-file", metavar="PATH", help="read the write token from this file (first line)")
     read_token = w.add_mutually_exclusive_group()
-    read_token.add_argument("--read-token", help="token reads need (default: reads are open); with --allow-write, a write token is needed too")
+    read_token.add_argument("--read-token", help="token reads need (default: reads are open); "
+                                                 "with --allow-write, a write token is needed too")
     read_token.add_argument("--read-token-file", metavar="PATH",
                             help="read the read token from this file (first line), out of sight of ps")
     w.add_argument("--max-upload", type=positive_size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
@@ -122,6 +128,7 @@ def build_config(args):
     if args.access_log and args.access_log != "-":
         _check_access_log(args.access_log)
     token, read_token = _tokens(args)
+    state_dir = _state_dir(args.state_dir)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
                       show_hidden=args.show_hidden,
@@ -129,8 +136,9 @@ def build_config(args):
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
                       drain_timeout=args.drain_timeout, allow_write=args.allow_write,
                       token=token, read_token=read_token, max_upload=args.max_upload,
-                      fsync=not args.no_fsync)
+                      fsync=not args.no_fsync, state_dir=state_dir)
     reasons = cfg.reasons
+    reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"
     profile = None
     if args.auto:
         from zcopy.profile import load_or_probe
@@ -184,6 +192,17 @@ def _check_access_log(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
     except OSError as exc:
         raise StartupError(f"cannot open --access-log {path}: {exc.strerror}") from None
+
+
+def _state_dir(flag: str | None) -> str:
+    """The prepared state folder (zcopy.server.state): made before any worker
+    forks. A folder named by the flag that cannot serve is a bad flag (exit 2)."""
+    from zcopy.server import state
+
+    try:
+        return state.prepare(flag or state.default_dir())
+    except state.StateError as exc:
+        raise StartupError(str(exc), code=2 if flag else 1) from None
 
 
 def _tokens(args) -> tuple[str | None, str | None]:
@@ -243,6 +262,7 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
     else:
         writes = "on, NO TOKEN: anyone who can connect may write"
     rows.append(("writes", writes, ""))
+    rows.append(("state", cfg.state_dir or "", why("state_dir", "")))
     return rows
 
 
