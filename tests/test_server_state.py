@@ -134,3 +134,10 @@ def test_unusable_state_dir_flag_is_one_line_and_exit_2(tmp_path):
     os.chmod(tmp_path / "open", 0o777)
     out = serve_refused(str(tmp_path), "--port", "0", "--state-dir", str(tmp_path / "open"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "writable by others" in out.stderr
+
+
+def test_unusable_default_state_folder_names_the_flag(tmp_path):
+    (tmp_path / "xdg").write_text("a file where the XDG state folder should be")
+    out = serve_refused(str(tmp_path), "--port", "0", env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "cannot create the state folder" in out.stderr and "with --state-dir" in out.stderr

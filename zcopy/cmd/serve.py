@@ -202,7 +202,10 @@ def _state_dir(flag: str | None) -> str:
     try:
         return state.prepare(flag or state.default_dir())
     except state.StateError as exc:
-        raise StartupError(str(exc), code=2 if flag else 1) from None
+        if flag:
+            raise StartupError(str(exc), code=2) from None
+        hint = "" if "--state-dir" in str(exc) else " (choose another folder with --state-dir)"
+        raise StartupError(f"{exc}{hint}") from None
 
 
 def _tokens(args) -> tuple[str | None, str | None]:
