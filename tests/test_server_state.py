@@ -9,6 +9,7 @@ import stat
 
 import pytest
 
+import fuseutil
 from serverutil import Server, serve_refused
 from zcopy.server import state
 from zcopy.server.state import MIGRATIONS, State, StateError
@@ -141,3 +142,20 @@ def test_unusable_default_state_folder_names_the_flag(tmp_path):
     out = serve_refused(str(tmp_path), "--port", "0", env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "cannot create the state folder" in out.stderr and "with --state-dir" in out.stderr
+
+
+@pytest.mark.skipif(not fuseutil.available(), reason="needs root and /dev/fuse for a real FUSE mount")
+def test_state_folder_on_fuse_is_refused(tmp_path):
+    """sqlite's WAL needs local locks and shared memory: a state folder on a
+    FUSE (or network) filesystem is refused by its statfs magic, through the CLI."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with fuseutil.fuse_mount(str(mnt)):
+        with pytest.raises(StateError, match=r"is on fuse \(statfs magic 0x65735546\)"):
+            state.prepare(str(mnt))
+        out = serve_refused(str(tmp_path), "--port", "0", "--state-dir", str(mnt))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"zcopy serve: error: the state folder {mnt} is on fuse")
+    assert "choose one on a local filesystem with --state-dir" in out.stderr
+    assert str(mnt) not in open("/proc/self/mountinfo").read()
+    assert os.listdir(mnt) == []
