@@ -10,7 +10,7 @@ import stat
 import pytest
 
 import fuseutil
-from serverutil import Server, serve_refused
+from serverutil import Server, get, serve_refused
 from zcopy.server import state
 from zcopy.server.state import MIGRATIONS, State, StateError
 
@@ -127,19 +127,21 @@ def test_server_with_state_dir_flag(tmp_path):
 
 
 def test_unusable_state_dir_flag_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "root").mkdir()
     (tmp_path / "file").write_text("x")
-    out = serve_refused(str(tmp_path), "--port", "0", "--state-dir", str(tmp_path / "file"))
+    out = serve_refused(str(tmp_path / "root"), "--port", "0", "--state-dir", str(tmp_path / "file"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith(f"zcopy serve: error: cannot create the state folder {tmp_path}/file")
     (tmp_path / "open").mkdir(mode=0o777)
     os.chmod(tmp_path / "open", 0o777)
-    out = serve_refused(str(tmp_path), "--port", "0", "--state-dir", str(tmp_path / "open"))
+    out = serve_refused(str(tmp_path / "root"), "--port", "0", "--state-dir", str(tmp_path / "open"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "writable by others" in out.stderr
 
 
 def test_unusable_default_state_folder_names_the_flag(tmp_path):
+    (tmp_path / "root").mkdir()
     (tmp_path / "xdg").write_text("a file where the XDG state folder should be")
-    out = serve_refused(str(tmp_path), "--port", "0", env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    out = serve_refused(str(tmp_path / "root"), "--port", "0", env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "cannot create the state folder" in out.stderr and "with --state-dir" in out.stderr
 
@@ -153,9 +155,33 @@ def test_state_folder_on_fuse_is_refused(tmp_path):
     with fuseutil.fuse_mount(str(mnt)):
         with pytest.raises(StateError, match=r"is on fuse \(statfs magic 0x65735546\)"):
             state.prepare(str(mnt))
-        out = serve_refused(str(tmp_path), "--port", "0", "--state-dir", str(mnt))
+        (tmp_path / "root").mkdir()
+        out = serve_refused(str(tmp_path / "root"), "--port", "0", "--state-dir", str(mnt))
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith(f"zcopy serve: error: the state folder {mnt} is on fuse")
     assert "choose one on a local filesystem with --state-dir" in out.stderr
     assert str(mnt) not in open("/proc/self/mountinfo").read()
     assert os.listdir(mnt) == []
+
+
+@pytest.mark.parametrize("state_dir, flags, refused", [
+    ("st", [], "inside the served folder"),                           # plainly reachable
+    (".st", [], None),                                                # a dot segment hides it
+    (".st", ["--show-hidden"], "inside the served folder"),
+    ("sub/.st", ["--follow-symlinks"], "inside the served folder"),   # a link could lead there
+    (".", [], "inside the served folder"),                            # ROOT itself
+    ("..", [], "is inside the state folder"),                         # ROOT inside it
+])
+def test_state_folder_is_never_reachable_through_the_server(tmp_path, state_dir, flags, refused):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    args = [str(root), "--port", "0", "--state-dir", str(root / state_dir), *flags]
+    if refused is None:
+        with Server(*args[:1], *args[3:]) as s:
+            assert (root / state_dir / "secret").exists()
+            assert get(s.port, f"/{state_dir}/secret")[0] == 404
+            assert get(s.port, f"/{state_dir}/state.db")[0] == 404
+        return
+    out = serve_refused(*args)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and refused in out.stderr, out.stderr
+    assert not (root / state_dir / "secret").exists() and not (root / "st").exists()
