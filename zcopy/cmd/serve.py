@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, seconds_arg
+from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, timeout_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
@@ -78,11 +78,11 @@ def configure(p) -> None:
                    help="with --follow-symlinks, links may also lead into DIR (repeatable)")
     p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
     p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
-    p.add_argument("--header-timeout", type=seconds_arg, default=10.0, help="seconds to receive a request head")
-    p.add_argument("--idle-timeout", type=seconds_arg, default=60.0, help="keep-alive idle seconds")
-    p.add_argument("--send-timeout", type=seconds_arg, default=60.0,
+    p.add_argument("--header-timeout", type=timeout_arg, default=10.0, help="seconds to receive a request head")
+    p.add_argument("--idle-timeout", type=timeout_arg, default=60.0, help="keep-alive idle seconds")
+    p.add_argument("--send-timeout", type=timeout_arg, default=60.0,
                    help="close a client that accepts no byte for this long")
-    p.add_argument("--drain-timeout", type=seconds_arg, default=30.0,
+    p.add_argument("--drain-timeout", type=timeout_arg, default=30.0,
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
                    help="also serve the live stats in Prometheus text format on this address")
