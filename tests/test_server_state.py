@@ -73,6 +73,10 @@ def test_transaction_rolls_back_on_an_exception(tmp_path):
             db.execute("UPDATE meta SET value = 'lost' WHERE key = 'k'")
             1 / 0
         assert s.meta("k") == "kept"
+        with s.transaction() as db:                   # the same thread may read inside its transaction
+            db.execute("UPDATE meta SET value = 'changed' WHERE key = 'k'")
+            assert s.meta("k") == "changed"
+        assert s.meta("k") == "changed"
     finally:
         s.close()
 

@@ -101,7 +101,7 @@ class State:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._pid = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()     # a transaction body may call query()
         self._secret: bytes | None = None
 
     # -- the connection -------------------------------------------------------
