@@ -117,7 +117,7 @@ class State:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StateError(f"{self.path}/{DB_NAME}: sqlite would not use WAL here (journal mode {mode})")
-            db.execute("PRAGMA synchronous=NORMAL")    # WAL: durable at checkpoints, never corrupt
+            db.execute("PRAGMA synchronous=NORMAL")    # WAL: a power cut may lose the last commits, never corrupts
             db.execute("PRAGMA foreign_keys=ON")
         except BaseException:
             db.close()
