@@ -80,6 +80,7 @@ def test_bad_usage_is_one_line_and_exit_2(args, says):
     ("--port", "65536", "port out of range"),
     ("--port", "-1", "port out of range"),
     ("--pipe-size", "0", "must be between 1 B and 1 GiB"),
+    ("--metrics", "127.0.0.1:99999", "expected HOST:PORT"),
 ])
 def test_serve_numeric_flags_are_validated(tmp_path, flag, value, says):
     """Every numeric `zcopy serve` flag: a bad value is one line and exit 2, before anything binds."""
