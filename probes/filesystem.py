@@ -30,14 +30,9 @@ MAGIC = {
     0x01021997: "9p", 0x4D44: "vfat", 0x2011BAB0: "exfat", 0x73717368: "squashfs", 0x9660: "isofs",
     0x5346544E: "ntfs", 0xCA451A4E: "bcachefs", 0x6E736673: "nsfs",
     0x27E0EB: "cgroup", 0x63677270: "cgroup2", 0x1373: "devfs",
-    0x5346414F: "afs", 0x0BD00BD0: "lustre", 0x01161970: "gfs2", 0x7461636F: "ocfs2", 0x517B: "smbfs",
-    0x73757245: "coda", 0x564C: "ncpfs",
 }
 #: Filesystems whose pages already live in RAM: read-ahead/prefetch buys nothing.
 IN_MEMORY = {"tmpfs", "ramfs"}
-#: Filesystems whose locks and shared memory may not be local (sqlite's WAL needs both): network and
-#: cluster filesystems, and FUSE (statfs cannot tell sshfs or ceph-fuse from a local FUSE filesystem).
-NETWORK = {"nfs", "cifs", "smb2", "smbfs", "ceph", "9p", "fuse", "afs", "lustre", "gfs2", "ocfs2", "coda", "ncpfs"}
 
 
 class _StatFS(ctypes.Structure):

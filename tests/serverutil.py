@@ -118,20 +118,6 @@ class Server:
         self.kill()
 
 
-def serve_refused(*args: str, env: dict | None = None, timeout: float = 20.0) -> subprocess.CompletedProcess:
-    """Run `zcopy serve ARGS` that is expected to refuse to start. One that
-    starts anyway is stopped with SIGTERM (its workers go with it: a killed
-    supervisor would leave them serving), so a failing test leaks nothing."""
-    proc = subprocess.Popen([sys.executable, "-m", "zcopy", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
 def connect(port: int, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
@@ -200,3 +186,17 @@ def get(port: int, path: str, headers: dict | None = None, method: str = "GET"):
 def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *args],
                           capture_output=True, timeout=timeout + 5)
+
+
+def serve_refused(*args: str, env: dict | None = None, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Run `zcopy serve ARGS` that is expected to refuse to start. One that
+    starts anyway is stopped with SIGTERM (its workers go with it: a killed
+    supervisor would leave them serving), so a failing test leaks nothing."""
+    proc = subprocess.Popen([sys.executable, "-m", "zcopy", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

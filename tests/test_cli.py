@@ -49,6 +49,9 @@ def test_bad_flag_is_one_line_and_exit_2(command):
     (["serve", "--pipe-size", "2GiB"], "argument --pipe-size: must be between 1 B and 1 GiB"),
     (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--pipe-size", "0"],
      "argument --pipe-size: must be between 1 B and 1 GiB"),
+    (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--idle-timeout", "inf"],
+     "argument --idle-timeout: must be a finite number"),
+    (["top", "--interval", "inf"], "argument --interval: must be a finite number"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(args, says):
     out = zcopy(*args)
@@ -77,6 +80,7 @@ def test_bad_usage_is_one_line_and_exit_2(args, says):
     ("--port", "65536", "port out of range"),
     ("--port", "-1", "port out of range"),
     ("--pipe-size", "0", "must be between 1 B and 1 GiB"),
+    ("--metrics", "127.0.0.1:99999", "expected HOST:PORT"),
 ])
 def test_serve_numeric_flags_are_validated(tmp_path, flag, value, says):
     """Every numeric `zcopy serve` flag: a bad value is one line and exit 2, before anything binds."""

@@ -9,7 +9,8 @@ import stat
 
 import pytest
 
-from serverutil import Server, serve_refused
+import fuseutil
+from serverutil import Server, get, serve_refused
 from zcopy.server import state
 from zcopy.server.state import MIGRATIONS, State, StateError
 
@@ -72,6 +73,10 @@ def test_transaction_rolls_back_on_an_exception(tmp_path):
             db.execute("UPDATE meta SET value = 'lost' WHERE key = 'k'")
             1 / 0
         assert s.meta("k") == "kept"
+        with s.transaction() as db:                   # the same thread may read inside its transaction
+            db.execute("UPDATE meta SET value = 'changed' WHERE key = 'k'")
+            assert s.meta("k") == "changed"
+        assert s.meta("k") == "changed"
     finally:
         s.close()
 
@@ -126,11 +131,93 @@ def test_server_with_state_dir_flag(tmp_path):
 
 
 def test_unusable_state_dir_flag_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "root").mkdir()
     (tmp_path / "file").write_text("x")
-    out = serve_refused(str(tmp_path), "--port", "0", "--state-dir", str(tmp_path / "file"))
+    out = serve_refused(str(tmp_path / "root"), "--port", "0", "--state-dir", str(tmp_path / "file"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith(f"zcopy serve: error: cannot create the state folder {tmp_path}/file")
     (tmp_path / "open").mkdir(mode=0o777)
     os.chmod(tmp_path / "open", 0o777)
-    out = serve_refused(str(tmp_path), "--port", "0", "--state-dir", str(tmp_path / "open"))
+    out = serve_refused(str(tmp_path / "root"), "--port", "0", "--state-dir", str(tmp_path / "open"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "writable by others" in out.stderr
+
+
+def test_unusable_default_state_folder_names_the_flag(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "xdg").write_text("a file where the XDG state folder should be")
+    out = serve_refused(str(tmp_path / "root"), "--port", "0", env={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "cannot create the state folder" in out.stderr and "with --state-dir" in out.stderr
+
+
+@pytest.mark.skipif(not fuseutil.available(), reason="needs root and /dev/fuse for a real FUSE mount")
+def test_state_folder_on_fuse_is_refused(tmp_path):
+    """sqlite's WAL needs local locks and shared memory: a state folder on a
+    FUSE (or network) filesystem is refused by its statfs magic, through the CLI."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with fuseutil.fuse_mount(str(mnt)):
+        with pytest.raises(StateError, match=r"is on fuse \(statfs magic 0x65735546\)"):
+            state.prepare(str(mnt))
+        (tmp_path / "root").mkdir()
+        out = serve_refused(str(tmp_path / "root"), "--port", "0", "--state-dir", str(mnt))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"zcopy serve: error: the state folder {mnt} is on fuse")
+    assert "choose one on a local filesystem with --state-dir" in out.stderr
+    assert str(mnt) not in open("/proc/self/mountinfo").read()
+    assert os.listdir(mnt) == []
+
+
+@pytest.mark.parametrize("state_dir, flags, refused", [
+    ("st", [], "inside the served folder"),                           # plainly reachable
+    (".st", [], None),                                                # a dot segment hides it
+    (".st", ["--show-hidden"], "inside the served folder"),
+    ("sub/.st", ["--follow-symlinks"], "inside the served folder"),   # a link could lead there
+    (".", [], "inside the served folder"),                            # ROOT itself
+    ("..", [], "is inside the state folder"),                         # ROOT inside it
+])
+def test_state_folder_is_never_reachable_through_the_server(tmp_path, state_dir, flags, refused):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    args = [str(root), "--port", "0", "--state-dir", str(root / state_dir), *flags]
+    if refused is None:
+        with Server(*args[:1], *args[3:]) as s:
+            assert (root / state_dir / "secret").exists()
+            assert get(s.port, f"/{state_dir}/secret")[0] == 404
+            assert get(s.port, f"/{state_dir}/state.db")[0] == 404
+        return
+    out = serve_refused(*args)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and refused in out.stderr, out.stderr
+    assert not (root / state_dir / "secret").exists() and not (root / "st").exists()
+
+
+def test_processes_write_at_once_without_losing_a_commit(tmp_path):
+    """Four processes (as four workers would) each commit 50 counter increments
+    at the same time: WAL plus BEGIN IMMEDIATE and the busy timeout serialise
+    them, and none is lost or refused as "database is locked"."""
+    folder = state.prepare(str(tmp_path / "s"))
+    s = State(folder)
+    s.set_meta("n", "0")
+    s.close()
+    pids = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                mine = State(folder)
+                for _ in range(50):
+                    with mine.transaction() as db:
+                        n = int(db.execute("SELECT value FROM meta WHERE key = 'n'").fetchone()[0])
+                        db.execute("UPDATE meta SET value = ? WHERE key = 'n'", (str(n + 1),))
+                mine.close()
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    assert [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids] == [0] * 4
+    s = State(folder)
+    try:
+        assert s.meta("n") == "200"
+    finally:
+        s.close()

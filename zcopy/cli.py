@@ -73,6 +73,14 @@ def size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def positive_size_arg(text: str) -> int:
+    """argparse type for a size that must be at least 1 byte (``--max-upload``)."""
+    value = size_arg(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte: {text!r}")
+    return value
+
+
 #: The kernel refuses pipes above 2 GiB; a buffer (copy) this big is a mistake too.
 MAX_PIPE_SIZE = 1 << 30
 
@@ -98,26 +106,6 @@ def positive_float(text: str) -> float:
     return value
 
 
-#: The longest timeout any flag takes: a week. Longer is a typo, or ``inf`` spelled otherwise.
-MAX_SECONDS = 7 * 86400
-
-
-def seconds_arg(text: str) -> float:
-    """argparse type for timeouts: finite, above 0, at most a week."""
-    value = positive_float(text)
-    if value > MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_SECONDS} seconds (a week): {text!r}")
-    return value
-
-
-def positive_size_arg(text: str) -> int:
-    """argparse type for a size that must be at least 1 byte (``--max-upload``)."""
-    value = size_arg(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1 byte: {text!r}")
-    return value
-
-
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -125,6 +113,18 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+#: The longest timeout any flag takes: a week. Longer is a typo, or ``inf`` spelled otherwise.
+MAX_TIMEOUT = 7 * 86400
+
+
+def timeout_arg(text: str) -> float:
+    """argparse type for timeouts: finite, above 0, at most a week."""
+    value = positive_float(text)
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT} seconds (a week): {text!r}")
     return value
 
 

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, seconds_arg
+from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, timeout_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
@@ -78,11 +78,11 @@ def configure(p) -> None:
                    help="with --follow-symlinks, links may also lead into DIR (repeatable)")
     p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
     p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
-    p.add_argument("--header-timeout", type=seconds_arg, default=10.0, help="seconds to receive a request head")
-    p.add_argument("--idle-timeout", type=seconds_arg, default=60.0, help="keep-alive idle seconds")
-    p.add_argument("--send-timeout", type=seconds_arg, default=60.0,
+    p.add_argument("--header-timeout", type=timeout_arg, default=10.0, help="seconds to receive a request head")
+    p.add_argument("--idle-timeout", type=timeout_arg, default=60.0, help="keep-alive idle seconds")
+    p.add_argument("--send-timeout", type=timeout_arg, default=60.0,
                    help="close a client that accepts no byte for this long")
-    p.add_argument("--drain-timeout", type=seconds_arg, default=30.0,
+    p.add_argument("--drain-timeout", type=timeout_arg, default=30.0,
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
                    help="also serve the live stats in Prometheus text format on this address")
@@ -128,7 +128,7 @@ def build_config(args):
     if args.access_log and args.access_log != "-":
         _check_access_log(args.access_log)
     token, read_token = _tokens(args)
-    state_dir = _state_dir(args.state_dir)
+    state_dir = _state_dir(args, root, targets)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
                       show_hidden=args.show_hidden,
@@ -194,15 +194,35 @@ def _check_access_log(path: str) -> None:
         raise StartupError(f"cannot open --access-log {path}: {exc.strerror}") from None
 
 
-def _state_dir(flag: str | None) -> str:
+def _state_dir(args, root: str, targets: list[str]) -> str:
     """The prepared state folder (zcopy.server.state): made before any worker
-    forks. A folder named by the flag that cannot serve is a bad flag (exit 2)."""
+    forks. A folder named by the flag that cannot serve is a bad flag (exit 2).
+
+    The folder holds the share secret and the database: it must never be
+    reachable through the server. Inside ROOT (or a --symlink-target) it is
+    refused unless a dot segment hides it and neither --show-hidden nor
+    --follow-symlinks could lead there (so `zcopy serve ~` with the default
+    ~/.local/state/zcopy works); ROOT inside it is refused always."""
     from zcopy.server import state
 
+    code = 2 if args.state_dir else 1
+    hint = "" if args.state_dir else " (choose another folder with --state-dir)"
+    path = os.path.realpath(args.state_dir or state.default_dir())
+    for base in (root, *targets):
+        if path == base or path.startswith(base.rstrip("/") + "/"):
+            inside = path[len(base.rstrip("/")) + 1:].split("/")
+            hidden = any(seg.startswith(".") for seg in inside)
+            if not hidden or args.show_hidden or args.follow_symlinks:
+                raise StartupError(f"the state folder {path} is inside the served folder {base}, where a client "
+                                   f"could reach it; choose one outside with --state-dir", code=code)
+        if base.startswith(path.rstrip("/") + "/"):
+            raise StartupError(f"the served folder {base} is inside the state folder {path}; choose another "
+                               f"with --state-dir", code=code)
     try:
-        return state.prepare(flag or state.default_dir())
+        return state.prepare(path)
     except state.StateError as exc:
-        raise StartupError(str(exc), code=2 if flag else 1) from None
+        hint = "" if "--state-dir" in str(exc) else hint
+        raise StartupError(f"{exc}{hint}", code=code) from None
 
 
 def _tokens(args) -> tuple[str | None, str | None]:

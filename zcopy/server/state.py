@@ -42,6 +42,10 @@ SECRET_NAME = "secret"
 SECRET_BYTES = 32
 #: How long a writer waits for another process's write transaction (ms).
 BUSY_TIMEOUT_MS = 5000
+#: Filesystems (statfs names) refused for the state folder: sqlite's WAL needs locks and a shared-memory
+#: file that every process sees alike, which network filesystems and FUSE (statfs cannot tell sshfs or
+#: ceph-fuse from a local FUSE filesystem) do not promise. Unknown magics are let through.
+NOT_LOCAL = frozenset({"nfs", "cifs", "smb2", "ceph", "9p", "fuse"})
 
 MIGRATIONS: list[str] = [
     # 1: facts about this state folder (when it was made, which zcopy last opened it).
@@ -109,7 +113,7 @@ class State:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._pid = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()     # a transaction body may call query()
         self._secret: bytes | None = None
 
     # -- the connection -------------------------------------------------------
@@ -125,7 +129,7 @@ class State:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StateError(f"{self.path}/{DB_NAME}: sqlite would not use WAL here (journal mode {mode})")
-            db.execute("PRAGMA synchronous=NORMAL")    # WAL: durable at checkpoints, never corrupt
+            db.execute("PRAGMA synchronous=NORMAL")    # WAL: a power cut may lose the last commits, never corrupts
             db.execute("PRAGMA foreign_keys=ON")
         except BaseException:
             db.close()
@@ -213,13 +217,13 @@ def _statements(migration: str) -> list[str]:
 # -- files in the folder ------------------------------------------------------
 
 def _check_folder(path: str, dir_fd: int) -> None:
-    from probes.filesystem import NETWORK, fs_type
+    from probes.filesystem import fs_type
 
     try:
         name, magic = fs_type(dir_fd)
     except OSError as exc:
         raise StateError(f"cannot statfs the state folder {path}: {exc.strerror}") from None
-    if name in NETWORK:
+    if name in NOT_LOCAL:
         raise StateError(f"the state folder {path} is on {name} (statfs magic {magic:#x}): sqlite's WAL needs "
                          "local locks and shared memory; choose one on a local filesystem with --state-dir")
     st = os.fstat(dir_fd)
