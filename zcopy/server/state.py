@@ -50,6 +50,18 @@ NOT_LOCAL = frozenset({"nfs", "cifs", "smb2", "ceph", "9p", "fuse"})
 MIGRATIONS: list[str] = [
     # 1: facts about this state folder (when it was made, which zcopy last opened it).
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # 2: WebDAV locks (zcopy/dav/locks.py). Migrations are never edited once released: a change is a new one.
+    """CREATE TABLE locks (
+        token TEXT PRIMARY KEY,
+        root TEXT NOT NULL,          -- decoded URL path, '/' or without a trailing slash
+        depth INTEGER NOT NULL,      -- 0 or -1 (infinity)
+        exclusive INTEGER NOT NULL,
+        owner BLOB NOT NULL,         -- the DAV:owner element as the client sent it
+        principal TEXT NOT NULL,     -- who took it (account name, 'token', or '-')
+        timeout INTEGER NOT NULL,    -- seconds, as granted
+        expires REAL NOT NULL        -- Unix time
+    );
+    CREATE INDEX locks_root ON locks(root)""",
 ]
 
 
@@ -169,7 +181,8 @@ class State:
                     db.execute("INSERT INTO meta VALUES ('opened_by', ?) ON CONFLICT(key) DO UPDATE "
                                "SET value = excluded.value", (__version__,))
                     return
-                db.execute(MIGRATIONS[have])
+                for statement in _statements(MIGRATIONS[have]):
+                    db.execute(statement)
                 if have == 0:
                     db.execute("INSERT INTO meta VALUES ('created', ?)", (str(int(time.time())),))
                 db.execute(f"PRAGMA user_version = {have + 1}")
@@ -194,6 +207,11 @@ class State:
             finally:
                 os.close(dir_fd)
         return self._secret
+
+
+def _statements(migration: str) -> list[str]:
+    """A migration's SQL statements (separated by ';'; none of ours holds one in a literal)."""
+    return [s for s in migration.split(";") if s.strip()]
 
 
 # -- files in the folder ------------------------------------------------------
