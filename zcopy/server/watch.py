@@ -26,11 +26,8 @@ import errno
 import os
 import struct
 
-from probes.filesystem import fs_type
+from zcopy.fsinfo import LOCAL as WATCHABLE, fs_type
 
-#: Local filesystems: every change to them passes through this kernel.
-WATCHABLE = frozenset({"ext4", "xfs", "btrfs", "tmpfs", "ramfs", "f2fs", "zfs", "bcachefs", "vfat",
-                       "exfat", "ntfs", "squashfs", "isofs"})
 #: Folders watched per worker at most; past that, files are stat'ed per request.
 MAX_WATCHES = 1024
 
