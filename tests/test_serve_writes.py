@@ -379,7 +379,9 @@ def test_upload_temp_file_is_held_with_flock(tmp_path):
 
     from zcopy.server import writes
 
-    temp = writes.TempFile(str(tmp_path))
+    folder = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    temp = writes.TempFile(folder)
+    os.close(folder)
     try:
         other = os.open(f"/proc/self/fd/{temp.fd}", os.O_RDONLY)   # a second open file description
         try:
