@@ -374,3 +374,17 @@ def test_replaced_file_is_never_served_stale(server):
         f.write(" and more")
     status, h, body = get(server.port, "/changing.txt")
     assert (h["content-length"], body) == ("12", b"3rd and more")
+
+
+def test_a_folder_redirect_never_names_another_host(tmp_path):
+    # Issue 15.9: "GET /%2Fevil.example%2F.." was answered "Location: //evil.example/../".
+    (tmp_path / "evil.example").mkdir()
+    with Server(tmp_path) as s:
+        for target in ("/%2Fevil.example%2F..", "/%2F%2Fevil.example", "//evil.example", "/%2F/evil.example/.",
+                       "/evil.example/..", "/./evil.example"):
+            status, h, _ = request(s.port, f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            location = h.get("location", "")
+            assert not location.startswith("//") and not location.startswith("/\\"), (target, location)
+            assert status in (301, 404), (target, status)
+            if status == 301:
+                assert location in ("/", "/evil.example/"), (target, location)

@@ -429,3 +429,68 @@ def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fs
     if fsyncs:       # one before the rename (the data), one after (the folder entry)
         assert syncs[0] < renames[0] < syncs[1], calls
     assert (tmp_path / "f.bin").read_bytes() == b"hello"
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 10000000", "Transfer-Encoding: chunked"])
+def test_a_cut_upload_leaves_none_of_the_folders_it_made(wserver, framing):
+    # Issue 13.8: the parents a failed upload created go with it; ones that were there stay.
+    root = wserver.root
+    os.makedirs(os.path.join(root, "had"), exist_ok=True)
+    before = listing(root)
+    body = os.urandom(1_000_000)
+    if framing.startswith("Transfer"):
+        body = b"%x\r\n" % 10_000_000 + body
+    name = uuid.uuid4().hex
+    with connect(wserver.port) as c:
+        c.sendall(f"PUT /had/{name}/deeper/f.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  f"{framing}\r\n\r\n".encode() + body)
+        assert wait_for(lambda: os.path.isdir(os.path.join(root, "had", name, "deeper")))   # under way
+    assert wait_for(lambda: not os.path.exists(os.path.join(root, "had", name)))
+    assert listing(root) == before
+
+
+def test_a_refused_upload_leaves_none_of_the_folders_it_made(tmp_path):
+    with Server(tmp_path, "--allow-write", "--max-upload", "1KiB") as s:
+        assert put(s.port, "/n1/n2/big", b"x" * 5000, chunked=True)[0] == 413
+        assert put(s.port, "/n1/n2/fits", b"x" * 10, chunked=True)[0] == 201
+        assert put(s.port, "/n1/m/big", b"x" * 5000, chunked=True)[0] == 413
+    assert listing(tmp_path) == {"n1", "n1/n2", "n1/n2/fits"}
+
+
+def test_a_trailing_slash_or_dot_segment_never_names_a_file(wserver):
+    # Issue 15.11: "PUT /newdir/" made a file "newdir"; "/a.txt/." served a.txt; "/a.txt/.." was a 301.
+    port = wserver.port
+    assert put(port, "/slashed/", b"x")[0] == 400
+    assert not os.path.lexists(os.path.join(wserver.root, "slashed"))
+    assert put(port, "/dots/a.txt", b"a")[0] == 201
+    for path in ("/dots/a.txt/", "/dots/a.txt/.", "/dots/a.txt/..", "/dots/a.txt/./", "/dots/a.txt/../a.txt"):
+        for method in ("GET", "HEAD"):
+            status, _, body = get(port, path, method=method)
+            assert status == 404 and b"a" != body, (method, path, status)
+    assert call(port, "DELETE", "/dots/a.txt/")[0] == 404
+    assert call(port, "MOVE", "/dots/a.txt/", {"Destination": "/dots/b.txt"})[0] == 404
+    assert call(port, "MOVE", "/dots/a.txt", {"Destination": "/dots/b/"})[0] == 400
+    assert get(port, "/dots/a.txt")[2] == b"a"
+    assert call(port, "MKCOL", "/dots/col/")[0] == 201          # a folder path may end with a slash
+    assert call(port, "DELETE", "/dots/col/")[0] == 204
+
+
+def test_the_reserved_namespace_is_never_a_user_file(tmp_path):
+    # /.zcopy/ is the server's own: not served, listed or written, even with --show-hidden.
+    (tmp_path / ".zcopy").mkdir()
+    (tmp_path / ".zcopy" / "x").write_bytes(b"user file")
+    (tmp_path / "sub" / ".zcopy").mkdir(parents=True)      # only the top-level name is reserved
+    with Server(tmp_path, "--allow-write", "--show-hidden") as s:
+        for path in ("/.zcopy/x", "/.zcopy/", "/sub/../.zcopy/x", "//.zcopy/x"):
+            assert get(s.port, path)[0] == 404, path
+        names = [e["name"] for e in json.loads(get(s.port, "/", {"Accept": "application/json"})[2])["entries"]]
+        assert ".zcopy" not in names and "sub" in names
+        assert put(s.port, "/.zcopy/x", b"overwrite")[0] == 403
+        assert put(s.port, "/.zcopy/new", b"new")[0] == 403
+        assert call(s.port, "DELETE", "/.zcopy/x")[0] == 403
+        assert call(s.port, "MKCOL", "/.zcopy/d")[0] == 403
+        assert put(s.port, "/f", b"f")[0] == 201
+        assert call(s.port, "MOVE", "/f", {"Destination": "/.zcopy/f"})[0] == 403
+        assert call(s.port, "MOVE", "/.zcopy/x", {"Destination": "/y"})[0] == 403
+        assert get(s.port, "/sub/.zcopy/")[0] == 200
+    assert sorted(os.listdir(tmp_path / ".zcopy")) == ["x"] and (tmp_path / ".zcopy" / "x").read_bytes() == b"user file"
