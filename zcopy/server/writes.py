@@ -56,6 +56,7 @@ class Target:
         self.created: list[tuple[int, str, int]] = []    # (parent fd, name, inode) of folders made here
         self.exists = False
         self.is_dir = False
+        self.is_link = False
         if not place.missing:
             try:
                 st = place.stat()
@@ -64,6 +65,7 @@ class Target:
             else:
                 self.exists = True
                 self.is_dir = stat_mod.S_ISDIR(st.st_mode)
+                self.is_link = stat_mod.S_ISLNK(st.st_mode)
 
     @property
     def path(self) -> str:
@@ -89,7 +91,22 @@ class Target:
 
 
 def write_target(root: Root, url_path: str) -> Target:
-    return Target(url_path, root.locate(url_path, write=True))
+    target = Target(url_path, root.locate(url_path, write=True))
+    if target.is_link and not _servable(root, url_path):
+        # Replacing or removing a link is allowed only where the server would follow it.
+        target.close()
+        raise http.HttpError(403, "symbolic links cannot be written through")
+    return target
+
+
+def _servable(root: Root, url_path: str) -> bool:
+    if not root.follow_symlinks:
+        return False
+    try:
+        root.locate(url_path).close()
+    except http.HttpError:
+        return False
+    return True
 
 
 def make_parents(target: Target) -> None:
