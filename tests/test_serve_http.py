@@ -388,3 +388,18 @@ def test_a_folder_redirect_never_names_another_host(tmp_path):
             assert status in (301, 404), (target, status)
             if status == 301:
                 assert location in ("/", "/evil.example/"), (target, location)
+
+
+def test_reads_that_walk_folders_leave_no_fds_open(tmp_path):
+    # Listings, redirects and refusals open folder fds on the way; none may stay open.
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "f.txt").write_text("f")
+    with Server(tmp_path, "--workers", "1") as s:
+        (pid,) = s.worker_pids()
+        assert get(s.port, "/d/")[0] == 200
+        before = len(os.listdir(f"/proc/{pid}/fd"))
+        for _ in range(30):
+            for path, status in [("/d/", 200), ("/d/e/", 200), ("/d", 301), ("/d/e/..", 301), ("/nope/x", 404),
+                                 ("/d/f.txt/", 404), ("/d/f.txt/..", 404), ("/d/missing", 404), ("/.zcopy/", 404)]:
+                assert get(s.port, path)[0] == status, path
+        assert len(os.listdir(f"/proc/{pid}/fd")) == before

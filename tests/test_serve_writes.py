@@ -494,3 +494,25 @@ def test_the_reserved_namespace_is_never_a_user_file(tmp_path):
         assert call(s.port, "MOVE", "/.zcopy/x", {"Destination": "/y"})[0] == 403
         assert get(s.port, "/sub/.zcopy/")[0] == 200
     assert sorted(os.listdir(tmp_path / ".zcopy")) == ["x"] and (tmp_path / ".zcopy" / "x").read_bytes() == b"user file"
+
+
+def test_write_operations_leave_no_folder_fds_open(tmp_path):
+    # Every walk opens folder fds; each request, answered or refused, must close them all.
+    with Server(tmp_path, "--allow-write", "--workers", "1", "--max-upload", "1KiB") as s:
+        (pid,) = s.worker_pids()
+        port = s.port
+        assert put(port, "/warm/x", b"x")[0] == 201            # whatever a first upload sets up once
+        before = len(os.listdir(f"/proc/{pid}/fd"))
+        for i in range(20):
+            assert put(port, f"/p{i}/q/f", b"data")[0] == 201
+            assert put(port, f"/p{i}/q/f/x", b"data")[0] == 409          # a file is not a folder
+            assert put(port, f"/n{i}/big", b"x" * 5000, chunked=True)[0] == 413
+            assert call(port, "MKCOL", f"/p{i}/c")[0] == 201
+            assert call(port, "MKCOL", f"/p{i}/c")[0] == 405
+            assert call(port, "MOVE", f"/p{i}/q/f", {"Destination": f"/m{i}/deep/g"})[0] == 201
+            assert call(port, "MOVE", f"/p{i}/none", {"Destination": f"/m{i}/h"})[0] == 404
+            assert call(port, "MOVE", f"/m{i}/deep/g", {"Destination": "/../x"})[0] == 403
+            assert call(port, "DELETE", f"/p{i}")[0] == 409
+            assert call(port, "DELETE", f"/p{i}?recursive=1")[0] == 204
+            assert call(port, "DELETE", f"/p{i}")[0] == 404
+        assert len(os.listdir(f"/proc/{pid}/fd")) == before

@@ -54,12 +54,16 @@ class _OpenHow(ctypes.Structure):
 
 
 _openat2_works: bool | None = None      # probed once per process
-_libc = None
+_syscall = None                         # libc's syscall(2), prototyped (saves the argument guessing)
+_hows: dict[tuple[int, int], tuple[_OpenHow, int]] = {}    # (flags, resolve) -> struct and its address
 
 
 def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
-    how = _OpenHow(flags, 0, resolve)
-    fd = _libc.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    known = _hows.get((flags, resolve))
+    if known is None:
+        how = _OpenHow(flags, 0, resolve)
+        known = _hows[flags, resolve] = (how, ctypes.addressof(how))
+    fd = _syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), known[1], ctypes.sizeof(_OpenHow))
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
@@ -68,11 +72,12 @@ def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
 
 def has_openat2(dir_fd: int) -> bool:
     """Whether openat2(2) works here (kernel >= 5.6, not filtered by seccomp)."""
-    global _openat2_works, _libc
+    global _openat2_works, _syscall
     if _openat2_works is None:
         try:
-            _libc = ctypes.CDLL(None, use_errno=True)
-            _libc.syscall.restype = ctypes.c_long
+            _syscall = ctypes.CDLL(None, use_errno=True).syscall
+            _syscall.restype = ctypes.c_long
+            _syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
             os.close(_openat2(dir_fd, ".", os.O_PATH | os.O_CLOEXEC, _RESOLVE_BENEATH))
             _openat2_works = True
         except (OSError, AttributeError):

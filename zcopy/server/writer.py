@@ -104,19 +104,24 @@ class Writer:
         if req.method == "PUT":
             return self._put(req, target)
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
-        with target:
-            if req.method == "DELETE":
-                writes.delete(target, recursive=_query_flag(req.query, "recursive"))
-                status = 204
-            elif req.method == "MOVE":
-                with self.target(_destination(req.headers.get("destination"), _authority(req))) as dest:
-                    overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
-                    status = 204 if writes.move(target, dest, overwrite) else 201
-                    self.cache.invalidate(dest.path)
-            else:  # MKCOL
-                writes.mkcol(target)
-                status = 201
-            self.cache.invalidate(target.path)
+        # Each operation closes the targets it is given (their folder fds), also
+        # when it fails, so it can run elsewhere than here (off the loop).
+        if req.method == "DELETE":
+            writes.delete(target, recursive=_query_flag(req.query, "recursive"))
+            status = 204
+        elif req.method == "MOVE":
+            try:
+                dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
+            except BaseException:
+                target.close()
+                raise
+            overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
+            status = 204 if writes.move(target, dest, overwrite) else 201
+            self.cache.invalidate(dest.path)
+        else:  # MKCOL
+            writes.mkcol(target)
+            status = 201
+        self.cache.invalidate(target.path)
         return self.empty(status, close, req.version)
 
     def _put(self, req: http.Request, target: writes.Target) -> Upload:

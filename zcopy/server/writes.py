@@ -264,6 +264,20 @@ def remove_stale_temps(dir_fd: int) -> list[str]:
     return removed
 
 
+def _closing(op):
+    """The operation closes its Target arguments when done, whatever happens."""
+    def run(*args, **kwargs):
+        try:
+            return op(*args, **kwargs)
+        finally:
+            for arg in args:
+                if isinstance(arg, Target):
+                    arg.close()
+    run.__name__, run.__doc__, run.__wrapped__ = op.__name__, op.__doc__, op
+    return run
+
+
+@_closing
 def delete(target: Target, recursive: bool) -> None:
     if not target.exists or (target.slashed and not target.is_dir):
         raise http.HttpError(404, "not found")
@@ -283,6 +297,7 @@ def delete(target: Target, recursive: bool) -> None:
         os.unlink(place.name, dir_fd=place.dir_fd)
 
 
+@_closing
 def move(source: Target, dest: Target, overwrite: bool) -> bool:
     """Rename (renameat with both folders' fds); returns whether something was replaced."""
     if not source.exists or (source.slashed and not source.is_dir):
@@ -309,6 +324,7 @@ def move(source: Target, dest: Target, overwrite: bool) -> bool:
     return replaced
 
 
+@_closing
 def mkcol(target: Target) -> None:
     if target.exists:
         raise http.HttpError(405, "already exists", headers=[("Allow", "GET, HEAD, PUT, DELETE, MOVE")])
