@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from conftest import needs_root, needs_tool
-from serverutil import Server, connect, curl, get, request
+from serverutil import Server, connect, curl, get, read_response, request
 from test_stats import wait_for, wait_json
 
 TOKEN = "s3cret-token"
@@ -516,3 +516,21 @@ def test_write_operations_leave_no_folder_fds_open(tmp_path):
             assert call(port, "DELETE", f"/p{i}?recursive=1")[0] == 204
             assert call(port, "DELETE", f"/p{i}")[0] == 404
         assert len(os.listdir(f"/proc/{pid}/fd")) == before
+
+
+def test_an_upload_whose_folder_is_deleted_meanwhile_is_a_conflict(wserver):
+    # The upload's folder is the fd its walk opened: once that folder is gone
+    # there is nothing to name the file in (no new folder is made by its old path).
+    name = uuid.uuid4().hex
+    assert call(wserver.port, "MKCOL", f"/{name}")[0] == 201
+    body = os.urandom(200_000)
+    with connect(wserver.port) as c:
+        c.sendall(f"PUT /{name}/f HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
+        assert wait_for(lambda: len(unnamed_inodes(wserver)) == 1)
+        assert call(wserver.port, "DELETE", f"/{name}")[0] == 204      # empty: the upload has no name yet
+        c.sendall(body[1000:])
+        status, _, _, _ = read_response(c)
+    assert status == 409
+    assert not os.path.exists(os.path.join(wserver.root, name))
+    assert wait_for(lambda: unnamed_inodes(wserver) == [])

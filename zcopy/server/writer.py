@@ -157,6 +157,9 @@ class Writer:
         except OSError as exc:
             upload.abort()
             raise http_error_for(exc) from None
+        except BaseException:
+            upload.abort()
+            raise
         self.cache.invalidate(upload.target.path)
         return self.empty(status, closing or not req.keep_alive, req.version)
 
