@@ -256,9 +256,7 @@ class Root:
                     if links > MAX_LINKS:
                         raise http.HttpError(404, "too many levels of symbolic links")
                     target = os.readlink(seg, dir_fd=top)
-                    if last:
-                        if link_fd >= 0:
-                            os.close(link_fd)
+                    if last and link is None:      # the link the URL names (not later hops)
                         link, link_fd = os.path.join(top_path, seg), os.dup(top)
                     if target.startswith("/"):
                         base = self._base_of(target)
