@@ -175,3 +175,16 @@ def get(port: int, path: str, headers: dict | None = None, method: str = "GET"):
 def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *args],
                           capture_output=True, timeout=timeout + 5)
+
+
+def file_fds(pid: int) -> list[str]:
+    """What a process's fds that are not sockets or pipes point to (connections come and go)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if not target.startswith(("socket:", "pipe:")):
+            found.append(target)
+    return sorted(found)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from serverutil import Server, connect, curl, get, read_response, request
+from serverutil import Server, connect, curl, file_fds, get, read_response, request
 from conftest import needs_tool
 
 BIG = os.urandom(3 * 1024 * 1024 + 7)
@@ -397,9 +397,9 @@ def test_reads_that_walk_folders_leave_no_fds_open(tmp_path):
     with Server(tmp_path, "--workers", "1") as s:
         (pid,) = s.worker_pids()
         assert get(s.port, "/d/")[0] == 200
-        before = len(os.listdir(f"/proc/{pid}/fd"))
+        before = file_fds(pid)
         for _ in range(30):
             for path, status in [("/d/", 200), ("/d/e/", 200), ("/d", 301), ("/d/e/..", 301), ("/nope/x", 404),
                                  ("/d/f.txt/", 404), ("/d/f.txt/..", 404), ("/d/missing", 404), ("/.zcopy/", 404)]:
                 assert get(s.port, path)[0] == status, path
-        assert len(os.listdir(f"/proc/{pid}/fd")) == before
+        assert file_fds(pid) == before

@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from conftest import needs_root, needs_tool
-from serverutil import Server, connect, curl, get, read_response, request
+from serverutil import Server, connect, curl, file_fds, get, read_response, request
 from test_stats import wait_for, wait_json
 
 TOKEN = "s3cret-token"
@@ -502,7 +502,7 @@ def test_write_operations_leave_no_folder_fds_open(tmp_path):
         (pid,) = s.worker_pids()
         port = s.port
         assert put(port, "/warm/x", b"x")[0] == 201            # whatever a first upload sets up once
-        before = len(os.listdir(f"/proc/{pid}/fd"))
+        before = file_fds(pid)
         for i in range(20):
             assert put(port, f"/p{i}/q/f", b"data")[0] == 201
             assert put(port, f"/p{i}/q/f/x", b"data")[0] == 409          # a file is not a folder
@@ -515,7 +515,7 @@ def test_write_operations_leave_no_folder_fds_open(tmp_path):
             assert call(port, "DELETE", f"/p{i}")[0] == 409
             assert call(port, "DELETE", f"/p{i}?recursive=1")[0] == 204
             assert call(port, "DELETE", f"/p{i}")[0] == 404
-        assert len(os.listdir(f"/proc/{pid}/fd")) == before
+        assert file_fds(pid) == before
 
 
 def test_an_upload_whose_folder_is_deleted_meanwhile_is_a_conflict(wserver):
