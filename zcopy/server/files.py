@@ -66,6 +66,10 @@ class FileEntry:
     _head_for: tuple = ()                          # (Date line, close, version) the memo is for
     _head: bytes = b""
     reply: object = None       # the responder's memo of its 200 Reply (built on ``head_200``'s bytes)
+    #: Where a request checks the name again (unwatched, or with siblings): the
+    #: folder fd the walk opened, and the file's name in it; -1 when not kept.
+    folder_fd: int = -1
+    name: str = ""
 
     def __post_init__(self) -> None:
         if self.size:
@@ -108,6 +112,20 @@ class FileEntry:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.folder_fd >= 0:
+            os.close(self.folder_fd)
+            self.folder_fd = -1
+
+    def stat_name(self, suffix: str = "") -> os.stat_result | None:
+        """fstatat of the name this entry (or its sibling with ``suffix``) was
+        opened by, in the folder the walk opened: one syscall, no path string.
+        None when it is gone or when no folder fd is kept."""
+        if self.folder_fd < 0:
+            return None
+        try:
+            return os.stat(self.name + suffix, dir_fd=self.folder_fd, follow_symlinks=False)
+        except OSError:
+            return None
 
 
 class OpenFileCache:
@@ -145,7 +163,7 @@ class OpenFileCache:
         if entry is not None and now - entry.resolved_at < RESOLVE_TTL:
             if entry.watched:       # trusted(now): the events would have dropped it
                 return entry
-            st = self.stat(url_path)
+            st = entry.stat_name() if entry.folder_fd >= 0 else self.stat(url_path)
             if st is None:
                 self._drop(url_path)
                 raise http.HttpError(404, "not found")
@@ -171,6 +189,9 @@ class OpenFileCache:
         if entry is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
             entry.resolved_at = now
             entry.watched = entry.watched and st.st_nlink == 1     # a link made since
+            if entry.folder_fd >= 0:                    # the folder as walked now
+                os.close(entry.folder_fd)
+                entry.folder_fd = os.dup(place.dir_fd)
             return entry
         # Watch before opening: a change after the open's fstat is then an event.
         # Not a file with other hard links: a write through one of them raises
@@ -183,6 +204,10 @@ class OpenFileCache:
         fresh = self._open(place, now)
         fresh.watched = watched
         fresh.link = place.link
+        if not watched or fresh.variants:
+            # Checked per request: keep the folder (the walk is redone once a
+            # second as for every entry; the fd is beneath ROOT as walked).
+            fresh.folder_fd, fresh.name = os.dup(place.dir_fd), place.name
         self._drop(url_path)
         if len(self._entries) >= self.max_entries:
             oldest = next(iter(self._entries))

@@ -171,7 +171,7 @@ class Responder:
     def _fresh_variant(self, url_path: str, entry: FileEntry, coding: str) -> FileEntry:
         """A precompressed sibling is only as fresh as its own stat says."""
         variant = entry.variants[coding]
-        st = self.cache.stat(url_path, ENCODINGS[coding])
+        st = entry.stat_name(ENCODINGS[coding])
         if st is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == variant.key:
             return variant
         self.cache.invalidate(entry.path)
