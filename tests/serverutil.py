@@ -197,6 +197,19 @@ def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=timeout + 5)
 
 
+def file_fds(pid: int) -> list[str]:
+    """What a process's fds that are not sockets or pipes point to (connections come and go)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if not target.startswith(("socket:", "pipe:")):
+            found.append(target)
+    return sorted(found)
+
+
 def serve_refused(*args: str, env: dict | None = None, timeout: float = 20.0) -> subprocess.CompletedProcess:
     """Run `zcopy serve ARGS` that is expected to refuse to start. One that
     starts anyway is stopped with SIGTERM (its workers go with it: a killed

@@ -95,7 +95,7 @@ def test_bodies_and_expect():
     (b"GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n", "/a", ""),
     (b"\r\nGET /lead HTTP/1.1\r\nHost: x\r\n\r\n", "/lead", ""),
     (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "*", ""),
-    (b"GET /a\\b HTTP/1.1\r\nHost: x\r\n\r\n", "/a\\b", ""),          # resolve_path refuses it
+    (b"GET /a\\b HTTP/1.1\r\nHost: x\r\n\r\n", "/a\\b", ""),          # url_segments refuses it
 ])
 def test_targets(head, path, query):
     req = parse_head(head)

@@ -71,12 +71,19 @@ class Upload:
             view = view[n:]
 
     def commit(self) -> int:
-        writes.make_parents(self.target)    # a concurrent DELETE may have removed them
-        replaced = self.temp.commit(self.target.path, fsync=self.fsync)
+        try:
+            replaced = self.temp.commit(self.target.place.name, fsync=self.fsync)
+        except FileNotFoundError:
+            # Its folder was removed while the body arrived (a DELETE): nothing to rename into.
+            raise http.HttpError(409, "the folder was removed during the upload") from None
+        self.target.close()
         return 204 if replaced else 201
 
     def abort(self) -> None:
+        """The upload failed or was cut: no temp file, and none of the folders it made."""
         self.temp.abort()
+        writes.undo_parents(self.target)
+        self.target.close()
 
 
 class Writer:
@@ -88,8 +95,7 @@ class Writer:
         self.fsync = fsync
 
     def target(self, url_path: str) -> writes.Target:
-        return writes.write_target(self.cache.root, url_path, follow_symlinks=self.cache.follow_symlinks,
-                                   show_hidden=self.cache.show_hidden)
+        return writes.write_target(self.cache.fs, url_path)
 
     def handle(self, req: http.Request, close: bool = False):
         """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
@@ -98,11 +104,17 @@ class Writer:
         if req.method == "PUT":
             return self._put(req, target)
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
+        # Each operation closes the targets it is given (their folder fds), also
+        # when it fails, so it can run elsewhere than here (off the loop).
         if req.method == "DELETE":
             writes.delete(target, recursive=_query_flag(req.query, "recursive"))
             status = 204
         elif req.method == "MOVE":
-            dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
+            try:
+                dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
+            except BaseException:
+                target.close()
+                raise
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
             status = 204 if writes.move(target, dest, overwrite) else 201
             self.cache.invalidate(dest.path)
@@ -114,8 +126,20 @@ class Writer:
         return self.empty(status, close, req.version)
 
     def _put(self, req: http.Request, target: writes.Target) -> Upload:
-        if target.exists and os.path.isdir(target.path):
+        try:
+            return self._start_upload(req, target)
+        except BaseException as exc:
+            writes.undo_parents(target)
+            target.close()
+            if isinstance(exc, OSError):
+                raise http_error_for(exc) from None
+            raise
+
+    def _start_upload(self, req: http.Request, target: writes.Target) -> Upload:
+        if target.is_dir:
             raise http.HttpError(409, "a folder exists at this path")
+        if target.slashed:      # "PUT /newdir/": a file name cannot end with a slash
+            raise http.HttpError(400, "a file cannot be written to a folder path (ending in /)")
         if req.content_length is None and not req.chunked:
             raise http.HttpError(411, "PUT needs Content-Length or chunked encoding")
         if "content-range" in req.headers:
@@ -125,10 +149,7 @@ class Writer:
         if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
         writes.make_parents(target)
-        try:
-            temp = writes.TempFile(os.path.dirname(target.path))
-        except OSError as exc:
-            raise http_error_for(exc) from None
+        temp = writes.TempFile(target.place.dir_fd)
         return Upload(target, temp, None if req.chunked else req.content_length, self.max_upload, self.fsync)
 
     def finish(self, upload: Upload, req: http.Request, *, closing: bool = False):
@@ -137,6 +158,9 @@ class Writer:
         except OSError as exc:
             upload.abort()
             raise http_error_for(exc) from None
+        except BaseException:
+            upload.abort()
+            raise
         self.cache.invalidate(upload.target.path)
         self.cache.written()
         return self.empty(status, closing or not req.keep_alive, req.version)
