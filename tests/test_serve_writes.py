@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from conftest import needs_root, needs_tool
-from serverutil import Server, connect, curl, get, request
+from serverutil import Server, connect, curl, get, read_response, request
 from test_stats import wait_for, wait_json
 
 TOKEN = "s3cret-token"
@@ -94,6 +94,19 @@ def test_chunked_upload(wserver):
     body = os.urandom(50_001)
     assert put(wserver.port, "/chunked.bin", body, chunked=True)[0] in (201, 204)
     assert get(wserver.port, "/chunked.bin")[2] == body
+
+
+def test_http10_chunked_upload_closes_after_the_reply(wserver):
+    """RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request (which a 1.0 hop
+    may have framed otherwise) makes the server close after its reply, even
+    when the client asked for keep-alive; the reply says so."""
+    with connect(wserver.port) as s:
+        s.sendall(f"PUT /te10.bin HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
+                  f"Authorization: Bearer {TOKEN}\r\n\r\n".encode() + b"5\r\nhello\r\n0\r\n\r\n")
+        status, h, _, _ = read_response(s)
+        assert status in (201, 204) and h.get("connection", "").lower() == "close"
+        assert s.recv(10) == b""                 # closed, not kept alive
+    assert get(wserver.port, "/te10.bin")[2] == b"hello"
 
 
 @needs_tool("curl")

@@ -197,6 +197,11 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
         if _tokens(te.lower()) != ["chunked"]:
             raise HttpError(501, f"transfer coding {te!r} is not implemented", close=True)
         chunked = True
+        if version == (1, 0):
+            # RFC 9112 6.1: a server MUST close the connection after answering
+            # an HTTP/1.0 request with Transfer-Encoding (a 1.0 hop in between
+            # may have framed the body differently), so the reply says close.
+            keep_alive = False
     cl = headers.get("content-length")
     return Request(
         method, target, path, query, version, MappingProxyType(headers), keep_alive,
