@@ -82,7 +82,12 @@ class ServerProtocol:
         if not self.buf:
             req = self.known.get(data)
             if req is not None:         # the usual case: exactly one known head arrived
-                return self._begin(req)
+                if req.chunked or req.content_length:
+                    return self._begin(req)
+                self.request = req
+                self.keep_alive = req.keep_alive
+                self.state = REPLY
+                return req
         self.buf += data
         return self.next_request()
 
@@ -209,12 +214,12 @@ class ServerProtocol:
         request (HEAD when bytes of it wait in ``buf``); CLOSE: linger, then
         close. ``close``: the reply said ``Connection: close``."""
         self.request = None
-        self.continue_due = False
-        if close or not self.keep_alive or self.state != REPLY:
+        if close or not self.keep_alive or self.state is not REPLY:
             # (still BODY: the reply went out before the body was read - a
             # refusal, a read method with a body - so the rest cannot be framed)
             self.state = LINGER
             self.decoder = None
+            self.continue_due = False
             self.buf.clear()
             return CLOSE
         self.state = HEAD if self.buf else IDLE

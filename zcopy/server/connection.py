@@ -208,16 +208,20 @@ class Connection:
                     # and likewise keeps reading once the peer's FIN is pending).
                     self.readable = False
                 self.stats.copy_received += n
-                fresh = not proto.buf
                 req = proto.receive(data)
-                if req is None and fresh:
+                if req is None and len(proto.buf) == n:
                     # The head clock starts with its first byte (slowloris bound).
                     self.deadline = self.worker.now + self.config.header_timeout
         except http.HttpError as exc:           # 400/414/431/501/505: answer, then close
             self._start_reply(self.worker.responder.error(exc, close=True))
             return True
-        self.started = self.worker.now
-        self._answer(self.worker.responder.respond(req, self.draining))
+        worker = self.worker
+        self.started = worker.now
+        reply = worker.responder.respond(req, self.draining)
+        if reply.__class__ is Reply:
+            self._start_reply(reply)
+        else:
+            self._answer(reply)
         return True
 
     def _answer(self, reply) -> None:
@@ -486,7 +490,7 @@ class Connection:
         """A reply ended: stats and the access log. One that did not complete
         (client gone, timeout, file shrank) is logged, as nginx logs a cut
         download, with the body bytes that did leave (file bytes; not the head)."""
-        req = self.request
+        req = self.proto.request
         worker = self.worker
         if req is None:
             self.stats.reply(None, reply.status)
