@@ -237,6 +237,8 @@ class Connection:
             reply.wait(self._resumed)
         elif isinstance(reply, BodySink):
             self.upload = reply
+            if self.proto.body_left > 0:
+                reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
             self.state = RECEIVING
             self.deadline = self.worker.now + self.config.send_timeout
             interim = self.proto.accept_body()
