@@ -31,7 +31,7 @@ States (``state``) and what moves between them::
   last reply).
 - CLOSED: nothing more on this connection.
 
-The framing itself is the shared head reader's (``split_head``, also used
+The framing itself is the shared head reader's (``HeadReader``, also used
 by the client) and httptools' (``parse_head``, memoized by ``HeadCache``);
 chunked bodies are decoded by ``ChunkedDecoder``.
 """
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from zcopy.http.chunked import ChunkedDecoder
 from zcopy.http.errors import HttpError
-from zcopy.http.request import HeadCache, Request, split_head
+from zcopy.http.request import HeadCache, HeadReader, Request
 
 IDLE, HEAD, BODY, REPLY, LINGER, CLOSED = "IDLE", "HEAD", "BODY", "REPLY", "LINGER", "CLOSED"
 #: What ``reply_finished`` says: read the next request, or linger and close.
@@ -59,13 +59,14 @@ class ServerProtocol:
     requests, body bytes that arrived with their head. ``request`` is the
     request being answered (None between requests)."""
 
-    __slots__ = ("heads", "known", "buf", "state", "request", "keep_alive", "body_left", "decoder",
+    __slots__ = ("heads", "known", "reader", "buf", "state", "request", "keep_alive", "body_left", "decoder",
                  "continue_due")
 
     def __init__(self, heads: HeadCache) -> None:
         self.heads = heads
         self.known = heads.known      # head bytes -> Request: the hot path's one dict lookup
-        self.buf = bytearray()
+        self.reader = HeadReader(heads.max_head, heads.max_target)
+        self.buf = self.reader.buf    # the reader's buffer: what was received and not taken
         self.state = IDLE
         self.request: Request | None = None
         self.keep_alive = True
@@ -97,19 +98,12 @@ class ServerProtocol:
         if not buf:
             self.state = IDLE
             return None
-        heads = self.heads
         try:
-            n = split_head(buf, heads.max_head, heads.max_target)
-            if n is None:
+            head = self.reader.take()
+            if head is None:
                 self.state = HEAD
                 return None
-            if n == len(buf):
-                head = bytes(buf)
-                buf.clear()
-            else:
-                head = bytes(buf[:n])
-                del buf[:n]
-            req = self.known.get(head) or heads.parse(head)
+            req = self.known.get(head) or self.heads.parse(head)
         except HttpError:
             self._refused()
             raise
