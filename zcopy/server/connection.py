@@ -275,9 +275,9 @@ class Connection:
             for piece in proto.body_from_buffer():
                 sink.write(piece)
         while proto.state == BODY:
-            if proto.decoder is not None or sink.fd is None:
+            if proto.decoder is not None or sink.fd is None or not self.transport.zero_copy:
                 # Through the process: a chunked body (the decoder must see
-                # it), or a sink that is not a file.
+                # it), a sink that is not a file, a transport that must copy.
                 if not self.readable:
                     return False
                 try:
