@@ -56,22 +56,26 @@ DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 
 
 class Connection:
-    __slots__ = ("worker", "transport", "fd", "recv", "send", "proto", "addr", "state", "readable", "writable",
+    __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
                  "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending",
                  "hup", "ahead", "stats", "config", "engine", "once", "head_at")
 
-    def __init__(self, worker, sock, addr) -> None:
+    def __init__(self, worker, sock, addr, transport=None) -> None:
         self.worker = worker
         self.stats = worker.stats          # what every request touches, one attribute away
         self.config = worker.config
-        self.transport = transport = PlainTransport(sock)
-        self.fd = transport.fd             # epoll's key; the engines' socket side (zero-copy transport)
+        self.transport = transport = transport or PlainTransport(sock)
+        self.fd = transport.fd             # epoll's key
         self.recv = transport.recv
         self.send = transport.send
         self.proto = ServerProtocol(worker.heads)
-        self.engine = worker.engine
-        # None: every range goes through a transfer
-        self.once = worker.engine.send_once if transport.zero_copy else None
+        if transport.zero_copy:            # the engines move file bytes to the socket itself
+            self.wire = transport.fd
+            self.engine = worker.engine
+        else:                              # every byte passes through the transport's send
+            self.wire = transport
+            self.engine = worker.copy_engine()
+        self.once = self.engine.send_once      # None: every range goes through a transfer
         self.addr = addr
         self.state = READING
         self.readable = True      # data may have arrived before we registered
@@ -457,7 +461,7 @@ class Connection:
                     return BLOCKED
                 before = xfer.remaining
                 try:
-                    progress = xfer.step(self.fd)
+                    progress = xfer.step(self.wire)
                 finally:    # a reset after some chunks left: they count (access log, stats)
                     self.sent += before - xfer.remaining
                 if progress is not DONE:
