@@ -13,9 +13,11 @@ A TLS transport fits the same shape. With kernel TLS (kTLS) the kernel
 encrypts what sendfile/splice write, so it sets ``zero_copy = True`` and
 ``fd`` to the socket; that needs an ``ssl.SSLSocket`` wrapped on the real
 socket fd (OpenSSL installs the keys there); an ``SSLObject`` with memory
-BIOs can never use it. Without kTLS it sets ``zero_copy = False``, and file
-bytes must pass through ``send`` (read into memory, encrypted in user space):
-the engines that copy (read_send, recv_pwrite) are the only ones that work.
+BIOs can never use it. Without kTLS it sets ``zero_copy = False``: then the
+connection sends file bytes with the copy engine (read_send, given the
+transport instead of an fd, so it calls ``send``) and receives bodies with
+``recv``; no engine ever sees its fd. Its ``send``/``recv`` must raise
+``BlockingIOError`` where an SSLSocket raises SSLWantRead/WriteError.
 Nothing in ``zcopy.http`` or the responder knows which transport carries a
 request.
 """
