@@ -22,7 +22,7 @@ from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 from zcopy.server.writes import TEMP_PREFIX
 
 READ_METHODS = ("GET", "HEAD")
-#: Answers memoized per Request (see ``Responder.respond``); starts over when full.
+#: Answers memoized per Date second and Request (``_Answers``); starts over when full.
 ANSWERS = 256
 
 
