@@ -23,7 +23,7 @@ ECHO_LIMIT = 64
 
 
 @contextlib.contextmanager
-def extended_worker(root):
+def extended_worker(root, **config):
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -39,7 +39,7 @@ def extended_worker(root):
             from zcopy.server.reply import Pending, whole
             from zcopy.server.worker import Worker
 
-            worker = Worker(ServeConfig(root=str(root), prefetch=False), listener)
+            worker = Worker(ServeConfig(root=str(root), prefetch=False, **config), listener)
             respond = worker.responder.respond
             waiting = []
             ok = http.parse_head(b"GET /ok.txt HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -148,3 +148,19 @@ def test_an_announced_length_over_the_limit_is_refused_before_the_body(tmp_path)
                       % (ECHO_LIMIT + 1))
             status, headers, _, _ = read_response(s)        # no 100 Continue first
             assert status == 413 and headers["connection"] == "close"
+
+
+def test_a_pending_never_done_ends_at_the_send_timeout(tmp_path):
+    """While a Pending is outstanding the connection's deadline is the send
+    timeout: a reply that never comes costs that connection, nothing else."""
+    (tmp_path / "ok.txt").write_text("fine")
+    with extended_worker(tmp_path, send_timeout=1.0) as (port, pid):
+        a = connect(port)
+        a.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        a.settimeout(10)
+        assert a.recv(10) == b""                       # closed, with nothing sent
+        b = connect(port)
+        b.sendall(b"GET /ok.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(b)[2] == b"fine"
+        a.close()
+        b.close()
