@@ -193,27 +193,13 @@ class Connection:
                 if self.draining and not proto.buf:
                     self.close()
                     return False
-                if not self.readable:
-                    return False
-                try:
-                    data = self.recv(RECV_SIZE)
-                except BlockingIOError:
-                    self.readable = False
-                    return False
+                data = self._read()
                 if not data:
-                    proto.eof_received()
-                    self.close()
+                    if data is not None:        # the peer's EOF
+                        self.close()
                     return False
-                n = len(data)
-                if n < RECV_SIZE and not self.hup:
-                    # A short read drained the socket; with edge-triggered epoll any later
-                    # byte raises a new EPOLLIN edge, so the next read waits for it instead
-                    # of paying a recv -> EAGAIN round trip per request (nginx does the same,
-                    # and likewise keeps reading once the peer's FIN is pending).
-                    self.readable = False
-                self.stats.copy_received += n
                 req = proto.receive(data)
-                if req is None and len(proto.buf) == n:
+                if req is None and len(proto.buf) == len(data):
                     # The head clock starts with its first byte (slowloris bound).
                     self.deadline = self.worker.now + self.config.header_timeout
         except http.HttpError as exc:           # 400/414/431/501/505: answer, then close
@@ -227,6 +213,28 @@ class Connection:
         else:
             self._answer(reply)
         return True
+
+    def _read(self) -> bytes | None:
+        """What the transport has: bytes (counted), b"" at the peer's EOF (the
+        protocol is told), or None when nothing is there now."""
+        if not self.readable:
+            return None
+        try:
+            data = self.recv(RECV_SIZE)
+        except BlockingIOError:
+            self.readable = False
+            return None
+        n = len(data)
+        if not n:
+            self.proto.eof_received()
+        elif n < RECV_SIZE and not self.hup:
+            # A short read drained the socket; with edge-triggered epoll any later
+            # byte raises a new EPOLLIN edge, so the next read waits for it instead
+            # of paying a recv -> EAGAIN round trip per request (nginx does the same,
+            # and likewise keeps reading once the peer's FIN is pending).
+            self.readable = False
+        self.stats.copy_received += n
+        return data
 
     def _answer(self, reply) -> None:
         """What the responder (or a completed body) said: a Reply to send, a
@@ -282,18 +290,12 @@ class Connection:
             if proto.decoder is not None or sink.fd is None or not self.transport.zero_copy:
                 # Through the process: a chunked body (the decoder must see
                 # it), a sink that is not a file, a transport that must copy.
-                if not self.readable:
-                    return False
-                try:
-                    data = self.recv(RECV_SIZE)
-                except BlockingIOError:
-                    self.readable = False
-                    return False
+                data = self._read()
                 if not data:
-                    proto.eof_received()
+                    if data is None:
+                        return False
                     raise PeerClosed("client closed during a request body")
                 stats.body_buffered += len(data)
-                stats.copy_received += len(data)
                 self.deadline = self.worker.now + self.config.send_timeout
                 for piece in proto.body_received(data):
                     sink.write(piece)
