@@ -10,67 +10,42 @@ body into a bounded MemorySink and sends it back.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import signal
-import socket
 
-from serverutil import connect, read_response
-from zcopy.server.config import ServeConfig
+from serverutil import connect, read_response, worker_with
 
 ECHO_LIMIT = 64
 
 
-@contextlib.contextmanager
 def extended_worker(root, **config):
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    port = listener.getsockname()[1]
-    pid = os.fork()
-    if pid == 0:                                     # the child: never returns
-        code = 1
-        try:
-            os.environ["ZCOPY_STATS"] = "off"
-            from zcopy import http
-            from zcopy.server.body import MemorySink
-            from zcopy.server.reply import Pending, whole
-            from zcopy.server.worker import Worker
+    def extend(respond):
+        from zcopy import http
+        from zcopy.server.body import MemorySink
+        from zcopy.server.reply import Pending, whole
 
-            worker = Worker(ServeConfig(root=str(root), prefetch=False, **config), listener)
-            respond = worker.responder.respond
-            waiting = []
-            ok = http.parse_head(b"GET /ok.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        waiting = []
+        ok = http.parse_head(b"GET /ok.txt HTTP/1.1\r\nHost: t\r\n\r\n")
 
-            def echo(sink, req, closing):
-                body = bytes(sink.data)
-                return whole(200, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body), closing)
+        def echo(sink, req, closing):
+            body = bytes(sink.data)
+            return whole(200, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body), closing)
 
-            def extended(req, *args, **kwargs):
-                if req.path == "/slow":
-                    pending = Pending()
-                    waiting.append(pending)
-                    return pending
-                if req.path == "/release":
-                    for pending in waiting:
-                        pending.done(respond(ok))
-                    waiting.clear()
-                if req.path == "/echo" and req.method == "POST":
-                    return MemorySink(ECHO_LIMIT, echo)
-                return respond(req, *args, **kwargs)
+        def extended(req, *args, **kwargs):
+            if req.path == "/slow":
+                pending = Pending()
+                waiting.append(pending)
+                return pending
+            if req.path == "/release":
+                for pending in waiting:
+                    pending.done(respond(ok))     # on the loop thread, as the executor's wake-up
+                waiting.clear()
+            if req.path == "/echo" and req.method == "POST":
+                return MemorySink(ECHO_LIMIT, echo)
+            return respond(req, *args, **kwargs)
+        return extended
 
-            worker.responder.respond = extended
-            code = worker.run()
-        finally:
-            os._exit(code)
-    listener.close()
-    try:
-        yield port, pid
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    return worker_with(root, extend, **config)
 
 
 def nothing_arrives(sock, seconds: float = 0.3) -> bool:
