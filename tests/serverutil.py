@@ -222,3 +222,39 @@ def serve_refused(*args: str, env: dict | None = None, timeout: float = 20.0) ->
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def worker_with(root, extend, *, quiet: bool = False, **config):
+    """A real serve worker (the production loop, sockets and files) in a
+    forked child, whose responder's ``respond`` is ``extend(respond)``: a
+    fault to inject or a seam to drive. Yields (port, pid); the child is
+    killed on exit. ``quiet``: its stderr goes to /dev/null (an expected
+    traceback)."""
+    from zcopy.server.config import ServeConfig
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:                                     # the child: never returns
+        code = 1
+        try:
+            os.environ["ZCOPY_STATS"] = "off"
+            if quiet:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            from zcopy.server.worker import Worker
+
+            worker = Worker(ServeConfig(root=str(root), prefetch=False, **config), listener)
+            worker.responder.respond = extend(worker.responder.respond)
+            code = worker.run()
+        finally:
+            os._exit(code)
+    listener.close()
+    try:
+        yield port, pid
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

@@ -96,6 +96,19 @@ def test_chunked_upload(wserver):
     assert get(wserver.port, "/chunked.bin")[2] == body
 
 
+def test_http10_chunked_upload_closes_after_the_reply(wserver):
+    """RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request (which a 1.0 hop
+    may have framed otherwise) makes the server close after its reply, even
+    when the client asked for keep-alive; the reply says so."""
+    with connect(wserver.port) as s:
+        s.sendall(f"PUT /te10.bin HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
+                  f"Authorization: Bearer {TOKEN}\r\n\r\n".encode() + b"5\r\nhello\r\n0\r\n\r\n")
+        status, h, _, _ = read_response(s)
+        assert status in (201, 204) and h.get("connection", "").lower() == "close"
+        assert s.recv(10) == b""                 # closed, not kept alive
+    assert get(wserver.port, "/te10.bin")[2] == b"hello"
+
+
 @needs_tool("curl")
 def test_curl_put_with_expect_continue_and_basic_auth(wserver, tmp_path):
     src = tmp_path / "src.bin"

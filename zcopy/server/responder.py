@@ -23,8 +23,22 @@ from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
-#: Answers memoized per Request (see ``Responder.respond``); starts over when full.
+#: Answers memoized per Date second and Request (``_Answers``); starts over when full.
 ANSWERS = 256
+
+
+class _Answers(dict):
+    """The answer memo of one Date second, keyed by what a memoized answer
+    depends on: the ``Request`` (one per distinct head's bytes: method,
+    path, token, framing, every field) here, the Date second in ``second``.
+    Each value is ``(reply, entry)``, good while ``entry.trusted()`` (the
+    file unchanged, per its watch)."""
+
+    __slots__ = ("second",)
+
+    def __init__(self, second: bytes) -> None:
+        super().__init__()
+        self.second = second
 
 
 class Responder:
@@ -40,7 +54,7 @@ class Responder:
         self.token = token
         self.read_token = read_token
         self.allow = "GET, HEAD, PUT, DELETE, MOVE, MKCOL, OPTIONS" if writer else "GET, HEAD, OPTIONS"
-        self._answers: dict[http.Request, tuple[Reply, FileEntry, bytes]] = {}
+        self._answers = _Answers(b"")
 
     # -- entry points ---------------------------------------------------------
 
@@ -50,17 +64,19 @@ class Responder:
         draining), so the reply says ``Connection: close`` (RFC 9112 9.6).
 
         A plain GET or HEAD of a watched file without siblings is answered
-        from what its bytes alone decide (method, path, token, framing) and
-        the file's entry: the same Request (``HeadCache`` hands out one per
-        distinct head) gets the same Reply for as long as the entry is
-        trusted and its head's Date line is this second's."""
+        from a memo keyed by what the answer depends on (``_Answers``): the
+        Date second and the Request (``HeadCache`` hands out one per distinct
+        head), checked against the file's entry (trusted: unchanged)."""
         date = self.date.get()
         self.cache.sync()       # another worker's write: nothing cached is trusted unchecked
+        answers = self._answers
+        if answers.second is not date:      # a new Date second: the last second's answers are stale
+            answers = self._answers = _Answers(date)
         if not closing:
-            known = self._answers.get(req)
+            known = answers.get(req)
             if known is not None:
-                reply, entry, built_on = known
-                if built_on is date and entry.trusted(time.monotonic()):
+                reply, entry = known
+                if entry.trusted(time.monotonic()):
                     return reply
         close = closing or not req.keep_alive
         head_only = req.method == "HEAD"
@@ -93,11 +109,11 @@ class Responder:
                 raise http.HttpError(404, "not found")
             reply = self._file(req, entry, close, head_only)
             if req.plain and entry.watched and not entry.variants and not closing:
-                if len(self._answers) >= ANSWERS:
-                    self._answers.clear()
-                # ``date`` was read before the reply was built: were they
-                # seconds apart, the memo misses once instead of serving an old Date.
-                self._answers[req] = (reply, entry, date)
+                if len(answers) >= ANSWERS:
+                    answers.clear()
+                # Filed under ``date``, read before the reply was built: were
+                # they seconds apart, the memo misses once instead of serving an old Date.
+                answers[req] = (reply, entry)
             return reply
         except http.HttpError as exc:
             return self.error(exc, close=close, head_only=head_only, version=req.version)

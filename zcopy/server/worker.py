@@ -80,6 +80,14 @@ class Worker(ListenerLoop):
             return send, send
         return send, engines.create(cfg.upload_engine, pipe_pool=self.pipe_pool, budget=cfg.budget)
 
+    def copy_engine(self):
+        """The send engine for a transport that cannot take sendfile/splice
+        (TLS without kTLS): read_send, which writes through the transport."""
+        engine = self.engines.get("read_send")
+        if engine is None:
+            engine = self.engines["read_send"] = engines.create("read_send", budget=self.config.budget)
+        return engine
+
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:

@@ -1,9 +1,10 @@
 """Write methods: PUT (an ``Upload``), DELETE, MOVE, MKCOL.
 
 ``Writer.handle`` maps a request to either a finished ``Reply`` or, for PUT,
-an ``Upload`` that the connection feeds: buffered body bytes through
-``Upload.write`` and the rest of a fixed-length body straight from the socket
-through the upload engine (splice socket->pipe->file where the probe says so).
+an ``Upload``: a ``FileSink`` (``zcopy.server.body``) the connection feeds,
+buffered body bytes through ``write`` and the rest of a fixed-length body
+straight from the socket through the upload engine (splice
+socket->pipe->file where the probe says so).
 Filesystem rules (what may be written where, atomic commit) are in
 ``zcopy.server.writes``.
 """
@@ -16,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from zcopy import http
 from zcopy.server import writes
+from zcopy.server.body import FileSink
 from zcopy.server.files import OpenFileCache
 from zcopy.server.reply import Reply
 
@@ -23,52 +25,16 @@ WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-class Upload:
-    """A PUT body on its way into a temp file in the target's folder."""
+class Upload(FileSink):
+    """A PUT body on its way into a temp file in the target's folder (the
+    connection moves it in; framing is the protocol's, see ``body.py``)."""
 
-    def __init__(self, target: writes.Target, temp: writes.TempFile, length: int | None,
-                 max_upload: int | None, fsync: bool) -> None:
+    def __init__(self, writer: "Writer", target: writes.Target, temp: writes.TempFile, max_upload: int | None,
+                 fsync: bool) -> None:
+        super().__init__(temp.fd, max_upload, writer.finish)
         self.target = target
         self.temp = temp
-        self.fd = temp.fd
-        self.offset = 0
-        self.remaining = length if length is not None else -1   # -1: chunked, unknown
-        self.decoder = http.ChunkedDecoder() if length is None else None
-        self.max_upload = max_upload
         self.fsync = fsync
-
-    @property
-    def chunked(self) -> bool:
-        return self.decoder is not None
-
-    @property
-    def done(self) -> bool:
-        return self.decoder.done if self.decoder is not None else self.remaining == 0
-
-    def write(self, data: bytes) -> bytes:
-        """Write body bytes from user space; returns what lies beyond the body
-        (the start of a pipelined next request)."""
-        if self.decoder is None:
-            take = min(len(data), self.remaining)
-            self._pwrite(memoryview(data)[:take])
-            self.remaining -= take
-            return data[take:]
-        for piece in self.decoder.feed(data):
-            self._pwrite(memoryview(piece))
-        return self.decoder.trailing if self.decoder.done else b""
-
-    def advanced(self, moved: int) -> None:
-        """The upload engine wrote ``moved`` bytes at ``offset``."""
-        self.offset += moved
-        self.remaining -= moved
-
-    def _pwrite(self, view: memoryview) -> None:
-        if self.max_upload is not None and self.offset + len(view) > self.max_upload:
-            raise http.HttpError(413, f"upload larger than {self.max_upload} bytes")
-        while view:
-            n = os.pwrite(self.fd, view, self.offset)
-            self.offset += n
-            view = view[n:]
 
     def commit(self) -> int:
         try:
@@ -150,9 +116,9 @@ class Writer:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
         writes.make_parents(target)
         temp = writes.TempFile(target.place.dir_fd)
-        return Upload(target, temp, None if req.chunked else req.content_length, self.max_upload, self.fsync)
+        return Upload(self, target, temp, self.max_upload, self.fsync)
 
-    def finish(self, upload: Upload, req: http.Request, *, closing: bool = False):
+    def finish(self, upload: Upload, req: http.Request, closing: bool = False):
         try:
             status = upload.commit()
         except OSError as exc:
