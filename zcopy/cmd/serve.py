@@ -107,6 +107,12 @@ def configure(p) -> None:
     p.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
                    help="read file windows missing from the page cache in a thread pool, off the event loop "
                         "(auto: on unless ROOT is on tmpfs/ramfs)")
+    p.add_argument("--users", metavar="FILE",
+                   help="named accounts with per-folder rights, signed in with HTTP Basic (docs/accounts.md; "
+                        "made with `zcopy user`); their rules also decide writes")
+    p.add_argument("--trusted-proxy", metavar="ADDR",
+                   help="a reverse proxy at this address: the client address (for sign-in throttling and the "
+                        "log) comes from its X-Forwarded-For")
     w = p.add_argument_group("writes (uploads, delete, rename)")
     w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
     w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
@@ -143,6 +149,7 @@ def build_config(args):
     if args.access_log and args.access_log != "-":
         _check_access_log(args.access_log)
     token, read_token = _tokens(args)
+    accounts = _accounts(args.users)
     state_dir = _state_dir(args, root, targets)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
@@ -152,7 +159,8 @@ def build_config(args):
                       drain_timeout=args.drain_timeout, drain_delay=args.drain_delay,
                       worker_timeout=args.worker_timeout, allow_write=args.allow_write,
                       token=token, read_token=read_token, max_upload=args.max_upload,
-                      fsync=not args.no_fsync, state_dir=state_dir)
+                      fsync=not args.no_fsync, state_dir=state_dir, users=args.users, accounts=accounts,
+                      trusted_proxy=args.trusted_proxy)
     reasons = cfg.reasons
     reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"
     profile = None
@@ -201,6 +209,21 @@ def build_config(args):
     return cfg
 
 
+def _accounts(path: str | None):
+    """The users file, read once here (each worker gets the accounts with the config): a malformed
+    one is one line naming the file and line, exit 2."""
+    if path is None:
+        return None
+    from zcopy.accounts.users import UsersFileError, load
+
+    try:
+        return load(path)
+    except UsersFileError as exc:
+        raise StartupError(f"--users {exc}", code=2) from None
+    except OSError as exc:
+        raise StartupError(f"cannot read --users {path}: {exc.strerror}", code=2) from None
+
+
 def _check_access_log(path: str) -> None:
     """Open the log once here, as each worker will: a path that cannot be
     written is one startup line, not every worker dying at its first breath."""
@@ -245,16 +268,17 @@ def _tokens(args) -> tuple[str | None, str | None]:
     """(write token, read token). Writes are never anonymous where reads need
     a token; a write token given to a read-only server is a mistake, said so
     (``$ZCOPY_TOKEN``, which the client reads too, is ignored there instead)."""
-    if not args.allow_write and (args.token is not None or args.token_file):
+    writes = args.allow_write or bool(args.users)        # with a users file, its rules decide writes
+    if not writes and (args.token is not None or args.token_file):
         flag = "--token" if args.token is not None else "--token-file"
         raise StartupError(f"{flag} guards writes, but this server is read-only: add --allow-write, "
                            "or use --read-token to guard reads", code=2)
     for flag, value in (("--token", args.token), ("--read-token", args.read_token)):
         if value == "":
             raise StartupError(f"{flag} is empty", code=2)
-    token = _token(args.token, args.token_file, "--token-file", env="ZCOPY_TOKEN") if args.allow_write else None
+    token = _token(args.token, args.token_file, "--token-file", env="ZCOPY_TOKEN") if writes else None
     read_token = _token(args.read_token, args.read_token_file, "--read-token-file")
-    if args.allow_write and read_token and not token:
+    if args.allow_write and not args.users and read_token and not token:
         raise StartupError("--allow-write with a read token needs a write token (--token, --token-file or "
                            "$ZCOPY_TOKEN): without one, anyone could write where only token holders may read",
                            code=2)
@@ -290,8 +314,13 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
     if "splice" in (cfg.engine, cfg.upload_engine if cfg.allow_write else None):
         rows.append(("pipe size", format_size(cfg.pipe_size), why("pipe_size", "")))
     rows.append(("prefetch", "on" if cfg.prefetch else "off", why("prefetch", "")))
-    rows.append(("reads", "token required" if cfg.read_token else "open (no token)", ""))
-    if not cfg.allow_write:
+    if cfg.accounts is not None:
+        rows.append(("accounts", f"{len(cfg.accounts)} from {cfg.users}", "their rules decide reads and writes"))
+    else:
+        rows.append(("reads", "token required" if cfg.read_token else "open (no token)", ""))
+    if cfg.accounts is not None:
+        writes = "as the rules say" + (" (and the token)" if cfg.token else "")
+    elif not cfg.allow_write:
         writes = "off (read-only)"
     elif cfg.token:
         writes = "on, token required"
@@ -346,12 +375,14 @@ def run(args) -> int:
 
 
 def reloader(args):
-    """What SIGHUP re-reads: the token files given (zcopy.server.reload)."""
-    from zcopy.server.reload import Reloader, token_file_hook
+    """What SIGHUP re-reads: the token files and the users file given (zcopy.server.reload)."""
+    from zcopy.server.reload import Reloader, token_file_hook, users_file_hook
 
     hooks = Reloader()
     if args.token_file:
         hooks.register("--token-file", token_file_hook(args.token_file, "token"))
     if args.read_token_file:
         hooks.register("--read-token-file", token_file_hook(args.read_token_file, "read_token"))
+    if args.users:
+        hooks.register("--users", users_file_hook(args.users))
     return hooks

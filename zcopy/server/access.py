@@ -21,7 +21,8 @@ a per-process random key, so the cache holds no password and its lookups leak no
 the generation of the users file is part of every remembered answer: a reload (SIGHUP, or the file
 changed) forgets them all, so a revoked user or a changed rule holds from the next request on.
 
-Repeated failures from one address are throttled: after ``FAILURES_ALLOWED`` failures within
+Repeated failures from one address are throttled (with a users file; without one, a wrong token is
+answered as before accounts): after ``FAILURES_ALLOWED`` failures within
 ``FAILURE_WINDOW`` seconds, that address gets 429 with Retry-After until the window ends. The counts
 live in a ``Throttle``; the worker's is shared by every worker (see its docstring).
 """
@@ -204,7 +205,8 @@ class Access:
         raise Denied(401, "wrong token" if self.accounts is None else "wrong user name, password or token")
 
     def _fail(self, addr: str, now: float) -> None:
-        self.throttle.failed(addr, now)
+        if self.accounts is not None:      # without a users file, tokens behave as before accounts: no throttle
+            self.throttle.failed(addr, now)
 
     # -- may they -------------------------------------------------------------
 
@@ -232,6 +234,13 @@ class Access:
         if letters == "r":
             return not self.read_token or identity.kind in ("token", "read-token")
         return self.allow_write and (not self.token or identity.kind == "token")
+
+    def may_browse(self, identity: Identity, folder: str) -> bool:
+        """Whether ``identity`` may list ``folder`` without ``r`` on it, because it leads to
+        something readable (the listing then shows only that, see ``may_list``)."""
+        if identity.rules is None:
+            return False
+        return identity.rules.may_see(segments(folder))
 
     def may_list(self, identity: Identity, folder: str, name: str) -> bool:
         """Whether a listing of ``folder`` shown to ``identity`` includes ``name``."""

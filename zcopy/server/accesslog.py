@@ -23,7 +23,8 @@ class AccessLog:
         self._stamp_second = -1
         self._stamp = ""
 
-    def log(self, addr, request, status: int, length: int) -> None:
+    def log(self, addr, request, status: int, length: int, user: str = "-") -> None:
+        """One combined-format line; ``user`` (the signed-in account, or ``-``) is its third field."""
         now = int(time.time())
         if now != self._stamp_second:
             self._stamp_second = now
@@ -36,7 +37,9 @@ class AccessLog:
             line = f"{request.method} {target} HTTP/{request.version[0]}.{request.version[1]}"
             referer = request.headers.get("referer", "-")
             agent = request.headers.get("user-agent", "-")
-        self._lines.append(f'{host} - - [{self._stamp}] "{_esc(line)}" {status} {length or "-"} '
+        if user != "-":
+            user = _USER_BAD.sub("?", user) or "-"
+        self._lines.append(f'{host} - {user} [{self._stamp}] "{_esc(line)}" {status} {length or "-"} '
                            f'"{_esc(referer)}" "{_esc(agent)}"\n')
 
     def flush(self) -> None:
@@ -85,6 +88,10 @@ class AccessLog:
         self.flush()
         if self._own and self._fd >= 0:
             os.close(self._fd)
+
+
+#: What the unquoted user field cannot hold (a Basic user name is anything but ":").
+_USER_BAD = re.compile(r"[^\x21-\x7e]|\"")
 
 
 def _open(path: str) -> int:

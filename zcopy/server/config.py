@@ -29,6 +29,9 @@ class ServeConfig:
     allow_write: bool = False
     token: str | None = None        # needed for writes (and opens reads) when set
     read_token: str | None = None   # needed for reads when set
+    users: str | None = None        # --users FILE: named accounts and their rules (docs/accounts.md)
+    accounts: dict | None = None    # what FILE held at start (or the last SIGHUP); None: no users file
+    trusted_proxy: str | None = None   # a peer whose X-Forwarded-For names the client
     max_upload: int | None = None
     fsync: bool = True              # fsync an upload before renaming it into place
     prefetch: bool = True           # read cold file windows off the loop (zcopy.server.prefetch)

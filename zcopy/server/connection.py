@@ -57,7 +57,7 @@ DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 
 class Connection:
     __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
-                 "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending",
+                 "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending", "user", "auth",
                  "hup", "ahead", "stats", "config", "engine", "once", "head_at")
 
     def __init__(self, worker, sock, addr, transport=None) -> None:
@@ -91,6 +91,8 @@ class Connection:
         self.draining = False
         self.upload: BodySink | None = None    # RECEIVING: where the body goes
         self.pending: Pending | None = None    # WAITING: the reply being made off the loop
+        self.user = "-"           # who the request being answered is from (the access log's user field)
+        self.auth = None          # (Authorization, rules generation, Identity): the last sign-in here
         self.hup = False          # EPOLLRDHUP/HUP seen: the peer's EOF is pending, keep reading
         self.ahead = None         # prefetch.Readahead of the file range being sent
 
@@ -207,7 +209,7 @@ class Connection:
             return True
         worker = self.worker
         self.started = worker.now
-        reply = worker.responder.respond(req, self.draining)
+        reply = worker.responder.respond(req, self.draining, self)
         if reply.__class__ is Reply:
             self._start_reply(reply)
         else:
@@ -509,7 +511,7 @@ class Connection:
         if worker.access_log is not None:
             # A complete reply's whole body left, listings and multipart part
             # headers included (self.sent counts file bytes only).
-            worker.access_log.log(self.addr, req, reply.status, reply.length if complete else self.sent)
+            worker.access_log.log(self.addr, req, reply.status, reply.length if complete else self.sent, self.user)
 
     # -- ending ---------------------------------------------------------------
 

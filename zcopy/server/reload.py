@@ -1,7 +1,7 @@
 """What SIGHUP reloads: a list of hooks, each re-reading one source.
 
-A hook is ``fn(config) -> str | None``: it re-reads its source (a token file
-today; user databases and certificates register theirs later), updates the
+A hook is ``fn(config) -> str | None``: it re-reads its source (a token file,
+the users file; certificates register theirs later), updates the
 config in place when the value changed and says so in one line, or returns
 None when nothing changed. A hook that cannot read its source raises
 ``ReloadError``: the old value stays and the line says why. The supervisor
@@ -63,3 +63,29 @@ def token_file_hook(path: str, attribute: str) -> Callable:
         setattr(config, attribute, token)
         return f"new value from {path}"
     return reload
+
+
+def users_file_hook(path: str) -> Callable:
+    """Re-read the users file (``--users``) into ``config.accounts``; a malformed file keeps the
+    old accounts, and the log line says which line is wrong. (Workers also re-read it themselves
+    when its mtime changes: ``zcopy.server.worker``.)"""
+    from zcopy.accounts.users import UsersFileError, load
+
+    def reload(config) -> str | None:
+        try:
+            accounts = load(path)
+        except UsersFileError as exc:
+            raise ReloadError(str(exc)) from None
+        except OSError as exc:
+            raise ReloadError(f"cannot read {path}: {exc.strerror}") from None
+        if _same_accounts(accounts, config.accounts):
+            return None
+        config.accounts = accounts
+        return f"{len(accounts)} accounts from {path}"
+    return reload
+
+
+def _same_accounts(a, b) -> bool:
+    if b is None or a.keys() != b.keys():
+        return False
+    return all(a[n].hash == b[n].hash and a[n].rules == b[n].rules for n in a)

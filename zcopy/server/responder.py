@@ -15,30 +15,38 @@ import time
 from urllib.parse import quote
 
 from zcopy import http
-from zcopy.server.auth import CHALLENGE, token_ok
+from zcopy.server.access import Access, Check, Denied, Identity
+from zcopy.server.auth import CHALLENGE
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
-from zcopy.server.reply import Reply, whole
+from zcopy.server.reply import Pending, Reply, whole
 from zcopy.server.root import TEMP_PREFIX
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
+#: The challenge with a users file: accounts sign in with HTTP Basic (tokens still work as Bearer).
+BASIC_CHALLENGE = ("WWW-Authenticate", 'Basic realm="zcopy", charset="UTF-8"')
 #: Answers memoized per Date second and Request (``_Answers``); starts over when full.
 ANSWERS = 256
 
 
 class _Answers(dict):
-    """The answer memo of one Date second, keyed by what a memoized answer
-    depends on: the ``Request`` (one per distinct head's bytes: method,
-    path, token, framing, every field) here, the Date second in ``second``.
-    Each value is ``(reply, entry)``, good while ``entry.trusted()`` (the
-    file unchanged, per its watch)."""
+    """The answer memo of one Date second and one rules generation, keyed by
+    what a memoized answer depends on: the ``Request`` (one per distinct
+    head's bytes: method, path, credentials, framing, every field) here, the
+    Date second in ``second``, the users file's generation
+    (``Access.generation``) in ``generation``: the identity a request proves
+    is its credentials under that generation, so a reload (a revoked user, a
+    changed rule) starts a new memo. Each value is ``(reply, entry, user)``,
+    good while ``entry.trusted()`` (the file unchanged, per its watch);
+    ``user`` is the name the access log shows."""
 
-    __slots__ = ("second",)
+    __slots__ = ("second", "generation")
 
-    def __init__(self, second: bytes) -> None:
+    def __init__(self, second: bytes, generation: int = 0) -> None:
         super().__init__()
         self.second = second
+        self.generation = generation
 
 
 class Responder:
@@ -46,49 +54,167 @@ class Responder:
     Holds the file cache, the Date header and the access rules."""
 
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
-                 token: str | None = None, read_token: str | None = None, routes: Routes | None = None) -> None:
+                 token: str | None = None, read_token: str | None = None, routes: Routes | None = None,
+                 access: Access | None = None, verifier=None, trusted_proxy: str | None = None) -> None:
         self.cache = cache
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
-        self.token = token
-        self.read_token = read_token
+        #: Who is asking and what they may do: the one place (zcopy.server.access).
+        self.access = access if access is not None else Access(token=token, read_token=read_token,
+                                                               allow_write=writer is not None)
+        #: Runs password checks off the loop (zcopy.server.verify); None: inline (unit tests).
+        self.verifier = verifier
+        self.trusted_proxy = trusted_proxy
+        #: Counted here, published by the worker's stats: failed sign-ins, throttled ones, overloads.
+        self.auth_failures = 0
+        self.auth_throttled = 0
+        self.auth_busy = 0
         self.allow = "GET, HEAD, PUT, DELETE, MOVE, MKCOL, OPTIONS" if writer else "GET, HEAD, OPTIONS"
         self._answers = _Answers(b"")
 
     # -- entry points ---------------------------------------------------------
 
-    def respond(self, req: http.Request, closing: bool = False):
-        """A Reply, or an ``Upload`` for a PUT whose body must be received.
-        ``closing``: the connection ends after this reply (the server is
-        draining), so the reply says ``Connection: close`` (RFC 9112 9.6).
+    def respond(self, req: http.Request, closing: bool = False, conn=None):
+        """A Reply, an ``Upload`` for a PUT whose body must be received, or a
+        ``Pending`` while a password is checked off the loop. ``closing``: the
+        connection ends after this reply (the server is draining), so the
+        reply says ``Connection: close`` (RFC 9112 9.6). ``conn``: the
+        connection asking (its peer address, its remembered sign-in, the user
+        name its access log line shows); None in unit tests.
 
         A plain GET or HEAD of a watched file without siblings is answered
         from a memo keyed by what the answer depends on (``_Answers``): the
-        Date second and the Request (``HeadCache`` hands out one per distinct
-        head), checked against the file's entry (trusted: unchanged)."""
+        Date second, the rules generation and the Request (``HeadCache`` hands
+        out one per distinct head), checked against the file's entry
+        (trusted: unchanged)."""
         date = self.date.get()
         self.cache.sync()       # another worker's write: nothing cached is trusted unchecked
+        if conn is not None:
+            conn.user = "-"     # until someone signs in
         answers = self._answers
-        if answers.second is not date:      # a new Date second: the last second's answers are stale
-            answers = self._answers = _Answers(date)
+        generation = self.access.generation
+        if answers.second is not date or answers.generation != generation:   # stale: a new second, a reload
+            answers = self._answers = _Answers(date, generation)
         if not closing:
             known = answers.get(req)
             if known is not None:
-                reply, entry = known
+                reply, entry, user = known
                 if entry.trusted(time.monotonic()):
+                    if conn is not None:
+                        conn.user = user
                     return reply
+        try:
+            identity = self._identify(req, closing, conn)
+        except http.HttpError as exc:
+            close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
+            return self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version)
+        if identity.__class__ is not Identity:
+            return identity             # a Pending (or a Reply: the check was refused)
+        return self._respond(req, identity, closing, conn, answers)
+
+    # -- who is asking --------------------------------------------------------
+
+    def _identify(self, req: http.Request, closing: bool, conn):
+        """The request's Identity; or a Pending while its password is checked. Raises HttpError."""
+        access = self.access
+        auth = req.headers.get("authorization")
+        if auth is None:
+            return access.anonymous
+        if conn is not None:
+            known = conn.auth       # this connection's last sign-in: keep-alive requests skip the rest
+            if known is not None and known[0] == auth and known[1] == access.generation:
+                return known[2]
+        addr = self._client(req, conn)
+        try:
+            got = access.identify(auth, addr, time.monotonic())
+        except Denied as exc:
+            return self._denied(exc)
+        if got.__class__ is Check:
+            return self._verify(got, req, closing, conn, addr)
+        if conn is not None:
+            conn.auth = (auth, access.generation, got)
+        return got
+
+    def _denied(self, exc: Denied) -> Identity:
+        """A refused sign-in: 401 (or 429 when throttled). Without a users file a wrong token
+        leaves the request anonymous, as before accounts (an open server still serves it)."""
+        if exc.status == 429:
+            self.auth_throttled += 1
+            raise http.HttpError(429, str(exc), headers=[("Retry-After", str(exc.retry_after))])
+        self.auth_failures += 1
+        if self.access.accounts is None:
+            return self.access.anonymous
+        raise http.HttpError(401, str(exc), headers=[BASIC_CHALLENGE])
+
+    def _client(self, req: http.Request, conn) -> str:
+        """The client's address: the peer's; behind ``--trusted-proxy`` (only when the peer is
+        that proxy) the last address of X-Forwarded-For, the one the proxy itself added."""
+        addr = conn.addr[0] if conn is not None and isinstance(conn.addr, tuple) else "-"
+        if self.trusted_proxy is not None and addr == self.trusted_proxy:
+            forwarded = req.headers.get("x-forwarded-for")
+            if forwarded:
+                addr = forwarded.rsplit(",", 1)[-1].strip() or addr
+        return addr
+
+    def _verify(self, check: Check, req: http.Request, closing: bool, conn, addr: str):
+        """Check a password off the loop (``zcopy.server.verify``), then answer the request."""
+        access = self.access
+
+        def settle(check: Check) -> Identity:
+            try:
+                identity = access.settle(check, addr, time.monotonic())
+            except Denied as exc:
+                return self._denied(exc)
+            if conn is not None:
+                conn.auth = (req.headers.get("authorization"), access.generation, identity)
+            return identity
+
+        if self.verifier is None:       # no worker around it (unit tests): here and now
+            return settle(check.run())
+        pending = Pending()
+
+        def then(result, error) -> None:
+            if conn is not None and conn.pending is not pending:
+                return                  # the connection closed meanwhile: nothing to answer
+            close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
+            try:
+                if error is not None:
+                    raise http.HttpError(500, "the password check failed", close=True)
+                reply = self._respond(req, settle(result), closing, conn, None)
+            except http.HttpError as exc:
+                reply = self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version)
+            pending.done(reply)
+
+        if not self.verifier.submit(check.run, then):
+            self.auth_busy += 1
+            raise http.HttpError(503, "too many sign-ins at once; try again", headers=[("Retry-After", "1")])
+        return pending
+
+    def _refuse(self, identity: Identity, what: str, legacy: str) -> http.HttpError:
+        """Not allowed: 401 with a challenge when not signed in, 403 when signed in. Without a
+        users file, as before accounts: 401 with the token challenge (``legacy`` says why)."""
+        if self.access.accounts is None:
+            return http.HttpError(401, legacy, headers=[CHALLENGE])
+        if identity.kind == "anonymous":
+            return http.HttpError(401, f"sign in to {what}", headers=[BASIC_CHALLENGE])
+        return http.HttpError(403, f"{identity.name} may not {what}")
+
+    # -- what they asked --------------------------------------------------------
+
+    def _respond(self, req: http.Request, identity: Identity, closing: bool, conn, answers):
+        if conn is not None:
+            conn.user = identity.name
         close = closing or not req.keep_alive
         head_only = req.method == "HEAD"
         has_body = bool(req.content_length or req.chunked)
+        access = self.access
         try:
             if ".zcopy" in req.path and reserved(req.path):   # the server's own resources, never a file
                 close = close or has_body                     # (no route reads a body yet)
-                may_read = not self.read_token or token_ok(req.headers.get("authorization"), self.read_token,
-                                                           self.token)
-                return self.routes.respond(req, close, may_read)
+                return self.routes.respond(req, close, self._may_use_routes(identity))
             if req.method in WRITE_METHODS:
-                return self._write(req, close or has_body)
+                return self._write(req, identity, close or has_body)
             # Nothing below reads a body, so the framing of whatever follows
             # one is unknowable: answer (even a refusal) and close, or the
             # body's bytes would be taken for the next request (smuggling).
@@ -100,31 +226,40 @@ class Responder:
             if req.method not in READ_METHODS:
                 raise http.HttpError(405, f"{req.method} is not allowed here",
                                      headers=[("Allow", self.allow)])
-            if self.read_token and not token_ok(req.headers.get("authorization"), self.read_token, self.token):
-                raise http.HttpError(401, "this server needs a token to read", headers=[CHALLENGE])
+            path = _rules_path(req.path)
+            may_read = access.allows(identity, req.method, path, True)
+            if not may_read and not access.may_browse(identity, path):
+                raise self._refuse(identity, "read here", "this server needs a token to read")
             entry = self.cache.lookup(req.path)
             if entry is None:
-                return self._directory(req, close, head_only)
+                return self._directory(req, close, head_only, identity, path)
+            if not may_read:            # a folder on the way to something readable, not this file
+                raise self._refuse(identity, "read here", "this server needs a token to read")
             if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
                 raise http.HttpError(404, "not found")
             reply = self._file(req, entry, close, head_only)
-            if req.plain and entry.watched and not entry.variants and not closing:
+            if answers is not None and req.plain and entry.watched and not entry.variants and not closing:
                 if len(answers) >= ANSWERS:
                     answers.clear()
                 # Filed under ``date``, read before the reply was built: were
                 # they seconds apart, the memo misses once instead of serving an old Date.
-                answers[req] = (reply, entry)
+                answers[req] = (reply, entry, identity.name)
             return reply
         except http.HttpError as exc:
             return self.error(exc, close=close, head_only=head_only, version=req.version)
 
-    def _write(self, req: http.Request, close_on_error: bool):
+    def _may_use_routes(self, identity: Identity) -> bool:
+        """The server's own resources need what reading its top needs; with a users file, any
+        signed-in user may use them (they hold no file), and anonymous when ``*`` reads ``/``."""
+        if identity.rules is None or identity.kind == "anonymous":
+            return self.access.allows(identity, "GET", "/", True)
+        return True
+
+    def _write(self, req: http.Request, identity: Identity, close_on_error: bool):
         if self.writer is None:
             raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close_on_error)
-        if self.token and not token_ok(req.headers.get("authorization"), self.token):
-            raise http.HttpError(401, "a valid token is needed to write", headers=[CHALLENGE], close=close_on_error)
         try:
-            return self.writer.handle(req, close_on_error)
+            return self.writer.handle(req, close_on_error, _Rights(self, identity))
         except http.HttpError as exc:
             exc.close = exc.close or close_on_error
             raise
@@ -210,7 +345,8 @@ class Responder:
 
     # -- directories ----------------------------------------------------------
 
-    def _directory(self, req: http.Request, close: bool, head_only: bool) -> Reply:
+    def _directory(self, req: http.Request, close: bool, head_only: bool, identity: Identity,
+                   path: str) -> Reply:
         if not req.path.endswith("/"):
             # From the normalised path: "//host/.." must not become a Location
             # a browser takes for another host (scheme-relative).
@@ -221,13 +357,16 @@ class Responder:
             data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,
                                           version=req.version)
             return whole(301, data, close)
+        access = self.access
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:
             index = None
-        if index is not None:
+        if index is not None and access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
             return self._file(req, index, close, head_only)
         entries = self._scan(req.path)
+        if identity.rules is not None:          # only what this user may read (or reach)
+            entries = [e for e in entries if access.may_list(identity, path, e.name)]
         if http.wants_json(req.headers.get("accept")):
             body, ctype = http.render_listing_json(req.path, entries), "application/json"
         else:
@@ -291,3 +430,31 @@ class Responder:
                     continue            # a FIFO, socket or device is refused (403): not listed either
                 yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
 
+
+
+class _Rights:
+    """What the writer asks before it changes anything: ``need`` raises the refusal (401/403),
+    ``has`` only answers (a PUT without ``d`` must not replace what appears meanwhile)."""
+
+    __slots__ = ("responder", "identity")
+
+    def __init__(self, responder: Responder, identity: Identity) -> None:
+        self.responder = responder
+        self.identity = identity
+
+    def has(self, method: str, url_path: str, exists: bool, destination: bool = False) -> bool:
+        access = self.responder.access
+        path = _rules_path(url_path)
+        if destination:
+            return access.allows_destination(self.identity, method, path, exists)
+        return access.allows(self.identity, method, path, exists)
+
+    def need(self, method: str, url_path: str, exists: bool, destination: bool = False) -> None:
+        if not self.has(method, url_path, exists, destination):
+            what = "replace what is there" if exists and (method == "PUT" or destination) else f"{method} here"
+            raise self.responder._refuse(self.identity, what, "a valid token is needed to write")
+
+
+def _rules_path(url_path: str) -> str:
+    """The path the rules judge: dot segments applied (the file walk applies them too)."""
+    return http.normalised(url_path) if "/." in url_path else url_path

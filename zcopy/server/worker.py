@@ -8,6 +8,7 @@ the accept rules come from ``zcopy.loop.ListenerLoop``, shared with the relay.
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import socket
@@ -16,6 +17,7 @@ import time
 
 from zcopy import engines, http
 from zcopy.loop import TICK, ListenerLoop, run_worker
+from zcopy.server.access import Access
 from zcopy.server.accesslog import AccessLog
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
@@ -26,6 +28,7 @@ from zcopy.server.routes import server_routes
 from zcopy.server.shared import generation, heartbeat
 from zcopy.server.state import State
 from zcopy.server.stats import WorkerStats, server_info
+from zcopy.server.verify import Verifier
 from zcopy.server.watch import FileWatch
 from zcopy.server.writer import Writer
 from zcopy.stats import Publisher
@@ -56,12 +59,19 @@ class Worker(ListenerLoop):
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
                                    watch=_file_watch(), generation=generation())
+        writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync) if config.allow_write else None
+                        fsync=config.fsync) if writes else None
         #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
         self.state = State(config.state_dir) if config.state_dir else None
-        self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
-                                   read_token=config.read_token, routes=server_routes(self.date, self.state))
+        #: Who asks and what they may: one Access per worker; the users file is re-read on change.
+        self.access = Access(accounts=config.accounts, token=config.token, read_token=config.read_token,
+                             allow_write=config.allow_write)
+        self.users_stamp = _stamp(config.users) if config.users else None
+        #: Password checks (argon2, slow by design) run on its threads, never on the loop.
+        self.verifier = Verifier() if config.accounts is not None else None
+        self.responder = Responder(self.cache, self.date, writer=writer, routes=server_routes(self.date, self.state),
+                                   access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
@@ -98,6 +108,9 @@ class Worker(ListenerLoop):
         watch_fd = self.cache.watch.fileno() if self.cache.watch is not None else -1
         if watch_fd >= 0:
             self.ep.register(watch_fd, select.EPOLLIN)
+        verify_fd = self.verifier.fileno() if self.verifier is not None else -1
+        if verify_fd >= 0:
+            self.ep.register(verify_fd, select.EPOLLIN)
         old_wakeup = self.start()
         signal.signal(signal.SIGUSR1, self._on_reopen)   # the wakeup fd wakes the poll
         beat = self.beat
@@ -130,6 +143,8 @@ class Worker(ListenerLoop):
                             self.cache.apply_changes()
                     elif fd == prefetch_fd:
                         self.prefetch.wake(ready, self.now)
+                    elif fd == verify_fd:
+                        self.verifier.run_callbacks()
                     else:
                         self.accept_ready()
                 if ready:
@@ -156,11 +171,32 @@ class Worker(ListenerLoop):
             if self.reopen_log:
                 self.reopen_log = False
                 self.access_log.reopen()
+        if self.config.users:
+            self.reload_users()
         self.publisher.publish()
         self.resume_after_backoff()
         if self.drain_overdue(self.config.drain_timeout):
             for conn in list(self.conns.values()):
                 conn.close()
+
+    def reload_users(self) -> None:
+        """The users file changed (its mtime, size or inode): take the new accounts; a malformed
+        file keeps the old ones and says why, once per change."""
+        path = self.config.users
+        stamp = _stamp(path)
+        if stamp == self.users_stamp:
+            return
+        self.users_stamp = stamp
+        from zcopy.accounts.users import UsersFileError, load
+
+        try:
+            accounts = load(path)
+        except (UsersFileError, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            print(f"zcopy serve: worker {self.index}: --users not reloaded ({why}); keeping the old accounts",
+                  file=sys.stderr)
+            return
+        self.access.load(accounts)
 
     def _on_reopen(self, signum, frame) -> None:
         self.reopen_log = True
@@ -200,6 +236,8 @@ class Worker(ListenerLoop):
         """This worker's counters as plain data (published once a second)."""
         snap = self.stats.snapshot(self.engines, self.conns.values(), self.now)
         snap["server"] = server_info(self.config)
+        r = self.responder
+        snap["auth"] = {"failures": r.auth_failures, "throttled": r.auth_throttled, "busy": r.auth_busy}
         if self.prefetch is not None:
             snap["prefetch"] = self.prefetch.snapshot()
         return snap
@@ -210,6 +248,8 @@ class Worker(ListenerLoop):
             conn.close()
         if self.prefetch is not None:
             self.prefetch.close()     # joins its threads
+        if self.verifier is not None:
+            self.verifier.close()
         self.cache.close()
         for engine in self.engines.values():
             engine.close()
@@ -219,6 +259,15 @@ class Worker(ListenerLoop):
             self.access_log.close()
         if self.state is not None:
             self.state.close()
+
+
+def _stamp(path: str):
+    """What says a file changed: (mtime_ns, size, inode), None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def _file_watch() -> FileWatch | None:

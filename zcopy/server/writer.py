@@ -35,10 +35,11 @@ class Upload(FileSink):
         self.target = target
         self.temp = temp
         self.fsync = fsync
+        self.replace = True         # False: the uploader may not replace (no d): never replace
 
     def commit(self) -> int:
         try:
-            replaced = self.temp.commit(self.target.place.name, fsync=self.fsync)
+            replaced = self.temp.commit(self.target.place.name, fsync=self.fsync, replace=self.replace)
         except FileNotFoundError:
             # Its folder was removed while the body arrived (a DELETE): nothing to rename into.
             raise http.HttpError(409, "the folder was removed during the upload") from None
@@ -63,12 +64,23 @@ class Writer:
     def target(self, url_path: str) -> writes.Target:
         return writes.write_target(self.cache.fs, url_path)
 
-    def handle(self, req: http.Request, close: bool = False):
+    def handle(self, req: http.Request, close: bool = False, rights=None):
         """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
-        ``close``: the reply must end the connection."""
+        ``close``: the reply must end the connection. ``rights``: what the
+        requester may do (the responder's ``_Rights``: ``need`` raises 401/403,
+        ``has`` answers), asked once the target's existence is known, before
+        anything changes; None: everything (unit tests)."""
         target = self.target(req.path)
+        if rights is not None:
+            try:
+                rights.need(req.method, req.path, target.exists)
+            except BaseException:
+                target.close()
+                raise
         if req.method == "PUT":
-            return self._put(req, target)
+            # Without the right to replace, the commit must not replace what appears meanwhile.
+            replace = rights is None or target.exists or rights.has("PUT", req.path, True)
+            return self._put(req, target, replace)
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
         # Each operation closes the targets it is given (their folder fds), also
         # when it fails, so it can run elsewhere than here (off the loop).
@@ -81,6 +93,13 @@ class Writer:
             except BaseException:
                 target.close()
                 raise
+            if rights is not None:
+                try:
+                    rights.need("MOVE", dest.url, dest.exists, destination=True)
+                except BaseException:
+                    target.close()
+                    dest.close()
+                    raise
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
             status = 204 if writes.move(target, dest, overwrite) else 201
             self.cache.invalidate(dest.path)
@@ -91,9 +110,11 @@ class Writer:
         self.cache.written()
         return self.empty(status, close, req.version)
 
-    def _put(self, req: http.Request, target: writes.Target) -> Upload:
+    def _put(self, req: http.Request, target: writes.Target, replace: bool = True) -> Upload:
         try:
-            return self._start_upload(req, target)
+            upload = self._start_upload(req, target)
+            upload.replace = replace
+            return upload
         except BaseException as exc:
             writes.undo_parents(target)
             target.close()

@@ -173,11 +173,29 @@ class TempFile:
         except BlockingIOError:
             pass    # a sweeper looking at a file this new lets it be (it is not stale)
 
-    def commit(self, target: str, *, fsync: bool = True) -> bool:
+    def commit(self, target: str, *, fsync: bool = True, replace: bool = True) -> bool:
         """Make the data visible as ``target``, a name in the same folder;
-        returns whether it replaced a file."""
+        returns whether it replaced a file. ``replace=False``: a file that
+        exists by then stays (linkat fails with EEXIST, atomically): 403."""
         if fsync:
             os.fsync(self.fd)
+        if not replace:
+            try:
+                if self.name is None:
+                    os.link(f"/proc/self/fd/{self.fd}", target, dst_dir_fd=self.dir_fd, follow_symlinks=True)
+                else:
+                    os.link(self.name, target, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd,
+                            follow_symlinks=False)
+            except FileExistsError:
+                self.abort()
+                raise http.HttpError(403, "a file appeared at this path; replacing it needs the d right") from None
+            except OSError:
+                self.abort()
+                raise
+            if fsync:
+                os.fsync(self.dir_fd)
+            self.abort()                # drops the temp name, if any; the data lives on as ``target``
+            return False
         if self.name is None:
             self.name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
             # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE
