@@ -52,12 +52,13 @@ def tree(tmp_path):
     (root / "src" / "f").write_bytes(b"f")
     users = tmp_path / "users.txt"
     users.write_text(USERS)
+    # Each test its own state folder: failed sign-ins are counted there, shared by the workers.
     return root, users
 
 
 def test_anonymous_gets_the_star_account_and_a_basic_challenge(tree):
     root, users = tree
-    with Server(root, "--users", str(users)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
         assert call(s.port, "GET", "/pub/hello.txt")[2] == b"hello"          # '*' reads /pub
         status, headers, _ = call(s.port, "GET", "/secret/s.txt")
         assert status == 401
@@ -73,7 +74,7 @@ def test_anonymous_gets_the_star_account_and_a_basic_challenge(tree):
 
 def test_read_only_user_reads_and_cannot_write(tree):
     root, users = tree
-    with Server(root, "--users", str(users)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
         auth = basic("reader")
         assert call(s.port, "GET", "/secret/s.txt", auth)[2] == b"s"
         for method, path in (("PUT", "/secret/s.txt"), ("PUT", "/new"), ("DELETE", "/secret/s.txt"),
@@ -86,7 +87,7 @@ def test_read_only_user_reads_and_cannot_write(tree):
 
 def test_a_write_only_folder_is_a_drop_box(tree):
     root, users = tree
-    with Server(root, "--users", str(users)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
         auth = basic("bob")
         report = root.parent / "report.txt"
         report.write_bytes(b"report")
@@ -108,7 +109,7 @@ def test_a_write_only_folder_is_a_drop_box(tree):
 
 def test_listings_show_only_what_the_user_may_read(tree):
     root, users = tree
-    with Server(root, "--users", str(users)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
         auth = {**basic("alice"), "Accept": "application/json"}
 
         def names(path):
@@ -129,7 +130,7 @@ def test_listings_show_only_what_the_user_may_read(tree):
 
 def test_move_needs_d_on_the_source_and_w_on_the_destination(tree):
     root, users = tree
-    with Server(root, "--users", str(users)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
         auth = basic("mover")
         assert call(s.port, "MOVE", "/src/f", {**auth, "Destination": "/pub/f"})[0] == 403   # no w there
         assert call(s.port, "MOVE", "/src/f", {**auth, "Destination": "/dst/f"})[0] == 201
@@ -146,7 +147,7 @@ def test_move_needs_d_on_the_source_and_w_on_the_destination(tree):
 
 def test_tokens_keep_working_beside_accounts(tree):
     root, users = tree
-    with Server(root, "--users", str(users), "--token", "T0KEN") as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state"), "--token", "T0KEN") as s:
         assert call(s.port, "PUT", "/secret/t", {"Authorization": "Bearer T0KEN"}, body=b"t")[0] == 201
         r = curl("-u", "anyone:T0KEN", f"{s.url}/secret/t")
         assert r.stdout == b"t"
@@ -156,7 +157,7 @@ def test_tokens_keep_working_beside_accounts(tree):
 def test_keep_alive_signs_in_once_and_the_access_log_names_the_user(tree, tmp_path):
     root, users = tree
     log = tmp_path / "access.log"
-    with Server(root, "--users", str(users), "--access-log", str(log)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state"), "--access-log", str(log)) as s:
         head = (b"GET /pub/hello.txt HTTP/1.1\r\nHost: t\r\n" +
                 f"Authorization: {basic('alice')['Authorization']}\r\n\r\n".encode())
         with connect(s.port) as sock:
@@ -176,7 +177,7 @@ def test_keep_alive_signs_in_once_and_the_access_log_names_the_user(tree, tmp_pa
 
 def test_wrong_passwords_are_throttled_per_address(tree):
     root, users = tree
-    with Server(root, "--users", str(users)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
         statuses = [call(s.port, "GET", "/pub/hello.txt", basic("alice", f"guess{i}"))[0] for i in range(30)]
         assert statuses[0] == 401 and statuses[-1] == 429
         status, headers, _ = call(s.port, "GET", "/pub/hello.txt", basic("alice"))    # even the right one waits
@@ -190,7 +191,7 @@ def test_verifications_are_capped(tree, tmp_path):
     slow = passwords.make("slow-pw")            # the default cost: about 0.15 s each
     users.write_text(USERS + f"slow {slow} /:r\n")
     header = ("Authorization: Basic " + base64.b64encode(b"slow:slow-pw").decode()).encode()
-    with Server(root, "--users", str(users), "--workers", "1") as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state"), "--workers", "1") as s:
         socks = [connect(s.port, timeout=60) for _ in range(30)]
         try:
             for sock in socks:
@@ -228,7 +229,7 @@ def wait_status(port, path, headers, want, timeout=10.0):
 
 def test_the_users_file_is_reread_when_it_changes(tree):
     root, users = tree
-    with Server(root, "--users", str(users), "--workers", "2") as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state"), "--workers", "2") as s:
         auth = basic("reader")
         assert call(s.port, "GET", "/secret/s.txt", auth)[0] == 200
         users.write_text(USERS.replace(f"reader {HASH['reader']} /:r", f"reader {HASH['reader']} /pub:r"))
@@ -245,7 +246,7 @@ def test_the_users_file_is_reread_when_it_changes(tree):
 
 def test_sighup_rereads_the_users_file(tree):
     root, users = tree
-    with Server(root, "--users", str(users)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
         auth = basic("reader")
         assert call(s.port, "GET", "/secret/s.txt", auth)[0] == 200
         st = users.stat()
@@ -269,7 +270,7 @@ def test_a_malformed_users_file_stops_the_start(tmp_path):
 
 def test_trusted_proxy_throttles_the_forwarded_address(tree):
     root, users = tree
-    with Server(root, "--users", str(users), "--trusted-proxy", "127.0.0.1") as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state"), "--trusted-proxy", "127.0.0.1") as s:
         for i in range(12):
             call(s.port, "GET", "/pub/hello.txt", {**basic("alice", "bad"), "X-Forwarded-For": "203.0.113.9"})
         held = {**basic("alice"), "X-Forwarded-For": "203.0.113.9"}
@@ -277,7 +278,15 @@ def test_trusted_proxy_throttles_the_forwarded_address(tree):
         other = {**basic("alice"), "X-Forwarded-For": "198.51.100.1"}
         assert call(s.port, "GET", "/pub/hello.txt", other)[0] == 200
     # Without the flag the header is the client's word and counts for nothing.
-    with Server(root, "--users", str(users)) as s:
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
         for i in range(12):
             call(s.port, "GET", "/pub/hello.txt", {**basic("alice", "bad"), "X-Forwarded-For": f"10.0.0.{i}"})
         assert call(s.port, "GET", "/pub/hello.txt", {**basic("alice"), "X-Forwarded-For": "10.9.9.9"})[0] == 429
+
+
+def test_throttling_holds_across_workers(tree):
+    """Ten failures in all, whichever worker took them: the state database counts for every worker."""
+    root, users = tree
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state"), "--workers", "2") as s:
+        statuses = [call(s.port, "GET", "/pub/hello.txt", basic("alice", f"guess{i}"))[0] for i in range(30)]
+    assert statuses.count(401) == 10 and statuses[10:] == [429] * 20

@@ -284,3 +284,24 @@ def run_until_waiting(worker, conn, timeout: float = 0.0) -> None:
             c.run()
         if not events and not batch:
             return
+
+
+def test_a_reload_takes_effect_at_the_next_request_despite_the_memo(tmp_path, cache):
+    """The memo's key holds the rules generation: within one Date second, a revoked user (or a
+    changed rule) is refused at the next request, not served the memoized answer."""
+    import base64
+
+    from zcopy.accounts import passwords, users
+    from zcopy.server.access import Access
+
+    pw = passwords.make("pw", time_cost=1, memory_kib=passwords.MIN_MEMORY_KIB)
+    access = Access(accounts=users.parse(f"alice {pw} /:r\n"))
+    responder = Responder(cache, http.DateHeader(Clock()), access=access)
+    (tmp_path / "f.txt").write_text("x")
+    head = b"GET /f.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Basic " + base64.b64encode(b"alice:pw") + b"\r\n\r\n"
+    first = ask(responder, head)
+    assert first.status == 200 and ask(responder, head) is first        # memoized
+    access.load(users.parse(f"alice {pw} /other:r\n"))                   # a changed rule
+    assert ask(responder, head).status == 403
+    access.load(users.parse(""))                                          # alice revoked
+    assert ask(responder, head).status == 401

@@ -142,3 +142,30 @@ def test_listing_filter():
     alice = who(a, basic("alice", "alice-pw"))
     assert [n for n in ("pub", "drop", "a", "secret") if a.may_list(alice, "/", n)] == ["pub", "a"]
     assert a.may_list(alice, "/a", "b") and not a.may_list(alice, "/a", "c")
+
+
+def test_the_shared_throttle_holds_across_processes(tmp_path):
+    """Two State handles on one folder are two workers' own sqlite connections: failures counted
+    through either hold the address in both (zcopy.server.throttle, migration 3)."""
+    from zcopy.server import state
+    from zcopy.server.throttle import Held, SharedThrottle
+
+    folder = state.prepare(str(tmp_path / "state"))
+    one, two = state.State(folder), state.State(folder)
+    try:
+        a = SharedThrottle(one, allowed=4, window=60)
+        b = SharedThrottle(two, allowed=4, window=60)
+        access = Access(accounts=USERS)
+        wrong = basic("alice", "nope")
+        for throttle in (a, b, a, b):
+            check = throttle.job(access.identify(wrong, "9.9.9.9", 0.0), "9.9.9.9")
+            assert check.ok is False
+        held = b.job(access.identify(basic("alice", "alice-pw"), "9.9.9.9", 0.0), "9.9.9.9")
+        assert isinstance(held, Held) and 0 < held.retry_after <= 60     # no password was checked
+        assert a.job(access.identify(basic("alice", "alice-pw"), "8.8.8.8", 0.0), "8.8.8.8").ok   # others not held
+        assert one.query("SELECT failures FROM throttle WHERE addr = '9.9.9.9'") == [(4,)]
+        a.succeeded("9.9.9.9")
+        assert b.blocked_for("9.9.9.9", 0.0) == 0.0
+    finally:
+        one.close()
+        two.close()

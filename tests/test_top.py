@@ -306,3 +306,24 @@ def test_top_shows_a_relay(runtime):
     finally:
         assert relay.stop()[0] == 0
         up.close()
+
+
+def test_failed_sign_ins_are_counted_and_shown(runtime, root, tmp_path):
+    import base64
+
+    from zcopy.accounts import passwords
+
+    users = tmp_path / "users.txt"
+    users.write_text(f"alice {passwords.make('pw', time_cost=1, memory_kib=passwords.MIN_MEMORY_KIB)} /:r\n")
+    wrong = base64.b64encode(b"alice:wrong")
+    with Server(root, "--users", str(users), "--workers", "2", "--state-dir", str(tmp_path / "state"), env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        for _ in range(3):
+            with connect(srv.port) as s:
+                s.sendall(b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Basic "
+                          + wrong + b"\r\n\r\n")
+                assert read_response(s)[0] == 401
+        snap = wait_for_json(srv.proc.pid, lambda j: j.get("auth", {}).get("failures", 0) >= 3)
+        assert snap["auth"] == {"failures": 3, "throttled": 0, "busy": 0}      # summed over the workers
+        out = subprocess.run(top("--once", "--pid", str(srv.proc.pid)), capture_output=True, text=True,
+                             timeout=30, env={**os.environ, "COLUMNS": "150"})
+        assert re.search(r"sign-ins +failed 3 +throttled 0 +busy 0", out.stdout), out.stdout

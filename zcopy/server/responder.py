@@ -21,6 +21,7 @@ from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.reply import Pending, Reply, whole
 from zcopy.server.root import TEMP_PREFIX
 from zcopy.server.routes import Routes, reserved, server_routes
+from zcopy.server.throttle import Held
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
@@ -55,7 +56,8 @@ class Responder:
 
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
                  token: str | None = None, read_token: str | None = None, routes: Routes | None = None,
-                 access: Access | None = None, verifier=None, trusted_proxy: str | None = None) -> None:
+                 access: Access | None = None, verifier=None, trusted_proxy: str | None = None,
+                 shared_throttle=None) -> None:
         self.cache = cache
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
@@ -65,6 +67,8 @@ class Responder:
                                                                allow_write=writer is not None)
         #: Runs password checks off the loop (zcopy.server.verify); None: inline (unit tests).
         self.verifier = verifier
+        #: Failed sign-ins counted across workers (zcopy.server.throttle), inside the verification job.
+        self.shared_throttle = shared_throttle
         self.trusted_proxy = trusted_proxy
         #: Counted here, published by the worker's stats: failed sign-ins, throttled ones, overloads.
         self.auth_failures = 0
@@ -181,12 +185,17 @@ class Responder:
             try:
                 if error is not None:
                     raise http.HttpError(500, "the password check failed", close=True)
+                if result.__class__ is Held:          # too many failures from this address, in any worker
+                    self._denied(Denied(429, "too many failed sign-ins from this address",
+                                        retry_after=int(result.retry_after) + 1))
                 reply = self._respond(req, settle(result), closing, conn, None)
             except http.HttpError as exc:
                 reply = self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version)
             pending.done(reply)
 
-        if not self.verifier.submit(check.run, then):
+        shared = self.shared_throttle
+        job = check.run if shared is None else (lambda: shared.job(check, addr))
+        if not self.verifier.submit(job, then):
             self.auth_busy += 1
             raise http.HttpError(503, "too many sign-ins at once; try again", headers=[("Retry-After", "1")])
         return pending

@@ -62,6 +62,12 @@ MIGRATIONS: list[str] = [
         expires REAL NOT NULL        -- Unix time
     );
     CREATE INDEX locks_root ON locks(root)""",
+    # 3: failed sign-ins per client address, shared by the workers (zcopy/server/throttle.py).
+    """CREATE TABLE throttle (
+        addr TEXT PRIMARY KEY,       -- the client address (from X-Forwarded-For behind --trusted-proxy)
+        failures INTEGER NOT NULL,   -- failed sign-ins since ``since``
+        since REAL NOT NULL          -- Unix time the window started
+    )""",
 ]
 
 

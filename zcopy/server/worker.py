@@ -28,6 +28,7 @@ from zcopy.server.routes import server_routes
 from zcopy.server.shared import generation, heartbeat
 from zcopy.server.state import State
 from zcopy.server.stats import WorkerStats, server_info
+from zcopy.server.throttle import SharedThrottle
 from zcopy.server.verify import Verifier
 from zcopy.server.watch import FileWatch
 from zcopy.server.writer import Writer
@@ -71,7 +72,8 @@ class Worker(ListenerLoop):
         #: Password checks (argon2, slow by design) run on its threads, never on the loop.
         self.verifier = Verifier() if config.accounts is not None else None
         self.responder = Responder(self.cache, self.date, writer=writer, routes=server_routes(self.date, self.state),
-                                   access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy)
+                                   access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy,
+                                   shared_throttle=SharedThrottle(self.state) if self.verifier is not None and self.state else None)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)

@@ -143,6 +143,10 @@ def _requests(snap: dict, h: History) -> tuple[Panel, int]:
                               f"parked {pf.get('parks', 0)} ({pf.get('parked_seconds', 0.0):.2f} s)  "
                               f"pool {pf.get('pool_size', 0)} (peak {pf.get('pool_peak', 0)})"
                               + (f"  failed {pf['failed']}" if pf.get("failed") else ""))
+    auth = snap.get("auth")
+    if auth and any(auth.values()):   # sign-ins refused (docs/serve.md, "Accounts")
+        g.add_row("sign-ins", f"failed {auth.get('failures', 0)}  throttled {auth.get('throttled', 0)}  "
+                              f"busy {auth.get('busy', 0)}")
     errors = snap.get("errors") or {}
     g.add_row("errors", ", ".join(f"{k} {v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
               or Text("none", style="dim"))
