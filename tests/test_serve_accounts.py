@@ -290,3 +290,29 @@ def test_throttling_holds_across_workers(tree):
     with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state"), "--workers", "2") as s:
         statuses = [call(s.port, "GET", "/pub/hello.txt", basic("alice", f"guess{i}"))[0] for i in range(30)]
     assert statuses.count(401) == 10 and statuses[10:] == [429] * 20
+
+
+def test_an_upload_without_d_never_replaces_a_file_that_appears_meanwhile(tree):
+    """The rights were checked when the name was free; the commit must not replace what appeared
+    while the body arrived (linkat, not rename): 403, the other file intact, nothing left behind."""
+    root, users = tree
+    with Server(root, "--users", str(users)) as s:
+        with connect(s.port) as sock:
+            sock.sendall(b"PUT /inbox/race HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
+                         + f"Authorization: {basic('bob')['Authorization']}\r\n\r\n".encode())
+            assert read_response(sock)[0] == 100               # checked, the upload started
+            (root / "inbox" / "race").write_bytes(b"theirs")
+            sock.sendall(b"mine")
+            status, _, body, _ = read_response(sock)
+        assert status == 403 and b"d right" in body
+        assert (root / "inbox" / "race").read_bytes() == b"theirs"
+        assert sorted(os.listdir(root / "inbox")) == ["race"]
+        # With d the same race replaces, as a PUT of an existing name would.
+        with connect(s.port) as sock:
+            sock.sendall(b"PUT /home/alice/race HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
+                         + f"Authorization: {basic('alice')['Authorization']}\r\n\r\n".encode())
+            assert read_response(sock)[0] == 100
+            (root / "home" / "alice" / "race").write_bytes(b"theirs")
+            sock.sendall(b"mine")
+            assert read_response(sock)[0] == 204
+        assert (root / "home" / "alice" / "race").read_bytes() == b"mine"
