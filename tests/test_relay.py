@@ -565,6 +565,62 @@ def test_conn_rate_is_shared_fairly_by_both_directions():
         up.close()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_small_request_behind_a_rate_limited_bulk_download_answers_within_a_second(engine):
+    """While one connection downloads at the whole --rate, a new connection's
+    request and reply each need the same bucket: they wait their turn (one
+    refill interval) instead of until the bulk transfer ends (issue 15.14:
+    8.4 s observed)."""
+    bulk_size = 8_000_000        # 8 s at the limit below
+
+    def serve(conn):
+        word = conn.recv(16)
+        if word == b"BULK":
+            with contextlib.suppress(ConnectionError):
+                conn.sendall(b"\0" * bulk_size)
+        else:
+            conn.sendall(b"small reply")
+        conn.shutdown(socket.SHUT_WR)
+        recv_all(conn)
+
+    up = Upstream(serve)
+    try:
+        with relay(up.port, engine=engine, rate=1_000_000, drain_timeout=0.5) as (worker, port):
+            with socket.create_connection(("127.0.0.1", port)) as bulk:
+                bulk.sendall(b"BULK")
+                got = 0
+                while got < 300_000:            # the bulk download is flowing at the limit
+                    got += len(bulk.recv(1 << 16))
+                done = threading.Event()
+                reader = threading.Thread(target=_read_until, args=(bulk, done))
+                reader.start()
+                try:
+                    with socket.create_connection(("127.0.0.1", port)) as small:
+                        start = time.monotonic()
+                        small.sendall(b"SMALL")
+                        small.shutdown(socket.SHUT_WR)
+                        with contextlib.suppress(TimeoutError):
+                            reply = recv_all(small, timeout=3)
+                        waited = time.monotonic() - start
+                finally:
+                    done.set()
+                    reader.join(5)
+                assert waited < 1.0, f"the small request waited {waited:.2f} s behind the bulk download"
+                assert reply == b"small reply"
+                bulk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+    finally:
+        up.close()
+
+
+def _read_until(sock: socket.socket, done: threading.Event) -> None:
+    """Read and drop what arrives on ``sock`` until ``done`` is set."""
+    sock.settimeout(0.1)
+    while not done.is_set():
+        with contextlib.suppress(TimeoutError):
+            if not sock.recv(1 << 16):
+                return
+
+
 def test_rate_limited_relay_does_not_busy_wait():
     """While a direction is parked the worker sleeps in epoll: its thread
     uses a small fraction of one CPU."""

@@ -7,7 +7,8 @@ stops and says why:
 - ``BLOCKED``: a socket said EAGAIN; the ``readable``/``writable`` flag of
   that end is cleared and the next epoll edge sets it again.
 - ``MORE``: this turn's byte budget is used; run again after the others.
-- ``PARKED``: the rate limit has no tokens; run again at ``wake_at``.
+- ``PARKED``: the rate limit has no tokens; run again at ``wake_at``
+  (``inf``: others are in line first; the limiter calls ``wake`` in turn).
 - ``DONE``: the source sent EOF and every byte was delivered; the
   destination's write side has been shut (half-close travels on, the other
   direction keeps flowing).
@@ -32,9 +33,9 @@ class SideFailed(Exception):
 
 class Pump:
     __slots__ = ("src", "dst", "chan", "stats", "limiter", "clock", "budget",
-                 "moved", "eof", "done", "more", "wake_at")
+                 "moved", "eof", "done", "more", "wake_at", "on_wake")
 
-    def __init__(self, src, dst, chan, stats, limiter, clock, budget: int) -> None:
+    def __init__(self, src, dst, chan, stats, limiter, clock, budget: int, on_wake=None) -> None:
         self.src = src            # End: .fd, .sock, .readable, .name
         self.dst = dst            # End: .fd, .sock, .writable, .name
         self.chan = chan
@@ -47,6 +48,7 @@ class Pump:
         self.done = False
         self.more = False
         self.wake_at = 0.0
+        self.on_wake = on_wake    # called with the time when the limiter's line says "your turn"
 
     def run(self) -> str:
         chan, src, dst, stats = self.chan, self.src, self.dst, self.stats
@@ -77,9 +79,9 @@ class Pump:
             limiter = self.limiter
             if limiter is not None:
                 now = self.clock.now
-                granted = limiter.grant(want, now)
+                granted = limiter.grant(want, now, self)
                 if not granted:
-                    self.wake_at = limiter.ready_at(now, want)
+                    self.wake_at = limiter.ready_at(now, want, self)
                     return PARKED
                 want = granted
             stats.syscalls += 1
@@ -98,6 +100,11 @@ class Pump:
                 limiter.consume(n)
             self.more = n == chan.size
             budget -= n
+
+    def wake(self, when: float) -> None:
+        """The limiter's line: this direction's turn comes at ``when``."""
+        self.wake_at = when
+        self.on_wake(when)
 
     def _finish(self) -> None:
         """EOF delivered: pass the half-close on."""

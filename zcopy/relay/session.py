@@ -22,6 +22,7 @@ CLOSED. How it ended is one word, logged with the byte counts:
 from __future__ import annotations
 
 import errno
+import math
 import select
 import socket
 import struct
@@ -121,8 +122,8 @@ class Session:
         self.deadline = w.now + w.config.idle_timeout
         limiter = w.limiter_for_session()
         c, u = self.client, self.upstream
-        self.pumps = (Pump(c, u, w.new_channel(), w.engine_stats, limiter, w, w.config.budget),
-                      Pump(u, c, w.new_channel(), w.engine_stats, limiter, w, w.config.budget))
+        self.pumps = (Pump(c, u, w.new_channel(), w.engine_stats, limiter, w, w.config.budget, self.park),
+                      Pump(u, c, w.new_channel(), w.engine_stats, limiter, w, w.config.budget, self.park))
         self.run()
 
     def close_cleanly(self, how: str) -> None:
@@ -178,10 +179,8 @@ class Session:
                     if not self.queued:
                         self.queued = True
                         w.ready.append(self)
-                elif state is PARKED:
-                    if not self.wake_at or pump.wake_at < self.wake_at:
-                        self.wake_at = pump.wake_at
-                        w.set_timer(pump.wake_at, self)
+                elif state is PARKED and pump.wake_at != math.inf:
+                    self.park(pump.wake_at)
             if first.moved + first.chan.pending != taken:
                 self.lead = 1 - self.lead
             if self.pumps[0].moved + self.pumps[1].moved != before:
@@ -194,6 +193,12 @@ class Session:
             return
         if self.pumps[0].done and self.pumps[1].done:
             self.close("closed")
+
+    def park(self, when: float) -> None:
+        """Run again at ``when`` (a rate-limit timer; one at a time, the nearest)."""
+        if not self.wake_at or when < self.wake_at:
+            self.wake_at = when
+            self.worker.set_timer(when, self)
 
     def on_wake(self, at: float) -> None:
         """A rate-limit timer fired (ignored if a newer one replaced it)."""
@@ -227,6 +232,8 @@ class Session:
         self.how = how
         for pump in self.pumps:
             pump.chan.release()
+            if pump.limiter is not None:
+                pump.limiter.forget(pump, self.worker.now)
         for end in (self.client, self.upstream):
             if end is not None:
                 self.worker.unwatch(end)
