@@ -58,6 +58,10 @@ class End:
         self.readable = True     # bytes may be waiting from before we registered
         self.writable = False if name == "upstream" else True
 
+    def on_event(self, events: int) -> None:
+        """What the loop calls for this socket's fd."""
+        self.session.on_event(self, events)
+
 
 class Session:
     __slots__ = ("worker", "client", "upstream", "pumps", "addr", "state", "started", "deadline",
@@ -161,6 +165,7 @@ class Session:
 
     def run(self) -> None:
         """Run both directions as far as they go without blocking."""
+        self.queued = False       # (run from the ready queue, or earlier by an event)
         if self.state != RELAYING:
             return
         w = self.worker
@@ -198,11 +203,12 @@ class Session:
         """Run again at ``when`` (a rate-limit timer; one at a time, the nearest)."""
         if not self.wake_at or when < self.wake_at:
             self.wake_at = when
+            self.worker.stats.parked += 1
             self.worker.set_timer(when, self)
 
-    def on_wake(self, at: float) -> None:
-        """A rate-limit timer fired (ignored if a newer one replaced it)."""
-        if self.wake_at == at:
+    def on_timer(self, at: float) -> None:
+        """A rate-limit timer fired (ignored if closed or a nearer one replaced it)."""
+        if self.wake_at == at and self.state != CLOSED:
             self.wake_at = 0.0
             self.run()
 
