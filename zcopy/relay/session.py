@@ -27,8 +27,8 @@ import select
 import socket
 import struct
 
+from zcopy.engines import NoPipe
 from zcopy.loop import EV_IN, EV_OUT
-from zcopy.relay.channels import NoChannel
 from zcopy.relay.pump import MORE, PARKED, Pump, SideFailed
 
 CONNECTING, RELAYING, CLOSED = 0, 1, 2
@@ -126,8 +126,8 @@ class Session:
         self.deadline = w.now + w.config.idle_timeout
         limiter = w.limiter_for_session()
         c, u = self.client, self.upstream
-        self.pumps = (Pump(c, u, w.new_channel(), w.engine_stats, limiter, w, w.config.budget, self.park),
-                      Pump(u, c, w.new_channel(), w.engine_stats, limiter, w, w.config.budget, self.park))
+        self.pumps = (Pump(c, u, w.engine, limiter, w, w.config.budget, self.park),
+                      Pump(u, c, w.engine, limiter, w, w.config.budget, self.park))
         self.run()
 
     def close_cleanly(self, how: str) -> None:
@@ -193,7 +193,7 @@ class Session:
         except SideFailed as exc:
             self._failed(exc.end, exc.exc.errno or errno.EIO)
             return
-        except NoChannel as exc:
+        except NoPipe as exc:
             self.close("no_pipe_" + errno.errorcode.get(exc.exc.errno, "error").lower())
             return
         if self.pumps[0].done and self.pumps[1].done:
@@ -237,7 +237,7 @@ class Session:
         self.state = CLOSED
         self.how = how
         for pump in self.pumps:
-            pump.chan.release()
+            pump.chan.close()
             if pump.limiter is not None:
                 pump.limiter.forget(pump, self.worker.now)
         for end in (self.client, self.upstream):

@@ -50,9 +50,9 @@ class RelayStats:
 
     def snapshot(self, engines: dict, pipes: dict | None = None, sessions=(), now: float = 0.0,
                  upstream: str = "") -> dict:
-        """Plain data (JSON-ready). ``engines``: name -> EngineStats;
-        ``sessions``: the open connections, listed in ``inflight``."""
-        by_engine = {name: {**s.snapshot(), "zero_copy": name == "splice"} for name, s in engines.items()}
+        """Plain data (JSON-ready). ``engines``: name -> engine (``.stats``,
+        ``.zero_copy``); ``sessions``: the open connections, listed in ``inflight``."""
+        by_engine = {name: {**e.stats.snapshot(), "zero_copy": e.zero_copy} for name, e in engines.items()}
         inflight = self._inflight(sessions, now, upstream)
         return {
             "kind": "relay",

@@ -18,7 +18,7 @@ import select
 import socket
 import sys
 
-from zcopy.engines.base import EngineStats
+from zcopy import engines
 from zcopy.loop import ListenerLoop, run_worker
 from zcopy.relay.bucket import Limiter, TokenBucket
 from zcopy.relay.config import RelayConfig
@@ -26,7 +26,7 @@ from zcopy.relay.session import CLOSED, Session
 from zcopy.relay.stats import ConnLog, RelayStats, record
 
 _SOCK_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
-#: Idle pipes (or buffers) a worker keeps for the next busy direction.
+#: Idle pipes a worker keeps for the next busy direction (the copy engine keeps as many buffers).
 POOL_IDLE = 64
 
 
@@ -42,14 +42,12 @@ class RelayWorker(ListenerLoop):
         self.index = index
         self.sessions = 0                   # conns: fd -> session.End
         self.stats = RelayStats()
-        self.engine_stats = EngineStats()
-        self.pipe_pool = self.buffer_pool = None
+        self.pipe_pool = None
         if config.engine == "splice":
             from zcopy.pipes import PipePool
             self.pipe_pool = PipePool(config.pipe_size, max_idle=POOL_IDLE)
-        else:
-            from zcopy.engines.buffers import BufferPool
-            self.buffer_pool = BufferPool(config.pipe_size, max_idle=POOL_IDLE)
+        #: Makes each direction's channel: a pipe (splice) or a buffer (copy) of pipe_size.
+        self.engine = engines.create(config.engine, pipe_pool=self.pipe_pool, chunk=config.pipe_size)
         rate = config.worker_rate
         self.bucket = TokenBucket(rate, self.now) if rate else None
         self.log = ConnLog(config.log)
@@ -61,13 +59,6 @@ class RelayWorker(ListenerLoop):
             self.publisher = Publisher("relay", self.stats_snapshot, slot=index)
 
     # -- what sessions call ---------------------------------------------------
-
-    def new_channel(self):
-        if self.pipe_pool is not None:
-            from zcopy.relay.channels import SpliceChannel
-            return SpliceChannel(self.pipe_pool)
-        from zcopy.relay.channels import CopyChannel
-        return CopyChannel(self.buffer_pool)
 
     def limiter_for_session(self) -> Limiter | None:
         buckets = [self.bucket] if self.bucket is not None else []
@@ -127,10 +118,9 @@ class RelayWorker(ListenerLoop):
         self.log.close()
         if self.publisher is not None:
             self.publisher.close()
+        self.engine.close()
         if self.pipe_pool is not None:
             self.pipe_pool.close()
-        if self.buffer_pool is not None:
-            self.buffer_pool.close()
 
     # -- stats ----------------------------------------------------------------
 
@@ -138,7 +128,7 @@ class RelayWorker(ListenerLoop):
         """Live counters of this worker (shape: docs/relay.md)."""
         cfg = self.config
         sessions = {end.session for end in self.conns.values()}
-        snap = self.stats.snapshot({cfg.engine: self.engine_stats}, self._pipe_stats(), sessions, self.now,
+        snap = self.stats.snapshot({self.engine.name: self.engine}, self._pipe_stats(), sessions, self.now,
                                    cfg.upstream_name)
         host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
         snap.update(worker=self.index, pid=os.getpid(), upstream=cfg.upstream_name,
