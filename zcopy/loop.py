@@ -150,8 +150,9 @@ class ListenerLoop:
                 if ready:
                     timeout = 0
                 else:
-                    timeout = min(next_tick, timers[0][0]) if timers else next_tick
-                    timeout = max(timeout - self.now, 0)
+                    timeout = (min(next_tick, timers[0][0]) if timers else next_tick) - self.now
+                    if timeout < 0:
+                        timeout = 0
                 events = poll(timeout, MAX_EVENTS)
                 now = self.now = monotonic()
                 if first is not None and (first in events or len(events) >= MAX_EVENTS):
