@@ -52,13 +52,6 @@ class Worker(ListenerLoop):
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
                                    read_token=config.read_token)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
-        if self.prefetch is not None:
-            self.add_fd(self.prefetch.fileno(), lambda events: self.prefetch.wake(self.ready, self.now))
-        if self.cache.watch is not None:
-            # File changes first: a change completed before a request was sent
-            # must be applied before that request is read. (An inotify fd
-            # reports EPOLLIN alone; anything else is applied in the dispatch.)
-            self.add_fd(self.cache.watch.fileno(), self._on_watch, first=self.cache.apply_changes)
 
     def _make_engines(self):
         """The send and the upload engine; one engine object when both are splice,
@@ -74,6 +67,19 @@ class Worker(ListenerLoop):
         return send, engines.create(cfg.upload_engine, pipe_pool=self.pipe_pool, budget=cfg.budget)
 
     # -- the loop (ListenerLoop.run) ----------------------------------------------
+
+    def start(self, install_signals: bool = True):
+        """Before the first poll: the prefetch pool's and the file watch's fds
+        join the epoll set (here, not at construction: what runs is what the
+        worker holds by then)."""
+        if self.prefetch is not None:
+            self.add_fd(self.prefetch.fileno(), lambda events: self.prefetch.wake(self.ready, self.now))
+        if self.cache.watch is not None:
+            # File changes first: a change completed before a request was sent
+            # must be applied before that request is read. (An inotify fd
+            # reports EPOLLIN alone; anything else is applied in the dispatch.)
+            self.add_fd(self.cache.watch.fileno(), self._on_watch, first=self.cache.apply_changes)
+        return super().start(install_signals)
 
     def _on_watch(self, events: int) -> None:
         if events != select.EPOLLIN:
