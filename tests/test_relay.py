@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import random
 import resource
@@ -610,6 +611,51 @@ def test_small_request_behind_a_rate_limited_bulk_download_answers_within_a_seco
                 bulk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
     finally:
         up.close()
+
+
+class Waiter:
+    """A direction waiting on buckets: records when the line wakes it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.woken: list[float] = []
+
+    def wake(self, when: float) -> None:
+        self.woken.append(when)
+
+
+def test_bucket_line_serves_waiters_in_turn():
+    """The bucket alone, on its own clock: a direction that keeps asking
+    cannot take a refill while another waits, only the first in line has a
+    wake time, and each grant hands the next its time."""
+    from zcopy.relay.bucket import QUANTUM, Limiter, TokenBucket
+
+    rate = 1_000_000
+    bucket = TokenBucket(rate, now=0.0)
+    bulk, newcomer = Waiter("bulk"), Waiter("newcomer")
+    bulk_l, new_l = Limiter([bucket]), Limiter([bucket])
+    want = 1 << 20
+    assert bulk_l.grant(want, 0.0, bulk) == int(bucket.burst)      # alone: the whole burst
+    bulk_l.consume(int(bucket.burst))
+    assert bulk_l.grant(want, 0.0, bulk) == 0                      # empty: first in line
+    first_turn = bulk_l.ready_at(0.0, want, bulk)
+    assert first_turn == pytest.approx(QUANTUM / rate)
+    assert new_l.grant(want, 0.001, newcomer) == 0                 # behind bulk
+    assert new_l.ready_at(0.001, want, newcomer) == math.inf       # no timer of its own
+    got = bulk_l.grant(want, first_turn, bulk)                     # bulk's turn
+    assert got >= QUANTUM - 1
+    bulk_l.consume(got)
+    # the grant handed the newcomer its time: one more quantum of refill
+    assert newcomer.woken == [pytest.approx(first_turn + QUANTUM / rate)]
+    assert bulk_l.grant(want, first_turn, bulk) == 0               # bulk asks again: behind the newcomer
+    assert bulk_l.ready_at(first_turn, want, bulk) == math.inf
+    later = newcomer.woken[0]
+    assert bulk_l.grant(want, later, bulk) == 0                    # tokens are there, but it is not bulk's turn
+    got = new_l.grant(want, later, newcomer)
+    assert got >= QUANTUM - 1                                      # the newcomer's share
+    assert bulk.woken == [pytest.approx(later + QUANTUM / rate, abs=0.001)]
+    new_l.forget(newcomer, later)                                  # closed: out of every line
+    assert list(bucket.line) == [bulk]
 
 
 def _read_until(sock: socket.socket, done: threading.Event) -> None:

@@ -32,6 +32,8 @@ from collections import OrderedDict
 QUANTUM = 16 * 1024
 #: Seconds of traffic the bucket may hold.
 BURST_SECONDS = 0.05
+#: The shortest wait a short waiter is given (a timer "now" would fire again at once).
+MIN_WAIT = 1e-4
 
 
 class TokenBucket:
@@ -81,7 +83,8 @@ class TokenBucket:
         if not self.first(waiter):
             return math.inf
         need = min(want, self.quantum) - self.available(now)
-        return now + need / self.rate if need > 0 else now
+        # never "now" while short: the loop fires timers that are due at once
+        return now + max(need / self.rate, MIN_WAIT) if need > 0 else now
 
 
 class Limiter:
@@ -102,7 +105,8 @@ class Limiter:
         short = []
         for b in self.buckets:
             tokens = b.available(now)
-            if tokens < min(want, b.quantum) or not b.first(waiter):
+            # (one byte of slack: a refill computed in floats may fall a hair short)
+            if tokens + 1 < min(want, b.quantum) or not b.first(waiter):
                 short.append(b)
             allowed = min(allowed, tokens)
         if short:
