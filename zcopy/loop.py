@@ -7,7 +7,8 @@ admitted and how the worker shuts down.
 One turn of ``run``:
 
 1. ``epoll_wait``, for no longer than the next tick or the nearest timer
-   (0 when something is ready to run).
+   (0 when something is ready to run); then ``beat`` if the worker has one
+   (serve: its heartbeat, which the supervisor watches for a stuck loop).
 2. The ``first`` fd (serve: the file watch), if it is in the batch or the
    batch is full: its changes are applied before any other event of the
    batch is read, since epoll's order within a batch is not the order
@@ -93,6 +94,9 @@ class ListenerLoop:
         self._seq = itertools.count()
         self.first: tuple[int, int] | None = None    # (fd, EPOLLIN) read before its batch
         self.first_apply = None
+        #: Called with the loop's clock once per turn, right after the poll (serve:
+        #: the heartbeat the supervisor watches, zcopy.server.shared).
+        self.beat = None
         self.end_of_turn = None
         self.ep = select.epoll()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -144,7 +148,7 @@ class ListenerLoop:
         next_tick = self.now + TICK
         conns, handlers, ready, timers = self.conns, self.handlers, self.ready, self.timers
         poll, monotonic, closed = self.ep.poll, time.monotonic, self.CLOSED
-        first, first_apply, end_of_turn = self.first, self.first_apply, self.end_of_turn
+        first, first_apply, beat, end_of_turn = self.first, self.first_apply, self.beat, self.end_of_turn
         try:
             while True:
                 if ready:
@@ -155,6 +159,8 @@ class ListenerLoop:
                         timeout = 0
                 events = poll(timeout, MAX_EVENTS)
                 now = self.now = monotonic()
+                if beat is not None:
+                    beat(now)
                 if first is not None and (first in events or len(events) >= MAX_EVENTS):
                     first_apply()                   # (the `in` scans the batch in C)
                 for fd, ev in events:
