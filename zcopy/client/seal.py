@@ -15,7 +15,9 @@ written NAME.age or loses NAME without a whole NAME.age beside it:
 A crash leaves at worst a hidden ``.NAME.*.sealing`` temp file (later runs
 skip it; delete it by hand) or both NAME and NAME.age, never neither. Files
 already ending in ``.age``, symlinks and special files are skipped; symlinked
-folders are not followed.
+folders are not followed, and each folder is opened once (``os.fwalk``) so
+its files are sealed relative to its fd, never by a path that a symlink
+swapped in after the walk listed it could redirect.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 from zcopy.client.crypto import encrypt_stream
 from zcopy.client.errors import ClientError
+from zcopy.client.names import shown
 
 SUFFIX = ".age"
 TEMP_SUFFIX = ".sealing"
@@ -42,64 +45,72 @@ class SealReport:
 
 
 def seal_tree(root: str, encrypt: dict, on_file=None) -> SealReport:
-    """Seal every file under ``root``; ``on_file(path)`` is called before each."""
+    """Seal every file under ``root``; ``on_file(path)`` is called before each.
+
+    The tree is walked with ``os.fwalk``: each folder is opened once, below
+    its parent's fd and without following symlinks, and its files are
+    sealed relative to that fd. A sub-folder swapped for a symlink after it
+    was listed therefore cannot send the seal (and its unlink) elsewhere."""
     if not os.path.isdir(root):
         raise ClientError(f"{root} is not a folder")
     report = SealReport()
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files, dirfd in os.fwalk(root):
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(folder, name)
-            why = _skip_reason(path, name)
+            why = _skip_reason(dirfd, name)
             if why:
                 report.skipped.append((path, why))
                 continue
             if on_file:
                 on_file(path)
             try:
-                report.bytes_in += seal_file(path, encrypt)
+                report.bytes_in += seal_file(dirfd, name, encrypt)
                 report.sealed.append(path)
             except (OSError, ClientError) as exc:
                 report.failed.append((path, getattr(exc, "strerror", None) or str(exc)))
     return report
 
 
-def _skip_reason(path: str, name: str) -> str | None:
+def _skip_reason(dirfd: int, name: str) -> str | None:
     if name.endswith(SUFFIX):
         return "already .age"
     if name.endswith(TEMP_SUFFIX) and name.startswith("."):
         return "seal temp file"
-    st = os.lstat(path)
+    st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    if os.path.lexists(path + SUFFIX):
+    if _exists(dirfd, name + SUFFIX):
         return f"{name}{SUFFIX} exists"
     return None
 
 
-def seal_file(path: str, encrypt: dict) -> int:
-    """Encrypt ``path`` to ``path.age`` atomically, then remove ``path`` -
-    unless the name no longer points to the file that was sealed (replaced,
-    or changed in place, meanwhile): then both are kept and a ClientError
-    says so. Every step is relative to the folder's fd. Returns the
-    plaintext size."""
-    folder, name = os.path.split(path)
-    dirfd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _exists(dirfd: int, name: str) -> bool:
     try:
-        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dirfd)
-        with open(src, "rb", buffering=0) as f:
-            st = os.fstat(src)
-            if not stat.S_ISREG(st.st_mode):
-                raise ClientError("not a regular file")
-            _encrypt_beside(dirfd, f, st, name, encrypt)
-        _fsync_dir(dirfd)
-        now = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-        if _identity(now) != _identity(st):
-            raise ClientError(f"changed while it was being sealed; kept both {name} and {name}{SUFFIX}")
-        os.unlink(name, dir_fd=dirfd)
-        _fsync_dir(dirfd)
-    finally:
-        os.close(dirfd)
+        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def seal_file(dirfd: int, name: str, encrypt: dict) -> int:
+    """Encrypt ``name`` in the folder ``dirfd`` to ``name.age`` atomically,
+    then remove ``name`` - unless the name no longer points to the file that
+    was sealed (replaced, or changed in place, meanwhile): then both are
+    kept and a ClientError says so. Every step is relative to the folder's
+    fd. Returns the plaintext size."""
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dirfd)
+    with open(src, "rb", buffering=0) as f:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise ClientError("not a regular file")
+        _encrypt_beside(dirfd, f, st, name, encrypt)
+    _fsync_dir(dirfd)
+    now = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    if _identity(now) != _identity(st):
+        raise ClientError(f"changed while it was being sealed; kept both {shown(name)} and {shown(name + SUFFIX)}")
+    os.unlink(name, dir_fd=dirfd)
+    _fsync_dir(dirfd)
     return st.st_size
 
 
@@ -121,7 +132,7 @@ def _encrypt_beside(dirfd: int, src, st: os.stat_result, name: str, encrypt: dic
         try:
             os.link(temp, name + SUFFIX, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
         except FileExistsError:
-            raise ClientError(f"{name}{SUFFIX} appeared meanwhile; left alone") from None
+            raise ClientError(f"{shown(name + SUFFIX)} appeared meanwhile; left alone") from None
     finally:
         os.unlink(temp, dir_fd=dirfd)
 
