@@ -6,7 +6,9 @@ can vouch for:
 - it is opened with O_NOFOLLOW: a symlink planted at ``FILE.part`` is
   refused, never written through (nor renamed into place later);
 - a new one is created with O_EXCL, so it is the file this run created; an
-  existing one (to resume) must be a regular file with one link, and is
+  existing one (to resume) must be a regular file with one link, owned by
+  this user (another user could have planted it with their own first bytes
+  and the remote file's validator, and could still write to it), and is
   never created again: no O_CREAT when resuming, so a ``.part`` renamed away
   meanwhile cannot come back as a sparse file;
 - it is locked with flock(2) for the whole download: a second ``zcopy get``
@@ -72,6 +74,9 @@ class Partial:
                 raise ClientError(f"{self.shown} is not a regular file; remove it to download again")
             if st.st_nlink != 1:
                 raise ClientError(f"{self.shown} has other hard links; remove it to download again")
+            if st.st_uid != os.geteuid():
+                raise ClientError(f"{self.shown} is owned by another user; not resuming it "
+                                  f"(remove it to download again)")
             self._lock(fd)
             self._check_named(fd, "changed while it was being opened; try again")
             os.set_blocking(fd, True)
