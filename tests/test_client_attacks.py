@@ -8,11 +8,13 @@ between two steps, pinned with strace's syscall delay where needed)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pyrage
 import pytest
 
-from test_client_safety import RawServer, ok, one_line, run
+from test_client_safety import RawServer, ok, one_line, run, wait_for
 from zcopy.client.seal import seal_tree
 
 
@@ -79,3 +81,78 @@ def test_get_does_not_resume_a_partial_file_owned_by_someone_else(tmp_path):
     assert "owned by another user" in out.stderr
     assert not (dl / "f").exists()
     assert part.stat().st_uid == 65534                 # theirs, left alone
+
+
+# -- get: FILE.part swapped between the last check and the final link/rename --------------------
+
+SYSCALL_NR = {"linkat": 265, "renameat": 264}          # x86_64
+
+
+def traced_zcopy(tmp_path, syscall: str, *args: str) -> subprocess.Popen:
+    """``zcopy ARGS`` under strace, each ``syscall`` held for 2 s on entry: the
+    window a racing local user needs, made wide and certain."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("syscall numbers are x86_64's")
+    return subprocess.Popen(["strace", "-f", "-qq", "-o", str(tmp_path / "strace.log"), "-e", f"trace={syscall}",
+                             "-e", f"inject={syscall}:delay_enter=2000000", sys.executable, "-m", "zcopy", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "ZCOPY_TOKEN": ""})
+
+
+def held_in(tracer: subprocess.Popen, syscall: str) -> bool:
+    """The traced zcopy is stopped on entry to ``syscall``."""
+    for kid in open(f"/proc/{tracer.pid}/task/{tracer.pid}/children").read().split():
+        try:
+            with open(f"/proc/{kid}/syscall") as f:
+                if f.read().split(" ", 1)[0] == str(SYSCALL_NR[syscall]):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["link", "rename-with-force"])
+def test_get_puts_in_place_the_file_it_wrote_not_what_the_part_name_points_to_by_then(tmp_path, force):
+    """The old commit checked that FILE.part still was its file, then
+    linked (or renamed) *the name* FILE.part into place: a user who swaps
+    FILE.part in between gets their file saved as FILE, exit 0."""
+    body = os.urandom(256 << 10)
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    syscall = "renameat" if force else "linkat"
+    with RawServer(lambda head: ok(body)) as srv:
+        proc = traced_zcopy(tmp_path, syscall, "get", f"{srv.url}/f", "-o", str(dl / "f"), "-q",
+                            *(["--force"] if force else []))
+        try:
+            wait_for(lambda: held_in(proc, syscall) or proc.poll() is not None, what=f"zcopy in {syscall}")
+            os.rename(dl / "f.part", dl / "stash")             # theirs in its place
+            (dl / "f.part").write_bytes(b"E" * len(body))
+        finally:
+            _, err = proc.communicate(timeout=60)
+    if force:       # the rename is by name: the swap is found right after it, and said
+        assert proc.returncode == 1 and err.count("\n") == 1, err
+        assert "replaced during the final rename" in err
+        assert (dl / "stash").read_bytes() == body
+    else:           # the link is of the inode that was written, whatever the name says
+        assert proc.returncode == 0, err
+        assert (dl / "f").read_bytes() == body
+        assert (dl / "f.part").read_bytes() == b"E" * len(body)        # theirs, left alone
+
+
+def test_get_saves_nothing_when_the_part_file_is_renamed_over_before_the_link(tmp_path):
+    """The written inode has no name left (the swap renamed over it): nothing
+    can be put in place, and the run says so instead of saving theirs."""
+    body = os.urandom(64 << 10)
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    with RawServer(lambda head: ok(body)) as srv:
+        proc = traced_zcopy(tmp_path, "linkat", "get", f"{srv.url}/f", "-o", str(dl / "f"), "-q")
+        try:
+            wait_for(lambda: held_in(proc, "linkat") or proc.poll() is not None, what="zcopy in linkat")
+            (dl / "evil").write_bytes(b"E" * len(body))
+            os.rename(dl / "evil", dl / "f.part")
+        finally:
+            _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert "removed or replaced just before it was put in place" in err
+    assert os.listdir(dl) == ["f.part"] and (dl / "f.part").read_bytes() == b"E" * len(body)

@@ -14,7 +14,8 @@ can vouch for:
 - it is locked with flock(2) for the whole download: a second ``zcopy get``
   into the same output is refused in one line instead of interleaving;
 - before the rename, the name must still point to the inode that was
-  written (dev, ino), and its length must be the announced one.
+  written (dev, ino), and its length must be the announced one; the inode
+  itself (``/proc/self/fd/N``), not the name, is then linked into place.
 """
 
 from __future__ import annotations
@@ -150,9 +151,14 @@ class Partial:
         os.unlink(self.name, dir_fd=self.dirfd)
 
     def commit(self, expected: int | None, *, replace: bool) -> int:
-        """Verify and rename to the output name; returns the size. Without
-        ``replace``, an output that appeared meanwhile is kept (and so is the
-        ``.part``)."""
+        """Verify and put the written inode in place as the output name;
+        returns the size. Without ``replace``, an output that appeared
+        meanwhile is kept (and so is the ``.part``).
+
+        Without ``replace`` the inode open as ``fd`` is linked by
+        ``/proc/self/fd`` (never whatever ``FILE.part`` names by then); a
+        rename can only take a name, so after it the output must be that
+        inode, or the run fails saying so."""
         size = os.fstat(self.fd).st_size
         if expected is not None and size != expected:
             raise ClientError(f"length mismatch: expected {expected} bytes, have {size} in {self.shown}")
@@ -161,25 +167,38 @@ class Partial:
             os.removexattr(self.fd, VALIDATOR_XATTR)
         except OSError:
             pass
-        if replace:
-            os.rename(self.name, self.out_name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
-            return size
-        try:                                      # link(2) never replaces: atomic no-clobber
-            os.link(self.name, self.out_name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd,
-                    follow_symlinks=False)
-        except FileExistsError:
-            raise ClientError(f"{self.shown_out} appeared during the download; kept the download "
-                              f"in {self.shown} (use --force to replace)") from None
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            if output_exists(self.dirfd, self.out_name):   # no hard links here (vfat...)
+        if not replace:
+            try:                                  # link(2) never replaces: atomic no-clobber
+                self._link_written()
+            except FileExistsError:
                 raise ClientError(f"{self.shown_out} appeared during the download; kept the download "
                                   f"in {self.shown} (use --force to replace)") from None
-            os.rename(self.name, self.out_name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
-            return size
-        os.unlink(self.name, dir_fd=self.dirfd)
+            except FileNotFoundError:             # no name left for the inode: unlinked or renamed over
+                raise ClientError(f"{self.shown} was removed or replaced just before it was put in place; "
+                                  f"nothing saved") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                if output_exists(self.dirfd, self.out_name):   # no hard links here (vfat...)
+                    raise ClientError(f"{self.shown_out} appeared during the download; kept the download "
+                                      f"in {self.shown} (use --force to replace)") from None
+            else:
+                self.discard()                    # FILE.part, if that name is still ours
+                return size
+        os.rename(self.name, self.out_name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
+        mine, now = os.fstat(self.fd), os.stat(self.out_name, dir_fd=self.dirfd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+            raise ClientError(f"{self.shown} was replaced during the final rename; "
+                              f"{self.shown_out} is not the download")
         return size
+
+    def _link_written(self) -> None:
+        """link(2) the inode open as ``fd`` to the output name."""
+        if os.path.isdir("/proc/self/fd"):
+            os.link(f"/proc/self/fd/{self.fd}", self.out_name, dst_dir_fd=self.dirfd, follow_symlinks=True)
+        else:                                     # no /proc: the name, checked just before
+            os.link(self.name, self.out_name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd,
+                    follow_symlinks=False)
 
 
 def output_exists(dirfd: int, name: str) -> bool:
