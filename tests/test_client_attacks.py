@@ -156,3 +156,28 @@ def test_get_saves_nothing_when_the_part_file_is_renamed_over_before_the_link(tm
     assert proc.returncode == 1 and err.count("\n") == 1, err
     assert "removed or replaced just before it was put in place" in err
     assert os.listdir(dl) == ["f.part"] and (dl / "f.part").read_bytes() == b"E" * len(body)
+
+
+# -- a malicious server's words reach the terminal only as text ---------------------------------
+
+ERROR_BODY = "\x1b[2J\x1b[1;1Hall fine\x9b2J\r\nx\n".encode()
+HOSTILE_ERROR = (b"HTTP/1.1 403 No\x1b]0;owned\x07pe\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%b" % (len(ERROR_BODY), ERROR_BODY))
+HOSTILE_MOVE = b"HTTP/1.1 301 Moved\r\nLocation: /a\x9b2J\x9b1;1Hb/\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("command", ["get", "ls", "rm", "mv", "put", "get-moved"])
+def test_a_server_cannot_write_terminal_controls_through_client_messages(tmp_path, command):
+    """The reason phrase, the detail line of an error body and a Location are
+    the server's text; the old client printed them raw, so a server could
+    clear the screen, set the window title or rewrite the line before."""
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    args = {"get": ["get", "URL/f", "-o", str(tmp_path / "f")], "ls": ["ls", "URL/d/"], "rm": ["rm", "URL/f"],
+            "mv": ["mv", "URL/f", "g"], "put": ["put", str(src), "URL/f"],
+            "get-moved": ["get", "URL/f", "-o", str(tmp_path / "f")]}[command]
+    with RawServer(lambda head: HOSTILE_MOVE if command == "get-moved" else HOSTILE_ERROR) as srv:
+        out = run(*[a.replace("URL", srv.url) for a in args])
+    assert out.returncode == 1 and one_line(out), out.stderr
+    assert not any(c in out.stderr for c in "\x1b\x07\x9b\r"), repr(out.stderr)
+    assert ("\\x1b" if command != "get-moved" else "\\x9b") in out.stderr       # shown, escaped
