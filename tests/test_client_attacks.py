@@ -181,3 +181,52 @@ def test_a_server_cannot_write_terminal_controls_through_client_messages(tmp_pat
     assert out.returncode == 1 and one_line(out), out.stderr
     assert not any(c in out.stderr for c in "\x1b\x07\x9b\r"), repr(out.stderr)
     assert ("\\x1b" if command != "get-moved" else "\\x9b") in out.stderr       # shown, escaped
+
+
+# -- URLs that could not be parsed or sent: one line, or sent with their bytes -----------------
+
+def request_target(head: bytes) -> bytes:
+    return head.split(b"\r\n", 1)[0].split(b" ")[1]
+
+
+def test_a_redirect_to_an_unparsable_url_is_one_line():
+    moved = b"HTTP/1.1 301 Moved Permanently\r\nLocation: http://[::1/list/\r\nContent-Length: 0\r\n\r\n"
+    with RawServer(lambda head: moved) as srv:
+        out = run("ls", f"{srv.url}/list")
+    assert out.returncode == 1 and one_line(out), out.stderr
+    assert "bad URL (Invalid IPv6 URL): http://[::1/list/" in out.stderr
+
+
+@pytest.mark.parametrize("url, says", [("http://[::1/x", "Invalid IPv6 URL"),
+                                       ("http://127.0.0.1:99999/x", "Port out of range")])
+def test_an_unparsable_url_on_the_command_line_is_one_line(url, says):
+    out = run("get", url)
+    assert out.returncode == 1 and one_line(out), out.stderr
+    assert says in out.stderr
+
+
+def test_a_url_typed_with_bytes_that_are_not_utf8_is_sent_with_them(tmp_path):
+    """argv decodes such bytes to surrogates, which the old client could not
+    quote (UnicodeEncodeError, a traceback); a query was sent raw (a space
+    broke the request line, a character above U+00FF raised)."""
+    with RawServer(lambda head: ok(b"bytes")) as srv:
+        out = subprocess.run([sys.executable, "-m", "zcopy", "get", os.fsencode(srv.url) + b"/caf\xe9?q=a b\xe4\xbe\x8b",
+                              "-q"], capture_output=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert request_target(srv.heads[0]) == b"/caf%E9?q=a%20b%E4%BE%8B"
+    assert os.listdir(bytes(tmp_path)) == [b"caf\xe9"]
+
+
+def test_put_and_mv_to_a_url_typed_with_bytes_that_are_not_utf8(tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    created = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+    with RawServer(lambda head: created) as srv:
+        put = subprocess.run([sys.executable, "-m", "zcopy", "put", str(src), os.fsencode(srv.url) + b"/na\xefve",
+                              "-q"], capture_output=True, timeout=60)
+        mv = subprocess.run([sys.executable, "-m", "zcopy", "mv", srv.url + "/a", b"b\xe9"],
+                            capture_output=True, timeout=60)
+        assert put.returncode == 0 and mv.returncode == 0, (put.stderr, mv.stderr)
+        assert request_target(srv.heads[0]) == b"/na%EFve"
+        assert b"\r\nDestination: /b%E9\r\n" in srv.heads[1]
+    assert mv.stderr == b"moved: /a -> /b\\xe9\n"

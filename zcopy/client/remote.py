@@ -16,7 +16,7 @@ import dataclasses
 import email.utils
 import json
 import posixpath
-from urllib.parse import unquote, urljoin
+from urllib.parse import unquote
 
 from zcopy.client.connection import Connection, check
 from zcopy.client.errors import ClientError, StatusError
@@ -39,7 +39,7 @@ def list_remote(remote: Remote, *, token: str | None = None, timeout: float = 60
             body = conn.body(resp)
             check(resp, remote.shown, body)
             if resp.status in (301, 302, 307, 308) and "location" in resp.headers:
-                remote = parse_url(urljoin(str(remote), resp.headers["location"]))
+                remote = parse_url(resp.headers["location"], base=remote)
                 continue
             if resp.status != 200:
                 raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.shown}")
