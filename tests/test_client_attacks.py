@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pyrage
 import pytest
 
+from serverutil import Server
+from test_client import TOKEN
 from test_client_safety import RawServer, ok, one_line, run, wait_for
 from zcopy.client.seal import seal_tree
 
@@ -230,3 +233,24 @@ def test_put_and_mv_to_a_url_typed_with_bytes_that_are_not_utf8(tmp_path):
         assert request_target(srv.heads[0]) == b"/na%EFve"
         assert b"\r\nDestination: /b%E9\r\n" in srv.heads[1]
     assert mv.stderr == b"moved: /a -> /b\\xe9\n"
+
+
+# -- mv: a folder name with "%" in it does not choose another destination ----------------------
+
+@pytest.mark.parametrize("folder", ["d%2F..%2Fvictim", "victim%2F", "50%"])
+def test_mv_to_a_relative_name_stays_in_a_folder_whose_name_holds_percent(tmp_path, folder):
+    """NEWPATH relative to the source's folder: the old client decoded the
+    folder's name, joined, and re-encoded it keeping "%": a folder named
+    ``victim%2F`` (anyone who can write may create one) sent the file to
+    /victim/b, replacing what was there; the others were bad requests."""
+    root = tmp_path / "root"
+    (root / folder).mkdir(parents=True)
+    (root / folder / "a").write_bytes(b"moved")
+    (root / "victim").mkdir()
+    (root / "victim" / "b").write_bytes(b"precious")
+    with Server(root, "--allow-write", "--token", TOKEN) as srv:
+        out = run("mv", f"{srv.url}/{quote(folder)}/a", "b", "--token", TOKEN)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == f"moved: /{folder}/a -> /{folder}/b\n"
+    assert (root / folder / "b").read_bytes() == b"moved" and not (root / folder / "a").exists()
+    assert (root / "victim" / "b").read_bytes() == b"precious"

@@ -62,7 +62,8 @@ class Remote:
         return (self.host.lower(), self.port) == (other.host.lower(), other.port)
 
     def with_path(self, path: str, query: str = "") -> "Remote":
-        return Remote(self.host, self.port, _quote(path), query)
+        """This origin with a decoded ``path`` (a "%" in it is a name's, and is encoded)."""
+        return Remote(self.host, self.port, _quote(path, _SAFE.replace("%", "")), query)
 
     def __str__(self) -> str:
         return f"http://{self.netloc}{self.target}"
