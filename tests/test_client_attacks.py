@@ -88,16 +88,17 @@ def test_get_does_not_resume_a_partial_file_owned_by_someone_else(tmp_path):
 
 # -- get: FILE.part swapped between the last check and the final link/rename --------------------
 
-SYSCALL_NR = {"linkat": 265, "renameat": 264}          # x86_64
+SYSCALL_NR = {"linkat": 265, "renameat": 264, "unlinkat": 263}          # x86_64
 
 
-def traced_zcopy(tmp_path, syscall: str, *args: str) -> subprocess.Popen:
-    """``zcopy ARGS`` under strace, each ``syscall`` held for 2 s on entry: the
-    window a racing local user needs, made wide and certain."""
+def traced_zcopy(tmp_path, syscall: str, *args: str, when: int = 1) -> subprocess.Popen:
+    """``zcopy ARGS`` under strace, its ``when``-th ``syscall`` and later ones
+    held for 2 s on entry: the window a racing local user needs, made wide
+    and certain."""
     if os.uname().machine != "x86_64":
         pytest.skip("syscall numbers are x86_64's")
     return subprocess.Popen(["strace", "-f", "-qq", "-o", str(tmp_path / "strace.log"), "-e", f"trace={syscall}",
-                             "-e", f"inject={syscall}:delay_enter=2000000", sys.executable, "-m", "zcopy", *args],
+                             "-e", f"inject={syscall}:delay_enter=2000000:when={when}+", sys.executable, "-m", "zcopy", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "ZCOPY_TOKEN": ""})
 
@@ -254,3 +255,43 @@ def test_mv_to_a_relative_name_stays_in_a_folder_whose_name_holds_percent(tmp_pa
     assert out.stderr == f"moved: /{folder}/a -> /{folder}/b\n"
     assert (root / folder / "b").read_bytes() == b"moved" and not (root / folder / "a").exists()
     assert (root / "victim" / "b").read_bytes() == b"precious"
+
+
+# -- seal: a new version renamed over NAME between the last check and the unlink ----------------
+
+def seal_racing_an_upload(tmp_path, syscall: str, when: int):
+    """``zcopy seal`` of a folder holding ``x``; while it is held in the
+    ``when``-th ``syscall``, a new version is renamed over ``x`` (as an
+    upload or an editor saves). Returns (identity, root, proc, stderr)."""
+    identity = pyrage.x25519.Identity.generate()
+    root = tmp_path / "pub"
+    root.mkdir()
+    (root / "x").write_bytes(b"old version")
+    proc = traced_zcopy(tmp_path, syscall, "seal", str(root), "-r", str(identity.to_public()), "-q", when=when)
+    try:
+        wait_for(lambda: held_in(proc, syscall) or proc.poll() is not None, what=f"seal in {syscall}")
+        (root / "upload.tmp").write_bytes(b"new version, uploaded")
+        os.rename(root / "upload.tmp", root / "x")
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert (root / "x").read_bytes() == b"new version, uploaded"
+    assert pyrage.decrypt((root / "x.age").read_bytes(), [identity]) == b"old version"
+    assert sorted(os.listdir(root)) == ["x", "x.age"]
+    return proc, err
+
+
+def test_seal_does_not_delete_a_version_renamed_over_the_name_just_before_the_unlink(tmp_path):
+    """The old seal compared NAME with the sealed file (fstatat) and then
+    unlinked *the name*: an upload renamed over NAME in between was deleted,
+    with exit 0 and only the old version left, sealed. (unlinkat #1 removes
+    the temp name after the link to x.age; #2 is the one that removes x.)"""
+    proc, err = seal_racing_an_upload(tmp_path, "unlinkat", when=2)
+    assert proc.returncode == 0, err          # the new x came after the sealed one was taken: a new file
+
+
+def test_seal_puts_back_a_version_it_took_by_its_name(tmp_path):
+    """The name is taken aside (rename) and then compared: the new version
+    it took is put back as x, both are kept, and the run says so."""
+    proc, err = seal_racing_an_upload(tmp_path, "renameat", when=1)
+    assert proc.returncode == 1, err
+    assert "changed while it was being sealed; kept both x and x.age" in err

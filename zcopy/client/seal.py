@@ -6,11 +6,13 @@ written NAME.age or loses NAME without a whole NAME.age beside it:
 1. encrypt into a hidden temp file in the same folder, fsync it;
 2. ``link`` it to NAME.age - atomic, and it fails instead of replacing a
    NAME.age that already exists (which is then left alone and reported);
-3. unlink the temp name, fsync the folder, and only then unlink NAME - if
-   NAME still is the file that was sealed (fstatat on the folder's fd right
-   before unlinkat: same device, inode, size and mtime). If an upload or an
-   editor replaced or changed it meanwhile, both NAME and NAME.age are kept
-   and the file is reported as failed (exit 1).
+3. unlink the temp name, fsync the folder, and only then remove NAME - if
+   NAME still is the file that was sealed: NAME is renamed to a hidden temp
+   name (taking, atomically, whatever it is at that instant), which must
+   show the same device, inode, size and mtime, and is then unlinked. If an
+   upload or an editor replaced or changed it meanwhile, it is put back
+   (link(2), never over a newer NAME), both NAME and NAME.age are kept, and
+   the file is reported as failed (exit 1).
 
 A crash leaves at worst a hidden ``.NAME.*.sealing`` temp file (later runs
 skip it; delete it by hand) or both NAME and NAME.age, never neither. Files
@@ -106,12 +108,31 @@ def seal_file(dirfd: int, name: str, encrypt: dict) -> int:
             raise ClientError("not a regular file")
         _encrypt_beside(dirfd, f, st, name, encrypt)
     _fsync_dir(dirfd)
-    now = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    if _identity(now) != _identity(st):
-        raise ClientError(f"changed while it was being sealed; kept both {shown(name)} and {shown(name + SUFFIX)}")
-    os.unlink(name, dir_fd=dirfd)
+    _remove_if_same(dirfd, name, st)
     _fsync_dir(dirfd)
     return st.st_size
+
+
+def _remove_if_same(dirfd: int, name: str, st: os.stat_result) -> None:
+    """Remove ``name`` if it still is the file ``st`` describes. The name is
+    first renamed to a hidden temp name - atomically taking whatever it
+    points to at that instant - and that is compared; checking the name and
+    then unlinking it would delete a version renamed over it in between.
+    A different file is put back with link(2), which never replaces a
+    newer one that appeared meanwhile (then it stays under the temp name)."""
+    aside = _temp_name(name)
+    os.rename(name, aside, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    if _identity(os.stat(aside, dir_fd=dirfd, follow_symlinks=False)) == _identity(st):
+        os.unlink(aside, dir_fd=dirfd)
+        return
+    kept = f"kept both {shown(name)} and {shown(name + SUFFIX)}"
+    try:
+        os.link(aside, name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+    except FileExistsError:
+        kept = f"kept it as {shown(aside)} ({shown(name)} is newer still), and {shown(name + SUFFIX)}"
+    else:
+        os.unlink(aside, dir_fd=dirfd)
+    raise ClientError(f"changed while it was being sealed; {kept}")
 
 
 def _identity(st: os.stat_result) -> tuple:
@@ -137,9 +158,14 @@ def _encrypt_beside(dirfd: int, src, st: os.stat_result, name: str, encrypt: dic
         os.unlink(temp, dir_fd=dirfd)
 
 
+def _temp_name(name: str) -> str:
+    """A hidden name beside ``name`` that later seals skip."""
+    return f".{name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+
+
 def _temp_file(dirfd: int, name: str) -> tuple[int, str]:
     for _ in range(100):
-        temp = f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        temp = _temp_name(name)
         try:
             return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                            0o600, dir_fd=dirfd), temp
