@@ -295,3 +295,19 @@ def test_seal_puts_back_a_version_it_took_by_its_name(tmp_path):
     proc, err = seal_racing_an_upload(tmp_path, "renameat", when=1)
     assert proc.returncode == 1, err
     assert "changed while it was being sealed; kept both x and x.age" in err
+
+
+# -- seal: the longest names a folder takes -------------------------------------------------------
+
+def test_seal_seals_a_file_whose_name_is_as_long_as_name_age_allows(tmp_path):
+    """NAME.age fits in 255 bytes, but the temp file was ``.NAME.<hex>.sealing``,
+    17+ bytes longer: such a file failed with ENAMETOOLONG."""
+    identity = pyrage.x25519.Identity.generate()
+    root = tmp_path / "pub"
+    root.mkdir()
+    name = "é" * 100 + "n" * 51                                     # 251 bytes: NAME.age is 255
+    (root / name).write_bytes(b"long")
+    report = seal_tree(str(root), {"recipients": [identity.to_public()]})
+    assert report.failed == [] and report.sealed == [str(root / name)]
+    assert os.listdir(root) == [name + ".age"]
+    assert pyrage.decrypt((root / (name + ".age")).read_bytes(), [identity]) == b"long"

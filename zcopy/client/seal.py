@@ -159,8 +159,10 @@ def _encrypt_beside(dirfd: int, src, st: os.stat_result, name: str, encrypt: dic
 
 
 def _temp_name(name: str) -> str:
-    """A hidden name beside ``name`` that later seals skip."""
-    return f".{name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    """A hidden name beside ``name`` that later seals skip; ``name`` is cut to
+    200 bytes so that any NAME whose NAME.age fits has a temp name too."""
+    short = os.fsdecode(os.fsencode(name)[:200])
+    return f".{short}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
 
 
 def _temp_file(dirfd: int, name: str) -> tuple[int, str]:
