@@ -7,6 +7,7 @@ between two steps, pinned with strace's syscall delay where needed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -311,3 +312,14 @@ def test_seal_seals_a_file_whose_name_is_as_long_as_name_age_allows(tmp_path):
     assert report.failed == [] and report.sealed == [str(root / name)]
     assert os.listdir(root) == [name + ".age"]
     assert pyrage.decrypt((root / (name + ".age")).read_bytes(), [identity]) == b"long"
+
+
+def test_ls_json_does_not_print_raw_c1_controls():
+    """json.dumps(ensure_ascii=False) escapes C0 controls but prints U+007F-
+    U+009F raw; U+009B is CSI, which terminals act on like ESC [."""
+    doc = json.dumps({"path": "/d/", "entries": [{"name": "a\u009b2J\u009b1;1Hb\u0085c\u007f", "type": "file"}]})
+    with RawServer(lambda head: ok(doc.encode(), content_type="application/json")) as srv:
+        out = run("ls", f"{srv.url}/d/", "--json")
+    assert out.returncode == 0, out.stderr
+    assert not any("\x7f" <= c <= "\x9f" for c in out.stdout), repr(out.stdout)
+    assert json.loads(out.stdout)["entries"][0]["name"] == "a\u009b2J\u009b1;1Hb\u0085c\u007f"

@@ -26,6 +26,7 @@ def run(args) -> int:
 
 def _ls(args) -> int:
     import json
+    import re
     import sys
 
     from zcopy.client.options import resolve_token
@@ -35,6 +36,8 @@ def _ls(args) -> int:
     doc = list_remote(parse_url(args.url), token=resolve_token(args))
     if args.json:
         text = json.dumps(doc, indent=2, ensure_ascii=False)
+        # C1 controls (U+009B is CSI) and DEL are left raw by json.dumps; only strings can hold them
+        text = re.sub("[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text)
         try:
             text.encode(sys.stdout.encoding or "utf-8")
         except UnicodeEncodeError:          # a lone surrogate from "\ud800" in the server's JSON
