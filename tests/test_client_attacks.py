@@ -323,3 +323,20 @@ def test_ls_json_does_not_print_raw_c1_controls():
     assert out.returncode == 0, out.stderr
     assert not any("\x7f" <= c <= "\x9f" for c in out.stdout), repr(out.stdout)
     assert json.loads(out.stdout)["entries"][0]["name"] == "a\u009b2J\u009b1;1Hb\u0085c\u007f"
+
+
+# -- put: a FIFO where a file was expected ---------------------------------------------------------
+
+def test_put_of_a_fifo_is_refused_instead_of_hanging(tmp_path):
+    """The file was opened O_RDONLY before it was checked: a FIFO (planted
+    where a script uploads from a shared folder) blocked the open forever."""
+    os.mkfifo(tmp_path / "f")
+    created = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+    with RawServer(lambda head: created) as srv:
+        try:
+            out = run("put", str(tmp_path / "f"), f"{srv.url}/up", timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("zcopy put hung opening a FIFO")
+        assert srv.heads == []
+    assert out.returncode == 1 and one_line(out), out.stderr
+    assert "is not a regular file" in out.stderr
