@@ -298,6 +298,26 @@ def test_seal_puts_back_a_version_it_took_by_its_name(tmp_path):
     assert "changed while it was being sealed; kept both x and x.age" in err
 
 
+
+def test_seal_puts_back_a_folder_made_at_the_name_it_takes(tmp_path):
+    """What the rename takes aside may be a folder made at NAME meanwhile
+    (link(2) cannot put a folder back): it is renamed back, not left hidden."""
+    identity = pyrage.x25519.Identity.generate()
+    root = tmp_path / "pub"
+    root.mkdir()
+    (root / "x").write_bytes(b"old version")
+    proc = traced_zcopy(tmp_path, "renameat", "seal", str(root), "-r", str(identity.to_public()), "-q")
+    try:
+        wait_for(lambda: held_in(proc, "renameat") or proc.poll() is not None, what="seal in renameat")
+        os.unlink(root / "x")
+        (root / "x").mkdir()
+        (root / "x" / "inside").write_bytes(b"kept")
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "changed while it was being sealed; kept both x and x.age" in err, err
+    assert sorted(os.listdir(root)) == ["x", "x.age"]
+    assert (root / "x" / "inside").read_bytes() == b"kept"
+
 # -- seal: the longest names a folder takes -------------------------------------------------------
 
 def test_seal_seals_a_file_whose_name_is_as_long_as_name_age_allows(tmp_path):

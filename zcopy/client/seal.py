@@ -122,16 +122,21 @@ def _remove_if_same(dirfd: int, name: str, st: os.stat_result) -> None:
     newer one that appeared meanwhile (then it stays under the temp name)."""
     aside = _temp_name(name)
     os.rename(name, aside, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-    if _identity(os.stat(aside, dir_fd=dirfd, follow_symlinks=False)) == _identity(st):
+    taken = os.stat(aside, dir_fd=dirfd, follow_symlinks=False)
+    if _identity(taken) == _identity(st):
         os.unlink(aside, dir_fd=dirfd)
         return
     kept = f"kept both {shown(name)} and {shown(name + SUFFIX)}"
     try:
-        os.link(aside, name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+        if stat.S_ISDIR(taken.st_mode):           # a folder made at NAME meanwhile: no link(2) for it
+            if _exists(dirfd, name):
+                raise FileExistsError
+            os.rename(aside, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        else:
+            os.link(aside, name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+            os.unlink(aside, dir_fd=dirfd)
     except FileExistsError:
         kept = f"kept it as {shown(aside)} ({shown(name)} is newer still), and {shown(name + SUFFIX)}"
-    else:
-        os.unlink(aside, dir_fd=dirfd)
     raise ClientError(f"changed while it was being sealed; {kept}")
 
 
