@@ -360,3 +360,18 @@ def test_put_of_a_fifo_is_refused_instead_of_hanging(tmp_path):
         assert srv.heads == []
     assert out.returncode == 1 and one_line(out), out.stderr
     assert "is not a regular file" in out.stderr
+
+
+# -- the progress bar shows a remote name as text, not as rich markup -------------------------------
+
+@pytest.mark.parametrize("segment, label", [("x%5B%2Fb%5D", "x[/b]"),
+                                            ("%5Blink=http:%2F%2Fevil%5Dclick%5B%2Flink%5D",
+                                             "[link=http://evil]click[/link]")])
+def test_the_progress_bar_does_not_read_a_remote_name_as_markup(tmp_path, segment, label):
+    """The bar's label went through rich markup: a name with "[/b]" was a
+    MarkupError traceback, one with "[link=...]" a terminal hyperlink."""
+    with RawServer(lambda head: ok(b"x" * 1000)) as srv:
+        out = run("get", f"{srv.url}/{segment}", "-o", str(tmp_path / "o"))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert f"get {label} " in out.stderr
+    assert (tmp_path / "o").read_bytes() == b"x" * 1000
