@@ -375,3 +375,17 @@ def test_the_progress_bar_does_not_read_a_remote_name_as_markup(tmp_path, segmen
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     assert f"get {label} " in out.stderr
     assert (tmp_path / "o").read_bytes() == b"x" * 1000
+
+
+def test_ls_shows_names_with_backslashes_and_brackets_as_they_are():
+    """The table built rich markup from names: "b\\\\[" was shown as "b[" (the
+    same as a file really named "b["), "a\\\\" as "a\\\\\\\\"."""
+    names = ["a\\", "b\\[", "b[", "[/]", "[link=http://e]c[/link]\\"]
+    doc = json.dumps({"path": "/p\\", "entries": [{"name": n, "type": "file", "size": 1, "mtime": 0}
+                                                  for n in names]}).encode()
+    with RawServer(lambda head: ok(doc, content_type="application/json")) as srv:
+        out = run("ls", f"{srv.url}/d/")
+    assert out.returncode == 0, out.stderr
+    shown_names = [line.split("  ")[0].strip() for line in out.stdout.splitlines()[2:2 + len(names)]]
+    assert shown_names == names, out.stdout
+    assert out.stdout.splitlines()[0].strip() == "/p\\"
