@@ -389,3 +389,15 @@ def test_ls_shows_names_with_backslashes_and_brackets_as_they_are():
     shown_names = [line.split("  ")[0].strip() for line in out.stdout.splitlines()[2:2 + len(names)]]
     assert shown_names == names, out.stdout
     assert out.stdout.splitlines()[0].strip() == "/p\\"
+
+
+def test_seal_of_a_folder_given_through_a_symlink_seals_it(tmp_path):
+    """DIR itself may be a symlink the user typed (only symlinks met during
+    the walk are not followed): os.fwalk on it alone yields nothing."""
+    identity = pyrage.x25519.Identity.generate()
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "sub" / "a").write_bytes(b"a")
+    os.symlink("real", tmp_path / "pub")
+    report = seal_tree(str(tmp_path / "pub"), {"recipients": [identity.to_public()]})
+    assert report.sealed == [str(tmp_path / "pub" / "sub" / "a")] and report.failed == []
+    assert os.listdir(tmp_path / "real" / "sub") == ["a.age"]

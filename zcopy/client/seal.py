@@ -53,13 +53,23 @@ def seal_tree(root: str, encrypt: dict, on_file=None) -> SealReport:
     its parent's fd and without following symlinks, and its files are
     sealed relative to that fd. A sub-folder swapped for a symlink after it
     was listed therefore cannot send the seal (and its unlink) elsewhere."""
-    if not os.path.isdir(root):
-        raise ClientError(f"{root} is not a folder")
+    try:
+        rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)   # ROOT itself may be a symlink
+    except OSError:
+        raise ClientError(f"{shown(root)} is not a folder") from None
     report = SealReport()
-    for folder, dirs, files, dirfd in os.fwalk(root):
+    try:
+        _seal_walk(root, rootfd, encrypt, on_file, report)
+    finally:
+        os.close(rootfd)
+    return report
+
+
+def _seal_walk(root: str, rootfd: int, encrypt: dict, on_file, report: SealReport) -> None:
+    for folder, dirs, files, dirfd in os.fwalk(".", dir_fd=rootfd):
         dirs.sort()
         for name in sorted(files):
-            path = os.path.join(folder, name)
+            path = os.path.join(root, folder[2:], name)         # folder: "." or "./sub/..."
             why = _skip_reason(dirfd, name)
             if why:
                 report.skipped.append((path, why))
@@ -71,7 +81,6 @@ def seal_tree(root: str, encrypt: dict, on_file=None) -> SealReport:
                 report.sealed.append(path)
             except (OSError, ClientError) as exc:
                 report.failed.append((path, getattr(exc, "strerror", None) or str(exc)))
-    return report
 
 
 def _skip_reason(dirfd: int, name: str) -> str | None:
