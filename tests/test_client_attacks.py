@@ -67,6 +67,7 @@ def test_get_does_not_resume_a_partial_file_owned_by_someone_else(tmp_path):
     part.write_bytes(b"#!/bin/sh evil" + b"\0" * (1000 - 14))
     try:
         os.setxattr(part, "user.zcopy.etag", b'"v1"')
+        os.setxattr(part, "user.zcopy.part", b"1")           # as a partial file zcopy get left
     except OSError:
         pytest.skip("no user xattrs on this file system")
     os.chown(part, 65534, 65534)
@@ -401,3 +402,25 @@ def test_seal_of_a_folder_given_through_a_symlink_seals_it(tmp_path):
     report = seal_tree(str(tmp_path / "pub"), {"recipients": [identity.to_public()]})
     assert report.sealed == [str(tmp_path / "pub" / "sub" / "a")] and report.failed == []
     assert os.listdir(tmp_path / "real" / "sub") == ["a.age"]
+
+
+# -- get: a finished file that happens to be named FILE.part ----------------------------------------
+
+def test_get_does_not_truncate_a_file_named_like_its_partial_that_it_did_not_leave(tmp_path):
+    """``zcopy get .../report.part`` saves report.part (its validator removed
+    once complete); a later ``zcopy get .../report`` took that file as its
+    partial, found no validator, truncated it and renamed it to report:
+    a whole file lost without --force. A partial without the validator that
+    has bytes in it is now only started over with --force."""
+    body = os.urandom(10_000)
+    with RawServer(lambda head: ok(b"the finished report.part" if b" /report.part " in head else body)) as srv:
+        first = run("get", f"{srv.url}/report.part", "-q", cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        second = run("get", f"{srv.url}/report", cwd=tmp_path)
+        assert second.returncode == 1 and one_line(second), second.stderr
+        assert "report.part holds bytes that zcopy get cannot resume" in second.stderr
+        assert sorted(os.listdir(tmp_path)) == ["report.part"]
+        assert (tmp_path / "report.part").read_bytes() == b"the finished report.part"
+        forced = run("get", f"{srv.url}/report", "--force", "-q", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(os.listdir(tmp_path)) == ["report"] and (tmp_path / "report").read_bytes() == body

@@ -57,7 +57,7 @@ def download(remote: Remote, out: str, *, token: str | None = None, decrypt: dic
     try:
         if not force and output_exists(dirfd, name):
             raise ClientError(f"{shown(out)} exists; use --force to replace it")
-        with Partial(dirfd, name, folder) as part:
+        with Partial(dirfd, name, folder, force=force) as part:
             try:
                 size, resumed_at = _fetch(remote, part, token, decrypt, quiet, timeout, force)
             except BaseException:

@@ -10,7 +10,10 @@ can vouch for:
   this user (another user could have planted it with their own first bytes
   and the remote file's validator, and could still write to it), and is
   never created again: no O_CREAT when resuming, so a ``.part`` renamed away
-  meanwhile cannot come back as a sparse file;
+  meanwhile cannot come back as a sparse file. A new one is marked
+  (``user.zcopy.part``, removed when it becomes FILE); an existing one with
+  bytes but no mark is someone's file that merely has the name (a finished
+  download of ``NAME.part``...): it is not truncated without ``--force``;
 - it is locked with flock(2) for the whole download: a second ``zcopy get``
   into the same output is refused in one line instead of interleaving;
 - before the rename, the name must still point to the inode that was
@@ -29,14 +32,16 @@ from zcopy.client.errors import ClientError
 from zcopy.client.names import shown
 
 VALIDATOR_XATTR = "user.zcopy.etag"
+MARK_XATTR = "user.zcopy.part"          # "zcopy get created this FILE.part": set on creation, removed at the end
 _OPEN = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK   # NONBLOCK: a FIFO must not hang us
 
 
 class Partial:
     """An open, locked ``NAME.part`` in the folder ``dirfd``."""
 
-    def __init__(self, dirfd: int, out_name: str, folder: str) -> None:
+    def __init__(self, dirfd: int, out_name: str, folder: str, *, force: bool = False) -> None:
         self.dirfd = dirfd
+        self.force = force
         self.out_name = out_name
         self.name = out_name + ".part"
         self.shown = shown(os.path.join(folder, self.name))
@@ -80,6 +85,10 @@ class Partial:
                                   f"(remove it to download again)")
             self._lock(fd)
             self._check_named(fd, "changed while it was being opened; try again")
+            if st.st_size and not self.force and not _has_xattr(fd, MARK_XATTR):
+                raise ClientError(f"{self.shown} holds bytes that zcopy get cannot resume (it did not "
+                                  f"leave them, or user xattrs are off here); remove it, or use --force "
+                                  f"to start over")
             os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
@@ -98,6 +107,10 @@ class Partial:
         except BaseException:
             os.close(fd)
             raise
+        try:
+            os.setxattr(fd, MARK_XATTR, b"1")
+        except OSError:
+            pass  # no user xattrs here: an interrupted download restarts only with --force
         return fd
 
     def _lock(self, fd: int) -> None:
@@ -163,10 +176,11 @@ class Partial:
         if expected is not None and size != expected:
             raise ClientError(f"length mismatch: expected {expected} bytes, have {size} in {self.shown}")
         self._check_named(self.fd, "was moved or replaced during the download; nothing saved")
-        try:
-            os.removexattr(self.fd, VALIDATOR_XATTR)
-        except OSError:
-            pass
+        for name in (VALIDATOR_XATTR, MARK_XATTR):   # FILE is not a partial file any more
+            try:
+                os.removexattr(self.fd, name)
+            except OSError:
+                pass
         if not replace:
             try:                                  # link(2) never replaces: atomic no-clobber
                 self._link_written()
@@ -199,6 +213,14 @@ class Partial:
         else:                                     # no /proc: the name, checked just before
             os.link(self.name, self.out_name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd,
                     follow_symlinks=False)
+
+
+def _has_xattr(fd: int, name: str) -> bool:
+    try:
+        os.getxattr(fd, name)
+    except OSError:
+        return False
+    return True
 
 
 def output_exists(dirfd: int, name: str) -> bool:
