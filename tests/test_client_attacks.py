@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from urllib.parse import quote
 
 import pyrage
@@ -424,3 +425,40 @@ def test_get_does_not_truncate_a_file_named_like_its_partial_that_it_did_not_lea
         forced = run("get", f"{srv.url}/report", "--force", "-q", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     assert sorted(os.listdir(tmp_path)) == ["report"] and (tmp_path / "report").read_bytes() == body
+
+
+def test_a_download_kept_in_the_partial_file_is_resumed_not_fetched_again(tmp_path):
+    """FILE appeared during the download, so the finished bytes stayed in
+    FILE.part; the old commit had already dropped its validator (and the
+    mark), so ``--force`` later fetched it all again instead of asking
+    whether it was complete."""
+    body = os.urandom(256 << 10)
+    release = threading.Event()
+
+    def answer(head):
+        if b"Range: bytes=" in head:
+            return (b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */%d\r\n"
+                    b"Content-Length: 0\r\n\r\n" % len(body))
+        def slow(conn):
+            conn.sendall(ok(body)[:-1000])
+            release.wait(30)
+            conn.sendall(body[-1000:])
+        return slow
+
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    with RawServer(answer) as srv:
+        proc = subprocess.Popen([sys.executable, "-m", "zcopy", "get", f"{srv.url}/f", "-o", str(dl / "f"), "-q"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: (dl / "f.part").exists() and (dl / "f.part").stat().st_size > 0, what="f.part")
+            (dl / "f").write_bytes(b"someone else's f")
+        finally:
+            release.set()
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "appeared during the download; kept the download in" in err, err
+        again = run("get", f"{srv.url}/f", "-o", str(dl / "f"), "--force")
+        assert again.returncode == 0, again.stderr
+        assert b"Range: bytes=%d-" % len(body) in srv.heads[1]
+    assert "resumed at" in again.stderr
+    assert sorted(os.listdir(dl)) == ["f"] and (dl / "f").read_bytes() == body

@@ -176,11 +176,6 @@ class Partial:
         if expected is not None and size != expected:
             raise ClientError(f"length mismatch: expected {expected} bytes, have {size} in {self.shown}")
         self._check_named(self.fd, "was moved or replaced during the download; nothing saved")
-        for name in (VALIDATOR_XATTR, MARK_XATTR):   # FILE is not a partial file any more
-            try:
-                os.removexattr(self.fd, name)
-            except OSError:
-                pass
         if not replace:
             try:                                  # link(2) never replaces: atomic no-clobber
                 self._link_written()
@@ -197,6 +192,7 @@ class Partial:
                     raise ClientError(f"{self.shown_out} appeared during the download; kept the download "
                                       f"in {self.shown} (use --force to replace)") from None
             else:
+                self._unmark()
                 self.discard()                    # FILE.part, if that name is still ours
                 return size
         os.rename(self.name, self.out_name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
@@ -204,7 +200,16 @@ class Partial:
         if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
             raise ClientError(f"{self.shown} was replaced during the final rename; "
                               f"{self.shown_out} is not the download")
+        self._unmark()
         return size
+
+    def _unmark(self) -> None:
+        """FILE is not a partial file any more: no validator, no mark."""
+        for name in (VALIDATOR_XATTR, MARK_XATTR):
+            try:
+                os.removexattr(self.fd, name)
+            except OSError:
+                pass
 
     def _link_written(self) -> None:
         """link(2) the inode open as ``fd`` to the output name."""
