@@ -65,6 +65,11 @@ def test_anonymous_gets_the_star_account_and_a_basic_challenge(tree):
         assert headers["www-authenticate"] == 'Basic realm="zcopy", charset="UTF-8"'
         assert call(s.port, "PUT", "/pub/new", body=b"n")[0] == 401        # writes never anonymous
         assert not (root / "pub" / "new").exists()
+        # Refused before the walk: what is there stays unsaid (not 409 "a file is not a folder", not 404).
+        assert call(s.port, "PUT", "/pub/hello.txt/x", body=b"x")[0] == 401
+        assert call(s.port, "DELETE", "/nothing/here")[0] == 401
+        assert call(s.port, "MOVE", "/pub/hello.txt", {**basic("reader"), "Destination": "/nothing/x"})[0] == 403
+        assert call(s.port, "PUT", "/secret/s.txt/x", basic("reader"), body=b"x")[0] == 403
         # curl signs in after the challenge, as a browser would.
         r = curl("-u", f"reader:{PW['reader']}", f"{s.url}/secret/s.txt")
         assert r.stdout == b"s"

@@ -35,6 +35,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def start(root: str, port: int, args: list[str], cpu: int) -> tuple[subprocess.Popen, int]:
+    if subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode == 0:
+        raise SystemExit(f"port {port} is taken (another server?): choose --port")
     proc = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-m", "zcopy", "serve", root,
                              "--port", str(port), "--workers", "1", "--state-dir", os.path.join(root, "..", f"state{port}"),
                              *args],
@@ -50,6 +52,12 @@ def start(root: str, port: int, args: list[str], cpu: int) -> tuple[subprocess.P
         time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"server on port {port} did not start")
+
+
+def stop(servers: dict) -> None:
+    for proc, _ in servers.values():
+        proc.terminate()
+        proc.wait(30)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -74,6 +82,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--port", type=int, default=18701, help="the servers listen on PORT and PORT + 1")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1)
     a = p.parse_args()
@@ -89,10 +98,15 @@ def main() -> int:
         with open(users, "w") as f:
             f.write(f"alice {passwords.make('alice-pw')} /:r\n* - /:r\n")
         basic = "Authorization: Basic " + base64.b64encode(b"alice:alice-pw").decode()
-        servers = {"accounts": start(root, 18701, ["--users", users], a.server_cpu),
-                   "plain": start(root, 18702, [], a.server_cpu)}
-        cases = {"anon": ("accounts", 18701, None), "basic": ("accounts", 18701, basic),
-                 "plain": ("plain", 18702, None)}
+        servers = {}
+        try:
+            servers["accounts"] = start(root, a.port, ["--users", users], a.server_cpu)
+            servers["plain"] = start(root, a.port + 1, [], a.server_cpu)
+        except BaseException:
+            stop(servers)
+            raise
+        cases = {"anon": ("accounts", a.port, None), "basic": ("accounts", a.port, basic),
+                 "plain": ("plain", a.port + 1, None)}
         per_req = {c: [] for c in cases}
         rates = {c: [] for c in cases}
         try:
@@ -108,9 +122,7 @@ def main() -> int:
                     per_req[case].append((cpu_seconds(worker) - before) / total * 1e6)
                     rates[case].append(rate)
         finally:
-            for proc, _ in servers.values():
-                proc.terminate()
-                proc.wait(30)
+            stop(servers)
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs "
           f"(other work running makes the figures noisy)")

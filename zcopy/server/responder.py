@@ -9,6 +9,7 @@ stop)`` file range that the connection hands to the zero-copy engine.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import stat as stat_mod
 import time
@@ -40,14 +41,19 @@ class _Answers(dict):
     is its credentials under that generation, so a reload (a revoked user, a
     changed rule) starts a new memo. Each value is ``(reply, entry, user)``,
     good while ``entry.trusted()`` (the file unchanged, per its watch);
-    ``user`` is the name the access log shows."""
+    ``user`` is the name the access log shows. ``reads`` remembers rule
+    decisions for the same second and generation."""
 
-    __slots__ = ("second", "generation")
+    __slots__ = ("second", "generation", "reads")
 
     def __init__(self, second: bytes, generation: int = 0) -> None:
         super().__init__()
         self.second = second
         self.generation = generation
+        #: (id(rules), path) -> whether those rules read that path. The ``id`` is safe: every
+        #: ``Rules`` in use belongs to this generation's accounts (or is a module constant), all
+        #: alive while this memo is, and a reload starts a new memo.
+        self.reads: dict = {}
 
 
 class Responder:
@@ -127,8 +133,10 @@ class Responder:
             return access.anonymous
         if conn is not None:
             known = conn.auth       # this connection's last sign-in: keep-alive requests skip the rest
-            if known is not None and known[0] == auth and known[1] == access.generation:
-                return known[2]
+            if known is not None and known[1] == access.generation and (
+                    known[0] is auth or hmac.compare_digest(known[0].encode("utf-8", "surrogateescape"),
+                                                            auth.encode("utf-8", "surrogateescape"))):
+                return known[2]         # (the same head's Request shares its strings: ``is`` first)
         addr = self._client(req, conn)
         try:
             got = access.identify(auth, addr, time.monotonic())
@@ -236,7 +244,17 @@ class Responder:
                 raise http.HttpError(405, f"{req.method} is not allowed here",
                                      headers=[("Allow", self.allow)])
             path = _rules_path(req.path)
-            may_read = access.allows(identity, req.method, path, True)
+            rules = identity.rules
+            if rules is None or answers is None:
+                may_read = access.allows(identity, req.method, path, True)
+            else:
+                # Rules are answered once per (rules, path) per memo: its second and generation.
+                key = (id(rules), path)
+                may_read = answers.reads.get(key)
+                if may_read is None:
+                    if len(answers.reads) >= 4 * ANSWERS:
+                        answers.reads.clear()
+                    may_read = answers.reads[key] = access.allows(identity, req.method, path, True)
             if not may_read and not access.may_browse(identity, path):
                 raise self._refuse(identity, "read here", "this server needs a token to read")
             entry = self.cache.lookup(req.path)

@@ -70,10 +70,14 @@ class Writer:
         requester may do (the responder's ``_Rights``: ``need`` raises 401/403,
         ``has`` answers), asked once the target's existence is known, before
         anything changes; None: everything (unit tests)."""
-        target = self.target(req.path)
         if rights is not None:
+            # What the method needs on a new path, before the walk: a refused client learns
+            # nothing about what is there (a walk's 404/409 would tell).
+            rights.need(req.method, req.path, False)
+        target = self.target(req.path)
+        if rights is not None and target.exists:
             try:
-                rights.need(req.method, req.path, target.exists)
+                rights.need(req.method, req.path, True)       # PUT over a file: w and d
             except BaseException:
                 target.close()
                 raise
@@ -89,13 +93,16 @@ class Writer:
             status = 204
         elif req.method == "MOVE":
             try:
-                dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
+                dest_path = _destination(req.headers.get("destination"), _authority(req))
+                if rights is not None:
+                    rights.need("MOVE", dest_path, False, destination=True)
+                dest = self.target(dest_path)
             except BaseException:
                 target.close()
                 raise
-            if rights is not None:
+            if rights is not None and dest.exists:
                 try:
-                    rights.need("MOVE", dest.url, dest.exists, destination=True)
+                    rights.need("MOVE", dest.url, True, destination=True)
                 except BaseException:
                     target.close()
                     dest.close()
