@@ -321,3 +321,37 @@ def test_an_upload_without_d_never_replaces_a_file_that_appears_meanwhile(tree):
             sock.sendall(b"mine")
             assert read_response(sock)[0] == 204
         assert (root / "home" / "alice" / "race").read_bytes() == b"mine"
+
+
+def test_browser_login_gives_a_session_cookie(tree, tmp_path):
+    root, users = tree
+    jar = tmp_path / "cookies.txt"
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
+        # Without credentials: the Basic challenge (the browser then asks for name and password).
+        status, headers, _ = call(s.port, "GET", "/.zcopy/login")
+        assert status == 401 and headers["www-authenticate"].startswith("Basic ")
+        r = curl("-u", f"reader:{PW['reader']}", "-c", str(jar), "-D", "-", "-o", "/dev/null",
+                 f"{s.url}/.zcopy/login")
+        head = r.stdout.decode()
+        assert " 204 " in head.splitlines()[0]
+        cookie = [line for line in head.splitlines() if line.lower().startswith("set-cookie:")]
+        assert len(cookie) == 1
+        for attr in ("zcopy_session=", "HttpOnly", "SameSite=Strict", "Path=/"):
+            assert attr in cookie[0]
+        # The cookie alone signs the browser in.
+        assert curl("-b", str(jar), f"{s.url}/secret/s.txt").stdout == b"s"
+        token = cookie[0].split("zcopy_session=", 1)[1].split(";", 1)[0]
+        assert call(s.port, "GET", "/secret/s.txt", {"Cookie": f"a=b; zcopy_session={token}"})[0] == 200
+        # Tampered: anonymous (401 with the challenge), never an error.
+        bad = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+        assert call(s.port, "GET", "/secret/s.txt", {"Cookie": f"zcopy_session={bad}"})[0] == 401
+        # Logout clears it.
+        r = curl("-b", str(jar), "-c", str(jar), "-X", "POST", "-D", "-", "-o", "/dev/null", f"{s.url}/.zcopy/logout")
+        assert "Max-Age=0" in r.stdout.decode()
+        assert curl("-b", str(jar), "-o", "/dev/null", "-w", "%{http_code}", f"{s.url}/secret/s.txt").stdout == b"401"
+        # A changed password ends every session made before (the cookie names the old hash).
+        users.write_text(USERS.replace(HASH["reader"], passwords.make("new-pw", **FAST)))
+        deadline = time.monotonic() + 10
+        while call(s.port, "GET", "/secret/s.txt", {"Cookie": f"zcopy_session={token}"})[0] != 401:
+            assert time.monotonic() < deadline, "a session outlived its password"
+            time.sleep(0.1)

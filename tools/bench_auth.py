@@ -112,6 +112,9 @@ def main() -> int:
         try:
             # Warm-up, not counted: the first sign-ins (one argon2 check per connection that arrives
             # before the first finished; 60 s remembered after that), the open-file cache.
+            # One request first: its argon2 check (0.1-0.2 s on the server's CPU) must be over, and
+            # the credential remembered, before anything is measured.
+            subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H", basic, f"http://127.0.0.1:{a.port}/1k"], check=True)
             for server, port, header in cases.values():
                 run_wrk(port, header, 1, a.connections, a.client_cpu)
             for _ in range(a.rounds):
@@ -130,6 +133,8 @@ def main() -> int:
         print(f"{case:6} CPU/request median {statistics.median(per_req[case]):6.1f} us "
               f"(rounds: {', '.join(f'{x:.1f}' for x in per_req[case])})  "
               f"rate median {statistics.median(rates[case]):8.0f}/s")
+    print(f"basic / anon  CPU per request, best rounds: {min(per_req['basic']) / min(per_req['anon']):.3f}x "
+          f"(the least disturbed by other work)")
     ratio = statistics.median(per_req["basic"]) / statistics.median(per_req["anon"])
     ratio_plain = statistics.median(per_req["basic"]) / statistics.median(per_req["plain"])
     print(f"basic / anon  CPU per request: {ratio:.3f}x (bar: <= 1.1x)")

@@ -63,7 +63,7 @@ class Responder:
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
                  token: str | None = None, read_token: str | None = None, routes: Routes | None = None,
                  access: Access | None = None, verifier=None, trusted_proxy: str | None = None,
-                 shared_throttle=None) -> None:
+                 shared_throttle=None, sessions=None) -> None:
         self.cache = cache
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
@@ -75,6 +75,8 @@ class Responder:
         self.verifier = verifier
         #: Failed sign-ins counted across workers (zcopy.server.throttle), inside the verification job.
         self.shared_throttle = shared_throttle
+        #: The browser's session cookie (zcopy.server.session); None: no users file or no state folder.
+        self.sessions = sessions
         self.trusted_proxy = trusted_proxy
         #: Counted here, published by the worker's stats: failed sign-ins, throttled ones, overloads.
         self.auth_failures = 0
@@ -130,6 +132,8 @@ class Responder:
         access = self.access
         auth = req.headers.get("authorization")
         if auth is None:
+            if self.sessions is not None and "cookie" in req.headers:     # a browser signed in before
+                return self.sessions.identify(req.headers.get("cookie")) or access.anonymous
             return access.anonymous
         if conn is not None:
             known = conn.auth       # this connection's last sign-in: keep-alive requests skip the rest
@@ -229,7 +233,7 @@ class Responder:
         try:
             if ".zcopy" in req.path and reserved(req.path):   # the server's own resources, never a file
                 close = close or has_body                     # (no route reads a body yet)
-                return self.routes.respond(req, close, self._may_use_routes(identity))
+                return self.routes.respond(req, close, self._may_use_routes(identity), identity)
             if req.method in WRITE_METHODS:
                 return self._write(req, identity, close or has_body)
             # Nothing below reads a body, so the framing of whatever follows

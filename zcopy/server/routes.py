@@ -10,7 +10,8 @@ the GET handler without the body, OPTIONS lists ``Allow``. Files named
 ``.zcopy`` in ROOT are never served, listed or written (see zcopy.http.paths).
 
 A handler is ``handler(req, close) -> Reply | Pending`` (``close``: the reply
-must say ``Connection: close``); ``Routes.json`` builds a small reply.
+must say ``Connection: close``), or ``handler(req, close, identity)`` when
+registered with ``identity=True`` (the sign-in routes, zcopy.server.session); ``Routes.json`` builds a small reply.
 Handlers that touch the disk or the state database return a ``Pending`` run on
 the executor. Access: a route needs what a file read needs (the read token,
 when the server has one) unless it is registered ``public=True``.
@@ -44,6 +45,7 @@ def reserved(path: str) -> bool:
 class Route:
     handlers: dict[str, Handler]
     public: bool = False
+    identity: bool = False      # the handler takes who is asking: handler(req, close, identity)
     allow: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,15 +63,17 @@ class Routes:
         self.state = state          # this process's zcopy.server.state.State (None: no state folder)
         self._table: dict[str, Route] = {}
 
-    def add(self, path: str, *, public: bool = False, **handlers: Handler) -> None:
+    def add(self, path: str, *, public: bool = False, identity: bool = False, **handlers: Handler) -> None:
         """``routes.add("/.zcopy/ping", GET=ping)``: one route, its methods."""
         if not path.startswith(RESERVED + "/") or posixpath.normpath(path) != path.rstrip("/") or not handlers:
             raise ValueError(f"a route is a normalised path under {RESERVED}/ with methods: {path!r}")
-        self._table[path] = Route(handlers, public)
+        self._table[path] = Route(handlers, public, identity)
 
-    def respond(self, req: http.Request, close: bool, may_read: bool):
+    def respond(self, req: http.Request, close: bool, may_read: bool, identity=None):
         """The answer to a request for a reserved path. ``may_read``: the
-        request carries what a file read would need. Raises HttpError."""
+        request carries what a file read would need; ``identity``: who is
+        asking (``zcopy.server.access``), for the routes registered with
+        ``identity=True``. Raises HttpError."""
         route = self._table.get(req.path)
         if route is None:
             raise http.HttpError(404, "not found")
@@ -87,6 +91,8 @@ class Routes:
             handler = route.handlers.get("GET")
         if handler is None:
             raise http.HttpError(405, f"{method} is not allowed here", headers=[("Allow", route.allow)])
+        if route.identity:
+            return handler(req, close, identity)
         return handler(req, close)
 
     def json(self, req: http.Request, status: int, value, close: bool) -> Reply:

@@ -23,9 +23,11 @@ from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
 from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
-from zcopy.server.responder import Responder
+from zcopy.server.responder import BASIC_CHALLENGE, Responder
 from zcopy.server.routes import server_routes
+from zcopy.server.session import Sessions
 from zcopy.server.shared import generation, heartbeat
+from zcopy.server.signed import Signer
 from zcopy.server.state import State
 from zcopy.server.stats import WorkerStats, server_info
 from zcopy.server.throttle import SharedThrottle
@@ -66,9 +68,16 @@ class Worker(ListenerLoop):
         self.users_stamp = _stamp(config.users) if config.users else None
         #: Password checks (argon2, slow by design) run on its threads, never on the loop.
         self.verifier = Verifier() if config.accounts is not None else None
-        self.responder = Responder(self.cache, self.date, writer=writer, routes=server_routes(self.date, self.state),
+        routes = server_routes(self.date, self.state)
+        accounts_state = self.verifier is not None and self.state is not None
+        #: Browsers sign in once (/.zcopy/login) and keep a signed session cookie (zcopy.server.session).
+        sessions = Sessions(self.access, Signer(self.state.share_secret())) if accounts_state else None
+        if sessions is not None:
+            sessions.add_routes(routes, BASIC_CHALLENGE)
+        self.responder = Responder(self.cache, self.date, writer=writer, routes=routes,
                                    access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy,
-                                   shared_throttle=SharedThrottle(self.state) if self.verifier is not None and self.state else None)
+                                   shared_throttle=SharedThrottle(self.state) if accounts_state else None,
+                                   sessions=sessions)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
