@@ -152,7 +152,7 @@ class Responder:
         size = entry.size
         ranges = None
         if not req.plain:      # preconditions or Range; most requests have neither
-            verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime)
+            verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime, entry.also)
             if verdict == 304:
                 extra = f"ETag: {entry.etag}\r\n".encode()
                 if b"Vary:" in entry.static:
@@ -162,7 +162,7 @@ class Responder:
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-            if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime):
+            if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime, entry.also):
                 ranges = http.parse_range(headers["range"], size)   # may raise 416
         if ranges is None:
             head = entry.head_200(self.date.get(), close, req.version)
