@@ -25,3 +25,43 @@ def whole(status: int, data: bytes, close: bool) -> Reply:
     """A reply whose bytes are all in ``data`` (an error page, a redirect); its
     length is the body's after the head, as the access log's size field wants."""
     return Reply(status, data, [], len(data) - data.index(b"\r\n\r\n") - 4, close)
+
+
+class Pending:
+    """A reply still being computed off the loop (``zcopy.server.executor``).
+
+    The responder (or the writer's upload commit) returns one instead of a
+    Reply; the connection then reads no further request, its deadline is the
+    send timeout, and it calls ``wait(self)`` to be told. When the work is
+    over, the loop thread calls ``done(reply)`` and the connection sends that
+    Reply as if the responder had returned it. A connection that closed
+    meanwhile is simply not told (the work itself is not undone: an upload
+    whose body arrived whole is committed)."""
+
+    __slots__ = ("reply", "waiter")
+
+    def __init__(self) -> None:
+        self.reply: Reply | None = None
+        self.waiter = None          # the Connection; its resume(pending) is called on done
+
+    def wait(self, waiter) -> None:
+        self.waiter = waiter
+        if self.reply is not None:       # finished before anyone waited
+            self.done(self.reply)
+
+    def done(self, reply: Reply) -> None:
+        """Loop thread only."""
+        self.reply = reply
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            waiter.resume(self)
+
+
+def refusal(exc, date: bytes, *, close: bool = True, head_only: bool = False, version: tuple = (1, 1)) -> Reply:
+    """The error Reply for an ``http.HttpError``."""
+    from zcopy import http
+
+    close = close or exc.close
+    data = http.error_response(exc.status, date, reason=exc.reason, headers=exc.headers,
+                               close=close, head_only=head_only, version=version)
+    return whole(exc.status, data, close)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import FileEntry, OpenFileCache
-from zcopy.server.reply import Reply, whole
+from zcopy.server.reply import Reply, refusal, whole
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 from zcopy.server.writes import TEMP_PREFIX
 
@@ -111,10 +111,7 @@ class Responder:
 
     def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
               version: tuple = (1, 1)) -> Reply:
-        close = close or exc.close
-        data = http.error_response(exc.status, self.date.get(), reason=exc.reason, headers=exc.headers,
-                                   close=close, head_only=head_only, version=version)
-        return whole(exc.status, data, close)
+        return refusal(exc, self.date.get(), close=close, head_only=head_only, version=version)
 
     # -- files ----------------------------------------------------------------
 
