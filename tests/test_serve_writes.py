@@ -395,13 +395,14 @@ def test_upload_temp_file_is_held_with_flock(tmp_path):
 @pytest.mark.parametrize("flags, fsyncs", [((), 2), (("--no-fsync",), 0)])
 def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fsyncs):
     """What the worker asks of the kernel for one PUT (strace on the real
-    worker): the file's fsync, then rename, then the folder's fsync; with
-    --no-fsync the rename alone."""
+    worker, all its threads): the file's fsync, then rename, then the folder's
+    fsync; with --no-fsync the rename alone. None of them on the event loop's
+    thread (the worker's main thread, tid == pid): they run on the executor."""
     # Stats off: the once-a-second snapshot is a rename and an fsync of its own.
     with Server(tmp_path, "--allow-write", "--workers", "1", *flags, env={"ZCOPY_STATS": "off"}) as s:
         [pid] = s.worker_pids()
         log = tmp_path.parent / f"strace-{uuid.uuid4().hex}.log"
-        tracer = subprocess.Popen(["strace", "-p", str(pid), "-o", str(log),
+        tracer = subprocess.Popen(["strace", "-f", "-p", str(pid), "-o", str(log),
                                    "-e", "trace=fsync,fdatasync,rename,renameat,renameat2"],
                                   stderr=subprocess.PIPE)
         try:
@@ -418,8 +419,11 @@ def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fs
         finally:
             tracer.terminate()
             tracer.wait(10)
-        calls = [line.split("(", 1)[0] for line in log.read_text().splitlines() if "(" in line]
+        traced = [line.split("(", 1)[0].split() for line in log.read_text().splitlines() if "(" in line]
         log.unlink()
+    calls = [t[-1] for t in traced]
+    tids = {int(t[0]) for t in traced if len(t) == 2}
+    assert tids and pid not in tids, traced      # -f prefixes each line with its thread id
     renames = [i for i, c in enumerate(calls) if c.startswith("rename")]
     assert len(renames) == 1, calls
     syncs = [i for i, c in enumerate(calls) if c in ("fsync", "fdatasync")]

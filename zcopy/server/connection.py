@@ -12,6 +12,9 @@ States:
              timeout, pushed forward on every progress)
   WRITING  - sending the reply: head bytes, then body segments through the
              engine (deadline: send timeout, pushed forward on every progress)
+  PENDING  - the reply is computed off the loop (``reply.Pending``: a listing,
+             an upload's commit, a DELETE or MOVE); no further request is read
+             until ``resume`` brings the Reply (deadline: send timeout)
   LINGERING - reply sent with "Connection: close": write side shut, reading and
              discarding until the client closes or LINGER_SECONDS pass
   CLOSED
@@ -28,9 +31,10 @@ import traceback
 from zcopy import http
 from zcopy.engines import FileShrank, PeerClosed, Progress
 from zcopy.loop import EV_HUP, EV_IN, EV_OUT
+from zcopy.server.reply import Pending
 from zcopy.server.writer import Upload, http_error_for
 
-READING, RECEIVING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3, 4
+READING, RECEIVING, WRITING, LINGERING, CLOSED, PENDING = 0, 1, 2, 3, 4, 5
 #: How long a closing connection keeps reading (and discarding) what the client
 #: still sends, so the kernel does not answer it with a RST that destroys our
 #: last response in flight (nginx's lingering_close).
@@ -51,7 +55,7 @@ DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 class Connection:
     __slots__ = ("worker", "sock", "fd", "addr", "buf", "state", "readable", "writable", "deadline",
                  "out", "at", "xfer", "reply", "request", "started", "sent", "draining", "upload", "hup",
-                 "ahead", "stats", "config", "heads", "known", "engine", "once", "head_at")
+                 "ahead", "stats", "config", "heads", "known", "engine", "once", "head_at", "pending")
 
     def __init__(self, worker, sock: socket.socket, addr) -> None:
         self.worker = worker
@@ -81,6 +85,7 @@ class Connection:
         self.upload: Upload | None = None
         self.hup = False          # EPOLLRDHUP/HUP seen: the peer's EOF is pending, keep reading
         self.ahead = None         # prefetch.Readahead of the file range being sent
+        self.pending: Pending | None = None    # PENDING: the reply being computed off the loop
 
     # -- events ---------------------------------------------------------------
 
@@ -117,6 +122,13 @@ class Connection:
                 elif state == RECEIVING:
                     if not self._receive():
                         return
+                    continue
+                elif state == PENDING:
+                    reply = self.pending.reply
+                    if reply is None:
+                        return              # resume() runs us again
+                    self.pending = None
+                    self._start_reply(reply)
                     continue
                 elif state == LINGERING:
                     self._linger()
@@ -178,6 +190,9 @@ class Connection:
             return True
         self.request = req
         reply = worker.responder.respond(req, self.draining)
+        if reply.__class__ is Pending:
+            self._wait(reply)
+            return True
         if reply.__class__ is Upload:
             self.upload = reply
             self.state = RECEIVING
@@ -291,8 +306,25 @@ class Connection:
             reply = self.worker.responder.writer.finish(up, self.request, closing=self.draining)
         except http.HttpError as exc:
             reply = self.worker.responder.error(exc, close=True)
-        self._start_reply(reply)
+        if reply.__class__ is Pending:
+            self._wait(reply)
+        else:
+            self._start_reply(reply)
         return True
+
+    # -- waiting for off-loop work ----------------------------------------------
+
+    def _wait(self, pending: Pending) -> None:
+        """Read nothing more until the reply computed off the loop arrives."""
+        self.pending = pending
+        self.state = PENDING
+        self.deadline = self.worker.now + self.config.send_timeout
+        pending.wait(self)
+
+    def resume(self, pending: Pending) -> None:
+        """``pending.done(reply)`` ran (loop thread): send that reply."""
+        if self.state == PENDING and self.pending is pending:
+            self.run()
 
     def _abort_upload(self) -> None:
         if self.xfer is not None:
@@ -514,6 +546,8 @@ class Connection:
                                                    close=True))
         elif self.state == WRITING:
             self.worker.stats.error("send_timeout")
+        elif self.state == PENDING:
+            self.worker.stats.error("pending_timeout")
         elif self.state == RECEIVING:
             self.worker.stats.error("upload_timeout")
             self._send_quietly(http.error_response(408, self.worker.date.get(), reason="upload body too slow",
@@ -559,6 +593,9 @@ class Connection:
         state, self.state = self.state, CLOSED
         self._abort_upload()
         self._end_readahead()
+        if self.pending is not None:
+            self.pending.waiter = None          # its work goes on; nobody is told
+            self.pending = None
         if self.reply is not None and state == WRITING:
             self._count(self.reply, False)
         if self.reply is not None and self.reply.entry is not None:

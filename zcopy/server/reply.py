@@ -45,9 +45,9 @@ class Pending:
         self.waiter = None          # the Connection; its resume(pending) is called on done
 
     def wait(self, waiter) -> None:
+        """``waiter.resume(self)`` will run on ``done`` (a reply already done is
+        the waiter's to see in ``reply``: it is not called back from here)."""
         self.waiter = waiter
-        if self.reply is not None:       # finished before anyone waited
-            self.done(self.reply)
 
     def done(self, reply: Reply) -> None:
         """Loop thread only."""
@@ -57,10 +57,23 @@ class Pending:
             waiter.resume(self)
 
 
-def refusal(exc, date: bytes, *, close: bool = True, head_only: bool = False, version: tuple = (1, 1)) -> Reply:
-    """The error Reply for an ``http.HttpError``."""
+def refusal(exc: Exception, date: bytes, *, close: bool = True, head_only: bool = False,
+            version: tuple = (1, 1)) -> Reply:
+    """The error Reply for an ``http.HttpError``; for an OSError from work done
+    off the loop, the status a write failure gets (``writer.http_error_for``);
+    anything else is a bug: its traceback goes to stderr and the client gets 500."""
     from zcopy import http
 
+    if isinstance(exc, OSError):
+        from zcopy.server.writer import http_error_for
+
+        exc = http_error_for(exc)
+    elif not isinstance(exc, http.HttpError):
+        import sys
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+        exc = http.HttpError(500, "internal error", close=True)
     close = close or exc.close
     data = http.error_response(exc.status, date, reason=exc.reason, headers=exc.headers,
                                close=close, head_only=head_only, version=version)

@@ -18,6 +18,7 @@ from zcopy.loop import TICK, ListenerLoop, run_worker
 from zcopy.server.accesslog import AccessLog
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
+from zcopy.server.executor import Executor
 from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import Responder
@@ -48,12 +49,14 @@ class Worker(ListenerLoop):
         self.engine, self.upload_engine = self._make_engines()
         #: Cold windows are read by its pool off the loop (None: --prefetch off).
         self.prefetch = Prefetcher(step=config.budget) if config.prefetch else None
+        #: What may block on the disk or burn CPU (commits, DELETE/MOVE, listings) runs on its threads.
+        self.executor = Executor()
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
                                    watch=_file_watch())
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync) if config.allow_write else None
+                        fsync=config.fsync, executor=self.executor) if config.allow_write else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
                                    read_token=config.read_token)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
@@ -78,6 +81,8 @@ class Worker(ListenerLoop):
         prefetch_fd = self.prefetch.fileno() if self.prefetch is not None else -1
         if prefetch_fd >= 0:
             self.ep.register(prefetch_fd, select.EPOLLIN)
+        executor_fd = self.executor.fileno()
+        self.ep.register(executor_fd, select.EPOLLIN)
         watch_fd = self.cache.watch.fileno() if self.cache.watch is not None else -1
         if watch_fd >= 0:
             self.ep.register(watch_fd, select.EPOLLIN)
@@ -110,6 +115,8 @@ class Worker(ListenerLoop):
                             self.cache.apply_changes()
                     elif fd == prefetch_fd:
                         self.prefetch.wake(ready, self.now)
+                    elif fd == executor_fd:
+                        self.executor.run_callbacks()
                     else:
                         self.accept_ready()
                 if ready:
@@ -176,6 +183,7 @@ class Worker(ListenerLoop):
         snap["server"] = server_info(self.config)
         if self.prefetch is not None:
             snap["prefetch"] = self.prefetch.snapshot()
+        snap["executor"] = self.executor.snapshot()
         return snap
 
     def shutdown(self) -> None:
@@ -184,6 +192,7 @@ class Worker(ListenerLoop):
             conn.close()
         if self.prefetch is not None:
             self.prefetch.close()     # joins its threads
+        self.executor.close()         # a commit under way finishes first
         self.cache.close()
         for engine in self.engines.values():
             engine.close()

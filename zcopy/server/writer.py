@@ -17,7 +17,8 @@ from urllib.parse import unquote, urlsplit
 from zcopy import http
 from zcopy.server import writes
 from zcopy.server.files import OpenFileCache
-from zcopy.server.reply import Reply
+from zcopy.server.executor import Executor, defer
+from zcopy.server.reply import Reply, refusal
 
 WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -71,8 +72,15 @@ class Upload:
             view = view[n:]
 
     def commit(self) -> int:
-        writes.make_parents(self.target)    # a concurrent DELETE may have removed them
-        replaced = self.temp.commit(self.target.path, fsync=self.fsync)
+        """Sweep the folder's stale temps, fsync, link and rename (blocks on the
+        disk: the writer runs it off the loop). Aborts the upload on failure."""
+        try:
+            writes.sweep_if_due(self.temp.folder, self.temp.dir_fd)
+            writes.make_parents(self.target)    # a concurrent DELETE may have removed them
+            replaced = self.temp.commit(self.target.path, fsync=self.fsync)
+        except BaseException:
+            self.abort()
+            raise
         return 204 if replaced else 201
 
     def abort(self) -> None:
@@ -80,12 +88,16 @@ class Upload:
 
 
 class Writer:
+    """DELETE, MOVE, MKCOL and an upload's commit run on ``executor`` (the
+    request's reply is then a ``Pending``); without one, on the caller's thread."""
+
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, max_upload: int | None = None,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, executor: Executor | None = None) -> None:
         self.cache = cache
         self.date = date
         self.max_upload = max_upload
         self.fsync = fsync
+        self.executor = executor
 
     def target(self, url_path: str) -> writes.Target:
         return writes.write_target(self.cache.root, url_path, follow_symlinks=self.cache.follow_symlinks,
@@ -94,23 +106,38 @@ class Writer:
     def handle(self, req: http.Request, close: bool = False):
         """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
         ``close``: the reply must end the connection."""
-        target = self.target(req.path)
         if req.method == "PUT":
-            return self._put(req, target)
+            return self._put(req, self.target(req.path))
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
-        if req.method == "DELETE":
-            writes.delete(target, recursive=_query_flag(req.query, "recursive"))
-            status = 204
-        elif req.method == "MOVE":
-            dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
+        method = req.method
+        if method == "MOVE":
+            dest_path = _destination(req.headers.get("destination"), _authority(req))
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
-            status = 204 if writes.move(target, dest, overwrite) else 201
-            self.cache.invalidate(dest.path)
-        else:  # MKCOL
+        recursive = method == "DELETE" and _query_flag(req.query, "recursive")
+
+        def work() -> tuple[int, list[str]]:        # off the loop: it walks and changes the disk
+            target = self.target(req.path)
+            if method == "DELETE":
+                writes.delete(target, recursive=recursive)
+                return 204, [target.path]
+            if method == "MOVE":
+                dest = self.target(dest_path)
+                return 204 if writes.move(target, dest, overwrite) else 201, [dest.path, target.path]
             writes.mkcol(target)
-            status = 201
-        self.cache.invalidate(target.path)
-        return self.empty(status, close, req.version)
+            return 201, [target.path]
+
+        def then(done: tuple[int, list[str]]) -> Reply:      # on the loop
+            status, changed = done
+            for path in changed:
+                self.cache.invalidate(path)
+            return self.empty(status, close, req.version)
+
+        return defer(self.executor, work, then, self._refuse(close, req.version))
+
+    def _refuse(self, close: bool, version: tuple):
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, version=version)
+        return refuse
 
     def _put(self, req: http.Request, target: writes.Target) -> Upload:
         if target.exists and os.path.isdir(target.path):
@@ -131,13 +158,15 @@ class Writer:
         return Upload(target, temp, None if req.chunked else req.content_length, self.max_upload, self.fsync)
 
     def finish(self, upload: Upload, req: http.Request, *, closing: bool = False):
-        try:
-            status = upload.commit()
-        except OSError as exc:
-            upload.abort()
-            raise http_error_for(exc) from None
-        self.cache.invalidate(upload.target.path)
-        return self.empty(status, closing or not req.keep_alive, req.version)
+        """The upload's body is all in: commit it (off the loop); a Pending
+        (or, without an executor, the Reply)."""
+        close = closing or not req.keep_alive
+
+        def then(status: int) -> Reply:
+            self.cache.invalidate(upload.target.path)
+            return self.empty(status, close, req.version)
+
+        return defer(self.executor, upload.commit, then, self._refuse(True, req.version))
 
     def empty(self, status: int, close: bool, version) -> Reply:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,

@@ -16,7 +16,7 @@ the kernel frees, never a partial file under any name.
 Each temp file is held with ``flock(LOCK_EX)`` while its upload runs; the
 lock dies with the process. A folder's temp files that nobody holds and that
 have not changed for ``STALE_AFTER`` seconds are removed when an upload into
-that folder starts (at most once per ``STALE_AFTER`` per folder and worker).
+that folder commits, off the event loop with the commit (at most once per ``STALE_AFTER`` per folder and worker).
 They are left by a worker killed while its upload had a temp name: always on
 the named fallback, and between linkat and rename with O_TMPFILE.
 """
@@ -94,7 +94,6 @@ class TempFile:
         self.folder = folder
         self.name: str | None = None      # set while the data has a (temp) name
         self.dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        _sweep_if_due(folder, self.dir_fd)
         try:
             self.fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd)
         except OSError as exc:
@@ -152,7 +151,9 @@ class TempFile:
 _swept: dict[str, float] = {}
 
 
-def _sweep_if_due(folder: str, dir_fd: int) -> None:
+def sweep_if_due(folder: str, dir_fd: int) -> None:
+    """Remove the folder's stale temp files (``remove_stale_temps``) unless this
+    process did within STALE_AFTER. A scan of the folder: run it off the loop."""
     now = time.monotonic()
     if now - _swept.get(folder, now - STALE_AFTER) < STALE_AFTER:
         return
