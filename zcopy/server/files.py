@@ -125,6 +125,9 @@ class OpenFileCache:
         self.watch = watch             # a FileWatch, or None: stat per request
         #: filesystem path (the file's or a sibling's) -> url paths whose entry it feeds
         self._users_of: dict[str, set[str]] = {}
+        #: called with each changed filesystem path (None: everything), as the
+        #: cache learns of it: the listing cache (``zcopy.server.listings``)
+        self.listeners: list = []
 
     def resolve(self, url_path: str) -> str:
         """Filesystem path for a URL path, inside root (raises http.HttpError).
@@ -213,6 +216,8 @@ class OpenFileCache:
     def apply_changes(self) -> None:
         """Drop the entries that the watch's pending events make stale."""
         for fs_path in self.watch.changes():
+            for listener in self.listeners:
+                listener(fs_path)
             if fs_path is EVERYTHING:                # overflow: trust nothing
                 self.invalidate()
                 return
@@ -294,6 +299,8 @@ class OpenFileCache:
 
     def invalidate(self, fs_path: str | None = None) -> None:
         """Forget entries (all, or those for one filesystem path): called by writes."""
+        for listener in self.listeners:
+            listener(fs_path)
         for url_path, entry in list(self._entries.items()):
             if fs_path is None or entry.path == fs_path or entry.path.startswith(fs_path + os.sep):
                 self._drop(url_path)

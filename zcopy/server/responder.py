@@ -8,18 +8,16 @@ stop)`` file range that the connection hands to the zero-copy engine.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat as stat_mod
 import time
 from urllib.parse import quote
 
 from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import FileEntry, OpenFileCache
+from zcopy.server.listings import Listings
 from zcopy.server.reply import Reply, refusal, whole
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
-from zcopy.server.writes import TEMP_PREFIX
 
 READ_METHODS = ("GET", "HEAD")
 #: Answers memoized per Request (see ``Responder.respond``); starts over when full.
@@ -31,8 +29,10 @@ class Responder:
     Holds the file cache, the Date header and the access rules."""
 
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
-                 token: str | None = None, read_token: str | None = None) -> None:
+                 token: str | None = None, read_token: str | None = None, executor=None) -> None:
         self.cache = cache
+        #: folder listings, built on ``executor`` (None: on the caller's thread)
+        self.listings = Listings(cache, executor)
         self.date = date
         self.writer = writer            # None: writes are refused with 403
         self.token = token
@@ -201,52 +201,31 @@ class Responder:
             index = None
         if index is not None:
             return self._file(req, index, close, head_only)
-        fs_path = self.cache.resolve(req.path)
-        entries = list(self._scan(fs_path))
-        if http.wants_json(req.headers.get("accept")):
-            body, ctype = http.render_listing_json(req.path, entries), "application/json"
-        else:
-            body, ctype = http.render_listing_html(req.path, entries), "text/html; charset=utf-8"
-        # A weak validator from the page itself (the folder's mtime misses a file
-        # that grew), so a browser revalidating a listing gets a 304; Vary, since
-        # Accept picks HTML or JSON.
-        etag = f'W/"{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
-        extra = f"Cache-Control: no-cache\r\nETag: {etag}\r\nVary: Accept\r\n".encode()   # the 304's too
+        as_json = http.wants_json(req.headers.get("accept"))
+
+        def reply(page) -> Reply:
+            return self._listing(req, page, close, head_only)
+
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
+        return self.listings.serve(req.path, as_json, reply, refuse)
+
+    def _listing(self, req: http.Request, page, close: bool, head_only: bool) -> Reply:
+        """The reply for a built listing page (``listings.Page``): its body is
+        the page's memfd, sent like a file."""
+        # Vary, since Accept picks HTML or JSON; the 304 carries the same.
+        extra = f"Cache-Control: no-cache\r\nETag: {page.etag}\r\nVary: Accept\r\n".encode()
         if not req.plain:
-            verdict = http.evaluate_preconditions(req.method, req.headers, etag, None)
+            verdict = http.evaluate_preconditions(req.method, req.headers, page.etag, None)
             if verdict == 304:
                 head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
                                           version=req.version)
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-        extra = f"Content-Type: {ctype}\r\n".encode() + extra
-        head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
+        extra = f"Content-Type: {page.content_type}\r\n".encode() + extra
+        head = http.response_head(200, self.date.get(), b"", page.size, extra=extra, close=close,
                                   version=req.version)
-        return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
-
-    def _scan(self, fs_path: str):
-        show_hidden = self.cache.show_hidden
-        try:
-            it = os.scandir(fs_path)
-        except PermissionError:
-            raise http.HttpError(403, "permission denied") from None
-        except OSError:
-            raise http.HttpError(404, "not found") from None
-        with it:
-            for d in it:
-                name = d.name
-                if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
-                    continue
-                try:
-                    st = d.stat(follow_symlinks=self.cache.follow_symlinks)
-                except OSError:
-                    continue
-                if d.is_symlink() and not (self.cache.follow_symlinks and http.link_allowed(
-                        os.path.realpath(d.path), self.cache.root, self.cache.symlink_targets)):
-                    continue            # listed only where following it would be served
-                is_dir = stat_mod.S_ISDIR(st.st_mode)
-                if not is_dir and not stat_mod.S_ISREG(st.st_mode):
-                    continue            # a FIFO, socket or device is refused (403): not listed either
-                yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
-
+        if head_only:
+            return Reply(200, head, [], 0, close)
+        return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)

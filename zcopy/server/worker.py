@@ -58,7 +58,7 @@ class Worker(ListenerLoop):
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync, executor=self.executor) if config.allow_write else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
-                                   read_token=config.read_token)
+                                   read_token=config.read_token, executor=self.executor)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
 
     def _make_engines(self):
@@ -184,6 +184,7 @@ class Worker(ListenerLoop):
         if self.prefetch is not None:
             snap["prefetch"] = self.prefetch.snapshot()
         snap["executor"] = self.executor.snapshot()
+        snap["listings"] = self.responder.listings.snapshot()
         return snap
 
     def shutdown(self) -> None:
@@ -193,6 +194,7 @@ class Worker(ListenerLoop):
         if self.prefetch is not None:
             self.prefetch.close()     # joins its threads
         self.executor.close()         # a commit under way finishes first
+        self.responder.listings.close()
         self.cache.close()
         for engine in self.engines.values():
             engine.close()

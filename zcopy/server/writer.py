@@ -10,8 +10,10 @@ Filesystem rules (what may be written where, atomic commit) are in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import threading
 from urllib.parse import unquote, urlsplit
 
 from zcopy import http
@@ -76,8 +78,9 @@ class Upload:
         disk: the writer runs it off the loop). Aborts the upload on failure."""
         try:
             writes.sweep_if_due(self.temp.folder, self.temp.dir_fd)
-            writes.make_parents(self.target)    # a concurrent DELETE may have removed them
-            replaced = self.temp.commit(self.target.path, fsync=self.fsync)
+            with serialized(self.target.path):   # "did it replace a file" is decided alone
+                writes.make_parents(self.target)    # a concurrent DELETE may have removed them
+                replaced = self.temp.commit(self.target.path, fsync=self.fsync)
         except BaseException:
             self.abort()
             raise
@@ -118,12 +121,16 @@ class Writer:
         def work() -> tuple[int, list[str]]:        # off the loop: it walks and changes the disk
             target = self.target(req.path)
             if method == "DELETE":
-                writes.delete(target, recursive=recursive)
+                with serialized(target.path):
+                    writes.delete(target, recursive=recursive)
                 return 204, [target.path]
             if method == "MOVE":
                 dest = self.target(dest_path)
-                return 204 if writes.move(target, dest, overwrite) else 201, [dest.path, target.path]
-            writes.mkcol(target)
+                with serialized(target.path, dest.path):
+                    replaced = writes.move(target, dest, overwrite)
+                return 204 if replaced else 201, [dest.path, target.path]
+            with serialized(target.path):
+                writes.mkcol(target)
             return 201, [target.path]
 
         def then(done: tuple[int, list[str]]) -> Reply:      # on the loop
@@ -172,6 +179,25 @@ class Writer:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
                                   version=version)
         return Reply(status, head, [], 0, close)
+
+
+#: Writes run on the executor's threads, side by side. Those naming the same
+#: path take turns (a check then an act: "did this replace a file", "does the
+#: destination exist"), as they did when they ran on the loop. Paths hash to
+#: one of these locks; two paths sharing one merely wait for each other.
+_STRIPES = [threading.Lock() for _ in range(64)]
+
+
+@contextlib.contextmanager
+def serialized(*paths: str):
+    locks = [_STRIPES[i] for i in sorted({hash(p) % len(_STRIPES) for p in paths})]   # one order: no deadlock
+    for lock in locks:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        for lock in reversed(locks):
+            lock.release()
 
 
 def http_error_for(exc: OSError) -> http.HttpError:
