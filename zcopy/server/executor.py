@@ -23,14 +23,20 @@ whose reply is computed off the loop: it returns a ``Pending`` (the seam of
 The GIL: a thread that computes in Python (rendering a listing) holds the GIL
 while the loop thread waits for it at each syscall return, up to the
 interpreter's switch interval each time (5 ms by default: a hot request
-makes about four syscalls). ``Executor`` therefore lowers the process's
-switch interval to ``SWITCH_INTERVAL`` when its first thread starts; see
-docs/serve.md ("Off the loop") for the measurements.
+makes about four syscalls, so 20 ms a request while a listing is built). A
+task submitted with ``cpu=True`` therefore lowers the process's switch
+interval to ``SWITCH_INTERVAL`` while it runs, and the default comes back
+when no such task is running. Not for every task: threads that mostly wait
+in syscalls (fsync, prefetch reads) hardly hold the GIL (measured: a
+prefetch thread used 10 ms of CPU per 512 MiB read), and a shorter interval
+means more GIL hand-overs, each a wake-up that a loaded machine delays
+(docs/serve.md, "Off the loop").
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import sys
 import threading
@@ -46,11 +52,12 @@ class Task:
     """One piece of off-loop work. ``done``, ``result`` and ``error`` are set by
     the thread before the loop hears of it; ``callback`` runs on the loop."""
 
-    __slots__ = ("fn", "args", "result", "error", "done", "cancelled", "callback")
+    __slots__ = ("fn", "args", "result", "error", "done", "cancelled", "callback", "cpu")
 
-    def __init__(self, fn=None, args: tuple = ()) -> None:
+    def __init__(self, fn=None, args: tuple = (), cpu: bool = False) -> None:
         self.fn = fn
         self.args = args
+        self.cpu = cpu              # computes in Python for long: see the module's GIL note
         self.result = None
         self.error: BaseException | None = None
         self.done = False           # set by the thread, read by the loop
@@ -105,17 +112,16 @@ class Executor:
     def size(self) -> int:
         return len(self._threads)
 
-    def submit(self, fn, *args) -> Task:
-        """Run ``fn(*args)`` on a thread; the Task says when and how it ended."""
-        return self.put(Task(fn, args))
+    def submit(self, fn, *args, cpu: bool = False) -> Task:
+        """Run ``fn(*args)`` on a thread; the Task says when and how it ended.
+        ``cpu``: it computes in Python for long (a listing), not in syscalls."""
+        return self.put(Task(fn, args, cpu))
 
     def put(self, task: Task) -> Task:
         with self._cv:
             self._queue.append(task)
             self.submitted += 1
             if len(self._queue) > self._idle and len(self._threads) < self.max_threads:
-                if sys.getswitchinterval() > SWITCH_INTERVAL:
-                    sys.setswitchinterval(SWITCH_INTERVAL)
                 t = threading.Thread(target=self._run, name=self.THREAD_NAME, daemon=True)
                 self._threads.add(t)
                 self.peak = max(self.peak, len(self._threads))
@@ -158,7 +164,11 @@ class Executor:
                 task = queue.popleft()
             try:
                 if not task.cancelled:
-                    task.run()
+                    if task.cpu:
+                        with _short_switches():
+                            task.run()
+                    else:
+                        task.run()
             except Exception as exc:   # the task's own error (and a bug must still wake the loop)
                 task.fail(exc)
                 with cv:
@@ -189,6 +199,30 @@ class Executor:
     def snapshot(self) -> dict:
         return {"submitted": self.submitted, "pool_size": self.size, "pool_peak": self.peak,
                 "pool_max": self.max_threads, "failed": self.failed}
+
+
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_default = sys.getswitchinterval()
+
+
+@contextlib.contextmanager
+def _short_switches():
+    """The process's GIL switch interval is SWITCH_INTERVAL while at least one
+    CPU-bound task runs (any executor), the default otherwise."""
+    global _switch_users, _switch_default
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_default = sys.getswitchinterval()
+            sys.setswitchinterval(min(SWITCH_INTERVAL, _switch_default))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_default)
 
 
 def defer(executor: Executor | None, work, then, refuse):

@@ -191,7 +191,7 @@ class Listings:
         if waiters is None:
             waiters = self._building[key] = []
             epoch = self._epoch
-            self.executor.submit(build, self.cache, url_path, as_json).then(
+            self.executor.submit(build, self.cache, url_path, as_json, cpu=True).then(
                 lambda task: self._built(key, epoch, task))
         waiters.append((then, refuse, pending))
         return pending
