@@ -14,7 +14,8 @@ States:
              engine (deadline: send timeout, pushed forward on every progress)
   PENDING  - the reply is computed off the loop (``reply.Pending``: a listing,
              an upload's commit, a DELETE or MOVE); no further request is read
-             until ``resume`` brings the Reply (deadline: send timeout)
+             until ``resume`` brings the Reply, or for a PUT the Upload whose
+             body it then receives (deadline: send timeout)
   LINGERING - reply sent with "Connection: close": write side shut, reading and
              discarding until the client closes or LINGER_SECONDS pass
   CLOSED
@@ -128,7 +129,10 @@ class Connection:
                     if reply is None:
                         return              # resume() runs us again
                     self.pending = None
-                    self._start_reply(reply)
+                    if reply.__class__ is Upload:      # a PUT's temp file is ready: its body may come
+                        self._start_upload(reply)
+                    else:
+                        self._start_reply(reply)
                     continue
                 elif state == LINGERING:
                     self._linger()
@@ -194,14 +198,17 @@ class Connection:
             self._wait(reply)
             return True
         if reply.__class__ is Upload:
-            self.upload = reply
-            self.state = RECEIVING
-            self.deadline = worker.now + self.config.send_timeout
-            if req.expect_continue and not self.buf:
-                self._send_quietly(_CONTINUE)
+            self._start_upload(reply)
             return True
         self._start_reply(reply)
         return True
+
+    def _start_upload(self, upload: Upload) -> None:
+        self.upload = upload
+        self.state = RECEIVING
+        self.deadline = self.worker.now + self.config.send_timeout
+        if self.request.expect_continue and not self.buf:
+            self._send_quietly(_CONTINUE)
 
     def _next_head(self) -> bytes | None:
         """The next complete request head, taken out of buf (reading the socket

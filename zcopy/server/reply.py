@@ -49,12 +49,16 @@ class Pending:
         the waiter's to see in ``reply``: it is not called back from here)."""
         self.waiter = waiter
 
-    def done(self, reply: Reply) -> None:
-        """Loop thread only."""
+    def done(self, reply) -> None:
+        """Loop thread only. ``reply``: a Reply, or for a PUT the ``Upload``
+        whose body the connection then receives (an upload nobody waits for
+        any more is aborted: its temp file goes)."""
         self.reply = reply
         waiter, self.waiter = self.waiter, None
         if waiter is not None:
             waiter.resume(self)
+        elif hasattr(reply, "abort"):
+            reply.abort()
 
 
 def refusal(exc: Exception, date: bytes, *, close: bool = True, head_only: bool = False,

@@ -1,7 +1,8 @@
 """Write methods: PUT (an ``Upload``), DELETE, MOVE, MKCOL.
 
-``Writer.handle`` maps a request to either a finished ``Reply`` or, for PUT,
-an ``Upload`` that the connection feeds: buffered body bytes through
+``Writer.handle`` maps a request to a ``Pending`` (the work runs on the
+executor) that resolves to a ``Reply`` or, for PUT, to an ``Upload`` that the
+connection feeds: buffered body bytes through
 ``Upload.write`` and the rest of a fixed-length body straight from the socket
 through the upload engine (splice socket->pipe->file where the probe says so).
 Filesystem rules (what may be written where, atomic commit) are in
@@ -110,7 +111,10 @@ class Writer:
         """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
         ``close``: the reply must end the connection."""
         if req.method == "PUT":
-            return self._put(req, self.target(req.path))
+            self._check_put(req)
+            # The path walk, missing folders and the O_TMPFILE open wait on the disk (its journal).
+            return defer(self.executor, lambda: self._put(req, self.target(req.path)), _same,
+                         self._refuse(close, req.version))
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
         method = req.method
         if method == "MOVE":
@@ -146,9 +150,8 @@ class Writer:
             return refusal(exc, self.date.get(), close=close, version=version)
         return refuse
 
-    def _put(self, req: http.Request, target: writes.Target) -> Upload:
-        if target.exists and os.path.isdir(target.path):
-            raise http.HttpError(409, "a folder exists at this path")
+    def _check_put(self, req: http.Request) -> None:
+        """What the head alone refuses (before anything touches the disk)."""
         if req.content_length is None and not req.chunked:
             raise http.HttpError(411, "PUT needs Content-Length or chunked encoding")
         if "content-range" in req.headers:
@@ -157,6 +160,11 @@ class Writer:
             raise http.HttpError(400, "partial PUT (Content-Range) is not supported", close=True)
         if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
+
+    def _put(self, req: http.Request, target: writes.Target) -> Upload:
+        """Off the loop: the Upload whose temp file waits in the target's folder."""
+        if target.exists and os.path.isdir(target.path):
+            raise http.HttpError(409, "a folder exists at this path")
         writes.make_parents(target)
         try:
             temp = writes.TempFile(os.path.dirname(target.path))
@@ -198,6 +206,10 @@ def serialized(*paths: str):
     finally:
         for lock in reversed(locks):
             lock.release()
+
+
+def _same(x):
+    return x
 
 
 def http_error_for(exc: OSError) -> http.HttpError:
