@@ -209,18 +209,59 @@ def disk_only_p99(port: int, root: str, args) -> float:
             r.wait()
 
 
-def one_round(name: str, port: int, args, res: dict) -> None:
+def thread_counters(pids: list[int]) -> dict:
+    """Per kind of thread of the server's processes ("main": each process's
+    main thread, the event loop; "other": pool threads): CPU seconds (user,
+    system), context switches (voluntary, involuntary) and bytes the threads
+    themselves read from the disk (``/proc/PID/task/TID/{stat,status,io}``)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {"main": [0.0] * 5, "other": [0.0] * 5}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                base = f"/proc/{pid}/task/{tid}"
+                with contextlib.suppress(OSError, ValueError, StopIteration):
+                    with open(f"{base}/stat") as f:
+                        st = f.read().rsplit(")", 1)[1].split()
+                    with open(f"{base}/status") as f:
+                        sw = {k: int(v) for k, v in (line.split(":") for line in f if "ctxt_switches" in line)}
+                    with open(f"{base}/io") as f:
+                        rb = next(int(line.split()[1]) for line in f if line.startswith("read_bytes"))
+                    c = out["main" if tid == str(pid) else "other"]
+                    for i, v in enumerate((int(st[11]) / tck, int(st[12]) / tck, sw["voluntary_ctxt_switches"],
+                                           sw["nonvoluntary_ctxt_switches"], rb)):
+                        c[i] += v
+    return out
+
+
+def counted(pids: list[int], fn, *args):
+    """``fn(*args)`` and what the server's threads did meanwhile (thread_counters' difference)."""
+    before = thread_counters(pids)
+    result = fn(*args)
+    after = thread_counters(pids)
+    return result, {k: [a - b for a, b in zip(after[k], before[k])] for k in after}
+
+
+def _threads_line(phase: str, d: dict) -> str:
+    return (f"    {phase}: " + "; ".join(
+        f"{k} threads {v[0]:.2f}+{v[1]:.2f} s CPU, {v[2]:.0f}/{v[3]:.0f} switches vol/invol, "
+        f"{v[4] / MiB:.1f} MiB read" for k, v in d.items()))
+
+
+def one_round(name: str, port: int, args, res: dict, server_pids=list) -> None:
     drop_caches()
     warm(port)
     res["idle_p99"].append(wrk_p99(port, args.duration, args.connections))
+    pids = server_pids()        # now: a server's workers may start after its listener answers
     drop_caches()
     warm(port)
-    p99, secs = loaded_p99(port, args)
+    (p99, secs), cold_threads = counted(pids, loaded_p99, port, args)
     res["cold_p99"].append(p99)
     res["pull_s"].append(secs)
     # The control: the same pulls again, the files now in the page cache. What
     # the load costs the hot file when no read can block: CPU contention alone.
-    res["warm_p99"].append(loaded_p99(port, args)[0])
+    (warm_p99, _), warm_threads = counted(pids, loaded_p99, port, args)
+    res["warm_p99"].append(warm_p99)
     drop_caches()
     warm(port)
     res["disk_p99"].append(disk_only_p99(port, args.root, args))
@@ -230,6 +271,9 @@ def one_round(name: str, port: int, args, res: dict) -> None:
     print(f"  {name}: idle p99 {res['idle_p99'][-1]:.2f} ms, cold p99 {res['cold_p99'][-1]:.2f} ms, "
           f"warm-load p99 {res['warm_p99'][-1]:.2f} ms, disk-only p99 {res['disk_p99'][-1]:.2f} ms, "
           f"4 pulls {res['pull_s'][-1]:.1f} s, cold pull {res['cold_gbps'][-1]:.2f} GB/s", file=sys.stderr)
+    if args.threads and pids:
+        print(_threads_line("cold", cold_threads), file=sys.stderr)
+        print(_threads_line("warm", warm_threads), file=sys.stderr)
 
 
 def bench(args) -> int:
@@ -278,14 +322,15 @@ def bench(args) -> int:
                    for n in argv}
         with contextlib.ExitStack() as stack:
             throttle = stack.enter_context(Throttle(root, args.throttle)) if args.throttle else None
+            peers = {}
             for name, cmd in argv.items():
-                peer = stack.enter_context(Peer(name, cmd, ports[name], cwd=root))
+                peer = peers[name] = stack.enter_context(Peer(name, cmd, ports[name], cwd=root))
                 if throttle is not None:
                     throttle.add(peer.pids())
             for r in range(args.rounds):
                 print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
                 for name in argv:
-                    one_round(name, ports[name], args, results[name])
+                    one_round(name, ports[name], args, results[name], peers[name].pids)
         report(args, results)
         print(f"\nload average at start: {load_at_start}; at end: {loadavg()}")
         return 0
@@ -396,6 +441,9 @@ def main() -> int:
     ap.add_argument("--servers", default="nginx,on,off", help="which to run: nginx, on, off (comma list)")
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                     help="also run zcopy (prefetch on) from the source tree PATH (PYTHONPATH)")
+    ap.add_argument("--threads", action="store_true",
+                    help="also print what the server's threads did under the cold and the warm load "
+                         "(main thread vs the others: CPU, context switches, bytes read from the disk)")
     ap.add_argument("--pin", action="store_true", help="pin servers and load to separate CPUs (taskset)")
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--load-cpu", type=int, default=1)
