@@ -4,6 +4,7 @@ short GIL switch interval only while they run, and the deferred-reply seam."""
 
 from __future__ import annotations
 
+import os
 import select
 import sys
 import threading
@@ -90,3 +91,17 @@ def test_defer_settles_a_pending_with_the_reply_or_the_refusal(fd_guard):
     assert good.got == [42] and bad.got == ["refused KeyError"]
     # Without an executor the work runs at once and the reply itself comes back.
     assert defer(None, lambda: 1, lambda n: n + 1, None) == 2
+
+
+def test_an_upload_that_nobody_waits_for_any_more_is_aborted(tmp_path, fd_guard):
+    """A PUT's connection closed while its temp file was being made off the
+    loop: the Upload that arrives after is aborted (its fds closed, no file)."""
+    from zcopy.server import writes
+    from zcopy.server.writer import Upload
+
+    target = writes.write_target(str(tmp_path), "/f.bin")
+    upload = Upload(target, writes.TempFile(str(tmp_path)), 5, None, True)
+    pending = Pending()
+    pending.wait(None)          # the connection closed: close() clears the waiter
+    pending.done(upload)
+    assert upload.temp.fd == -1 and upload.temp.dir_fd == -1 and os.listdir(tmp_path) == []

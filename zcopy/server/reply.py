@@ -18,7 +18,7 @@ class Reply:
     body: list = field(default_factory=list)   # bytes | (fd, start, stop)
     length: int = 0                            # body bytes, for the access log
     close: bool = False
-    entry: FileEntry | None = None             # the file the body is read from
+    entry: FileEntry | None = None             # the file the body is read from (or a listings.Page)
 
 
 def whole(status: int, data: bytes, close: bool) -> Reply:
