@@ -70,25 +70,18 @@ def test_close_joins_threads_and_discards_what_never_started(fd_guard):
 
 
 def test_defer_settles_a_pending_with_the_reply_or_the_refusal(fd_guard):
-    class Waiter:
-        def __init__(self):
-            self.got = []
-
-        def resume(self, pending):
-            self.got.append(pending.reply)
-
     ex = Executor()
     try:
-        good, bad = Waiter(), Waiter()
+        good, bad = [], []
         p1 = defer(ex, lambda: 21, lambda n: n * 2, lambda exc: f"refused {exc!r}")
         p2 = defer(ex, lambda: {}["x"], lambda n: n, lambda exc: f"refused {type(exc).__name__}")
         assert isinstance(p1, Pending) and isinstance(p2, Pending)
-        p1.wait(good)
-        p2.wait(bad)
+        p1.wait(good.append)
+        p2.wait(bad.append)
         drain(ex, 2)
     finally:
         ex.close()
-    assert good.got == [42] and bad.got == ["refused KeyError"]
+    assert good == [42] and bad == ["refused KeyError"]
     # Without an executor the work runs at once and the reply itself comes back.
     assert defer(None, lambda: 1, lambda n: n + 1, None) == 2
 
@@ -96,12 +89,20 @@ def test_defer_settles_a_pending_with_the_reply_or_the_refusal(fd_guard):
 def test_an_upload_that_nobody_waits_for_any_more_is_aborted(tmp_path, fd_guard):
     """A PUT's connection closed while its temp file was being made off the
     loop: the Upload that arrives after is aborted (its fds closed, no file)."""
-    from zcopy.server import writes
-    from zcopy.server.writer import Upload
+    from zcopy import http
+    from zcopy.server.files import OpenFileCache
+    from zcopy.server.writer import Writer
 
-    target = writes.write_target(str(tmp_path), "/f.bin")
-    upload = Upload(target, writes.TempFile(str(tmp_path)), 5, None, True)
-    pending = Pending()
-    pending.wait(None)          # the connection closed: close() clears the waiter
-    pending.done(upload)
-    assert upload.temp.fd == -1 and upload.temp.dir_fd == -1 and os.listdir(tmp_path) == []
+    cache = OpenFileCache(str(tmp_path))
+    try:
+        writer = Writer(cache, http.DateHeader())
+        req = http.parse_head(b"PUT /d/f.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
+        upload = writer.handle(req)                 # no executor: the Upload itself
+        assert os.listdir(tmp_path) == ["d"]
+        pending = Pending()
+        pending.wait(lambda reply: None)
+        pending.cancel()                            # the connection closed
+        pending.done(upload)
+        assert upload.temp.fd == -1 and os.listdir(tmp_path) == []   # and the folder it made went too
+    finally:
+        cache.close()

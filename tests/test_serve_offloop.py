@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -94,8 +95,10 @@ def test_a_cached_listing_shows_changes_at_once(tmp_path):
 def test_the_page_cache_is_capped_in_bytes_and_closes_what_it_drops(tmp_path, fd_guard):
     """In process: pages past the cap are evicted oldest first and their memfds
     closed; a page a reply still holds closes when that reply releases it."""
+    from zcopy import http
     from zcopy.server.files import OpenFileCache
-    from zcopy.server.listings import Listings
+    from zcopy.server.listings import GRACE, Listings
+    from zcopy.server.responder import Responder
 
     for i in range(6):
         (tmp_path / f"d{i}").mkdir()
@@ -103,17 +106,22 @@ def test_the_page_cache_is_capped_in_bytes_and_closes_what_it_drops(tmp_path, fd
             (tmp_path / f"d{i}" / f"file-{j:04d}").write_bytes(b"")
     cache = OpenFileCache(str(tmp_path))
     try:
-        one = Listings(cache)
+        scan = Responder(cache, http.DateHeader())._scan
+        one = Listings(cache, scan)
         size = one.serve("/d0/", False, lambda page: page.size, None)
         one.close()
-        listings = Listings(cache, max_bytes=4 * size)             # room for four pages
+        listings = Listings(cache, scan, max_bytes=4 * size)             # room for four pages
         held = listings.serve("/d0/", False, lambda page: page.acquire(), None)   # a reply sending it
         pages = [held] + [listings.serve(f"/d{i}/", False, lambda page: page, None) for i in range(1, 6)]
         assert [p.size for p in pages] == [size] * 6
         assert listings.bytes == 4 * size and len(listings._pages) == 4
-        assert held.retired and held.fd >= 0                       # evicted, still open for its reply
-        assert pages[1].retired and pages[1].fd == -1              # evicted and closed
+        assert held.retired and pages[1].retired and not pages[2].retired
+        listings.sweep(time.monotonic())
+        assert held.fd >= 0 and pages[1].fd >= 0                   # a reply may still take them up
+        listings.sweep(time.monotonic() + GRACE)
+        assert held.fd >= 0 and pages[1].fd == -1                  # closed; the held one still sends
         held.release()
+        listings.sweep(time.monotonic() + GRACE)
         assert held.fd == -1
         listings.close()
         assert all(p.fd == -1 for p in pages)

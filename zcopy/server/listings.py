@@ -11,7 +11,9 @@ request and never reads pins nothing but its reference to the shared page.
 
 Pages are cached per (URL path, HTML or JSON), shared by every reply that
 sends them (reference-counted like ``FileEntry``: an evicted page's memfd
-closes when its last reply ends), the whole cache capped in bytes
+closes once no reply holds it, and at least ``GRACE`` after it left the
+cache, since a reply handed to a waiting connection is taken up in that
+connection's next turn), the whole cache capped in bytes
 (``MAX_BYTES``, least recently used out first; a page larger than a quarter of
 the cap is served but not kept). A cached page is dropped when the file
 cache's inotify watch reports a change in its folder (a child created,
@@ -28,13 +30,11 @@ import collections
 import hashlib
 import math
 import os
-import stat as stat_mod
 import time
 
 from zcopy import http
 from zcopy.server.executor import defer
 from zcopy.server.files import RESOLVE_TTL
-from zcopy.server.writes import TEMP_PREFIX
 
 #: Bytes of rendered pages a worker keeps.
 MAX_BYTES = 64 << 20
@@ -42,6 +42,9 @@ MAX_BYTES = 64 << 20
 TTL = 10.0
 #: Bytes rendered before they are written to the memfd.
 FLUSH = 1 << 16
+#: Seconds a page out of the cache stays open at least: a Pending's reply is
+#: taken up by its connection later in the same loop turn, not at once.
+GRACE = 1.0
 
 
 class Page:
@@ -49,11 +52,12 @@ class Page:
     Reply's ``entry`` is used: ``acquire``/``release``, ``resident_until``
     (memory: never cold, so the connection sends it at once)."""
 
-    __slots__ = ("fd", "size", "etag", "content_type", "folder", "built_at", "ttl", "users", "retired",
-                 "resident_until")
+    __slots__ = ("fd", "size", "etag", "content_type", "folder", "dir_fd", "built_at", "ttl", "users", "retired",
+                 "resident_until", "retired_at")
 
-    def __init__(self, fd: int, size: int, etag: str, content_type: str, folder: str) -> None:
+    def __init__(self, fd: int, size: int, etag: str, content_type: str, folder: str, dir_fd: int = -1) -> None:
         self.fd = fd
+        self.dir_fd = dir_fd           # the folder, until the cache has watched it (then closed)
         self.size = size
         self.etag = etag
         self.content_type = content_type
@@ -62,6 +66,7 @@ class Page:
         self.ttl = RESOLVE_TTL
         self.users = 0
         self.retired = False
+        self.retired_at = 0.0
         self.resident_until = math.inf
 
     def acquire(self) -> "Page":
@@ -70,59 +75,43 @@ class Page:
 
     def release(self) -> None:
         self.users -= 1
-        if self.retired and self.users == 0:
-            self._close()
 
-    def retire(self) -> None:
+    def retire(self, now: float) -> None:
+        """Out of the cache; ``Listings`` closes it once no reply holds it and
+        ``GRACE`` has passed (a reply handed to a connection is only taken
+        up, ``acquire``, in that connection's next turn)."""
         if not self.retired:
             self.retired = True
-            if self.users == 0:
-                self._close()
+            self.retired_at = now
+
+    def closable(self, now: float) -> bool:
+        return self.users == 0 and now - self.retired_at >= GRACE
+
+    def forget_folder(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
 
     def _close(self) -> None:
+        self.forget_folder()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
 
-def scan(cache, fs_path: str):
-    """The entries of folder ``fs_path`` a listing shows (disk: off the loop).
-    Our temp files and (without --show-hidden) dotfiles are left out; a
-    symlink is listed only where following it would be served."""
-    show_hidden, follow = cache.show_hidden, cache.follow_symlinks
-    try:
-        it = os.scandir(fs_path)
-    except PermissionError:
-        raise http.HttpError(403, "permission denied") from None
-    except OSError:
-        raise http.HttpError(404, "not found") from None
-    with it:
-        for d in it:
-            name = d.name
-            if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
-                continue
-            try:
-                st = d.stat(follow_symlinks=follow)
-            except OSError:
-                continue
-            if d.is_symlink() and not (follow and http.link_allowed(
-                    os.path.realpath(d.path), cache.root, cache.symlink_targets)):
-                continue            # listed only where following it would be served
-            is_dir = stat_mod.S_ISDIR(st.st_mode)
-            if not is_dir and not stat_mod.S_ISREG(st.st_mode):
-                continue            # a FIFO, socket or device is refused (403): not listed either
-            yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
-
-
-def build(cache, url_path: str, as_json: bool) -> Page:
-    """Resolve, scan, render in pieces into a memfd (off the loop)."""
-    folder = cache.resolve(url_path)
-    entries = list(scan(cache, folder))
+def build(scan, url_path: str, as_json: bool) -> Page:
+    """Scan (``scan(url_path)`` -> folder label, an fd of the folder, entries:
+    the responder's, from ROOT's fd), render in pieces into a memfd (off the loop)."""
+    folder, dir_fd, entries = scan(url_path)
     if as_json:
         pieces, ctype = http.listing_json_pieces(url_path, entries), "application/json"
     else:
         pieces, ctype = http.listing_html_pieces(url_path, entries), "text/html; charset=utf-8"
-    fd = os.memfd_create("zcopy-listing", os.MFD_CLOEXEC)
+    try:
+        fd = os.memfd_create("zcopy-listing", os.MFD_CLOEXEC)
+    except BaseException:
+        os.close(dir_fd)
+        raise
     try:
         digest = hashlib.blake2b(digest_size=8)
         size = 0
@@ -138,10 +127,11 @@ def build(cache, url_path: str, as_json: bool) -> Page:
         size += _write(fd, out, digest)
     except BaseException:
         os.close(fd)
+        os.close(dir_fd)
         raise
     # A weak validator from the page itself (the folder's mtime misses a file
     # that grew), so a browser revalidating a listing gets a 304.
-    return Page(fd, size, f'W/"{digest.hexdigest()}"', ctype, folder)
+    return Page(fd, size, f'W/"{digest.hexdigest()}"', ctype, folder, dir_fd)
 
 
 def _write(fd: int, pieces: list[bytes], digest) -> int:
@@ -156,8 +146,9 @@ def _write(fd: int, pieces: list[bytes], digest) -> int:
 class Listings:
     """One per worker: the page cache and the builds in flight (loop thread)."""
 
-    def __init__(self, cache, executor=None, *, max_bytes: int = MAX_BYTES, ttl: float = TTL) -> None:
+    def __init__(self, cache, scan, executor=None, *, max_bytes: int = MAX_BYTES, ttl: float = TTL) -> None:
         self.cache = cache
+        self.scan = scan                # url path -> (folder label, folder fd, entries); off the loop
         self.executor = executor
         self.max_bytes = max_bytes
         self.ttl = ttl
@@ -167,6 +158,7 @@ class Listings:
         self._epoch = 0                            # bumped by every invalidation
         self.built = 0
         self.hits = 0
+        self._retired: list[Page] = []             # out of the cache, not closed yet (see GRACE)
         if hasattr(cache, "listeners"):
             cache.listeners.append(self.changed)
 
@@ -175,15 +167,18 @@ class Listings:
         cache, else a Pending settled when the page is built (one build per
         page however many requests wait for it)."""
         key = (url_path, as_json)
+        now = time.monotonic()
+        if self._retired:
+            self.sweep(now)
         page = self._pages.get(key)
         if page is not None:
-            if time.monotonic() - page.built_at < page.ttl:
+            if now - page.built_at < page.ttl:
                 self._pages.move_to_end(key)
                 self.hits += 1
                 return then(page)
             self._drop(key)
         if self.executor is None:
-            return defer(None, lambda: build(self.cache, url_path, as_json), self._keep_then(key, then), refuse)
+            return defer(None, lambda: build(self.scan, url_path, as_json), self._keep_then(key, then), refuse)
         from zcopy.server.reply import Pending
 
         pending = Pending()
@@ -191,7 +186,7 @@ class Listings:
         if waiters is None:
             waiters = self._building[key] = []
             epoch = self._epoch
-            self.executor.submit(build, self.cache, url_path, as_json, cpu=True).then(
+            self.executor.submit(build, self.scan, url_path, as_json, cpu=True).then(
                 lambda task: self._built(key, epoch, task))
         waiters.append((then, refuse, pending))
         return pending
@@ -202,17 +197,21 @@ class Listings:
             try:
                 return then(page)
             finally:
-                if page.users == 0 and key not in self._pages:
-                    page.retire()
+                if key not in self._pages:
+                    self._retire(page)
         return keep
 
     def _built(self, key: tuple, epoch: int, task) -> None:
+        if self._retired:
+            self.sweep(time.monotonic())
         waiters = self._building.pop(key, [])
         page = task.result
         if page is not None:
             self.built += 1
             if epoch == self._epoch:       # nothing changed while it was built
                 self._keep(key, page)
+            else:
+                page.forget_folder()
         for then, refuse, pending in waiters:
             try:
                 if task.error is not None:
@@ -222,14 +221,17 @@ class Listings:
                 reply = refuse(exc)
             pending.done(reply)            # the connection takes its reference now
         if page is not None and key not in self._pages:
-            page.retire()                  # not kept: closes when its replies end
+            self._retire(page)             # not kept: closes when its replies end
 
     def _keep(self, key: tuple, page: Page) -> None:
         if page.size > self.max_bytes // 4:
+            page.forget_folder()
             return
         watch = self.cache.watch
         page.built_at = time.monotonic()
-        page.ttl = self.ttl if watch is not None and watch.watch(page.folder) else RESOLVE_TTL
+        watched = watch is not None and page.dir_fd >= 0 and watch.watch(page.folder, page.dir_fd)
+        page.forget_folder()
+        page.ttl = self.ttl if watched else RESOLVE_TTL
         self._drop(key)
         self._pages[key] = page
         self.bytes += page.size
@@ -240,7 +242,22 @@ class Listings:
         page = self._pages.pop(key, None)
         if page is not None:
             self.bytes -= page.size
-            page.retire()
+            self._retire(page)
+
+    def _retire(self, page: Page) -> None:
+        if not page.retired:
+            page.retire(time.monotonic())
+            self._retired.append(page)
+
+    def sweep(self, now: float) -> None:
+        """Close the retired pages no reply holds any more (after GRACE)."""
+        keep = []
+        for page in self._retired:
+            if page.closable(now):
+                page._close()
+            else:
+                keep.append(page)
+        self._retired = keep
 
     def changed(self, fs_path: str | None) -> None:
         """The file cache's change notice (an inotify event or a write of this
@@ -260,7 +277,11 @@ class Listings:
                 self._drop(key)
 
     def close(self) -> None:
+        """The worker stops: every page closes (its connections are closed already)."""
         self.changed(None)
+        for page in self._retired:
+            page._close()
+        self._retired = []
 
     def snapshot(self) -> dict:
         return {"pages": len(self._pages), "bytes": self.bytes, "built": self.built, "hits": self.hits}

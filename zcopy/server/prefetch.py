@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import os
 
-from probes.filesystem import IN_MEMORY, fs_type, mounts_below
+from zcopy.fsinfo import IN_MEMORY, fs_type, mounts_below
 from zcopy.server.executor import IDLE_TIMEOUT, MAX_THREADS, MIN_THREADS, Executor, Task
 
 #: Bytes checked and prefetched at a time: large enough that a fast client

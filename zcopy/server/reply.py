@@ -1,4 +1,5 @@
-"""What a connection sends for one request: a head and body segments."""
+"""What a connection sends for one request: a head and body segments
+(``Reply``), now or once work off the loop is done (``Pending``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class Reply:
     body: list = field(default_factory=list)   # bytes | (fd, start, stop)
     length: int = 0                            # body bytes, for the access log
     close: bool = False
-    entry: FileEntry | None = None             # the file the body is read from (or a listings.Page)
+    entry: FileEntry | None = None             # the file the body is read from
 
 
 def whole(status: int, data: bytes, close: bool) -> Reply:
@@ -28,37 +29,42 @@ def whole(status: int, data: bytes, close: bool) -> Reply:
 
 
 class Pending:
-    """A reply still being computed off the loop (``zcopy.server.executor``).
+    """A reply that is not ready yet: its work runs off the loop (the
+    executor), and ``done(reply)``, called on the loop thread, hands the
+    ``Reply`` to the connection waiting for it. A responder (or a body
+    sink's ``complete``) may return one instead of a Reply; the connection
+    then reads no further request until it resumes, and its deadline is the
+    send timeout. ``done`` may come before the connection waits (the work
+    was quick): then it resumes at once."""
 
-    The responder (or the writer's upload commit) returns one instead of a
-    Reply; the connection then reads no further request, its deadline is the
-    send timeout, and it calls ``wait(self)`` to be told. When the work is
-    over, the loop thread calls ``done(reply)`` and the connection sends that
-    Reply as if the responder had returned it. A connection that closed
-    meanwhile is simply not told (the work itself is not undone: an upload
-    whose body arrived whole is committed)."""
-
-    __slots__ = ("reply", "waiter")
+    __slots__ = ("reply", "_waiter", "_cancelled")
 
     def __init__(self) -> None:
         self.reply: Reply | None = None
-        self.waiter = None          # the Connection; its resume(pending) is called on done
+        self._waiter = None
+        self._cancelled = False
 
     def wait(self, waiter) -> None:
-        """``waiter.resume(self)`` will run on ``done`` (a reply already done is
-        the waiter's to see in ``reply``: it is not called back from here)."""
-        self.waiter = waiter
+        """``waiter(reply)`` once the reply is done (the connection's hook)."""
+        if self.reply is not None:
+            waiter(self.reply)
+        else:
+            self._waiter = waiter
 
-    def done(self, reply) -> None:
-        """Loop thread only. ``reply``: a Reply, or for a PUT the ``Upload``
-        whose body the connection then receives (an upload nobody waits for
-        any more is aborted: its temp file goes)."""
+    def done(self, reply: Reply) -> None:
+        """The work finished with ``reply`` (loop thread only)."""
         self.reply = reply
-        waiter, self.waiter = self.waiter, None
+        waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            waiter.resume(self)
-        elif hasattr(reply, "abort"):
-            reply.abort()
+            waiter(reply)
+        elif self._cancelled and hasattr(reply, "abort"):
+            reply.abort()           # an Upload for a PUT whose connection is gone: no temp file left
+
+    def cancel(self) -> None:
+        """The waiting connection closed: a later ``done`` goes nowhere (an
+        upload it brings is aborted)."""
+        self._waiter = None
+        self._cancelled = True
 
 
 def refusal(exc: Exception, date: bytes, *, close: bool = True, head_only: bool = False,

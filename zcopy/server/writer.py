@@ -1,10 +1,11 @@
 """Write methods: PUT (an ``Upload``), DELETE, MOVE, MKCOL.
 
-``Writer.handle`` maps a request to a ``Pending`` (the work runs on the
-executor) that resolves to a ``Reply`` or, for PUT, to an ``Upload`` that the
-connection feeds: buffered body bytes through
-``Upload.write`` and the rest of a fixed-length body straight from the socket
-through the upload engine (splice socket->pipe->file where the probe says so).
+``Writer.handle`` maps a request to a ``Pending``: its filesystem work runs
+on the worker's executor (``zcopy.server.executor``), never on the event
+loop, and it resolves to a ``Reply`` or, for PUT, to an ``Upload``: a ``FileSink`` (``zcopy.server.body``) the connection feeds,
+buffered body bytes through ``write`` and the rest of a fixed-length body
+straight from the socket through the upload engine (splice
+socket->pipe->file where the probe says so).
 Filesystem rules (what may be written where, atomic commit) are in
 ``zcopy.server.writes``.
 """
@@ -13,87 +14,52 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import threading
 from urllib.parse import unquote, urlsplit
 
 from zcopy import http
 from zcopy.server import writes
-from zcopy.server.files import OpenFileCache
+from zcopy.server.body import FileSink
 from zcopy.server.executor import Executor, defer
+from zcopy.server.files import OpenFileCache
 from zcopy.server.reply import Reply, refusal
 
 WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-class Upload:
-    """A PUT body on its way into a temp file in the target's folder."""
+class Upload(FileSink):
+    """A PUT body on its way into a temp file in the target's folder (the
+    connection moves it in; framing is the protocol's, see ``body.py``)."""
 
-    def __init__(self, target: writes.Target, temp: writes.TempFile, length: int | None,
-                 max_upload: int | None, fsync: bool) -> None:
+    def __init__(self, writer: "Writer", target: writes.Target, temp: writes.TempFile, max_upload: int | None,
+                 fsync: bool) -> None:
+        super().__init__(temp.fd, max_upload, writer.finish)
         self.target = target
         self.temp = temp
-        self.fd = temp.fd
-        self.offset = 0
-        self.remaining = length if length is not None else -1   # -1: chunked, unknown
-        self.decoder = http.ChunkedDecoder() if length is None else None
-        self.max_upload = max_upload
         self.fsync = fsync
 
-    @property
-    def chunked(self) -> bool:
-        return self.decoder is not None
-
-    @property
-    def done(self) -> bool:
-        return self.decoder.done if self.decoder is not None else self.remaining == 0
-
-    def write(self, data: bytes) -> bytes:
-        """Write body bytes from user space; returns what lies beyond the body
-        (the start of a pipelined next request)."""
-        if self.decoder is None:
-            take = min(len(data), self.remaining)
-            self._pwrite(memoryview(data)[:take])
-            self.remaining -= take
-            return data[take:]
-        for piece in self.decoder.feed(data):
-            self._pwrite(memoryview(piece))
-        return self.decoder.trailing if self.decoder.done else b""
-
-    def advanced(self, moved: int) -> None:
-        """The upload engine wrote ``moved`` bytes at ``offset``."""
-        self.offset += moved
-        self.remaining -= moved
-
-    def _pwrite(self, view: memoryview) -> None:
-        if self.max_upload is not None and self.offset + len(view) > self.max_upload:
-            raise http.HttpError(413, f"upload larger than {self.max_upload} bytes")
-        while view:
-            n = os.pwrite(self.fd, view, self.offset)
-            self.offset += n
-            view = view[n:]
-
     def commit(self) -> int:
-        """Sweep the folder's stale temps, fsync, link and rename (blocks on the
-        disk: the writer runs it off the loop). Aborts the upload on failure."""
+        """fsync, link and rename (blocks on the disk: the writer runs it off the loop)."""
         try:
-            writes.sweep_if_due(self.temp.folder, self.temp.dir_fd)
             with serialized(self.target.path):   # "did it replace a file" is decided alone
-                writes.make_parents(self.target)    # a concurrent DELETE may have removed them
-                replaced = self.temp.commit(self.target.path, fsync=self.fsync)
-        except BaseException:
-            self.abort()
-            raise
+                replaced = self.temp.commit(self.target.place.name, fsync=self.fsync)
+        except FileNotFoundError:
+            # Its folder was removed while the body arrived (a DELETE): nothing to rename into.
+            raise http.HttpError(409, "the folder was removed during the upload") from None
+        self.target.close()
         return 204 if replaced else 201
 
     def abort(self) -> None:
+        """The upload failed or was cut: no temp file, and none of the folders it made."""
         self.temp.abort()
+        writes.undo_parents(self.target)
+        self.target.close()
 
 
 class Writer:
-    """DELETE, MOVE, MKCOL and an upload's commit run on ``executor`` (the
-    request's reply is then a ``Pending``); without one, on the caller's thread."""
+    """Every filesystem operation of a write runs on ``executor`` (the reply is
+    then a ``Pending``); without one, on the caller's thread."""
 
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, max_upload: int | None = None,
                  fsync: bool = True, executor: Executor | None = None) -> None:
@@ -104,54 +70,75 @@ class Writer:
         self.executor = executor
 
     def target(self, url_path: str) -> writes.Target:
-        return writes.write_target(self.cache.root, url_path, follow_symlinks=self.cache.follow_symlinks,
-                                   show_hidden=self.cache.show_hidden)
+        return writes.write_target(self.cache.fs, url_path)
 
     def handle(self, req: http.Request, close: bool = False):
-        """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
+        """A Pending of the Reply for DELETE/MOVE/MKCOL, of the Upload (or an
+        error reply) for PUT (without an executor: that Reply or Upload).
         ``close``: the reply must end the connection."""
+        refuse = self._refuse(close, req.version)
         if req.method == "PUT":
-            self._check_put(req)
-            # The path walk, missing folders and the O_TMPFILE open wait on the disk (its journal).
-            return defer(self.executor, lambda: self._put(req, self.target(req.path)), _same,
-                         self._refuse(close, req.version))
+            # The walk, missing folders, the temp sweep and the O_TMPFILE open wait on the disk.
+            return defer(self.executor, lambda: self._put(req, self.target(req.path)), _same, refuse)
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
         method = req.method
         if method == "MOVE":
-            dest_path = _destination(req.headers.get("destination"), _authority(req))
+            dest_url = _destination(req.headers.get("destination"), _authority(req))
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
         recursive = method == "DELETE" and _query_flag(req.query, "recursive")
 
         def work() -> tuple[int, list[str]]:        # off the loop: it walks and changes the disk
+            # Each operation closes the targets it is given (their folder fds), also when it fails.
             target = self.target(req.path)
             if method == "DELETE":
-                with serialized(target.path):
+                path = target.path
+                with serialized(path):
                     writes.delete(target, recursive=recursive)
-                return 204, [target.path]
+                return 204, [path]
             if method == "MOVE":
-                dest = self.target(dest_path)
-                with serialized(target.path, dest.path):
+                try:
+                    dest = self.target(dest_url)
+                except BaseException:
+                    target.close()
+                    raise
+                paths = [dest.path, target.path]
+                with serialized(*paths):
                     replaced = writes.move(target, dest, overwrite)
-                return 204 if replaced else 201, [dest.path, target.path]
-            with serialized(target.path):
+                return 204 if replaced else 201, paths
+            path = target.path
+            with serialized(path):
                 writes.mkcol(target)
-            return 201, [target.path]
+            return 201, [path]
 
         def then(done: tuple[int, list[str]]) -> Reply:      # on the loop
             status, changed = done
             for path in changed:
                 self.cache.invalidate(path)
+            self.cache.written()
             return self.empty(status, close, req.version)
 
-        return defer(self.executor, work, then, self._refuse(close, req.version))
+        return defer(self.executor, work, then, refuse)
 
     def _refuse(self, close: bool, version: tuple):
         def refuse(exc: Exception) -> Reply:
             return refusal(exc, self.date.get(), close=close, version=version)
         return refuse
 
-    def _check_put(self, req: http.Request) -> None:
-        """What the head alone refuses (before anything touches the disk)."""
+    def _put(self, req: http.Request, target: writes.Target) -> Upload:
+        try:
+            return self._start_upload(req, target)
+        except BaseException as exc:
+            writes.undo_parents(target)
+            target.close()
+            if isinstance(exc, OSError):
+                raise http_error_for(exc) from None
+            raise
+
+    def _start_upload(self, req: http.Request, target: writes.Target) -> Upload:
+        if target.is_dir:
+            raise http.HttpError(409, "a folder exists at this path")
+        if target.slashed:      # "PUT /newdir/": a file name cannot end with a slash
+            raise http.HttpError(400, "a file cannot be written to a folder path (ending in /)")
         if req.content_length is None and not req.chunked:
             raise http.HttpError(411, "PUT needs Content-Length or chunked encoding")
         if "content-range" in req.headers:
@@ -160,28 +147,28 @@ class Writer:
             raise http.HttpError(400, "partial PUT (Content-Range) is not supported", close=True)
         if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
-
-    def _put(self, req: http.Request, target: writes.Target) -> Upload:
-        """Off the loop: the Upload whose temp file waits in the target's folder."""
-        if target.exists and os.path.isdir(target.path):
-            raise http.HttpError(409, "a folder exists at this path")
         writes.make_parents(target)
-        try:
-            temp = writes.TempFile(os.path.dirname(target.path))
-        except OSError as exc:
-            raise http_error_for(exc) from None
-        return Upload(target, temp, None if req.chunked else req.content_length, self.max_upload, self.fsync)
+        temp = writes.TempFile(target.place.dir_fd)
+        return Upload(self, target, temp, self.max_upload, self.fsync)
 
-    def finish(self, upload: Upload, req: http.Request, *, closing: bool = False):
-        """The upload's body is all in: commit it (off the loop); a Pending
-        (or, without an executor, the Reply)."""
+    def finish(self, upload: Upload, req: http.Request, closing: bool = False):
+        """The body is all in: commit it off the loop (a Pending; without an
+        executor, the Reply)."""
         close = closing or not req.keep_alive
+
+        def commit() -> int:        # off the loop
+            try:
+                return upload.commit()
+            except BaseException:
+                upload.abort()
+                raise
 
         def then(status: int) -> Reply:
             self.cache.invalidate(upload.target.path)
+            self.cache.written()
             return self.empty(status, close, req.version)
 
-        return defer(self.executor, upload.commit, then, self._refuse(True, req.version))
+        return defer(self.executor, commit, then, self._refuse(True, req.version))
 
     def empty(self, status: int, close: bool, version) -> Reply:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
