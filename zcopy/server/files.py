@@ -157,6 +157,9 @@ class OpenFileCache:
         self.watch = watch             # a FileWatch, or None: stat per request
         #: filesystem path (the file's or a sibling's) -> url paths whose entry it feeds
         self._users_of: dict[str, set[str]] = {}
+        #: called with each changed filesystem path (None: everything), as the
+        #: cache learns of it: the listing cache (``zcopy.server.listings``)
+        self.listeners: list = []
         #: the write generations of all workers (zcopy.server.shared.Generation): when
         #: another worker wrote, every entry is re-resolved before it is trusted again
         #: (a moved ancestor raises no event in the folders we watch). Checked once
@@ -252,6 +255,8 @@ class OpenFileCache:
     def apply_changes(self) -> None:
         """Drop the entries that the watch's pending events make stale."""
         for fs_path in self.watch.changes():
+            for listener in self.listeners:
+                listener(fs_path)
             if fs_path is EVERYTHING:                # overflow: trust nothing
                 self.invalidate()
                 return
@@ -365,6 +370,8 @@ class OpenFileCache:
     def revalidate(self) -> None:
         """Re-resolve and re-stat every entry at its next use (kept when the
         file is still the same, rebuilt otherwise): another worker wrote."""
+        for listener in self.listeners:
+            listener(None)
         for entry in self._entries.values():
             entry.resolved_at = _NEVER
 
@@ -375,6 +382,8 @@ class OpenFileCache:
 
     def invalidate(self, fs_path: str | None = None) -> None:
         """Forget entries (all, or those for one filesystem path): called by writes."""
+        for listener in self.listeners:
+            listener(fs_path)
         for url_path, entry in list(self._entries.items()):
             if fs_path is None or entry.path == fs_path or entry.path.startswith(fs_path + os.sep):
                 self._drop(url_path)

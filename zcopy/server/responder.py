@@ -8,7 +8,6 @@ stop)`` file range that the connection hands to the zero-copy engine.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as stat_mod
 import time
@@ -17,7 +16,8 @@ from urllib.parse import quote
 from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
-from zcopy.server.reply import Reply, whole
+from zcopy.server.listings import Listings
+from zcopy.server.reply import Reply, refusal, whole
 from zcopy.server.root import TEMP_PREFIX
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
@@ -46,8 +46,11 @@ class Responder:
     Holds the file cache, the Date header and the access rules."""
 
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
-                 token: str | None = None, read_token: str | None = None, routes: Routes | None = None) -> None:
+                 token: str | None = None, read_token: str | None = None, routes: Routes | None = None,
+                 executor=None) -> None:
         self.cache = cache
+        #: folder listings, built on ``executor`` (None: on the caller's thread)
+        self.listings = Listings(cache, self._scan, executor)
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
@@ -135,10 +138,7 @@ class Responder:
 
     def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
               version: tuple = (1, 1)) -> Reply:
-        close = close or exc.close
-        data = http.error_response(exc.status, self.date.get(), reason=exc.reason, headers=exc.headers,
-                                   close=close, head_only=head_only, version=version)
-        return whole(exc.status, data, close)
+        return refusal(exc, self.date.get(), close=close, head_only=head_only, version=version)
 
     # -- files ----------------------------------------------------------------
 
@@ -227,31 +227,39 @@ class Responder:
             index = None
         if index is not None:
             return self._file(req, index, close, head_only)
-        entries = self._scan(req.path)
-        if http.wants_json(req.headers.get("accept")):
-            body, ctype = http.render_listing_json(req.path, entries), "application/json"
-        else:
-            body, ctype = http.render_listing_html(req.path, entries), "text/html; charset=utf-8"
-        # A weak validator from the page itself (the folder's mtime misses a file
-        # that grew), so a browser revalidating a listing gets a 304; Vary, since
-        # Accept picks HTML or JSON.
-        etag = f'W/"{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
-        extra = f"Cache-Control: no-cache\r\nETag: {etag}\r\nVary: Accept\r\n".encode()   # the 304's too
+        as_json = http.wants_json(req.headers.get("accept"))
+
+        def reply(page) -> Reply:
+            return self._listing(req, page, close, head_only)
+
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
+        return self.listings.serve(req.path, as_json, reply, refuse)
+
+    def _listing(self, req: http.Request, page, close: bool, head_only: bool) -> Reply:
+        """The reply for a built listing page (``listings.Page``): its body is
+        the page's memfd, sent like a file."""
+        # Vary, since Accept picks HTML or JSON; the 304 carries the same.
+        extra = f"Cache-Control: no-cache\r\nETag: {page.etag}\r\nVary: Accept\r\n".encode()
         if not req.plain:
-            verdict = http.evaluate_preconditions(req.method, req.headers, etag, None)
+            verdict = http.evaluate_preconditions(req.method, req.headers, page.etag, None)
             if verdict == 304:
                 head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
                                           version=req.version)
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-        extra = f"Content-Type: {ctype}\r\n".encode() + extra
-        head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
+        extra = f"Content-Type: {page.content_type}\r\n".encode() + extra
+        head = http.response_head(200, self.date.get(), b"", page.size, extra=extra, close=close,
                                   version=req.version)
-        return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
+        if head_only:
+            return Reply(200, head, [], 0, close)
+        return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)
 
-    def _scan(self, url_path: str) -> list:
-        """The entries of the folder ``url_path`` names, read from its fd."""
+    def _scan(self, url_path: str) -> tuple[str, int, list]:
+        """The folder ``url_path`` names: its path label, an fd of it (the
+        caller closes it) and its entries, read from that fd. Blocks on the
+        disk: the listings run it off the loop."""
         with self.cache.fs.locate(url_path) as place:
             try:
                 dir_fd = place.open_dir()
@@ -259,10 +267,12 @@ class Responder:
                 raise http.HttpError(403, "permission denied") from None
             except OSError:
                 raise http.HttpError(404, "not found") from None
+            folder = place.path
         try:
-            return list(self._entries(dir_fd, url_path))
-        finally:
+            return folder, dir_fd, list(self._entries(dir_fd, url_path))
+        except BaseException:
             os.close(dir_fd)
+            raise
 
     def _entries(self, dir_fd: int, url_path: str):
         show_hidden = self.cache.show_hidden
