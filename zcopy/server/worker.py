@@ -19,6 +19,7 @@ from zcopy.loop import ListenerLoop, run_worker
 from zcopy.server.accesslog import AccessLog
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
+from zcopy.server.digests import Digests
 from zcopy.server.executor import Executor
 from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
@@ -51,13 +52,14 @@ class Worker(ListenerLoop):
         #: What may block on the disk or burn CPU (commits, DELETE/MOVE, listings) runs on its threads.
         self.executor = Executor()
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
-        self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
-                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
-                                   watch=_file_watch(), generation=generation())
-        writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync, executor=self.executor) if config.allow_write else None
         #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
         self.state = State(config.state_dir) if config.state_dir else None
+        self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
+                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
+                                   watch=_file_watch(), generation=generation(),
+                                   digests=Digests(self.executor.submit, self.state))
+        writer = Writer(self.cache, self.date, max_upload=config.max_upload,
+                        fsync=config.fsync, executor=self.executor) if config.allow_write else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
                                    read_token=config.read_token, routes=server_routes(self.date, self.state),
                                    executor=self.executor)
