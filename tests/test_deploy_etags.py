@@ -36,7 +36,7 @@ def two_nodes(tmp_path):
     b = tmp_path / "b"
     shutil.copytree(a, b, copy_function=shutil.copy2)          # cp -a: other inodes, same bytes and mtimes
     assert os.stat(a / "data.bin").st_ino != os.stat(b / "data.bin").st_ino
-    with Server(a).start() as node_a, Server(b).start() as node_b:
+    with Server(a) as node_a, Server(b) as node_b:
         yield node_a, node_b, a, b
 
 
@@ -53,12 +53,25 @@ def test_same_etag_on_two_nodes_and_a_resume_across_them(two_nodes):
     assert status == 304
 
 
+def test_a_node_that_never_hashed_the_file_answers_a_resume_with_206(two_nodes):
+    """Node B is asked first with node A's content tag (its own digest unknown yet): it hashes the
+    file before answering, so the resume gets its 206 (a node failure moves a file's requests to a
+    node that may never have served it)."""
+    node_a, node_b, root_a, _ = two_nodes
+    etag = strong_etag(node_a, "/data.bin")
+    data = (root_a / "data.bin").read_bytes()
+    status, _, body = get(node_b.port, "/data.bin", {"Range": "bytes=2000000-", "If-Range": etag})
+    assert status == 206 and body == data[2000000:]
+    status, _, body = get(node_b.port, "/small.txt", {"Range": "bytes=0-4", "If-Range": '"z1-AAAAAAAAAAAAAAAAAAAAAA"'})
+    assert status == 200 and body == b"hello, nodes\n"          # another file's tag: the whole file
+
+
 def test_this_nodes_tag_keeps_working_after_the_digest_arrives(tmp_path):
     """A client that got this node's own tag before the digest was known still resumes."""
     (tmp_path / "f.bin").write_bytes(os.urandom(1 << 20))
     old = os.stat(tmp_path / "f.bin")
     os.utime(tmp_path / "f.bin", ns=(old.st_atime_ns, old.st_mtime_ns))      # ctime moves: let it go quiet
-    with Server(tmp_path).start() as server:
+    with Server(tmp_path) as server:
         first = get(server.port, "/f.bin", method="HEAD")[1]["etag"]
         content = strong_etag(server, "/f.bin")
         if first != content:                 # the node's tag was shown first: it still names the same bytes
@@ -70,7 +83,7 @@ def test_this_nodes_tag_keeps_working_after_the_digest_arrives(tmp_path):
 def test_same_size_same_mtime_rewrite_gets_a_new_etag(tmp_path):
     f = tmp_path / "f.bin"
     f.write_bytes(b"A" * 65536)
-    with Server(tmp_path).start() as server:
+    with Server(tmp_path) as server:
         before = strong_etag(server, "/f.bin")
         st = os.stat(f)
         with open(f, "r+b") as w:                       # same size, other bytes, old mtime put back

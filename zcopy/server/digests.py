@@ -35,6 +35,7 @@ from collections import OrderedDict
 QUIET = 0.1
 CHUNK = 1 << 20
 PREFIX = "z1-"              # the scheme's version: a future change of hash changes every ETag once
+CONTENT_TAG = '"' + PREFIX  # how a content ETag starts
 
 
 def key_of(st: os.stat_result) -> tuple[int, int, int]:
@@ -139,7 +140,7 @@ class Digests:
     def __init__(self, submit, store=None, capacity: int = 65536) -> None:
         self.memo = DigestMemo(capacity, store)
         self.submit = submit
-        self._wanted: set[tuple[int, int]] = set()
+        self._wanted: dict[tuple[int, int], list] = {}     # file -> callbacks waiting for its digest
 
     def etags(self, st: os.stat_result, local: str) -> tuple[str, tuple[str, ...], bool]:
         """(the ETag to show, other strong ETags that name the same bytes, whether a digest is wanted).
@@ -153,11 +154,14 @@ class Digests:
 
     def want(self, fd: int, st: os.stat_result, done) -> None:
         """Compute the digest of ``fd`` off the loop (on a dup of it: the caller's fd may be closed
-        meanwhile), then call ``done()`` on the loop, once it is remembered."""
+        meanwhile), then call ``done(ok)`` on the loop, once it is remembered (ok) or could not be
+        had (the file changed, or is gone). Several callers for one file share one computation."""
         ident = (st.st_dev, st.st_ino)
-        if ident in self._wanted:
+        waiting = self._wanted.get(ident)
+        if waiting is not None:
+            waiting.append(done)
             return
-        self._wanted.add(ident)
+        self._wanted[ident] = [done]
         dup = os.dup(fd)
 
         def job():
@@ -167,10 +171,21 @@ class Digests:
                 os.close(dup)
 
         def finished(task):
-            self._wanted.discard(ident)
-            got = getattr(task, "result", None) if getattr(task, "error", None) is None else None
+            callbacks = self._wanted.pop(ident, [])
+            got = task.result if task.error is None else None
             if got is not None:
                 self.memo.remember(*got)
-                done()
+            for callback in callbacks:
+                callback(got is not None)
 
         self.submit(job).then(finished)
+
+
+def names_content_tag(headers) -> bool:
+    """Whether a conditional request names a content ETag (``"z1-..."``): one a node that has not yet
+    hashed the file should wait for rather than answer as a mismatch."""
+    for name in ("if-range", "if-match", "if-none-match"):
+        value = headers.get(name)
+        if value is not None and CONTENT_TAG in value:
+            return True
+    return False

@@ -325,7 +325,7 @@ class OpenFileCache:
             return local, ()
         etag, also, wanted = self.digests.etags(st, local)
         if wanted:
-            self.digests.want(fd, st, lambda: self._digest_known(url_path, st))
+            self.digests.want(fd, st, lambda ok: ok and self._digest_known(url_path, st))
         return etag, also
 
     def _digest_known(self, url_path: str, st: os.stat_result) -> None:

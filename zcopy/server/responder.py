@@ -15,9 +15,10 @@ from urllib.parse import quote
 
 from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
+from zcopy.server.digests import CONTENT_TAG, names_content_tag
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.listings import Listings
-from zcopy.server.reply import Reply, refusal, whole
+from zcopy.server.reply import Pending, Reply, refusal, whole
 from zcopy.server.root import TEMP_PREFIX
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
@@ -61,7 +62,7 @@ class Responder:
 
     # -- entry points ---------------------------------------------------------
 
-    def respond(self, req: http.Request, closing: bool = False):
+    def respond(self, req: http.Request, closing: bool = False, hashed: bool = False):
         """A Reply, or an ``Upload`` for a PUT whose body must be received.
         ``closing``: the connection ends after this reply (the server is
         draining), so the reply says ``Connection: close`` (RFC 9112 9.6).
@@ -69,7 +70,10 @@ class Responder:
         A plain GET or HEAD of a watched file without siblings is answered
         from a memo keyed by what the answer depends on (``_Answers``): the
         Date second and the Request (``HeadCache`` hands out one per distinct
-        head), checked against the file's entry (trusted: unchanged)."""
+        head), checked against the file's entry (trusted: unchanged).
+
+        ``hashed``: this request already waited for its file's content
+        digest (``_after_digest``); answer it with whatever ETag there is."""
         date = self.date.get()
         self.cache.sync()       # another worker's write: nothing cached is trusted unchecked
         answers = self._answers
@@ -110,6 +114,9 @@ class Responder:
                 return self._directory(req, close, head_only)
             if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
                 raise http.HttpError(404, "not found")
+            if not (req.plain or hashed) and self.cache.digests is not None \
+                    and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers):
+                return self._after_digest(req, entry, closing)
             reply = self._file(req, entry, close, head_only)
             if req.plain and entry.watched and not entry.variants and not closing:
                 if len(answers) >= ANSWERS:
@@ -141,6 +148,15 @@ class Responder:
         return refusal(exc, self.date.get(), close=close, head_only=head_only, version=version)
 
     # -- files ----------------------------------------------------------------
+
+    def _after_digest(self, req: http.Request, entry: FileEntry, closing: bool) -> Pending:
+        """A conditional request names a content ETag (another node's, or ours from before a
+        restart) and this node has not hashed the file yet: answer once it has, so an If-Range
+        resume through a balancer gets its 206 instead of the whole file again."""
+        pending = Pending()
+        self.cache.digests.want(entry.fd, os.fstat(entry.fd),
+                                lambda ok: pending.done(self.respond(req, closing, hashed=True)))
+        return pending
 
     def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool) -> Reply:
         headers = req.headers
