@@ -146,7 +146,7 @@ def test_listing_filter():
 
 def test_the_shared_throttle_holds_across_processes(tmp_path):
     """Two State handles on one folder are two workers' own sqlite connections: failures counted
-    through either hold the address in both (zcopy.server.throttle, migration 3)."""
+    through either hold the address in both (zcopy.server.throttle, migration 4)."""
     from zcopy.server import state
     from zcopy.server.throttle import Held, SharedThrottle
 

@@ -8,7 +8,6 @@ stop)`` file range that the connection hands to the zero-copy engine.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import stat as stat_mod
@@ -18,8 +17,10 @@ from urllib.parse import quote
 from zcopy import http
 from zcopy.server.access import Access, Check, Denied, Identity
 from zcopy.server.auth import CHALLENGE
+from zcopy.server.digests import CONTENT_TAG, names_content_tag
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
-from zcopy.server.reply import Pending, Reply, whole
+from zcopy.server.listings import Listings
+from zcopy.server.reply import Pending, Reply, refusal, whole
 from zcopy.server.root import TEMP_PREFIX
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.throttle import Held
@@ -63,8 +64,10 @@ class Responder:
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
                  token: str | None = None, read_token: str | None = None, routes: Routes | None = None,
                  access: Access | None = None, verifier=None, trusted_proxy: str | None = None,
-                 shared_throttle=None, sessions=None) -> None:
+                 shared_throttle=None, sessions=None, executor=None) -> None:
         self.cache = cache
+        #: folder listings, built on ``executor`` (None: on the caller's thread)
+        self.listings = Listings(cache, self._scan, executor)
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
@@ -223,7 +226,9 @@ class Responder:
 
     # -- what they asked --------------------------------------------------------
 
-    def _respond(self, req: http.Request, identity: Identity, closing: bool, conn, answers):
+    def _respond(self, req: http.Request, identity: Identity, closing: bool, conn, answers, hashed: bool = False):
+        """``hashed``: this request already waited for its file's content digest
+        (``_after_digest``); answer it with whatever ETag there is."""
         if conn is not None:
             conn.user = identity.name
         close = closing or not req.keep_alive
@@ -268,6 +273,9 @@ class Responder:
                 raise self._refuse(identity, "read here", "this server needs a token to read")
             if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
                 raise http.HttpError(404, "not found")
+            if not (req.plain or hashed) and self.cache.digests is not None \
+                    and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers):
+                return self._after_digest(req, entry, closing, conn, identity)
             reply = self._file(req, entry, close, head_only)
             if answers is not None and req.plain and entry.watched and not entry.variants and not closing:
                 if len(answers) >= ANSWERS:
@@ -301,12 +309,18 @@ class Responder:
 
     def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
               version: tuple = (1, 1)) -> Reply:
-        close = close or exc.close
-        data = http.error_response(exc.status, self.date.get(), reason=exc.reason, headers=exc.headers,
-                                   close=close, head_only=head_only, version=version)
-        return whole(exc.status, data, close)
+        return refusal(exc, self.date.get(), close=close, head_only=head_only, version=version)
 
     # -- files ----------------------------------------------------------------
+
+    def _after_digest(self, req: http.Request, entry: FileEntry, closing: bool, conn, identity) -> Pending:
+        """A conditional request names a content ETag (another node's, or ours from before a
+        restart) and this node has not hashed the file yet: answer once it has, so an If-Range
+        resume through a balancer gets its 206 instead of the whole file again."""
+        pending = Pending()
+        self.cache.digests.want(entry.fd, os.fstat(entry.fd),
+                                lambda ok: pending.done(self._respond(req, identity, closing, conn, None, hashed=True)))
+        return pending
 
     def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool) -> Reply:
         headers = req.headers
@@ -318,7 +332,7 @@ class Responder:
         size = entry.size
         ranges = None
         if not req.plain:      # preconditions or Range; most requests have neither
-            verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime)
+            verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime, entry.also)
             if verdict == 304:
                 extra = f"ETag: {entry.etag}\r\n".encode()
                 if b"Vary:" in entry.static:
@@ -328,7 +342,7 @@ class Responder:
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-            if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime):
+            if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime, entry.also):
                 ranges = http.parse_range(headers["range"], size)   # may raise 416
         if ranges is None:
             head = entry.head_200(self.date.get(), close, req.version)
@@ -395,33 +409,46 @@ class Responder:
             index = None
         if index is not None and access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
             return self._file(req, index, close, head_only)
-        entries = self._scan(req.path)
-        if identity.rules is not None:          # only what this user may read (or reach)
-            entries = [e for e in entries if access.may_list(identity, path, e.name)]
-        if http.wants_json(req.headers.get("accept")):
-            body, ctype = http.render_listing_json(req.path, entries), "application/json"
-        else:
-            body, ctype = http.render_listing_html(req.path, entries), "text/html; charset=utf-8"
-        # A weak validator from the page itself (the folder's mtime misses a file
-        # that grew), so a browser revalidating a listing gets a 304; Vary, since
-        # Accept picks HTML or JSON.
-        etag = f'W/"{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
-        extra = f"Cache-Control: no-cache\r\nETag: {etag}\r\nVary: Accept\r\n".encode()   # the 304's too
+        as_json = http.wants_json(req.headers.get("accept"))
+
+        def reply(page) -> Reply:
+            return self._listing(req, page, close, head_only)
+
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
+        view = None
+        if identity.rules is not None:      # only what this account may read (or reach), a page per view
+            access = self.access
+
+            def keep(name: str) -> bool:     # off the loop, with the listing's build
+                return access.may_list(identity, path, name)
+            view = ((access.generation, identity.kind, identity.name), keep)
+        return self.listings.serve(req.path, as_json, reply, refuse, view)
+
+    def _listing(self, req: http.Request, page, close: bool, head_only: bool) -> Reply:
+        """The reply for a built listing page (``listings.Page``): its body is
+        the page's memfd, sent like a file."""
+        # Vary, since Accept picks HTML or JSON; the 304 carries the same.
+        extra = f"Cache-Control: no-cache\r\nETag: {page.etag}\r\nVary: Accept\r\n".encode()
         if not req.plain:
-            verdict = http.evaluate_preconditions(req.method, req.headers, etag, None)
+            verdict = http.evaluate_preconditions(req.method, req.headers, page.etag, None)
             if verdict == 304:
                 head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
                                           version=req.version)
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-        extra = f"Content-Type: {ctype}\r\n".encode() + extra
-        head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
+        extra = f"Content-Type: {page.content_type}\r\n".encode() + extra
+        head = http.response_head(200, self.date.get(), b"", page.size, extra=extra, close=close,
                                   version=req.version)
-        return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
+        if head_only:
+            return Reply(200, head, [], 0, close)
+        return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)
 
-    def _scan(self, url_path: str) -> list:
-        """The entries of the folder ``url_path`` names, read from its fd."""
+    def _scan(self, url_path: str) -> tuple[str, int, list]:
+        """The folder ``url_path`` names: its path label, an fd of it (the
+        caller closes it) and its entries, read from that fd. Blocks on the
+        disk: the listings run it off the loop."""
         with self.cache.fs.locate(url_path) as place:
             try:
                 dir_fd = place.open_dir()
@@ -429,10 +456,12 @@ class Responder:
                 raise http.HttpError(403, "permission denied") from None
             except OSError:
                 raise http.HttpError(404, "not found") from None
+            folder = place.path
         try:
-            return list(self._entries(dir_fd, url_path))
-        finally:
+            return folder, dir_fd, list(self._entries(dir_fd, url_path))
+        except BaseException:
             os.close(dir_fd)
+            raise
 
     def _entries(self, dir_fd: int, url_path: str):
         show_hidden = self.cache.show_hidden

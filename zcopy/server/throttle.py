@@ -2,7 +2,7 @@
 
 ``Access`` keeps a ``Throttle`` per process: a fast first check on the loop. With several workers a
 guesser spread over their connections would get ``FAILURES_ALLOWED`` tries per worker, so the counts
-also live in the ``throttle`` table of the state database (``zcopy.server.state``, migration 3),
+also live in the ``throttle`` table of the state database (``zcopy.server.state``, migration 4),
 which every worker shares. That table is read and written only inside the verification job, on a
 verifier thread (``zcopy.server.verify``), never on the loop: ``SharedThrottle.job`` wraps a password
 check with "is this address held?" before it and "count the failure / clear the count" after it.

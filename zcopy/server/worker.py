@@ -21,6 +21,8 @@ from zcopy.server.access import Access
 from zcopy.server.accesslog import AccessLog
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
+from zcopy.server.digests import Digests
+from zcopy.server.executor import Executor
 from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import BASIC_CHALLENGE, Responder
@@ -53,15 +55,18 @@ class Worker(ListenerLoop):
         self.engine, self.upload_engine = self._make_engines()
         #: Cold windows are read by its pool off the loop (None: --prefetch off).
         self.prefetch = Prefetcher(step=config.budget) if config.prefetch else None
+        #: What may block on the disk or burn CPU (commits, DELETE/MOVE, listings) runs on its threads.
+        self.executor = Executor()
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
-        self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
-                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
-                                   watch=_file_watch(), generation=generation())
-        writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
-        writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync) if writes else None
         #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
         self.state = State(config.state_dir) if config.state_dir else None
+        self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
+                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
+                                   watch=_file_watch(), generation=generation(),
+                                   digests=Digests(self.executor.submit, self.state))
+        writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
+        writer = Writer(self.cache, self.date, max_upload=config.max_upload,
+                        fsync=config.fsync, executor=self.executor) if writes else None
         #: Who asks and what they may: one Access per worker; the users file is re-read on change.
         self.access = Access(accounts=config.accounts, token=config.token, read_token=config.read_token,
                              allow_write=config.allow_write)
@@ -74,7 +79,7 @@ class Worker(ListenerLoop):
         sessions = Sessions(self.access, Signer(self.state.share_secret())) if accounts_state else None
         if sessions is not None:
             sessions.add_routes(routes, BASIC_CHALLENGE)
-        self.responder = Responder(self.cache, self.date, writer=writer, routes=routes,
+        self.responder = Responder(self.cache, self.date, writer=writer, routes=routes, executor=self.executor,
                                    access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy,
                                    shared_throttle=SharedThrottle(self.state) if accounts_state else None,
                                    sessions=sessions)
@@ -107,11 +112,13 @@ class Worker(ListenerLoop):
     # -- the loop (ListenerLoop.run) ----------------------------------------------
 
     def start(self, install_signals: bool = True):
-        """Before the first poll: the prefetch pool's and the file watch's fds
+        """Before the first poll: the prefetch pool's, the executor's and the file watch's fds
         join the epoll set (here, not at construction: what runs is what the
         worker holds by then)."""
         if self.prefetch is not None:
             self.add_fd(self.prefetch.fileno(), lambda events: self.prefetch.wake(self.ready, self.now))
+        # Work done off the loop (commits, listings...): its callbacks run here.
+        self.add_fd(self.executor.fileno(), lambda events: self.executor.run_callbacks())
         if self.cache.watch is not None:
             # File changes first: a change completed before a request was sent
             # must be applied before that request is read. (An inotify fd
@@ -206,6 +213,8 @@ class Worker(ListenerLoop):
         snap["auth"] = {"failures": r.auth_failures, "throttled": r.auth_throttled, "busy": r.auth_busy}
         if self.prefetch is not None:
             snap["prefetch"] = self.prefetch.snapshot()
+        snap["executor"] = self.executor.snapshot()
+        snap["listings"] = self.responder.listings.snapshot()
         return snap
 
     def shutdown(self) -> None:
@@ -216,6 +225,8 @@ class Worker(ListenerLoop):
             self.prefetch.close()     # joins its threads
         if self.verifier is not None:
             self.verifier.close()
+        self.executor.close()         # a commit under way finishes first
+        self.responder.listings.close()
         self.cache.close()
         for engine in self.engines.values():
             engine.close()

@@ -1,7 +1,8 @@
 """Write methods: PUT (an ``Upload``), DELETE, MOVE, MKCOL.
 
-``Writer.handle`` maps a request to either a finished ``Reply`` or, for PUT,
-an ``Upload``: a ``FileSink`` (``zcopy.server.body``) the connection feeds,
+``Writer.handle`` maps a request to a ``Pending``: its filesystem work runs
+on the worker's executor (``zcopy.server.executor``), never on the event
+loop, and it resolves to a ``Reply`` or, for PUT, to an ``Upload``: a ``FileSink`` (``zcopy.server.body``) the connection feeds,
 buffered body bytes through ``write`` and the rest of a fixed-length body
 straight from the socket through the upload engine (splice
 socket->pipe->file where the probe says so).
@@ -11,15 +12,17 @@ Filesystem rules (what may be written where, atomic commit) are in
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import os
+import threading
 from urllib.parse import unquote, urlsplit
 
 from zcopy import http
 from zcopy.server import writes
 from zcopy.server.body import FileSink
+from zcopy.server.executor import Executor, defer
 from zcopy.server.files import OpenFileCache
-from zcopy.server.reply import Reply
+from zcopy.server.reply import Reply, refusal
 
 WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -38,8 +41,10 @@ class Upload(FileSink):
         self.replace = True         # False: the uploader may not replace (no d): never replace
 
     def commit(self) -> int:
+        """fsync, link and rename (blocks on the disk: the writer runs it off the loop)."""
         try:
-            replaced = self.temp.commit(self.target.place.name, fsync=self.fsync, replace=self.replace)
+            with serialized(self.target.path):   # "did it replace a file" is decided alone
+                replaced = self.temp.commit(self.target.place.name, fsync=self.fsync, replace=self.replace)
         except FileNotFoundError:
             # Its folder was removed while the body arrived (a DELETE): nothing to rename into.
             raise http.HttpError(409, "the folder was removed during the upload") from None
@@ -54,73 +59,104 @@ class Upload(FileSink):
 
 
 class Writer:
+    """Every filesystem operation of a write runs on ``executor`` (the reply is
+    then a ``Pending``); without one, on the caller's thread."""
+
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, max_upload: int | None = None,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, executor: Executor | None = None) -> None:
         self.cache = cache
         self.date = date
         self.max_upload = max_upload
         self.fsync = fsync
+        self.executor = executor
 
     def target(self, url_path: str) -> writes.Target:
         return writes.write_target(self.cache.fs, url_path)
 
     def handle(self, req: http.Request, close: bool = False, rights=None):
-        """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
+        """A Pending of the Reply for DELETE/MOVE/MKCOL, of the Upload (or an
+        error reply) for PUT (without an executor: that Reply or Upload).
         ``close``: the reply must end the connection. ``rights``: what the
         requester may do (the responder's ``_Rights``: ``need`` raises 401/403,
-        ``has`` answers), asked once the target's existence is known, before
-        anything changes; None: everything (unit tests)."""
+        ``has`` answers); None: everything (unit tests). What the method needs
+        on a new path is asked here, before the walk, so a refused client
+        learns nothing of what is there (a walk's 404/409 would tell); what
+        replacing needs, once the walk has found something there."""
+        refuse = self._refuse(close, req.version)
         if rights is not None:
-            # What the method needs on a new path, before the walk: a refused client learns
-            # nothing about what is there (a walk's 404/409 would tell).
             rights.need(req.method, req.path, False)
-        target = self.target(req.path)
-        if rights is not None and target.exists:
-            try:
-                rights.need(req.method, req.path, True)       # PUT over a file: w and d
-            except BaseException:
-                target.close()
-                raise
         if req.method == "PUT":
-            # Without the right to replace, the commit must not replace what appears meanwhile.
-            replace = rights is None or target.exists or rights.has("PUT", req.path, True)
-            return self._put(req, target, replace)
+            # The walk, missing folders, the temp sweep and the O_TMPFILE open wait on the disk.
+            return defer(self.executor, lambda: self._put(req, self._target_for(req.path, "PUT", rights)),
+                         _same, refuse)
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
-        # Each operation closes the targets it is given (their folder fds), also
-        # when it fails, so it can run elsewhere than here (off the loop).
-        if req.method == "DELETE":
-            writes.delete(target, recursive=_query_flag(req.query, "recursive"))
-            status = 204
-        elif req.method == "MOVE":
-            try:
-                dest_path = _destination(req.headers.get("destination"), _authority(req))
-                if rights is not None:
-                    rights.need("MOVE", dest_path, False, destination=True)
-                dest = self.target(dest_path)
-            except BaseException:
-                target.close()
-                raise
-            if rights is not None and dest.exists:
+        method = req.method
+        if method == "MOVE":
+            dest_url = _destination(req.headers.get("destination"), _authority(req))
+            if rights is not None:
+                rights.need("MOVE", dest_url, False, destination=True)
+            overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
+        recursive = method == "DELETE" and _query_flag(req.query, "recursive")
+
+        def work() -> tuple[int, list[str]]:        # off the loop: it walks and changes the disk
+            # Each operation closes the targets it is given (their folder fds), also when it fails.
+            target = self.target(req.path)
+            if method == "DELETE":
+                path = target.path
+                with serialized(path):
+                    writes.delete(target, recursive=recursive)
+                return 204, [path]
+            if method == "MOVE":
                 try:
-                    rights.need("MOVE", dest.url, True, destination=True)
+                    dest = self._target_for(dest_url, "MOVE", rights, destination=True)
                 except BaseException:
                     target.close()
-                    dest.close()
                     raise
-            overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
-            status = 204 if writes.move(target, dest, overwrite) else 201
-            self.cache.invalidate(dest.path)
-        else:  # MKCOL
-            writes.mkcol(target)
-            status = 201
-        self.cache.invalidate(target.path)
-        self.cache.written()
-        return self.empty(status, close, req.version)
+                paths = [dest.path, target.path]
+                with serialized(*paths):
+                    replaced = writes.move(target, dest, overwrite)
+                return 204 if replaced else 201, paths
+            path = target.path
+            with serialized(path):
+                writes.mkcol(target)
+            return 201, [path]
 
-    def _put(self, req: http.Request, target: writes.Target, replace: bool = True) -> Upload:
+        def then(done: tuple[int, list[str]]) -> Reply:      # on the loop
+            status, changed = done
+            for path in changed:
+                self.cache.invalidate(path)
+            self.cache.written()
+            return self.empty(status, close, req.version)
+
+        return defer(self.executor, work, then, refuse)
+
+    def _refuse(self, close: bool, version: tuple):
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, version=version)
+        return refuse
+
+    def _target_for(self, url_path: str, method: str, rights, destination: bool = False) -> writes.Target:
+        """The walked target, once replacing what is there is allowed (w and d: a PUT over a file, a
+        MOVE onto one). A PUT without the right to replace must not replace what appears meanwhile
+        either: its Upload links instead of renaming (``target.replace``)."""
+        target = self.target(url_path)
+        target.replace = True
+        if rights is None:
+            return target
+        try:
+            if target.exists:
+                rights.need(method, url_path, True, destination)
+            elif method == "PUT":
+                target.replace = rights.has(method, url_path, True)
+        except BaseException:
+            target.close()
+            raise
+        return target
+
+    def _put(self, req: http.Request, target: writes.Target) -> Upload:
         try:
             upload = self._start_upload(req, target)
-            upload.replace = replace
+            upload.replace = target.replace
             return upload
         except BaseException as exc:
             writes.undo_parents(target)
@@ -147,22 +183,51 @@ class Writer:
         return Upload(self, target, temp, self.max_upload, self.fsync)
 
     def finish(self, upload: Upload, req: http.Request, closing: bool = False):
-        try:
-            status = upload.commit()
-        except OSError as exc:
-            upload.abort()
-            raise http_error_for(exc) from None
-        except BaseException:
-            upload.abort()
-            raise
-        self.cache.invalidate(upload.target.path)
-        self.cache.written()
-        return self.empty(status, closing or not req.keep_alive, req.version)
+        """The body is all in: commit it off the loop (a Pending; without an
+        executor, the Reply)."""
+        close = closing or not req.keep_alive
+
+        def commit() -> int:        # off the loop
+            try:
+                return upload.commit()
+            except BaseException:
+                upload.abort()
+                raise
+
+        def then(status: int) -> Reply:
+            self.cache.invalidate(upload.target.path)
+            self.cache.written()
+            return self.empty(status, close, req.version)
+
+        return defer(self.executor, commit, then, self._refuse(True, req.version))
 
     def empty(self, status: int, close: bool, version) -> Reply:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
                                   version=version)
         return Reply(status, head, [], 0, close)
+
+
+#: Writes run on the executor's threads, side by side. Those naming the same
+#: path take turns (a check then an act: "did this replace a file", "does the
+#: destination exist"), as they did when they ran on the loop. Paths hash to
+#: one of these locks; two paths sharing one merely wait for each other.
+_STRIPES = [threading.Lock() for _ in range(64)]
+
+
+@contextlib.contextmanager
+def serialized(*paths: str):
+    locks = [_STRIPES[i] for i in sorted({hash(p) % len(_STRIPES) for p in paths})]   # one order: no deadlock
+    for lock in locks:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+def _same(x):
+    return x
 
 
 def http_error_for(exc: OSError) -> http.HttpError:
