@@ -285,7 +285,8 @@ class OpenFileCache:
         etag = http.make_etag(st)
         mtime = int(st.st_mtime)
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                         etag, ctype, http.static_headers(ctype, mtime, etag, vary=bool(variants)),
+                         etag, ctype,
+                         http.static_headers(ctype, mtime, etag, vary=bool(variants)) + http.guard_headers(ctype),
                          variants, None, now)
 
     def _open_variant(self, place: Place, suffix: str, coding: str, ctype: str, now: float) -> FileEntry | None:
@@ -303,7 +304,8 @@ class OpenFileCache:
         etag = http.make_etag(st)
         mtime = int(st.st_mtime)
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                         etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True),
+                         etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True)
+                         + http.guard_headers(ctype),
                          {}, coding, now)
 
     def _open_fd(self, place: Place, suffix: str, flags: int) -> int:

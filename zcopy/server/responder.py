@@ -14,7 +14,8 @@ import stat as stat_mod
 import time
 from urllib.parse import quote
 
-from zcopy import http
+from zcopy import http, ui
+from zcopy.server import archive
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.reply import Reply, whole
@@ -23,6 +24,10 @@ from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
+_ASSETS = {name: ui.url(name) for name in ui.ASSETS}
+#: The folder page's own policy (zcopy.ui.PAGE_CSP) and no sniffing.
+_PAGE_HEADERS = (f"Content-Security-Policy: {ui.PAGE_CSP}\r\nX-Content-Type-Options: nosniff\r\n"
+                 "Referrer-Policy: same-origin\r\n").encode()
 #: Answers memoized per Date second and Request (``_Answers``); starts over when full.
 ANSWERS = 256
 
@@ -118,10 +123,16 @@ class Responder:
         except http.HttpError as exc:
             return self.error(exc, close=close, head_only=head_only, version=req.version)
 
+    def may_write(self, req: http.Request) -> bool:
+        """The one rights check for writes: what the write methods enforce and what the folder page
+        asks (``data-write``) before it shows its upload and edit controls."""
+        return self.writer is not None and (not self.token or token_ok(req.headers.get("authorization"),
+                                                                         self.token))
+
     def _write(self, req: http.Request, close_on_error: bool):
         if self.writer is None:
             raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close_on_error)
-        if self.token and not token_ok(req.headers.get("authorization"), self.token):
+        if not self.may_write(req):
             raise http.HttpError(401, "a valid token is needed to write", headers=[CHALLENGE], close=close_on_error)
         try:
             return self.writer.handle(req, close_on_error)
@@ -221,6 +232,8 @@ class Responder:
             data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,
                                           version=req.version)
             return whole(301, data, close)
+        if req.query and "download=tar" in req.query.split("&"):
+            return self._tar(req, close, head_only)
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:
@@ -228,10 +241,15 @@ class Responder:
         if index is not None:
             return self._file(req, index, close, head_only)
         entries = self._scan(req.path)
+        page = b""
         if http.wants_json(req.headers.get("accept")):
             body, ctype = http.render_listing_json(req.path, entries), "application/json"
         else:
-            body, ctype = http.render_listing_html(req.path, entries), "text/html; charset=utf-8"
+            sort, order = http.sort_request(req.query)
+            body = http.render_listing_html(req.path, entries, sort=sort, order=order,
+                                            writable=self.may_write(req), assets=_ASSETS)
+            ctype = "text/html; charset=utf-8"
+            page = _PAGE_HEADERS
         # A weak validator from the page itself (the folder's mtime misses a file
         # that grew), so a browser revalidating a listing gets a 304; Vary, since
         # Accept picks HTML or JSON.
@@ -245,10 +263,32 @@ class Responder:
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-        extra = f"Content-Type: {ctype}\r\n".encode() + extra
+        extra = f"Content-Type: {ctype}\r\n".encode() + extra + page
         head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
                                   version=req.version)
         return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
+
+    def _tar(self, req: http.Request, close: bool, head_only: bool) -> Reply:
+        """The folder as a tar (zcopy.server.archive): headers as bytes, file bodies as fd ranges."""
+        with self.cache.fs.locate(req.path) as place:
+            try:
+                dir_fd = place.open_dir()
+            except PermissionError:
+                raise http.HttpError(403, "permission denied") from None
+            except OSError:
+                raise http.HttpError(404, "not found") from None
+        try:
+            body, length, fds = archive.plan(dir_fd, show_hidden=self.cache.show_hidden,
+                                             at_top=http.normalised(req.path) == "/")
+        finally:
+            os.close(dir_fd)
+        extra = (f"Content-Type: application/x-tar\r\nContent-Disposition: {archive.disposition(req.path)}\r\n"
+                 "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n").encode()
+        head = http.response_head(200, self.date.get(), b"", length, extra=extra, close=close, version=req.version)
+        if head_only:
+            fds.close()
+            return Reply(200, head, [], 0, close)
+        return Reply(200, head, body, length, close, fds)
 
     def _scan(self, url_path: str) -> list:
         """The entries of the folder ``url_path`` names, read from its fd."""
