@@ -172,7 +172,7 @@
     var tr = btn.closest("tr"), name = tr.dataset.name, dir = tr.dataset.dir === "1";
     if (btn.classList.contains("del")) {
       if (!confirm("Delete " + (dir ? "the folder " + name + " and everything in it" : name) + "?")) return;
-      request("DELETE", here + tr.dataset.href).then(refresh, alertError);
+      request("DELETE", here + tr.dataset.href + (dir ? "?recursive=1" : "")).then(refresh, alertError);
     } else if (btn.classList.contains("ren")) {
       var to = prompt("New name for " + name, name);
       if (!to || to === name) return;
