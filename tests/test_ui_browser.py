@@ -69,6 +69,8 @@ def test_upload_two_files_then_folder_mkdir_rename_delete(tmp_path, page):
         assert (root / a.name).read_bytes() == a.read_bytes()
         assert (root / b.name).read_bytes() == b.read_bytes()
         assert page.get_attribute("#total", "value") == page.get_attribute("#total", "max")
+        assert not page.is_visible("button[aria-label='Cancel first file.txt']")      # done: nothing to cancel
+        assert not page.is_visible("button[aria-label='Retry first file.txt']")
 
         page.set_input_files("#pick-folder", str(tree))         # an <input webkitdirectory>
         page.wait_for_function("() => document.getElementById('total-text').textContent.startsWith('5 of 5 files')")
