@@ -169,3 +169,35 @@ def test_uploaded_html_cannot_call_the_api(tmp_path, page):
         page.wait_for_function("() => [...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'pwned-control.txt')")
         assert not (tmp_path / "pwned-sandboxed.txt").exists()
         (tmp_path / "victim.txt").write_text("keep me")          # the control deleted it; the sandboxed page did not
+
+
+def test_script_and_server_sort_alike(tmp_path, page):
+    """The rule is written twice (natural.py, app.js): a click must give the server's order, for names
+    that probe every clause (digit runs with leading zeros and huge values, case, non-ASCII, astral
+    code points, other Unicode digits, ties under lower-casing)."""
+    import random
+
+    rng = random.Random(20)
+    alphabet = ["a", "B", "z", "0", "1", "2", "9", "00", "_", " ", ".", "é", "É", "ß", "ǅ", "日", "\U0001F600",
+                "\uff10", "٣", "-", "Z", "10", "99999999999999999999"]
+    wanted = {"file_1", "file_01", "File_1", "file_10", "file_2", "a", "A", "ß", "ss", "10", "9"}
+    while len(wanted) < 160:
+        name = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))).strip()
+        if name and not name.startswith("."):                    # hidden names are not listed
+            wanted.add(name)
+    for i, n in enumerate(sorted(wanted)):
+        if i % 7 == 0:
+            (tmp_path / n).mkdir()
+        else:
+            (tmp_path / n).write_bytes(b"x" * rng.randint(0, 3))
+    with Server(tmp_path) as srv:
+        for col in ("name", "size"):
+            page.goto(f"{srv.url}/?sort={col}&order=desc")
+            server_desc = names(page)
+            page.goto(f"{srv.url}/?sort={col}&order=asc")
+            server_asc = names(page)
+            assert len(server_asc) == len(wanted)
+            page.click(f"th[data-col={col}] a")                   # script: descending
+            assert names(page) == server_desc, col
+            page.click(f"th[data-col={col}] a")                   # script: ascending again
+            assert names(page) == server_asc, col
