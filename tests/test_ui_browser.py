@@ -8,11 +8,13 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import urllib.request
 
 import pytest
 
 from tests.serverutil import Server
+from zcopy.server.root import TEMP_PREFIX
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
@@ -201,3 +203,43 @@ def test_script_and_server_sort_alike(tmp_path, page):
             assert names(page) == server_desc, col
             page.click(f"th[data-col={col}] a")                   # script: ascending again
             assert names(page) == server_asc, col
+
+
+def test_upload_retry_and_cancel(tmp_path, page):
+    root, src = tmp_path / "root", tmp_path / "src"
+    root.mkdir()
+    (src / "x").mkdir(parents=True)
+    (src / "x" / "f.txt").write_bytes(b"retried\n")
+    big = src / "big.bin"
+    big.write_bytes(os.urandom(32 << 20))
+    (root / "x").write_text("a file where the folder should go")
+    with Server(root, "--allow-write") as srv:
+        page.goto(srv.url + "/")
+        page.set_input_files("#pick-folder", str(src / "x"))
+        page.wait_for_selector("li.failed")                       # x/ cannot be made: x is a file
+        assert "failed" in page.inner_text("li.failed .s")
+        (root / "x").unlink()
+        page.click("button[aria-label='Retry x/f.txt']")
+        page.wait_for_selector("li.done")
+        assert (root / "x" / "f.txt").read_bytes() == b"retried\n"
+
+        cdp = page.context.new_cdp_session(page)                  # slow the upload so it can be cancelled
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                      "downloadThroughput": -1, "uploadThroughput": 256 * 1024})
+        page.set_input_files("#pick-files", str(big))
+        page.wait_for_function("() => +document.querySelector('progress[aria-label=\"Progress of big.bin\"]').value > 0")
+        page.click("button[aria-label='Cancel big.bin']")
+        assert page.inner_text("li.cancelled .s") == "cancelled"
+        assert page.is_visible("button[aria-label='Retry big.bin']")
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                      "downloadThroughput": -1, "uploadThroughput": -1})
+        # The server saw the connection end: no file, no temp file left behind.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(n.startswith(TEMP_PREFIX) for n in os.listdir(root)):
+            time.sleep(0.05)
+        assert sorted(os.listdir(root)) == ["x"]
+        page.click("button[aria-label='Retry big.bin']")
+        page.wait_for_selector("li.done >> text=big.bin")
+        page.wait_for_function("() => document.getElementById('total-text').textContent.startsWith('2 of 2 files')")
+        assert (root / "big.bin").read_bytes() == big.read_bytes()

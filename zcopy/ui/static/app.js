@@ -263,7 +263,10 @@
       var was = j.state; setState(j, "cancelled", "cancelled");
       if (was === "sending" && j.xhr) j.xhr.abort();
     };
-    j.retry.onclick = function () { j.loaded = 0; j.bar.value = 0; setState(j, "queued", "queued"); pump(); };
+    j.retry.onclick = function () {
+      madeDirs = {};                          // folders are made again: the failure may have been one of them
+      j.loaded = 0; j.bar.value = 0; setState(j, "queued", "queued"); pump();
+    };
     [f, j.bar, j.status, j.cancel, j.retry].forEach(function (n) { li.appendChild(n); });
     queueList.appendChild(li);
     jobs.push(j);
