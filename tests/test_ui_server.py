@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import tarfile
 
 from tests.serverutil import Server, file_fds, get
@@ -107,3 +108,34 @@ def test_tar_of_odd_names_equals_the_files(tmp_path, fd_guard):
         assert head[0] == 200 and int(head[1]["content-length"]) == len(body)
         pid = srv.worker_pids()[0]
         assert not [f for f in file_fds(pid) if "/tree/" in f]      # every archived file's fd closed
+
+
+def test_tar_refuses_rather_than_lacks_files(tmp_path):
+    """Out of fds mid-walk (the worker's RLIMIT_NOFILE lowered by prlimit): 503, not an archive that
+    silently lacks files; more files than one reply may hold open: 413. The server keeps serving."""
+    from zcopy.server import archive
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(archive.MAX_FILES + 1):
+        (many / f"f{i}").write_bytes(b"x")
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(300):
+        (few / f"f{i}").write_bytes(b"y")
+    with Server(tmp_path) as srv:
+        assert get(srv.port, "/many/?download=tar")[0] == 413
+        pid = srv.worker_pids()[0]
+        soft = subprocess.run(["prlimit", f"--pid={pid}", "--nofile", "--output=SOFT", "--noheadings"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        limit = len(os.listdir(f"/proc/{pid}/fd")) + 100
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={limit}:"], check=True)     # the soft limit only
+        try:
+            status, headers, _ = get(srv.port, "/few/?download=tar")
+            assert status == 503 and headers["retry-after"] == "1"
+        finally:
+            subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={soft}:"], check=True)
+        status, _, body = get(srv.port, "/few/?download=tar")
+        assert status == 200
+        with tarfile.open(fileobj=io.BytesIO(body)) as tf:
+            assert len(tf.getnames()) == 300

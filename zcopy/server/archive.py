@@ -9,11 +9,14 @@ exact before the first byte, and the file's bytes leave as a ``(fd, 0, size)`` r
 
 The reply holds one open fd per non-empty file until it is sent (``OpenFds`` stands where a
 ``FileEntry`` stands, acquire/release, and closes them all at the end); a folder with more than
-``MAX_FILES`` files is refused with 413 rather than risk the process's fd limit.
+``MAX_FILES`` files (or ``MAX_MEMBERS`` members, or too deep to walk) is refused with 413 rather
+than risk the process's fd limit or memory; out of fds mid-walk is a 503, never an archive that
+silently lacks a file.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as stat_mod
 
@@ -22,6 +25,8 @@ from zcopy.http import tar
 from zcopy.server.root import TEMP_PREFIX
 
 MAX_FILES = 4096
+#: Members (files and folders) at most: their headers are held in memory until sent.
+MAX_MEMBERS = 50_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -73,7 +78,8 @@ def walk(dir_fd: int, *, show_hidden: bool, at_top: bool, fds: OpenFds, prefix: 
         if stat_mod.S_ISDIR(st.st_mode):
             try:
                 sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-            except OSError:
+            except OSError as exc:
+                _unless_out_of_fds(exc)
                 continue
             try:
                 st = os.fstat(sub)
@@ -84,7 +90,8 @@ def walk(dir_fd: int, *, show_hidden: bool, at_top: bool, fds: OpenFds, prefix: 
         elif stat_mod.S_ISREG(st.st_mode):
             try:
                 fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-            except OSError:
+            except OSError as exc:
+                _unless_out_of_fds(exc)
                 continue
             st = os.fstat(fd)
             if not stat_mod.S_ISREG(st.st_mode):        # swapped since the stat
@@ -100,6 +107,13 @@ def walk(dir_fd: int, *, show_hidden: bool, at_top: bool, fds: OpenFds, prefix: 
             yield tar.Member(rel, False, st.st_size, int(st.st_mtime), st.st_mode), fd
 
 
+def _unless_out_of_fds(exc: OSError) -> None:
+    """A file that vanished or is unreadable is left out; running out of fds is the server's
+    trouble, not the folder's: answer 503 rather than an archive missing files."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        raise http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")]) from None
+
+
 def disposition(url_path: str) -> str:
     """``attachment; filename=...`` naming the folder (``root`` for /), ASCII and RFC 8187 forms."""
     name = url_path.rstrip("/").rsplit("/", 1)[-1] or "root"
@@ -113,8 +127,15 @@ def disposition(url_path: str) -> str:
 def plan(dir_fd: int, *, show_hidden: bool, at_top: bool) -> tuple[list, int, OpenFds]:
     """(body segments, length, fds holder) for the tar of the folder ``dir_fd``. Blocks on the disk."""
     fds = OpenFds(os.fstat(dir_fd).st_dev)
+    members = []
     try:
-        members = list(walk(dir_fd, show_hidden=show_hidden, at_top=at_top, fds=fds))
+        for member in walk(dir_fd, show_hidden=show_hidden, at_top=at_top, fds=fds):
+            members.append(member)
+            if len(members) > MAX_MEMBERS:
+                raise http.HttpError(413, f"more than {MAX_MEMBERS} entries: too many to archive at once")
+    except RecursionError:
+        fds.close()
+        raise http.HttpError(413, "the folder is too deep to archive") from None
     except BaseException:
         fds.close()
         raise
