@@ -17,6 +17,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tests.serverutil import Server  # noqa: E402
 
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+def state(work: str) -> tuple[str, str]:
+    """A private --state-dir: never the user's own (~/.local/state/zcopy)."""
+    path = os.path.join(work, "state")
+    os.makedirs(path, exist_ok=True)
+    return ("--state-dir", path)
+
+
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-sync"]
 
@@ -49,7 +56,7 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
             try:
                 for mode, args in (("readonly", ()), ("write", ("--allow-write",))):
-                    with Server(root, *args) as srv:
+                    with Server(root, *args, *state(work)) as srv:
                         for form, (w, h) in SIZES.items():
                             page = browser.new_page(viewport={"width": w, "height": h})
                             page.goto(srv.url + "/")

@@ -31,8 +31,8 @@
     if (x !== y) return x < y ? -1 : 1;
     return a.length === b.length ? 0 : (a.length < b.length ? -1 : 1);
   }
-  function natural(a, b) {
-    var p = pieces(a), q = pieces(b), n = Math.min(p.length, q.length);
+  function natural(a, p, b, q) {          // names a, b and their pieces p, q
+    var n = Math.min(p.length, q.length);
     for (var i = 0; i < n; i++) {
       var x = p[i], y = q[i], c;
       if (x.d !== undefined && y.d !== undefined) c = cmpDigits(x.d, y.d);
@@ -44,21 +44,28 @@
     if (p.length !== q.length) return p.length < q.length ? -1 : 1;
     return cmpCodePoints(a, b);
   }
-  function compare(col) {
+  function compare(col) {               // on {row, name, pieces, dir, size, mtime}, keys read once per row
     return function (a, b) {
       var c = 0;
-      if (col === "size") c = (+a.dataset.size) - (+b.dataset.size);
-      else if (col === "mtime") c = (+a.dataset.mtime) - (+b.dataset.mtime);
-      return c ? (c < 0 ? -1 : 1) : natural(a.dataset.name, b.dataset.name);
+      if (col === "size") c = a.size - b.size;
+      else if (col === "mtime") c = a.mtime - b.mtime;
+      return c ? (c < 0 ? -1 : 1) : natural(a.name, a.pieces, b.name, b.pieces);
     };
   }
   function sortRows() {
-    var rows = [].slice.call(tbody.rows), cmp = compare(state.sort), sign = state.order === "desc" ? -1 : 1;
-    rows.sort(function (a, b) {
-      if (a.dataset.dir !== b.dataset.dir) return a.dataset.dir === "1" ? -1 : 1;
+    var cmp = compare(state.sort), sign = state.order === "desc" ? -1 : 1;
+    var items = [].map.call(tbody.rows, function (r) {
+      var d = r.dataset;
+      return { row: r, name: d.name, pieces: pieces(d.name), dir: d.dir === "1", size: +d.size, mtime: +d.mtime };
+    });
+    items.sort(function (a, b) {
+      if (a.dir !== b.dir) return a.dir ? -1 : 1;
       return sign * cmp(a, b);
     });
-    rows.forEach(function (r) { tbody.appendChild(r); });
+    // Rows move inside a detached tbody (no layout per move), which then goes back in one step.
+    var next = table.removeChild(tbody);
+    items.forEach(function (it) { next.appendChild(it.row); });
+    table.appendChild(next);
     [].forEach.call(table.tHead.rows[0].cells, function (th) {
       var col = th.dataset.col, link = th.querySelector("a"), mark = th.querySelector(".mark");
       if (!col) return;
@@ -154,7 +161,7 @@
     del.className = "del"; del.setAttribute("aria-label", "Delete " + tr.dataset.name);
     td.appendChild(ren); td.appendChild(del); tr.appendChild(td);
   }
-  var th = document.createElement("th"); th.scope = "col"; th.innerHTML = "<span class=\"sr\">Actions</span>";
+  var th = document.createElement("th"); th.scope = "col"; th.className = "act"; th.innerHTML = "<span class=\"sr\">Actions</span>";
   table.tHead.rows[0].appendChild(th);
   [].forEach.call(tbody.rows, addActions);
   function refresh() {
