@@ -139,3 +139,41 @@ def test_tar_refuses_rather_than_lacks_files(tmp_path):
         assert status == 200
         with tarfile.open(fileobj=io.BytesIO(body)) as tf:
             assert len(tf.getnames()) == 300
+
+
+def test_tar_bodies_leave_by_the_zero_copy_engine(tmp_path):
+    """Under strace, the files' bytes leave the worker by sendfile (or splice), not through Python."""
+    import shutil
+    import signal
+    import time
+
+    if shutil.which("strace") is None:
+        import pytest
+        pytest.skip("strace is not installed")
+    folder = tmp_path / "root" / "tree"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        (folder / f"part{i}.bin").write_bytes(os.urandom(4 << 20))
+    log = tmp_path / "strace.log"
+    with Server(tmp_path / "root") as srv:
+        pid = srv.worker_pids()[0]
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-p", str(pid), "-o", str(log),
+                                   "-e", "trace=sendfile,splice,sendto,sendmsg,write,writev"],
+                                  stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10        # attached: the worker shows a tracer
+            while time.monotonic() < deadline and "TracerPid:\t0" in open(f"/proc/{pid}/status").read():
+                time.sleep(0.02)
+            status, headers, body = get(srv.port, "/tree/?download=tar")
+            assert status == 200 and len(body) == int(headers["content-length"])
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=10)
+    moved = {"sendfile": 0, "splice": 0, "other": 0}
+    for line in log.read_text().splitlines():
+        m = re.search(r"(\w+)\(.*\)\s+=\s+(\d+)$", line)
+        if m:
+            moved[m.group(1) if m.group(1) in moved else "other"] += int(m.group(2))
+    zero_copy = moved["sendfile"] + moved["splice"]
+    assert zero_copy >= 16 << 20, moved                       # every file byte (splice counts twice)
+    assert moved["other"] < 64 << 10, moved                   # headers and padding only
