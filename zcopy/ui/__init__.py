@@ -46,6 +46,8 @@ def _load() -> dict[str, Asset]:
 
 
 ASSETS = _load()
+#: name -> URL, what the folder page links.
+URLS = {name: asset.url for name, asset in ASSETS.items()}
 
 
 def url(name: str) -> str:
