@@ -177,3 +177,52 @@ def test_tar_bodies_leave_by_the_zero_copy_engine(tmp_path):
     zero_copy = moved["sendfile"] + moved["splice"]
     assert zero_copy >= 16 << 20, moved                       # every file byte (splice counts twice)
     assert moved["other"] < 64 << 10, moved                   # headers and padding only
+
+
+def test_tar_walk_runs_on_the_executor(tmp_path):
+    """With an executor (as in a worker) the answer is a Pending whose walk ran on another thread;
+    its reply holds the files' fds until released."""
+    import select
+    import threading
+    import time
+
+    from zcopy import http
+    from zcopy.server import archive
+    from zcopy.server.executor import Executor
+    from zcopy.server.files import OpenFileCache
+    from zcopy.server.reply import Pending
+    from zcopy.server.responder import Responder
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.bin").write_bytes(b"a" * 1000)
+    threads = []
+    real_plan = archive.plan
+
+    def spy(*args, **kw):                # records where the walk ran; the walk itself is the real one
+        threads.append(threading.get_ident())
+        return real_plan(*args, **kw)
+
+    cache = OpenFileCache(str(tmp_path))
+    ex = Executor(max_threads=1)
+    archive.plan = spy
+    try:
+        responder = Responder(cache, http.DateHeader(), executor=ex)
+        pending = responder.respond(http.HeadCache().parse(b"GET /d/?download=tar HTTP/1.1\r\nHost: x\r\n\r\n"))
+        assert isinstance(pending, Pending)
+        got = []
+        pending.wait(got.append)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            select.select([ex.fileno()], [], [], 0.5)
+            ex.run_callbacks()
+        [reply] = got
+        assert reply.status == 200 and threads and threads[0] != threading.get_ident()
+        fds = reply.entry
+        assert len(fds.fds) == 1
+        fds.acquire()
+        fds.release()                    # the connection is done with it: the files close
+        assert fds.fds == []
+    finally:
+        archive.plan = real_plan
+        ex.close()
+        cache.close()
