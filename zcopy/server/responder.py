@@ -14,10 +14,13 @@ import stat as stat_mod
 import time
 from urllib.parse import quote
 
-from zcopy import http
+from zcopy import http, ui
+from zcopy.server import archive
+from zcopy.accounts.rules import segments
 from zcopy.server.access import Access, Check, Denied, Identity
 from zcopy.server.auth import CHALLENGE
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
+from zcopy.server.executor import defer
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
@@ -29,6 +32,9 @@ from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 READ_METHODS = ("GET", "HEAD")
 #: The challenge with a users file: accounts sign in with HTTP Basic (tokens still work as Bearer).
 BASIC_CHALLENGE = ("WWW-Authenticate", 'Basic realm="zcopy", charset="UTF-8"')
+#: The folder page's own policy (zcopy.ui.PAGE_CSP) and no sniffing.
+_PAGE_HEADERS = (f"Content-Security-Policy: {ui.PAGE_CSP}\r\nX-Content-Type-Options: nosniff\r\n"
+                 "Referrer-Policy: same-origin\r\n").encode()
 #: Answers memoized per Date second and Request (``_Answers``); starts over when full.
 ANSWERS = 256
 
@@ -68,6 +74,7 @@ class Responder:
         self.cache = cache
         #: folder listings, built on ``executor`` (None: on the caller's thread)
         self.listings = Listings(cache, self._scan, executor)
+        self.executor = executor        # the tar walk runs there too
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
@@ -294,6 +301,12 @@ class Responder:
             return self.access.allows(identity, "GET", "/", True)
         return True
 
+    def may_write(self, identity: Identity, folder: str) -> bool:
+        """What the folder page asks (``data-write``) before it shows its upload and edit controls:
+        whether ``identity`` may create something in ``folder`` (the write methods themselves ask
+        ``Access`` through ``_Rights``)."""
+        return self.writer is not None and self.access.allows(identity, "PUT", folder.rstrip("/") + "/x", False)
+
     def _write(self, req: http.Request, identity: Identity, close_on_error: bool):
         if self.writer is None:
             raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close_on_error)
@@ -403,6 +416,11 @@ class Responder:
                                           version=req.version)
             return whole(301, data, close)
         access = self.access
+        if req.query and "download=tar" in req.query.split("&"):
+            if not _whole_tree_readable(identity, path):
+                raise self._refuse(identity, "download this folder as an archive",
+                                   "this server needs a token to read")
+            return self._tar(req, close, head_only)
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:
@@ -410,20 +428,20 @@ class Responder:
         if index is not None and access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
             return self._file(req, index, close, head_only)
         as_json = http.wants_json(req.headers.get("accept"))
+        # The HTML page's view: its order (``?sort=&order=``) and whether its write controls show.
+        view = None if as_json else (*http.sort_request(req.query), self.may_write(identity, path))
 
         def reply(page) -> Reply:
             return self._listing(req, page, close, head_only)
 
         def refuse(exc: Exception) -> Reply:
             return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
-        view = None
-        if identity.rules is not None:      # only what this account may read (or reach), a page per view
-            access = self.access
-
+        viewer = None
+        if identity.rules is not None:      # only what this account may read (or reach), a page per viewer
             def keep(name: str) -> bool:     # off the loop, with the listing's build
                 return access.may_list(identity, path, name)
-            view = ((access.generation, identity.kind, identity.name), keep)
-        return self.listings.serve(req.path, as_json, reply, refuse, view)
+            viewer = ((access.generation, identity.kind, identity.name), keep)
+        return self.listings.serve(req.path, as_json, reply, refuse, view, viewer)
 
     def _listing(self, req: http.Request, page, close: bool, head_only: bool) -> Reply:
         """The reply for a built listing page (``listings.Page``): its body is
@@ -439,11 +457,46 @@ class Responder:
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
         extra = f"Content-Type: {page.content_type}\r\n".encode() + extra
+        if page.content_type.startswith("text/html"):
+            extra += _PAGE_HEADERS
         head = http.response_head(200, self.date.get(), b"", page.size, extra=extra, close=close,
                                   version=req.version)
         if head_only:
             return Reply(200, head, [], 0, close)
         return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)
+
+    def _tar(self, req: http.Request, close: bool, head_only: bool):
+        """The folder as a tar (zcopy.server.archive): headers as bytes, file bodies as fd ranges.
+        The walk runs on the executor (a Pending), the reply is made on the loop."""
+        url_path, show_hidden = req.path, self.cache.show_hidden
+
+        def walk():
+            with self.cache.fs.locate(url_path) as place:
+                try:
+                    dir_fd = place.open_dir()
+                except PermissionError:
+                    raise http.HttpError(403, "permission denied") from None
+                except OSError:
+                    raise http.HttpError(404, "not found") from None
+            try:
+                return archive.plan(dir_fd, show_hidden=show_hidden, at_top=http.normalised(url_path) == "/")
+            finally:
+                os.close(dir_fd)
+
+        def then(planned) -> Reply:
+            body, length, fds = planned
+            extra = (f"Content-Type: application/x-tar\r\nContent-Disposition: {archive.disposition(url_path)}\r\n"
+                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n").encode()
+            head = http.response_head(200, self.date.get(), b"", length, extra=extra, close=close,
+                                      version=req.version)
+            if head_only:
+                fds.close()
+                return Reply(200, head, [], 0, close)
+            return Reply(200, head, body, length, close, fds)
+
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
+        return defer(self.executor, walk, then, refuse)
 
     def _scan(self, url_path: str) -> tuple[str, int, list]:
         """The folder ``url_path`` names: its path label, an fd of it (the
@@ -513,6 +566,19 @@ class _Rights:
         if not self.has(method, url_path, exists, destination):
             what = "replace what is there" if exists and (method == "PUT" or destination) else f"{method} here"
             raise self.responder._refuse(self.identity, what, "a valid token is needed to write")
+
+
+def _whole_tree_readable(identity: Identity, folder: str) -> bool:
+    """Whether an archive of ``folder`` shows only what ``identity`` may read: ``r`` on the folder
+    and no narrower rule beneath it without ``r`` (an archive is not filtered entry by entry yet)."""
+    rules = identity.rules
+    if rules is None:
+        return True                     # before accounts: whoever reads the folder reads the tree
+    segs = segments(folder)
+    n = len(segs)
+    if "r" not in rules.perms(segs):
+        return False
+    return all("r" in rule.perms for rule in rules if len(rule.path) > n and rule.path[:n] == segs)
 
 
 def _rules_path(url_path: str) -> str:
