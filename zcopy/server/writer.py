@@ -145,6 +145,8 @@ def http_error_for(exc: OSError) -> http.HttpError:
         return http.HttpError(403, f"not writable: {exc.strerror}")
     if exc.errno == errno.ENAMETOOLONG:
         return http.HttpError(400, "a name in the path is too long")
+    if exc.errno in (errno.EMFILE, errno.ENFILE):      # as a walk that runs out says (root._refusal)
+        return http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")])
     return http.HttpError(500, f"write failed: {exc.strerror}", close=True)
 
 
@@ -183,7 +185,9 @@ def _destination(value: str | None, authority: str | None) -> str:
     try:
         url = urlsplit(value.strip())
         path = url.path
-        if url.scheme and (url.scheme.lower() not in ("http", "https") or not _same_server(url.netloc, authority)):
+        # A network-path reference ("//host/path", no scheme) names a server too.
+        if (url.scheme or url.netloc) and (url.scheme.lower() not in ("", "http", "https")
+                                           or not _same_server(url.netloc, authority)):
             raise http.HttpError(502, "Destination names another server")
     except ValueError:          # "Invalid IPv6 URL": an unclosed bracket
         raise http.HttpError(400, "malformed Destination URL") from None

@@ -124,6 +124,11 @@ def make_parents(target: Target) -> None:
         try:
             fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=place.dir_fd)
         except OSError as exc:
+            if made:        # not yet in ``created`` (EMFILE here): undo_parents would not know it
+                try:
+                    os.rmdir(name, dir_fd=place.dir_fd)
+                except OSError:
+                    pass
             if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
                 raise http.HttpError(409, f"{name} is not a folder") from None
             raise

@@ -1,0 +1,74 @@
+"""An adversarial review of the serve core (issues 13 and 15): each test is
+an attack that found a defect, tried against a real server over real sockets
+(raw bytes), with real filesystem faults (RLIMIT_NOFILE on the worker)."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import pytest
+
+from serverutil import Server, request
+
+
+@pytest.fixture(scope="module")
+def wserver(tmp_path_factory):
+    root = tmp_path_factory.mktemp("attack")
+    (root / "a.txt").write_bytes(b"alpha")
+    (root / "dir").mkdir()
+    with Server(root, "--allow-write", "--no-fsync") as s:
+        yield s
+
+
+def _call(port, method: str, target: bytes, headers: bytes = b"", body: bytes = b""):
+    return request(port, method.encode() + b" " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" +
+                   headers + b"\r\n" + body)
+
+
+@pytest.mark.parametrize("destination", [b"//evil.example/b.txt", b"//evil.example:80/dir/b.txt"])
+def test_move_to_a_network_path_reference_on_another_host_is_502(wserver, destination):
+    """``Destination: //other-host/path`` (no scheme) names another server as
+    surely as ``http://other-host/path`` does; it used to move the file to
+    /path on this server."""
+    status, _, _ = _call(wserver.port, "MOVE", b"/a.txt", b"Destination: " + destination + b"\r\n")
+    assert status == 502
+    assert _call(wserver.port, "GET", b"/a.txt")[2] == b"alpha"
+    assert sorted(os.listdir(wserver.root)) == ["a.txt", "dir"]
+
+
+def test_move_to_a_network_path_reference_on_this_host_moves(wserver):
+    assert _call(wserver.port, "MOVE", b"/a.txt", b"Destination: //t/dir/a.txt\r\n")[0] == 201
+    assert _call(wserver.port, "MOVE", b"/dir/a.txt", b"Destination: //T:80/a.txt\r\n")[0] == 201
+    assert _call(wserver.port, "GET", b"/a.txt")[2] == b"alpha"
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_write_out_of_file_descriptors_is_503_and_leaves_no_folder(tmp_path):
+    """With the worker's RLIMIT_NOFILE nearly reached, a PUT whose folders
+    are missing runs out of fds somewhere between its walk and its temp file.
+    Wherever that is, the answer is 503 (as a walk that runs out says, not
+    500) and no folder it made is left behind: one made by mkdirat and not
+    yet opened used to stay (undo_parents did not know it)."""
+    (tmp_path / "keep.txt").write_bytes(b"keep")
+    with Server(tmp_path, "--allow-write", "--no-fsync") as s:
+        assert _call(s.port, "GET", b"/keep.txt")[2] == b"keep"    # the worker is up, its own fds open
+        pid = s.worker_pids()[0]
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        statuses = []
+        try:
+            for extra in range(0, 8):
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (_fds(pid) + extra, hard))
+                status, _, body = _call(s.port, "PUT", f"/d{extra}/e/f.txt".encode(), b"Content-Length: 2\r\n", b"hi")
+                statuses.append(status)
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+                assert status in (201, 503), body
+                if status == 503:
+                    assert not (tmp_path / f"d{extra}").exists(), f"d{extra} left behind with {extra} fds to spare"
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        assert 503 in statuses and 201 in statuses     # the limit was reached, and then not
+        assert _call(s.port, "GET", b"/keep.txt")[2] == b"keep"
