@@ -72,3 +72,22 @@ def test_a_write_out_of_file_descriptors_is_503_and_leaves_no_folder(tmp_path):
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         assert 503 in statuses and 201 in statuses     # the limit was reached, and then not
         assert _call(s.port, "GET", b"/keep.txt")[2] == b"keep"
+
+
+def test_the_metrics_port_answers_the_first_of_pipelined_requests(tmp_path):
+    """Every metrics answer closes the connection, so only the first request
+    of a segment counts. httptools parses all of them in one feed, and the
+    second's URL used to be appended to the first's (``/healthz/readyz``:
+    404), its method taken for the first's."""
+    from test_serve_supervision import free_port, status_of, wait_for
+
+    mport = free_port()
+    with Server(tmp_path, "--metrics", f"127.0.0.1:{mport}") as srv:
+        wait_for(lambda: status_of(mport, "/healthz") == 200, what="a live worker")
+        for second in (b"GET /readyz HTTP/1.1\r\n\r\n", b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n"):
+            status, _, body = request(mport, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" + second)
+            assert (status, body) == (200, b"ok\n")
+        status, _, body = request(mport, b"GET /readyz HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                                         b"Connection: upgrade\r\n\r\n")
+        assert (status, body) == (200, b"ready\n")
+        assert srv.stop() == 0

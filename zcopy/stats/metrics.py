@@ -71,12 +71,16 @@ class _Client:
         self.deadline = deadline
         self.size = 0
 
-    # httptools callbacks
+    # httptools callbacks. Only the first request counts (every answer closes):
+    # one feed may hold pipelined ones, whose URLs would extend ours.
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        if not self.complete:
+            self.url += url
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        if not self.complete:
+            self.complete = True
+            self.method = self.parser.get_method()
 
 
 class MetricsLoop:
@@ -137,12 +141,11 @@ class MetricsLoop:
         try:
             client.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            client.complete = True
+            client.on_message_complete()       # the head is read; we never switch protocols
         except httptools.HttpParserError:
             self._answer(client, 400, b"bad request\n")
             return
         if client.complete:
-            client.method = client.parser.get_method()
             self._respond(client)
         elif client.size > MAX_REQUEST:
             self._answer(client, 431, b"request too large\n")
