@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
+import subprocess
 
 import pytest
 
-from serverutil import Server, request
+from serverutil import Server, read_response, request
 
 
 @pytest.fixture(scope="module")
@@ -90,4 +92,43 @@ def test_the_metrics_port_answers_the_first_of_pipelined_requests(tmp_path):
         status, _, body = request(mport, b"GET /readyz HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
                                          b"Connection: upgrade\r\n\r\n")
         assert (status, body) == (200, b"ready\n")
+        assert srv.stop() == 0
+
+
+def _metrics_pid(srv: Server) -> int:
+    with open(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children") as f:
+        pids = [int(p) for p in f.read().split()]
+    return next(p for p in pids if open(f"/proc/{p}/comm").read().strip() == "zcopy-metrics")
+
+
+def test_the_metrics_process_out_of_fds_backs_off_instead_of_spinning(tmp_path):
+    """With RLIMIT_NOFILE reached, accept fails with EMFILE while the
+    listener stays readable: the metrics loop called accept again on every
+    select, thousands of times a second (a core spent), until a client left.
+    Like the workers, it now leaves the listener alone for ACCEPT_BACKOFF,
+    and answers once an fd is free again."""
+    from test_serve_supervision import free_port, status_of, wait_for
+
+    mport = free_port()
+    with Server(tmp_path, "--metrics", f"127.0.0.1:{mport}") as srv:
+        wait_for(lambda: status_of(mport, "/healthz") == 200, what="a live worker")
+        pid = _metrics_pid(srv)
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+        lowest_free = next(n for n in range(soft) if n not in used)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))    # no fd number left for accept
+        waiting = socket.create_connection(("127.0.0.1", mport))
+        try:
+            # one second of the process's accept calls (strace detaches on SIGINT)
+            trace = subprocess.run(["timeout", "-s", "INT", "1", "strace", "-p", str(pid), "-e", "trace=accept4,accept"],
+                                   capture_output=True, text=True, timeout=20, check=False)
+            refused = trace.stderr.count("EMFILE")
+            assert 1 <= refused <= 10, f"{refused} accept calls refused in one second"
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+            waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            waiting.settimeout(5)
+            assert read_response(waiting)[0] == 200
+        finally:
+            waiting.close()
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         assert srv.stop() == 0

@@ -23,6 +23,7 @@ import selectors
 import socket
 import time
 
+from zcopy.loop import ACCEPT_BACKOFF
 from zcopy.stats.location import Target, group_dir
 from zcopy.stats.prometheus import render
 from zcopy.stats.read import read_all
@@ -91,17 +92,21 @@ class MetricsLoop:
         self.health = health
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, _Client] = {}
+        self.resume_at: float | None = None       # the listener is out of the selector until then
 
     def run(self) -> int:
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ)
         while os.getppid() == self.group_pid:     # the supervisor is gone: so are we
-            for key, events in self.sel.select(timeout=1.0):
+            for key, events in self.sel.select(timeout=1.0 if self.resume_at is None else ACCEPT_BACKOFF):
                 if key.fileobj is self.listener:
                     self._accept()
                 else:
                     self._on_event(key.data, events)
             now = time.monotonic()
+            if self.resume_at is not None and now >= self.resume_at:
+                self.resume_at = None
+                self.sel.register(self.listener, selectors.EVENT_READ)
             for client in [c for c in self.clients.values() if c.deadline <= now]:
                 self._close(client)
         return 0
@@ -113,7 +118,11 @@ class MetricsLoop:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                return        # EMFILE and friends: the next select tries again
+                # EMFILE and friends: the listener stays readable, so stop polling
+                # it for a moment instead of spinning (as the workers do).
+                self.sel.unregister(self.listener)
+                self.resume_at = time.monotonic() + ACCEPT_BACKOFF
+                return
             if len(self.clients) >= MAX_CLIENTS:   # make room: the oldest holder goes
                 self._close(min(self.clients.values(), key=lambda c: c.deadline))
             sock.setblocking(False)
