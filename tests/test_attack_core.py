@@ -132,3 +132,30 @@ def test_the_metrics_process_out_of_fds_backs_off_instead_of_spinning(tmp_path):
             waiting.close()
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         assert srv.stop() == 0
+
+
+def test_a_listing_out_of_file_descriptors_is_503_not_404(tmp_path):
+    """A folder that cannot be opened for want of an fd is there: its
+    listing used to say 404 Not Found (even for /), which a client or a
+    cache takes for an answer about the folder; now 503 with Retry-After,
+    as a file read out of fds says."""
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    with Server(tmp_path) as s:
+        assert _call(s.port, "GET", b"/d/e/")[0] == 200       # the worker is up, its own fds open
+        pid = s.worker_pids()[0]
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        answers = []
+        try:
+            for extra in range(1, 6):      # fd numbers left: the connection's, then the walk's, then the listing's
+                used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (min(n for n in range(soft) if n not in used) + extra, hard))
+                for path in (b"/", b"/d/e/"):
+                    status, headers, _ = _call(s.port, "GET", path)
+                    answers.append(status)
+                    assert status in (200, 503), (extra, path, status)
+                    if status == 503:
+                        assert headers["retry-after"] == "1"
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        assert 503 in answers and answers[-1] == 200

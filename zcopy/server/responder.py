@@ -18,7 +18,7 @@ from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.reply import Reply, whole
-from zcopy.server.root import TEMP_PREFIX
+from zcopy.server.root import TEMP_PREFIX, refusal
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
@@ -255,12 +255,12 @@ class Responder:
         with self.cache.fs.locate(url_path) as place:
             try:
                 dir_fd = place.open_dir()
-            except PermissionError:
-                raise http.HttpError(403, "permission denied") from None
-            except OSError:
-                raise http.HttpError(404, "not found") from None
+            except OSError as exc:          # EACCES 403, EMFILE 503 (not 404: the folder is there)
+                raise refusal(exc, False) from None
         try:
             return list(self._entries(dir_fd, url_path))
+        except OSError as exc:              # scandir's own fd
+            raise refusal(exc, False) from None
         finally:
             os.close(dir_fd)
 

@@ -20,6 +20,7 @@ from zcopy.server import writes
 from zcopy.server.body import FileSink
 from zcopy.server.files import OpenFileCache
 from zcopy.server.reply import Reply
+from zcopy.server.root import refusal
 
 WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -145,8 +146,8 @@ def http_error_for(exc: OSError) -> http.HttpError:
         return http.HttpError(403, f"not writable: {exc.strerror}")
     if exc.errno == errno.ENAMETOOLONG:
         return http.HttpError(400, "a name in the path is too long")
-    if exc.errno in (errno.EMFILE, errno.ENFILE):      # as a walk that runs out says (root._refusal)
-        return http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")])
+    if exc.errno in (errno.EMFILE, errno.ENFILE):      # 503, as a walk that runs out says
+        return refusal(exc, True)
     return http.HttpError(500, f"write failed: {exc.strerror}", close=True)
 
 
