@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from serverutil import Server, read_response, request
+from test_serve_supervision import free_port, status_of, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,6 @@ def test_the_metrics_port_answers_the_first_of_pipelined_requests(tmp_path):
     of a segment counts. httptools parses all of them in one feed, and the
     second's URL used to be appended to the first's (``/healthz/readyz``:
     404), its method taken for the first's."""
-    from test_serve_supervision import free_port, status_of, wait_for
-
     mport = free_port()
     with Server(tmp_path, "--metrics", f"127.0.0.1:{mport}") as srv:
         wait_for(lambda: status_of(mport, "/healthz") == 200, what="a live worker")
@@ -107,8 +106,6 @@ def test_the_metrics_process_out_of_fds_backs_off_instead_of_spinning(tmp_path):
     select, thousands of times a second (a core spent), until a client left.
     Like the workers, it now leaves the listener alone for ACCEPT_BACKOFF,
     and answers once an fd is free again."""
-    from test_serve_supervision import free_port, status_of, wait_for
-
     mport = free_port()
     with Server(tmp_path, "--metrics", f"127.0.0.1:{mport}") as srv:
         wait_for(lambda: status_of(mport, "/healthz") == 200, what="a live worker")
@@ -159,3 +156,46 @@ def test_a_listing_out_of_file_descriptors_is_503_not_404(tmp_path):
         finally:
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         assert 503 in answers and answers[-1] == 200
+
+
+def _uploads_in(pid: int, folder: str) -> int:
+    """The O_TMPFILE inodes (upload bodies under way) a worker holds in ``folder``."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(folder + "/#"):
+                count += 1
+        except FileNotFoundError:
+            pass
+    return count
+
+
+@pytest.mark.parametrize("ending", ["refused", "cut"])
+def test_an_upload_that_ends_badly_leaves_the_folder_another_upload_is_writing_into(tmp_path, ending):
+    """PUT /new/a.txt makes /new; PUT /new/b.txt starts in it; then a's body
+    goes over --max-upload (or its client goes away). a's undo removed /new,
+    which looked empty (b's body is an unnamed O_TMPFILE), and b, a good
+    upload, ended in 409. A parallel copy of a new folder lost every file
+    that was in flight when one of them was refused."""
+    new = tmp_path / "new"
+    with Server(tmp_path, "--allow-write", "--no-fsync", "--max-upload", "1000") as s:
+        pid = s.worker_pids()[0]
+        a = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        b = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        try:
+            a.sendall(b"PUT /new/a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            wait_for(lambda: _uploads_in(pid, str(new)) == 1)
+            b.sendall(b"PUT /new/b.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+            wait_for(lambda: _uploads_in(pid, str(new)) == 2)
+            if ending == "refused":
+                a.sendall(b"7d0\r\n" + b"x" * 2000 + b"\r\n0\r\n\r\n")
+                assert read_response(a)[0] == 413
+            else:
+                a.close()
+            wait_for(lambda: _uploads_in(pid, str(new)) == 1)     # a's is gone
+            b.sendall(b"world")
+            assert read_response(b)[0] == 201
+        finally:
+            a.close()
+            b.close()
+    assert os.listdir(new) == ["b.txt"] and (new / "b.txt").read_bytes() == b"helloworld"

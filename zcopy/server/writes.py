@@ -10,7 +10,7 @@ the name; every operation here is relative to that fd (``mkdirat``,
 needs and that do not exist are created one by one, each opened with
 ``O_NOFOLLOW`` relative to its parent; when the request then fails (a cut or
 refused upload), the folders it created are removed again (``undo_parents``),
-as far as they are still empty.
+as far as they are still empty and no other upload is under way in them.
 
 Uploads are atomic: the body goes into an unnamed ``O_TMPFILE`` inode in the
 target folder (falling back to a named ``.zcopy-upload-*`` temp file where the
@@ -143,15 +143,29 @@ def make_parents(target: Target) -> None:
 
 def undo_parents(target: Target) -> None:
     """Remove the folders ``make_parents`` created for this request, innermost
-    first, as long as each is still the one it made and still empty."""
+    first, as long as each is still the one it made, still empty, and no
+    upload is under way in it (its O_TMPFILE is invisible, so "empty" does not
+    say that: each upload holds a shared flock on its folder, see TempFile)."""
     while target.created:
         parent_fd, name, ino = target.created[-1]
         try:
-            if os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_ino != ino:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                break                      # gone, or replaced by a link
+            fd = -1                        # out of fds (why we are undoing, often): no lock to ask
+        try:
+            st = os.fstat(fd) if fd >= 0 else os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if st.st_ino != ino:
                 break
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.rmdir(name, dir_fd=parent_fd)
         except OSError:
-            break                          # not empty any more (another upload), or gone: leave the rest
+            break                          # another upload in it, or not empty any more: leave the rest
+        finally:
+            if fd >= 0:
+                os.close(fd)
         target.created.pop()
         os.close(parent_fd)
 
@@ -163,6 +177,13 @@ class TempFile:
         self.name: str | None = None      # set while the data has a (temp) name
         # Readable (fsync, scandir), unlike the walk's O_PATH fd; the very same folder.
         self.dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder_fd)
+        try:
+            # Shared, until this upload ends: a cut upload that made this folder
+            # leaves it while ours is under way (undo_parents). Held exclusively
+            # only by an undo about to remove it: then this upload ends in 409.
+            fcntl.flock(self.dir_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
         _sweep_if_due(self.dir_fd)
         try:
             self.fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd)
