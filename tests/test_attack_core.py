@@ -199,3 +199,21 @@ def test_an_upload_that_ends_badly_leaves_the_folder_another_upload_is_writing_i
             a.close()
             b.close()
     assert os.listdir(new) == ["b.txt"] and (new / "b.txt").read_bytes() == b"helloworld"
+
+
+def test_move_onto_a_hard_link_of_the_same_file_removes_the_source(wserver):
+    """rename(2) between two hard links of one file does nothing and
+    succeeds: MOVE said 204 and the source stayed where it was."""
+    root = wserver.root
+    with open(os.path.join(root, "h1.txt"), "wb") as f:
+        f.write(b"same")
+    os.link(os.path.join(root, "h1.txt"), os.path.join(root, "h2.txt"))
+    try:
+        assert _call(wserver.port, "MOVE", b"/h1.txt", b"Destination: /h2.txt\r\n")[0] == 204
+        assert _call(wserver.port, "GET", b"/h1.txt")[0] == 404
+        assert _call(wserver.port, "GET", b"/h2.txt")[2] == b"same"
+        assert not os.path.exists(os.path.join(root, "h1.txt"))
+    finally:
+        for name in ("h1.txt", "h2.txt"):
+            if os.path.exists(os.path.join(root, name)):
+                os.unlink(os.path.join(root, name))

@@ -341,6 +341,8 @@ def move(source: Target, dest: Target, overwrite: bool) -> bool:
     try:
         make_parents(dest)
         os.rename(source.place.name, dest.place.name, src_dir_fd=source.place.dir_fd, dst_dir_fd=dest.place.dir_fd)
+        if replaced and not source.is_dir:
+            _unlink_if_same(source.place, dest.place)
     except BaseException as exc:
         undo_parents(dest)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
@@ -348,6 +350,18 @@ def move(source: Target, dest: Target, overwrite: bool) -> bool:
             raise http.HttpError(409, f"cannot replace: {exc.strerror}") from None
         raise
     return replaced
+
+
+def _unlink_if_same(source: Place, dest: Place) -> None:
+    """rename(2) does nothing, and succeeds, when both names are hard links
+    of one file: the source must still go for the MOVE to have happened."""
+    try:
+        st = os.stat(source.name, dir_fd=source.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return                              # the usual case: renamed away
+    dst = os.stat(dest.name, dir_fd=dest.dir_fd, follow_symlinks=False)
+    if (st.st_dev, st.st_ino) == (dst.st_dev, dst.st_ino):
+        os.unlink(source.name, dir_fd=source.dir_fd)
 
 
 @_closing
