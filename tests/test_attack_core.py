@@ -46,8 +46,11 @@ def test_move_to_a_network_path_reference_on_this_host_moves(wserver):
     assert _call(wserver.port, "GET", b"/a.txt")[2] == b"alpha"
 
 
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def _leave_fds(pid: int, spare: int, soft: int, hard: int) -> None:
+    """Lower the worker's soft RLIMIT_NOFILE so that ``spare`` fd numbers are
+    left free (the first one goes to the test's connection)."""
+    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (min(n for n in range(soft) if n not in used) + spare, hard))
 
 
 def test_a_write_out_of_file_descriptors_is_503_and_leaves_no_folder(tmp_path):
@@ -63,8 +66,8 @@ def test_a_write_out_of_file_descriptors_is_503_and_leaves_no_folder(tmp_path):
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
         statuses = []
         try:
-            for extra in range(0, 8):
-                resource.prlimit(pid, resource.RLIMIT_NOFILE, (_fds(pid) + extra, hard))
+            for extra in range(1, 9):
+                _leave_fds(pid, extra, soft, hard)
                 status, _, body = _call(s.port, "PUT", f"/d{extra}/e/f.txt".encode(), b"Content-Length: 2\r\n", b"hi")
                 statuses.append(status)
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
@@ -111,9 +114,9 @@ def test_the_metrics_process_out_of_fds_backs_off_instead_of_spinning(tmp_path):
         wait_for(lambda: status_of(mport, "/healthz") == 200, what="a live worker")
         pid = _metrics_pid(srv)
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-        used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
-        lowest_free = next(n for n in range(soft) if n not in used)
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))    # no fd number left for accept
+        # Below every fd it holds (0-2 are stdio): no number left for accept,
+        # whichever of its client sockets close meanwhile.
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, hard))
         waiting = socket.create_connection(("127.0.0.1", mport))
         try:
             # three seconds of the process's accept calls (strace detaches on SIGINT;
@@ -145,8 +148,7 @@ def test_a_listing_out_of_file_descriptors_is_503_not_404(tmp_path):
         answers = []
         try:
             for extra in range(1, 6):      # fd numbers left: the connection's, then the walk's, then the listing's
-                used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
-                resource.prlimit(pid, resource.RLIMIT_NOFILE, (min(n for n in range(soft) if n not in used) + extra, hard))
+                _leave_fds(pid, extra, soft, hard)
                 for path in (b"/", b"/d/e/"):
                     status, headers, _ = _call(s.port, "GET", path)
                     answers.append(status)
