@@ -200,7 +200,7 @@ class Peer:
             self.proc.wait()
 
 
-def wrk(port: int, path: str, duration: float, conns: int, threads: int = 2,
+def wrk(port: int, path: str, duration: int, conns: int, threads: int = 1,
         cpu: int | None = None) -> tuple[float, int]:
     """(requests/s, requests completed) of one wrk run; pinned to ``cpu`` if given."""
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration:g}s", f"http://127.0.0.1:{port}{path}"]
@@ -215,11 +215,6 @@ def wrk(port: int, path: str, duration: float, conns: int, threads: int = 2,
     if errors:
         print(f"  wrk on port {port}{path} reported: {errors.group(0)}", file=sys.stderr)
     return float(m.group(1)), int(done.group(1))
-
-
-def run_wrk(port: int, path: str, duration: float, conns: int) -> float:
-    """Requests/s of an unpinned two-thread wrk run (bench_ab.py's method)."""
-    return wrk(port, path, duration, conns)[0]
 
 
 # --- the servers ----------------------------------------------------------
