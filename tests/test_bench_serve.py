@@ -70,6 +70,7 @@ def test_syscall_counts_per_request():
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["requests"] == 200 and set(report["per_request"]) == {"zcopy", "nginx"}
+    assert set(report["failed_per_request"]) == {"zcopy", "nginx"}
     for name, calls in report["per_request"].items():
         # every request is read and answered: at least one receive and one send each
         received = sum(n for call, n in calls.items() if call in ("read", "recvfrom", "recvmsg", "readv"))
@@ -84,7 +85,10 @@ def test_parse_strace_summary_of_a_real_run(tmp_path):
     out = tmp_path / "summary"
     subprocess.run(["strace", "-c", "-o", str(out), "true"], check=True)
     calls = parse_strace_summary(out.read_text())
-    assert calls["execve"] == 1 and "total" not in calls and all(n > 0 for n in calls.values())
+    assert calls["execve"] == (1, 0) and "total" not in calls and all(n > 0 for n, _ in calls.values())
+    subprocess.run(["strace", "-c", "-o", str(out), "cat", str(tmp_path / "missing")], capture_output=True)
+    calls = parse_strace_summary(out.read_text())
+    assert calls["openat"][1] >= 1            # the missing file: a failed call, counted as such
 
 
 @pytest.mark.parametrize("flags", [["--servers", "apache"], ["--rounds", "0"], ["--syscalls", "0"]])

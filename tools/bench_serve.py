@@ -410,17 +410,18 @@ def traced(pid: int) -> bool:
     return True
 
 
-def parse_strace_summary(text: str) -> dict[str, int]:
-    """{syscall: calls} from `strace -c` output (the total row left out)."""
+def parse_strace_summary(text: str) -> dict[str, tuple[int, int]]:
+    """{syscall: (calls, errors)} from `strace -c` output (the total row left out)."""
     calls = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) >= 5 and re.fullmatch(r"[\d.]+", parts[0]) and parts[3].isdigit() and parts[-1] != "total":
-            calls[parts[-1]] = int(parts[3])
+        if len(parts) in (5, 6) and re.fullmatch(r"[\d.]+", parts[0]) and parts[3].isdigit() \
+                and parts[-1] != "total":
+            calls[parts[-1]] = (int(parts[3]), int(parts[4]) if len(parts) == 6 else 0)
     return calls
 
 
-def count_syscalls(peer: Peer, path: str, requests: int, conns: int, out: str) -> dict[str, int]:
+def count_syscalls(peer: Peer, path: str, requests: int, conns: int, out: str) -> dict[str, tuple[int, int]]:
     """The server's syscalls (all its processes and threads) while ``requests`` keep-alive
     GETs of ``path`` are answered over ``conns`` connections opened (and used once) before."""
     socks = [socket.create_connection(("127.0.0.1", peer.port)) for _ in range(conns)]
@@ -463,26 +464,32 @@ def count_syscalls(peer: Peer, path: str, requests: int, conns: int, out: str) -
 def syscalls(running: dict[str, Peer], args, tmp: str) -> None:
     if shutil.which("strace") is None:
         sys.exit("bench_serve: --syscalls needs strace (Debian: apt-get install strace)")
-    table = {}
+    table, failed = {}, {}
     for name, peer in running.items():
         calls = count_syscalls(peer, "/1k.bin", args.syscalls, args.syscall_connections,
                                os.path.join(tmp, f"strace-{name}.txt"))
-        table[name] = {call: n / args.syscalls for call, n in calls.items()}
+        table[name] = {call: n / args.syscalls for call, (n, _) in calls.items()}
+        failed[name] = {call: e / args.syscalls for call, (_, e) in calls.items() if e}
         print(f"{name}: {sum(table[name].values()):.2f} syscalls per request", file=sys.stderr)
     if args.json:
         print(json.dumps({"requests": args.syscalls, "connections": args.syscall_connections,
-                          "per_request": table}, indent=2))
+                          "per_request": table, "failed_per_request": failed}, indent=2))
         return
+
+    def cell(name, call):
+        n, e = table[name].get(call, 0), failed[name].get(call, 0)
+        return f"{n:.2f} ({e:.2f} failed)" if e >= 0.005 else f"{n:.2f}"
+
     names = list(table)
     rows = sorted({c for t in table.values() for c in t}, key=lambda c: -sum(t.get(c, 0) for t in table.values()))
     print(f"\nsyscalls per request: strace -c -f on each server's processes, {args.syscalls} keep-alive GETs of "
           f"a 1 KiB file over {args.syscall_connections} connection(s), each waiting for its reply; "
-          "calls below 0.005 per request are left out\n")
+          "calls below 0.005 per request are left out; failed: returned an error (EAGAIN...)\n")
     print("| syscall | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for call in rows:
         if max(t.get(call, 0) for t in table.values()) >= 0.005:
-            print(f"| {call} | " + " | ".join(f"{table[n].get(call, 0):.2f}" for n in names) + " |")
+            print(f"| {call} | " + " | ".join(cell(n, call) for n in names) + " |")
     print("| **total** | " + " | ".join(f"**{sum(table[n].values()):.2f}**" for n in names) + " |")
 
 
