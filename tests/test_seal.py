@@ -3,8 +3,12 @@ age CLI, with nothing lost or doubled."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pyrage
 import pytest
@@ -92,3 +96,54 @@ def test_seal_needs_a_recipient(tmp_path):
     assert out.returncode == 2 and "--encrypt-to" in out.stderr and out.stderr.count("\n") == 1
     missing = zcopy("seal", str(tmp_path / "nope"), "-r", str(pyrage.x25519.Identity.generate().to_public()))
     assert missing.returncode == 1 and "not a folder" in missing.stderr
+
+
+@contextlib.contextmanager
+def stopped_while_sealing(root, identity):
+    """A real `zcopy seal ROOT` stopped (SIGSTOP) while its temp file exists,
+    i.e. before it looks at the file's name again; yields the process, which
+    runs on (SIGCONT) when the block ends."""
+    proc = subprocess.Popen([sys.executable, "-m", "zcopy", "seal", str(root), "-r", str(identity.to_public()),
+                             "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(n.endswith(".sealing") for n in os.listdir(root)):
+            assert time.monotonic() < deadline and proc.poll() is None, "no temp file appeared"
+        os.kill(proc.pid, signal.SIGSTOP)
+        if not any(n.endswith(".sealing") for n in os.listdir(root)):
+            pytest.skip("the seal finished before it could be stopped (machine too fast for 96 MiB)")
+        yield proc
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.err = proc.communicate(timeout=120)[1]
+
+
+def test_seal_keeps_a_file_replaced_while_it_was_being_sealed(tmp_path, key):
+    """An upload (or an editor) replaces NAME while seal encrypts the old
+    inode: NAME must not be deleted; both are kept, and the exit status says so."""
+    identity, _ = key
+    root = tmp_path / "pub"
+    root.mkdir()
+    original = os.urandom(1 << 20) * 96                      # 96 MiB: encrypting it takes a while
+    (root / "big").write_bytes(original)
+    with stopped_while_sealing(root, identity) as proc:
+        (root / "new").write_bytes(b"uploaded meanwhile")
+        os.rename(root / "new", root / "big")
+    assert proc.returncode == 1, proc.err
+    assert "changed while it was being sealed; kept both big and big.age" in proc.err
+    assert (root / "big").read_bytes() == b"uploaded meanwhile"
+    assert pyrage.decrypt((root / "big.age").read_bytes(), [identity]) == original
+    assert sorted(os.listdir(root)) == ["big", "big.age"]
+
+
+def test_seal_keeps_a_file_changed_in_place_while_it_was_being_sealed(tmp_path, key):
+    identity, _ = key
+    root = tmp_path / "pub"
+    root.mkdir()
+    (root / "log").write_bytes(os.urandom(1 << 20) * 96)
+    with stopped_while_sealing(root, identity) as proc:
+        with open(root / "log", "ab") as f:                   # appended to: same inode, new size
+            f.write(b"one more line\n")
+    assert proc.returncode == 1 and "kept both log and log.age" in proc.err, proc.err
+    assert (root / "log").read_bytes().endswith(b"one more line\n")
+    assert sorted(os.listdir(root)) == ["log", "log.age"]

@@ -12,7 +12,12 @@ xattrs - the download starts over rather than risk splicing two versions.
 
 Plain bodies go socket -> pipe -> file with splice(2); with ``--decrypt`` the
 ciphertext streams through pyrage into the file and resuming is not
-attempted (a STREAM chunk cannot be decrypted from its middle).
+attempted (a STREAM chunk cannot be decrypted from its middle); a body that
+does not start with an age header is refused before anything is written.
+
+The partial file itself (symlinks refused, locked, checked before the
+rename) is ``zcopy.client.partial``; the output is never replaced without
+``--force``.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from dataclasses import dataclass
 
 from zcopy.client.connection import Connection, check
 from zcopy.client.errors import ClientError
+from zcopy.client.names import shown
 from zcopy.client.options import auth_headers
+from zcopy.client.partial import Partial, output_exists
 from zcopy.client.progress import CountingReader, transfer_bar
 from zcopy.client.pump import recv_file
 from zcopy.client.url import Remote
 
-VALIDATOR_XATTR = "user.zcopy.etag"
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+)")
+AGE_MAGIC = (b"age-encryption.org/", b"-----BEGIN AGE ENCRYPTED FILE-----")
 
 
 @dataclass(slots=True)
@@ -40,10 +47,31 @@ class Downloaded:
 
 
 def download(remote: Remote, out: str, *, token: str | None = None, decrypt: dict | None = None,
-             quiet: bool = False, timeout: float = 60.0) -> Downloaded:
-    """Fetch ``remote`` into ``out``; ``decrypt`` holds decrypt_stream kwargs."""
-    part = out + ".part"
-    offset, validator = (0, None) if decrypt else _partial(part)
+             quiet: bool = False, timeout: float = 60.0, force: bool = False) -> Downloaded:
+    """Fetch ``remote`` into ``out``; ``decrypt`` holds decrypt_stream kwargs.
+    An existing ``out`` is replaced only with ``force``."""
+    folder, name = os.path.split(out)
+    if not name:
+        raise ClientError(f"{shown(out)} names a folder; give -o FILE")
+    dirfd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if not force and output_exists(dirfd, name):
+            raise ClientError(f"{shown(out)} exists; use --force to replace it")
+        with Partial(dirfd, name, folder) as part:
+            try:
+                size, resumed_at = _fetch(remote, part, token, decrypt, quiet, timeout, force)
+            except BaseException:
+                if decrypt or os.fstat(part.fd).st_size == 0:
+                    part.discard()   # nothing worth resuming (or plaintext of a failed decryption)
+                raise
+    finally:
+        os.close(dirfd)
+    return Downloaded(out, size, resumed_at)
+
+
+def _fetch(remote: Remote, part: Partial, token, decrypt, quiet, timeout, force) -> tuple[int, int]:
+    """(size, resumed_at) once ``part`` is renamed into place."""
+    offset, validator = (0, None) if decrypt else part.resume_point()
     headers = auth_headers(token)
     if offset and validator:
         headers |= {"Range": f"bytes={offset}-", "If-Range": validator}
@@ -54,13 +82,13 @@ def download(remote: Remote, out: str, *, token: str | None = None, decrypt: dic
         if resp.status == 416 and offset:
             total = _content_range(resp)[2]
             if total == offset:                      # the partial file was already complete
-                return _finish(part, out, offset, offset)
-            os.unlink(part)                          # the remote file shrank: start over
-            return download(remote, out, token=token, quiet=quiet, timeout=timeout)
-        check(resp, remote.path, body)
+                return part.commit(offset, replace=force), offset
+            part.start_over()                        # the remote file shrank: start over
+            return _fetch(remote, part, token, decrypt, quiet, timeout, force)
+        check(resp, remote.shown, body)
         if 300 <= resp.status < 400:
             where = resp.headers.get("location", "?")
-            raise ClientError(f"{resp.status} {resp.reason}: {remote.path} (moved to {where}; a folder?)")
+            raise ClientError(f"{resp.status} {resp.reason}: {remote.shown} (moved to {where}; a folder?)")
         if resp.status == 206:
             start, _, total = _content_range(resp)
             if start != offset:
@@ -68,24 +96,21 @@ def download(remote: Remote, out: str, *, token: str | None = None, decrypt: dic
         elif resp.status == 200:
             offset, total = 0, body.length
         else:
-            raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.path}")
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if offset == 0 else 0), 0o666)
-        try:
-            if not decrypt:
-                _remember(fd, resp.headers.get("etag") or resp.headers.get("last-modified"))
-            label = f"get {remote.name or remote.path}"
-            with transfer_bar(label, total, quiet=quiet, completed=offset) as bar:
-                if decrypt:
-                    _decrypt_body(body, fd, part, bar, decrypt)
-                    total = None  # a plaintext length; the ciphertext's was checked as it streamed
-                else:
-                    _write_body(conn, body, fd, offset, total, bar, timeout)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-    if total is not None and size != total:
-        raise ClientError(f"length mismatch: expected {total} bytes, have {size} in {part}")
-    return _finish(part, out, size, offset)
+            raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.shown}")
+        if offset == 0:
+            part.start_over()
+        fd = part.fd
+        if not decrypt:
+            part.remember(resp.headers.get("etag") or resp.headers.get("last-modified"))
+        head = _age_header(body, remote) if decrypt else b""
+        label = f"get {remote.name or remote.shown}"
+        with transfer_bar(label, total, quiet=quiet, completed=offset) as bar:
+            if decrypt:
+                _decrypt_body(_Prefixed(head, body), fd, bar, decrypt)
+                total = None  # a plaintext length; the ciphertext's was checked as it streamed
+            else:
+                _write_body(conn, body, fd, offset, total, bar, timeout)
+    return part.commit(total, replace=force), offset
 
 
 def _write_body(conn: Connection, body, fd: int, offset: int, total: int | None, bar, timeout: float) -> None:
@@ -108,39 +133,43 @@ def _write_body(conn: Connection, body, fd: int, offset: int, total: int | None,
         recv_file(conn.sock, fd, offset, body.remaining, bar, timeout)
 
 
-def _decrypt_body(body, fd: int, part: str, bar, decrypt: dict) -> None:
-    """Plaintext of a failed decryption is not kept: a wrong key, a cut or a
-    tampered file must not leave something that looks like a download."""
+def _age_header(body, remote: Remote) -> bytes:
+    """The body's first bytes, which must be an age header's (binary or armored)."""
+    want = len(AGE_MAGIC[1])
+    head = body.read(want)
+    while len(head) < want and (more := body.read(want - len(head))):
+        head += more
+    if not head.startswith(AGE_MAGIC):
+        raise ClientError(f"{remote.shown} is not an age file (no age header); "
+                          f"download it without --decrypt")
+    return head
+
+
+def _decrypt_body(body, fd: int, bar, decrypt: dict) -> None:
+    """Plaintext of a failed decryption is not kept (the caller discards the
+    partial file): a wrong key, a cut or a tampered file must not leave
+    something that looks like a download."""
     from zcopy.client.crypto import decrypt_stream
 
-    try:
-        with os.fdopen(os.dup(fd), "wb") as sink:
-            decrypt_stream(CountingReader(body, bar), sink, **decrypt)
-        if body.read(1):
-            raise ClientError("data after the end of the age file")
-    except BaseException:
-        os.unlink(part)
-        raise
+    with os.fdopen(os.dup(fd), "wb") as sink:
+        decrypt_stream(CountingReader(body, bar), sink, **decrypt)
+    if body.read(1):
+        raise ClientError("data after the end of the age file")
 
 
-def _partial(part: str) -> tuple[int, str | None]:
-    """(bytes already downloaded, their validator) for an existing FILE.part."""
-    try:
-        size = os.stat(part).st_size
-        validator = os.getxattr(part, VALIDATOR_XATTR).decode("latin-1")
-    except OSError:
-        return 0, None
-    return (size, validator) if size and validator else (0, None)
+class _Prefixed:
+    """``head`` (already read, to check the format) and then the rest of ``reader``."""
 
+    def __init__(self, head: bytes, reader) -> None:
+        self._head = head
+        self._reader = reader
 
-def _remember(fd: int, validator: str | None) -> None:
-    try:
-        if validator:
-            os.setxattr(fd, VALIDATOR_XATTR, validator.encode("latin-1"))
-        else:
-            os.removexattr(fd, VALIDATOR_XATTR)
-    except OSError:
-        pass  # no user xattrs here: a later run simply starts over
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            out = self._head if n < 0 else self._head[:n]
+            self._head = self._head[len(out):]
+            return out
+        return self._reader.read(n)
 
 
 def _content_range(resp) -> tuple[int | None, int | None, int]:
@@ -149,12 +178,3 @@ def _content_range(resp) -> tuple[int | None, int | None, int]:
         raise ClientError(f"{resp.status} without a usable Content-Range")
     start, end, total = m.groups()
     return (int(start) if start else None, int(end) if end else None, int(total))
-
-
-def _finish(part: str, out: str, size: int, resumed_at: int) -> Downloaded:
-    try:
-        os.removexattr(part, VALIDATOR_XATTR)
-    except OSError:
-        pass
-    os.rename(part, out)
-    return Downloaded(out, size, resumed_at)

@@ -27,7 +27,7 @@ def resolve_token(args) -> str | None:
     if args.token:
         return args.token
     if args.token_file:
-        from zcopy.server.auth import read_token_file
+        from zcopy.tokens import read_token_file
 
         try:
             return read_token_file(args.token_file)
@@ -39,7 +39,9 @@ def resolve_token(args) -> str | None:
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
+    from zcopy.tokens import bearer
+
+    return {"Authorization": bearer(token)} if token else {}
 
 
 def run_reporting(command: str, action) -> int:
@@ -56,6 +58,8 @@ def run_reporting(command: str, action) -> int:
         sys.stderr.write(f"zcopy {command}: {exc}\n")
         return 1
     except OSError as exc:      # a local file: cannot create FILE.part, disk full, FILE is a folder...
-        where = f": {exc.filename}" if exc.filename else ""
+        from zcopy.client.names import shown
+
+        where = f": {shown(exc.filename)}" if exc.filename else ""
         sys.stderr.write(f"zcopy {command}: {exc.strerror or exc}{where}\n")
         return 1

@@ -3,7 +3,11 @@
 ``ls`` asks for the folder listing as JSON (``Accept: application/json``),
 following the server's redirect from ``/dir`` to ``/dir/`` once. Pointed at
 a file, it reads the head only and closes the connection, so listing a big
-file never downloads it.
+file never downloads it. A redirect to another origin (host or port) is
+followed without the token, as curl does: credentials never go to a server
+the user did not name. The listing is checked before anyone uses it: a
+malformed document (an entry without a name, a date out of range) is a
+one-line error or shown as "?", never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import posixpath
 from urllib.parse import unquote, urljoin
 
 from zcopy.client.connection import Connection, check
-from zcopy.client.errors import ClientError
+from zcopy.client.errors import ClientError, StatusError
+from zcopy.client.names import shown_remote
 from zcopy.client.options import auth_headers
 from zcopy.client.url import Remote, parse_url
 
@@ -25,31 +30,50 @@ MAX_REDIRECTS = 3
 def list_remote(remote: Remote, *, token: str | None = None, timeout: float = 60.0) -> dict:
     """The server's listing document ``{"path", "entries": [{"name", "href",
     "type", "size", "mtime"}]}``; for a file, the same shape with one entry."""
+    first = remote
     for _ in range(MAX_REDIRECTS + 1):
         with Connection(remote, timeout) as conn:
-            conn.send_head("GET", remote.target, auth_headers(token) | {"Accept": "application/json"})
+            creds = auth_headers(token if remote.same_origin(first) else None)
+            conn.send_head("GET", remote.target, creds | {"Accept": "application/json"})
             resp = conn.read_head()
             body = conn.body(resp)
-            check(resp, remote.path, body)
+            check(resp, remote.shown, body)
             if resp.status in (301, 302, 307, 308) and "location" in resp.headers:
                 remote = parse_url(urljoin(str(remote), resp.headers["location"]))
                 continue
             if resp.status != 200:
-                raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.path}")
+                raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.shown}")
             if resp.headers.get("content-type", "").startswith("application/json"):
                 try:
-                    return json.loads(body.drain(64 << 20))
-                except ValueError:
-                    raise ClientError(f"the listing of {remote.path} is not valid JSON") from None
+                    doc = json.loads(body.drain(64 << 20))
+                except (ValueError, RecursionError):
+                    raise ClientError(f"the listing of {remote.shown} is not valid JSON") from None
+                return checked_listing(doc, remote.shown)
             return _file_entry(remote, resp)
-    raise ClientError(f"too many redirects: {remote.path}")
+    raise ClientError(f"too many redirects: {remote.shown}")
+
+
+def checked_listing(doc, where: str) -> dict:
+    """``doc`` if it has the listing's shape: entries are objects with a
+    string name. Other fields are shown as found (or "?"); they cannot
+    break the table."""
+    entries = doc.get("entries") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise ClientError(f"the listing of {where} is malformed: no list of entries")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise ClientError(f"the listing of {where} is malformed: entry {i + 1} has no name")
+    return doc
 
 
 def _file_entry(remote: Remote, resp) -> dict:
     modified = resp.headers.get("last-modified")
-    when = email.utils.parsedate_to_datetime(modified).timestamp() if modified else 0.0
+    try:
+        when = email.utils.parsedate_to_datetime(modified).timestamp() if modified else 0.0
+    except (TypeError, ValueError, OverflowError):
+        when = None                                   # shown as "?"
     name = remote.name
-    return {"path": unquote(remote.path), "entries": [
+    return {"path": remote.shown, "entries": [
         {"name": name, "href": remote.path.rpartition("/")[2], "type": "file",
          "size": resp.length() or 0, "mtime": when}]}
 
@@ -58,7 +82,12 @@ def remove(remote: Remote, *, token: str | None = None, recursive: bool = False,
            timeout: float = 60.0) -> int:
     """DELETE; folders only when empty unless ``recursive``. Returns the status."""
     target = dataclasses.replace(remote, query="recursive=1") if recursive else remote
-    return _simple("DELETE", target, auth_headers(token), timeout)
+    try:
+        return _simple("DELETE", target, auth_headers(token), timeout)
+    except StatusError as exc:
+        if exc.status == 409 and not recursive:     # the server's detail names its query, not our flag
+            raise StatusError(409, exc.reason, remote.shown, "folder is not empty; use zcopy rm -r") from None
+        raise
 
 
 def move(remote: Remote, destination: str, *, token: str | None = None, overwrite: bool = True,
@@ -70,7 +99,7 @@ def move(remote: Remote, destination: str, *, token: str | None = None, overwrit
     headers = auth_headers(token) | {"Destination": dest_path}
     if not overwrite:
         headers["Overwrite"] = "F"
-    return _simple("MOVE", remote, headers, timeout), unquote(dest_path)
+    return _simple("MOVE", remote, headers, timeout), shown_remote(dest_path)
 
 
 def _destination(remote: Remote, destination: str) -> str:
@@ -84,7 +113,7 @@ def _destination(remote: Remote, destination: str) -> str:
     else:
         path = posixpath.join(posixpath.dirname(unquote(remote.path).rstrip("/")), destination)
     if path.endswith("/"):
-        path += remote.name
+        path += unquote(remote.path.rstrip("/").rpartition("/")[2])
     return remote.with_path(posixpath.normpath(path) if path != "/" else path).path
 
 
@@ -92,7 +121,7 @@ def _simple(method: str, remote: Remote, headers: dict, timeout: float) -> int:
     with Connection(remote, timeout) as conn:
         conn.send_head(method, remote.target, headers)
         resp = conn.read_head()
-        check(resp, remote.path, conn.body(resp))
+        check(resp, remote.shown, conn.body(resp))
         if not 200 <= resp.status < 300:
-            raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.path}")
+            raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.shown}")
         return resp.status

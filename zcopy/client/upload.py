@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from zcopy.client.connection import Connection, check
 from zcopy.client.errors import ClientError
+from zcopy.client.names import shown
 from zcopy.client.options import auth_headers
 from zcopy.client.progress import CountingReader, transfer_bar
 from zcopy.client.pump import send_file
@@ -42,15 +43,16 @@ def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict
     """PUT the file at ``path`` to ``remote`` (a folder URL gets the file's
     name appended); ``encrypt`` holds encrypt_stream kwargs."""
     if remote.path.endswith("/"):
-        remote = Remote(remote.host, remote.port, remote.path + quote(os.path.basename(path)), remote.query)
+        name = quote(os.fsencode(os.path.basename(path)))      # bytes: a non-UTF-8 name keeps them
+        remote = Remote(remote.host, remote.port, remote.path + name, remote.query)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise ClientError(f"cannot open {path}: {exc.strerror}") from None
+        raise ClientError(f"cannot open {shown(path)}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ClientError(f"{path} is not a regular file")
+            raise ClientError(f"{shown(path)} is not a regular file")
         headers = auth_headers(token) | {"Expect": "100-continue", "Content-Type": "application/octet-stream"}
         headers |= {"Transfer-Encoding": "chunked"} if encrypt else {"Content-Length": str(st.st_size)}
         with Connection(remote, timeout) as conn:
@@ -58,7 +60,7 @@ def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict
             early = _early_answer(conn)
             if early is None:
                 try:
-                    with transfer_bar(f"put {os.path.basename(path)}", st.st_size, quiet=quiet) as bar:
+                    with transfer_bar(f"put {shown(os.path.basename(path))}", st.st_size, quiet=quiet) as bar:
                         if encrypt:
                             _send_encrypted(conn, fd, bar, encrypt)
                         else:
@@ -68,9 +70,9 @@ def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict
                     if not conn.head_ready(0.5):
                         raise ClientError(f"connection lost during upload: {exc.strerror}") from None
             resp = early or conn.read_head()
-            check(resp, remote.path, conn.body(resp))
+            check(resp, remote.shown, conn.body(resp))
             if resp.status not in (200, 201, 204):
-                raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.path}")
+                raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.shown}")
             return Uploaded(remote, resp.status, st.st_size)
     finally:
         os.close(fd)

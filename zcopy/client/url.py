@@ -8,9 +8,10 @@ space works whether or not the user encoded it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from zcopy.client.errors import ClientError
+from zcopy.client.names import remote_file_name, shown_remote
 
 _SAFE = "/%:@!$&'()*+,;=-._~"
 
@@ -33,8 +34,23 @@ class Remote:
 
     @property
     def name(self) -> str:
-        """The last path segment, decoded (for default output names)."""
-        return unquote(self.path.rstrip("/").rpartition("/")[2])
+        """The last path segment, decoded for display."""
+        return shown_remote(self.path.rstrip("/").rpartition("/")[2])
+
+    @property
+    def file_name(self) -> str:
+        """The last path segment decoded to its bytes (for default output
+        names; check it with ``names.plain_file_name`` before use)."""
+        return remote_file_name(self.path.rstrip("/").rpartition("/")[2])
+
+    @property
+    def shown(self) -> str:
+        """The path decoded, as messages show it."""
+        return shown_remote(self.path)
+
+    def same_origin(self, other: "Remote") -> bool:
+        """Same scheme (always http here), host and port: where credentials may go."""
+        return (self.host.lower(), self.port) == (other.host.lower(), other.port)
 
     def with_path(self, path: str, query: str = "") -> "Remote":
         return Remote(self.host, self.port, quote(path, safe=_SAFE), query)

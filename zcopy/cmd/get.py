@@ -1,6 +1,8 @@
 """Download a file: progress bar, resume of an interrupted download (Range +
 If-Range, so a changed file is fetched again whole), length check, and
-FILE.part renamed to FILE only when complete. With --decrypt the age file is
+FILE.part renamed to FILE only when complete; an existing FILE is replaced
+only with --force. The default FILE is the URL's last segment, and only if it
+is a plain file name (no "/", "..", control characters once decoded). With --decrypt the age file is
 decrypted while it streams.
 
 examples:
@@ -20,6 +22,8 @@ def configure(p) -> None:
     p.add_argument("url", help="http://HOST:PORT/PATH")
     p.add_argument("-o", "--output", metavar="FILE", help="where to save (default: the URL's file name; "
                                                           "an existing folder: into it, under that name)")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="replace an existing FILE (a FILE.part is always resumed)")
     p.add_argument("--decrypt", action="store_true", help="decrypt an age file while downloading")
     p.add_argument("-i", "--identity", metavar="KEYFILE", action="append", default=[],
                    help="age or OpenSSH private key file for --decrypt (repeatable)")
@@ -42,6 +46,7 @@ def _get(args) -> int:
     from zcopy.client.crypto import load_identities, read_passphrase
     from zcopy.client.download import download
     from zcopy.client.errors import ClientError, UsageError
+    from zcopy.client.names import plain_file_name, shown
     from zcopy.client.options import resolve_token
     from zcopy.client.url import parse_url
     from zcopy.units import format_size
@@ -57,14 +62,15 @@ def _get(args) -> int:
                    else {"identities": load_identities(args.identity)})
     out = args.output
     if not out or os.path.isdir(out):          # -o FOLDER: into it, under the remote name
-        name = remote.name
+        name = remote.file_name
         if args.decrypt and name.endswith(".age"):
             name = name[:-4]
         if not name or remote.path.endswith("/"):
-            raise ClientError(f"{remote.path} names a folder; use `zcopy ls`, or give -o FILE")
-        out = os.path.join(out or "", name)
-    done = download(remote, out, token=resolve_token(args), decrypt=decrypt, quiet=args.quiet)
+            raise ClientError(f"{remote.shown} names a folder; use `zcopy ls`, or give -o FILE")
+        out = os.path.join(out or "", plain_file_name(name))
+    done = download(remote, out, token=resolve_token(args), decrypt=decrypt, quiet=args.quiet,
+                    force=args.force)
     resumed = f", resumed at {format_size(done.resumed_at)}" if done.resumed_at else ""
     if not args.quiet:
-        sys.stderr.write(f"saved {done.path} ({format_size(done.size)}{resumed})\n")
+        sys.stderr.write(f"saved {shown(done.path)} ({format_size(done.size)}{resumed})\n")
     return 0

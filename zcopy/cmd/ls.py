@@ -34,35 +34,57 @@ def _ls(args) -> int:
 
     doc = list_remote(parse_url(args.url), token=resolve_token(args))
     if args.json:
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        text = json.dumps(doc, indent=2, ensure_ascii=False)
+        try:
+            text.encode(sys.stdout.encoding or "utf-8")
+        except UnicodeEncodeError:          # a lone surrogate from "\ud800" in the server's JSON
+            text = json.dumps(doc, indent=2)
+        sys.stdout.write(text + "\n")
     else:
         render(doc)
     return 0
 
 
 def render(doc: dict) -> None:
-    import time
-
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from zcopy.client.names import shown
     from zcopy.units import format_size
 
-    entries = doc.get("entries", [])
-    table = Table(title=escape(doc.get("path", "")), title_justify="left", box=None, pad_edge=False)
+    entries = doc["entries"]                   # checked: a list of objects with a string name
+    path = doc.get("path")
+    table = Table(title=escape(shown(path) if isinstance(path, str) else ""), title_justify="left",
+                  box=None, pad_edge=False)
     table.add_column("name")
     table.add_column("size", justify="right")
     table.add_column("modified (UTC)")
     for e in entries:
         is_dir = e.get("type") == "dir"
-        name = escape(e["name"] + ("/" if is_dir else ""))
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.get("mtime", 0)))
+        name = escape(shown(e["name"]) + ("/" if is_dir else ""))
+        size = _size(e)
         table.add_row(f"[bold blue]{name}[/]" if is_dir else name,
-                      "-" if is_dir else format_size(e.get("size", 0)), when)
+                      "-" if is_dir else ("?" if size is None else format_size(size)), _when(e.get("mtime")))
     console = Console()
     console.print(table)
     files = [e for e in entries if e.get("type") != "dir"]
     console.print(f"{len(entries) - len(files)} folder(s), {len(files)} file(s), "
-                  f"{format_size(sum(e.get('size', 0) for e in files))}", style="dim", highlight=False)
+                  f"{format_size(sum(_size(e) or 0 for e in files))}", style="dim", highlight=False)
+
+
+def _size(entry: dict) -> int | None:
+    size = entry.get("size", 0)
+    return size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 80 else None
+
+
+def _when(mtime) -> str:
+    """A date as the table shows it; "?" for one that is not a date."""
+    import time
+
+    if isinstance(mtime, bool) or not isinstance(mtime, (int, float)):
+        return "?"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+    except (OverflowError, OSError, ValueError):
+        return "?"

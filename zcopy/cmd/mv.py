@@ -31,7 +31,6 @@ def run(args) -> int:
 
 def _mv(args) -> int:
     import sys
-    from urllib.parse import unquote
 
     from zcopy.client.options import resolve_token
     from zcopy.client.remote import move
@@ -40,5 +39,5 @@ def _mv(args) -> int:
     remote = parse_url(args.url)
     status, dest = move(remote, args.newpath, token=resolve_token(args), overwrite=not args.no_clobber)
     verb = "replaced" if status == 204 else "moved"
-    sys.stderr.write(f"{verb}: {unquote(remote.path)} -> {dest}\n")
+    sys.stderr.write(f"{verb}: {remote.shown} -> {dest}\n")
     return 0

@@ -46,5 +46,5 @@ def _put(args) -> int:
     if not args.quiet:
         verb = "created" if done.status == 201 else "replaced"
         sealed = ", age-encrypted" if encrypt else ""
-        sys.stderr.write(f"{verb} {done.remote.path} ({format_size(done.size)}{sealed})\n")
+        sys.stderr.write(f"{verb} {done.remote.shown} ({format_size(done.size)}{sealed})\n")
     return 0

@@ -26,7 +26,6 @@ def run(args) -> int:
 
 def _rm(args) -> int:
     import sys
-    from urllib.parse import unquote
 
     from zcopy.client.options import resolve_token
     from zcopy.client.remote import remove
@@ -34,5 +33,5 @@ def _rm(args) -> int:
 
     remote = parse_url(args.url)
     remove(remote, token=resolve_token(args), recursive=args.recursive)
-    sys.stderr.write(f"removed {unquote(remote.path)}\n")
+    sys.stderr.write(f"removed {remote.shown}\n")
     return 0

@@ -33,16 +33,17 @@ def _seal(args) -> int:
 
     from zcopy.client.crypto import encryption_from_args
     from zcopy.client.errors import UsageError
+    from zcopy.client.names import shown
     from zcopy.client.seal import seal_tree
     from zcopy.units import format_size
 
     encrypt = encryption_from_args(args)
     if encrypt is None:
         raise UsageError("give --encrypt-to RECIPIENT, -R FILE or --passphrase")
-    say = (lambda path: None) if args.quiet else (lambda path: sys.stderr.write(f"sealing {path}\n"))
+    say = (lambda path: None) if args.quiet else (lambda path: sys.stderr.write(f"sealing {shown(path)}\n"))
     report = seal_tree(args.folder, encrypt, on_file=say)
     for path, why in report.failed:
-        sys.stderr.write(f"zcopy seal: {path}: {why}\n")
+        sys.stderr.write(f"zcopy seal: {shown(path)}: {why}\n")
     skipped = {}
     for _, why in report.skipped:
         skipped[why] = skipped.get(why, 0) + 1

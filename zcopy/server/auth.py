@@ -8,41 +8,11 @@ Basic auth carries the token as the password; the user name is ignored, so
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 
-def read_token_file(path: str) -> str:
-    """The token in a file: its first line, without surrounding whitespace
-    (what ``echo T > f`` or a secrets manager writes). Raises OSError, or
-    ValueError when the line is empty. Server and client read files alike."""
-    with open(path, encoding="utf-8") as f:
-        token = f.readline().strip()
-    if not token:
-        raise ValueError(f"{path} is empty")
-    return token
-
+from zcopy.tokens import presented_token, read_token_file  # noqa: F401 (read_token_file: serve reads it here)
 
 CHALLENGE = ("WWW-Authenticate", 'Bearer realm="zcopy", Basic realm="zcopy", charset="UTF-8"')
-
-
-def presented_token(authorization: str | None) -> bytes | None:
-    """The token a client sent, from ``Bearer T`` or ``Basic base64(user:T)``."""
-    if not authorization:
-        return None
-    scheme, _, value = authorization.strip().partition(" ")
-    scheme = scheme.lower()
-    value = value.strip()
-    if scheme == "bearer":
-        return value.encode()
-    if scheme == "basic":
-        try:
-            decoded = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        _, sep, password = decoded.partition(b":")
-        return password if sep else None
-    return None
 
 
 def token_ok(authorization: str | None, *tokens: str | None) -> bool:

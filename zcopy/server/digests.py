@@ -1,0 +1,123 @@
+"""Content digests for ETags that every node serving the same bytes agrees on.
+
+An ETag built from the inode (as before) differs between two nodes holding ``cp -a`` copies of a file,
+so a download resumed through a balancer on another node fails its If-Range and restarts. One built
+from size and mtime alone (nginx's) is the same on both but also the same for different bytes: a
+same-size rewrite within one timestamp tick, or a client-set mtime (WebDAV's X-OC-Mtime, Win32 times),
+would let an If-Range resume splice wrong bytes. So the strong ETag is a digest of the content:
+SHA-256 of the bytes (hashlib, OpenSSL's, SHA-NI where the CPU has it), truncated to 128 bits and
+written in base64url: ``"z1-<22 chars>"``.
+
+Cost and when it is known. Hashing reads the whole file, so it never runs on the event loop: the first
+request for a file whose digest is unknown gets a **weak** ETag (``W/"<size>-<mtime_ns>"``, enough for
+If-None-Match revalidation, never for If-Range, RFC 9110 13.1.5) and the digest is computed by the
+executor; the file's cache entry is then rebuilt with the strong ETag. Measured cost: see docs/http.md.
+
+Validity. A digest is remembered with the file's (dev, ino) and the (size, mtime_ns, ctime_ns) it was
+computed for, and only if the file had been quiet (ctime at least ``QUIET`` seconds old) when hashing
+began and was unchanged when it ended. Any later change to the file moves its ctime past the recorded
+one (ctime cannot be set by a client; a same-tick rewrite cannot happen after a quiet second), so a
+remembered digest is never used for other bytes. Files that changed within the last ``QUIET`` seconds
+keep the weak ETag until they are quiet. Where the digests are remembered: ``DigestMemo`` below (per
+process, bounded), backed by the state database when one is given, so a restart does not rehash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections import OrderedDict
+
+QUIET = 2.0                 # seconds a file must have been unchanged before its digest is trusted
+CHUNK = 1 << 20
+PREFIX = "z1-"              # the scheme's version: a future change of hash changes every ETag once
+
+
+def key_of(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def weak_etag(st: os.stat_result) -> str:
+    return f'W/"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def strong_etag(digest: bytes) -> str:
+    return f'"{PREFIX}{base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()}"'
+
+
+def quiet(st: os.stat_result, now: float | None = None) -> bool:
+    """Whether the file has been unchanged long enough for a digest of it to be remembered."""
+    now = time.time() if now is None else now
+    return st.st_ctime_ns <= (now - QUIET) * 1e9
+
+
+def compute(fd: int, now: float | None = None) -> tuple[tuple[int, int, int], bytes] | None:
+    """(key, digest) of the open file ``fd``, or None when it was not quiet or changed while being
+    read. Blocks on the disk for the whole file: call it off the loop. The GIL is released while
+    hashing large chunks and while reading, so the loop keeps running."""
+    before = os.fstat(fd)
+    if not quiet(before, now):
+        return None
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    offset, size = 0, before.st_size
+    while offset < size:
+        n = os.preadv(fd, [view], offset)
+        if n <= 0:
+            return None                     # shrank while being read
+        h.update(view[:n])
+        offset += n
+    after = os.fstat(fd)
+    if key_of(after) != key_of(before) or os.preadv(fd, [view[:1]], size) != 0:
+        return None                         # changed (or grew) while being read
+    return key_of(before), h.digest()
+
+
+class DigestMemo:
+    """Digests remembered by (dev, ino) with the key they are valid for; least recently used first out.
+    ``store`` (optional) is the persistent layer: an object with ``get_digest(dev, ino)`` ->
+    (key, digest) | None and ``put_digest(dev, ino, key, digest)``, called off the loop only."""
+
+    def __init__(self, capacity: int = 65536, store=None) -> None:
+        self.capacity = capacity
+        self.store = store
+        self._memo: OrderedDict[tuple[int, int], tuple[tuple, bytes]] = OrderedDict()
+
+    def known(self, st: os.stat_result) -> bytes | None:
+        """The digest for this stat, if remembered and still valid (cheap: on the loop)."""
+        ident = (st.st_dev, st.st_ino)
+        hit = self._memo.get(ident)
+        if hit is None:
+            return None
+        key, digest = hit
+        if key != key_of(st):
+            del self._memo[ident]
+            return None
+        self._memo.move_to_end(ident)
+        return digest
+
+    def remember(self, st_ident: tuple[int, int], key: tuple, digest: bytes) -> None:
+        self._memo[st_ident] = (key, digest)
+        self._memo.move_to_end(st_ident)
+        while len(self._memo) > self.capacity:
+            self._memo.popitem(last=False)
+
+    def find_or_compute(self, fd: int) -> tuple[tuple[int, int], tuple, bytes] | None:
+        """Off the loop: the stored digest if valid, else compute (and store) it.
+        Returns ((dev, ino), key, digest) for ``remember`` on the loop, or None."""
+        st = os.fstat(fd)
+        ident = (st.st_dev, st.st_ino)
+        if self.store is not None:
+            stored = self.store.get_digest(*ident)
+            if stored is not None and tuple(stored[0]) == key_of(st):
+                return ident, key_of(st), stored[1]
+        got = compute(fd)
+        if got is None:
+            return None
+        key, digest = got
+        if self.store is not None:
+            self.store.put_digest(*ident, key, digest)
+        return ident, key, digest
