@@ -79,6 +79,20 @@ def test_syscall_counts_per_request():
     assert leftovers() == []
 
 
+@needs
+def test_idle_connections_memory():
+    """Every server holds the idle connections (the tool asks the first and the last again) and
+    its resident memory is read before and while it holds them."""
+    out = bench("--idle", "300", "--servers", "zcopy,nginx", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["connections"] == 300 and set(report["rss_kib"]) == {"zcopy", "nginx"}
+    for name, rss in report["rss_kib"].items():
+        assert rss["before"] > 0 and rss["held"] > 0, (name, rss)
+        assert rss["per_connection"] == pytest.approx((rss["held"] - rss["before"]) / 300)
+    assert leftovers() == []
+
+
 def test_parse_strace_summary_of_a_real_run(tmp_path):
     if shutil.which("strace") is None:
         pytest.skip("needs strace")
@@ -91,7 +105,8 @@ def test_parse_strace_summary_of_a_real_run(tmp_path):
     assert calls["openat"][1] >= 1            # the missing file: a failed call, counted as such
 
 
-@pytest.mark.parametrize("flags", [["--servers", "apache"], ["--rounds", "0"], ["--syscalls", "0"]])
+@pytest.mark.parametrize("flags", [["--servers", "apache"], ["--rounds", "0"], ["--syscalls", "0"], ["--idle", "0"],
+                                   ["--idle", "100000"], ["--idle", "10", "--syscalls", "10"]])
 def test_bad_flags_one_line_exit_2(flags):
     out = bench(*flags)
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("bench_serve.py: error:"), out.stderr

@@ -16,17 +16,21 @@ best peer.
     python tools/bench_serve.py --rounds 5 --duration 5
     python tools/bench_serve.py --quick                   # a smoke run, ~30 s
     python tools/bench_serve.py --syscalls 20000          # strace -c: calls per 1 KiB request
+    python tools/bench_serve.py --idle 10000              # resident memory per idle keep-alive connection
 
 Peers are configured alike: one worker, sendfile on (h2o 2.2 has no
 sendfile setting: it reads files into its buffers), no access log (zcopy
-neither), keep-alive, the same files. A peer that is not installed is
+neither), keep-alive (60 s idle), 16384 connections, the same files. A peer that is not installed is
 skipped with a message saying how to install it (Debian: `apt-get install
 nginx-light lighttpd h2o wrk`); zcopy and wrk are needed.
 
 `--syscalls N` runs no wrk: it attaches `strace -c -f` to each server's
 processes, sends N keep-alive GETs of the 1 KiB file over `--syscall-connections`
 connections (each waiting for its reply before the next), and prints the
-calls per request by syscall. Every process it starts is stopped on exit.
+calls per request by syscall. `--idle N` opens N keep-alive connections to
+each server in turn, one request each, and prints the growth of the
+server's resident memory per connection. Every process it starts is
+stopped on exit.
 """
 
 from __future__ import annotations
@@ -54,13 +58,14 @@ worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 16384; }}
 http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
     keepalive_requests 1000000;
+    keepalive_timeout 60s;
     open_file_cache max=1000 inactive=60s;
     open_file_cache_valid 60s;
     client_body_temp_path {tmp}/body;
@@ -85,7 +90,8 @@ server.max-worker = 0
 server.network-backend = "linux-sendfile"
 server.max-keep-alive-requests = 65535
 server.max-keep-alive-idle = 60
-server.max-fds = 8192
+server.max-fds = 20000
+server.max-connections = 16384
 server.errorlog = "{tmp}/lighttpd-error.log"
 mimetype.assign = ("" => "application/octet-stream")
 """
@@ -93,6 +99,8 @@ mimetype.assign = ("" => "application/octet-stream")
 # No access-log directive: no access log. As root h2o needs a user to drop to.
 H2O_CONF = """
 num-threads: 1
+max-connections: 16384
+http1-request-timeout: 60
 {user}error-log: {tmp}/h2o-error.log
 listen:
   host: 127.0.0.1
@@ -103,6 +111,9 @@ hosts:
       /:
         file.dir: {root}
 """
+
+#: Every server's connection limit (the configs above say it too), above --idle's 10,000.
+MAX_CONNECTIONS = 16384
 
 #: name -> (executable, Debian package)
 PEERS = {"nginx": ("nginx", "nginx-light"), "lighttpd": ("lighttpd", "lighttpd"), "h2o": ("h2o", "h2o")}
@@ -222,7 +233,8 @@ def wrk(port: int, path: str, duration: int, conns: int, threads: int = 1,
 def server_argv(name: str, tmp: str, root: str, port: int, zcopy_args: list[str]) -> list[str]:
     """The command line (config files written into ``tmp``) of one server with one worker."""
     if name == "zcopy":
-        return [sys.executable, "-m", "zcopy", "serve", root, "--port", str(port), "--workers", "1", *zcopy_args]
+        return [sys.executable, "-m", "zcopy", "serve", root, "--port", str(port), "--workers", "1",
+                "--max-connections", str(MAX_CONNECTIONS), *zcopy_args]
     conf = os.path.join(tmp, f"{name}.conf")
     if name == "nginx":
         text, argv = NGINX_CONF, ["nginx", "-c", conf, "-p", tmp]
@@ -493,6 +505,66 @@ def syscalls(running: dict[str, Peer], args, tmp: str) -> None:
     print("| **total** | " + " | ".join(f"**{sum(table[n].values()):.2f}**" for n in names) + " |")
 
 
+# --- idle keep-alive connections -------------------------------------------
+
+def rss_kib(pids: list[int]) -> int:
+    """Resident memory of these processes (VmRSS, KiB)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+            m = re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M)
+            total += int(m.group(1)) if m else 0
+    return total
+
+
+def idle(running: dict[str, Peer], args) -> None:
+    """Each server in turn holds ``args.idle`` keep-alive connections that have each been answered
+    once; its resident memory before and while it holds them, per connection."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = args.idle + 64
+    if hard != resource.RLIM_INFINITY and hard < need:
+        sys.exit(f"bench_serve: --idle {args.idle} needs {need} fds; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    request = http_get("/1k.bin")
+    table = {}
+    for name, peer in running.items():
+        pids = peer.pids()
+        before = rss_kib(pids)
+        socks: list[socket.socket] = []
+        try:
+            while len(socks) < args.idle:
+                batch = [socket.create_connection(("127.0.0.1", peer.port))
+                         for _ in range(min(100, args.idle - len(socks)))]   # within every listen backlog
+                socks += batch
+                for s in batch:
+                    s.sendall(request)
+                for s in batch:
+                    read_reply(s, bytearray())
+            held = rss_kib(pids)
+            for s in (socks[0], socks[-1]):         # the first and the last are still served
+                s.sendall(request)
+                read_reply(s, bytearray())
+        finally:
+            for s in socks:
+                s.close()
+        table[name] = (before, held, (held - before) / args.idle)
+        print(f"{name}: {table[name][2]:.1f} KiB per idle connection", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"connections": args.idle, "rss_kib": {n: {"before": b, "held": h, "per_connection": p}
+                                                                for n, (b, h, p) in table.items()}}, indent=2))
+        return
+    best = min(p for _, _, p in table.values())
+    print(f"\nresident memory (VmRSS of all the server's processes) before and while holding {args.idle:,} "
+          "keep-alive connections, each answered once (a 1 KiB GET) and then idle\n")
+    print("| server | RSS before MiB | RSS holding them MiB | KiB per connection | x best |")
+    print("|---|---|---|---|---|")
+    for name, (before, held, per) in table.items():
+        print(f"| {name} | {before / 1024:.1f} | {held / 1024:.1f} | {per:.1f} | "
+              f"{per / best:.2f} |" if best > 0 else "- |")
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -514,6 +586,8 @@ def main() -> int:
     ap.add_argument("--syscalls", type=int, metavar="N", help="count syscalls per request over N 1 KiB "
                     "requests under strace instead of measuring speed")
     ap.add_argument("--syscall-connections", type=int, default=1)
+    ap.add_argument("--idle", type=int, metavar="N", help="measure resident memory per idle keep-alive "
+                    f"connection with N of them open (at most {MAX_CONNECTIONS - 100}) instead of speed")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
@@ -522,9 +596,13 @@ def main() -> int:
     if args.quick:
         args.rounds, args.duration, args.warmup, args.large = 1, 1, 1, min(args.large, 64 << 20)
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.syscall_connections < 1 \
-            or (args.syscalls is not None and args.syscalls < 1):
-        ap.error("--rounds, --duration, --connections, --syscalls and --syscall-connections must be positive")
-    if shutil.which("wrk") is None and args.syscalls is None:
+            or (args.syscalls is not None and args.syscalls < 1) \
+            or (args.idle is not None and not 0 < args.idle <= MAX_CONNECTIONS - 100):
+        ap.error("--rounds, --duration, --connections, --syscalls, --syscall-connections and --idle must be "
+                 f"positive (--idle at most {MAX_CONNECTIONS - 100})")
+    if args.syscalls is not None and args.idle is not None:
+        ap.error("--syscalls and --idle are separate runs")
+    if shutil.which("wrk") is None and args.syscalls is None and args.idle is None:
         sys.exit("bench_serve: needs wrk (Debian: apt-get install wrk)")
     server_cpu, load_cpu = cpus(args)
     names = available(names)
@@ -541,6 +619,9 @@ def main() -> int:
                 running[name] = stack.enter_context(Peer(name, argv, port, cwd=root))
             if args.syscalls is not None:
                 syscalls(running, args, tmp)
+                return 0
+            if args.idle is not None:
+                idle(running, args)
                 return 0
             results = throughput(running, args, load_cpu)
         if args.json:
