@@ -64,6 +64,17 @@ def test_quick_run_against_nginx_skips_a_missing_peer(tmp_path):
 
 
 @needs
+def test_quick_run_with_two_workers_unpinned():
+    out = bench("--quick", "--workers", "2", "--servers", "zcopy,nginx")
+    assert out.returncode == 0, out.stderr
+    assert "2 workers per server, NOT pinned" in out.stdout and "wrk -t2" in out.stdout
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith("| zcopy |") for line in lines) == 1       # the one table zcopy has a row in
+    assert sum(line.startswith("| nginx |") for line in lines) == 2       # that table and zcopy / peer
+    assert leftovers() == []
+
+
+@needs
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 def test_syscall_counts_per_request():
     out = bench("--syscalls", "200", "--servers", "zcopy,nginx", "--json")

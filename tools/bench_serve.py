@@ -17,6 +17,7 @@ best peer.
     python tools/bench_serve.py --quick                   # a smoke run, ~30 s
     python tools/bench_serve.py --syscalls 20000          # strace -c: calls per 1 KiB request
     python tools/bench_serve.py --idle 10000              # resident memory per idle keep-alive connection
+    python tools/bench_serve.py --workers 2               # 2 workers each, unpinned, wrk -t2 on the same CPUs
 
 Peers are configured alike: one worker, sendfile on (h2o 2.2 has no
 sendfile setting: it reads files into its buffers), no access log (zcopy
@@ -230,10 +231,11 @@ def wrk(port: int, path: str, duration: int, conns: int, threads: int = 1,
 
 # --- the servers ----------------------------------------------------------
 
-def server_argv(name: str, tmp: str, root: str, port: int, zcopy_args: list[str]) -> list[str]:
-    """The command line (config files written into ``tmp``) of one server with one worker."""
+def server_argv(name: str, tmp: str, root: str, port: int, zcopy_args: list[str], workers: int = 1) -> list[str]:
+    """The command line (config files written into ``tmp``) of one server with ``workers`` workers
+    (nginx worker processes, lighttpd forked workers, h2o threads)."""
     if name == "zcopy":
-        return [sys.executable, "-m", "zcopy", "serve", root, "--port", str(port), "--workers", "1",
+        return [sys.executable, "-m", "zcopy", "serve", root, "--port", str(port), "--workers", str(workers),
                 "--max-connections", str(MAX_CONNECTIONS), *zcopy_args]
     conf = os.path.join(tmp, f"{name}.conf")
     if name == "nginx":
@@ -245,8 +247,13 @@ def server_argv(name: str, tmp: str, root: str, port: int, zcopy_args: list[str]
     else:
         raise ValueError(name)
     user = "user: nobody\n" if os.geteuid() == 0 else ""
+    text = text.format(tmp=tmp, root=root, port=port, user=user)
+    if workers > 1:
+        text = (text.replace("worker_processes 1;", f"worker_processes {workers};")
+                .replace("server.max-worker = 0", f"server.max-worker = {workers}")
+                .replace("num-threads: 1", f"num-threads: {workers}"))
     with open(conf, "w") as f:
-        f.write(text.format(tmp=tmp, root=root, port=port, user=user))
+        f.write(text)
     return argv
 
 
@@ -275,7 +282,10 @@ def make_root(tmp: str, large: int) -> str:
     return root
 
 
-def cpus(args) -> tuple[int, int]:
+def cpus(args) -> tuple[int | None, int | None]:
+    """(server CPU, load CPU); both None with --workers above 1 (nothing is pinned)."""
+    if args.workers > 1:
+        return None, None
     mask = sorted(os.sched_getaffinity(0))
     server = mask[0] if args.server_cpu is None else args.server_cpu
     load = next((c for c in mask if c != server), None) if args.load_cpu is None else args.load_cpu
@@ -291,32 +301,32 @@ KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "64k_rps", "64k_user_us", "64k_sys_
         "large_cpu_s_per_gb")
 
 
-def measure_wrk(peer: Peer, path: str, args, load_cpu: int) -> tuple[float, float, float]:
+def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None) -> tuple[float, float, float]:
     """(req/s, user us/request, sys us/request) of one pinned wrk run."""
     pids = peer.pids()
     u0, s0 = cpu_times(pids)
-    rps, done = wrk(peer.port, path, args.duration, args.connections, threads=1, cpu=load_cpu)
+    rps, done = wrk(peer.port, path, args.duration, args.connections, threads=args.workers, cpu=load_cpu)
     u1, s1 = cpu_times(pids)
     per = 1e6 / max(done, 1)
     return rps, (u1 - u0) * per, (s1 - s0) * per
 
 
-def measure_large(peer: Peer, size: int, load_cpu: int) -> tuple[float, float]:
-    """(GB/s, server CPU s/GB) of one large-file pull, the client pinned to ``load_cpu``."""
+def measure_large(peer: Peer, size: int, load_cpu: int | None) -> tuple[float, float]:
+    """(GB/s, server CPU s/GB) of one large-file pull, the client pinned to ``load_cpu`` if given."""
     pids = peer.pids()
     c0 = cpu_seconds(pids)
-    secs = float(subprocess.run(["taskset", "-c", str(load_cpu), sys.executable, "-c", LARGE_CLIENT,
-                                 str(peer.port), "/large.bin"],
+    pin = [] if load_cpu is None else ["taskset", "-c", str(load_cpu)]
+    secs = float(subprocess.run([*pin, sys.executable, "-c", LARGE_CLIENT, str(peer.port), "/large.bin"],
                                 capture_output=True, text=True, check=True, timeout=600).stdout)
     c1 = cpu_seconds(pids)
     return size / secs / 1e9, (c1 - c0) / (size / 1e9)
 
 
-def throughput(running: dict[str, Peer], args, load_cpu: int) -> dict[str, dict[str, list[float]]]:
+def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str, dict[str, list[float]]]:
     results = {name: {k: [] for k in KEYS} for name in running}
     for peer in running.values():                              # warm every server
         for path in ("/1k.bin", "/64k.bin"):
-            wrk(peer.port, path, args.warmup, args.connections, threads=1, cpu=load_cpu)
+            wrk(peer.port, path, args.warmup, args.connections, threads=args.workers, cpu=load_cpu)
         measure_large(peer, args.large, load_cpu)
     names = list(running)
     for r in range(args.rounds):
@@ -336,7 +346,7 @@ def throughput(running: dict[str, Peer], args, load_cpu: int) -> dict[str, dict[
     return results
 
 
-def report_throughput(results: dict, args, server_cpu: int, load_cpu: int) -> None:
+def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int | None) -> None:
     med = {name: {k: statistics.median(v) for k, v in res.items()} for name, res in results.items()}
     for m in med.values():
         for size in ("1k", "64k"):
@@ -348,8 +358,11 @@ def report_throughput(results: dict, args, server_cpu: int, load_cpu: int) -> No
     def x(m, k):
         return f"{m[k] / best[k]:.2f}" if best[k] else "-"
 
-    print(f"\nmedians of {args.rounds} interleaved rounds; server pinned to CPU {server_cpu}, load to CPU "
-          f"{load_cpu}; wrk -t1 -c{args.connections} -d{args.duration:g}s; large file {format_size(args.large)}; "
+    placement = (f"server pinned to CPU {server_cpu}, load to CPU {load_cpu}" if server_cpu is not None else
+                 f"{args.workers} workers per server, NOT pinned: servers, wrk and the large-file client share "
+                 "all CPUs")
+    print(f"\nmedians of {args.rounds} interleaved rounds; {placement}; wrk -t{args.workers} -c{args.connections} "
+          f"-d{args.duration:g}s; large file {format_size(args.large)}; "
           f"zcopy on {sys.executable} (Python {platform.python_version()}); load average before: {args.load_before}, "
           f"after: {load_average()}\n")
     print("| server | 1 KiB req/s | x best | CPU us/req (user + sys) | x best | 64 KiB req/s | x best "
@@ -582,6 +595,8 @@ def main() -> int:
     ap.add_argument("--server-cpu", type=int, help="CPU the servers are pinned to (default: the first allowed)")
     ap.add_argument("--load-cpu", type=int, help="CPU wrk and the large-file client are pinned to "
                     "(default: the next allowed)")
+    ap.add_argument("--workers", type=int, default=1, help="workers per server; above 1 nothing is pinned and "
+                    "wrk runs that many threads on the same CPUs (issue 14's two-worker comparison)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 1 s, 64 MiB large file")
     ap.add_argument("--syscalls", type=int, metavar="N", help="count syscalls per request over N 1 KiB "
                     "requests under strace instead of measuring speed")
@@ -596,9 +611,10 @@ def main() -> int:
     if args.quick:
         args.rounds, args.duration, args.warmup, args.large = 1, 1, 1, min(args.large, 64 << 20)
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.syscall_connections < 1 \
+            or args.workers < 1 \
             or (args.syscalls is not None and args.syscalls < 1) \
             or (args.idle is not None and not 0 < args.idle <= MAX_CONNECTIONS - 100):
-        ap.error("--rounds, --duration, --connections, --syscalls, --syscall-connections and --idle must be "
+        ap.error("--rounds, --duration, --connections, --workers, --syscalls, --syscall-connections and --idle must be "
                  f"positive (--idle at most {MAX_CONNECTIONS - 100})")
     if args.syscalls is not None and args.idle is not None:
         ap.error("--syscalls and --idle are separate runs")
@@ -615,7 +631,8 @@ def main() -> int:
             running = {}
             for name in names:
                 port = free_port()
-                argv = ["taskset", "-c", str(server_cpu), *server_argv(name, tmp, root, port, args.zcopy_args.split())]
+                pin = [] if server_cpu is None else ["taskset", "-c", str(server_cpu)]
+                argv = [*pin, *server_argv(name, tmp, root, port, args.zcopy_args.split(), args.workers)]
                 running[name] = stack.enter_context(Peer(name, argv, port, cwd=root))
             if args.syscalls is not None:
                 syscalls(running, args, tmp)
