@@ -302,7 +302,7 @@ KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "64k_rps", "64k_user_us", "64k_sys_
 
 
 def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None) -> tuple[float, float, float]:
-    """(req/s, user us/request, sys us/request) of one pinned wrk run."""
+    """(req/s, user us/request, sys us/request) of one wrk run (pinned to ``load_cpu`` if given)."""
     pids = peer.pids()
     u0, s0 = cpu_times(pids)
     rps, done = wrk(peer.port, path, args.duration, args.connections, threads=args.workers, cpu=load_cpu)
