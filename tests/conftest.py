@@ -58,3 +58,17 @@ def runtime(tmp_path, monkeypatch):
     path.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_state(tmp_path_factory):
+    """Every server a test starts (they inherit this environment) keeps its
+    state (zcopy.server.state) in a temp folder, never in ~/.local/state."""
+    folder = tmp_path_factory.mktemp("xdg-state")
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(folder)
+    yield folder
+    if old is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = old

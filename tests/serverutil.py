@@ -14,6 +14,7 @@ import sys
 import time
 
 _ADDR = re.compile(rb"http://127\.0\.0\.1:(\d+)/")
+_PANEL_END = "╰".encode()
 
 
 class Server:
@@ -41,7 +42,7 @@ class Server:
                     break
                 buf += chunk
                 m = _ADDR.search(buf)
-                if m:
+                if m and _PANEL_END in buf[m.end():]:   # the whole start-up panel
                     self.port = int(m.group(1))
                     self.stderr = buf
                     self._wait_listening(deadline)
@@ -55,6 +56,16 @@ class Server:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
             time.sleep(0.05)
+
+    def panel(self) -> dict[str, str]:
+        """The start-up panel's rows: setting -> value (start the server with a
+        wide COLUMNS, or rich cuts long values)."""
+        rows = {}
+        for line in self.stderr.decode().splitlines():
+            cells = [c.strip() for c in line.strip("│ ").split("  ") if c.strip()]
+            if len(cells) >= 2 and line.startswith("│ ") and not line.startswith("│  "):
+                rows[cells[0]] = cells[1]
+        return rows
 
     @property
     def url(self) -> str:
@@ -175,3 +186,17 @@ def get(port: int, path: str, headers: dict | None = None, method: str = "GET"):
 def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *args],
                           capture_output=True, timeout=timeout + 5)
+
+
+def serve_refused(*args: str, env: dict | None = None, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Run `zcopy serve ARGS` that is expected to refuse to start. One that
+    starts anyway is stopped with SIGTERM (its workers go with it: a killed
+    supervisor would leave them serving), so a failing test leaks nothing."""
+    proc = subprocess.Popen([sys.executable, "-m", "zcopy", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

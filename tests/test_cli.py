@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from serverutil import serve_refused
 from zcopy.cli import COMMANDS
 
 
@@ -48,12 +49,46 @@ def test_bad_flag_is_one_line_and_exit_2(command):
     (["serve", "--pipe-size", "2GiB"], "argument --pipe-size: must be between 1 B and 1 GiB"),
     (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--pipe-size", "0"],
      "argument --pipe-size: must be between 1 B and 1 GiB"),
+    (["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--idle-timeout", "inf"],
+     "argument --idle-timeout: must be a finite number"),
+    (["top", "--interval", "inf"], "argument --interval: must be a finite number"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(args, says):
     out = zcopy(*args)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], out.stderr
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--header-timeout", "inf", "must be a finite number"),
+    ("--drain-timeout", "inf", "must be a finite number"),
+    ("--idle-timeout", "nan", "must be a finite number"),
+    ("--send-timeout", "-infinity", "must be a finite number"),
+    ("--header-timeout", "0", "must be positive"),
+    ("--send-timeout", "-1", "must be positive"),
+    ("--idle-timeout", "1e9", "must be at most 604800 seconds"),
+    ("--drain-timeout", "ten", "not a number"),
+    ("--max-upload", "0", "must be at least 1 byte"),
+    ("--max-upload", "0KiB", "must be at least 1 byte"),
+    ("--max-upload", "-5", "not a size"),
+    ("--max-upload", "1.5", "not a whole number of bytes"),
+    ("--max-connections", "0", "must be positive"),
+    ("--max-connections", "1e3", "not a whole number"),
+    ("--workers", "0", "must be positive"),
+    ("--workers", "100000", "at most 1024 workers"),
+    ("--port", "65536", "port out of range"),
+    ("--port", "-1", "port out of range"),
+    ("--pipe-size", "0", "must be between 1 B and 1 GiB"),
+    ("--metrics", "127.0.0.1:99999", "expected HOST:PORT"),
+])
+def test_serve_numeric_flags_are_validated(tmp_path, flag, value, says):
+    """Every numeric `zcopy serve` flag: a bad value is one line and exit 2, before anything binds."""
+    out = serve_refused(str(tmp_path), "--port", "0", f"{flag}={value}")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"zcopy serve: error: argument {flag}") \
+        and says in lines[0], out.stderr
 
 
 def test_no_command_prints_help_and_exits_2():

@@ -298,7 +298,7 @@ def test_server_token_from_environment_or_file_and_read_token_file(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--token", "a", "--token-file", "f"], "not allowed with argument"),
-    (["--token-file", "/nonexistent/tok"], "cannot read --token-file /nonexistent/tok"),
+    (["--allow-write", "--token-file", "/nonexistent/tok"], "cannot read --token-file /nonexistent/tok"),
     (["--read-token-file", "EMPTY"], "is empty"),
 ])
 def test_bad_token_flags_are_one_line_and_exit_2(tmp_path, args, message):

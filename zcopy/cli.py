@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from zcopy import __version__
@@ -72,6 +73,14 @@ def size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def positive_size_arg(text: str) -> int:
+    """argparse type for a size that must be at least 1 byte (``--max-upload``)."""
+    value = size_arg(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte: {text!r}")
+    return value
+
+
 #: The kernel refuses pipes above 2 GiB; a buffer (copy) this big is a mistake too.
 MAX_PIPE_SIZE = 1 << 30
 
@@ -85,11 +94,14 @@ def pipe_size_arg(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """A finite number above 0 (``inf`` and ``nan`` are refused)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:   # also nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return value
 
@@ -101,6 +113,18 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+#: The longest timeout any flag takes: a week. Longer is a typo, or ``inf`` spelled otherwise.
+MAX_TIMEOUT = 7 * 86400
+
+
+def timeout_arg(text: str) -> float:
+    """argparse type for timeouts: finite, above 0, at most a week."""
+    value = positive_float(text)
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT} seconds (a week): {text!r}")
     return value
 
 

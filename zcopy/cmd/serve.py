@@ -2,10 +2,18 @@
 conditionals, listings, precompressed siblings, keep-alive and pipelining,
 on one epoll loop per worker (SO_REUSEPORT).
 
-With --auto the kernel probe's cached recommendation (or a quick probe) picks
-the engine, pipe size and worker count; any explicit flag overrides its one
-choice. SIGTERM/SIGINT drain in-flight transfers and exit 0; a second signal
-exits at once."""
+Engines. Without --auto: downloads use sendfile, uploads (--allow-write) use
+recv_into + pwrite, one worker; no pipes. With --auto the kernel probe's
+cached recommendation (or a quick probe) decides: downloads use sendfile where
+it works from ROOT's filesystem, else splice (file -> pipe -> socket), else
+mmap, else read + send; uploads use splice (socket -> pipe -> file) where both
+splices work, else recv_into + pwrite; plus the pipe size (used only by an
+engine that splices) and the worker count. --engine, --upload-engine,
+--pipe-size and --workers each override their one choice. The start-up panel
+shows what is in effect and why.
+
+SIGTERM/SIGINT drain in-flight transfers and exit 0; a second signal exits at
+once."""
 
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ import argparse
 import os
 import sys
 
-from zcopy.cli import pipe_size_arg, positive_float, positive_int, size_arg
+from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, timeout_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
@@ -22,8 +30,17 @@ HELP = "serve a folder over HTTP with zero-copy sends"
 ENGINES = {"sendfile": "sendfile", "splice": "splice", "mmap": "mmap_send", "readwrite": "read_send"}
 
 
+#: More worker processes than this is a typo: each holds its own loop, caches and fds.
+MAX_WORKERS = 1024
+
+
 def workers_arg(text: str) -> int | str:
-    return "auto" if text == "auto" else positive_int(text)
+    if text == "auto":
+        return "auto"
+    value = positive_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS} workers: {text!r}")
+    return value
 
 
 def port_arg(text: str) -> int:
@@ -51,37 +68,45 @@ def configure(p) -> None:
     p.add_argument("--port", type=port_arg, default=8000, help="TCP port, 0 for any free one (default: 8000)")
     p.add_argument("--auto", action="store_true", help="apply the kernel probe's recommendation")
     p.add_argument("--workers", type=workers_arg, default=None, help="worker processes, or 'auto' (one per CPU)")
-    p.add_argument("--engine", choices=["auto", *ENGINES], default="auto", help="how file bytes are sent")
-    p.add_argument("--pipe-size", type=pipe_size_arg, default=None, help="pipe size for the splice engine")
+    p.add_argument("--engine", choices=["auto", *ENGINES], default="auto",
+                   help="how file bytes are sent (default: sendfile; with --auto, the probe's choice)")
+    p.add_argument("--pipe-size", type=pipe_size_arg, default=None,
+                   help="pipe size, used only when an engine in use splices (default: 1 MiB)")
     p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
     p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
                    help="with --follow-symlinks, links may also lead into DIR (repeatable)")
     p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
     p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
-    p.add_argument("--header-timeout", type=positive_float, default=10.0, help="seconds to receive a request head")
-    p.add_argument("--idle-timeout", type=positive_float, default=60.0, help="keep-alive idle seconds")
-    p.add_argument("--send-timeout", type=positive_float, default=60.0,
+    p.add_argument("--header-timeout", type=timeout_arg, default=10.0, help="seconds to receive a request head")
+    p.add_argument("--idle-timeout", type=timeout_arg, default=60.0, help="keep-alive idle seconds")
+    p.add_argument("--send-timeout", type=timeout_arg, default=60.0,
                    help="close a client that accepts no byte for this long")
-    p.add_argument("--drain-timeout", type=positive_float, default=30.0,
+    p.add_argument("--drain-timeout", type=timeout_arg, default=30.0,
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
                    help="also serve the live stats in Prometheus text format on this address")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="the server's own state: an sqlite database and the share secret; on a local "
+                        "filesystem (default: $XDG_STATE_HOME/zcopy or ~/.local/state/zcopy)")
     p.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
                    help="read file windows missing from the page cache in a thread pool, off the event loop "
                         "(auto: on unless ROOT is on tmpfs/ramfs)")
     w = p.add_argument_group("writes (uploads, delete, rename)")
     w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
     w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
-                   help="how upload bytes reach the file (splice: socket->pipe->file; recv: recv_into+pwrite)")
+                   help="how upload bytes reach the file (splice: socket->pipe->file; recv: recv_into+pwrite; "
+                        "default: recv; with --auto, splice where the probe finds both splices work)")
     token = w.add_mutually_exclusive_group()
-    token.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too")
+    token.add_argument("--token", help="token writes need (also from $ZCOPY_TOKEN); opens reads too; "
+                                       "needs --allow-write")
     token.add_argument("--token-file", metavar="PATH", help="read the write token from this file (first line)")
     read_token = w.add_mutually_exclusive_group()
-    read_token.add_argument("--read-token", help="token reads need (default: reads are open)")
+    read_token.add_argument("--read-token", help="token reads need (default: reads are open); "
+                                                 "with --allow-write, a write token is needed too")
     read_token.add_argument("--read-token-file", metavar="PATH",
                             help="read the read token from this file (first line), out of sight of ps")
-    w.add_argument("--max-upload", type=size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
+    w.add_argument("--max-upload", type=positive_size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
     w.add_argument("--no-fsync", action="store_true", help="do not fsync uploads before renaming them into place")
 
 
@@ -102,16 +127,18 @@ def build_config(args):
         raise StartupError("--symlink-target needs --follow-symlinks", code=2)
     if args.access_log and args.access_log != "-":
         _check_access_log(args.access_log)
+    token, read_token = _tokens(args)
+    state_dir = _state_dir(args, root, targets)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
                       show_hidden=args.show_hidden,
                       max_connections=args.max_connections, header_timeout=args.header_timeout,
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
                       drain_timeout=args.drain_timeout, allow_write=args.allow_write,
-                      token=_token(args.token, args.token_file, "--token-file", env="ZCOPY_TOKEN"),
-                      read_token=_token(args.read_token, args.read_token_file, "--read-token-file"), max_upload=args.max_upload,
-                      fsync=not args.no_fsync)
+                      token=token, read_token=read_token, max_upload=args.max_upload,
+                      fsync=not args.no_fsync, state_dir=state_dir)
     reasons = cfg.reasons
+    reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"
     profile = None
     if args.auto:
         from zcopy.profile import load_or_probe
@@ -129,7 +156,7 @@ def build_config(args):
         reasons["download_engine"] = "default: sendfile (use --auto to apply the probe's choice)"
         reasons["workers"] = "default: one worker (use --workers auto for one per CPU)"
         reasons["pipe_size"] = "default: 1 MiB"
-        reasons["upload_engine"] = "default"
+        reasons["upload_engine"] = "default: recv_into + pwrite (use --auto to apply the probe's choice)"
     if args.prefetch != "auto":
         cfg.prefetch = args.prefetch == "on"
         reasons["prefetch"] = "--prefetch flag"
@@ -167,6 +194,57 @@ def _check_access_log(path: str) -> None:
         raise StartupError(f"cannot open --access-log {path}: {exc.strerror}") from None
 
 
+def _state_dir(args, root: str, targets: list[str]) -> str:
+    """The prepared state folder (zcopy.server.state): made before any worker
+    forks. A folder named by the flag that cannot serve is a bad flag (exit 2).
+
+    The folder holds the share secret and the database: it must never be
+    reachable through the server. Inside ROOT (or a --symlink-target) it is
+    refused unless a dot segment hides it and neither --show-hidden nor
+    --follow-symlinks could lead there (so `zcopy serve ~` with the default
+    ~/.local/state/zcopy works); ROOT inside it is refused always."""
+    from zcopy.server import state
+
+    code = 2 if args.state_dir else 1
+    hint = "" if args.state_dir else " (choose another folder with --state-dir)"
+    path = os.path.realpath(args.state_dir or state.default_dir())
+    for base in (root, *targets):
+        if path == base or path.startswith(base.rstrip("/") + "/"):
+            inside = path[len(base.rstrip("/")) + 1:].split("/")
+            hidden = any(seg.startswith(".") for seg in inside)
+            if not hidden or args.show_hidden or args.follow_symlinks:
+                raise StartupError(f"the state folder {path} is inside the served folder {base}, where a client "
+                                   f"could reach it; choose one outside with --state-dir", code=code)
+        if base.startswith(path.rstrip("/") + "/"):
+            raise StartupError(f"the served folder {base} is inside the state folder {path}; choose another "
+                               f"with --state-dir", code=code)
+    try:
+        return state.prepare(path)
+    except state.StateError as exc:
+        hint = "" if "--state-dir" in str(exc) else hint
+        raise StartupError(f"{exc}{hint}", code=code) from None
+
+
+def _tokens(args) -> tuple[str | None, str | None]:
+    """(write token, read token). Writes are never anonymous where reads need
+    a token; a write token given to a read-only server is a mistake, said so
+    (``$ZCOPY_TOKEN``, which the client reads too, is ignored there instead)."""
+    if not args.allow_write and (args.token is not None or args.token_file):
+        flag = "--token" if args.token is not None else "--token-file"
+        raise StartupError(f"{flag} guards writes, but this server is read-only: add --allow-write, "
+                           "or use --read-token to guard reads", code=2)
+    for flag, value in (("--token", args.token), ("--read-token", args.read_token)):
+        if value == "":
+            raise StartupError(f"{flag} is empty", code=2)
+    token = _token(args.token, args.token_file, "--token-file", env="ZCOPY_TOKEN") if args.allow_write else None
+    read_token = _token(args.read_token, args.read_token_file, "--read-token-file")
+    if args.allow_write and read_token and not token:
+        raise StartupError("--allow-write with a read token needs a write token (--token, --token-file or "
+                           "$ZCOPY_TOKEN): without one, anyone could write where only token holders may read",
+                           code=2)
+    return token, read_token
+
+
 def _token(value: str | None, path: str | None, flag: str, env: str | None = None) -> str | None:
     """A token from its flag, its file flag (the two exclude each other) or the environment."""
     if path:
@@ -181,29 +259,44 @@ def _token(value: str | None, path: str | None, flag: str, env: str | None = Non
     return value or (os.environ.get(env) if env else None) or None
 
 
+def panel_rows(cfg) -> list[tuple[str, str, str]]:
+    """(setting, value, why) for what is in effect, and only that: no upload
+    engine on a read-only server, no pipe size unless an engine in use splices."""
+    from zcopy.units import format_size
+
+    host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
+    why = cfg.reasons.get
+    rows = [("address", f"http://{host}:{cfg.port}/", ""), ("root", cfg.root, ""),
+            ("workers", str(cfg.workers), why("workers", "")),
+            ("send engine", cfg.engine, why("download_engine", ""))]
+    if cfg.allow_write:
+        rows.append(("upload engine", cfg.upload_engine, why("upload_engine", "")))
+    if "splice" in (cfg.engine, cfg.upload_engine if cfg.allow_write else None):
+        rows.append(("pipe size", format_size(cfg.pipe_size), why("pipe_size", "")))
+    rows.append(("prefetch", "on" if cfg.prefetch else "off", why("prefetch", "")))
+    rows.append(("reads", "token required" if cfg.read_token else "open (no token)", ""))
+    if not cfg.allow_write:
+        writes = "off (read-only)"
+    elif cfg.token:
+        writes = "on, token required"
+    else:
+        writes = "on, NO TOKEN: anyone who can connect may write"
+    rows.append(("writes", writes, ""))
+    rows.append(("state", cfg.state_dir or "", why("state_dir", "")))
+    return rows
+
+
 def print_panel(cfg) -> None:
     from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
 
-    from zcopy.units import format_size
-
-    host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
     t.add_column(style="dim")
-    t.add_row("address", f"http://{host}:{cfg.port}/", "")
-    t.add_row("root", cfg.root, "")
-    t.add_row("workers", str(cfg.workers), cfg.reasons.get("workers", ""))
-    t.add_row("send engine", cfg.engine, cfg.reasons.get("download_engine", ""))
-    t.add_row("upload engine", cfg.upload_engine, cfg.reasons.get("upload_engine", ""))
-    t.add_row("pipe size", format_size(cfg.pipe_size) if "splice" in (cfg.engine, cfg.upload_engine)
-              else "(unused)", cfg.reasons.get("pipe_size", ""))
-    writes = "off (read-only)" if not cfg.allow_write else "on, token required" if cfg.token else \
-        "on, NO TOKEN: anyone who can connect may write"
-    t.add_row("prefetch", "on" if cfg.prefetch else "off", cfg.reasons.get("prefetch", ""))
-    t.add_row("writes", writes, "")
+    for row in panel_rows(cfg):
+        t.add_row(*row)
     Console(stderr=True).print(Panel(t, title="zcopy serve", expand=False))
 
 

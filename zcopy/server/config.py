@@ -30,6 +30,7 @@ class ServeConfig:
     max_upload: int | None = None
     fsync: bool = True              # fsync an upload before renaming it into place
     prefetch: bool = True           # read cold file windows off the loop (zcopy.server.prefetch)
+    state_dir: str | None = None    # prepared state folder (zcopy.server.state); None: no state (unit tests)
     max_head: int = 16384
     max_target: int = 8192
     reasons: dict[str, str] = field(default_factory=dict)   # why each choice was made

@@ -18,6 +18,7 @@ from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.files import FileEntry, OpenFileCache
 from zcopy.server.reply import Reply, whole
+from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 from zcopy.server.writes import TEMP_PREFIX
 
@@ -31,9 +32,10 @@ class Responder:
     Holds the file cache, the Date header and the access rules."""
 
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
-                 token: str | None = None, read_token: str | None = None) -> None:
+                 token: str | None = None, read_token: str | None = None, routes: Routes | None = None) -> None:
         self.cache = cache
         self.date = date
+        self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
         self.token = token
         self.read_token = read_token
@@ -63,6 +65,11 @@ class Responder:
         head_only = req.method == "HEAD"
         has_body = bool(req.content_length or req.chunked)
         try:
+            if ".zcopy" in req.path and reserved(req.path):   # the server's own resources, never a file
+                close = close or has_body                     # (no route reads a body yet)
+                may_read = not self.read_token or token_ok(req.headers.get("authorization"), self.read_token,
+                                                           self.token)
+                return self.routes.respond(req, close, may_read)
             if req.method in WRITE_METHODS:
                 return self._write(req, close or has_body)
             # Nothing below reads a body, so the framing of whatever follows

@@ -21,6 +21,8 @@ from zcopy.server.connection import CLOSED, Connection
 from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import Responder
+from zcopy.server.routes import server_routes
+from zcopy.server.state import State
 from zcopy.server.stats import WorkerStats, server_info
 from zcopy.server.watch import FileWatch
 from zcopy.server.writer import Writer
@@ -54,8 +56,10 @@ class Worker(ListenerLoop):
                                    watch=_file_watch())
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync) if config.allow_write else None
+        #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
+        self.state = State(config.state_dir) if config.state_dir else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
-                                   read_token=config.read_token)
+                                   read_token=config.read_token, routes=server_routes(self.date, self.state))
         self.access_log = AccessLog(config.access_log) if config.access_log else None
 
     def _make_engines(self):
@@ -191,6 +195,8 @@ class Worker(ListenerLoop):
             self.pipe_pool.close()
         if self.access_log is not None:
             self.access_log.close()
+        if self.state is not None:
+            self.state.close()
 
 
 def _file_watch() -> FileWatch | None:

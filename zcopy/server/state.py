@@ -1,0 +1,292 @@
+"""The server's own state: one folder (``--state-dir``) holding an sqlite
+database in WAL mode and the share secret.
+
+Layout (every file mode 0600, the folder 0700 when we create it)::
+
+    STATE_DIR/state.db         sqlite, WAL (state.db-wal and state.db-shm beside it)
+    STATE_DIR/secret           32 random bytes: the key share links are signed with
+
+The secret lives in its own file rather than in the database so that a copy
+of the database (a backup, a bug report) never carries it, and so that an
+operator can rotate it by deleting the file (the next start makes a new one,
+and every link signed with the old one stops working).
+
+Lifecycle. ``prepare`` runs once in the supervisor, before any worker is
+forked: it creates the folder, refuses a network filesystem (WAL needs local
+locks and shared memory), brings the schema up to date and makes the secret;
+it closes its connection before returning, so no sqlite handle crosses a
+fork. Each process then makes its own ``State``, which opens its connection
+on first use. Every call may block on the disk: callers on an event loop run
+them on the executor, never on the loop.
+
+Schema versioning: ``MIGRATIONS[i]`` takes the schema from version i to i + 1
+(``PRAGMA user_version``), each in its own transaction with its version bump,
+so a crash leaves a whole version. A database written by a newer zcopy (a
+higher version than this code knows) is refused rather than misread. Later
+features (locks, uploads, throttles) append their tables as new migrations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+import threading
+import time
+
+from zcopy import __version__
+
+DB_NAME = "state.db"
+SECRET_NAME = "secret"
+SECRET_BYTES = 32
+#: How long a writer waits for another process's write transaction (ms).
+BUSY_TIMEOUT_MS = 5000
+#: Filesystems (statfs names) refused for the state folder: sqlite's WAL needs locks and a shared-memory
+#: file that every process sees alike, which network filesystems and FUSE (statfs cannot tell sshfs or
+#: ceph-fuse from a local FUSE filesystem) do not promise. Unknown magics are let through.
+NOT_LOCAL = frozenset({"nfs", "cifs", "smb2", "ceph", "9p", "fuse"})
+
+MIGRATIONS: list[str] = [
+    # 1: facts about this state folder (when it was made, which zcopy last opened it).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # 2: WebDAV locks (zcopy/dav/locks.py). Migrations are never edited once released: a change is a new one.
+    """CREATE TABLE locks (
+        token TEXT PRIMARY KEY,
+        root TEXT NOT NULL,          -- decoded URL path, '/' or without a trailing slash
+        depth INTEGER NOT NULL,      -- 0 or -1 (infinity)
+        exclusive INTEGER NOT NULL,
+        owner BLOB NOT NULL,         -- the DAV:owner element as the client sent it
+        principal TEXT NOT NULL,     -- who took it (account name, 'token', or '-')
+        timeout INTEGER NOT NULL,    -- seconds, as granted
+        expires REAL NOT NULL        -- Unix time
+    );
+    CREATE INDEX locks_root ON locks(root)""",
+]
+
+
+class StateError(Exception):
+    """The state folder cannot be used: one line that says why and what to do."""
+
+
+def default_dir() -> str:
+    """$XDG_STATE_HOME/zcopy, or ~/.local/state/zcopy (the XDG Base Directory
+    spec: a relative $XDG_STATE_HOME is ignored)."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "zcopy")
+
+
+def prepare(path: str) -> str:
+    """Make ``path`` a usable state folder (created if missing); returns its
+    real path. Raises StateError. Run before forking: leaves nothing open."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create the state folder {path}: {exc.strerror}") from None
+    path = os.path.realpath(path)
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StateError(f"cannot open the state folder {path}: {exc.strerror}") from None
+    try:
+        _check_folder(path, dir_fd)
+        os.close(_open_private(path, dir_fd, DB_NAME, create=True)[0])   # 0600 before sqlite makes it
+        _make_secret(path, dir_fd)
+    finally:
+        os.close(dir_fd)
+    state = State(path)
+    try:
+        state.migrate()
+    finally:
+        state.close()
+    return path
+
+
+class State:
+    """One process's handle on the state folder. The sqlite connection opens
+    on first use, in the process that uses it (never inherited through a
+    fork); calls are serialised by a lock, so executor threads may share it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+        self._lock = threading.RLock()     # a transaction body may call query()
+        self._secret: bytes | None = None
+
+    # -- the connection -------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is not None:
+            if self._pid != os.getpid():
+                raise RuntimeError("a State was inherited through fork: make a new one in this process")
+            return self._db
+        db = sqlite3.connect(os.path.join(self.path, DB_NAME), isolation_level=None,
+                             check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StateError(f"{self.path}/{DB_NAME}: sqlite would not use WAL here (journal mode {mode})")
+            db.execute("PRAGMA synchronous=NORMAL")    # WAL: a power cut may lose the last commits, never corrupts
+            db.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            db.close()
+            raise
+        self._db, self._pid = db, os.getpid()
+        return db
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """``with state.transaction() as db:`` one write transaction (BEGIN
+        IMMEDIATE: takes the write lock at once, so it cannot fail half way
+        on a lock another process holds); rolled back on an exception."""
+        with self._lock:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """All rows of one read statement."""
+        with self._lock:
+            return self._connect().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
+
+    # -- schema ---------------------------------------------------------------
+
+    def version(self) -> int:
+        return self.query("PRAGMA user_version")[0][0]
+
+    def migrate(self) -> None:
+        """Apply the migrations this database lacks, one transaction each."""
+        while True:
+            with self.transaction() as db:
+                have = db.execute("PRAGMA user_version").fetchone()[0]
+                if have > len(MIGRATIONS):
+                    raise StateError(f"{self.path}/{DB_NAME} has schema version {have}, written by a newer "
+                                     f"zcopy (this one knows up to {len(MIGRATIONS)}): upgrade, or use "
+                                     "another --state-dir")
+                if have == len(MIGRATIONS):
+                    db.execute("INSERT INTO meta VALUES ('opened_by', ?) ON CONFLICT(key) DO UPDATE "
+                               "SET value = excluded.value", (__version__,))
+                    return
+                for statement in _statements(MIGRATIONS[have]):
+                    db.execute(statement)
+                if have == 0:
+                    db.execute("INSERT INTO meta VALUES ('created', ?)", (str(int(time.time())),))
+                db.execute(f"PRAGMA user_version = {have + 1}")
+
+    # -- small API for the features that keep state --------------------------
+
+    def meta(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       (key, value))
+
+    def share_secret(self) -> bytes:
+        """The 32-byte key share links are signed with (read once per process)."""
+        if self._secret is None:
+            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                self._secret = _read_secret(self.path, dir_fd)
+            finally:
+                os.close(dir_fd)
+        return self._secret
+
+
+def _statements(migration: str) -> list[str]:
+    """A migration's SQL statements (separated by ';'; none of ours holds one in a literal)."""
+    return [s for s in migration.split(";") if s.strip()]
+
+
+# -- files in the folder ------------------------------------------------------
+
+def _check_folder(path: str, dir_fd: int) -> None:
+    from probes.filesystem import fs_type
+
+    try:
+        name, magic = fs_type(dir_fd)
+    except OSError as exc:
+        raise StateError(f"cannot statfs the state folder {path}: {exc.strerror}") from None
+    if name in NOT_LOCAL:
+        raise StateError(f"the state folder {path} is on {name} (statfs magic {magic:#x}): sqlite's WAL needs "
+                         "local locks and shared memory; choose one on a local filesystem with --state-dir")
+    st = os.fstat(dir_fd)
+    if st.st_uid != os.geteuid():
+        raise StateError(f"the state folder {path} belongs to uid {st.st_uid}, not to this user")
+    if st.st_mode & 0o022:
+        raise StateError(f"the state folder {path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                         f"chmod go-w {path}")
+
+
+def _open_private(folder: str, dir_fd: int, name: str, *, create: bool = False) -> tuple[int, int]:
+    """(fd, size) of ``name`` in the folder, checked on the fd itself: a regular
+    file of ours that only we can read or write (mode 0600). With ``create``,
+    a missing file is made (empty, 0600) and the fd is open for writing."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_WRONLY | os.O_CREAT if create else os.O_RDONLY)
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise StateError(f"cannot open {folder}/{name}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        problem = f"{folder}/{name} is not a regular file of this user"
+    elif st.st_mode & 0o077:
+        problem = (f"{folder}/{name} is open to other users (mode {stat.S_IMODE(st.st_mode):o}): "
+                   f"chmod 600 {folder}/{name}")
+    if problem:
+        os.close(fd)
+        raise StateError(problem)
+    return fd, st.st_size
+
+
+def _make_secret(folder: str, dir_fd: int) -> None:
+    """Create the secret once: written whole under a temporary name, then
+    linked into place (a crash leaves no short secret; two servers starting
+    together keep whichever linked first)."""
+    try:
+        os.stat(SECRET_NAME, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        tmp = f".{SECRET_NAME}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            os.write(fd, os.urandom(SECRET_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, SECRET_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp, dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    _read_secret(folder, dir_fd)
+
+
+def _read_secret(folder: str, dir_fd: int) -> bytes:
+    fd, size = _open_private(folder, dir_fd, SECRET_NAME)
+    try:
+        if size != SECRET_BYTES:
+            raise StateError(f"{folder}/{SECRET_NAME} holds {size} bytes, not {SECRET_BYTES}: delete it and a "
+                             "new one is made at the next start (share links made with the old one stop working)")
+        return os.pread(fd, SECRET_BYTES, 0)
+    finally:
+        os.close(fd)
