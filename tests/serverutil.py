@@ -101,12 +101,13 @@ class Server:
                     stream.close()
 
     def worker_pids(self, at_least: int = 1, timeout: float = 10.0) -> list[int]:
-        """The supervisor's children (workers), waiting until there are ``at_least``."""
+        """The supervisor's children that are workers (not its metrics process),
+        waiting until there are ``at_least``."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                pids = [int(p) for p in f.read().split()]
+                pids = [int(p) for p in f.read().split() if _comm(int(p)) != "zcopy-metrics"]
             if len(pids) >= at_least or time.monotonic() > deadline:
                 return pids
             time.sleep(0.02)
@@ -116,6 +117,14 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def connect(port: int, timeout: float = 10.0) -> socket.socket:
@@ -188,6 +197,19 @@ def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=timeout + 5)
 
 
+def file_fds(pid: int) -> list[str]:
+    """What a process's fds that are not sockets or pipes point to (connections come and go)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if not target.startswith(("socket:", "pipe:")):
+            found.append(target)
+    return sorted(found)
+
+
 def serve_refused(*args: str, env: dict | None = None, timeout: float = 20.0) -> subprocess.CompletedProcess:
     """Run `zcopy serve ARGS` that is expected to refuse to start. One that
     starts anyway is stopped with SIGTERM (its workers go with it: a killed
@@ -200,3 +222,39 @@ def serve_refused(*args: str, env: dict | None = None, timeout: float = 20.0) ->
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def worker_with(root, extend, *, quiet: bool = False, **config):
+    """A real serve worker (the production loop, sockets and files) in a
+    forked child, whose responder's ``respond`` is ``extend(respond)``: a
+    fault to inject or a seam to drive. Yields (port, pid); the child is
+    killed on exit. ``quiet``: its stderr goes to /dev/null (an expected
+    traceback)."""
+    from zcopy.server.config import ServeConfig
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:                                     # the child: never returns
+        code = 1
+        try:
+            os.environ["ZCOPY_STATS"] = "off"
+            if quiet:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            from zcopy.server.worker import Worker
+
+            worker = Worker(ServeConfig(root=str(root), prefetch=False, **config), listener)
+            worker.responder.respond = extend(worker.responder.respond)
+            code = worker.run()
+        finally:
+            os._exit(code)
+    listener.close()
+    try:
+        yield port, pid
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

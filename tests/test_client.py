@@ -305,3 +305,65 @@ def test_get_refuses_a_malformed_response_head(tmp_path, answer):
     assert out.returncode != 0
     assert len(out.stderr.strip().splitlines()) == 1 and "response" in out.stderr, out.stderr
     assert not (tmp_path / "f").exists()
+
+
+class RawServer:
+    """A tiny misbehaving HTTP server: after reading the request, it sends
+    ``first`` and then ``again`` every ``period`` seconds until the client
+    goes away."""
+
+    def __init__(self, first: bytes, again: bytes, period: float) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.first, self.again, self.period = first, again, period
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(self.first)
+                while not self.stop.wait(self.period):
+                    conn.sendall(self.again)
+            except OSError:
+                pass                     # the client gave up: what the test wants
+
+    def __enter__(self) -> "RawServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.listener.close()
+
+
+def test_get_refuses_an_endless_stream_of_100_continue(tmp_path):
+    """Issue 15.8: interim responses are bounded in number, so a server that
+    answers every request with 100 Continue forever cannot hold the client."""
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    with RawServer(interim, interim, 0.01) as raw:
+        out = zcopy("get", f"{raw.url}/f", "-o", str(tmp_path / "f"), timeout=30)
+    assert out.returncode == 1
+    assert len(out.stderr.strip().splitlines()) == 1 and "interim" in out.stderr, out.stderr
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_head_that_never_ends_is_bounded_in_time():
+    """Issue 15.8: a server that trickles header fields forever (each recv
+    returns before the socket timeout) is given ``timeout`` seconds for the
+    whole head, not per byte."""
+    from zcopy.client.connection import Connection
+    from zcopy.client.errors import ClientError
+    from zcopy.client.url import parse_url
+
+    with RawServer(b"HTTP/1.1 200 OK\r\n", b"X-Drip: 1\r\n", 0.05) as raw:
+        with Connection(parse_url(f"{raw.url}/f"), timeout=1.0) as conn:
+            conn.send_head("GET", "/f")
+            with pytest.raises(ClientError, match="no complete response head within 1 s"):
+                conn.read_head()

@@ -95,7 +95,7 @@ def test_bodies_and_expect():
     (b"GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n", "/a", ""),
     (b"\r\nGET /lead HTTP/1.1\r\nHost: x\r\n\r\n", "/lead", ""),
     (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "*", ""),
-    (b"GET /a\\b HTTP/1.1\r\nHost: x\r\n\r\n", "/a\\b", ""),          # resolve_path refuses it
+    (b"GET /a\\b HTTP/1.1\r\nHost: x\r\n\r\n", "/a\\b", ""),          # url_segments refuses it
 ])
 def test_targets(head, path, query):
     req = parse_head(head)
@@ -229,3 +229,48 @@ def test_head_cache_is_bounded_and_never_keeps_refused_heads():
     with pytest.raises(http.HttpError):
         heads.parse(b"GET / HTTP/1.1\r\n\r\n")          # no Host
     assert b"GET / HTTP/1.1\r\n\r\n" not in heads.known
+
+
+def test_head_reader_takes_heads_one_by_one_and_keeps_what_follows():
+    """The head reader the server protocol and the client share."""
+    reader = http.HeadReader()
+    reader.buf += b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-"
+    assert reader.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert reader.take() is None                      # the second is incomplete
+    reader.buf += b"Length: 2\r\n\r\nhi"
+    assert reader.take() == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+    assert bytes(reader.buf) == b"hi"                 # the body stays for its reader
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 20000, 431),    # never ends, over the limit
+    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+])
+def test_head_reader_limits(data, status):
+    reader = http.HeadReader()
+    reader.buf += data
+    with pytest.raises(HttpError) as info:
+        reader.take()
+    assert info.value.status == status
+
+
+@pytest.mark.parametrize("head, expected", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nX-A: 2 \r\n\r\n",
+     (200, "OK", {"content-length": "2", "x-a": "1, 2"})),
+    (b"HTTP/1.1 100 Continue\r\n\r\n", (100, "Continue", {})),
+    (b"HTTP/1.0 404 Not Found\r\n\r\n", (404, "Not Found", {})),
+])
+def test_parse_response_head(head, expected):
+    from zcopy.http.request import parse_response_head
+
+    assert parse_response_head(head) == expected
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 2x0 OK\r\n\r\n", b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+                                  b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", b"HTTP/2.0 200 OK\r\n\r\n"])
+def test_parse_response_head_refuses_what_is_not_http1(head):
+    from zcopy.http.request import parse_response_head
+
+    with pytest.raises(HttpError) as info:
+        parse_response_head(head)
+    assert info.value.status == 502

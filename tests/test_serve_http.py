@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from serverutil import Server, connect, curl, get, read_response, request
+from serverutil import Server, connect, curl, file_fds, get, read_response, request
 from conftest import needs_tool
 
 BIG = os.urandom(3 * 1024 * 1024 + 7)
@@ -374,3 +374,32 @@ def test_replaced_file_is_never_served_stale(server):
         f.write(" and more")
     status, h, body = get(server.port, "/changing.txt")
     assert (h["content-length"], body) == ("12", b"3rd and more")
+
+
+def test_a_folder_redirect_never_names_another_host(tmp_path):
+    # Issue 15.9: "GET /%2Fevil.example%2F.." was answered "Location: //evil.example/../".
+    (tmp_path / "evil.example").mkdir()
+    with Server(tmp_path) as s:
+        for target in ("/%2Fevil.example%2F..", "/%2F%2Fevil.example", "//evil.example", "/%2F/evil.example/.",
+                       "/evil.example/..", "/./evil.example"):
+            status, h, _ = request(s.port, f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            location = h.get("location", "")
+            assert not location.startswith("//") and not location.startswith("/\\"), (target, location)
+            assert status in (301, 404), (target, status)
+            if status == 301:
+                assert location in ("/", "/evil.example/"), (target, location)
+
+
+def test_reads_that_walk_folders_leave_no_fds_open(tmp_path):
+    # Listings, redirects and refusals open folder fds on the way; none may stay open.
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "f.txt").write_text("f")
+    with Server(tmp_path, "--workers", "1") as s:
+        (pid,) = s.worker_pids()
+        assert get(s.port, "/d/")[0] == 200
+        before = file_fds(pid)
+        for _ in range(30):
+            for path, status in [("/d/", 200), ("/d/e/", 200), ("/d", 301), ("/d/e/..", 301), ("/nope/x", 404),
+                                 ("/d/f.txt/", 404), ("/d/f.txt/..", 404), ("/d/missing", 404), ("/.zcopy/", 404)]:
+                assert get(s.port, path)[0] == status, path
+        assert file_fds(pid) == before

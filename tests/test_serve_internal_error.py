@@ -7,49 +7,20 @@ loop, sockets and files.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 
-from serverutil import connect, get, read_response
-from zcopy.server.config import ServeConfig
+from serverutil import connect, get, read_response, worker_with
 
 
-@contextlib.contextmanager
 def buggy_worker(root):
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    port = listener.getsockname()[1]
-    pid = os.fork()
-    if pid == 0:                                     # the child: never returns
-        code = 1
-        try:
-            os.environ["ZCOPY_STATS"] = "off"
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)                      # the traceback is expected
-            from zcopy.server.worker import Worker
+    def with_a_bug(respond):
+        def respond_with_a_bug(req, *args, **kwargs):
+            if req.path == "/boom":
+                raise RuntimeError("a bug in request handling")
+            return respond(req, *args, **kwargs)
+        return respond_with_a_bug
 
-            worker = Worker(ServeConfig(root=str(root), prefetch=False), listener)
-            respond = worker.responder.respond
-
-            def respond_with_a_bug(req, *args, **kwargs):
-                if req.path == "/boom":
-                    raise RuntimeError("a bug in request handling")
-                return respond(req, *args, **kwargs)
-
-            worker.responder.respond = respond_with_a_bug
-            code = worker.run()
-        finally:
-            os._exit(code)
-    listener.close()
-    try:
-        yield port, pid
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    return worker_with(root, with_a_bug, quiet=True)      # the traceback is expected
 
 
 def test_a_bug_costs_one_connection_not_the_worker(tmp_path):

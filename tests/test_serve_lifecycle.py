@@ -111,7 +111,9 @@ def test_a_request_answered_while_draining_says_connection_close(files):
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         # Two pipelined requests, read together; the first stalls on our small buffer.
         c.sendall(b"GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /f4096 HTTP/1.1\r\nHost: t\r\n\r\n")
-        time.sleep(0.3)
+        # The download has begun (so both requests were read) before the signal: a fixed sleep
+        # was not always long enough for a worker just started on a loaded machine.
+        assert select.select([c], [], [], 20)[0]
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         status, h, _, _ = read_response(c)           # the download (its head left before the signal)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from serverutil import Server, get
+from serverutil import Server, get, request
 
 
 @pytest.fixture
@@ -64,3 +64,19 @@ def test_symlink_target_needs_follow_symlinks(tree):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "--follow-symlinks" in out.stderr
+
+
+def test_writes_to_a_link_follow_the_read_rule(tree):
+    # A link is replaced, moved or deleted only where the server would serve through it.
+    root, _ = tree
+    with Server(root, "--allow-write") as s:
+        for link in ("link_in.txt", "link_secret.txt"):
+            raw = f"DELETE /{link} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+            assert request(s.port, raw)[0] == 403
+    with Server(root, "--allow-write", "--follow-symlinks") as s:
+        raw = b"PUT /link_secret.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"
+        assert request(s.port, raw)[0] == 403
+        raw = b"DELETE /link_in.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        assert request(s.port, raw)[0] == 204
+    assert not (root / "link_in.txt").is_symlink() and (root / "real.txt").read_text() == "inside"
+    assert (root / "link_secret.txt").is_symlink()

@@ -31,7 +31,7 @@ def test_changes_name_the_child_that_changed(tmp_path, watch):
     f = tmp_path / "a.txt"
     f.write_text("one")
     (tmp_path / "sub").mkdir()
-    assert watch.watch(str(tmp_path)) and watch.changes() == []
+    assert watch_folder(watch, tmp_path) and watch.changes() == []
     with open(f, "a") as fh:
         fh.write("two")                                  # IN_MODIFY
     os.chmod(f, 0o600)                                   # IN_ATTRIB
@@ -46,15 +46,23 @@ def test_changes_name_the_child_that_changed(tmp_path, watch):
 def test_folder_gone_is_reported_as_everything_under_it(tmp_path, watch):
     folder = tmp_path / "d"
     folder.mkdir()
-    assert watch.watch(str(folder))
+    assert watch_folder(watch, folder)
     os.rmdir(folder)
     assert str(folder) + os.sep in watch.changes()
 
 
 def test_filesystems_without_local_events_are_not_watched(watch):
     # procfs (like NFS or FUSE) changes without this kernel's VFS seeing writes.
-    assert watch.watch("/proc/self") is False
-    assert watch.watch("/no/such/folder") is False
+    assert watch_folder(watch, "/proc/self") is False
+
+
+def watch_folder(watch, folder) -> bool:
+    """Watch a folder as the cache does: through an fd of it (the path is its label)."""
+    fd = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+    try:
+        return watch.watch(str(folder), fd)
+    finally:
+        os.close(fd)
 
 
 def test_watched_entry_is_served_without_a_stat_until_its_event(tmp_path, cache):

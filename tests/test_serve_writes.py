@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from conftest import needs_root, needs_tool
-from serverutil import Server, connect, curl, get, request
+from serverutil import Server, connect, curl, file_fds, get, read_response, request
 from test_stats import wait_for, wait_json
 
 TOKEN = "s3cret-token"
@@ -94,6 +94,19 @@ def test_chunked_upload(wserver):
     body = os.urandom(50_001)
     assert put(wserver.port, "/chunked.bin", body, chunked=True)[0] in (201, 204)
     assert get(wserver.port, "/chunked.bin")[2] == body
+
+
+def test_http10_chunked_upload_closes_after_the_reply(wserver):
+    """RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request (which a 1.0 hop
+    may have framed otherwise) makes the server close after its reply, even
+    when the client asked for keep-alive; the reply says so."""
+    with connect(wserver.port) as s:
+        s.sendall(f"PUT /te10.bin HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
+                  f"Authorization: Bearer {TOKEN}\r\n\r\n".encode() + b"5\r\nhello\r\n0\r\n\r\n")
+        status, h, _, _ = read_response(s)
+        assert status in (201, 204) and h.get("connection", "").lower() == "close"
+        assert s.recv(10) == b""                 # closed, not kept alive
+    assert get(wserver.port, "/te10.bin")[2] == b"hello"
 
 
 @needs_tool("curl")
@@ -379,7 +392,9 @@ def test_upload_temp_file_is_held_with_flock(tmp_path):
 
     from zcopy.server import writes
 
-    temp = writes.TempFile(str(tmp_path))
+    folder = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    temp = writes.TempFile(folder)
+    os.close(folder)
     try:
         other = os.open(f"/proc/self/fd/{temp.fd}", os.O_RDONLY)   # a second open file description
         try:
@@ -427,3 +442,110 @@ def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fs
     if fsyncs:       # one before the rename (the data), one after (the folder entry)
         assert syncs[0] < renames[0] < syncs[1], calls
     assert (tmp_path / "f.bin").read_bytes() == b"hello"
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 10000000", "Transfer-Encoding: chunked"])
+def test_a_cut_upload_leaves_none_of_the_folders_it_made(wserver, framing):
+    # Issue 13.8: the parents a failed upload created go with it; ones that were there stay.
+    root = wserver.root
+    os.makedirs(os.path.join(root, "had"), exist_ok=True)
+    before = listing(root)
+    body = os.urandom(1_000_000)
+    if framing.startswith("Transfer"):
+        body = b"%x\r\n" % 10_000_000 + body
+    name = uuid.uuid4().hex
+    with connect(wserver.port) as c:
+        c.sendall(f"PUT /had/{name}/deeper/f.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  f"{framing}\r\n\r\n".encode() + body)
+        assert wait_for(lambda: os.path.isdir(os.path.join(root, "had", name, "deeper")))   # under way
+    assert wait_for(lambda: not os.path.exists(os.path.join(root, "had", name)))
+    assert listing(root) == before
+
+
+def test_a_refused_upload_leaves_none_of_the_folders_it_made(tmp_path):
+    with Server(tmp_path, "--allow-write", "--max-upload", "1KiB") as s:
+        assert put(s.port, "/n1/n2/big", b"x" * 5000, chunked=True)[0] == 413
+        assert put(s.port, "/n1/n2/fits", b"x" * 10, chunked=True)[0] == 201
+        assert put(s.port, "/n1/m/big", b"x" * 5000, chunked=True)[0] == 413
+    assert listing(tmp_path) == {"n1", "n1/n2", "n1/n2/fits"}
+
+
+def test_a_trailing_slash_or_dot_segment_never_names_a_file(wserver):
+    # Issue 15.11: "PUT /newdir/" made a file "newdir"; "/a.txt/." served a.txt; "/a.txt/.." was a 301.
+    port = wserver.port
+    assert put(port, "/slashed/", b"x")[0] == 400
+    assert not os.path.lexists(os.path.join(wserver.root, "slashed"))
+    assert put(port, "/dots/a.txt", b"a")[0] == 201
+    for path in ("/dots/a.txt/", "/dots/a.txt/.", "/dots/a.txt/..", "/dots/a.txt/./", "/dots/a.txt/../a.txt"):
+        for method in ("GET", "HEAD"):
+            status, _, body = get(port, path, method=method)
+            assert status == 404 and b"a" != body, (method, path, status)
+    assert call(port, "DELETE", "/dots/a.txt/")[0] == 404
+    assert call(port, "MOVE", "/dots/a.txt/", {"Destination": "/dots/b.txt"})[0] == 404
+    assert call(port, "MOVE", "/dots/a.txt", {"Destination": "/dots/b/"})[0] == 400
+    assert get(port, "/dots/a.txt")[2] == b"a"
+    assert call(port, "MKCOL", "/dots/col/")[0] == 201          # a folder path may end with a slash
+    assert call(port, "DELETE", "/dots/col/")[0] == 204
+
+
+def test_the_reserved_namespace_is_never_a_user_file(tmp_path):
+    # /.zcopy/ is the server's own: not served, listed or written, even with --show-hidden.
+    (tmp_path / ".zcopy").mkdir()
+    (tmp_path / ".zcopy" / "x").write_bytes(b"user file")
+    (tmp_path / "sub" / ".zcopy").mkdir(parents=True)      # only the top-level name is reserved
+    with Server(tmp_path, "--allow-write", "--show-hidden") as s:
+        for path in ("/.zcopy/x", "/.zcopy/", "/sub/../.zcopy/x", "//.zcopy/x"):
+            assert get(s.port, path)[0] == 404, path
+        names = [e["name"] for e in json.loads(get(s.port, "/", {"Accept": "application/json"})[2])["entries"]]
+        assert ".zcopy" not in names and "sub" in names
+        # The route table answers these (no such route); the file side would refuse them too (403).
+        assert put(s.port, "/.zcopy/x", b"overwrite")[0] in (403, 404)
+        assert put(s.port, "/.zcopy/new", b"new")[0] in (403, 404)
+        assert call(s.port, "DELETE", "/.zcopy/x")[0] in (403, 404)
+        assert call(s.port, "MKCOL", "/.zcopy/d")[0] in (403, 404)
+        assert call(s.port, "MOVE", "/.zcopy/x", {"Destination": "/y"})[0] in (403, 404)
+        assert put(s.port, "/f", b"f")[0] == 201
+        assert call(s.port, "MOVE", "/f", {"Destination": "/.zcopy/f"})[0] == 403     # the file side's refusal
+        assert call(s.port, "MOVE", "/f", {"Destination": "/sub/../.zcopy/f"})[0] == 400
+        assert get(s.port, "/sub/.zcopy/")[0] == 200
+    assert sorted(os.listdir(tmp_path / ".zcopy")) == ["x"] and (tmp_path / ".zcopy" / "x").read_bytes() == b"user file"
+
+
+def test_write_operations_leave_no_folder_fds_open(tmp_path):
+    # Every walk opens folder fds; each request, answered or refused, must close them all.
+    with Server(tmp_path, "--allow-write", "--workers", "1", "--max-upload", "1KiB") as s:
+        (pid,) = s.worker_pids()
+        port = s.port
+        assert put(port, "/warm/x", b"x")[0] == 201            # whatever a first upload sets up once
+        before = file_fds(pid)
+        for i in range(20):
+            assert put(port, f"/p{i}/q/f", b"data")[0] == 201
+            assert put(port, f"/p{i}/q/f/x", b"data")[0] == 409          # a file is not a folder
+            assert put(port, f"/n{i}/big", b"x" * 5000, chunked=True)[0] == 413
+            assert call(port, "MKCOL", f"/p{i}/c")[0] == 201
+            assert call(port, "MKCOL", f"/p{i}/c")[0] == 405
+            assert call(port, "MOVE", f"/p{i}/q/f", {"Destination": f"/m{i}/deep/g"})[0] == 201
+            assert call(port, "MOVE", f"/p{i}/none", {"Destination": f"/m{i}/h"})[0] == 404
+            assert call(port, "MOVE", f"/m{i}/deep/g", {"Destination": "/../x"})[0] == 403
+            assert call(port, "DELETE", f"/p{i}")[0] == 409
+            assert call(port, "DELETE", f"/p{i}?recursive=1")[0] == 204
+            assert call(port, "DELETE", f"/p{i}")[0] == 404
+        assert file_fds(pid) == before
+
+
+def test_an_upload_whose_folder_is_deleted_meanwhile_is_a_conflict(wserver):
+    # The upload's folder is the fd its walk opened: once that folder is gone
+    # there is nothing to name the file in (no new folder is made by its old path).
+    name = uuid.uuid4().hex
+    assert call(wserver.port, "MKCOL", f"/{name}")[0] == 201
+    body = os.urandom(200_000)
+    with connect(wserver.port) as c:
+        c.sendall(f"PUT /{name}/f HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
+        assert wait_for(lambda: len(unnamed_inodes(wserver)) == 1)
+        assert call(wserver.port, "DELETE", f"/{name}")[0] == 204      # empty: the upload has no name yet
+        c.sendall(body[1000:])
+        status, _, _, _ = read_response(c)
+    assert status == 409
+    assert not os.path.exists(os.path.join(wserver.root, name))
+    assert wait_for(lambda: unnamed_inodes(wserver) == [])

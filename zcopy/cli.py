@@ -106,6 +106,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seconds_arg(text: str) -> float:
+    """argparse type for a delay that may be 0: finite, 0 or more, at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:   # nan fails isfinite
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0: {text!r}")
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT} seconds (a week): {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from probes.filesystem import IN_MEMORY as IN_MEMORY_FS
+from zcopy.fsinfo import IN_MEMORY as IN_MEMORY_FS
 from probes.kernel import read_text
 from zcopy.units import format_size
 

@@ -6,8 +6,9 @@ its fd), and ``Expect: 100-continue`` needs a look at the socket between the
 head and the body, which http.client cannot do. Each command makes one
 request per connection (``Connection: close``), so there is no keep-alive
 state to get wrong. Chunked response bodies reuse the server's strict
-decoder (``zcopy.http.chunked``); response heads are parsed by httptools,
-like the server's requests.
+decoder (``zcopy.http.chunked``); response heads are framed by the server's
+head reader (``zcopy.http.HeadReader``, same limits) and parsed by httptools
+(``parse_response_head``), like the server's requests.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from __future__ import annotations
 import io
 import select
 import socket
+import time
 from dataclasses import dataclass, field
-
-import httptools
 
 from zcopy.client.errors import ClientError, StatusError
 from zcopy.client.url import Remote
-from zcopy.http.request import add_field
+from zcopy.http.errors import HttpError
+from zcopy.http.request import HeadReader, parse_response_head
 
-MAX_HEAD = 64 * 1024
+#: Interim (1xx) responses taken before the final one: a server sending more
+#: is broken or hostile, and would otherwise hold the client forever.
+MAX_INTERIM = 16
 USER_AGENT = "zcopy"
 
 
@@ -50,7 +53,10 @@ class Connection:
             self.sock = socket.create_connection((remote.host, remote.port), timeout=timeout)
         except OSError as exc:
             raise ClientError(f"cannot connect to {remote.netloc}: {exc.strerror or exc}") from None
-        self.buf = bytearray()
+        #: The head reader the server uses too (same framing, same limits);
+        #: ``buf`` is its buffer: bytes received and not consumed yet.
+        self.heads = HeadReader()
+        self.buf = self.heads.buf
 
     def close(self) -> None:
         self.sock.close()
@@ -74,22 +80,50 @@ class Connection:
         return bool(select.select([self.sock], [], [], wait)[0])
 
     def read_head(self, *, skip_interim: bool = True) -> Response:
-        """The next response head; 1xx heads are skipped unless asked for."""
+        """The next response head; 1xx heads are skipped unless asked for.
+
+        Bounded, whatever the server does: ``timeout`` seconds for the whole
+        wait (interim heads included; a server trickling a head byte by byte
+        gets no more), at most MAX_INTERIM interim heads (an endless stream of
+        ``100 Continue`` is refused), and the head reader's size limits."""
+        deadline = time.monotonic() + self.timeout
+        interim = 0
         while True:
-            end = self.buf.find(b"\r\n\r\n")
-            while end < 0:
-                if len(self.buf) > MAX_HEAD:
-                    raise ClientError("response head too large")
-                chunk = self._recv()
-                if not chunk:
-                    raise ClientError(f"{self.remote.netloc} closed the connection without a response")
-                self.buf += chunk
-                end = self.buf.find(b"\r\n\r\n")
-            head = bytes(self.buf[:end + 4])
-            del self.buf[:end + 4]
-            response = _parse_head(head)
-            if not (skip_interim and 100 <= response.status < 200):
-                return response
+            head = self._take_head(deadline)
+            try:
+                status, reason, headers = parse_response_head(head)
+            except HttpError as exc:
+                raise ClientError(exc.reason) from None
+            if not (skip_interim and 100 <= status < 200):
+                return Response(status, reason, headers)
+            interim += 1
+            if interim >= MAX_INTERIM:
+                raise ClientError(f"{self.remote.netloc} sent {interim} interim (1xx) responses and no answer")
+
+    def _take_head(self, deadline: float) -> bytes:
+        while True:
+            try:
+                head = self.heads.take()
+            except HttpError:
+                raise ClientError(f"{self.remote.netloc}: response head too large") from None
+            if head is not None:
+                return head
+            left = deadline - time.monotonic()
+            late = f"{self.remote.netloc}: no complete response head within {self.timeout:g} s"
+            if left <= 0:
+                raise ClientError(late)
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except TimeoutError:
+                raise ClientError(late) from None
+            except ConnectionError as exc:
+                raise ClientError(f"{self.remote.netloc}: {exc.strerror or exc}") from None
+            finally:
+                self.sock.settimeout(self.timeout)
+            if not chunk:
+                raise ClientError(f"{self.remote.netloc} closed the connection without a response")
+            self.buf += chunk
 
     def body(self, response: Response, *, head_only: bool = False) -> "BodyReader":
         """A reader of exactly this response's body (RFC 9112 6.3 framing)."""
@@ -98,53 +132,6 @@ class Connection:
         if "chunked" in response.headers.get("transfer-encoding", "").lower():
             return BodyReader(self, None, chunked=True)
         return BodyReader(self, response.length(), chunked=False)
-
-    def _recv(self) -> bytes:
-        try:
-            return self.sock.recv(1 << 16)
-        except TimeoutError:
-            raise ClientError(f"{self.remote.netloc}: no answer for {self.timeout:g} s") from None
-        except ConnectionError as exc:
-            raise ClientError(f"{self.remote.netloc}: {exc.strerror or exc}") from None
-
-
-class _HeadFields:
-    """httptools callbacks: the reason phrase and the header fields."""
-
-    __slots__ = ("reason", "headers", "complete")
-
-    def __init__(self) -> None:
-        self.reason = b""
-        self.headers: dict[str, str] = {}
-        self.complete = False
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        add_field(self.headers, name, value)
-
-    def on_headers_complete(self) -> None:
-        self.complete = True
-
-
-def _parse_head(head: bytes) -> Response:
-    """A response head (blank line included), parsed by httptools (llhttp):
-    the grammar is llhttp's, as it is for the server's requests."""
-    fields = _HeadFields()
-    parser = httptools.HttpResponseParser(fields)
-    try:
-        parser.feed_data(head)
-    except httptools.HttpParserUpgrade:
-        pass                                    # 101: the head is parsed; we never switch
-    except httptools.HttpParserError as exc:
-        first = head.split(b"\r\n", 1)[0].decode("latin-1")
-        raise ClientError(f"not a valid HTTP/1.x response ({exc}): {first[:80]!r}") from None
-    if not fields.complete or not parser.get_http_version().startswith("1."):
-        first = head.split(b"\r\n", 1)[0].decode("latin-1")
-        raise ClientError(f"not an HTTP/1.x response: {first[:80]!r}")
-    return Response(parser.get_status_code(), fields.reason.decode("latin-1"), fields.headers)
-
 
 class BodyReader(io.RawIOBase):
     """File-like view of a response body: ``read``/``readinto`` stop at its

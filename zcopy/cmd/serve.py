@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, timeout_arg
+from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, seconds_arg, timeout_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
@@ -51,6 +51,15 @@ def port_arg(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range: {port}")
     return port
+
+
+def worker_timeout_arg(text: str) -> float:
+    """An idle loop turns once a second (its tick): a timeout under two
+    seconds would replace healthy idle workers."""
+    value = timeout_arg(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 seconds: {text!r}")
+    return value
 
 
 def metrics_arg(text: str) -> tuple[str, int]:
@@ -84,8 +93,14 @@ def configure(p) -> None:
                    help="close a client that accepts no byte for this long")
     p.add_argument("--drain-timeout", type=timeout_arg, default=30.0,
                    help="on SIGTERM, seconds allowed to finish in-flight transfers")
+    p.add_argument("--drain-delay", type=seconds_arg, default=0.0, metavar="S",
+                   help="on SIGTERM, /readyz turns 503 and the listeners keep accepting this long "
+                        "before the drain starts (default: 0)")
+    p.add_argument("--worker-timeout", type=worker_timeout_arg, default=30.0, metavar="S",
+                   help="replace a worker whose loop makes no progress this long, >= 2 (default: 30)")
     p.add_argument("--metrics", metavar="HOST:PORT", type=metrics_arg,
-                   help="also serve the live stats in Prometheus text format on this address")
+                   help="also serve the live stats in Prometheus text format, /healthz and /readyz "
+                        "on this address")
     p.add_argument("--state-dir", metavar="DIR",
                    help="the server's own state: an sqlite database and the share secret; on a local "
                         "filesystem (default: $XDG_STATE_HOME/zcopy or ~/.local/state/zcopy)")
@@ -134,7 +149,8 @@ def build_config(args):
                       show_hidden=args.show_hidden,
                       max_connections=args.max_connections, header_timeout=args.header_timeout,
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
-                      drain_timeout=args.drain_timeout, allow_write=args.allow_write,
+                      drain_timeout=args.drain_timeout, drain_delay=args.drain_delay,
+                      worker_timeout=args.worker_timeout, allow_write=args.allow_write,
                       token=token, read_token=read_token, max_upload=args.max_upload,
                       fsync=not args.no_fsync, state_dir=state_dir)
     reasons = cfg.reasons
@@ -310,22 +326,32 @@ def run(args) -> int:
         return exc.code
     metrics = None
     if args.metrics is not None:
-        from zcopy.stats.metrics import MetricsServer
+        from zcopy.stats.metrics import bind
 
         try:
-            metrics = MetricsServer(*args.metrics).start()
+            metrics = bind(*args.metrics)
         except OSError as exc:
             for s in listeners:
                 s.close()
             print(f"zcopy serve: error: cannot serve --metrics on {args.metrics[0]}:{args.metrics[1]}: "
                   f"{exc.strerror}", file=sys.stderr)
             return 1
+    # Built before the address is printed: from then on a signal is the supervisor's to handle.
+    supervisor = Supervisor(cfg, listeners, metrics=metrics, reloader=reloader(args))
     print_panel(cfg)
     if metrics is not None:
-        host, port = metrics.address
-        print(f"zcopy serve: metrics on http://{host}:{port}/metrics", file=sys.stderr)
-    try:
-        return Supervisor(cfg, listeners).run()
-    finally:
-        if metrics is not None:
-            metrics.stop()
+        host, port = metrics.getsockname()[:2]
+        print(f"zcopy serve: metrics on http://{host}:{port}/metrics (and /healthz, /readyz)", file=sys.stderr)
+    return supervisor.run()
+
+
+def reloader(args):
+    """What SIGHUP re-reads: the token files given (zcopy.server.reload)."""
+    from zcopy.server.reload import Reloader, token_file_hook
+
+    hooks = Reloader()
+    if args.token_file:
+        hooks.register("--token-file", token_file_hook(args.token_file, "token"))
+    if args.read_token_file:
+        hooks.register("--read-token-file", token_file_hook(args.read_token_file, "read_token"))
+    return hooks

@@ -4,7 +4,8 @@ Every byte crosses into user space and back (two copies), which is what the
 zero-copy engines are measured against (read_send = 100% in ``zcopy bench``).
 It needs nothing of the file but pread(2) (any regular file or block
 device, on any filesystem) and nothing of the socket but write(2), so it is
-the engine of last resort. Each transfer holds one buffer from the engine's ``BufferPool`` and
+the engine of last resort, and the one for a transport that must see every
+byte (``zcopy.transport``: TLS without kTLS), whose ``send`` it then calls. Each transfer holds one buffer from the engine's ``BufferPool`` and
 ``preadv``s into it, so no chunk allocates a new bytes object; unsent bytes
 stay in the buffer across EAGAIN and go out first on the next step.
 """
@@ -51,15 +52,21 @@ class ReadSendTransfer:
         self._whole = [self._buf]  # preadv's buffer list, built once
         self._pos = self._end = 0  # unsent bytes are _buf[_pos:_end]
 
-    def step(self, sock_fd: int) -> Progress:
+    def step(self, sock_fd) -> Progress:
+        """``sock_fd``: a socket fd, or a transport whose ``send`` takes the
+        bytes (one that cannot take sendfile/splice: TLS without kTLS)."""
         buf = self._buf
         stats = self._stats
         budget = self._budget
+        write = None if sock_fd.__class__ is int else sock_fd.send
         while self.remaining:
             if self._pos < self._end:
                 stats.syscalls += 1
                 try:
-                    n = os.write(sock_fd, buf[self._pos:self._end])
+                    if write is None:
+                        n = os.write(sock_fd, buf[self._pos:self._end])
+                    else:
+                        n = write(buf[self._pos:self._end])
                 except BlockingIOError:
                     return Progress.BLOCKED
                 self._pos += n

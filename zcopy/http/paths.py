@@ -1,78 +1,78 @@
-"""URL path -> filesystem path, never outside the served root.
+"""URL paths, checked lexically (no filesystem here).
 
-The URL path arrives percent-decoded once (``Request.path``). Here it is
-checked and normalised lexically, then the filesystem is asked, once, where
-it really leads (``os.path.realpath``):
+The URL path arrives percent-decoded once (``Request.path``). ``url_segments``
+checks it and returns the segments the server's filesystem walk
+(``zcopy.server.root``) takes from the ROOT folder's fd:
 
 * NUL or a backslash anywhere -> 400. A backslash is a legal Linux file-name
   character, but refusing it removes every ``..\\`` trick and any doubt
   about what a Windows-minded client meant.
-* ``.`` and ``..`` segments are resolved lexically; a ``..`` that climbs
-  above the root -> 403 (the request can only be an attack: browsers
-  normalise before sending).
+* A ``..`` that climbs above the root -> 403 (the request can only be an
+  attack: browsers normalise before sending).
+* ``.`` and ``..`` are kept, not resolved here: the walk applies them to the
+  folders it has opened, so a dot segment after a file (``/a.txt/.``,
+  ``/a.txt/..``) is 404, never the file or its folder. Writes refuse them (400).
+  A read's trailing slash becomes a ``.`` (``/a.txt/`` is 404 too).
 * A segment starting with ``.`` (dotfiles, ``.git``) -> 404 unless
   ``show_hidden``: we answer as if it did not exist, as listings hide it.
-* Symlinks: without ``follow_symlinks`` any symlink in any segment -> 404
-  (listings hide symlinks too, so it is consistently "not there"). With it, a
-  link is allowed when its target, fully resolved, is still inside the root
-  or inside one of the ``allowed`` folders the operator named
-  (``serve --symlink-target DIR``); one that leads anywhere else -> 404 too.
+* ``/.zcopy/`` is the server's own namespace (``RESERVED``): never a user file,
+  whatever ``show_hidden`` says (404; writes 403).
 
-A path that does not exist is returned as is (uploads create files); the
-caller's ``stat`` says 404. Only ``realpath`` touches the disk (strict, so a
-symlink loop is refused here rather than looking like a plain path).
+``normalised`` is the lexical form of a path (dot segments applied, no empty
+segments), used to build a redirect's Location: it never starts with ``//``.
 """
 
 from __future__ import annotations
 
-import errno
-import os
-
 from zcopy.http.errors import HttpError
 
+#: The first segment of the server's own URL namespace (``/.zcopy/...``).
+RESERVED = ".zcopy"
 
-def resolve_path(root: str, url_path: str, *, follow_symlinks: bool = False,
-                 show_hidden: bool = False, allowed: tuple[str, ...] = ()) -> str:
-    """Absolute filesystem path for ``url_path`` inside ``root`` (which the
-    caller has already passed through ``os.path.realpath``, as it has each of
-    ``allowed``: further folders that followed symlinks may lead into)."""
+
+def url_segments(url_path: str, *, show_hidden: bool = False, write: bool = False) -> list[str]:
+    """The non-empty segments of ``url_path``, dot segments included, after the
+    checks above (raises HttpError). ``write``: the path names something to
+    create, replace, move or delete."""
     if not url_path.startswith("/"):
         raise HttpError(400, "path must start with /")
     if "\x00" in url_path or "\\" in url_path:
         raise HttpError(400, "invalid character in path")
-    parts: list[str] = []
-    for seg in url_path.split("/"):
-        if seg == "" or seg == ".":
-            continue
+    segments = [seg for seg in url_path.split("/") if seg]
+    if not write and url_path.endswith("/") and segments:
+        segments.append(".")            # "/a.txt/" names a folder: never the file
+    depth = 0
+    for seg in segments:
         if seg == "..":
-            if not parts:
+            if depth == 0:
                 raise HttpError(403, "path leaves the served folder")
-            parts.pop()
-            continue
-        parts.append(seg)
-    if not show_hidden:
-        for seg in parts:
-            if seg[0] == ".":
-                raise HttpError(404, "not found")
-    base = root.rstrip("/")
-    path = base + "/" + "/".join(parts) if parts else root
-    try:
-        real = os.path.realpath(path, strict=True)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise HttpError(404, "not found") from None
-        real = os.path.realpath(path)       # missing or unreadable tail: the caller's stat decides
-    if real == path:
-        return path
-    if not follow_symlinks or not link_allowed(real, root, allowed):
-        raise HttpError(404, "not found")
-    return real
+            depth -= 1
+        elif seg != ".":
+            depth += 1
+    for seg in segments:
+        if seg in (".", ".."):
+            if write:
+                raise HttpError(400, f"invalid path segment {seg!r}")
+        elif seg[0] == "." and not show_hidden:
+            raise HttpError(403 if write else 404, "hidden names cannot be written" if write else "not found")
+    top = normalised_parts(segments)
+    if top and top[0] == RESERVED:
+        raise HttpError(403 if write else 404, "reserved for the server" if write else "not found")
+    return segments
 
 
-def link_allowed(real: str, root: str, allowed: tuple[str, ...] = ()) -> bool:
-    """Is a fully resolved path inside ``root`` or one of the ``allowed`` folders?"""
-    for base in (root, *allowed):
-        base = base.rstrip("/")
-        if not base or real == base or real.startswith(base + "/"):
-            return True
-    return False
+def normalised_parts(segments: list[str]) -> list[str]:
+    """Dot segments applied lexically (``..`` above the top is dropped)."""
+    parts: list[str] = []
+    for seg in segments:
+        if seg == "..":
+            if parts:
+                parts.pop()
+        elif seg and seg != ".":
+            parts.append(seg)
+    return parts
+
+
+def normalised(url_path: str) -> str:
+    """``url_path`` with empty and dot segments applied: ``/a/b``, or ``/``."""
+    return "/" + "/".join(normalised_parts(url_path.split("/")))

@@ -1,4 +1,5 @@
-"""Request heads: framing (``split_head``) and parsing (``parse_head``).
+"""HTTP heads: framing (``split_head``, ``HeadReader``) and parsing
+(``parse_head`` for requests, ``parse_response_head`` for the client).
 
 Framing and parsing are separate on purpose. The connection keeps reading
 into one buffer; ``split_head`` only answers "is a whole head there yet, and
@@ -105,6 +106,38 @@ def split_head(buf: bytes | bytearray, max_head: int = MAX_HEAD, max_target: int
     return None
 
 
+class HeadReader:
+    """Received bytes in, complete heads out: the one head reader of the
+    server (request heads, ``zcopy.http.protocol``) and the client (response
+    heads, ``zcopy.client.connection``), with the same framing and limits.
+
+    ``buf`` holds what was received and not taken yet: the rest of a head,
+    whatever followed it (a body, a pipelined request). ``take`` raises
+    HttpError 414/431 for a head over the limits."""
+
+    __slots__ = ("buf", "max_head", "max_target")
+
+    def __init__(self, max_head: int = MAX_HEAD, max_target: int = MAX_TARGET) -> None:
+        self.buf = bytearray()
+        self.max_head = max_head
+        self.max_target = max_target
+
+    def take(self) -> bytes | None:
+        """The next complete head (blank line included), taken out of ``buf``;
+        None while it is incomplete."""
+        buf = self.buf
+        n = split_head(buf, self.max_head, self.max_target)
+        if n is None:
+            return None
+        if n == len(buf):
+            head = bytes(buf)
+            buf.clear()
+        else:
+            head = bytes(buf[:n])
+            del buf[:n]
+        return head
+
+
 def add_field(headers: dict[str, str], name: bytes, value: bytes) -> str:
     """Add one field as httptools hands it over (``on_header``) to ``headers``:
     the name lower-cased, trailing whitespace stripped (llhttp strips the
@@ -123,18 +156,23 @@ def add_field(headers: dict[str, str], name: bytes, value: bytes) -> str:
 
 
 class _Collector:
-    """httptools callbacks: keep the target and the header fields."""
+    """httptools callbacks: keep the target (a request's) or the reason
+    phrase (a response's), and the header fields."""
 
-    __slots__ = ("url", "headers", "hosts", "complete")
+    __slots__ = ("url", "reason", "headers", "hosts", "complete")
 
     def __init__(self) -> None:
         self.url = b""
+        self.reason = b""
         self.headers: dict[str, str] = {}
         self.hosts = 0
         self.complete = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if add_field(self.headers, name, value) == "host":
@@ -197,6 +235,11 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
         if _tokens(te.lower()) != ["chunked"]:
             raise HttpError(501, f"transfer coding {te!r} is not implemented", close=True)
         chunked = True
+        if version == (1, 0):
+            # RFC 9112 6.1: a server MUST close the connection after answering
+            # an HTTP/1.0 request with Transfer-Encoding (a 1.0 hop in between
+            # may have framed the body differently), so the reply says close.
+            keep_alive = False
     cl = headers.get("content-length")
     return Request(
         method, target, path, query, version, MappingProxyType(headers), keep_alive,
@@ -207,6 +250,25 @@ def parse_head(head: bytes, *, max_head: int = MAX_HEAD, max_target: int = MAX_T
         version == (1, 1) and "expect" in headers and headers["expect"].lower() == "100-continue",
         _PLAIN_BREAKERS.isdisjoint(headers),
     )
+
+
+def parse_response_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    """(status, reason, fields) of one complete response head, as framed by
+    ``HeadReader``: the client's counterpart of ``parse_head``, with
+    httptools' grammar too. Raises HttpError(502) for anything that is not
+    an HTTP/1.x response head."""
+    got = _Collector()
+    parser = httptools.HttpResponseParser(got)
+    first = head.split(b"\r\n", 1)[0].decode("latin-1")[:80]
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass                                    # 101: the head is parsed; we never switch
+    except httptools.HttpParserError as exc:
+        raise HttpError(502, f"not a valid HTTP/1.x response ({exc}): {first!r}") from None
+    if not got.complete or not parser.get_http_version().startswith("1."):
+        raise HttpError(502, f"not an HTTP/1.x response: {first!r}")
+    return parser.get_status_code(), got.reason.decode("latin-1"), got.headers
 
 
 #: Header fields that make a request more than "give me the resource".

@@ -14,8 +14,8 @@ import time
 
 class AccessLog:
     def __init__(self, target: str) -> None:
-        self._fd = sys.stdout.fileno() if target == "-" else os.open(
-            target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.target = target
+        self._fd = sys.stdout.fileno() if target == "-" else _open(target)
         self._own = target != "-"
         self._lines: list[str] = []
         self._pending = bytearray()       # encoded, not yet accepted by the fd
@@ -65,10 +65,30 @@ class AccessLog:
                 return
             del self._pending[:n]
 
+    def reopen(self) -> None:
+        """SIGUSR1 (logrotate renamed the file): continue in a new file at the
+        configured path. Buffered lines are written first, to the old one. If
+        the path cannot be opened, the old file stays in use and one line says why."""
+        if not self._own:
+            return
+        self.flush()
+        try:
+            fd = _open(self.target)
+        except OSError as exc:
+            sys.stderr.write(f"zcopy: cannot reopen the access log {self.target}: {exc.strerror}\n")
+            return
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+
     def close(self) -> None:
         self.flush()
         if self._own and self._fd >= 0:
             os.close(self._fd)
+
+
+def _open(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
 #: Bytes kept for a log reader that is not reading before lines are dropped.

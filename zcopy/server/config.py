@@ -24,6 +24,8 @@ class ServeConfig:
     idle_timeout: float = 60.0      # keep-alive connection with no request
     send_timeout: float = 60.0      # no byte accepted by the client for this long
     drain_timeout: float = 30.0     # SIGTERM: finish in-flight transfers within this
+    drain_delay: float = 0.0        # SIGTERM: /readyz 503, keep accepting this long before draining
+    worker_timeout: float = 30.0    # replace a worker whose loop made no turn for this long
     allow_write: bool = False
     token: str | None = None        # needed for writes (and opens reads) when set
     read_token: str | None = None   # needed for reads when set

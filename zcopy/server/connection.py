@@ -1,19 +1,28 @@
-"""One client socket: read a head, answer it, repeat (keep-alive, pipelining).
+"""One client connection: the driver of its protocol, transport and engines.
+
+What HTTP/1.1 says - where a head ends, whether a body follows and how it is
+framed, 100-continue, keep-alive or close, every framing error - is decided
+by ``zcopy.http.protocol.ServerProtocol``; this module moves bytes between
+the transport (``zcopy.transport``), that protocol, the responder, the body
+sinks (``zcopy.server.body``) and the engines, and owns the deadlines.
 
 The socket is registered once, edge-triggered, for EPOLLIN|EPOLLOUT|EPOLLRDHUP;
 the connection remembers whether the last read/write hit EAGAIN
 (``readable``/``writable``) instead of re-arming epoll on every state change.
 
-States:
-  READING  - collecting a request head into ``buf`` (deadline: header or idle timeout)
-  RECEIVING - a PUT body going into its temp file: bytes already in ``buf`` with
-             pwrite, the rest of a fixed-length body socket->file through the
-             upload engine, chunked bodies through the decoder (deadline: send
-             timeout, pushed forward on every progress)
-  WRITING  - sending the reply: head bytes, then body segments through the
-             engine (deadline: send timeout, pushed forward on every progress)
+States (the driver's; the protocol's own are in its module):
+  READING   - waiting for a request head (deadline: header or idle timeout)
+  RECEIVING - a request body going into a sink: bytes already received
+              through ``write``, the rest of a fixed-length body
+              socket->file through the upload engine, chunked bodies through
+              the protocol's decoder (deadline: send timeout, pushed forward
+              on every progress)
+  WAITING   - the responder returned a ``Pending``: nothing is read until it
+              is done (deadline: send timeout)
+  WRITING   - sending the reply: head bytes, then body segments through the
+              engine (deadline: send timeout, pushed forward on every progress)
   LINGERING - reply sent with "Connection: close": write side shut, reading and
-             discarding until the client closes or LINGER_SECONDS pass
+              discarding until the client closes or LINGER_SECONDS pass
   CLOSED
 """
 
@@ -27,14 +36,14 @@ import traceback
 
 from zcopy import http
 from zcopy.engines import FileShrank, PeerClosed, Progress
+from zcopy.http.protocol import BODY, CLOSE, HEAD, LINGER_SECONDS, ServerProtocol
 from zcopy.loop import EV_HUP, EV_IN, EV_OUT
-from zcopy.server.writer import Upload, http_error_for
+from zcopy.server.body import BodySink
+from zcopy.server.reply import Pending, Reply
+from zcopy.server.writer import http_error_for
+from zcopy.transport import PlainTransport
 
-READING, RECEIVING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3, 4
-#: How long a closing connection keeps reading (and discarding) what the client
-#: still sends, so the kernel does not answer it with a RST that destroys our
-#: last response in flight (nginx's lingering_close).
-LINGER_SECONDS = 2.0
+READING, RECEIVING, WRITING, LINGERING, CLOSED, WAITING = 0, 1, 2, 3, 4, 5
 #: How long a file found resident in the page cache is trusted to stay so
 #: (ranges up to one prefetch window); a file evicted meanwhile costs one
 #: blocking read, as it would without prefetch.
@@ -43,28 +52,31 @@ RECV_SIZE = 65536
 #: Pipelined requests answered per loop turn before yielding to other sockets.
 PIPELINE_BURST = 16
 _MSG_MORE = socket.MSG_MORE
-_TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY   # setting it again flushes a cork
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 
 
 class Connection:
-    __slots__ = ("worker", "sock", "fd", "addr", "buf", "state", "readable", "writable", "deadline",
-                 "out", "at", "xfer", "reply", "request", "started", "sent", "draining", "upload", "hup",
-                 "ahead", "stats", "config", "heads", "known", "engine", "once", "head_at")
+    __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
+                 "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending",
+                 "hup", "ahead", "stats", "config", "engine", "once", "head_at")
 
-    def __init__(self, worker, sock: socket.socket, addr) -> None:
+    def __init__(self, worker, sock, addr, transport=None) -> None:
         self.worker = worker
         self.stats = worker.stats          # what every request touches, one attribute away
         self.config = worker.config
-        self.heads = worker.heads
-        self.known = worker.heads.known    # head bytes -> Request, read without a call
-        self.engine = worker.engine
-        self.once = worker.engine.send_once    # None: every range goes through a transfer
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.transport = transport = transport or PlainTransport(sock)
+        self.fd = transport.fd             # epoll's key
+        self.recv = transport.recv
+        self.send = transport.send
+        self.proto = ServerProtocol(worker.heads)
+        if transport.zero_copy:            # the engines move file bytes to the socket itself
+            self.wire = transport.fd
+            self.engine = worker.engine
+        else:                              # every byte passes through the transport's send
+            self.wire = transport
+            self.engine = worker.copy_engine()
+        self.once = self.engine.send_once      # None: every range goes through a transfer
         self.addr = addr
-        self.buf = bytearray()
         self.state = READING
         self.readable = True      # data may have arrived before we registered
         self.writable = True
@@ -73,14 +85,19 @@ class Connection:
         self.at = 0
         self.xfer = None
         self.reply = None
-        self.request = None
         self.started = 0.0        # worker.now when the request head was complete
         self.head_at = 0.0        # ... and when the reply's head was queued
         self.sent = 0
         self.draining = False
-        self.upload: Upload | None = None
+        self.upload: BodySink | None = None    # RECEIVING: where the body goes
+        self.pending: Pending | None = None    # WAITING: the reply being made off the loop
         self.hup = False          # EPOLLRDHUP/HUP seen: the peer's EOF is pending, keep reading
         self.ahead = None         # prefetch.Readahead of the file range being sent
+
+    @property
+    def request(self):
+        """The request being answered (None between requests)."""
+        return self.proto.request
 
     # -- events ---------------------------------------------------------------
 
@@ -103,7 +120,7 @@ class Connection:
                     if not self._read_request():
                         return
                     if self.state != READING:
-                        continue            # a reply under way, an upload, a linger
+                        continue            # a reply under way, a body, a wait, a linger
                     # (still READING: the reply went out at once, see _start_reply)
                 elif state == WRITING:
                     progress = self._pump()
@@ -118,20 +135,28 @@ class Connection:
                     if not self._receive():
                         return
                     continue
+                elif state == WAITING:
+                    pending = self.pending
+                    if pending.reply is None:
+                        return
+                    self.pending = None
+                    self._answer(pending.reply)
+                    continue
                 elif state == LINGERING:
                     self._linger()
                     return
                 else:
                     return
                 # A reply is complete and the connection reads again.
-                if not self.readable and not self.buf:
+                if not self.readable and not self.proto.buf:
                     return                  # the usual end of a turn: wait for the next request
                 burst -= 1
                 if burst == 0:
                     self.worker.ready.append(self)
                     return
-        except http.HttpError as exc:       # an upload refused midway (413, 507, bad chunk)
+        except http.HttpError as exc:       # a body refused midway (413, 507, bad chunk)
             self._abort_upload()
+            self.proto.body_failed()
             self._start_reply(self.worker.responder.error(exc, close=True))
             self.run()
         except PeerClosed:
@@ -159,85 +184,91 @@ class Connection:
     # -- reading --------------------------------------------------------------
 
     def _read_request(self) -> bool:
-        """Try to get one complete head from buf/socket and start its reply.
-        Returns False when we must wait for more bytes."""
+        """Get one complete request head (from what was received, then the
+        transport) and start answering it. False: wait for more bytes."""
+        proto = self.proto
         try:
-            head = self._next_head()
-        except http.HttpError as exc:           # 414/431 while framing
+            req = proto.next_request() if proto.buf else None     # pipelined first
+            while req is None:
+                if self.draining and not proto.buf:
+                    self.close()
+                    return False
+                data = self._read()
+                if not data:
+                    if data is not None:        # the peer's EOF
+                        self.close()
+                    return False
+                req = proto.receive(data)
+                if req is None and len(proto.buf) == len(data):
+                    # The head clock starts with its first byte (slowloris bound).
+                    self.deadline = self.worker.now + self.config.header_timeout
+        except http.HttpError as exc:           # 400/414/431/501/505: answer, then close
             self._start_reply(self.worker.responder.error(exc, close=True))
             return True
-        if head is None:
-            return False
         worker = self.worker
         self.started = worker.now
-        try:
-            req = self.known.get(head) or self.heads.parse(head)
-        except http.HttpError as exc:
-            self.request = None
-            self._start_reply(worker.responder.error(exc, close=True))
-            return True
-        self.request = req
         reply = worker.responder.respond(req, self.draining)
-        if reply.__class__ is Upload:
-            self.upload = reply
-            self.state = RECEIVING
-            self.deadline = worker.now + self.config.send_timeout
-            if req.expect_continue and not self.buf:
-                self._send_quietly(_CONTINUE)
-            return True
-        self._start_reply(reply)
+        if reply.__class__ is Reply:
+            self._start_reply(reply)
+        else:
+            self._answer(reply)
         return True
 
-    def _next_head(self) -> bytes | None:
-        """The next complete request head, taken out of buf (reading the socket
-        as needed), or None to wait. A head that arrived alone in one recv is
-        used as it came, without passing through buf."""
-        buf = self.buf
-        while True:
-            if buf:
-                cfg = self.config
-                n = http.split_head(buf, cfg.max_head, cfg.max_target)
-                if n is not None:
-                    if n == len(buf):
-                        head = bytes(buf)
-                        buf.clear()
-                    else:
-                        head = bytes(buf[:n])
-                        del buf[:n]
-                    return head
-            elif self.draining:
-                self.close()
-                return None
-            if not self.readable:
-                return None
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                self.readable = False
-                return None
-            if not data:
-                self.close()
-                return None
-            n = len(data)
-            if n < RECV_SIZE and not self.hup:
-                # A short read drained the socket; with edge-triggered epoll any later
-                # byte raises a new EPOLLIN edge, so the next read waits for it instead
-                # of paying a recv -> EAGAIN round trip per request (nginx does the same,
-                # and likewise keeps reading once the peer's FIN is pending).
-                self.readable = False
-            self.stats.copy_received += n
-            if not buf:
-                if data in self.known or http.split_head(data, self.config.max_head,
-                                                         self.config.max_target) == n:
-                    return data         # the usual case: exactly one request arrived
-                # The head clock starts with its first byte (slowloris bound).
-                self.deadline = self.worker.now + self.config.header_timeout
-            buf += data
+    def _read(self) -> bytes | None:
+        """What the transport has: bytes (counted), b"" at the peer's EOF (the
+        protocol is told), or None when nothing is there now."""
+        if not self.readable:
+            return None
+        try:
+            data = self.recv(RECV_SIZE)
+        except BlockingIOError:
+            self.readable = False
+            return None
+        n = len(data)
+        if not n:
+            self.proto.eof_received()
+        elif n < RECV_SIZE and not self.hup:
+            # A short read drained the socket; with edge-triggered epoll any later
+            # byte raises a new EPOLLIN edge, so the next read waits for it instead
+            # of paying a recv -> EAGAIN round trip per request (nginx does the same,
+            # and likewise keeps reading once the peer's FIN is pending).
+            self.readable = False
+        self.stats.copy_received += n
+        return data
 
-    # -- receiving an upload ----------------------------------------------------
+    def _answer(self, reply) -> None:
+        """What the responder (or a completed body) said: a Reply to send, a
+        sink that wants the request's body, or a Pending to wait for."""
+        cls = reply.__class__
+        if cls is Reply:
+            self._start_reply(reply)
+        elif cls is Pending:
+            self.pending = reply
+            self.state = WAITING
+            self.deadline = self.worker.now + self.config.send_timeout
+            reply.wait(self._resumed)
+        elif isinstance(reply, BodySink):
+            self.upload = reply
+            if self.proto.body_left > 0:
+                reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
+            self.state = RECEIVING
+            self.deadline = self.worker.now + self.config.send_timeout
+            interim = self.proto.accept_body()
+            if interim is not None:
+                self._send_quietly(interim)
+        else:
+            self._start_reply(reply)
+
+    def _resumed(self, reply) -> None:
+        """A Pending is done (on the loop thread, perhaps inside another
+        connection's turn): carry on in this connection's own turn."""
+        if self.state == WAITING:
+            self.worker.ready.append(self)
+
+    # -- receiving a body -------------------------------------------------------
 
     def _receive(self) -> bool:
-        """Move body bytes into the upload. False: wait for more."""
+        """Move body bytes into the sink. False: wait for more."""
         try:
             return self._receive_body()
         except (PeerClosed, ConnectionError):
@@ -248,50 +279,51 @@ class Connection:
             raise http_error_for(exc) from None
 
     def _receive_body(self) -> bool:
-        up = self.upload
-        if self.buf:
-            data = bytes(self.buf)
-            self.buf.clear()
-            self.worker.stats.body_buffered += len(data)
-            self.buf += up.write(data)
-        while not up.done:
-            if up.chunked:
-                if not self.readable:
-                    return False
-                try:
-                    data = self.sock.recv(RECV_SIZE)
-                except BlockingIOError:
-                    self.readable = False
-                    return False
+        sink = self.upload
+        proto = self.proto
+        stats = self.stats
+        if proto.buf and proto.state == BODY:
+            stats.body_buffered += len(proto.buf)
+            for piece in proto.body_from_buffer():
+                sink.write(piece)
+        while proto.state == BODY:
+            if proto.decoder is not None or sink.fd is None or not self.transport.zero_copy:
+                # Through the process: a chunked body (the decoder must see
+                # it), a sink that is not a file, a transport that must copy.
+                data = self._read()
                 if not data:
-                    raise PeerClosed("client closed during a chunked upload")
-                self.worker.stats.body_buffered += len(data)
-                self.worker.stats.copy_received += len(data)
-                self.deadline = self.worker.now + self.worker.config.send_timeout
-                self.buf += up.write(data)
+                    if data is None:
+                        return False
+                    raise PeerClosed("client closed during a request body")
+                stats.body_buffered += len(data)
+                self.deadline = self.worker.now + self.config.send_timeout
+                for piece in proto.body_received(data):
+                    sink.write(piece)
                 continue
             xfer = self.xfer
             if xfer is None:
-                xfer = self.xfer = self.worker.upload_engine.start_recv(up.fd, up.offset, up.remaining)
+                xfer = self.xfer = self.worker.upload_engine.start_recv(sink.fd, sink.offset, proto.body_left)
             before = xfer.remaining
             progress = xfer.step(self.fd)
-            if before != xfer.remaining:
-                up.advanced(before - xfer.remaining)
-                self.deadline = self.worker.now + self.worker.config.send_timeout
-            if progress is Progress.BLOCKED:
+            moved = before - xfer.remaining
+            if moved:
+                sink.advanced(moved)
+                proto.body_consumed(moved)
+                self.deadline = self.worker.now + self.config.send_timeout
+            if progress is BLOCKED:
                 self.readable = False
                 return False
-            if progress is Progress.MORE:
+            if progress is MORE:
                 self.worker.ready.append(self)
                 return False
             xfer.close()
             self.xfer = None
         self.upload = None
         try:
-            reply = self.worker.responder.writer.finish(up, self.request, closing=self.draining)
+            reply = sink.complete(proto.request, self.draining)
         except http.HttpError as exc:
             reply = self.worker.responder.error(exc, close=True)
-        self._start_reply(reply)
+        self._answer(reply)
         return True
 
     def _abort_upload(self) -> None:
@@ -304,7 +336,7 @@ class Connection:
 
     def _send_quietly(self, data: bytes) -> None:
         try:
-            self.worker.stats.copy_sent += self.sock.send(data)
+            self.stats.copy_sent += self.send(data)
         except OSError:
             pass
 
@@ -333,7 +365,7 @@ class Connection:
         """The head (MSG_MORE), then the range in one engine call; what the
         socket did not take stays for ``_pump``, as if it had sent it."""
         try:
-            n = self.sock.send(head, _MSG_MORE)
+            n = self.send(head, _MSG_MORE)
         except BlockingIOError:
             self.writable = False
             return
@@ -383,7 +415,7 @@ class Connection:
                     if not self.writable:
                         return BLOCKED
                     try:
-                        n = self.sock.send(out, _MSG_MORE if self.at < len(body) else 0)
+                        n = self.send(out, _MSG_MORE if self.at < len(body) else 0)
                     except BlockingIOError:
                         self.writable = False
                         return BLOCKED
@@ -427,11 +459,11 @@ class Connection:
                 if ahead is not None and not ahead.admit(xfer.offset, self):
                     # Push out what MSG_MORE corked (the head, a part header): the
                     # client should not wait for the window to see them.
-                    self.sock.setsockopt(_TCP, _NODELAY, 1)
+                    self.transport.flush()
                     return BLOCKED
                 before = xfer.remaining
                 try:
-                    progress = xfer.step(self.fd)
+                    progress = xfer.step(self.wire)
                 finally:    # a reset after some chunks left: they count (access log, stats)
                     self.sent += before - xfer.remaining
                 if progress is not DONE:
@@ -456,18 +488,17 @@ class Connection:
         if reply.entry is not None:
             reply.entry.release()
         self.reply = None
-        self.request = None
-        if reply.close or self.draining and not self.buf:
+        if self.proto.reply_finished(reply.close or self.draining and not self.proto.buf) is CLOSE:
             self._start_linger()
             return
         self.state = READING
-        self.deadline = worker.now + (self.config.header_timeout if self.buf else self.config.idle_timeout)
+        self.deadline = worker.now + (self.config.header_timeout if self.proto.buf else self.config.idle_timeout)
 
     def _count(self, reply, complete: bool) -> None:
         """A reply ended: stats and the access log. One that did not complete
         (client gone, timeout, file shrank) is logged, as nginx logs a cut
         download, with the body bytes that did leave (file bytes; not the head)."""
-        req = self.request
+        req = self.proto.request
         worker = self.worker
         if req is None:
             self.stats.reply(None, reply.status)
@@ -484,18 +515,17 @@ class Connection:
 
     def _start_linger(self) -> None:
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.transport.shutdown_write()
         except OSError:
             self.close()
             return
-        self.buf.clear()
         self.state = LINGERING
         self.deadline = self.worker.now + LINGER_SECONDS
 
     def _linger(self) -> None:
         while self.readable:
             try:
-                data = self.sock.recv(RECV_SIZE)
+                data = self.recv(RECV_SIZE)
             except BlockingIOError:
                 self.readable = False
                 return
@@ -505,25 +535,25 @@ class Connection:
         self.close()
 
     def on_timeout(self) -> None:
-        """The deadline passed: 408 for a half-sent head, silent close otherwise."""
-        if self.state == LINGERING:
-            pass
-        elif self.state == READING and self.buf:
-            self.worker.stats.error("header_timeout")
-            self._send_quietly(http.error_response(408, self.worker.date.get(), reason="request head too slow",
-                                                   close=True))
-        elif self.state == WRITING:
+        """The deadline passed: what the protocol says to send (408 for a
+        half-received head or body), then close."""
+        state = self.state
+        if state == WRITING or state == WAITING:
             self.worker.stats.error("send_timeout")
-        elif self.state == RECEIVING:
+        elif self.proto.state == HEAD:
+            self.worker.stats.error("header_timeout")
+        elif state == RECEIVING:
             self.worker.stats.error("upload_timeout")
-            self._send_quietly(http.error_response(408, self.worker.date.get(), reason="upload body too slow",
-                                                   close=True))
+        refusal = self.proto.timed_out() if state == READING or state == RECEIVING else None
+        if refusal is not None:
+            status, reason = refusal
+            self._send_quietly(http.error_response(status, self.worker.date.get(), reason=reason, close=True))
         self.close()
 
     def drain(self) -> None:
         """Graceful stop: finish what is in flight, accept no new request."""
         self.draining = True
-        if self.state == READING and not self.buf:
+        if self.state == READING and not self.proto.buf:
             self.close()
 
     def _start_readahead(self, fd: int, start: int, stop: int, entry) -> None:
@@ -559,11 +589,15 @@ class Connection:
         state, self.state = self.state, CLOSED
         self._abort_upload()
         self._end_readahead()
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
         if self.reply is not None and state == WRITING:
             self._count(self.reply, False)
         if self.reply is not None and self.reply.entry is not None:
             self.reply.entry.release()
         self.reply = None
         self.out = None
+        self.proto.close()
         self.worker.forget(self)
-        self.sock.close()
+        self.transport.close()

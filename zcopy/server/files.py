@@ -9,10 +9,14 @@ inotify), a change drops the entry when its event arrives and a request for
 an unchanged file costs no syscall; elsewhere it costs one ``stat(2)`` per
 request. Either way, when the inode, size or mtime differ from what the entry
 was built from, the entry is rebuilt, so a changed or replaced file is never
-served with a stale length. The full path resolution (the root-escape checks
-in ``zcopy.http.resolve_path``) and a stat are redone at most once per
-``RESOLVE_TTL`` seconds per path, watched or not: that catches what no folder
-event reports (an ancestor folder swapped for a link, a write through mmap).
+served with a stale length. The walk from ROOT's fd (``zcopy.server.root``)
+and a stat are redone at most once per ``RESOLVE_TTL`` seconds per path,
+watched or not: that catches what no folder event reports (an ancestor folder
+swapped for a link, a write through mmap). Files and their precompressed
+siblings are opened relative to the folder fd the walk returns, never by path.
+A write answered by another worker (a MOVE of an ancestor raises no event in
+our folders) makes every entry re-resolve at its next use at once: ``sync``
+reads the shared write generation once per request (zcopy.server.shared).
 
 An entry's fd may be in use by transfers when the entry is replaced or
 evicted; entries are reference-counted and the fd is closed only when the
@@ -29,16 +33,21 @@ import time
 from dataclasses import dataclass, field
 
 from zcopy import http
+from zcopy.server.root import Place, Root
 from zcopy.server.watch import EVERYTHING
-from zcopy.server.writes import TEMP_PREFIX
 
 #: Precompressed siblings we look for, in our order of preference.
 ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 RESOLVE_TTL = 1.0
+_NEVER = float("-inf")   # an entry's resolved_at that makes its next use re-resolve it
 #: O_NONBLOCK: nothing opened here may wait (a FIFO would wait for a writer); it
 #: changes nothing for a regular file's reads.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _NO_FDS = (errno.EMFILE, errno.ENFILE)
+
+
+def _no_change() -> bool:
+    return False
 
 
 @dataclass(slots=True, eq=False)
@@ -65,6 +74,10 @@ class FileEntry:
     _head_for: tuple = ()                          # (Date line, close, version) the memo is for
     _head: bytes = b""
     reply: object = None       # the responder's memo of its 200 Reply (built on ``head_200``'s bytes)
+    #: Where a request checks the name again (unwatched, or with siblings): the
+    #: folder fd the walk opened, and the file's name in it; -1 when not kept.
+    folder_fd: int = -1
+    name: str = ""
 
     def __post_init__(self) -> None:
         if self.size:
@@ -107,16 +120,32 @@ class FileEntry:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.folder_fd >= 0:
+            os.close(self.folder_fd)
+            self.folder_fd = -1
+
+    def stat_name(self, suffix: str = "") -> os.stat_result | None:
+        """fstatat of the name this entry (or its sibling with ``suffix``) was
+        opened by, in the folder the walk opened: one syscall, no path string.
+        None when it is gone or when no folder fd is kept."""
+        if self.folder_fd < 0:
+            return None
+        try:
+            return os.stat(self.name + suffix, dir_fd=self.folder_fd, follow_symlinks=False)
+        except OSError:
+            return None
 
 
 class OpenFileCache:
     """url path -> FileEntry, bounded; the request path is a lookup + one stat."""
 
     def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
-                 symlink_targets: tuple[str, ...] = (), max_entries: int = 1024, watch=None) -> None:
+                 symlink_targets: tuple[str, ...] = (), max_entries: int = 1024, watch=None,
+                 generation=None) -> None:
         self.root = root
+        #: every file operation of the server goes through it (reads here, writes in ``writes``)
+        self.fs = Root(root, follow_symlinks=follow_symlinks, show_hidden=show_hidden, allowed=symlink_targets)
         self.follow_symlinks = follow_symlinks
-        self.symlink_targets = symlink_targets   # realpaths links may also lead into
         self.show_hidden = show_hidden
         # Each entry holds an fd: leave most of RLIMIT_NOFILE to connections.
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -125,15 +154,21 @@ class OpenFileCache:
         self.watch = watch             # a FileWatch, or None: stat per request
         #: filesystem path (the file's or a sibling's) -> url paths whose entry it feeds
         self._users_of: dict[str, set[str]] = {}
+        #: the write generations of all workers (zcopy.server.shared.Generation): when
+        #: another worker wrote, every entry is re-resolved before it is trusted again
+        #: (a moved ancestor raises no event in the folders we watch). Checked once
+        #: per request by ``sync`` (the responder, before its memo).
+        self.generation = generation
+        self._foreign_write = generation.changed if generation is not None else _no_change
 
-    def resolve(self, url_path: str) -> str:
-        """Filesystem path for a URL path, inside root (raises http.HttpError).
-        An upload's temp file is never served, even with --show-hidden."""
-        path = http.resolve_path(self.root, url_path, follow_symlinks=self.follow_symlinks,
-                                 show_hidden=self.show_hidden, allowed=self.symlink_targets)
-        if os.path.basename(path).startswith(TEMP_PREFIX):
-            raise http.HttpError(404, "not found")
-        return path
+    def stat(self, url_path: str, suffix: str = "") -> os.stat_result | None:
+        """What ``url_path`` (or its sibling with ``suffix``) is now, walked
+        afresh from ROOT; None when it is not there (or not to be served)."""
+        try:
+            with self.fs.locate(url_path) as place:
+                return os.stat(place.name + suffix, dir_fd=place.dir_fd, follow_symlinks=False)
+        except (OSError, http.HttpError):
+            return None
 
     def lookup(self, url_path: str) -> FileEntry | None:
         """The current entry for a regular file, or None when the path is a
@@ -143,40 +178,51 @@ class OpenFileCache:
         if entry is not None and now - entry.resolved_at < RESOLVE_TTL:
             if entry.watched:       # trusted(now): the events would have dropped it
                 return entry
-            try:
-                st = os.stat(entry.path)
-            except OSError:
+            st = entry.stat_name() if entry.folder_fd >= 0 else self.stat(url_path)
+            if st is None:
                 self._drop(url_path)
-                raise http.HttpError(404, "not found") from None
+                raise http.HttpError(404, "not found")
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
                 return entry
-        path = self.resolve(url_path)
+        with self.fs.locate(url_path) as place:
+            return self._lookup(url_path, place, entry, now)
+
+    def _lookup(self, url_path: str, place: Place, entry: FileEntry | None, now: float) -> FileEntry | None:
         try:
-            st = os.stat(path)
+            st = place.stat()
         except OSError:
             self._drop(url_path)
             raise http.HttpError(404, "not found") from None
         if stat_mod.S_ISDIR(st.st_mode):
             self._drop(url_path)
             return None
+        if stat_mod.S_ISLNK(st.st_mode):        # not followed (see Root.locate)
+            self._drop(url_path)
+            raise http.HttpError(404, "not found")
         if not stat_mod.S_ISREG(st.st_mode):
             raise http.HttpError(403, "not a regular file")
         if entry is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
             entry.resolved_at = now
             entry.watched = entry.watched and st.st_nlink == 1     # a link made since
+            if entry.folder_fd >= 0:                    # the folder as walked now
+                os.close(entry.folder_fd)
+                entry.folder_fd = os.dup(place.dir_fd)
             return entry
         # Watch before opening: a change after the open's fstat is then an event.
         # Not a file with other hard links: a write through one of them raises
         # its event in that link's folder, not here.
         watched = (st.st_nlink == 1 and self.watch is not None
-                   and self.watch.watch(os.path.dirname(path)))
-        link = self._link_of(url_path, path)
-        if link is not None and watched:
+                   and self.watch.watch(place.folder, place.dir_fd))
+        if place.link is not None and watched:
             # A followed link pointed elsewhere is an event in the link's folder only.
-            watched = self.watch.watch(os.path.dirname(link))
-        fresh = self._open(path, st, now)
+            watched = self.watch.watch(os.path.dirname(place.link), place.link_fd)
+        fresh = self._open(place, now)
         fresh.watched = watched
-        fresh.link = link
+        fresh.link = place.link
+        if not watched or fresh.variants:
+            # Checked per request: keep the folder (the walk is redone once a
+            # second as for every entry; the fd is beneath ROOT as walked).
+            fresh.folder_fd, fresh.name = os.dup(place.dir_fd), place.name
         self._drop(url_path)
         if len(self._entries) >= self.max_entries:
             oldest = next(iter(self._entries))
@@ -200,16 +246,6 @@ class OpenFileCache:
             paths.append(entry.link)
         return paths
 
-    def _link_of(self, url_path: str, path: str) -> str | None:
-        """The symlink the URL names when ``path`` was reached through it as the
-        last component (its folder's real path joined to its name), else None.
-        A link in the middle of the path is an ancestor swap: RESOLVE_TTL's."""
-        named = os.path.normpath(self.root + "/" + url_path)
-        if named == path:
-            return None
-        link = os.path.join(os.path.realpath(os.path.dirname(named)), os.path.basename(named))
-        return None if link == path else link
-
     def apply_changes(self) -> None:
         """Drop the entries that the watch's pending events make stale."""
         for fs_path in self.watch.changes():
@@ -224,16 +260,17 @@ class OpenFileCache:
                 for url_path in list(users):
                     self._drop(url_path)
 
-    def _open(self, path: str, st: os.stat_result, now: float) -> FileEntry:
+    def _open(self, place: Place, now: float) -> FileEntry:
+        path = place.path
         try:
-            fd = self._open_fd(path, _OPEN_FLAGS | os.O_NOFOLLOW * (not self.follow_symlinks))
+            fd = self._open_fd(place, "", _OPEN_FLAGS)
         except PermissionError:
             raise http.HttpError(403, "permission denied") from None
         except OSError as exc:
             if exc.errno in _NO_FDS:
                 raise http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")]) from None
             raise http.HttpError(404, "not found") from None
-        # Re-stat the fd: the file may have changed between stat and open
+        # Stat the fd: the file may have changed since the walk's stat
         # (O_NONBLOCK above: had it become a FIFO, the open must not wait for a writer).
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
@@ -242,7 +279,7 @@ class OpenFileCache:
         ctype = http.content_type(path)
         variants = {}
         for coding, suffix in ENCODINGS.items():
-            sibling = self._open_variant(path + suffix, coding, ctype, now)
+            sibling = self._open_variant(place, suffix, coding, ctype, now)
             if sibling is not None:
                 variants[coding] = sibling
         etag = http.make_etag(st)
@@ -251,9 +288,10 @@ class OpenFileCache:
                          etag, ctype, http.static_headers(ctype, mtime, etag, vary=bool(variants)),
                          variants, None, now)
 
-    def _open_variant(self, path: str, coding: str, ctype: str, now: float) -> FileEntry | None:
+    def _open_variant(self, place: Place, suffix: str, coding: str, ctype: str, now: float) -> FileEntry | None:
+        path = place.path + suffix
         try:
-            fd = self._open_fd(path, _OPEN_FLAGS | os.O_NOFOLLOW)
+            fd = self._open_fd(place, suffix, _OPEN_FLAGS)
         except OSError:
             return None
         st = os.fstat(fd)
@@ -268,13 +306,14 @@ class OpenFileCache:
                          etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True),
                          {}, coding, now)
 
-    def _open_fd(self, path: str, flags: int) -> int:
-        """os.open; out of fds (EMFILE/ENFILE), give back the cache's own,
-        oldest first, and try again: a file that exists is never "not found"
-        because the cache holds the fds."""
+    def _open_fd(self, place: Place, suffix: str, flags: int) -> int:
+        """openat of the place's entry (+ ``suffix``: a sibling) in its folder,
+        never following a symlink; out of fds (EMFILE/ENFILE), give back the
+        cache's own, oldest first, and try again: a file that exists is never
+        "not found" because the cache holds the fds."""
         while True:
             try:
-                return os.open(path, flags)
+                return os.open(place.name + suffix, flags | os.O_NOFOLLOW, dir_fd=place.dir_fd)
             except OSError as exc:
                 if exc.errno not in _NO_FDS or not self._entries:
                     raise
@@ -292,6 +331,23 @@ class OpenFileCache:
                             del self._users_of[fs_path]
             entry.retire()
 
+    def sync(self) -> None:
+        """Once per request, before any entry is trusted: another worker's write
+        since the last request makes every entry re-validate."""
+        if self._foreign_write():
+            self.revalidate()
+
+    def revalidate(self) -> None:
+        """Re-resolve and re-stat every entry at its next use (kept when the
+        file is still the same, rebuilt otherwise): another worker wrote."""
+        for entry in self._entries.values():
+            entry.resolved_at = _NEVER
+
+    def written(self) -> None:
+        """This worker answered a write: the other workers must revalidate."""
+        if self.generation is not None:
+            self.generation.bump()
+
     def invalidate(self, fs_path: str | None = None) -> None:
         """Forget entries (all, or those for one filesystem path): called by writes."""
         for url_path, entry in list(self._entries.items()):
@@ -302,6 +358,7 @@ class OpenFileCache:
         self.invalidate()
         if self.watch is not None:
             self.watch.close()
+        self.fs.close()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -47,7 +47,7 @@ import collections
 import os
 import threading
 
-from probes.filesystem import IN_MEMORY, fs_type, mounts_below
+from zcopy.fsinfo import IN_MEMORY, fs_type, mounts_below
 
 #: Bytes checked and prefetched at a time: large enough that a fast client
 #: costs a residency check only every few MiB, small enough that a window is

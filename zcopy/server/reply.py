@@ -1,4 +1,5 @@
-"""What a connection sends for one request: a head and body segments."""
+"""What a connection sends for one request: a head and body segments
+(``Reply``), now or once work off the loop is done (``Pending``)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,37 @@ def whole(status: int, data: bytes, close: bool) -> Reply:
     """A reply whose bytes are all in ``data`` (an error page, a redirect); its
     length is the body's after the head, as the access log's size field wants."""
     return Reply(status, data, [], len(data) - data.index(b"\r\n\r\n") - 4, close)
+
+
+class Pending:
+    """A reply that is not ready yet: its work runs off the loop (the
+    executor), and ``done(reply)``, called on the loop thread, hands the
+    ``Reply`` to the connection waiting for it. A responder (or a body
+    sink's ``complete``) may return one instead of a Reply; the connection
+    then reads no further request until it resumes, and its deadline is the
+    send timeout. ``done`` may come before the connection waits (the work
+    was quick): then it resumes at once."""
+
+    __slots__ = ("reply", "_waiter")
+
+    def __init__(self) -> None:
+        self.reply: Reply | None = None
+        self._waiter = None
+
+    def wait(self, waiter) -> None:
+        """``waiter(reply)`` once the reply is done (the connection's hook)."""
+        if self.reply is not None:
+            waiter(self.reply)
+        else:
+            self._waiter = waiter
+
+    def done(self, reply: Reply) -> None:
+        """The work finished with ``reply`` (loop thread only)."""
+        self.reply = reply
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter(reply)
+
+    def cancel(self) -> None:
+        """The waiting connection closed: a later ``done`` goes nowhere."""
+        self._waiter = None

@@ -16,15 +16,29 @@ from urllib.parse import quote
 
 from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
-from zcopy.server.files import FileEntry, OpenFileCache
+from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.reply import Reply, whole
+from zcopy.server.root import TEMP_PREFIX
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
-from zcopy.server.writes import TEMP_PREFIX
 
 READ_METHODS = ("GET", "HEAD")
-#: Answers memoized per Request (see ``Responder.respond``); starts over when full.
+#: Answers memoized per Date second and Request (``_Answers``); starts over when full.
 ANSWERS = 256
+
+
+class _Answers(dict):
+    """The answer memo of one Date second, keyed by what a memoized answer
+    depends on: the ``Request`` (one per distinct head's bytes: method,
+    path, token, framing, every field) here, the Date second in ``second``.
+    Each value is ``(reply, entry)``, good while ``entry.trusted()`` (the
+    file unchanged, per its watch)."""
+
+    __slots__ = ("second",)
+
+    def __init__(self, second: bytes) -> None:
+        super().__init__()
+        self.second = second
 
 
 class Responder:
@@ -40,7 +54,7 @@ class Responder:
         self.token = token
         self.read_token = read_token
         self.allow = "GET, HEAD, PUT, DELETE, MOVE, MKCOL, OPTIONS" if writer else "GET, HEAD, OPTIONS"
-        self._answers: dict[http.Request, tuple[Reply, FileEntry, bytes]] = {}
+        self._answers = _Answers(b"")
 
     # -- entry points ---------------------------------------------------------
 
@@ -50,16 +64,19 @@ class Responder:
         draining), so the reply says ``Connection: close`` (RFC 9112 9.6).
 
         A plain GET or HEAD of a watched file without siblings is answered
-        from what its bytes alone decide (method, path, token, framing) and
-        the file's entry: the same Request (``HeadCache`` hands out one per
-        distinct head) gets the same Reply for as long as the entry is
-        trusted and its head's Date line is this second's."""
+        from a memo keyed by what the answer depends on (``_Answers``): the
+        Date second and the Request (``HeadCache`` hands out one per distinct
+        head), checked against the file's entry (trusted: unchanged)."""
         date = self.date.get()
+        self.cache.sync()       # another worker's write: nothing cached is trusted unchecked
+        answers = self._answers
+        if answers.second is not date:      # a new Date second: the last second's answers are stale
+            answers = self._answers = _Answers(date)
         if not closing:
-            known = self._answers.get(req)
+            known = answers.get(req)
             if known is not None:
-                reply, entry, built_on = known
-                if built_on is date and entry.trusted(time.monotonic()):
+                reply, entry = known
+                if entry.trusted(time.monotonic()):
                     return reply
         close = closing or not req.keep_alive
         head_only = req.method == "HEAD"
@@ -92,11 +109,11 @@ class Responder:
                 raise http.HttpError(404, "not found")
             reply = self._file(req, entry, close, head_only)
             if req.plain and entry.watched and not entry.variants and not closing:
-                if len(self._answers) >= ANSWERS:
-                    self._answers.clear()
-                # ``date`` was read before the reply was built: were they
-                # seconds apart, the memo misses once instead of serving an old Date.
-                self._answers[req] = (reply, entry, date)
+                if len(answers) >= ANSWERS:
+                    answers.clear()
+                # Filed under ``date``, read before the reply was built: were
+                # they seconds apart, the memo misses once instead of serving an old Date.
+                answers[req] = (reply, entry)
             return reply
         except http.HttpError as exc:
             return self.error(exc, close=close, head_only=head_only, version=req.version)
@@ -178,12 +195,8 @@ class Responder:
     def _fresh_variant(self, url_path: str, entry: FileEntry, coding: str) -> FileEntry:
         """A precompressed sibling is only as fresh as its own stat says."""
         variant = entry.variants[coding]
-        try:
-            st = os.stat(variant.path)
-            fresh = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == variant.key
-        except OSError:
-            fresh = False
-        if fresh:
+        st = entry.stat_name(ENCODINGS[coding])
+        if st is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == variant.key:
             return variant
         self.cache.invalidate(entry.path)
         renewed = self.cache.lookup(url_path)
@@ -199,7 +212,10 @@ class Responder:
 
     def _directory(self, req: http.Request, close: bool, head_only: bool) -> Reply:
         if not req.path.endswith("/"):
-            location = quote((req.path + "/").encode("utf-8", "surrogateescape"), safe="/:@!$&'()*+,;=-._~")
+            # From the normalised path: "//host/.." must not become a Location
+            # a browser takes for another host (scheme-relative).
+            location = http.normalised(req.path).rstrip("/") + "/"
+            location = quote(location.encode("utf-8", "surrogateescape"), safe="/:@!$&'()*+,;=-._~")
             if req.query:
                 location += "?" + req.query
             data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,
@@ -211,8 +227,7 @@ class Responder:
             index = None
         if index is not None:
             return self._file(req, index, close, head_only)
-        fs_path = self.cache.resolve(req.path)
-        entries = list(self._scan(fs_path))
+        entries = self._scan(req.path)
         if http.wants_json(req.headers.get("accept")):
             body, ctype = http.render_listing_json(req.path, entries), "application/json"
         else:
@@ -235,26 +250,42 @@ class Responder:
                                   version=req.version)
         return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
 
-    def _scan(self, fs_path: str):
-        show_hidden = self.cache.show_hidden
+    def _scan(self, url_path: str) -> list:
+        """The entries of the folder ``url_path`` names, read from its fd."""
+        with self.cache.fs.locate(url_path) as place:
+            try:
+                dir_fd = place.open_dir()
+            except PermissionError:
+                raise http.HttpError(403, "permission denied") from None
+            except OSError:
+                raise http.HttpError(404, "not found") from None
         try:
-            it = os.scandir(fs_path)
-        except PermissionError:
-            raise http.HttpError(403, "permission denied") from None
-        except OSError:
-            raise http.HttpError(404, "not found") from None
-        with it:
+            return list(self._entries(dir_fd, url_path))
+        finally:
+            os.close(dir_fd)
+
+    def _entries(self, dir_fd: int, url_path: str):
+        show_hidden = self.cache.show_hidden
+        at_top = http.normalised(url_path) == "/"
+        with os.scandir(dir_fd) as it:
             for d in it:
                 name = d.name
                 if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
                     continue
-                try:
-                    st = d.stat(follow_symlinks=self.cache.follow_symlinks)
-                except OSError:
+                if at_top and name == http.RESERVED:
+                    continue            # the server's own namespace, even with --show-hidden
+                if d.is_symlink():
+                    if not self.cache.follow_symlinks:
+                        continue
+                    # Listed only where following it would be served: walked as a request would be.
+                    st = self.cache.stat(url_path.rstrip("/") + "/" + name)
+                else:
+                    try:
+                        st = d.stat(follow_symlinks=False)     # fstatat on the folder's fd
+                    except OSError:
+                        st = None
+                if st is None:
                     continue
-                if d.is_symlink() and not (self.cache.follow_symlinks and http.link_allowed(
-                        os.path.realpath(d.path), self.cache.root, self.cache.symlink_targets)):
-                    continue            # listed only where following it would be served
                 is_dir = stat_mod.S_ISDIR(st.st_mode)
                 if not is_dir and not stat_mod.S_ISREG(st.st_mode):
                     continue            # a FIFO, socket or device is refused (403): not listed either

@@ -147,7 +147,8 @@ def _progress(conn) -> tuple[str, int, int] | None:
         return None
     up = conn.upload
     if up is not None:
-        total = up.offset + up.remaining if up.remaining >= 0 else 0   # 0: chunked, unknown
+        left = conn.proto.body_left
+        total = up.offset + left if left >= 0 else 0   # 0: chunked, unknown
         return req.path, up.offset, total
     reply = conn.reply
     if reply is None or not reply.length:

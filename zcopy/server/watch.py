@@ -26,11 +26,8 @@ import errno
 import os
 import struct
 
-from probes.filesystem import fs_type
+from zcopy.fsinfo import LOCAL as WATCHABLE, fs_type
 
-#: Local filesystems: every change to them passes through this kernel.
-WATCHABLE = frozenset({"ext4", "xfs", "btrfs", "tmpfs", "ramfs", "f2fs", "zfs", "bcachefs", "vfat",
-                       "exfat", "ntfs", "squashfs", "isofs"})
 #: Folders watched per worker at most; past that, files are stat'ed per request.
 MAX_WATCHES = 1024
 
@@ -65,17 +62,20 @@ class FileWatch:
     def fileno(self) -> int:
         return self.fd
 
-    def watch(self, folder: str) -> bool:
-        """Watch ``folder`` (once); True when its files' changes will be reported.
+    def watch(self, folder: str, dir_fd: int) -> bool:
+        """Watch the folder open as ``dir_fd`` (once), known as ``folder`` (the
+        label events are reported under); True when its files' changes will be
+        reported. The watch is added through ``/proc/self/fd/N``: on the very
+        folder the caller opened, whatever its name leads to now.
 
         A watch is on an inode, not a name: the folder a name meant when it was
         watched may have moved away (itself, or an ancestor, which raises no
         event here) and another folder may now have that name. So the folder's
-        identity is checked (one stat, when an entry is built, not per request)."""
+        identity is checked (one fstat, when an entry is built, not per request)."""
         if folder in self._refused or self.fd < 0:
             return False
         try:
-            st = os.stat(folder)
+            st = os.fstat(dir_fd)
         except OSError:
             return False
         ident = (st.st_dev, st.st_ino)
@@ -85,8 +85,8 @@ class FileWatch:
                 return True
             self._forget(wd)                 # the name now means another folder
         wd = -1
-        if len(self._wd_of) < MAX_WATCHES and _local(folder):
-            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), _MASK)
+        if len(self._wd_of) < MAX_WATCHES and _local(dir_fd):
+            wd = self._libc.inotify_add_watch(self.fd, f"/proc/self/fd/{dir_fd}".encode(), _MASK)
             # -1: ENOSPC (fs.inotify.max_user_watches), EACCES...: stat instead.
         if wd < 0:
             self._refused.add(folder)
@@ -153,8 +153,8 @@ class FileWatch:
         self._id_of.clear()
 
 
-def _local(folder: str) -> bool:
+def _local(dir_fd: int) -> bool:
     try:
-        return fs_type(folder)[0] in WATCHABLE
+        return fs_type(dir_fd)[0] in WATCHABLE
     except OSError:
         return False

@@ -9,6 +9,7 @@ the accept rules come from ``zcopy.loop.ListenerLoop``, shared with the relay.
 from __future__ import annotations
 
 import select
+import signal
 import socket
 import sys
 import time
@@ -22,6 +23,7 @@ from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import Responder
 from zcopy.server.routes import server_routes
+from zcopy.server.shared import generation, heartbeat
 from zcopy.server.state import State
 from zcopy.server.stats import WorkerStats, server_info
 from zcopy.server.watch import FileWatch
@@ -53,7 +55,7 @@ class Worker(ListenerLoop):
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
-                                   watch=_file_watch())
+                                   watch=_file_watch(), generation=generation())
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync) if config.allow_write else None
         #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
@@ -61,6 +63,9 @@ class Worker(ListenerLoop):
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
                                    read_token=config.read_token, routes=server_routes(self.date, self.state))
         self.access_log = AccessLog(config.access_log) if config.access_log else None
+        self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
+        #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
+        self.beat = heartbeat(index)
 
     def _make_engines(self):
         """The send and the upload engine; one engine object when both are splice,
@@ -75,6 +80,14 @@ class Worker(ListenerLoop):
             return send, send
         return send, engines.create(cfg.upload_engine, pipe_pool=self.pipe_pool, budget=cfg.budget)
 
+    def copy_engine(self):
+        """The send engine for a transport that cannot take sendfile/splice
+        (TLS without kTLS): read_send, which writes through the transport."""
+        engine = self.engines.get("read_send")
+        if engine is None:
+            engine = self.engines["read_send"] = engines.create("read_send", budget=self.config.budget)
+        return engine
+
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:
@@ -86,6 +99,8 @@ class Worker(ListenerLoop):
         if watch_fd >= 0:
             self.ep.register(watch_fd, select.EPOLLIN)
         old_wakeup = self.start()
+        signal.signal(signal.SIGUSR1, self._on_reopen)   # the wakeup fd wakes the poll
+        beat = self.beat
         self.publisher.publish()
         next_tick = self.now + TICK
         conns, ready = self.conns, self.ready
@@ -94,6 +109,7 @@ class Worker(ListenerLoop):
             while True:
                 events = self.ep.poll(0 if self.ready else TICK, MAX_EVENTS)
                 self.now = time.monotonic()
+                beat(self.now)
                 # File changes first: epoll's order within a batch is not the
                 # order things happened in, and a change completed before a
                 # request was sent must be applied before that request is read.
@@ -137,11 +153,17 @@ class Worker(ListenerLoop):
             conn.on_timeout()
         if self.access_log is not None:
             self.access_log.flush()
+            if self.reopen_log:
+                self.reopen_log = False
+                self.access_log.reopen()
         self.publisher.publish()
         self.resume_after_backoff()
         if self.drain_overdue(self.config.drain_timeout):
             for conn in list(self.conns.values()):
                 conn.close()
+
+    def _on_reopen(self, signum, frame) -> None:
+        self.reopen_log = True
 
     # -- ListenerLoop hooks ----------------------------------------------------
 

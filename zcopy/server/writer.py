@@ -1,9 +1,10 @@
 """Write methods: PUT (an ``Upload``), DELETE, MOVE, MKCOL.
 
 ``Writer.handle`` maps a request to either a finished ``Reply`` or, for PUT,
-an ``Upload`` that the connection feeds: buffered body bytes through
-``Upload.write`` and the rest of a fixed-length body straight from the socket
-through the upload engine (splice socket->pipe->file where the probe says so).
+an ``Upload``: a ``FileSink`` (``zcopy.server.body``) the connection feeds,
+buffered body bytes through ``write`` and the rest of a fixed-length body
+straight from the socket through the upload engine (splice
+socket->pipe->file where the probe says so).
 Filesystem rules (what may be written where, atomic commit) are in
 ``zcopy.server.writes``.
 """
@@ -16,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from zcopy import http
 from zcopy.server import writes
+from zcopy.server.body import FileSink
 from zcopy.server.files import OpenFileCache
 from zcopy.server.reply import Reply
 
@@ -23,60 +25,31 @@ WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-class Upload:
-    """A PUT body on its way into a temp file in the target's folder."""
+class Upload(FileSink):
+    """A PUT body on its way into a temp file in the target's folder (the
+    connection moves it in; framing is the protocol's, see ``body.py``)."""
 
-    def __init__(self, target: writes.Target, temp: writes.TempFile, length: int | None,
-                 max_upload: int | None, fsync: bool) -> None:
+    def __init__(self, writer: "Writer", target: writes.Target, temp: writes.TempFile, max_upload: int | None,
+                 fsync: bool) -> None:
+        super().__init__(temp.fd, max_upload, writer.finish)
         self.target = target
         self.temp = temp
-        self.fd = temp.fd
-        self.offset = 0
-        self.remaining = length if length is not None else -1   # -1: chunked, unknown
-        self.decoder = http.ChunkedDecoder() if length is None else None
-        self.max_upload = max_upload
         self.fsync = fsync
 
-    @property
-    def chunked(self) -> bool:
-        return self.decoder is not None
-
-    @property
-    def done(self) -> bool:
-        return self.decoder.done if self.decoder is not None else self.remaining == 0
-
-    def write(self, data: bytes) -> bytes:
-        """Write body bytes from user space; returns what lies beyond the body
-        (the start of a pipelined next request)."""
-        if self.decoder is None:
-            take = min(len(data), self.remaining)
-            self._pwrite(memoryview(data)[:take])
-            self.remaining -= take
-            return data[take:]
-        for piece in self.decoder.feed(data):
-            self._pwrite(memoryview(piece))
-        return self.decoder.trailing if self.decoder.done else b""
-
-    def advanced(self, moved: int) -> None:
-        """The upload engine wrote ``moved`` bytes at ``offset``."""
-        self.offset += moved
-        self.remaining -= moved
-
-    def _pwrite(self, view: memoryview) -> None:
-        if self.max_upload is not None and self.offset + len(view) > self.max_upload:
-            raise http.HttpError(413, f"upload larger than {self.max_upload} bytes")
-        while view:
-            n = os.pwrite(self.fd, view, self.offset)
-            self.offset += n
-            view = view[n:]
-
     def commit(self) -> int:
-        writes.make_parents(self.target)    # a concurrent DELETE may have removed them
-        replaced = self.temp.commit(self.target.path, fsync=self.fsync)
+        try:
+            replaced = self.temp.commit(self.target.place.name, fsync=self.fsync)
+        except FileNotFoundError:
+            # Its folder was removed while the body arrived (a DELETE): nothing to rename into.
+            raise http.HttpError(409, "the folder was removed during the upload") from None
+        self.target.close()
         return 204 if replaced else 201
 
     def abort(self) -> None:
+        """The upload failed or was cut: no temp file, and none of the folders it made."""
         self.temp.abort()
+        writes.undo_parents(self.target)
+        self.target.close()
 
 
 class Writer:
@@ -88,8 +61,7 @@ class Writer:
         self.fsync = fsync
 
     def target(self, url_path: str) -> writes.Target:
-        return writes.write_target(self.cache.root, url_path, follow_symlinks=self.cache.follow_symlinks,
-                                   show_hidden=self.cache.show_hidden)
+        return writes.write_target(self.cache.fs, url_path)
 
     def handle(self, req: http.Request, close: bool = False):
         """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
@@ -98,11 +70,17 @@ class Writer:
         if req.method == "PUT":
             return self._put(req, target)
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
+        # Each operation closes the targets it is given (their folder fds), also
+        # when it fails, so it can run elsewhere than here (off the loop).
         if req.method == "DELETE":
             writes.delete(target, recursive=_query_flag(req.query, "recursive"))
             status = 204
         elif req.method == "MOVE":
-            dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
+            try:
+                dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
+            except BaseException:
+                target.close()
+                raise
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
             status = 204 if writes.move(target, dest, overwrite) else 201
             self.cache.invalidate(dest.path)
@@ -110,11 +88,24 @@ class Writer:
             writes.mkcol(target)
             status = 201
         self.cache.invalidate(target.path)
+        self.cache.written()
         return self.empty(status, close, req.version)
 
     def _put(self, req: http.Request, target: writes.Target) -> Upload:
-        if target.exists and os.path.isdir(target.path):
+        try:
+            return self._start_upload(req, target)
+        except BaseException as exc:
+            writes.undo_parents(target)
+            target.close()
+            if isinstance(exc, OSError):
+                raise http_error_for(exc) from None
+            raise
+
+    def _start_upload(self, req: http.Request, target: writes.Target) -> Upload:
+        if target.is_dir:
             raise http.HttpError(409, "a folder exists at this path")
+        if target.slashed:      # "PUT /newdir/": a file name cannot end with a slash
+            raise http.HttpError(400, "a file cannot be written to a folder path (ending in /)")
         if req.content_length is None and not req.chunked:
             raise http.HttpError(411, "PUT needs Content-Length or chunked encoding")
         if "content-range" in req.headers:
@@ -124,19 +115,20 @@ class Writer:
         if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
         writes.make_parents(target)
-        try:
-            temp = writes.TempFile(os.path.dirname(target.path))
-        except OSError as exc:
-            raise http_error_for(exc) from None
-        return Upload(target, temp, None if req.chunked else req.content_length, self.max_upload, self.fsync)
+        temp = writes.TempFile(target.place.dir_fd)
+        return Upload(self, target, temp, self.max_upload, self.fsync)
 
-    def finish(self, upload: Upload, req: http.Request, *, closing: bool = False):
+    def finish(self, upload: Upload, req: http.Request, closing: bool = False):
         try:
             status = upload.commit()
         except OSError as exc:
             upload.abort()
             raise http_error_for(exc) from None
+        except BaseException:
+            upload.abort()
+            raise
         self.cache.invalidate(upload.target.path)
+        self.cache.written()
         return self.empty(status, closing or not req.keep_alive, req.version)
 
     def empty(self, status: int, close: bool, version) -> Reply:

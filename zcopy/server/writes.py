@@ -1,11 +1,16 @@
 """File management under ROOT: where a write may go, and the operations.
 
-Reads use ``zcopy.http.resolve_path``, which needs the path to exist. A
-write names a path that may not exist yet, so ``write_target`` walks it one
-segment at a time from ROOT with ``lstat``: a segment that is a symlink (unless
---follow-symlinks and it stays inside ROOT), a dotfile (unless --show-hidden),
-our own temp prefix, ``.``/``..`` or a NUL is refused before anything is
-created. The same check guards the source and the Destination of MOVE.
+A write's path is walked like a read's (``zcopy.server.root``), from ROOT's
+fd, with the same rules (symlinks, ``--symlink-target``, dotfiles, our temp
+prefix, ``/.zcopy/``), except that the last segment is never followed: a
+write acts on the name itself. ``write_target`` returns the folder's fd and
+the name; every operation here is relative to that fd (``mkdirat``,
+``openat``, ``linkat``, ``renameat`` with both folders' fds, ``unlinkat``,
+``shutil.rmtree(dir_fd=...)``, which walks with fds too). Folders the path
+needs and that do not exist are created one by one, each opened with
+``O_NOFOLLOW`` relative to its parent; when the request then fails (a cut or
+refused upload), the folders it created are removed again (``undo_parents``),
+as far as they are still empty.
 
 Uploads are atomic: the body goes into an unnamed ``O_TMPFILE`` inode in the
 target folder (falling back to a named ``.zcopy-upload-*`` temp file where the
@@ -30,71 +35,130 @@ import shutil
 import stat as stat_mod
 import time
 import uuid
-from dataclasses import dataclass
 
 from zcopy import http
+from zcopy.server.root import TEMP_PREFIX, Place, Root
 
-TEMP_PREFIX = ".zcopy-upload-"
+__all__ = ["TEMP_PREFIX", "STALE_AFTER", "Target", "TempFile", "write_target", "make_parents", "undo_parents",
+           "remove_stale_temps", "delete", "move", "mkcol"]
+
 STALE_AFTER = 60.0      # seconds without a write before an unheld temp file counts as left behind
 
 
-@dataclass
 class Target:
-    path: str                 # absolute filesystem path inside root
-    missing: list[str]        # folders to create (outermost first) before writing
-    exists: bool              # the final segment exists now
+    """The entry a write names: ``place.name`` in the folder ``place.dir_fd``
+    (below which ``place.missing`` folders may still have to be made).
+    Owns fds: ``close()`` it."""
+
+    def __init__(self, url: str, place: Place) -> None:
+        self.url = url
+        self.place = place
+        self.created: list[tuple[int, str, int]] = []    # (parent fd, name, inode) of folders made here
+        self.exists = False
+        self.is_dir = False
+        self.is_link = False
+        if not place.missing:
+            try:
+                st = place.stat()
+            except FileNotFoundError:
+                pass
+            else:
+                self.exists = True
+                self.is_dir = stat_mod.S_ISDIR(st.st_mode)
+                self.is_link = stat_mod.S_ISLNK(st.st_mode)
+
+    @property
+    def path(self) -> str:
+        """The path string (cache invalidation; never opened)."""
+        return self.place.path
+
+    @property
+    def slashed(self) -> bool:
+        """The URL ends with "/": it names a folder."""
+        return self.url.endswith("/")
+
+    def close(self) -> None:
+        for parent_fd, _, _ in self.created:
+            os.close(parent_fd)
+        self.created = []
+        self.place.close()
+
+    def __enter__(self) -> "Target":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def write_target(root: str, url_path: str, *, follow_symlinks: bool = False, show_hidden: bool = False) -> Target:
-    segments = [s for s in url_path.split("/") if s]
-    if not segments:
-        raise http.HttpError(403, "the root folder itself cannot be written")
-    path = root
-    missing: list[str] = []            # parent folders that do not exist yet
-    for i, seg in enumerate(segments):
-        if seg in (".", "..") or "\x00" in seg or "\\" in seg:
-            raise http.HttpError(400, f"invalid path segment {seg!r}")
-        if seg.startswith(TEMP_PREFIX) or (seg.startswith(".") and not show_hidden):
-            raise http.HttpError(403, "hidden names cannot be written")
-        path = os.path.join(path, seg)
-        last = i == len(segments) - 1
-        if missing:                    # under a missing folder: missing too
-            if not last:
-                missing.append(path)
-            continue
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            if not last:
-                missing.append(path)
-            continue
-        if stat_mod.S_ISLNK(st.st_mode):
-            real = os.path.realpath(path)
-            if not follow_symlinks or not (real == root or real.startswith(root + os.sep)):
-                raise http.HttpError(403, "symbolic links cannot be written through")
-        if not last and not os.path.isdir(path):
-            raise http.HttpError(409, f"{'/'.join(segments[:i + 1])} is not a folder")
-    exists = not missing and os.path.lexists(path)
-    return Target(path, missing, exists)
+def write_target(root: Root, url_path: str) -> Target:
+    target = Target(url_path, root.locate(url_path, write=True))
+    if target.is_link and not _servable(root, url_path):
+        # Replacing or removing a link is allowed only where the server would follow it.
+        target.close()
+        raise http.HttpError(403, "symbolic links cannot be written through")
+    return target
+
+
+def _servable(root: Root, url_path: str) -> bool:
+    if not root.follow_symlinks:
+        return False
+    try:
+        root.locate(url_path).close()
+    except http.HttpError:
+        return False
+    return True
 
 
 def make_parents(target: Target) -> None:
-    for folder in target.missing:
+    """Create the missing folders, each relative to its parent's fd; the
+    target's folder fd then is the innermost one."""
+    place = target.place
+    while place.missing:
+        name = place.missing[0]
+        made = False
         try:
-            os.mkdir(folder, 0o755)
+            os.mkdir(name, 0o755, dir_fd=place.dir_fd)
+            made = True
         except FileExistsError:
-            if not os.path.isdir(folder):
-                raise http.HttpError(409, f"{folder} is not a folder") from None
+            pass                           # another request made it meanwhile: use it if it is a folder
+        try:
+            fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=place.dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
+                raise http.HttpError(409, f"{name} is not a folder") from None
+            raise
+        if made:
+            target.created.append((place.dir_fd, name, os.fstat(fd).st_ino))
+        else:
+            os.close(place.dir_fd)
+        place.dir_fd = fd
+        place.folder = os.path.join(place.folder, name)
+        place.missing.pop(0)
+
+
+def undo_parents(target: Target) -> None:
+    """Remove the folders ``make_parents`` created for this request, innermost
+    first, as long as each is still the one it made and still empty."""
+    while target.created:
+        parent_fd, name, ino = target.created[-1]
+        try:
+            if os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_ino != ino:
+                break
+            os.rmdir(name, dir_fd=parent_fd)
+        except OSError:
+            break                          # not empty any more (another upload), or gone: leave the rest
+        target.created.pop()
+        os.close(parent_fd)
 
 
 class TempFile:
-    """An upload's destination until it is complete."""
+    """An upload's destination until it is complete, in the folder ``folder_fd``."""
 
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
+    def __init__(self, folder_fd: int) -> None:
         self.name: str | None = None      # set while the data has a (temp) name
-        self.dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        _sweep_if_due(folder, self.dir_fd)
+        # Readable (fsync, scandir), unlike the walk's O_PATH fd; the very same folder.
+        self.dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder_fd)
+        _sweep_if_due(self.dir_fd)
         try:
             self.fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd)
         except OSError as exc:
@@ -110,7 +174,8 @@ class TempFile:
             pass    # a sweeper looking at a file this new lets it be (it is not stale)
 
     def commit(self, target: str, *, fsync: bool = True) -> bool:
-        """Make the data visible at ``target``; returns whether it replaced a file."""
+        """Make the data visible as ``target``, a name in the same folder;
+        returns whether it replaced a file."""
         if fsync:
             os.fsync(self.fd)
         if self.name is None:
@@ -118,9 +183,13 @@ class TempFile:
             # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE
             # inode (open(2)). CPython only uses linkat when a dir_fd is given.
             os.link(f"/proc/self/fd/{self.fd}", self.name, dst_dir_fd=self.dir_fd, follow_symlinks=True)
-        replaced = os.path.lexists(target)
         try:
-            os.rename(self.name, target, src_dir_fd=self.dir_fd)
+            os.stat(target, dir_fd=self.dir_fd, follow_symlinks=False)
+            replaced = True
+        except FileNotFoundError:
+            replaced = False
+        try:
+            os.rename(self.name, target, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except OSError:
             self.abort()
             raise
@@ -148,11 +217,13 @@ class TempFile:
             self.dir_fd = -1
 
 
-#: folder -> monotonic time of its last sweep, in this process.
-_swept: dict[str, float] = {}
+#: folder (st_dev, st_ino) -> monotonic time of its last sweep, in this process.
+_swept: dict[tuple, float] = {}
 
 
-def _sweep_if_due(folder: str, dir_fd: int) -> None:
+def _sweep_if_due(dir_fd: int) -> None:
+    st = os.fstat(dir_fd)
+    folder = (st.st_dev, st.st_ino)
     now = time.monotonic()
     if now - _swept.get(folder, now - STALE_AFTER) < STALE_AFTER:
         return
@@ -193,47 +264,70 @@ def remove_stale_temps(dir_fd: int) -> list[str]:
     return removed
 
 
+def _closing(op):
+    """The operation closes its Target arguments when done, whatever happens."""
+    def run(*args, **kwargs):
+        try:
+            return op(*args, **kwargs)
+        finally:
+            for arg in args:
+                if isinstance(arg, Target):
+                    arg.close()
+    run.__name__, run.__doc__, run.__wrapped__ = op.__name__, op.__doc__, op
+    return run
+
+
+@_closing
 def delete(target: Target, recursive: bool) -> None:
-    if not target.exists:
+    if not target.exists or (target.slashed and not target.is_dir):
         raise http.HttpError(404, "not found")
-    if os.path.isdir(target.path) and not os.path.islink(target.path):
+    place = target.place
+    if target.is_dir:
         if recursive:
-            shutil.rmtree(target.path)
+            # fd-based: each folder opened with O_NOFOLLOW relative to its parent's fd.
+            shutil.rmtree(place.name, dir_fd=place.dir_fd)
         else:
             try:
-                os.rmdir(target.path)
+                os.rmdir(place.name, dir_fd=place.dir_fd)
             except OSError as exc:
                 if exc.errno == errno.ENOTEMPTY:
                     raise http.HttpError(409, "folder is not empty (use ?recursive=1)") from None
                 raise
     else:
-        os.unlink(target.path)
+        os.unlink(place.name, dir_fd=place.dir_fd)
 
 
+@_closing
 def move(source: Target, dest: Target, overwrite: bool) -> bool:
-    """Rename; returns whether something was replaced."""
-    if not source.exists:
+    """Rename (renameat with both folders' fds); returns whether something was replaced."""
+    if not source.exists or (source.slashed and not source.is_dir):
         raise http.HttpError(404, "not found")
-    if source.path == dest.path:
+    src, dst = http.normalised(source.url), http.normalised(dest.url)
+    if src == dst:
         raise http.HttpError(403, "source and destination are the same")
-    if dest.path.startswith(source.path + os.sep):
+    if dst.startswith(src + "/"):
         raise http.HttpError(409, "cannot move a folder into itself")
+    if dest.slashed and not source.is_dir:
+        raise http.HttpError(400, "a file cannot be moved to a folder path (ending in /)")
     if dest.exists and not overwrite:
         raise http.HttpError(412, "destination exists and Overwrite is F")
-    make_parents(dest)
     replaced = dest.exists
     try:
-        os.rename(source.path, dest.path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        make_parents(dest)
+        os.rename(source.place.name, dest.place.name, src_dir_fd=source.place.dir_fd, dst_dir_fd=dest.place.dir_fd)
+    except BaseException as exc:
+        undo_parents(dest)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+                                                      errno.EINVAL):
             raise http.HttpError(409, f"cannot replace: {exc.strerror}") from None
         raise
     return replaced
 
 
+@_closing
 def mkcol(target: Target) -> None:
     if target.exists:
         raise http.HttpError(405, "already exists", headers=[("Allow", "GET, HEAD, PUT, DELETE, MOVE")])
-    if target.missing:
+    if target.place.missing:
         raise http.HttpError(409, "parent folder does not exist")
-    os.mkdir(target.path, 0o755)
+    os.mkdir(target.place.name, 0o755, dir_fd=target.place.dir_fd)

@@ -1,25 +1,37 @@
-"""``--metrics HOST:PORT``: the Prometheus text on a separate listener.
+"""``--metrics HOST:PORT``: Prometheus text and health checks on a separate listener.
 
-It runs as one thread of the supervisor, so the supervisor's loop stays
-exactly as it was: the thread is started with every signal blocked (signals
-stay with the supervisor's ``sigtimedwait``), it only reads the published
-snapshot files on each scrape, and forked workers close their inherited copy
-of its listening socket at once (``os.register_at_fork``).
+Served by a small process of its own, forked by the supervisor (which binds
+the socket at start, so a taken port is a startup error, and restarts the
+process if it dies). Its loop is non-blocking (``selectors``): a scraper that
+connects and sends nothing, or sends half a request, or never reads its
+answer, holds one socket until ``CLIENT_TIMEOUT`` and never delays anyone
+else. Requests are parsed by httptools; every answer closes its connection.
+
+- ``/metrics`` (and ``/``): the aggregated snapshot of the server's workers,
+  read from their published files (``zcopy.stats``), in the text format 0.0.4.
+- ``/healthz``: 200 while the server serves (some worker's heartbeat is
+  recent), else 503.
+- ``/readyz``: 200 while serving; 503 from the first SIGTERM on (the
+  lame-duck ``--drain-delay`` and the drain), so a balancer stops sending
+  new requests before the listeners close.
 """
 
 from __future__ import annotations
 
 import os
-import signal
+import selectors
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
 
 from zcopy.stats.location import Target, group_dir
 from zcopy.stats.prometheus import render
 from zcopy.stats.read import read_all
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: A client must have sent its request and taken its answer within this.
+CLIENT_TIMEOUT = 5.0
+MAX_CLIENTS = 64
+MAX_REQUEST = 8192
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -30,62 +42,162 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "zcopy-metrics"
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        if self.path.split("?")[0] not in ("/metrics", "/"):
-            self.send_error(404)
-            return
-        snap = read_all(self.server.target)
-        if snap is None:
-            self.send_error(503, "no worker has published yet")
-            return
-        body = render(snap).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-class _HTTPServer(HTTPServer):
-    def __init__(self, address: tuple[str, int], target: Target) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.target = target
-        super().__init__(address, _Handler)
-
-
-class MetricsServer:
-    """Serves the aggregated snapshot of the ``kind`` group of this process."""
-
-    def __init__(self, host: str, port: int, kind: str = "serve") -> None:
-        self.httpd = _HTTPServer((host, port), Target(kind, os.getpid(), group_dir(kind, os.getpid())))
-        self.address = self.httpd.server_address[:2]
-        fd = self.httpd.fileno()
-        os.register_at_fork(after_in_child=lambda: _close_quietly(fd))
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
-                                       name="zcopy-metrics", daemon=True)
-
-    def start(self) -> "MetricsServer":
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        try:
-            self.thread.start()       # the thread inherits the all-blocked mask
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.thread.join(5)
-        self.httpd.server_close()
-
-
-def _close_quietly(fd: int) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket (raises OSError), bound before any fork."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        os.close(fd)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(64)
     except OSError:
-        pass
+        s.close()
+        raise
+    s.setblocking(False)
+    return s
+
+
+class _Client:
+    __slots__ = ("sock", "parser", "url", "method", "complete", "out", "deadline", "size")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        import httptools
+
+        self.sock = sock
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.method = b""
+        self.complete = False
+        self.out = b""
+        self.deadline = deadline
+        self.size = 0
+
+    # httptools callbacks
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class MetricsLoop:
+    def __init__(self, listener: socket.socket, kind: str, group_pid: int, health) -> None:
+        self.listener = listener
+        self.target = Target(kind, group_pid, group_dir(kind, group_pid))
+        self.group_pid = group_pid
+        self.health = health
+        self.sel = selectors.DefaultSelector()
+        self.clients: dict[int, _Client] = {}
+
+    def run(self) -> int:
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ)
+        while os.getppid() == self.group_pid:     # the supervisor is gone: so are we
+            for key, events in self.sel.select(timeout=1.0):
+                if key.fileobj is self.listener:
+                    self._accept()
+                else:
+                    self._on_event(key.data, events)
+            now = time.monotonic()
+            for client in [c for c in self.clients.values() if c.deadline <= now]:
+                self._close(client)
+        return 0
+
+    def _accept(self) -> None:
+        for _ in range(16):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return        # EMFILE and friends: the next select tries again
+            if len(self.clients) >= MAX_CLIENTS:   # make room: the oldest holder goes
+                self._close(min(self.clients.values(), key=lambda c: c.deadline))
+            sock.setblocking(False)
+            client = _Client(sock, time.monotonic() + CLIENT_TIMEOUT)
+            self.clients[sock.fileno()] = client
+            self.sel.register(sock, selectors.EVENT_READ, client)
+
+    def _on_event(self, client: _Client, events: int) -> None:
+        if client.out:
+            self._send(client)
+            return
+        try:
+            data = client.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(client)
+            return
+        if not data:
+            self._close(client)
+            return
+        client.size += len(data)
+        import httptools
+
+        try:
+            client.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            client.complete = True
+        except httptools.HttpParserError:
+            self._answer(client, 400, b"bad request\n")
+            return
+        if client.complete:
+            client.method = client.parser.get_method()
+            self._respond(client)
+        elif client.size > MAX_REQUEST:
+            self._answer(client, 431, b"request too large\n")
+
+    def _respond(self, client: _Client) -> None:
+        if client.method not in (b"GET", b"HEAD"):
+            self._answer(client, 405, b"GET or HEAD\n", [("Allow", "GET, HEAD")])
+            return
+        path = client.url.split(b"?", 1)[0]
+        if path in (b"/metrics", b"/"):
+            snap = read_all(self.target)
+            if snap is None:
+                self._answer(client, 503, b"no worker has published yet\n")
+            else:
+                self._answer(client, 200, render(snap).encode(), content_type=CONTENT_TYPE)
+        elif path == b"/healthz":
+            live, _ = self.health()
+            self._answer(client, 200 if live else 503, b"ok\n" if live else b"no worker is making progress\n")
+        elif path == b"/readyz":
+            live, ready = self.health()
+            self._answer(client, 200 if ready else 503,
+                         b"ready\n" if ready else b"draining\n" if live else b"not serving\n")
+        else:
+            self._answer(client, 404, b"not found\n")
+
+    def _answer(self, client: _Client, status: int, body: bytes, headers=(),
+                content_type: str = "text/plain; charset=utf-8") -> None:
+        from http import HTTPStatus
+
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Content-Type: {content_type}",
+                 f"Content-Length: {len(body)}", "Connection: close", *(f"{k}: {v}" for k, v in headers)]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        client.out = head if client.method == b"HEAD" else head + body
+        self.sel.modify(client.sock, selectors.EVENT_WRITE, client)
+        self._send(client)
+
+    def _send(self, client: _Client) -> None:
+        try:
+            n = client.sock.send(client.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(client)
+            return
+        client.out = client.out[n:]
+        if not client.out:
+            self._close(client)
+
+    def _close(self, client: _Client) -> None:
+        if self.clients.pop(client.sock.fileno(), None) is not None:
+            self.sel.unregister(client.sock)
+        client.sock.close()
+
+
+def serve_metrics(listener: socket.socket, kind: str, group_pid: int, health) -> int:
+    """The metrics process's body: serve until the supervisor is gone (or a
+    signal ends us). ``health() -> (live, ready)``."""
+    return MetricsLoop(listener, kind, group_pid, health).run()

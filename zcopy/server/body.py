@@ -1,0 +1,95 @@
+"""Where a request body goes: one path for every method that reads one.
+
+A responder that wants a request's body returns a ``BodySink`` instead of a
+``Reply``. The connection then moves the body into it - the framing (length,
+chunked decoding, what lies beyond the body) is the protocol's
+(``zcopy.http.protocol``), so a sink only ever sees body bytes - and, when
+the body is complete, asks the sink for the reply (``complete``: a ``Reply``
+or a ``Pending``).
+
+- ``FileSink``: a file. Body bytes that pass through the process are
+  pwritten; the rest of a fixed-length body goes socket -> file through the
+  upload engine (splice socket->pipe->file where the probe says so), which
+  writes at ``offset`` into ``fd`` and reports with ``advanced``. Uploads
+  (``zcopy.server.writer.Upload``, an O_TMPFILE named at commit) are these.
+- ``MemorySink``: a bounded buffer for small bodies a responder parses
+  (PROPFIND/PROPPATCH XML, JSON for POST/PATCH): ``data`` once complete.
+
+Both refuse a body over their ``limit`` with 413, whether the client
+announced its length or it grows chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import os
+
+from zcopy.http.errors import HttpError
+
+
+class BodySink:
+    """The interface; see the module docstring."""
+
+    #: A file the upload engine may write into straight from the socket (None:
+    #: every byte passes through ``write``).
+    fd: int | None = None
+
+    def __init__(self, limit: int | None, on_complete) -> None:
+        self.limit = limit
+        self.offset = 0                 # body bytes taken so far
+        self.on_complete = on_complete  # (sink, request, closing) -> Reply | Pending
+
+    def check_length(self, length: int | None) -> None:
+        """Refuse an announced length over the limit before any byte is read."""
+        if self.limit is not None and length is not None and length > self.limit:
+            raise HttpError(413, f"body larger than {self.limit} bytes", close=True)
+
+    def write(self, data) -> None:
+        """Take body bytes (already decoded); HttpError(413) past the limit."""
+        if self.limit is not None and self.offset + len(data) > self.limit:
+            raise HttpError(413, f"body larger than {self.limit} bytes", close=True)
+        self._store(data)
+        self.offset += len(data)
+
+    def _store(self, data) -> None:
+        raise NotImplementedError
+
+    def advanced(self, moved: int) -> None:
+        """The upload engine wrote ``moved`` bytes at ``offset`` into ``fd``."""
+        self.offset += moved
+
+    def complete(self, req, closing: bool):
+        """The whole body is here: the reply (``Reply`` or ``Pending``)."""
+        return self.on_complete(self, req, closing)
+
+    def abort(self) -> None:
+        """The body will not complete (cut, refused, timed out): drop it."""
+
+
+class MemorySink(BodySink):
+    """A small body kept in memory, at most ``limit`` bytes."""
+
+    def __init__(self, limit: int, on_complete) -> None:
+        super().__init__(limit, on_complete)
+        self.data = bytearray()
+
+    def _store(self, data) -> None:
+        self.data += data
+
+    def abort(self) -> None:
+        self.data = bytearray()
+
+
+class FileSink(BodySink):
+    """A body written into the file ``fd`` from offset 0."""
+
+    def __init__(self, fd: int, limit: int | None, on_complete) -> None:
+        super().__init__(limit, on_complete)
+        self.fd = fd
+
+    def _store(self, data) -> None:
+        view = memoryview(data)
+        at = self.offset
+        while view:
+            n = os.pwrite(self.fd, view, at)
+            at += n
+            view = view[n:]

@@ -1,0 +1,58 @@
+"""What a connection sends and receives through: a transport, not a raw fd.
+
+The server's connection (``zcopy.server.connection``) and the engines it
+drives talk to a ``Transport``: ``recv``/``send`` for bytes the process
+holds (heads, small bodies, what a decoder must see), ``fd`` for the
+engines when ``zero_copy`` says the kernel may move file bytes straight
+between the file and the connection (sendfile, splice).
+
+``PlainTransport`` is TCP as it is, and costs nothing: its ``recv`` and
+``send`` are the socket's own bound methods, and ``fd`` is the socket's.
+
+A TLS transport fits the same shape. With kernel TLS (kTLS) the kernel
+encrypts what sendfile/splice write, so it sets ``zero_copy = True`` and
+``fd`` to the socket; that needs an ``ssl.SSLSocket`` wrapped on the real
+socket fd (OpenSSL installs the keys there); an ``SSLObject`` with memory
+BIOs can never use it. Without kTLS it sets ``zero_copy = False``: then the
+connection sends file bytes with the copy engine (read_send, given the
+transport instead of an fd, so it calls ``send``) and receives bodies with
+``recv``; no engine ever sees its fd. Its ``send``/``recv`` must raise
+``BlockingIOError`` where an SSLSocket raises SSLWantRead/WriteError.
+Nothing in ``zcopy.http`` or the responder knows which transport carries a
+request.
+"""
+
+from __future__ import annotations
+
+import socket
+
+_TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
+
+
+class PlainTransport:
+    """A connected TCP socket (non-blocking).
+
+    ``send(data, flags)`` takes ``socket.MSG_MORE`` as "more follows at once"
+    (the kernel corks the segment); ``flush`` pushes out what was corked.
+    Both raise ``BlockingIOError`` when the socket is full, as ``recv`` does
+    when it is empty; ``recv`` returns b"" at the peer's EOF."""
+
+    __slots__ = ("sock", "fd", "recv", "send")
+    #: sendfile/splice may write to and read from ``fd``.
+    zero_copy = True
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.recv = sock.recv
+        self.send = sock.send
+
+    def flush(self) -> None:
+        """Send what ``MSG_MORE`` held back (setting TCP_NODELAY again flushes a cork)."""
+        self.sock.setsockopt(_TCP, _NODELAY, 1)
+
+    def shutdown_write(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
