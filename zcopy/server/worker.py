@@ -19,6 +19,8 @@ from zcopy.loop import ListenerLoop, run_worker
 from zcopy.server.accesslog import AccessLog
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
+from zcopy.server.digests import Digests
+from zcopy.server.executor import Executor
 from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import Responder
@@ -47,16 +49,20 @@ class Worker(ListenerLoop):
         self.engine, self.upload_engine = self._make_engines()
         #: Cold windows are read by its pool off the loop (None: --prefetch off).
         self.prefetch = Prefetcher(step=config.budget) if config.prefetch else None
+        #: What may block on the disk or burn CPU (commits, DELETE/MOVE, listings) runs on its threads.
+        self.executor = Executor()
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
-        self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
-                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
-                                   watch=_file_watch(), generation=generation())
-        writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync) if config.allow_write else None
         #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
         self.state = State(config.state_dir) if config.state_dir else None
+        self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
+                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
+                                   watch=_file_watch(), generation=generation(),
+                                   digests=Digests(self.executor.submit, self.state))
+        writer = Writer(self.cache, self.date, max_upload=config.max_upload,
+                        fsync=config.fsync, executor=self.executor) if config.allow_write else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
-                                   read_token=config.read_token, routes=server_routes(self.date, self.state))
+                                   read_token=config.read_token, routes=server_routes(self.date, self.state),
+                                   executor=self.executor)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
@@ -86,11 +92,13 @@ class Worker(ListenerLoop):
     # -- the loop (ListenerLoop.run) ----------------------------------------------
 
     def start(self, install_signals: bool = True):
-        """Before the first poll: the prefetch pool's and the file watch's fds
+        """Before the first poll: the prefetch pool's, the executor's and the file watch's fds
         join the epoll set (here, not at construction: what runs is what the
         worker holds by then)."""
         if self.prefetch is not None:
             self.add_fd(self.prefetch.fileno(), lambda events: self.prefetch.wake(self.ready, self.now))
+        # Work done off the loop (commits, listings...): its callbacks run here.
+        self.add_fd(self.executor.fileno(), lambda events: self.executor.run_callbacks())
         if self.cache.watch is not None:
             # File changes first: a change completed before a request was sent
             # must be applied before that request is read. (An inotify fd
@@ -160,6 +168,8 @@ class Worker(ListenerLoop):
         snap["server"] = server_info(self.config)
         if self.prefetch is not None:
             snap["prefetch"] = self.prefetch.snapshot()
+        snap["executor"] = self.executor.snapshot()
+        snap["listings"] = self.responder.listings.snapshot()
         return snap
 
     def shutdown(self) -> None:
@@ -168,6 +178,8 @@ class Worker(ListenerLoop):
             conn.close()
         if self.prefetch is not None:
             self.prefetch.close()     # joins its threads
+        self.executor.close()         # a commit under way finishes first
+        self.responder.listings.close()
         self.cache.close()
         for engine in self.engines.values():
             engine.close()
