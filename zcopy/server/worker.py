@@ -57,7 +57,7 @@ class Worker(ListenerLoop):
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
                                    watch=_file_watch(), generation=generation())
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync) if config.allow_write else None
+                        fsync=config.fsync, make_parents=config.make_parents) if config.allow_write else None
         #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
         self.state = State(config.state_dir) if config.state_dir else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,

@@ -54,11 +54,21 @@ class Upload(FileSink):
 
 class Writer:
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, max_upload: int | None = None,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, make_parents: bool = False) -> None:
         self.cache = cache
         self.date = date
         self.max_upload = max_upload
         self.fsync = fsync
+        #: PUT, MOVE and COPY into a missing folder: create it (``serve --make-parents``, the old
+        #: behaviour) or answer 409 Conflict (RFC 4918 9.7.1, the default).
+        self.make_parents = make_parents
+
+    def parents(self, target: writes.Target) -> None:
+        """The target's missing folders: made (``make_parents``) or 409."""
+        if target.place.missing:
+            if not self.make_parents:
+                raise http.HttpError(409, "the parent folder does not exist")
+            writes.make_parents(target)
 
     def target(self, url_path: str) -> writes.Target:
         return writes.write_target(self.cache.fs, url_path)
@@ -73,7 +83,12 @@ class Writer:
         # Each operation closes the targets it is given (their folder fds), also
         # when it fails, so it can run elsewhere than here (off the loop).
         if req.method == "DELETE":
-            writes.delete(target, recursive=_query_flag(req.query, "recursive"))
+            # RFC 4918 9.6.1: a folder goes with everything in it (``?recursive=1`` is still accepted).
+            failed = writes.delete(target, recursive=True)
+            self.cache.invalidate(target.path)
+            self.cache.written()
+            if failed:
+                return self._partial(req.path, failed, close, req.version)
             status = 204
         elif req.method == "MOVE":
             try:
@@ -82,9 +97,12 @@ class Writer:
                 target.close()
                 raise
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
-            status = 204 if writes.move(target, dest, overwrite) else 201
+            status = 204 if writes.move(target, dest, overwrite, parents=self.make_parents) else 201
             self.cache.invalidate(dest.path)
         else:  # MKCOL
+            if req.content_length or req.chunked:
+                target.close()
+                raise http.HttpError(415, "MKCOL takes no body", close=True)   # RFC 4918 9.3.1
             writes.mkcol(target)
             status = 201
         self.cache.invalidate(target.path)
@@ -114,7 +132,7 @@ class Writer:
             raise http.HttpError(400, "partial PUT (Content-Range) is not supported", close=True)
         if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
-        writes.make_parents(target)
+        self.parents(target)
         temp = writes.TempFile(target.place.dir_fd)
         return Upload(self, target, temp, self.max_upload, self.fsync)
 
@@ -130,6 +148,17 @@ class Writer:
         self.cache.invalidate(upload.target.path)
         self.cache.written()
         return self.empty(status, closing or not req.keep_alive, req.version)
+
+    def _partial(self, url: str, failed: list[str], close: bool, version) -> Reply:
+        """207 for a DELETE that removed some members and not others (RFC 4918 9.6.1)."""
+        from zcopy.dav import multistatus
+
+        base = url.rstrip("/").rsplit("/", 1)[0] + "/"
+        body = multistatus.HEAD + b"".join(multistatus.status_response(base + p, False, 403) for p in failed) + \
+            multistatus.TAIL
+        head = http.response_head(207, self.date.get(), b"", len(body), close=close, version=version,
+                                  extra=b"Content-Type: application/xml; charset=utf-8\r\n")
+        return Reply(207, head, [body], len(body), close)
 
     def empty(self, status: int, close: bool, version) -> Reply:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
