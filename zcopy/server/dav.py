@@ -149,9 +149,9 @@ class Dav:
     # -- locks and the If header --------------------------------------------------
 
     def check(self, req: http.Request, *targets: tuple[str, bool]) -> None:
-        """Before a write: every lock covering each ``(url, recursive)`` target
-        must have its token in the If header (423 otherwise), and the If header
-        must hold (412 otherwise)."""
+        """Before a write: the If header must hold (412 otherwise), and every
+        lock covering each ``(url, recursive)`` target must have its token in
+        it (423 otherwise)."""
         value = req.headers.get("if")
         try:
             clauses = ifheader.parse(value) if value else []
@@ -159,14 +159,14 @@ class Dav:
             raise http.HttpError(400, str(exc)) from None
         submitted = ifheader.tokens(clauses)
         now = time.time()
+        if clauses and not self._if_holds(req.path, clauses, now):
+            raise http.HttpError(412, "the If header's conditions do not hold")
         if self.locks is not None:
             for url, recursive in targets:
                 missing = self.locks.missing_tokens(url, submitted, PRINCIPAL, now, recursive=recursive)
                 if missing:
                     hrefs = "".join(f"<D:href>{multistatus.href(lk.root, False)}</D:href>" for lk in missing[:1])
                     raise DavError(423, "locked", f"<D:lock-token-submitted>{hrefs}</D:lock-token-submitted>")
-        if clauses and not self._if_holds(req.path, clauses, now):
-            raise http.HttpError(412, "the If header's conditions do not hold")
 
     def _if_holds(self, request_url: str, clauses, now: float) -> bool:
         for clause in clauses:
@@ -351,7 +351,7 @@ class Dav:
         depth = req.headers.get("depth", "infinity").strip().lower()
         if depth not in ("0", "infinity"):
             raise http.HttpError(400, "LOCK takes Depth 0 or infinity")
-        self.check(req, (url, False))
+        self.check(req)         # the If header only: a shared lock joins others without their tokens
         writer = self.writer
         try:
             lk = self.locks.lock(url, depth=0 if depth == "0" else INFINITY, exclusive=info.exclusive,
