@@ -163,7 +163,7 @@ class Dav:
             raise http.HttpError(412, "the If header's conditions do not hold")
         if self.locks is not None:
             for url, recursive in targets:
-                missing = self.locks.missing_tokens(url, submitted, PRINCIPAL, now, recursive=recursive)
+                missing = self.locks.missing_tokens(_key(url), submitted, PRINCIPAL, now, recursive=recursive)
                 if missing:
                     hrefs = "".join(f"<D:href>{multistatus.href(lk.root, False)}</D:href>" for lk in missing[:1])
                     raise DavError(423, "locked", f"<D:lock-token-submitted>{hrefs}</D:lock-token-submitted>")
@@ -172,7 +172,7 @@ class Dav:
         for clause in clauses:
             url = request_url if clause.resource is None else url_of(clause.resource)
             etag = self._etag(url)
-            tokens = {lk.token for lk in self.locks.covering(url, now)} if self.locks is not None else set()
+            tokens = {lk.token for lk in self.locks.covering(_key(url), now)} if self.locks is not None else set()
             for conds in clause.lists:
                 if all(c.negated != ((c.token in tokens) if c.token else (etag is not None and c.etag == etag))
                        for c in conds):
@@ -211,7 +211,7 @@ class Dav:
             now = time.time()
             held = []
             if locks is not None:
-                held = locks.covering(url, now) + (locks.beneath(url, now) if depth == "1" else [])
+                held = locks.covering(_key(url), now) + (locks.beneath(_key(url), now) if depth == "1" else [])
             with root.locate(url) as place:
                 try:
                     st = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
@@ -344,7 +344,7 @@ class Dav:
             except ifheader.IfHeaderError as exc:
                 raise http.HttpError(400, str(exc)) from None
             try:
-                lk = self.locks.refresh(url, submitted, PRINCIPAL, timeout, now)
+                lk = self.locks.refresh(_key(url), submitted, PRINCIPAL, timeout, now)
             except LockError as exc:
                 raise http.HttpError(exc.status, str(exc)) from None
             return self._lock_reply(200, lk, close, req.version)
@@ -354,7 +354,7 @@ class Dav:
         self.check(req)         # the If header only: a shared lock joins others without their tokens
         writer = self.writer
         try:
-            lk = self.locks.lock(url, depth=0 if depth == "0" else INFINITY, exclusive=info.exclusive,
+            lk = self.locks.lock(_key(url), depth=0 if depth == "0" else INFINITY, exclusive=info.exclusive,
                                  owner=info.owner, principal=PRINCIPAL, timeout=timeout, now=now)
         except LockError as exc:
             hrefs = "".join(f"<D:href>{multistatus.href(c.root, False)}</D:href>" for c in exc.conflicts[:1])
@@ -383,7 +383,7 @@ class Dav:
             try:
                 return work()
             except BaseException:
-                self.locks.unlock(url, lk.token, PRINCIPAL, time.time())
+                self.locks.unlock(_key(url), lk.token, PRINCIPAL, time.time())
                 raise
 
         return self._defer(work_or_unlock, then, close, req.version)
@@ -398,7 +398,7 @@ class Dav:
         if not (token.startswith("<") and token.endswith(">")):
             raise http.HttpError(400, "UNLOCK needs a Lock-Token header")
         try:
-            self.locks.unlock(req.path, token[1:-1], PRINCIPAL, time.time())
+            self.locks.unlock(_key(req.path), token[1:-1], PRINCIPAL, time.time())
         except LockError as exc:
             if exc.status == 409:
                 raise DavError(409, str(exc), "<D:lock-token-matches-request-uri/>", close=close) from None
@@ -409,7 +409,14 @@ class Dav:
     def removed(self, url: str) -> None:
         """``url`` (and what was beneath it) is gone: its locks go too."""
         if self.locks is not None:
-            self.locks.removed(url)
+            self.locks.removed(_key(url))
+
+
+def _key(url: str) -> str:
+    """A URL path as the lock table keeps it: valid UTF-8 (sqlite's text). A
+    name that is not UTF-8 (its bytes as surrogates) gets U+FFFD for them, so
+    two such names may share their locks: a lock then covers more, never less."""
+    return url.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _has_body(req: http.Request) -> bool:
@@ -441,7 +448,7 @@ def _props(url: str, st, fd: int, asked: xmlbody.PropFind, etag: str | None, hel
     """One ``<D:response>`` for the resource open as ``fd``."""
     is_dir = stat_mod.S_ISDIR(st.st_mode)
     from zcopy.dav.locks import normalise
-    path = normalise(url)
+    path = normalise(_key(url))
     mine = [lk for lk in held if lk.covers(path)]
 
     def live(name: str) -> str | None:
