@@ -206,3 +206,23 @@ def test_a_depth_infinity_lock_covers_the_tree_and_goes_with_delete(dav):
     assert call(port, "MKCOL", "/tree/sub/c")[0] == 423
     assert call(port, "DELETE", "/tree/", {"If": f"({token})"})[0] == 204
     assert call(port, "MKCOL", "/tree/")[0] == 201                     # its lock went with it
+
+
+def test_x_oc_mtime_sets_the_modification_time(dav):
+    status, headers, _ = call(dav.port, "PUT", "/timed.txt", {"X-OC-Mtime": "1577934245"}, b"t")
+    assert status == 201 and headers["x-oc-mtime"] == "accepted"
+    assert os.stat(os.path.join(dav.root, "timed.txt")).st_mtime == 1577934245
+    assert call(dav.port, "PUT", "/timed.txt", {"X-OC-Mtime": "soon"}, b"u")[0] == 400
+    assert open(os.path.join(dav.root, "timed.txt"), "rb").read() == b"t"
+
+
+def test_a_read_only_server_answers_propfind_only(tmp_path):
+    (tmp_path / "f").write_bytes(b"f")
+    with Server(tmp_path, "--read-token", "r") as s:
+        headers = {"Authorization": "Bearer r", "Depth": "0"}
+        status, hdrs, _ = call(s.port, "OPTIONS", "/", headers)
+        assert status == 200 and hdrs["dav"] == "1" and "PROPPATCH" not in hdrs["allow"]
+        assert call(s.port, "PROPFIND", "/f", headers)[0] == 207
+        assert call(s.port, "PROPFIND", "/f", {"Authorization": "Bearer wrong", "Depth": "0"})[0] == 401
+        assert call(s.port, "PROPPATCH", "/f", headers, b"<x/>")[0] == 403
+        assert call(s.port, "LOCK", "/f", headers, b"")[0] == 403

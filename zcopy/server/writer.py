@@ -35,8 +35,11 @@ class Upload(FileSink):
         self.target = target
         self.temp = temp
         self.fsync = fsync
+        self.mtime_ns: int | None = None        # X-OC-Mtime (rclone, ownCloud clients): set before the rename
 
     def commit(self) -> int:
+        if self.mtime_ns is not None:
+            os.utime(self.temp.fd, ns=(self.mtime_ns, self.mtime_ns))
         try:
             replaced = self.temp.commit(self.target.place.name, fsync=self.fsync)
         except FileNotFoundError:
@@ -132,9 +135,12 @@ class Writer:
             raise http.HttpError(400, "partial PUT (Content-Range) is not supported", close=True)
         if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
+        mtime_ns = _oc_mtime(req.headers.get("x-oc-mtime"))
         self.parents(target)
         temp = writes.TempFile(target.place.dir_fd)
-        return Upload(self, target, temp, self.max_upload, self.fsync)
+        upload = Upload(self, target, temp, self.max_upload, self.fsync)
+        upload.mtime_ns = mtime_ns
+        return upload
 
     def finish(self, upload: Upload, req: http.Request, closing: bool = False):
         try:
@@ -147,7 +153,8 @@ class Writer:
             raise
         self.cache.invalidate(upload.target.path)
         self.cache.written()
-        return self.empty(status, closing or not req.keep_alive, req.version)
+        extra = b"X-OC-Mtime: accepted\r\n" if upload.mtime_ns is not None else b""
+        return self.empty(status, closing or not req.keep_alive, req.version, extra)
 
     def _partial(self, url: str, failed: list[str], close: bool, version) -> Reply:
         """207 for a DELETE that removed some members and not others (RFC 4918 9.6.1)."""
@@ -160,9 +167,9 @@ class Writer:
                                   extra=b"Content-Type: application/xml; charset=utf-8\r\n")
         return Reply(207, head, [body], len(body), close)
 
-    def empty(self, status: int, close: bool, version) -> Reply:
+    def empty(self, status: int, close: bool, version, extra: bytes = b"") -> Reply:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
-                                  version=version)
+                                  version=version, extra=extra)
         return Reply(status, head, [], 0, close)
 
 
@@ -222,6 +229,20 @@ def _destination(value: str | None, authority: str | None) -> str:
     if "\x00" in decoded:
         raise http.HttpError(400, "NUL in Destination")
     return decoded
+
+
+def _oc_mtime(value: str | None) -> int | None:
+    """``X-OC-Mtime: <seconds since the epoch>`` (rclone's owncloud/nextcloud vendors, ownCloud clients):
+    the modification time to give the uploaded file, in ns; 400 when it is not a number of seconds."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        raise http.HttpError(400, "X-OC-Mtime must be seconds since the epoch") from None
+    if not 0 <= seconds < 1 << 40:
+        raise http.HttpError(400, "X-OC-Mtime out of range")
+    return int(seconds * 1_000_000_000)
 
 
 def _query_flag(query: str, name: str) -> bool:
