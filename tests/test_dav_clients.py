@@ -43,3 +43,30 @@ def test_rclone_copies_odd_names_in_and_keeps_times(tmp_path):
         assert (root / "dav" / path).read_bytes() == (src / path).read_bytes()
     assert "2020-01-02" in [line for line in listed.stdout.splitlines() if line.endswith("a b.txt")][0]
     assert int((root / "dav" / "a b.txt").stat().st_mtime) == 1577934245
+
+
+@pytest.mark.skipif(shutil.which("cadaver") is None, reason="cadaver is not installed")
+def test_cadaver_script(tmp_path):
+    """cadaver (neon) does ls, mkcol, put, get, move, delete and rmcol in a script (credentials from .netrc)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    netrc = home / ".netrc"
+    netrc.write_text("machine 127.0.0.1\nlogin u\npassword pass\n")
+    netrc.chmod(0o600)
+    (home / "local.txt").write_bytes(b"local data\n")
+    root = tmp_path / "root"
+    (root / "dav").mkdir(parents=True)
+    state = tmp_path / "state"
+    state.mkdir()
+    script = ("ls\nmkcol sub\nput local.txt sub/up.txt\nget sub/up.txt back.txt\nmove sub/up.txt sub/moved.txt\n"
+              "ls sub\ncopy sub/moved.txt copied.txt\ndelete sub/moved.txt\nquit\n")
+    with Server(root, "--allow-write", "--token", "pass", "--state-dir", str(state)) as s:
+        run = subprocess.run(["cadaver", f"http://127.0.0.1:{s.port}/dav/"], input=script, cwd=home,
+                             env={"PATH": "/usr/bin:/bin", "HOME": str(home)}, capture_output=True, text=True,
+                             timeout=60)
+    out = run.stdout + run.stderr
+    assert "failed" not in out and out.count("succeeded") >= 7, out
+    assert (home / "back.txt").read_bytes() == b"local data\n"
+    assert "moved.txt" in out
+    assert sorted(os.listdir(root / "dav")) == ["copied.txt", "sub"] and os.listdir(root / "dav" / "sub") == []
+    assert (root / "dav" / "copied.txt").read_bytes() == b"local data\n"
