@@ -226,3 +226,16 @@ def test_a_read_only_server_answers_propfind_only(tmp_path):
         assert call(s.port, "PROPFIND", "/f", {"Authorization": "Bearer wrong", "Depth": "0"})[0] == 401
         assert call(s.port, "PROPPATCH", "/f", headers, b"<x/>")[0] == 403
         assert call(s.port, "LOCK", "/f", headers, b"")[0] == 403
+
+
+def test_proppatch_of_win32_times_sets_the_files_mtime(dav):
+    """Windows' redirector sets times with PROPPATCH (urn:schemas-microsoft-com:)."""
+    path = os.path.join(dav.root, "win.txt")
+    with open(path, "wb") as f:
+        f.write(b"w")
+    body = (b'<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
+            b"<Z:Win32LastModifiedTime>Thu, 02 Jan 2020 03:04:05 GMT</Z:Win32LastModifiedTime>"
+            b"</D:prop></D:set></D:propertyupdate>")
+    status, _, data = call(dav.port, "PROPPATCH", "/win.txt", {}, body)
+    assert status == 207 and b"200 OK" in data
+    assert os.stat(path).st_mtime == 1577934245

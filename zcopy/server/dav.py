@@ -280,6 +280,7 @@ class Dav:
                     else:
                         try:
                             deadprops.apply(fd, changes)
+                            _win32_times(fd, changes)
                             groups[200] = [multistatus.empty_element(*c.name) for c in changes]
                         except deadprops.DeadPropError as exc:
                             for c in changes:
@@ -480,6 +481,33 @@ def _props(url: str, st, fd: int, asked: xmlbody.PropFind, etag: str | None, hel
             groups[200].append(xml.decode("utf-8", "surrogateescape") if asked.kind == "allprop"
                                else multistatus.empty_element(ns, local))
     return multistatus.response(url, is_dir, groups)
+
+
+#: Windows' WebDAV redirector sets a file's times with PROPPATCH of these (RFC 1123 dates).
+WIN32 = "urn:schemas-microsoft-com:"
+
+
+def _win32_times(fd: int, changes) -> None:
+    """Apply a PROPPATCH's Win32LastModifiedTime / Win32LastAccessTime to the file (they are kept as dead
+    properties too); a date that does not parse is left as a dead property only."""
+    import email.utils
+    import re
+
+    times = {}
+    for c in changes:
+        if c.remove or c.name[0] != WIN32 or c.name[1] not in ("Win32LastModifiedTime", "Win32LastAccessTime"):
+            continue
+        m = re.search(rb">([^<]*)<", c.value)
+        try:
+            when = email.utils.parsedate_to_datetime(m.group(1).decode().strip()).timestamp() if m else None
+        except (TypeError, ValueError, UnicodeDecodeError, OverflowError):
+            when = None
+        if when is not None:
+            times[c.name[1]] = when
+    if times:
+        st = os.fstat(fd)
+        mtime = times.get("Win32LastModifiedTime", st.st_mtime)
+        os.utime(fd, (times.get("Win32LastAccessTime", st.st_atime), mtime))
 
 
 def _ctype(url: str, is_dir: bool) -> str | None:
