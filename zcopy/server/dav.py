@@ -31,7 +31,7 @@ from xml.sax.saxutils import escape
 
 from zcopy import http
 from zcopy.dav import deadprops, ifheader, multistatus, xmlbody
-from zcopy.dav.locks import INFINITY, LockError, LockTable, parse_timeout
+from zcopy.dav.locks import INFINITY, LockError, LockTable, normalise, parse_timeout
 from zcopy.server import davcopy, writes
 from zcopy.server.body import MemorySink
 from zcopy.server.reply import Reply
@@ -225,27 +225,10 @@ class Dav:
                 parts = [multistatus.HEAD]
                 fd = os.open(place.name, _OPEN, dir_fd=place.dir_fd)
                 try:
-                    parts.append(_props(url, st, fd, asked, target_etag or _etag_of(st), held, place))
+                    parts.append(_props(url, st, lambda: deadprops.get_all(fd), fd, asked,
+                                        target_etag or _etag_of(st), held))
                     if is_dir and depth == "1":
-                        base = url if url.endswith("/") else url + "/"
-                        at_top = http.normalised(url) == "/"
-                        with os.scandir(fd) as it:
-                            names = [d.name for d in it]
-                        for name in sorted(names):
-                            if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
-                                continue
-                            if at_top and name == http.RESERVED:
-                                continue
-                            try:
-                                cfd = os.open(name, _OPEN, dir_fd=fd)
-                            except OSError:
-                                continue        # a symlink (ELOOP), a socket, gone meanwhile
-                            try:
-                                cst = os.fstat(cfd)
-                                if stat_mod.S_ISDIR(cst.st_mode) or stat_mod.S_ISREG(cst.st_mode):
-                                    parts.append(_props(base + name, cst, cfd, asked, _etag_of(cst), held, None))
-                            finally:
-                                os.close(cfd)
+                        parts += _members(fd, url, asked, held, show_hidden)
                 finally:
                     os.close(fd)
             parts.append(multistatus.TAIL)
@@ -445,39 +428,85 @@ def _activelock(lk) -> str:
             f"<D:lockroot><D:href>{multistatus.href(lk.root, False)}</D:href></D:lockroot></D:activelock>")
 
 
-def _props(url: str, st, fd: int, asked: xmlbody.PropFind, etag: str | None, held, place) -> bytes:
-    """One ``<D:response>`` for the resource open as ``fd``."""
+def _members(fd: int, url: str, asked: xmlbody.PropFind, held, show_hidden: bool) -> list[bytes]:
+    """The ``<D:response>`` of each member of the folder open as ``fd`` that a listing shows (no
+    dotfiles unless shown, no temp files, no /.zcopy, no symlinks or special files), by name. Members
+    are stat'ed from the folder's fd (fstatat) and opened only when dead properties are asked for."""
+    base = url if url.endswith("/") else url + "/"
+    at_top = http.normalised(url) == "/"
+    wants_dead = _needs_dead(asked)
+    out = []
+    with os.scandir(fd) as it:
+        entries = sorted(it, key=lambda d: d.name)
+    for d in entries:
+        name = d.name
+        if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden) or \
+                (at_top and name == http.RESERVED):
+            continue
+        try:
+            st = d.stat(follow_symlinks=False)
+        except OSError:
+            continue                                    # gone meanwhile
+        if not (stat_mod.S_ISDIR(st.st_mode) or stat_mod.S_ISREG(st.st_mode)):
+            continue
+        dead = (lambda n=name: _dead_of(fd, n)) if wants_dead else dict
+        out.append(_props(base + name, st, dead, fd, asked, _etag_of(st), held))
+    return out
+
+
+def _needs_dead(asked: xmlbody.PropFind) -> bool:
+    """Whether the request wants dead properties (then each member is opened to read its xattrs)."""
+    return asked.kind != "prop" or any(not (ns == xmlbody.DAV and local in _DAV_LIVE) for ns, local in asked.names)
+
+
+def _dead_of(dir_fd: int, name: str) -> dict:
+    """The dead properties of ``name`` in ``dir_fd`` (opened with O_NOFOLLOW; gone meanwhile: none)."""
+    try:
+        fd = os.open(name, _OPEN, dir_fd=dir_fd)
+    except OSError:
+        return {}
+    try:
+        return deadprops.get_all(fd)
+    finally:
+        os.close(fd)
+
+
+def _props(url: str, st, dead, fs_fd: int, asked: xmlbody.PropFind, etag: str | None, held) -> bytes:
+    """One ``<D:response>``: ``dead()`` gives the resource's dead properties (called only when they
+    are asked for), ``fs_fd`` is an fd on its filesystem (quota)."""
     is_dir = stat_mod.S_ISDIR(st.st_mode)
-    from zcopy.dav.locks import normalise
-    path = normalise(_key(url))
-    mine = [lk for lk in held if lk.covers(path)]
 
     def live(name: str) -> str | None:
-        return multistatus.live_value(name, st=st, url_path=url, etag=etag, content_type=_ctype(url, is_dir),
-                                      lockdiscovery="".join(_activelock(lk) for lk in mine),
-                                      quota=_quota(fd) if name in multistatus.QUOTA else None)
+        lockdiscovery = ""
+        if name == "lockdiscovery" and held:
+            path = normalise(_key(url))
+            lockdiscovery = "".join(_activelock(lk) for lk in held if lk.covers(path))
+        return multistatus.live_value(name, st=st, url_path=url, etag=etag,
+                                      content_type=_ctype(url, is_dir) if name == "getcontenttype" else None,
+                                      lockdiscovery=lockdiscovery,
+                                      quota=_quota(fs_fd) if name in multistatus.QUOTA else None)
 
     groups: dict[int, list[str]] = {200: [], 404: []}
     if asked.kind == "prop":
-        dead = None
+        found = None
         for ns, local in asked.names:
-            value = live(local) if ns == xmlbody.DAV and local in _DAV_LIVE else None
-            if value is None and not (ns == xmlbody.DAV and local in _DAV_LIVE):
-                if dead is None:
-                    dead = deadprops.get_all(fd)
-                xml = dead.get((ns, local))
+            if ns == xmlbody.DAV and local in _DAV_LIVE:
+                value = live(local)
+            else:
+                if found is None:
+                    found = dead()
+                xml = found.get((ns, local))
                 value = None if xml is None else xml.decode("utf-8", "surrogateescape")
             if value is None:
                 groups[404].append(multistatus.empty_element(ns, local))
             else:
                 groups[200].append(value)
     else:
-        dead = deadprops.get_all(fd)
         for name in multistatus.LIVE:
             value = live(name)
             if value is not None:
                 groups[200].append(value if asked.kind == "allprop" else f"<D:{name}/>")
-        for (ns, local), xml in dead.items():
+        for (ns, local), xml in dead().items():
             groups[200].append(xml.decode("utf-8", "surrogateescape") if asked.kind == "allprop"
                                else multistatus.empty_element(ns, local))
     return multistatus.response(url, is_dir, groups)
