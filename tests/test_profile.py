@@ -16,7 +16,8 @@ FINDING_KEYS = {"id", "status", "value", "detail"}
 NIC_KEYS = {"name", "driver", "mtu", "features", "zero_copy_tx", "reason"}
 PIPE_KEYS = {"default_size", "max_size", "best_size", "user_pages_soft", "user_pages_hard", "largest_granted",
              "rounding", "budget"}
-REC_KEYS = {"download_engine", "upload_engine", "pipe_size", "chunk_size", "workers", "prefetch", "reasons", "source"}
+REC_KEYS = {"download_engine", "upload_engine", "relay_engine", "pipe_size", "chunk_size", "workers", "prefetch",
+            "reasons", "source"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,7 @@ def test_recommendation_on_this_kernel(report):
     rec = report["recommendation"]
     assert rec["download_engine"] == "sendfile"  # sendfile to TCP works on every kernel we run on
     assert rec["upload_engine"] == "splice"
+    assert rec["relay_engine"] == "splice" and "socket -> pipe" in rec["reasons"]["relay_engine"]
     assert rec["workers"] == len(os.sched_getaffinity(0))
     assert rec["pipe_size"] <= report["pipes"]["max_size"] or report["pipes"]["root_exempt"]
     assert "pipe.throughput" in rec["reasons"]["pipe_size"]  # quick: says why no measurement was used
@@ -63,6 +65,10 @@ def test_engines_fall_back_when_the_kernel_refuses(report):
     no_up = _with(report, "splice.socket_to_pipe", status="unsupported")
     p = profile.recommend(no_up)
     assert p.upload_engine == "recv_pwrite" and "splice.socket_to_pipe" in p.reasons["upload_engine"]
+    assert p.relay_engine == "copy" and "splice.socket_to_pipe" in p.reasons["relay_engine"]
+    no_out = _with(report, "splice.pipe_to_socket", status="error", detail="EINVAL")
+    p = profile.recommend(no_out)
+    assert p.relay_engine == "copy" and "splice.pipe_to_socket: EINVAL" in p.reasons["relay_engine"]
 
 
 def test_pipe_size_uses_measured_best_size(report):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import random
 import resource
@@ -563,6 +564,107 @@ def test_conn_rate_is_shared_fairly_by_both_directions():
     finally:
         duplex.stop.set()
         up.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_small_request_behind_a_rate_limited_bulk_download_answers_within_a_second(engine):
+    """While one connection downloads at the whole --rate, a new connection's
+    request and reply each need the same bucket: they wait their turn (one
+    refill interval) instead of until the bulk transfer ends (issue 15.14:
+    8.4 s observed)."""
+    bulk_size = 8_000_000        # 8 s at the limit below
+
+    def serve(conn):
+        word = conn.recv(16)
+        if word == b"BULK":
+            with contextlib.suppress(ConnectionError):
+                conn.sendall(b"\0" * bulk_size)
+        else:
+            conn.sendall(b"small reply")
+        conn.shutdown(socket.SHUT_WR)
+        recv_all(conn)
+
+    up = Upstream(serve)
+    try:
+        with relay(up.port, engine=engine, rate=1_000_000, drain_timeout=0.5) as (worker, port):
+            with socket.create_connection(("127.0.0.1", port)) as bulk:
+                bulk.sendall(b"BULK")
+                got = 0
+                while got < 300_000:            # the bulk download is flowing at the limit
+                    got += len(bulk.recv(1 << 16))
+                done = threading.Event()
+                reader = threading.Thread(target=_read_until, args=(bulk, done))
+                reader.start()
+                try:
+                    with socket.create_connection(("127.0.0.1", port)) as small:
+                        start = time.monotonic()
+                        small.sendall(b"SMALL")
+                        small.shutdown(socket.SHUT_WR)
+                        with contextlib.suppress(TimeoutError):
+                            reply = recv_all(small, timeout=3)
+                        waited = time.monotonic() - start
+                finally:
+                    done.set()
+                    reader.join(5)
+                assert waited < 1.0, f"the small request waited {waited:.2f} s behind the bulk download"
+                assert reply == b"small reply"
+                bulk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+    finally:
+        up.close()
+
+
+class Waiter:
+    """A direction waiting on buckets: records when the line wakes it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.woken: list[float] = []
+
+    def wake(self, when: float) -> None:
+        self.woken.append(when)
+
+
+def test_bucket_line_serves_waiters_in_turn():
+    """The bucket alone, on its own clock: a direction that keeps asking
+    cannot take a refill while another waits, only the first in line has a
+    wake time, and each grant hands the next its time."""
+    from zcopy.relay.bucket import QUANTUM, Limiter, TokenBucket
+
+    rate = 1_000_000
+    bucket = TokenBucket(rate, now=0.0)
+    bulk, newcomer = Waiter("bulk"), Waiter("newcomer")
+    bulk_l, new_l = Limiter([bucket]), Limiter([bucket])
+    want = 1 << 20
+    assert bulk_l.grant(want, 0.0, bulk) == int(bucket.burst)      # alone: the whole burst
+    bulk_l.consume(int(bucket.burst))
+    assert bulk_l.grant(want, 0.0, bulk) == 0                      # empty: first in line
+    first_turn = bulk_l.ready_at(0.0, want, bulk)
+    assert first_turn == pytest.approx(QUANTUM / rate)
+    assert new_l.grant(want, 0.001, newcomer) == 0                 # behind bulk
+    assert new_l.ready_at(0.001, want, newcomer) == math.inf       # no timer of its own
+    got = bulk_l.grant(want, first_turn, bulk)                     # bulk's turn
+    assert got >= QUANTUM - 1
+    bulk_l.consume(got)
+    # the grant handed the newcomer its time: one more quantum of refill
+    assert newcomer.woken == [pytest.approx(first_turn + QUANTUM / rate)]
+    assert bulk_l.grant(want, first_turn, bulk) == 0               # bulk asks again: behind the newcomer
+    assert bulk_l.ready_at(first_turn, want, bulk) == math.inf
+    later = newcomer.woken[0]
+    assert bulk_l.grant(want, later, bulk) == 0                    # tokens are there, but it is not bulk's turn
+    got = new_l.grant(want, later, newcomer)
+    assert got >= QUANTUM - 1                                      # the newcomer's share
+    assert bulk.woken == [pytest.approx(later + QUANTUM / rate, abs=0.001)]
+    new_l.forget(newcomer, later)                                  # closed: out of every line
+    assert list(bucket.line) == [bulk]
+
+
+def _read_until(sock: socket.socket, done: threading.Event) -> None:
+    """Read and drop what arrives on ``sock`` until ``done`` is set."""
+    sock.settimeout(0.1)
+    while not done.is_set():
+        with contextlib.suppress(TimeoutError):
+            if not sock.recv(1 << 16):
+                return
 
 
 def test_rate_limited_relay_does_not_busy_wait():

@@ -118,6 +118,9 @@ def test_sigterm_drains_open_connections_then_exits_0():
     up = Upstream(echo)
     relay = RelayProcess("--upstream", f"127.0.0.1:{up.port}", "--workers", "2")
     try:
+        # --engine auto: the profile's relay_engine, with its reason
+        assert "engine splice (probe (" in relay.banner and "socket -> pipe and pipe -> TCP socket both work" \
+            in relay.banner, relay.banner
         c = socket.create_connection(("127.0.0.1", relay.port))
         c.sendall(b"before")
         c.settimeout(5)

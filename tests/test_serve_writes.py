@@ -414,18 +414,20 @@ def test_upload_temp_file_is_held_with_flock(tmp_path):
 @pytest.mark.parametrize("flags, fsyncs", [((), 2), (("--no-fsync",), 0)])
 def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fsyncs):
     """What the worker asks of the kernel for one PUT (strace on the real
-    worker): the file's fsync, then rename, then the folder's fsync; with
-    --no-fsync the rename alone."""
+    worker, all its threads): the file's fsync, then rename, then the folder's
+    fsync; with --no-fsync the rename alone. None of them on the event loop's
+    thread (the worker's main thread, tid == pid): they run on the executor,
+    as do the start of the upload (the missing folder's mkdir, the O_TMPFILE open)."""
     # Stats off: the once-a-second snapshot is a rename and an fsync of its own.
     with Server(tmp_path, "--allow-write", "--workers", "1", *flags, env={"ZCOPY_STATS": "off"}) as s:
         [pid] = s.worker_pids()
         log = tmp_path.parent / f"strace-{uuid.uuid4().hex}.log"
-        tracer = subprocess.Popen(["strace", "-p", str(pid), "-o", str(log),
-                                   "-e", "trace=fsync,fdatasync,rename,renameat,renameat2"],
+        tracer = subprocess.Popen(["strace", "-f", "-p", str(pid), "-o", str(log),
+                                   "-e", "trace=fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat,openat"],
                                   stderr=subprocess.PIPE)
         try:
             assert b"attached" in tracer.stderr.readline()     # strace: "Process N attached"
-            status, _, _ = request(s.port, b"PUT /f.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            status, _, _ = request(s.port, b"PUT /d/f.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
                                             b"Connection: close\r\n\r\nhello")
             assert status == 201
             # The 201 leaves after the folder's fsync; strace may write its
@@ -437,15 +439,22 @@ def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fs
         finally:
             tracer.terminate()
             tracer.wait(10)
-        calls = [line.split("(", 1)[0] for line in log.read_text().splitlines() if "(" in line]
+        lines = [line for line in log.read_text().splitlines()
+                 if "(" in line and ("openat(" not in line or "O_TMPFILE" in line)]
+        traced = [line.split("(", 1)[0].split() for line in lines]
         log.unlink()
+    calls = [t[-1] for t in traced]
+    tids = {int(t[0]) for t in traced if len(t) == 2}
+    assert tids and pid not in tids, lines       # -f prefixes each line with its thread id
+    assert "openat" in calls and ("mkdir" in calls or "mkdirat" in calls), lines
+    calls = [c for c in calls if c not in ("openat", "mkdir", "mkdirat")]
     renames = [i for i, c in enumerate(calls) if c.startswith("rename")]
     assert len(renames) == 1, calls
     syncs = [i for i, c in enumerate(calls) if c in ("fsync", "fdatasync")]
     assert len(syncs) == fsyncs, calls
     if fsyncs:       # one before the rename (the data), one after (the folder entry)
         assert syncs[0] < renames[0] < syncs[1], calls
-    assert (tmp_path / "f.bin").read_bytes() == b"hello"
+    assert (tmp_path / "d" / "f.bin").read_bytes() == b"hello"
 
 
 @pytest.mark.parametrize("framing", ["Content-Length: 10000000", "Transfer-Encoding: chunked"])

@@ -306,3 +306,51 @@ def test_top_shows_a_relay(runtime):
     finally:
         assert relay.stop()[0] == 0
         up.close()
+
+
+@pytest.mark.slow
+def test_a_steadily_read_download_shows_a_steady_rate(runtime, tmp_path):
+    """A client reading 256 KiB/s steadily: every published rate of its
+    transfer stays near that, read the way `zcopy top` reads it (issue 15.15:
+    the socket's send buffer takes bytes in bursts, and the rate flipped
+    between 0 and double on alternate snapshots)."""
+    from zcopy.stats import discover, read_all
+
+    pace = 256 * 1024
+    www = tmp_path / "www"
+    www.mkdir()
+    with open(www / "big.bin", "wb") as f:
+        f.truncate(64 << 20)           # read at 256 KiB/s: never finishes within the test
+    with Server(www, env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        stop = threading.Event()
+
+        def client():
+            with connect(srv.port) as s:
+                s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                got, t0 = 0, time.monotonic()
+                while not stop.is_set():
+                    got += len(s.recv(16384))
+                    ahead = got / pace - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+
+        reader = threading.Thread(target=client)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not (found := [t for t in discover() if t.pid == srv.proc.pid]):
+                assert time.monotonic() < deadline, "the server never published"
+                time.sleep(0.1)
+            rates, last = [], None
+            while len(rates) < 6:
+                assert time.monotonic() < deadline, f"too few publications: {rates}"
+                snap = read_all(found[0])
+                if snap and snap["published"] != last and snap["inflight"]:
+                    last = snap["published"]
+                    if snap["inflight"][0]["seconds"] > 2.5:    # past the first fill of the socket buffers
+                        rates.append(snap["inflight"][0]["rate"])
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            reader.join(10)
+        assert all(0.5 * pace <= r <= 2 * pace for r in rates), [f"{r / 1024:.0f} KiB/s" for r in rates]

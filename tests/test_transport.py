@@ -49,6 +49,7 @@ def serve_one(worker, conn, client, until) -> bytes:
         for fd, ev in worker.ep.poll(0.01):
             if fd == conn.fd:
                 conn.on_event(ev)
+        worker.executor.run_callbacks()     # work done off the loop (an upload's start, its commit)
         batch, worker.ready[:] = worker.ready[:], []
         for c in batch:
             c.run()

@@ -1,6 +1,30 @@
-"""What every worker loop shares: a listener, an epoll set, a signal wakeup
-pipe, and the accept rules. ``zcopy.server.worker`` and ``zcopy.relay.worker``
-build their own ``run`` on top of it; only the connection type differs.
+"""The one event loop every worker runs (``zcopy serve`` and ``zcopy relay``):
+poll, dispatch, the ready queue, timers and the once-a-second tick, written
+once here. A worker subclasses ``ListenerLoop`` and says only what is its
+own: what an fd's events go to, what ``tick`` does, how a connection is
+admitted and how the worker shuts down.
+
+One turn of ``run``:
+
+1. ``epoll_wait``, for no longer than the next tick or the nearest timer
+   (0 when something is ready to run); then ``beat`` if the worker has one
+   (serve: its heartbeat, which the supervisor watches for a stuck loop).
+2. The ``first`` fd (serve: the file watch), if it is in the batch or the
+   batch is full: its changes are applied before any other event of the
+   batch is read, since epoll's order within a batch is not the order
+   things happened in.
+3. Dispatch: a connection's fd (``conns``: fd -> object with
+   ``on_event(events)``) first, the hot path; anything else the loop or the
+   worker registered (``handlers``: fd -> callable(events): the signal
+   wakeup pipe, the listener, the prefetch pool's eventfd, ...).
+4. Timers that are due: ``set_timer(when, obj)`` calls ``obj.on_timer(when)``
+   (the relay's rate limits park a direction on one; nothing polls).
+5. The ready queue: objects that used up their per-turn budget and yielded
+   (``ready``) run again, after everyone else had their events.
+6. Once a second ``tick`` (timeouts, publishing stats, accept resumption,
+   drain progress); ``end_of_turn`` if the worker has one (the relay writes
+   the turn's log lines in one write).
+7. While draining: stop once no connection is left.
 
 Accept rules (both workers, tested in both):
 - at most ``ACCEPT_BURST`` accepts per readiness event, so a flood of
@@ -19,6 +43,8 @@ which the terminal also signals, forwards it as SIGTERM.
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import os
 import select
 import signal
@@ -27,6 +53,8 @@ import sys
 import time
 
 TICK = 1.0
+#: Events taken per epoll_wait (Python's default, FD_SETSIZE - 1, made explicit).
+MAX_EVENTS = 1023
 #: What a connection's epoll events mean: readable (or an EOF/error to read),
 #: writable (or an error a write will report), the peer's EOF pending.
 EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
@@ -40,7 +68,12 @@ _FD_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 class ListenerLoop:
     """Subclasses implement ``admit(sock, addr)``, ``connection_count()``,
-    ``count_error(kind)`` and ``on_drain()``, and write their own ``run``."""
+    ``count_error(kind)``, ``tick()``, ``on_drain()`` and ``shutdown()``, set
+    ``CLOSED`` (the state of a closed member of ``ready``), and put their
+    connections' fds in ``conns``."""
+
+    #: ``state`` of an object in ``ready`` that closed meanwhile (it is skipped).
+    CLOSED: object = None
 
     def __init__(self, listener: socket.socket, max_connections: int) -> None:
         self.listener = listener
@@ -50,9 +83,25 @@ class ListenerLoop:
         self.accept_resume_at = 0.0
         self.draining_since: float | None = None
         self.signals: list[int] = []
+        #: fd -> connection (``on_event(events)``): the hot path of the dispatch.
+        self.conns: dict = {}
+        #: fd -> callable(events) for everything else in the epoll set.
+        self.handlers: dict = {}
+        #: Objects to ``run()`` again this turn, after the events (they yielded).
+        self.ready: list = []
+        #: Heap of (when, seq, obj): ``obj.on_timer(when)`` once ``when`` has come.
+        self.timers: list = []
+        self._seq = itertools.count()
+        self.first: tuple[int, int] | None = None    # (fd, EPOLLIN) read before its batch
+        self.first_apply = None
+        #: Called with the loop's clock once per turn, right after the poll (serve:
+        #: the heartbeat the supervisor watches, zcopy.server.shared).
+        self.beat = None
+        self.end_of_turn = None
         self.ep = select.epoll()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.ep.register(self.wake_r, select.EPOLLIN)
+        self.add_fd(self.wake_r, lambda events: self.drain_wakeups())
+        self.handlers[listener.fileno()] = lambda events: self.accept_ready()
 
     # -- what subclasses provide ----------------------------------------------
 
@@ -65,8 +114,82 @@ class ListenerLoop:
     def count_error(self, kind: str) -> None:
         raise NotImplementedError
 
+    def tick(self) -> None:
+        """Once a second (and once at start): timeouts, stats, accept resumption."""
+
     def on_drain(self) -> None:
         """The listener is closed: tell idle connections to go."""
+
+    def shutdown(self) -> None:
+        """The loop ended: close what is left."""
+
+    # -- what subclasses use ----------------------------------------------------
+
+    def add_fd(self, fd: int, handler, first=None) -> None:
+        """Poll ``fd`` for input and call ``handler(events)`` when it is ready.
+        ``first``: a callable applied before the rest of any batch the fd is
+        in (and of any full batch, which may have left it for the next poll)."""
+        self.ep.register(fd, select.EPOLLIN)
+        self.handlers[fd] = handler
+        if first is not None:
+            self.first, self.first_apply = (fd, select.EPOLLIN), first
+
+    def set_timer(self, when: float, obj) -> None:
+        """Call ``obj.on_timer(when)`` once the loop's clock reaches ``when``."""
+        heapq.heappush(self.timers, (when, next(self._seq), obj))
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self, install_signals: bool = True) -> int:
+        """Serve until drained. ``install_signals=False`` runs in a non-main
+        thread (tests); stop it with ``stop()``."""
+        old_wakeup = self.start(install_signals)
+        self.tick()                                 # publish at once, not a second later
+        next_tick = self.now + TICK
+        conns, handlers, ready, timers = self.conns, self.handlers, self.ready, self.timers
+        poll, monotonic, closed = self.ep.poll, time.monotonic, self.CLOSED
+        first, first_apply, beat, end_of_turn = self.first, self.first_apply, self.beat, self.end_of_turn
+        try:
+            while True:
+                if ready:
+                    timeout = 0
+                else:
+                    timeout = (min(next_tick, timers[0][0]) if timers else next_tick) - self.now
+                    if timeout < 0:
+                        timeout = 0
+                events = poll(timeout, MAX_EVENTS)
+                now = self.now = monotonic()
+                if beat is not None:
+                    beat(now)
+                if first is not None and (first in events or len(events) >= MAX_EVENTS):
+                    first_apply()                   # (the `in` scans the batch in C)
+                for fd, ev in events:
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        conn.on_event(ev)
+                    else:
+                        handler = handlers.get(fd)
+                        if handler is not None:     # else: an fd closed earlier in this batch
+                            handler(ev)
+                while timers and timers[0][0] <= now:
+                    when, _, obj = heapq.heappop(timers)
+                    obj.on_timer(when)
+                if ready:
+                    batch = ready[:]
+                    ready.clear()
+                    for obj in batch:
+                        if obj.state != closed:
+                            obj.run()
+                if now >= next_tick:
+                    next_tick = now + TICK
+                    self.tick()
+                if end_of_turn is not None:
+                    end_of_turn()
+                if self.draining_since is not None and not self.connection_count():
+                    return 0
+        finally:
+            self.shutdown()
+            self.finish(old_wakeup)
 
     # -- starting and stopping ------------------------------------------------
 
@@ -120,6 +243,7 @@ class ListenerLoop:
         if self.accepting:
             self.ep.unregister(self.listener.fileno())
             self.accepting = False
+        self.handlers.pop(self.listener.fileno(), None)     # the fd number may be reused
         self.listener.close()
         self.on_drain()
 

@@ -40,6 +40,7 @@ class Profile:
 
     download_engine: str = "read_send"    # "sendfile" | "splice" | "mmap_send" | "read_send"
     upload_engine: str = "recv_pwrite"    # "splice" | "recv_pwrite"
+    relay_engine: str = "copy"            # "splice" | "copy" (``zcopy relay``: socket -> socket)
     pipe_size: int = MIN_PIPE
     chunk_size: int = CHUNK
     workers: int = 1
@@ -105,6 +106,7 @@ def recommend(report: dict) -> Profile:
     p = Profile()
     p.download_engine, p.reasons["download_engine"] = _download(by_id)
     p.upload_engine, p.reasons["upload_engine"] = _upload(by_id)
+    p.relay_engine, p.reasons["relay_engine"] = _relay(by_id)
     p.pipe_size, p.reasons["pipe_size"] = _pipe_size(by_id)
     if p.download_engine == "splice":
         p.chunk_size = p.pipe_size
@@ -141,6 +143,15 @@ def _upload(by_id: dict) -> tuple[str, str]:
         return "splice", "splice socket -> pipe and pipe -> file both work: uploads skip user space"
     bad = [f for f in ("splice.socket_to_pipe", "splice.pipe_to_file") if not _ok(by_id, f)]
     return "recv_pwrite", f"{', '.join(bad)} did not work, so uploads use recv + pwrite"
+
+
+def _relay(by_id: dict) -> tuple[str, str]:
+    """A relay needs both splice legs between TCP sockets, with the bytes intact."""
+    legs = ("splice.socket_to_pipe", "splice.pipe_to_socket")
+    if all(_ok(by_id, f) for f in legs):
+        return "splice", "splice TCP socket -> pipe and pipe -> TCP socket both work: relayed bytes stay in the kernel"
+    bad = [f"{f}: {(by_id.get(f) or {}).get('detail') or 'not reported'}" for f in legs if not _ok(by_id, f)]
+    return "copy", f"{'; '.join(bad)}; so relayed bytes are copied (recv_into + send)"
 
 
 def _pipe_size(by_id: dict) -> tuple[int, str]:

@@ -7,8 +7,9 @@ Last-Modified date when there is none) is therefore stored with the partial
 file, in the ``user.zcopy.etag`` extended attribute, before any body byte is
 written; the next run asks for ``Range: bytes=N-`` with ``If-Range`` set to
 it, and the server answers 206 (same version: append) or 200 (changed: start
-over). Without a stored validator - or on a file system without user
-xattrs - the download starts over rather than risk splicing two versions.
+over). Without a stored validator the download starts over rather than
+risk splicing two versions (and a FILE.part without zcopy get's mark, which
+includes any on a file system without user xattrs, only with --force).
 
 Plain bodies go socket -> pipe -> file with splice(2); with ``--decrypt`` the
 ciphertext streams through pyrage into the file and resuming is not
@@ -57,7 +58,7 @@ def download(remote: Remote, out: str, *, token: str | None = None, decrypt: dic
     try:
         if not force and output_exists(dirfd, name):
             raise ClientError(f"{shown(out)} exists; use --force to replace it")
-        with Partial(dirfd, name, folder) as part:
+        with Partial(dirfd, name, folder, force=force) as part:
             try:
                 size, resumed_at = _fetch(remote, part, token, decrypt, quiet, timeout, force)
             except BaseException:

@@ -46,20 +46,21 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 def run_reporting(command: str, action) -> int:
     """Run ``action()``; a ClientError becomes one line on stderr and exit 1
-    (a UsageError: exit 2, worded as the parser words its errors)."""
+    (a UsageError: exit 2, worded as the parser words its errors). Control
+    characters in a message are escaped: part of it may be a server's text."""
     import sys
+
+    from zcopy.client.names import shown
 
     try:
         return int(action() or 0)
     except UsageError as exc:
         sys.stderr.write(f"zcopy {command}: error: {exc} (see 'zcopy {command} --help')\n")
         return 2
-    except ClientError as exc:
-        sys.stderr.write(f"zcopy {command}: {exc}\n")
+    except ClientError as exc:      # may quote the server (reason, detail, Location): shown as text
+        sys.stderr.write(f"zcopy {command}: {shown(str(exc))}\n")
         return 1
     except OSError as exc:      # a local file: cannot create FILE.part, disk full, FILE is a folder...
-        from zcopy.client.names import shown
-
         where = f": {shown(exc.filename)}" if exc.filename else ""
         sys.stderr.write(f"zcopy {command}: {exc.strerror or exc}{where}\n")
         return 1

@@ -1,7 +1,9 @@
 """A rich progress bar on stderr for one transfer.
 
 On a terminal it animates; otherwise rich draws it once when the transfer
-ends, which leaves a one-line record in logs. ``quiet`` turns it off.
+ends, which leaves a one-line record in logs. ``quiet`` turns it off. The
+label (a remote or local name) is shown as text, never read as rich markup:
+a name may hold "[/b]" (a MarkupError) or "[link=...]" (a terminal link).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def transfer_bar(description: str, total: int | None, *, quiet: bool = False, co
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(binary_units=True),
                TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(description, total=total, completed=completed)

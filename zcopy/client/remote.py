@@ -16,7 +16,7 @@ import dataclasses
 import email.utils
 import json
 import posixpath
-from urllib.parse import unquote, urljoin
+from urllib.parse import unquote
 
 from zcopy.client.connection import Connection, check
 from zcopy.client.errors import ClientError, StatusError
@@ -39,7 +39,7 @@ def list_remote(remote: Remote, *, token: str | None = None, timeout: float = 60
             body = conn.body(resp)
             check(resp, remote.shown, body)
             if resp.status in (301, 302, 307, 308) and "location" in resp.headers:
-                remote = parse_url(urljoin(str(remote), resp.headers["location"]))
+                remote = parse_url(resp.headers["location"], base=remote)
                 continue
             if resp.status != 200:
                 raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.shown}")
@@ -101,7 +101,11 @@ def move(remote: Remote, destination: str, *, token: str | None = None, overwrit
     """MOVE to ``destination``: an absolute path, a path relative to the
     source's folder, or a URL on the same server; ending in "/" means "into
     that folder, same name". Missing folders on the way are made (MKCOL).
-    Returns (status, destination path)."""
+    Returns (status, destination path).
+
+    The destination is built from decoded names and encoded once: a "%" in
+    a folder's name stays part of the name, so a folder named
+    ``victim%2F`` cannot send the file into /victim/."""
     dest_path = _destination(remote, destination)
     headers = auth_headers(token) | {"Destination": dest_path}
     if not overwrite:
@@ -143,14 +147,19 @@ def _destination(remote: Remote, destination: str) -> str:
         other = parse_url(destination)
         if other.netloc != remote.netloc:
             raise ClientError(f"cannot move between servers ({remote.netloc} -> {other.netloc})")
-        path = unquote(other.path)
+        path = _decoded(other.path)
     elif destination.startswith("/"):
         path = destination
     else:
-        path = posixpath.join(posixpath.dirname(unquote(remote.path).rstrip("/")), destination)
+        path = posixpath.join(posixpath.dirname(_decoded(remote.path).rstrip("/")), destination)
     if path.endswith("/"):
-        path += unquote(remote.path.rstrip("/").rpartition("/")[2])
+        path += _decoded(remote.path.rstrip("/").rpartition("/")[2])
     return remote.with_path(posixpath.normpath(path) if path != "/" else path).path
+
+
+def _decoded(encoded_path: str) -> str:
+    """A request path decoded as NEWPATH is typed (bytes that are not UTF-8 kept)."""
+    return unquote(encoded_path, errors="surrogateescape")
 
 
 def _simple(method: str, remote: Remote, headers: dict, timeout: float) -> int:

@@ -59,13 +59,14 @@ def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict
 
 def _upload(path: str, remote: Remote, token, encrypt, quiet: bool, timeout: float) -> Uploaded:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)    # NONBLOCK: a FIFO must not hang us
     except OSError as exc:
         raise ClientError(f"cannot open {shown(path)}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ClientError(f"{shown(path)} is not a regular file")
+        os.set_blocking(fd, True)
         headers = auth_headers(token) | {"Expect": "100-continue", "Content-Type": "application/octet-stream"}
         headers |= {"Transfer-Encoding": "chunked"} if encrypt else {"Content-Length": str(st.st_size)}
         with Connection(remote, timeout) as conn:

@@ -2,18 +2,27 @@
 
 Paths are sent as the user typed them, percent-escapes kept; only characters
 that may not appear raw in a request target are escaped, so a name with a
-space works whether or not the user encoded it.
+space works whether or not the user encoded it. A name typed with bytes that
+are not UTF-8 (argv decodes them to surrogates) is sent with those bytes, and
+so is the query. A URL that cannot be parsed (the user's, or a server's
+``Location``) is a ClientError like any other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from zcopy.client.errors import ClientError
-from zcopy.client.names import remote_file_name, shown_remote
+from zcopy.client.names import remote_file_name, shown, shown_remote
 
 _SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def _quote(text: str, safe: str = _SAFE) -> str:
+    """``text`` as it may appear in a request target; surrogates from argv
+    are the bytes they stand for."""
+    return quote(text.encode("utf-8", "surrogateescape"), safe=safe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +62,21 @@ class Remote:
         return (self.host.lower(), self.port) == (other.host.lower(), other.port)
 
     def with_path(self, path: str, query: str = "") -> "Remote":
-        return Remote(self.host, self.port, quote(path, safe=_SAFE), query)
+        """This origin with a decoded ``path`` (a "%" in it is a name's, and is encoded)."""
+        return Remote(self.host, self.port, _quote(path, _SAFE.replace("%", "")), query)
 
     def __str__(self) -> str:
         return f"http://{self.netloc}{self.target}"
 
 
-def parse_url(text: str) -> Remote:
-    """``http://host[:port]/path`` -> Remote; ClientError for anything else."""
-    parts = urlsplit(text)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ClientError(f"not an http:// URL: {text!r}")
+def parse_url(text: str, base: "Remote | None" = None) -> Remote:
+    """``http://host[:port]/path`` (or a reference relative to ``base``, as
+    in a Location) -> Remote; ClientError for anything else."""
     try:
+        parts = urlsplit(urljoin(str(base), text) if base else text)
         port = parts.port or 80
-    except ValueError:
-        raise ClientError(f"bad port in URL: {text!r}") from None
-    return Remote(parts.hostname, port, quote(parts.path or "/", safe=_SAFE), parts.query)
+    except ValueError as exc:              # "Invalid IPv6 URL", a port out of range...
+        raise ClientError(f"bad URL ({exc}): {shown(text)}") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ClientError(f"not an http:// URL: {shown(text)}")
+    return Remote(parts.hostname, port, _quote(parts.path or "/"), _quote(parts.query, _SAFE + "?"))

@@ -26,6 +26,7 @@ def run(args) -> int:
 
 def _ls(args) -> int:
     import json
+    import re
     import sys
 
     from zcopy.client.options import resolve_token
@@ -35,6 +36,8 @@ def _ls(args) -> int:
     doc = list_remote(parse_url(args.url), token=resolve_token(args))
     if args.json:
         text = json.dumps(doc, indent=2, ensure_ascii=False)
+        # C1 controls (U+009B is CSI) and DEL are left raw by json.dumps; only strings can hold them
+        text = re.sub("[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text)
         try:
             text.encode(sys.stdout.encoding or "utf-8")
         except UnicodeEncodeError:          # a lone surrogate from "\ud800" in the server's JSON
@@ -47,24 +50,24 @@ def _ls(args) -> int:
 
 def render(doc: dict) -> None:
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text        # names are text: never read as markup
 
     from zcopy.client.names import shown
     from zcopy.units import format_size
 
     entries = doc["entries"]                   # checked: a list of objects with a string name
     path = doc.get("path")
-    table = Table(title=escape(shown(path) if isinstance(path, str) else ""), title_justify="left",
+    table = Table(title=Text(shown(path) if isinstance(path, str) else ""), title_justify="left",
                   box=None, pad_edge=False)
     table.add_column("name")
     table.add_column("size", justify="right")
     table.add_column("modified (UTC)")
     for e in entries:
         is_dir = e.get("type") == "dir"
-        name = escape(shown(e["name"]) + ("/" if is_dir else ""))
+        name = Text(shown(e["name"]) + ("/" if is_dir else ""), style="bold blue" if is_dir else "")
         size = _size(e)
-        table.add_row(f"[bold blue]{name}[/]" if is_dir else name,
+        table.add_row(name,
                       "-" if is_dir else ("?" if size is None else format_size(size)), _when(e.get("mtime")))
     console = Console()
     console.print(table)

@@ -90,7 +90,7 @@ def render(report: dict) -> None:
     grid.add_column(no_wrap=True)
     grid.add_column(no_wrap=True)
     grid.add_column(ratio=1)   # the reason wraps in its own column
-    for key in ("download_engine", "upload_engine", "pipe_size", "chunk_size", "workers", "prefetch"):
+    for key in ("download_engine", "upload_engine", "relay_engine", "pipe_size", "chunk_size", "workers", "prefetch"):
         grid.add_row(f"[bold]{key}[/]", f"[cyan]{_shown(key, rec[key])}[/]", rec["reasons"].get(key, ""))
     console.print(Panel(grid, title="Recommendation", subtitle=rec.get("source", "")))
 

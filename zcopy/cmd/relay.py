@@ -83,25 +83,16 @@ def resolve(host: str, port: int) -> list[tuple[int, tuple]]:
 
 
 def choose(engine: str, want_pipe_size: bool) -> tuple[str, int, dict[str, str]]:
-    """(engine, pipe size, reasons). The pipe size is the probe profile's
-    (unless --pipe-size is given); with ``auto``, splice needs both legs of a
-    relay, socket -> pipe and pipe -> socket, to have worked here."""
+    """(engine, pipe size, reasons). With ``auto`` the engine, and unless
+    --pipe-size is given the pipe size, are the probe profile's decisions
+    (``zcopy.profile``: ``relay_engine``, ``pipe_size``, each with its reason)."""
     reasons = {"engine": "--engine flag", "pipe_size": "--pipe-size flag"}
     if engine != "auto" and not want_pipe_size:
         return engine, FALLBACK_PIPE_SIZE, reasons
     try:
-        from probes.runner import Context, run_module
         from zcopy.profile import load_or_probe
 
-        pipe_size = FALLBACK_PIPE_SIZE
-        if want_pipe_size:
-            profile = load_or_probe(".", quick=True)
-            pipe_size = profile.pipe_size
-            reasons["pipe_size"] = f"probe ({profile.source}): {profile.reasons.get('pipe_size', '')}"
-        if engine != "auto":
-            return engine, pipe_size, reasons
-        legs = {f.id: f for f in run_module("splice", Context(quick=True))
-                if f.id in ("splice.socket_to_pipe", "splice.pipe_to_socket")}
+        profile = load_or_probe(".", quick=True)
     except Exception as exc:   # the probe must never stop the relay from starting
         why = f"probe unavailable ({type(exc).__name__}: {exc})"
         if want_pipe_size:
@@ -109,12 +100,14 @@ def choose(engine: str, want_pipe_size: bool) -> tuple[str, int, dict[str, str]]
         if engine == "auto":
             engine, reasons["engine"] = "splice", f"{why}; splice, the Linux default"
         return engine, FALLBACK_PIPE_SIZE, reasons
-    failed = [f"{fid}: {f.detail}" for fid, f in sorted(legs.items()) if f.status.value != "ok"]
-    if len(legs) == 2 and not failed:
-        reasons["engine"] = "probe: splice TCP socket -> pipe and pipe -> TCP socket both work"
-        return "splice", pipe_size, reasons
-    reasons["engine"] = "probe: " + ("; ".join(failed) or "splice legs not reported") + "; using copy"
-    return "copy", pipe_size, reasons
+    pipe_size = FALLBACK_PIPE_SIZE
+    if want_pipe_size:
+        pipe_size = profile.pipe_size
+        reasons["pipe_size"] = f"probe ({profile.source}): {profile.reasons.get('pipe_size', '')}"
+    if engine == "auto":
+        engine = profile.relay_engine
+        reasons["engine"] = f"probe ({profile.source}): {profile.reasons['relay_engine']}"
+    return engine, pipe_size, reasons
 
 
 def build_config(args):

@@ -28,6 +28,23 @@ leaves in one call then needs no transfer object, which is most of what a
 small file costs. Engines that hold state between calls (a pipe with bytes in
 it, a mapping, a buffer) have ``send_once = None``.
 
+Socket to socket (``zcopy relay``) is the same style with no file: one
+``Channel`` per direction of a relayed connection, bound to its two
+non-blocking sockets, where the bytes wait between reading and writing::
+
+    chan = engine.start_relay(src_sock, dst_sock)     # splice: a pipe; copy: a buffer
+    n = chan.fill(want)        # read at most ``want`` (<= chan.size) from src; 0: EOF
+    while chan.pending:
+        chan.flush(more)       # write what it holds to dst (may be partial)
+    chan.close()               # always: the pipe or buffer goes back to its pool
+
+``fill`` is only called on an empty channel (bytes already read always leave
+first: nothing is reordered); EAGAIN (``BlockingIOError``) and the sockets'
+errors propagate, and the caller knows which socket each call used. A channel
+holds its pipe or buffer only while bytes are in it, so an idle connection
+holds none. A pool that cannot make a pipe (EMFILE, ENFILE, ENOMEM: not the
+peer's fault) raises ``NoPipe``.
+
 Each engine owns an ``EngineStats`` with plain integer counters that the stats
 layer snapshots; bumping them is the only bookkeeping on the hot path.
 """
@@ -55,6 +72,14 @@ class FileShrank(OSError):
 
 class PeerClosed(OSError):
     """The socket reached EOF before the promised byte count (upload cut off)."""
+
+
+class NoPipe(Exception):
+    """A relay channel's pool could not make a pipe (EMFILE, ENFILE, ENOMEM)."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
 
 
 def check_positional(file_fd: int) -> None:
@@ -115,5 +140,69 @@ class ReceiveEngine(Protocol):
     zero_copy: bool
 
     def start_recv(self, file_fd: int, offset: int, count: int) -> Transfer: ...
+
+    def close(self) -> None: ...
+
+
+class Channel:
+    """One direction of a socket-to-socket relay (see the module docstring).
+    What both relay engines share: the counting and when the pipe or buffer
+    goes back. An engine's channel says how it takes one (``_take``), reads
+    into it (``_read``), writes from it (``_write``) and gives it back
+    (``close``)."""
+
+    __slots__ = ("_stats", "size", "pending")
+
+    def __init__(self, stats: EngineStats, size: int) -> None:
+        self._stats = stats
+        self.size = size          # the most one ``fill`` may read
+        self.pending = 0          # bytes read and not yet written
+
+    def fill(self, want: int) -> int:
+        self._take()
+        self._stats.syscalls += 1
+        try:
+            n = self._read(want)
+        except OSError:
+            self.close()
+            raise
+        if n == 0:
+            self.close()
+        self.pending = n
+        self._stats.bytes_received += n
+        return n
+
+    def flush(self, more: bool) -> int:
+        """``more``: the sender had more queued (the last fill was full)."""
+        self._stats.syscalls += 1
+        n = self._write(more)
+        self.pending -= n
+        self._stats.bytes_sent += n
+        if not self.pending:
+            self.close()
+        return n
+
+    def _take(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, want: int) -> int:
+        raise NotImplementedError
+
+    def _write(self, more: bool) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Give the pipe or buffer back (closed instead if bytes are still in it). Idempotent."""
+        raise NotImplementedError
+
+
+class RelayEngine(Protocol):
+    """Socket -> socket (``splice`` through a pipe, ``copy`` through a buffer)."""
+
+    name: str
+    stats: EngineStats
+    zero_copy: bool
+
+    def start_relay(self, src, dst) -> Channel: ...
 
     def close(self) -> None: ...

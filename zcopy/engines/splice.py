@@ -15,6 +15,14 @@ and ``close`` hands the pipe back to the pool only when it is empty
 Receiving (uploads) is the mirror image: socket→pipe, then pipe→file at an
 explicit offset. Writing to a regular file does not return EAGAIN, so each
 receive step drains the pipe fully before reading more from the socket.
+
+Relaying (``zcopy relay``) is socket→pipe→socket: a ``SpliceRelay`` channel
+takes a pipe from the pool when it reads and gives it back as soon as a write
+empties it, so an idle connection holds no pipe fds and no pipe pages. With
+the pipe empty, EAGAIN from socket→pipe can only mean the socket has nothing
+to read. SPLICE_F_MORE is passed on the way out only when the pipe was filled
+to capacity (the sender had more queued): TCP then builds full segments, and
+the tail of an interactive exchange is never held back.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import errno
 import os
 
-from zcopy.engines.base import EngineStats, FileShrank, PeerClosed, Progress, check_positional
+from zcopy.engines.base import Channel, EngineStats, FileShrank, NoPipe, PeerClosed, Progress, check_positional
 from zcopy.pipes import Pipe, PipePool
 
 #: Pipe size when no pool (sized by the pipe.throughput probe) is given.
@@ -49,6 +57,9 @@ class SpliceEngine:
     def start_recv(self, file_fd: int, offset: int, count: int) -> "SpliceRecv":
         check_positional(file_fd)
         return SpliceRecv(self, file_fd, offset, count)
+
+    def start_relay(self, src, dst) -> "SpliceRelay":
+        return SpliceRelay(self, src, dst)
 
     def close(self) -> None:
         """Close the pool if this engine made it; a shared pool is its owner's."""
@@ -141,3 +152,37 @@ class SpliceRecv(_SpliceTransfer):
             budget -= n
             stats.bytes_received += n
         return Progress.DONE
+
+
+class SpliceRelay(Channel):
+    """One direction of a relayed connection: ``src`` socket -> pipe -> ``dst`` socket."""
+
+    __slots__ = ("_pool", "_src", "_dst", "pipe")
+
+    def __init__(self, engine: SpliceEngine, src, dst) -> None:
+        super().__init__(engine.stats, engine.pipe_pool.size)
+        self._pool = engine.pipe_pool
+        self._src = src.fileno()
+        self._dst = dst.fileno()
+        self.pipe: Pipe | None = None
+
+    def _take(self) -> None:
+        if self.pipe is None:
+            try:
+                self.pipe = self._pool.acquire()
+            except OSError as exc:
+                raise NoPipe(exc) from None
+            self.size = self.pipe.size      # smaller when the pipe budget is spent
+
+    def _read(self, want: int) -> int:
+        return os.splice(self._src, self.pipe.w, min(want, self.pipe.size), flags=_NONBLOCK)
+
+    def _write(self, more: bool) -> int:
+        return os.splice(self.pipe.r, self._dst, self.pending, flags=_NONBLOCK_MORE if more else _NONBLOCK)
+
+    def close(self) -> None:
+        pipe = self.pipe
+        if pipe is not None:
+            self.pipe = None
+            pipe.pending = self.pending
+            self._pool.release(pipe)

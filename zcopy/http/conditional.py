@@ -50,8 +50,9 @@ def _etags(value: str) -> list[tuple[bool, str]] | None:
     return out
 
 
-def etag_matches(value: str, etag: str, *, weak: bool) -> bool:
-    """Does an If-Match / If-None-Match field match ``etag``?
+def etag_matches(value: str, etag: str, *, weak: bool, also: tuple = ()) -> bool:
+    """Does an If-Match / If-None-Match field match ``etag`` (or one of ``also``:
+    other strong tags the server knows for the same bytes, see docs/http.md)?
 
     ``*`` matches any current representation. Strong comparison (If-Match,
     If-Range) refuses weak tags on either side; weak comparison (If-None-Match)
@@ -64,15 +65,17 @@ def etag_matches(value: str, etag: str, *, weak: bool) -> bool:
     tags = _etags(value)
     if not tags:
         return False
-    our_weak = etag.startswith("W/")
-    ours = etag[2:] if our_weak else etag
-    for their_weak, tag in tags:
-        if tag == ours and (weak or not (their_weak or our_weak)):
-            return True
+    for mine in (etag, *also):
+        our_weak = mine.startswith("W/")
+        ours = mine[2:] if our_weak else mine
+        for their_weak, tag in tags:
+            if tag == ours and (weak or not (their_weak or our_weak)):
+                return True
     return False
 
 
-def evaluate_preconditions(method: str, headers: dict, etag: str, last_modified: int | None) -> int | None:
+def evaluate_preconditions(method: str, headers: dict, etag: str, last_modified: int | None,
+                           also: tuple = ()) -> int | None:
     """412, 304 or None (go on and answer normally), per RFC 9110 13.2.2.
 
     1. If-Match fails -> 412; else if absent, If-Unmodified-Since fails -> 412.
@@ -85,7 +88,7 @@ def evaluate_preconditions(method: str, headers: dict, etag: str, last_modified:
     """
     if_match = headers.get("if-match")
     if if_match is not None:
-        if not etag_matches(if_match, etag, weak=False):
+        if not etag_matches(if_match, etag, weak=False, also=also):
             return 412
     else:
         since = headers.get("if-unmodified-since")
@@ -95,7 +98,7 @@ def evaluate_preconditions(method: str, headers: dict, etag: str, last_modified:
                 return 412
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
-        if etag_matches(if_none_match, etag, weak=True):
+        if etag_matches(if_none_match, etag, weak=True, also=also):
             return 304 if method in ("GET", "HEAD") else 412
     elif method in ("GET", "HEAD"):
         since = headers.get("if-modified-since")

@@ -62,9 +62,13 @@ class DateHeader:
 
 
 def make_etag(st: os.stat_result) -> str:
-    """Strong ETag from inode, size and mtime in nanoseconds: any rewrite or
-    replacement of the file changes it, and computing it reads no content."""
-    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+    """This node's strong ETag for a file: inode, size, mtime and ctime in
+    nanoseconds. Any rewrite or replacement changes it (a client-set mtime too:
+    that moves the ctime), and computing it reads no content. It is shown only
+    until the file's content digest is known, and only for a file that has
+    been quiet for a while (zcopy.server.digests: a same-tick rewrite cannot
+    follow); the digest ETag is the same on every node (docs/http.md)."""
+    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}"'
 
 
 # -- content types -------------------------------------------------------------

@@ -96,7 +96,7 @@ def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def if_range_ok(value: str | None, etag: str, last_modified: int) -> bool:
+def if_range_ok(value: str | None, etag: str, last_modified: int, also: tuple = ()) -> bool:
     """Should the Range header be honoured (RFC 9110 13.1.5)?
 
     True without If-Range. An entity-tag must match strongly; a date must
@@ -107,7 +107,7 @@ def if_range_ok(value: str | None, etag: str, last_modified: int) -> bool:
         return True
     value = value.strip()
     if value.startswith(('"', "W/")):
-        return etag_matches(value, etag, weak=False)
+        return etag_matches(value, etag, weak=False, also=also)
     date = parse_http_date(value)
     return date is not None and date == last_modified
 

@@ -1,13 +1,16 @@
 """One direction of a relayed connection: source socket -> channel -> destination.
 
-``run`` loops over two moves until it cannot go on: flush what the channel
-holds to the destination, then (channel empty) fill it from the source. It
-stops and says why:
+The channel is the relay engine's (``zcopy.engines``: ``splice`` through a
+pooled pipe, ``copy`` through a buffer; see ``engines.base.Channel``); the
+pump decides when it reads and writes. ``run`` loops over two moves until
+it cannot go on: flush what the channel holds to the destination, then
+(channel empty) fill it from the source. It stops and says why:
 
 - ``BLOCKED``: a socket said EAGAIN; the ``readable``/``writable`` flag of
   that end is cleared and the next epoll edge sets it again.
 - ``MORE``: this turn's byte budget is used; run again after the others.
-- ``PARKED``: the rate limit has no tokens; run again at ``wake_at``.
+- ``PARKED``: the rate limit has no tokens; run again at ``wake_at``
+  (``inf``: others are in line first; the limiter calls ``wake`` in turn).
 - ``DONE``: the source sent EOF and every byte was delivered; the
   destination's write side has been shut (half-close travels on, the other
   direction keeps flowing).
@@ -31,14 +34,13 @@ class SideFailed(Exception):
 
 
 class Pump:
-    __slots__ = ("src", "dst", "chan", "stats", "limiter", "clock", "budget",
-                 "moved", "eof", "done", "more", "wake_at")
+    __slots__ = ("src", "dst", "chan", "limiter", "clock", "budget",
+                 "moved", "eof", "done", "more", "wake_at", "on_wake")
 
-    def __init__(self, src, dst, chan, stats, limiter, clock, budget: int) -> None:
-        self.src = src            # End: .fd, .sock, .readable, .name
-        self.dst = dst            # End: .fd, .sock, .writable, .name
-        self.chan = chan
-        self.stats = stats        # the engine's EngineStats
+    def __init__(self, src, dst, engine, limiter, clock, budget: int, on_wake=None) -> None:
+        self.src = src            # End: .sock, .readable, .name
+        self.dst = dst            # End: .sock, .writable, .name
+        self.chan = engine.start_relay(src.sock, dst.sock)
         self.limiter = limiter    # bucket.Limiter or None
         self.clock = clock        # the worker: .now is this loop turn's time
         self.budget = budget
@@ -47,23 +49,22 @@ class Pump:
         self.done = False
         self.more = False
         self.wake_at = 0.0
+        self.on_wake = on_wake    # called with the time when the limiter's line says "your turn"
 
     def run(self) -> str:
-        chan, src, dst, stats = self.chan, self.src, self.dst, self.stats
+        chan, src, dst = self.chan, self.src, self.dst
         budget = self.budget
         while True:
             if chan.pending:
                 if not dst.writable:
                     return BLOCKED
-                stats.syscalls += 1
                 try:
-                    n = chan.flush(dst, self.more)
+                    n = chan.flush(self.more)
                 except BlockingIOError:
                     dst.writable = False
                     return BLOCKED
                 except OSError as exc:
                     raise SideFailed(dst, exc) from None
-                stats.bytes_sent += n
                 self.moved += n
                 continue
             if self.eof:
@@ -77,14 +78,13 @@ class Pump:
             limiter = self.limiter
             if limiter is not None:
                 now = self.clock.now
-                granted = limiter.grant(want, now)
+                granted = limiter.grant(want, now, self)
                 if not granted:
-                    self.wake_at = limiter.ready_at(now, want)
+                    self.wake_at = limiter.ready_at(now, want, self)
                     return PARKED
                 want = granted
-            stats.syscalls += 1
             try:
-                n = chan.fill(src, want)
+                n = chan.fill(want)
             except BlockingIOError:
                 src.readable = False
                 return BLOCKED
@@ -93,11 +93,15 @@ class Pump:
             if n == 0:
                 self.eof = True
                 continue
-            stats.bytes_received += n
             if limiter is not None:
                 limiter.consume(n)
             self.more = n == chan.size
             budget -= n
+
+    def wake(self, when: float) -> None:
+        """The limiter's line: this direction's turn comes at ``when``."""
+        self.wake_at = when
+        self.on_wake(when)
 
     def _finish(self) -> None:
         """EOF delivered: pass the half-close on."""

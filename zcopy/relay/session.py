@@ -22,12 +22,13 @@ CLOSED. How it ended is one word, logged with the byte counts:
 from __future__ import annotations
 
 import errno
+import math
 import select
 import socket
 import struct
 
+from zcopy.engines import NoPipe
 from zcopy.loop import EV_IN, EV_OUT
-from zcopy.relay.channels import NoChannel
 from zcopy.relay.pump import MORE, PARKED, Pump, SideFailed
 
 CONNECTING, RELAYING, CLOSED = 0, 1, 2
@@ -56,6 +57,10 @@ class End:
         self.name = name
         self.readable = True     # bytes may be waiting from before we registered
         self.writable = False if name == "upstream" else True
+
+    def on_event(self, events: int) -> None:
+        """What the loop calls for this socket's fd."""
+        self.session.on_event(self, events)
 
 
 class Session:
@@ -121,8 +126,8 @@ class Session:
         self.deadline = w.now + w.config.idle_timeout
         limiter = w.limiter_for_session()
         c, u = self.client, self.upstream
-        self.pumps = (Pump(c, u, w.new_channel(), w.engine_stats, limiter, w, w.config.budget),
-                      Pump(u, c, w.new_channel(), w.engine_stats, limiter, w, w.config.budget))
+        self.pumps = (Pump(c, u, w.engine, limiter, w, w.config.budget, self.park),
+                      Pump(u, c, w.engine, limiter, w, w.config.budget, self.park))
         self.run()
 
     def close_cleanly(self, how: str) -> None:
@@ -160,6 +165,7 @@ class Session:
 
     def run(self) -> None:
         """Run both directions as far as they go without blocking."""
+        self.queued = False       # (run from the ready queue, or earlier by an event)
         if self.state != RELAYING:
             return
         w = self.worker
@@ -178,10 +184,8 @@ class Session:
                     if not self.queued:
                         self.queued = True
                         w.ready.append(self)
-                elif state is PARKED:
-                    if not self.wake_at or pump.wake_at < self.wake_at:
-                        self.wake_at = pump.wake_at
-                        w.set_timer(pump.wake_at, self)
+                elif state is PARKED and pump.wake_at != math.inf:
+                    self.park(pump.wake_at)
             if first.moved + first.chan.pending != taken:
                 self.lead = 1 - self.lead
             if self.pumps[0].moved + self.pumps[1].moved != before:
@@ -189,15 +193,22 @@ class Session:
         except SideFailed as exc:
             self._failed(exc.end, exc.exc.errno or errno.EIO)
             return
-        except NoChannel as exc:
+        except NoPipe as exc:
             self.close("no_pipe_" + errno.errorcode.get(exc.exc.errno, "error").lower())
             return
         if self.pumps[0].done and self.pumps[1].done:
             self.close("closed")
 
-    def on_wake(self, at: float) -> None:
-        """A rate-limit timer fired (ignored if a newer one replaced it)."""
-        if self.wake_at == at:
+    def park(self, when: float) -> None:
+        """Run again at ``when`` (a rate-limit timer; one at a time, the nearest)."""
+        if not self.wake_at or when < self.wake_at:
+            self.wake_at = when
+            self.worker.stats.parked += 1
+            self.worker.set_timer(when, self)
+
+    def on_timer(self, at: float) -> None:
+        """A rate-limit timer fired (ignored if closed or a nearer one replaced it)."""
+        if self.wake_at == at and self.state != CLOSED:
             self.wake_at = 0.0
             self.run()
 
@@ -226,7 +237,9 @@ class Session:
         self.state = CLOSED
         self.how = how
         for pump in self.pumps:
-            pump.chan.release()
+            pump.chan.close()
+            if pump.limiter is not None:
+                pump.limiter.forget(pump, self.worker.now)
         for end in (self.client, self.upstream):
             if end is not None:
                 self.worker.unwatch(end)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter, deque
 
-from zcopy.stats.inflight import TransferRates, busiest
+from zcopy.stats.inflight import TransferRates, busiest, unsent
 
 #: Closed connections kept in the snapshot, newest last.
 RECENT = 32
@@ -50,9 +50,9 @@ class RelayStats:
 
     def snapshot(self, engines: dict, pipes: dict | None = None, sessions=(), now: float = 0.0,
                  upstream: str = "") -> dict:
-        """Plain data (JSON-ready). ``engines``: name -> EngineStats;
-        ``sessions``: the open connections, listed in ``inflight``."""
-        by_engine = {name: {**s.snapshot(), "zero_copy": name == "splice"} for name, s in engines.items()}
+        """Plain data (JSON-ready). ``engines``: name -> engine (``.stats``,
+        ``.zero_copy``); ``sessions``: the open connections, listed in ``inflight``."""
+        by_engine = {name: {**e.stats.snapshot(), "zero_copy": e.zero_copy} for name, e in engines.items()}
         inflight = self._inflight(sessions, now, upstream)
         return {
             "kind": "relay",
@@ -76,13 +76,19 @@ class RelayStats:
         """Open connections: client, bytes moved both ways, rate since the previous snapshot."""
         sessions = list(sessions)
         moved = [s.sent_up + s.sent_down for s in sessions]
-        rates = self._rates.measure([((id(s), s.started), n, s.started) for s, n in zip(sessions, moved)], now)
+        # what the peers took, not what the sockets' send queues still hold
+        rates = self._rates.measure([((id(s), s.started), n - _unsent(s), s.started)
+                                     for s, n in zip(sessions, moved)], now)
         out = []
         for s, n, rate in zip(sessions, moved, rates):
             out.append({"client": address(*s.addr[:2]), "path": f"→ {upstream}", "done": n, "total": 0,
                         "up": s.sent_up, "down": s.sent_down, "rate": round(rate, 1),
                         "seconds": round(now - s.started, 3), "direction": "both"})
         return out
+
+
+def _unsent(session) -> int:
+    return sum(unsent(end.fd) for end in (session.client, session.upstream) if end is not None)
 
 
 def address(host: str, port: int) -> str:

@@ -1,38 +1,38 @@
-"""One relay worker: one edge-triggered epoll loop over its SO_REUSEPORT listener.
+"""One relay worker: the shared loop (``zcopy.loop.ListenerLoop.run``) over
+its SO_REUSEPORT listener, with sessions as its connections.
 
-The loop has the shape of ``zcopy.server.worker``: poll, dispatch events to
-the socket's session, run sessions that used up their byte budget
-(``ready``), fire rate-limit timers, and once a second ``tick`` (connect and
-idle timeouts, accept resumption, drain progress). The poll timeout is the
-nearer of the next tick and the next timer, so a parked direction wakes on
-time without anyone spinning. Signals arrive through a wakeup pipe: SIGTERM
-drains (no new connections; open ones finish within ``drain_timeout``), a
-second SIGTERM stops at once. ``stop()`` asks the same from another thread.
+What is the relay's own: each socket's fd leads to its session's ``End``
+(``conns``); a session that used up its byte budget goes on the ``ready``
+queue; a rate-limited direction parks on a loop timer (``set_timer``), so a
+parked direction wakes on time without anyone spinning; the once-a-second
+``tick`` checks connect and idle timeouts and the drain; the turn's log
+lines are written at its end. Signals: SIGTERM drains (no new connections;
+open ones finish within ``drain_timeout``), a second SIGTERM stops at once;
+``stop()`` asks the same from another thread.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import os
 import select
 import socket
 import sys
-import time
 
-from zcopy.engines.base import EngineStats
-from zcopy.loop import TICK, ListenerLoop, run_worker
+from zcopy import engines
+from zcopy.loop import ListenerLoop, run_worker
 from zcopy.relay.bucket import Limiter, TokenBucket
 from zcopy.relay.config import RelayConfig
 from zcopy.relay.session import CLOSED, Session
 from zcopy.relay.stats import ConnLog, RelayStats, record
 
 _SOCK_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
-#: Idle pipes (or buffers) a worker keeps for the next busy direction.
+#: Idle pipes a worker keeps for the next busy direction (the copy engine keeps as many buffers).
 POOL_IDLE = 64
 
 
 class RelayWorker(ListenerLoop):
+    CLOSED = CLOSED
+
     def __init__(self, config: RelayConfig, listener: socket.socket, index: int = 0,
                  publish: bool = False) -> None:
         # No limit for the listener loop: past --max-connections the relay
@@ -40,23 +40,18 @@ class RelayWorker(ListenerLoop):
         super().__init__(listener, sys.maxsize)
         self.config = config
         self.index = index
-        self.ends: dict = {}                # fd -> session.End
-        self.sessions = 0
-        self.ready: list[Session] = []
-        self.timers: list = []              # heap of (when, seq, session)
-        self._seq = itertools.count()
+        self.sessions = 0                   # conns: fd -> session.End
         self.stats = RelayStats()
-        self.engine_stats = EngineStats()
-        self.pipe_pool = self.buffer_pool = None
+        self.pipe_pool = None
         if config.engine == "splice":
             from zcopy.pipes import PipePool
             self.pipe_pool = PipePool(config.pipe_size, max_idle=POOL_IDLE)
-        else:
-            from zcopy.engines.buffers import BufferPool
-            self.buffer_pool = BufferPool(config.pipe_size, max_idle=POOL_IDLE)
+        #: Makes each direction's channel: a pipe (splice) or a buffer (copy) of pipe_size.
+        self.engine = engines.create(config.engine, pipe_pool=self.pipe_pool, chunk=config.pipe_size)
         rate = config.worker_rate
         self.bucket = TokenBucket(rate, self.now) if rate else None
         self.log = ConnLog(config.log)
+        self.end_of_turn = self.log.flush   # the turn's lines in one write
         #: ``publish``: write stats_snapshot() once a second where ``zcopy top`` reads it.
         self.publisher = None
         if publish:
@@ -65,13 +60,6 @@ class RelayWorker(ListenerLoop):
 
     # -- what sessions call ---------------------------------------------------
 
-    def new_channel(self):
-        if self.pipe_pool is not None:
-            from zcopy.relay.channels import SpliceChannel
-            return SpliceChannel(self.pipe_pool)
-        from zcopy.relay.channels import CopyChannel
-        return CopyChannel(self.buffer_pool)
-
     def limiter_for_session(self) -> Limiter | None:
         buckets = [self.bucket] if self.bucket is not None else []
         if self.config.conn_rate:
@@ -79,16 +67,12 @@ class RelayWorker(ListenerLoop):
         return Limiter(buckets) if buckets else None
 
     def watch(self, end) -> None:
-        self.ends[end.fd] = end
+        self.conns[end.fd] = end
         self.ep.register(end.fd, _SOCK_EVENTS)
 
     def unwatch(self, end) -> None:
         """Forget ``end`` (its fd leaves epoll when the socket is closed)."""
-        self.ends.pop(end.fd, None)
-
-    def set_timer(self, when: float, session: Session) -> None:
-        self.stats.parked += 1
-        heapq.heappush(self.timers, (when, next(self._seq), session))
+        self.conns.pop(end.fd, None)
 
     def finished(self, session: Session) -> None:
         rec = record(session, self.now, self.config.engine, self.config.upstream_name)
@@ -97,62 +81,17 @@ class RelayWorker(ListenerLoop):
         self.sessions -= 1
         self.connection_ended()
 
-    # -- the loop -------------------------------------------------------------
-
-    def run(self, install_signals: bool = True) -> int:
-        """Serve until drained. ``install_signals=False`` runs in a non-main
-        thread (tests); stop it with ``stop()``."""
-        old_wakeup = self.start(install_signals)
-        next_tick = self.now + TICK
-        ends, ready, timers = self.ends, self.ready, self.timers
-        try:
-            while True:
-                if ready:
-                    timeout = 0
-                else:
-                    timeout = next_tick - self.now
-                    if timers:
-                        timeout = min(timeout, timers[0][0] - self.now)
-                    timeout = max(timeout, 0)
-                events = self.ep.poll(timeout)
-                self.now = time.monotonic()
-                for fd, ev in events:
-                    end = ends.get(fd)
-                    if end is not None:
-                        end.session.on_event(end, ev)
-                    elif fd == self.wake_r:
-                        self.drain_wakeups()
-                    else:
-                        self.accept_ready()
-                while timers and timers[0][0] <= self.now:
-                    when, _, session = heapq.heappop(timers)
-                    if session.state != CLOSED:
-                        session.on_wake(when)
-                if ready:
-                    batch = ready[:]
-                    ready.clear()
-                    for session in batch:
-                        session.queued = False
-                        session.run()
-                if self.now >= next_tick:
-                    next_tick = self.now + TICK
-                    self.tick()
-                self.log.flush()
-                if self.draining_since is not None and not self.sessions:
-                    return 0
-        finally:
-            self.shutdown()
-            self.finish(old_wakeup)
+    # -- the loop (ListenerLoop.run) ----------------------------------------------
 
     def tick(self) -> None:
         now = self.now
         if self.publisher is not None:
             self.publisher.publish()
-        for session in {e.session for e in self.ends.values() if e.session.deadline <= now}:
+        for session in {e.session for e in self.conns.values() if e.session.deadline <= now}:
             session.on_timeout()
         self.resume_after_backoff()
         if self.drain_overdue(self.config.drain_timeout):
-            for session in {e.session for e in self.ends.values()}:
+            for session in {e.session for e in self.conns.values()}:
                 session.close("drain_timeout")
 
     # -- ListenerLoop hooks ----------------------------------------------------
@@ -174,23 +113,22 @@ class RelayWorker(ListenerLoop):
         self.stats.error(kind)
 
     def shutdown(self) -> None:
-        for session in {e.session for e in self.ends.values()}:
+        for session in {e.session for e in self.conns.values()}:
             session.close("shutdown")
         self.log.close()
         if self.publisher is not None:
             self.publisher.close()
+        self.engine.close()
         if self.pipe_pool is not None:
             self.pipe_pool.close()
-        if self.buffer_pool is not None:
-            self.buffer_pool.close()
 
     # -- stats ----------------------------------------------------------------
 
     def stats_snapshot(self) -> dict:
         """Live counters of this worker (shape: docs/relay.md)."""
         cfg = self.config
-        sessions = {end.session for end in self.ends.values()}
-        snap = self.stats.snapshot({cfg.engine: self.engine_stats}, self._pipe_stats(), sessions, self.now,
+        sessions = {end.session for end in self.conns.values()}
+        snap = self.stats.snapshot({self.engine.name: self.engine}, self._pipe_stats(), sessions, self.now,
                                    cfg.upstream_name)
         host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
         snap.update(worker=self.index, pid=os.getpid(), upstream=cfg.upstream_name,

@@ -204,7 +204,14 @@ class Dav:
         except Exception:
             target_etag = None
         locks = self.locks
-        show_hidden, follow = self.cache.show_hidden, self.cache.follow_symlinks
+        show_hidden = self.cache.show_hidden
+        digests = getattr(self.cache, "digests", None)
+
+        def etag_of(st) -> str | None:          # what a GET shows (any thread)
+            if stat_mod.S_ISDIR(st.st_mode):
+                return None
+            local = http.make_etag(st)
+            return local if digests is None else digests.shown(st, local)
         root = self.cache.fs
 
         def work() -> bytes:
@@ -226,9 +233,9 @@ class Dav:
                 fd = os.open(place.name, _OPEN, dir_fd=place.dir_fd)
                 try:
                     parts.append(_props(url, st, lambda: deadprops.get_all(fd), fd, asked,
-                                        target_etag or _etag_of(st), held))
+                                        target_etag or etag_of(st), held))
                     if is_dir and depth == "1":
-                        parts += _members(fd, url, asked, held, show_hidden)
+                        parts += _members(fd, url, asked, held, show_hidden, etag_of)
                 finally:
                     os.close(fd)
             parts.append(multistatus.TAIL)
@@ -407,10 +414,6 @@ def _has_body(req: http.Request) -> bool:
     return bool(req.content_length or req.chunked)
 
 
-def _etag_of(st) -> str | None:
-    return None if stat_mod.S_ISDIR(st.st_mode) else http.make_etag(st)
-
-
 def writes_error(exc: OSError) -> http.HttpError:
     from zcopy.server.writer import http_error_for
     return http_error_for(exc)
@@ -428,7 +431,7 @@ def _activelock(lk) -> str:
             f"<D:lockroot><D:href>{multistatus.href(lk.root, False)}</D:href></D:lockroot></D:activelock>")
 
 
-def _members(fd: int, url: str, asked: xmlbody.PropFind, held, show_hidden: bool) -> list[bytes]:
+def _members(fd: int, url: str, asked: xmlbody.PropFind, held, show_hidden: bool, etag_of) -> list[bytes]:
     """The ``<D:response>`` of each member of the folder open as ``fd`` that a listing shows (no
     dotfiles unless shown, no temp files, no /.zcopy, no symlinks or special files), by name. Members
     are stat'ed from the folder's fd (fstatat) and opened only when dead properties are asked for."""
@@ -450,7 +453,7 @@ def _members(fd: int, url: str, asked: xmlbody.PropFind, held, show_hidden: bool
         if not (stat_mod.S_ISDIR(st.st_mode) or stat_mod.S_ISREG(st.st_mode)):
             continue
         dead = (lambda n=name: _dead_of(fd, n)) if wants_dead else dict
-        out.append(_props(base + name, st, dead, fd, asked, _etag_of(st), held))
+        out.append(_props(base + name, st, dead, fd, asked, etag_of(st), held))
     return out
 
 

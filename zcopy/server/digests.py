@@ -30,9 +30,12 @@ import os
 import time
 from collections import OrderedDict
 
-QUIET = 2.0                 # seconds a file must have been unchanged before its digest is trusted
+#: Seconds a file must have been unchanged before its digest is remembered: ten times the coarsest
+#: kernel timestamp tick in use (HZ=100), so a rewrite after it gets another ctime.
+QUIET = 0.1
 CHUNK = 1 << 20
 PREFIX = "z1-"              # the scheme's version: a future change of hash changes every ETag once
+CONTENT_TAG = '"' + PREFIX  # how a content ETag starts
 
 
 def key_of(st: os.stat_result) -> tuple[int, int, int]:
@@ -53,13 +56,19 @@ def quiet(st: os.stat_result, now: float | None = None) -> bool:
     return st.st_ctime_ns <= (now - QUIET) * 1e9
 
 
-def compute(fd: int, now: float | None = None) -> tuple[tuple[int, int, int], bytes] | None:
-    """(key, digest) of the open file ``fd``, or None when it was not quiet or changed while being
-    read. Blocks on the disk for the whole file: call it off the loop. The GIL is released while
-    hashing large chunks and while reading, so the loop keeps running."""
+def compute(fd: int, now: float | None = None, *, wait: bool = False) -> tuple[tuple[int, int, int], bytes] | None:
+    """(key, digest) of the open file ``fd``, or None when it was not quiet (and ``wait`` is false)
+    or changed while being read. Blocks on the disk for the whole file: call it off the loop. The GIL
+    is released while hashing large chunks and while reading, so the loop keeps running. With
+    ``wait`` a file that changed less than QUIET ago is waited for (at most QUIET, on this thread)."""
     before = os.fstat(fd)
     if not quiet(before, now):
-        return None
+        if not wait or now is not None:
+            return None
+        time.sleep(max(0.0, before.st_ctime_ns / 1e9 + QUIET - time.time()) + 0.005)
+        before = os.fstat(fd)
+        if not quiet(before):
+            return None
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -85,6 +94,11 @@ class DigestMemo:
         self.capacity = capacity
         self.store = store
         self._memo: OrderedDict[tuple[int, int], tuple[tuple, bytes]] = OrderedDict()
+
+    def peek(self, st: os.stat_result) -> bytes | None:
+        """``known`` without touching the order (any thread: a dict read is atomic)."""
+        hit = self._memo.get((st.st_dev, st.st_ino))
+        return hit[1] if hit is not None and hit[0] == key_of(st) else None
 
     def known(self, st: os.stat_result) -> bytes | None:
         """The digest for this stat, if remembered and still valid (cheap: on the loop)."""
@@ -114,10 +128,77 @@ class DigestMemo:
             stored = self.store.get_digest(*ident)
             if stored is not None and tuple(stored[0]) == key_of(st):
                 return ident, key_of(st), stored[1]
-        got = compute(fd)
+        got = compute(fd, wait=True)
         if got is None:
             return None
         key, digest = got
         if self.store is not None:
             self.store.put_digest(*ident, key, digest)
         return ident, key, digest
+
+
+class Digests:
+    """The open-file cache's side of content ETags: what a file's ETag is now, and the off-loop job
+    that makes it strong. ``submit(fn, *args)`` is the worker's executor (returns a task with
+    ``then(callback)``); ``store`` the state database (optional)."""
+
+    def __init__(self, submit, store=None, capacity: int = 65536) -> None:
+        self.memo = DigestMemo(capacity, store)
+        self.submit = submit
+        self._wanted: dict[tuple[int, int], list] = {}     # file -> callbacks waiting for its digest
+
+    def shown(self, st: os.stat_result, local: str) -> str:
+        """The ETag a GET of this file shows now, read-only and from any thread (a WebDAV listing's
+        getetag, built off the loop); asks for no digest."""
+        digest = self.memo.peek(st)
+        if digest is not None:
+            return strong_etag(digest)
+        return local if quiet(st) else weak_etag(st)
+
+    def etags(self, st: os.stat_result, local: str) -> tuple[str, tuple[str, ...], bool]:
+        """(the ETag to show, other strong ETags that name the same bytes, whether a digest is wanted).
+        ``local`` is this node's own strong tag for the file (inode, size, mtime)."""
+        digest = self.memo.known(st)
+        if digest is not None:
+            return strong_etag(digest), (local,), False
+        if quiet(st):
+            return local, (), True
+        return weak_etag(st), (), True
+
+    def want(self, fd: int, st: os.stat_result, done) -> None:
+        """Compute the digest of ``fd`` off the loop (on a dup of it: the caller's fd may be closed
+        meanwhile), then call ``done(ok)`` on the loop, once it is remembered (ok) or could not be
+        had (the file changed, or is gone). Several callers for one file share one computation."""
+        ident = (st.st_dev, st.st_ino)
+        waiting = self._wanted.get(ident)
+        if waiting is not None:
+            waiting.append(done)
+            return
+        self._wanted[ident] = [done]
+        dup = os.dup(fd)
+
+        def job():
+            try:
+                return self.memo.find_or_compute(dup)
+            finally:
+                os.close(dup)
+
+        def finished(task):
+            callbacks = self._wanted.pop(ident, [])
+            got = task.result if task.error is None else None
+            if got is not None:
+                self.memo.remember(*got)
+            for callback in callbacks:
+                callback(got is not None)
+
+        self.submit(job).then(finished)
+
+
+def names_content_tag(headers) -> bool:
+    """Whether a conditional request names a content ETag (``"z1-..."``): one a node that has not yet
+    hashed the file should wait for rather than answer as a mismatch."""
+    for name in ("if-range", "if-match", "if-none-match"):
+        value = headers.get(name)
+        if value is not None and CONTENT_TAG in value:
+            return True
+    return False

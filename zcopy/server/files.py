@@ -68,6 +68,7 @@ class FileEntry:
     resident_until: float = 0.0    # monotonic time until which the page cache is trusted to hold it
     users: int = 0
     retired: bool = False
+    also: tuple = ()           # other strong ETags naming the same bytes (this node's, once the digest is known)
     watched: bool = False      # its folder's changes arrive as events: no stat per request
     link: str | None = None    # the followed symlink the URL names (its folder is watched too)
     whole: list = field(default_factory=list)      # body plan of a 200: [(fd, 0, size)]
@@ -141,8 +142,10 @@ class OpenFileCache:
 
     def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
                  symlink_targets: tuple[str, ...] = (), max_entries: int = 1024, watch=None,
-                 generation=None) -> None:
+                 generation=None, digests=None) -> None:
         self.root = root
+        #: content-digest ETags (zcopy.server.digests.Digests), or None: this node's tags only
+        self.digests = digests
         #: every file operation of the server goes through it (reads here, writes in ``writes``)
         self.fs = Root(root, follow_symlinks=follow_symlinks, show_hidden=show_hidden, allowed=symlink_targets)
         self.follow_symlinks = follow_symlinks
@@ -154,6 +157,9 @@ class OpenFileCache:
         self.watch = watch             # a FileWatch, or None: stat per request
         #: filesystem path (the file's or a sibling's) -> url paths whose entry it feeds
         self._users_of: dict[str, set[str]] = {}
+        #: called with each changed filesystem path (None: everything), as the
+        #: cache learns of it: the listing cache (``zcopy.server.listings``)
+        self.listeners: list = []
         #: the write generations of all workers (zcopy.server.shared.Generation): when
         #: another worker wrote, every entry is re-resolved before it is trusted again
         #: (a moved ancestor raises no event in the folders we watch). Checked once
@@ -216,7 +222,7 @@ class OpenFileCache:
         if place.link is not None and watched:
             # A followed link pointed elsewhere is an event in the link's folder only.
             watched = self.watch.watch(os.path.dirname(place.link), place.link_fd)
-        fresh = self._open(place, now)
+        fresh = self._open(url_path, place, now)
         fresh.watched = watched
         fresh.link = place.link
         if not watched or fresh.variants:
@@ -249,6 +255,8 @@ class OpenFileCache:
     def apply_changes(self) -> None:
         """Drop the entries that the watch's pending events make stale."""
         for fs_path in self.watch.changes():
+            for listener in self.listeners:
+                listener(fs_path)
             if fs_path is EVERYTHING:                # overflow: trust nothing
                 self.invalidate()
                 return
@@ -260,7 +268,7 @@ class OpenFileCache:
                 for url_path in list(users):
                     self._drop(url_path)
 
-    def _open(self, place: Place, now: float) -> FileEntry:
+    def _open(self, url_path: str, place: Place, now: float) -> FileEntry:
         path = place.path
         try:
             fd = self._open_fd(place, "", _OPEN_FLAGS)
@@ -279,16 +287,17 @@ class OpenFileCache:
         ctype = http.content_type(path)
         variants = {}
         for coding, suffix in ENCODINGS.items():
-            sibling = self._open_variant(place, suffix, coding, ctype, now)
+            sibling = self._open_variant(url_path, place, suffix, coding, ctype, now)
             if sibling is not None:
                 variants[coding] = sibling
-        etag = http.make_etag(st)
+        etag, also = self._etags(fd, st, url_path)
         mtime = int(st.st_mtime)
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
                          etag, ctype, http.static_headers(ctype, mtime, etag, vary=bool(variants)),
-                         variants, None, now)
+                         variants, None, now, also=also)
 
-    def _open_variant(self, place: Place, suffix: str, coding: str, ctype: str, now: float) -> FileEntry | None:
+    def _open_variant(self, url_path: str, place: Place, suffix: str, coding: str, ctype: str,
+                      now: float) -> FileEntry | None:
         path = place.path + suffix
         try:
             fd = self._open_fd(place, suffix, _OPEN_FLAGS)
@@ -300,11 +309,32 @@ class OpenFileCache:
             return None
         # The sibling's own ETag differs from the original's: a cache must not
         # mix up the gzip and identity representations.
-        etag = http.make_etag(st)
+        etag, also = self._etags(fd, st, url_path)
         mtime = int(st.st_mtime)
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
                          etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True),
-                         {}, coding, now)
+                         {}, coding, now, also=also)
+
+    def _etags(self, fd: int, st: os.stat_result, url_path: str) -> tuple[str, tuple]:
+        """The ETag to show for this open file and the other strong tags that name its bytes
+        (docs/http.md, "ETags"): a content digest once known, identical on every node; until
+        then this node's tag (or a weak one for a file that just changed), and the digest is
+        computed off the loop, after which the entry is rebuilt with it."""
+        local = http.make_etag(st)
+        if self.digests is None:
+            return local, ()
+        etag, also, wanted = self.digests.etags(st, local)
+        if wanted:
+            self.digests.want(fd, st, lambda ok: ok and self._digest_known(url_path, st))
+        return etag, also
+
+    def _digest_known(self, url_path: str, st: os.stat_result) -> None:
+        """On the loop: a digest for the file ``url_path`` named is remembered; rebuild its entry
+        (if it is still that file) so the next request shows the content ETag."""
+        entry = self._entries.get(url_path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if entry is not None and (entry.key == key or any(v.key == key for v in entry.variants.values())):
+            self._drop(url_path)
 
     def _open_fd(self, place: Place, suffix: str, flags: int) -> int:
         """openat of the place's entry (+ ``suffix``: a sibling) in its folder,
@@ -340,6 +370,8 @@ class OpenFileCache:
     def revalidate(self) -> None:
         """Re-resolve and re-stat every entry at its next use (kept when the
         file is still the same, rebuilt otherwise): another worker wrote."""
+        for listener in self.listeners:
+            listener(None)
         for entry in self._entries.values():
             entry.resolved_at = _NEVER
 
@@ -350,6 +382,8 @@ class OpenFileCache:
 
     def invalidate(self, fs_path: str | None = None) -> None:
         """Forget entries (all, or those for one filesystem path): called by writes."""
+        for listener in self.listeners:
+            listener(fs_path)
         for url_path, entry in list(self._entries.items()):
             if fs_path is None or entry.path == fs_path or entry.path.startswith(fs_path + os.sep):
                 self._drop(url_path)

@@ -43,19 +43,15 @@ closing or being reused) during a fetch cannot send a thread to the wrong file.
 
 from __future__ import annotations
 
-import collections
 import os
-import threading
 
 from zcopy.fsinfo import IN_MEMORY, fs_type, mounts_below
+from zcopy.server.executor import IDLE_TIMEOUT, MAX_THREADS, MIN_THREADS, Executor, Task
 
 #: Bytes checked and prefetched at a time: large enough that a fast client
 #: costs a residency check only every few MiB, small enough that a window is
 #: read in tens of ms even from a slow disk.
 WINDOW = 4 << 20
-MIN_THREADS = 1
-MAX_THREADS = 8
-IDLE_TIMEOUT = 10.0
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _NOWAIT = os.RWF_NOWAIT
 _probe_buf = [bytearray(1)]   # loop thread only
@@ -97,114 +93,55 @@ def sendfile_to(sink: int, fd: int, offset: int, count: int) -> None:
         count -= n
 
 
-class Job:
+class Job(Task):
     """One window to bring into the cache. ``fd`` is the job's own dup."""
 
-    __slots__ = ("fd", "offset", "stop", "done", "cancelled", "waiter", "parked_at", "error")
+    __slots__ = ("fd", "offset", "stop", "waiter", "parked_at")
 
     def __init__(self, fd: int, offset: int, stop: int) -> None:
+        super().__init__()
         self.fd = os.dup(fd)
         self.offset = offset
         self.stop = stop
-        self.done = False        # set by the thread, read by the loop
-        self.cancelled = False   # the transfer ended: skip the read if not started
         self.waiter = None       # the parked connection, loop thread only
         self.parked_at = 0.0
-        self.error: OSError | None = None   # the read failed (EIO...): the transfer ends with it
+        # error: the read failed (EIO...): the transfer ends with it
+
+    def fail(self, exc: Exception) -> None:
+        self.error = exc if isinstance(exc, OSError) else OSError(f"prefetch failed: {exc!r}")
+
+    def finish(self) -> None:
+        os.close(self.fd)
+
+    discard = finish
 
 
-class Pool:
-    """Threads reading windows into the page cache; completions via an eventfd."""
+class Pool(Executor):
+    """The executor whose tasks read windows into the page cache (its own
+    threads, so cold reads and a worker's other off-loop work do not queue
+    behind each other); completions via its eventfd."""
+
+    THREAD_NAME = "zcopy-prefetch"
 
     def __init__(self, *, min_threads: int = MIN_THREADS, max_threads: int = MAX_THREADS,
                  idle_timeout: float = IDLE_TIMEOUT, fetch=None) -> None:
-        self.min_threads = min_threads
-        self.max_threads = max(1, max_threads)
-        self.idle_timeout = idle_timeout
+        super().__init__(min_threads=min_threads, max_threads=max_threads, idle_timeout=idle_timeout)
         self._null = -1
         if fetch is None:
             self._null = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
             sink = self._null
             fetch = lambda fd, offset, count: sendfile_to(sink, fd, offset, count)  # noqa: E731
         self.fetch = fetch
-        self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._cv = threading.Condition()
-        self._queue: collections.deque[Job] = collections.deque()
-        self._threads: set[threading.Thread] = set()
-        self._idle = 0
-        self._stopping = False
-        self._completed: collections.deque[Job] = collections.deque()
-        self.peak = 0
-        self.failed = 0
 
-    @property
-    def size(self) -> int:
-        return len(self._threads)
-
-    def submit(self, job: Job) -> None:
-        with self._cv:
-            self._queue.append(job)
-            if len(self._queue) > self._idle and len(self._threads) < self.max_threads:
-                t = threading.Thread(target=self._run, name="zcopy-prefetch", daemon=True)
-                self._threads.add(t)
-                self.peak = max(self.peak, len(self._threads))
-                t.start()
-            else:
-                self._cv.notify()
-
-    def completed(self) -> list[Job]:
-        """Jobs finished since the last call (loop thread; after epoll saw the eventfd)."""
-        try:
-            os.eventfd_read(self.efd)
-        except BlockingIOError:
-            pass
-        done = self._completed
-        return [done.popleft() for _ in range(len(done))]
-
-    def _run(self) -> None:
-        me = threading.current_thread()
-        cv, queue = self._cv, self._queue
-        while True:
-            with cv:
-                while not queue and not self._stopping:
-                    self._idle += 1
-                    woke = cv.wait(self.idle_timeout)
-                    self._idle -= 1
-                    if not woke and not queue and len(self._threads) > self.min_threads:
-                        self._threads.discard(me)
-                        return
-                if self._stopping:
-                    return
-                job = queue.popleft()
-            try:
-                if not job.cancelled:
-                    self.fetch(job.fd, job.offset, job.stop - job.offset)
-            except Exception as exc:   # EIO and friends (and a bug here must still wake the waiter)
-                job.error = exc if isinstance(exc, OSError) else OSError(f"prefetch failed: {exc!r}")
-                with cv:
-                    self.failed += 1
-            finally:
-                os.close(job.fd)
-                job.done = True
-                self._completed.append(job)
-                os.eventfd_write(self.efd, 1)
+    def submit(self, job: Job) -> Job:
+        job.fn = self.fetch
+        job.args = (job.fd, job.offset, job.stop - job.offset)
+        return self.put(job)
 
     def close(self) -> None:
         """Stop and join every thread (a fetch in progress finishes first),
         close the fds of jobs never started, the eventfd and /dev/null."""
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-            threads = list(self._threads)
-        for t in threads:
-            t.join()
-        self._threads.clear()
-        while self._queue:
-            os.close(self._queue.popleft().fd)
-        self._completed.clear()
-        if self.efd >= 0:
-            os.close(self.efd)
-            self.efd = -1
+        super().close()
         if self._null >= 0:
             os.close(self._null)
             self._null = -1

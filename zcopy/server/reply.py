@@ -37,11 +37,12 @@ class Pending:
     send timeout. ``done`` may come before the connection waits (the work
     was quick): then it resumes at once."""
 
-    __slots__ = ("reply", "_waiter")
+    __slots__ = ("reply", "_waiter", "_cancelled")
 
     def __init__(self) -> None:
         self.reply: Reply | None = None
         self._waiter = None
+        self._cancelled = False
 
     def wait(self, waiter) -> None:
         """``waiter(reply)`` once the reply is done (the connection's hook)."""
@@ -56,7 +57,34 @@ class Pending:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter(reply)
+        elif self._cancelled and hasattr(reply, "abort"):
+            reply.abort()           # an Upload for a PUT whose connection is gone: no temp file left
 
     def cancel(self) -> None:
-        """The waiting connection closed: a later ``done`` goes nowhere."""
+        """The waiting connection closed: a later ``done`` goes nowhere (an
+        upload it brings is aborted)."""
         self._waiter = None
+        self._cancelled = True
+
+
+def refusal(exc: Exception, date: bytes, *, close: bool = True, head_only: bool = False,
+            version: tuple = (1, 1)) -> Reply:
+    """The error Reply for an ``http.HttpError``; for an OSError from work done
+    off the loop, the status a write failure gets (``writer.http_error_for``);
+    anything else is a bug: its traceback goes to stderr and the client gets 500."""
+    from zcopy import http
+
+    if isinstance(exc, OSError):
+        from zcopy.server.writer import http_error_for
+
+        exc = http_error_for(exc)
+    elif not isinstance(exc, http.HttpError):
+        import sys
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+        exc = http.HttpError(500, "internal error", close=True)
+    close = close or exc.close
+    data = http.error_response(exc.status, date, reason=exc.reason, headers=exc.headers,
+                               close=close, head_only=head_only, version=version)
+    return whole(exc.status, data, close)

@@ -8,7 +8,6 @@ stop)`` file range that the connection hands to the zero-copy engine.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as stat_mod
 import time
@@ -17,8 +16,10 @@ from urllib.parse import quote
 from zcopy import http
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.dav import DAV_METHODS, Dav
+from zcopy.server.digests import CONTENT_TAG, names_content_tag
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
-from zcopy.server.reply import Reply, whole
+from zcopy.server.listings import Listings
+from zcopy.server.reply import Pending, Reply, refusal, whole
 from zcopy.server.root import TEMP_PREFIX
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
@@ -47,21 +48,26 @@ class Responder:
     Holds the file cache, the Date header and the access rules."""
 
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
-                 token: str | None = None, read_token: str | None = None, routes: Routes | None = None) -> None:
+                 token: str | None = None, read_token: str | None = None, routes: Routes | None = None,
+                 executor=None) -> None:
         self.cache = cache
+        #: folder listings, built on ``executor`` (None: on the caller's thread)
+        self.listings = Listings(cache, self._scan, executor)
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
         self.token = token
         self.read_token = read_token
         #: WebDAV (PROPFIND, PROPPATCH, COPY, LOCK, UNLOCK; locks and If for the writes)
-        self.dav = Dav(cache, date, writer, getattr(self.routes, "state", None))
+        self.dav = Dav(cache, date, writer, getattr(self.routes, "state", None), executor)
+        if writer is not None:
+            writer.removed = self.dav.removed       # locks go with what DELETE removes and MOVE moves away
         self.allow = self.dav.allow
         self._answers = _Answers(b"")
 
     # -- entry points ---------------------------------------------------------
 
-    def respond(self, req: http.Request, closing: bool = False):
+    def respond(self, req: http.Request, closing: bool = False, hashed: bool = False):
         """A Reply, or an ``Upload`` for a PUT whose body must be received.
         ``closing``: the connection ends after this reply (the server is
         draining), so the reply says ``Connection: close`` (RFC 9112 9.6).
@@ -69,7 +75,10 @@ class Responder:
         A plain GET or HEAD of a watched file without siblings is answered
         from a memo keyed by what the answer depends on (``_Answers``): the
         Date second and the Request (``HeadCache`` hands out one per distinct
-        head), checked against the file's entry (trusted: unchanged)."""
+        head), checked against the file's entry (trusted: unchanged).
+
+        ``hashed``: this request already waited for its file's content
+        digest (``_after_digest``); answer it with whatever ETag there is."""
         date = self.date.get()
         self.cache.sync()       # another worker's write: nothing cached is trusted unchecked
         answers = self._answers
@@ -113,6 +122,9 @@ class Responder:
                 return self._directory(req, close, head_only)
             if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
                 raise http.HttpError(404, "not found")
+            if not (req.plain or hashed) and self.cache.digests is not None \
+                    and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers):
+                return self._after_digest(req, entry, closing)
             reply = self._file(req, entry, close, head_only)
             if req.plain and entry.watched and not entry.variants and not closing:
                 if len(answers) >= ANSWERS:
@@ -145,10 +157,7 @@ class Responder:
             raise http.HttpError(400, "a request target cannot hold a fragment (#)", close=close_on_error)
         try:
             self._check_locks(req)
-            reply = self.writer.handle(req, close_on_error)
-            if req.method in ("DELETE", "MOVE") and getattr(reply, "status", 0) in (201, 204):
-                self.dav.removed(req.path)          # locks do not move, and go with what is deleted
-            return reply
+            return self.writer.handle(req, close_on_error)
         except http.HttpError as exc:
             exc.close = exc.close or close_on_error
             raise
@@ -171,12 +180,18 @@ class Responder:
 
     def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
               version: tuple = (1, 1)) -> Reply:
-        close = close or exc.close
-        data = http.error_response(exc.status, self.date.get(), reason=exc.reason, headers=exc.headers,
-                                   close=close, head_only=head_only, version=version)
-        return whole(exc.status, data, close)
+        return refusal(exc, self.date.get(), close=close, head_only=head_only, version=version)
 
     # -- files ----------------------------------------------------------------
+
+    def _after_digest(self, req: http.Request, entry: FileEntry, closing: bool) -> Pending:
+        """A conditional request names a content ETag (another node's, or ours from before a
+        restart) and this node has not hashed the file yet: answer once it has, so an If-Range
+        resume through a balancer gets its 206 instead of the whole file again."""
+        pending = Pending()
+        self.cache.digests.want(entry.fd, os.fstat(entry.fd),
+                                lambda ok: pending.done(self.respond(req, closing, hashed=True)))
+        return pending
 
     def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool) -> Reply:
         headers = req.headers
@@ -188,7 +203,7 @@ class Responder:
         size = entry.size
         ranges = None
         if not req.plain:      # preconditions or Range; most requests have neither
-            verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime)
+            verdict = http.evaluate_preconditions(req.method, headers, entry.etag, entry.mtime, entry.also)
             if verdict == 304:
                 extra = f"ETag: {entry.etag}\r\n".encode()
                 if b"Vary:" in entry.static:
@@ -198,7 +213,7 @@ class Responder:
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-            if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime):
+            if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime, entry.also):
                 ranges = http.parse_range(headers["range"], size)   # may raise 416
         if ranges is None:
             head = entry.head_200(self.date.get(), close, req.version)
@@ -263,31 +278,39 @@ class Responder:
             index = None
         if index is not None:
             return self._file(req, index, close, head_only)
-        entries = self._scan(req.path)
-        if http.wants_json(req.headers.get("accept")):
-            body, ctype = http.render_listing_json(req.path, entries), "application/json"
-        else:
-            body, ctype = http.render_listing_html(req.path, entries), "text/html; charset=utf-8"
-        # A weak validator from the page itself (the folder's mtime misses a file
-        # that grew), so a browser revalidating a listing gets a 304; Vary, since
-        # Accept picks HTML or JSON.
-        etag = f'W/"{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
-        extra = f"Cache-Control: no-cache\r\nETag: {etag}\r\nVary: Accept\r\n".encode()   # the 304's too
+        as_json = http.wants_json(req.headers.get("accept"))
+
+        def reply(page) -> Reply:
+            return self._listing(req, page, close, head_only)
+
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
+        return self.listings.serve(req.path, as_json, reply, refuse)
+
+    def _listing(self, req: http.Request, page, close: bool, head_only: bool) -> Reply:
+        """The reply for a built listing page (``listings.Page``): its body is
+        the page's memfd, sent like a file."""
+        # Vary, since Accept picks HTML or JSON; the 304 carries the same.
+        extra = f"Cache-Control: no-cache\r\nETag: {page.etag}\r\nVary: Accept\r\n".encode()
         if not req.plain:
-            verdict = http.evaluate_preconditions(req.method, req.headers, etag, None)
+            verdict = http.evaluate_preconditions(req.method, req.headers, page.etag, None)
             if verdict == 304:
                 head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
                                           version=req.version)
                 return Reply(304, head, [], 0, close)
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
-        extra = f"Content-Type: {ctype}\r\n".encode() + extra
-        head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
+        extra = f"Content-Type: {page.content_type}\r\n".encode() + extra
+        head = http.response_head(200, self.date.get(), b"", page.size, extra=extra, close=close,
                                   version=req.version)
-        return Reply(200, head, [] if head_only else [body], 0 if head_only else len(body), close)
+        if head_only:
+            return Reply(200, head, [], 0, close)
+        return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)
 
-    def _scan(self, url_path: str) -> list:
-        """The entries of the folder ``url_path`` names, read from its fd."""
+    def _scan(self, url_path: str) -> tuple[str, int, list]:
+        """The folder ``url_path`` names: its path label, an fd of it (the
+        caller closes it) and its entries, read from that fd. Blocks on the
+        disk: the listings run it off the loop."""
         with self.cache.fs.locate(url_path) as place:
             try:
                 dir_fd = place.open_dir()
@@ -295,10 +318,12 @@ class Responder:
                 raise http.HttpError(403, "permission denied") from None
             except OSError:
                 raise http.HttpError(404, "not found") from None
+            folder = place.path
         try:
-            return list(self._entries(dir_fd, url_path))
-        finally:
+            return folder, dir_fd, list(self._entries(dir_fd, url_path))
+        except BaseException:
             os.close(dir_fd)
+            raise
 
     def _entries(self, dir_fd: int, url_path: str):
         show_hidden = self.cache.show_hidden

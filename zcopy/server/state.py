@@ -62,6 +62,16 @@ MIGRATIONS: list[str] = [
         expires REAL NOT NULL        -- Unix time
     );
     CREATE INDEX locks_root ON locks(root)""",
+    # 3: content digests for ETags (zcopy/server/digests.py), valid while size, mtime and ctime hold.
+    """CREATE TABLE digests (
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        digest BLOB NOT NULL,
+        PRIMARY KEY (dev, ino)
+    )""",
 ]
 
 
@@ -197,6 +207,17 @@ class State:
         with self.transaction() as db:
             db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                        (key, value))
+
+    def get_digest(self, dev: int, ino: int):
+        """((size, mtime_ns, ctime_ns), digest) remembered for a file, or None (zcopy.server.digests)."""
+        rows = self.query("SELECT size, mtime_ns, ctime_ns, digest FROM digests WHERE dev = ? AND ino = ?", (dev, ino))
+        return ((rows[0][0], rows[0][1], rows[0][2]), bytes(rows[0][3])) if rows else None
+
+    def put_digest(self, dev: int, ino: int, key: tuple, digest: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO digests VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(dev, ino) DO UPDATE SET "
+                       "size = excluded.size, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, "
+                       "digest = excluded.digest", (dev, ino, *key, digest))
 
     def share_secret(self) -> bytes:
         """The 32-byte key share links are signed with (read once per process)."""

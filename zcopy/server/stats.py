@@ -27,7 +27,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 
-from zcopy.stats.inflight import TransferRates, busiest
+from zcopy.stats.inflight import TransferRates, busiest, unsent
 
 #: Upper bounds (seconds) of the latency buckets; one more bucket for "above".
 #: Log-spaced 1-2-5 so p50/p99 estimates stay within a factor 2.5.
@@ -130,7 +130,9 @@ class WorkerStats:
         """Transfers with a body under way: client, path, done/total and the
         rate since the previous snapshot (since the request for a new one)."""
         moving = [(conn, *item) for conn in conns if (item := _progress(conn)) is not None]
-        rates = self._rates.measure([((c.fd, id(c), c.started), done, c.started) for c, _, done, _ in moving], now)
+        # a download's rate counts what the client took, not what its send queue holds
+        rates = self._rates.measure([((c.fd, id(c), c.started), done if c.upload else done - unsent(c.fd),
+                                      c.started) for c, _, done, _ in moving], now)
         out = []
         for (conn, path, done, total), rate in zip(moving, rates):
             host, port = conn.addr[:2]

@@ -1,9 +1,10 @@
 """One worker process: one epoll loop over its own SO_REUSEPORT listener.
 
-The loop is readable top to bottom in ``run``: poll, dispatch events, run
-connections that yielded (``ready``), and once a second ``tick`` (timeouts,
-access log, stats, accept resumption, drain progress). Listener, signals and
-the accept rules come from ``zcopy.loop.ListenerLoop``, shared with the relay.
+The loop itself (poll, dispatch, the ready queue, the tick) is
+``zcopy.loop.ListenerLoop.run``, shared with the relay; this module says
+what is serve's own: connections (``conns``), the file watch applied before
+each batch, the prefetch pool's wake-ups, and what the once-a-second
+``tick`` does (timeouts, access log, stats, accept resumption, drain).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import select
 import signal
 import socket
 import sys
-import time
 
 from zcopy import engines, http
-from zcopy.loop import TICK, ListenerLoop, run_worker
+from zcopy.loop import ListenerLoop, run_worker
 from zcopy.server.accesslog import AccessLog
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
+from zcopy.server.digests import Digests
+from zcopy.server.executor import Executor
 from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import Responder
@@ -31,19 +33,14 @@ from zcopy.server.writer import Writer
 from zcopy.stats import Publisher
 
 
-#: Events taken per epoll_wait (Python's default, FD_SETSIZE - 1, made explicit).
-MAX_EVENTS = 1023
-
-
 class Worker(ListenerLoop):
     CONN_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+    CLOSED = CLOSED
 
     def __init__(self, config: ServeConfig, listener: socket.socket, index: int = 0) -> None:
         super().__init__(listener, config.max_connections)
         self.config = config
         self.index = index
-        self.conns: dict[int, Connection] = {}
-        self.ready: list[Connection] = []
         self.stats = WorkerStats()
         self.publisher = Publisher("serve", self.stats_snapshot, slot=index)
         self.date = http.DateHeader()
@@ -52,16 +49,21 @@ class Worker(ListenerLoop):
         self.engine, self.upload_engine = self._make_engines()
         #: Cold windows are read by its pool off the loop (None: --prefetch off).
         self.prefetch = Prefetcher(step=config.budget) if config.prefetch else None
+        #: What may block on the disk or burn CPU (commits, DELETE/MOVE, listings) runs on its threads.
+        self.executor = Executor()
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
-        self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
-                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
-                                   watch=_file_watch(), generation=generation())
-        writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync, make_parents=config.make_parents) if config.allow_write else None
         #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
         self.state = State(config.state_dir) if config.state_dir else None
+        self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
+                                   show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
+                                   watch=_file_watch(), generation=generation(),
+                                   digests=Digests(self.executor.submit, self.state))
+        writer = Writer(self.cache, self.date, max_upload=config.max_upload,
+                        fsync=config.fsync, executor=self.executor,
+                        make_parents=config.make_parents) if config.allow_write else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
-                                   read_token=config.read_token, routes=server_routes(self.date, self.state))
+                                   read_token=config.read_token, routes=server_routes(self.date, self.state),
+                                   executor=self.executor)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
@@ -88,64 +90,29 @@ class Worker(ListenerLoop):
             engine = self.engines["read_send"] = engines.create("read_send", budget=self.config.budget)
         return engine
 
-    # -- the loop -------------------------------------------------------------
+    # -- the loop (ListenerLoop.run) ----------------------------------------------
 
-    def run(self) -> int:
-        wake_r = self.wake_r
-        prefetch_fd = self.prefetch.fileno() if self.prefetch is not None else -1
-        if prefetch_fd >= 0:
-            self.ep.register(prefetch_fd, select.EPOLLIN)
-        watch_fd = self.cache.watch.fileno() if self.cache.watch is not None else -1
-        if watch_fd >= 0:
-            self.ep.register(watch_fd, select.EPOLLIN)
-        old_wakeup = self.start()
-        signal.signal(signal.SIGUSR1, self._on_reopen)   # the wakeup fd wakes the poll
-        beat = self.beat
-        self.publisher.publish()
-        next_tick = self.now + TICK
-        conns, ready = self.conns, self.ready
-        watch_ready = (watch_fd, select.EPOLLIN)
-        try:
-            while True:
-                events = self.ep.poll(0 if self.ready else TICK, MAX_EVENTS)
-                self.now = time.monotonic()
-                beat(self.now)
-                # File changes first: epoll's order within a batch is not the
-                # order things happened in, and a change completed before a
-                # request was sent must be applied before that request is read.
-                # A full batch may have left the watch's readiness for the next
-                # poll: then read it anyway (EAGAIN when nothing is pending).
-                # (The `in` scans the batch in C; an inotify fd reports EPOLLIN
-                # alone, and anything else it reports is applied in the loop.)
-                if watch_fd >= 0 and (watch_ready in events or len(events) >= MAX_EVENTS):
-                    self.cache.apply_changes()
-                for fd, ev in events:
-                    conn = conns.get(fd)
-                    if conn is not None:
-                        conn.on_event(ev)
-                    elif fd == wake_r:
-                        self.drain_wakeups()
-                    elif fd == watch_fd:
-                        if ev != select.EPOLLIN:
-                            self.cache.apply_changes()
-                    elif fd == prefetch_fd:
-                        self.prefetch.wake(ready, self.now)
-                    else:
-                        self.accept_ready()
-                if ready:
-                    batch = ready[:]
-                    ready.clear()
-                    for conn in batch:
-                        if conn.state != CLOSED:
-                            conn.run()
-                if self.now >= next_tick:
-                    next_tick = self.now + TICK
-                    self.tick()
-                if self.draining_since is not None and not conns:
-                    return 0
-        finally:
-            self.shutdown()
-            self.finish(old_wakeup)
+    def start(self, install_signals: bool = True):
+        """Before the first poll: the prefetch pool's, the executor's and the file watch's fds
+        join the epoll set (here, not at construction: what runs is what the
+        worker holds by then)."""
+        if self.prefetch is not None:
+            self.add_fd(self.prefetch.fileno(), lambda events: self.prefetch.wake(self.ready, self.now))
+        # Work done off the loop (commits, listings...): its callbacks run here.
+        self.add_fd(self.executor.fileno(), lambda events: self.executor.run_callbacks())
+        if self.cache.watch is not None:
+            # File changes first: a change completed before a request was sent
+            # must be applied before that request is read. (An inotify fd
+            # reports EPOLLIN alone; anything else is applied in the dispatch.)
+            self.add_fd(self.cache.watch.fileno(), self._on_watch, first=self.cache.apply_changes)
+        old_wakeup = super().start(install_signals)
+        if install_signals:
+            signal.signal(signal.SIGUSR1, self._on_reopen)   # the wakeup fd wakes the poll
+        return old_wakeup
+
+    def _on_watch(self, events: int) -> None:
+        if events != select.EPOLLIN:
+            self.cache.apply_changes()
 
     def tick(self) -> None:
         now = self.now
@@ -202,6 +169,8 @@ class Worker(ListenerLoop):
         snap["server"] = server_info(self.config)
         if self.prefetch is not None:
             snap["prefetch"] = self.prefetch.snapshot()
+        snap["executor"] = self.executor.snapshot()
+        snap["listings"] = self.responder.listings.snapshot()
         return snap
 
     def shutdown(self) -> None:
@@ -210,6 +179,8 @@ class Worker(ListenerLoop):
             conn.close()
         if self.prefetch is not None:
             self.prefetch.close()     # joins its threads
+        self.executor.close()         # a commit under way finishes first
+        self.responder.listings.close()
         self.cache.close()
         for engine in self.engines.values():
             engine.close()

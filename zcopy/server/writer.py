@@ -1,7 +1,8 @@
 """Write methods: PUT (an ``Upload``), DELETE, MOVE, MKCOL.
 
-``Writer.handle`` maps a request to either a finished ``Reply`` or, for PUT,
-an ``Upload``: a ``FileSink`` (``zcopy.server.body``) the connection feeds,
+``Writer.handle`` maps a request to a ``Pending``: its filesystem work runs
+on the worker's executor (``zcopy.server.executor``), never on the event
+loop, and it resolves to a ``Reply`` or, for PUT, to an ``Upload``: a ``FileSink`` (``zcopy.server.body``) the connection feeds,
 buffered body bytes through ``write`` and the rest of a fixed-length body
 straight from the socket through the upload engine (splice
 socket->pipe->file where the probe says so).
@@ -11,15 +12,18 @@ Filesystem rules (what may be written where, atomic commit) are in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import threading
 from urllib.parse import unquote, urlsplit
 
 from zcopy import http
 from zcopy.server import writes
 from zcopy.server.body import FileSink
+from zcopy.server.executor import Executor, defer
 from zcopy.server.files import OpenFileCache
-from zcopy.server.reply import Reply
+from zcopy.server.reply import Reply, refusal
 
 WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -38,10 +42,12 @@ class Upload(FileSink):
         self.mtime_ns: int | None = None        # X-OC-Mtime (rclone, ownCloud clients): set before the rename
 
     def commit(self) -> int:
+        """fsync, link and rename (blocks on the disk: the writer runs it off the loop)."""
         if self.mtime_ns is not None:
             os.utime(self.temp.fd, ns=(self.mtime_ns, self.mtime_ns))
         try:
-            replaced = self.temp.commit(self.target.place.name, fsync=self.fsync)
+            with serialized(self.target.path):   # "did it replace a file" is decided alone
+                replaced = self.temp.commit(self.target.place.name, fsync=self.fsync)
         except FileNotFoundError:
             # Its folder was removed while the body arrived (a DELETE): nothing to rename into.
             raise http.HttpError(409, "the folder was removed during the upload") from None
@@ -56,15 +62,21 @@ class Upload(FileSink):
 
 
 class Writer:
+    """Every filesystem operation of a write runs on ``executor`` (the reply is
+    then a ``Pending``); without one, on the caller's thread."""
+
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, max_upload: int | None = None,
-                 fsync: bool = True, make_parents: bool = False) -> None:
+                 fsync: bool = True, executor: Executor | None = None, make_parents: bool = False) -> None:
         self.cache = cache
         self.date = date
         self.max_upload = max_upload
         self.fsync = fsync
+        self.executor = executor
         #: PUT, MOVE and COPY into a missing folder: create it (``serve --make-parents``, the old
         #: behaviour) or answer 409 Conflict (RFC 4918 9.7.1, the default).
         self.make_parents = make_parents
+        #: Called off the loop with the URL path a DELETE removed or a MOVE moved away (its locks go).
+        self.removed = None
 
     def parents(self, target: writes.Target) -> None:
         """The target's missing folders: made (``make_parents``) or 409."""
@@ -77,40 +89,65 @@ class Writer:
         return writes.write_target(self.cache.fs, url_path)
 
     def handle(self, req: http.Request, close: bool = False):
-        """Reply for DELETE/MOVE/MKCOL; an Upload (or an error reply) for PUT.
+        """A Pending of the Reply for DELETE/MOVE/MKCOL, of the Upload (or an
+        error reply) for PUT (without an executor: that Reply or Upload).
         ``close``: the reply must end the connection."""
-        target = self.target(req.path)
+        refuse = self._refuse(close, req.version)
         if req.method == "PUT":
-            return self._put(req, target)
+            # The walk, missing folders, the temp sweep and the O_TMPFILE open wait on the disk.
+            return defer(self.executor, lambda: self._put(req, self.target(req.path)), _same, refuse)
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
-        # Each operation closes the targets it is given (their folder fds), also
-        # when it fails, so it can run elsewhere than here (off the loop).
-        if req.method == "DELETE":
-            # RFC 4918 9.6.1: a folder goes with everything in it (``?recursive=1`` is still accepted).
-            failed = writes.delete(target, recursive=True)
-            self.cache.invalidate(target.path)
-            self.cache.written()
-            if failed:
-                return self._partial(req.path, failed, close, req.version)
-            status = 204
-        elif req.method == "MOVE":
-            try:
-                dest = self.target(_destination(req.headers.get("destination"), _authority(req)))
-            except BaseException:
-                target.close()
-                raise
+        method = req.method
+        if method == "MOVE":
+            dest_url = _destination(req.headers.get("destination"), _authority(req))
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
-            status = 204 if writes.move(target, dest, overwrite, parents=self.make_parents) else 201
-            self.cache.invalidate(dest.path)
-        else:  # MKCOL
-            if req.content_length or req.chunked:
-                target.close()
-                raise http.HttpError(415, "MKCOL takes no body", close=True)   # RFC 4918 9.3.1
-            writes.mkcol(target)
-            status = 201
-        self.cache.invalidate(target.path)
-        self.cache.written()
-        return self.empty(status, close, req.version)
+        if method == "MKCOL" and (req.content_length or req.chunked):
+            raise http.HttpError(415, "MKCOL takes no body", close=True)      # RFC 4918 9.3.1
+        removed = self.removed
+
+        def work():        # off the loop: it walks and changes the disk
+            # Each operation closes the targets it is given (their folder fds), also when it fails.
+            target = self.target(req.path)
+            if method == "DELETE":
+                path = target.path
+                # RFC 4918 9.6.1: a folder goes with everything in it (``?recursive=1`` is still accepted).
+                with serialized(path):
+                    failed = writes.delete(target, recursive=True)
+                if removed is not None:
+                    removed(req.path)
+                return (207, failed) if failed else 204, [path]
+            if method == "MOVE":
+                try:
+                    dest = self.target(dest_url)
+                except BaseException:
+                    target.close()
+                    raise
+                paths = [dest.path, target.path]
+                with serialized(*paths):
+                    replaced = writes.move(target, dest, overwrite, parents=self.make_parents)
+                if removed is not None:
+                    removed(req.path)
+                return 204 if replaced else 201, paths
+            path = target.path
+            with serialized(path):
+                writes.mkcol(target)
+            return 201, [path]
+
+        def then(done) -> Reply:      # on the loop
+            status, changed = done
+            for path in changed:
+                self.cache.invalidate(path)
+            self.cache.written()
+            if isinstance(status, tuple):
+                return self._partial(req.path, status[1], close, req.version)
+            return self.empty(status, close, req.version)
+
+        return defer(self.executor, work, then, refuse)
+
+    def _refuse(self, close: bool, version: tuple):
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, version=version)
+        return refuse
 
     def _put(self, req: http.Request, target: writes.Target) -> Upload:
         try:
@@ -143,18 +180,24 @@ class Writer:
         return upload
 
     def finish(self, upload: Upload, req: http.Request, closing: bool = False):
-        try:
-            status = upload.commit()
-        except OSError as exc:
-            upload.abort()
-            raise http_error_for(exc) from None
-        except BaseException:
-            upload.abort()
-            raise
-        self.cache.invalidate(upload.target.path)
-        self.cache.written()
-        extra = b"X-OC-Mtime: accepted\r\n" if upload.mtime_ns is not None else b""
-        return self.empty(status, closing or not req.keep_alive, req.version, extra)
+        """The body is all in: commit it off the loop (a Pending; without an
+        executor, the Reply)."""
+        close = closing or not req.keep_alive
+
+        def commit() -> int:        # off the loop
+            try:
+                return upload.commit()
+            except BaseException:
+                upload.abort()
+                raise
+
+        def then(status: int) -> Reply:
+            self.cache.invalidate(upload.target.path)
+            self.cache.written()
+            extra = b"X-OC-Mtime: accepted\r\n" if upload.mtime_ns is not None else b""
+            return self.empty(status, close, req.version, extra)
+
+        return defer(self.executor, commit, then, self._refuse(True, req.version))
 
     def _partial(self, url: str, failed: list[str], close: bool, version) -> Reply:
         """207 for a DELETE that removed some members and not others (RFC 4918 9.6.1)."""
@@ -171,6 +214,29 @@ class Writer:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
                                   version=version, extra=extra)
         return Reply(status, head, [], 0, close)
+
+
+#: Writes run on the executor's threads, side by side. Those naming the same
+#: path take turns (a check then an act: "did this replace a file", "does the
+#: destination exist"), as they did when they ran on the loop. Paths hash to
+#: one of these locks; two paths sharing one merely wait for each other.
+_STRIPES = [threading.Lock() for _ in range(64)]
+
+
+@contextlib.contextmanager
+def serialized(*paths: str):
+    locks = [_STRIPES[i] for i in sorted({hash(p) % len(_STRIPES) for p in paths})]   # one order: no deadlock
+    for lock in locks:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+def _same(x):
+    return x
 
 
 def http_error_for(exc: OSError) -> http.HttpError:

@@ -1,17 +1,39 @@
-"""The rate of each transfer in flight, between two snapshots.
+"""The rate of each transfer in flight, as a worker's snapshot lists it.
 
-A worker's snapshot lists its transfers under way with their rate. The
-rate is taken since the previous snapshot (about a second ago), or since
-the transfer began when it is new, so one stall shows at once instead of
-being averaged away. Shared by every server kind (serve, relay).
+Two things made a steady transfer's rate flip between 0 and double on
+alternate snapshots (issue 15.15), and each is taken out here:
+
+- **Bytes delivered, not bytes handed to the kernel.** A socket's send
+  buffer (megabytes once autotuned) takes bytes in bursts: with edge-
+  triggered epoll the worker writes when a third of it has drained, so a
+  client reading 300 KB/s steadily showed 1 MB in one second and nothing in
+  the next three. Callers pass ``done`` minus the bytes still in the socket's
+  send queue (``unsent``: SIOCOUTQ, written but not yet acknowledged), which
+  moves at the pace the peer reads.
+- **A window over more than one publish period.** Snapshots are taken once
+  a second with jitter; the rate is taken over at least ``RATE_WINDOW``
+  seconds (since the transfer began when it is younger), so the phase of a
+  burst within one period does not decide the figure. A stall shows within
+  the window.
+
+Shared by every server kind (serve, relay); ``zcopy top`` uses the same
+window for its own rates.
 """
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
+from collections import deque
 from typing import Hashable, Iterable
 
 #: Transfers listed per worker snapshot (the busiest by rate); all are counted.
 INFLIGHT_MAX = 64
+#: Seconds a rate is averaged over: two publish periods (one second each).
+RATE_WINDOW = 2.0
+_INT = struct.Struct("i")
+_ZERO = bytes(_INT.size)
 
 
 def busiest(transfers: list[dict], limit: int = INFLIGHT_MAX) -> list[dict]:
@@ -19,11 +41,22 @@ def busiest(transfers: list[dict], limit: int = INFLIGHT_MAX) -> list[dict]:
     return sorted(transfers, key=lambda t: t["rate"], reverse=True)[:limit]
 
 
-class TransferRates:
-    """``measure()`` once per snapshot; it remembers only the transfers it saw last time."""
+def unsent(sock_fd: int) -> int:
+    """Bytes in a TCP socket's send queue, not yet acknowledged by the peer
+    (SIOCOUTQ, which is TIOCOUTQ); 0 when the fd cannot say."""
+    try:
+        return _INT.unpack(fcntl.ioctl(sock_fd, termios.TIOCOUTQ, _ZERO))[0]
+    except OSError:
+        return 0
 
-    def __init__(self) -> None:
-        self._last: dict[Hashable, tuple[int, float]] = {}   # key -> (bytes done, when)
+
+class TransferRates:
+    """``measure()`` once per snapshot; it remembers the transfers it saw last
+    time, each with its samples of the last ``window`` seconds."""
+
+    def __init__(self, window: float = RATE_WINDOW) -> None:
+        self.window = window
+        self._seen: dict[Hashable, deque[tuple[int, float]]] = {}   # key -> (bytes done, when), oldest first
 
     def measure(self, transfers: Iterable[tuple[Hashable, int, float]], now: float) -> list[float]:
         """Bytes/s of each ``(key, done, started)``, in order. ``key`` names one
@@ -31,11 +64,15 @@ class TransferRates:
         ``started`` and ``now`` are on the same monotonic clock."""
         rates, seen = [], {}
         for key, done, started in transfers:
-            prev = self._last.get(key)
-            if prev is not None and prev[0] <= done and now > prev[1]:
-                rates.append((done - prev[0]) / (now - prev[1]))
-            else:
-                rates.append(done / (now - started) if now > started else 0.0)
-            seen[key] = (done, now)
-        self._last = seen
+            samples = self._seen.get(key)
+            if samples is None or (samples and samples[-1][0] > done):
+                samples = deque([(0, started)])          # new (or restarted): since it began
+            # the reference: the newest sample at least a window old, else the oldest
+            while len(samples) > 1 and now - samples[1][1] >= self.window:
+                samples.popleft()
+            then, at = samples[0]
+            rates.append((done - then) / (now - at) if now > at else 0.0)
+            samples.append((done, now))
+            seen[key] = samples
+        self._seen = seen
         return rates

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections import deque
 
+from zcopy.stats.inflight import RATE_WINDOW   # "now" rates: the same window as a transfer's
+
 #: Seconds of history kept for the sparklines.
 HISTORY_SECONDS = 60
-#: Seconds over which "now" rates are averaged.
-RATE_WINDOW = 2.0
 SPARK = "▁▂▃▄▅▆▇█"
 
 
