@@ -419,7 +419,7 @@ def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fs
     thread (the worker's main thread, tid == pid): they run on the executor,
     as do the start of the upload (the missing folder's mkdir, the O_TMPFILE open)."""
     # Stats off: the once-a-second snapshot is a rename and an fsync of its own.
-    with Server(tmp_path, "--allow-write", "--workers", "1", *flags, env={"ZCOPY_STATS": "off"}) as s:
+    with Server(tmp_path, "--allow-write", "--workers", "1", "--make-parents", *flags, env={"ZCOPY_STATS": "off"}) as s:
         [pid] = s.worker_pids()
         log = tmp_path.parent / f"strace-{uuid.uuid4().hex}.log"
         tracer = subprocess.Popen(["strace", "-f", "-p", str(pid), "-o", str(log),
