@@ -18,10 +18,11 @@ _PANEL_END = "╰".encode()
 
 
 class Server:
-    def __init__(self, root, *args: str, env: dict | None = None) -> None:
+    def __init__(self, root, *args: str, env: dict | None = None, own_session: bool = False) -> None:
         self.root = str(root)
         self.args = args
         self.env = env
+        self.own_session = own_session   # its own process group: ``kill_node`` takes it whole
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.stderr = b""
@@ -31,7 +32,8 @@ class Server:
             raise RuntimeError("this Server is already started")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zcopy", "serve", self.root, "--port", "0", *self.args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(self.env or {})})
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(self.env or {})},
+            start_new_session=self.own_session)
         deadline = time.monotonic() + timeout
         buf = b""
         while time.monotonic() < deadline:
@@ -81,6 +83,14 @@ class Server:
         finally:
             self.kill()
         return code
+
+    def kill_node(self) -> None:
+        """SIGKILL to the whole node at once, supervisor and workers (needs ``own_session``):
+        a machine that dies, not a server that stops."""
+        assert self.own_session and self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -19,42 +19,10 @@ import time
 
 import pytest
 
+from haproxyutil import accepts, free_port, haproxy, needs_haproxy
 from serverutil import Server
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-HAPROXY_CFG = """\
-global
-    maxconn 200
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 10s
-    timeout server 10s
-    retries 3
-    option redispatch 1
-frontend web
-    bind 127.0.0.1:{port}
-    default_backend nodes
-backend nodes
-    balance uri
-    hash-type consistent
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server check inter 100ms fall 1 rise 1
-{servers}
-listen stats
-    bind 127.0.0.1:{stats}
-    stats enable
-    stats uri /stats
-"""
+pytestmark = needs_haproxy
 
 
 def _states(stats_port: int) -> dict[str, str]:
@@ -76,11 +44,6 @@ def _wait(predicate, timeout: float = 20.0, what: str = "state"):
     return value
 
 
-def _accepts(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def test_a_draining_node_leaves_the_pool_before_it_stops_accepting(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
@@ -89,19 +52,14 @@ def test_a_draining_node_leaves_the_pool_before_it_stops_accepting(tmp_path):
         data = os.urandom(32 * 1024 * (1 + i % 4))
         (root / f"f{i:02}.bin").write_bytes(data)
         files[f"/f{i:02}.bin"] = hashlib.sha256(data).hexdigest()
-    mports = [_free_port(), _free_port()]
+    mports = [free_port(), free_port()]
     with contextlib.ExitStack() as stack:
         nodes = [stack.enter_context(Server(root, "--metrics", f"127.0.0.1:{m}", "--drain-delay", "4"))
                  for m in mports]
-        port, stats = _free_port(), _free_port()
-        cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(HAPROXY_CFG.format(port=port, stats=stats, servers="\n".join(
-            f"    server n{i} 127.0.0.1:{node.port} port {m}" for i, (node, m) in enumerate(zip(nodes, mports)))))
-        haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
-        stack.callback(haproxy.wait, 10)
-        stack.callback(haproxy.terminate)
-        _wait(lambda: _accepts(stats) and _states(stats) == {"n0": "UP", "n1": "UP"}, what="both nodes up")
+        port, stats = stack.enter_context(haproxy(
+            tmp_path, [f"server n{i} 127.0.0.1:{node.port} port {m}" for i, (node, m) in enumerate(zip(nodes, mports))],
+            check="/readyz", inter="100ms"))
+        _wait(lambda: accepts(stats) and _states(stats) == {"n0": "UP", "n1": "UP"}, what="both nodes up")
 
         failures, done, stop = [], [0], [False]
 
@@ -130,7 +88,7 @@ def test_a_draining_node_leaves_the_pool_before_it_stops_accepting(tmp_path):
             nodes[1].proc.send_signal(signal.SIGTERM)
             _wait(lambda: _states(stats).get("n1", "").startswith("DOWN"), what="haproxy to take n1 out")
             # haproxy saw /readyz 503 while the node still accepts: it left the pool first
-            assert _accepts(nodes[1].port)
+            assert accepts(nodes[1].port)
             assert nodes[1].proc.poll() is None
             seen = done[0]
             _wait(lambda: done[0] >= seen + 50, what="traffic after n1 left")

@@ -20,9 +20,11 @@ from zcopy.http.headers import (
     redirect_response,
     response_head,
     static_headers,
+    guard_headers,
     status_line,
 )
-from zcopy.http.listing import Entry, listing_html_pieces, listing_json_pieces, render_listing_html, render_listing_json
+from zcopy.http.listing import (Entry, listing_html_pieces, listing_json_pieces, render_listing_html,
+                                render_listing_json, sort_request)
 from zcopy.http.negotiate import choose_encoding, wants_json
 from zcopy.http.paths import RESERVED, normalised, url_segments
 from zcopy.http.ranges import MAX_RANGES, MultipartPlan, if_range_ok, multipart_plan, parse_range
@@ -34,6 +36,7 @@ __all__ = [
     "MAX_TARGET", "MultipartPlan", "RangeNotSatisfiable", "Request", "choose_encoding", "content_type",
     "error_response", "etag_matches", "evaluate_preconditions", "http_date", "if_range_ok", "make_etag",
     "multipart_plan", "HeadCache", "HeadReader", "parse_head", "parse_http_date", "parse_range", "redirect_response",
-    "listing_html_pieces", "listing_json_pieces", "render_listing_html", "render_listing_json", "RESERVED", "normalised", "response_head", "split_head",
-    "static_headers", "status_line", "url_segments", "wants_json",
+    "listing_html_pieces", "listing_json_pieces", "render_listing_html", "render_listing_json", "sort_request",
+    "RESERVED", "normalised", "response_head", "split_head",
+    "static_headers", "guard_headers", "status_line", "url_segments", "wants_json",
 ]

@@ -4,9 +4,16 @@ Names come from the disk and may contain anything a file name can: ``<``,
 quotes, ``%``, ``#``, ``?``, newlines, non-UTF-8 bytes. Each name is therefore
 written twice, differently escaped: as text (HTML-escaped; undecodable bytes
 shown as U+FFFD) and as a link (the raw bytes percent-encoded, so the link
-names exactly that file). The page is self-contained - inline CSS and a few
-lines of script to sort by clicking a column; without script it is sorted
-directories first, then by name.
+names exactly that file).
+
+The page (docs/ui.md) is plain HTML that works without script: breadcrumbs,
+column headers that are links (``?sort=name|size|mtime&order=asc|desc``, sorted
+here by the one rule of ``zcopy.http.natural``, folders first), sizes and dates
+a person reads, a total line, a link to the folder as a tar. The page's script
+and style are the package's own (``zcopy.ui``, linked by content-hashed URL,
+no inline script: the page's CSP forbids it); the script sorts and filters in
+place by the same rule and, where ``data-write`` says the visitor may write,
+shows the upload, make-folder, rename and delete controls.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import json
 import os
 import time
 from typing import NamedTuple
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
+from zcopy.http.natural import key as natural_key
 from zcopy.units import format_size
 
 
@@ -33,6 +41,10 @@ class Entry(NamedTuple):
     mtime: float
 
 
+SORTS = ("name", "size", "mtime")
+_LABELS = {"name": "Name", "size": "Size", "mtime": "Modified (UTC)"}
+
+
 def _href(name: str, is_dir: bool) -> str:
     return quote(os.fsencode(name), safe="") + ("/" if is_dir else "")
 
@@ -41,56 +53,118 @@ def _display(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _ordered(entries: list[Entry]) -> list[Entry]:
-    return sorted(entries, key=lambda e: (not e.is_dir, e.name))
+def sort_request(query: str) -> tuple[str, str]:
+    """(column, order) from a query such as ``sort=size&order=desc``; unknown values give the default."""
+    q = parse_qs(query, keep_blank_values=True) if query else {}
+    column = (q.get("sort") or ["name"])[0]
+    order = (q.get("order") or ["asc"])[0]
+    return (column if column in SORTS else "name"), (order if order in ("asc", "desc") else "asc")
 
 
-_STYLE = """body{font:15px/1.4 system-ui,sans-serif;margin:2em auto;max-width:60em;padding:0 1em}
-table{border-collapse:collapse;width:100%}th,td{padding:.25em .6em;text-align:left}
-th{cursor:pointer;border-bottom:1px solid #888;user-select:none}td.n{text-align:right}
-tr:nth-child(even) td{background:#8881}a{text-decoration:none}a:hover{text-decoration:underline}"""
+def ordered(entries: list[Entry], column: str = "name", order: str = "asc") -> list[Entry]:
+    """Folders first, always; within each group by ``column`` (ties and names by the natural rule,
+    on the name as shown), reversed for ``desc``. The page's script implements the same."""
+    def by(e: Entry):
+        name = natural_key(_display(e.name))[1:]
+        if column == "size":
+            return (e.size, name, e.name)
+        if column == "mtime":
+            return (e.mtime, name, e.name)
+        return (name, e.name)
+    rev = order == "desc"
+    folders = sorted((e for e in entries if e.is_dir), key=by, reverse=rev)
+    files = sorted((e for e in entries if not e.is_dir), key=by, reverse=rev)
+    return folders + files
 
-_SCRIPT = """document.querySelectorAll('th').forEach(function(th,i){th.onclick=function(){
-var tb=document.querySelector('tbody'),rows=[].slice.call(tb.rows),up=th.dataset.dir!=='asc';
-rows.sort(function(a,b){var x=a.cells[i].dataset.k,y=b.cells[i].dataset.k;
-if(i>0){x=+x;y=+y}var c=x<y?-1:x>y?1:0;return up?c:-c});
-th.dataset.dir=up?'asc':'desc';rows.forEach(function(r){tb.appendChild(r)})}})"""
+
+def _when(mtime: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+
+
+def _crumbs(url_path: str) -> str:
+    parts = [p for p in url_path.split("/") if p]
+    links = ['<a href="/">Home</a>' if parts else '<span aria-current="page">Home</span>']
+    href = "/"
+    for i, part in enumerate(parts):
+        href += quote(os.fsencode(part), safe="") + "/"
+        text = html.escape(_display(part))
+        links.append(f'<span aria-current="page">{text}</span>' if i == len(parts) - 1
+                     else f'<a href="{html.escape(href)}">{text}</a>')
+    return '<nav aria-label="Breadcrumb" class="crumbs">' + '<span aria-hidden="true"> / </span>'.join(links) + "</nav>"
+
+
+def _header(column: str, sort: str, order: str) -> str:
+    active = column == sort
+    next_order = "desc" if active and order == "asc" else "asc"
+    aria = f' aria-sort="{"ascending" if order == "asc" else "descending"}"' if active else ""
+    mark = ("&#9650;" if order == "asc" else "&#9660;") if active else ""
+    cls = ' class="n"' if column == "size" else ""
+    return (f'<th scope="col" data-col="{column}"{aria}{cls}><a href="?sort={column}&amp;order={next_order}">'
+            f'{_LABELS[column]}<span class="mark" aria-hidden="true">{mark}</span></a></th>')
 
 
 #: Rows rendered per piece: what a streamed page holds in memory at a time.
 ROWS_PER_PIECE = 256
 
 
-def render_listing_html(url_path: str, entries: list[Entry]) -> bytes:
-    """A readable, sortable HTML page listing ``entries`` of ``url_path``."""
-    return "".join(listing_html_pieces(url_path, entries)).encode("utf-8")
+def render_listing_html(url_path: str, entries: list[Entry], **view) -> bytes:
+    """The folder page of ``listing_html_pieces``, whole."""
+    return "".join(listing_html_pieces(url_path, entries, **view)).encode("utf-8")
 
 
-def listing_html_pieces(url_path: str, entries: list[Entry]):
-    """The HTML page of ``render_listing_html`` in pieces of ``ROWS_PER_PIECE``
-    rows (str), so that a big folder's page is written out as it is made."""
+def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "name", order: str = "asc",
+                        writable: bool = False, assets: dict | None = None):
+    """The folder page for ``entries`` of ``url_path``, sorted by ``sort``/``order``, in pieces of
+    ``ROWS_PER_PIECE`` rows (str), so that a big folder's page is written out as it is made.
+    ``writable``: the visitor may write here (the page then offers its write controls).
+    ``assets``: name -> URL of the UI's CSS and JS (``zcopy.ui``); without them, plain HTML."""
     title = html.escape(_display(url_path))
-    parent = '<p><a href="../">&#8593; parent folder</a></p>\n' if url_path != "/" else ""
-    yield ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-           "<meta name=\"viewport\" content=\"width=device-width\">"
-           f"<title>Index of {title}</title><style>{_STYLE}</style></head>\n"
-           f"<body><h1>Index of {title}</h1>\n"
-           + parent
-           + "<table><thead><tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr></thead>\n<tbody>\n")
-    ordered = _ordered(entries)
-    for at in range(0, len(ordered), ROWS_PER_PIECE):
+    files = total = 0
+    for e in entries:
+        if not e.is_dir:
+            files += 1
+            total += e.size
+    folders = len(entries) - files
+    summary = (f'{folders} folder{"" if folders == 1 else "s"}, {files} file{"" if files == 1 else "s"}, '
+               f'{format_size(total)}')
+    assets = assets or {}
+    css = f'<link rel="stylesheet" href="{assets["app.css"]}">' if "app.css" in assets else ""
+    js = f'<script src="{assets["app.js"]}" defer></script>' if "app.js" in assets else ""
+    tools = ""
+    if writable:
+        tools = ('<section id="tools" class="tools" hidden aria-label="Upload and edit">'
+                 '<div id="drop" class="drop"><span>Drop files or folders here, or</span> '
+                 '<label class="button">Choose files<input id="pick-files" type="file" multiple></label> '
+                 '<label class="button">Choose a folder<input id="pick-folder" type="file" webkitdirectory>'
+                 '</label> <button type="button" id="mkdir">New folder</button></div>'
+                 '<div id="progress" class="progress" hidden><p><label for="total">Total</label> '
+                 '<progress id="total" max="1" value="0"></progress> <span id="total-text"></span></p>'
+                 '<ul id="queue" aria-live="polite"></ul></div></section>\n')
+    yield ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+           f"<title>{title} - zcopy</title>{css}{js}</head>\n"
+           f'<body data-write="{int(writable)}" data-sort="{sort}" data-order="{order}">\n'
+           f"<header>{_crumbs(url_path)}\n<h1>Index of {title}</h1></header>\n<main>\n"
+           '<p class="bar"><span id="filter-box" hidden><label for="filter">Filter</label> '
+           '<input id="filter" type="search" autocomplete="off" placeholder="name contains&#8230;"></span> '
+           '<a class="button" href="?download=tar" download>Download folder (.tar)</a></p>\n'
+           + tools
+           + '<table id="listing"><caption class="sr">Contents of this folder; column headers sort</caption>'
+           "<thead><tr>" + "".join(_header(c, sort, order) for c in SORTS) + "</tr></thead>\n<tbody>\n")
+    rows_in_order = ordered(entries, sort, order)
+    for at in range(0, len(rows_in_order), ROWS_PER_PIECE):
         rows = []
-        for e in ordered[at:at + ROWS_PER_PIECE]:
-            text = html.escape(_display(e.name) + ("/" if e.is_dir else ""))
+        for e in rows_in_order[at:at + ROWS_PER_PIECE]:
+            shown = _display(e.name)
+            text = html.escape(shown + ("/" if e.is_dir else ""))
             href = html.escape(_href(e.name, e.is_dir))
-            size = "-" if e.is_dir else format_size(e.size)
-            sort_key = html.escape(("0" if e.is_dir else "1") + _display(e.name).lower())
-            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime))
-            rows.append(f'<tr><td data-k="{sort_key}"><a href="{href}">{text}</a></td>'
-                        f'<td class="n" data-k="{-1 if e.is_dir else e.size}">{size}</td>'
-                        f'<td data-k="{e.mtime:.0f}">{when}</td></tr>')
+            size = "&#8212;" if e.is_dir else format_size(e.size)
+            rows.append(f'<tr data-name="{html.escape(shown)}" data-dir="{int(e.is_dir)}" data-size="{e.size}" '
+                        f'data-mtime="{e.mtime:.0f}"><td class="name"><a href="{href}">{text}</a></td>'
+                        f'<td class="n">{size}</td><td>{_when(e.mtime)}</td></tr>')
         yield ("\n" if at else "") + "\n".join(rows)
-    yield f"\n</tbody></table>\n<script>{_SCRIPT}</script>\n</body></html>\n"
+    yield (f'\n</tbody></table>\n<p id="total-line" class="total" role="status">{summary}</p>\n'
+           "</main>\n</body></html>\n")
 
 
 def render_listing_json(url_path: str, entries: list[Entry]) -> bytes:
@@ -100,13 +174,13 @@ def render_listing_json(url_path: str, entries: list[Entry]) -> bytes:
 
 
 def listing_json_pieces(url_path: str, entries: list[Entry]):
-    """The JSON document of ``render_listing_json`` in pieces (str)."""
+    """The JSON document of ``render_listing_json`` in pieces (str), in the default order."""
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     yield '{"path":' + dumps(_display(url_path)) + ',"entries":['
-    ordered = _ordered(entries)
-    for at in range(0, len(ordered), ROWS_PER_PIECE):
+    in_order = ordered(entries)
+    for at in range(0, len(in_order), ROWS_PER_PIECE):
         yield ("," if at else "") + ",".join(
             dumps({"name": _display(e.name), "href": _href(e.name, e.is_dir),
                    "type": "dir" if e.is_dir else "file", "size": e.size, "mtime": e.mtime})
-            for e in ordered[at:at + ROWS_PER_PIECE])
+            for e in in_order[at:at + ROWS_PER_PIECE])
     yield "]}"

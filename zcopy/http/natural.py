@@ -2,7 +2,7 @@
 same rule in both so a first load and a click agree:
 
 1. folders before files;
-2. names compared piece by piece, a piece being a run of digits or a run of anything else;
+2. names compared piece by piece, a piece being a run of ASCII digits or a run of anything else;
    digit runs compare as numbers (``file_2`` before ``file_10``; at equal value the shorter run, so
    ``a01`` after ``a1``) and before any other run; other runs compare lower-cased by code point
    (Python's ``str.lower`` and JavaScript's ``toLowerCase`` both apply Unicode's default lower-case
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-_PIECES = re.compile(r"(\d+)")
+_PIECES = re.compile(r"([0-9]+)")    # ASCII digits only, as in the page's script (\d is wider)
 
 
 def key(name: str, is_dir: bool = False) -> tuple:

@@ -293,7 +293,8 @@ class OpenFileCache:
         etag, also = self._etags(fd, st, url_path)
         mtime = int(st.st_mtime)
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                         etag, ctype, http.static_headers(ctype, mtime, etag, vary=bool(variants)),
+                         etag, ctype,
+                         http.static_headers(ctype, mtime, etag, vary=bool(variants)) + http.guard_headers(ctype),
                          variants, None, now, also=also)
 
     def _open_variant(self, url_path: str, place: Place, suffix: str, coding: str, ctype: str,
@@ -312,7 +313,8 @@ class OpenFileCache:
         etag, also = self._etags(fd, st, url_path)
         mtime = int(st.st_mtime)
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                         etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True),
+                         etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True)
+                         + http.guard_headers(ctype),
                          {}, coding, now, also=also)
 
     def _etags(self, fd: int, st: os.stat_result, url_path: str) -> tuple[str, tuple]:

@@ -9,7 +9,8 @@ sent by the engine (sendfile) like any file: a connection holds its socket's
 send buffer, never a private copy of the page, and a client that sends the
 request and never reads pins nothing but its reference to the shared page.
 
-Pages are cached per (URL path, HTML or JSON), shared by every reply that
+Pages are cached per (URL path, JSON or the HTML page's view: its order and
+whether its write controls show), shared by every reply that
 sends them (reference-counted like ``FileEntry``: an evicted page's memfd
 closes once no reply holds it, and at least ``GRACE`` after it left the
 cache, since a reply handed to a waiting connection is taken up in that
@@ -32,7 +33,7 @@ import math
 import os
 import time
 
-from zcopy import http
+from zcopy import http, ui
 from zcopy.server.executor import defer
 from zcopy.server.files import RESOLVE_TTL
 
@@ -99,14 +100,22 @@ class Page:
             self.fd = -1
 
 
-def build(scan, url_path: str, as_json: bool) -> Page:
+#: The HTML page's default view: (sort column, order, write controls shown).
+VIEW = ("name", "asc", False)
+
+
+def build(scan, url_path: str, as_json: bool, view: tuple | None = None) -> Page:
     """Scan (``scan(url_path)`` -> folder label, an fd of the folder, entries:
-    the responder's, from ROOT's fd), render in pieces into a memfd (off the loop)."""
+    the responder's, from ROOT's fd), render in pieces into a memfd (off the loop).
+    ``view``: the HTML page's (sort, order, writable), see ``http.listing_html_pieces``."""
     folder, dir_fd, entries = scan(url_path)
     if as_json:
         pieces, ctype = http.listing_json_pieces(url_path, entries), "application/json"
     else:
-        pieces, ctype = http.listing_html_pieces(url_path, entries), "text/html; charset=utf-8"
+        sort, order, writable = view or VIEW
+        pieces = http.listing_html_pieces(url_path, entries, sort=sort, order=order, writable=writable,
+                                          assets=ui.URLS)
+        ctype = "text/html; charset=utf-8"
     try:
         fd = os.memfd_create("zcopy-listing", os.MFD_CLOEXEC)
     except BaseException:
@@ -162,11 +171,13 @@ class Listings:
         if hasattr(cache, "listeners"):
             cache.listeners.append(self.changed)
 
-    def serve(self, url_path: str, as_json: bool, then, refuse):
+    def serve(self, url_path: str, as_json: bool, then, refuse, view: tuple | None = None):
         """``then(page)`` (a Reply) for the folder's listing: at once from the
         cache, else a Pending settled when the page is built (one build per
-        page however many requests wait for it)."""
-        key = (url_path, as_json)
+        page however many requests wait for it). ``view``: the HTML page's
+        (sort, order, writable); each view is a page of its own."""
+        view = None if as_json else (view or VIEW)
+        key = (url_path, as_json, view)
         now = time.monotonic()
         if self._retired:
             self.sweep(now)
@@ -178,7 +189,7 @@ class Listings:
                 return then(page)
             self._drop(key)
         if self.executor is None:
-            return defer(None, lambda: build(self.scan, url_path, as_json), self._keep_then(key, then), refuse)
+            return defer(None, lambda: build(self.scan, url_path, as_json, view), self._keep_then(key, then), refuse)
         from zcopy.server.reply import Pending
 
         pending = Pending()
@@ -186,7 +197,7 @@ class Listings:
         if waiters is None:
             waiters = self._building[key] = []
             epoch = self._epoch
-            self.executor.submit(build, self.scan, url_path, as_json, cpu=True).then(
+            self.executor.submit(build, self.scan, url_path, as_json, view, cpu=True).then(
                 lambda task: self._built(key, epoch, task))
         waiters.append((then, refuse, pending))
         return pending

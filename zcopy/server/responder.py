@@ -13,10 +13,12 @@ import stat as stat_mod
 import time
 from urllib.parse import quote
 
-from zcopy import http
+from zcopy import http, ui
+from zcopy.server import archive
 from zcopy.server.auth import CHALLENGE, token_ok
 from zcopy.server.dav import DAV_METHODS, Dav
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
+from zcopy.server.executor import defer
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
@@ -25,6 +27,9 @@ from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
+#: The folder page's own policy (zcopy.ui.PAGE_CSP) and no sniffing.
+_PAGE_HEADERS = (f"Content-Security-Policy: {ui.PAGE_CSP}\r\nX-Content-Type-Options: nosniff\r\n"
+                 "Referrer-Policy: same-origin\r\n").encode()
 #: Answers memoized per Date second and Request (``_Answers``); starts over when full.
 ANSWERS = 256
 
@@ -53,6 +58,7 @@ class Responder:
         self.cache = cache
         #: folder listings, built on ``executor`` (None: on the caller's thread)
         self.listings = Listings(cache, self._scan, executor)
+        self.executor = executor        # the tar walk runs there too
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
@@ -144,14 +150,20 @@ class Responder:
             if self.read_token and not token_ok(authorization, self.read_token, self.token):
                 raise http.HttpError(401, "this server needs a token to read", headers=[CHALLENGE],
                                      close=close or has_body)
-        elif self.writer is not None and self.token and not token_ok(authorization, self.token):
+        elif self.writer is not None and not self.may_write(req):
             raise http.HttpError(401, "a valid token is needed to write", headers=[CHALLENGE], close=close or has_body)
         return self.dav.handle(req, close)
+
+    def may_write(self, req: http.Request) -> bool:
+        """The one rights check for writes: what the write methods enforce and what the folder page
+        asks (``data-write``) before it shows its upload and edit controls."""
+        return self.writer is not None and (not self.token or token_ok(req.headers.get("authorization"),
+                                                                         self.token))
 
     def _write(self, req: http.Request, close_on_error: bool):
         if self.writer is None:
             raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close_on_error)
-        if self.token and not token_ok(req.headers.get("authorization"), self.token):
+        if not self.may_write(req):
             raise http.HttpError(401, "a valid token is needed to write", headers=[CHALLENGE], close=close_on_error)
         if b"#" in req.target:      # a fragment is the client's business: never part of what is changed
             raise http.HttpError(400, "a request target cannot hold a fragment (#)", close=close_on_error)
@@ -272,6 +284,8 @@ class Responder:
             data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,
                                           version=req.version)
             return whole(301, data, close)
+        if req.query and "download=tar" in req.query.split("&"):
+            return self._tar(req, close, head_only)
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:
@@ -279,13 +293,15 @@ class Responder:
         if index is not None:
             return self._file(req, index, close, head_only)
         as_json = http.wants_json(req.headers.get("accept"))
+        # The HTML page's view: its order (``?sort=&order=``) and whether its write controls show.
+        view = None if as_json else (*http.sort_request(req.query), self.may_write(req))
 
         def reply(page) -> Reply:
             return self._listing(req, page, close, head_only)
 
         def refuse(exc: Exception) -> Reply:
             return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
-        return self.listings.serve(req.path, as_json, reply, refuse)
+        return self.listings.serve(req.path, as_json, reply, refuse, view)
 
     def _listing(self, req: http.Request, page, close: bool, head_only: bool) -> Reply:
         """The reply for a built listing page (``listings.Page``): its body is
@@ -301,11 +317,46 @@ class Responder:
             if verdict is not None:
                 raise http.HttpError(verdict, "precondition failed")
         extra = f"Content-Type: {page.content_type}\r\n".encode() + extra
+        if page.content_type.startswith("text/html"):
+            extra += _PAGE_HEADERS
         head = http.response_head(200, self.date.get(), b"", page.size, extra=extra, close=close,
                                   version=req.version)
         if head_only:
             return Reply(200, head, [], 0, close)
         return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)
+
+    def _tar(self, req: http.Request, close: bool, head_only: bool):
+        """The folder as a tar (zcopy.server.archive): headers as bytes, file bodies as fd ranges.
+        The walk runs on the executor (a Pending), the reply is made on the loop."""
+        url_path, show_hidden = req.path, self.cache.show_hidden
+
+        def walk():
+            with self.cache.fs.locate(url_path) as place:
+                try:
+                    dir_fd = place.open_dir()
+                except PermissionError:
+                    raise http.HttpError(403, "permission denied") from None
+                except OSError:
+                    raise http.HttpError(404, "not found") from None
+            try:
+                return archive.plan(dir_fd, show_hidden=show_hidden, at_top=http.normalised(url_path) == "/")
+            finally:
+                os.close(dir_fd)
+
+        def then(planned) -> Reply:
+            body, length, fds = planned
+            extra = (f"Content-Type: application/x-tar\r\nContent-Disposition: {archive.disposition(url_path)}\r\n"
+                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n").encode()
+            head = http.response_head(200, self.date.get(), b"", length, extra=extra, close=close,
+                                      version=req.version)
+            if head_only:
+                fds.close()
+                return Reply(200, head, [], 0, close)
+            return Reply(200, head, body, length, close, fds)
+
+        def refuse(exc: Exception) -> Reply:
+            return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
+        return defer(self.executor, walk, then, refuse)
 
     def _scan(self, url_path: str) -> tuple[str, int, list]:
         """The folder ``url_path`` names: its path label, an fd of it (the

@@ -108,4 +108,7 @@ def server_routes(date: http.DateHeader, state=None) -> Routes:
         return routes.json(req, 200, {"server": "zcopy", "version": __version__}, close)
 
     routes.add(RESERVED + "/ping", GET=ping)
+    from zcopy import ui
+
+    ui.register(routes)         # the folder page's CSS and JS, /.zcopy/ui/<hash>/<name>
     return routes

@@ -167,6 +167,13 @@ class State:
         with self._lock:
             return self._connect().execute(sql, params).fetchall()
 
+    def open(self) -> "State":
+        """Open the connection now (a worker does it once at start, after the fork, so its fds are
+        there from the first request on instead of appearing at the first off-loop use)."""
+        with self._lock:
+            self._connect()
+        return self
+
     def close(self) -> None:
         with self._lock:
             if self._db is not None and self._pid == os.getpid():

@@ -53,7 +53,7 @@ class Worker(ListenerLoop):
         self.executor = Executor()
         self.engines = {self.engine.name: self.engine, self.upload_engine.name: self.upload_engine}
         #: This process's handle on the state folder: its sqlite connection opens on first use, after the fork.
-        self.state = State(config.state_dir) if config.state_dir else None
+        self.state = State(config.state_dir).open() if config.state_dir else None
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
                                    watch=_file_watch(), generation=generation(),

@@ -1,0 +1,245 @@
+"""The folder page in a real browser: Playwright driving Debian's Chromium (/usr/bin/chromium, no
+browser download) against a real server. Drag and drop of folders cannot be driven (Chromium gives
+synthetic drops no folder entries): the webkitdirectory input is, and the drop path was checked by hand."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from tests.serverutil import Server
+from zcopy.server.root import TEMP_PREFIX
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    profile = tempfile.mkdtemp(prefix="zcopy-chromium-")
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    page.close()
+    assert not errors, errors           # the page's script never throws
+
+
+def names(page) -> list[str]:
+    return page.eval_on_selector_all("#listing tbody tr:not([hidden])", "rs => rs.map(r => r.dataset.name)")
+
+
+def test_upload_two_files_then_folder_mkdir_rename_delete(tmp_path, page):
+    root, src = tmp_path / "root", tmp_path / "src"
+    root.mkdir()
+    src.mkdir()
+    a, b = src / "first file.txt", src / "second 2.bin"
+    a.write_bytes(b"hello from the picker\n")
+    b.write_bytes(os.urandom(3 << 20))
+    tree = src / "album"
+    (tree / "disc 1").mkdir(parents=True)
+    (tree / "cover.jpg").write_bytes(os.urandom(5000))
+    (tree / "disc 1" / "track_10.flac").write_bytes(os.urandom(70000))
+    (tree / "disc 1" / "track_2.flac").write_bytes(os.urandom(60000))
+    with Server(root, "--allow-write") as srv:
+        page.goto(srv.url + "/")
+        assert page.get_attribute("body", "data-write") == "1"
+        page.set_input_files("#pick-files", [str(a), str(b)])
+        page.wait_for_function("() => document.getElementById('total-text').textContent.startsWith('2 of 2 files')")
+        page.wait_for_function("() => document.querySelectorAll('#listing tbody tr').length === 2")
+        assert names(page) == ["first file.txt", "second 2.bin"]
+        assert (root / a.name).read_bytes() == a.read_bytes()
+        assert (root / b.name).read_bytes() == b.read_bytes()
+        assert page.get_attribute("#total", "value") == page.get_attribute("#total", "max")
+        assert not page.is_visible("button[aria-label='Cancel first file.txt']")      # done: nothing to cancel
+        assert not page.is_visible("button[aria-label='Retry first file.txt']")
+
+        page.set_input_files("#pick-folder", str(tree))         # an <input webkitdirectory>
+        page.wait_for_function("() => document.getElementById('total-text').textContent.startsWith('5 of 5 files')")
+        page.wait_for_function("() => [...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'album')")
+        for rel in ("cover.jpg", "disc 1/track_10.flac", "disc 1/track_2.flac"):
+            assert (root / "album" / rel).read_bytes() == (tree / rel).read_bytes()
+
+        page.once("dialog", lambda d: d.accept("New 10"))
+        page.click("#mkdir")
+        page.wait_for_function("() => [...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'New 10')")
+        assert (root / "New 10").is_dir()
+        assert names(page) == ["album", "New 10", "first file.txt", "second 2.bin"]   # folders first, natural
+
+        page.once("dialog", lambda d: d.accept("renamed é.txt"))
+        page.click("button[aria-label='Rename first file.txt']")
+        page.wait_for_function("() => [...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'renamed é.txt')")
+        assert not (root / a.name).exists() and (root / "renamed é.txt").read_bytes() == a.read_bytes()
+
+        messages = []
+        page.once("dialog", lambda d: (messages.append(d.message), d.accept()))
+        page.click("button[aria-label='Delete album']")
+        page.wait_for_function("() => ![...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'album')")
+        assert messages == ["Delete the folder album and everything in it?"]
+        assert not (root / "album").exists()
+
+        page.once("dialog", lambda d: d.dismiss())               # a refused confirmation deletes nothing
+        page.click("button[aria-label='Delete second 2.bin']")
+        assert (root / b.name).exists() and "second 2.bin" in names(page)
+
+
+def test_read_only_visitor_sees_no_write_controls(tmp_path, page):
+    for n in ("file_10", "File_2", "file_1", "b.txt"):
+        (tmp_path / n).write_bytes(b"x" * len(n) * 100)
+    (tmp_path / "z dir").mkdir()
+    with Server(tmp_path) as srv:
+        page.goto(srv.url + "/")
+        assert page.get_attribute("body", "data-write") == "0"
+        for sel in ("#pick-files", "#pick-folder", "#mkdir", "#drop", "button"):
+            assert page.query_selector(sel) is None, sel
+        first_load = names(page)
+        assert first_load == ["z dir", "b.txt", "file_1", "File_2", "file_10"]
+        page.click("th[data-col=name] a")                       # by script: descending
+        assert page.get_attribute("th[data-col=name]", "aria-sort") == "descending"
+        clicked = names(page)
+        page.goto(srv.url + "/?sort=name&order=desc")            # the server's order for the same request
+        assert names(page) == clicked == ["z dir", "file_10", "File_2", "file_1", "b.txt"]
+        page.click("th[data-col=size] a")
+        assert page.get_attribute("th[data-col=size]", "aria-sort") == "ascending"
+        assert page.get_attribute("th[data-col=name]", "aria-sort") is None
+        assert re.search(r"sort=size&order=asc$", page.url)
+        page.fill("#filter", "FILE_")
+        assert names(page) == ["file_1", "File_2", "file_10"]
+        assert page.inner_text("#total-line").startswith("3 of 5 shown; 1 folder, 4 files")
+
+
+def test_keyboard_reaches_every_control(tmp_path, page):
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "sub").mkdir()
+    with Server(tmp_path, "--allow-write") as srv:
+        page.goto(srv.url + "/sub/../")
+        page.wait_for_selector("button.ren")
+        controls = page.eval_on_selector_all(
+            "a[href], button, input", "xs => xs.filter(x => x.offsetParent !== null || x.type === 'file')"
+            ".map(x => x.id || x.getAttribute('aria-label') || x.getAttribute('href') || x.textContent)")
+        reached = set()
+        for _ in range(len(controls) + 5):
+            page.keyboard.press("Tab")
+            reached.add(page.evaluate("(x => x.id || x.getAttribute('aria-label') || x.getAttribute('href')"
+                                      " || x.textContent)(document.activeElement)"))
+        assert set(controls) <= reached, set(controls) - reached
+        assert {"pick-files", "pick-folder", "mkdir", "filter", "Rename a.txt", "Delete sub"} <= reached
+        page.focus("th[data-col=size] a")
+        page.keyboard.press("Enter")                             # sorting by keyboard
+        assert page.get_attribute("th[data-col=size]", "aria-sort") == "ascending"
+
+
+def test_uploaded_html_cannot_call_the_api(tmp_path, page):
+    (tmp_path / "victim.txt").write_text("keep me")
+    evil = ("<!doctype html><title>evil</title><script>document.title='ran';"
+            "fetch('/pwned-{tag}.txt',{{method:'PUT',body:'x'}});"
+            "fetch('/victim.txt',{{method:'DELETE'}});</script>")
+    with Server(tmp_path, "--allow-write") as srv:
+        req = urllib.request.Request(srv.url + "/evil.html", data=evil.format(tag="sandboxed").encode(), method="PUT")
+        assert urllib.request.urlopen(req).status == 201
+        response = page.goto(srv.url + "/evil.html")
+        assert response.headers["content-security-policy"] == "sandbox"
+        page.wait_for_load_state("load")
+        assert page.title() == "evil"                            # the script never ran
+        # The same document without the sandbox, on the same origin, does reach the API (the test
+        # would catch a guard that went missing): wait for its PUT to land.
+        page.route(srv.url + "/control.html", lambda route: route.fulfill(
+            status=200, content_type="text/html", body=evil.format(tag="control")))
+        page.goto(srv.url + "/control.html")
+        page.wait_for_function("() => document.title === 'ran'")
+        page.goto(srv.url + "/")
+        page.wait_for_function("() => [...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'pwned-control.txt')")
+        assert not (tmp_path / "pwned-sandboxed.txt").exists()
+        (tmp_path / "victim.txt").write_text("keep me")          # the control deleted it; the sandboxed page did not
+
+
+def test_script_and_server_sort_alike(tmp_path, page):
+    """The rule is written twice (natural.py, app.js): a click must give the server's order, for names
+    that probe every clause (digit runs with leading zeros and huge values, case, non-ASCII, astral
+    code points, other Unicode digits, ties under lower-casing)."""
+    import random
+
+    rng = random.Random(20)
+    alphabet = ["a", "B", "z", "0", "1", "2", "9", "00", "_", " ", ".", "é", "É", "ß", "ǅ", "日", "\U0001F600",
+                "\uff10", "٣", "-", "Z", "10", "99999999999999999999"]
+    wanted = {"file_1", "file_01", "File_1", "file_10", "file_2", "a", "A", "ß", "ss", "10", "9"}
+    while len(wanted) < 160:
+        name = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))).strip()
+        if name and not name.startswith("."):                    # hidden names are not listed
+            wanted.add(name)
+    for i, n in enumerate(sorted(wanted)):
+        if i % 7 == 0:
+            (tmp_path / n).mkdir()
+        else:
+            (tmp_path / n).write_bytes(b"x" * rng.randint(0, 3))
+    with Server(tmp_path) as srv:
+        for col in ("name", "size"):
+            page.goto(f"{srv.url}/?sort={col}&order=desc")
+            server_desc = names(page)
+            page.goto(f"{srv.url}/?sort={col}&order=asc")
+            server_asc = names(page)
+            assert len(server_asc) == len(wanted)
+            page.click(f"th[data-col={col}] a")                   # script: descending
+            assert names(page) == server_desc, col
+            page.click(f"th[data-col={col}] a")                   # script: ascending again
+            assert names(page) == server_asc, col
+
+
+def test_upload_retry_and_cancel(tmp_path, page):
+    root, src = tmp_path / "root", tmp_path / "src"
+    root.mkdir()
+    (src / "x").mkdir(parents=True)
+    (src / "x" / "f.txt").write_bytes(b"retried\n")
+    big = src / "big.bin"
+    big.write_bytes(os.urandom(32 << 20))
+    (root / "x").write_text("a file where the folder should go")
+    with Server(root, "--allow-write") as srv:
+        page.goto(srv.url + "/")
+        page.set_input_files("#pick-folder", str(src / "x"))
+        page.wait_for_selector("li.failed")                       # x/ cannot be made: x is a file
+        assert "failed" in page.inner_text("li.failed .s")
+        (root / "x").unlink()
+        page.click("button[aria-label='Retry x/f.txt']")
+        page.wait_for_selector("li.done")
+        assert (root / "x" / "f.txt").read_bytes() == b"retried\n"
+
+        cdp = page.context.new_cdp_session(page)                  # slow the upload so it can be cancelled
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                      "downloadThroughput": -1, "uploadThroughput": 256 * 1024})
+        page.set_input_files("#pick-files", str(big))
+        page.wait_for_function("() => +document.querySelector('progress[aria-label=\"Progress of big.bin\"]').value > 0")
+        page.click("button[aria-label='Cancel big.bin']")
+        assert page.inner_text("li.cancelled .s") == "cancelled"
+        assert page.is_visible("button[aria-label='Retry big.bin']")
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                      "downloadThroughput": -1, "uploadThroughput": -1})
+        # The server saw the connection end: no file, no temp file left behind.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(n.startswith(TEMP_PREFIX) for n in os.listdir(root)):
+            time.sleep(0.05)
+        assert sorted(os.listdir(root)) == ["x"]
+        page.click("button[aria-label='Retry big.bin']")
+        page.wait_for_selector("li.done >> text=big.bin")
+        page.wait_for_function("() => document.getElementById('total-text').textContent.startsWith('2 of 2 files')")
+        assert (root / "big.bin").read_bytes() == big.read_bytes()

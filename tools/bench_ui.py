@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Two measurements for the folder page (issue 20's bars), each against a server on a temp tree:
+
+1. ``listing``: a 10,000-entry folder rendered in Chromium (/usr/bin/chromium via Playwright): time
+   from navigation to the load event with the page's script run (bar: under 1 s), and a click-sort
+   by size of all rows.
+2. ``tar``: ``FOLDER/?download=tar`` of a folder of N MiB (16 files) against downloading the same bytes
+   as one file, with curl to /dev/null, best of 3 each (bar: tar >= 0.9x the file's GB/s).
+
+    PYTHONPATH=$PWD python tools/bench_ui.py [--mib 1024] [--entries 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tests.serverutil import Server  # noqa: E402
+
+def state(work: str) -> tuple[str, str]:
+    """A private --state-dir: never the user's own (~/.local/state/zcopy)."""
+    path = os.path.join(work, "state")
+    os.makedirs(path, exist_ok=True)
+    return ("--state-dir", path)
+
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+
+
+def bench_listing(work: str, entries: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    folder = os.path.join(work, "list")
+    os.makedirs(folder)
+    for i in range(entries):
+        with open(os.path.join(folder, f"file_{i} report.txt"), "wb") as f:
+            f.write(b"x" * (i % 977))
+    with Server(folder, *state(work)) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(srv.url + "/")                # warm: the first listing of a cold folder
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                page.goto(srv.url + "/", wait_until="load")
+                page.wait_for_function("() => !document.getElementById('filter-box').hidden")
+                times.append(time.perf_counter() - t0)
+            rows = page.eval_on_selector_all("#listing tbody tr", "rs => rs.length")
+            # In the page: the click's sort plus the layout it causes (not Playwright's own waits).
+            sort_s = page.evaluate("() => { const t = performance.now();"
+                                   " document.querySelector('th[data-col=size] a').click();"
+                                   " document.body.offsetHeight; return (performance.now() - t) / 1000; }")
+            print(f"listing: {rows} rows, load+script best {min(times) * 1000:.0f} ms "
+                  f"(all: {', '.join(f'{t * 1000:.0f}' for t in times)} ms); click-sort by size {sort_s * 1000:.0f} ms")
+        finally:
+            browser.close()
+
+
+def curl_rate(url: str) -> float:
+    best = 0.0
+    for _ in range(3):
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
+                             check=True, capture_output=True, text=True).stdout.split()
+        best = max(best, int(out[0]) / float(out[1]) / 1e9)
+    return best
+
+
+def bench_tar(work: str, mib: int) -> None:
+    root = os.path.join(work, "tar")
+    os.makedirs(os.path.join(root, "folder"))
+    chunk = os.urandom(1 << 20)
+    per = mib // 16
+    with open(os.path.join(root, "one.bin"), "wb") as whole:
+        for i in range(16):
+            with open(os.path.join(root, "folder", f"part{i:02}.bin"), "wb") as f:
+                for _ in range(per):
+                    f.write(chunk)
+                    whole.write(chunk)
+    with Server(root, *state(work)) as srv:
+        curl_rate(srv.url + "/one.bin")                 # warm the page cache for both
+        curl_rate(srv.url + "/folder/?download=tar")
+        one = curl_rate(srv.url + "/one.bin")
+        tar = curl_rate(srv.url + "/folder/?download=tar")
+    print(f"tar: {mib} MiB in 16 files: tar {tar:.2f} GB/s, one file {one:.2f} GB/s, ratio {tar / one:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=1024)
+    ap.add_argument("--entries", type=int, default=10_000)
+    ap.add_argument("--only", choices=("listing", "tar"))
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="zcopy-bench-ui-")
+    try:
+        if args.only in (None, "listing"):
+            bench_listing(work, args.entries)
+        if args.only in (None, "tar"):
+            bench_tar(work, args.mib)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

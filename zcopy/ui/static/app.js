@@ -1,0 +1,327 @@
+// zcopy folder page: sort and filter in place, and (where the server says body[data-write="1"])
+// upload, make folder, rename and delete. No framework; the page works without this file.
+"use strict";
+(function () {
+  var body = document.body, table = document.getElementById("listing");
+  if (!table) return;
+  var tbody = table.tBodies[0];
+  var writable = body.dataset.write === "1";
+  var state = { sort: body.dataset.sort || "name", order: body.dataset.order || "asc" };
+
+  // -- the one sort rule (zcopy/http/natural.py): folders first; names in pieces, digit runs as
+  // numbers (shorter run first at equal value) before other runs, other runs lower-cased by code
+  // point; ties by the name's code points.
+  function pieces(name) {
+    var out = [], re = /([0-9]+)|([^0-9]+)/g, m;
+    while ((m = re.exec(name)) !== null) out.push(m[1] !== undefined ? { d: m[1] } : { s: m[2].toLowerCase() });
+    return out;
+  }
+  function cmpCodePoints(a, b) {
+    var ia = 0, ib = 0;
+    while (ia < a.length && ib < b.length) {
+      var x = a.codePointAt(ia), y = b.codePointAt(ib);
+      if (x !== y) return x < y ? -1 : 1;
+      ia += x > 0xffff ? 2 : 1; ib += y > 0xffff ? 2 : 1;
+    }
+    return ia < a.length ? 1 : (ib < b.length ? -1 : 0);
+  }
+  function cmpDigits(a, b) {
+    var x = a.replace(/^0+/, ""), y = b.replace(/^0+/, "");
+    if (x.length !== y.length) return x.length < y.length ? -1 : 1;
+    if (x !== y) return x < y ? -1 : 1;
+    return a.length === b.length ? 0 : (a.length < b.length ? -1 : 1);
+  }
+  function natural(a, p, b, q) {          // names a, b and their pieces p, q
+    var n = Math.min(p.length, q.length);
+    for (var i = 0; i < n; i++) {
+      var x = p[i], y = q[i], c;
+      if (x.d !== undefined && y.d !== undefined) c = cmpDigits(x.d, y.d);
+      else if (x.d !== undefined) c = -1;
+      else if (y.d !== undefined) c = 1;
+      else c = cmpCodePoints(x.s, y.s);
+      if (c) return c;
+    }
+    if (p.length !== q.length) return p.length < q.length ? -1 : 1;
+    return cmpCodePoints(a, b);
+  }
+  function compare(col) {               // on {row, name, pieces, dir, size, mtime}, keys read once per row
+    return function (a, b) {
+      var c = 0;
+      if (col === "size") c = a.size - b.size;
+      else if (col === "mtime") c = a.mtime - b.mtime;
+      return c ? (c < 0 ? -1 : 1) : natural(a.name, a.pieces, b.name, b.pieces);
+    };
+  }
+  function sortRows() {
+    var cmp = compare(state.sort), sign = state.order === "desc" ? -1 : 1;
+    var items = [].map.call(tbody.rows, function (r) {
+      var d = r.dataset;
+      return { row: r, name: d.name, pieces: pieces(d.name), dir: d.dir === "1", size: +d.size, mtime: +d.mtime };
+    });
+    items.sort(function (a, b) {
+      if (a.dir !== b.dir) return a.dir ? -1 : 1;
+      return sign * cmp(a, b);
+    });
+    // Rows move inside a detached tbody (no layout per move), which then goes back in one step.
+    var next = table.removeChild(tbody);
+    items.forEach(function (it) { next.appendChild(it.row); });
+    table.appendChild(next);
+    [].forEach.call(table.tHead.rows[0].cells, function (th) {
+      var col = th.dataset.col, link = th.querySelector("a"), mark = th.querySelector(".mark");
+      if (!col) return;
+      var active = col === state.sort;
+      if (active) th.setAttribute("aria-sort", state.order === "asc" ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+      if (mark) mark.textContent = active ? (state.order === "asc" ? "\u25B2" : "\u25BC") : "";
+      link.href = "?sort=" + col + "&order=" + (active && state.order === "asc" ? "desc" : "asc");
+    });
+  }
+  table.tHead.addEventListener("click", function (ev) {
+    var link = ev.target.closest("th a");
+    if (!link || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+    ev.preventDefault();
+    var col = link.parentNode.dataset.col;
+    state.order = col === state.sort && state.order === "asc" ? "desc" : "asc";
+    state.sort = col;
+    sortRows();
+    history.replaceState(null, "", "?sort=" + col + "&order=" + state.order);
+  });
+
+  // -- sizes and dates as the server writes them (zcopy/units.py format_size; UTC minutes)
+  function humanSize(n) {
+    var units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    for (var i = 0; i < units.length; i++) {
+      if (Math.abs(n) < 1024 || i === units.length - 1) return i === 0 ? Math.round(n) + " B" : n.toFixed(1) + " " + units[i];
+      n /= 1024;
+    }
+  }
+  function when(secs) {
+    var d = new Date(secs * 1000), p = function (x) { return (x < 10 ? "0" : "") + x; };
+    return d.getUTCFullYear() + "-" + p(d.getUTCMonth() + 1) + "-" + p(d.getUTCDate()) + " " +
+      p(d.getUTCHours()) + ":" + p(d.getUTCMinutes());
+  }
+
+  // -- filter as you type
+  var filter = document.getElementById("filter"), totalLine = document.getElementById("total-line");
+  document.getElementById("filter-box").hidden = false;
+  function applyFilter() {
+    var q = filter.value.toLowerCase(), shown = 0;
+    [].forEach.call(tbody.rows, function (r) {
+      var hit = !q || r.dataset.name.toLowerCase().indexOf(q) >= 0;
+      r.hidden = !hit;
+      if (hit) shown++;
+    });
+    summarize(q ? shown : -1);
+  }
+  function summarize(shown) {
+    var folders = 0, files = 0, bytes = 0;
+    [].forEach.call(tbody.rows, function (r) {
+      if (r.dataset.dir === "1") folders++; else { files++; bytes += +r.dataset.size; }
+    });
+    var s = folders + " folder" + (folders === 1 ? "" : "s") + ", " + files + " file" + (files === 1 ? "" : "s") +
+      ", " + humanSize(bytes);
+    totalLine.textContent = shown >= 0 ? shown + " of " + (folders + files) + " shown; " + s : s;
+  }
+  filter.addEventListener("input", applyFilter);
+
+  if (!writable) return;
+
+  // -- writes: everything below runs only for a visitor the server says may write
+  var here = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
+  function urlOf(rel) { return here + rel.split("/").map(encodeURIComponent).join("/"); }
+  function request(method, url, headers) {
+    return new Promise(function (resolve, reject) {
+      var x = new XMLHttpRequest();
+      x.open(method, url);
+      Object.keys(headers || {}).forEach(function (k) { x.setRequestHeader(k, headers[k]); });
+      x.onload = function () { (x.status < 300 ? resolve : reject)(new Error(method + " " + x.status + " " + x.statusText)); };
+      x.onerror = function () { reject(new Error(method + " failed: network")); };
+      x.send();
+    });
+  }
+  function row(e) {
+    var tr = document.createElement("tr"), dir = e.type === "dir";
+    tr.dataset.name = e.name; tr.dataset.dir = dir ? "1" : "0"; tr.dataset.size = e.size;
+    tr.dataset.mtime = Math.round(e.mtime); tr.dataset.href = e.href;
+    var a = document.createElement("a"); a.href = e.href; a.textContent = e.name + (dir ? "/" : "");
+    var td = [document.createElement("td"), document.createElement("td"), document.createElement("td")];
+    td[0].className = "name"; td[0].appendChild(a);
+    td[1].className = "n"; td[1].textContent = dir ? "\u2014" : humanSize(e.size);
+    td[2].textContent = when(e.mtime);
+    td.forEach(function (c) { tr.appendChild(c); });
+    return tr;
+  }
+  function addActions(tr) {
+    var href = tr.dataset.href || tr.querySelector("td.name a").getAttribute("href");
+    tr.dataset.href = href;
+    var td = document.createElement("td"); td.className = "act";
+    var ren = document.createElement("button"); ren.type = "button"; ren.textContent = "Rename";
+    ren.className = "ren"; ren.setAttribute("aria-label", "Rename " + tr.dataset.name);
+    var del = document.createElement("button"); del.type = "button"; del.textContent = "Delete";
+    del.className = "del"; del.setAttribute("aria-label", "Delete " + tr.dataset.name);
+    td.appendChild(ren); td.appendChild(del); tr.appendChild(td);
+  }
+  var th = document.createElement("th"); th.scope = "col"; th.className = "act"; th.innerHTML = "<span class=\"sr\">Actions</span>";
+  table.tHead.rows[0].appendChild(th);
+  [].forEach.call(tbody.rows, addActions);
+  function refresh() {
+    return fetch(here, { headers: { Accept: "application/json" }, cache: "no-store" }).then(function (r) {
+      if (!r.ok) throw new Error("listing " + r.status);
+      return r.json();
+    }).then(function (doc) {
+      tbody.textContent = "";
+      doc.entries.forEach(function (e) { var tr = row(e); addActions(tr); tbody.appendChild(tr); });
+      sortRows(); applyFilter();
+    });
+  }
+  tbody.addEventListener("click", function (ev) {
+    var btn = ev.target.closest("button"); if (!btn) return;
+    var tr = btn.closest("tr"), name = tr.dataset.name, dir = tr.dataset.dir === "1";
+    if (btn.classList.contains("del")) {
+      if (!confirm("Delete " + (dir ? "the folder " + name + " and everything in it" : name) + "?")) return;
+      request("DELETE", here + tr.dataset.href + (dir ? "?recursive=1" : "")).then(refresh, alertError);
+    } else if (btn.classList.contains("ren")) {
+      var to = prompt("New name for " + name, name);
+      if (!to || to === name) return;
+      if (to.indexOf("/") >= 0) { alert("A name cannot contain /"); return; }
+      request("MOVE", here + tr.dataset.href, { Destination: location.origin + urlOf(to) + (dir ? "/" : "") })
+        .then(refresh, alertError);
+    }
+  });
+  function alertError(err) { alert(String(err.message || err)); }
+  document.getElementById("mkdir").addEventListener("click", function () {
+    var name = prompt("Name of the new folder");
+    if (!name) return;
+    if (name.indexOf("/") >= 0) { alert("A name cannot contain /"); return; }
+    request("MKCOL", urlOf(name) + "/").then(refresh, alertError);
+  });
+
+  // -- uploads: one XHR PUT per file (progress, cancel, retry), folders first made with MKCOL
+  var tools = document.getElementById("tools"), panel = document.getElementById("progress");
+  var queueList = document.getElementById("queue"), totalBar = document.getElementById("total");
+  var totalText = document.getElementById("total-text");
+  tools.hidden = false;
+  var jobs = [], running = 0, LIMIT = 3, madeDirs = {};
+  function updateTotal() {
+    var size = 0, done = 0, finished = 0;
+    jobs.forEach(function (j) { if (j.state === "cancelled") return; size += j.file.size; done += j.loaded; if (j.state === "done") finished++; });
+    var live = jobs.filter(function (j) { return j.state !== "cancelled"; }).length;
+    totalBar.max = size || 1; totalBar.value = size ? done : (finished === live ? 1 : 0);
+    totalText.textContent = finished + " of " + live + " files, " + humanSize(done) + " of " + humanSize(size);
+  }
+  function setState(j, s, text) {
+    j.state = s; j.li.className = s; j.status.textContent = text;
+    j.cancel.hidden = !(s === "queued" || s === "sending");
+    j.retry.hidden = !(s === "failed" || s === "cancelled");
+    updateTotal();
+  }
+  function ensureDirs(rel) {
+    var parts = rel.split("/").slice(0, -1), chain = Promise.resolve(), path = "";
+    parts.forEach(function (p) {
+      path += (path ? "/" : "") + p;
+      var at = path;
+      chain = chain.then(function () {
+        if (!madeDirs[at]) madeDirs[at] = request("MKCOL", urlOf(at) + "/").catch(function (e) {
+          if (!/ 405 /.test(e.message)) { delete madeDirs[at]; throw e; }     // 405: it exists already
+        });
+        return madeDirs[at];
+      });
+    });
+    return chain;
+  }
+  function pump() {
+    while (running < LIMIT) {
+      var j = jobs.find(function (x) { return x.state === "queued"; });
+      if (!j) break;
+      start(j);
+    }
+    if (!running && jobs.length && jobs.every(function (x) { return x.state !== "queued" && x.state !== "sending"; })) refresh();
+  }
+  function start(j) {
+    running++;
+    setState(j, "sending", "sending");
+    ensureDirs(j.rel).then(function () {
+      if (j.state !== "sending") return;
+      var x = j.xhr = new XMLHttpRequest();
+      x.open("PUT", urlOf(j.rel));
+      x.upload.onprogress = function (ev) { j.loaded = ev.loaded; j.bar.value = ev.loaded; updateTotal(); };
+      x.onload = function () {
+        running--;
+        if (x.status < 300) { j.loaded = j.file.size; j.bar.value = j.file.size || 1; setState(j, "done", "done"); }
+        else setState(j, "failed", "failed: " + x.status + " " + x.statusText);
+        pump();
+      };
+      x.onerror = function () { running--; setState(j, "failed", "failed: network"); pump(); };
+      x.onabort = function () { running--; pump(); };
+      x.send(j.file);
+    }, function (err) { running--; setState(j, "failed", "failed: " + err.message); pump(); });
+  }
+  function enqueue(file, rel) {
+    var li = document.createElement("li"), j = { file: file, rel: rel, loaded: 0, li: li };
+    var f = document.createElement("span"); f.className = "f"; f.textContent = rel;
+    j.bar = document.createElement("progress"); j.bar.max = file.size || 1; j.bar.value = 0;
+    j.bar.setAttribute("aria-label", "Progress of " + rel);
+    j.status = document.createElement("span"); j.status.className = "s";
+    j.cancel = document.createElement("button"); j.cancel.type = "button"; j.cancel.textContent = "Cancel";
+    j.cancel.setAttribute("aria-label", "Cancel " + rel);
+    j.retry = document.createElement("button"); j.retry.type = "button"; j.retry.textContent = "Retry";
+    j.retry.setAttribute("aria-label", "Retry " + rel);
+    j.cancel.onclick = function () {
+      var was = j.state; setState(j, "cancelled", "cancelled");
+      if (was === "sending" && j.xhr) j.xhr.abort();
+    };
+    j.retry.onclick = function () {
+      madeDirs = {};                          // folders are made again: the failure may have been one of them
+      j.loaded = 0; j.bar.value = 0; setState(j, "queued", "queued"); pump();
+    };
+    [f, j.bar, j.status, j.cancel, j.retry].forEach(function (n) { li.appendChild(n); });
+    queueList.appendChild(li);
+    jobs.push(j);
+    setState(j, "queued", "queued");
+  }
+  function addFiles(list) {
+    panel.hidden = false;
+    [].forEach.call(list, function (f) { enqueue(f, f.webkitRelativePath || f.relativePath || f.name); });
+    pump();
+  }
+  ["pick-files", "pick-folder"].forEach(function (id) {
+    var input = document.getElementById(id);
+    input.addEventListener("change", function () { addFiles(input.files); input.value = ""; });
+  });
+  // Drag and drop: files, and folders through webkitGetAsEntry (structure kept).
+  function readEntry(entry, prefix, out) {
+    if (entry.isFile) return new Promise(function (res) {
+      entry.file(function (f) { out.push({ file: f, rel: prefix + f.name }); res(); }, function () { res(); });
+    });
+    var reader = entry.createReader(), all = [];
+    return new Promise(function (res) {
+      (function more() {
+        reader.readEntries(function (batch) {
+          if (!batch.length) {
+            Promise.all(all.map(function (e) { return readEntry(e, prefix + entry.name + "/", out); })).then(res);
+            return;
+          }
+          all = all.concat([].slice.call(batch)); more();
+        }, function () { res(); });
+      })();
+    });
+  }
+  var drop = document.getElementById("drop");
+  ["dragenter", "dragover"].forEach(function (t) {
+    document.addEventListener(t, function (ev) { ev.preventDefault(); drop.classList.add("over"); });
+  });
+  document.addEventListener("dragleave", function (ev) { if (!ev.relatedTarget) drop.classList.remove("over"); });
+  document.addEventListener("drop", function (ev) {
+    ev.preventDefault(); drop.classList.remove("over");
+    var items = ev.dataTransfer.items, entries = [];
+    if (items && items.length && items[0].webkitGetAsEntry) {
+      [].forEach.call(items, function (it) { var e = it.webkitGetAsEntry(); if (e) entries.push(e); });
+      var out = [];
+      Promise.all(entries.map(function (e) { return readEntry(e, "", out); })).then(function () {
+        panel.hidden = false;
+        out.forEach(function (o) { enqueue(o.file, o.rel); });
+        pump();
+      });
+    } else addFiles(ev.dataTransfer.files);
+  });
+})();
