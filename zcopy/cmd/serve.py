@@ -123,6 +123,8 @@ def configure(p) -> None:
                             help="read the read token from this file (first line), out of sight of ps")
     w.add_argument("--max-upload", type=positive_size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
     w.add_argument("--no-fsync", action="store_true", help="do not fsync uploads before renaming them into place")
+    w.add_argument("--make-parents", action="store_true",
+                   help="PUT and MOVE create missing parent folders (the old behaviour; default: 409 as WebDAV says)")
 
 
 def build_config(args):
@@ -152,7 +154,8 @@ def build_config(args):
                       drain_timeout=args.drain_timeout, drain_delay=args.drain_delay,
                       worker_timeout=args.worker_timeout, allow_write=args.allow_write,
                       token=token, read_token=read_token, max_upload=args.max_upload,
-                      fsync=not args.no_fsync, state_dir=state_dir)
+                      fsync=not args.no_fsync, state_dir=state_dir,
+                      make_parents=args.make_parents)
     reasons = cfg.reasons
     reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"
     profile = None

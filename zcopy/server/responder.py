@@ -16,6 +16,7 @@ from urllib.parse import quote
 from zcopy import http, ui
 from zcopy.server import archive
 from zcopy.server.auth import CHALLENGE, token_ok
+from zcopy.server.dav import DAV_METHODS, Dav
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
 from zcopy.server.executor import defer
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
@@ -63,7 +64,11 @@ class Responder:
         self.writer = writer            # None: writes are refused with 403
         self.token = token
         self.read_token = read_token
-        self.allow = "GET, HEAD, PUT, DELETE, MOVE, MKCOL, OPTIONS" if writer else "GET, HEAD, OPTIONS"
+        #: WebDAV (PROPFIND, PROPPATCH, COPY, LOCK, UNLOCK; locks and If for the writes)
+        self.dav = Dav(cache, date, writer, getattr(self.routes, "state", None), executor)
+        if writer is not None:
+            writer.removed = self.dav.removed       # locks go with what DELETE removes and MOVE moves away
+        self.allow = self.dav.allow
         self._answers = _Answers(b"")
 
     # -- entry points ---------------------------------------------------------
@@ -102,14 +107,17 @@ class Responder:
                 return self.routes.respond(req, close, may_read)
             if req.method in WRITE_METHODS:
                 return self._write(req, close or has_body)
+            if req.method in DAV_METHODS:
+                return self._dav(req, close, has_body)
             # Nothing below reads a body, so the framing of whatever follows
             # one is unknowable: answer (even a refusal) and close, or the
             # body's bytes would be taken for the next request (smuggling).
             close = close or has_body
             if req.method == "OPTIONS":
-                head = http.response_head(204, self.date.get(), b"", None, close=close,
-                                          extra=f"Allow: {self.allow}\r\n".encode(), version=req.version)
-                return Reply(204, head, [], 0, close)
+                # 200 with an empty body, not 204: Windows' WebDAV redirector wants 200.
+                head = http.response_head(200, self.date.get(), b"", 0, close=close,
+                                          extra=self.dav.options_headers(), version=req.version)
+                return Reply(200, head, [], 0, close)
             if req.method not in READ_METHODS:
                 raise http.HttpError(405, f"{req.method} is not allowed here",
                                      headers=[("Allow", self.allow)])
@@ -132,7 +140,19 @@ class Responder:
                 answers[req] = (reply, entry)
             return reply
         except http.HttpError as exc:
+            if getattr(exc, "body", None) is not None:      # a WebDAV error with its XML body
+                return self.dav.error(exc, close or exc.close, req.version)
             return self.error(exc, close=close, head_only=head_only, version=req.version)
+
+    def _dav(self, req: http.Request, close: bool, has_body: bool):
+        authorization = req.headers.get("authorization")
+        if req.method == "PROPFIND":
+            if self.read_token and not token_ok(authorization, self.read_token, self.token):
+                raise http.HttpError(401, "this server needs a token to read", headers=[CHALLENGE],
+                                     close=close or has_body)
+        elif self.writer is not None and not self.may_write(req):
+            raise http.HttpError(401, "a valid token is needed to write", headers=[CHALLENGE], close=close or has_body)
+        return self.dav.handle(req, close)
 
     def may_write(self, req: http.Request) -> bool:
         """The one rights check for writes: what the write methods enforce and what the folder page
@@ -145,7 +165,10 @@ class Responder:
             raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close_on_error)
         if not self.may_write(req):
             raise http.HttpError(401, "a valid token is needed to write", headers=[CHALLENGE], close=close_on_error)
+        if b"#" in req.target:      # a fragment is the client's business: never part of what is changed
+            raise http.HttpError(400, "a request target cannot hold a fragment (#)", close=close_on_error)
         try:
+            self._check_locks(req)
             return self.writer.handle(req, close_on_error)
         except http.HttpError as exc:
             exc.close = exc.close or close_on_error
@@ -154,6 +177,18 @@ class Responder:
             err = http_error_for(exc)
             err.close = err.close or close_on_error
             raise err from None
+
+    def _check_locks(self, req: http.Request) -> None:
+        """423 when a lock covers what this write changes and its token is not
+        in the If header; 412 when the If header does not hold."""
+        if self.dav.locks is None and "if" not in req.headers:
+            return
+        method = req.method
+        targets = [(req.path, method in ("DELETE", "MOVE"))]
+        if method == "MOVE":
+            from zcopy.server.writer import _authority, _destination
+            targets.append((_destination(req.headers.get("destination"), _authority(req)), True))
+        self.dav.check(req, *targets)
 
     def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
               version: tuple = (1, 1)) -> Reply:

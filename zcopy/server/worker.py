@@ -59,7 +59,8 @@ class Worker(ListenerLoop):
                                    watch=_file_watch(), generation=generation(),
                                    digests=Digests(self.executor.submit, self.state))
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync, executor=self.executor) if config.allow_write else None
+                        fsync=config.fsync, executor=self.executor,
+                        make_parents=config.make_parents) if config.allow_write else None
         self.responder = Responder(self.cache, self.date, writer=writer, token=config.token,
                                    read_token=config.read_token, routes=server_routes(self.date, self.state),
                                    executor=self.executor)

@@ -40,7 +40,7 @@ from zcopy import http
 from zcopy.server.root import TEMP_PREFIX, Place, Root
 
 __all__ = ["TEMP_PREFIX", "STALE_AFTER", "Target", "TempFile", "write_target", "make_parents", "undo_parents",
-           "remove_stale_temps", "delete", "move", "mkcol"]
+           "remove_stale_temps", "remove_entry", "delete", "move", "mkcol"]
 
 STALE_AFTER = 60.0      # seconds without a write before an unheld temp file counts as left behind
 
@@ -303,15 +303,34 @@ def _closing(op):
     return run
 
 
+def remove_entry(target: Target) -> list[str]:
+    """Remove what ``target`` names, a folder with everything in it (fd-based:
+    ``shutil.rmtree`` opens each folder with O_NOFOLLOW relative to its
+    parent's fd). Returns the paths (relative to the target's folder) that
+    could not be removed: empty when all went (RFC 4918 9.6.1's partial failure)."""
+    place = target.place
+    if not target.is_dir:
+        os.unlink(place.name, dir_fd=place.dir_fd)
+        return []
+    failed: list[str] = []
+
+    def onerror(func, path, exc_info) -> None:
+        failed.append(path)
+
+    shutil.rmtree(place.name, dir_fd=place.dir_fd, onerror=onerror)
+    return failed
+
+
 @_closing
-def delete(target: Target, recursive: bool) -> None:
+def delete(target: Target, recursive: bool) -> list[str]:
+    """Remove the target (a folder only when ``recursive`` or empty); the
+    members that could not be removed (``remove_entry``)."""
     if not target.exists or (target.slashed and not target.is_dir):
         raise http.HttpError(404, "not found")
     place = target.place
     if target.is_dir:
         if recursive:
-            # fd-based: each folder opened with O_NOFOLLOW relative to its parent's fd.
-            shutil.rmtree(place.name, dir_fd=place.dir_fd)
+            return remove_entry(target)
         else:
             try:
                 os.rmdir(place.name, dir_fd=place.dir_fd)
@@ -321,10 +340,11 @@ def delete(target: Target, recursive: bool) -> None:
                 raise
     else:
         os.unlink(place.name, dir_fd=place.dir_fd)
+    return []
 
 
 @_closing
-def move(source: Target, dest: Target, overwrite: bool) -> bool:
+def move(source: Target, dest: Target, overwrite: bool, *, parents: bool = True) -> bool:
     """Rename (renameat with both folders' fds); returns whether something was replaced."""
     if not source.exists or (source.slashed and not source.is_dir):
         raise http.HttpError(404, "not found")
@@ -333,11 +353,18 @@ def move(source: Target, dest: Target, overwrite: bool) -> bool:
         raise http.HttpError(403, "source and destination are the same")
     if dst.startswith(src + "/"):
         raise http.HttpError(409, "cannot move a folder into itself")
-    if dest.slashed and not source.is_dir:
+    if dest.slashed and not source.is_dir and not (dest.is_dir and overwrite):
         raise http.HttpError(400, "a file cannot be moved to a folder path (ending in /)")
     if dest.exists and not overwrite:
         raise http.HttpError(412, "destination exists and Overwrite is F")
     replaced = dest.exists
+    if dest.place.missing and not parents:
+        raise http.HttpError(409, "the destination's parent folder does not exist")
+    if dest.exists and (dest.is_dir or source.is_dir):
+        # RFC 4918 9.9.3: Overwrite T deletes the destination first (a rename cannot replace a folder
+        # with a file, or a non-empty folder).
+        if remove_entry(dest):
+            raise http.HttpError(409, "the destination could not be removed entirely")
     try:
         make_parents(dest)
         os.rename(source.place.name, dest.place.name, src_dir_fd=source.place.dir_fd, dst_dir_fd=dest.place.dir_fd)
