@@ -60,7 +60,7 @@ def test_a_write_out_of_file_descriptors_is_503_and_leaves_no_folder(tmp_path):
     500) and no folder it made is left behind: one made by mkdirat and not
     yet opened used to stay (undo_parents did not know it)."""
     (tmp_path / "keep.txt").write_bytes(b"keep")
-    with Server(tmp_path, "--allow-write", "--no-fsync") as s:
+    with Server(tmp_path, "--allow-write", "--no-fsync", "--make-parents") as s:
         assert _call(s.port, "GET", b"/keep.txt")[2] == b"keep"    # the worker is up, its own fds open
         pid = s.worker_pids()[0]
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
@@ -181,7 +181,7 @@ def test_an_upload_that_ends_badly_leaves_the_folder_another_upload_is_writing_i
     upload, ended in 409. A parallel copy of a new folder lost every file
     that was in flight when one of them was refused."""
     new = tmp_path / "new"
-    with Server(tmp_path, "--allow-write", "--no-fsync", "--max-upload", "1000") as s:
+    with Server(tmp_path, "--allow-write", "--no-fsync", "--max-upload", "1000", "--make-parents") as s:
         pid = s.worker_pids()[0]
         a = socket.create_connection(("127.0.0.1", s.port), timeout=10)
         b = socket.create_connection(("127.0.0.1", s.port), timeout=10)
