@@ -26,6 +26,7 @@ PASS_ENV = {"ZCOPY_PASSPHRASE": "correct horse battery staple"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("root")
+    (root / "curl").mkdir()         # curl's PUT makes no folders (a missing one is 409, as WebDAV says)
     with Server(root, "--allow-write", "--token", TOKEN) as srv:
         yield srv
 

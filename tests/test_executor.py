@@ -95,7 +95,7 @@ def test_an_upload_that_nobody_waits_for_any_more_is_aborted(tmp_path, fd_guard)
 
     cache = OpenFileCache(str(tmp_path))
     try:
-        writer = Writer(cache, http.DateHeader())
+        writer = Writer(cache, http.DateHeader(), make_parents=True)      # the folder it makes goes too
         req = http.parse_head(b"PUT /d/f.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
         upload = writer.handle(req)                 # no executor: the Upload itself
         assert os.listdir(tmp_path) == ["d"]

@@ -23,7 +23,7 @@ def test_each_probe_leaves_no_fd_behind(fd_guard, name):
     assert not [f for f in findings if f.id.endswith(".probe")], findings
 
 
-@pytest.mark.parametrize("name", ["sendfile", "splice", "pipes", "cork", "msg_zerocopy"])
+@pytest.mark.parametrize("name", ["sendfile", "splice", "pipes", "cork", "msg_zerocopy", "small_reply"])
 def test_timeout_midway_leaks_nothing(fd_guard, name):
     """A 1 ms bound fires inside the probe with fds and temp files open."""
     started = time.monotonic()

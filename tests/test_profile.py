@@ -17,7 +17,7 @@ NIC_KEYS = {"name", "driver", "mtu", "features", "zero_copy_tx", "reason"}
 PIPE_KEYS = {"default_size", "max_size", "best_size", "user_pages_soft", "user_pages_hard", "largest_granted",
              "rounding", "budget"}
 REC_KEYS = {"download_engine", "upload_engine", "relay_engine", "pipe_size", "chunk_size", "workers", "prefetch",
-            "reasons", "source"}
+            "small_reply_max", "reasons", "source"}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,42 @@ def test_pipe_size_uses_measured_best_size(report):
     measured = _with(measured, "pipe_throughput.probe", status="ok")
     p = profile.recommend(measured)
     assert p.pipe_size == 262144 and "measured" in p.reasons["pipe_size"]
+
+
+def test_small_reply_max_is_the_measured_crossover(report):
+    finding = next(f for f in report["findings"] if f["id"] == "small_reply.crossover")
+    assert finding["status"] == "ok", finding["detail"]
+    rec = report["recommendation"]
+    assert rec["small_reply_max"] == finding["value"]["small_reply_max"]
+    assert "small_reply.crossover" in rec["reasons"]["small_reply_max"]
+
+
+def _crossover(report, limit, largest, **sizes):
+    value = {"sizes": {k.lstrip("_"): {"copy_us": c, "sendfile_us": f} for k, (c, f) in sizes.items()},
+             "small_reply_max": limit, "largest_measured": largest, "held_back": [], "iterations": 10}
+    return _with(report, "small_reply.crossover", status="ok", value=value)
+
+
+@pytest.mark.parametrize("limit, largest, words", [
+    (16384, 65536, "up to 16.0 KiB (2.0 against 3.0 µs per reply there); above 16.0 KiB sendfile was faster"),
+    (65536, 65536, "it still won at 64.0 KiB, the largest size measured"),
+    (0, 65536, "never faster than send(head, MSG_MORE) + sendfile here (at 256 B: 5.0 against 4.0 µs)"),
+])
+def test_small_reply_max_reason_in_words(report, limit, largest, words):
+    sizes = {"_256": (5.0, 4.0)} if limit == 0 else {"_256": (1.0, 2.0), f"_{limit}": (2.0, 3.0)}
+    p = profile.recommend(_crossover(report, limit, largest, **sizes))
+    assert p.small_reply_max == limit and words in p.reasons["small_reply_max"], p.reasons["small_reply_max"]
+
+
+@pytest.mark.parametrize("status", ["error", None])
+def test_small_reply_max_is_0_when_not_measured(report, status):
+    if status is None:       # the probe module never ran (an old cached report)
+        broken = dict(report, findings=[f for f in report["findings"] if f["id"] != "small_reply.crossover"])
+    else:
+        broken = _with(report, "small_reply.crossover", status=status, value=None, detail="it overran")
+    p = profile.recommend(broken)
+    assert p.small_reply_max == 0 and "measured nothing" in p.reasons["small_reply_max"]
+    assert "head + sendfile" in p.reasons["small_reply_max"]
 
 
 def test_pipe_size_fits_the_unprivileged_budget(report):

@@ -353,7 +353,7 @@ def test_a_move_on_one_worker_is_seen_by_the_next_request_on_another(root):
 def test_a_put_and_delete_on_one_worker_are_seen_on_another(root):
     (root / "d").mkdir()
     (root / "d" / "g.txt").write_bytes(b"first\n")
-    with Server(root, "--workers", "2", "--allow-write") as srv:
+    with Server(root, "--workers", "2", "--allow-write", "--make-parents") as srv:
         workers = srv.worker_pids(2)
         conns = _one_connection_per_worker(srv.port, workers)
         writer, reader = (conns[p] for p in workers)

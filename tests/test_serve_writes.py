@@ -73,7 +73,9 @@ def wserver(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     (root / "keep.txt").write_bytes(b"original content")
     flag = {"splice": "splice", "recv_pwrite": "recv"}[request.param]
-    with Server(root, "--allow-write", "--token", TOKEN, "--max-upload", "100MiB", "--upload-engine", flag) as s:
+    # --make-parents: these tests cover the old behaviour (missing folders made); tests/test_dav.py the default.
+    with Server(root, "--allow-write", "--token", TOKEN, "--max-upload", "100MiB", "--upload-engine", flag,
+                "--make-parents") as s:
         assert request.param.encode() in s.stderr
         yield s
 
@@ -246,8 +248,10 @@ def test_delete_move_mkcol(wserver):
     assert get(port, "/newdir/b.txt")[2] == b"c"
     for dest in ("/../out.txt", "/newdir/../../out.txt", "/.secret"):
         assert call(port, "MOVE", "/newdir/b.txt", {"Destination": dest})[0] in (400, 403)
-    assert call(port, "DELETE", "/newdir")[0] == 409
-    assert call(port, "DELETE", "/newdir?recursive=1")[0] == 204
+    assert call(port, "DELETE", "/newdir")[0] == 204         # RFC 4918 9.6.1: with what it holds
+    assert call(port, "MKCOL", "/newdir")[0] == 201
+    assert put(port, "/newdir/x", b"x")[0] == 201
+    assert call(port, "DELETE", "/newdir?recursive=1")[0] == 204   # the old spelling still works
     assert get(port, "/newdir/")[0] == 404
     assert call(port, "DELETE", "/newdir")[0] == 404
 
@@ -415,7 +419,7 @@ def test_upload_is_fsynced_before_its_rename_unless_no_fsync(tmp_path, flags, fs
     thread (the worker's main thread, tid == pid): they run on the executor,
     as do the start of the upload (the missing folder's mkdir, the O_TMPFILE open)."""
     # Stats off: the once-a-second snapshot is a rename and an fsync of its own.
-    with Server(tmp_path, "--allow-write", "--workers", "1", *flags, env={"ZCOPY_STATS": "off"}) as s:
+    with Server(tmp_path, "--allow-write", "--workers", "1", "--make-parents", *flags, env={"ZCOPY_STATS": "off"}) as s:
         [pid] = s.worker_pids()
         log = tmp_path.parent / f"strace-{uuid.uuid4().hex}.log"
         tracer = subprocess.Popen(["strace", "-f", "-p", str(pid), "-o", str(log),
@@ -472,7 +476,7 @@ def test_a_cut_upload_leaves_none_of_the_folders_it_made(wserver, framing):
 
 
 def test_a_refused_upload_leaves_none_of_the_folders_it_made(tmp_path):
-    with Server(tmp_path, "--allow-write", "--max-upload", "1KiB") as s:
+    with Server(tmp_path, "--allow-write", "--max-upload", "1KiB", "--make-parents") as s:
         assert put(s.port, "/n1/n2/big", b"x" * 5000, chunked=True)[0] == 413
         assert put(s.port, "/n1/n2/fits", b"x" * 10, chunked=True)[0] == 201
         assert put(s.port, "/n1/m/big", b"x" * 5000, chunked=True)[0] == 413
@@ -522,7 +526,7 @@ def test_the_reserved_namespace_is_never_a_user_file(tmp_path):
 
 def test_write_operations_leave_no_folder_fds_open(tmp_path):
     # Every walk opens folder fds; each request, answered or refused, must close them all.
-    with Server(tmp_path, "--allow-write", "--workers", "1", "--max-upload", "1KiB") as s:
+    with Server(tmp_path, "--allow-write", "--workers", "1", "--max-upload", "1KiB", "--make-parents") as s:
         (pid,) = s.worker_pids()
         port = s.port
         assert put(port, "/warm/x", b"x")[0] == 201            # whatever a first upload sets up once
@@ -536,8 +540,7 @@ def test_write_operations_leave_no_folder_fds_open(tmp_path):
             assert call(port, "MOVE", f"/p{i}/q/f", {"Destination": f"/m{i}/deep/g"})[0] == 201
             assert call(port, "MOVE", f"/p{i}/none", {"Destination": f"/m{i}/h"})[0] == 404
             assert call(port, "MOVE", f"/m{i}/deep/g", {"Destination": "/../x"})[0] == 403
-            assert call(port, "DELETE", f"/p{i}")[0] == 409
-            assert call(port, "DELETE", f"/p{i}?recursive=1")[0] == 204
+            assert call(port, "DELETE", f"/p{i}")[0] == 204
             assert call(port, "DELETE", f"/p{i}")[0] == 404
         assert file_fds(pid) == before
 

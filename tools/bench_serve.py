@@ -1,14 +1,37 @@
 #!/usr/bin/env python3
-"""Compare `zcopy serve` with nginx and `python -m http.server` on one folder.
+"""Per-core serving speed: `zcopy serve` against nginx, lighttpd and h2o.
 
-Starts all three on 127.0.0.1 (one worker each; nginx from Debian with
-sendfile on, open_file_cache and access_log off), then for R interleaved
-rounds drives each with wrk (1 KiB and 64 KiB files, 64 keep-alive
-connections) and a large-file client that splices the body into /dev/null,
-and prints requests/s, GB/s, server CPU per request and ratios to nginx
-(medians over the rounds). Every process it starts is stopped on exit.
+Every server runs with one worker, pinned with `taskset` to one CPU (the
+first of this process's affinity mask, `--server-cpu`); the load generator
+(`wrk -t1`, and the large-file client) is pinned to another (`--load-cpu`).
+So the server under test has one core to itself and the client's own cost
+is not taken from it. Each server is warmed first, then for R rounds every
+server in turn (the order rotates each round) gets a 1 KiB and a 64 KiB wrk
+run (keep-alive) and one pull of a large file (spliced into /dev/null). The
+tool prints medians: req/s, GB/s, server CPU per request (user + sys:
+/proc/PID/stat of the server's processes, master included), the ratio of
+each figure to the best server's, and zcopy's ratio to each peer and to the
+best peer.
 
-    python tools/bench_serve.py --rounds 5 --duration 5 --large 1GiB
+    python tools/bench_serve.py --rounds 5 --duration 5
+    python tools/bench_serve.py --quick                   # a smoke run, ~30 s
+    python tools/bench_serve.py --syscalls 20000          # strace -c: calls per 1 KiB request
+    python tools/bench_serve.py --idle 10000              # resident memory per idle keep-alive connection
+    python tools/bench_serve.py --workers 2               # 2 workers each, unpinned, wrk -t2 on the same CPUs
+
+Peers are configured alike: one worker, sendfile on (h2o 2.2 has no
+sendfile setting: it reads files into its buffers), no access log (zcopy
+neither), keep-alive (60 s idle), 16384 connections, the same files. A peer that is not installed is
+skipped with a message saying how to install it (Debian: `apt-get install
+nginx-light lighttpd h2o wrk`); zcopy and wrk are needed.
+
+`--syscalls N` runs no wrk: it attaches `strace -c -f` to each server's
+processes, sends N keep-alive GETs of the 1 KiB file over `--syscall-connections`
+connections (each waiting for its reply before the next), and prints the
+calls per request by syscall. `--idle N` opens N keep-alive connections to
+each server in turn, one request each, and prints the growth of the
+server's resident memory per connection. Every process it starts is
+stopped on exit.
 """
 
 from __future__ import annotations
@@ -36,13 +59,14 @@ worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 16384; }}
 http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
     keepalive_requests 1000000;
+    keepalive_timeout 60s;
     open_file_cache max=1000 inactive=60s;
     open_file_cache_valid 60s;
     client_body_temp_path {tmp}/body;
@@ -57,6 +81,43 @@ http {{
     }}
 }}
 """
+
+# No mod_accesslog: no access log. max-worker 0: the one process serves.
+LIGHTTPD_CONF = """
+server.document-root = "{root}"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.max-worker = 0
+server.network-backend = "linux-sendfile"
+server.max-keep-alive-requests = 65535
+server.max-keep-alive-idle = 60
+server.max-fds = 20000
+server.max-connections = 16384
+server.errorlog = "{tmp}/lighttpd-error.log"
+mimetype.assign = ("" => "application/octet-stream")
+"""
+
+# No access-log directive: no access log. As root h2o needs a user to drop to.
+H2O_CONF = """
+num-threads: 1
+max-connections: 16384
+http1-request-timeout: 60
+{user}error-log: {tmp}/h2o-error.log
+listen:
+  host: 127.0.0.1
+  port: {port}
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: {root}
+"""
+
+#: Every server's connection limit (the configs above say it too), above --idle's 10,000.
+MAX_CONNECTIONS = 16384
+
+#: name -> (executable, Debian package)
+PEERS = {"nginx": ("nginx", "nginx-light"), "lighttpd": ("lighttpd", "lighttpd"), "h2o": ("h2o", "h2o")}
 
 LARGE_CLIENT = r"""
 import os, socket, sys, time
@@ -98,16 +159,16 @@ def wait_port(port: int, timeout: float = 15) -> None:
 
 def proc_tree(pid: int) -> list[int]:
     pids = [pid]
-    for p in list(pids):
+    for p in pids:           # grows while it is walked: children, then theirs
         with contextlib.suppress(OSError):
             for t in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{t}/children") as f:
-                    pids += [int(c) for c in f.read().split()]
+                    pids += [int(c) for c in f.read().split() if int(c) not in pids]
     return pids
 
 
 def cpu_times(pids: list[int]) -> tuple[float, float]:
-    """(user, system) CPU seconds of these processes so far (/proc/PID/stat utime, stime)."""
+    """(user, system) CPU seconds of these processes so far (/proc/PID/stat utime, stime; all threads)."""
     user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -151,111 +212,441 @@ class Peer:
             self.proc.wait()
 
 
-def run_wrk(port: int, path: str, duration: float, conns: int) -> float:
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration:g}s", f"http://127.0.0.1:{port}{path}"],
-                         capture_output=True, text=True, timeout=duration + 60).stdout
+def wrk(port: int, path: str, duration: int, conns: int, threads: int = 1,
+        cpu: int | None = None) -> tuple[float, int]:
+    """(requests/s, requests completed) of one wrk run; pinned to ``cpu`` if given."""
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration:g}s", f"http://127.0.0.1:{port}{path}"]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
+    done = re.search(r"(\d+) requests in", out)
+    if not m or not done:
         raise RuntimeError(f"wrk failed on port {port}: {out[-500:]}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     if errors:
-        print(f"  wrk reported: {errors.group(0)}", file=sys.stderr)
-    return float(m.group(1)) if m else 0.0
+        print(f"  wrk on port {port}{path} reported: {errors.group(0)}", file=sys.stderr)
+    return float(m.group(1)), int(done.group(1))
+
+
+# --- the servers ----------------------------------------------------------
+
+def server_argv(name: str, tmp: str, root: str, port: int, zcopy_args: list[str], workers: int = 1) -> list[str]:
+    """The command line (config files written into ``tmp``) of one server with ``workers`` workers
+    (nginx worker processes, lighttpd forked workers, h2o threads)."""
+    if name == "zcopy":
+        return [sys.executable, "-m", "zcopy", "serve", root, "--port", str(port), "--workers", str(workers),
+                "--max-connections", str(MAX_CONNECTIONS), *zcopy_args]
+    conf = os.path.join(tmp, f"{name}.conf")
+    if name == "nginx":
+        text, argv = NGINX_CONF, ["nginx", "-c", conf, "-p", tmp]
+    elif name == "lighttpd":
+        text, argv = LIGHTTPD_CONF, ["lighttpd", "-D", "-f", conf]
+    elif name == "h2o":
+        text, argv = H2O_CONF, ["h2o", "-c", conf]
+    else:
+        raise ValueError(name)
+    user = "user: nobody\n" if os.geteuid() == 0 else ""
+    text = text.format(tmp=tmp, root=root, port=port, user=user)
+    if workers > 1:
+        text = (text.replace("worker_processes 1;", f"worker_processes {workers};")
+                .replace("server.max-worker = 0", f"server.max-worker = {workers}")
+                .replace("num-threads: 1", f"num-threads: {workers}"))
+    with open(conf, "w") as f:
+        f.write(text)
+    return argv
+
+
+def available(names: list[str]) -> list[str]:
+    """The servers of ``names`` that can run here; a message on stderr for each that cannot."""
+    ok = []
+    for name in names:
+        exe, package = PEERS.get(name, (None, None))
+        if exe and shutil.which(exe) is None:
+            print(f"skipping {name}: not installed (Debian: apt-get install {package})", file=sys.stderr)
+        else:
+            ok.append(name)
+    return ok
+
+
+def make_root(tmp: str, large: int) -> str:
+    root = os.path.join(tmp, "www")
+    os.mkdir(root)
+    for name, size in (("1k.bin", 1024), ("64k.bin", 65536)):
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(os.urandom(size))
+    with open(os.path.join(root, "large.bin"), "wb") as f:
+        f.truncate(large)           # sparse: the page cache holds zeros, the disk is not the subject
+    for path in (tmp, root):
+        os.chmod(path, 0o755)       # nginx's workers run as www-data, h2o as nobody
+    return root
+
+
+def cpus(args) -> tuple[int | None, int | None]:
+    """(server CPU, load CPU); both None with --workers above 1 (nothing is pinned)."""
+    if args.workers > 1:
+        return None, None
+    mask = sorted(os.sched_getaffinity(0))
+    server = mask[0] if args.server_cpu is None else args.server_cpu
+    load = next((c for c in mask if c != server), None) if args.load_cpu is None else args.load_cpu
+    if load is None or load == server:
+        sys.exit("bench_serve: needs two CPUs (one for the server, one for the load); this process may use "
+                 f"{mask}")
+    return server, load
+
+
+# --- throughput -----------------------------------------------------------
+
+KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "64k_rps", "64k_user_us", "64k_sys_us", "large_gbps",
+        "large_cpu_s_per_gb")
+
+
+def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None) -> tuple[float, float, float]:
+    """(req/s, user us/request, sys us/request) of one wrk run (pinned to ``load_cpu`` if given)."""
+    pids = peer.pids()
+    u0, s0 = cpu_times(pids)
+    rps, done = wrk(peer.port, path, args.duration, args.connections, threads=args.workers, cpu=load_cpu)
+    u1, s1 = cpu_times(pids)
+    per = 1e6 / max(done, 1)
+    return rps, (u1 - u0) * per, (s1 - s0) * per
+
+
+def measure_large(peer: Peer, size: int, load_cpu: int | None) -> tuple[float, float]:
+    """(GB/s, server CPU s/GB) of one large-file pull, the client pinned to ``load_cpu`` if given."""
+    pids = peer.pids()
+    c0 = cpu_seconds(pids)
+    pin = [] if load_cpu is None else ["taskset", "-c", str(load_cpu)]
+    secs = float(subprocess.run([*pin, sys.executable, "-c", LARGE_CLIENT, str(peer.port), "/large.bin"],
+                                capture_output=True, text=True, check=True, timeout=600).stdout)
+    c1 = cpu_seconds(pids)
+    return size / secs / 1e9, (c1 - c0) / (size / 1e9)
+
+
+def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str, dict[str, list[float]]]:
+    results = {name: {k: [] for k in KEYS} for name in running}
+    for peer in running.values():                              # warm every server
+        for path in ("/1k.bin", "/64k.bin"):
+            wrk(peer.port, path, args.warmup, args.connections, threads=args.workers, cpu=load_cpu)
+        measure_large(peer, args.large, load_cpu)
+    names = list(running)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]   # no server always runs first
+        for name in order:
+            peer, res = running[name], results[name]
+            for size in ("1k", "64k"):
+                rps, user, system = measure_wrk(peer, f"/{size}.bin", args, load_cpu)
+                res[f"{size}_rps"].append(rps)
+                res[f"{size}_user_us"].append(user)
+                res[f"{size}_sys_us"].append(system)
+            gbps, cpu_gb = measure_large(peer, args.large, load_cpu)
+            res["large_gbps"].append(gbps)
+            res["large_cpu_s_per_gb"].append(cpu_gb)
+            print(f"round {r + 1}/{args.rounds} {name}: 1 KiB {res['1k_rps'][-1]:,.0f} req/s, 64 KiB "
+                  f"{res['64k_rps'][-1]:,.0f} req/s, large {gbps:.2f} GB/s", file=sys.stderr)
+    return results
+
+
+def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int | None) -> None:
+    med = {name: {k: statistics.median(v) for k, v in res.items()} for name, res in results.items()}
+    for m in med.values():
+        for size in ("1k", "64k"):
+            m[f"{size}_cpu_us"] = m[f"{size}_user_us"] + m[f"{size}_sys_us"]
+    # higher is better for rates, lower for CPU
+    best = {k: (max if k.endswith(("rps", "gbps")) else min)(m[k] for m in med.values())
+            for k in ("1k_rps", "1k_cpu_us", "64k_rps", "64k_cpu_us", "large_gbps", "large_cpu_s_per_gb")}
+
+    def x(m, k):
+        return f"{m[k] / best[k]:.2f}" if best[k] else "-"
+
+    placement = (f"server pinned to CPU {server_cpu}, load to CPU {load_cpu}" if server_cpu is not None else
+                 f"{args.workers} workers per server, NOT pinned: servers, wrk and the large-file client share "
+                 "all CPUs")
+    print(f"\nmedians of {args.rounds} interleaved rounds; {placement}; wrk -t{args.workers} -c{args.connections} "
+          f"-d{args.duration:g}s; large file {format_size(args.large)}; "
+          f"zcopy on {sys.executable} (Python {platform.python_version()}); load average before: {args.load_before}, "
+          f"after: {load_average()}\n")
+    print("| server | 1 KiB req/s | x best | CPU us/req (user + sys) | x best | 64 KiB req/s | x best "
+          "| CPU us/req (user + sys) | x best | large GB/s | x best | CPU s/GB | x best |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, m in med.items():
+        print(f"| {name} | {m['1k_rps']:,.0f} | {x(m, '1k_rps')} "
+              f"| {m['1k_cpu_us']:.1f} ({m['1k_user_us']:.1f} + {m['1k_sys_us']:.1f}) | {x(m, '1k_cpu_us')} "
+              f"| {m['64k_rps']:,.0f} | {x(m, '64k_rps')} "
+              f"| {m['64k_cpu_us']:.1f} ({m['64k_user_us']:.1f} + {m['64k_sys_us']:.1f}) | {x(m, '64k_cpu_us')} "
+              f"| {m['large_gbps']:.2f} | {x(m, 'large_gbps')} "
+              f"| {m['large_cpu_s_per_gb']:.3f} | {x(m, 'large_cpu_s_per_gb')} |")
+    if "zcopy" not in med or len(med) < 2:
+        return
+    z = med["zcopy"]
+    peers = [n for n in med if n != "zcopy"]
+    cols = ("1k_rps", "1k_cpu_us", "64k_rps", "64k_cpu_us", "large_gbps", "large_cpu_s_per_gb")
+    print("\nzcopy / peer (rates: above 1 is faster; CPU: below 1 is cheaper)\n")
+    print("| against | 1 KiB req/s | 1 KiB CPU/req | 64 KiB req/s | 64 KiB CPU/req | large GB/s | large CPU/GB |")
+    print("|---|---|---|---|---|---|---|")
+    for name in peers:
+        print(f"| {name} | " + " | ".join(f"{z[k] / med[name][k]:.2f}" if med[name][k] else "-" for k in cols) + " |")
+    best_peer = {k: (max if k.endswith(("rps", "gbps")) else min)(med[n][k] for n in peers) for k in cols}
+    print("| best peer | " + " | ".join(f"{z[k] / best_peer[k]:.2f}" if best_peer[k] else "-" for k in cols) + " |")
+    # Paired by round: the runs of one round are seconds apart, so a neighbour's load that
+    # drifts over minutes moves both sides of each ratio together.
+    print()
+    for name in peers:
+        pairs = sorted(a / b for a, b in zip(results["zcopy"]["1k_rps"], results[name]["1k_rps"]) if b)
+        print(f"zcopy 1 KiB req/s / {name}'s in the same round: median {statistics.median(pairs):.2f}, "
+              f"range {pairs[0]:.2f}-{pairs[-1]:.2f}")
+
+
+# --- syscalls per request -------------------------------------------------
+
+def http_get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+
+
+def read_reply(sock: socket.socket, buf: bytearray) -> None:
+    """Read one whole keep-alive reply (head + Content-Length body) off ``sock``; what
+    follows it stays in ``buf``."""
+    while (end := buf.find(b"\r\n\r\n")) < 0:
+        buf += _recv(sock)
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", bytes(buf[:end]))
+    if not m or not buf.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"unexpected reply: {bytes(buf[:200])!r}")
+    total = end + 4 + int(m.group(1))
+    while len(buf) < total:
+        buf += _recv(sock)
+    del buf[:total]
+
+
+def _recv(sock: socket.socket) -> bytes:
+    data = sock.recv(1 << 20)
+    if not data:
+        raise RuntimeError("the server closed the connection")
+    return data
+
+
+def traced(pid: int) -> bool:
+    """True once every thread of ``pid`` has a tracer."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                if re.search(r"^TracerPid:\s+0$", f.read(), re.M):
+                    return False
+    except OSError:
+        return True          # gone: nothing left to wait for
+    return True
+
+
+def parse_strace_summary(text: str) -> dict[str, tuple[int, int]]:
+    """{syscall: (calls, errors)} from `strace -c` output (the total row left out)."""
+    calls = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) in (5, 6) and re.fullmatch(r"[\d.]+", parts[0]) and parts[3].isdigit() \
+                and parts[-1] != "total":
+            calls[parts[-1]] = (int(parts[3]), int(parts[4]) if len(parts) == 6 else 0)
+    return calls
+
+
+def count_syscalls(peer: Peer, path: str, requests: int, conns: int, out: str) -> dict[str, tuple[int, int]]:
+    """The server's syscalls (all its processes and threads) while ``requests`` keep-alive
+    GETs of ``path`` are answered over ``conns`` connections opened (and used once) before."""
+    socks = [socket.create_connection(("127.0.0.1", peer.port)) for _ in range(conns)]
+    bufs = [bytearray() for _ in socks]
+    request = http_get(path)
+    try:
+        for s, buf in zip(socks, bufs):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(request)
+            read_reply(s, buf)
+        pids = peer.pids()
+        argv = ["strace", "-c", "-f", "-o", out]
+        for pid in pids:
+            argv += ["-p", str(pid)]
+        tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not all(traced(pid) for pid in pids):
+                if tracer.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"strace could not attach to {peer.name} ({pids})")
+                time.sleep(0.01)
+            done = 0
+            while done < requests:
+                batch = socks[:requests - done]
+                for s in batch:
+                    s.sendall(request)
+                for s, buf in zip(batch, bufs):
+                    read_reply(s, buf)
+                done += len(batch)
+        finally:
+            tracer.send_signal(signal.SIGINT)     # detach and write the summary
+            tracer.wait(30)
+        with open(out) as f:
+            return parse_strace_summary(f.read())
+    finally:
+        for s in socks:
+            s.close()
+
+
+def syscalls(running: dict[str, Peer], args, tmp: str) -> None:
+    if shutil.which("strace") is None:
+        sys.exit("bench_serve: --syscalls needs strace (Debian: apt-get install strace)")
+    table, failed = {}, {}
+    for name, peer in running.items():
+        calls = count_syscalls(peer, "/1k.bin", args.syscalls, args.syscall_connections,
+                               os.path.join(tmp, f"strace-{name}.txt"))
+        table[name] = {call: n / args.syscalls for call, (n, _) in calls.items()}
+        failed[name] = {call: e / args.syscalls for call, (_, e) in calls.items() if e}
+        print(f"{name}: {sum(table[name].values()):.2f} syscalls per request", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"requests": args.syscalls, "connections": args.syscall_connections,
+                          "per_request": table, "failed_per_request": failed}, indent=2))
+        return
+
+    def cell(name, call):
+        n, e = table[name].get(call, 0), failed[name].get(call, 0)
+        return f"{n:.2f} ({e:.2f} failed)" if e >= 0.005 else f"{n:.2f}"
+
+    names = list(table)
+    rows = sorted({c for t in table.values() for c in t}, key=lambda c: -sum(t.get(c, 0) for t in table.values()))
+    print(f"\nsyscalls per request: strace -c -f on each server's processes, {args.syscalls} keep-alive GETs of "
+          f"a 1 KiB file over {args.syscall_connections} connection(s), each waiting for its reply; "
+          "calls below 0.005 per request are left out; failed: returned an error (EAGAIN...)\n")
+    print("| syscall | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for call in rows:
+        if max(t.get(call, 0) for t in table.values()) >= 0.005:
+            print(f"| {call} | " + " | ".join(cell(n, call) for n in names) + " |")
+    print("| **total** | " + " | ".join(f"**{sum(table[n].values()):.2f}**" for n in names) + " |")
+
+
+# --- idle keep-alive connections -------------------------------------------
+
+def rss_kib(pids: list[int]) -> int:
+    """Resident memory of these processes (VmRSS, KiB)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+            m = re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M)
+            total += int(m.group(1)) if m else 0
+    return total
+
+
+def idle(running: dict[str, Peer], args) -> None:
+    """Each server in turn holds ``args.idle`` keep-alive connections that have each been answered
+    once; its resident memory before and while it holds them, per connection."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = args.idle + 64
+    if hard != resource.RLIM_INFINITY and hard < need:
+        sys.exit(f"bench_serve: --idle {args.idle} needs {need} fds; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    request = http_get("/1k.bin")
+    table = {}
+    for name, peer in running.items():
+        pids = peer.pids()
+        before = rss_kib(pids)
+        socks: list[socket.socket] = []
+        try:
+            while len(socks) < args.idle:
+                batch = [socket.create_connection(("127.0.0.1", peer.port))
+                         for _ in range(min(100, args.idle - len(socks)))]   # within every listen backlog
+                socks += batch
+                for s in batch:
+                    s.sendall(request)
+                for s in batch:
+                    read_reply(s, bytearray())
+            held = rss_kib(pids)
+            for s in (socks[0], socks[-1]):         # the first and the last are still served
+                s.sendall(request)
+                read_reply(s, bytearray())
+        finally:
+            for s in socks:
+                s.close()
+        table[name] = (before, held, (held - before) / args.idle)
+        print(f"{name}: {table[name][2]:.1f} KiB per idle connection", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"connections": args.idle, "rss_kib": {n: {"before": b, "held": h, "per_connection": p}
+                                                                for n, (b, h, p) in table.items()}}, indent=2))
+        return
+    best = min(p for _, _, p in table.values())
+    print(f"\nresident memory (VmRSS of all the server's processes) before and while holding {args.idle:,} "
+          "keep-alive connections, each answered once (a 1 KiB GET) and then idle\n")
+    print("| server | RSS before MiB | RSS holding them MiB | KiB per connection | x best |")
+    print("|---|---|---|---|---|")
+    for name, (before, held, per) in table.items():
+        print(f"| {name} | {before / 1024:.1f} | {held / 1024:.1f} | {per:.1f} | "
+              f"{per / best:.2f} |" if best > 0 else "- |")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of wrk per server and file before round 1")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--large", type=parse_size, default=parse_size("1GiB"))
+    ap.add_argument("--servers", default="zcopy,nginx,lighttpd,h2o",
+                    help="comma-separated, from zcopy, nginx, lighttpd, h2o")
     ap.add_argument("--zcopy-args", default="--auto", help="extra flags for zcopy serve")
-    ap.add_argument("--skip", action="append", default=[], help="peer to leave out (nginx, http.server)")
+    ap.add_argument("--server-cpu", type=int, help="CPU the servers are pinned to (default: the first allowed)")
+    ap.add_argument("--load-cpu", type=int, help="CPU wrk and the large-file client are pinned to "
+                    "(default: the next allowed)")
+    ap.add_argument("--workers", type=int, default=1, help="workers per server; above 1 nothing is pinned and "
+                    "wrk runs that many threads on the same CPUs (issue 14's two-worker comparison)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 1 s, 64 MiB large file")
+    ap.add_argument("--syscalls", type=int, metavar="N", help="count syscalls per request over N 1 KiB "
+                    "requests under strace instead of measuring speed")
+    ap.add_argument("--syscall-connections", type=int, default=1)
+    ap.add_argument("--idle", type=int, metavar="N", help="measure resident memory per idle keep-alive "
+                    f"connection with N of them open (at most {MAX_CONNECTIONS - 100}) instead of speed")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None and tool not in args.skip:
-            sys.exit(f"{tool} is not installed (apt-get install {'nginx-light' if tool == 'nginx' else tool})")
+    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    if unknown := [n for n in names if n != "zcopy" and n not in PEERS]:
+        ap.error(f"unknown server {unknown[0]!r} (choose from zcopy, {', '.join(PEERS)})")
+    if args.quick:
+        args.rounds, args.duration, args.warmup, args.large = 1, 1, 1, min(args.large, 64 << 20)
+    if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.syscall_connections < 1 \
+            or args.workers < 1 \
+            or (args.syscalls is not None and args.syscalls < 1) \
+            or (args.idle is not None and not 0 < args.idle <= MAX_CONNECTIONS - 100):
+        ap.error("--rounds, --duration, --connections, --workers, --syscalls, --syscall-connections and --idle must be "
+                 f"positive (--idle at most {MAX_CONNECTIONS - 100})")
+    if args.syscalls is not None and args.idle is not None:
+        ap.error("--syscalls and --idle are separate runs")
+    if shutil.which("wrk") is None and args.syscalls is None and args.idle is None:
+        sys.exit("bench_serve: needs wrk (Debian: apt-get install wrk)")
+    server_cpu, load_cpu = cpus(args)
+    names = available(names)
+    args.load_before = load_average()
 
     tmp = tempfile.mkdtemp(prefix="zcopy-bench-")
-    os.chmod(tmp, 0o755)         # nginx's workers run as www-data
     try:
-        root = os.path.join(tmp, "www")
-        os.mkdir(root)
-        for name, size in (("1k.bin", 1024), ("64k.bin", 65536)):
-            with open(os.path.join(root, name), "wb") as f:
-                f.write(os.urandom(size))
-        os.chmod(root, 0o755)
-        with open(os.path.join(root, "large.bin"), "wb") as f:
-            f.truncate(args.large)           # sparse: page cache holds zeros, the disk is not the subject
-        ports = {"nginx": free_port(), "zcopy": free_port(), "http.server": free_port()}
-        with open(os.path.join(tmp, "nginx.conf"), "w") as f:
-            f.write(NGINX_CONF.format(tmp=tmp, root=root, port=ports["nginx"]))
-        peers = {
-            "nginx": ["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp],
-            "zcopy": [sys.executable, "-m", "zcopy", "serve", root, "--port", str(ports["zcopy"]), "--workers", "1",
-                      *args.zcopy_args.split()],
-            "http.server": [sys.executable, "-m", "http.server", "-b", "127.0.0.1", str(ports["http.server"])],
-        }
-        peers = {k: v for k, v in peers.items() if k not in args.skip}
-        results: dict = {name: {"1k_rps": [], "64k_rps": [], "1k_cpu_us": [], "1k_user_us": [], "1k_sys_us": [],
-                                "large_gbps": [], "large_cpu_s_per_gb": []}
-                         for name in peers}
+        root = make_root(tmp, args.large)
         with contextlib.ExitStack() as stack:
-            running = {name: stack.enter_context(Peer(name, argv, ports[name], cwd=root))
-                       for name, argv in peers.items()}
-            for name in running:   # warm up caches
-                run_wrk(ports[name], "/1k.bin", 1, 8)
-            for r in range(args.rounds):
-                for name, peer in running.items():
-                    pids = peer.pids()
-                    (u0, s0) = cpu_times(pids)
-                    rps = run_wrk(ports[name], "/1k.bin", args.duration, args.connections)
-                    (u1, s1) = cpu_times(pids)
-                    per_request = 1e6 / max(rps * args.duration, 1)
-                    results[name]["1k_rps"].append(rps)
-                    results[name]["1k_user_us"].append((u1 - u0) * per_request)
-                    results[name]["1k_sys_us"].append((s1 - s0) * per_request)
-                    results[name]["1k_cpu_us"].append((u1 - u0 + s1 - s0) * per_request)
-                    results[name]["64k_rps"].append(run_wrk(ports[name], "/64k.bin", args.duration, args.connections))
-                    if name == "http.server" and r > 0:
-                        continue   # one large transfer through http.server is enough to know it is slow
-                    c0 = cpu_seconds(pids)
-                    secs = float(subprocess.run([sys.executable, "-c", LARGE_CLIENT, str(ports[name]), "/large.bin"],
-                                                capture_output=True, text=True, check=True, timeout=600).stdout)
-                    c1 = cpu_seconds(pids)
-                    results[name]["large_gbps"].append(args.large / secs / 1e9)
-                    results[name]["large_cpu_s_per_gb"].append((c1 - c0) / (args.large / 1e9))
-                    print(f"round {r + 1}/{args.rounds} {name}: 1k {rps:,.0f} req/s, large "
-                          f"{results[name]['large_gbps'][-1]:.2f} GB/s", file=sys.stderr)
-        med = {name: {k: statistics.median(v) if v else None for k, v in res.items()} for name, res in results.items()}
+            running = {}
+            for name in names:
+                port = free_port()
+                pin = [] if server_cpu is None else ["taskset", "-c", str(server_cpu)]
+                argv = [*pin, *server_argv(name, tmp, root, port, args.zcopy_args.split(), args.workers)]
+                running[name] = stack.enter_context(Peer(name, argv, port, cwd=root))
+            if args.syscalls is not None:
+                syscalls(running, args, tmp)
+                return 0
+            if args.idle is not None:
+                idle(running, args)
+                return 0
+            results = throughput(running, args, load_cpu)
         if args.json:
             print(json.dumps({"rounds": args.rounds, "duration": args.duration, "large": args.large,
-                              "medians": med, "raw": results}, indent=2))
-            return 0
-        base = med.get("nginx")
-        print(f"\nmedians of {args.rounds} interleaved rounds, wrk -t2 -c{args.connections} -d{args.duration:g}s, "
-              f"large file {format_size(args.large)}; zcopy and http.server on {sys.executable} "
-              f"(Python {platform.python_version()})\n")
-        print("| server | 1 KiB req/s | x nginx | 64 KiB req/s | x nginx | CPU us/req (1 KiB) | user + sys us/req "
-              "| x nginx's CPU | large GB/s | x nginx | CPU s/GB |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, m in med.items():
-            def ratio(key):
-                return f"{m[key] / base[key]:.2f}" if base and m[key] and base[key] else "-"
-            print(f"| {name} | {m['1k_rps']:,.0f} | {ratio('1k_rps')} | {m['64k_rps']:,.0f} | {ratio('64k_rps')} | "
-                  f"{m['1k_cpu_us']:.1f} | {m['1k_user_us']:.1f} + {m['1k_sys_us']:.1f} | {ratio('1k_cpu_us')} | "
-                  f"{m['large_gbps']:.2f} | {ratio('large_gbps')} | "
-                  f"{m['large_cpu_s_per_gb']:.3f} |")
-        if "nginx" in results:
-            # The same statistic paired by round: each round's runs are seconds apart, so a
-            # neighbour's load that drifts over minutes moves both sides of a ratio together.
-            print()
-            for name, res in results.items():
-                if name != "nginx":
-                    pairs = sorted(z / n for z, n in zip(res["1k_rps"], results["nginx"]["1k_rps"]) if n)
-                    print(f"{name}: 1 KiB req/s / nginx's in the same round: median {statistics.median(pairs):.2f}, "
-                          f"range {pairs[0]:.2f}-{pairs[-1]:.2f}")
+                              "server_cpu": server_cpu, "load_cpu": load_cpu, "load_before": args.load_before,
+                              "raw": results}, indent=2))
+        else:
+            report_throughput(results, args, server_cpu, load_cpu)
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

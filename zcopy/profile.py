@@ -23,6 +23,7 @@ from pathlib import Path
 
 from zcopy.fsinfo import IN_MEMORY as IN_MEMORY_FS
 from probes.kernel import read_text
+from zcopy.units import format_size
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -45,6 +46,7 @@ class Profile:
     chunk_size: int = CHUNK
     workers: int = 1
     prefetch: bool = True
+    small_reply_max: int = 0              # bodies up to this many bytes leave in one send from memory
     reasons: dict[str, str] = field(default_factory=dict)
     source: str = "probed now"            # "cache <path>" | "probed now"
 
@@ -118,6 +120,7 @@ def recommend(report: dict) -> Profile:
     p.workers = len(os.sched_getaffinity(0))
     p.reasons["workers"] = f"one epoll worker per CPU this process may run on ({p.workers})"
     p.prefetch, p.reasons["prefetch"] = _prefetch(by_id)
+    p.small_reply_max, p.reasons["small_reply_max"] = _small_reply_max(by_id)
     return p
 
 
@@ -185,6 +188,29 @@ def _pipe_size(by_id: dict) -> tuple[int, str]:
     return size, (f"pipe.throughput {why_missing}; {size // KiB} KiB is the largest size for which "
                   f"pipe-user-pages-soft ({soft} pages) holds {EXPECTED_CONNECTIONS} connections' pipes "
                   f"(capped at {cap // KiB} KiB)")
+
+
+def _small_reply_max(by_id: dict) -> tuple[int, str]:
+    """The largest body that leaves faster in one send from a buffer in memory than as head + sendfile,
+    as small_reply.crossover measured it; 0 (always head + sendfile) when it was not measured."""
+    finding = by_id.get("small_reply.crossover") or by_id.get("small_reply.probe") or {}
+    value = finding.get("value") if isinstance(finding.get("value"), dict) else {}
+    if finding.get("status") != "ok" or not isinstance(value.get("small_reply_max"), int):
+        why = finding.get("detail") or "it did not run"
+        return 0, f"small_reply.crossover measured nothing ({why}), so every body goes as head + sendfile"
+    limit, largest = value["small_reply_max"], value.get("largest_measured")
+    sizes = value.get("sizes") or {}
+    if limit == 0:
+        first = sizes.get(min(sizes, key=int)) if sizes else None
+        at = (f" (at {format_size(int(min(sizes, key=int)))}: {first['copy_us']:.1f} against {first['sendfile_us']:.1f} µs)"
+              if first else "")
+        return 0, f"one copying send was never faster than send(head, MSG_MORE) + sendfile here{at}, so no body is copied"
+    here = sizes.get(str(limit)) or {}
+    tail = (f"; it still won at {format_size(limit)}, the largest size measured" if limit == largest else
+            f"; above {format_size(limit)} sendfile was faster")
+    return limit, (f"small_reply.crossover: one send of head + body from memory beat send(head, MSG_MORE) + "
+                   f"sendfile for every body up to {format_size(limit)} ({here.get('copy_us', 0):.1f} against "
+                   f"{here.get('sendfile_us', 0):.1f} µs per reply there){tail}")
 
 
 def _prefetch(by_id: dict) -> tuple[bool, str]:

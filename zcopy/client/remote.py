@@ -73,14 +73,20 @@ def _file_entry(remote: Remote, resp) -> dict:
     except (TypeError, ValueError, OverflowError):
         when = None                                   # shown as "?"
     name = remote.name
-    return {"path": remote.shown, "entries": [
+    return {"path": remote.shown, "file": True, "entries": [
         {"name": name, "href": remote.path.rpartition("/")[2], "type": "file",
          "size": resp.length() or 0, "mtime": when}]}
 
 
 def remove(remote: Remote, *, token: str | None = None, recursive: bool = False,
            timeout: float = 60.0) -> int:
-    """DELETE; folders only when empty unless ``recursive``. Returns the status."""
+    """DELETE; folders only when empty unless ``recursive``. Returns the status.
+
+    A WebDAV server (zcopy serve among them) deletes a folder with everything
+    in it (RFC 4918 9.6.1), so without ``recursive`` a folder's listing is
+    read first and a non-empty one is refused here."""
+    if not recursive and _non_empty_folder(remote, token, timeout):
+        raise StatusError(409, "Conflict", remote.shown, "folder is not empty; use zcopy rm -r")
     target = dataclasses.replace(remote, query="recursive=1") if recursive else remote
     try:
         return _simple("DELETE", target, auth_headers(token), timeout)
@@ -94,7 +100,8 @@ def move(remote: Remote, destination: str, *, token: str | None = None, overwrit
          timeout: float = 60.0) -> tuple[int, str]:
     """MOVE to ``destination``: an absolute path, a path relative to the
     source's folder, or a URL on the same server; ending in "/" means "into
-    that folder, same name". Returns (status, destination path).
+    that folder, same name". Missing folders on the way are made (MKCOL).
+    Returns (status, destination path).
 
     The destination is built from decoded names and encoded once: a "%" in
     a folder's name stays part of the name, so a folder named
@@ -103,7 +110,36 @@ def move(remote: Remote, destination: str, *, token: str | None = None, overwrit
     headers = auth_headers(token) | {"Destination": dest_path}
     if not overwrite:
         headers["Overwrite"] = "F"
+    try:
+        return _simple("MOVE", remote, headers, timeout), shown_remote(dest_path)
+    except StatusError as exc:
+        if exc.status != 409:
+            raise
+    make_folders(remote, dest_path, token=token, timeout=timeout)
     return _simple("MOVE", remote, headers, timeout), shown_remote(dest_path)
+
+
+def make_folders(remote: Remote, path: str, *, token: str | None = None, timeout: float = 60.0) -> None:
+    """MKCOL every folder above the last segment of ``path`` (percent-encoded)
+    on ``remote``'s server, from the top; those that exist (405) are fine.
+    WebDAV servers answer 409 to a PUT or MOVE into a missing folder."""
+    here = ""
+    for seg in [s for s in path.split("/")[:-1] if s]:
+        here += "/" + seg
+        try:
+            _simple("MKCOL", dataclasses.replace(remote, path=here + "/", query=""), auth_headers(token), timeout)
+        except StatusError as exc:
+            if exc.status != 405:
+                raise
+
+
+def _non_empty_folder(remote: Remote, token: str | None, timeout: float) -> bool:
+    """Whether ``remote`` is a folder with something listed in it."""
+    try:
+        doc = list_remote(remote, token=token, timeout=timeout)
+    except StatusError:
+        return False                    # gone, or not listable: the DELETE says what is wrong
+    return not doc.get("file") and bool(doc["entries"])
 
 
 def _destination(remote: Remote, destination: str) -> str:

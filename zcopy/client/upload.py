@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from zcopy.client.connection import Connection, check
-from zcopy.client.errors import ClientError
+from zcopy.client.errors import ClientError, StatusError
 from zcopy.client.names import shown
 from zcopy.client.options import auth_headers
 from zcopy.client.progress import CountingReader, transfer_bar
@@ -41,10 +41,23 @@ class Uploaded:
 def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict | None = None,
            quiet: bool = False, timeout: float = 60.0) -> Uploaded:
     """PUT the file at ``path`` to ``remote`` (a folder URL gets the file's
-    name appended); ``encrypt`` holds encrypt_stream kwargs."""
+    name appended); ``encrypt`` holds encrypt_stream kwargs. A 409 (WebDAV:
+    the folder does not exist) makes the missing folders (MKCOL) and tries once more."""
     if remote.path.endswith("/"):
         name = quote(os.fsencode(os.path.basename(path)))      # bytes: a non-UTF-8 name keeps them
         remote = Remote(remote.host, remote.port, remote.path + name, remote.query)
+    try:
+        return _upload(path, remote, token, encrypt, quiet, timeout)
+    except StatusError as exc:
+        if exc.status != 409:
+            raise
+    from zcopy.client.remote import make_folders
+
+    make_folders(remote, remote.path, token=token, timeout=timeout)
+    return _upload(path, remote, token, encrypt, quiet, timeout)
+
+
+def _upload(path: str, remote: Remote, token, encrypt, quiet: bool, timeout: float) -> Uploaded:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)    # NONBLOCK: a FIFO must not hang us
     except OSError as exc:

@@ -23,6 +23,7 @@ HELP = "measure what the kernel and NICs do, and recommend engines"
 STYLE = {"ok": "green", "unsupported": "red", "degraded": "yellow", "error": "bold red", "skipped": "dim"}
 AREAS = {"sendfile": "sendfile(2)", "splice": "splice(2)", "pipe": "pipes", "copy_file_range": "copy_file_range(2)",
          "ktls": "kTLS", "io_uring": "io_uring", "msg_zerocopy": "MSG_ZEROCOPY", "tcp_cork": "TCP_CORK / MSG_MORE",
+         "small_reply": "small replies: one copying send or head + sendfile",
          "filesystem": "filesystem", "nic": "NICs"}
 
 
@@ -90,7 +91,8 @@ def render(report: dict) -> None:
     grid.add_column(no_wrap=True)
     grid.add_column(no_wrap=True)
     grid.add_column(ratio=1)   # the reason wraps in its own column
-    for key in ("download_engine", "upload_engine", "relay_engine", "pipe_size", "chunk_size", "workers", "prefetch"):
+    for key in ("download_engine", "upload_engine", "relay_engine", "pipe_size", "chunk_size", "workers", "prefetch",
+                "small_reply_max"):
         grid.add_row(f"[bold]{key}[/]", f"[cyan]{_shown(key, rec[key])}[/]", rec["reasons"].get(key, ""))
     console.print(Panel(grid, title="Recommendation", subtitle=rec.get("source", "")))
 
@@ -110,7 +112,7 @@ def _findings_table(title: str, findings: list[dict], id_width: int):
 
 def _shown(key: str, value) -> str:
     """Sizes in bytes and in words, so 524288 reads as 512 KiB."""
-    if key in ("pipe_size", "chunk_size") and isinstance(value, int):
+    if key in ("pipe_size", "chunk_size", "small_reply_max") and isinstance(value, int):
         from zcopy.units import format_size
 
         return f"{value} ({format_size(value)})"

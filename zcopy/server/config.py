@@ -34,6 +34,7 @@ class ServeConfig:
     trusted_proxy: str | None = None   # a peer whose X-Forwarded-For names the client
     max_upload: int | None = None
     fsync: bool = True              # fsync an upload before renaming it into place
+    make_parents: bool = False      # PUT/MOVE/COPY create missing folders instead of 409
     prefetch: bool = True           # read cold file windows off the loop (zcopy.server.prefetch)
     state_dir: str | None = None    # prepared state folder (zcopy.server.state); None: no state (unit tests)
     max_head: int = 16384

@@ -95,6 +95,11 @@ class DigestMemo:
         self.store = store
         self._memo: OrderedDict[tuple[int, int], tuple[tuple, bytes]] = OrderedDict()
 
+    def peek(self, st: os.stat_result) -> bytes | None:
+        """``known`` without touching the order (any thread: a dict read is atomic)."""
+        hit = self._memo.get((st.st_dev, st.st_ino))
+        return hit[1] if hit is not None and hit[0] == key_of(st) else None
+
     def known(self, st: os.stat_result) -> bytes | None:
         """The digest for this stat, if remembered and still valid (cheap: on the loop)."""
         ident = (st.st_dev, st.st_ino)
@@ -141,6 +146,14 @@ class Digests:
         self.memo = DigestMemo(capacity, store)
         self.submit = submit
         self._wanted: dict[tuple[int, int], list] = {}     # file -> callbacks waiting for its digest
+
+    def shown(self, st: os.stat_result, local: str) -> str:
+        """The ETag a GET of this file shows now, read-only and from any thread (a WebDAV listing's
+        getetag, built off the loop); asks for no digest."""
+        digest = self.memo.peek(st)
+        if digest is not None:
+            return strong_etag(digest)
+        return local if quiet(st) else weak_etag(st)
 
     def etags(self, st: os.stat_result, local: str) -> tuple[str, tuple[str, ...], bool]:
         """(the ETag to show, other strong ETags that name the same bytes, whether a digest is wanted).

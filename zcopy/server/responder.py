@@ -19,12 +19,13 @@ from zcopy.server import archive
 from zcopy.accounts.rules import segments
 from zcopy.server.access import Access, Check, Denied, Identity
 from zcopy.server.auth import CHALLENGE
+from zcopy.server.dav import DAV_METHODS, Dav
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
 from zcopy.server.executor import defer
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
-from zcopy.server.root import TEMP_PREFIX
+from zcopy.server.root import TEMP_PREFIX, fs_error
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.throttle import Held
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
@@ -92,7 +93,11 @@ class Responder:
         self.auth_failures = 0
         self.auth_throttled = 0
         self.auth_busy = 0
-        self.allow = "GET, HEAD, PUT, DELETE, MOVE, MKCOL, OPTIONS" if writer else "GET, HEAD, OPTIONS"
+        #: WebDAV (PROPFIND, PROPPATCH, COPY, LOCK, UNLOCK; locks and If for the writes)
+        self.dav = Dav(cache, date, writer, getattr(self.routes, "state", None), executor)
+        if writer is not None:
+            writer.removed = self.dav.removed       # locks go with what DELETE removes and MOVE moves away
+        self.allow = self.dav.allow
         self._answers = _Answers(b"")
 
     # -- entry points ---------------------------------------------------------
@@ -248,14 +253,17 @@ class Responder:
                 return self.routes.respond(req, close, self._may_use_routes(identity), identity)
             if req.method in WRITE_METHODS:
                 return self._write(req, identity, close or has_body)
+            if req.method in DAV_METHODS:
+                return self._dav(req, identity, close, has_body)
             # Nothing below reads a body, so the framing of whatever follows
             # one is unknowable: answer (even a refusal) and close, or the
             # body's bytes would be taken for the next request (smuggling).
             close = close or has_body
             if req.method == "OPTIONS":
-                head = http.response_head(204, self.date.get(), b"", None, close=close,
-                                          extra=f"Allow: {self.allow}\r\n".encode(), version=req.version)
-                return Reply(204, head, [], 0, close)
+                # 200 with an empty body, not 204: Windows' WebDAV redirector wants 200.
+                head = http.response_head(200, self.date.get(), b"", 0, close=close,
+                                          extra=self.dav.options_headers(), version=req.version)
+                return Reply(200, head, [], 0, close)
             if req.method not in READ_METHODS:
                 raise http.HttpError(405, f"{req.method} is not allowed here",
                                      headers=[("Allow", self.allow)])
@@ -292,6 +300,8 @@ class Responder:
                 answers[req] = (reply, entry, identity.name)
             return reply
         except http.HttpError as exc:
+            if getattr(exc, "body", None) is not None:      # a WebDAV error with its XML body
+                return self.dav.error(exc, close or exc.close, req.version)
             return self.error(exc, close=close, head_only=head_only, version=req.version)
 
     def _may_use_routes(self, identity: Identity) -> bool:
@@ -300,6 +310,23 @@ class Responder:
         if identity.rules is None or identity.kind == "anonymous":
             return self.access.allows(identity, "GET", "/", True)
         return True
+
+    def _dav(self, req: http.Request, identity: Identity, close: bool, has_body: bool):
+        """WebDAV's own methods, with the rights of zcopy.accounts.rules: PROPFIND ``r`` (a Depth 1
+        listing shows only what ``identity`` may see), PROPPATCH/LOCK/UNLOCK ``w``, COPY ``r`` on the
+        source and ``w`` (and ``d`` when it replaces) on the Destination (checked in ``Dav.copy``)."""
+        method = req.method
+        path = _rules_path(req.path)
+        if not self.access.allows(identity, method, path, True):
+            legacy = "this server needs a token to read" if method == "PROPFIND" else "a valid token is needed to write"
+            err = self._refuse(identity, "read here" if method == "PROPFIND" else f"{method} here", legacy)
+            err.close = err.close or close or has_body
+            raise err
+        if method == "PROPFIND":
+            visible = None if identity.rules is None else \
+                (lambda name, folder=path: self.access.may_list(identity, folder, name))
+            return self.dav.handle(req, close, visible=visible)
+        return self.dav.handle(req, close, rights=_Rights(self, identity))
 
     def may_write(self, identity: Identity, folder: str) -> bool:
         """What the folder page asks (``data-write``) before it shows its upload and edit controls:
@@ -310,7 +337,10 @@ class Responder:
     def _write(self, req: http.Request, identity: Identity, close_on_error: bool):
         if self.writer is None:
             raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close_on_error)
+        if b"#" in req.target:      # a fragment is the client's business: never part of what is changed
+            raise http.HttpError(400, "a request target cannot hold a fragment (#)", close=close_on_error)
         try:
+            self._check_locks(req)
             return self.writer.handle(req, close_on_error, _Rights(self, identity))
         except http.HttpError as exc:
             exc.close = exc.close or close_on_error
@@ -319,6 +349,18 @@ class Responder:
             err = http_error_for(exc)
             err.close = err.close or close_on_error
             raise err from None
+
+    def _check_locks(self, req: http.Request) -> None:
+        """423 when a lock covers what this write changes and its token is not
+        in the If header; 412 when the If header does not hold."""
+        if self.dav.locks is None and "if" not in req.headers:
+            return
+        method = req.method
+        targets = [(req.path, method in ("DELETE", "MOVE"))]
+        if method == "MOVE":
+            from zcopy.server.writer import _authority, _destination
+            targets.append((_destination(req.headers.get("destination"), _authority(req)), True))
+        self.dav.check(req, *targets)
 
     def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
               version: tuple = (1, 1)) -> Reply:
@@ -505,15 +547,15 @@ class Responder:
         with self.cache.fs.locate(url_path) as place:
             try:
                 dir_fd = place.open_dir()
-            except PermissionError:
-                raise http.HttpError(403, "permission denied") from None
-            except OSError:
-                raise http.HttpError(404, "not found") from None
+            except OSError as exc:          # EACCES 403, EMFILE 503 (not 404: the folder is there)
+                raise fs_error(exc, False) from None
             folder = place.path
         try:
             return folder, dir_fd, list(self._entries(dir_fd, url_path))
-        except BaseException:
+        except BaseException as exc:
             os.close(dir_fd)
+            if isinstance(exc, OSError):    # scandir's own fd
+                raise fs_error(exc, False) from None
             raise
 
     def _entries(self, dir_fd: int, url_path: str):
@@ -561,6 +603,9 @@ class _Rights:
         if destination:
             return access.allows_destination(self.identity, method, path, exists)
         return access.allows(self.identity, method, path, exists)
+
+    def whole_tree(self, url_path: str) -> bool:
+        return _whole_tree_readable(self.identity, _rules_path(url_path))
 
     def need(self, method: str, url_path: str, exists: bool, destination: bool = False) -> None:
         if not self.has(method, url_path, exists, destination):

@@ -174,7 +174,10 @@ class Root:
 
     def _beneath(self, segments: list[str], write: bool) -> Place:
         if not segments:
-            return Place(os.dup(self.fd), ".", self.path)
+            try:
+                return Place(os.dup(self.fd), ".", self.path)
+            except OSError as exc:      # EMFILE: an answer, not a connection closed without one
+                raise fs_error(exc, write) from None
         if segments[-1] in (".", ".."):
             parent, name = segments, "."
         else:
@@ -185,7 +188,7 @@ class Root:
         except OSError as exc:
             if exc.errno == errno.EAGAIN or (write and exc.errno == errno.ENOENT):
                 return self._walk(segments, write)     # a rename raced ".."; or: which folders are missing
-            raise _refusal(exc, write) from None
+            raise fs_error(exc, write) from None
         folder = "/".join([self.path.rstrip("/")] + http.paths.normalised_parts(parent)) or "/"
         return Place(fd, name, folder)
 
@@ -281,7 +284,7 @@ class Root:
             unwind()
             if link_fd >= 0:
                 os.close(link_fd)
-            raise _refusal(exc, write) from None
+            raise fs_error(exc, write) from None
         except BaseException:
             unwind()
             if link_fd >= 0:
@@ -310,8 +313,9 @@ def _segments_of(path: str) -> list[str]:
     return [s for s in path.split("/") if s]
 
 
-def _refusal(exc: OSError, write: bool) -> http.HttpError:
-    """The answer for a walk that the filesystem stopped."""
+def fs_error(exc: OSError, write: bool) -> http.HttpError:
+    """The answer for a walk (or the open of what it reached) that the
+    filesystem stopped: 403, 503 out of fds, 400/409 for a write, else 404."""
     if exc.errno in (errno.EACCES, errno.EPERM):
         return http.HttpError(403, "permission denied")
     if exc.errno in (errno.EMFILE, errno.ENFILE):

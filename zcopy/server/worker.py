@@ -66,7 +66,8 @@ class Worker(ListenerLoop):
                                    digests=Digests(self.executor.submit, self.state))
         writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
-                        fsync=config.fsync, executor=self.executor) if writes else None
+                        fsync=config.fsync, executor=self.executor,
+                        make_parents=config.make_parents) if writes else None
         #: Who asks and what they may: one Access per worker; the users file is re-read on change.
         self.access = Access(accounts=config.accounts, token=config.token, read_token=config.read_token,
                              allow_write=config.allow_write)

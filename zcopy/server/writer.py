@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import threading
 from urllib.parse import unquote, urlsplit
 
@@ -23,6 +24,7 @@ from zcopy.server.body import FileSink
 from zcopy.server.executor import Executor, defer
 from zcopy.server.files import OpenFileCache
 from zcopy.server.reply import Reply, refusal
+from zcopy.server.root import fs_error
 
 WRITE_METHODS = ("PUT", "DELETE", "MOVE", "MKCOL")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -39,9 +41,12 @@ class Upload(FileSink):
         self.temp = temp
         self.fsync = fsync
         self.replace = True         # False: the uploader may not replace (no d): never replace
+        self.mtime_ns: int | None = None        # X-OC-Mtime (rclone, ownCloud clients): set before the rename
 
     def commit(self) -> int:
         """fsync, link and rename (blocks on the disk: the writer runs it off the loop)."""
+        if self.mtime_ns is not None:
+            os.utime(self.temp.fd, ns=(self.mtime_ns, self.mtime_ns))
         try:
             with serialized(self.target.path):   # "did it replace a file" is decided alone
                 replaced = self.temp.commit(self.target.place.name, fsync=self.fsync, replace=self.replace)
@@ -63,12 +68,24 @@ class Writer:
     then a ``Pending``); without one, on the caller's thread."""
 
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, max_upload: int | None = None,
-                 fsync: bool = True, executor: Executor | None = None) -> None:
+                 fsync: bool = True, executor: Executor | None = None, make_parents: bool = False) -> None:
         self.cache = cache
         self.date = date
         self.max_upload = max_upload
         self.fsync = fsync
         self.executor = executor
+        #: PUT, MOVE and COPY into a missing folder: create it (``serve --make-parents``, the old
+        #: behaviour) or answer 409 Conflict (RFC 4918 9.7.1, the default).
+        self.make_parents = make_parents
+        #: Called off the loop with the URL path a DELETE removed or a MOVE moved away (its locks go).
+        self.removed = None
+
+    def parents(self, target: writes.Target) -> None:
+        """The target's missing folders: made (``make_parents``) or 409."""
+        if target.place.missing:
+            if not self.make_parents:
+                raise http.HttpError(409, "the parent folder does not exist")
+            writes.make_parents(target)
 
     def target(self, url_path: str) -> writes.Target:
         return writes.write_target(self.cache.fs, url_path)
@@ -96,16 +113,21 @@ class Writer:
             if rights is not None:
                 rights.need("MOVE", dest_url, False, destination=True)
             overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
-        recursive = method == "DELETE" and _query_flag(req.query, "recursive")
+        if method == "MKCOL" and (req.content_length or req.chunked):
+            raise http.HttpError(415, "MKCOL takes no body", close=True)      # RFC 4918 9.3.1
+        removed = self.removed
 
-        def work() -> tuple[int, list[str]]:        # off the loop: it walks and changes the disk
+        def work():        # off the loop: it walks and changes the disk
             # Each operation closes the targets it is given (their folder fds), also when it fails.
             target = self.target(req.path)
             if method == "DELETE":
                 path = target.path
+                # RFC 4918 9.6.1: a folder goes with everything in it (``?recursive=1`` is still accepted).
                 with serialized(path):
-                    writes.delete(target, recursive=recursive)
-                return 204, [path]
+                    failed = writes.delete(target, recursive=True)
+                if removed is not None:
+                    removed(req.path)
+                return (207, failed) if failed else 204, [path]
             if method == "MOVE":
                 try:
                     dest = self._target_for(dest_url, "MOVE", rights, destination=True)
@@ -114,18 +136,22 @@ class Writer:
                     raise
                 paths = [dest.path, target.path]
                 with serialized(*paths):
-                    replaced = writes.move(target, dest, overwrite)
+                    replaced = writes.move(target, dest, overwrite, parents=self.make_parents)
+                if removed is not None:
+                    removed(req.path)
                 return 204 if replaced else 201, paths
             path = target.path
             with serialized(path):
                 writes.mkcol(target)
             return 201, [path]
 
-        def then(done: tuple[int, list[str]]) -> Reply:      # on the loop
+        def then(done) -> Reply:      # on the loop
             status, changed = done
             for path in changed:
                 self.cache.invalidate(path)
             self.cache.written()
+            if isinstance(status, tuple):
+                return self._partial(req.path, status[1], close, req.version)
             return self.empty(status, close, req.version)
 
         return defer(self.executor, work, then, refuse)
@@ -178,9 +204,12 @@ class Writer:
             raise http.HttpError(400, "partial PUT (Content-Range) is not supported", close=True)
         if self.max_upload is not None and (req.content_length or 0) > self.max_upload:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
-        writes.make_parents(target)
+        mtime_ns = _oc_mtime(req.headers.get("x-oc-mtime"))
+        self.parents(target)
         temp = writes.TempFile(target.place.dir_fd)
-        return Upload(self, target, temp, self.max_upload, self.fsync)
+        upload = Upload(self, target, temp, self.max_upload, self.fsync)
+        upload.mtime_ns = mtime_ns
+        return upload
 
     def finish(self, upload: Upload, req: http.Request, closing: bool = False):
         """The body is all in: commit it off the loop (a Pending; without an
@@ -197,13 +226,25 @@ class Writer:
         def then(status: int) -> Reply:
             self.cache.invalidate(upload.target.path)
             self.cache.written()
-            return self.empty(status, close, req.version)
+            extra = b"X-OC-Mtime: accepted\r\n" if upload.mtime_ns is not None else b""
+            return self.empty(status, close, req.version, extra)
 
         return defer(self.executor, commit, then, self._refuse(True, req.version))
 
-    def empty(self, status: int, close: bool, version) -> Reply:
+    def _partial(self, url: str, failed: list[str], close: bool, version) -> Reply:
+        """207 for a DELETE that removed some members and not others (RFC 4918 9.6.1)."""
+        from zcopy.dav import multistatus
+
+        base = url.rstrip("/").rsplit("/", 1)[0] + "/"
+        body = multistatus.HEAD + b"".join(multistatus.status_response(base + p, False, 403) for p in failed) + \
+            multistatus.TAIL
+        head = http.response_head(207, self.date.get(), b"", len(body), close=close, version=version,
+                                  extra=b"Content-Type: application/xml; charset=utf-8\r\n")
+        return Reply(207, head, [body], len(body), close)
+
+    def empty(self, status: int, close: bool, version, extra: bytes = b"") -> Reply:
         head = http.response_head(status, self.date.get(), b"", None if status == 204 else 0, close=close,
-                                  version=version)
+                                  version=version, extra=extra)
         return Reply(status, head, [], 0, close)
 
 
@@ -238,6 +279,8 @@ def http_error_for(exc: OSError) -> http.HttpError:
         return http.HttpError(403, f"not writable: {exc.strerror}")
     if exc.errno == errno.ENAMETOOLONG:
         return http.HttpError(400, "a name in the path is too long")
+    if exc.errno in (errno.EMFILE, errno.ENFILE):      # 503, as a walk that runs out says
+        return fs_error(exc, True)
     return http.HttpError(500, f"write failed: {exc.strerror}", close=True)
 
 
@@ -276,7 +319,9 @@ def _destination(value: str | None, authority: str | None) -> str:
     try:
         url = urlsplit(value.strip())
         path = url.path
-        if url.scheme and (url.scheme.lower() not in ("http", "https") or not _same_server(url.netloc, authority)):
+        # A network-path reference ("//host/path", no scheme) names a server too.
+        if (url.scheme or url.netloc) and (url.scheme.lower() not in ("", "http", "https")
+                                           or not _same_server(url.netloc, authority)):
             raise http.HttpError(502, "Destination names another server")
     except ValueError:          # "Invalid IPv6 URL": an unclosed bracket
         raise http.HttpError(400, "malformed Destination URL") from None
@@ -286,6 +331,20 @@ def _destination(value: str | None, authority: str | None) -> str:
     if "\x00" in decoded:
         raise http.HttpError(400, "NUL in Destination")
     return decoded
+
+
+def _oc_mtime(value: str | None) -> int | None:
+    """``X-OC-Mtime: <seconds since the epoch>`` (rclone's owncloud/nextcloud vendors, ownCloud clients):
+    the modification time to give the uploaded file, in ns; 400 when it is not a number of seconds."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        raise http.HttpError(400, "X-OC-Mtime must be seconds since the epoch") from None
+    if not 0 <= seconds < 1 << 40:
+        raise http.HttpError(400, "X-OC-Mtime out of range")
+    return int(seconds * 1_000_000_000)
 
 
 def _query_flag(query: str, name: str) -> bool:

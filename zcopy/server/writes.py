@@ -10,7 +10,7 @@ the name; every operation here is relative to that fd (``mkdirat``,
 needs and that do not exist are created one by one, each opened with
 ``O_NOFOLLOW`` relative to its parent; when the request then fails (a cut or
 refused upload), the folders it created are removed again (``undo_parents``),
-as far as they are still empty.
+as far as they are still empty and no other upload is under way in them.
 
 Uploads are atomic: the body goes into an unnamed ``O_TMPFILE`` inode in the
 target folder (falling back to a named ``.zcopy-upload-*`` temp file where the
@@ -40,7 +40,7 @@ from zcopy import http
 from zcopy.server.root import TEMP_PREFIX, Place, Root
 
 __all__ = ["TEMP_PREFIX", "STALE_AFTER", "Target", "TempFile", "write_target", "make_parents", "undo_parents",
-           "remove_stale_temps", "delete", "move", "mkcol"]
+           "remove_stale_temps", "remove_entry", "delete", "move", "mkcol"]
 
 STALE_AFTER = 60.0      # seconds without a write before an unheld temp file counts as left behind
 
@@ -124,6 +124,11 @@ def make_parents(target: Target) -> None:
         try:
             fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=place.dir_fd)
         except OSError as exc:
+            if made:        # not yet in ``created`` (EMFILE here): undo_parents would not know it
+                try:
+                    os.rmdir(name, dir_fd=place.dir_fd)
+                except OSError:
+                    pass
             if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
                 raise http.HttpError(409, f"{name} is not a folder") from None
             raise
@@ -138,15 +143,29 @@ def make_parents(target: Target) -> None:
 
 def undo_parents(target: Target) -> None:
     """Remove the folders ``make_parents`` created for this request, innermost
-    first, as long as each is still the one it made and still empty."""
+    first, as long as each is still the one it made, still empty, and no
+    upload is under way in it (its O_TMPFILE is invisible, so "empty" does not
+    say that: each upload holds a shared flock on its folder, see TempFile)."""
     while target.created:
         parent_fd, name, ino = target.created[-1]
         try:
-            if os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_ino != ino:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                break                      # gone, or replaced by a link
+            fd = -1                        # out of fds (why we are undoing, often): no lock to ask
+        try:
+            st = os.fstat(fd) if fd >= 0 else os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if st.st_ino != ino:
                 break
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.rmdir(name, dir_fd=parent_fd)
         except OSError:
-            break                          # not empty any more (another upload), or gone: leave the rest
+            break                          # another upload in it, or not empty any more: leave the rest
+        finally:
+            if fd >= 0:
+                os.close(fd)
         target.created.pop()
         os.close(parent_fd)
 
@@ -158,6 +177,13 @@ class TempFile:
         self.name: str | None = None      # set while the data has a (temp) name
         # Readable (fsync, scandir), unlike the walk's O_PATH fd; the very same folder.
         self.dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder_fd)
+        try:
+            # Shared, until this upload ends: a cut upload that made this folder
+            # leaves it while ours is under way (undo_parents). Held exclusively
+            # only by an undo about to remove it: then this upload ends in 409.
+            fcntl.flock(self.dir_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
         _sweep_if_due(self.dir_fd)
         try:
             self.fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd)
@@ -295,15 +321,34 @@ def _closing(op):
     return run
 
 
+def remove_entry(target: Target) -> list[str]:
+    """Remove what ``target`` names, a folder with everything in it (fd-based:
+    ``shutil.rmtree`` opens each folder with O_NOFOLLOW relative to its
+    parent's fd). Returns the paths (relative to the target's folder) that
+    could not be removed: empty when all went (RFC 4918 9.6.1's partial failure)."""
+    place = target.place
+    if not target.is_dir:
+        os.unlink(place.name, dir_fd=place.dir_fd)
+        return []
+    failed: list[str] = []
+
+    def onerror(func, path, exc_info) -> None:
+        failed.append(path)
+
+    shutil.rmtree(place.name, dir_fd=place.dir_fd, onerror=onerror)
+    return failed
+
+
 @_closing
-def delete(target: Target, recursive: bool) -> None:
+def delete(target: Target, recursive: bool) -> list[str]:
+    """Remove the target (a folder only when ``recursive`` or empty); the
+    members that could not be removed (``remove_entry``)."""
     if not target.exists or (target.slashed and not target.is_dir):
         raise http.HttpError(404, "not found")
     place = target.place
     if target.is_dir:
         if recursive:
-            # fd-based: each folder opened with O_NOFOLLOW relative to its parent's fd.
-            shutil.rmtree(place.name, dir_fd=place.dir_fd)
+            return remove_entry(target)
         else:
             try:
                 os.rmdir(place.name, dir_fd=place.dir_fd)
@@ -313,10 +358,11 @@ def delete(target: Target, recursive: bool) -> None:
                 raise
     else:
         os.unlink(place.name, dir_fd=place.dir_fd)
+    return []
 
 
 @_closing
-def move(source: Target, dest: Target, overwrite: bool) -> bool:
+def move(source: Target, dest: Target, overwrite: bool, *, parents: bool = True) -> bool:
     """Rename (renameat with both folders' fds); returns whether something was replaced."""
     if not source.exists or (source.slashed and not source.is_dir):
         raise http.HttpError(404, "not found")
@@ -325,14 +371,23 @@ def move(source: Target, dest: Target, overwrite: bool) -> bool:
         raise http.HttpError(403, "source and destination are the same")
     if dst.startswith(src + "/"):
         raise http.HttpError(409, "cannot move a folder into itself")
-    if dest.slashed and not source.is_dir:
+    if dest.slashed and not source.is_dir and not (dest.is_dir and overwrite):
         raise http.HttpError(400, "a file cannot be moved to a folder path (ending in /)")
     if dest.exists and not overwrite:
         raise http.HttpError(412, "destination exists and Overwrite is F")
     replaced = dest.exists
+    if dest.place.missing and not parents:
+        raise http.HttpError(409, "the destination's parent folder does not exist")
+    if dest.exists and (dest.is_dir or source.is_dir):
+        # RFC 4918 9.9.3: Overwrite T deletes the destination first (a rename cannot replace a folder
+        # with a file, or a non-empty folder).
+        if remove_entry(dest):
+            raise http.HttpError(409, "the destination could not be removed entirely")
     try:
         make_parents(dest)
         os.rename(source.place.name, dest.place.name, src_dir_fd=source.place.dir_fd, dst_dir_fd=dest.place.dir_fd)
+        if replaced and not source.is_dir:
+            _unlink_if_same(source.place, dest.place)
     except BaseException as exc:
         undo_parents(dest)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
@@ -340,6 +395,18 @@ def move(source: Target, dest: Target, overwrite: bool) -> bool:
             raise http.HttpError(409, f"cannot replace: {exc.strerror}") from None
         raise
     return replaced
+
+
+def _unlink_if_same(source: Place, dest: Place) -> None:
+    """rename(2) does nothing, and succeeds, when both names are hard links
+    of one file: the source must still go for the MOVE to have happened."""
+    try:
+        st = os.stat(source.name, dir_fd=source.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return                              # the usual case: renamed away
+    dst = os.stat(dest.name, dir_fd=dest.dir_fd, follow_symlinks=False)
+    if (st.st_dev, st.st_ino) == (dst.st_dev, dst.st_ino):
+        os.unlink(source.name, dir_fd=source.dir_fd)
 
 
 @_closing

@@ -23,6 +23,7 @@ import selectors
 import socket
 import time
 
+from zcopy.loop import ACCEPT_BACKOFF
 from zcopy.stats.location import Target, group_dir
 from zcopy.stats.prometheus import render
 from zcopy.stats.read import read_all
@@ -71,12 +72,16 @@ class _Client:
         self.deadline = deadline
         self.size = 0
 
-    # httptools callbacks
+    # httptools callbacks. Only the first request counts (every answer closes):
+    # one feed may hold pipelined ones, whose URLs would extend ours.
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        if not self.complete:
+            self.url += url
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        if not self.complete:
+            self.complete = True
+            self.method = self.parser.get_method()
 
 
 class MetricsLoop:
@@ -87,17 +92,21 @@ class MetricsLoop:
         self.health = health
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, _Client] = {}
+        self.resume_at: float | None = None       # the listener is out of the selector until then
 
     def run(self) -> int:
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ)
         while os.getppid() == self.group_pid:     # the supervisor is gone: so are we
-            for key, events in self.sel.select(timeout=1.0):
+            for key, events in self.sel.select(timeout=1.0 if self.resume_at is None else ACCEPT_BACKOFF):
                 if key.fileobj is self.listener:
                     self._accept()
                 else:
                     self._on_event(key.data, events)
             now = time.monotonic()
+            if self.resume_at is not None and now >= self.resume_at:
+                self.resume_at = None
+                self.sel.register(self.listener, selectors.EVENT_READ)
             for client in [c for c in self.clients.values() if c.deadline <= now]:
                 self._close(client)
         return 0
@@ -109,7 +118,11 @@ class MetricsLoop:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                return        # EMFILE and friends: the next select tries again
+                # EMFILE and friends: the listener stays readable, so stop polling
+                # it for a moment instead of spinning (as the workers do).
+                self.sel.unregister(self.listener)
+                self.resume_at = time.monotonic() + ACCEPT_BACKOFF
+                return
             if len(self.clients) >= MAX_CLIENTS:   # make room: the oldest holder goes
                 self._close(min(self.clients.values(), key=lambda c: c.deadline))
             sock.setblocking(False)
@@ -137,12 +150,11 @@ class MetricsLoop:
         try:
             client.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            client.complete = True
+            client.on_message_complete()       # the head is read; we never switch protocols
         except httptools.HttpParserError:
             self._answer(client, 400, b"bad request\n")
             return
         if client.complete:
-            client.method = client.parser.get_method()
             self._respond(client)
         elif client.size > MAX_REQUEST:
             self._answer(client, 431, b"request too large\n")

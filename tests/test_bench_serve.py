@@ -1,0 +1,123 @@
+"""tools/bench_serve.py runs end to end (quick mode, no speed bar) and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+TOOL = os.path.join(os.path.dirname(__file__), "..", "tools", "bench_serve.py")
+sys.path.insert(0, os.path.dirname(TOOL))
+from bench_serve import parse_strace_summary  # noqa: E402
+
+needs = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 or not all(shutil.which(t) for t in ("wrk", "nginx", "taskset")),
+    reason="needs two CPUs, wrk, nginx and taskset")
+
+
+def bench(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def leftovers() -> list[str]:
+    """Live processes started from one of the tool's temp folders."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "zcopy-bench-" in cmd:
+            found.append(cmd)
+    return found
+
+
+def only(tmp_path, *tools: str) -> str:
+    """A PATH holding just these tools (the tool finds peers with `which`)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in tools:
+        os.symlink(shutil.which(tool), bindir / tool)
+    return str(bindir)
+
+
+@needs
+def test_quick_run_against_nginx_skips_a_missing_peer(tmp_path):
+    out = bench("--quick", "--servers", "zcopy,nginx,lighttpd", path=only(tmp_path, "wrk", "nginx", "taskset"))
+    assert out.returncode == 0, out.stderr
+    assert "skipping lighttpd: not installed (Debian: apt-get install lighttpd)" in out.stderr
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
+    assert {"zcopy", "nginx"} <= set(rows) and "lighttpd" not in rows
+    for name in ("zcopy", "nginx"):
+        cells = [c.strip() for c in rows[name].split("|")[2:-1]]
+        assert float(cells[0].replace(",", "")) > 0 and float(cells[4].replace(",", "")) > 0, rows[name]
+    assert "| best peer |" in out.stdout and "server pinned to CPU" in out.stdout
+    assert leftovers() == []
+
+
+@needs
+def test_quick_run_with_two_workers_unpinned():
+    out = bench("--quick", "--workers", "2", "--servers", "zcopy,nginx")
+    assert out.returncode == 0, out.stderr
+    assert "2 workers per server, NOT pinned" in out.stdout and "wrk -t2" in out.stdout
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith("| zcopy |") for line in lines) == 1       # the one table zcopy has a row in
+    assert sum(line.startswith("| nginx |") for line in lines) == 2       # that table and zcopy / peer
+    assert leftovers() == []
+
+
+@needs
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_syscall_counts_per_request():
+    out = bench("--syscalls", "200", "--servers", "zcopy,nginx", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["requests"] == 200 and set(report["per_request"]) == {"zcopy", "nginx"}
+    assert set(report["failed_per_request"]) == {"zcopy", "nginx"}
+    for name, calls in report["per_request"].items():
+        # every request is read and answered: at least one receive and one send each
+        received = sum(n for call, n in calls.items() if call in ("read", "recvfrom", "recvmsg", "readv"))
+        sent = sum(n for call, n in calls.items() if call in ("write", "writev", "sendto", "sendmsg", "sendfile"))
+        assert received >= 0.99 and sent >= 0.99, (name, calls)
+    assert leftovers() == []
+
+
+@needs
+def test_idle_connections_memory():
+    """Every server holds the idle connections (the tool asks the first and the last again) and
+    its resident memory is read before and while it holds them."""
+    out = bench("--idle", "300", "--servers", "zcopy,nginx", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["connections"] == 300 and set(report["rss_kib"]) == {"zcopy", "nginx"}
+    for name, rss in report["rss_kib"].items():
+        assert rss["before"] > 0 and rss["held"] > 0, (name, rss)
+        assert rss["per_connection"] == pytest.approx((rss["held"] - rss["before"]) / 300)
+    assert leftovers() == []
+
+
+def test_parse_strace_summary_of_a_real_run(tmp_path):
+    if shutil.which("strace") is None:
+        pytest.skip("needs strace")
+    out = tmp_path / "summary"
+    subprocess.run(["strace", "-c", "-o", str(out), "true"], check=True)
+    calls = parse_strace_summary(out.read_text())
+    assert calls["execve"] == (1, 0) and "total" not in calls and all(n > 0 for n, _ in calls.values())
+    subprocess.run(["strace", "-c", "-o", str(out), "cat", str(tmp_path / "missing")], capture_output=True)
+    calls = parse_strace_summary(out.read_text())
+    assert calls["openat"][1] >= 1            # the missing file: a failed call, counted as such
+
+
+@pytest.mark.parametrize("flags", [["--servers", "apache"], ["--rounds", "0"], ["--syscalls", "0"], ["--idle", "0"],
+                                   ["--idle", "100000"], ["--idle", "10", "--syscalls", "10"]])
+def test_bad_flags_one_line_exit_2(flags):
+    out = bench(*flags)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("bench_serve.py: error:"), out.stderr
