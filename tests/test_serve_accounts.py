@@ -355,3 +355,25 @@ def test_browser_login_gives_a_session_cookie(tree, tmp_path):
         while call(s.port, "GET", "/secret/s.txt", {"Cookie": f"zcopy_session={token}"})[0] != 401:
             assert time.monotonic() < deadline, "a session outlived its password"
             time.sleep(0.1)
+
+
+def test_webdav_methods_follow_the_rules(tree):
+    """PROPFIND needs r and lists only what the account may see; COPY needs r on the source and w
+    on the Destination; PROPPATCH and LOCK need w."""
+    root, users = tree
+    with Server(root, "--users", str(users), "--state-dir", str(users.parent / "state")) as s:
+        status, _, body = call(s.port, "PROPFIND", "/a/", {**basic("alice"), "Depth": "1"})
+        assert status == 207 and b"/a/b/" in body and b"/a/c/" not in body      # only the readable member
+        status, _, body = call(s.port, "PROPFIND", "/", {**basic("alice"), "Depth": "1"})
+        assert status == 207 and b"/pub/" in body and b"/secret/" not in body
+        assert call(s.port, "PROPFIND", "/secret/", {**basic("alice"), "Depth": "0"})[0] == 403
+        assert call(s.port, "PROPFIND", "/secret/", {"Depth": "0"})[0] == 401
+        # mover: r and d on /src, w on /dst
+        assert call(s.port, "COPY", "/src/f", {**basic("mover"), "Destination": "/dst/f"})[0] == 201
+        assert (root / "dst" / "f").read_bytes() == b"f"
+        assert call(s.port, "COPY", "/src/f", {**basic("mover"), "Destination": "/dst/f"})[0] == 403  # replace: no d
+        assert call(s.port, "COPY", "/src/f", {**basic("mover"), "Destination": "/src/g"})[0] == 403  # no w
+        assert not (root / "src" / "g").exists()
+        assert call(s.port, "COPY", "/secret/s.txt", {**basic("mover"), "Destination": "/dst/s"})[0] == 403
+        assert call(s.port, "PROPPATCH", "/pub/hello.txt", basic("reader"), b"<x/>")[0] == 403
+        assert call(s.port, "LOCK", "/pub/hello.txt", basic("reader"), b"")[0] == 403

@@ -316,8 +316,11 @@ class Responder:
         listing shows only what ``identity`` may see), PROPPATCH/LOCK/UNLOCK ``w``, COPY ``r`` on the
         source and ``w`` (and ``d`` when it replaces) on the Destination (checked in ``Dav.copy``)."""
         method = req.method
+        if method != "PROPFIND" and self.writer is None:
+            raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close or has_body)
         path = _rules_path(req.path)
-        if not self.access.allows(identity, method, path, True):
+        if not self.access.allows(identity, method, path, True) and \
+                not (method == "PROPFIND" and self.access.may_browse(identity, path)):
             legacy = "this server needs a token to read" if method == "PROPFIND" else "a valid token is needed to write"
             err = self._refuse(identity, "read here" if method == "PROPFIND" else f"{method} here", legacy)
             err.close = err.close or close or has_body
