@@ -152,58 +152,42 @@ def _add(args) -> int:
 
 
 def _passwd(args) -> int:
-    import sys
-
-    from zcopy.accounts.users import ANONYMOUS, edit
+    from zcopy.accounts.users import ANONYMOUS
 
     name = _name(args.name)
     if name == ANONYMOUS:
         raise _Usage("the anonymous account '*' has no password")
     _exists(args.file, name)
     hashed = _hash(args)
-
-    def change(accounts):
-        if name not in accounts:
-            raise _Refused(f"no user {name!r} in {args.file}")
-        accounts[name].hash = hashed
-
-    edit(args.file, change)
-    sys.stderr.write(f"password of {name} changed\n")
-    return 0
+    return _change(args.file, name, lambda accounts: setattr(accounts[name], "hash", hashed),
+                   f"password of {name} changed")
 
 
 def _set_rules(args) -> int:
-    import sys
-
-    from zcopy.accounts.users import edit
-
     name = _name(args.name)
     rules = _rules(args.rule)
-
-    def change(accounts):
-        if name not in accounts:
-            raise _Refused(f"no user {name!r} in {args.file}")
-        accounts[name].rules = rules
-
-    edit(args.file, change)
-    sys.stderr.write(f"rules of {name}: {' '.join(map(str, rules)) or '(none: no access)'}\n")
-    return 0
+    return _change(args.file, name, lambda accounts: setattr(accounts[name], "rules", rules),
+                   f"rules of {name}: {' '.join(map(str, rules)) or '(none: no access)'}")
 
 
 def _del(args) -> int:
+    name = _name(args.name)
+    return _change(args.file, name, lambda accounts: accounts.pop(name), f"removed {name}")
+
+
+def _change(path: str, name: str, mutate, done: str) -> int:
+    """Edit an existing account of the users file (``mutate(accounts)``), then say ``done``."""
     import sys
 
     from zcopy.accounts.users import edit
 
-    name = _name(args.name)
-
     def change(accounts):
         if name not in accounts:
-            raise _Refused(f"no user {name!r} in {args.file}")
-        del accounts[name]
+            raise _Refused(f"no user {name!r} in {path}")
+        mutate(accounts)
 
-    edit(args.file, change)
-    sys.stderr.write(f"removed {name}\n")
+    edit(path, change)
+    sys.stderr.write(done + "\n")
     return 0
 
 
