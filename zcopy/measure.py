@@ -290,6 +290,24 @@ def drop_cached_pages(fd: int) -> None:
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+def evict(fd: int, offsets, timeout: float = 2.0) -> bool | None:
+    """Drop the file's pages and check at ``offsets`` that they are gone: True when they are,
+    False when they stay cached past ``timeout``, None when the filesystem cannot say. DONTNEED
+    skips pages still sitting in another CPU's LRU batch; those reach the LRU within moments, so
+    the drop is repeated until the kernel's own answer (RWF_NOWAIT) says they are out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        drop_cached_pages(fd)
+        cached = [is_cached(fd, offset) for offset in offsets]
+        if None in cached:
+            return None
+        if not any(cached):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
 def is_cached(fd: int, offset: int) -> bool | None:
     """Whether the page at ``offset`` is in the page cache: a ``preadv2``
     with RWF_NOWAIT succeeds only from the cache and never reads the disk.

@@ -168,14 +168,13 @@ def cache_policy(cold: bool, directory: str, fd: int, size: int):
     if fstype in ("tmpfs", "ramfs"):
         return f"warm (--cold not possible: {directory} is on {fstype}, its pages are the file)", None
     try:
-        measure.drop_cached_pages(fd)
+        evicted = measure.evict(fd, (0, size // 2))
     except OSError as exc:
         return f"warm (--cold not possible: posix_fadvise failed: {exc.strerror})", None
-    cached = [measure.is_cached(fd, offset) for offset in (0, size // 2)]
-    if any(cached):
+    if evicted is False:
         return (f"warm (--cold not possible: {fstype} kept the pages cached after "
                 f"posix_fadvise DONTNEED)"), None
-    checked = "" if None not in cached else f", unverified: {fstype} has no RWF_NOWAIT"
+    checked = "" if evicted else f", unverified: {fstype} has no RWF_NOWAIT"
     return f"cold (posix_fadvise DONTNEED before every run{checked})", lambda: measure.drop_cached_pages(fd)
 
 
