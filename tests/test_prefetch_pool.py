@@ -111,9 +111,6 @@ def test_resident_tells_cold_from_hot_without_reading(tmp_path, fd_guard):
     path = tmp_path / "f"
     make_cold(path, 8 * MiB)
     fd = os.open(path, os.O_RDONLY)
-    # No readahead on this fd: the kernel (this VM's disk reads ahead up to 8 MiB) would otherwise
-    # bring in the pages the test means to leave cold, depending on load and device settings.
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
     try:
         assert not resident(fd, 0, 4 * MiB)
         assert not resident(fd, 4 * MiB, 8 * MiB)
