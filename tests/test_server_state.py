@@ -221,3 +221,17 @@ def test_processes_write_at_once_without_losing_a_commit(tmp_path):
         assert s.meta("n") == "200"
     finally:
         s.close()
+
+
+def test_a_database_that_cannot_be_migrated_is_one_line(tmp_path):
+    """A schema this zcopy did not write (here: a table a later migration makes, already there) is a
+    StateError naming the file, never an sqlite traceback."""
+    import sqlite3
+
+    path = state.prepare(str(tmp_path / "s"))
+    db = sqlite3.connect(os.path.join(path, state.DB_NAME))
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with pytest.raises(state.StateError, match="cannot be brought up to date"):
+        state.prepare(path)

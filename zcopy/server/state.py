@@ -115,6 +115,9 @@ def prepare(path: str) -> str:
     state = State(path)
     try:
         state.migrate()
+    except sqlite3.Error as exc:        # damaged, or not a schema this zcopy wrote: one line, not a traceback
+        raise StateError(f"{path}/{DB_NAME} cannot be brought up to date ({exc}): move it aside, or use "
+                         "another --state-dir") from None
     finally:
         state.close()
     return path
