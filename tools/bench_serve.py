@@ -51,7 +51,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+#: the source tree this tool belongs to: its zcopy is the one benchmarked
+TREE = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, TREE)
 from zcopy.units import format_size, parse_size  # noqa: E402
 
 NGINX_CONF = """
@@ -633,7 +635,10 @@ def main() -> int:
                 port = free_port()
                 pin = [] if server_cpu is None else ["taskset", "-c", str(server_cpu)]
                 argv = [*pin, *server_argv(name, tmp, root, port, args.zcopy_args.split(), args.workers)]
-                running[name] = stack.enter_context(Peer(name, argv, port, cwd=root))
+                # zcopy from this tree (its working directory comes first on sys.path), not whichever
+                # zcopy is installed; the peers from the served root.
+                cwd = TREE if name == "zcopy" else root
+                running[name] = stack.enter_context(Peer(name, argv, port, cwd=cwd))
             if args.syscalls is not None:
                 syscalls(running, args, tmp)
                 return 0

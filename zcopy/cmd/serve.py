@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, seconds_arg, timeout_arg
+from zcopy.cli import pipe_size_arg, positive_int, positive_size_arg, seconds_arg, size_arg, timeout_arg
 from zcopy.server.supervisor import StartupError
 
 HELP = "serve a folder over HTTP with zero-copy sends"
@@ -81,6 +81,9 @@ def configure(p) -> None:
                    help="how file bytes are sent (default: sendfile; with --auto, the probe's choice)")
     p.add_argument("--pipe-size", type=pipe_size_arg, default=None,
                    help="pipe size, used only when an engine in use splices (default: 1 MiB)")
+    p.add_argument("--small-reply-max", type=size_arg, default=None, metavar="SIZE",
+                   help="bodies up to SIZE leave with their head in one send from memory, 0 for never "
+                        "(default: 16KiB; with --auto, the probe's crossover)")
     p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
     p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
@@ -199,6 +202,14 @@ def build_config(args):
     if args.upload_engine != "auto":
         cfg.upload_engine = {"splice": "splice", "recv": "recv_pwrite"}[args.upload_engine]
         reasons["upload_engine"] = "--upload-engine flag"
+    if args.small_reply_max is not None:
+        cfg.small_reply_max = args.small_reply_max
+        reasons["small_reply_max"] = "--small-reply-max flag"
+    elif profile is not None:
+        cfg.small_reply_max = profile.small_reply_max
+        reasons["small_reply_max"] = f"probe ({profile.source}): {profile.reasons.get('small_reply_max', '')}"
+    else:
+        reasons["small_reply_max"] = "default: 16 KiB (below the crossover measured so far; --auto measures it)"
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
         reasons["pipe_size"] = "--pipe-size flag"
@@ -316,6 +327,8 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
     if "splice" in (cfg.engine, cfg.upload_engine if cfg.allow_write else None):
         rows.append(("pipe size", format_size(cfg.pipe_size), why("pipe_size", "")))
     rows.append(("prefetch", "on" if cfg.prefetch else "off", why("prefetch", "")))
+    rows.append(("small replies", f"up to {format_size(cfg.small_reply_max)} in one send" if cfg.small_reply_max
+                 else "head + sendfile", why("small_reply_max", "")))
     if cfg.accounts is not None:
         rows.append(("accounts", f"{len(cfg.accounts)} from {cfg.users}", "their rules decide reads and writes"))
     else:

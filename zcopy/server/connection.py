@@ -345,10 +345,11 @@ class Connection:
     # -- writing --------------------------------------------------------------
 
     def _start_reply(self, reply) -> None:
-        """Send ``reply``: through WRITING and ``_pump``, or, for a head and one
-        hot file range that the socket takes whole (most replies of a busy
-        server), at once: two syscalls and ``_finish_reply`` before this
-        returns, the connection READING again."""
+        """Send ``reply``: through WRITING and ``_pump``, or, when the socket
+        takes it whole (most replies of a busy server), at once: one send for
+        a reply that is all bytes (a small file held in memory, an error
+        page), two syscalls for a head and one hot file range, and
+        ``_finish_reply`` before this returns, the connection READING again."""
         self.reply = reply
         self.sent = 0
         entry = reply.entry
@@ -360,8 +361,27 @@ class Connection:
         self.state = WRITING
         self.deadline = now + self.config.send_timeout
         body = reply.body
-        if len(body) == 1 and self.writable and self.once is not None and self._hot(entry):
+        if not self.writable:
+            return
+        if not body:
+            self._send_whole(reply.head)
+        elif len(body) == 1 and self.once is not None and self._hot(entry):
             self._send_at_once(reply.head, body[0])
+
+    def _send_whole(self, data: bytes) -> None:
+        """A reply that is all bytes, in one send; what the socket did not
+        take stays for ``_pump``."""
+        try:
+            n = self.send(data)
+        except BlockingIOError:
+            self.writable = False
+            return
+        self.stats.copy_sent += n
+        if n < len(data):
+            self.out = memoryview(data)[n:]
+            return
+        self.out = None
+        self._finish_reply()
 
     def _send_at_once(self, head: bytes, item: tuple) -> None:
         """The head (MSG_MORE), then the range in one engine call; what the

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 from zcopy import http
+from zcopy.server.held import HeldBodies
 from zcopy.server.root import Place, Root
 from zcopy.server.watch import EVERYTHING
 
@@ -74,7 +75,9 @@ class FileEntry:
     whole: list = field(default_factory=list)      # body plan of a 200: [(fd, 0, size)]
     _head_for: tuple = ()                          # (Date line, close, version) the memo is for
     _head: bytes = b""
-    reply: object = None       # the responder's memo of its 200 Reply (built on ``head_200``'s bytes)
+    reply: object = None       # the responder's memo of its 200 Reply (built on ``head_200``'s bytes) ...
+    reply_head: bytes = b""    # ... and the head it was built on
+    data: bytes | None = None  # the whole body, when held in memory (zcopy.server.held)
     #: Where a request checks the name again (unwatched, or with siblings): the
     #: folder fd the walk opened, and the file's name in it; -1 when not kept.
     folder_fd: int = -1
@@ -142,8 +145,10 @@ class OpenFileCache:
 
     def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
                  symlink_targets: tuple[str, ...] = (), max_entries: int = 1024, watch=None,
-                 generation=None, digests=None) -> None:
+                 generation=None, digests=None, held: HeldBodies | None = None) -> None:
         self.root = root
+        #: the bodies of small watched files, kept in memory (one send per reply)
+        self.held = held if held is not None else HeldBodies(max_size=0)
         #: content-digest ETags (zcopy.server.digests.Digests), or None: this node's tags only
         self.digests = digests
         #: every file operation of the server goes through it (reads here, writes in ``writes``)
@@ -209,7 +214,10 @@ class OpenFileCache:
             raise http.HttpError(403, "not a regular file")
         if entry is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
             entry.resolved_at = now
-            entry.watched = entry.watched and st.st_nlink == 1     # a link made since
+            if entry.watched and st.st_nlink != 1:     # a link made since: no longer watched
+                entry.watched = False
+                self.held.forget(entry)
+                entry.reply = None
             if entry.folder_fd >= 0:                    # the folder as walked now
                 os.close(entry.folder_fd)
                 entry.folder_fd = os.dup(place.dir_fd)
@@ -361,6 +369,7 @@ class OpenFileCache:
                         users.discard(url_path)
                         if not users:
                             del self._users_of[fs_path]
+            self.held.forget(entry)
             entry.retire()
 
     def sync(self) -> None:

@@ -407,8 +407,13 @@ class Responder:
             if head_only or not size:
                 return Reply(200, head, [], 0, close)
             reply = entry.reply
-            if reply is None or reply.head is not head:    # the head memo moved on: so does this one
-                reply = entry.reply = Reply(200, head, entry.whole, size, close, entry)
+            if reply is None or entry.reply_head is not head:    # the head memo moved on: so does this one
+                data = self.cache.held.body(entry)
+                if data is None:
+                    reply = Reply(200, head, entry.whole, size, close, entry)
+                else:                   # a small file held in memory: head and body in one send
+                    reply = Reply(200, head + data, [], size, close)
+                entry.reply, entry.reply_head = reply, head
             return reply
         if len(ranges) == 1:
             start, stop = ranges[0]

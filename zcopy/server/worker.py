@@ -24,6 +24,7 @@ from zcopy.server.connection import CLOSED, Connection
 from zcopy.server.digests import Digests
 from zcopy.server.executor import Executor
 from zcopy.server.files import OpenFileCache
+from zcopy.server.held import HeldBodies
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import BASIC_CHALLENGE, Responder
 from zcopy.server.routes import server_routes
@@ -63,7 +64,8 @@ class Worker(ListenerLoop):
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
                                    watch=_file_watch(), generation=generation(),
-                                   digests=Digests(self.executor.submit, self.state))
+                                   digests=Digests(self.executor.submit, self.state),
+                                   held=HeldBodies(max_size=config.small_reply_max))
         writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync, executor=self.executor,

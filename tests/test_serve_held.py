@@ -1,0 +1,108 @@
+"""Small watched files held in memory (zcopy/server/held.py): one send of head
++ body, dropped with their entry by the file watch, capped in bytes; on real
+files, the real inotify and a real server."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from serverutil import Server, connect, read_response
+from zcopy.server.files import OpenFileCache
+from zcopy.server.held import HeldBodies
+from zcopy.server.watch import FileWatch
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = OpenFileCache(str(tmp_path), watch=FileWatch(), held=HeldBodies(max_size=4096, cap=6000))
+    yield c
+    c.close()
+
+
+def test_a_small_watched_file_is_held_until_its_change_arrives(tmp_path, cache):
+    (tmp_path / "a.txt").write_bytes(b"a" * 3000)
+    entry = cache.lookup("/a.txt")
+    assert cache.held.body(entry) == b"a" * 3000 and cache.held.used == 3000
+    (tmp_path / "a.txt").write_bytes(b"b" * 3000)        # same size: only the event tells
+    cache.apply_changes()
+    assert entry.retired and entry.data is None and cache.held.used == 0
+    fresh = cache.lookup("/a.txt")
+    assert cache.held.body(fresh) == b"b" * 3000
+
+
+def test_too_big_over_the_cap_or_unwatched_is_not_held(tmp_path, cache):
+    (tmp_path / "big").write_bytes(b"x" * 5000)
+    (tmp_path / "one").write_bytes(b"1" * 4000)
+    (tmp_path / "two").write_bytes(b"2" * 4000)
+    assert cache.held.body(cache.lookup("/big")) is None          # above max_size
+    assert cache.held.body(cache.lookup("/one")) is not None
+    assert cache.held.body(cache.lookup("/two")) is None          # 8000 would pass the cap
+    assert cache.held.used == 4000
+    os.link(tmp_path / "two", tmp_path / "two-link")              # a hard link: stat per request, never held
+    unwatched = OpenFileCache(str(tmp_path), watch=None, held=HeldBodies(max_size=4096))
+    try:
+        assert unwatched.held.body(unwatched.lookup("/two")) is None
+    finally:
+        unwatched.close()
+
+
+def test_the_entry_that_leaves_the_cache_gives_its_bytes_back(tmp_path, cache):
+    (tmp_path / "a").write_bytes(b"a" * 100)
+    entry = cache.lookup("/a")
+    cache.held.body(entry)
+    cache.invalidate()
+    assert cache.held.used == 0 and entry.data is None
+
+
+def _strace_sends(pid: int, port: int, path: str, n: int) -> str:
+    import subprocess
+    import time
+
+    tracer = subprocess.Popen(["strace", "-f", "-e", "trace=sendto,sendfile,sendmsg,writev", "-p", str(pid)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)             # strace attached (its own message comes first)
+        with connect(port) as s:
+            for _ in range(n):
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                status, _, body, _ = read_response(s)
+                assert status == 200
+    finally:
+        time.sleep(0.3)
+        tracer.terminate()
+        _, err = tracer.communicate(timeout=10)
+    return err
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
+def test_serve_sends_a_small_file_in_one_send_and_the_new_bytes_after_a_change(tmp_path):
+    (tmp_path / "small.txt").write_bytes(b"s" * 1024)
+    (tmp_path / "large.bin").write_bytes(b"L" * 100_000)
+    with Server(tmp_path, "--small-reply-max", "16KiB") as srv:
+        worker = srv.worker_pids()[0]
+        with connect(srv.port) as s:        # warm: the entry exists and is held
+            for path in ("/small.txt", "/large.bin"):
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                assert read_response(s)[0] == 200
+        err = _strace_sends(worker, srv.port, "/small.txt", 3)
+        assert "sendfile" not in err and err.count("sendto(") >= 3, err
+        err = _strace_sends(worker, srv.port, "/large.bin", 2)
+        assert err.count("sendfile(") >= 2, err
+        # Same size, new bytes: the watch drops the held copy before the next request is read.
+        (tmp_path / "small.txt").write_bytes(b"t" * 1024)
+        with connect(srv.port) as s:
+            s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, headers, body, _ = read_response(s)
+        assert status == 200 and body == b"t" * 1024
+
+
+def test_serve_small_reply_max_zero_sends_every_body_from_the_file(tmp_path):
+    (tmp_path / "small.txt").write_bytes(b"s" * 1024)
+    with Server(tmp_path, "--small-reply-max", "0") as srv:
+        assert "head + sendfile" in srv.panel().get("small replies", "")
+        with connect(srv.port) as s:
+            s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(s)[2] == b"s" * 1024
