@@ -286,7 +286,7 @@ def make_root(tmp: str, large: int) -> str:
 
 def cpus(args) -> tuple[int | None, int | None]:
     """(server CPU, load CPU); both None with --workers above 1 (nothing is pinned)."""
-    if args.workers > 1:
+    if getattr(args, "workers", 1) > 1:
         return None, None
     mask = sorted(os.sched_getaffinity(0))
     server = mask[0] if args.server_cpu is None else args.server_cpu
