@@ -215,9 +215,13 @@ class Peer:
 
 
 def wrk(port: int, path: str, duration: int, conns: int, threads: int = 1,
-        cpu: int | None = None) -> tuple[float, int]:
-    """(requests/s, requests completed) of one wrk run; pinned to ``cpu`` if given."""
+        cpu: int | None = None, depth: int = 1) -> tuple[float, int]:
+    """(requests/s, requests completed) of one wrk run; pinned to ``cpu`` if given; ``depth``
+    above 1: each connection writes that many requests at once (tools/pipeline.lua)."""
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration:g}s", f"http://127.0.0.1:{port}{path}"]
+    if depth > 1:
+        argv[-1:-1] = ["-s", os.path.join(TREE, "tools", "pipeline.lua")]
+        argv += ["--", str(depth)]
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
@@ -303,11 +307,12 @@ KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "64k_rps", "64k_user_us", "64k_sys_
         "large_cpu_s_per_gb")
 
 
-def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None) -> tuple[float, float, float]:
+def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None, depth: int = 1) -> tuple[float, float, float]:
     """(req/s, user us/request, sys us/request) of one wrk run (pinned to ``load_cpu`` if given)."""
     pids = peer.pids()
     u0, s0 = cpu_times(pids)
-    rps, done = wrk(peer.port, path, args.duration, args.connections, threads=args.workers, cpu=load_cpu)
+    rps, done = wrk(peer.port, path, args.duration, args.connections, threads=args.workers, cpu=load_cpu,
+                    depth=depth)
     u1, s1 = cpu_times(pids)
     per = 1e6 / max(done, 1)
     return rps, (u1 - u0) * per, (s1 - s0) * per
@@ -346,6 +351,26 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str
             print(f"round {r + 1}/{args.rounds} {name}: 1 KiB {res['1k_rps'][-1]:,.0f} req/s, 64 KiB "
                   f"{res['64k_rps'][-1]:,.0f} req/s, large {gbps:.2f} GB/s", file=sys.stderr)
     return results
+
+
+def pipelined(running: dict[str, Peer], args, load_cpu: int | None) -> None:
+    """1 KiB GETs, ``args.pipeline`` written at once per connection: req/s and CPU per request."""
+    results = {name: [] for name in running}
+    for peer in running.values():
+        wrk(peer.port, "/1k.bin", args.warmup, args.connections, cpu=load_cpu, depth=args.pipeline)
+    names = list(running)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            results[name].append(measure_wrk(running[name], "/1k.bin", args, load_cpu, depth=args.pipeline))
+    med = {n: [statistics.median(x[i] for x in res) for i in range(3)] for n, res in results.items()}
+    best = max(m[0] for m in med.values())
+    print(f"\n1 KiB GETs pipelined {args.pipeline} deep (tools/pipeline.lua), wrk -t1 -c{args.connections} "
+          f"-d{args.duration:g}s, medians of {args.rounds} interleaved rounds; load average before: "
+          f"{args.load_before}, after: {load_average()}\n")
+    print("| server | req/s | x best | CPU us/req (user + sys) |")
+    print("|---|---|---|---|")
+    for name, (rps, user, system) in med.items():
+        print(f"| {name} | {rps:,.0f} | {rps / best:.2f} | {user + system:.1f} ({user:.1f} + {system:.1f}) |")
 
 
 def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int | None) -> None:
@@ -448,9 +473,11 @@ def parse_strace_summary(text: str) -> dict[str, tuple[int, int]]:
     return calls
 
 
-def count_syscalls(peer: Peer, path: str, requests: int, conns: int, out: str) -> dict[str, tuple[int, int]]:
+def count_syscalls(peer: Peer, path: str, requests: int, conns: int, out: str,
+                   depth: int = 1) -> dict[str, tuple[int, int]]:
     """The server's syscalls (all its processes and threads) while ``requests`` keep-alive
-    GETs of ``path`` are answered over ``conns`` connections opened (and used once) before."""
+    GETs of ``path`` are answered over ``conns`` connections opened (and used once) before,
+    ``depth`` written at once on each."""
     socks = [socket.create_connection(("127.0.0.1", peer.port)) for _ in range(conns)]
     bufs = [bytearray() for _ in socks]
     request = http_get(path)
@@ -471,13 +498,15 @@ def count_syscalls(peer: Peer, path: str, requests: int, conns: int, out: str) -
                     raise RuntimeError(f"strace could not attach to {peer.name} ({pids})")
                 time.sleep(0.01)
             done = 0
+            burst = request * depth
             while done < requests:
-                batch = socks[:requests - done]
+                batch = socks[:max(1, (requests - done) // depth)]
                 for s in batch:
-                    s.sendall(request)
+                    s.sendall(burst)
                 for s, buf in zip(batch, bufs):
-                    read_reply(s, buf)
-                done += len(batch)
+                    for _ in range(depth):
+                        read_reply(s, buf)
+                done += len(batch) * depth
         finally:
             tracer.send_signal(signal.SIGINT)     # detach and write the summary
             tracer.wait(30)
@@ -494,7 +523,7 @@ def syscalls(running: dict[str, Peer], args, tmp: str) -> None:
     table, failed = {}, {}
     for name, peer in running.items():
         calls = count_syscalls(peer, "/1k.bin", args.syscalls, args.syscall_connections,
-                               os.path.join(tmp, f"strace-{name}.txt"))
+                               os.path.join(tmp, f"strace-{name}.txt"), args.pipeline)
         table[name] = {call: n / args.syscalls for call, (n, _) in calls.items()}
         failed[name] = {call: e / args.syscalls for call, (_, e) in calls.items() if e}
         print(f"{name}: {sum(table[name].values()):.2f} syscalls per request", file=sys.stderr)
@@ -510,7 +539,8 @@ def syscalls(running: dict[str, Peer], args, tmp: str) -> None:
     names = list(table)
     rows = sorted({c for t in table.values() for c in t}, key=lambda c: -sum(t.get(c, 0) for t in table.values()))
     print(f"\nsyscalls per request: strace -c -f on each server's processes, {args.syscalls} keep-alive GETs of "
-          f"a 1 KiB file over {args.syscall_connections} connection(s), each waiting for its reply; "
+          f"a 1 KiB file over {args.syscall_connections} connection(s), {args.pipeline} written at once on each, "
+          "then their replies read; "
           "calls below 0.005 per request are left out; failed: returned an error (EAGAIN...)\n")
     print("| syscall | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
@@ -603,6 +633,9 @@ def main() -> int:
     ap.add_argument("--syscalls", type=int, metavar="N", help="count syscalls per request over N 1 KiB "
                     "requests under strace instead of measuring speed")
     ap.add_argument("--syscall-connections", type=int, default=1)
+    ap.add_argument("--pipeline", type=int, default=1, metavar="DEPTH",
+                    help="1 KiB GETs only, DEPTH requests written at once per connection (with --syscalls: "
+                         "the strace count too)")
     ap.add_argument("--idle", type=int, metavar="N", help="measure resident memory per idle keep-alive "
                     f"connection with N of them open (at most {MAX_CONNECTIONS - 100}) instead of speed")
     ap.add_argument("--json", action="store_true")
@@ -644,6 +677,9 @@ def main() -> int:
                 return 0
             if args.idle is not None:
                 idle(running, args)
+                return 0
+            if args.pipeline > 1:
+                pipelined(running, args, load_cpu)
                 return 0
             results = throughput(running, args, load_cpu)
         if args.json:
