@@ -106,3 +106,70 @@ def test_serve_small_reply_max_zero_sends_every_body_from_the_file(tmp_path):
         with connect(srv.port) as s:
             s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n")
             assert read_response(s)[2] == b"s" * 1024
+
+
+def _read_n(s: socket.socket, n: int) -> list[bytes]:
+    bodies = []
+    for _ in range(n):
+        status, _, body, _ = read_response(s)
+        assert status == 200
+        bodies.append(body)
+    return bodies
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
+def test_pipelined_requests_are_answered_in_one_send(tmp_path):
+    import subprocess
+    import time
+
+    (tmp_path / "a").write_bytes(b"a" * 1000)
+    (tmp_path / "b").write_bytes(b"b" * 2000)
+    with Server(tmp_path) as srv:
+        worker = srv.worker_pids()[0]
+        with connect(srv.port) as s:
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+            _read_n(s, 2)                   # warm: both held
+            tracer = subprocess.Popen(["strace", "-f", "-e", "trace=sendto,sendfile,sendmsg,writev",
+                                       "-p", str(worker)], stderr=subprocess.PIPE, text=True)
+            try:
+                time.sleep(0.5)
+                burst = b"".join(b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % name for name in [b"a", b"b"] * 4)
+                s.sendall(burst)
+                bodies = _read_n(s, 8)
+            finally:
+                time.sleep(0.3)
+                tracer.terminate()
+                _, err = tracer.communicate(timeout=10)
+    assert bodies == [b"a" * 1000, b"b" * 2000] * 4        # in order
+    sends = [line for line in err.splitlines() if line.lstrip("[pid 0123456789]").startswith("send")]
+    assert len(sends) == 1, err
+
+
+def test_pipelined_requests_then_half_close_get_every_reply(tmp_path):
+    (tmp_path / "a").write_bytes(b"a" * 1000)
+    with Server(tmp_path) as srv:
+        with connect(srv.port) as s:
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n" * 40)
+            s.shutdown(socket.SHUT_WR)
+            assert _read_n(s, 40) == [b"a" * 1000] * 40
+            assert s.recv(1) == b""
+
+
+def test_pipelined_replies_to_a_client_that_reads_late_all_arrive_in_order(tmp_path):
+    """Thousands of pipelined requests written before any reply is read: the
+    gathered replies fill the socket, wait owed (the server reads no further
+    request meanwhile), and all arrive, in order, once the client reads."""
+    import threading
+
+    (tmp_path / "a").write_bytes(b"a" * 4000)
+    (tmp_path / "b").write_bytes(b"b" * 100)
+    n = 3000
+    burst = b"".join(b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % (b"a" if i % 3 else b"b") for i in range(n))
+    with Server(tmp_path) as srv:
+        with connect(srv.port) as s:
+            writer = threading.Thread(target=s.sendall, args=(burst,))
+            writer.start()
+            writer.join(2)                  # the replies pile up unread meanwhile
+            bodies = _read_n(s, n)
+            writer.join()
+    assert bodies == [b"a" * 4000 if i % 3 else b"b" * 100 for i in range(n)]

@@ -58,7 +58,7 @@ DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 class Connection:
     __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
                  "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending", "user", "auth",
-                 "hup", "ahead", "stats", "config", "engine", "once", "head_at")
+                 "hup", "ahead", "stats", "config", "engine", "once", "head_at", "owed")
 
     def __init__(self, worker, sock, addr, transport=None) -> None:
         self.worker = worker
@@ -95,6 +95,9 @@ class Connection:
         self.auth = None          # (Authorization, rules generation, Identity): the last sign-in here
         self.hup = False          # EPOLLRDHUP/HUP seen: the peer's EOF is pending, keep reading
         self.ahead = None         # prefetch.Readahead of the file range being sent
+        #: Replies finished but not sent yet: pipelined requests' all-bytes replies,
+        #: gathered into one send (``_start_reply``), sent before the turn ends.
+        self.owed: list[bytes] = []
 
     @property
     def request(self):
@@ -113,7 +116,12 @@ class Connection:
         self.run()
 
     def run(self) -> None:
-        """Advance as far as possible without blocking."""
+        """Advance as far as possible without blocking, then send what is owed."""
+        self._run()
+        if self.owed and self.state != CLOSED:
+            self._flush_owed()
+
+    def _run(self) -> None:
         try:
             burst = PIPELINE_BURST
             while True:
@@ -160,7 +168,7 @@ class Connection:
             self._abort_upload()
             self.proto.body_failed()
             self._start_reply(self.worker.responder.error(exc, close=True))
-            self.run()
+            self._run()
         except PeerClosed:
             self.worker.stats.error("upload_cut")
             self.close()
@@ -192,6 +200,10 @@ class Connection:
         try:
             req = proto.next_request() if proto.buf else None     # pipelined first
             while req is None:
+                if self.owed:           # nothing more is read while replies wait to be sent
+                    self._flush_owed()
+                    if self.owed or self.state == CLOSED:
+                        return False
                 if self.draining and not proto.buf:
                     self.close()
                     return False
@@ -245,11 +257,15 @@ class Connection:
         if cls is Reply:
             self._start_reply(reply)
         elif cls is Pending:
+            if self.owed:               # earlier replies do not wait for this one
+                self._flush_owed()
             self.pending = reply
             self.state = WAITING
             self.deadline = self.worker.now + self.config.send_timeout
             reply.wait(self._resumed)
         elif isinstance(reply, BodySink):
+            if self.owed:
+                self._flush_owed()
             self.upload = reply
             if self.proto.body_left > 0:
                 reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
@@ -337,6 +353,9 @@ class Connection:
             self.upload = None
 
     def _send_quietly(self, data: bytes) -> None:
+        if self.owed:                   # earlier replies first
+            data = b"".join((*self.owed, data))
+            self.owed.clear()
         try:
             self.stats.copy_sent += self.send(data)
         except OSError:
@@ -355,18 +374,54 @@ class Connection:
         entry = reply.entry
         if entry is not None:           # its fd stays open while this reply reads it
             entry.acquire()
-        self.out = reply.head           # bytes; a memoryview only if a send comes up short
+        head = reply.head
+        body = reply.body
+        owed = self.owed
+        if not body and self.writable and self.proto.buf and not reply.close:
+            # Another request is already here (pipelined): this reply leaves with
+            # the next one's, in one send (``owed``; sent at the latest when the turn ends).
+            owed.append(head)
+            self.head_at = self.worker.now
+            self._finish_reply()
+            return
+        if owed:                        # what earlier replies owe goes first, in the same send
+            head = b"".join((*owed, head))
+            owed.clear()
+        self.out = head                 # bytes; a memoryview only if a send comes up short
         self.at = 0
         self.head_at = now = self.worker.now
         self.state = WRITING
         self.deadline = now + self.config.send_timeout
-        body = reply.body
         if not self.writable:
             return
         if not body:
-            self._send_whole(reply.head)
+            self._send_whole(head)
         elif len(body) == 1 and self.once is not None and self._hot(entry):
-            self._send_at_once(reply.head, body[0])
+            self._send_at_once(head, body[0])
+
+    def _flush_owed(self) -> None:
+        """Send the replies gathered for pipelined requests (``owed``). What the
+        socket does not take stays owed: it leaves on the next writable edge, or
+        first in the next reply's send."""
+        owed = self.owed
+        if not self.writable:
+            return
+        data = owed[0] if len(owed) == 1 else b"".join(owed)
+        owed.clear()
+        try:
+            n = self.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self.worker.stats.error("client_reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE)
+                                    else errno.errorcode.get(exc.errno, "oserror"))
+            self.close()
+            return
+        self.stats.copy_sent += n
+        if n < len(data):
+            owed.append(data[n:])
+            self.writable = False
+            self.deadline = self.worker.now + self.config.send_timeout
 
     def _send_whole(self, data: bytes) -> None:
         """A reply that is all bytes, in one send; what the socket did not
@@ -536,6 +591,8 @@ class Connection:
     # -- ending ---------------------------------------------------------------
 
     def _start_linger(self) -> None:
+        if self.owed:
+            self._send_quietly(b"")
         try:
             self.transport.shutdown_write()
         except OSError:
@@ -575,7 +632,7 @@ class Connection:
     def drain(self) -> None:
         """Graceful stop: finish what is in flight, accept no new request."""
         self.draining = True
-        if self.state == READING and not self.proto.buf:
+        if self.state == READING and not self.proto.buf and not self.owed:
             self.close()
 
     def _start_readahead(self, fd: int, start: int, stop: int, entry) -> None:
@@ -620,6 +677,7 @@ class Connection:
             self.reply.entry.release()
         self.reply = None
         self.out = None
+        self.owed.clear()
         self.proto.close()
         self.worker.forget(self)
         self.transport.close()
