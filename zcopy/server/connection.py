@@ -96,7 +96,8 @@ class Connection:
         self.hup = False          # EPOLLRDHUP/HUP seen: the peer's EOF is pending, keep reading
         self.ahead = None         # prefetch.Readahead of the file range being sent
         #: Replies finished but not sent yet: pipelined requests' all-bytes replies,
-        #: gathered into one send (``_start_reply``), sent before the turn ends.
+        #: gathered into one send (``_start_reply``), sent before the connection
+        #: reads again, waits, lingers or yields its turn.
         self.owed: list[bytes] = []
 
     @property
@@ -116,12 +117,7 @@ class Connection:
         self.run()
 
     def run(self) -> None:
-        """Advance as far as possible without blocking, then send what is owed."""
-        self._run()
-        if self.owed and self.state != CLOSED:
-            self._flush_owed()
-
-    def _run(self) -> None:
+        """Advance as far as possible without blocking."""
         try:
             burst = PIPELINE_BURST
             while True:
@@ -162,13 +158,15 @@ class Connection:
                     return                  # the usual end of a turn: wait for the next request
                 burst -= 1
                 if burst == 0:
+                    if self.owed:       # (every other way out has sent them, or waits to)
+                        self._flush_owed()
                     self.worker.ready.append(self)
                     return
         except http.HttpError as exc:       # a body refused midway (413, 507, bad chunk)
             self._abort_upload()
             self.proto.body_failed()
             self._start_reply(self.worker.responder.error(exc, close=True))
-            self._run()
+            self.run()
         except PeerClosed:
             self.worker.stats.error("upload_cut")
             self.close()
