@@ -522,7 +522,7 @@ def syscalls(running: dict[str, Peer], args, tmp: str) -> None:
         sys.exit("bench_serve: --syscalls needs strace (Debian: apt-get install strace)")
     table, failed = {}, {}
     for name, peer in running.items():
-        calls = count_syscalls(peer, "/1k.bin", args.syscalls, args.syscall_connections,
+        calls = count_syscalls(peer, args.syscall_file, args.syscalls, args.syscall_connections,
                                os.path.join(tmp, f"strace-{name}.txt"), args.pipeline)
         table[name] = {call: n / args.syscalls for call, (n, _) in calls.items()}
         failed[name] = {call: e / args.syscalls for call, (_, e) in calls.items() if e}
@@ -539,7 +539,7 @@ def syscalls(running: dict[str, Peer], args, tmp: str) -> None:
     names = list(table)
     rows = sorted({c for t in table.values() for c in t}, key=lambda c: -sum(t.get(c, 0) for t in table.values()))
     print(f"\nsyscalls per request: strace -c -f on each server's processes, {args.syscalls} keep-alive GETs of "
-          f"a 1 KiB file over {args.syscall_connections} connection(s), {args.pipeline} written at once on each, "
+          f"{args.syscall_file} over {args.syscall_connections} connection(s), {args.pipeline} written at once on each, "
           "then their replies read; "
           "calls below 0.005 per request are left out; failed: returned an error (EAGAIN...)\n")
     print("| syscall | " + " | ".join(names) + " |")
@@ -633,6 +633,8 @@ def main() -> int:
     ap.add_argument("--syscalls", type=int, metavar="N", help="count syscalls per request over N 1 KiB "
                     "requests under strace instead of measuring speed")
     ap.add_argument("--syscall-connections", type=int, default=1)
+    ap.add_argument("--syscall-file", default="/1k.bin", choices=["/1k.bin", "/64k.bin"],
+                    help="the file --syscalls asks for (default: /1k.bin)")
     ap.add_argument("--pipeline", type=int, default=1, metavar="DEPTH",
                     help="1 KiB GETs only, DEPTH requests written at once per connection (with --syscalls: "
                          "the strace count too)")
