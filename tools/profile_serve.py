@@ -3,6 +3,7 @@
 
     python tools/profile_serve.py --requests 20000 --size 1KiB
     python tools/profile_serve.py --requests 20000 --depth 16     # 16 pipelined requests per write
+    ZCOPY_TREE=/path/to/other/checkout python tools/profile_serve.py   # profile another tree
 
 Runs the real worker (``zcopy.server.worker.Worker``, this tree's) in a forked
 child under cProfile, drives it over loopback with ``--connections`` keep-alive
@@ -25,7 +26,8 @@ import sys
 import tempfile
 import time
 
-TREE = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+#: the source tree profiled: this tool's own, or ZCOPY_TREE (to profile another checkout)
+TREE = os.path.abspath(os.environ.get("ZCOPY_TREE") or os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, TREE)
 from zcopy.units import parse_size  # noqa: E402
 
@@ -35,7 +37,10 @@ def serve(root: str, listener: socket.socket, out: str, small_reply_max: int) ->
     from zcopy.server.config import ServeConfig
     from zcopy.server.worker import Worker
 
-    worker = Worker(ServeConfig(root=root, small_reply_max=small_reply_max), listener)
+    config = ServeConfig(root=root)
+    if hasattr(config, "small_reply_max"):      # (a tree from before held bodies has no such setting)
+        config.small_reply_max = small_reply_max
+    worker = Worker(config, listener)
     prof = cProfile.Profile()
     prof.enable()
     try:
