@@ -63,7 +63,8 @@ def main() -> int:
             name = tree if tree not in peers else f"{tree} ({len(peers)})"
             ports[name] = free_port()
             peers[name] = ([*pin, sys.executable, "-m", "zcopy", "serve", root, "--port", str(ports[name]),
-                            "--workers", "1", *args.zcopy_args.split()], tree)
+                            "--workers", "1", "--state-dir", os.path.join(tmp, f"state-{len(peers)}"),
+                            *args.zcopy_args.split()], tree)
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in peers}
         with contextlib.ExitStack() as stack:
             running = {name: stack.enter_context(Peer(name, argv, ports[name], cwd=cwd))

@@ -241,8 +241,11 @@ def server_argv(name: str, tmp: str, root: str, port: int, zcopy_args: list[str]
     """The command line (config files written into ``tmp``) of one server with ``workers`` workers
     (nginx worker processes, lighttpd forked workers, h2o threads)."""
     if name == "zcopy":
+        # Its own state folder: the default one is shared with every other zcopy of this user (another
+        # checkout may have migrated it to a schema this tree does not know).
         return [sys.executable, "-m", "zcopy", "serve", root, "--port", str(port), "--workers", str(workers),
-                "--max-connections", str(MAX_CONNECTIONS), *zcopy_args]
+                "--max-connections", str(MAX_CONNECTIONS), "--state-dir", os.path.join(tmp, "zcopy-state"),
+                *zcopy_args]
     conf = os.path.join(tmp, f"{name}.conf")
     if name == "nginx":
         text, argv = NGINX_CONF, ["nginx", "-c", conf, "-p", tmp]
