@@ -27,6 +27,8 @@ from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
 from zcopy.server.root import TEMP_PREFIX, fs_error
 from zcopy.server.routes import Routes, reserved, server_routes
+from zcopy.server.session import SAFE as SAFE_METHODS, cross_site
+from zcopy.server.share import token_in as share_token
 from zcopy.server.throttle import Held
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
@@ -71,7 +73,7 @@ class Responder:
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
                  token: str | None = None, read_token: str | None = None, routes: Routes | None = None,
                  access: Access | None = None, verifier=None, trusted_proxy: str | None = None,
-                 shared_throttle=None, sessions=None, executor=None) -> None:
+                 shared_throttle=None, sessions=None, executor=None, shares=None) -> None:
         self.cache = cache
         #: folder listings, built on ``executor`` (None: on the caller's thread)
         self.listings = Listings(cache, self._scan, executor)
@@ -88,6 +90,8 @@ class Responder:
         self.shared_throttle = shared_throttle
         #: The browser's session cookie (zcopy.server.session); None: no users file or no state folder.
         self.sessions = sessions
+        #: Share links (zcopy.server.share); None: no state folder to sign them with.
+        self.shares = shares
         self.trusted_proxy = trusted_proxy
         #: Counted here, published by the worker's stats: failed sign-ins, throttled ones, overloads.
         self.auth_failures = 0
@@ -145,10 +149,18 @@ class Responder:
     def _identify(self, req: http.Request, closing: bool, conn):
         """The request's Identity; or a Pending while its password is checked. Raises HttpError."""
         access = self.access
+        if req.method not in SAFE_METHODS:              # another site's page may not change anything here
+            why = cross_site(req)
+            if why is not None:
+                raise http.HttpError(403, why)
+        if req.query and self.shares is not None:       # a share link: its own identity, whoever follows it
+            token = share_token(req.query)
+            if token is not None:
+                return self.shares.identify(req, token, _rules_path(req.path))
         auth = req.headers.get("authorization")
         if auth is None:
             if self.sessions is not None and "cookie" in req.headers:     # a browser signed in before
-                return self.sessions.identify(req.headers.get("cookie")) or access.anonymous
+                return self.sessions.identify(req.headers.get("cookie"), req) or access.anonymous
             return access.anonymous
         if conn is not None:
             known = conn.auth       # this connection's last sign-in: keep-alive requests skip the rest
@@ -250,7 +262,7 @@ class Responder:
         try:
             if ".zcopy" in req.path and reserved(req.path):   # the server's own resources, never a file
                 close = close or has_body                     # (no route reads a body yet)
-                return self.routes.respond(req, close, self._may_use_routes(identity), identity)
+                return self.routes.respond(req, close, self._may_use_routes(identity), identity, conn)
             if req.method in WRITE_METHODS:
                 return self._write(req, identity, close or has_body)
             if req.method in DAV_METHODS:
@@ -269,7 +281,7 @@ class Responder:
                                      headers=[("Allow", self.allow)])
             path = _rules_path(req.path)
             rules = identity.rules
-            if rules is None or answers is None:
+            if rules is None or answers is None or identity.kind == "share":   # (a share's rules are its own)
                 may_read = access.allows(identity, req.method, path, True)
             else:
                 # Rules are answered once per (rules, path) per memo: its second and generation.
@@ -283,6 +295,8 @@ class Responder:
                 raise self._refuse(identity, "read here", "this server needs a token to read")
             entry = self.cache.lookup(req.path)
             if entry is None:
+                if identity.kind == "share":        # a link to a file: never a listing
+                    raise http.HttpError(404, "not found")
                 return self._directory(req, close, head_only, identity, path)
             if not may_read:            # a folder on the way to something readable, not this file
                 raise self._refuse(identity, "read here", "this server needs a token to read")

@@ -19,6 +19,7 @@ from zcopy import engines, http
 from zcopy.loop import ListenerLoop, run_worker
 from zcopy.server.access import Access
 from zcopy.server.accesslog import AccessLog
+from zcopy.server.auth import CHALLENGE
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
 from zcopy.server.digests import Digests
@@ -28,6 +29,7 @@ from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import BASIC_CHALLENGE, Responder
 from zcopy.server.routes import server_routes
 from zcopy.server.session import Sessions
+from zcopy.server.share import Shares
 from zcopy.server.shared import generation, heartbeat
 from zcopy.server.signed import Signer
 from zcopy.server.state import State
@@ -77,13 +79,18 @@ class Worker(ListenerLoop):
         routes = server_routes(self.date, self.state)
         accounts_state = self.verifier is not None and self.state is not None
         #: Browsers sign in once (/.zcopy/login) and keep a signed session cookie (zcopy.server.session).
-        sessions = Sessions(self.access, Signer(self.state.share_secret())) if accounts_state else None
+        signer = Signer(self.state.share_secret()) if self.state is not None else None
+        sessions = Sessions(self.access, signer) if accounts_state else None
         if sessions is not None:
             sessions.add_routes(routes, BASIC_CHALLENGE)
+        #: Share links (zcopy.server.share): minted at /.zcopy/share, signed with the same secret.
+        shares = Shares(self.access, signer, self.cache, self.executor) if signer is not None else None
+        if shares is not None:
+            shares.add_routes(routes, BASIC_CHALLENGE if config.accounts is not None else CHALLENGE)
         self.responder = Responder(self.cache, self.date, writer=writer, routes=routes, executor=self.executor,
                                    access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy,
                                    shared_throttle=SharedThrottle(self.state) if accounts_state else None,
-                                   sessions=sessions)
+                                   sessions=sessions, shares=shares)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)

@@ -1,0 +1,168 @@
+"""Share links: ``POST /.zcopy/share`` mints one, ``FILE?share=TOKEN`` downloads with it.
+
+Minting. ``POST /.zcopy/share?path=/a/b.iso&expires=SECONDS`` (no body) by someone who may share
+that file: an account that may read it (``r``), or the write token; on a server without a users
+file, whoever may write (the write token, or anyone on an open ``--allow-write`` server). Anonymous
+gets the sign-in challenge; the read token, or a share link, gets 403. The rights are checked before
+the file is looked at, so a refusal says nothing about what exists; then only a regular file can be
+shared (a folder is 400, a missing file 404). The answer (201, JSON) is the link as a path and query
+(``/a/b.iso?share=TOKEN``: the client or the page puts its own origin in front) and its expiry (Unix
+time). ``expires`` is 1 s to ``MAX_TTL`` (default ``DEFAULT_TTL``).
+
+The token is a ``zcopy.server.signed.Share``: the file's path, the expiry, the right (``r``) and who
+minted it, HMAC-signed with the state folder's secret. Nothing is stored per link.
+
+Using. A GET or HEAD (ranges, conditionals, everything a download has) whose query carries
+``share=TOKEN`` is answered as the link's own identity (``share:<minter>`` in the access log), whose
+only right is ``r`` on exactly that file, whatever other credentials the request carries. Refused
+with the same 403 and the same words, before the file is looked at, whatever the reason: a tampered,
+malformed or expired token (the MAC is compared in constant time, ``hmac.compare_digest``), another
+path than the link's, another method, or a link that was revoked:
+
+- **Revoking.** A link holds while the one who minted it still could: an account's links stop when
+  the account is removed or loses ``r`` on the file (checked at every use, against the users file as
+  reloaded); links minted with the write token stop when the server has no write token. Rotating the
+  secret (``zcopy secret rotate``, then SIGHUP or a restart) voids every link and every session at once.
+- A folder that has replaced the shared file is not listed through the link (404).
+
+``GET /.zcopy/qr?text=...`` draws a QR code of ``text`` (at most ``QR_MAX`` bytes) as SVG with segno, on
+the executor, under a CSP that allows nothing (no script, no style, no fetch); the page shows it as an
+``<img>`` beside the link.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from urllib.parse import parse_qs, quote, unquote
+
+from zcopy import http
+from zcopy.accounts.rules import Rule, Rules, segments
+from zcopy.server.access import Access, Identity
+from zcopy.server.executor import defer
+from zcopy.server.reply import Reply, refusal
+from zcopy.server.routes import RESERVED, Routes, reserved
+from zcopy.server.signed import BadToken, Share, Signer
+
+PARAM = "share"
+SHARE_ROUTE, QR_ROUTE = RESERVED + "/share", RESERVED + "/qr"
+DEFAULT_TTL = 24 * 3600
+MAX_TTL = 365 * 24 * 3600
+QR_MAX = 2048
+#: What an unusable link gets, whatever the reason (nothing said about the file or the token).
+INVALID = "this share link is not valid (expired, revoked or altered)"
+_QR_HEADERS = (b"Content-Type: image/svg+xml\r\nCache-Control: private, max-age=3600\r\n"
+               b"Content-Security-Policy: default-src 'none'; sandbox\r\nX-Content-Type-Options: nosniff\r\n")
+
+
+def token_in(query: str) -> str | None:
+    """The ``share=`` value of a raw query, or None. Cheap: most queries have none."""
+    if not query or PARAM + "=" not in query:
+        return None
+    for part in query.split("&"):
+        if part.startswith(PARAM + "="):
+            return unquote(part[len(PARAM) + 1:])
+    return None
+
+
+class Shares:
+    def __init__(self, access: Access, signer: Signer, cache, executor=None) -> None:
+        self.access = access
+        self.signer = signer
+        self.cache = cache
+        self.executor = executor
+
+    # -- using a link -------------------------------------------------------------
+
+    def identify(self, req: http.Request, token: str, path: str) -> Identity:
+        """The identity a link proves for this request (``path``: decoded, dot segments applied).
+        Raises HttpError(403) for anything else, with one message whatever the reason."""
+        try:
+            share = self.signer.open_share(token, time.time())
+        except BadToken:
+            raise http.HttpError(403, INVALID) from None
+        if req.method not in ("GET", "HEAD") or share.rights != "r" or path != share.path \
+                or not self._still_valid(share):
+            raise http.HttpError(403, INVALID)
+        return Identity(f"share:{share.by}", Rules([Rule(segments(share.path), frozenset("r"))]), "share")
+
+    def _still_valid(self, share: Share) -> bool:
+        """Whoever minted the link could still mint it (see the module's "Revoking")."""
+        access = self.access
+        if share.by == "token":
+            return access.token is not None
+        if access.accounts is None:
+            return share.by == "-" and access.allow_write and access.token is None
+        account = access.accounts.get(share.by)
+        return account is not None and account.can_sign_in and account.rules.allows(segments(share.path), "r")
+
+    # -- minting one ----------------------------------------------------------------
+
+    def minter(self, who: Identity, path: str) -> str | None:
+        """Who the link will name as its minter, or None when ``who`` may not share ``path``."""
+        access = self.access
+        if who.kind == "token":
+            return "token"
+        if who.kind == "user":
+            return who.name if access.allows(who, "GET", path, True) else None
+        if who.kind == "anonymous" and access.accounts is None and access.token is None \
+                and access.allow_write and access.allows(who, "GET", path, True):
+            return "-"                  # an open --allow-write server: anyone may write, so anyone may share
+        return None
+
+    def add_routes(self, routes: Routes, challenge: tuple[str, str]) -> None:
+        date = routes.date
+
+        def mint(req: http.Request, close: bool, who: Identity, conn=None) -> Reply:
+            params = parse_qs(req.query, keep_blank_values=True, errors="surrogateescape")
+            raw = params.get("path", [""])[-1]
+            if not raw.startswith("/") or "\0" in raw:
+                raise http.HttpError(400, "say which file: ?path=/the/file (a decoded URL path)")
+            path = http.normalised(raw)
+            try:
+                ttl = int(params.get("expires", [str(DEFAULT_TTL)])[-1])
+            except ValueError:
+                ttl = 0
+            if not 1 <= ttl <= MAX_TTL:
+                raise http.HttpError(400, f"expires is a number of seconds from 1 to {MAX_TTL}")
+            by = None if reserved(path) else self.minter(who, path)
+            if by is None:
+                if who.kind == "anonymous":
+                    raise http.HttpError(401, "sign in to share", headers=[challenge])
+                raise http.HttpError(403, f"{who.name} may not share this")
+            entry = self.cache.lookup(path)         # 404 for nothing there, None for a folder
+            if entry is None:
+                raise http.HttpError(400, "only a file can be shared")
+            expires = int(time.time()) + ttl
+            token = self.signer.share(Share(path, expires, "r", by))
+            link = quote(path.encode("utf-8", "surrogateescape"), safe="/") + f"?{PARAM}={token}"
+            return routes.json(req, 201, {"url": link, "path": path, "expires": expires}, close)
+
+        def qr(req: http.Request, close: bool) -> Reply:
+            text = parse_qs(req.query).get("text", [""])[-1]
+            if not text or len(text.encode("utf-8", "surrogateescape")) > QR_MAX:
+                raise http.HttpError(400, f"text is 1 to {QR_MAX} bytes")
+
+            def draw() -> bytes:
+                import segno
+
+                out = io.BytesIO()
+                segno.make(text, error="m", micro=False).save(out, kind="svg", scale=4, border=2,
+                                                              xmldecl=False, title="QR code of the link")
+                return out.getvalue()
+
+            def then(svg: bytes) -> Reply:
+                head = http.response_head(200, date.get(), _QR_HEADERS, len(svg), close=close, version=req.version)
+                if req.method == "HEAD":
+                    return Reply(200, head, [], 0, close)
+                return Reply(200, head, [svg], len(svg), close)
+
+            def refuse(exc: Exception) -> Reply:
+                if not isinstance(exc, http.HttpError):
+                    exc = http.HttpError(400, "this text cannot be drawn as a QR code")
+                return refusal(exc, date.get(), close=close, head_only=req.method == "HEAD", version=req.version)
+
+            return defer(self.executor, draw, then, refuse)
+
+        routes.add(SHARE_ROUTE, public=True, identity=True, POST=mint)
+        routes.add(QR_ROUTE, GET=qr)
