@@ -223,3 +223,35 @@ def test_csrf_cookie_writes_need_the_token_and_cross_site_writes_are_refused(tre
         for bad in ("//evil.example/", "http://evil.example/", "/\\evil"):
             status, head, _ = call(s.port, "GET", f"/.zcopy/login?next={bad}", basic("alice"))
             assert status == 204 and "location" not in head
+
+
+def test_a_folder_archive_holds_only_what_the_account_may_read(tree):
+    """?download=tar for an account that reads part of the tree: the entries it may not read are
+    left out (not refused), folders that lead to nothing readable too."""
+    import io
+    import tarfile
+
+    root, users, state = tree
+    (root / "a" / "b" / "x.txt").write_bytes(b"x")
+    (root / "a" / "c").mkdir()
+    (root / "a" / "c" / "y.txt").write_bytes(b"y")
+    (root / "a" / "top.txt").write_bytes(b"t")
+    (root / "pub" / "deep").mkdir()
+    (root / "pub" / "deep" / "z.txt").write_bytes(b"z")
+    with Server(root, "--users", str(users), "--state-dir", str(state)) as s:
+        def members(path: str, user: str | None) -> dict:
+            status, head, body = call(s.port, "GET", path, basic(user) if user else {})
+            assert status == 200, (status, body)
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                return {m.name: (tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()}
+
+        # alice reads /pub and /a/b (and her home): / holds just the way to them.
+        got = members("/?download=tar", "alice")
+        assert got == {"a": None, "a/b": None, "a/b/x.txt": b"x", "home": None, "home/alice": None,
+                       "home/alice/a b.txt": b"spaces", "pub": None, "pub/deep": None, "pub/deep/z.txt": b"z",
+                       "pub/hello.txt": b"hello, world", "pub/other.txt": b"other"}
+        assert members("/a/?download=tar", "alice") == {"b": None, "b/x.txt": b"x"}
+        # A reader of everything gets everything; a drop box account gets 403; anonymous 401.
+        assert "secret/s.txt" in members("/?download=tar", "reader")
+        assert call(s.port, "GET", "/inbox/?download=tar", basic("bob"))[0] == 403
+        assert call(s.port, "GET", "/?download=tar")[0] == 401

@@ -476,10 +476,13 @@ class Responder:
             return whole(301, data, close)
         access = self.access
         if req.query and "download=tar" in req.query.split("&"):
+            keep = None
             if not _whole_tree_readable(identity, path):
-                raise self._refuse(identity, "download this folder as an archive",
-                                   "this server needs a token to read")
-            return self._tar(req, close, head_only)
+                rules = identity.rules      # not None here: before accounts, a reader reads the whole tree
+                # Entry by entry (on the walk's thread): files it reads, folders that lead to one.
+                def keep(segs: tuple, is_dir: bool) -> bool:
+                    return rules.may_see(segs) if is_dir else rules.allows(segs, "r")
+            return self._tar(req, close, head_only, keep)
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:
@@ -524,9 +527,10 @@ class Responder:
             return Reply(200, head, [], 0, close)
         return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)
 
-    def _tar(self, req: http.Request, close: bool, head_only: bool):
+    def _tar(self, req: http.Request, close: bool, head_only: bool, keep=None):
         """The folder as a tar (zcopy.server.archive): headers as bytes, file bodies as fd ranges.
-        The walk runs on the executor (a Pending), the reply is made on the loop."""
+        The walk runs on the executor (a Pending), the reply is made on the loop. ``keep``: which
+        entries the account may see (None: all)."""
         url_path, show_hidden = req.path, self.cache.show_hidden
 
         def walk():
@@ -538,7 +542,8 @@ class Responder:
                 except OSError:
                     raise http.HttpError(404, "not found") from None
             try:
-                return archive.plan(dir_fd, show_hidden=show_hidden, at_top=http.normalised(url_path) == "/")
+                return archive.plan(dir_fd, show_hidden=show_hidden, at_top=http.normalised(url_path) == "/",
+                                    keep=keep, segs=segments(http.normalised(url_path)))
             finally:
                 os.close(dir_fd)
 
@@ -631,8 +636,8 @@ class _Rights:
 
 
 def _whole_tree_readable(identity: Identity, folder: str) -> bool:
-    """Whether an archive of ``folder`` shows only what ``identity`` may read: ``r`` on the folder
-    and no narrower rule beneath it without ``r`` (an archive is not filtered entry by entry yet)."""
+    """Whether ``identity`` reads everything under ``folder``: ``r`` on the folder and no narrower
+    rule beneath it without ``r`` (then an archive needs no filter entry by entry)."""
     rules = identity.rules
     if rules is None:
         return True                     # before accounts: whoever reads the folder reads the tree
