@@ -255,3 +255,34 @@ def test_a_folder_archive_holds_only_what_the_account_may_read(tree):
         assert "secret/s.txt" in members("/?download=tar", "reader")
         assert call(s.port, "GET", "/inbox/?download=tar", basic("bob"))[0] == 403
         assert call(s.port, "GET", "/?download=tar")[0] == 401
+
+
+def test_a_drop_box_link_takes_new_files_and_nothing_else(tree):
+    root, users, state = tree
+    (root / "inbox" / "old.txt").write_bytes(b"old")
+    with Server(root, "--users", str(users), "--state-dir", str(state), "--workers", "1") as s:   # one reload
+        out = zcopy("share", f"{s.url}/inbox/", "--drop", "--user", "bob", "--json",
+                    env={"ZCOPY_PASSWORD": PW["bob"]})
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["rights"] == "w" and doc["url"].startswith(f"{s.url}/inbox/?share=")
+        token = doc["url"].partition("?share=")[2]
+        src = root.parent / "new file.txt"
+        src.write_bytes(b"dropped")
+        r = curl("-T", str(src), "-o", "/dev/null", "-w", "%{http_code}", f"{s.url}/inbox/new%20file.txt?share={token}")
+        assert r.stdout == b"201"
+        assert (root / "inbox" / "new file.txt").read_bytes() == b"dropped"
+        assert call(s.port, "PUT", f"/inbox/old.txt?share={token}", body=b"x")[0] == 403     # no replacing
+        assert (root / "inbox" / "old.txt").read_bytes() == b"old"
+        for method, path in (("GET", "/inbox/new%20file.txt"), ("GET", "/inbox/"), ("DELETE", "/inbox/old.txt"),
+                             ("PUT", "/pub/x"), ("PUT", "/inbox"), ("MKCOL", "/inbox/d/")):
+            assert call(s.port, method, f"{path}?share={token}", body=b"x" if method == "PUT" else None)[0] == 403
+        # Who may make one: w on the folder (alice reads /pub, cannot drop there); only a folder.
+        assert mint(s.port, "/pub&rights=w", basic("alice"))[0] == 403
+        assert call(s.port, "POST", "/.zcopy/share?path=/inbox/old.txt&rights=w", basic("bob"))[0] == 400
+        assert call(s.port, "POST", "/.zcopy/share?path=/inbox&rights=rw", basic("bob"))[0] == 400
+        # bob loses the folder: his drop link stops.
+        users.write_text(USERS.replace(" /inbox:w", " /elsewhere:w"))
+        wait_for(lambda: mint(s.port, "/inbox&rights=w", basic("bob"))[0] == 403, what="the reload")
+        assert call(s.port, "PUT", f"/inbox/late?share={token}", body=b"l")[0] == 403
+        assert not (root / "inbox" / "late").exists()

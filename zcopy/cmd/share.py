@@ -1,10 +1,12 @@
 """Make a share link to a remote file: anyone with the link downloads that file, without
-credentials, until it expires (docs/accounts.md, "Share links").
+credentials, until it expires; or, with --drop, a drop box link to a folder: anyone with it uploads
+new files there (docs/accounts.md, "Share links").
 
 examples:
   zcopy share http://host:8000/iso/big.iso --expires 7d --user alice
   printf '%s\\n' "$PW" | zcopy share http://host:8000/report.pdf --expires 2h --user alice --password-stdin
   zcopy share http://host:8000/notes.txt --token-file ~/.zcopy-token --json
+  zcopy share http://host:8000/inbox/ --drop --expires 2d --user bob   # then: curl -T f 'LINK'
   zcopy share --revoke-all --state-dir /var/lib/zcopy    # void every link (and session) at once
 """
 
@@ -37,6 +39,9 @@ def configure(p) -> None:
     p.add_argument("url", nargs="?", help="http://HOST:PORT/PATH of the file to share")
     p.add_argument("--expires", type=duration, default=None, metavar="DURATION",
                    help="how long the link works: 90s, 30m, 12h, 7d, 2w (default 1d, at most 365d)")
+    p.add_argument("--drop", action="store_true",
+                   help="URL is a folder: make a drop box link (anyone with it may upload new files there, "
+                        "and nothing else)")
     p.add_argument("--json", action="store_true", help="print the server's answer as JSON (url, path, expires)")
     p.add_argument("--revoke-all", action="store_true",
                    help="instead: give the server's state folder a new secret, voiding every share link and "
@@ -86,7 +91,10 @@ def _share(args) -> int:
     remote = parse_url(args.url)
     creds = resolve_token(args)
     path = unquote(remote.path, errors="surrogateescape")
-    query = urlencode({"path": path, "expires": args.expires or DEFAULT_TTL}, errors="surrogateescape")
+    fields = {"path": path, "expires": args.expires or DEFAULT_TTL}
+    if args.drop:
+        fields["rights"] = "w"
+    query = urlencode(fields, errors="surrogateescape")
     ask = Remote(remote.host, remote.port, SHARE_ROUTE, query)
     with Connection(ask, 60.0) as conn:
         conn.send_head("POST", ask.target, auth_headers(creds) | {"Content-Length": "0"})
@@ -104,7 +112,8 @@ def _share(args) -> int:
         raise ClientError("the server's answer is not a share link")
     url = f"http://{remote.netloc}{link}"
     if args.json:
-        sys.stdout.write(json.dumps({"url": url, "path": doc.get("path"), "expires": expires}) + "\n")
+        sys.stdout.write(json.dumps({"url": url, "path": doc.get("path"), "expires": expires,
+                                     "rights": doc.get("rights")}) + "\n")
     else:
         sys.stdout.write(url + "\n")
         sys.stderr.write(f"works until {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(expires))}\n")

@@ -1,33 +1,40 @@
-"""Share links: ``POST /.zcopy/share`` mints one, ``FILE?share=TOKEN`` downloads with it.
+"""Share links: ``POST /.zcopy/share`` mints one; ``FILE?share=TOKEN`` downloads with it, and a drop
+box link ``FOLDER/?share=TOKEN`` takes uploads with it.
 
-Minting. ``POST /.zcopy/share?path=/a/b.iso&expires=SECONDS`` (no body) by someone who may share
-that file: an account that may read it (``r``), or the write token; on a server without a users
-file, whoever may write (the write token, or anyone on an open ``--allow-write`` server). Anonymous
-gets the sign-in challenge; the read token, or a share link, gets 403. The rights are checked before
-the file is looked at, so a refusal says nothing about what exists; then only a regular file can be
-shared (a folder is 400, a missing file 404). The answer (201, JSON) is the link as a path and query
-(``/a/b.iso?share=TOKEN``: the client or the page puts its own origin in front) and its expiry (Unix
-time). ``expires`` is 1 s to ``MAX_TTL`` (default ``DEFAULT_TTL``).
+Minting. ``POST /.zcopy/share?path=/a/b.iso&expires=SECONDS[&rights=r|w]`` (no body) by someone who
+may share that path: for ``r`` (the default: download one file) who may read it; for ``w`` (a drop
+box: upload new files into a folder) who may create files there. That is an account with those
+rights, or the write token; on a server without a users file, whoever may write (the write token,
+or anyone on an open ``--allow-write`` server). Anonymous gets the sign-in challenge; the read token,
+or a share link, gets 403. The rights are checked before the path is looked at, so a refusal says
+nothing about what exists; then an ``r`` link needs a regular file and a ``w`` link a folder (400
+otherwise, 404 for nothing there). The answer (201, JSON) is the link as a path and query
+(``/a/b.iso?share=TOKEN``: the client or the page puts its own origin in front), its expiry (Unix
+time) and its rights. ``expires`` is 1 s to ``MAX_TTL`` (default ``DEFAULT_TTL``).
 
-The token is a ``zcopy.server.signed.Share``: the file's path, the expiry, the right (``r``) and who
-minted it, HMAC-signed with the state folder's secret. Nothing is stored per link.
+The token is a ``zcopy.server.signed.Share``: the path, the expiry, the rights and who minted it,
+HMAC-signed with the state folder's secret. Nothing is stored per link.
 
-Using. A GET or HEAD (ranges, conditionals, everything a download has) whose query carries
-``share=TOKEN`` is answered as the link's own identity (``share:<minter>`` in the access log), whose
-only right is ``r`` on exactly that file, whatever other credentials the request carries. Refused
-with the same 403 and the same words, before the file is looked at, whatever the reason: a tampered,
-malformed or expired token (the MAC is compared in constant time, ``hmac.compare_digest``), another
-path than the link's, another method, or a link that was revoked:
+Using. A request whose query carries ``share=TOKEN`` is answered as the link's own identity
+(``share:<minter>`` in the access log and ``zcopy top``), whatever other credentials it carries, whose
+only right is the link's on its path: an ``r`` link answers GET and HEAD of exactly its file (ranges,
+conditionals, everything a download has; a folder that has replaced the file is 404, never listed);
+a ``w`` link answers PUT of a new file beneath its folder (replacing one needs ``d``, which a link
+never gives: 403). Anything else is refused with the same 403 and the same words, before the file is
+looked at, whatever the reason: a tampered, malformed or expired token (the MAC is compared in
+constant time, ``hmac.compare_digest``), another path or method than the link's, or a revoked link.
 
-- **Revoking.** A link holds while the one who minted it still could: an account's links stop when
-  the account is removed or loses ``r`` on the file (checked at every use, against the users file as
-  reloaded); links minted with the write token stop when the server has no write token. Rotating the
-  secret (``zcopy secret rotate``, then SIGHUP or a restart) voids every link and every session at once.
-- A folder that has replaced the shared file is not listed through the link (404).
+Revoking. A link holds while the one who minted it still could: an account's links stop when the
+account is removed, cannot sign in, or loses the right on the path (checked at every use, against the
+users file as reloaded); links minted with the write token stop when the server has no write token.
+``zcopy share --revoke-all`` gives the state folder a new secret: after a SIGHUP (new workers read it)
+or a restart, every link and every browser session signed before is void. Single links are not
+stored, so they cannot be revoked one by one (a table of revoked links would cost a database read
+per download).
 
-``GET /.zcopy/qr?text=...`` draws a QR code of ``text`` (at most ``QR_MAX`` bytes) as SVG with segno, on
-the executor, under a CSP that allows nothing (no script, no style, no fetch); the page shows it as an
-``<img>`` beside the link.
+``GET /.zcopy/qr?text=...`` draws a QR code of ``text`` (at most ``QR_MAX`` bytes) as SVG with segno,
+on the executor, under a CSP that allows nothing (no script, no style, no fetch, sandboxed); the page
+shows it as an ``<img>`` beside the link.
 """
 
 from __future__ import annotations
@@ -66,11 +73,12 @@ def token_in(query: str) -> str | None:
 
 
 class Shares:
-    def __init__(self, access: Access, signer: Signer, cache, executor=None) -> None:
+    def __init__(self, access: Access, signer: Signer, cache, executor=None, writes=None) -> None:
         self.access = access
         self.signer = signer
         self.cache = cache
         self.executor = executor
+        self.writes = writes        # the server's Writer (None: read-only, no drop boxes)
 
     # -- using a link -------------------------------------------------------------
 
@@ -81,10 +89,13 @@ class Shares:
             share = self.signer.open_share(token, time.time())
         except BadToken:
             raise http.HttpError(403, INVALID) from None
-        if req.method not in ("GET", "HEAD") or share.rights != "r" or path != share.path \
-                or not self._still_valid(share):
+        if share.rights == "r":         # a file: GET or HEAD of exactly it
+            fits = req.method in ("GET", "HEAD") and path == share.path
+        else:                           # a drop box: PUT of a new file in the folder (or beneath it)
+            fits = req.method == "PUT" and path.startswith(share.path.rstrip("/") + "/") and not path.endswith("/")
+        if not fits or not self._still_valid(share):
             raise http.HttpError(403, INVALID)
-        return Identity(f"share:{share.by}", Rules([Rule(segments(share.path), frozenset("r"))]), "share")
+        return Identity(f"share:{share.by}", Rules([Rule(segments(share.path), frozenset(share.rights))]), "share")
 
     def _still_valid(self, share: Share) -> bool:
         """Whoever minted the link could still mint it (see the module's "Revoking")."""
@@ -94,19 +105,26 @@ class Shares:
         if access.accounts is None:
             return share.by == "-" and access.allow_write and access.token is None
         account = access.accounts.get(share.by)
-        return account is not None and account.can_sign_in and account.rules.allows(segments(share.path), "r")
+        return account is not None and account.can_sign_in and \
+            account.rules.allows(segments(share.path), share.rights)
 
     # -- minting one ----------------------------------------------------------------
 
-    def minter(self, who: Identity, path: str) -> str | None:
-        """Who the link will name as its minter, or None when ``who`` may not share ``path``."""
+    def minter(self, who: Identity, path: str, rights: str) -> str | None:
+        """Who the link will name as its minter, or None when ``who`` may not share ``path`` with
+        ``rights`` (``r``: read the file; ``w``: create files in the folder)."""
         access = self.access
+
+        def may() -> bool:
+            if rights == "r":
+                return access.allows(who, "GET", path, True)
+            return access.allows(who, "PUT", path.rstrip("/") + "/x", False)
         if who.kind == "token":
             return "token"
         if who.kind == "user":
-            return who.name if access.allows(who, "GET", path, True) else None
+            return who.name if may() else None
         if who.kind == "anonymous" and access.accounts is None and access.token is None \
-                and access.allow_write and access.allows(who, "GET", path, True):
+                and access.allow_write and may():
             return "-"                  # an open --allow-write server: anyone may write, so anyone may share
         return None
 
@@ -125,18 +143,26 @@ class Shares:
                 ttl = 0
             if not 1 <= ttl <= MAX_TTL:
                 raise http.HttpError(400, f"expires is a number of seconds from 1 to {MAX_TTL}")
-            by = None if reserved(path) else self.minter(who, path)
+            rights = params.get("rights", ["r"])[-1]
+            if rights not in ("r", "w"):
+                raise http.HttpError(400, "rights is r (download a file) or w (a drop box: upload into a folder)")
+            if rights == "w" and self.writes is None:
+                raise http.HttpError(403, "this server is read-only (start it with --allow-write)")
+            by = None if reserved(path) else self.minter(who, path, rights)
             if by is None:
                 if who.kind == "anonymous":
                     raise http.HttpError(401, "sign in to share", headers=[challenge])
                 raise http.HttpError(403, f"{who.name} may not share this")
             entry = self.cache.lookup(path)         # 404 for nothing there, None for a folder
-            if entry is None:
-                raise http.HttpError(400, "only a file can be shared")
+            if rights == "r" and entry is None:
+                raise http.HttpError(400, "only a file can be shared for download (rights=w: a folder as a drop box)")
+            if rights == "w" and entry is not None:
+                raise http.HttpError(400, "a drop box is a folder")
             expires = int(time.time()) + ttl
-            token = self.signer.share(Share(path, expires, "r", by))
-            link = quote(path.encode("utf-8", "surrogateescape"), safe="/") + f"?{PARAM}={token}"
-            return routes.json(req, 201, {"url": link, "path": path, "expires": expires}, close)
+            token = self.signer.share(Share(path, expires, rights, by))
+            shown = path if rights == "r" else path.rstrip("/") + "/"
+            link = quote(shown.encode("utf-8", "surrogateescape"), safe="/") + f"?{PARAM}={token}"
+            return routes.json(req, 201, {"url": link, "path": path, "expires": expires, "rights": rights}, close)
 
         def qr(req: http.Request, close: bool) -> Reply:
             text = parse_qs(req.query).get("text", [""])[-1]

@@ -84,7 +84,7 @@ class Worker(ListenerLoop):
         if sessions is not None:
             sessions.add_routes(routes, BASIC_CHALLENGE)
         #: Share links (zcopy.server.share): minted at /.zcopy/share, signed with the same secret.
-        shares = Shares(self.access, signer, self.cache, self.executor) if signer is not None else None
+        shares = Shares(self.access, signer, self.cache, self.executor, writer) if signer is not None else None
         if shares is not None:
             shares.add_routes(routes, BASIC_CHALLENGE if config.accounts is not None else CHALLENGE)
         self.responder = Responder(self.cache, self.date, writer=writer, routes=routes, executor=self.executor,
