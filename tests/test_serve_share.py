@@ -148,6 +148,10 @@ def test_share_without_a_users_file_needs_the_write_token(tmp_path):
     (tmp_path / "f.bin").write_bytes(b"data")
     with Server(tmp_path, "--token", "tok", "--allow-write", "--state-dir", str(tmp_path / ".st")) as s:
         assert mint(s.port, "/f.bin", {})[0] == 401
+        # Nobody signs in without a users file: the page is told so (and shows no sign-in link).
+        assert json.loads(call(s.port, "GET", "/.zcopy/me")[2]) == {"user": None, "csrf": None, "login": None,
+                                                                     "logout": None}
+        assert call(s.port, "GET", "/.zcopy/login")[0] == 404
         out = zcopy("share", f"{s.url}/f.bin", "--token", "tok", "--json")
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)

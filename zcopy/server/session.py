@@ -164,3 +164,12 @@ class Sessions:
         routes.add(LOGIN, public=True, identity=True, GET=login)
         routes.add(LOGOUT, public=True, identity=True, POST=logout, GET=logout)
         routes.add(ME, public=True, identity=True, GET=me)
+
+
+def add_no_accounts_me(routes: Routes) -> None:
+    """``/.zcopy/me`` on a server without sessions (no users file, or no state folder): nobody can sign
+    in, so the page shows no sign-in link (rather than asking a route that is not there)."""
+    def me(req: http.Request, close: bool) -> Reply:
+        return routes.json(req, 200, {"user": None, "csrf": None, "login": None, "logout": None}, close)
+
+    routes.add(ME, public=True, GET=me)

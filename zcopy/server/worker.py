@@ -28,7 +28,7 @@ from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import BASIC_CHALLENGE, Responder
 from zcopy.server.routes import server_routes
-from zcopy.server.session import Sessions
+from zcopy.server.session import Sessions, add_no_accounts_me
 from zcopy.server.share import Shares
 from zcopy.server.shared import generation, heartbeat
 from zcopy.server.signed import Signer
@@ -83,6 +83,8 @@ class Worker(ListenerLoop):
         sessions = Sessions(self.access, signer) if accounts_state else None
         if sessions is not None:
             sessions.add_routes(routes, BASIC_CHALLENGE)
+        else:
+            add_no_accounts_me(routes)
         #: Share links (zcopy.server.share): minted at /.zcopy/share, signed with the same secret.
         shares = Shares(self.access, signer, self.cache, self.executor, writer) if signer is not None else None
         if shares is not None:

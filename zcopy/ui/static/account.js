@@ -1,6 +1,6 @@
 // zcopy folder page: who is signed in, sign in / sign out, the CSRF header on every state-changing
 // request the page makes, and "Share" per file (a link with its QR code). Loaded before app.js.
-// Works only where the server has accounts (GET /.zcopy/me answers); otherwise it does nothing.
+// Where the server has no accounts (GET /.zcopy/me says login: null) it shows nothing.
 "use strict";
 (function () {
   var ME = "/.zcopy/me", SHARE = "/.zcopy/share", QR = "/.zcopy/qr";
@@ -30,8 +30,10 @@
     var x = this, args = arguments;
     if (!x._zcopyNeeds) return send.apply(x, args);
     ready.then(function () {
-      if (csrf) x.setRequestHeader("X-Zcopy-Csrf", csrf);
-      send.apply(x, args);
+      try {
+        if (csrf) x.setRequestHeader("X-Zcopy-Csrf", csrf);
+        send.apply(x, args);
+      } catch (e) { /* aborted meanwhile: nothing to send */ }
     });
   };
   var nativeFetch = window.fetch.bind(window);
@@ -146,7 +148,7 @@
 
   function start() {
     ready.then(function (me) {
-      if (!me) return;                  // no accounts on this server
+      if (!me || !me.login) return;     // no accounts on this server: nobody signs in
       accountLine(me);
       if (me.user !== null) shareButtons();
     });
