@@ -298,3 +298,17 @@ def test_a_drop_box_link_takes_new_files_and_nothing_else(tree):
         wait_for(lambda: mint(s.port, "/inbox&rights=w", basic("bob"))[0] == 403, what="the reload")
         assert call(s.port, "PUT", f"/inbox/late?share={token}", body=b"l")[0] == 403
         assert not (root / "inbox" / "late").exists()
+
+
+def test_browser_writes_behind_a_trusted_proxy_compare_the_origin_with_x_forwarded_host(tree):
+    """A proxy that sends its own Host upstream says the browser's in X-Forwarded-Host: believed only
+    from --trusted-proxy (here 127.0.0.1, the test's own address)."""
+    root, users, state = tree
+    headers = {**basic("alice"), "Origin": "https://files.example", "X-Forwarded-Host": "files.example",
+               "Sec-Fetch-Site": "same-origin"}
+    with Server(root, "--users", str(users), "--state-dir", str(state)) as s:
+        assert call(s.port, "PUT", "/home/alice/p1", headers, body=b"1")[0] == 403     # not a trusted proxy
+    with Server(root, "--users", str(users), "--state-dir", str(state), "--trusted-proxy", "127.0.0.1") as s:
+        assert call(s.port, "PUT", "/home/alice/p1", headers, body=b"1")[0] == 201
+        assert call(s.port, "PUT", "/home/alice/p2", {**headers, "X-Forwarded-Host": "evil.example"},
+                    body=b"2")[0] == 403

@@ -101,3 +101,11 @@ def test_csrf_token_per_session_and_checked_for_writes(routes):
 def test_cross_site_by_table(headers, refused):
     req = parse(f"DELETE /f HTTP/1.1\r\nHost: h\r\n{headers}\r\n".encode())
     assert (cross_site(req) is not None) is refused
+
+
+def test_behind_a_trusted_proxy_the_forwarded_host_counts_as_the_origin():
+    req = parse(b"PUT /f HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nOrigin: https://files.example\r\n"
+                b"X-Forwarded-Host: files.example\r\n\r\n")
+    assert cross_site(req) is not None                       # not told by a trusted proxy: refused
+    assert cross_site(req, "files.example") is None
+    assert cross_site(req, "other.example") is not None

@@ -150,7 +150,7 @@ class Responder:
         """The request's Identity; or a Pending while its password is checked. Raises HttpError."""
         access = self.access
         if req.method not in SAFE_METHODS:              # another site's page may not change anything here
-            why = cross_site(req)
+            why = cross_site(req, self._forwarded_host(req, conn))
             if why is not None:
                 raise http.HttpError(403, why)
         if req.query and self.shares is not None:       # a share link: its own identity, whoever follows it
@@ -199,6 +199,14 @@ class Responder:
             if forwarded:
                 addr = forwarded.rsplit(",", 1)[-1].strip() or addr
         return addr
+
+    def _forwarded_host(self, req: http.Request, conn) -> str | None:
+        """X-Forwarded-Host (its last value), only from the ``--trusted-proxy`` peer."""
+        if self.trusted_proxy is None or conn is None or not isinstance(conn.addr, tuple) \
+                or conn.addr[0] != self.trusted_proxy:
+            return None
+        forwarded = req.headers.get("x-forwarded-host")
+        return forwarded.rsplit(",", 1)[-1].strip() if forwarded else None
 
     def _verify(self, check: Check, req: http.Request, closing: bool, conn, addr: str):
         """Check a password off the loop (``zcopy.server.verify``), then answer the request."""

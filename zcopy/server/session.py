@@ -67,9 +67,11 @@ def request_is_secure(conn) -> bool:
     return conn is not None and bool(getattr(conn.transport, "secure", False))
 
 
-def cross_site(req: http.Request) -> str | None:
+def cross_site(req: http.Request, forwarded_host: str | None = None) -> str | None:
     """Why a state-changing request is refused as coming from another site, or None. Browsers send
-    ``Sec-Fetch-Site`` and ``Origin``; other clients send neither and pass."""
+    ``Sec-Fetch-Site`` and ``Origin``; other clients send neither and pass. ``forwarded_host``: the
+    host the browser asked for, as a trusted proxy says it (``X-Forwarded-Host``), when the proxy
+    sends its own Host upstream."""
     headers = req.headers
     site = headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
@@ -81,7 +83,9 @@ def cross_site(req: http.Request) -> str | None:
             netloc = urlsplit(origin).netloc
         except ValueError:
             netloc = ""
-        if not netloc or netloc.lower() != host.strip().lower():
+        netloc = netloc.lower()
+        if not netloc or (netloc != host.strip().lower()
+                          and (forwarded_host is None or netloc != forwarded_host.strip().lower())):
             return "a request from another origin may not change anything here"
     return None
 
