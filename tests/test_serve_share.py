@@ -113,7 +113,7 @@ def test_who_may_share_and_what_a_refusal_reveals(tree):
         assert mint(s.port, "/inbox/x", basic("bob"))[0] == 403                     # w is not r
         assert mint(s.port, "/pub/hello.txt", {"Authorization": "Bearer rtok"})[0] == 403   # the read token
         assert mint(s.port, "/pub/nothing", basic("alice"))[0] == 404              # may read there: it is missing
-        assert mint(s.port, "/pub", basic("alice"))[0] == 400                      # a folder
+        assert mint(s.port, "/pub", basic("alice"))[1]["url"].startswith("/pub/?share=")   # a folder link
         assert mint(s.port, "/.zcopy/ping", basic("reader"))[0] == 403             # never the server's own
         for bad in ("expires=0", "expires=99999999999", "expires=soon"):
             assert call(s.port, "POST", f"/.zcopy/share?path=/pub/hello.txt&{bad}", basic("alice"))[0] == 400
@@ -132,8 +132,6 @@ def test_a_link_stops_at_expiry_when_its_minter_loses_the_right_and_after_revoke
     with Server(root, "--users", str(users), "--state-dir", str(state)) as s:
         short = mint(s.port, "/pub/hello.txt", basic("alice"), expires=1)[1]["url"]
         keep = mint(s.port, "/pub/hello.txt", basic("reader"), expires=600)[1]["url"]
-        lose = mint(s.port, "/a/b", basic("alice"))           # a folder: 400
-        assert lose[0] == 400
         (root / "a" / "b" / "x.txt").write_bytes(b"x")
         lose = mint(s.port, "/a/b/x.txt", basic("alice"), expires=600)[1]["url"]
         assert curl(s.url + lose).stdout == b"x"
@@ -312,3 +310,43 @@ def test_browser_writes_behind_a_trusted_proxy_compare_the_origin_with_x_forward
         assert call(s.port, "PUT", "/home/alice/p1", headers, body=b"1")[0] == 201
         assert call(s.port, "PUT", "/home/alice/p2", {**headers, "X-Forwarded-Host": "evil.example"},
                     body=b"2")[0] == 403
+
+
+def test_a_folder_link_lists_and_downloads_that_folder(tree):
+    """A read link to a folder becomes a cookie scoped to the folder's path (so the listing's own links
+    work), then the folder's page; only what is beneath it, only reads; the minter must read the
+    whole subtree."""
+    import io
+    import tarfile
+
+    root, users, state = tree
+    (root / "pub" / "deep").mkdir()
+    (root / "pub" / "deep" / "z z.txt").write_bytes(b"z")
+    with Server(root, "--users", str(users), "--state-dir", str(state)) as s:
+        out = zcopy("share", f"{s.url}/pub", "--user", "alice", env={"ZCOPY_PASSWORD": PW["alice"]})
+        assert out.returncode == 0, out.stderr
+        link = out.stdout.strip()
+        assert link.startswith(f"{s.url}/pub/?share=")
+        status, head, _ = call(s.port, "GET", link[len(s.url):])
+        assert status == 303 and head["location"] == "/pub/"
+        cookie = head["set-cookie"]
+        assert cookie.startswith("zcopy_share=") and "Path=/pub/;" in cookie and "HttpOnly" in cookie
+        jar = root.parent / "jar"
+        listing = curl("-L", "-c", str(jar), "-b", str(jar), "-H", "Accept: application/json", link)
+        assert {e["name"] for e in json.loads(listing.stdout)["entries"]} == {"deep", "hello.txt", "other.txt"}
+        assert curl("-b", str(jar), f"{s.url}/pub/deep/z%20z.txt").stdout == b"z"     # the listing's links work
+        tar = curl("-b", str(jar), f"{s.url}/pub/?download=tar").stdout
+        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+            assert sorted(t.getnames()) == ["deep", "deep/z z.txt", "hello.txt", "other.txt"]
+        # Nothing outside it, nothing but reads (the cookie is not sent there, or does not count).
+        value = cookie.split(";")[0]
+        assert call(s.port, "GET", "/secret/s.txt", {"Cookie": value})[0] == 401
+        assert call(s.port, "PUT", "/pub/new", {"Cookie": value}, body=b"n")[0] == 401
+        assert call(s.port, "GET", "/pub/", {"Cookie": value + "x"})[0] == 401               # tampered: not used
+        # Who may: whoever reads the whole subtree (reader reads /; alice does not read / at all).
+        assert mint(s.port, "/", basic("reader"))[0] == 201
+        assert mint(s.port, "/", basic("alice"))[0] == 403
+    users.write_text(USERS + f"partial {HASH['mover']} /:r /secret:-\n")
+    with Server(root, "--users", str(users), "--state-dir", str(state)) as s:
+        assert mint(s.port, "/", basic("partial", PW["mover"]))[0] == 403                    # /secret is not theirs
+        assert mint(s.port, "/pub", basic("partial", PW["mover"]))[0] == 201

@@ -91,7 +91,13 @@ def test_sign_in_see_write_controls_share_and_open_the_link_without_credentials(
                              else srv.url + page.get_attribute("#share-qr", "src"))
         assert qr.status == 200 and qr.headers["content-type"] == "image/svg+xml"
         assert "sandbox" in qr.headers["content-security-policy"] and qr.body().lstrip().startswith(b"<svg")
-        page.screenshot(path=str(tmp_path / "share.png"))
+        page.click("#share-close")
+        # A folder too: its link opens the folder's page in a browser with no credentials.
+        page.click("button[aria-label='Share made here']")
+        page.click("#share-make")
+        page.wait_for_function("() => document.getElementById('share-link').value.includes('?share=')")
+        folder_link = page.input_value("#share-link")
+        assert "open this folder" in page.inner_text("#share-status")
         assert not errors, errors
     finally:
         ctx.close()
@@ -105,6 +111,15 @@ def test_sign_in_see_write_controls_share_and_open_the_link_without_credentials(
         listing = fresh.request.get(srv.url + "/home/alice/", headers={"Accept": "application/json"})
         assert listing.status == 200 and b"report 1.txt" in listing.body()     # '*' reads /, as before
         assert fresh.request.put(srv.url + "/home/alice/x", data=b"x").status == 401
+        (root / "home" / "alice" / "made here" / "inside.txt").write_bytes(b"inside\n")
+        page = fresh.new_page()
+        page.goto(folder_link)                  # 303 with the folder's cookie, then its page
+        assert page.url == srv.url + "/home/alice/made%20here/"
+        assert page.inner_text("h1") == "Index of /home/alice/made here/"
+        with page.expect_download() as dl:
+            page.click("text=inside.txt", modifiers=["Alt"])         # Alt-click: download the link
+        assert open(dl.value.path(), "rb").read() == b"inside\n"
+        page.close()
     finally:
         fresh.close()
 

@@ -33,6 +33,7 @@ from zcopy.server.throttle import Held
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
+_SHARE_KINDS = ("share", "share-folder")
 #: The challenge with a users file: accounts sign in with HTTP Basic (tokens still work as Bearer).
 BASIC_CHALLENGE = ("WWW-Authenticate", 'Basic realm="zcopy", charset="UTF-8"')
 #: The folder page's own policy (zcopy.ui.PAGE_CSP) and no sniffing.
@@ -159,8 +160,15 @@ class Responder:
                 return self.shares.identify(req, token, _rules_path(req.path))
         auth = req.headers.get("authorization")
         if auth is None:
-            if self.sessions is not None and "cookie" in req.headers:     # a browser signed in before
-                return self.sessions.identify(req.headers.get("cookie"), req) or access.anonymous
+            cookie = req.headers.get("cookie")
+            if cookie is None:
+                return access.anonymous
+            if self.shares is not None and "zcopy_share=" in cookie:        # inside a shared folder
+                shared = self.shares.from_cookie(req, cookie, _rules_path(req.path))
+                if shared is not None:
+                    return shared
+            if self.sessions is not None:                                   # a browser signed in before
+                return self.sessions.identify(cookie, req) or access.anonymous
             return access.anonymous
         if conn is not None:
             known = conn.auth       # this connection's last sign-in: keep-alive requests skip the rest
@@ -289,7 +297,7 @@ class Responder:
                                      headers=[("Allow", self.allow)])
             path = _rules_path(req.path)
             rules = identity.rules
-            if rules is None or answers is None or identity.kind == "share":   # (a share's rules are its own)
+            if rules is None or answers is None or identity.kind in _SHARE_KINDS:   # (a link's rules are its own)
                 may_read = access.allows(identity, req.method, path, True)
             else:
                 # Rules are answered once per (rules, path) per memo: its second and generation.

@@ -52,6 +52,8 @@ from zcopy.server.routes import RESERVED, Routes, reserved
 from zcopy.server.signed import BadToken, Share, Signer
 
 PARAM = "share"
+#: The cookie a folder link becomes (scoped to the folder's path).
+COOKIE = "zcopy_share"
 SHARE_ROUTE, QR_ROUTE = RESERVED + "/share", RESERVED + "/qr"
 DEFAULT_TTL = 24 * 3600
 MAX_TTL = 365 * 24 * 3600
@@ -60,6 +62,13 @@ QR_MAX = 2048
 INVALID = "this share link is not valid (expired, revoked or altered)"
 _QR_HEADERS = (b"Content-Type: image/svg+xml\r\nCache-Control: private, max-age=3600\r\n"
                b"Content-Security-Policy: default-src 'none'; sandbox\r\nX-Content-Type-Options: nosniff\r\n")
+
+
+def reads_whole_tree(rules: Rules, segs: tuple) -> bool:
+    """``r`` on ``segs`` and no narrower rule beneath it without ``r``."""
+    n = len(segs)
+    return "r" in rules.perms(segs) and all("r" in rule.perms for rule in rules
+                                            if len(rule.path) > n and rule.path[:n] == segs)
 
 
 def token_in(query: str) -> str | None:
@@ -89,13 +98,53 @@ class Shares:
             share = self.signer.open_share(token, time.time())
         except BadToken:
             raise http.HttpError(403, INVALID) from None
-        if share.rights == "r":         # a file: GET or HEAD of exactly it
-            fits = req.method in ("GET", "HEAD") and path == share.path
-        else:                           # a drop box: PUT of a new file in the folder (or beneath it)
-            fits = req.method == "PUT" and path.startswith(share.path.rstrip("/") + "/") and not path.endswith("/")
-        if not fits or not self._still_valid(share):
+        if not self._fits(share, req.method, path) or not self._still_valid(share):
             raise http.HttpError(403, INVALID)
-        return Identity(f"share:{share.by}", Rules([Rule(segments(share.path), frozenset(share.rights))]), "share")
+        if share.rights == "r" and share.path.endswith("/"):
+            # A folder: the link becomes a cookie for the folder's path, so that the listing's own
+            # links (which carry no query) work too; then the same URL without the query.
+            where = quote(share.path.encode("utf-8", "surrogateescape"), safe="/")
+            here = quote(http.normalised(req.path).encode("utf-8", "surrogateescape"), safe="/")
+            if req.path.endswith("/") and here != "/":
+                here += "/"
+            expires = max(1, share.expires - int(time.time()))
+            raise http.HttpError(303, "opening the shared folder", headers=[
+                ("Location", here), ("Cache-Control", "no-store"),
+                ("Set-Cookie", f"{COOKIE}={token}; Path={where}; Max-Age={expires}; HttpOnly; SameSite=Lax")])
+        return self._identity(share)
+
+    def from_cookie(self, req: http.Request, cookie_header: str, path: str) -> Identity | None:
+        """The identity of a folder link's cookie that covers this request (GET or HEAD beneath the
+        folder), or None: a stale or foreign cookie is simply not used."""
+        now = time.time()
+        for part in cookie_header.split(";"):
+            name, sep, token = part.strip().partition("=")
+            if not sep or name != COOKIE:
+                continue
+            try:
+                share = self.signer.open_share(token.strip(), now)
+            except BadToken:
+                continue
+            if share.rights == "r" and share.path.endswith("/") and self._fits(share, req.method, path) \
+                    and self._still_valid(share):
+                return self._identity(share)
+        return None
+
+    @staticmethod
+    def _fits(share: Share, method: str, path: str) -> bool:
+        """Whether a request (method, decoded normalised path) is one the link answers."""
+        if share.rights == "w":         # a drop box: PUT of a new file in the folder (or beneath it)
+            return method == "PUT" and path.startswith(share.path.rstrip("/") + "/") and not path.endswith("/")
+        if method not in ("GET", "HEAD"):
+            return False
+        if share.path.endswith("/"):    # a folder: it and everything beneath it
+            return path == share.path.rstrip("/") or path.startswith(share.path) or share.path == "/"
+        return path == share.path       # a file: exactly it
+
+    @staticmethod
+    def _identity(share: Share) -> Identity:
+        kind = "share-folder" if share.rights == "r" and share.path.endswith("/") else "share"
+        return Identity(f"share:{share.by}", Rules([Rule(segments(share.path), frozenset(share.rights))]), kind)
 
     def _still_valid(self, share: Share) -> bool:
         """Whoever minted the link could still mint it (see the module's "Revoking")."""
@@ -105,8 +154,11 @@ class Shares:
         if access.accounts is None:
             return share.by == "-" and access.allow_write and access.token is None
         account = access.accounts.get(share.by)
-        return account is not None and account.can_sign_in and \
-            account.rules.allows(segments(share.path), share.rights)
+        if account is None or not account.can_sign_in:
+            return False
+        if share.rights == "r" and share.path.endswith("/"):
+            return reads_whole_tree(account.rules, segments(share.path))
+        return account.rules.allows(segments(share.path), share.rights)
 
     # -- minting one ----------------------------------------------------------------
 
@@ -116,9 +168,13 @@ class Shares:
         access = self.access
 
         def may() -> bool:
-            if rights == "r":
-                return access.allows(who, "GET", path, True)
-            return access.allows(who, "PUT", path.rstrip("/") + "/x", False)
+            if rights == "w":
+                return access.allows(who, "PUT", path.rstrip("/") + "/x", False)
+            if not access.allows(who, "GET", path, True):
+                return False
+            # A folder link reads everything beneath: only for who reads everything beneath.
+            return who.rules is None or self.cache.lookup(path) is not None or \
+                reads_whole_tree(who.rules, segments(path))
         if who.kind == "token":
             return "token"
         if who.kind == "user":
@@ -154,14 +210,13 @@ class Shares:
                     raise http.HttpError(401, "sign in to share", headers=[challenge])
                 raise http.HttpError(403, f"{who.name} may not share this")
             entry = self.cache.lookup(path)         # 404 for nothing there, None for a folder
-            if rights == "r" and entry is None:
-                raise http.HttpError(400, "only a file can be shared for download (rights=w: a folder as a drop box)")
             if rights == "w" and entry is not None:
                 raise http.HttpError(400, "a drop box is a folder")
+            if entry is None:                       # a folder: its path ends with "/" in the link
+                path = path.rstrip("/") + "/"
             expires = int(time.time()) + ttl
             token = self.signer.share(Share(path, expires, rights, by))
-            shown = path if rights == "r" else path.rstrip("/") + "/"
-            link = quote(shown.encode("utf-8", "surrogateescape"), safe="/") + f"?{PARAM}={token}"
+            link = quote(path.encode("utf-8", "surrogateescape"), safe="/") + f"?{PARAM}={token}"
             return routes.json(req, 201, {"url": link, "path": path, "expires": expires, "rights": rights}, close)
 
         def qr(req: http.Request, close: bool) -> Reply:

@@ -1,5 +1,5 @@
 // zcopy folder page: who is signed in, sign in / sign out, the CSRF header on every state-changing
-// request the page makes, and "Share" per file (a link with its QR code). Loaded before app.js.
+// request the page makes, and "Share" per file or folder (a link with its QR code). Loaded before app.js.
 // Where the server has no accounts (GET /.zcopy/me says login: null) it shows nothing.
 "use strict";
 (function () {
@@ -77,7 +77,7 @@
     header.insertBefore(box, header.firstChild);
   }
 
-  // -- Share: per file row, a button; a dialog makes the link and shows it with its QR code
+  // -- Share: per row (file or folder), a button; a dialog makes the link and shows it with its QR code
   var dialog = null;
   function shareDialog() {
     if (dialog) return dialog;
@@ -112,7 +112,8 @@
         link.value = url;
         qr.src = QR + "?text=" + encodeURIComponent(url);
         result.hidden = false;
-        status.textContent = "Anyone with this link can download the file until " + new Date(doc.expires * 1000).toLocaleString() + ".";
+        var what = /\/$/.test(doc.path) ? "open this folder and download what it holds" : "download the file";
+        status.textContent = "Anyone with this link can " + what + " until " + new Date(doc.expires * 1000).toLocaleString() + ".";
         link.focus(); link.select();
       }).catch(function (err) { status.textContent = "Could not share: " + err.message; });
     });
@@ -130,7 +131,7 @@
     d.showModal();
   }
   function addShare(tr) {
-    if (tr.dataset.dir !== "0" || tr.querySelector("button.share")) return;
+    if (tr.querySelector("button.share")) return;
     var cell = tr.querySelector("td.name");
     if (!cell) return;
     var b = el("button", { type: "button", className: "share", text: "Share", "aria-label": "Share " + tr.dataset.name });
