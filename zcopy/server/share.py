@@ -1,14 +1,16 @@
-"""Share links: ``POST /.zcopy/share`` mints one; ``FILE?share=TOKEN`` downloads with it, and a drop
-box link ``FOLDER/?share=TOKEN`` takes uploads with it.
+"""Share links: ``POST /.zcopy/share`` mints one; ``FILE?share=TOKEN`` downloads with it,
+``FOLDER/?share=TOKEN`` lists and downloads that folder, and a drop box link ``FOLDER/?share=TOKEN``
+(rights ``w``) takes uploads with it.
 
 Minting. ``POST /.zcopy/share?path=/a/b.iso&expires=SECONDS[&rights=r|w]`` (no body) by someone who
-may share that path: for ``r`` (the default: download one file) who may read it; for ``w`` (a drop
-box: upload new files into a folder) who may create files there. That is an account with those
-rights, or the write token; on a server without a users file, whoever may write (the write token,
-or anyone on an open ``--allow-write`` server). Anonymous gets the sign-in challenge; the read token,
-or a share link, gets 403. The rights are checked before the path is looked at, so a refusal says
-nothing about what exists; then an ``r`` link needs a regular file and a ``w`` link a folder (400
-otherwise, 404 for nothing there). The answer (201, JSON) is the link as a path and query
+may share that path: for ``r`` (the default: download one file, or list and download one folder) who
+may read it (for a folder: all of it, no narrower rule beneath without ``r``); for ``w`` (a drop box:
+upload new files into a folder) who may create files there. That is an account with those rights, or
+the write token; on a server without a users file, whoever may write (the write token, or anyone on
+an open ``--allow-write`` server). Anonymous gets the sign-in challenge; the read token, or a share
+link, gets 403. The rights are checked before the path is looked at, so a refusal says nothing about
+what exists; then a ``w`` link needs a folder (400 otherwise; 404 for nothing there). A folder's path
+ends with "/" in the token and the link. The answer (201, JSON) is the link as a path and query
 (``/a/b.iso?share=TOKEN``: the client or the page puts its own origin in front), its expiry (Unix
 time) and its rights. ``expires`` is 1 s to ``MAX_TTL`` (default ``DEFAULT_TTL``).
 
@@ -17,20 +19,23 @@ HMAC-signed with the state folder's secret. Nothing is stored per link.
 
 Using. A request whose query carries ``share=TOKEN`` is answered as the link's own identity
 (``share:<minter>`` in the access log and ``zcopy top``), whatever other credentials it carries, whose
-only right is the link's on its path: an ``r`` link answers GET and HEAD of exactly its file (ranges,
-conditionals, everything a download has; a folder that has replaced the file is 404, never listed);
+only right is the link's on its path: an ``r`` link to a file answers GET and HEAD of exactly it
+(ranges, conditionals, everything a download has; a folder that has replaced the file is 404, never
+listed); an ``r`` link to a folder answers GET and HEAD beneath it, and is first turned into a cookie
+scoped to the folder's path (``COOKIE``, SameSite=Lax: 303 to the URL without the query), so that the
+listing's own links work without a query (``from_cookie``: a cookie that does not fit is ignored);
 a ``w`` link answers PUT of a new file beneath its folder (replacing one needs ``d``, which a link
 never gives: 403). Anything else is refused with the same 403 and the same words, before the file is
 looked at, whatever the reason: a tampered, malformed or expired token (the MAC is compared in
 constant time, ``hmac.compare_digest``), another path or method than the link's, or a revoked link.
 
 Revoking. A link holds while the one who minted it still could: an account's links stop when the
-account is removed, cannot sign in, or loses the right on the path (checked at every use, against the
-users file as reloaded); links minted with the write token stop when the server has no write token.
-``zcopy share --revoke-all`` gives the state folder a new secret: after a SIGHUP (new workers read it)
-or a restart, every link and every browser session signed before is void. Single links are not
-stored, so they cannot be revoked one by one (a table of revoked links would cost a database read
-per download).
+account is removed, cannot sign in, or loses the right on the path (for a folder link, anywhere in
+the subtree; checked at every use, against the users file as reloaded); links minted with the write
+token stop when the server has no write token. ``zcopy share --revoke-all`` gives the state folder a
+new secret: after a SIGHUP (new workers read it) or a restart, every link and every browser session
+signed before is void. Single links are not stored, so they cannot be revoked one by one (a table of
+revoked links would cost a database read per download).
 
 ``GET /.zcopy/qr?text=...`` draws a QR code of ``text`` (at most ``QR_MAX`` bytes) as SVG with segno,
 on the executor, under a CSP that allows nothing (no script, no style, no fetch, sandboxed); the page
