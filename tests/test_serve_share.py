@@ -350,3 +350,16 @@ def test_a_folder_link_lists_and_downloads_that_folder(tree):
     with Server(root, "--users", str(users), "--state-dir", str(state)) as s:
         assert mint(s.port, "/", basic("partial", PW["mover"]))[0] == 403                    # /secret is not theirs
         assert mint(s.port, "/pub", basic("partial", PW["mover"]))[0] == 201
+
+
+def test_a_signed_in_account_keeps_its_rights_inside_a_folder_it_opened_a_link_to(tree):
+    root, users, state = tree
+    with Server(root, "--users", str(users), "--state-dir", str(state)) as s:
+        link = mint(s.port, "/home/alice", basic("alice"))[1]["url"]
+        share_cookie = call(s.port, "GET", link)[1]["set-cookie"].split(";")[0]
+        session = call(s.port, "GET", "/.zcopy/login", basic("alice"))[1]["set-cookie"].split(";")[0]
+        both = {"Cookie": f"{share_cookie}; {session}", "Accept": "text/html"}
+        page = call(s.port, "GET", "/home/alice/", both)[2]
+        assert b'data-write="1"' in page                      # alice's own rights, not the link's
+        page = call(s.port, "GET", "/home/alice/", {"Cookie": share_cookie, "Accept": "text/html"})[2]
+        assert b'data-write="0"' in page                      # the link's alone: read only

@@ -164,9 +164,11 @@ class Responder:
             if cookie is None:
                 return access.anonymous
             if self.shares is not None and "zcopy_share=" in cookie:        # inside a shared folder
-                shared = self.shares.from_cookie(req, cookie, _rules_path(req.path))
-                if shared is not None:
-                    return shared
+                path = _rules_path(req.path)
+                shared = self.shares.from_cookie(req, cookie, path)
+                if shared is not None:      # a signed-in account that reads here keeps its own rights
+                    mine = self.sessions.identify(cookie, req) if self.sessions is not None else None
+                    return mine if mine is not None and access.allows(mine, req.method, path, True) else shared
             if self.sessions is not None:                                   # a browser signed in before
                 return self.sessions.identify(cookie, req) or access.anonymous
             return access.anonymous
