@@ -12,9 +12,11 @@ recursive ones (DELETE and MOVE of a folder), of every lock beneath it as well. 
 the principal that took the lock (RFC 4918 6.4: the server checks that the submitter owns it), so one
 user cannot use another's lock token.
 
-Every call may wait on the disk (sqlite): the server calls them on its executor, never on the loop;
-``generation`` (bumped in the same transaction as every change) lets a worker remember "no lock
-anywhere" and skip the table for requests on unlocked trees.
+Every call may wait on the disk (sqlite). ``horizon`` (a shared one-element array of doubles,
+``zcopy.server.shared.lock_horizon``) holds the latest expiry of any live lock: every change stores it
+inside its own write transaction (sqlite runs those one at a time, across processes), so it only
+ever lags a change that has not committed yet. A request at a time past it needs no lock lookup at
+all (``may_exist``): the common case, a server where nobody holds a lock, reads no sqlite.
 """
 
 from __future__ import annotations
@@ -87,8 +89,21 @@ _COLUMNS = "token, root, depth, exclusive, owner, principal, timeout, expires"
 
 
 class LockTable:
-    def __init__(self, state) -> None:
+    def __init__(self, state, horizon=None) -> None:
         self.state = state
+        if horizon is None:
+            horizon = memoryview(bytearray(8)).cast("d")
+            horizon[0] = float("inf")
+        self.horizon = horizon
+
+    def may_exist(self, now: float) -> bool:
+        """False when no lock can be live at ``now`` (one read of shared memory, no sqlite)."""
+        return now < self.horizon[0]
+
+    def _settle(self, db) -> None:
+        """Store the horizon (inside a write transaction, after its changes)."""
+        latest = db.execute("SELECT max(expires) FROM locks").fetchone()[0]
+        self.horizon[0] = float(latest) if latest is not None else 0.0
 
     # -- reading --------------------------------------------------------------
 
@@ -143,6 +158,7 @@ class LockTable:
                        (lk.token, lk.root, lk.depth, int(lk.exclusive), lk.owner, lk.principal, lk.timeout,
                         lk.expires))
             _bump(db)
+            self._settle(db)
         return lk
 
     def refresh(self, path: str, submitted: set[str], principal: str, timeout: int, now: float) -> Lock:
@@ -153,6 +169,7 @@ class LockTable:
                     db.execute("UPDATE locks SET timeout = ?, expires = ? WHERE token = ?",
                                (timeout, now + timeout, lk.token))
                     _bump(db)
+                    self._settle(db)
                 return Lock(lk.token, lk.root, lk.depth, lk.exclusive, lk.owner, lk.principal, timeout,
                             now + timeout)
         raise LockError(412, "no lock of yours on this resource is named in the If header")
@@ -166,6 +183,7 @@ class LockTable:
                 with self.state.transaction() as db:
                     db.execute("DELETE FROM locks WHERE token = ?", (token,))
                     _bump(db)
+                    self._settle(db)
                 return
         raise LockError(409, "no such lock on this resource")
 
@@ -177,12 +195,14 @@ class LockTable:
         with self.state.transaction() as db:
             db.execute("DELETE FROM locks WHERE root = ? OR substr(root, 1, ?) = ?", (path, len(prefix), prefix))
             _bump(db)
+            self._settle(db)
 
     def sweep(self, now: float) -> int:
         with self.state.transaction() as db:
             n = db.execute("DELETE FROM locks WHERE expires <= ?", (now,)).rowcount
             if n:
                 _bump(db)
+            self._settle(db)
         return n
 
 

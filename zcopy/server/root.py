@@ -44,6 +44,15 @@ from zcopy import http
 #: Name prefix of an upload's named temp file: never served, listed or written.
 TEMP_PREFIX = ".zcopy-upload-"
 MAX_LINKS = 40
+
+
+def listed(name: str, *, show_hidden: bool, at_top: bool) -> bool:
+    """Whether a folder's member may appear in a listing (GET's HTML and JSON, WebDAV's PROPFIND): the
+    one hidden-name rule. Never our temp files or, at the top, the server's own namespace; dotfiles
+    only with ``--show-hidden``."""
+    if name.startswith(TEMP_PREFIX) or (at_top and name == http.RESERVED):
+        return False
+    return show_hidden or not name.startswith(".")
 _WALK = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
 _SYS_OPENAT2 = 437          # the same number on every architecture (new syscall table)

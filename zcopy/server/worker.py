@@ -228,6 +228,7 @@ class Worker(ListenerLoop):
             self.verifier.close()
         self.executor.close()         # a commit under way finishes first
         self.responder.listings.close()
+        self.responder.dav.pages.close()
         self.cache.close()
         for engine in self.engines.values():
             engine.close()
