@@ -35,7 +35,7 @@ from zcopy.dav import deadprops, ifheader, multistatus, xmlbody
 from zcopy.dav.locks import INFINITY, LockError, LockTable, normalise, parse_timeout
 from zcopy.server import davcopy, propfind, writes
 from zcopy.server.body import MemorySink
-from zcopy.server.listings import Listings, Page
+from zcopy.server.listings import Listings
 from zcopy.server.reply import Reply
 
 DAV_METHODS = ("PROPFIND", "PROPPATCH", "COPY", "LOCK", "UNLOCK")
@@ -239,11 +239,11 @@ class Dav:
             return propfind.Body(page.fd, page.size)     # not kept: closes when its reply is done
         return self._defer(work, then, close, req.version, cpu=depth == "1")
 
-    def _page(self, _scan, url: str, _as_json: bool, view: tuple, _keep) -> Page:
+    def _page(self, _scan, url: str, _as_json: bool, view: tuple, _keep) -> propfind.DavPage:
         """``Listings``' build for PROPFIND's kept pages (Depth 1, no locks, no quota, no account filter)."""
         return self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None)
 
-    def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible) -> Page:
+    def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible) -> propfind.DavPage:
         """The Multi-Status of a PROPFIND, written into a memfd (off the loop): a ``listings.Page``
         whose memfd closes once no reply holds it (``propfind.Body`` for one not kept)."""
         show_hidden = self.cache.show_hidden
@@ -290,7 +290,8 @@ class Dav:
                 size += propfind.write(out, multistatus.TAIL)
                 # The folder whose changes make the page stale (watched by the kept pages' cache).
                 watched = os.dup(fd) if is_dir else os.dup(place.dir_fd)
-                page = Page(out, size, "", "application/xml", place.path if is_dir else place.folder, watched)
+                page = propfind.DavPage(out, size, "", "application/xml", place.path if is_dir else place.folder,
+                                        watched, volatile=bool(held))
                 out = -1
                 return page
             finally:

@@ -246,7 +246,7 @@ class Listings:
             self._retire(page)             # not kept: closes when its replies end
 
     def _keep(self, key: tuple, page: Page) -> None:
-        if page.size > self.max_bytes // 4:
+        if page.size > self.max_bytes // 4 or getattr(page, "volatile", False):
             page.forget_folder()
             return
         watch = self.cache.watch

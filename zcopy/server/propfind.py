@@ -33,6 +33,7 @@ import stat as stat_mod
 
 from zcopy import http
 from zcopy.dav import deadprops, multistatus, xmlbody
+from zcopy.server.listings import Page
 from zcopy.server.root import listed
 
 #: Bytes rendered before they are written to the memfd.
@@ -70,6 +71,17 @@ class Body:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class DavPage(Page):
+    """A Multi-Status in a memfd (``listings.Page``); ``volatile``: it shows a lock, so it is sent
+    but never kept (a lock's end changes no file: nothing would drop the page)."""
+
+    __slots__ = ("volatile",)
+
+    def __init__(self, *args, volatile: bool = False) -> None:
+        super().__init__(*args)
+        self.volatile = volatile
 
 
 class Plan:

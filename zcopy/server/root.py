@@ -142,11 +142,12 @@ class Place:
 class Root:
     """ROOT's fd and the policy for reaching what is under it."""
 
-    def __init__(self, path: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
+    def __init__(self, path: str, *, follow_symlinks: bool = False, show_hidden: bool = False, mac_files: bool = False,
                  allowed: tuple[str, ...] = ()) -> None:
         self.path = path.rstrip("/") or "/"        # a realpath (the CLI resolves it)
         self.follow_symlinks = follow_symlinks
         self.show_hidden = show_hidden
+        self.mac_files = mac_files          # macOS Finder's ._* and .DS_Store may be read and written
         self.fd = _open_base(self.path)
         #: ROOT and the --symlink-target folders: (their segments, path, fd)
         self.bases = [(_segments_of(self.path), self.path, self.fd)]
@@ -164,7 +165,7 @@ class Root:
         """The Place ``url_path`` names (raises HttpError). Reads follow a
         symlink in the last segment (where links are allowed); writes act on
         the last segment itself and may name missing folders (``missing``)."""
-        segments = http.url_segments(url_path, show_hidden=self.show_hidden, write=write)
+        segments = http.url_segments(url_path, show_hidden=self.show_hidden, write=write, mac_files=self.mac_files)
         for seg in segments:
             if seg.startswith(TEMP_PREFIX):
                 raise http.HttpError(403 if write else 404, "reserved name" if write else "not found")
