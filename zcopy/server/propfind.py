@@ -263,13 +263,12 @@ def _escape(text: str) -> str:
 
 
 def _dead_probe(dir_fd: int):
-    """``has(name)``: whether the member ``name`` of ``dir_fd`` may have dead properties: its extended
-    attribute names, listed without opening it (``/proc/self/fd/N/name``, the last component not
-    followed: the folder is the fd, not a path string). None when the filesystem keeps no user
-    attributes (nothing can have any), or when /proc is not there (then every member is read)."""
-    proc = f"/proc/self/fd/{dir_fd}"
+    """``has(name)``: whether the member ``name`` of ``dir_fd`` may have dead properties (its extended
+    attribute names: an open with O_NOFOLLOW from the folder's fd, flistxattr, close; measured no
+    dearer than listing them through /proc without the open). ``_never`` when the filesystem keeps
+    no user attributes."""
     try:
-        os.listxattr(proc)
+        os.listxattr(dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return _never
@@ -278,10 +277,15 @@ def _dead_probe(dir_fd: int):
 
     def has(name: str) -> bool:
         try:
-            attrs = os.listxattr(f"{proc}/{name}", follow_symlinks=False)
+            fd = os.open(name, _OPEN, dir_fd=dir_fd)
         except OSError:
-            return True                    # let the general path decide (it opens the member)
-        return any(a.startswith(prefix) for a in attrs)
+            return True                    # let the general path decide
+        try:
+            return any(a.startswith(prefix) for a in os.listxattr(fd))
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
     return has
 
 
