@@ -12,7 +12,7 @@ import pytest
 
 from serverutil import Server
 from test_dav import D, TOKEN, call, prop, responses
-from zcopy.dav.locks import LockTable
+from zcopy.dav.locks import LockTable, beneath_in, covering_in
 from zcopy.server import state as state_mod
 
 NAMED = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/>'
@@ -149,19 +149,25 @@ def test_the_horizon_follows_every_change_of_the_table(tmp_path):
     try:
         shared = memoryview(bytearray(8)).cast("d")
         shared[0] = float("inf")
-        a, b = LockTable(a_state, shared), LockTable(b_state, shared)
+        word = memoryview(bytearray(8)).cast("Q")
+        a, b = LockTable(a_state, shared, word), LockTable(b_state, shared, word)
         assert a.may_exist(0.0)                                     # not known yet: ask the table
         b.sweep(now=0.0)
         assert shared[0] == 0.0 and not a.may_exist(0.0)            # nothing locked: no sqlite needed
+        assert b.live() == {}
         lk = a.lock("/f", depth=0, exclusive=True, owner=b"", principal="p", timeout=60, now=100.0)
         assert shared[0] == 160.0 and b.may_exist(150.0) and not b.may_exist(161.0)
+        assert word[0] == a.generation() and [x.token for x in b.live()["/f"]] == [lk.token]   # moved: read again
+        assert covering_in(b.live(), "/f", 150.0) and not covering_in(b.live(), "/f", 161.0)
+        assert beneath_in(b.live(), "/", 150.0) and not beneath_in(b.live(), "/f", 150.0)
         b.refresh("/f", {lk.token}, "p", 600, now=120.0)
         assert shared[0] == 720.0
         other = a.lock("/g", depth=0, exclusive=True, owner=b"", principal="p", timeout=30, now=120.0)
         b.unlock("/f", lk.token, "p", now=130.0)
         assert shared[0] == 150.0                                   # the other lock's expiry
+        assert [x.token for xs in a.live().values() for x in xs] == [other.token]
         a.removed("/g")
-        assert shared[0] == 0.0 and other.token
+        assert shared[0] == 0.0 and other.token and b.live() == {}
     finally:
         a_state.close()
         b_state.close()

@@ -17,6 +17,9 @@ Every call may wait on the disk (sqlite). ``horizon`` (a shared one-element arra
 inside its own write transaction (sqlite runs those one at a time, across processes), so it only
 ever lags a change that has not committed yet. A request at a time past it needs no lock lookup at
 all (``may_exist``): the common case, a server where nobody holds a lock, reads no sqlite.
+``generation_word``, stored the same way, is the table's generation after the change; ``live`` keeps
+the live locks in memory, read again (one query) only when the word moved, so the checks before a
+write read no sqlite either while the table does not change (``covering_in``, ``beneath_in``).
 """
 
 from __future__ import annotations
@@ -89,12 +92,34 @@ _COLUMNS = "token, root, depth, exclusive, owner, principal, timeout, expires"
 
 
 class LockTable:
-    def __init__(self, state, horizon=None) -> None:
+    def __init__(self, state, horizon=None, generation_word=None) -> None:
         self.state = state
         if horizon is None:
             horizon = memoryview(bytearray(8)).cast("d")
             horizon[0] = float("inf")
         self.horizon = horizon
+        self.generation_word = generation_word if generation_word is not None else \
+            memoryview(bytearray(8)).cast("Q")
+        self._live: dict[str, list[Lock]] = {}
+        self._live_generation = -1           # the table's generation ``_live`` was read at
+
+    def live(self) -> dict[str, list[Lock]]:
+        """Every lock in the table by root (expired ones too: ``covering_in`` and ``beneath_in`` drop them), from
+        memory while the shared generation word has not moved since they were read; else read again,
+        with the generation, in one statement (one consistent snapshot). A snapshot read before a
+        change committed carries the older generation, so it is read again until it has caught up."""
+        if self._live_generation != self.generation_word[0]:
+            rows = self.state.query(
+                f"SELECT m.value, {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM "
+                "(SELECT value FROM meta WHERE key = 'lock_generation') AS m LEFT JOIN locks AS l")
+            self._live_generation = int(rows[0][0]) if rows else 0
+            live: dict[str, list[Lock]] = {}
+            for r in rows:
+                if r[1] is not None:
+                    lk = _row(r[1:])
+                    live.setdefault(lk.root, []).append(lk)
+            self._live = live
+        return self._live
 
     def may_exist(self, now: float) -> bool:
         """False when no lock can be live at ``now`` (one read of shared memory, no sqlite)."""
@@ -103,6 +128,8 @@ class LockTable:
     def _settle(self, db) -> None:
         """Store the horizon (inside a write transaction, after its changes)."""
         latest = db.execute("SELECT max(expires) FROM locks").fetchone()[0]
+        generation = db.execute("SELECT value FROM meta WHERE key = 'lock_generation'").fetchone()
+        self.generation_word[0] = int(generation[0]) if generation else 0
         self.horizon[0] = float(latest) if latest is not None else 0.0
 
     # -- reading --------------------------------------------------------------
@@ -204,6 +231,23 @@ class LockTable:
                 _bump(db)
             self._settle(db)
         return n
+
+
+def covering_in(live: dict[str, list[Lock]], path: str, now: float) -> list[Lock]:
+    """``LockTable.covering`` over the locks in memory (``LockTable.live``): a dict lookup per
+    ancestor."""
+    path = normalise(path)
+    found = [lk for lk in live.get(path, ()) if lk.expires > now]
+    for root in _ancestors(path):
+        found += [lk for lk in live.get(root, ()) if lk.depth == INFINITY and lk.expires > now]
+    return found
+
+
+def beneath_in(live: dict[str, list[Lock]], path: str, now: float) -> list[Lock]:
+    """``LockTable.beneath`` over the locks in memory."""
+    path = normalise(path)
+    return [lk for root, locks in live.items() if root != path and _beneath(root, path)
+            for lk in locks if lk.expires > now]
 
 
 def _ancestors(path: str) -> list[str]:

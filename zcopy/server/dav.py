@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape
 
 from zcopy import http
 from zcopy.dav import deadprops, ifheader, multistatus, xmlbody
-from zcopy.dav.locks import INFINITY, LockError, LockTable, normalise, parse_timeout
+from zcopy.dav.locks import INFINITY, LockError, LockTable, beneath_in, covering_in, normalise, parse_timeout
 from zcopy.server import davcopy, propfind, writes
 from zcopy.server.body import MemorySink
 from zcopy.server.listings import Listings
@@ -74,7 +74,7 @@ class Dav:
         self.locks = None
         if state is not None and writer is not None:
             from zcopy.server.shared import lock_horizon
-            self.locks = LockTable(state, lock_horizon())
+            self.locks = LockTable(state, *lock_horizon())
             if self.locks.horizon[0] == math.inf:     # the first worker: learn it (and drop expired locks)
                 self._defer(lambda: self.locks.sweep(time.time()), lambda n: None, False, (1, 1))
         self.compliance = "1, 2" if self.locks is not None else "1"
@@ -172,8 +172,11 @@ class Dav:
         if clauses and not self._if_holds(req.path, clauses, now):
             raise http.HttpError(412, "the If header's conditions do not hold")
         if self.locks_may_exist(now):
+            live = self.locks.live()                 # from memory while the table has not changed
             for url, recursive in targets:
-                missing = self.locks.missing_tokens(_key(url), submitted, PRINCIPAL, now, recursive=recursive)
+                key = _key(url)
+                found = covering_in(live, key, now) + (beneath_in(live, key, now) if recursive else [])
+                missing = [lk for lk in found if lk.token not in submitted or lk.principal != PRINCIPAL]
                 if missing:
                     hrefs = "".join(f"<D:href>{multistatus.href(lk.root, False)}</D:href>" for lk in missing[:1])
                     raise DavError(423, "locked", f"<D:lock-token-submitted>{hrefs}</D:lock-token-submitted>")
@@ -182,8 +185,8 @@ class Dav:
         for clause in clauses:
             url = request_url if clause.resource is None else url_of(clause.resource)
             etag = self._etag(url)
-            tokens = {lk.token for lk in self.locks.covering(_key(url), now)} if self.locks_may_exist(now) \
-                else set()
+            tokens = {lk.token for lk in covering_in(self.locks.live(), _key(url), now)} \
+                if self.locks_may_exist(now) else set()
             for conds in clause.lists:
                 if all(c.negated != ((c.token in tokens) if c.token else (etag is not None and c.etag == etag))
                        for c in conds):

@@ -16,7 +16,9 @@ process killed mid-write cannot leave anything held):
   written inside each write transaction of the lock table, which sqlite
   runs one at a time across processes, so the stores come in the order of
   the changes they describe (``zcopy.dav.locks``). A write whose time is
-  past it is decided with no sqlite read.
+  past it is decided with no sqlite read. ``lock_generation``, stored the
+  same way, is the table's generation after that change: a worker keeps
+  the live locks in memory while it has not moved.
 - ``generations[g]``: how many successful writes (PUT, DELETE, MOVE, MKCOL)
   the worker holding generation slot ``g`` has answered, and ``last_write``,
   a value no write has used before, set by each write. Every worker reads
@@ -47,7 +49,7 @@ class SharedState:
         #: a worker per slot, the ones retiring after a reload, and spares
         self.generation_slots = 4 * workers + 4
         end = 16 + 8 * workers + 8 * self.generation_slots
-        self._mm = mmap.mmap(-1, end + 8)  # anonymous: MAP_SHARED, survives fork
+        self._mm = mmap.mmap(-1, end + 16)  # anonymous: MAP_SHARED, survives fork
         view = memoryview(self._mm)
         self._phase = view[0:8].cast("Q")
         self.last_write = view[8:16].cast("Q")
@@ -57,6 +59,8 @@ class SharedState:
         #: WebDAV: no lock lives after this time (see ``lock_horizon``); inf until a worker has read the table.
         self.lock_until = view[end:end + 8].cast("d")
         self.lock_until[0] = math.inf
+        #: WebDAV: the lock table's generation as of its last change (``lock_horizon``).
+        self.lock_generation = view[end + 8:end + 16].cast("Q")
         self._free = list(range(self.generation_slots))
         self._held: dict[int, int] = {}    # pid -> generation slot
 
@@ -169,15 +173,16 @@ def generation() -> Generation:
 
 
 def lock_horizon():
-    """The shared ``lock_until`` word (a one-element array of doubles), or the process's own in a
-    process not forked by the supervisor."""
+    """(``lock_until``, ``lock_generation``): the shared words (one-element arrays), or the
+    process's own in a process not forked by the supervisor."""
     global _private_horizon
     state = _inherited
     if state is not None:
-        return state[0].lock_until
-    if _private_horizon is None:          # one per process: every lock table in it shares it
-        _private_horizon = memoryview(bytearray(8)).cast("d")
-        _private_horizon[0] = math.inf
+        return state[0].lock_until, state[0].lock_generation
+    if _private_horizon is None:          # one per process: every lock table in it shares them
+        until = memoryview(bytearray(8)).cast("d")
+        until[0] = math.inf
+        _private_horizon = until, memoryview(bytearray(8)).cast("Q")
     return _private_horizon
 
 
