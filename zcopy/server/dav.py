@@ -23,9 +23,11 @@ LOCK). Every writer is the same principal (``PRINCIPAL``) until accounts
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import stat as stat_mod
+import threading
 import time
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
@@ -41,6 +43,8 @@ from zcopy.server.reply import Reply
 DAV_METHODS = ("PROPFIND", "PROPPATCH", "COPY", "LOCK", "UNLOCK")
 BODY_METHODS = ("PROPFIND", "PROPPATCH", "LOCK")
 PRINCIPAL = "token"
+#: Members whose rendered responses a worker remembers across PROPFIND page builds (about 0.5 KiB each).
+MEMO_MEMBERS = 50_000
 XML = b"Content-Type: application/xml; charset=utf-8\r\n"
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _DAV_LIVE = set(multistatus.LIVE) | set(multistatus.QUOTA)
@@ -71,6 +75,8 @@ class Dav:
         self.executor = executor
         #: PROPFIND Depth 1 Multi-Status pages, kept like folder listings (zcopy.server.propfind)
         self.pages = Listings(cache, None, executor, build=self._page)
+        self._memos: collections.OrderedDict = collections.OrderedDict()   # (url, view) -> members' responses
+        self._memo_lock = threading.Lock()
         self.locks = None
         if state is not None and writer is not None:
             from zcopy.server.shared import lock_horizon
@@ -243,10 +249,23 @@ class Dav:
         return self._defer(work, then, close, req.version, cpu=depth == "1")
 
     def _page(self, _scan, url: str, _as_json: bool, view: tuple, _keep) -> propfind.DavPage:
-        """``Listings``' build for PROPFIND's kept pages (Depth 1, no locks, no quota, no account filter)."""
-        return self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None)
+        """``Listings``' build for PROPFIND's kept pages (Depth 1, no locks, no quota, no account filter),
+        off the loop. The members' responses of the page's last build are reused where nothing they
+        show changed (``propfind.write_members``' memo; ``Listings`` runs one build per page at a time)."""
+        key = (url, view)
+        with self._memo_lock:
+            memo = self._memos.pop(key, None)
+        memo = {} if memo is None else memo
+        try:
+            return self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None, memo)
+        finally:
+            with self._memo_lock:
+                self._memos[key] = memo
+                total = sum(len(m) for m in self._memos.values())
+                while total > MEMO_MEMBERS and len(self._memos) > 1:
+                    total -= len(self._memos.pop(next(iter(self._memos))))
 
-    def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible) -> propfind.DavPage:
+    def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible, memo=None) -> propfind.DavPage:
         """The Multi-Status of a PROPFIND, written into a memfd (off the loop): a ``listings.Page``
         whose memfd closes once no reply holds it (``propfind.Body`` for one not kept)."""
         show_hidden = self.cache.show_hidden
@@ -289,7 +308,7 @@ class Dav:
                         dead = (lambda: _dead_of(fd, name)) if wants_dead else dict
                         return _props(member_url, mst, dead, asked, etag_of(mst), held, quota).decode(
                             "utf-8", "surrogateescape")
-                    size += propfind.write_members(out, fd, url, plan, entries, etag_of, held, slow)
+                    size += propfind.write_members(out, fd, url, plan, entries, etag_of, held, slow, memo)
                 size += propfind.write(out, multistatus.TAIL)
                 # The folder whose changes make the page stale (watched by the kept pages' cache).
                 watched = os.dup(fd) if is_dir else os.dup(place.dir_fd)

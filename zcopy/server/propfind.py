@@ -187,10 +187,16 @@ def members(fd: int, url: str, *, show_hidden: bool, visible=None) -> list[tuple
     return out                  # in the folder's order: RFC 4918 asks for none, clients sort
 
 
-def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_of, held, slow) -> int:
+def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_of, held, slow,
+                  memo: dict | None = None) -> int:
     """Render each member's ``<D:response>`` into ``out_fd`` (a memfd) in pieces; the bytes written.
     ``etag_of(st)``: a file's getetag; ``held``: live locks that may cover members; ``slow(url, st,
-    dead)``: the general renderer for a member the templates do not fit."""
+    dead)``: the general renderer for a member the templates do not fit.
+
+    ``memo``: name -> (what the member's response depends on, the response) from the last build of
+    the same folder and asked set, replaced by this build's (a member whose inode, size, times, mode
+    and shown ETag are the same is not rendered again, nor are its attributes looked at: setting or
+    removing an extended attribute moves the ctime). Not used while a lock is live."""
     base = multistatus.href(url, True)
     needs = plan.needs
     want_size, want_modified, want_etag = _SIZE in needs, _MODIFIED in needs, _ETAG in needs
@@ -205,8 +211,25 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
     pieces: list[str] = []
     held_chars = 0
     size = 0
+    last = None
+    if memo is not None and not held:
+        last = dict(memo)
+        memo.clear()
     for name, st in entries:
         is_dir = stat_mod.S_ISDIR(st.st_mode)
+        etag = etag_of(st) if want_etag and not is_dir else ""
+        if last is not None:
+            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, etag)
+            seen = last.get(name)
+            if seen is not None and seen[0] == key:
+                piece = seen[1]
+                memo[name] = seen
+                pieces.append(piece)
+                held_chars += len(piece)
+                if held_chars >= FLUSH:
+                    size += _write(out_fd, pieces)
+                    pieces, held_chars = [], 0
+                continue
         if has_dead is not None and has_dead(name) or locked and _covered(locked, url_base + name):
             piece = slow(url_base + name, st, plan.wants_dead)
         else:
@@ -214,7 +237,7 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
             href = base + name if plain else multistatus.href(url_base + name, False)
             if is_dir:
                 href += "/"
-            modified = created = etag = ctype = ""
+            modified = created = ctype = ""
             if want_modified:
                 second = int(st.st_mtime)
                 modified = dates.get(second)
@@ -228,9 +251,7 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
             if is_dir:
                 piece = folder_tpl(href, "", modified, "", name if plain or not want_name else _escape(name),
                                    "", created)
-            else:
-                if want_etag:
-                    etag = etag_of(st)            # ours: quotes, hex, base64: nothing to escape
+            else:                                 # etag: ours (quotes, hex, base64): nothing to escape
                 if want_type:
                     ext = name.rpartition(".")[2].lower() if "." in name[1:] else ""
                     ctype = types.get(ext)
@@ -238,6 +259,8 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
                         ctype = types[ext] = _escape(http.content_type(name))
                 piece = file_tpl(href, st.st_size if want_size else "", modified, etag,
                                  name if plain or not want_name else _escape(name), ctype, created)
+        if last is not None:
+            memo[name] = (key, piece)
         pieces.append(piece)
         held_chars += len(piece)
         if held_chars >= FLUSH:
