@@ -171,3 +171,58 @@ def test_the_horizon_follows_every_change_of_the_table(tmp_path):
     finally:
         a_state.close()
         b_state.close()
+
+
+def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path):
+    """``write_members``' memo on a real folder: a member whose stat did not move is not rendered
+    again; setting a dead property moves the ctime, so that member is; one changed within QUIET
+    seconds is never remembered."""
+    from zcopy import http
+    from zcopy.dav import deadprops, xmlbody
+    from zcopy.dav.xmlbody import PropChange
+    from zcopy.server import propfind as pf
+    from zcopy.server.digests import QUIET
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (folder / name).write_bytes(b"x")
+    settled = os.stat(folder / "b.txt").st_ctime + QUIET
+    while time.time() <= settled:                       # both quiet now
+        time.sleep(0.01)
+    asked = xmlbody.PropFind("allprop")
+    plan = pf.Plan(asked, None)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    memo: dict = {}
+
+    def build() -> bytes:
+        out = pf.new_body()
+        try:
+            def slow(url, st, wants_dead):                  # the general path: dead properties shown
+                name = url.rsplit("/", 1)[1]
+                mfd = os.open(name, os.O_RDONLY, dir_fd=fd)
+                try:
+                    dead = deadprops.get_all(mfd)
+                finally:
+                    os.close(mfd)
+                return "".join(x.decode() for x in dead.values()) + f"<slow>{name}</slow>\n"
+            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False), http.make_etag,
+                                 [], slow, memo)
+            return os.pread(out, n, 0)
+        finally:
+            os.close(out)
+    try:
+        first = build()
+        assert set(memo) == {"a.txt", "b.txt"} and b"<slow>" not in first
+        kept = dict(memo)
+        mfd = os.open(folder / "a.txt", os.O_RDONLY)
+        try:
+            deadprops.apply(mfd, [PropChange(False, ("urn:x", "color"), b'<X:color xmlns:X="urn:x">red</X:color>')])
+        finally:
+            os.close(mfd)
+        second = build()
+        assert b"<slow>a.txt</slow>" in second and b">red<" in second
+        assert memo["b.txt"] is kept["b.txt"]              # reused as it was
+        assert "a.txt" not in memo                          # changed just now: not remembered
+    finally:
+        os.close(fd)

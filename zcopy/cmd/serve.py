@@ -87,7 +87,7 @@ def configure(p) -> None:
                    help="with --follow-symlinks, links may also lead into DIR (repeatable)")
     p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
     p.add_argument("--allow-mac-files", action="store_true",
-                   help="let macOS Finder write and read its ._* and .DS_Store files (never listed; see docs/webdav.md)")
+                   help="let macOS Finder write and read its ._* and .DS_Store files (never listed: docs/webdav.md)")
     p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
     p.add_argument("--header-timeout", type=timeout_arg, default=10.0, help="seconds to receive a request head")
     p.add_argument("--idle-timeout", type=timeout_arg, default=60.0, help="keep-alive idle seconds")

@@ -18,7 +18,9 @@ fills in only what varies: its href (quoted only when its name needs it),
 size, dates (one ``strftime`` per distinct second), ETag and content type
 (one lookup per extension). A member that has dead properties, or that a
 lock covers, when those are asked for, goes through the general
-``render`` (the per-property path) instead.
+per-property renderer instead. A rebuild of a kept page reuses the
+responses of members whose stat says nothing changed (``write_members``'
+memo).
 
 Which members are shown is the folder listing's rule (``root.listed``), so
 whatever a GET listing hides a PROPFIND hides too.
@@ -30,9 +32,11 @@ import errno
 import os
 import re
 import stat as stat_mod
+import time
 
 from zcopy import http
 from zcopy.dav import deadprops, multistatus, xmlbody
+from zcopy.server.digests import QUIET
 from zcopy.server.listings import Page
 from zcopy.server.root import listed
 
@@ -196,7 +200,8 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
     ``memo``: name -> (what the member's response depends on, the response) from the last build of
     the same folder and asked set, replaced by this build's (a member whose inode, size, times, mode
     and shown ETag are the same is not rendered again, nor are its attributes looked at: setting or
-    removing an extended attribute moves the ctime). Not used while a lock is live."""
+    removing an extended attribute moves the ctime; members changed within ``QUIET`` seconds are not
+    remembered). Not used while a lock is live."""
     base = multistatus.href(url, True)
     needs = plan.needs
     want_size, want_modified, want_etag = _SIZE in needs, _MODIFIED in needs, _ETAG in needs
@@ -215,6 +220,9 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
     if memo is not None and not held:
         last = dict(memo)
         memo.clear()
+        # Remembered only for members quiet for QUIET (as content digests are): a change in the same
+        # kernel timestamp tick as the one before it would leave the ctime where it was.
+        settled = int((time.time() - QUIET) * 1e9)
     for name, st in entries:
         is_dir = stat_mod.S_ISDIR(st.st_mode)
         etag = etag_of(st) if want_etag and not is_dir else ""
@@ -259,7 +267,7 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
                         ctype = types[ext] = _escape(http.content_type(name))
                 piece = file_tpl(href, st.st_size if want_size else "", modified, etag,
                                  name if plain or not want_name else _escape(name), ctype, created)
-        if last is not None:
+        if last is not None and st.st_ctime_ns <= settled:
             memo[name] = (key, piece)
         pieces.append(piece)
         held_chars += len(piece)
