@@ -82,7 +82,7 @@ class Dav:
             from zcopy.server.shared import lock_horizon
             self.locks = LockTable(state, *lock_horizon())
             if self.locks.horizon[0] == math.inf:     # the first worker: learn it (and drop expired locks)
-                self._defer(lambda: self.locks.sweep(time.time()), lambda n: None, False, (1, 1))
+                self._defer(self._learn_horizon, lambda n: None, False, (1, 1))
         self.compliance = "1, 2" if self.locks is not None else "1"
         methods = ["GET", "HEAD", "OPTIONS", "PROPFIND"]
         if writer is not None:
@@ -198,6 +198,15 @@ class Dav:
                        for c in conds):
                     return True
         return False
+
+    def _learn_horizon(self) -> None:
+        """Sweep the lock table (off the loop), which stores the horizon and generation words. A
+        database that cannot be written now leaves the horizon unknown: checks then read the table."""
+        try:
+            self.locks.sweep(time.time())
+        except Exception as exc:              # sqlite3.Error, OSError: nothing to answer, no worker to stop
+            import sys
+            print(f"zcopy: the lock table could not be swept ({exc}); lock checks read it", file=sys.stderr)
 
     def locks_may_exist(self, now: float) -> bool:
         """Whether a lock may be live now: False (the common case) is known from shared memory
