@@ -56,7 +56,8 @@ CHECKPOINT = 16 << 20
 DEFAULT_EXPIRY = 24 * 3600
 #: How long a second append waits for the first to let go of the upload.
 TAKEOVER_WAIT = 5.0
-#: Seconds between expiry sweeps (each worker; any one of them may remove any expired upload).
+#: Seconds between expiry sweeps (each worker; any one of them may remove any expired upload); a quarter
+#: of the expiry when that is shorter.
 SWEEP_EVERY = 60.0
 #: A partial file without a row (a crash between the two) is removed after this long.
 ORPHAN_AFTER = 3600.0
@@ -115,11 +116,17 @@ class Store:
         self._dir_fd = -1
         self._lock = threading.Lock()
 
-    def folder(self) -> int:
-        """ROOT/.zcopy/uploads, made (0700) on first use; never through a symlink."""
+    def folder(self, create: bool = True) -> int:
+        """ROOT/.zcopy/uploads, made (0700) on first use; never through a symlink. Without
+        ``create``: -1 when it does not exist (the sweep of a server that never had an upload)."""
         with self._lock:
             if self._dir_fd >= 0:
                 return self._dir_fd
+            if not create:
+                try:
+                    os.stat(FOLDER + "/" + SUBFOLDER, dir_fd=self.root_fd, follow_symlinks=False)
+                except OSError:
+                    return -1
             fd = self.root_fd
             opened = []
             try:
@@ -191,10 +198,12 @@ class Store:
         return self.get(key)
 
     def remove(self, key: str) -> None:
-        try:
-            os.unlink(key, dir_fd=self.folder())
-        except FileNotFoundError:
-            pass
+        folder = self.folder(create=False)
+        if folder >= 0:
+            try:
+                os.unlink(key, dir_fd=folder)
+            except FileNotFoundError:
+                pass
         with self.state.transaction() as db:
             db.execute("DELETE FROM uploads WHERE key = ?", (key,))
 
@@ -211,9 +220,10 @@ class Store:
     def sweep(self, now: float) -> list[str]:
         """Remove expired uploads (unless an append holds one right now) and orphan partial files."""
         removed = []
+        folder = self.folder(create=False)
         for (key,) in self.state.query("SELECT key FROM uploads WHERE expires < ?", (now,)):
             try:
-                fd = self.open(key)
+                fd = self.open(key) if folder >= 0 else -1
             except http.HttpError:
                 fd = -1
             try:
@@ -227,7 +237,8 @@ class Store:
             finally:
                 if fd >= 0:
                     os.close(fd)
-        folder = self.folder()
+        if folder < 0:
+            return removed
         known = {k for (k,) in self.state.query("SELECT key FROM uploads")}
         with os.scandir(folder) as it:
             names = [d.name for d in it if d.name not in known]
@@ -396,7 +407,7 @@ class Uploads:
                         sink.conn.close()
             self.submit(lambda: self.store.claimed(sessions), done)
         if now >= self.next_sweep:
-            self.next_sweep = now + SWEEP_EVERY
+            self.next_sweep = now + min(SWEEP_EVERY, max(1.0, self.expiry / 4))   # short expiries: sooner
             self.submit(lambda: self.store.sweep(time.time()), None)
 
     def route(self, req: http.Request, identity, close: bool, conn):
