@@ -734,7 +734,7 @@ class Uploads:
                     return self._empty(201, req, ctx, fields, close)
                 return self._status(req, ctx, row, end, 204)
             self.responder.cache.written()
-            extra = [("Upload-Offset", str(end))]
+            extra = [("Upload-Offset", str(end)), ("Zcopy-Commit", str(status))]    # 201 created, 204 replaced
             if not ctx.tus:
                 extra.append(rs.complete_header(True, ctx.version))
             if ctx.creation:
