@@ -56,3 +56,15 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "a state"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def group_gone(pgid: int) -> bool:
+    """No process of this process group is left (a killed node's workers are really gone: a dying
+    worker's SO_REUSEPORT listener would still take connections meant for a restarted node)."""
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False

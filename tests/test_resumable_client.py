@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 
-from resumableutil import wait_for
+from resumableutil import group_gone, wait_for
 from serverutil import Server
 from test_relay_cli import RelayProcess
 from test_resumable_tus import free_port, partials, rows
@@ -100,6 +100,7 @@ def test_retries_continue_by_themselves_and_small_or_encrypted_puts_stay_plain(t
             wait_for(lambda: any(r[1] > 0 for r in rows(state)) if (state / "state.db").exists() else False,
                      timeout=60, what="some bytes durable")
             server.kill_node()
+            wait_for(lambda: group_gone(server.proc.pid), what="every process of the node gone")
             server = Server(root, *args, own_session=True).start()
             out, err = p.communicate(timeout=120)
             assert p.returncode == 0, err

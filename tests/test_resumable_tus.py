@@ -19,7 +19,7 @@ import pytest
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
-from resumableutil import exchange, responses, send, wait_for
+from resumableutil import exchange, group_gone, responses, send, wait_for
 from serverutil import Server
 from zcopy.accounts import passwords
 
@@ -100,6 +100,7 @@ def test_tuspy_48mib_in_4mib_chunks_survives_sigkill_of_every_process(tree, tmp_
         wait_for(lambda: any(r[1] >= 12 * MiB for r in rows(state)) if os.path.exists(state / "state.db") else False,
                  what="12 MiB recorded")
         server.kill_node()          # supervisor and every worker, SIGKILL, at once
+        wait_for(lambda: group_gone(server.proc.pid), what="every process of the node gone")
         t.join(30)
         assert failure and not t.is_alive()
         assert not (root / "in" / "big.bin").exists()
@@ -310,3 +311,27 @@ def test_partials_are_invisible_to_get_listings_propfind_and_archives(tree):
         # a write to the reserved folder is refused too
         assert exchange(p, f"PUT /.zcopy/uploads/{key} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n", b"x")[-1][0] \
             in (403, 404, 405)
+
+
+def test_takeover_across_processes(tree):
+    """Two servers on one folder and state (two nodes behind a balancer that lost its hash, or two
+    workers): the append held by one is closed when the other is asked to resume (claim + tick)."""
+    root, state = tree
+    with Server(root, "--allow-write", "--state-dir", str(state)) as a, \
+            Server(root, "--allow-write", "--state-dir", str(state)) as b:
+        loc = create(a.port, "/in/", "x.bin", 2 * MiB)
+        first = os.urandom(MiB)
+        old = send(a.port, f"PATCH {loc} HTTP/1.1\r\nHost: t\r\n{TUS}Upload-Offset: 0\r\n"
+                           f"Content-Type: application/offset+octet-stream\r\nContent-Length: {2 * MiB}\r\n", first)
+        try:
+            wait_for(lambda: os.path.getsize(root / ".zcopy" / "uploads" / partials(root)[0]) >= MiB,
+                     what="the first MiB on disk")
+            status, h, _ = patch(b.port, loc, 0, b"x")
+            assert status == 409 and h["upload-offset"] == str(MiB)
+            old.settimeout(10)
+            assert old.recv(65536) == b""
+            rest = os.urandom(MiB)
+            assert patch(b.port, loc, MiB, rest)[0] == 204
+            assert (root / "in" / "x.bin").read_bytes() == first + rest
+        finally:
+            old.close()
