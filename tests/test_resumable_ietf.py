@@ -32,7 +32,8 @@ def test_post_incomplete_then_head_then_patch_complete(server):
     s, root = server
     data = os.urandom(3 * MiB)
     part = MiB
-    got = exchange(s.port, f"POST /f.bin HTTP/1.1\r\nHost: t\r\nUpload-Complete: ?0\r\nUpload-Length: {len(data)}\r\n"
+    got = exchange(s.port, f"POST /f.bin HTTP/1.1\r\nHost: t\r\nUpload-Draft-Interop-Version: 8\r\n"
+                           f"Upload-Complete: ?0\r\nUpload-Length: {len(data)}\r\n"
                            f"Content-Length: {part}\r\n", data[:part])
     (interim, ih, _), (status, h, _) = got
     assert interim == 104 and ih["location"] == h["location"] and ih["upload-draft-interop-version"] == "8"
@@ -54,7 +55,8 @@ def test_post_incomplete_then_head_then_patch_complete(server):
 def test_a_cut_creation_resumes_from_the_durable_offset(server):
     s, root = server
     data = os.urandom(4 * MiB)
-    sock = send(s.port, f"POST /cut.bin HTTP/1.1\r\nHost: t\r\nUpload-Complete: ?1\r\nContent-Length: {len(data)}\r\n",
+    sock = send(s.port, f"POST /cut.bin HTTP/1.1\r\nHost: t\r\nUpload-Draft-Interop-Version: 8\r\n"
+                        f"Upload-Complete: ?1\r\nContent-Length: {len(data)}\r\n",
                 data[:2 * MiB])
     sock.settimeout(10)
     interim = b""
@@ -87,11 +89,25 @@ def test_a_cut_creation_resumes_from_the_durable_offset(server):
     assert status == 404
 
 
-def test_no_104_to_http_1_0(server):
+def test_no_104_to_http_1_0_nor_without_an_interop_version(server):
     s, root = server
-    got = exchange(s.port, "POST /old.txt HTTP/1.0\r\nUpload-Complete: ?0\r\nContent-Length: 3\r\n", b"abc")
+    got = exchange(s.port, "POST /old.txt HTTP/1.0\r\nUpload-Draft-Interop-Version: 8\r\nUpload-Complete: ?0\r\n"
+                           "Content-Length: 3\r\n", b"abc")
     assert [g[0] for g in got] == [201]
     assert got[0][1]["upload-offset"] == "3"
+    # HTTP/1.1 without Upload-Draft-Interop-Version: taken as version 8, but no 104 (the draft: MUST NOT)
+    got = exchange(s.port, "POST /plain.txt HTTP/1.1\r\nHost: t\r\nUpload-Complete: ?1\r\nContent-Length: 3\r\n",
+                   b"abc")
+    assert [g[0] for g in got] == [201] and got[0][1]["upload-complete"] == "?1"
+    assert got[0][1]["upload-draft-interop-version"] == "8"
+    assert (root / "plain.txt").read_bytes() == b"abc"
+
+
+def test_options_offer_partial_upload_and_limits(server):
+    s, root = server
+    (status, h, _), = exchange(s.port, "OPTIONS /any/file HTTP/1.1\r\nHost: t\r\n")
+    assert status == 200 and "application/partial-upload" in h["accept-patch"]
+    assert "max-age=86400" in h["upload-limit"] and h["tus-version"] == "1.0.0"
 
 
 def test_apple_urlsession_put_interop_6_and_interop_3(server):

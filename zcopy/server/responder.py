@@ -269,8 +269,11 @@ class Responder:
             close = close or has_body
             if req.method == "OPTIONS":
                 # 200 with an empty body, not 204: Windows' WebDAV redirector wants 200.
-                head = http.response_head(200, self.date.get(), b"", 0, close=close,
-                                          extra=self.dav.options_headers(), version=req.version)
+                extra = self.dav.options_headers()
+                if self.uploads is not None:        # resumable uploads are offered here (Accept-Patch, Tus-*)
+                    extra += self.uploads.options_headers()
+                head = http.response_head(200, self.date.get(), b"", 0, close=close, extra=extra,
+                                          version=req.version)
                 return Reply(200, head, [], 0, close)
             if req.method not in READ_METHODS:
                 raise http.HttpError(405, f"{req.method} is not allowed here",

@@ -449,17 +449,20 @@ class Uploads:
         if method == "PATCH":
             return self._patch(req, identity, key, owner, close, conn, tus, version)
         ctx = Ctx(tus, version, None, None, close)
+        self._close_active(key, conn)
 
         def work():
+            # Both wait for an append under way to be closed and its bytes recorded (the draft's
+            # concurrency rule: an offset we give out must be the one the next append is held to).
             row = self._row(key, owner, req.path)
-            if method == "DELETE":
-                fd = self._takeover(key, row)
-                try:
+            fd = self._takeover(key, row)
+            try:
+                if method == "DELETE":
                     self.store.remove(key)
-                finally:
-                    os.close(fd)
-                return row, True
-            return row, False
+                    return row, True
+                return self.store.get(key) or row, False
+            finally:
+                os.close(fd)
 
         def then(result) -> Reply:
             row, deleted = result
@@ -551,7 +554,9 @@ class Uploads:
                 return self._empty(201, req, ctx, extra + self._state_headers(row, ctx))
             sink = self._sink(row, fd, ctx, conn)
             sink.location = location
-            if not ctx.tus and req.version == (1, 1):
+            # 104 to HTTP/1.1 only, and only to a request that names its interop version (the draft:
+            # MUST NOT when it is missing or mismatching; we answer in the version it names).
+            if not ctx.tus and req.version == (1, 1) and "upload-draft-interop-version" in req.headers:
                 fields = [("Location", location), ("Upload-Draft-Interop-Version", str(ctx.version))]
                 limit = self._limit()
                 if limit:
@@ -592,9 +597,7 @@ class Uploads:
                 new_length = end
             checksum = None
         ctx = Ctx(tus, version, complete, checksum, close, identity)
-        old = self.active.get(key)
-        if old is not None and old.conn is not None and old.conn is not conn:
-            old.conn.close()            # takeover in this worker: at once (its abort records and lets go)
+        self._close_active(key, conn)
 
         def work():
             row = self._row(key, owner, req.path)
@@ -626,6 +629,13 @@ class Uploads:
             row, fd = result
             return self._sink(row, fd, ctx, conn)
         return defer(self.executor, work, then, lambda exc: self.error(exc, req, tus, True))
+
+    def _close_active(self, key: str, conn) -> None:
+        """An append to ``key`` under way in this worker is closed at once (its abort records what
+        arrived and lets go of the file); one in another worker is asked through the table."""
+        old = self.active.get(key)
+        if old is not None and old.conn is not None and old.conn is not conn:
+            old.conn.close()
 
     def _takeover(self, key: str, row: Row) -> int:
         """(a thread) An fd of the partial file, held exclusively: when another append holds it, ask
@@ -829,17 +839,22 @@ class Uploads:
                                   version=req.version)
         return Reply(status, head, [], 0, close)
 
-    def _options(self, req, close: bool) -> Reply:
-        fields = [("Tus-Resumable", rs.TUS_VERSION), ("Tus-Version", rs.TUS_VERSION),
-                  ("Tus-Extension", rs.TUS_EXTENSIONS), ("Tus-Checksum-Algorithm", rs.TUS_CHECKSUMS)]
+    def options_headers(self) -> bytes:
+        """What an OPTIONS of any URL says when uploads are on (the draft: Accept-Patch naming
+        application/partial-upload, and the limits; tus: Tus-Version and its extensions)."""
+        fields = [("Accept-Patch", rs.IETF_CONTENT_TYPE), ("Tus-Resumable", rs.TUS_VERSION),
+                  ("Tus-Version", rs.TUS_VERSION), ("Tus-Extension", rs.TUS_EXTENSIONS),
+                  ("Tus-Checksum-Algorithm", rs.TUS_CHECKSUMS)]
         if self.max_upload is not None:
             fields.append(("Tus-Max-Size", str(self.max_upload)))
         limit = self._limit()
         if limit:
             fields.append(("Upload-Limit", limit))
+        return "".join(f"{n}: {v}\r\n" for n, v in fields).encode()
+
+    def _options(self, req, close: bool) -> Reply:
         close = close or bool(req.content_length or req.chunked)
-        extra = "".join(f"{n}: {v}\r\n" for n, v in fields).encode()
-        extra += self.responder.dav.options_headers()
+        extra = self.options_headers() + self.responder.dav.options_headers()
         head = http.response_head(204, self.date.get(), b"", None, extra=extra, close=close, version=req.version)
         return Reply(204, head, [], 0, close)
 
