@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
 import tarfile
 import threading
 
@@ -20,6 +21,7 @@ from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
 from resumableutil import exchange, group_gone, responses, send, wait_for
+from conftest import needs_root
 from serverutil import Server
 from zcopy.accounts import passwords
 
@@ -335,3 +337,24 @@ def test_takeover_across_processes(tree):
             assert (root / "in" / "x.bin").read_bytes() == first + rest
         finally:
             old.close()
+
+
+@needs_root
+def test_a_target_on_another_filesystem_is_committed_by_a_copy(tree):
+    """ROOT/.zcopy/uploads is on ROOT's filesystem; a target folder that is a mount below ROOT gets
+    EXDEV from the rename, and the upload is copied into a PUT's temp file there instead."""
+    root, state = tree
+    mnt = root / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True)
+    try:
+        with Server(root, "--allow-write", "--state-dir", str(state)) as s:
+            data = os.urandom(3 * MiB)
+            loc = create(s.port, "/mnt/", "x.bin", len(data))
+            assert patch(s.port, loc, 0, data[:MiB])[0] == 204
+            status, h, _ = patch(s.port, loc, MiB, data[MiB:])
+            assert status == 204 and h["zcopy-commit"] == "201"
+            assert (mnt / "x.bin").read_bytes() == data
+            assert sorted(os.listdir(mnt)) == ["x.bin"] and partials(root) == [] and rows(state) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -597,6 +597,8 @@ class Uploads:
                 new_length = end
             checksum = None
         ctx = Ctx(tus, version, complete, checksum, close, identity)
+        from zcopy.server.responder import _Rights
+        _Rights(self.responder, identity).need("PUT", req.path, False)    # still may write there (a reload)
         self._close_active(key, conn)
 
         def work():
@@ -798,8 +800,10 @@ class Uploads:
 
     # -- replies ---------------------------------------------------------------------
 
-    def _limit(self) -> str:
-        return rs.upload_limit(self.max_upload, self.expiry)
+    def _limit(self, row: Row | None = None) -> str:
+        """Upload-Limit: max-size (--max-upload) and max-age (the resource's remaining life)."""
+        age = self.expiry if row is None else max(0, int(row.expires - time.time()))
+        return rs.upload_limit(self.max_upload, age)
 
     def _state_headers(self, row: Row, ctx: Ctx, offset: int | None = None) -> list:
         offset = row.offset if offset is None else offset
@@ -816,7 +820,7 @@ class Uploads:
             fields.append(rs.complete_header(False, ctx.version))
             if row.length is not None:
                 fields.append(("Upload-Length", str(row.length)))
-            limit = self._limit()
+            limit = self._limit(row)
             if limit and ctx.version >= 6:
                 fields.append(("Upload-Limit", limit))
         return fields
@@ -892,9 +896,23 @@ def _digest(fd: int, algo: str, start: int, stop: int) -> bytes:
 
 
 def _copy(src: int, dst: int, length: int) -> None:
+    """``length`` bytes of ``src`` into ``dst`` from offset 0 (another filesystem): copy_file_range,
+    or sendfile(2) where the kernel refuses it across filesystems (EXDEV before 5.3 and since 5.19)."""
     at = 0
     while at < length:
-        n = os.copy_file_range(src, dst, length - at, at, at)
-        if n == 0:
+        try:
+            n = os.copy_file_range(src, dst, length - at, at, at)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
             break
+        if n == 0:
+            raise OSError(errno.EIO, "the partial file is shorter than its upload")
         at += n
+    if at < length:
+        os.lseek(dst, at, os.SEEK_SET)
+        while at < length:
+            n = os.sendfile(dst, src, at, min(length - at, 1 << 30))
+            if n == 0:
+                raise OSError(errno.EIO, "the partial file is shorter than its upload")
+            at += n
