@@ -117,16 +117,20 @@ def main() -> int:
                     results[(engine, method)]["gbps"].append(args.size / secs / 1e9)
                     results[(engine, method)]["cpu"].append((c1 - c0) / (args.size / GIB))
         os.close(fd)
-        print(f"{format_size(args.size)} from tmpfs, {args.rounds} interleaved rounds, server on CPU "
+        print(f"{format_size(args.size)} in {args.dir}, {args.rounds} interleaved rounds, server on CPU "
               f"{args.server_cpu}, client on CPU {args.load_cpu}, fsync {'on' if args.fsync else 'off'}; medians")
         print(f"{'engine':8} {'method':6} {'GB/s':>6} {'server CPU s/GiB':>17}")
         for engine in peers:
             med = {m: (statistics.median(results[(engine, m)]["gbps"]), statistics.median(results[(engine, m)]["cpu"]))
                    for m in ("PUT", "PATCH")}
             for m, (g, c) in med.items():
-                print(f"{engine:8} {m:6} {g:6.2f} {c:17.3f}")
+                cpus = results[(engine, m)]["cpu"]
+                print(f"{engine:8} {m:6} {g:6.2f} {c:17.3f}   (CPU s/GiB per round: "
+                      f"{' '.join(f'{x:.2f}' for x in cpus)})")
+            low = {m: min(results[(engine, m)]["cpu"]) for m in ("PUT", "PATCH")}
             print(f"{engine:8} ratio  PATCH/PUT: throughput {med['PATCH'][0] / med['PUT'][0]:.2f}, "
-                  f"server CPU {med['PATCH'][1] / med['PUT'][1]:.2f}")
+                  f"server CPU {med['PATCH'][1] / med['PUT'][1]:.2f} (medians; lowest rounds "
+                  f"{low['PATCH'] / low['PUT']:.2f})")
         return 0
     finally:
         for peer, _ in peers.values():
