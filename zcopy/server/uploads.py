@@ -180,9 +180,10 @@ class Store:
 
     def record(self, key: str, session: int, offset: int, length: int | None = None,
                expires: float | None = None) -> bool:
-        """The durable offset of the append ``session``; False when a newer append took over."""
+        """The durable offset of the append ``session``; False when a newer append took over. Never
+        lowered within a session (a checkpoint's thread may run after the cut's)."""
         with self.state.transaction() as db:
-            cur = db.execute("UPDATE uploads SET offset = ?, length = COALESCE(?, length), "
+            cur = db.execute("UPDATE uploads SET offset = MAX(offset, ?), length = COALESCE(?, length), "
                              "expires = COALESCE(?, expires) WHERE key = ? AND session = ?",
                              (offset, length, expires, key, session))
             return cur.rowcount == 1
@@ -449,12 +450,10 @@ class Uploads:
         if method == "PATCH":
             return self._patch(req, identity, key, owner, close, conn, tus, version)
         ctx = Ctx(tus, version, None, None, close)
-        self._close_active(key, conn)
 
-        def work():
+        def work(row):
             # Both wait for an append under way to be closed and its bytes recorded (the draft's
             # concurrency rule: an offset we give out must be the one the next append is held to).
-            row = self._row(key, owner, req.path)
             fd = self._takeover(key, row)
             try:
                 if method == "DELETE":
@@ -469,7 +468,23 @@ class Uploads:
             if deleted:
                 return self._empty(204, req, ctx, [])
             return self._status(req, ctx, row)
-        return defer(self.executor, work, then, lambda exc: self.error(exc, req, tus, close))
+        return self._owned(key, owner, req.path, conn, None, work, then,
+                           lambda exc: self.error(exc, req, tus, close))
+
+    def _owned(self, key: str, owner: str, path: str, conn, check, work, then, refuse):
+        """Off the loop: the upload exists here, is not expired and is ``owner``'s (and ``check(row)``
+        holds); then, on the loop, an append to it open in this worker is closed (only now: a stranger
+        cannot cut someone's upload); then ``work(row)`` off the loop, ``then`` its result."""
+        def first():
+            row = self._row(key, owner, path)
+            if check is not None:
+                check(row)
+            return row
+
+        def second(row):
+            self._close_active(key, conn)
+            return defer(self.executor, lambda: work(row), then, refuse)
+        return defer(self.executor, first, second, refuse)
 
     def _row(self, key: str, owner: str, path: str) -> Row:
         row = self.store.get(key)
@@ -599,16 +614,14 @@ class Uploads:
         ctx = Ctx(tus, version, complete, checksum, close, identity)
         from zcopy.server.responder import _Rights
         _Rights(self.responder, identity).need("PUT", req.path, False)    # still may write there (a reload)
-        self._close_active(key, conn)
+        if new_length is not None and self.max_upload is not None and new_length > self.max_upload:
+            raise rs.UploadError(413, f"upload larger than {self.max_upload} bytes", close=True)
 
-        def work():
-            row = self._row(key, owner, req.path)
-            if row.length is not None and row.offset >= row.length and row.length != offset:
-                raise rs.UploadError(400, "this upload is complete", "completed-upload")
+        def check(row):
             if new_length is not None and row.length is not None and new_length != row.length:
                 raise rs.UploadError(400, f"the upload's length is {row.length}", "inconsistent-upload-length")
-            if new_length is not None and self.max_upload is not None and new_length > self.max_upload:
-                raise rs.UploadError(413, f"upload larger than {self.max_upload} bytes", close=True)
+
+        def work(row):
             fd = self._start(row, takeover=True)
             try:
                 row = self.store.get(key)
@@ -630,7 +643,7 @@ class Uploads:
         def then(result):
             row, fd = result
             return self._sink(row, fd, ctx, conn)
-        return defer(self.executor, work, then, lambda exc: self.error(exc, req, tus, True))
+        return self._owned(key, owner, req.path, conn, check, work, then, lambda exc: self.error(exc, req, tus, True))
 
     def _close_active(self, key: str, conn) -> None:
         """An append to ``key`` under way in this worker is closed at once (its abort records what
