@@ -358,3 +358,27 @@ def test_a_target_on_another_filesystem_is_committed_by_a_copy(tree):
             assert sorted(os.listdir(mnt)) == ["x.bin"] and partials(root) == [] and rows(state) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_webdav_locks_apply_at_creation_and_at_commit(tree):
+    root, state = tree
+    lockinfo = (b'<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/>'
+                b"</D:locktype><D:owner>me</D:owner></D:lockinfo>")
+    with Server(root, "--allow-write", "--state-dir", str(state)) as s:
+        p = s.port
+        loc = create(p, "/in/", "l.txt", 4)
+        assert patch(p, loc, 0, b"ab")[0] == 204
+        (status, h, _), = exchange(p, f"LOCK /in/l.txt HTTP/1.1\r\nHost: t\r\nTimeout: Second-60\r\n"
+                                      f"Content-Length: {len(lockinfo)}\r\n", lockinfo)
+        assert status == 201
+        token = h["lock-token"]
+        # the completing append is refused before its body is read; the upload stays where it was
+        assert patch(p, loc, 2, b"cd")[0] == 423
+        assert head(p, loc)[1]["upload-offset"] == "2"
+        assert (root / "in" / "l.txt").read_bytes() == b""          # the lock-null file, untouched
+        # a new upload onto the locked path is refused at creation
+        assert exchange(p, f"POST /in/ HTTP/1.1\r\nHost: t\r\n{TUS}Upload-Length: 1\r\n"
+                           f"Upload-Metadata: filename {b64('l.txt')}\r\nContent-Length: 0\r\n")[-1][0] == 423
+        # with the lock token it completes
+        assert patch(p, loc, 2, b"cd", f"If: ({token})\r\n")[0] == 204
+        assert (root / "in" / "l.txt").read_bytes() == b"abcd"

@@ -289,12 +289,14 @@ class Append(FileSink):
             raise self._past(self.offset + len(data))
         self._store(data)
         self.offset += len(data)
-        if self.offset - self.durable >= CHECKPOINT:
+        if self.offset - self.durable >= CHECKPOINT and self.offset != self.row.length:
             self._checkpoint()
 
     def advanced(self, moved: int) -> None:
         self.offset += moved
-        if self.offset - self.durable >= CHECKPOINT:
+        # Never a checkpoint at the full length: only the commit may make the offset say "all there"
+        # (a tus client stops at that offset; were the commit refused, it would think it done).
+        if self.offset - self.durable >= CHECKPOINT and self.offset != self.row.length:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -329,6 +331,8 @@ class Append(FileSink):
         self.ended = True
         self.uploads.forget(self)
         offset = self.start if self.ctx.checksum is not None else self.offset
+        if self.ctx.tus and self.row.length is not None and offset >= self.row.length:
+            offset = self.durable       # tus: the full length is only ever said by a commit
 
         def work():
             try:
@@ -471,7 +475,7 @@ class Uploads:
         return self._owned(key, owner, req.path, conn, None, work, then,
                            lambda exc: self.error(exc, req, tus, close))
 
-    def _owned(self, key: str, owner: str, path: str, conn, check, work, then, refuse):
+    def _owned(self, key: str, owner: str, path: str, conn, check, work, then, refuse, on_loop=None):
         """Off the loop: the upload exists here, is not expired and is ``owner``'s (and ``check(row)``
         holds); then, on the loop, an append to it open in this worker is closed (only now: a stranger
         cannot cut someone's upload); then ``work(row)`` off the loop, ``then`` its result."""
@@ -482,6 +486,11 @@ class Uploads:
             return row
 
         def second(row):
+            if on_loop is not None:
+                try:
+                    on_loop(row)
+                except http.HttpError as exc:
+                    return refuse(exc)
             self._close_active(key, conn)
             return defer(self.executor, lambda: work(row), then, refuse)
         return defer(self.executor, first, second, refuse)
@@ -643,7 +652,15 @@ class Uploads:
         def then(result):
             row, fd = result
             return self._sink(row, fd, ctx, conn)
-        return self._owned(key, owner, req.path, conn, check, work, then, lambda exc: self.error(exc, req, tus, True))
+        def locks(row):
+            """An append that will complete the upload meets the target's WebDAV locks before its
+            body is read (a refusal after it would leave bytes that say done without a file)."""
+            length = row.length if row.length is not None else new_length
+            if (complete or (length is not None and req.content_length is not None
+                             and offset + req.content_length == length)):
+                self.responder.dav.check(req, (row.target, False))
+        return self._owned(key, owner, req.path, conn, check, work, then, lambda exc: self.error(exc, req, tus, True),
+                           on_loop=locks)
 
     def _close_active(self, key: str, conn) -> None:
         """An append to ``key`` under way in this worker is closed at once (its abort records what
@@ -719,8 +736,9 @@ class Uploads:
         if completes:
             from zcopy.server.responder import _Rights
             try:
-                self.responder.dav.check(req, (row.target, False))     # locks, at commit too
+                self.responder.dav.check(req, (row.target, False))     # locks, at commit too (chunked appends)
             except http.HttpError as exc:
+                sink.offset = min(sink.offset, max(sink.durable, sink.start))   # never "all there" unsaved
                 sink.abort()
                 return self.error(exc, req, ctx.tus, close)
             rights = _Rights(self.responder, ctx.identity)
