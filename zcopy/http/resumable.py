@@ -25,8 +25,8 @@ CHECKSUM_MISMATCH = 460
 #: The draft we implement, and the interop version it names (Appendix "Draft interop version").
 IETF_DRAFT = "draft-ietf-httpbis-resumable-upload-12"
 IETF_INTEROP = 8
-#: Interop versions accepted: 3 (draft -01, Upload-Incomplete), 4-6 (drafts -02 to -05: Apple URLSession
-#: sends 6), 7 and 8 (drafts -06 and later). They differ, for what we implement, only in names: version 3
+#: Interop versions accepted: 3 (draft -01, Upload-Incomplete), 4-6 (drafts -02 to -05, tusd's table;
+#: Apple's URLSession sends 6), 7 and 8 (later drafts; the editors' copy says 8). They differ, for what we implement, only in names: version 3
 #: says ``Upload-Incomplete: ?1`` where the later ones say ``Upload-Complete: ?0``; 3 to 5 send append
 #: bodies as ``application/offset+octet-stream`` (or any type), 6 and later as ``application/partial-upload``.
 IETF_INTEROPS = (3, 4, 5, 6, 7, 8)
