@@ -123,3 +123,11 @@ def test_retries_continue_by_themselves_and_small_or_encrypted_puts_stay_plain(t
         assert "POST /f.bin.age" not in log and "PATCH /f.bin.age" not in log
     finally:
         server.kill()
+
+
+def test_bad_resumable_flags_are_one_line_and_exit_2(tmp_path):
+    for args, says in ((["put", "--retries", "x", "f", "http://127.0.0.1:9/"], "argument --retries: not a number"),
+                       (["serve", str(tmp_path), "--upload-expiry", "0"], "argument --upload-expiry: must be positive")):
+        out = subprocess.run([sys.executable, "-m", "zcopy", *args], capture_output=True, text=True, timeout=30)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and says in lines[0], out.stderr
