@@ -757,9 +757,10 @@ class Uploads:
                             os.ftruncate(fd, sink.start)
                             raise rs.UploadError(rs.CHECKSUM_MISMATCH, "Checksum Mismatch")
                     if not completes:
-                        if not self.store.record(row.key, row.session, end, row.length,
-                                                 time.time() + self.expiry):
+                        expires = time.time() + self.expiry
+                        if not self.store.record(row.key, row.session, end, row.length, expires):
                             raise rs.UploadError(409, "a newer request took this upload over")
+                        row.expires = expires       # what Upload-Expires / Upload-Limit say now
                         return None
                     # Complete: commit first, then forget the row (a crash between the two leaves a
                     # row without data: 404 to a resume; never an offset saying done with no file).
