@@ -43,11 +43,10 @@ BACKOFF_MAX = 30.0
 
 
 def state_folder() -> str:
-    """$XDG_STATE_HOME/zcopy/put (or ~/.local/state/zcopy/put), made 0700."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    folder = os.path.join(base, "zcopy", "put")
+    """$XDG_STATE_HOME/zcopy/put (or ~/.local/state/zcopy/put, zcopy.xdg's rule), made 0700."""
+    from zcopy.xdg import folder as xdg_folder
+
+    folder = os.path.join(xdg_folder("XDG_STATE_HOME"), "put")
     os.makedirs(folder, mode=0o700, exist_ok=True)
     return folder
 
