@@ -713,6 +713,11 @@ class Uploads:
     def _sink(self, row: Row, fd: int, ctx: Ctx, conn) -> Append:
         sink = Append(self, row, fd, ctx)
         sink.conn = conn
+        if conn is not None and _closed(conn):
+            # The client left while the append was being set up (two steps off the loop: the Pending
+            # it waited on is not the one that brings this sink): let go of the file now.
+            sink.abort()
+            return sink
         old = self.active.get(row.key)
         if old is not None and old is not sink and old.conn is not None:
             old.conn.close()
@@ -913,6 +918,12 @@ class Uploads:
         head = http.response_head(exc.status, self.date.get(), b"", len(body), extra=extra, close=close,
                                   version=req.version)
         return Reply(exc.status, head, [] if head_only else [body], 0 if head_only else len(body), close)
+
+
+def _closed(conn) -> bool:
+    from zcopy.server.connection import CLOSED
+
+    return getattr(conn, "state", None) == CLOSED
 
 
 def _digest(fd: int, algo: str, start: int, stop: int) -> bytes:
