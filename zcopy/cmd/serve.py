@@ -89,6 +89,8 @@ def configure(p) -> None:
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
                    help="with --follow-symlinks, links may also lead into DIR (repeatable)")
     p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
+    p.add_argument("--allow-mac-files", action="store_true",
+                   help="let macOS Finder write and read its ._* and .DS_Store files (never listed: docs/webdav.md)")
     p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
     p.add_argument("--header-timeout", type=timeout_arg, default=10.0, help="seconds to receive a request head")
     p.add_argument("--idle-timeout", type=timeout_arg, default=60.0, help="keep-alive idle seconds")
@@ -132,6 +134,8 @@ def configure(p) -> None:
                             help="read the read token from this file (first line), out of sight of ps")
     w.add_argument("--max-upload", type=positive_size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
     w.add_argument("--no-fsync", action="store_true", help="do not fsync uploads before renaming them into place")
+    w.add_argument("--upload-expiry", type=timeout_arg, default=24 * 3600.0, metavar="SECONDS",
+                   help="remove a resumable upload (tus, IETF draft) idle this long (default: 86400)")
     w.add_argument("--make-parents", action="store_true",
                    help="PUT and MOVE create missing parent folders (the old behaviour; default: 409 as WebDAV says)")
 
@@ -158,14 +162,15 @@ def build_config(args):
     state_dir = _state_dir(args, root, targets)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
-                      show_hidden=args.show_hidden,
+                      show_hidden=args.show_hidden, mac_files=args.allow_mac_files,
                       max_connections=args.max_connections, header_timeout=args.header_timeout,
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
                       drain_timeout=args.drain_timeout, drain_delay=args.drain_delay,
                       worker_timeout=args.worker_timeout, allow_write=args.allow_write,
                       token=token, read_token=read_token, max_upload=args.max_upload,
                       fsync=not args.no_fsync, state_dir=state_dir, users=args.users, accounts=accounts,
-                      trusted_proxy=args.trusted_proxy, make_parents=args.make_parents)
+                      trusted_proxy=args.trusted_proxy, make_parents=args.make_parents,
+                      upload_expiry=args.upload_expiry)
     reasons = cfg.reasons
     reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"
     profile = None

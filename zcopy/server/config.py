@@ -20,6 +20,7 @@ class ServeConfig:
     follow_symlinks: bool = False
     symlink_targets: tuple[str, ...] = ()   # with follow_symlinks: folders outside root links may reach
     show_hidden: bool = False
+    mac_files: bool = False         # macOS Finder's ._* and .DS_Store: read and written, never listed
     max_connections: int = 10000
     header_timeout: float = 10.0    # whole head must arrive within this (slowloris)
     idle_timeout: float = 60.0      # keep-alive connection with no request
@@ -36,6 +37,7 @@ class ServeConfig:
     max_upload: int | None = None
     fsync: bool = True              # fsync an upload before renaming it into place
     make_parents: bool = False      # PUT/MOVE/COPY create missing folders instead of 409
+    upload_expiry: float = 24 * 3600   # resumable uploads without activity for this long are removed
     prefetch: bool = True           # read cold file windows off the loop (zcopy.server.prefetch)
     state_dir: str | None = None    # prepared state folder (zcopy.server.state); None: no state (unit tests)
     max_head: int = 16384

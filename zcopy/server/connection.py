@@ -269,6 +269,8 @@ class Connection:
                 reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
             self.state = RECEIVING
             self.deadline = self.worker.now + self.config.send_timeout
+            if reply.interim is not None:
+                self._send_quietly(reply.interim)
             interim = self.proto.accept_body()
             if interim is not None:
                 self._send_quietly(interim)
@@ -581,6 +583,8 @@ class Connection:
             started = self.started
             self.stats.reply(req.method, reply.status, self.head_at - started,
                              worker.now - started if complete else None)
+            if self.user != "-":            # requests by user (zcopy top); anonymous ones cost one compare
+                self.stats.user(self.user)
         if worker.access_log is not None:
             # A complete reply's whole body left, listings and multipart part
             # headers included (self.sent counts file bytes only).
