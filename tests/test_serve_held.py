@@ -194,3 +194,30 @@ def test_pipelined_replies_to_a_client_that_reads_late_all_arrive_in_order(tmp_p
             bodies = _bodies(s, n)
             writer.join()
     assert bodies == [b"a" * 4000 if i % 3 else b"b" * 100 for i in range(n)]
+
+
+def test_pipelined_replies_around_work_off_the_loop_keep_their_order(tmp_path):
+    """A gathered reply, then a request answered off the loop (a folder listing: a
+    Pending), then more: every reply arrives, in order, the first not held back."""
+    (tmp_path / "a").write_bytes(b"a" * 500)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for i in range(50):
+        (folder / f"f{i}").write_bytes(b"x")
+    with Server(tmp_path) as srv:
+        with connect(srv.port) as s:
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
+                      b"HEAD /a HTTP/1.1\r\nHost: t\r\n\r\n"
+                      b"GET /d/ HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\n\r\n"
+                      b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
+                      b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n"
+                      b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            first = read_response(s)
+            head = read_response(s, head_only=True)
+            listing = read_response(s)
+            rest = [read_response(s) for _ in range(3)]
+            assert s.recv(1) == b""
+    assert first[0] == 200 and first[2] == b"a" * 500
+    assert head[0] == 200 and head[1]["content-length"] == "500" and head[2] == b""
+    assert listing[0] == 200 and b"f49" in listing[2]
+    assert [(r[0], r[2]) for r in rest] == [(200, b"a" * 500), (404, rest[1][2]), (200, b"a" * 500)]
