@@ -225,7 +225,7 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
         assert b"<slow>a.txt</slow>" in second and b">red<" in second
         assert memo["b.txt"] is kept["b.txt"]              # reused as it was
         changed = memo["a.txt"]
-        assert changed[1].endswith("<slow>a.txt</slow>\n")    # remembered, with whether it is settled
+        assert changed[1].endswith(b"<slow>a.txt</slow>\n")    # remembered, with whether it is settled
         third = build()
         assert third == second and memo["b.txt"] is kept["b.txt"]
         if not changed[2]:                                  # changed within QUIET: rendered again

@@ -18,9 +18,16 @@ fills in only what varies: its href (quoted only when its name needs it),
 size, dates (one ``strftime`` per distinct second), ETag and content type
 (one lookup per extension). A member that has dead properties, or that a
 lock covers, when those are asked for, goes through the general
-per-property renderer instead. A rebuild of a kept page reuses the
-responses of members whose stat says nothing changed (``write_members``'
-memo).
+per-property renderer instead.
+
+A rebuild of a kept page reuses the members' responses of its last build
+(``Members``). When the folder's inotify watch has been up since before that
+build's stats and lost no event, only the members its events named since
+then are stat'ed again (with the subfolders and the members changed just
+before, which can move with no event here), and the page is written from the
+kept responses (``update_members``); otherwise, and at least every ``TTL``
+seconds, every member is stat'ed and only those whose stat moved are
+rendered again (``write_members``' memo).
 
 Which members are shown is the folder listing's rule (``root.listed``), so
 whatever a GET listing hides a PROPFIND hides too.
@@ -43,6 +50,7 @@ from zcopy.server.root import listed
 
 #: Bytes rendered before they are written to the memfd.
 FLUSH = 1 << 16
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _DAV_LIVE = frozenset(multistatus.LIVE) | frozenset(multistatus.QUOTA)
 #: Names whose href and displayname need no quoting or escaping.
@@ -263,7 +271,7 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
     leave the ctime where it was). Not used while a lock is live."""
     want_etag = _ETAG in plan.needs
     render = _renderer(dir_fd, url, plan, etag_of, held, slow)
-    pieces: list[str] = []
+    pieces: list[bytes] = []
     held_chars = 0
     size = 0
     last = None
@@ -288,9 +296,9 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, entries, etag_
         pieces.append(piece)
         held_chars += len(piece)
         if held_chars >= FLUSH:
-            size += _write(out_fd, pieces)
+            size += _writev(out_fd, pieces)
             pieces, held_chars = [], 0
-    return size + _write(out_fd, pieces)
+    return size + _writev(out_fd, pieces)
 
 
 def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, dirty, etag_of, slow, *,
@@ -331,11 +339,11 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, d
             if not named and seen is not None and seen[2] and seen[0] == key:
                 continue
             memo[name] = (key, render(name, st, is_dir, etag), st.st_ctime_ns <= settled)
-    return _write(out_fd, [seen[1] for seen in memo.values()])
+    return _writev(out_fd, [seen[1] for seen in memo.values()])
 
 
 def _renderer(dir_fd: int, url: str, plan: Plan, etag_of, held, slow):
-    """``render(name, st, is_dir, etag)``: one member's ``<D:response>``, from the plan's templates, or
+    """``render(name, st, is_dir, etag)``: one member's ``<D:response>`` (UTF-8), from the plan's templates, or
     from ``slow`` for a member with dead properties (when asked for) or covered by a lock."""
     base = multistatus.href(url, True)
     needs = plan.needs
@@ -349,9 +357,9 @@ def _renderer(dir_fd: int, url: str, plan: Plan, etag_of, held, slow):
     locked = held if plan.wants_locks else None
     url_base = url if url.endswith("/") else url + "/"
 
-    def render(name: str, st, is_dir: bool, etag: str) -> str:
+    def render(name: str, st, is_dir: bool, etag: str) -> bytes:
         if has_dead is not None and has_dead(name) or locked and _covered(locked, url_base + name):
-            return slow(url_base + name, st, plan.wants_dead)
+            return slow(url_base + name, st, plan.wants_dead).encode("utf-8", "surrogateescape")
         plain = _PLAIN(name) is not None
         href = base + name if plain else multistatus.href(url_base + name, False)
         if is_dir:
@@ -369,14 +377,15 @@ def _renderer(dir_fd: int, url: str, plan: Plan, etag_of, held, slow):
                 created = stamps[second] = multistatus.rfc3339(second)
         if is_dir:
             return folder_tpl(href, "", modified, "", name if plain or not want_name else _escape(name),
-                              "", created)
+                              "", created).encode("utf-8", "surrogateescape")
         if want_type:                             # etag: ours (quotes, hex, base64): nothing to escape
             ext = name.rpartition(".")[2].lower() if "." in name[1:] else ""
             ctype = types.get(ext)
             if ctype is None:
                 ctype = types[ext] = _escape(http.content_type(name))
         return file_tpl(href, st.st_size if want_size else "", modified, etag,
-                        name if plain or not want_name else _escape(name), ctype, created)
+                        name if plain or not want_name else _escape(name), ctype, created).encode(
+                            "utf-8", "surrogateescape")
     return render
 
 
@@ -426,12 +435,19 @@ def _always(name: str) -> bool:
     return True
 
 
-def _write(fd: int, pieces: list[str]) -> int:
-    data = "".join(pieces).encode("utf-8", "surrogateescape")
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    return len(data)
+def _writev(fd: int, pieces: list[bytes]) -> int:
+    """Write ``pieces`` in order, ``IOV_MAX`` at a time (no joined copy in user space)."""
+    total = 0
+    for i in range(0, len(pieces), _IOV_MAX):
+        chunk = pieces[i:i + _IOV_MAX]
+        want = sum(map(len, chunk))
+        done = os.writev(fd, chunk)
+        if done < want:
+            rest = memoryview(b"".join(chunk))[done:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+        total += want
+    return total
 
 
 def new_body() -> int:
