@@ -114,7 +114,7 @@ class Members:
     which bounds what no event reports (a write through a shared mmap or through a hard link in
     another folder, a content ETag computed since). Touched under its owner's lock (``Dav``)."""
 
-    __slots__ = ("responses", "folder", "token", "armed", "dirty", "whole", "full_at")
+    __slots__ = ("armed", "dirty", "folder", "full_at", "responses", "token", "whole")
 
     def __init__(self) -> None:
         self.responses: dict = {}
