@@ -43,7 +43,7 @@ from zcopy.server.reply import Reply
 DAV_METHODS = ("PROPFIND", "PROPPATCH", "COPY", "LOCK", "UNLOCK")
 BODY_METHODS = ("PROPFIND", "PROPPATCH", "LOCK")
 PRINCIPAL = "token"
-#: Members whose rendered responses a worker remembers across PROPFIND page builds (about 0.5 KiB each).
+#: Members whose rendered responses a worker remembers across PROPFIND page builds (0.5-1 KiB each).
 MEMO_MEMBERS = 50_000
 XML = b"Content-Type: application/xml; charset=utf-8\r\n"
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
