@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-_ADDR = re.compile(rb"http://127\.0\.0\.1:(\d+)/")
+_ADDR = re.compile(rb"https?://127\.0\.0\.1:(\d+)/")
 _PANEL_END = "╰".encode()
 
 

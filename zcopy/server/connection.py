@@ -289,7 +289,7 @@ class Connection:
             for piece in proto.body_from_buffer():
                 sink.write(piece)
         while proto.state == BODY:
-            if proto.decoder is not None or sink.fd is None or not self.transport.zero_copy:
+            if proto.decoder is not None or sink.fd is None or not self.transport.recv_zero_copy:
                 # Through the process: a chunked body (the decoder must see
                 # it), a sink that is not a file, a transport that must copy.
                 data = self._read()

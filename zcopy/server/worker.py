@@ -77,7 +77,8 @@ class Worker(ListenerLoop):
         routes = server_routes(self.date, self.state)
         accounts_state = self.verifier is not None and self.state is not None
         #: Browsers sign in once (/.zcopy/login) and keep a signed session cookie (zcopy.server.session).
-        sessions = Sessions(self.access, Signer(self.state.share_secret())) if accounts_state else None
+        sessions = Sessions(self.access, Signer(self.state.share_secret()),
+                            secure=config.tls is not None) if accounts_state else None
         if sessions is not None:
             sessions.add_routes(routes, BASIC_CHALLENGE)
         self.responder = Responder(self.cache, self.date, writer=writer, routes=routes, executor=self.executor,
@@ -88,6 +89,12 @@ class Worker(ListenerLoop):
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
         self.beat = heartbeat(index)
+        #: HTTPS (--tls-cert): sockets are admitted into TLS handshakes (zcopy.server.tlsaccept)
+        self.tls = None
+        if config.tls is not None:
+            from zcopy.server.tlsaccept import TlsServing
+
+            self.tls = TlsServing(self, config.tls)
 
     def _make_engines(self):
         """The send and the upload engine; one engine object when both are splice,
@@ -127,6 +134,8 @@ class Worker(ListenerLoop):
             self.add_fd(self.cache.watch.fileno(), self._on_watch, first=self.cache.apply_changes)
         if self.verifier is not None:       # password checks done: their requests carry on, on the loop
             self.add_fd(self.verifier.fileno(), lambda events: self.verifier.run_callbacks())
+        if self.tls is not None:
+            self.tls.start()
         old_wakeup = super().start(install_signals)
         if install_signals:
             signal.signal(signal.SIGUSR1, self._on_reopen)   # the wakeup fd wakes the poll
@@ -182,6 +191,9 @@ class Worker(ListenerLoop):
             # An accept burst reads requests without a new poll: a file changed
             # just before this client connected must not be answered stale.
             self.cache.apply_changes()
+        if self.tls is not None:
+            self.tls.admit(sock, addr)
+            return
         conn = Connection(self, sock, addr)
         self.conns[conn.fd] = conn
         self.stats.accepted += 1
@@ -195,6 +207,8 @@ class Worker(ListenerLoop):
         self.stats.error(kind)
 
     def on_drain(self) -> None:
+        if self.tls is not None:
+            self.tls.drain()
         for conn in list(self.conns.values()):
             conn.drain()
 
@@ -216,6 +230,8 @@ class Worker(ListenerLoop):
             snap["prefetch"] = self.prefetch.snapshot()
         snap["executor"] = self.executor.snapshot()
         snap["listings"] = self.responder.listings.snapshot()
+        if self.tls is not None:
+            snap["tls"] = self.tls.snapshot()
         return snap
 
     def shutdown(self) -> None:
