@@ -214,6 +214,8 @@ class Handshake:
         if tls.settings.ktls:
             state = ktls_state(sock)
             ktls, why = state.tx, state.reason or "kTLS: TX verified in the kernel (getsockopt SOL_TLS/TLS_TX)"
+            if not ktls and not tls.settings.ulp:
+                why = "the kernel has no tls module (TCP_ULP 'tls' refused at start; this socket has none)"
         else:
             ktls, why = False, "kTLS turned off (--tls-ktls off)"
         stats.handshakes += 1
