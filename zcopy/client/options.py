@@ -14,9 +14,14 @@ from zcopy.client.errors import ClientError, UsageError
 
 
 def add_auth_args(p) -> None:
+    """The flags of every command that talks to a server: the token, and for https:// URLs
+    --cacert/--insecure (``zcopy.client.tls``)."""
+    from zcopy.client.tls import add_tls_args
+
     token = p.add_mutually_exclusive_group()
     token.add_argument("--token", help="bearer token for the server (default: $ZCOPY_TOKEN)")
     token.add_argument("--token-file", metavar="FILE", help="read the token from FILE (first line)")
+    add_tls_args(p)
 
 
 def add_quiet_arg(p) -> None:
