@@ -320,3 +320,20 @@ def test_ktls_sends_file_bytes_with_sendfile_where_the_kernel_allows(root, tmp_p
         assert tls["ktls_connections"] >= 1, tls["path_reason"]
         assert tls["ktls_bytes_sent"] >= len(BIG)
         assert snap["engines"]["sendfile"]["bytes_sent"] >= len(BIG)
+
+
+def test_top_shows_bytes_through_ktls_and_user_space_tls(root, tmp_path, runtime):
+    with Server(root, "--state-dir", str(tmp_path / "state"), tls=True, env={"XDG_RUNTIME_DIR": str(runtime)}) as s:
+        assert get_raw(s.port, "/big.bin")[2] == BIG
+        _wait_top(runtime, lambda j: j.get("tls", {}).get("user_bytes_sent", 0) + j.get("tls", {}).get(
+            "ktls_bytes_sent", 0) >= len(BIG))
+        out = subprocess.run([sys.executable, "-m", "zcopy", "top", "--once", "--pid", str(s.proc.pid)],
+                             capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "XDG_RUNTIME_DIR": str(runtime), "COLUMNS": "150"})
+        assert out.returncode == 0, out.stderr
+        lines = {line.strip("│ ").split("  ")[0]: line for line in out.stdout.splitlines()}
+        assert "kTLS" in lines and "user-space TLS" in lines, out.stdout
+        if not ulp_available()[0]:
+            # every body byte of the download was encrypted here, none by the kernel
+            assert "6.0 MiB" in lines["user-space TLS"] and "6.0 MiB" not in lines["kTLS"], out.stdout
+        assert re.search(r"tls +handshakes \d+ \(TLSv1\.3 \d+\)", out.stdout), out.stdout
