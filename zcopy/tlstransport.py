@@ -36,8 +36,11 @@ connection takes a short read as "the socket is drained" (it is edge-triggered).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 import ssl
+import termios
 
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _MSG_MORE = socket.MSG_MORE
@@ -78,7 +81,7 @@ class TlsStats:
 class TlsTransport:
     """A connected ``ssl.SSLSocket`` (non-blocking, handshake done)."""
 
-    __slots__ = ("sock", "fd", "zero_copy", "ktls", "stats", "recv", "send", "_more", "_closing")
+    __slots__ = ("sock", "fd", "zero_copy", "ktls", "stats", "recv", "send", "send_once", "_more", "_closing", "_n")
     #: Upload bodies always come through ``recv`` (OpenSSL reads the records, kTLS RX or not).
     recv_zero_copy = False
 
@@ -91,8 +94,11 @@ class TlsTransport:
         self.zero_copy = ktls
         self._more = b""          # a head held for MSG_MORE (user-space TLS only)
         self._closing = False
+        self._n = bytearray(4)    # FIONREAD's answer
         self.recv = self._recv
         self.send = self._send_ktls if ktls else self._send
+        #: user-space TLS: a small file range leaves in the same SSL_write as its head (see _send_once)
+        self.send_once = None if ktls else self._send_once
 
     # -- receiving -------------------------------------------------------------
 
@@ -104,12 +110,14 @@ class TlsTransport:
             data = sock.recv(size)
         except _WANT:
             raise BlockingIOError from None
-        if not data or len(data) == size:
+        if not data or len(data) == size or not (sock.pending() or self._waiting()):
             self._count_in(len(data))
             return data
         parts = [data]
         got = len(data)
         while got < size:         # OpenSSL gives one record a read: take what else is there
+            if not (sock.pending() or self._waiting()):
+                break
             try:
                 more = sock.recv(size - got)
             except _WANT:
@@ -120,6 +128,12 @@ class TlsTransport:
             got += len(more)
         self._count_in(got)
         return b"".join(parts)
+
+    def _waiting(self) -> int:
+        """Bytes in the kernel's receive queue (FIONREAD): one ioctl, where another SSL_read on an
+        empty socket would cost a recv and an exception."""
+        fcntl.ioctl(self.fd, termios.FIONREAD, self._n, True)
+        return int.from_bytes(self._n, "little")
 
     def _count_in(self, n: int) -> None:
         if not self.ktls:
@@ -149,6 +163,22 @@ class TlsTransport:
             raise BlockingIOError from None
         # Without SSL_MODE_ENABLE_PARTIAL_WRITE, OpenSSL writes all of it or asks again.
         self.stats.user_sent += n
+
+    def _send_once(self, sock_fd, file_fd: int, offset: int, count: int) -> int:
+        """The engine's ``send_once`` for user-space TLS: up to JOIN_LIMIT bytes of the file, read
+        and sent (joined with a held head) in one SSL_write; 0 when the socket is full (the
+        connection retries the same range, as OpenSSL wants). The rest of a larger range goes
+        through the copy engine's transfer."""
+        want = count if count <= JOIN_LIMIT else JOIN_LIMIT
+        data = os.pread(file_fd, want, offset)
+        if not data:
+            from zcopy.engines import FileShrank
+
+            raise FileShrank(f"file ended at offset {offset} with {count} bytes still promised")
+        try:
+            return self._send(data)
+        except BlockingIOError:
+            return 0
 
     def _send_ktls(self, data, flags: int = 0) -> int:
         """kTLS: the kernel encrypts what is written to the socket; MSG_MORE holds its record open."""

@@ -75,7 +75,8 @@ class Connection:
         else:                              # every byte passes through the transport's send
             self.wire = transport
             self.engine = worker.copy_engine()
-        self.once = self.engine.send_once      # None: every range goes through a transfer
+        # None: every range goes through a transfer (a copying transport may offer its own)
+        self.once = self.engine.send_once if transport.zero_copy else getattr(transport, "send_once", None)
         self.addr = addr
         self.state = READING
         self.readable = True      # data may have arrived before we registered
