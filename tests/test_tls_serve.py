@@ -190,7 +190,13 @@ def test_sighup_reloads_the_certificate_while_an_old_connection_keeps_working(ro
         with open(key, "w") as f:
             f.write("broken\n")
         s.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        said = b""
+        deadline = time.monotonic() + 15
+        while b"--tls-cert/--tls-key: not reloaded" not in said:
+            assert time.monotonic() < deadline, said
+            if select.select([s.proc.stderr], [], [], 0.5)[0]:
+                said += os.read(s.proc.stderr.fileno(), 65536)
+        assert b"keeping the old one" in said
         assert _peer_der(s.port, str(bundle)) == _der(str(new_dir / "cert.pem"))
 
 
@@ -237,7 +243,7 @@ def test_an_unfinished_handshake_is_closed_at_the_deadline(root, tmp_path):
             c.sendall(b"\x16\x03\x01")
             start = time.monotonic()
             assert c.recv(100) == b""          # closed by the server (within the 10 s socket timeout)
-            assert time.monotonic() - start < 5
+            assert time.monotonic() - start < 8      # 1 s, plus the once-a-second tick, plus load
 
 
 def _redirect_port(server: Server) -> int:
