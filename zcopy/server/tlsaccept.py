@@ -28,10 +28,12 @@ client to a host it did not itself ask for, and the target is appended after the
 from __future__ import annotations
 
 import re
+import select
 import socket
 import ssl
 
 from zcopy import http
+from zcopy.loop import ACCEPT_BACKOFF
 from zcopy.server.connection import Connection
 from zcopy.tls import ktls_state
 from zcopy.tlstransport import TlsStats, TlsTransport
@@ -72,6 +74,7 @@ class TlsServing:
         self.context = settings.context
         self.stats = TlsStats()
         self.redirect = settings.redirect
+        self.redirect_resume_at = 0.0     # the redirect listener is out of epoll until then (EMFILE)
 
     def start(self) -> None:
         if self.redirect is not None:
@@ -86,7 +89,16 @@ class TlsServing:
         worker.ep.register(hs.fd, worker.CONN_EVENTS)
         hs.run()
 
+    def tick(self) -> None:
+        """From the worker's tick: take the redirect listener back after an EMFILE pause."""
+        if self.redirect_resume_at and self.worker.now >= self.redirect_resume_at and self.redirect is not None:
+            self.redirect_resume_at = 0.0
+            self.worker.ep.register(self.redirect.fileno(), select.EPOLLIN)
+
     def drain(self) -> None:
+        if self.redirect_resume_at and self.redirect is not None:
+            self.worker.ep.register(self.redirect.fileno(), select.EPOLLIN)   # (unregistered just below)
+            self.redirect_resume_at = 0.0
         if self.redirect is not None:
             self.worker.ep.unregister(self.redirect.fileno())
             self.worker.handlers.pop(self.redirect.fileno(), None)
@@ -99,15 +111,23 @@ class TlsServing:
     def _accept_redirects(self) -> None:
         worker = self.worker
         for _ in range(16):
-            if self.redirect is None or worker.connection_count() >= worker.max_connections:
+            if self.redirect is None or self.redirect_resume_at:
                 return
             try:
                 sock, addr = self.redirect.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
+                # EMFILE and friends: the listener stays readable (level-triggered), so it leaves
+                # epoll for a moment instead of spinning, as the main listener does.
                 worker.count_error("accept_redirect")
+                worker.ep.unregister(self.redirect.fileno())
+                self.redirect_resume_at = worker.now + ACCEPT_BACKOFF
                 return
+            if worker.connection_count() >= worker.max_connections:
+                sock.close()              # full: shed the redirect (its listener must not spin)
+                worker.count_error("redirect_shed")
+                continue
             sock.setblocking(False)
             worker.stats.accepted += 1
             answer = PlainAnswer(worker, sock, addr, self._redirect_answer)

@@ -158,6 +158,8 @@ class Worker(ListenerLoop):
             self.reload_users()
         self.publisher.publish()
         self.resume_after_backoff()
+        if self.tls is not None:
+            self.tls.tick()
         if self.drain_overdue(self.config.drain_timeout):
             for conn in list(self.conns.values()):
                 conn.close()
