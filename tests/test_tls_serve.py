@@ -343,3 +343,18 @@ def test_top_shows_bytes_through_ktls_and_user_space_tls(root, tmp_path, runtime
             # every body byte of the download was encrypted here, none by the kernel
             assert "6.0 MiB" in lines["user-space TLS"] and "6.0 MiB" not in lines["kTLS"], out.stdout
         assert re.search(r"tls +handshakes \d+ \(TLSv1\.3 \d+\)", out.stdout), out.stdout
+
+
+def test_a_client_that_closes_its_side_right_after_its_request_still_gets_the_reply(server):
+    """Over TLS a half-close is a close_notify: data. A server that closed its drained socket
+    right after a closing reply was reset by it, sometimes before the client had read the reply
+    (one run in three, before the linger waited for the client's EOF)."""
+    for i in range(100):
+        with connect(server.port, timeout=5) as c:
+            c.sendall(b"GET $ HTTP/1.1\r\n\r\n" if i % 2 else
+                      b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            c.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := c.recv(65536):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 400" if i % 2 else b"HTTP/1.1 200"), (i, reply[:100])

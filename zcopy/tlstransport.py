@@ -84,6 +84,8 @@ class TlsTransport:
     __slots__ = ("sock", "fd", "zero_copy", "ktls", "stats", "recv", "send", "send_once", "_more", "_closing", "_n")
     #: Upload bodies always come through ``recv`` (OpenSSL reads the records, kTLS RX or not).
     recv_zero_copy = False
+    #: A closing reply waits for the client's close_notify/EOF (see Connection._start_linger).
+    linger_for_peer = True
 
     def __init__(self, sock: ssl.SSLSocket, stats: TlsStats, ktls: bool) -> None:
         self.sock = sock

@@ -40,6 +40,9 @@ class PlainTransport:
     __slots__ = ("sock", "fd", "recv", "send")
     #: sendfile/splice may write to ``fd``.
     zero_copy = True
+    #: After a closing reply, wait for the client's EOF even when nothing is left to read (TLS:
+    #: its close_notify is still to come). Plain TCP closes at once when drained.
+    linger_for_peer = False
 
     @property
     def recv_zero_copy(self) -> bool:

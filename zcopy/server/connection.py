@@ -535,7 +535,11 @@ class Connection:
             if not data:
                 break
             self.worker.stats.copy_received += len(data)
-        self.close()
+        # EOF; or drained over plain TCP. Over TLS a drained socket waits (for the client's EOF or
+        # the deadline): the client's close_notify is data, and arriving at a closed socket it
+        # would reset the connection, maybe before the client read the reply.
+        if self.readable or not self.transport.linger_for_peer:
+            self.close()
 
     def on_timeout(self) -> None:
         """The deadline passed: what the protocol says to send (408 for a
