@@ -22,7 +22,7 @@ import stat as stat_mod
 
 from zcopy import http
 from zcopy.http import tar
-from zcopy.server.root import TEMP_PREFIX
+from zcopy.server.root import listed
 
 MAX_FILES = 4096
 #: Members (files and folders) at most: their headers are held in memory until sent.
@@ -66,10 +66,8 @@ def walk(dir_fd: int, *, show_hidden: bool, at_top: bool, fds: OpenFds, prefix: 
     with os.scandir(dir_fd) as it:
         names = sorted(d.name for d in it)
     for name in names:
-        if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
-            continue
-        if at_top and name == http.RESERVED:
-            continue
+        if not listed(name, show_hidden=show_hidden, at_top=at_top):
+            continue                    # the listings' rule: what a listing hides, the tar leaves out
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:

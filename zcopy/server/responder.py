@@ -25,7 +25,7 @@ from zcopy.server.executor import defer
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
-from zcopy.server.root import TEMP_PREFIX, fs_error
+from zcopy.server.root import fs_error, listed
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.throttle import Held
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
@@ -567,10 +567,8 @@ class Responder:
         with os.scandir(dir_fd) as it:
             for d in it:
                 name = d.name
-                if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
-                    continue
-                if at_top and name == http.RESERVED:
-                    continue            # the server's own namespace, even with --show-hidden
+                if not listed(name, show_hidden=show_hidden, at_top=at_top):
+                    continue            # dotfiles, our temp files, /.zcopy (even with --show-hidden)
                 if d.is_symlink():
                     if not self.cache.follow_symlinks:
                         continue

@@ -86,12 +86,10 @@ class StateError(Exception):
 
 
 def default_dir() -> str:
-    """$XDG_STATE_HOME/zcopy, or ~/.local/state/zcopy (the XDG Base Directory
-    spec: a relative $XDG_STATE_HOME is ignored)."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "zcopy")
+    """$XDG_STATE_HOME/zcopy, or ~/.local/state/zcopy."""
+    from zcopy.xdg import folder
+
+    return folder("XDG_STATE_HOME")
 
 
 def prepare(path: str) -> str:

@@ -62,6 +62,7 @@ class Worker(ListenerLoop):
         self.state = State(config.state_dir).open() if config.state_dir else None
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
+                                   mac_files=getattr(config, "mac_files", False),
                                    watch=_file_watch(), generation=generation(),
                                    digests=Digests(self.executor.submit, self.state))
         writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
@@ -246,6 +247,7 @@ class Worker(ListenerLoop):
             self.verifier.close()
         self.executor.close()         # a commit under way finishes first
         self.responder.listings.close()
+        self.responder.dav.pages.close()
         self.cache.close()
         for engine in self.engines.values():
             engine.close()
