@@ -235,6 +235,12 @@ def main() -> int:
             print(f"| {name} | {m['rps']:,.0f} | {m['us']:.1f} | {m['gbps']:.2f} | {m['sgb']:.2f} |")
         print(f"| zcopy / nginx | {z['rps'] / n['rps']:.2f} | {z['us'] / n['us']:.2f} | {z['gbps'] / n['gbps']:.2f} "
               f"| {z['sgb'] / n['sgb']:.2f} |")
+        # Paired by round: the two runs of a round are seconds apart, so load from other processes
+        # that drifts over minutes moves both sides of each ratio together.
+        for key, label in (("rps", "1 KiB req/s"), ("gbps", "1 GiB GB/s"), ("us", "CPU us/req"), ("sgb", "CPU s/GB")):
+            pairs = sorted(a / b for a, b in zip(results["zcopy"][key], results["nginx"][key]) if b)
+            print(f"zcopy / nginx {label} in the same round: median {statistics.median(pairs):.2f}, "
+                  f"range {pairs[0]:.2f}-{pairs[-1]:.2f}")
         print(f"\n{paths}")
         return 0
     finally:
