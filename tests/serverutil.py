@@ -128,6 +128,15 @@ class Server:
         self.proc.wait(10)
 
     def kill(self) -> None:
+        try:
+            self._kill()
+        finally:
+            _TLS_PORTS.pop(self.port, None)
+            if self.cert_dir is not None:
+                shutil.rmtree(self.cert_dir, ignore_errors=True)
+                self.cert_dir = None
+
+    def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             # The supervisor kills its workers when it gets a second signal.
             self.proc.send_signal(signal.SIGTERM)
@@ -144,10 +153,6 @@ class Server:
             for stream in (self.proc.stdout, self.proc.stderr):
                 if stream:
                     stream.close()
-        _TLS_PORTS.pop(self.port, None)
-        if self.cert_dir is not None:
-            shutil.rmtree(self.cert_dir, ignore_errors=True)
-            self.cert_dir = None
 
     def worker_pids(self, at_least: int = 1, timeout: float = 10.0) -> list[int]:
         """The supervisor's children that are workers (not its metrics process),
