@@ -78,6 +78,23 @@ MIGRATIONS: list[str] = [
         failures INTEGER NOT NULL,   -- failed sign-ins since ``since``
         since REAL NOT NULL          -- Unix time the window started
     )""",
+    # 5: resumable uploads (zcopy/server/uploads.py, docs/uploads.md). ``key`` is the SHA-256 of the upload's
+    # id (the id is a capability in its URL: the table and the partial file's name never hold it).
+    """CREATE TABLE uploads (
+        key TEXT PRIMARY KEY,        -- hex SHA-256 of the id, also the partial file's name in ROOT/.zcopy/uploads
+        target TEXT NOT NULL,        -- decoded URL path of the file it becomes
+        protocol TEXT NOT NULL,      -- 'tus' or 'ietf'
+        offset INTEGER NOT NULL,     -- bytes durable (fsynced, or written with --no-fsync) in the partial file
+        length INTEGER,              -- declared length, NULL while deferred / not yet known
+        metadata TEXT NOT NULL,      -- tus Upload-Metadata as sent ('' for none)
+        owner TEXT NOT NULL,         -- who created it: 'kind:name' of the identity (zcopy.server.access)
+        created REAL NOT NULL,       -- Unix time
+        expires REAL NOT NULL,       -- Unix time, pushed forward by every append
+        session INTEGER NOT NULL,    -- bumped by each append that takes the upload over
+        claim INTEGER NOT NULL,      -- > session: a newer append waits for the current one to be closed
+        checksum TEXT                -- reserved: running digest state of a whole-upload checksum (unused)
+    );
+    CREATE INDEX uploads_expires ON uploads(expires)""",
 ]
 
 
@@ -314,6 +331,33 @@ def _make_secret(folder: str, dir_fd: int) -> None:
             os.unlink(tmp, dir_fd=dir_fd)
         os.fsync(dir_fd)
     _read_secret(folder, dir_fd)
+
+
+def rotate_secret(path: str) -> None:
+    """Replace the secret of the state folder ``path`` with new random bytes (written whole under a
+    temporary name, fsync'ed, renamed over the old one): every share link and session signed with
+    the old one stops working once the server's workers read the new one (SIGHUP or a restart).
+    Raises StateError."""
+    path = os.path.realpath(path)
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StateError(f"cannot open the state folder {path}: {exc.strerror}") from None
+    try:
+        _check_folder(path, dir_fd)
+        _read_secret(path, dir_fd)          # a folder zcopy made: refuse to rotate anything else
+        tmp = f".{SECRET_NAME}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            os.write(fd, os.urandom(SECRET_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, SECRET_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _read_secret(folder: str, dir_fd: int) -> bytes:

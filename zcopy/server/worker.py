@@ -19,6 +19,7 @@ from zcopy import engines, http
 from zcopy.loop import ListenerLoop, run_worker
 from zcopy.server.access import Access
 from zcopy.server.accesslog import AccessLog
+from zcopy.server.auth import CHALLENGE
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
 from zcopy.server.digests import Digests
@@ -27,7 +28,8 @@ from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import BASIC_CHALLENGE, Responder
 from zcopy.server.routes import server_routes
-from zcopy.server.session import Sessions
+from zcopy.server.session import Sessions, add_no_accounts_me
+from zcopy.server.share import Shares
 from zcopy.server.shared import generation, heartbeat
 from zcopy.server.signed import Signer
 from zcopy.server.state import State
@@ -78,17 +80,33 @@ class Worker(ListenerLoop):
         routes = server_routes(self.date, self.state)
         accounts_state = self.verifier is not None and self.state is not None
         #: Browsers sign in once (/.zcopy/login) and keep a signed session cookie (zcopy.server.session).
-        sessions = Sessions(self.access, Signer(self.state.share_secret())) if accounts_state else None
+        signer = Signer(self.state.share_secret()) if self.state is not None else None
+        sessions = Sessions(self.access, signer, secure=config.tls is not None) if accounts_state else None
         if sessions is not None:
             sessions.add_routes(routes, BASIC_CHALLENGE)
+        else:
+            add_no_accounts_me(routes)
+        #: Share links (zcopy.server.share): minted at /.zcopy/share, signed with the same secret.
+        shares = Shares(self.access, signer, self.cache, self.executor, writer) if signer is not None else None
+        if shares is not None:
+            shares.add_routes(routes, BASIC_CHALLENGE if config.accounts is not None else CHALLENGE)
         self.responder = Responder(self.cache, self.date, writer=writer, routes=routes, executor=self.executor,
                                    access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy,
                                    shared_throttle=SharedThrottle(self.state) if accounts_state else None,
-                                   sessions=sessions)
+                                   sessions=sessions, shares=shares)
+        if writer is not None and self.state is not None:      # resumable uploads (zcopy.server.uploads)
+            from zcopy.server.uploads import Uploads
+            self.responder.uploads = Uploads(self.responder, expiry=config.upload_expiry)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
         self.beat = heartbeat(index)
+        #: HTTPS (--tls-cert): sockets are admitted into TLS handshakes (zcopy.server.tlsaccept)
+        self.tls = None
+        if config.tls is not None:
+            from zcopy.server.tlsaccept import TlsServing
+
+            self.tls = TlsServing(self, config.tls)
 
     def _make_engines(self):
         """The send and the upload engine; one engine object when both are splice,
@@ -128,6 +146,8 @@ class Worker(ListenerLoop):
             self.add_fd(self.cache.watch.fileno(), self._on_watch, first=self.cache.apply_changes)
         if self.verifier is not None:       # password checks done: their requests carry on, on the loop
             self.add_fd(self.verifier.fileno(), lambda events: self.verifier.run_callbacks())
+        if self.tls is not None:
+            self.tls.start()
         old_wakeup = super().start(install_signals)
         if install_signals:
             signal.signal(signal.SIGUSR1, self._on_reopen)   # the wakeup fd wakes the poll
@@ -149,7 +169,11 @@ class Worker(ListenerLoop):
         if self.config.users:
             self.reload_users()
         self.publisher.publish()
+        if self.responder.uploads is not None:
+            self.responder.uploads.tick(now)
         self.resume_after_backoff()
+        if self.tls is not None:
+            self.tls.tick()
         if self.drain_overdue(self.config.drain_timeout):
             for conn in list(self.conns.values()):
                 conn.close()
@@ -183,6 +207,9 @@ class Worker(ListenerLoop):
             # An accept burst reads requests without a new poll: a file changed
             # just before this client connected must not be answered stale.
             self.cache.apply_changes()
+        if self.tls is not None:
+            self.tls.admit(sock, addr)
+            return
         conn = Connection(self, sock, addr)
         self.conns[conn.fd] = conn
         self.stats.accepted += 1
@@ -196,6 +223,8 @@ class Worker(ListenerLoop):
         self.stats.error(kind)
 
     def on_drain(self) -> None:
+        if self.tls is not None:
+            self.tls.drain()
         for conn in list(self.conns.values()):
             conn.drain()
 
@@ -217,6 +246,8 @@ class Worker(ListenerLoop):
             snap["prefetch"] = self.prefetch.snapshot()
         snap["executor"] = self.executor.snapshot()
         snap["listings"] = self.responder.listings.snapshot()
+        if self.tls is not None:
+            snap["tls"] = self.tls.snapshot()
         return snap
 
     def shutdown(self) -> None:
