@@ -1,5 +1,11 @@
 """Start a real `zcopy serve` subprocess for black-box tests, and talk to it
-with raw sockets (exact bytes) or curl (a real client)."""
+with raw sockets (exact bytes) or curl (a real client).
+
+``Server(root, ..., tls=True)`` serves HTTPS with a certificate made for it (``make_cert``:
+``openssl req -x509``, for ``localhost`` and 127.0.0.1); its port is remembered, so ``connect``,
+``request``, ``get`` and ``read_response`` speak TLS to it (``TlsClient``: the exact bytes, as
+over TCP) and ``curl`` trusts its certificate. Tests written for plain HTTP run over both
+transports by parametrising their server fixture (tests/test_serve_http.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +13,40 @@ import contextlib
 import os
 import re
 import select
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 
-_ADDR = re.compile(rb"http://127\.0\.0\.1:(\d+)/")
+_ADDR = re.compile(rb"https?://127\.0\.0\.1:(\d+)/")
 _PANEL_END = "╰".encode()
 
 
+#: TLS servers' ports -> the certificate their clients trust
+_TLS_PORTS: dict[int, str] = {}
+
+
+def make_cert(directory, name: str = "localhost", days: int = 2) -> tuple[str, str]:
+    """A self-signed P-256 certificate for ``name`` and 127.0.0.1 (cert.pem, key.pem in
+    ``directory``), made with ``openssl req -x509``."""
+    cert, key = os.path.join(str(directory), "cert.pem"), os.path.join(str(directory), "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", str(days), "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
 class Server:
-    def __init__(self, root, *args: str, env: dict | None = None, own_session: bool = False) -> None:
+    def __init__(self, root, *args: str, env: dict | None = None, own_session: bool = False,
+                 tls: bool | tuple[str, str] = False) -> None:
         self.root = str(root)
+        self.tls = tls                   # True: a certificate made at start; or (cert, key)
+        self.cert_dir: str | None = None
         self.args = args
         self.env = env
         self.own_session = own_session   # its own process group: ``kill_node`` takes it whole
@@ -30,8 +57,14 @@ class Server:
     def start(self, timeout: float = 20.0) -> "Server":
         if self.proc is not None:        # `with Server(...).start()` would start (and leak) a second one
             raise RuntimeError("this Server is already started")
+        tls_args: tuple[str, ...] = ()
+        if self.tls is True:
+            self.cert_dir = tempfile.mkdtemp(prefix="zcopy-cert-")
+            self.tls = make_cert(self.cert_dir)
+        if self.tls:
+            tls_args = ("--tls-cert", self.tls[0], "--tls-key", self.tls[1])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zcopy", "serve", self.root, "--port", "0", *self.args],
+            [sys.executable, "-m", "zcopy", "serve", self.root, "--port", "0", *tls_args, *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(self.env or {})},
             start_new_session=self.own_session)
         deadline = time.monotonic() + timeout
@@ -47,6 +80,8 @@ class Server:
                 if m and _PANEL_END in buf[m.end():]:   # the whole start-up panel
                     self.port = int(m.group(1))
                     self.stderr = buf
+                    if self.tls:
+                        _TLS_PORTS[self.port] = self.tls[0]
                     self._wait_listening(deadline)
                     return self
         self.kill()
@@ -71,7 +106,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit code."""
@@ -93,6 +128,15 @@ class Server:
         self.proc.wait(10)
 
     def kill(self) -> None:
+        try:
+            self._kill()
+        finally:
+            _TLS_PORTS.pop(self.port, None)
+            if self.cert_dir is not None:
+                shutil.rmtree(self.cert_dir, ignore_errors=True)
+                self.cert_dir = None
+
+    def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             # The supervisor kills its workers when it gets a second signal.
             self.proc.send_signal(signal.SIGTERM)
@@ -138,7 +182,124 @@ def _comm(pid: int) -> str:
 
 
 def connect(port: int, timeout: float = 10.0) -> socket.socket:
+    """A connected client socket; a ``TlsClient`` to a TLS server's port."""
+    cafile = _TLS_PORTS.get(port)
+    if cafile is not None:
+        return TlsClient(port, timeout, cafile)
     return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+class TlsClient:
+    """A TLS client with a socket's face (``recv`` with ``MSG_PEEK``, ``sendall``, ``shutdown``),
+    over memory BIOs so that ``shutdown(SHUT_WR)`` can send close_notify and keep reading, as a
+    TCP half-close does. Verifies the server's certificate against ``cafile``."""
+
+    def __init__(self, port: int, timeout: float, cafile: str, server_hostname: str = "localhost",
+                 alpn: tuple[str, ...] = ("http/1.1",)) -> None:
+        ctx = ssl.create_default_context(cafile=cafile)
+        ctx.set_alpn_protocols(list(alpn))
+        self.raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
+        self.plain = bytearray()          # decrypted and not taken yet
+        self.eof = False
+        try:
+            while True:
+                try:
+                    self.obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._flush()
+                    self._fill()
+            self._flush()
+        except BaseException:
+            self.raw.close()
+            raise
+
+    def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.raw.sendall(data)
+
+    def _fill(self) -> None:
+        data = self.raw.recv(65536)
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+
+    def _decrypt(self, block: bool) -> None:
+        while not self.eof:
+            try:
+                chunk = self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not block and not select.select([self.raw], [], [], 0)[0]:
+                    return
+                self._fill()
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                self.eof = True
+                return
+            if not chunk:
+                self.eof = True
+                return
+            self.plain += chunk
+            return
+
+    def recv(self, n: int, flags: int = 0) -> bytes:
+        if not self.plain:
+            self._decrypt(block=True)
+        elif flags & socket.MSG_PEEK:
+            self._decrypt(block=False)        # the peeker waits for more: take what has come
+        data = bytes(self.plain[:n])
+        if not flags & socket.MSG_PEEK:
+            del self.plain[:n]
+        return data
+
+    def recv_into(self, buf, n: int = 0) -> int:
+        view = memoryview(buf)
+        data = self.recv(n or len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def sendall(self, data) -> None:
+        self.obj.write(data)
+        self._flush()
+
+    def send(self, data) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def shutdown(self, how: int) -> None:
+        if how in (socket.SHUT_WR, socket.SHUT_RDWR):
+            try:
+                self.obj.unwrap()                 # close_notify into the outgoing BIO
+            except ssl.SSLError:
+                pass
+            self._flush()
+        self.raw.shutdown(how)
+
+    def version(self) -> str | None:
+        return self.obj.version()
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self.obj.selected_alpn_protocol()
+
+    def getpeercert(self):
+        return self.obj.getpeercert()
+
+    def __getattr__(self, name):                  # settimeout, setsockopt, fileno, getsockname...
+        return getattr(self.raw, name)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> "TlsClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_response(sock: socket.socket, *, head_only: bool = False) -> tuple[int, dict, bytes, bytes]:
@@ -203,7 +364,12 @@ def get(port: int, path: str, headers: dict | None = None, method: str = "GET"):
 
 
 def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *args],
+    """curl; a URL of a TLS server (``Server(tls=...)``) is verified against its certificate."""
+    trust: list[str] = []
+    for port, cafile in _TLS_PORTS.items():
+        if any(f"https://127.0.0.1:{port}" in a or f"https://localhost:{port}" in a for a in args):
+            trust = ["--cacert", cafile]
+    return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *trust, *args],
                           capture_output=True, timeout=timeout + 5)
 
 

@@ -122,7 +122,7 @@ def test_connection_refused_is_one_line(tmp_path):
 
 def test_bad_url_is_an_error(tmp_path):
     out = zcopy("get", "ftp://example/x")
-    assert out.returncode == 1 and "not an http:// URL" in out.stderr
+    assert out.returncode == 1 and "not an http:// or https:// URL" in out.stderr
 
 
 def test_ls_table_and_json(work):

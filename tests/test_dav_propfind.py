@@ -5,6 +5,7 @@ on a real state database. The speed comparison with nginx is tools/bench_propfin
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 import defusedxml.ElementTree as DET
@@ -176,7 +177,7 @@ def test_the_horizon_follows_every_change_of_the_table(tmp_path):
 def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path):
     """``write_members``' memo on a real folder: a member whose stat did not move is not rendered
     again; setting a dead property moves the ctime, so that member is; one changed within QUIET
-    seconds is never remembered."""
+    seconds is remembered (a rebuild from events needs every member) but not reused on its stat alone."""
     from zcopy import http
     from zcopy.dav import deadprops, xmlbody
     from zcopy.dav.xmlbody import PropChange
@@ -223,6 +224,229 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
         second = build()
         assert b"<slow>a.txt</slow>" in second and b">red<" in second
         assert memo["b.txt"] is kept["b.txt"]              # reused as it was
-        assert "a.txt" not in memo                          # changed just now: not remembered
+        changed = memo["a.txt"]
+        assert changed[1].endswith(b"<slow>a.txt</slow>\n")    # remembered, with whether it is settled
+        third = build()
+        assert third == second and memo["b.txt"] is kept["b.txt"]
+        if not changed[2]:                                  # changed within QUIET: rendered again
+            assert memo["a.txt"] is not changed
     finally:
         os.close(fd)
+
+
+# -- rebuilds from the watch's names (propfind.Members, update_members) ---------------------------------
+
+SHOWN = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/>'
+         b'<D:getlastmodified/><D:getetag/><X:color xmlns:X="urn:x"/></D:prop></D:propfind>')
+
+
+def _http_date(t: float) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(t))
+
+
+def _shown(port, url: str) -> dict:
+    """href -> (folder?, length, last modified, dead property color) as a PROPFIND Depth 1 shows them."""
+    _, rs = propfind(port, url, SHOWN)
+    out = {}
+    for href, r in rs.items():
+        if href == url:
+            continue
+        length = prop(r, D + "getcontentlength")
+        color = prop(r, "{urn:x}color")
+        out[href] = (prop(r, D + "resourcetype").find(D + "collection") is not None,
+                     None if length is None else int(length.text), prop(r, D + "getlastmodified").text,
+                     None if color is None else color.text)
+    return out
+
+
+def _truth(folder, url: str) -> dict:
+    """The same, from the folder itself (files and folders, no dotfiles, no symlinks)."""
+    from zcopy.dav import deadprops
+    out = {}
+    for name in os.listdir(folder):
+        st = os.lstat(folder / name)
+        if name.startswith(".") or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        fd = os.open(folder / name, os.O_RDONLY)
+        try:
+            color = deadprops.get_all(fd).get(("urn:x", "color"))
+        finally:
+            os.close(fd)
+        if color is not None:
+            color = DET.fromstring(color).text
+        out[url + name + ("/" if is_dir else "")] = (is_dir, None if is_dir else st.st_size,
+                                                      _http_date(st.st_mtime), color)
+    return out
+
+
+def _set_color(path, value: str) -> None:
+    from zcopy.dav import deadprops
+    from zcopy.dav.xmlbody import PropChange
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        deadprops.apply(fd, [PropChange(False, ("urn:x", "color"),
+                                        f'<X:color xmlns:X="urn:x">{value}</X:color>'.encode())])
+    finally:
+        os.close(fd)
+
+
+def test_every_change_behind_the_servers_back_shows_in_the_next_answer(tmp_path):
+    """A rebuild re-stats only the members the folder's watch named (after two full builds: the watch
+    is up): each kind of change made behind the server's back, then a PROPFIND, whose answer must be
+    the folder as it is. A subfolder's own mtime raises no event in its parent: shown at the next
+    rebuild all the same (folders are re-stat'ed every time)."""
+    root, state = tmp_path / "root", tmp_path / "state"
+    folder = root / "many"
+    folder.mkdir(parents=True)
+    for i in range(40):
+        (folder / f"f{i:02d}.txt").write_bytes(b"x" * i)
+    (folder / "sub").mkdir()
+    url = "/many/"
+    with Server(root, "--allow-write", "--token", TOKEN, "--state-dir", str(state)) as s:
+        def check():
+            assert _shown(s.port, url) == _truth(folder, url)
+
+        check()                                                   # full build; the page's watch is added
+        os.utime(folder / "f00.txt", (1_000_000_000, 1_000_000_000))
+        check()                                                   # full build again (the watch's first)
+        steps = [
+            lambda: (folder / "f01.txt").write_bytes(b"longer content now"),      # IN_MODIFY
+            lambda: os.utime(folder / "f02.txt", (1_100_000_000, 1_100_000_000)),  # IN_ATTRIB
+            lambda: (folder / "new.txt").write_bytes(b"new"),                      # IN_CREATE
+            lambda: os.unlink(folder / "f03.txt"),                                 # IN_DELETE
+            lambda: os.rename(folder / "f04.txt", folder / "renamed.txt"),         # IN_MOVED_FROM/TO
+            lambda: os.rename(folder / "f05.txt", folder / "f06.txt"),             # renamed over another
+            lambda: _set_color(folder / "f07.txt", "red"),                         # an extended attribute
+            lambda: _set_color(folder / "f07.txt", "blue"),
+            lambda: (os.unlink(folder / "f08.txt"), os.symlink("f09.txt", folder / "f08.txt")),
+            lambda: (os.unlink(folder / "f10.txt"), os.mkdir(folder / "f10.txt")),  # a file became a folder
+            lambda: os.rename(folder / "sub", folder / "sub2"),                    # a subfolder renamed
+            lambda: (folder / ".dot").write_bytes(b"hidden"),                      # never shown
+            lambda: os.rename(folder / ".dot", folder / "undotted"),
+            lambda: os.truncate(folder / "f11.txt", 0),
+        ]
+        for step in steps:
+            step()
+            check()
+        os.utime(folder / "sub2", (1_200_000_000, 1_200_000_000))            # IN_ATTRIB of a member
+        check()
+        (folder / "sub2" / "inside").write_bytes(b"i")          # sub2's mtime moves: no event in many/
+        os.utime(folder / "f12.txt", (1_300_000_000, 1_300_000_000))          # a rebuild
+        check()
+        # Written elsewhere and renamed in (how editors save), then the folder replaced by another.
+        (root / "elsewhere.txt").write_bytes(b"from outside")
+        os.rename(root / "elsewhere.txt", folder / "f13.txt")
+        check()
+        os.rename(folder, root / "old")
+        folder.mkdir()
+        (folder / "other.txt").write_bytes(b"another folder")
+        check()
+
+
+def test_a_change_through_another_worker_shows_in_every_workers_answer(tmp_path):
+    """Every worker watches the folder's inode: a write answered by one worker raises the events that
+    mark the member in the other's memo (the shared write generation names nothing). Many new
+    connections: SO_REUSEPORT spreads them over both workers."""
+    root, state = tmp_path / "root", tmp_path / "state"
+    folder = root / "w"
+    folder.mkdir(parents=True)
+    for i in range(30):
+        (folder / f"f{i:02d}.txt").write_bytes(b"x" * i)
+    with Server(root, "--allow-write", "--token", TOKEN, "--state-dir", str(state), "--workers", "2") as s:
+        def check_all():
+            for _ in range(8):                                    # new connections: both workers answer
+                assert _shown(s.port, "/w/") == _truth(folder, "/w/")
+
+        for i in range(3):                                        # both workers: two full builds, watched
+            assert call(s.port, "PUT", f"/w/warm{i}.txt", body=b"w")[0] == 201
+            check_all()
+        assert call(s.port, "PUT", "/w/f01.txt", body=b"rewritten by a worker")[0] == 204
+        check_all()
+        assert call(s.port, "PUT", "/w/made.txt", body=b"made")[0] == 201
+        check_all()
+        assert call(s.port, "DELETE", "/w/f02.txt")[0] == 204
+        check_all()
+        assert call(s.port, "MOVE", "/w/f03.txt", {"Destination": "/w/moved.txt"})[0] == 201
+        check_all()
+        patch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:X="urn:x"><D:set><D:prop>'
+                 b'<X:color>green</X:color></D:prop></D:set></D:propertyupdate>')
+        assert call(s.port, "PROPPATCH", "/w/f04.txt", body=patch)[0] == 207
+        check_all()
+        assert call(s.port, "COPY", "/w/f05.txt", {"Destination": "/w/copied.txt"})[0] == 201
+        check_all()
+        assert call(s.port, "MKCOL", "/w/col")[0] == 201
+        check_all()
+
+
+def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
+    """``Members.begin``'s decision on a real folder and a real inotify watch: full builds until the
+    watch's token is the same across two builds; then only the named members are re-stat'ed, and the
+    answer equals a full build's; a queue overflow (real: more events than the queue holds), the folder
+    itself moved, and the age bound each make the next build a full one."""
+    from zcopy import http
+    from zcopy.dav import xmlbody
+    from zcopy.server import propfind as pf
+    from zcopy.server.listings import TTL
+    from zcopy.server.watch import FileWatch
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"m{i:02d}").write_bytes(b"x" * i)
+    plan = pf.Plan(xmlbody.PropFind("prop", [(xmlbody.DAV, "getcontentlength"), (xmlbody.DAV, "getetag"),
+                                             (xmlbody.DAV, "getlastmodified")]), None)
+    watch = FileWatch()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    members = pf.Members()
+    label = str(folder)
+
+    def render(memo, dirty=None) -> tuple[bytes, str]:
+        out = pf.new_body()
+        try:
+            if dirty is None:
+                n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
+                                     http.make_etag, [], None, memo)
+            else:
+                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, http.make_etag, None, show_hidden=False)
+            return os.pread(out, n, 0)
+        finally:
+            os.close(out)
+
+    def build(now=None) -> str:
+        """What the worker does: apply the queued events, note the token, build."""
+        for path in watch.changes():
+            members.changed(path)
+        if members.folder is not None:
+            members.armed = watch.token(members.folder)
+        dirty = members.begin(time.monotonic() if now is None else now)
+        if dirty is None:
+            members.folder, members.full_at = label, time.monotonic()
+        got = render(members.responses, dirty)
+        assert sorted(got.split(b"</D:response>")) == sorted(render({}).split(b"</D:response>"))
+        return "full" if dirty is None else f"named {sorted(dirty)}"
+
+    try:
+        assert build() == "full"                                  # nothing known
+        assert watch.watch(label, fd)                             # what Listings._keep does
+        assert build() == "full"                                  # the watch was not up before the stats
+        os.utime(folder / "m01", (1_000_000_000, 1_000_000_000))
+        (folder / "new").write_bytes(b"n")
+        os.unlink(folder / "m02")
+        assert build() == "named ['m01', 'm02', 'new']"
+        assert build() == "named []"
+        assert build(now=members.full_at + TTL) == "full"         # the age bound
+        with open("/proc/sys/fs/inotify/max_queued_events") as f:
+            limit = int(f.read())
+        for _ in range(limit // 2 + 2):                      # two events a rename: the queue overflows
+            os.rename(folder / "m03", folder / "m03b")
+            os.rename(folder / "m03b", folder / "m03")
+        assert build() == "full" and watch.overflows >= 1        # the token moved with the overflow
+        os.utime(folder / "m04", (1_000_000_000, 1_000_000_000))
+        assert build() == "named ['m04']"                          # the full build began after it
+        os.rename(folder, tmp_path / "g")                         # the folder itself moved
+        os.rename(tmp_path / "g", folder)
+        assert build() == "full"
+    finally:
+        os.close(fd)
+        watch.close()

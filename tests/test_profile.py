@@ -17,7 +17,7 @@ NIC_KEYS = {"name", "driver", "mtu", "features", "zero_copy_tx", "reason"}
 PIPE_KEYS = {"default_size", "max_size", "best_size", "user_pages_soft", "user_pages_hard", "largest_granted",
              "rounding", "budget"}
 REC_KEYS = {"download_engine", "upload_engine", "relay_engine", "pipe_size", "chunk_size", "workers", "prefetch",
-            "small_reply_max", "reasons", "source"}
+            "small_reply_max", "https", "reasons", "source"}
 
 
 @pytest.fixture(scope="module")

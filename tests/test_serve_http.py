@@ -2,6 +2,11 @@
 
 One server (module fixture) serves a prepared folder; each test speaks raw
 HTTP (to see exact bytes) or runs curl (a real client).
+
+The server fixture is parametrised over both transports: plain TCP, and TLS (``--tls-cert``;
+``serverutil.connect`` and ``curl`` then speak TLS with the exact same bytes inside). The TLS
+variant of every test runs with ``ZCOPY_TLS_FULL=1``; without it, only ``TLS_IN_CI`` (a short
+subset: framing, keep-alive and pipelining, ranges, conditionals, the big file) runs over TLS.
 """
 
 from __future__ import annotations
@@ -47,10 +52,30 @@ def root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def server(root):
-    with Server(root, "--header-timeout", "1", "--idle-timeout", "3") as s:
+TLS_FULL = os.environ.get("ZCOPY_TLS_FULL") == "1"
+TLS_IN_CI = {"test_get_file_headers_and_body", "test_big_file_exact_bytes", "test_empty_file",
+             "test_keep_alive_and_pipelining", "test_bad_requests", "test_single_range_with_curl",
+             "test_multipart_ranges", "test_conditionals_with_curl", "test_head_has_no_body_and_keeps_connection"}
+#: What only plain TCP can show (TCP segments on the wire).
+PLAIN_ONLY = {"test_a_small_file_leaves_in_one_segment_with_its_head"}
+
+
+@pytest.fixture(scope="module", params=["plain", "tls"])
+def server(request, root):
+    with Server(root, "--header-timeout", "1", "--idle-timeout", "3", tls=request.param == "tls") as s:
         yield s
+
+
+@pytest.fixture(autouse=True)
+def _transport_subset(request):
+    params = getattr(request.node, "callspec", None)
+    if params is None or params.params.get("server") != "tls":
+        return
+    name = request.node.originalname
+    if name in PLAIN_ONLY:
+        pytest.skip("what this test looks at exists on plain TCP only")
+    if not TLS_FULL and name not in TLS_IN_CI:
+        pytest.skip("TLS variant outside the CI subset (ZCOPY_TLS_FULL=1 runs it)")
 
 
 def test_get_file_headers_and_body(server):

@@ -376,10 +376,12 @@ def test_access_log_combined_format(files, tmp_path):
     assert '"HEAD /nope HTTP/1.1" 404 - ' in lines[3], lines[3]
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(files):
+@pytest.fixture(scope="module", params=["plain", "tls"])
+def fuzz_server(files, request):
+    """Both transports: over TLS the same bytes arrive inside records (and a half-close is a
+    close_notify)."""
     root, _ = files
-    with Server(root, "--header-timeout", "2") as s:
+    with Server(root, "--header-timeout", "2", tls=request.param == "tls") as s:
         yield s
 
 

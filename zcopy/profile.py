@@ -47,6 +47,7 @@ class Profile:
     workers: int = 1
     prefetch: bool = True
     small_reply_max: int = 0              # bodies up to this many bytes leave in one send from memory
+    https: str = "user-space TLS"         # "kTLS" | "user-space TLS": how serve --tls-cert sends file bodies
     reasons: dict[str, str] = field(default_factory=dict)
     source: str = "probed now"            # "cache <path>" | "probed now"
 
@@ -121,7 +122,39 @@ def recommend(report: dict) -> Profile:
     p.reasons["workers"] = f"one epoll worker per CPU this process may run on ({p.workers})"
     p.prefetch, p.reasons["prefetch"] = _prefetch(by_id)
     p.small_reply_max, p.reasons["small_reply_max"] = _small_reply_max(by_id)
+    p.https, p.reasons["https"] = https_path(by_id)
     return p
+
+
+def https_path(by_id: dict) -> tuple[str, str]:
+    """Which path HTTPS file bodies will take, and why, from the kTLS findings (``zcopy serve``
+    still asks every socket: this is what it will find on this machine)."""
+    ulp = by_id.get("ktls.ulp") or {}
+    copy = "user-space TLS"
+    tail = ": every body byte is read and encrypted in the process (read + SSL_write), no sendfile"
+    if ulp.get("status") == "skipped":
+        return copy, ("the kernel's tls module is not loaded and loading it needs root (`modprobe tls`)" + tail)
+    if ulp.get("status") != "ok":
+        detail = ulp.get("detail") or "the kTLS probe did not run"
+        if "ENOENT" in detail:
+            return copy, "the kernel has no tls module (TCP_ULP \"tls\": ENOENT)" + tail
+        return copy, f"the kernel cannot do TLS records ({detail})" + tail
+    openssl = by_id.get("ktls.openssl") or {}
+    value = openssl.get("value") or {}
+    cases = value.get("cases") or {}
+    version = value.get("openssl", "this OpenSSL")
+    if openssl.get("status") not in ("ok", "degraded"):
+        return copy, f"the kernel has the tls module but {version} put no keys in it (built without kTLS?)" + tail
+    if not (cases.get("TLSv1.3") or {}).get("tx"):
+        offloaded = [label for label, r in cases.items() if r.get("tx")]
+        return copy, (f"TLS 1.3 ({(cases.get('TLSv1.3') or {}).get('cipher')}) is not offloaded by this kernel; "
+                      f"only {', '.join(offloaded)}: most clients will get user-space TLS")
+    off = [f"{label} ({r.get('cipher')})" for label, r in cases.items() if not r.get("tx")]
+    why = (f"kTLS: {version} puts the TX keys in the kernel after the handshake "
+           f"({cases['TLSv1.3'].get('cipher')}), so file bodies leave with sendfile")
+    if off:
+        why += f"; cipher not offloadable here, so user-space TLS for clients that pick it: {', '.join(off)}"
+    return "kTLS", why
 
 
 def _download(by_id: dict) -> tuple[str, str]:

@@ -69,6 +69,21 @@ def load(ctx: ssl.SSLContext, cert: str, key: str) -> None:
         raise TlsConfigError(f"cannot load the TLS certificate {cert}: {exc.strerror or exc}") from None
 
 
+def pem_stamp(cert: str, key: str) -> bytes:
+    """A digest of the certificate and key files' bytes: what a SIGHUP compares to know whether
+    they changed (the key's bytes never leave this function)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for what, path in (("certificate", cert), ("key", key)):
+        try:
+            with open(path, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+        except OSError as exc:
+            raise TlsConfigError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+    return h.digest()
+
+
 @dataclass(frozen=True, slots=True)
 class KtlsState:
     tx: bool              # the kernel encrypts what we send: sendfile/splice allowed

@@ -38,10 +38,20 @@ class PlainTransport:
     when it is empty; ``recv`` returns b"" at the peer's EOF."""
 
     __slots__ = ("sock", "fd", "recv", "send")
-    #: sendfile/splice may write to and read from ``fd``.
+    #: sendfile/splice may write to ``fd``.
     zero_copy = True
     #: The bytes are encrypted (TLS): the session cookie then says ``Secure`` (zcopy.server.session).
     secure = False
+
+    #: After a closing reply, wait for the client's EOF even when nothing is left to read (TLS:
+    #: its close_notify is still to come). Plain TCP closes at once when drained.
+    linger_for_peer = False
+
+    @property
+    def recv_zero_copy(self) -> bool:
+        """splice may read request bodies from ``fd`` (a TLS transport: never; the bytes on the
+        wire are ciphertext, or OpenSSL may hold some already)."""
+        return self.zero_copy
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock

@@ -53,6 +53,12 @@ class Connection:
             self.sock = socket.create_connection((remote.host, remote.port), timeout=timeout)
         except OSError as exc:
             raise ClientError(f"cannot connect to {remote.netloc}: {exc.strerror or exc}") from None
+        #: https: an ssl.SSLSocket (verified); the pumps then copy instead of splicing
+        self.tls = remote.scheme == "https"
+        if self.tls:
+            from zcopy.client.tls import wrap
+
+            self.sock = wrap(self.sock, remote.host, remote.netloc)
         #: The head reader the server uses too (same framing, same limits);
         #: ``buf`` is its buffer: bytes received and not consumed yet.
         self.heads = HeadReader()
@@ -75,7 +81,7 @@ class Connection:
 
     def head_ready(self, wait: float) -> bool:
         """True when response bytes are waiting (used for 100-continue)."""
-        if self.buf:
+        if self.buf or (self.tls and self.sock.pending()):
             return True
         return bool(select.select([self.sock], [], [], wait)[0])
 

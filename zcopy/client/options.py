@@ -42,6 +42,10 @@ class Credentials:
 
 
 def add_auth_args(p) -> None:
+    """The flags of every command that talks to a server: the token, and for https:// URLs
+    --cacert/--insecure (``zcopy.client.tls``)."""
+    from zcopy.client.tls import add_tls_args
+
     token = p.add_mutually_exclusive_group()
     token.add_argument("--token", help="bearer token for the server (default: $ZCOPY_TOKEN)")
     token.add_argument("--token-file", metavar="FILE", help="read the token from FILE (first line)")
@@ -50,6 +54,7 @@ def add_auth_args(p) -> None:
                             f"or read from ${PASSWORD_ENV} or --password-stdin")
     p.add_argument("--password-stdin", action="store_true",
                    help="with --user: read the password from the first line of standard input")
+    add_tls_args(p)
 
 
 def add_quiet_arg(p) -> None:

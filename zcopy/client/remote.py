@@ -39,7 +39,10 @@ def list_remote(remote: Remote, *, token: str | None = None, timeout: float = 60
             body = conn.body(resp)
             check(resp, remote.shown, body)
             if resp.status in (301, 302, 307, 308) and "location" in resp.headers:
-                remote = parse_url(resp.headers["location"], base=remote)
+                nxt = parse_url(resp.headers["location"], base=remote)
+                if remote.scheme == "https" and nxt.scheme != "https":
+                    raise ClientError(f"refusing a redirect from https to {nxt.scheme}: {nxt}")
+                remote = nxt
                 continue
             if resp.status != 200:
                 raise ClientError(f"unexpected {resp.status} {resp.reason}: {remote.shown}")

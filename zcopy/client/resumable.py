@@ -209,7 +209,7 @@ def _create(remote: Remote, size: int, token, timeout) -> str:
     name = base64.b64encode(unquote_to_bytes(segment)).decode()
     headers = auth_headers(token) | TUS | {"Upload-Length": str(size), "Upload-Metadata": f"filename {name}",
                                            "Content-Length": "0"}
-    target = Remote(remote.host, remote.port, folder + "/")
+    target = Remote(remote.host, remote.port, folder + "/", scheme=remote.scheme)
     try:
         with Connection(target, timeout) as conn:
             conn.send_head("POST", target.target, headers)

@@ -47,7 +47,7 @@ def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict
     the folder does not exist) makes the missing folders (MKCOL) and tries once more."""
     if remote.path.endswith("/"):
         name = quote(os.fsencode(os.path.basename(path)))      # bytes: a non-UTF-8 name keeps them
-        remote = Remote(remote.host, remote.port, remote.path + name, remote.query)
+        remote = Remote(remote.host, remote.port, remote.path + name, remote.query, remote.scheme)
     try:
         return _upload(path, remote, token, encrypt, quiet, timeout, retries, resume)
     except StatusError as exc:

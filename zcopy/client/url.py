@@ -1,4 +1,4 @@
-"""``http://host:port/path`` parsing: only what the client needs.
+"""``http://host:port/path`` and ``https://...`` parsing: only what the client needs.
 
 Paths are sent as the user typed them, percent-escapes kept; only characters
 that may not appear raw in a request target are escaped, so a name with a
@@ -31,6 +31,7 @@ class Remote:
     port: int
     path: str     # request target path, percent-encoded, always starting with "/"
     query: str = ""
+    scheme: str = "http"    # or "https"
 
     @property
     def netloc(self) -> str:
@@ -58,25 +59,26 @@ class Remote:
         return shown_remote(self.path)
 
     def same_origin(self, other: "Remote") -> bool:
-        """Same scheme (always http here), host and port: where credentials may go."""
-        return (self.host.lower(), self.port) == (other.host.lower(), other.port)
+        """Same scheme, host and port (RFC 6454): where credentials may go. ``http://h`` and
+        ``https://h`` are different origins."""
+        return (self.scheme, self.host.lower(), self.port) == (other.scheme, other.host.lower(), other.port)
 
     def with_path(self, path: str, query: str = "") -> "Remote":
         """This origin with a decoded ``path`` (a "%" in it is a name's, and is encoded)."""
-        return Remote(self.host, self.port, _quote(path, _SAFE.replace("%", "")), query)
+        return Remote(self.host, self.port, _quote(path, _SAFE.replace("%", "")), query, self.scheme)
 
     def __str__(self) -> str:
-        return f"http://{self.netloc}{self.target}"
+        return f"{self.scheme}://{self.netloc}{self.target}"
 
 
 def parse_url(text: str, base: "Remote | None" = None) -> Remote:
-    """``http://host[:port]/path`` (or a reference relative to ``base``, as
+    """``http(s)://host[:port]/path`` (or a reference relative to ``base``, as
     in a Location) -> Remote; ClientError for anything else."""
     try:
         parts = urlsplit(urljoin(str(base), text) if base else text)
-        port = parts.port or 80
+        port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:              # "Invalid IPv6 URL", a port out of range...
         raise ClientError(f"bad URL ({exc}): {shown(text)}") from None
-    if parts.scheme != "http" or not parts.hostname:
-        raise ClientError(f"not an http:// URL: {shown(text)}")
-    return Remote(parts.hostname, port, _quote(parts.path or "/"), _quote(parts.query, _SAFE + "?"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientError(f"not an http:// or https:// URL: {shown(text)}")
+    return Remote(parts.hostname, port, _quote(parts.path or "/"), _quote(parts.query, _SAFE + "?"), parts.scheme)

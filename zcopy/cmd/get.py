@@ -19,7 +19,7 @@ HELP = "download a file (resumable, optionally decrypting)"
 def configure(p) -> None:
     from zcopy.client.options import add_auth_args, add_quiet_arg
 
-    p.add_argument("url", help="http://HOST:PORT/PATH")
+    p.add_argument("url", help="http(s)://HOST:PORT/PATH")
     p.add_argument("-o", "--output", metavar="FILE", help="where to save (default: the URL's file name; "
                                                           "an existing folder: into it, under that name)")
     p.add_argument("-f", "--force", action="store_true",
@@ -36,6 +36,9 @@ def configure(p) -> None:
 def run(args) -> int:
     from zcopy.client.options import run_reporting
 
+    from zcopy.client import tls
+
+    tls.configure(args, "get")      # --cacert / --insecure, for https:// URLs
     return run_reporting("get", lambda: _get(args))
 
 

@@ -13,7 +13,7 @@ HELP = "list a remote folder"
 def configure(p) -> None:
     from zcopy.client.options import add_auth_args
 
-    p.add_argument("url", help="http://HOST:PORT/PATH")
+    p.add_argument("url", help="http(s)://HOST:PORT/PATH")
     p.add_argument("--json", action="store_true", help="print the listing as JSON")
     add_auth_args(p)
 
@@ -21,6 +21,9 @@ def configure(p) -> None:
 def run(args) -> int:
     from zcopy.client.options import run_reporting
 
+    from zcopy.client import tls
+
+    tls.configure(args, "ls")      # --cacert / --insecure, for https:// URLs
     return run_reporting("ls", lambda: _ls(args))
 
 

@@ -16,7 +16,7 @@ HELP = "rename or move a remote file or folder"
 def configure(p) -> None:
     from zcopy.client.options import add_auth_args
 
-    p.add_argument("url", help="http://HOST:PORT/PATH")
+    p.add_argument("url", help="http(s)://HOST:PORT/PATH")
     p.add_argument("newpath", help="new path, relative path or same-server URL")
     p.add_argument("-n", "--no-clobber", action="store_true",
                    help="fail (412) instead of replacing an existing target")
@@ -26,6 +26,9 @@ def configure(p) -> None:
 def run(args) -> int:
     from zcopy.client.options import run_reporting
 
+    from zcopy.client import tls
+
+    tls.configure(args, "mv")      # --cacert / --insecure, for https:// URLs
     return run_reporting("mv", lambda: _mv(args))
 
 

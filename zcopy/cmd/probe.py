@@ -92,8 +92,9 @@ def render(report: dict) -> None:
     grid.add_column(no_wrap=True)
     grid.add_column(ratio=1)   # the reason wraps in its own column
     for key in ("download_engine", "upload_engine", "relay_engine", "pipe_size", "chunk_size", "workers", "prefetch",
-                "small_reply_max"):
-        grid.add_row(f"[bold]{key}[/]", f"[cyan]{_shown(key, rec[key])}[/]", rec["reasons"].get(key, ""))
+                "small_reply_max", "https"):
+        if key in rec:          # (a cached report from before a field existed lacks it)
+            grid.add_row(f"[bold]{key}[/]", f"[cyan]{_shown(key, rec[key])}[/]", rec["reasons"].get(key, ""))
     console.print(Panel(grid, title="Recommendation", subtitle=rec.get("source", "")))
 
 

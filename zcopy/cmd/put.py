@@ -19,7 +19,7 @@ def configure(p) -> None:
     from zcopy.client.options import add_auth_args, add_quiet_arg
 
     p.add_argument("file", help="local file to upload")
-    p.add_argument("url", help="http://HOST:PORT/PATH (ending in / to keep the file's name)")
+    p.add_argument("url", help="http(s)://HOST:PORT/PATH (ending in / to keep the file's name)")
     add_encrypt_args(p)
     add_auth_args(p)
     add_quiet_arg(p)
@@ -41,6 +41,9 @@ def _retries(text: str) -> int:
 def run(args) -> int:
     from zcopy.client.options import run_reporting
 
+    from zcopy.client import tls
+
+    tls.configure(args, "put")      # --cacert / --insecure, for https:// URLs
     return run_reporting("put", lambda: _put(args))
 
 

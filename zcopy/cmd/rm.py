@@ -13,7 +13,7 @@ HELP = "delete a remote file or folder"
 def configure(p) -> None:
     from zcopy.client.options import add_auth_args
 
-    p.add_argument("url", help="http://HOST:PORT/PATH")
+    p.add_argument("url", help="http(s)://HOST:PORT/PATH")
     p.add_argument("-r", "--recursive", action="store_true", help="delete a folder and all it holds")
     add_auth_args(p)
 
@@ -21,6 +21,9 @@ def configure(p) -> None:
 def run(args) -> int:
     from zcopy.client.options import run_reporting
 
+    from zcopy.client import tls
+
+    tls.configure(args, "rm")      # --cacert / --insecure, for https:// URLs
     return run_reporting("rm", lambda: _rm(args))
 
 

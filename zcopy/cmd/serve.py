@@ -118,6 +118,13 @@ def configure(p) -> None:
     p.add_argument("--trusted-proxy", metavar="ADDR",
                    help="a reverse proxy at this address: the client address (for sign-in throttling and the "
                         "log) comes from its X-Forwarded-For")
+    t = p.add_argument_group("HTTPS (docs/tls.md)")
+    t.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain after it)")
+    t.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    t.add_argument("--tls-redirect", metavar="PORT", type=port_arg,
+                   help="also answer plain HTTP on this port with a redirect to https://")
+    t.add_argument("--no-ktls", action="store_true",
+                   help="never hand TLS keys to the kernel: encrypt every byte in user space")
     w = p.add_argument_group("writes (uploads, delete, rename)")
     w.add_argument("--allow-write", action="store_true", help="accept PUT, DELETE, MOVE and MKCOL")
     w.add_argument("--upload-engine", choices=["auto", "splice", "recv"], default="auto",
@@ -172,6 +179,7 @@ def build_config(args):
                       trusted_proxy=args.trusted_proxy, make_parents=args.make_parents,
                       upload_expiry=args.upload_expiry)
     reasons = cfg.reasons
+    cfg.tls = _tls(args, reasons)
     reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"
     profile = None
     if args.auto:
@@ -225,6 +233,47 @@ def build_config(args):
         cfg.workers = args.workers
         reasons["workers"] = "--workers flag"
     return cfg
+
+
+def _tls(args, reasons):
+    """--tls-cert/--tls-key -> TlsSettings (the context is made here, once, before any fork), or
+    None for plain HTTP. A file that cannot be used is one line, exit 2."""
+    if not (args.tls_cert or args.tls_key):
+        if args.tls_redirect is not None:
+            raise StartupError("--tls-redirect needs --tls-cert and --tls-key", code=2)
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise StartupError("--tls-cert and --tls-key go together", code=2)
+    from zcopy.server.tlsaccept import TlsSettings
+    from zcopy.tls import TlsConfigError, make_context, pem_stamp, ulp_available
+
+    try:
+        context = make_context(args.tls_cert, args.tls_key, ktls=not args.no_ktls)
+        stamp = pem_stamp(args.tls_cert, args.tls_key)
+    except TlsConfigError as exc:
+        raise StartupError(str(exc), code=2) from None
+    ulp = False
+    if args.no_ktls:
+        reasons["ktls"] = "--no-ktls: every byte is encrypted in user space"
+    else:
+        ok, why = ulp_available()
+        ulp = ok
+        reasons["ktls"] = (f"{why}: kTLS is tried per connection (getsockopt SOL_TLS checked)" if ok
+                           else f"{why}: bodies are encrypted in user space")
+    redirect = None
+    if args.tls_redirect is not None:
+        if args.tls_redirect == args.port and args.port != 0:
+            raise StartupError("--tls-redirect must be another port than --port", code=2)
+        from zcopy.stats.metrics import bind
+
+        try:
+            redirect = bind(args.bind, args.tls_redirect)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on --tls-redirect {args.bind}:{args.tls_redirect}: "
+                               f"{exc.strerror}") from None
+    return TlsSettings(os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key), context, stamp,
+                       ktls=not args.no_ktls, redirect=redirect,
+                       redirect_port=redirect.getsockname()[1] if redirect is not None else None, ulp=ulp)
 
 
 def _accounts(path: str | None):
@@ -324,7 +373,8 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
 
     host = f"[{cfg.bind}]" if ":" in cfg.bind else cfg.bind
     why = cfg.reasons.get
-    rows = [("address", f"http://{host}:{cfg.port}/", ""), ("root", cfg.root, ""),
+    scheme = "https" if cfg.tls is not None else "http"
+    rows = [("address", f"{scheme}://{host}:{cfg.port}/", ""), ("root", cfg.root, ""),
             ("workers", str(cfg.workers), why("workers", "")),
             ("send engine", cfg.engine, why("download_engine", ""))]
     if cfg.allow_write:
@@ -334,6 +384,12 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
     rows.append(("prefetch", "on" if cfg.prefetch else "off", why("prefetch", "")))
     rows.append(("small replies", f"up to {format_size(cfg.small_reply_max)} in one send" if cfg.small_reply_max
                  else "head + sendfile", why("small_reply_max", "")))
+    if cfg.tls is not None:
+        rows.append(("tls", "TLS 1.2/1.3, ALPN http/1.1", cfg.tls.cert))
+        ktls = "off" if not cfg.tls.ktls else "tried per connection" if cfg.tls.ulp else "unavailable"
+        rows.append(("ktls", ktls, why("ktls", "")))
+        if cfg.tls.redirect_port is not None:
+            rows.append(("redirect", f"http://{host}:{cfg.tls.redirect_port}/ -> https", ""))
     if cfg.accounts is not None:
         rows.append(("accounts", f"{len(cfg.accounts)} from {cfg.users}", "their rules decide reads and writes"))
     else:
@@ -405,4 +461,8 @@ def reloader(args):
         hooks.register("--read-token-file", token_file_hook(args.read_token_file, "read_token"))
     if args.users:
         hooks.register("--users", users_file_hook(args.users))
+    if args.tls_cert:
+        from zcopy.server.reload import tls_hook
+
+        hooks.register("--tls-cert/--tls-key", tls_hook())
     return hooks

@@ -66,7 +66,7 @@ class ReadSendTransfer:
                     if write is None:
                         n = os.write(sock_fd, buf[self._pos:self._end])
                     else:
-                        n = write(buf[self._pos:self._end])
+                        n = write(memoryview(buf)[self._pos:self._end])   # no copy of the chunk
                 except BlockingIOError:
                     return Progress.BLOCKED
                 self._pos += n

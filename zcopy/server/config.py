@@ -40,6 +40,7 @@ class ServeConfig:
     upload_expiry: float = 24 * 3600   # resumable uploads without activity for this long are removed
     prefetch: bool = True           # read cold file windows off the loop (zcopy.server.prefetch)
     state_dir: str | None = None    # prepared state folder (zcopy.server.state); None: no state (unit tests)
+    tls: object | None = None       # zcopy.server.tlsaccept.TlsSettings: serve HTTPS (--tls-cert/--tls-key)
     max_head: int = 16384
     max_target: int = 8192
     reasons: dict[str, str] = field(default_factory=dict)   # why each choice was made

@@ -75,7 +75,8 @@ class Connection:
         else:                              # every byte passes through the transport's send
             self.wire = transport
             self.engine = worker.copy_engine()
-        self.once = self.engine.send_once      # None: every range goes through a transfer
+        # None: every range goes through a transfer (a copying transport may offer its own)
+        self.once = self.engine.send_once if transport.zero_copy else getattr(transport, "send_once", None)
         self.addr = addr
         self.state = READING
         self.readable = True      # data may have arrived before we registered
@@ -305,7 +306,7 @@ class Connection:
             for piece in proto.body_from_buffer():
                 sink.write(piece)
         while proto.state == BODY:
-            if proto.decoder is not None or sink.fd is None or not self.transport.zero_copy:
+            if proto.decoder is not None or sink.fd is None or not self.transport.recv_zero_copy:
                 # Through the process: a chunked body (the decoder must see
                 # it), a sink that is not a file, a transport that must copy.
                 data = self._read()
@@ -613,7 +614,11 @@ class Connection:
             if not data:
                 break
             self.worker.stats.copy_received += len(data)
-        self.close()
+        # EOF; or drained over plain TCP. Over TLS a drained socket waits (for the client's EOF or
+        # the deadline): the client's close_notify is data, and arriving at a closed socket it
+        # would reset the connection, maybe before the client read the reply.
+        if self.readable or not self.transport.linger_for_peer:
+            self.close()
 
     def on_timeout(self) -> None:
         """The deadline passed: what the protocol says to send (408 for a

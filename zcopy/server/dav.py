@@ -43,11 +43,15 @@ from zcopy.server.reply import Reply
 DAV_METHODS = ("PROPFIND", "PROPPATCH", "COPY", "LOCK", "UNLOCK")
 BODY_METHODS = ("PROPFIND", "PROPPATCH", "LOCK")
 PRINCIPAL = "token"
-#: Members whose rendered responses a worker remembers across PROPFIND page builds (about 0.5 KiB each).
+#: Members whose rendered responses a worker remembers across PROPFIND page builds (0.5-1 KiB each).
 MEMO_MEMBERS = 50_000
 XML = b"Content-Type: application/xml; charset=utf-8\r\n"
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _DAV_LIVE = set(multistatus.LIVE) | set(multistatus.QUOTA)
+
+
+def _ident(st) -> tuple:
+    return st.st_dev, st.st_ino
 
 
 def _error_body(condition: str) -> bytes:
@@ -75,8 +79,11 @@ class Dav:
         self.executor = executor
         #: PROPFIND Depth 1 Multi-Status pages, kept like folder listings (zcopy.server.propfind)
         self.pages = Listings(cache, None, executor, build=self._page)
-        self._memos: collections.OrderedDict = collections.OrderedDict()   # (url, view) -> members' responses
+        #: (url, view) -> propfind.Members: the members of each kept page as its last build saw them
+        self._memos: collections.OrderedDict = collections.OrderedDict()
         self._memo_lock = threading.Lock()
+        if hasattr(cache, "listeners"):
+            cache.listeners.append(self._members_changed)
         self.locks = None
         if state is not None and writer is not None:
             from zcopy.server.shared import lock_horizon
@@ -250,6 +257,7 @@ class Dav:
         if depth == "1" and visible is None and not quota and not self.locks_may_exist(time.time()):
             # Kept per folder and asked set, dropped on any change as listings are (``Listings``).
             view = ("propfind", asked.kind, tuple(asked.names))
+            self._arm((url, view))
             return self.pages.serve(url, False, then, refuse, view)
         def work() -> propfind.Body:
             page = self._build(url, depth, asked, visible)
@@ -257,24 +265,53 @@ class Dav:
             return propfind.Body(page.fd, page.size)     # not kept: closes when its reply is done
         return self._defer(work, then, close, req.version, cpu=depth == "1")
 
+    def _members_changed(self, fs_path: str | None) -> None:
+        """The file cache's change notice (loop thread): the member names each memo must re-stat."""
+        with self._memo_lock:
+            for members in self._memos.values():
+                members.changed(fs_path)
+
+    def _arm(self, key: tuple) -> None:
+        """Before a kept page is served or built (loop thread): every event queued so far is applied
+        (the page dropped, the named members marked), then the folder's watch token is noted for the
+        next build (``propfind.Members``)."""
+        watch = self.cache.watch
+        if watch is None:
+            return
+        self.cache.apply_changes()
+        with self._memo_lock:
+            members = self._memos.get(key)
+            if members is not None and members.folder is not None:
+                members.armed = watch.token(members.folder)
+
     def _page(self, _scan, url: str, _as_json: bool, view: tuple, _keep) -> propfind.DavPage:
         """``Listings``' build for PROPFIND's kept pages (Depth 1, no locks, no quota, no account filter),
-        off the loop. The members' responses of the page's last build are reused where nothing they
-        show changed (``propfind.write_members``' memo; ``Listings`` runs one build per page at a time)."""
+        off the loop. The members' responses of the page's last build are reused: re-stat'ing only the
+        members the folder's watch named since then when that is known to be all that changed
+        (``propfind.Members``), else re-stat'ing every member and re-rendering those whose stat moved
+        (``propfind.write_members``' memo). ``Listings`` runs one build per page at a time."""
         key = (url, view)
         with self._memo_lock:
-            memo = self._memos.pop(key, None)
-        memo = {} if memo is None else memo
+            members = self._memos.get(key)
+            if members is None:
+                members = self._memos[key] = propfind.Members()
+            self._memos.move_to_end(key)
+            dirty = members.begin(time.monotonic())
+        ok = False
         try:
-            return self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None, memo)
+            page = self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None, members, dirty)
+            ok = True
+            return page
         finally:
             with self._memo_lock:
-                self._memos[key] = memo
-                total = sum(len(m) for m in self._memos.values())
+                if not ok:
+                    members.whole = True
+                total = sum(len(m.responses) for m in self._memos.values())
                 while total > MEMO_MEMBERS and len(self._memos) > 1:
-                    total -= len(self._memos.pop(next(iter(self._memos))))
+                    total -= len(self._memos.pop(next(iter(self._memos))).responses)
 
-    def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible, memo=None) -> propfind.DavPage:
+    def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible, members=None,
+               dirty=None) -> propfind.DavPage:
         """The Multi-Status of a PROPFIND, written into a memfd (off the loop): a ``listings.Page``
         whose memfd closes once no reply holds it (``propfind.Body`` for one not kept)."""
         show_hidden = self.cache.show_hidden
@@ -288,6 +325,7 @@ class Dav:
             return local if digests is None else digests.shown(st, local)
 
         now = time.time()
+        started = time.monotonic()
         held = []
         if self.locks_may_exist(now):
             held = locks.covering(_key(url), now) + (locks.beneath(_key(url), now) if depth == "1" else [])
@@ -310,14 +348,27 @@ class Dav:
                     url, st, lambda: deadprops.get_all(fd), asked, etag_of(st), held, quota))
                 if is_dir and depth == "1":
                     plan = propfind.Plan(asked, quota)
-                    entries = propfind.members(fd, url, show_hidden=show_hidden, visible=visible)
 
                     def slow(member_url: str, mst, wants_dead: bool) -> str:
                         name = member_url.rsplit("/", 1)[1]
                         dead = (lambda: _dead_of(fd, name)) if wants_dead else dict
                         return _props(member_url, mst, dead, asked, etag_of(mst), held, quota).decode(
                             "utf-8", "surrogateescape")
-                    size += propfind.write_members(out, fd, url, plan, entries, etag_of, held, slow, memo)
+                    if members is not None and dirty is not None and not held and \
+                            members.token[1] == _ident(os.fstat(fd)):
+                        size += propfind.update_members(out, fd, url, plan, members.responses, dirty, etag_of,
+                                                        slow, show_hidden=show_hidden, visible=visible)
+                    else:
+                        if members is not None:
+                            members.folder = place.path
+                            if held:                      # the memo is neither used nor refreshed
+                                with self._memo_lock:
+                                    members.whole = True
+                            else:
+                                members.full_at = started
+                        entries = propfind.members(fd, url, show_hidden=show_hidden, visible=visible)
+                        size += propfind.write_members(out, fd, url, plan, entries, etag_of, held, slow,
+                                                       None if members is None else members.responses)
                 size += propfind.write(out, multistatus.TAIL)
                 # The folder whose changes make the page stale (watched by the kept pages' cache).
                 watched = os.dup(fd) if is_dir else os.dup(place.dir_fd)

@@ -1,7 +1,7 @@
 """What SIGHUP reloads: a list of hooks, each re-reading one source.
 
 A hook is ``fn(config) -> str | None``: it re-reads its source (a token file,
-the users file; certificates register theirs later), updates the
+the users file, the TLS certificate and key), updates the
 config in place when the value changed and says so in one line, or returns
 None when nothing changed. A hook that cannot read its source raises
 ``ReloadError``: the old value stays and the line says why. The supervisor
@@ -89,3 +89,26 @@ def _same_accounts(a, b) -> bool:
     if b is None or a.keys() != b.keys():
         return False
     return all(a[n].hash == b[n].hash and a[n].rules == b[n].rules for n in a)
+
+
+def tls_hook() -> Callable:
+    """Re-read ``--tls-cert``/``--tls-key`` into a new context when their bytes changed; the new
+    workers serve it, the old ones finish their connections with the old one. A pair that cannot
+    be used keeps the old context, and the line says why."""
+    from zcopy.tls import TlsConfigError, make_context, pem_stamp
+
+    def reload(config) -> str | None:
+        old = config.tls
+        try:
+            stamp = pem_stamp(old.cert, old.key)
+            if stamp == old.stamp:
+                return None
+            context = make_context(old.cert, old.key, ktls=old.ktls)
+        except TlsConfigError as exc:
+            raise ReloadError(str(exc)) from None
+        from zcopy.server.tlsaccept import TlsSettings
+
+        config.tls = TlsSettings(old.cert, old.key, context, stamp, ktls=old.ktls, redirect=old.redirect,
+                                 redirect_port=old.redirect_port, ulp=old.ulp)
+        return f"new certificate from {old.cert}"
+    return reload

@@ -179,5 +179,6 @@ def _progress(conn) -> tuple[str, int, int] | None:
 def server_info(config) -> dict:
     """What a reader shows in its title: the same in every worker's snapshot."""
     host = f"[{config.bind}]" if ":" in config.bind else config.bind
-    return {"address": f"http://{host}:{config.port}/", "root": config.root, "workers": config.workers,
+    scheme = "https" if getattr(config, "tls", None) is not None else "http"
+    return {"address": f"{scheme}://{host}:{config.port}/", "root": config.root, "workers": config.workers,
             "engine": config.engine, "upload_engine": config.upload_engine}

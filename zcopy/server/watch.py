@@ -58,6 +58,8 @@ class FileWatch:
         self._folder_of: dict[int, str] = {}     # watch descriptor -> folder
         self._id_of: dict[int, tuple] = {}       # watch descriptor -> (st_dev, st_ino) of its folder
         self._refused: set[str] = set()          # folders we cannot or will not watch
+        #: IN_Q_OVERFLOWs seen: events were lost, so nothing learnt from names can be trusted
+        self.overflows = 0
 
     def fileno(self) -> int:
         return self.fd
@@ -99,6 +101,16 @@ class FileWatch:
         self._id_of[wd] = ident
         return True
 
+    def token(self, folder: str):
+        """What says, compared later, that ``folder``'s watch stayed up and lost no event in
+        between: (its watch descriptor, its folder's (st_dev, st_ino), the overflow count); None when
+        it is not watched. A watch dropped and added again has a new descriptor (the kernel hands them
+        out cyclically), so an equal token means every change in the folder meanwhile was reported."""
+        wd = self._wd_of.get(folder)
+        if wd is None:
+            return None
+        return wd, self._id_of.get(wd), self.overflows
+
     def _forget(self, wd: int, *, in_kernel: bool = True) -> None:
         """Stop watching ``wd``: its folder is no longer known by its name
         (``in_kernel`` False: the kernel has dropped the watch already)."""
@@ -129,6 +141,7 @@ class FileWatch:
                 name = data[pos + 16:pos + 16 + length].rstrip(b"\0")
                 pos += 16 + length
                 if mask & IN_Q_OVERFLOW:
+                    self.overflows += 1
                     out.append(EVERYTHING)
                     continue
                 folder = self._folder_of.get(wd)

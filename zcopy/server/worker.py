@@ -83,7 +83,7 @@ class Worker(ListenerLoop):
         accounts_state = self.verifier is not None and self.state is not None
         #: Browsers sign in once (/.zcopy/login) and keep a signed session cookie (zcopy.server.session).
         signer = Signer(self.state.share_secret()) if self.state is not None else None
-        sessions = Sessions(self.access, signer) if accounts_state else None
+        sessions = Sessions(self.access, signer, secure=config.tls is not None) if accounts_state else None
         if sessions is not None:
             sessions.add_routes(routes, BASIC_CHALLENGE)
         else:
@@ -103,6 +103,12 @@ class Worker(ListenerLoop):
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
         self.beat = heartbeat(index)
+        #: HTTPS (--tls-cert): sockets are admitted into TLS handshakes (zcopy.server.tlsaccept)
+        self.tls = None
+        if config.tls is not None:
+            from zcopy.server.tlsaccept import TlsServing
+
+            self.tls = TlsServing(self, config.tls)
 
     def _make_engines(self):
         """The send and the upload engine; one engine object when both are splice,
@@ -142,6 +148,8 @@ class Worker(ListenerLoop):
             self.add_fd(self.cache.watch.fileno(), self._on_watch, first=self.cache.apply_changes)
         if self.verifier is not None:       # password checks done: their requests carry on, on the loop
             self.add_fd(self.verifier.fileno(), lambda events: self.verifier.run_callbacks())
+        if self.tls is not None:
+            self.tls.start()
         old_wakeup = super().start(install_signals)
         if install_signals:
             signal.signal(signal.SIGUSR1, self._on_reopen)   # the wakeup fd wakes the poll
@@ -166,6 +174,8 @@ class Worker(ListenerLoop):
         if self.responder.uploads is not None:
             self.responder.uploads.tick(now)
         self.resume_after_backoff()
+        if self.tls is not None:
+            self.tls.tick()
         if self.drain_overdue(self.config.drain_timeout):
             for conn in list(self.conns.values()):
                 conn.close()
@@ -199,6 +209,9 @@ class Worker(ListenerLoop):
             # An accept burst reads requests without a new poll: a file changed
             # just before this client connected must not be answered stale.
             self.cache.apply_changes()
+        if self.tls is not None:
+            self.tls.admit(sock, addr)
+            return
         conn = Connection(self, sock, addr)
         self.conns[conn.fd] = conn
         self.stats.accepted += 1
@@ -212,6 +225,8 @@ class Worker(ListenerLoop):
         self.stats.error(kind)
 
     def on_drain(self) -> None:
+        if self.tls is not None:
+            self.tls.drain()
         for conn in list(self.conns.values()):
             conn.drain()
 
@@ -233,6 +248,8 @@ class Worker(ListenerLoop):
             snap["prefetch"] = self.prefetch.snapshot()
         snap["executor"] = self.executor.snapshot()
         snap["listings"] = self.responder.listings.snapshot()
+        if self.tls is not None:
+            snap["tls"] = self.tls.snapshot()
         return snap
 
     def shutdown(self) -> None:

@@ -28,6 +28,11 @@ def figures(snap: dict) -> dict[str, float]:
         out[f"received:{name}"] = e.get("bytes_received", 0)
     for cls, n in (snap.get("status") or {}).items():
         out[f"status:{cls}"] = n
+    tls = snap.get("tls")
+    if tls:     # an HTTPS server: what the kernel encrypted (kTLS) and what OpenSSL did here
+        out["sent:tls:ktls"] = tls.get("ktls_bytes_sent", 0)
+        out["sent:tls:user"] = tls.get("user_bytes_sent", 0)
+        out["received:tls:user"] = tls.get("user_bytes_received", 0)
     return out
 
 

@@ -105,6 +105,15 @@ def _throughput(snap: dict, h: History, nics: list[dict], wide: bool) -> tuple[P
         row(name + ("" if wide or not e.get("zero_copy") else " ⚡"), h.rate(f"sent:{name}"),
             h.rate(f"received:{name}"), e.get("bytes_sent", 0), e.get("bytes_received", 0),
             (str(e.get("syscalls", "-")), "yes" if e.get("zero_copy") else "no"), Spark(series, "cyan"))
+    tls = snap.get("tls")
+    tls_rows = 0
+    if tls:     # HTTPS: which path the bytes took (docs/tls.md)
+        t.add_section()
+        for key, label, received in (("ktls", "kTLS", 0), ("user", "user-space TLS", tls.get("user_bytes_received", 0))):
+            row(Text(label, style="yellow"), h.rate(f"sent:tls:{key}"), h.rate(f"received:tls:{key}"),
+                tls.get(f"{key}_bytes_sent", 0), received,
+                ("", "yes" if key == "ktls" else "no"), Spark(h.series(f"sent:tls:{key}"), "yellow"))
+        tls_rows = 2
     if nics:
         t.add_section()
         for n in nics:   # the wire's view: what the kernel counted on each link
@@ -113,7 +122,7 @@ def _throughput(snap: dict, h: History, nics: list[dict], wide: bool) -> tuple[P
     share = zero_copy_share(snap)
     title = "throughput" + ("" if share is None else f" · {share:.1%} of bytes sent zero-copy"
                             + ("" if wide else " (⚡)"))
-    return Panel(t, title=title, title_align="left"), 1 + len(engines) + len(nics)
+    return Panel(t, title=title, title_align="left"), 1 + len(engines) + tls_rows + len(nics)
 
 
 def _requests(snap: dict, h: History) -> tuple[Panel, int]:
@@ -143,6 +152,13 @@ def _requests(snap: dict, h: History) -> tuple[Panel, int]:
                               f"parked {pf.get('parks', 0)} ({pf.get('parked_seconds', 0.0):.2f} s)  "
                               f"pool {pf.get('pool_size', 0)} (peak {pf.get('pool_peak', 0)})"
                               + (f"  failed {pf['failed']}" if pf.get("failed") else ""))
+    tls = snap.get("tls")
+    if tls:
+        versions = "  ".join(f"{v} {n}" for v, n in sorted((tls.get("protocols") or {}).items()))
+        g.add_row("tls", f"handshakes {tls.get('handshakes', 0)} ({versions or '-'})  "
+                         f"kTLS conns {tls.get('ktls_connections', 0)}  user-space {tls.get('user_connections', 0)}  "
+                         f"failed {tls.get('failed', 0)}  timed out {tls.get('timed_out', 0)}  "
+                         f"plain HTTP {tls.get('plain_http', 0)}")
     auth = snap.get("auth")
     if auth and any(auth.values()):   # sign-ins refused (docs/serve.md, "Accounts")
         g.add_row("sign-ins", f"failed {auth.get('failures', 0)}  throttled {auth.get('throttled', 0)}  "

@@ -1,0 +1,217 @@
+"""The TLS transport: what a connection sends and receives through once its handshake is done.
+
+It has the shape of ``zcopy.transport.PlainTransport`` (``recv``, ``send``, ``flush``,
+``shutdown_write``, ``close``, ``fd``, ``zero_copy``), so the connection and the engines never
+ask whether a request came over TLS; they ask the transport whether the kernel may move file
+bytes itself (``zero_copy``).
+
+Two paths, decided per socket after the handshake and never assumed:
+
+- **kTLS TX** (``ktls=True``): OpenSSL installed the session keys in the kernel
+  (``zcopy.tls.ktls_state`` read ``getsockopt(SOL_TLS, TLS_TX)`` on this very socket). Then
+  whatever is written to the fd is encrypted by the kernel: ``zero_copy`` is True, the
+  engines sendfile/splice to ``fd`` as over TCP, and ``send`` is the socket's own ``send``
+  (``MSG_MORE`` works: the kernel holds the record open). Reads still go through OpenSSL,
+  which reads records (and, with kTLS RX, plaintext) itself.
+- **User-space TLS** (``ktls=False``): every byte passes through OpenSSL. ``zero_copy`` is
+  False, so the connection sends file bytes with the copy engine (``read_send``: large
+  ``preadv`` into a reused buffer, then this ``send``) and receives upload bodies through
+  ``recv`` (no splice: the bytes on the wire are ciphertext).
+
+OpenSSL's non-blocking rules, as Python exposes them: ``SSLWantReadError`` /
+``SSLWantWriteError`` become ``BlockingIOError`` (what the connection and the engines expect
+of a full or empty socket). A write that raised must be retried with the same bytes (CPython
+sets ``SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER`` but not partial writes: a ``send`` returns the
+whole length or raises), which is what the connection and ``read_send`` do anyway.
+
+``send(data, MSG_MORE)`` cannot cork an OpenSSL write; instead a small head sent with
+``MSG_MORE`` is held here (and counted as sent) and goes out in the same ``SSL_write`` as the
+bytes that follow it, so a small reply is one TLS record and one ``write`` syscall, as
+``send(head, MSG_MORE) + sendfile`` is one segment over TCP. The connection sends ``MSG_MORE``
+only when more of the reply follows at once (or calls ``flush`` before it waits), so the
+held bytes never wait. ``recv`` reads until it has ``size`` bytes or OpenSSL would block:
+OpenSSL hands out one record per read and may leave more records in the kernel, and the
+connection takes a short read as "the socket is drained" (it is edge-triggered).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import ssl
+import termios
+
+_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_MSG_MORE = socket.MSG_MORE
+#: Only bytes this small are held for MSG_MORE (a head, a multipart part header).
+JOIN_LIMIT = 64 << 10
+
+
+class TlsStats:
+    """Per-worker TLS counters (plain ints; read by the worker's snapshot once a second)."""
+
+    __slots__ = ("handshakes", "failed", "timed_out", "plain_http", "ktls_conns", "user_conns",
+                 "user_sent", "user_received", "ktls_sent", "protocols", "reason")
+
+    def __init__(self) -> None:
+        self.handshakes = 0       # completed
+        self.failed = 0           # refused by OpenSSL (bad hello, no common cipher, ...)
+        self.timed_out = 0        # not finished within the handshake timeout
+        self.plain_http = 0       # plain HTTP sent to the TLS port: answered 400
+        self.ktls_conns = 0       # connections whose TX was verified in the kernel
+        self.user_conns = 0       # connections encrypting in user space
+        self.user_sent = 0        # bytes encrypted by OpenSSL in this process
+        self.user_received = 0    # bytes decrypted by OpenSSL in this process
+        self.ktls_sent = 0        # bytes written to kTLS sockets by send() (heads, small bodies)
+        self.protocols: dict[str, int] = {}
+        self.reason = ""          # why the last connection used the path it used
+
+    def snapshot(self, engines: dict) -> dict:
+        # On a TLS server the zero-copy engines write only to sockets whose TX was verified
+        # in the kernel (zero_copy is False otherwise), so their bytes are kTLS bytes.
+        zero = sum(e.stats.bytes_sent for e in engines.values() if e.zero_copy)
+        return {"handshakes": self.handshakes, "failed": self.failed, "timed_out": self.timed_out,
+                "plain_http": self.plain_http, "ktls_connections": self.ktls_conns,
+                "user_connections": self.user_conns, "ktls_bytes_sent": zero + self.ktls_sent,
+                "user_bytes_sent": self.user_sent, "user_bytes_received": self.user_received,
+                "protocols": dict(self.protocols), "path_reason": self.reason}
+
+
+class TlsTransport:
+    """A connected ``ssl.SSLSocket`` (non-blocking, handshake done)."""
+
+    __slots__ = ("sock", "fd", "zero_copy", "ktls", "stats", "recv", "send", "send_once", "_more", "_closing", "_n")
+    #: Upload bodies always come through ``recv`` (OpenSSL reads the records, kTLS RX or not).
+    recv_zero_copy = False
+    #: A closing reply waits for the client's close_notify/EOF (see Connection._start_linger).
+    linger_for_peer = True
+    #: The bytes are encrypted: the session cookie says ``Secure`` (zcopy.server.session).
+    secure = True
+
+    def __init__(self, sock: ssl.SSLSocket, stats: TlsStats, ktls: bool) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.stats = stats
+        self.ktls = ktls
+        #: sendfile/splice may write to ``fd``: only when the kernel encrypts it.
+        self.zero_copy = ktls
+        self._more = b""          # a head held for MSG_MORE (user-space TLS only)
+        self._closing = False
+        self._n = bytearray(4)    # FIONREAD's answer
+        self.recv = self._recv
+        self.send = self._send_ktls if ktls else self._send
+        #: user-space TLS: a small file range leaves in the same SSL_write as its head (see _send_once)
+        self.send_once = None if ktls else self._send_once
+
+    # -- receiving -------------------------------------------------------------
+
+    def _recv(self, size: int) -> bytes:
+        if self._closing:         # lingering: discard the ciphertext, no TLS state needed
+            return socket.socket.recv(self.sock, size)
+        sock = self.sock
+        try:
+            data = sock.recv(size)
+        except _WANT:
+            raise BlockingIOError from None
+        if not data or len(data) == size or not (sock.pending() or self._waiting()):
+            self._count_in(len(data))
+            return data
+        parts = [data]
+        got = len(data)
+        while got < size:         # OpenSSL gives one record a read: take what else is there
+            if not (sock.pending() or self._waiting()):
+                break
+            try:
+                more = sock.recv(size - got)
+            except _WANT:
+                break
+            if not more:
+                break             # EOF: the next call returns b""
+            parts.append(more)
+            got += len(more)
+        self._count_in(got)
+        return b"".join(parts)
+
+    def _waiting(self) -> int:
+        """Bytes in the kernel's receive queue (FIONREAD): one ioctl, where another SSL_read on an
+        empty socket would cost a recv and an exception."""
+        fcntl.ioctl(self.fd, termios.FIONREAD, self._n, True)
+        return int.from_bytes(self._n, "little")
+
+    def _count_in(self, n: int) -> None:
+        if not self.ktls:
+            self.stats.user_received += n
+
+    # -- sending ---------------------------------------------------------------
+
+    def _send(self, data, flags: int = 0) -> int:
+        """User-space TLS: OpenSSL encrypts ``data`` and writes the records."""
+        more = self._more
+        if more:
+            # The held head leads; on BlockingIOError it stays held and the caller's retry
+            # (same bytes) rebuilds the same buffer, as OpenSSL's retry rule asks.
+            self._write(more + data)
+            self._more = b""
+            return len(data)
+        if flags & _MSG_MORE and len(data) <= JOIN_LIMIT:
+            self._more = bytes(data)   # goes out with what follows (see the module docstring)
+            return len(data)
+        self._write(data)
+        return len(data)
+
+    def _write(self, data) -> None:
+        try:
+            n = self.sock.send(data)
+        except _WANT:
+            raise BlockingIOError from None
+        # Without SSL_MODE_ENABLE_PARTIAL_WRITE, OpenSSL writes all of it or asks again.
+        self.stats.user_sent += n
+
+    def _send_once(self, sock_fd, file_fd: int, offset: int, count: int) -> int:
+        """The engine's ``send_once`` for user-space TLS: up to JOIN_LIMIT bytes of the file, read
+        and sent (joined with a held head) in one SSL_write; 0 when the socket is full (the
+        connection retries the same range, as OpenSSL wants). The rest of a larger range goes
+        through the copy engine's transfer."""
+        want = count if count <= JOIN_LIMIT else JOIN_LIMIT
+        data = os.pread(file_fd, want, offset)
+        if not data:
+            from zcopy.engines import FileShrank
+
+            raise FileShrank(f"file ended at offset {offset} with {count} bytes still promised")
+        try:
+            return self._send(data)
+        except BlockingIOError:
+            return 0
+
+    def _send_ktls(self, data, flags: int = 0) -> int:
+        """kTLS: the kernel encrypts what is written to the socket; MSG_MORE holds its record open."""
+        n = socket.socket.send(self.sock, data, flags)
+        self.stats.ktls_sent += n
+        return n
+
+    def flush(self) -> None:
+        """Send what MSG_MORE held back (the connection is about to wait)."""
+        if self.ktls:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        elif self._more:
+            try:
+                self._write(self._more)
+                self._more = b""
+            except BlockingIOError:
+                pass                  # still held: it leads the next send
+
+    # -- ending ----------------------------------------------------------------
+
+    def shutdown_write(self) -> None:
+        """Send TLS close_notify, then the TCP FIN; reads after this discard ciphertext."""
+        self.flush()
+        try:
+            self.sock.unwrap()        # one SSL_shutdown: close_notify leaves
+        except (ssl.SSLError, OSError, ValueError):
+            pass                      # the peer's own close_notify is not waited for
+        self._closing = True
+        socket.socket.shutdown(self.sock, socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
