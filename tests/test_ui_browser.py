@@ -110,7 +110,7 @@ def test_read_only_visitor_sees_no_write_controls(tmp_path, page):
     with Server(tmp_path) as srv:
         page.goto(srv.url + "/")
         assert page.get_attribute("body", "data-write") == "0"
-        for sel in ("#pick-files", "#pick-folder", "#mkdir", "#drop", "button"):
+        for sel in ("#pick-files", "#pick-folder", "#mkdir", "#drop", "#tools", "button.ren", "button.del", "td.act"):
             assert page.query_selector(sel) is None, sel
         first_load = names(page)
         assert first_load == ["z dir", "b.txt", "file_1", "File_2", "file_10"]
@@ -167,6 +167,9 @@ def test_uploaded_html_cannot_call_the_api(tmp_path, page):
             status=200, content_type="text/html", body=evil.format(tag="control")))
         page.goto(srv.url + "/control.html")
         page.wait_for_function("() => document.title === 'ran'")
+        deadline = time.monotonic() + 20        # its PUT lands (navigating away now could cancel it)
+        while not (tmp_path / "pwned-control.txt").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         page.goto(srv.url + "/")
         page.wait_for_function("() => [...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'pwned-control.txt')")
         assert not (tmp_path / "pwned-sandboxed.txt").exists()
@@ -243,3 +246,44 @@ def test_upload_retry_and_cancel(tmp_path, page):
         page.wait_for_selector("li.done >> text=big.bin")
         page.wait_for_function("() => document.getElementById('total-text').textContent.startsWith('2 of 2 files')")
         assert (root / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_search_below_in_place_and_without_script(tmp_path, page):
+    for rel in ("Reports/old/report_10.txt", "Reports/old/report_2.txt", "notes/meeting.txt", "report card.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    with Server(tmp_path) as srv:
+        page.goto(srv.url + "/")
+        page.fill("#filter", "report")                             # typing filters this folder...
+        assert names(page) == ["Reports", "report card.txt"]
+        page.press("#filter", "Enter")                             # ...Enter searches below it
+        page.wait_for_function("() => /^4 results/.test(document.getElementById('search-status').textContent)")
+        assert page.is_hidden("#listing") and page.is_visible("#found")
+        found = page.eval_on_selector_all("#results tbody a", "as => as.map(a => [a.textContent, a.href])")
+        assert found == [["Reports/", srv.url + "/Reports/"],
+                         ["Reports/old/report_2.txt", srv.url + "/Reports/old/report_2.txt"],
+                         ["Reports/old/report_10.txt", srv.url + "/Reports/old/report_10.txt"],
+                         ["report card.txt", srv.url + "/report%20card.txt"]]
+        page.press("#filter", "Escape")                            # back to the folder (and the box empties)
+        assert page.is_visible("#listing") and page.is_hidden("#found")
+        page.fill("#filter", "report")
+        page.press("#filter", "Enter")
+        page.wait_for_selector("#found:not([hidden])")
+        page.click("#search-back")
+        assert page.is_visible("#listing") and page.is_hidden("#found")
+        page.press("#filter", "Enter")
+        page.click("#results a >> text=Reports/old/report_10.txt")
+        page.wait_for_url(srv.url + "/Reports/old/report_10.txt")
+        assert page.inner_text("body") == "Reports/old/report_10.txt"
+
+        # Without the script, the same box is a GET form: the server's result page.
+        page.route("**/.zcopy/ui/*/app.js", lambda route: route.abort())
+        page.goto(srv.url + "/Reports/")
+        page.fill("#filter", "REPORT")
+        page.press("#filter", "Enter")
+        page.wait_for_url(srv.url + "/Reports/?search=REPORT")
+        assert page.eval_on_selector_all("#results tbody a", "as => as.map(a => a.textContent)") == \
+            ["old/report_2.txt", "old/report_10.txt"]
+        assert page.input_value("#filter") == "REPORT"
+        page.click("text=Back to the folder")
+        page.wait_for_url(srv.url + "/Reports/")

@@ -360,7 +360,8 @@ class Connection:
         self.state = WRITING
         self.deadline = now + self.config.send_timeout
         body = reply.body
-        if len(body) == 1 and self.writable and self.once is not None and self._hot(entry):
+        if len(body) == 1 and self.writable and self.once is not None and body[0].__class__ is tuple \
+                and self._hot(entry):          # (one bytes segment, a UI asset, goes through _pump)
             self._send_at_once(reply.head, body[0])
 
     def _send_at_once(self, head: bytes, item: tuple) -> None:

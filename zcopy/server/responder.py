@@ -27,6 +27,7 @@ from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
 from zcopy.server.root import TEMP_PREFIX, fs_error
 from zcopy.server.routes import Routes, reserved, server_routes
+from zcopy.server.search import Searches, term_of
 from zcopy.server.throttle import Held
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
@@ -76,6 +77,7 @@ class Responder:
         #: folder listings, built on ``executor`` (None: on the caller's thread)
         self.listings = Listings(cache, self._scan, executor)
         self.executor = executor        # the tar walk runs there too
+        self.searches = Searches(cache, executor, date)      # FOLDER/?search=
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
@@ -466,6 +468,9 @@ class Responder:
                 raise self._refuse(identity, "download this folder as an archive",
                                    "this server needs a token to read")
             return self._tar(req, close, head_only)
+        term = term_of(req.query) if req.query else None
+        if term is not None:
+            return self.searches.respond(req, identity, path, term, close, head_only)
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:

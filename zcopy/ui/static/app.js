@@ -104,6 +104,68 @@
   // -- filter as you type
   var filter = document.getElementById("filter"), totalLine = document.getElementById("total-line");
   document.getElementById("filter-box").hidden = false;
+  // -- search below this folder: Enter (or the button) in the find box asks the server
+  // (FOLDER/?search=, zcopy/server/search.py) and shows what it found in place of the listing;
+  // typing again, Escape or "Show the folder" goes back. Without script the form loads the
+  // server's own result page.
+  function searchBelow() {
+    var form = document.getElementById("filter-box"), seq = 0;
+    var box = document.createElement("section"), status = document.createElement("p");
+    var back = document.createElement("button"), found = document.createElement("table");
+    box.id = "found"; box.hidden = true; box.setAttribute("aria-label", "Search results");
+    status.id = "search-status"; status.className = "total"; status.setAttribute("role", "status");
+    back.type = "button"; back.id = "search-back"; back.textContent = "Show the folder";
+    found.id = "results";
+    var cap = found.createCaption(); cap.className = "sr"; cap.textContent = "Names found in this folder and below";
+    var hr = found.createTHead().insertRow();
+    [["Path", ""], ["Size", "n size"], ["Modified (UTC)", "mtime"]].forEach(function (c) {
+      var h = document.createElement("th"); h.scope = "col"; h.textContent = c[0]; if (c[1]) h.className = c[1];
+      hr.appendChild(h);
+    });
+    var rows = found.createTBody();
+    var top = document.createElement("p"); top.className = "bar"; top.appendChild(status); top.appendChild(back);
+    box.appendChild(top); box.appendChild(found);
+    table.parentNode.insertBefore(box, table);
+    function show(on) {
+      box.hidden = !on; table.hidden = on; totalLine.hidden = on;
+      var t = document.getElementById("tools"); if (t && writable) t.hidden = on;
+    }
+    function close() { seq++; show(false); }
+    back.addEventListener("click", function () { close(); filter.focus(); });
+    filter.addEventListener("input", function () { if (!box.hidden) close(); });
+    filter.addEventListener("keydown", function (ev) { if (ev.key === "Escape" && !box.hidden) close(); });
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var q = filter.value.trim(), mine = ++seq;
+      if (!q) { close(); return; }
+      status.textContent = "Searching\u2026"; rows.textContent = ""; show(true);
+      fetch(here + "?search=" + encodeURIComponent(q), { headers: { Accept: "application/json" }, cache: "no-store" })
+        .then(function (r) {
+          if (!r.ok) throw new Error("search failed: " + r.status + " " + r.statusText);
+          return r.json();
+        }).then(function (doc) {
+          if (mine !== seq) return;                     // a newer search (or a close) won
+          var frag = document.createDocumentFragment();
+          doc.results.forEach(function (e) {
+            var tr = document.createElement("tr"), a = document.createElement("a"), dir = e.type === "dir";
+            a.href = e.href; a.textContent = e.path;
+            var c = [tr.insertCell(), tr.insertCell(), tr.insertCell()];
+            c[0].className = "name"; c[0].appendChild(a);
+            c[1].className = "n"; c[1].textContent = dir ? "\u2014" : humanSize(e.size);
+            c[2].textContent = when(e.mtime);
+            frag.appendChild(tr);
+          });
+          if (!doc.results.length) { var tr = document.createElement("tr"), td = tr.insertCell(); td.colSpan = 3; td.textContent = "Nothing found."; frag.appendChild(tr); }
+          rows.appendChild(frag);
+          var n = doc.results.length, why = { results: "Stopped at the result limit: make the search narrower.",
+            entries: "Stopped at the limit of entries searched: search a smaller folder.",
+            time: "Stopped at the time limit: search a smaller folder." }[doc.stopped];
+          status.textContent = n + " result" + (n === 1 ? "" : "s") + " for \u201c" + doc.search + "\u201d below this folder (" +
+            doc.visited + " entries searched)" + (why ? ". " + why : "");
+        }).catch(function (err) { if (mine === seq) status.textContent = String(err.message || err); });
+    });
+  }
+
   function applyFilter() {
     var q = filter.value.toLowerCase(), shown = 0;
     [].forEach.call(tbody.rows, function (r) {
@@ -123,11 +185,12 @@
     totalLine.textContent = shown >= 0 ? shown + " of " + (folders + files) + " shown; " + s : s;
   }
   filter.addEventListener("input", applyFilter);
+  var here = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
+  searchBelow();
 
   if (!writable) return;
 
   // -- writes: everything below runs only for a visitor the server says may write
-  var here = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
   function urlOf(rel) { return here + rel.split("/").map(encodeURIComponent).join("/"); }
   function request(method, url, headers) {
     return new Promise(function (resolve, reject) {
