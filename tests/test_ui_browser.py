@@ -287,3 +287,57 @@ def test_search_below_in_place_and_without_script(tmp_path, page):
         assert page.input_value("#filter") == "REPORT"
         page.click("text=Back to the folder")
         page.wait_for_url(srv.url + "/Reports/")
+
+
+def test_move_to_another_folder(tmp_path, page):
+    (tmp_path / "dest one" / "inner").mkdir(parents=True)
+    (tmp_path / "b dir").mkdir()
+    (tmp_path / "b dir" / "in b.txt").write_text("in b")
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "c.txt").write_text("new c")
+    (tmp_path / "dest one" / "c.txt").write_text("old c")
+    with Server(tmp_path, "--allow-write") as srv:
+        page.goto(srv.url + "/")
+        page.click("button[aria-label='Move a.txt']")               # pick the folder in the list
+        assert page.is_visible("#move-dialog") and page.input_value("#move-to") == "/"
+        page.wait_for_selector("#move-list >> text=dest one/")
+        assert page.is_disabled("button[aria-label='Folder b dir']") is False
+        page.click("button[aria-label='Folder dest one']")
+        page.wait_for_selector("#move-list >> text=inner/")
+        assert page.input_value("#move-to") == "/dest one/"
+        page.click("#move-ok")
+        page.wait_for_function("() => ![...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'a.txt')")
+        assert page.is_hidden("#move-dialog")
+        assert (tmp_path / "dest one" / "a.txt").read_text() == "a" and not (tmp_path / "a.txt").exists()
+
+        page.click("button[aria-label='Move b dir']")               # a typed path; the folder itself is disabled
+        page.wait_for_selector("#move-list >> text=b dir/")
+        assert page.is_disabled("button[aria-label='Folder b dir']")
+        page.fill("#move-to", "/dest one/inner")
+        page.press("#move-to", "Enter")
+        page.wait_for_function("() => ![...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'b dir')")
+        assert (tmp_path / "dest one" / "inner" / "b dir" / "in b.txt").read_text() == "in b"
+
+        messages = []                                                # a name taken there: ask first
+        page.once("dialog", lambda d: (messages.append(d.message), d.dismiss()))
+        page.click("button[aria-label='Move c.txt']")
+        page.wait_for_selector("#move-list >> text=dest one/")
+        page.fill("#move-to", "/dest one/")
+        page.click("#move-ok")
+        page.wait_for_function("() => !document.getElementById('move-dialog').open")
+        assert messages == ["c.txt already exists in /dest one/. Replace it?"]
+        assert (tmp_path / "c.txt").read_text() == "new c" and (tmp_path / "dest one" / "c.txt").read_text() == "old c"
+        page.once("dialog", lambda d: d.accept())
+        page.click("button[aria-label='Move c.txt']")
+        page.fill("#move-to", "/dest one/")
+        page.click("#move-ok")
+        page.wait_for_function("() => ![...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'c.txt')")
+        assert (tmp_path / "dest one" / "c.txt").read_text() == "new c"
+
+        page.click("button[aria-label='Move dest one']")             # Cancel and Escape leave everything
+        page.click("#move-cancel")
+        assert page.is_hidden("#move-dialog")
+        page.click("button[aria-label='Move dest one']")
+        page.keyboard.press("Escape")
+        assert page.is_hidden("#move-dialog")
+        assert sorted(os.listdir(tmp_path)) == ["dest one"]

@@ -197,7 +197,10 @@
       var x = new XMLHttpRequest();
       x.open(method, url);
       Object.keys(headers || {}).forEach(function (k) { x.setRequestHeader(k, headers[k]); });
-      x.onload = function () { (x.status < 300 ? resolve : reject)(new Error(method + " " + x.status + " " + x.statusText)); };
+      x.onload = function () {
+        var e = new Error(method + " " + x.status + " " + x.statusText); e.status = x.status;
+        (x.status < 300 ? resolve : reject)(e);
+      };
       x.onerror = function () { reject(new Error(method + " failed: network")); };
       x.send();
     });
@@ -222,7 +225,9 @@
     ren.className = "ren"; ren.setAttribute("aria-label", "Rename " + tr.dataset.name);
     var del = document.createElement("button"); del.type = "button"; del.textContent = "Delete";
     del.className = "del"; del.setAttribute("aria-label", "Delete " + tr.dataset.name);
-    td.appendChild(ren); td.appendChild(del); tr.appendChild(td);
+    var mov = document.createElement("button"); mov.type = "button"; mov.textContent = "Move";
+    mov.className = "mov"; mov.setAttribute("aria-label", "Move " + tr.dataset.name);
+    td.appendChild(ren); td.appendChild(mov); td.appendChild(del); tr.appendChild(td);
   }
   var th = document.createElement("th"); th.scope = "col"; th.className = "act"; th.innerHTML = "<span class=\"sr\">Actions</span>";
   table.tHead.rows[0].appendChild(th);
@@ -247,11 +252,96 @@
       var to = prompt("New name for " + name, name);
       if (!to || to === name) return;
       if (to.indexOf("/") >= 0) { alert("A name cannot contain /"); return; }
-      request("MOVE", here + tr.dataset.href, { Destination: location.origin + urlOf(to) + (dir ? "/" : "") })
-        .then(refresh, alertError);
+      moveTo(here + tr.dataset.href, urlOf(to) + (dir ? "/" : ""), to, "this folder").then(refresh, alertError);
+    } else if (btn.classList.contains("mov")) {
+      mover.open(tr);
     }
   });
+  // MOVE that never replaces unasked: Overwrite F first; when something is there by that name (412),
+  // ask, then Overwrite T.
+  function moveTo(from, toUrl, name, where) {
+    var dest = { Destination: location.origin + toUrl, Overwrite: "F" };
+    return request("MOVE", from, dest).catch(function (err) {
+      if (err.status !== 412) throw err;
+      if (!confirm(name + " already exists in " + where + ". Replace it?")) return;
+      dest.Overwrite = "T";
+      return request("MOVE", from, dest);
+    });
+  }
+  var mover = moveDialog();
   function alertError(err) { alert(String(err.message || err)); }
+
+  // -- move to another folder: a dialog with a path field and a folder picker (the folders of the
+  // field's folder, read from the JSON listing; Up goes to the parent). "Move here" sends MOVE.
+  function moveDialog() {
+    var dlg = document.createElement("dialog"), form = document.createElement("form");
+    dlg.id = "move-dialog"; dlg.setAttribute("aria-labelledby", "move-title");
+    form.method = "dialog";
+    form.innerHTML = '<h2 id="move-title"></h2><p><label for="move-to">To folder</label> ' +
+      '<input id="move-to" type="text" autocomplete="off" spellcheck="false"></p>' +
+      '<p class="total" id="move-where"></p><ul id="move-list" class="picker"></ul>' +
+      '<p id="move-error" class="error" role="alert"></p>' +
+      '<p class="buttons"><button type="submit" id="move-ok">Move here</button> ' +
+      '<button type="button" id="move-cancel">Cancel</button></p>';
+    dlg.appendChild(form); document.body.appendChild(dlg);
+    var field = form.querySelector("#move-to"), list = form.querySelector("#move-list");
+    var where = form.querySelector("#move-where"), error = form.querySelector("#move-error");
+    var title = form.querySelector("#move-title"), row = null, shownUrl = "/", seq = 0;
+    function decode(url) { try { return decodeURIComponent(url); } catch (e) { return url; } }
+    function encode(path) {       // a typed path -> URL path of a folder (each name encoded; ends with /)
+      var names = path.split("/").filter(function (n) { return n && n !== "."; }), out = [];
+      names.forEach(function (n) { if (n === "..") out.pop(); else out.push(encodeURIComponent(n)); });
+      return "/" + out.map(function (n) { return n + "/"; }).join("");
+    }
+    function target() { return decode(shownUrl) === field.value ? shownUrl : encode(field.value); }
+    function button(text, url, label) {
+      var li = document.createElement("li"), b = document.createElement("button");
+      b.type = "button"; b.textContent = text; b.dataset.url = url;
+      if (label) b.setAttribute("aria-label", label);
+      li.appendChild(b); list.appendChild(li);
+      return b;
+    }
+    function show(url) {          // the picker lists the folders of ``url``
+      var mine = ++seq; shownUrl = url; field.value = decode(url); error.textContent = "";
+      where.textContent = "Folders in " + decode(url) + ":"; list.textContent = "";
+      if (url !== "/") button("\u2191 Up", url.replace(/[^/]*\/$/, ""), "Up to the parent folder");
+      fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" }).then(function (r) {
+        if (!r.ok) throw new Error("cannot list " + decode(url) + ": " + r.status + " " + r.statusText);
+        return r.json();
+      }).then(function (doc) {
+        if (mine !== seq) return;
+        var self = row && row.dataset.dir === "1" ? here + row.dataset.href : null;
+        var dirs = doc.entries.filter(function (e) { return e.type === "dir"; });
+        dirs.forEach(function (e) {
+          var b = button(e.name + "/", url + e.href, "Folder " + e.name);
+          if (url + e.href === self) { b.disabled = true; b.title = "the folder being moved"; }
+        });
+        if (!dirs.length) { var li = document.createElement("li"); li.className = "total"; li.textContent = "(no folders)"; list.appendChild(li); }
+      }).catch(function (err) { if (mine === seq) error.textContent = String(err.message || err); });
+    }
+    list.addEventListener("click", function (ev) {
+      var b = ev.target.closest("button"); if (b) { show(b.dataset.url); field.focus(); }
+    });
+    field.addEventListener("keydown", function (ev) {     // Tab-free browsing: Enter on a typed folder moves
+      if (ev.key === "ArrowDown") { var b = list.querySelector("button:not([disabled])"); if (b) { ev.preventDefault(); b.focus(); } }
+    });
+    form.querySelector("#move-cancel").addEventListener("click", function () { dlg.close(); });
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var to = target(), dir = row.dataset.dir === "1", name = row.dataset.name;
+      if (to === here) { error.textContent = name + " is in this folder already."; return; }
+      var ok = form.querySelector("#move-ok"); ok.disabled = true;
+      moveTo(here + row.dataset.href, to + row.dataset.href, name, decode(to)).then(function () {
+        dlg.close(); return refresh();
+      }, function (err) { error.textContent = String(err.message || err); }).then(function () { ok.disabled = false; });
+    });
+    return {
+      open: function (tr) {
+        row = tr; title.textContent = "Move " + tr.dataset.name + (tr.dataset.dir === "1" ? "/" : "");
+        dlg.showModal(); show(here); field.focus(); field.select();
+      }
+    };
+  }
   document.getElementById("mkdir").addEventListener("click", function () {
     var name = prompt("Name of the new folder");
     if (!name) return;
