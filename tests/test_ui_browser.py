@@ -272,7 +272,9 @@ def test_search_below_in_place_and_without_script(tmp_path, page):
         page.click("#search-back")
         assert page.is_visible("#listing") and page.is_hidden("#found")
         page.press("#filter", "Enter")
-        page.click("#results a >> text=Reports/old/report_10.txt")
+        page.click("#results a >> text=Reports/old/report_10.txt")        # a text file: previewed
+        page.wait_for_function("() => document.querySelector('#preview-body pre').textContent === 'Reports/old/report_10.txt'")
+        page.click("#preview-open")
         page.wait_for_url(srv.url + "/Reports/old/report_10.txt")
         assert page.inner_text("body") == "Reports/old/report_10.txt"
 
@@ -341,3 +343,91 @@ def test_move_to_another_folder(tmp_path, page):
         page.keyboard.press("Escape")
         assert page.is_hidden("#move-dialog")
         assert sorted(os.listdir(tmp_path)) == ["dest one"]
+
+
+def png(width: int, height: int) -> bytes:
+    """A real PNG (RGB, one colour), made here: no image library needed."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"\x20\x80\xe0" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def wav(path, seconds: int, rate: int = 16000) -> None:
+    import math
+    import struct
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i * 440 * 2 * math.pi / rate)))
+                               for i in range(rate)) * seconds)
+
+
+def test_previews_text_image_audio_video(tmp_path, page):
+    (tmp_path / "a notes.txt").write_text("line one\n<b>not bold</b>\n" + "x" * 200_000)
+    (tmp_path / "b pic.png").write_bytes(png(40, 30))
+    wav(tmp_path / "c tone.wav", 120)                              # 3.8 MB: seeking needs ranges
+    (tmp_path / "d evil.html").write_text("<title>evil</title><script>document.title='ran';"
+                                          "fetch('/pwned.txt',{method:'PUT',body:'x'})</script>")
+    (tmp_path / "e empty.txt").write_text("")
+    (tmp_path / "f data.bin").write_bytes(b"\0" * 10)
+    with Server(tmp_path, "--allow-write") as srv:
+        page.goto(srv.url + "/")
+        # A video the browser itself makes (MediaRecorder, VP8 in WebM), uploaded like any file.
+        status = page.evaluate("""async () => {
+            const c = document.createElement('canvas'); c.width = 64; c.height = 48;
+            const g = c.getContext('2d'), rec = new MediaRecorder(c.captureStream(10), {mimeType: 'video/webm'});
+            const parts = []; rec.ondataavailable = e => parts.push(e.data); rec.start();
+            for (let i = 0; i < 8; i++) { g.fillStyle = `hsl(${i * 45},80%,50%)`; g.fillRect(0, 0, 64, 48);
+                                          await new Promise(r => setTimeout(r, 100)); }
+            rec.stop(); await new Promise(r => rec.onstop = r);
+            return (await fetch('/g movie.webm', {method: 'PUT', body: new Blob(parts)})).status; }""")
+        assert status == 201
+        page.goto(srv.url + "/")
+        ranges = []
+        page.on("request", lambda r: ranges.append(r.headers.get("range")) if "tone.wav" in r.url else None)
+
+        page.click("text=a notes.txt")                             # text: the first 128 KiB, as text
+        page.wait_for_selector("#preview pre.pv-text")
+        page.wait_for_function("() => document.querySelector('#preview pre').textContent.startsWith('line one')")
+        assert page.evaluate("document.querySelector('#preview pre').textContent.length") == 131072
+        assert page.query_selector("#preview-body b") is None      # markup stays text
+        assert "The first 128.0 KiB of 195.3 KiB shown" in page.inner_text("#preview-body")
+        assert page.get_attribute("#preview-open", "href") == srv.url + "/a%20notes.txt"
+        assert page.inner_text("#preview-count") == "1 of 6"
+
+        page.keyboard.press("ArrowRight")                          # image
+        page.wait_for_function("() => { const i = document.querySelector('#preview img'); return i && i.complete && i.naturalWidth === 40; }")
+
+        page.keyboard.press("ArrowRight")                          # audio, seekable by ranges
+        page.wait_for_function("() => document.querySelector('#preview audio').readyState >= 1")
+        duration = page.evaluate("document.querySelector('#preview audio').duration")
+        assert abs(duration - 120) < 0.5
+        page.evaluate("""() => new Promise(done => { const a = document.querySelector('#preview audio');
+                          a.addEventListener('seeked', done, {once: true}); a.currentTime = 100; })""")
+        assert any(r and r.startswith("bytes=") and r != "bytes=0-" for r in ranges), ranges
+
+        page.keyboard.press("ArrowRight")                          # HTML: its source, never run
+        page.wait_for_function("() => document.querySelector('#preview pre').textContent.includes('<script>')")
+        assert page.title() != "ran" and page.query_selector("iframe, object, embed") is None
+
+        page.keyboard.press("ArrowRight")                          # empty text
+        page.wait_for_function("() => document.getElementById('preview-body').textContent.includes('(empty)')")
+        page.keyboard.press("ArrowRight")                          # video
+        page.wait_for_function("() => { const v = document.querySelector('#preview video'); return v && v.readyState >= 1; }")
+        assert page.evaluate("document.querySelector('#preview video').videoWidth") == 64
+        page.click("#preview-close")
+        assert page.is_hidden("#preview")
+        assert page.query_selector("#preview video") is None       # closing stops the download
+
+        page.click("text=f data.bin")                              # not previewable: the link as before
+        page.wait_for_url(srv.url + "/")                           # (a download: the page stays)
+        assert page.is_hidden("#preview")
+        assert not (tmp_path / "pwned.txt").exists()

@@ -166,6 +166,105 @@
     });
   }
 
+  // -- previews: a click on a file's name (no modifier key) shows it in a dialog where the browser can:
+  // images (<img>), audio and video (<audio>/<video>: the browser asks for ranges, so seeking works),
+  // text (the first TEXT_BYTES by a Range request, shown as text: HTML, SVG source, scripts are never
+  // rendered). Nothing is framed or rendered as a document, so a user's file keeps its sandbox CSP.
+  // Other types, and any modified click, follow the link as before. Left/Right go through the files.
+  function previews() {
+    var KINDS = {}, TEXT_BYTES = 131072;
+    function kinds(kind, exts) { exts.split(" ").forEach(function (e) { KINDS[e] = kind; }); }
+    kinds("image", "png jpg jpeg jpe gif webp avif bmp ico svg apng");
+    kinds("audio", "mp3 wav ogg oga opus flac m4a aac weba");
+    kinds("video", "mp4 m4v webm ogv mov mkv");
+    kinds("text", "txt text md markdown rst log csv tsv json jsonl ndjson xml yaml yml toml ini cfg conf env " +
+      "properties py pyi js mjs cjs ts tsx jsx c h cc cpp hpp cxx rs go java kt kts scala rb pl pm php sh bash " +
+      "zsh fish ps1 bat cmd css scss less html htm xhtml sql diff patch srt vtt tex bib mk cmake gradle lua r jl " +
+      "hs ml elm ex exs erl clj cs fs swift dart proto graphql vue svelte nix tf hcl gitignore dockerfile");
+    ["readme", "license", "copying", "makefile", "dockerfile", "changelog", "authors", "todo"].forEach(function (n) { KINDS["=" + n] = "text"; });
+    function kindOf(name) {
+      name = name.slice(name.lastIndexOf("/") + 1);
+      var dot = name.lastIndexOf(".");
+      return dot > 0 ? KINDS[name.slice(dot + 1).toLowerCase()] : KINDS["=" + name.toLowerCase()];
+    }
+    var dlg = document.createElement("dialog");
+    dlg.id = "preview"; dlg.className = "preview"; dlg.setAttribute("aria-labelledby", "preview-title");
+    dlg.innerHTML = '<div class="pv-head"><h2 id="preview-title"></h2><span class="pv-acts">' +
+      '<a id="preview-open" class="button" href="">Open</a> <a id="preview-download" class="button" href="" download>Download</a> ' +
+      '<button type="button" id="preview-close">Close</button></span></div><div id="preview-body" class="pv-body"></div>' +
+      '<p class="pv-nav"><button type="button" id="preview-prev">\u2190 Previous</button> <span id="preview-count" class="total"></span> ' +
+      '<button type="button" id="preview-next">Next \u2192</button></p>';
+    document.body.appendChild(dlg);
+    var pvBody = dlg.querySelector("#preview-body"), pvTitle = dlg.querySelector("#preview-title");
+    var pvOpen = dlg.querySelector("#preview-open"), pvDown = dlg.querySelector("#preview-download");
+    var pvCount = dlg.querySelector("#preview-count"), list = [], at = 0, seq = 0;
+    function stop() {                    // a closed preview downloads nothing more
+      seq++;
+      [].forEach.call(pvBody.querySelectorAll("audio,video"), function (m) { m.pause(); m.removeAttribute("src"); m.load(); });
+      pvBody.textContent = "";
+    }
+    function cannot(text) { var p = document.createElement("p"); p.className = "total"; p.textContent = text; pvBody.appendChild(p); }
+    function show(i) {
+      stop();
+      at = i;
+      var link = list[i], name = link.textContent, kind = kindOf(name), url = link.href, mine = seq;
+      pvTitle.textContent = name; pvOpen.href = url; pvDown.href = url;
+      pvCount.textContent = list.length > 1 ? (i + 1) + " of " + list.length : "";
+      dlg.querySelector("#preview-prev").disabled = i === 0;
+      dlg.querySelector("#preview-next").disabled = i === list.length - 1;
+      var el;
+      if (kind === "image") { el = document.createElement("img"); el.alt = name; }
+      else if (kind === "audio" || kind === "video") {
+        el = document.createElement(kind); el.controls = true; el.preload = "metadata";
+      } else {
+        el = document.createElement("pre"); el.className = "pv-text"; el.textContent = "Loading\u2026";
+        fetch(url, { headers: { Range: "bytes=0-" + (TEXT_BYTES - 1) }, cache: "no-store" }).then(function (r) {
+          if (r.status === 416) return { text: "", more: false };           // an empty file
+          if (!r.ok) throw new Error(r.status + " " + r.statusText);
+          var total = /\/(\d+)$/.exec(r.headers.get("Content-Range") || "");
+          return r.arrayBuffer().then(function (buf) {
+            return { text: new TextDecoder("utf-8").decode(buf), more: total && +total[1] > buf.byteLength, total: total && +total[1] };
+          });
+        }).then(function (got) {
+          if (mine !== seq) return;
+          el.textContent = got.text;
+          if (got.more) cannot("The first " + humanSize(TEXT_BYTES) + " of " + humanSize(got.total) + " shown: Open shows all.");
+          if (!got.text) cannot("(empty)");
+        }).catch(function (err) { if (mine === seq) { el.textContent = ""; cannot("Cannot show it: " + err.message); } });
+      }
+      if (kind !== "text") {
+        el.addEventListener("error", function () {
+          if (mine !== seq) return;
+          el.remove(); cannot("This browser cannot show this file: Open or Download it.");
+        });
+        el.src = url;
+      }
+      pvBody.appendChild(el);
+    }
+    dlg.querySelector("#preview-close").addEventListener("click", function () { dlg.close(); });
+    dlg.querySelector("#preview-prev").addEventListener("click", function () { if (at > 0) show(at - 1); });
+    dlg.querySelector("#preview-next").addEventListener("click", function () { if (at < list.length - 1) show(at + 1); });
+    dlg.addEventListener("close", stop);
+    dlg.addEventListener("keydown", function (ev) {
+      if (ev.target.closest && ev.target.closest("audio,video")) return;   // their own arrow keys
+      if (ev.key === "ArrowLeft" && at > 0) show(at - 1);
+      else if (ev.key === "ArrowRight" && at < list.length - 1) show(at + 1);
+    });
+    document.addEventListener("click", function (ev) {
+      if (ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.altKey || ev.defaultPrevented) return;
+      var a = ev.target.closest("td.name a");
+      if (!a || a.href.slice(-1) === "/" || !kindOf(a.textContent)) return;
+      var tb = a.closest("tbody");
+      list = [].filter.call(tb.querySelectorAll("td.name a"), function (x) {
+        return x.href.slice(-1) !== "/" && kindOf(x.textContent) && !x.closest("tr").hidden;
+      });
+      ev.preventDefault();
+      if (!dlg.open) dlg.showModal();
+      show(Math.max(0, list.indexOf(a)));
+      dlg.querySelector("#preview-close").focus();
+    });
+  }
+
   function applyFilter() {
     var q = filter.value.toLowerCase(), shown = 0;
     [].forEach.call(tbody.rows, function (r) {
@@ -187,6 +286,7 @@
   filter.addEventListener("input", applyFilter);
   var here = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
   searchBelow();
+  previews();
 
   if (!writable) return;
 
