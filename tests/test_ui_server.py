@@ -115,6 +115,8 @@ def test_tar_of_odd_names_equals_the_files(tmp_path, fd_guard):
         assert files == want
         assert {"sub-empty", "folder", "folder/inner", "日本語", "deep"} <= dirs
         assert all(m.isfile() or m.isdir() for m in members)
+        status, _, refused = get(srv.port, "/tree/?download=zip")    # not offered (docs/ui.md)
+        assert status == 400 and b"?download=tar" in refused
         head = get(srv.port, "/tree/?download=tar", method="HEAD")
         assert head[0] == 200 and int(head[1]["content-length"]) == len(body)
         pid = srv.worker_pids()[0]

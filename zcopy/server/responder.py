@@ -468,6 +468,8 @@ class Responder:
                 raise self._refuse(identity, "download this folder as an archive",
                                    "this server needs a token to read")
             return self._tar(req, close, head_only)
+        if req.query and "download=" in req.query:      # zip and others: not offered (docs/ui.md says why)
+            raise http.HttpError(400, "the folder downloads as ?download=tar only")
         term = term_of(req.query) if req.query else None
         if term is not None:
             return self.searches.respond(req, identity, path, term, close, head_only)
