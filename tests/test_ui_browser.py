@@ -45,6 +45,17 @@ def page(browser):
     assert not errors, errors           # the page's script never throws
 
 
+def act(page, what: str, name: str) -> None:
+    """A row's action: the pointer over the row brings its toolbar (one for the page, #row-tools)."""
+    page.hover(f"#listing tbody tr[data-name='{name}'] td:nth-child(2)")
+    page.click(f"#row-tools button[aria-label='{what} {name}']")
+
+
+def focused(page) -> str:
+    return page.evaluate("(x => x.id || x.getAttribute('aria-label') || x.getAttribute('href')"
+                         " || x.textContent)(document.activeElement)")
+
+
 def names(page) -> list[str]:
     return page.eval_on_selector_all("#listing tbody tr:not([hidden])", "rs => rs.map(r => r.dataset.name)")
 
@@ -87,19 +98,19 @@ def test_upload_two_files_then_folder_mkdir_rename_delete(tmp_path, page):
         assert names(page) == ["album", "New 10", "first file.txt", "second 2.bin"]   # folders first, natural
 
         page.once("dialog", lambda d: d.accept("renamed é.txt"))
-        page.click("button[aria-label='Rename first file.txt']")
+        act(page, "Rename", "first file.txt")
         page.wait_for_function("() => [...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'renamed é.txt')")
         assert not (root / a.name).exists() and (root / "renamed é.txt").read_bytes() == a.read_bytes()
 
         messages = []
         page.once("dialog", lambda d: (messages.append(d.message), d.accept()))
-        page.click("button[aria-label='Delete album']")
+        act(page, "Delete", "album")
         page.wait_for_function("() => ![...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'album')")
         assert messages == ["Delete the folder album and everything in it?"]
         assert not (root / "album").exists()
 
         page.once("dialog", lambda d: d.dismiss())               # a refused confirmation deletes nothing
-        page.click("button[aria-label='Delete second 2.bin']")
+        act(page, "Delete", "second 2.bin")
         assert (root / b.name).exists() and "second 2.bin" in names(page)
 
 
@@ -110,7 +121,7 @@ def test_read_only_visitor_sees_no_write_controls(tmp_path, page):
     with Server(tmp_path) as srv:
         page.goto(srv.url + "/")
         assert page.get_attribute("body", "data-write") == "0"
-        for sel in ("#pick-files", "#pick-folder", "#mkdir", "#drop", "#tools", "button.ren", "button.del", "td.act"):
+        for sel in ("#pick-files", "#pick-folder", "#mkdir", "#drop", "#tools", "#row-tools", "th.act"):
             assert page.query_selector(sel) is None, sel
         first_load = names(page)
         assert first_load == ["z dir", "b.txt", "file_1", "File_2", "file_10"]
@@ -133,20 +144,68 @@ def test_keyboard_reaches_every_control(tmp_path, page):
     (tmp_path / "sub").mkdir()
     with Server(tmp_path, "--allow-write") as srv:
         page.goto(srv.url + "/sub/../")
-        page.wait_for_selector("button.ren")
+        page.wait_for_selector("#row-tools", state="attached")
         controls = page.eval_on_selector_all(
             "a[href], button, input", "xs => xs.filter(x => x.offsetParent !== null || x.type === 'file')"
             ".map(x => x.id || x.getAttribute('aria-label') || x.getAttribute('href') || x.textContent)")
         reached = set()
-        for _ in range(len(controls) + 5):
+        for _ in range(len(controls) + 15):
             page.keyboard.press("Tab")
-            reached.add(page.evaluate("(x => x.id || x.getAttribute('aria-label') || x.getAttribute('href')"
-                                      " || x.textContent)(document.activeElement)"))
+            reached.add(focused(page))
         assert set(controls) <= reached, set(controls) - reached
-        assert {"pick-files", "pick-folder", "mkdir", "filter", "Rename a.txt", "Delete sub"} <= reached
+        assert {"pick-files", "pick-folder", "mkdir", "filter", "search-go", "Rename a.txt", "Move a.txt",
+                "Delete a.txt", "Rename sub", "Move sub", "Delete sub"} <= reached
+        # The row toolbar in order: name, Rename, Move, Delete, the next name; and back.
+        page.focus("a[href='sub/']")
+        order = []
+        for _ in range(5):
+            page.keyboard.press("Tab")
+            order.append(focused(page))
+        assert order == ["Rename sub", "Move sub", "Delete sub", "a.txt", "Rename a.txt"]
+        page.keyboard.press("Shift+Tab")
+        page.keyboard.press("Shift+Tab")
+        assert focused(page) == "Delete sub"
         page.focus("th[data-col=size] a")
         page.keyboard.press("Enter")                             # sorting by keyboard
         assert page.get_attribute("th[data-col=size]", "aria-sort") == "ascending"
+
+        # The move dialog, by keyboard alone: Enter on Move, its controls, Escape.
+        page.focus("a[href='a.txt']")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#move-list >> text=sub/")
+        assert focused(page) == "move-to"
+        seen = set()
+        for _ in range(8):
+            page.keyboard.press("Tab")
+            seen.add(focused(page))
+        assert {"move-to", "Folder sub", "move-ok", "move-cancel"} <= seen      # (no Up at the top)
+        page.keyboard.press("Escape")
+        assert page.is_hidden("#move-dialog")
+
+        # The preview: Enter on a text file's name, Tab through it, Escape.
+        page.focus("a[href='a.txt']")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#preview pre")
+        seen = set()
+        for _ in range(6):
+            page.keyboard.press("Tab")
+            seen.add(focused(page))
+        assert {"preview-open", "preview-download", "preview-close"} <= seen
+        page.keyboard.press("Escape")
+        assert page.is_hidden("#preview")
+
+        # Search results: Enter in the find box, then Tab reaches "Show the folder" and each result.
+        page.focus("#filter")
+        page.keyboard.type("a")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#results tbody a")
+        seen = set()
+        for _ in range(6):
+            page.keyboard.press("Tab")
+            seen.add(focused(page))
+        assert {"search-back", "a.txt"} <= seen
 
 
 def test_uploaded_html_cannot_call_the_api(tmp_path, page):
@@ -300,7 +359,7 @@ def test_move_to_another_folder(tmp_path, page):
     (tmp_path / "dest one" / "c.txt").write_text("old c")
     with Server(tmp_path, "--allow-write") as srv:
         page.goto(srv.url + "/")
-        page.click("button[aria-label='Move a.txt']")               # pick the folder in the list
+        act(page, "Move", "a.txt")               # pick the folder in the list
         assert page.is_visible("#move-dialog") and page.input_value("#move-to") == "/"
         page.wait_for_selector("#move-list >> text=dest one/")
         assert page.is_disabled("button[aria-label='Folder b dir']") is False
@@ -312,7 +371,7 @@ def test_move_to_another_folder(tmp_path, page):
         assert page.is_hidden("#move-dialog")
         assert (tmp_path / "dest one" / "a.txt").read_text() == "a" and not (tmp_path / "a.txt").exists()
 
-        page.click("button[aria-label='Move b dir']")               # a typed path; the folder itself is disabled
+        act(page, "Move", "b dir")               # a typed path; the folder itself is disabled
         page.wait_for_selector("#move-list >> text=b dir/")
         assert page.is_disabled("button[aria-label='Folder b dir']")
         page.fill("#move-to", "/dest one/inner")
@@ -322,7 +381,7 @@ def test_move_to_another_folder(tmp_path, page):
 
         messages = []                                                # a name taken there: ask first
         page.once("dialog", lambda d: (messages.append(d.message), d.dismiss()))
-        page.click("button[aria-label='Move c.txt']")
+        act(page, "Move", "c.txt")
         page.wait_for_selector("#move-list >> text=dest one/")
         page.fill("#move-to", "/dest one/")
         page.click("#move-ok")
@@ -330,16 +389,16 @@ def test_move_to_another_folder(tmp_path, page):
         assert messages == ["c.txt already exists in /dest one/. Replace it?"]
         assert (tmp_path / "c.txt").read_text() == "new c" and (tmp_path / "dest one" / "c.txt").read_text() == "old c"
         page.once("dialog", lambda d: d.accept())
-        page.click("button[aria-label='Move c.txt']")
+        act(page, "Move", "c.txt")
         page.fill("#move-to", "/dest one/")
         page.click("#move-ok")
         page.wait_for_function("() => ![...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'c.txt')")
         assert (tmp_path / "dest one" / "c.txt").read_text() == "new c"
 
-        page.click("button[aria-label='Move dest one']")             # Cancel and Escape leave everything
+        act(page, "Move", "dest one")             # Cancel and Escape leave everything
         page.click("#move-cancel")
         assert page.is_hidden("#move-dialog")
-        page.click("button[aria-label='Move dest one']")
+        act(page, "Move", "dest one")
         page.keyboard.press("Escape")
         assert page.is_hidden("#move-dialog")
         assert sorted(os.listdir(tmp_path)) == ["dest one"]

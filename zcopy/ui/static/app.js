@@ -7,6 +7,7 @@
   var tbody = table.tBodies[0];
   var writable = body.dataset.write === "1";
   var state = { sort: body.dataset.sort || "name", order: body.dataset.order || "asc" };
+  var rowsMoved = function () {};          // the write controls' toolbar follows its row (below)
 
   // -- the one sort rule (zcopy/http/natural.py): folders first; names in pieces, digit runs as
   // numbers (shorter run first at equal value) before other runs, other runs lower-cased by code
@@ -66,6 +67,7 @@
     var next = table.removeChild(tbody);
     items.forEach(function (it) { next.appendChild(it.row); });
     table.appendChild(next);
+    rowsMoved();
     [].forEach.call(table.tHead.rows[0].cells, function (th) {
       var col = th.dataset.col, link = th.querySelector("a"), mark = th.querySelector(".mark");
       if (!col) return;
@@ -272,6 +274,7 @@
       r.hidden = !hit;
       if (hit) shown++;
     });
+    rowsMoved();
     summarize(q ? shown : -1);
   }
   function summarize(shown) {
@@ -288,7 +291,7 @@
   searchBelow();
   previews();
 
-  if (!writable) return;
+  if (!writable) return ready();
 
   // -- writes: everything below runs only for a visitor the server says may write
   function urlOf(rel) { return here + rel.split("/").map(encodeURIComponent).join("/"); }
@@ -317,34 +320,72 @@
     td.forEach(function (c) { tr.appendChild(c); });
     return tr;
   }
-  function addActions(tr) {
-    var href = tr.dataset.href || tr.querySelector("td.name a").getAttribute("href");
-    tr.dataset.href = href;
-    var td = document.createElement("td"); td.className = "act";
-    var ren = document.createElement("button"); ren.type = "button"; ren.textContent = "Rename";
-    ren.className = "ren"; ren.setAttribute("aria-label", "Rename " + tr.dataset.name);
-    var del = document.createElement("button"); del.type = "button"; del.textContent = "Delete";
-    del.className = "del"; del.setAttribute("aria-label", "Delete " + tr.dataset.name);
-    var mov = document.createElement("button"); mov.type = "button"; mov.textContent = "Move";
-    mov.className = "mov"; mov.setAttribute("aria-label", "Move " + tr.dataset.name);
-    td.appendChild(ren); td.appendChild(mov); td.appendChild(del); tr.appendChild(td);
-  }
+  // -- row actions: one floating toolbar (Rename, Move, Delete) in the actions column of the row under
+  // the pointer, tapped, or holding the focus. No buttons per row: a 10,000-row folder then costs what
+  // a read-only one does (30,000 buttons took seconds of layout). Keyboard: Tab from a name goes into
+  // its toolbar, Tab from the toolbar's last button to the next name, Shift+Tab back the same way.
   var th = document.createElement("th"); th.scope = "col"; th.className = "act"; th.innerHTML = "<span class=\"sr\">Actions</span>";
   table.tHead.rows[0].appendChild(th);
-  [].forEach.call(tbody.rows, addActions);
+  var bar = document.createElement("div"), current = null;
+  bar.id = "row-tools"; bar.className = "row-tools"; bar.setAttribute("role", "group"); bar.hidden = true;
+  var acts = [["Rename", "ren"], ["Move", "mov"], ["Delete", "del"]].map(function (b) {
+    var el = document.createElement("button"); el.type = "button"; el.textContent = b[0]; el.className = b[1];
+    bar.appendChild(el);
+    return el;
+  });
+  table.parentNode.insertBefore(bar, table.nextSibling);
+  function nameLink(tr) { return tr.cells[0].firstChild; }
+  function place(tr) {
+    if (!tr || tr.parentNode !== tbody || tr.hidden) { bar.hidden = true; current = null; return; }
+    current = tr;
+    tr.dataset.href = tr.dataset.href || nameLink(tr).getAttribute("href");
+    var name = tr.dataset.name;
+    bar.setAttribute("aria-label", "Actions for " + name);
+    acts.forEach(function (b) { b.setAttribute("aria-label", b.textContent + " " + name); });
+    bar.hidden = false;
+    var r = tr.getBoundingClientRect(), m = bar.offsetParent.getBoundingClientRect();
+    bar.style.top = (r.top - m.top + (r.height - bar.offsetHeight) / 2) + "px";
+    bar.style.right = (m.right - r.right) + "px";
+  }
+  function replace() { place(current); }
+  function rowOf(el) { var tr = el.closest && el.closest("tr"); return tr && tr.parentNode === tbody ? tr : null; }
+  function shown(tr, step) { do { tr = tr[step]; } while (tr && tr.hidden); return tr; }
+  tbody.addEventListener("mouseover", function (ev) {
+    var tr = rowOf(ev.target);
+    if (tr && tr !== current && !bar.contains(document.activeElement)) place(tr);
+  });
+  tbody.addEventListener("focusin", function (ev) { var tr = rowOf(ev.target); if (tr) place(tr); });
+  tbody.addEventListener("click", function (ev) { if (!ev.target.closest("a")) place(rowOf(ev.target)); });
+  tbody.addEventListener("keydown", function (ev) {
+    if (ev.key !== "Tab" || !ev.target.closest("td.name a")) return;
+    var tr = rowOf(ev.target), prev = ev.shiftKey && shown(tr, "previousElementSibling");
+    if (!ev.shiftKey) { place(tr); ev.preventDefault(); acts[0].focus(); }
+    else if (prev) { place(prev); ev.preventDefault(); acts[2].focus(); }
+  });
+  bar.addEventListener("keydown", function (ev) {
+    if (ev.key !== "Tab" || !current) return;
+    var next = !ev.shiftKey && ev.target === acts[2] && shown(current, "nextElementSibling");
+    if (ev.shiftKey && ev.target === acts[0]) { ev.preventDefault(); nameLink(current).focus(); }
+    else if (next) { ev.preventDefault(); nameLink(next).focus(); }
+  });
+  window.addEventListener("resize", replace);
+  rowsMoved = replace;
   function refresh() {
     return fetch(here, { headers: { Accept: "application/json" }, cache: "no-store" }).then(function (r) {
       if (!r.ok) throw new Error("listing " + r.status);
       return r.json();
     }).then(function (doc) {
+      var frag = document.createDocumentFragment();
+      doc.entries.forEach(function (e) { frag.appendChild(row(e)); });
       tbody.textContent = "";
-      doc.entries.forEach(function (e) { var tr = row(e); addActions(tr); tbody.appendChild(tr); });
+      tbody.appendChild(frag);                 // one insertion
+      place(null);
       sortRows(); applyFilter();
     });
   }
-  tbody.addEventListener("click", function (ev) {
-    var btn = ev.target.closest("button"); if (!btn) return;
-    var tr = btn.closest("tr"), name = tr.dataset.name, dir = tr.dataset.dir === "1";
+  bar.addEventListener("click", function (ev) {
+    var btn = ev.target.closest("button"); if (!btn || !current) return;
+    var tr = current, name = tr.dataset.name, dir = tr.dataset.dir === "1";
     if (btn.classList.contains("del")) {
       if (!confirm("Delete " + (dir ? "the folder " + name + " and everything in it" : name) + "?")) return;
       request("DELETE", here + tr.dataset.href + (dir ? "?recursive=1" : "")).then(refresh, alertError);
@@ -577,4 +618,6 @@
       });
     } else addFiles(ev.dataTransfer.files);
   });
+  ready();
+  function ready() { performance.mark("zcopy-ready"); document.documentElement.dataset.ready = "1"; }
 })();
