@@ -234,11 +234,10 @@ def prefetch_choice(where: str, fs: str | None, below) -> tuple[bool, str]:
 # --- cache ----------------------------------------------------------------
 
 def cache_dir() -> Path:
-    """$XDG_CACHE_HOME/zcopy, or ~/.cache/zcopy (a relative XDG_CACHE_HOME is ignored, as the spec says)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "zcopy"
+    """$XDG_CACHE_HOME/zcopy, or ~/.cache/zcopy."""
+    from zcopy.xdg import folder
+
+    return Path(folder("XDG_CACHE_HOME"))
 
 
 def cache_key() -> str:

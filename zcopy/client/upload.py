@@ -20,6 +20,7 @@ import stat
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from zcopy.client import resumable
 from zcopy.client.connection import Connection, check
 from zcopy.client.errors import ClientError, StatusError
 from zcopy.client.names import shown
@@ -36,10 +37,11 @@ class Uploaded:
     remote: Remote
     status: int       # 201 created, 204 replaced
     size: int         # plaintext bytes read from the file
+    sent: int | None = None     # resumable: bytes sent by this command (less than size when it resumed)
 
 
 def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict | None = None,
-           quiet: bool = False, timeout: float = 60.0) -> Uploaded:
+           quiet: bool = False, timeout: float = 60.0, retries: int = 0, resume: bool = True) -> Uploaded:
     """PUT the file at ``path`` to ``remote`` (a folder URL gets the file's
     name appended); ``encrypt`` holds encrypt_stream kwargs. A 409 (WebDAV:
     the folder does not exist) makes the missing folders (MKCOL) and tries once more."""
@@ -47,17 +49,18 @@ def upload(path: str, remote: Remote, *, token: str | None = None, encrypt: dict
         name = quote(os.fsencode(os.path.basename(path)))      # bytes: a non-UTF-8 name keeps them
         remote = Remote(remote.host, remote.port, remote.path + name, remote.query)
     try:
-        return _upload(path, remote, token, encrypt, quiet, timeout)
+        return _upload(path, remote, token, encrypt, quiet, timeout, retries, resume)
     except StatusError as exc:
         if exc.status != 409:
             raise
     from zcopy.client.remote import make_folders
 
     make_folders(remote, remote.path, token=token, timeout=timeout)
-    return _upload(path, remote, token, encrypt, quiet, timeout)
+    return _upload(path, remote, token, encrypt, quiet, timeout, retries, resume)
 
 
-def _upload(path: str, remote: Remote, token, encrypt, quiet: bool, timeout: float) -> Uploaded:
+def _upload(path: str, remote: Remote, token, encrypt, quiet: bool, timeout: float, retries: int = 0,
+            resume: bool = True) -> Uploaded:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)    # NONBLOCK: a FIFO must not hang us
     except OSError as exc:
@@ -67,6 +70,11 @@ def _upload(path: str, remote: Remote, token, encrypt, quiet: bool, timeout: flo
         if not stat.S_ISREG(st.st_mode):
             raise ClientError(f"{shown(path)} is not a regular file")
         os.set_blocking(fd, True)
+        # Resumable (tus) when the server offers it; encrypted uploads restart instead (docs/client.md).
+        if resume and not encrypt and st.st_size >= resumable.MIN_SIZE and resumable.offered(remote, token, timeout):
+            status, sent = resumable.upload(path, fd, st, remote, token=token, quiet=quiet, timeout=timeout,
+                                            retries=retries)
+            return Uploaded(remote, status, st.st_size, sent)
         headers = auth_headers(token) | {"Expect": "100-continue", "Content-Type": "application/octet-stream"}
         headers |= {"Transfer-Encoding": "chunked"} if encrypt else {"Content-Length": str(st.st_size)}
         with Connection(remote, timeout) as conn:

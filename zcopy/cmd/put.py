@@ -23,6 +23,19 @@ def configure(p) -> None:
     add_encrypt_args(p)
     add_auth_args(p)
     add_quiet_arg(p)
+    p.add_argument("--retries", type=_retries, default=0, metavar="N",
+                   help="after a cut, try again up to N times with backoff (resumable servers continue "
+                        "from their offset; default 0: the same command later continues)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="plain PUT even when the server takes resumable (tus) uploads")
+
+
+def _retries(text: str) -> int:
+    import argparse
+
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of retries: {text!r}")
+    return int(text)
 
 
 def run(args) -> int:
@@ -42,9 +55,11 @@ def _put(args) -> int:
 
     remote = parse_url(args.url)
     encrypt = encryption_from_args(args)
-    done = upload(args.file, remote, token=resolve_token(args), encrypt=encrypt, quiet=args.quiet)
+    done = upload(args.file, remote, token=resolve_token(args), encrypt=encrypt, quiet=args.quiet,
+                  retries=args.retries, resume=not args.no_resume)
     if not args.quiet:
         verb = "created" if done.status == 201 else "replaced"
         sealed = ", age-encrypted" if encrypt else ""
-        sys.stderr.write(f"{verb} {done.remote.shown} ({format_size(done.size)}{sealed})\n")
+        resumed = f", resumed: sent {format_size(done.sent)}" if done.sent is not None and done.sent < done.size else ""
+        sys.stderr.write(f"{verb} {done.remote.shown} ({format_size(done.size)}{sealed}{resumed})\n")
     return 0

@@ -129,6 +129,8 @@ def configure(p) -> None:
                             help="read the read token from this file (first line), out of sight of ps")
     w.add_argument("--max-upload", type=positive_size_arg, default=None, help="largest accepted upload, e.g. 10GiB")
     w.add_argument("--no-fsync", action="store_true", help="do not fsync uploads before renaming them into place")
+    w.add_argument("--upload-expiry", type=timeout_arg, default=24 * 3600.0, metavar="SECONDS",
+                   help="remove a resumable upload (tus, IETF draft) idle this long (default: 86400)")
     w.add_argument("--make-parents", action="store_true",
                    help="PUT and MOVE create missing parent folders (the old behaviour; default: 409 as WebDAV says)")
 
@@ -162,7 +164,8 @@ def build_config(args):
                       worker_timeout=args.worker_timeout, allow_write=args.allow_write,
                       token=token, read_token=read_token, max_upload=args.max_upload,
                       fsync=not args.no_fsync, state_dir=state_dir, users=args.users, accounts=accounts,
-                      trusted_proxy=args.trusted_proxy, make_parents=args.make_parents)
+                      trusted_proxy=args.trusted_proxy, make_parents=args.make_parents,
+                      upload_expiry=args.upload_expiry)
     reasons = cfg.reasons
     reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"
     profile = None

@@ -32,6 +32,9 @@ class BodySink:
     #: A file the upload engine may write into straight from the socket (None:
     #: every byte passes through ``write``).
     fd: int | None = None
+    #: An interim response to send when the body is accepted, before any 100 Continue (104 Upload
+    #: Resumption Supported, zcopy.server.uploads); None: nothing.
+    interim: bytes | None = None
 
     def __init__(self, limit: int | None, on_complete) -> None:
         self.limit = limit

@@ -35,6 +35,7 @@ class ServeConfig:
     max_upload: int | None = None
     fsync: bool = True              # fsync an upload before renaming it into place
     make_parents: bool = False      # PUT/MOVE/COPY create missing folders instead of 409
+    upload_expiry: float = 24 * 3600   # resumable uploads without activity for this long are removed
     prefetch: bool = True           # read cold file windows off the loop (zcopy.server.prefetch)
     state_dir: str | None = None    # prepared state folder (zcopy.server.state); None: no state (unit tests)
     max_head: int = 16384

@@ -255,6 +255,8 @@ class Connection:
                 reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
             self.state = RECEIVING
             self.deadline = self.worker.now + self.config.send_timeout
+            if reply.interim is not None:
+                self._send_quietly(reply.interim)
             interim = self.proto.accept_body()
             if interim is not None:
                 self._send_quietly(interim)

@@ -32,6 +32,8 @@ from zcopy.server.throttle import Held
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
+#: Methods that may start or carry a resumable upload without naming one in the query.
+_UPLOAD_METHODS = ("POST", "PATCH", "PUT", "OPTIONS")
 #: The challenge with a users file: accounts sign in with HTTP Basic (tokens still work as Bearer).
 BASIC_CHALLENGE = ("WWW-Authenticate", 'Basic realm="zcopy", charset="UTF-8"')
 #: The folder page's own policy (zcopy.ui.PAGE_CSP) and no sniffing.
@@ -101,6 +103,8 @@ class Responder:
             writer.removed = self.dav.removed       # locks go with what DELETE removes and MOVE moves away
         self.allow = self.dav.allow
         self._answers = _Answers(b"")
+        #: Resumable uploads (zcopy.server.uploads), set by the worker when writes and state exist.
+        self.uploads = None
 
     # -- entry points ---------------------------------------------------------
 
@@ -253,6 +257,10 @@ class Responder:
             if ".zcopy" in req.path and reserved(req.path):   # the server's own resources, never a file
                 close = close or has_body                     # (no route reads a body yet)
                 return self.routes.respond(req, close, self._may_use_routes(identity), identity)
+            if self.uploads is not None and (req.query or req.method in _UPLOAD_METHODS):
+                reply = self.uploads.route(req, identity, close, conn)   # tus and the IETF draft
+                if reply is not None:
+                    return reply
             if req.method in WRITE_METHODS:
                 return self._write(req, identity, close or has_body)
             if req.method in DAV_METHODS:
@@ -263,8 +271,11 @@ class Responder:
             close = close or has_body
             if req.method == "OPTIONS":
                 # 200 with an empty body, not 204: Windows' WebDAV redirector wants 200.
-                head = http.response_head(200, self.date.get(), b"", 0, close=close,
-                                          extra=self.dav.options_headers(), version=req.version)
+                extra = self.dav.options_headers()
+                if self.uploads is not None:        # resumable uploads are offered here (Accept-Patch, Tus-*)
+                    extra += self.uploads.options_headers()
+                head = http.response_head(200, self.date.get(), b"", 0, close=close, extra=extra,
+                                          version=req.version)
                 return Reply(200, head, [], 0, close)
             if req.method not in READ_METHODS:
                 raise http.HttpError(405, f"{req.method} is not allowed here",

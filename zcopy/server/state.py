@@ -78,6 +78,23 @@ MIGRATIONS: list[str] = [
         failures INTEGER NOT NULL,   -- failed sign-ins since ``since``
         since REAL NOT NULL          -- Unix time the window started
     )""",
+    # 5: resumable uploads (zcopy/server/uploads.py, docs/uploads.md). ``key`` is the SHA-256 of the upload's
+    # id (the id is a capability in its URL: the table and the partial file's name never hold it).
+    """CREATE TABLE uploads (
+        key TEXT PRIMARY KEY,        -- hex SHA-256 of the id, also the partial file's name in ROOT/.zcopy/uploads
+        target TEXT NOT NULL,        -- decoded URL path of the file it becomes
+        protocol TEXT NOT NULL,      -- 'tus' or 'ietf'
+        offset INTEGER NOT NULL,     -- bytes durable (fsynced, or written with --no-fsync) in the partial file
+        length INTEGER,              -- declared length, NULL while deferred / not yet known
+        metadata TEXT NOT NULL,      -- tus Upload-Metadata as sent ('' for none)
+        owner TEXT NOT NULL,         -- who created it: 'kind:name' of the identity (zcopy.server.access)
+        created REAL NOT NULL,       -- Unix time
+        expires REAL NOT NULL,       -- Unix time, pushed forward by every append
+        session INTEGER NOT NULL,    -- bumped by each append that takes the upload over
+        claim INTEGER NOT NULL,      -- > session: a newer append waits for the current one to be closed
+        checksum TEXT                -- reserved: running digest state of a whole-upload checksum (unused)
+    );
+    CREATE INDEX uploads_expires ON uploads(expires)""",
 ]
 
 
@@ -86,12 +103,10 @@ class StateError(Exception):
 
 
 def default_dir() -> str:
-    """$XDG_STATE_HOME/zcopy, or ~/.local/state/zcopy (the XDG Base Directory
-    spec: a relative $XDG_STATE_HOME is ignored)."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "zcopy")
+    """$XDG_STATE_HOME/zcopy, or ~/.local/state/zcopy."""
+    from zcopy.xdg import folder
+
+    return folder("XDG_STATE_HOME")
 
 
 def prepare(path: str) -> str:

@@ -84,6 +84,9 @@ class Worker(ListenerLoop):
                                    access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy,
                                    shared_throttle=SharedThrottle(self.state) if accounts_state else None,
                                    sessions=sessions)
+        if writer is not None and self.state is not None:      # resumable uploads (zcopy.server.uploads)
+            from zcopy.server.uploads import Uploads
+            self.responder.uploads = Uploads(self.responder, expiry=config.upload_expiry)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
@@ -148,6 +151,8 @@ class Worker(ListenerLoop):
         if self.config.users:
             self.reload_users()
         self.publisher.publish()
+        if self.responder.uploads is not None:
+            self.responder.uploads.tick(now)
         self.resume_after_backoff()
         if self.drain_overdue(self.config.drain_timeout):
             for conn in list(self.conns.values()):

@@ -199,6 +199,16 @@ class TempFile:
         except BlockingIOError:
             pass    # a sweeper looking at a file this new lets it be (it is not stale)
 
+    @classmethod
+    def adopt(cls, folder_fd: int, fd: int, name: str) -> "TempFile":
+        """A temp file made elsewhere and already named ``name`` in the folder ``folder_fd`` (a
+        completed resumable upload, zcopy.server.uploads): owns ``fd``; commits like any other."""
+        self = cls.__new__(cls)
+        self.name = name
+        self.fd = fd
+        self.dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder_fd)
+        return self
+
     def commit(self, target: str, *, fsync: bool = True, replace: bool = True) -> bool:
         """Make the data visible as ``target``, a name in the same folder;
         returns whether it replaced a file. ``replace=False``: a file that
