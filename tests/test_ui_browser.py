@@ -273,7 +273,7 @@ def test_upload_retry_and_cancel(tmp_path, page):
     (src / "x").mkdir(parents=True)
     (src / "x" / "f.txt").write_bytes(b"retried\n")
     big = src / "big.bin"
-    big.write_bytes(os.urandom(32 << 20))
+    big.write_bytes(os.urandom(3 << 20))              # under the resumable threshold: one PUT
     (root / "x").write_text("a file where the folder should go")
     with Server(root, "--allow-write") as srv:
         page.goto(srv.url + "/")
@@ -490,3 +490,128 @@ def test_previews_text_image_audio_video(tmp_path, page):
         page.wait_for_url(srv.url + "/")                           # (a download: the page stays)
         assert page.is_hidden("#preview")
         assert not (tmp_path / "pwned.txt").exists()
+
+
+def throttle(page, up_bytes_per_s: float, offline: bool = False):
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": offline, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": up_bytes_per_s})
+    return cdp
+
+
+def partials(root) -> list[str]:
+    folder = root / ".zcopy" / "uploads"
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def test_resumable_upload_from_the_page_survives_a_dropped_connection(tmp_path, page):
+    """A file over the threshold goes by tus (POST, PATCH). Mid-upload the worker holding the
+    connection is SIGKILLed (the supervisor starts another on the same socket): the page asks the
+    offset (HEAD: the last durable checkpoint, 16 MiB) and sends the rest from there."""
+    import signal
+
+    root, src = tmp_path / "root", tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    src.mkdir()
+    big = src / "big movie é.bin"
+    big.write_bytes(os.urandom(28 << 20))
+    with Server(root, "--allow-write", "--workers", "1", "--state-dir", str(tmp_path / "state")) as srv:
+        seen = []
+        page.on("request", lambda r: seen.append((r.method, r.headers.get("upload-offset")))
+                if r.method in ("POST", "PATCH", "HEAD", "PUT", "DELETE") else None)
+        page.goto(srv.url + "/sub/")
+        cdp = throttle(page, 4 << 20)
+        page.set_input_files("#pick-files", str(big))
+        bar = "progress[aria-label=\"Progress of big movie é.bin\"]"
+        page.wait_for_function(f"() => +document.querySelector('{bar}').value > (20 << 20)")
+        worker = srv.worker_pids()[0]
+        os.kill(worker, signal.SIGKILL)
+        # (Chromium may resend a request cut on a reused connection by itself: the server, restarted,
+        # then answers 409 with its offset, and the page asks HEAD; or the PATCH fails and the page
+        # retries after its backoff. Either way the rest goes from the durable offset.)
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                      "uploadThroughput": -1})
+        page.wait_for_selector("li.done", timeout=60_000)
+        assert srv.worker_pids()[0] != worker
+        assert (root / "sub" / big.name).read_bytes() == big.read_bytes()
+        methods = [m for m, _ in seen]
+        assert methods.count("POST") == 1 and "PUT" not in methods and "HEAD" in methods, seen
+        resumed = [int(o) for m, o in seen if m == "PATCH" and o and int(o) > 0]
+        assert resumed and resumed[0] >= 16 << 20, seen              # the rest, not from zero
+        page.wait_for_function("() => [...document.querySelectorAll('#listing tbody tr')].some(r => r.dataset.name === 'big movie é.bin')")
+        assert partials(root) == []
+        assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('zcopy-tus'))") == []
+
+
+def test_resumable_upload_retries_with_backoff_while_the_network_is_down(tmp_path, page):
+    """The upload's requests fail as with no network (page.route aborts them with
+    ERR_INTERNET_DISCONNECTED): the page says it retries, waits longer each time, and once they get
+    through it asks the offset and finishes."""
+    root, src = tmp_path / "root", tmp_path / "src"
+    root.mkdir()
+    src.mkdir()
+    big = src / "six.bin"
+    big.write_bytes(os.urandom(6 << 20))
+    with Server(root, "--allow-write", "--state-dir", str(tmp_path / "state")) as srv:
+        down = {"on": True, "refused": []}
+
+        def net(route):
+            if down["on"]:
+                down["refused"].append((time.monotonic(), route.request.method))
+                route.abort("internetdisconnected")
+            else:
+                route.continue_()
+        page.route("**/*?upload=*", net)
+        page.goto(srv.url + "/")
+        page.set_input_files("#pick-files", str(big))
+        texts = set()
+        deadline = time.monotonic() + 30
+        while len(down["refused"]) < 3 and time.monotonic() < deadline:
+            texts.add(page.inner_text("#queue li .s"))
+            time.sleep(0.05)
+        assert len(down["refused"]) >= 3
+        assert any(t.startswith("connection lost; retrying in") for t in texts), texts
+        gaps = [b[0] - a[0] for a, b in zip(down["refused"], down["refused"][1:])]
+        assert gaps[1] > gaps[0] * 1.5, gaps                         # backing off
+        down["on"] = False
+        page.wait_for_selector("li.done", timeout=60_000)
+        assert (root / "six.bin").read_bytes() == big.read_bytes()
+        assert partials(root) == []
+
+
+def test_resumable_cancel_deletes_the_upload_and_old_servers_get_a_put(tmp_path, page):
+    root, src = tmp_path / "root", tmp_path / "src"
+    root.mkdir()
+    src.mkdir()
+    big = src / "big.bin"
+    big.write_bytes(os.urandom(12 << 20))
+    with Server(root, "--allow-write", "--state-dir", str(tmp_path / "state")) as srv:
+        seen = []
+        page.on("request", lambda r: seen.append(r.method) if r.method in ("POST", "PATCH", "PUT", "DELETE") else None)
+        page.goto(srv.url + "/")
+        cdp = throttle(page, 1 << 20)
+        page.set_input_files("#pick-files", str(big))
+        page.wait_for_function("() => +document.querySelector('progress[aria-label=\"Progress of big.bin\"]').value > (2 << 20)")
+        page.click("button[aria-label='Cancel big.bin']")
+        assert page.inner_text("li.cancelled .s") == "cancelled"
+        deadline = time.monotonic() + 20                              # DELETE: the partial goes too
+        while ("DELETE" not in seen or partials(root)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "DELETE" in seen and partials(root) == [] and not (root / "big.bin").exists()
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                      "uploadThroughput": -1})
+        page.click("button[aria-label='Retry big.bin']")              # a new upload, to the end
+        page.wait_for_selector("li.done")
+        assert (root / "big.bin").read_bytes() == big.read_bytes()
+
+        # A server that does not speak tus (its OPTIONS without Tus-Version, as before resumable
+        # uploads): the page falls back to one PUT.
+        seen.clear()
+        page.route(srv.url + "/", lambda route: route.fulfill(status=200, headers={"Allow": "GET, PUT"})
+                   if route.request.method == "OPTIONS" else route.continue_())
+        page.goto(srv.url + "/")
+        (src / "big2.bin").write_bytes(big.read_bytes()[: 5 << 20])
+        page.set_input_files("#pick-files", str(src / "big2.bin"))
+        page.wait_for_selector("li.done")
+        assert seen == ["PUT"] and (root / "big2.bin").read_bytes() == (src / "big2.bin").read_bytes()

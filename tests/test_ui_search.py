@@ -183,6 +183,7 @@ def test_searches_run_off_the_loop_and_are_capped(tmp_path):
         real = search.walk
 
         def held(*args, **kwargs):
+            (go.parent / f"{go.name}-in-{os.urandom(4).hex()}").touch()      # this walk has started
             while not go.exists():
                 time.sleep(0.01)
             return real(*args, **kwargs)
@@ -200,13 +201,10 @@ def test_searches_run_off_the_loop_and_are_capped(tmp_path):
         held = [threading.Thread(target=ask) for _ in range(search.MAX_RUNNING)]
         for t in held:
             t.start()
-        deadline = time.monotonic() + 10
-        busy = None
-        while time.monotonic() < deadline:            # both held searches taken up by the worker
-            busy = get(port, "/?search=match", JSON)
-            if busy[0] == 503:
-                break
-            time.sleep(0.02)
+        deadline = time.monotonic() + 20
+        while len(list(go.parent.glob(go.name + "-in-*"))) < search.MAX_RUNNING and time.monotonic() < deadline:
+            time.sleep(0.01)                          # until both walks have started (and wait)
+        busy = get(port, "/?search=match", JSON)
         assert busy[0] == 503 and busy[1]["retry-after"] == "1"
         assert get(port, "/small.txt")[2] == b"small"  # the loop serves while the walks wait
         assert not answers

@@ -381,6 +381,8 @@
       tbody.appendChild(frag);                 // one insertion
       place(null);
       sortRows(); applyFilter();
+    }).catch(function (err) {                  // the listing stays as it was; say so
+      totalLine.textContent = "The listing could not be re-read (" + (err.message || err) + "): reload the page.";
     });
   }
   bar.addEventListener("click", function (ev) {
@@ -536,6 +538,16 @@
     setState(j, "sending", "sending");
     ensureDirs(j.rel).then(function () {
       if (j.state !== "sending") return;
+      if (j.file.size >= RESUMABLE_FROM) return tusOffered().then(function (yes) {
+        if (j.state !== "sending") return;
+        if (yes) return resumable(j);
+        put(j);
+      });
+      put(j);
+    }, function (err) { running--; setState(j, "failed", "failed: " + err.message); pump(); });
+  }
+  function put(j) {                               // one plain PUT of the whole file
+    {
       var x = j.xhr = new XMLHttpRequest();
       x.open("PUT", urlOf(j.rel));
       x.upload.onprogress = function (ev) { j.loaded = ev.loaded; j.bar.value = ev.loaded; updateTotal(); };
@@ -548,7 +560,113 @@
       x.onerror = function () { running--; setState(j, "failed", "failed: network"); pump(); };
       x.onabort = function () { running--; pump(); };
       x.send(j.file);
-    }, function (err) { running--; setState(j, "failed", "failed: " + err.message); pump(); });
+    }
+  }
+
+  // -- resumable uploads (tus 1.0.0, zcopy/server/uploads.py; docs/uploads.md): files of RESUMABLE_FROM
+  // bytes or more, when the server says it speaks tus (OPTIONS: Tus-Version), else a plain PUT.
+  // POST to the file's folder with Upload-Length and Upload-Metadata "filename <base64>", then PATCH
+  // the Location with Upload-Offset, CHUNK bytes at a time. A failed PATCH (the network dropped, the
+  // laptop slept, the server restarted) is retried with backoff: HEAD gives the offset the server
+  // holds, and the next PATCH goes on from there. Cancel aborts and DELETEs the upload. The Location
+  // is remembered (localStorage, per target, size and date of the file), so the same file chosen
+  // again after a reload goes on where it stopped.
+  var RESUMABLE_FROM = 4 << 20, CHUNK = 64 << 20, TUS = { "Tus-Resumable": "1.0.0" };
+  var BACKOFF = [500, 1000, 2000, 4000, 8000, 15000, 30000], offered = null;
+  function tusOffered() {
+    if (!offered) offered = new Promise(function (resolve) {
+      var x = new XMLHttpRequest();
+      x.open("OPTIONS", here);
+      x.setRequestHeader("Tus-Resumable", "1.0.0");
+      x.onload = function () { resolve(/(^|,)\s*1\.0\.0\s*(,|$)/.test(x.getResponseHeader("Tus-Version") || "")); };
+      x.onerror = function () { offered = null; resolve(false); };
+      x.send();
+    });
+    return offered;
+  }
+  function tusCall(method, url, headers, body, onprogress, job) {
+    return new Promise(function (resolve, reject) {
+      var x = new XMLHttpRequest(), all = Object.assign({}, TUS, headers || {});
+      x.open(method, url);
+      Object.keys(all).forEach(function (k) { x.setRequestHeader(k, all[k]); });
+      if (onprogress) x.upload.onprogress = onprogress;
+      x.onload = function () { resolve(x); };
+      x.onerror = x.ontimeout = function () { var e = new Error("network"); e.status = 0; reject(e); };
+      x.onabort = function () { var e = new Error("aborted"); e.aborted = true; reject(e); };
+      x.send(body || null);
+      if (job) job.patch = x;
+    });
+  }
+  function b64(text) {
+    var bytes = new TextEncoder().encode(text), bin = "";
+    for (var i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
+    return btoa(bin);
+  }
+  function storeKey(j) { return "zcopy-tus " + urlOf(j.rel) + " " + j.file.size + " " + j.file.lastModified; }
+  function remember(j, url) { try { if (url) localStorage.setItem(storeKey(j), url); else localStorage.removeItem(storeKey(j)); } catch (e) { /* private mode */ } }
+  function recalled(j) { try { return localStorage.getItem(storeKey(j)); } catch (e) { return null; } }
+  function fail(j, why) { if (j.state !== "sending") return; running--; setState(j, "failed", "failed: " + why); pump(); }
+  function resumable(j) {
+    var size = j.file.size, tries = 0;
+    j.resumable = true;
+    function progress(at) { j.loaded = at; j.bar.value = at; updateTotal(); }
+    function create() {
+      var rel = j.rel.split("/"), name = rel.pop(), folder = urlOf(rel.join("/")).replace(/\/?$/, "/");
+      return tusCall("POST", folder, { "Upload-Length": String(size), "Upload-Metadata": "filename " + b64(name) })
+        .then(function (x) {
+          if (x.status !== 201 || !x.getResponseHeader("Location")) throw httpError("POST", x);
+          j.tus = new URL(x.getResponseHeader("Location"), location.href).href;
+          remember(j, j.tus);
+          return 0;
+        });
+    }
+    function offset() {                              // where the server's copy ends (or a new upload)
+      if (!j.tus) { j.tus = recalled(j); if (!j.tus) return create(); }
+      return tusCall("HEAD", j.tus).then(function (x) {
+        if (x.status === 404 || x.status === 410 || x.status === 403) { j.tus = null; remember(j, null); return create(); }
+        if (x.status >= 300) throw httpError("HEAD", x);
+        return +x.getResponseHeader("Upload-Offset");
+      });
+    }
+    function send(at) {
+      progress(at);
+      if (j.state !== "sending") return;
+      if (at >= size) return done();
+      var end = Math.min(size, at + CHUNK);
+      return tusCall("PATCH", j.tus, { "Upload-Offset": String(at), "Content-Type": "application/offset+octet-stream" },
+        j.file.slice(at, end), function (ev) { progress(at + ev.loaded); }, j).then(function (x) {
+          if (j.state !== "sending") return;
+          if (x.status === 409) return offset().then(send);          // the server holds another offset
+          if (x.status !== 204) throw httpError("PATCH", x);
+          tries = 0;
+          return send(+x.getResponseHeader("Upload-Offset"));
+        });
+    }
+    function done() { if (j.state !== "sending") return; running--; remember(j, null); j.loaded = size; j.bar.value = size || 1; setState(j, "done", "done"); pump(); }
+    function attempt() {
+      if (j.state !== "sending") return;
+      j.patch = null;
+      offset().then(function (at) {
+        if (at > 0 && !tries) setState(j, "sending", "resuming at " + Math.round(100 * at / size) + "%");
+        else if (tries) setState(j, "sending", "sending");
+        return send(at);
+      }).catch(function (err) {
+        if (err.aborted || j.state !== "sending") return;        // cancelled: see the Cancel button
+        var wait = BACKOFF[Math.min(tries, BACKOFF.length - 1)];
+        var retriable = !err.status || err.status >= 500 || err.status === 409 || err.status === 423 || err.status === 429;
+        if (!retriable || tries >= 12) return fail(j, err.message);
+        tries++;
+        setState(j, "sending", "connection lost; retrying in " + Math.round(wait / 1000 * 10) / 10 + " s");
+        setTimeout(function () {
+          if (navigator.onLine === false) window.addEventListener("online", attempt, { once: true });
+          else attempt();
+        }, wait);
+      });
+    }
+    attempt();
+  }
+  function httpError(method, x) {
+    var e = new Error(method + " " + x.status + " " + x.statusText); e.status = x.status; return e;
   }
   function enqueue(file, rel) {
     var li = document.createElement("li"), j = { file: file, rel: rel, loaded: 0, li: li };
@@ -562,7 +680,13 @@
     j.retry.setAttribute("aria-label", "Retry " + rel);
     j.cancel.onclick = function () {
       var was = j.state; setState(j, "cancelled", "cancelled");
-      if (was === "sending" && j.xhr) j.xhr.abort();
+      if (was === "sending" && j.resumable) {     // the upload resource goes too; nothing is kept
+        running--;
+        if (j.patch) j.patch.abort();
+        if (j.tus) tusCall("DELETE", j.tus).catch(function () {});
+        remember(j, null); j.tus = null; j.xhr = null;
+        pump();
+      } else if (was === "sending" && j.xhr) j.xhr.abort();
     };
     j.retry.onclick = function () {
       madeDirs = {};                          // folders are made again: the failure may have been one of them
