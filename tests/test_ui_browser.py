@@ -121,7 +121,7 @@ def test_read_only_visitor_sees_no_write_controls(tmp_path, page):
     with Server(tmp_path) as srv:
         page.goto(srv.url + "/")
         assert page.get_attribute("body", "data-write") == "0"
-        for sel in ("#pick-files", "#pick-folder", "#mkdir", "#drop", "#tools", "#row-tools", "th.act"):
+        for sel in ("#pick-files", "#pick-folder", "#mkdir", "#drop", "#tools", "#row-tools", "table.writable"):
             assert page.query_selector(sel) is None, sel
         first_load = names(page)
         assert first_load == ["z dir", "b.txt", "file_1", "File_2", "file_10"]

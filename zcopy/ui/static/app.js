@@ -324,8 +324,7 @@
   // the pointer, tapped, or holding the focus. No buttons per row: a 10,000-row folder then costs what
   // a read-only one does (30,000 buttons took seconds of layout). Keyboard: Tab from a name goes into
   // its toolbar, Tab from the toolbar's last button to the next name, Shift+Tab back the same way.
-  var th = document.createElement("th"); th.scope = "col"; th.className = "act"; th.innerHTML = "<span class=\"sr\">Actions</span>";
-  table.tHead.rows[0].appendChild(th);
+  table.classList.add("writable");          // room on its right for the toolbar (app.css)
   var bar = document.createElement("div"), current = null;
   bar.id = "row-tools"; bar.className = "row-tools"; bar.setAttribute("role", "group"); bar.hidden = true;
   var acts = [["Rename", "ren"], ["Move", "mov"], ["Delete", "del"]].map(function (b) {
@@ -345,7 +344,7 @@
     bar.hidden = false;
     var r = tr.getBoundingClientRect(), m = bar.offsetParent.getBoundingClientRect();
     bar.style.top = (r.top - m.top + (r.height - bar.offsetHeight) / 2) + "px";
-    bar.style.right = (m.right - r.right) + "px";
+    bar.style.left = "auto"; bar.style.right = "0";
   }
   function replace() { place(current); }
   function rowOf(el) { var tr = el.closest && el.closest("tr"); return tr && tr.parentNode === tbody ? tr : null; }
