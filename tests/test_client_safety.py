@@ -6,6 +6,7 @@ HTTP server on loopback that answers exactly what a malicious one would."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -295,6 +296,27 @@ def test_ls_keeps_the_token_on_a_redirect_within_the_origin(tmp_path):
         out = run("ls", f"{srv.url}/list", "--token", "s3cret")
         assert [srv.authorization(i) for i in range(len(srv.heads))] == ["Bearer s3cret"] * 2
     assert out.returncode == 0, out.stderr
+
+
+def test_ls_does_not_send_an_accounts_password_to_the_host_a_redirect_names(tmp_path):
+    """--user: Basic goes to the origin on the command line only (the password from the environment)."""
+    with RawServer(lambda head: ok(LISTING, content_type="application/json")) as second:
+        moved = (b"HTTP/1.1 302 Found\r\nLocation: %b/list/\r\nContent-Length: 0\r\n\r\n"
+                 % second.url.encode())
+        with RawServer(lambda head: moved) as first:
+            out = run("ls", f"{first.url}/list", "--user", "alice", env={"ZCOPY_PASSWORD": "pa:ss w"})
+            assert first.authorization(0) == "Basic " + base64.b64encode(b"alice:pa:ss w").decode()
+    assert out.returncode == 0, out.stderr
+    assert len(second.heads) == 1
+    assert second.authorization(0) is None
+
+
+def test_user_without_a_terminal_or_password_is_one_line_and_exit_2():
+    out = run("ls", "http://127.0.0.1:9/", "--user", "alice", env={"ZCOPY_PASSWORD": ""})
+    assert out.returncode == 2 and one_line(out), out.stderr
+    assert "--password-stdin" in out.stderr
+    out = run("ls", "http://127.0.0.1:9/", "--password-stdin")
+    assert out.returncode == 2 and one_line(out) and "goes with --user" in out.stderr
 
 
 # -- 6. a malformed listing is one line, never a traceback -------------------------------------

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from serverutil import Server, request
+
 from zcopy.accounts import passwords
 
 CHROMIUM = "/usr/bin/chromium"

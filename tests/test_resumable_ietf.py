@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
-
-from resumableutil import exchange, responses, send, wait_for
+from resumableutil import exchange, send, wait_for
 from serverutil import Server
+
 from zcopy.http import HttpError
 from zcopy.http import resumable as rs
 

@@ -17,12 +17,12 @@ import tarfile
 import threading
 
 import pytest
+from conftest import needs_root
+from resumableutil import exchange, group_gone, responses, send, wait_for
+from serverutil import Server
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
-from resumableutil import exchange, group_gone, responses, send, wait_for
-from conftest import needs_root
-from serverutil import Server
 from zcopy.accounts import passwords
 
 MiB = 1 << 20

@@ -376,3 +376,26 @@ def test_failed_sign_ins_are_counted_and_shown(runtime, root, tmp_path):
         out = subprocess.run(top("--once", "--pid", str(srv.proc.pid)), capture_output=True, text=True,
                              timeout=30, env={**os.environ, "COLUMNS": "150"})
         assert re.search(r"sign-ins +failed 3 +throttled 0 +busy 0", out.stdout), out.stdout
+
+
+def test_requests_are_counted_by_user_and_shown(runtime, root, tmp_path):
+    import base64
+
+    from zcopy.accounts import passwords
+
+    users = tmp_path / "users.txt"
+    users.write_text(f"alice {passwords.make('pw', time_cost=1, memory_kib=passwords.MIN_MEMORY_KIB)} /:r\n"
+                     "* - /:r\n")
+    alice = b"Authorization: Basic " + base64.b64encode(b"alice:pw") + b"\r\n"
+    with Server(root, "--users", str(users), "--workers", "2", "--state-dir", str(tmp_path / "state"),
+                env={"XDG_RUNTIME_DIR": str(runtime)}) as srv:
+        for i in range(5):
+            with connect(srv.port) as s:       # a new connection each: spread over the workers
+                s.sendall(b"HEAD /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                          + (alice if i < 3 else b"") + b"\r\n")
+                assert read_response(s, head_only=True)[0] == 200
+        snap = wait_for_json(srv.proc.pid, lambda j: j.get("users", {}).get("alice", 0) >= 3)
+        assert snap["users"] == {"alice": 3}          # summed over the workers; anonymous not counted
+        out = subprocess.run(top("--once", "--pid", str(srv.proc.pid)), capture_output=True, text=True,
+                             timeout=30, env={**os.environ, "COLUMNS": "150"})
+        assert re.search(r"by user +alice 3", out.stdout), out.stdout

@@ -16,7 +16,7 @@ from zcopy import ui
 def test_assets_cached_forever_with_etags(tmp_path):
     with Server(tmp_path) as srv:
         status, headers, page = get(srv.port, "/")
-        urls = re.findall(rb'(?:href|src)="(/\.zcopy/ui/[0-9a-f]{16}/app\.(?:css|js))"', page)
+        urls = re.findall(rb'(?:href|src)="(/\.zcopy/ui/[0-9a-f]{16}/(?:app|account)\.(?:css|js))"', page)
         assert sorted(u.decode() for u in urls) == sorted(a.url for a in ui.ASSETS.values())
         for url in urls:
             status, headers, body = get(srv.port, url.decode())

@@ -30,6 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench_serve import Peer, cpu_seconds, free_port  # noqa: E402
+
 from zcopy.units import format_size, parse_size  # noqa: E402
 
 GIB = 1 << 30

@@ -37,6 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench_serve import free_port, wait_port  # noqa: E402
+
 from zcopy.units import format_size, parse_size  # noqa: E402
 
 TUS = "Tus-Resumable: 1.0.0\r\n"

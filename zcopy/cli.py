@@ -18,7 +18,7 @@ import sys
 from zcopy import __version__
 
 #: Subcommands in the order ``zcopy --help`` lists them.
-COMMANDS = ["probe", "serve", "bench", "get", "put", "ls", "rm", "mv", "seal", "relay", "top", "user"]
+COMMANDS = ["probe", "serve", "bench", "get", "put", "ls", "rm", "mv", "seal", "share", "relay", "top", "user"]
 
 
 class Parser(argparse.ArgumentParser):

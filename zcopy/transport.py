@@ -40,6 +40,8 @@ class PlainTransport:
     __slots__ = ("sock", "fd", "recv", "send")
     #: sendfile/splice may write to and read from ``fd``.
     zero_copy = True
+    #: The bytes are encrypted (TLS): the session cookie then says ``Secure`` (zcopy.server.session).
+    secure = False
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock

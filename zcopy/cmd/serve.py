@@ -86,6 +86,8 @@ def configure(p) -> None:
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
                    help="with --follow-symlinks, links may also lead into DIR (repeatable)")
     p.add_argument("--show-hidden", action="store_true", help="serve and list dotfiles")
+    p.add_argument("--allow-mac-files", action="store_true",
+                   help="let macOS Finder write and read its ._* and .DS_Store files (never listed: docs/webdav.md)")
     p.add_argument("--max-connections", type=positive_int, default=10000, help="per worker (default: 10000)")
     p.add_argument("--header-timeout", type=timeout_arg, default=10.0, help="seconds to receive a request head")
     p.add_argument("--idle-timeout", type=timeout_arg, default=60.0, help="keep-alive idle seconds")
@@ -157,7 +159,7 @@ def build_config(args):
     state_dir = _state_dir(args, root, targets)
     cfg = ServeConfig(root=root, bind=args.bind, port=args.port, access_log=args.access_log,
                       follow_symlinks=args.follow_symlinks, symlink_targets=tuple(targets),
-                      show_hidden=args.show_hidden,
+                      show_hidden=args.show_hidden, mac_files=args.allow_mac_files,
                       max_connections=args.max_connections, header_timeout=args.header_timeout,
                       idle_timeout=args.idle_timeout, send_timeout=args.send_timeout,
                       drain_timeout=args.drain_timeout, drain_delay=args.drain_delay,

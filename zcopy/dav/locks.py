@@ -12,9 +12,14 @@ recursive ones (DELETE and MOVE of a folder), of every lock beneath it as well. 
 the principal that took the lock (RFC 4918 6.4: the server checks that the submitter owns it), so one
 user cannot use another's lock token.
 
-Every call may wait on the disk (sqlite): the server calls them on its executor, never on the loop;
-``generation`` (bumped in the same transaction as every change) lets a worker remember "no lock
-anywhere" and skip the table for requests on unlocked trees.
+Every call may wait on the disk (sqlite). ``horizon`` (a shared one-element array of doubles,
+``zcopy.server.shared.lock_horizon``) holds the latest expiry of any live lock: every change stores it
+inside its own write transaction (sqlite runs those one at a time, across processes), so it only
+ever lags a change that has not committed yet. A request at a time past it needs no lock lookup at
+all (``may_exist``): the common case, a server where nobody holds a lock, reads no sqlite.
+``generation_word``, stored the same way, is the table's generation after the change; ``live`` keeps
+the live locks in memory, read again (one query) only when the word moved, so the checks before a
+write read no sqlite either while the table does not change (``covering_in``, ``beneath_in``).
 """
 
 from __future__ import annotations
@@ -87,8 +92,45 @@ _COLUMNS = "token, root, depth, exclusive, owner, principal, timeout, expires"
 
 
 class LockTable:
-    def __init__(self, state) -> None:
+    def __init__(self, state, horizon=None, generation_word=None) -> None:
         self.state = state
+        if horizon is None:
+            horizon = memoryview(bytearray(8)).cast("d")
+            horizon[0] = float("inf")
+        self.horizon = horizon
+        self.generation_word = generation_word if generation_word is not None else \
+            memoryview(bytearray(8)).cast("Q")
+        self._live: dict[str, list[Lock]] = {}
+        self._live_generation = -1           # the table's generation ``_live`` was read at
+
+    def live(self) -> dict[str, list[Lock]]:
+        """Every lock in the table by root (expired ones too: ``covering_in`` and ``beneath_in`` drop them), from
+        memory while the shared generation word has not moved since they were read; else read again,
+        with the generation, in one statement (one consistent snapshot). A snapshot read before a
+        change committed carries the older generation, so it is read again until it has caught up."""
+        if self._live_generation != self.generation_word[0]:
+            rows = self.state.query(
+                f"SELECT m.value, {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM "
+                "(SELECT value FROM meta WHERE key = 'lock_generation') AS m LEFT JOIN locks AS l")
+            self._live_generation = int(rows[0][0]) if rows else 0
+            live: dict[str, list[Lock]] = {}
+            for r in rows:
+                if r[1] is not None:
+                    lk = _row(r[1:])
+                    live.setdefault(lk.root, []).append(lk)
+            self._live = live
+        return self._live
+
+    def may_exist(self, now: float) -> bool:
+        """False when no lock can be live at ``now`` (one read of shared memory, no sqlite)."""
+        return now < self.horizon[0]
+
+    def _settle(self, db) -> None:
+        """Store the horizon (inside a write transaction, after its changes)."""
+        latest = db.execute("SELECT max(expires) FROM locks").fetchone()[0]
+        generation = db.execute("SELECT value FROM meta WHERE key = 'lock_generation'").fetchone()
+        self.generation_word[0] = int(generation[0]) if generation else 0
+        self.horizon[0] = float(latest) if latest is not None else 0.0
 
     # -- reading --------------------------------------------------------------
 
@@ -143,6 +185,7 @@ class LockTable:
                        (lk.token, lk.root, lk.depth, int(lk.exclusive), lk.owner, lk.principal, lk.timeout,
                         lk.expires))
             _bump(db)
+            self._settle(db)
         return lk
 
     def refresh(self, path: str, submitted: set[str], principal: str, timeout: int, now: float) -> Lock:
@@ -153,6 +196,7 @@ class LockTable:
                     db.execute("UPDATE locks SET timeout = ?, expires = ? WHERE token = ?",
                                (timeout, now + timeout, lk.token))
                     _bump(db)
+                    self._settle(db)
                 return Lock(lk.token, lk.root, lk.depth, lk.exclusive, lk.owner, lk.principal, timeout,
                             now + timeout)
         raise LockError(412, "no lock of yours on this resource is named in the If header")
@@ -166,6 +210,7 @@ class LockTable:
                 with self.state.transaction() as db:
                     db.execute("DELETE FROM locks WHERE token = ?", (token,))
                     _bump(db)
+                    self._settle(db)
                 return
         raise LockError(409, "no such lock on this resource")
 
@@ -177,13 +222,32 @@ class LockTable:
         with self.state.transaction() as db:
             db.execute("DELETE FROM locks WHERE root = ? OR substr(root, 1, ?) = ?", (path, len(prefix), prefix))
             _bump(db)
+            self._settle(db)
 
     def sweep(self, now: float) -> int:
         with self.state.transaction() as db:
             n = db.execute("DELETE FROM locks WHERE expires <= ?", (now,)).rowcount
             if n:
                 _bump(db)
+            self._settle(db)
         return n
+
+
+def covering_in(live: dict[str, list[Lock]], path: str, now: float) -> list[Lock]:
+    """``LockTable.covering`` over the locks in memory (``LockTable.live``): a dict lookup per
+    ancestor."""
+    path = normalise(path)
+    found = [lk for lk in live.get(path, ()) if lk.expires > now]
+    for root in _ancestors(path):
+        found += [lk for lk in live.get(root, ()) if lk.depth == INFINITY and lk.expires > now]
+    return found
+
+
+def beneath_in(live: dict[str, list[Lock]], path: str, now: float) -> list[Lock]:
+    """``LockTable.beneath`` over the locks in memory."""
+    path = normalise(path)
+    return [lk for root, locks in live.items() if root != path and _beneath(root, path)
+            for lk in locks if lk.expires > now]
 
 
 def _ancestors(path: str) -> list[str]:

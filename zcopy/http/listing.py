@@ -156,7 +156,7 @@ def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "nam
                  '<ul id="queue" aria-live="polite"></ul></div></section>\n')
     yield ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-           f"<title>{title} - zcopy</title>{css}{js}</head>\n"
+           f"<title>{title} - zcopy</title>{css}{_account_assets(assets)}{js}</head>\n"
            f'<body data-write="{int(writable)}" data-sort="{sort}" data-order="{order}">\n'
            f"<header>{_crumbs(url_path)}\n<h1>Index of {title}</h1></header>\n<main>\n"
            f'<div class="bar">{find_form()} '
@@ -178,6 +178,17 @@ def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "nam
         yield ("\n" if at else "") + "\n".join(rows)
     yield (f'\n</tbody></table>\n<p id="total-line" class="total" role="status">{summary}</p>\n'
            "</main>\n</body></html>\n")
+
+
+def _account_assets(assets: dict) -> str:
+    """The sign-in, CSRF and share pieces of the page (zcopy/ui/static/account.*), before app.js:
+    account.js puts the CSRF header on the write requests app.js makes."""
+    out = ""
+    if "account.css" in assets:
+        out += f'<link rel="stylesheet" href="{assets["account.css"]}">'
+    if "account.js" in assets:
+        out += f'<script src="{assets["account.js"]}" defer></script>'
+    return out
 
 
 def render_listing_json(url_path: str, entries: list[Entry]) -> bytes:

@@ -15,6 +15,9 @@ checks it and returns the segments the server's filesystem walk
   A read's trailing slash becomes a ``.`` (``/a.txt/`` is 404 too).
 * A segment starting with ``.`` (dotfiles, ``.git``) -> 404 unless
   ``show_hidden``: we answer as if it did not exist, as listings hide it.
+* ``mac_files`` (``serve --allow-mac-files``): a last segment that is one of
+  macOS Finder's own files (``._name`` AppleDouble, ``.DS_Store``: ``mac_file``)
+  is an ordinary name, read and written like any other (listings still hide it).
 * ``/.zcopy/`` is the server's own namespace (``RESERVED``): never a user file,
   whatever ``show_hidden`` says (404; writes 403).
 
@@ -30,7 +33,14 @@ from zcopy.http.errors import HttpError
 RESERVED = ".zcopy"
 
 
-def url_segments(url_path: str, *, show_hidden: bool = False, write: bool = False) -> list[str]:
+def mac_file(name: str) -> bool:
+    """A file macOS Finder writes next to others on a network volume: ``._name`` (AppleDouble: the
+    extended attributes and resource fork of ``name``) and ``.DS_Store`` (the folder's view)."""
+    return name.startswith("._") or name == ".DS_Store"
+
+
+def url_segments(url_path: str, *, show_hidden: bool = False, write: bool = False,
+                 mac_files: bool = False) -> list[str]:
     """The non-empty segments of ``url_path``, dot segments included, after the
     checks above (raises HttpError). ``write``: the path names something to
     create, replace, move or delete."""
@@ -53,7 +63,7 @@ def url_segments(url_path: str, *, show_hidden: bool = False, write: bool = Fals
         if seg in (".", ".."):
             if write:
                 raise HttpError(400, f"invalid path segment {seg!r}")
-        elif seg[0] == "." and not show_hidden:
+        elif seg[0] == "." and not show_hidden and not (mac_files and seg is segments[-1] and mac_file(seg)):
             raise HttpError(403 if write else 404, "hidden names cannot be written" if write else "not found")
     top = normalised_parts(segments)
     if top and top[0] == RESERVED:

@@ -4,7 +4,8 @@ The folder is walked from the fd the root walk opened for it (``zcopy.server.roo
 subfolder and file opened relative to its parent's fd with O_NOFOLLOW, so nothing outside ROOT is
 reached and no path string is ever re-resolved. Only regular files and folders are archived
 (symlinks, FIFOs, sockets and devices are left out, as are temp files, hidden names unless
---show-hidden, and ``/.zcopy``). Each file's size is its fd's ``fstat``, so the Content-Length is
+--show-hidden, and ``/.zcopy``; for an account whose rules read only part of the tree, what it may
+not read: a file without ``r``, a folder that leads to nothing readable). Each file's size is its fd's ``fstat``, so the Content-Length is
 exact before the first byte, and the file's bytes leave as a ``(fd, 0, size)`` range by sendfile.
 
 The reply holds one open fd per non-empty file until it is sent (``OpenFds`` stands where a
@@ -22,7 +23,7 @@ import stat as stat_mod
 
 from zcopy import http
 from zcopy.http import tar
-from zcopy.server.root import TEMP_PREFIX
+from zcopy.server.root import listed
 
 MAX_FILES = 4096
 #: Members (files and folders) at most: their headers are held in memory until sent.
@@ -60,21 +61,25 @@ class OpenFds:
     __del__ = close
 
 
-def walk(dir_fd: int, *, show_hidden: bool, at_top: bool, fds: OpenFds, prefix: bytes = b""):
+def walk(dir_fd: int, *, show_hidden: bool, at_top: bool, fds: OpenFds, prefix: bytes = b"",
+         keep=None, segs: tuple = ()):
     """(Member, fd or None) for everything under the folder ``dir_fd`` (not closed here), depth first,
-    names in byte order. Opened file fds are added to ``fds``."""
+    names in byte order. Opened file fds are added to ``fds``. ``keep(segments, is_dir)``, when
+    given, says which entries go in (``segs``: the URL path segments of ``dir_fd``): a folder left
+    out is not walked."""
     with os.scandir(dir_fd) as it:
         names = sorted(d.name for d in it)
     for name in names:
-        if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
-            continue
-        if at_top and name == http.RESERVED:
-            continue
+        if not listed(name, show_hidden=show_hidden, at_top=at_top):
+            continue                    # the listings' rule: what a listing hides, the tar leaves out
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
             continue                    # gone since the scan
         rel = prefix + os.fsencode(name)
+        child = segs + (name,)
+        if keep is not None and not keep(child, stat_mod.S_ISDIR(st.st_mode)):
+            continue
         if stat_mod.S_ISDIR(st.st_mode):
             try:
                 sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -84,7 +89,8 @@ def walk(dir_fd: int, *, show_hidden: bool, at_top: bool, fds: OpenFds, prefix: 
             try:
                 st = os.fstat(sub)
                 yield tar.Member(rel, True, 0, int(st.st_mtime), st.st_mode), None
-                yield from walk(sub, show_hidden=show_hidden, at_top=False, fds=fds, prefix=rel + b"/")
+                yield from walk(sub, show_hidden=show_hidden, at_top=False, fds=fds, prefix=rel + b"/",
+                                keep=keep, segs=child)
             finally:
                 os.close(sub)
         elif stat_mod.S_ISREG(st.st_mode):
@@ -124,12 +130,13 @@ def disposition(url_path: str) -> str:
             f"filename*=UTF-8''{quote(name.encode('utf-8', 'surrogateescape'), safe='')}.tar")
 
 
-def plan(dir_fd: int, *, show_hidden: bool, at_top: bool) -> tuple[list, int, OpenFds]:
-    """(body segments, length, fds holder) for the tar of the folder ``dir_fd``. Blocks on the disk."""
+def plan(dir_fd: int, *, show_hidden: bool, at_top: bool, keep=None, segs: tuple = ()) -> tuple[list, int, OpenFds]:
+    """(body segments, length, fds holder) for the tar of the folder ``dir_fd`` (URL path segments
+    ``segs``), with only the entries ``keep`` keeps (see ``walk``). Blocks on the disk."""
     fds = OpenFds(os.fstat(dir_fd).st_dev)
     members = []
     try:
-        for member in walk(dir_fd, show_hidden=show_hidden, at_top=at_top, fds=fds):
+        for member in walk(dir_fd, show_hidden=show_hidden, at_top=at_top, fds=fds, keep=keep, segs=segs):
             members.append(member)
             if len(members) > MAX_MEMBERS:
                 raise http.HttpError(413, f"more than {MAX_MEMBERS} entries: too many to archive at once")

@@ -19,6 +19,7 @@ class ServeConfig:
     follow_symlinks: bool = False
     symlink_targets: tuple[str, ...] = ()   # with follow_symlinks: folders outside root links may reach
     show_hidden: bool = False
+    mac_files: bool = False         # macOS Finder's ._* and .DS_Store: read and written, never listed
     max_connections: int = 10000
     header_timeout: float = 10.0    # whole head must arrive within this (slowloris)
     idle_timeout: float = 60.0      # keep-alive connection with no request

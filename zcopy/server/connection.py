@@ -511,6 +511,8 @@ class Connection:
             started = self.started
             self.stats.reply(req.method, reply.status, self.head_at - started,
                              worker.now - started if complete else None)
+            if self.user != "-":            # requests by user (zcopy top); anonymous ones cost one compare
+                self.stats.user(self.user)
         if worker.access_log is not None:
             # A complete reply's whole body left, listings and multipart part
             # headers included (self.sent counts file bytes only).

@@ -23,23 +23,28 @@ LOCK). Every writer is the same principal (``PRINCIPAL``) until accounts
 
 from __future__ import annotations
 
+import collections
+import math
 import os
 import stat as stat_mod
+import threading
 import time
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from zcopy import http
 from zcopy.dav import deadprops, ifheader, multistatus, xmlbody
-from zcopy.dav.locks import INFINITY, LockError, LockTable, normalise, parse_timeout
-from zcopy.server import davcopy, writes
+from zcopy.dav.locks import INFINITY, LockError, LockTable, beneath_in, covering_in, normalise, parse_timeout
+from zcopy.server import davcopy, propfind, writes
 from zcopy.server.body import MemorySink
+from zcopy.server.listings import Listings
 from zcopy.server.reply import Reply
-from zcopy.server.root import TEMP_PREFIX
 
 DAV_METHODS = ("PROPFIND", "PROPPATCH", "COPY", "LOCK", "UNLOCK")
 BODY_METHODS = ("PROPFIND", "PROPPATCH", "LOCK")
 PRINCIPAL = "token"
+#: Members whose rendered responses a worker remembers across PROPFIND page builds (about 0.5 KiB each).
+MEMO_MEMBERS = 50_000
 XML = b"Content-Type: application/xml; charset=utf-8\r\n"
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _DAV_LIVE = set(multistatus.LIVE) | set(multistatus.QUOTA)
@@ -68,7 +73,16 @@ class Dav:
         self.date = date
         self.writer = writer                   # None: read-only (PROPFIND only)
         self.executor = executor
-        self.locks = LockTable(state) if state is not None and writer is not None else None
+        #: PROPFIND Depth 1 Multi-Status pages, kept like folder listings (zcopy.server.propfind)
+        self.pages = Listings(cache, None, executor, build=self._page)
+        self._memos: collections.OrderedDict = collections.OrderedDict()   # (url, view) -> members' responses
+        self._memo_lock = threading.Lock()
+        self.locks = None
+        if state is not None and writer is not None:
+            from zcopy.server.shared import lock_horizon
+            self.locks = LockTable(state, *lock_horizon())
+            if self.locks.horizon[0] == math.inf:     # the first worker: learn it (and drop expired locks)
+                self._defer(self._learn_horizon, lambda n: None, False, (1, 1))
         self.compliance = "1, 2" if self.locks is not None else "1"
         methods = ["GET", "HEAD", "OPTIONS", "PROPFIND"]
         if writer is not None:
@@ -132,7 +146,7 @@ class Dav:
                                   version=version)
         return Reply(status, head, [body], len(body), close)
 
-    def _defer(self, work, then, close: bool, version):
+    def _defer(self, work, then, close: bool, version, cpu: bool = False):
         """``then(work())``: ``work`` off the loop where there is an executor."""
         def refuse(exc: Exception) -> Reply:
             if isinstance(exc, http.HttpError):
@@ -142,7 +156,7 @@ class Dav:
             raise exc
         if self.executor is not None:
             from zcopy.server.executor import defer      # the executor's seam (zcopy/server/executor.py)
-            return defer(self.executor, work, then, refuse)
+            return defer(self.executor, work, then, refuse, cpu=cpu)
         try:
             return then(work())
         except (http.HttpError, OSError) as exc:
@@ -163,9 +177,12 @@ class Dav:
         now = time.time()
         if clauses and not self._if_holds(req.path, clauses, now):
             raise http.HttpError(412, "the If header's conditions do not hold")
-        if self.locks is not None:
+        if self.locks_may_exist(now):
+            live = self.locks.live()                 # from memory while the table has not changed
             for url, recursive in targets:
-                missing = self.locks.missing_tokens(_key(url), submitted, PRINCIPAL, now, recursive=recursive)
+                key = _key(url)
+                found = covering_in(live, key, now) + (beneath_in(live, key, now) if recursive else [])
+                missing = [lk for lk in found if lk.token not in submitted or lk.principal != PRINCIPAL]
                 if missing:
                     hrefs = "".join(f"<D:href>{multistatus.href(lk.root, False)}</D:href>" for lk in missing[:1])
                     raise DavError(423, "locked", f"<D:lock-token-submitted>{hrefs}</D:lock-token-submitted>")
@@ -174,12 +191,27 @@ class Dav:
         for clause in clauses:
             url = request_url if clause.resource is None else url_of(clause.resource)
             etag = self._etag(url)
-            tokens = {lk.token for lk in self.locks.covering(_key(url), now)} if self.locks is not None else set()
+            tokens = {lk.token for lk in covering_in(self.locks.live(), _key(url), now)} \
+                if self.locks_may_exist(now) else set()
             for conds in clause.lists:
                 if all(c.negated != ((c.token in tokens) if c.token else (etag is not None and c.etag == etag))
                        for c in conds):
                     return True
         return False
+
+    def _learn_horizon(self) -> None:
+        """Sweep the lock table (off the loop), which stores the horizon and generation words. A
+        database that cannot be written now leaves the horizon unknown: checks then read the table."""
+        try:
+            self.locks.sweep(time.time())
+        except Exception as exc:              # sqlite3.Error, OSError: nothing to answer, no worker to stop
+            import sys
+            print(f"zcopy: the lock table could not be swept ({exc}); lock checks read it", file=sys.stderr)
+
+    def locks_may_exist(self, now: float) -> bool:
+        """Whether a lock may be live now: False (the common case) is known from shared memory
+        (``LockTable.may_exist``), with no sqlite read."""
+        return self.locks is not None and self.locks.may_exist(now)
 
     def _etag(self, url: str) -> str | None:
         try:
@@ -201,52 +233,102 @@ class Dav:
             raise http.HttpError(400, "Depth must be 0, 1 or infinity", close=close)
         asked = xmlbody.propfind(body)
         url = req.path
+
+        def then(page) -> Reply:
+            head = http.response_head(207, self.date.get(), b"", page.size, extra=XML, close=close,
+                                      version=req.version)
+            return Reply(207, head, [(page.fd, 0, page.size)], page.size, close, page)
+
+        def refuse(exc: Exception) -> Reply:
+            if isinstance(exc, http.HttpError):
+                return self.error(exc, close or exc.close, req.version)
+            if isinstance(exc, OSError):
+                return self.error(writes_error(exc), True, req.version)
+            raise exc
+
+        quota = any(n in multistatus.QUOTA for _, n in asked.names)
+        if depth == "1" and visible is None and not quota and not self.locks_may_exist(time.time()):
+            # Kept per folder and asked set, dropped on any change as listings are (``Listings``).
+            view = ("propfind", asked.kind, tuple(asked.names))
+            return self.pages.serve(url, False, then, refuse, view)
+        def work() -> propfind.Body:
+            page = self._build(url, depth, asked, visible)
+            page.forget_folder()
+            return propfind.Body(page.fd, page.size)     # not kept: closes when its reply is done
+        return self._defer(work, then, close, req.version, cpu=depth == "1")
+
+    def _page(self, _scan, url: str, _as_json: bool, view: tuple, _keep) -> propfind.DavPage:
+        """``Listings``' build for PROPFIND's kept pages (Depth 1, no locks, no quota, no account filter),
+        off the loop. The members' responses of the page's last build are reused where nothing they
+        show changed (``propfind.write_members``' memo; ``Listings`` runs one build per page at a time)."""
+        key = (url, view)
+        with self._memo_lock:
+            memo = self._memos.pop(key, None)
+        memo = {} if memo is None else memo
         try:
-            target_etag = self._etag(url)          # the GET ETag, from the file cache (on the loop)
-        except Exception:
-            target_etag = None
-        locks = self.locks
+            return self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None, memo)
+        finally:
+            with self._memo_lock:
+                self._memos[key] = memo
+                total = sum(len(m) for m in self._memos.values())
+                while total > MEMO_MEMBERS and len(self._memos) > 1:
+                    total -= len(self._memos.pop(next(iter(self._memos))))
+
+    def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible, memo=None) -> propfind.DavPage:
+        """The Multi-Status of a PROPFIND, written into a memfd (off the loop): a ``listings.Page``
+        whose memfd closes once no reply holds it (``propfind.Body`` for one not kept)."""
         show_hidden = self.cache.show_hidden
         digests = getattr(self.cache, "digests", None)
+        locks = self.locks
 
         def etag_of(st) -> str | None:          # what a GET shows (any thread)
             if stat_mod.S_ISDIR(st.st_mode):
                 return None
             local = http.make_etag(st)
             return local if digests is None else digests.shown(st, local)
-        root = self.cache.fs
 
-        def work() -> bytes:
-            now = time.time()
-            held = []
-            if locks is not None:
-                held = locks.covering(_key(url), now) + (locks.beneath(_key(url), now) if depth == "1" else [])
-            with root.locate(url) as place:
-                try:
-                    st = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    raise http.HttpError(404, "not found") from None
-                if not (stat_mod.S_ISDIR(st.st_mode) or stat_mod.S_ISREG(st.st_mode)):
-                    raise http.HttpError(404, "not found")
-                is_dir = stat_mod.S_ISDIR(st.st_mode)
-                if not is_dir and url.endswith("/"):
-                    raise http.HttpError(404, "not found")
-                parts = [multistatus.HEAD]
-                fd = os.open(place.name, _OPEN, dir_fd=place.dir_fd)
-                try:
-                    parts.append(_props(url, st, lambda: deadprops.get_all(fd), fd, asked,
-                                        target_etag or etag_of(st), held))
-                    if is_dir and depth == "1":
-                        parts += _members(fd, url, asked, held, show_hidden, etag_of, visible)
-                finally:
-                    os.close(fd)
-            parts.append(multistatus.TAIL)
-            return b"".join(parts)
+        now = time.time()
+        held = []
+        if self.locks_may_exist(now):
+            held = locks.covering(_key(url), now) + (locks.beneath(_key(url), now) if depth == "1" else [])
+        with self.cache.fs.locate(url) as place:
+            try:
+                st = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise http.HttpError(404, "not found") from None
+            if not (stat_mod.S_ISDIR(st.st_mode) or stat_mod.S_ISREG(st.st_mode)):
+                raise http.HttpError(404, "not found")
+            is_dir = stat_mod.S_ISDIR(st.st_mode)
+            if not is_dir and url.endswith("/"):
+                raise http.HttpError(404, "not found")
+            fd = os.open(place.name, _OPEN, dir_fd=place.dir_fd)
+            out = -1
+            try:
+                quota = propfind.quota(fd) if any(n in multistatus.QUOTA for _, n in asked.names) else None
+                out = propfind.new_body()
+                size = propfind.write(out, multistatus.HEAD + _props(
+                    url, st, lambda: deadprops.get_all(fd), asked, etag_of(st), held, quota))
+                if is_dir and depth == "1":
+                    plan = propfind.Plan(asked, quota)
+                    entries = propfind.members(fd, url, show_hidden=show_hidden, visible=visible)
 
-        def then(data: bytes) -> Reply:
-            return self._xml(207, data, close, req.version)
-
-        return self._defer(work, then, close, req.version)
+                    def slow(member_url: str, mst, wants_dead: bool) -> str:
+                        name = member_url.rsplit("/", 1)[1]
+                        dead = (lambda: _dead_of(fd, name)) if wants_dead else dict
+                        return _props(member_url, mst, dead, asked, etag_of(mst), held, quota).decode(
+                            "utf-8", "surrogateescape")
+                    size += propfind.write_members(out, fd, url, plan, entries, etag_of, held, slow, memo)
+                size += propfind.write(out, multistatus.TAIL)
+                # The folder whose changes make the page stale (watched by the kept pages' cache).
+                watched = os.dup(fd) if is_dir else os.dup(place.dir_fd)
+                page = propfind.DavPage(out, size, "", "application/xml", place.path if is_dir else place.folder,
+                                        watched, volatile=bool(held))
+                out = -1
+                return page
+            finally:
+                os.close(fd)
+                if out >= 0:
+                    os.close(out)
 
     # -- PROPPATCH --------------------------------------------------------------------
 
@@ -340,23 +422,28 @@ class Dav:
                 submitted = ifheader.tokens(ifheader.parse(value)) if value else set()
             except ifheader.IfHeaderError as exc:
                 raise http.HttpError(400, str(exc)) from None
-            try:
-                lk = self.locks.refresh(_key(url), submitted, PRINCIPAL, timeout, now)
-            except LockError as exc:
-                raise http.HttpError(exc.status, str(exc)) from None
-            return self._lock_reply(200, lk, close, req.version)
+            locks = self.locks
+
+            def renew():
+                try:
+                    return locks.refresh(_key(url), submitted, PRINCIPAL, timeout, now)
+                except LockError as exc:
+                    raise http.HttpError(exc.status, str(exc)) from None
+            return self._defer(renew, lambda lk: self._lock_reply(200, lk, close, req.version), close, req.version)
         depth = req.headers.get("depth", "infinity").strip().lower()
         if depth not in ("0", "infinity"):
             raise http.HttpError(400, "LOCK takes Depth 0 or infinity")
         self.check(req)         # the If header only: a shared lock joins others without their tokens
-        writer = self.writer
-        try:
-            lk = self.locks.lock(_key(url), depth=0 if depth == "0" else INFINITY, exclusive=info.exclusive,
-                                 owner=info.owner, principal=PRINCIPAL, timeout=timeout, now=now)
-        except LockError as exc:
-            hrefs = "".join(f"<D:href>{multistatus.href(c.root, False)}</D:href>" for c in exc.conflicts[:1])
-            raise DavError(exc.status, str(exc), f"<D:no-conflicting-lock>{hrefs}</D:no-conflicting-lock>") \
-                from None
+        writer, locks = self.writer, self.locks
+
+        def take():
+            try:
+                return locks.lock(_key(url), depth=0 if depth == "0" else INFINITY, exclusive=info.exclusive,
+                                  owner=info.owner, principal=PRINCIPAL, timeout=timeout, now=now)
+            except LockError as exc:
+                hrefs = "".join(f"<D:href>{multistatus.href(c.root, False)}</D:href>" for c in exc.conflicts[:1])
+                raise DavError(exc.status, str(exc), f"<D:no-conflicting-lock>{hrefs}</D:no-conflicting-lock>",
+                               close=close) from None
 
         def work() -> bool:            # lock-null: a LOCK on nothing makes an empty file (RFC 4918 9.10.4)
             with writer.target(url) as target:
@@ -370,17 +457,19 @@ class Dav:
                                  dir_fd=target.place.dir_fd))
                 return True
 
-        def then(created: bool) -> Reply:
+        def then(done) -> Reply:
+            lk, created = done
             if created:
                 self.cache.invalidate()
                 self.cache.written()
             return self._lock_reply(201 if created else 200, lk, close, req.version)
 
         def work_or_unlock():
+            lk = take()
             try:
-                return work()
+                return lk, work()
             except BaseException:
-                self.locks.unlock(_key(url), lk.token, PRINCIPAL, time.time())
+                locks.unlock(_key(url), lk.token, PRINCIPAL, time.time())
                 raise
 
         return self._defer(work_or_unlock, then, close, req.version)
@@ -394,18 +483,24 @@ class Dav:
         token = req.headers.get("lock-token", "").strip()
         if not (token.startswith("<") and token.endswith(">")):
             raise http.HttpError(400, "UNLOCK needs a Lock-Token header")
-        try:
-            self.locks.unlock(_key(req.path), token[1:-1], PRINCIPAL, time.time())
-        except LockError as exc:
-            if exc.status == 409:
-                raise DavError(409, str(exc), "<D:lock-token-matches-request-uri/>", close=close) from None
-            raise http.HttpError(exc.status, str(exc), close=close) from None
-        head = http.response_head(204, self.date.get(), b"", None, close=close, version=req.version)
-        return Reply(204, head, [], 0, close)
+        locks, url = self.locks, req.path
+
+        def work() -> None:
+            try:
+                locks.unlock(_key(url), token[1:-1], PRINCIPAL, time.time())
+            except LockError as exc:
+                if exc.status == 409:
+                    raise DavError(409, str(exc), "<D:lock-token-matches-request-uri/>", close=close) from None
+                raise http.HttpError(exc.status, str(exc), close=close) from None
+
+        def then(_) -> Reply:
+            head = http.response_head(204, self.date.get(), b"", None, close=close, version=req.version)
+            return Reply(204, head, [], 0, close)
+        return self._defer(work, then, close, req.version)
 
     def removed(self, url: str) -> None:
         """``url`` (and what was beneath it) is gone: its locks go too."""
-        if self.locks is not None:
+        if self.locks_may_exist(time.time()):
             self.locks.removed(_key(url))
 
 
@@ -437,38 +532,6 @@ def _activelock(lk) -> str:
             f"<D:lockroot><D:href>{multistatus.href(lk.root, False)}</D:href></D:lockroot></D:activelock>")
 
 
-def _members(fd: int, url: str, asked: xmlbody.PropFind, held, show_hidden: bool, etag_of,
-             visible=None) -> list[bytes]:
-    """The ``<D:response>`` of each member of the folder open as ``fd`` that a listing shows (no
-    dotfiles unless shown, no temp files, no /.zcopy, no symlinks or special files), by name. Members
-    are stat'ed from the folder's fd (fstatat) and opened only when dead properties are asked for."""
-    base = url if url.endswith("/") else url + "/"
-    at_top = http.normalised(url) == "/"
-    wants_dead = _needs_dead(asked)
-    out = []
-    with os.scandir(fd) as it:
-        entries = sorted(it, key=lambda d: d.name)
-    for d in entries:
-        name = d.name
-        if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden) or \
-                (at_top and name == http.RESERVED) or (visible is not None and not visible(name)):
-            continue
-        try:
-            st = d.stat(follow_symlinks=False)
-        except OSError:
-            continue                                    # gone meanwhile
-        if not (stat_mod.S_ISDIR(st.st_mode) or stat_mod.S_ISREG(st.st_mode)):
-            continue
-        dead = (lambda n=name: _dead_of(fd, n)) if wants_dead else dict
-        out.append(_props(base + name, st, dead, fd, asked, etag_of(st), held))
-    return out
-
-
-def _needs_dead(asked: xmlbody.PropFind) -> bool:
-    """Whether the request wants dead properties (then each member is opened to read its xattrs)."""
-    return asked.kind != "prop" or any(not (ns == xmlbody.DAV and local in _DAV_LIVE) for ns, local in asked.names)
-
-
 def _dead_of(dir_fd: int, name: str) -> dict:
     """The dead properties of ``name`` in ``dir_fd`` (opened with O_NOFOLLOW; gone meanwhile: none)."""
     try:
@@ -481,9 +544,9 @@ def _dead_of(dir_fd: int, name: str) -> dict:
         os.close(fd)
 
 
-def _props(url: str, st, dead, fs_fd: int, asked: xmlbody.PropFind, etag: str | None, held) -> bytes:
+def _props(url: str, st, dead, asked: xmlbody.PropFind, etag: str | None, held, quota=None) -> bytes:
     """One ``<D:response>``: ``dead()`` gives the resource's dead properties (called only when they
-    are asked for), ``fs_fd`` is an fd on its filesystem (quota)."""
+    are asked for); ``quota``: (available, used) bytes of its filesystem, when asked for."""
     is_dir = stat_mod.S_ISDIR(st.st_mode)
 
     def live(name: str) -> str | None:
@@ -494,7 +557,7 @@ def _props(url: str, st, dead, fs_fd: int, asked: xmlbody.PropFind, etag: str | 
         return multistatus.live_value(name, st=st, url_path=url, etag=etag,
                                       content_type=_ctype(url, is_dir) if name == "getcontenttype" else None,
                                       lockdiscovery=lockdiscovery,
-                                      quota=_quota(fs_fd) if name in multistatus.QUOTA else None)
+                                      quota=quota)
 
     groups: dict[int, list[str]] = {200: [], 404: []}
     if asked.kind == "prop":
@@ -551,11 +614,6 @@ def _win32_times(fd: int, changes) -> None:
 
 def _ctype(url: str, is_dir: bool) -> str | None:
     return None if is_dir else http.content_type(url)
-
-
-def _quota(fd: int) -> tuple[int, int]:
-    sv = os.fstatvfs(fd)
-    return sv.f_bavail * sv.f_frsize, (sv.f_blocks - sv.f_bfree) * sv.f_frsize
 
 
 def _copy(writer, source: writes.Target, dest: writes.Target, infinity: bool, overwrite: bool):

@@ -225,10 +225,11 @@ def _short_switches():
                 sys.setswitchinterval(_switch_default)
 
 
-def defer(executor: Executor | None, work, then, refuse):
+def defer(executor: Executor | None, work, then, refuse, *, cpu: bool = False):
     """The reply of a request computed off the loop.
 
-    ``work()`` runs on a thread (or at once without an executor); on the loop,
+    ``work()`` runs on a thread (or at once without an executor; ``cpu``: it is
+    CPU-bound, as ``Executor.submit`` says); on the loop,
     ``then(result)`` makes the Reply, or ``refuse(exc)`` makes the error reply
     for an exception raised by either. Returns a ``Pending`` that the
     connection waits on (or, without an executor, the Reply itself)."""
@@ -250,5 +251,5 @@ def defer(executor: Executor | None, work, then, refuse):
             reply = refuse(exc)
         pending.done(reply)
 
-    executor.submit(work).then(settle)
+    executor.submit(work, cpu=cpu).then(settle)
     return pending

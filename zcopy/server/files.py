@@ -140,14 +140,15 @@ class FileEntry:
 class OpenFileCache:
     """url path -> FileEntry, bounded; the request path is a lookup + one stat."""
 
-    def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
+    def __init__(self, root: str, *, follow_symlinks: bool = False, show_hidden: bool = False, mac_files: bool = False,
                  symlink_targets: tuple[str, ...] = (), max_entries: int = 1024, watch=None,
                  generation=None, digests=None) -> None:
         self.root = root
         #: content-digest ETags (zcopy.server.digests.Digests), or None: this node's tags only
         self.digests = digests
         #: every file operation of the server goes through it (reads here, writes in ``writes``)
-        self.fs = Root(root, follow_symlinks=follow_symlinks, show_hidden=show_hidden, allowed=symlink_targets)
+        self.fs = Root(root, follow_symlinks=follow_symlinks, show_hidden=show_hidden, mac_files=mac_files,
+                       allowed=symlink_targets)
         self.follow_symlinks = follow_symlinks
         self.show_hidden = show_hidden
         # Each entry holds an fd: leave most of RLIMIT_NOFILE to connections.

@@ -158,9 +158,13 @@ def _write(fd: int, pieces: list[bytes], digest) -> int:
 class Listings:
     """One per worker: the page cache and the builds in flight (loop thread)."""
 
-    def __init__(self, cache, scan, executor=None, *, max_bytes: int = MAX_BYTES, ttl: float = TTL) -> None:
+    def __init__(self, cache, scan, executor=None, *, max_bytes: int = MAX_BYTES, ttl: float = TTL,
+                 build=build) -> None:
         self.cache = cache
         self.scan = scan                # url path -> (folder label, folder fd, entries); off the loop
+        #: (scan, url path, as_json, view, keep) -> Page, off the loop: ``build`` here; WebDAV's
+        #: PROPFIND keeps its Multi-Status pages in a Listings of its own (zcopy.server.propfind)
+        self.build = build
         self.executor = executor
         self.max_bytes = max_bytes
         self.ttl = ttl
@@ -195,7 +199,8 @@ class Listings:
                 return then(page)
             self._drop(key)
         if self.executor is None:
-            return defer(None, lambda: build(self.scan, url_path, as_json, view, keep), self._keep_then(key, then), refuse)
+            return defer(None, lambda: self.build(self.scan, url_path, as_json, view, keep), self._keep_then(key, then),
+                         refuse)
         from zcopy.server.reply import Pending
 
         pending = Pending()
@@ -203,7 +208,7 @@ class Listings:
         if waiters is None:
             waiters = self._building[key] = []
             epoch = self._epoch
-            self.executor.submit(build, self.scan, url_path, as_json, view, keep, cpu=True).then(
+            self.executor.submit(self.build, self.scan, url_path, as_json, view, keep, cpu=True).then(
                 lambda task: self._built(key, epoch, task))
         waiters.append((then, refuse, pending))
         return pending
@@ -241,7 +246,7 @@ class Listings:
             self._retire(page)             # not kept: closes when its replies end
 
     def _keep(self, key: tuple, page: Page) -> None:
-        if page.size > self.max_bytes // 4:
+        if page.size > self.max_bytes // 4 or getattr(page, "volatile", False):
             page.forget_folder()
             return
         watch = self.cache.watch

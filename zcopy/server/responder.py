@@ -25,13 +25,16 @@ from zcopy.server.executor import defer
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
-from zcopy.server.root import TEMP_PREFIX, fs_error
+from zcopy.server.root import fs_error, listed
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.search import Searches, term_of
+from zcopy.server.session import SAFE as SAFE_METHODS, cross_site
+from zcopy.server.share import token_in as share_token
 from zcopy.server.throttle import Held
 from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
+_SHARE_KINDS = ("share", "share-folder")
 #: Methods that may start or carry a resumable upload without naming one in the query.
 _UPLOAD_METHODS = ("POST", "PATCH", "PUT", "OPTIONS")
 #: The challenge with a users file: accounts sign in with HTTP Basic (tokens still work as Bearer).
@@ -74,7 +77,7 @@ class Responder:
     def __init__(self, cache: OpenFileCache, date: http.DateHeader, *, writer: Writer | None = None,
                  token: str | None = None, read_token: str | None = None, routes: Routes | None = None,
                  access: Access | None = None, verifier=None, trusted_proxy: str | None = None,
-                 shared_throttle=None, sessions=None, executor=None) -> None:
+                 shared_throttle=None, sessions=None, executor=None, shares=None) -> None:
         self.cache = cache
         #: folder listings, built on ``executor`` (None: on the caller's thread)
         self.listings = Listings(cache, self._scan, executor)
@@ -92,6 +95,8 @@ class Responder:
         self.shared_throttle = shared_throttle
         #: The browser's session cookie (zcopy.server.session); None: no users file or no state folder.
         self.sessions = sessions
+        #: Share links (zcopy.server.share); None: no state folder to sign them with.
+        self.shares = shares
         self.trusted_proxy = trusted_proxy
         #: Counted here, published by the worker's stats: failed sign-ins, throttled ones, overloads.
         self.auth_failures = 0
@@ -151,10 +156,27 @@ class Responder:
     def _identify(self, req: http.Request, closing: bool, conn):
         """The request's Identity; or a Pending while its password is checked. Raises HttpError."""
         access = self.access
+        if req.method not in SAFE_METHODS:              # another site's page may not change anything here
+            why = cross_site(req, self._forwarded_host(req, conn))
+            if why is not None:
+                raise http.HttpError(403, why)
+        if req.query and self.shares is not None:       # a share link: its own identity, whoever follows it
+            token = share_token(req.query)
+            if token is not None:
+                return self.shares.identify(req, token, _rules_path(req.path))
         auth = req.headers.get("authorization")
         if auth is None:
-            if self.sessions is not None and "cookie" in req.headers:     # a browser signed in before
-                return self.sessions.identify(req.headers.get("cookie")) or access.anonymous
+            cookie = req.headers.get("cookie")
+            if cookie is None:
+                return access.anonymous
+            if self.shares is not None and "zcopy_share=" in cookie:        # inside a shared folder
+                path = _rules_path(req.path)
+                shared = self.shares.from_cookie(req, cookie, path)
+                if shared is not None:      # a signed-in account that reads here keeps its own rights
+                    mine = self.sessions.identify(cookie, req) if self.sessions is not None else None
+                    return mine if mine is not None and access.allows(mine, req.method, path, True) else shared
+            if self.sessions is not None:                                   # a browser signed in before
+                return self.sessions.identify(cookie, req) or access.anonymous
             return access.anonymous
         if conn is not None:
             known = conn.auth       # this connection's last sign-in: keep-alive requests skip the rest
@@ -193,6 +215,14 @@ class Responder:
             if forwarded:
                 addr = forwarded.rsplit(",", 1)[-1].strip() or addr
         return addr
+
+    def _forwarded_host(self, req: http.Request, conn) -> str | None:
+        """X-Forwarded-Host (its last value), only from the ``--trusted-proxy`` peer."""
+        if self.trusted_proxy is None or conn is None or not isinstance(conn.addr, tuple) \
+                or conn.addr[0] != self.trusted_proxy:
+            return None
+        forwarded = req.headers.get("x-forwarded-host")
+        return forwarded.rsplit(",", 1)[-1].strip() if forwarded else None
 
     def _verify(self, check: Check, req: http.Request, closing: bool, conn, addr: str):
         """Check a password off the loop (``zcopy.server.verify``), then answer the request."""
@@ -256,7 +286,7 @@ class Responder:
         try:
             if ".zcopy" in req.path and reserved(req.path):   # the server's own resources, never a file
                 close = close or has_body                     # (no route reads a body yet)
-                return self.routes.respond(req, close, self._may_use_routes(identity), identity)
+                return self.routes.respond(req, close, self._may_use_routes(identity), identity, conn)
             if self.uploads is not None and (req.query or req.method in _UPLOAD_METHODS):
                 reply = self.uploads.route(req, identity, close, conn)   # tus and the IETF draft
                 if reply is not None:
@@ -282,7 +312,7 @@ class Responder:
                                      headers=[("Allow", self.allow)])
             path = _rules_path(req.path)
             rules = identity.rules
-            if rules is None or answers is None:
+            if rules is None or answers is None or identity.kind in _SHARE_KINDS:   # (a link's rules are its own)
                 may_read = access.allows(identity, req.method, path, True)
             else:
                 # Rules are answered once per (rules, path) per memo: its second and generation.
@@ -296,6 +326,8 @@ class Responder:
                 raise self._refuse(identity, "read here", "this server needs a token to read")
             entry = self.cache.lookup(req.path)
             if entry is None:
+                if identity.kind == "share":        # a link to a file: never a listing
+                    raise http.HttpError(404, "not found")
                 return self._directory(req, close, head_only, identity, path)
             if not may_read:            # a folder on the way to something readable, not this file
                 raise self._refuse(identity, "read here", "this server needs a token to read")
@@ -475,10 +507,13 @@ class Responder:
             return whole(301, data, close)
         access = self.access
         if req.query and "download=tar" in req.query.split("&"):
+            keep = None
             if not _whole_tree_readable(identity, path):
-                raise self._refuse(identity, "download this folder as an archive",
-                                   "this server needs a token to read")
-            return self._tar(req, close, head_only)
+                rules = identity.rules      # not None here: before accounts, a reader reads the whole tree
+                # Entry by entry (on the walk's thread): files it reads, folders that lead to one.
+                def keep(segs: tuple, is_dir: bool) -> bool:
+                    return rules.may_see(segs) if is_dir else rules.allows(segs, "r")
+            return self._tar(req, close, head_only, keep)
         if req.query and "download=" in req.query:      # zip and others: not offered (docs/ui.md says why)
             raise http.HttpError(400, "the folder downloads as ?download=tar only")
         term = term_of(req.query) if req.query else None
@@ -528,9 +563,10 @@ class Responder:
             return Reply(200, head, [], 0, close)
         return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)
 
-    def _tar(self, req: http.Request, close: bool, head_only: bool):
+    def _tar(self, req: http.Request, close: bool, head_only: bool, keep=None):
         """The folder as a tar (zcopy.server.archive): headers as bytes, file bodies as fd ranges.
-        The walk runs on the executor (a Pending), the reply is made on the loop."""
+        The walk runs on the executor (a Pending), the reply is made on the loop. ``keep``: which
+        entries the account may see (None: all)."""
         url_path, show_hidden = req.path, self.cache.show_hidden
 
         def walk():
@@ -542,7 +578,8 @@ class Responder:
                 except OSError:
                     raise http.HttpError(404, "not found") from None
             try:
-                return archive.plan(dir_fd, show_hidden=show_hidden, at_top=http.normalised(url_path) == "/")
+                return archive.plan(dir_fd, show_hidden=show_hidden, at_top=http.normalised(url_path) == "/",
+                                    keep=keep, segs=segments(http.normalised(url_path)))
             finally:
                 os.close(dir_fd)
 
@@ -585,10 +622,8 @@ class Responder:
         with os.scandir(dir_fd) as it:
             for d in it:
                 name = d.name
-                if name.startswith(TEMP_PREFIX) or (name.startswith(".") and not show_hidden):
-                    continue
-                if at_top and name == http.RESERVED:
-                    continue            # the server's own namespace, even with --show-hidden
+                if not listed(name, show_hidden=show_hidden, at_top=at_top):
+                    continue            # dotfiles, our temp files, /.zcopy (even with --show-hidden)
                 if d.is_symlink():
                     if not self.cache.follow_symlinks:
                         continue
@@ -635,8 +670,8 @@ class _Rights:
 
 
 def _whole_tree_readable(identity: Identity, folder: str) -> bool:
-    """Whether an archive of ``folder`` shows only what ``identity`` may read: ``r`` on the folder
-    and no narrower rule beneath it without ``r`` (an archive is not filtered entry by entry yet)."""
+    """Whether ``identity`` reads everything under ``folder``: ``r`` on the folder and no narrower
+    rule beneath it without ``r`` (then an archive needs no filter entry by entry)."""
     rules = identity.rules
     if rules is None:
         return True                     # before accounts: whoever reads the folder reads the tree

@@ -44,6 +44,15 @@ from zcopy import http
 #: Name prefix of an upload's named temp file: never served, listed or written.
 TEMP_PREFIX = ".zcopy-upload-"
 MAX_LINKS = 40
+
+
+def listed(name: str, *, show_hidden: bool, at_top: bool) -> bool:
+    """Whether a folder's member may appear in a listing (GET's HTML and JSON, WebDAV's PROPFIND): the
+    one hidden-name rule. Never our temp files or, at the top, the server's own namespace; dotfiles
+    only with ``--show-hidden``."""
+    if name.startswith(TEMP_PREFIX) or (at_top and name == http.RESERVED):
+        return False
+    return show_hidden or not name.startswith(".")
 _WALK = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
 _SYS_OPENAT2 = 437          # the same number on every architecture (new syscall table)
@@ -133,11 +142,12 @@ class Place:
 class Root:
     """ROOT's fd and the policy for reaching what is under it."""
 
-    def __init__(self, path: str, *, follow_symlinks: bool = False, show_hidden: bool = False,
+    def __init__(self, path: str, *, follow_symlinks: bool = False, show_hidden: bool = False, mac_files: bool = False,
                  allowed: tuple[str, ...] = ()) -> None:
         self.path = path.rstrip("/") or "/"        # a realpath (the CLI resolves it)
         self.follow_symlinks = follow_symlinks
         self.show_hidden = show_hidden
+        self.mac_files = mac_files          # macOS Finder's ._* and .DS_Store may be read and written
         self.fd = _open_base(self.path)
         #: ROOT and the --symlink-target folders: (their segments, path, fd)
         self.bases = [(_segments_of(self.path), self.path, self.fd)]
@@ -155,7 +165,7 @@ class Root:
         """The Place ``url_path`` names (raises HttpError). Reads follow a
         symlink in the last segment (where links are allowed); writes act on
         the last segment itself and may name missing folders (``missing``)."""
-        segments = http.url_segments(url_path, show_hidden=self.show_hidden, write=write)
+        segments = http.url_segments(url_path, show_hidden=self.show_hidden, write=write, mac_files=self.mac_files)
         for seg in segments:
             if seg.startswith(TEMP_PREFIX):
                 raise http.HttpError(403 if write else 404, "reserved name" if write else "not found")

@@ -11,7 +11,8 @@ the GET handler without the body, OPTIONS lists ``Allow``. Files named
 
 A handler is ``handler(req, close) -> Reply | Pending`` (``close``: the reply
 must say ``Connection: close``), or ``handler(req, close, identity)`` when
-registered with ``identity=True`` (the sign-in routes, zcopy.server.session); ``Routes.json`` builds a small reply.
+registered with ``identity=True`` (the sign-in and share routes, zcopy.server.session and
+zcopy.server.share: ``handler(req, close, identity, conn)``); ``Routes.json`` builds a small reply.
 Handlers that touch the disk or the state database return a ``Pending`` run on
 the executor. Access: a route needs what a file read needs (the read token,
 when the server has one) unless it is registered ``public=True``.
@@ -69,11 +70,12 @@ class Routes:
             raise ValueError(f"a route is a normalised path under {RESERVED}/ with methods: {path!r}")
         self._table[path] = Route(handlers, public, identity)
 
-    def respond(self, req: http.Request, close: bool, may_read: bool, identity=None):
+    def respond(self, req: http.Request, close: bool, may_read: bool, identity=None, conn=None):
         """The answer to a request for a reserved path. ``may_read``: the
         request carries what a file read would need; ``identity``: who is
         asking (``zcopy.server.access``), for the routes registered with
-        ``identity=True``. Raises HttpError."""
+        ``identity=True``, which also get ``conn`` (the connection, or None).
+        Raises HttpError."""
         route = self._table.get(req.path)
         if route is None:
             raise http.HttpError(404, "not found")
@@ -92,7 +94,7 @@ class Routes:
         if handler is None:
             raise http.HttpError(405, f"{method} is not allowed here", headers=[("Allow", route.allow)])
         if route.identity:
-            return handler(req, close, identity)
+            return handler(req, close, identity, conn)
         return handler(req, close)
 
     def json(self, req: http.Request, status: int, value, close: bool) -> Reply:

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 from zcopy import http
 from zcopy.accounts.rules import segments
 from zcopy.http import results
-from zcopy.server.root import TEMP_PREFIX, open_below
+from zcopy.server.root import listed, open_below
 
 MAX_VISITED = 200_000
 MAX_RESULTS = 500
@@ -88,10 +88,8 @@ def walk(dir_fd: int, words: list[str], *, show_hidden: bool, at_top: bool, show
                     if not visited % _CLOCK_EVERY and time.monotonic() > deadline:
                         return _found(hits, visited, "time")
                     name = d.name
-                    if name.startswith(TEMP_PREFIX) or (name[0] == "." and not show_hidden):
-                        continue
-                    if at_top and not rel and name == http.RESERVED:
-                        continue
+                    if not listed(name, show_hidden=show_hidden, at_top=at_top and not rel):
+                        continue                # the listings' one hidden-name rule
                     child = rel + (name,)
                     try:
                         if d.is_symlink():

@@ -11,6 +11,14 @@ process killed mid-write cannot leave anything held):
 - ``beats[slot]``: the monotonic time of the slot's worker's last loop turn,
   written by that worker once per turn (one float store); the supervisor
   replaces a worker whose beat is older than ``--worker-timeout``.
+- ``lock_until``: WebDAV's lock horizon, a time after which no lock in the
+  state database is live (0: none at all; inf: not known yet). It is
+  written inside each write transaction of the lock table, which sqlite
+  runs one at a time across processes, so the stores come in the order of
+  the changes they describe (``zcopy.dav.locks``). A write whose time is
+  past it is decided with no sqlite read. ``lock_generation``, stored the
+  same way, is the table's generation after that change: a worker keeps
+  the live locks in memory while it has not moved.
 - ``generations[g]``: how many successful writes (PUT, DELETE, MOVE, MKCOL)
   the worker holding generation slot ``g`` has answered, and ``last_write``,
   a value no write has used before, set by each write. Every worker reads
@@ -26,6 +34,7 @@ one process can be compared with the time read in another.
 
 from __future__ import annotations
 
+import math
 import mmap
 
 SERVING = 0
@@ -39,14 +48,19 @@ class SharedState:
         self.workers = workers
         #: a worker per slot, the ones retiring after a reload, and spares
         self.generation_slots = 4 * workers + 4
-        size = 16 + 8 * workers + 8 * self.generation_slots
-        self._mm = mmap.mmap(-1, size)     # anonymous: MAP_SHARED, survives fork
+        end = 16 + 8 * workers + 8 * self.generation_slots
+        self._mm = mmap.mmap(-1, end + 16)  # anonymous: MAP_SHARED, survives fork
         view = memoryview(self._mm)
         self._phase = view[0:8].cast("Q")
         self.last_write = view[8:16].cast("Q")
         self.beats = view[16:16 + 8 * workers].cast("d")
-        self.generation_span = (16 + 8 * workers, size)
-        self.generations = view[16 + 8 * workers:].cast("Q")
+        self.generation_span = (16 + 8 * workers, end)
+        self.generations = view[16 + 8 * workers:end].cast("Q")
+        #: WebDAV: no lock lives after this time (see ``lock_horizon``); inf until a worker has read the table.
+        self.lock_until = view[end:end + 8].cast("d")
+        self.lock_until[0] = math.inf
+        #: WebDAV: the lock table's generation as of its last change (``lock_horizon``).
+        self.lock_generation = view[end + 8:end + 16].cast("Q")
         self._free = list(range(self.generation_slots))
         self._held: dict[int, int] = {}    # pid -> generation slot
 
@@ -156,3 +170,20 @@ def generation() -> Generation:
     if state is None:
         return Generation()
     return Generation(state[0], state[2])
+
+
+def lock_horizon():
+    """(``lock_until``, ``lock_generation``): the shared words (one-element arrays), or the
+    process's own in a process not forked by the supervisor."""
+    global _private_horizon
+    state = _inherited
+    if state is not None:
+        return state[0].lock_until, state[0].lock_generation
+    if _private_horizon is None:          # one per process: every lock table in it shares them
+        until = memoryview(bytearray(8)).cast("d")
+        until[0] = math.inf
+        _private_horizon = until, memoryview(bytearray(8)).cast("Q")
+    return _private_horizon
+
+
+_private_horizon = None

@@ -333,6 +333,33 @@ def _make_secret(folder: str, dir_fd: int) -> None:
     _read_secret(folder, dir_fd)
 
 
+def rotate_secret(path: str) -> None:
+    """Replace the secret of the state folder ``path`` with new random bytes (written whole under a
+    temporary name, fsync'ed, renamed over the old one): every share link and session signed with
+    the old one stops working once the server's workers read the new one (SIGHUP or a restart).
+    Raises StateError."""
+    path = os.path.realpath(path)
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StateError(f"cannot open the state folder {path}: {exc.strerror}") from None
+    try:
+        _check_folder(path, dir_fd)
+        _read_secret(path, dir_fd)          # a folder zcopy made: refuse to rotate anything else
+        tmp = f".{SECRET_NAME}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            os.write(fd, os.urandom(SECRET_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, SECRET_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _read_secret(folder: str, dir_fd: int) -> bytes:
     fd, size = _open_private(folder, dir_fd, SECRET_NAME)
     try:

@@ -47,9 +47,13 @@ class Histogram(list):
         self.sum = 0.0
 
 
+MAX_USERS = 256
+OTHERS = "(others)"
+
+
 class WorkerStats:
     __slots__ = ("started", "by_class", "by_method", "accepted", "closed", "errors",
-                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "instant", "_rates")
+                 "body_buffered", "copy_sent", "copy_received", "ttfb", "ttlb", "instant", "_rates", "by_user")
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -66,6 +70,19 @@ class WorkerStats:
         self.ttlb = Histogram(n)             # request head parsed -> last response byte handed over
         self.instant = 0                     # replies whose ttfb and ttlb were both 0 (one loop turn)
         self._rates = TransferRates()
+        #: Requests per signed-in name (accounts, ``share:<minter>``, a token's Basic user name); anonymous
+        #: ones are not counted here. At most ``MAX_USERS`` names, then ``OTHERS`` (any Basic name opens a token).
+        self.by_user: dict[str, int] = {}
+
+    def user(self, name: str) -> None:
+        """One reply to ``name`` (not ``-``, which the connection does not count)."""
+        users = self.by_user
+        if name in users:
+            users[name] += 1
+        elif len(users) < MAX_USERS:
+            users[name] = 1
+        else:
+            users[OTHERS] = users.get(OTHERS, 0) + 1
 
     @property
     def requests(self) -> int:
@@ -124,6 +141,7 @@ class WorkerStats:
                         "ttfb_sum": round(self.ttfb.sum, 6), "ttlb_sum": round(self.ttlb.sum, 6)},
             "inflight": busiest(inflight),
             "inflight_count": len(inflight),
+            "users": dict(self.by_user),
         }
 
     def _inflight(self, conns, now: float) -> list[dict]:

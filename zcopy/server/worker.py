@@ -19,6 +19,7 @@ from zcopy import engines, http
 from zcopy.loop import ListenerLoop, run_worker
 from zcopy.server.access import Access
 from zcopy.server.accesslog import AccessLog
+from zcopy.server.auth import CHALLENGE
 from zcopy.server.config import ServeConfig
 from zcopy.server.connection import CLOSED, Connection
 from zcopy.server.digests import Digests
@@ -27,7 +28,8 @@ from zcopy.server.files import OpenFileCache
 from zcopy.server.prefetch import Prefetcher
 from zcopy.server.responder import BASIC_CHALLENGE, Responder
 from zcopy.server.routes import server_routes
-from zcopy.server.session import Sessions
+from zcopy.server.session import Sessions, add_no_accounts_me
+from zcopy.server.share import Shares
 from zcopy.server.shared import generation, heartbeat
 from zcopy.server.signed import Signer
 from zcopy.server.state import State
@@ -62,6 +64,7 @@ class Worker(ListenerLoop):
         self.state = State(config.state_dir).open() if config.state_dir else None
         self.cache = OpenFileCache(config.root, follow_symlinks=config.follow_symlinks,
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
+                                   mac_files=getattr(config, "mac_files", False),
                                    watch=_file_watch(), generation=generation(),
                                    digests=Digests(self.executor.submit, self.state))
         writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
@@ -77,13 +80,20 @@ class Worker(ListenerLoop):
         routes = server_routes(self.date, self.state)
         accounts_state = self.verifier is not None and self.state is not None
         #: Browsers sign in once (/.zcopy/login) and keep a signed session cookie (zcopy.server.session).
-        sessions = Sessions(self.access, Signer(self.state.share_secret())) if accounts_state else None
+        signer = Signer(self.state.share_secret()) if self.state is not None else None
+        sessions = Sessions(self.access, signer) if accounts_state else None
         if sessions is not None:
             sessions.add_routes(routes, BASIC_CHALLENGE)
+        else:
+            add_no_accounts_me(routes)
+        #: Share links (zcopy.server.share): minted at /.zcopy/share, signed with the same secret.
+        shares = Shares(self.access, signer, self.cache, self.executor, writer) if signer is not None else None
+        if shares is not None:
+            shares.add_routes(routes, BASIC_CHALLENGE if config.accounts is not None else CHALLENGE)
         self.responder = Responder(self.cache, self.date, writer=writer, routes=routes, executor=self.executor,
                                    access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy,
                                    shared_throttle=SharedThrottle(self.state) if accounts_state else None,
-                                   sessions=sessions)
+                                   sessions=sessions, shares=shares)
         if writer is not None and self.state is not None:      # resumable uploads (zcopy.server.uploads)
             from zcopy.server.uploads import Uploads
             self.responder.uploads = Uploads(self.responder, expiry=config.upload_expiry)
@@ -233,6 +243,7 @@ class Worker(ListenerLoop):
             self.verifier.close()
         self.executor.close()         # a commit under way finishes first
         self.responder.listings.close()
+        self.responder.dav.pages.close()
         self.cache.close()
         for engine in self.engines.values():
             engine.close()

@@ -147,6 +147,11 @@ def _requests(snap: dict, h: History) -> tuple[Panel, int]:
     if auth and any(auth.values()):   # sign-ins refused (docs/serve.md, "Accounts")
         g.add_row("sign-ins", f"failed {auth.get('failures', 0)}  throttled {auth.get('throttled', 0)}  "
                               f"busy {auth.get('busy', 0)}")
+    users = snap.get("users")
+    if users:                         # requests by signed-in user, busiest first (docs/top.md)
+        top = sorted(users.items(), key=lambda kv: (-kv[1], kv[0]))
+        g.add_row("by user", Text("  ".join(f"{name} {n}" for name, n in top[:8])
+                                  + (f"  (+{len(top) - 8} more)" if len(top) > 8 else "")))
     errors = snap.get("errors") or {}
     g.add_row("errors", ", ".join(f"{k} {v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
               or Text("none", style="dim"))

@@ -19,7 +19,7 @@ from zcopy import http
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "media-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 _TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
-_NAMES = ("app.css", "app.js")
+_NAMES = ("app.css", "app.js", "account.css", "account.js")     # account.*: sign-in, CSRF, share (docs/ui.md)
 
 
 @dataclass(frozen=True, slots=True)

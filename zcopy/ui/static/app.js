@@ -355,17 +355,24 @@
   });
   tbody.addEventListener("focusin", function (ev) { var tr = rowOf(ev.target); if (tr) place(tr); });
   tbody.addEventListener("click", function (ev) { if (!ev.target.closest("a")) place(rowOf(ev.target)); });
+  // The name cell's controls: its link, and whatever else is there (account.js's Share button).
+  function cellControls(tr) { return tr.cells[0].querySelectorAll("a[href], button"); }
   tbody.addEventListener("keydown", function (ev) {
-    if (ev.key !== "Tab" || !ev.target.closest("td.name a")) return;
-    var tr = rowOf(ev.target), prev = ev.shiftKey && shown(tr, "previousElementSibling");
-    if (!ev.shiftKey) { place(tr); ev.preventDefault(); acts[0].focus(); }
-    else if (prev) { place(prev); ev.preventDefault(); acts[2].focus(); }
+    var cell = ev.key === "Tab" && ev.target.closest("td.name");
+    if (!cell) return;
+    var tr = rowOf(ev.target), own = cellControls(tr);
+    if (!ev.shiftKey && ev.target === own[own.length - 1]) { place(tr); ev.preventDefault(); acts[0].focus(); }
+    else if (ev.shiftKey && ev.target === own[0]) {
+      var prev = shown(tr, "previousElementSibling");
+      if (prev) { place(prev); ev.preventDefault(); acts[2].focus(); }
+    }
   });
   bar.addEventListener("keydown", function (ev) {
     if (ev.key !== "Tab" || !current) return;
     var next = !ev.shiftKey && ev.target === acts[2] && shown(current, "nextElementSibling");
-    if (ev.shiftKey && ev.target === acts[0]) { ev.preventDefault(); nameLink(current).focus(); }
-    else if (next) { ev.preventDefault(); nameLink(next).focus(); }
+    if (ev.shiftKey && ev.target === acts[0]) {
+      var own = cellControls(current); ev.preventDefault(); own[own.length - 1].focus();
+    } else if (next) { ev.preventDefault(); nameLink(next).focus(); }
   });
   window.addEventListener("resize", replace);
   rowsMoved = replace;
