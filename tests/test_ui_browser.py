@@ -615,3 +615,43 @@ def test_resumable_cancel_deletes_the_upload_and_old_servers_get_a_put(tmp_path,
         page.set_input_files("#pick-files", str(src / "big2.bin"))
         page.wait_for_selector("li.done")
         assert seen == ["PUT"] and (root / "big2.bin").read_bytes() == (src / "big2.bin").read_bytes()
+
+
+def test_keyboard_order_with_the_share_button_of_a_signed_in_account(tmp_path, page):
+    """account.js adds a Share button in each name cell: Tab goes name, Share, Rename, Move, Delete,
+    next name (the row toolbar takes over after the cell's last control)."""
+    import base64
+
+    from tests.serverutil import request
+    from tests.test_serve_accounts import HASH, PW
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    (root / "b.txt").write_text("b")
+    users = tmp_path / "users.txt"
+    users.write_text(f"alice {HASH['alice']} /:rwd\n")
+    with Server(root, "--users", str(users), "--state-dir", str(tmp_path / "state")) as srv:
+        auth = base64.b64encode(f"alice:{PW['alice']}".encode()).decode()
+        status, headers, _ = request(srv.port, f"GET /.zcopy/login HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}"
+                                               "\r\nConnection: close\r\n\r\n".encode())
+        assert status == 204
+        cookie = headers["set-cookie"].split("zcopy_session=", 1)[1].split(";", 1)[0]
+        page.context.add_cookies([{"name": "zcopy_session", "value": cookie, "url": srv.url + "/"}])
+        try:
+            page.goto(srv.url + "/")
+            page.wait_for_selector("button[aria-label='Share a.txt']")
+            page.focus("a[href='a.txt']")
+            order = []
+            for _ in range(6):
+                page.keyboard.press("Tab")
+                order.append(focused(page))
+            assert order == ["Share a.txt", "Rename a.txt", "Move a.txt", "Delete a.txt", "b.txt", "Share b.txt"]
+            page.keyboard.press("Shift+Tab")
+            page.keyboard.press("Shift+Tab")
+            assert focused(page) == "Delete a.txt"
+            page.focus("#row-tools button.ren")
+            page.keyboard.press("Shift+Tab")
+            assert focused(page) == "Share a.txt"
+        finally:
+            page.context.clear_cookies()
