@@ -9,11 +9,13 @@ names exactly that file).
 The page (docs/ui.md) is plain HTML that works without script: breadcrumbs,
 column headers that are links (``?sort=name|size|mtime&order=asc|desc``, sorted
 here by the one rule of ``zcopy.http.natural``, folders first), sizes and dates
-a person reads, a total line, a link to the folder as a tar. The page's script
+a person reads, a total line, a link to the folder as a tar, a find box (a GET form to
+``?search=``, answered by ``zcopy.server.search``). The page's script
 and style are the package's own (``zcopy.ui``, linked by content-hashed URL,
 no inline script: the page's CSP forbids it); the script sorts and filters in
-place by the same rule and, where ``data-write`` says the visitor may write,
-shows the upload, make-folder, rename and delete controls.
+place by the same rule, searches below the folder in place, previews files and,
+where ``data-write`` says the visitor may write, shows the upload (resumable by
+tus for large files), make-folder, rename, move and delete controls.
 """
 
 from __future__ import annotations

@@ -98,4 +98,4 @@ def render_html(url_path: str, hits: list[Hit], info: Info, *, assets: dict | No
             '<table id="results"><caption class="sr">Names found in this folder and below</caption>'
             '<thead><tr><th scope="col">Path</th><th scope="col" class="n size">Size</th>'
             '<th scope="col" class="mtime">Modified (UTC)</th></tr></thead>\n<tbody>\n'
-            f"{body}\n</tbody></table>\n</main>\n</body></html>\n").encode("utf-8")
+            f"{body}\n</tbody></table>\n</main>\n</body></html>\n").encode()

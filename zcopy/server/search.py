@@ -168,12 +168,12 @@ class Searches:
         rules = identity.rules
         if rules is not None:
             base = segments(folder)
-            show = lambda rel: rules.allows(base + rel, "r")     # noqa: E731
-            descend = lambda rel: rules.may_see(base + rel)      # noqa: E731
+            show = lambda rel: rules.allows(base + rel, "r")
+            descend = lambda rel: rules.may_see(base + rel) 
         link_stat = None
         if cache.follow_symlinks:
             prefix = url_path if url_path.endswith("/") else url_path + "/"
-            link_stat = lambda rel: cache.stat(prefix + "/".join(rel))     # noqa: E731
+            link_stat = lambda rel: cache.stat(prefix + "/".join(rel))
 
         def work() -> bytes:
             with cache.fs.locate(url_path) as place:
