@@ -31,6 +31,17 @@ def test_assets_cached_forever_with_etags(tmp_path):
         assert get(srv.port, "/.zcopy/ui/0000000000000000/app.js")[0] == 404   # only the current hash
 
 
+def test_assets_and_search_answers_without_prefetch(tmp_path):
+    """Replies whose body is bytes in memory (assets, search results) with prefetch off, where every
+    reply of one segment is a candidate for the at-once path (which takes only file ranges)."""
+    (tmp_path / "a match.txt").write_text("m")
+    with Server(tmp_path, "--prefetch", "off") as srv:
+        for asset in ui.ASSETS.values():
+            assert get(srv.port, asset.url)[2] == asset.body
+        status, _, body = get(srv.port, "/?search=match", {"Accept": "application/json"})
+        assert status == 200 and b'"a match.txt"' in body
+
+
 def test_page_policy_and_user_file_guards(tmp_path):
     (tmp_path / "evil.html").write_text("<script>fetch('/x',{method:'PUT'})</script>")
     (tmp_path / "pic.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
@@ -104,6 +115,8 @@ def test_tar_of_odd_names_equals_the_files(tmp_path, fd_guard):
         assert files == want
         assert {"sub-empty", "folder", "folder/inner", "日本語", "deep"} <= dirs
         assert all(m.isfile() or m.isdir() for m in members)
+        status, _, refused = get(srv.port, "/tree/?download=zip")    # not offered (docs/ui.md)
+        assert status == 400 and b"?download=tar" in refused
         head = get(srv.port, "/tree/?download=tar", method="HEAD")
         assert head[0] == 200 and int(head[1]["content-length"]) == len(body)
         pid = srv.worker_pids()[0]

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Screenshots of the folder page for docs/ui/: desktop and phone width, read-only and with write
-controls (after an upload, so the progress panel shows). Drives Debian's /usr/bin/chromium through
+controls (after an upload, so the progress panel shows, the row toolbar under the pointer), a search
+in place, the image and text previews, the move dialog. Drives Debian's /usr/bin/chromium through
 Playwright against a server on a demo tree in a temp folder; removes everything it made.
 
     PYTHONPATH=$PWD python tools/ui_screenshots.py [docs/ui]
@@ -28,14 +29,36 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--no-first-run", "--disable-sync"]
 
 
+def png(width: int, height: int) -> bytes:
+    """A real PNG (a colour gradient) made here, no image library: the preview's example."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"".join(bytes((40 + x * 180 // width, 90 + y * 120 // height, 200 - x * 120 // width))
+                                        for x in range(width)) for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def demo_tree(root: str) -> None:
-    for d in ("Photos 2024", "Photos 2025", "projects", "music/album 1"):
+    for d in ("Photos 2024", "Photos 2025", "projects", "music/album 1", "projects/reports 2025"):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     files = {"README.md": 2_400, "report_2.pdf": 812_000, "report_10.pdf": 1_530_000, "report_1.pdf": 640_000,
-             "debian-13-netinst.iso": 0, "notes.txt": 730, "budget.ods": 48_200, "photo_001.jpg": 3_400_000}
+             "debian-13-netinst.iso": 0, "notes.txt": 730, "budget.ods": 48_200,
+             "projects/reports 2025/report Q3.pdf": 220_000, "projects/reports 2025/report Q4.pdf": 231_000}
     for name, size in files.items():
         with open(os.path.join(root, name), "wb") as f:
             f.truncate(size or 700 * 1024 * 1024)          # sparse: a big-looking file costs nothing
+    with open(os.path.join(root, "photo_001.png"), "wb") as f:
+        f.write(png(640, 400))
+    with open(os.path.join(root, "notes.txt"), "w") as f:
+        f.write("Things to bring\n- the long cable\n- the adapter <HDMI>\n- report_10.pdf, printed twice\n")
+
+
+def shoot(page, out: str, name: str) -> None:
+    page.screenshot(path=os.path.join(out, name + ".png"), full_page=True)
 
 
 def main() -> None:
@@ -69,9 +92,37 @@ def main() -> None:
                                     "() => document.querySelectorAll('#listing tbody tr').length === 14")
                                 for n in os.listdir(upload):
                                     os.unlink(os.path.join(root, n))      # the next form starts clean
-                            else:
-                                page.fill("#filter", "report") if form == "phone" else None
-                            page.screenshot(path=os.path.join(out, f"{mode}-{form}.png"), full_page=True)
+                                page.hover("#listing tbody tr[data-name='notes.txt'] td.name")
+                            elif form == "phone":
+                                page.fill("#filter", "report")
+                            shoot(page, out, f"{mode}-{form}")
+                            page.close()
+                        if mode == "readonly":
+                            page = browser.new_page(viewport={"width": 1280, "height": 800})
+                            page.goto(srv.url + "/")
+                            page.fill("#filter", "report")
+                            page.press("#filter", "Enter")
+                            page.wait_for_selector("#results tbody a")
+                            shoot(page, out, "search-desktop")
+                            page.press("#filter", "Escape")
+                            page.click("text=photo_001.png")
+                            page.wait_for_function("() => { const i = document.querySelector('#preview img');"
+                                                   " return i && i.complete && i.naturalWidth > 0; }")
+                            page.screenshot(path=os.path.join(out, "preview-desktop.png"))
+                            page.keyboard.press("Escape")
+                            page.click("text=notes.txt")
+                            page.wait_for_function("() => /long cable/.test(document.querySelector('#preview-body').textContent)")
+                            page.screenshot(path=os.path.join(out, "preview-text-desktop.png"))
+                            page.close()
+                        else:
+                            page = browser.new_page(viewport={"width": 1280, "height": 800})
+                            page.goto(srv.url + "/")
+                            page.hover("#listing tbody tr[data-name='report_10.pdf'] td:nth-child(2)")
+                            page.click("#row-tools button.mov")
+                            page.wait_for_selector("#move-list >> text=projects/")
+                            page.click("button[aria-label='Folder projects']")
+                            page.wait_for_selector("#move-list >> text=reports 2025/")
+                            page.screenshot(path=os.path.join(out, "move-desktop.png"))
                             page.close()
             finally:
                 browser.close()

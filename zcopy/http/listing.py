@@ -9,11 +9,13 @@ names exactly that file).
 The page (docs/ui.md) is plain HTML that works without script: breadcrumbs,
 column headers that are links (``?sort=name|size|mtime&order=asc|desc``, sorted
 here by the one rule of ``zcopy.http.natural``, folders first), sizes and dates
-a person reads, a total line, a link to the folder as a tar. The page's script
+a person reads, a total line, a link to the folder as a tar, a find box (a GET form to
+``?search=``, answered by ``zcopy.server.search``). The page's script
 and style are the package's own (``zcopy.ui``, linked by content-hashed URL,
 no inline script: the page's CSP forbids it); the script sorts and filters in
-place by the same rule and, where ``data-write`` says the visitor may write,
-shows the upload, make-folder, rename and delete controls.
+place by the same rule, searches below the folder in place, previews files and,
+where ``data-write`` says the visitor may write, shows the upload (resumable by
+tus for large files), make-folder, rename, move and delete controls.
 """
 
 from __future__ import annotations
@@ -51,6 +53,20 @@ def _href(name: str, is_dir: bool) -> str:
 
 def _display(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+display = _display
+
+
+def find_form(term: str = "") -> str:
+    """The find box: with the page's script it filters the folder as one types, and Enter (or the
+    button) searches the subtree in place; without script it is a plain GET form to ``?search=``
+    (``zcopy.server.search``), which answers with a result page."""
+    value = f' value="{html.escape(term)}"' if term else ""
+    return ('<form id="filter-box" class="find" role="search" method="get" action="">'
+            '<label for="filter">Find</label> <input id="filter" name="search" type="search" autocomplete="off" '
+            f'maxlength="200" placeholder="name contains&#8230;"{value}> '
+            '<button type="submit" id="search-go">Search subfolders</button></form>')
 
 
 def sort_request(query: str) -> tuple[str, str]:
@@ -145,9 +161,8 @@ def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "nam
            f"<title>{title} - zcopy</title>{css}{_account_assets(assets)}{js}</head>\n"
            f'<body data-write="{int(writable)}" data-sort="{sort}" data-order="{order}">\n'
            f"<header>{_crumbs(url_path)}\n<h1>Index of {title}</h1></header>\n<main>\n"
-           '<p class="bar"><span id="filter-box" hidden><label for="filter">Filter</label> '
-           '<input id="filter" type="search" autocomplete="off" placeholder="name contains&#8230;"></span> '
-           '<a class="button" href="?download=tar" download>Download folder (.tar)</a></p>\n'
+           f'<div class="bar">{find_form()} '
+           '<a class="button" href="?download=tar" download>Download folder (.tar)</a></div>\n'
            + tools
            + '<table id="listing"><caption class="sr">Contents of this folder; column headers sort</caption>'
            "<thead><tr>" + "".join(_header(c, sort, order) for c in SORTS) + "</tr></thead>\n<tbody>\n")

@@ -397,7 +397,8 @@ class Connection:
             return
         if not body:
             self._send_whole(head)
-        elif len(body) == 1 and self.once is not None and self._hot(entry):
+        elif len(body) == 1 and self.once is not None and body[0].__class__ is tuple and self._hot(entry):
+            # (one file range; a bytes segment, e.g. a UI asset, goes through _pump)
             self._send_at_once(head, body[0])
 
     def _flush_owed(self) -> None:

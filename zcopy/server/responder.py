@@ -27,6 +27,7 @@ from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
 from zcopy.server.root import fs_error, listed
 from zcopy.server.routes import Routes, reserved, server_routes
+from zcopy.server.search import Searches, term_of
 from zcopy.server.session import SAFE as SAFE_METHODS, cross_site
 from zcopy.server.share import token_in as share_token
 from zcopy.server.throttle import Held
@@ -81,6 +82,7 @@ class Responder:
         #: folder listings, built on ``executor`` (None: on the caller's thread)
         self.listings = Listings(cache, self._scan, executor)
         self.executor = executor        # the tar walk runs there too
+        self.searches = Searches(cache, executor, date)      # FOLDER/?search=
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
@@ -517,6 +519,11 @@ class Responder:
                 def keep(segs: tuple, is_dir: bool) -> bool:
                     return rules.may_see(segs) if is_dir else rules.allows(segs, "r")
             return self._tar(req, close, head_only, keep)
+        if req.query and "download=" in req.query:      # zip and others: not offered (docs/ui.md says why)
+            raise http.HttpError(400, "the folder downloads as ?download=tar only")
+        term = term_of(req.query) if req.query else None
+        if term is not None:
+            return self.searches.respond(req, identity, path, term, close, head_only)
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:

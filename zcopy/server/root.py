@@ -337,3 +337,34 @@ def fs_error(exc: OSError, write: bool) -> http.HttpError:
     if write and exc.errno == errno.ELOOP:
         return http.HttpError(403, "symbolic links cannot be written through")
     return http.HttpError(404, "not found")
+
+
+def open_below(dir_fd: int, names: list[str]) -> int:
+    """A readable fd of the folder ``names`` (plain entry names, as ``scandir`` gave them) below the
+    folder ``dir_fd``, never through a symlink: one ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)``
+    where the kernel has it, else one ``O_NOFOLLOW`` open per name from the previous one's fd. For the
+    walks that go down a tree from a folder the root walk opened (the subtree search); raises OSError
+    (ELOOP/ENOTDIR for a name swapped for a link or a file since it was read)."""
+    if not names:
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    for name in names:
+        if not name or "/" in name or name in (".", ".."):
+            raise OSError(errno.EINVAL, "not a plain name", name)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    if has_openat2(dir_fd):
+        return _openat2(dir_fd, "/".join(names), flags,
+                        _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS | _RESOLVE_NO_SYMLINKS)
+    fd = dir_fd
+    try:
+        for i, name in enumerate(names):
+            last = i == len(names) - 1
+            step = os.open(name, (flags if last else os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) | os.O_NOFOLLOW,
+                           dir_fd=fd)
+            if fd != dir_fd:
+                os.close(fd)
+            fd = step
+        return fd
+    except BaseException:
+        if fd != dir_fd:
+            os.close(fd)
+        raise

@@ -17,7 +17,7 @@ from zcopy import http
 
 #: The UI pages' policy: our own script and style only, no inline script, nothing from elsewhere.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+            "media-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 _TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 _NAMES = ("app.css", "app.js", "account.css", "account.js")     # account.*: sign-in, CSRF, share (docs/ui.md)
 
