@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import hashlib
 import os
+import subprocess
 
 import pytest
+from conftest import needs_root
 from resumableutil import exchange, wait_for
 from serverutil import Server
 
@@ -68,3 +71,35 @@ def test_deeply_nested_xml_bodies_are_a_400_and_the_server_keeps_serving(tree):
         (status, _, body), = exchange(s.port, "GET /d/f.txt HTTP/1.1\r\nHost: t\r\n")
         assert status == 200 and body == b"hello"
         assert not any(name.startswith("user.zcopy") for name in os.listxattr(root / "d" / "f.txt"))
+
+
+@needs_root
+def test_a_full_disk_under_the_state_folder_is_a_507_not_a_500(tmp_path):
+    """ROOT and the state folder on one tiny tmpfs: once a tus upload has filled it, creating an
+    IETF upload failed in sqlite (SQLITE_FULL) and was answered 500 "internal error"; it is a 507
+    like every other write that meets a full disk. The old file stays whole, nothing partial shows."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "root" / "d").mkdir(parents=True)
+        old = os.urandom(500_000)
+        (mnt / "root" / "d" / "old.bin").write_bytes(old)
+        with Server(mnt / "root", "--allow-write", "--state-dir", str(mnt / "state"), "--workers", "1") as s:
+            body = os.urandom(3 << 20)
+            name = base64.b64encode(b"old.bin").decode()
+            status = exchange(s.port, f"POST /d/ HTTP/1.1\r\nHost: t\r\n{TUS}Upload-Length: {len(body)}\r\n"
+                                      f"Upload-Metadata: filename {name}\r\n"
+                                      f"Content-Type: application/offset+octet-stream\r\n"
+                                      f"Content-Length: {len(body)}\r\n", body)[-1][0]
+            assert status == 507
+            for _ in range(2):
+                status, _, text = exchange(s.port, "PUT /d/old.bin HTTP/1.1\r\nHost: t\r\n"
+                                                   "Upload-Draft-Interop-Version: 6\r\nUpload-Complete: ?0\r\n"
+                                                   "Content-Length: 600000\r\n", os.urandom(600_000))[-1]
+                assert status == 507, text
+            status, _, got = exchange(s.port, "GET /d/old.bin HTTP/1.1\r\nHost: t\r\n")[-1]
+            assert status == 200 and hashlib.sha256(got).digest() == hashlib.sha256(old).digest()
+        assert os.listdir(mnt / "root" / "d") == ["old.bin"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
