@@ -15,6 +15,9 @@ from xml.etree.ElementTree import Element, tostring
 
 DAV = "DAV:"
 MAX_BODY = 1 << 20            # 1 MiB: any real PROPFIND/PROPPATCH/LOCK body is far smaller
+#: Element nesting allowed in a body (a property's value is serialized again by ElementTree, which
+#: recurses once per level: a deeper body was a 500, RecursionError)
+MAX_DEPTH = 100
 
 
 class XmlError(ValueError):
@@ -28,11 +31,17 @@ def _parse(body: bytes) -> Element:
     if len(body) > MAX_BODY:
         raise XmlError(f"XML body larger than {MAX_BODY} bytes")
     try:
-        return DET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        root = DET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise XmlError(f"forbidden XML construct: {type(exc).__name__}") from None
     except Exception as exc:       # ParseError and friends: not well-formed
         raise XmlError(f"malformed XML: {exc}") from None
+    level = [root]
+    for _ in range(MAX_DEPTH):
+        level = [child for el in level for child in el]
+        if not level:
+            return root
+    raise XmlError(f"XML nested deeper than {MAX_DEPTH} elements")
 
 
 def qname(el: Element) -> tuple[str, str]:

@@ -34,8 +34,12 @@ class AccessLog:
             line, referer, agent = "-", "-", "-"
         else:
             target = request.target.decode("latin-1")
+            if "=" in target:
+                target = _redact(target)
             line = f"{request.method} {target} HTTP/{request.version[0]}.{request.version[1]}"
             referer = request.headers.get("referer", "-")
+            if "=" in referer:
+                referer = _redact(referer)
             agent = request.headers.get("user-agent", "-")
         if user != "-":
             user = _USER_BAD.sub("?", user) or "-"
@@ -88,6 +92,15 @@ class AccessLog:
         self.flush()
         if self._own and self._fd >= 0:
             os.close(self._fd)
+
+
+#: Query parameters that are credentials (a share link's token, a resumable upload's id: both are
+#: capabilities): never written to the log, whose lines keep ``share=-`` / ``upload=-``.
+_SECRET_PARAM = re.compile(r"([?&;](?:share|upload)=)[^&#\s]*", re.IGNORECASE)
+
+
+def _redact(target: str) -> str:
+    return _SECRET_PARAM.sub(r"\1-", target)
 
 
 #: What the unquoted user field cannot hold (a Basic user name is anything but ":").

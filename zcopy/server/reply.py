@@ -78,6 +78,8 @@ def refusal(exc: Exception, date: bytes, *, close: bool = True, head_only: bool 
         from zcopy.server.writer import http_error_for
 
         exc = http_error_for(exc)
+    elif getattr(exc, "sqlite_errorcode", None) == 13:     # SQLITE_FULL: the state folder's disk is full
+        exc = http.HttpError(507, "no space left on the server for its state", close=True)
     elif not isinstance(exc, http.HttpError):
         import sys
         import traceback

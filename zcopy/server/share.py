@@ -38,8 +38,9 @@ signed before is void. Single links are not stored, so they cannot be revoked on
 revoked links would cost a database read per download).
 
 ``GET /.zcopy/qr?text=...`` draws a QR code of ``text`` (at most ``QR_MAX`` bytes) as SVG with segno,
-on the executor, under a CSP that allows nothing (no script, no style, no fetch, sandboxed); the page
-shows it as an ``<img>`` beside the link.
+on the executor (one at a time per worker: a drawing costs up to ~0.3 s of CPU under the GIL, so a
+second one meanwhile gets 503 with ``Retry-After: 1``), under a CSP that allows nothing (no script, no
+style, no fetch, sandboxed); the page shows it as an ``<img>`` beside the link.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ SHARE_ROUTE, QR_ROUTE = RESERVED + "/share", RESERVED + "/qr"
 DEFAULT_TTL = 24 * 3600
 MAX_TTL = 365 * 24 * 3600
 QR_MAX = 2048
+#: QR codes one worker draws at once (more: 503 with Retry-After).
+QR_AT_ONCE = 1
 #: What an unusable link gets, whatever the reason (nothing said about the file or the token).
 INVALID = "this share link is not valid (expired, revoked or altered)"
 _QR_HEADERS = (b"Content-Type: image/svg+xml\r\nCache-Control: private, max-age=3600\r\n"
@@ -224,10 +227,23 @@ class Shares:
             link = quote(path.encode("utf-8", "surrogateescape"), safe="/") + f"?{PARAM}={token}"
             return routes.json(req, 201, {"url": link, "path": path, "expires": expires, "rights": rights}, close)
 
+        drawing = [0]       # QR codes being drawn by this worker (pure Python: it holds the GIL)
+
         def qr(req: http.Request, close: bool) -> Reply:
             text = parse_qs(req.query).get("text", [""])[-1]
             if not text or len(text.encode("utf-8", "surrogateescape")) > QR_MAX:
                 raise http.HttpError(400, f"text is 1 to {QR_MAX} bytes")
+            if drawing[0] >= QR_AT_ONCE:
+                # Each costs up to ~0.3 s of CPU under the GIL the loop needs: a flood of them would
+                # stall every other request of the worker. The page asks for one at a time.
+                raise http.HttpError(503, "busy drawing another QR code; try again", headers=[("Retry-After", "1")])
+            drawing[0] += 1
+            held = [True]
+
+            def release() -> None:
+                if held[0]:
+                    held[0] = False
+                    drawing[0] -= 1
 
             def draw() -> bytes:
                 import segno
@@ -238,17 +254,19 @@ class Shares:
                 return out.getvalue()
 
             def then(svg: bytes) -> Reply:
+                release()
                 head = http.response_head(200, date.get(), _QR_HEADERS, len(svg), close=close, version=req.version)
                 if req.method == "HEAD":
                     return Reply(200, head, [], 0, close)
                 return Reply(200, head, [svg], len(svg), close)
 
             def refuse(exc: Exception) -> Reply:
+                release()
                 if not isinstance(exc, http.HttpError):
                     exc = http.HttpError(400, "this text cannot be drawn as a QR code")
                 return refusal(exc, date.get(), close=close, head_only=req.method == "HEAD", version=req.version)
 
-            return defer(self.executor, draw, then, refuse)
+            return defer(self.executor, draw, then, refuse, cpu=True)
 
         routes.add(SHARE_ROUTE, public=True, identity=True, POST=mint)
         routes.add(QR_ROUTE, GET=qr)

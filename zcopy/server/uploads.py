@@ -282,10 +282,15 @@ class Uploads:
             # concurrency rule: an offset we give out must be the one the next append is held to).
             fd = self._takeover(key, row)
             try:
+                # What held the file may have been the append that completed the upload: committed,
+                # its row gone. Never "deleted" (204) nor an old offset for an upload that is a file now.
+                fresh = self.store.get(key)
+                if fresh is None:
+                    raise rs.UploadError(404, "no such upload")
                 if method == "DELETE":
                     self.store.remove(key)
-                    return row, True
-                return self.store.get(key) or row, False
+                    return fresh, True
+                return fresh, False
             finally:
                 os.close(fd)
 
