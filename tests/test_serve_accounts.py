@@ -377,3 +377,33 @@ def test_webdav_methods_follow_the_rules(tree):
         assert call(s.port, "COPY", "/secret/s.txt", {**basic("mover"), "Destination": "/dst/s"})[0] == 403
         assert call(s.port, "PROPPATCH", "/pub/hello.txt", basic("reader"), b"<x/>")[0] == 403
         assert call(s.port, "LOCK", "/pub/hello.txt", basic("reader"), b"")[0] == 403
+
+
+def test_a_lock_belongs_to_the_account_that_took_it(tmp_path):
+    """RFC 4918 6.4: another account that knows the lock token (lockdiscovery shows it to any
+    reader) can neither write through the lock nor remove it; its owner can do both."""
+    root = tmp_path / "root"
+    (root / "team").mkdir(parents=True)
+    (root / "team" / "plan.txt").write_bytes(b"v1")
+    users = tmp_path / "users.txt"
+    users.write_text(f"alice {HASH['alice']} /team:rwd\nbob {HASH['bob']} /team:rwd\n")
+    with Server(root, "--allow-write", "--users", str(users), "--state-dir", str(tmp_path / "state")) as s:
+        lockinfo = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+                    b'<D:locktype><D:write/></D:locktype></D:lockinfo>')
+        status, headers, _ = call(s.port, "LOCK", "/team/plan.txt", basic("alice"), lockinfo)
+        assert status == 200, status
+        token = headers["lock-token"]
+        if_header = {"If": f"({token})"}
+        # bob holds the token but is not its owner: 423 for writes, 403 for UNLOCK; nothing changes.
+        assert call(s.port, "PUT", "/team/plan.txt", {**basic("bob"), **if_header}, b"bob")[0] == 423
+        assert call(s.port, "DELETE", "/team/plan.txt", {**basic("bob"), **if_header})[0] == 423
+        assert call(s.port, "PROPPATCH", "/team/plan.txt", {**basic("bob"), **if_header},
+                    b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop>'
+                    b'<Z:note>x</Z:note></D:prop></D:set></D:propertyupdate>')[0] == 423
+        assert call(s.port, "UNLOCK", "/team/plan.txt", {**basic("bob"), "Lock-Token": token})[0] == 403
+        assert (root / "team" / "plan.txt").read_bytes() == b"v1"
+        # alice writes through her lock and removes it; then bob may write again.
+        assert call(s.port, "PUT", "/team/plan.txt", {**basic("alice"), **if_header}, b"v2")[0] in (200, 204)
+        assert call(s.port, "UNLOCK", "/team/plan.txt", {**basic("alice"), "Lock-Token": token})[0] == 204
+        assert call(s.port, "PUT", "/team/plan.txt", basic("bob"), b"v3")[0] in (200, 204)
+        assert (root / "team" / "plan.txt").read_bytes() == b"v3"

@@ -17,8 +17,8 @@ the caller's thread.
 
 Locks live in the state database (``zcopy.dav.locks``), shared by every
 worker. Without a state folder the server is class 1 only (``DAV: 1``, no
-LOCK). Every writer is the same principal (``PRINCIPAL``) until accounts
-(issue 16) name users.
+LOCK). Each account is its own lock principal (``principal``): one account cannot
+use or remove another's lock.
 """
 
 from __future__ import annotations
@@ -43,6 +43,19 @@ from zcopy.server.reply import Reply
 DAV_METHODS = ("PROPFIND", "PROPPATCH", "COPY", "LOCK", "UNLOCK")
 BODY_METHODS = ("PROPFIND", "PROPPATCH", "LOCK")
 PRINCIPAL = "token"
+
+
+def principal(identity) -> str:
+    """Who owns a lock (RFC 4918 6.4: only its owner may use or remove it). Each account is its own
+    principal, and so is each minter's share links; tokens and the anonymous writers of an open
+    server stay the one principal they were before accounts (``PRINCIPAL``)."""
+    if identity is None:
+        return PRINCIPAL
+    if identity.kind == "user":
+        return "user:" + identity.name
+    if identity.kind.startswith("share"):
+        return identity.name            # "share:<minter>"
+    return PRINCIPAL
 #: Members whose rendered responses a worker remembers across PROPFIND page builds (0.5-1 KiB each).
 MEMO_MEMBERS = 50_000
 XML = b"Content-Type: application/xml; charset=utf-8\r\n"
@@ -130,13 +143,14 @@ class Dav:
         try:
             if req.method == "PROPFIND":
                 return self.propfind(req, body, close, visible)
+            identity = rights.identity if rights is not None else None
             if req.method == "PROPPATCH":
-                return self.proppatch(req, body, close)
+                return self.proppatch(req, body, close, identity)
             if req.method == "COPY":
                 return self.copy(req, close, rights)
             if req.method == "LOCK":
-                return self.lock(req, body, close)
-            return self.unlock(req, close)
+                return self.lock(req, body, close, identity)
+            return self.unlock(req, close, identity)
         except xmlbody.XmlError as exc:
             raise http.HttpError(400, str(exc), close=close) from None
 
@@ -171,10 +185,10 @@ class Dav:
 
     # -- locks and the If header --------------------------------------------------
 
-    def check(self, req: http.Request, *targets: tuple[str, bool]) -> None:
+    def check(self, req: http.Request, *targets: tuple[str, bool], identity=None) -> None:
         """Before a write: the If header must hold (412 otherwise), and every
         lock covering each ``(url, recursive)`` target must have its token in
-        it (423 otherwise)."""
+        it, submitted by the lock's owner (423 otherwise)."""
         value = req.headers.get("if")
         try:
             clauses = ifheader.parse(value) if value else []
@@ -185,11 +199,12 @@ class Dav:
         if clauses and not self._if_holds(req.path, clauses, now):
             raise http.HttpError(412, "the If header's conditions do not hold")
         if self.locks_may_exist(now):
+            who = principal(identity)
             live = self.locks.live()                 # from memory while the table has not changed
             for url, recursive in targets:
                 key = _key(url)
                 found = covering_in(live, key, now) + (beneath_in(live, key, now) if recursive else [])
-                missing = [lk for lk in found if lk.token not in submitted or lk.principal != PRINCIPAL]
+                missing = [lk for lk in found if lk.token not in submitted or lk.principal != who]
                 if missing:
                     hrefs = "".join(f"<D:href>{multistatus.href(lk.root, False)}</D:href>" for lk in missing[:1])
                     raise DavError(423, "locked", f"<D:lock-token-submitted>{hrefs}</D:lock-token-submitted>")
@@ -383,9 +398,9 @@ class Dav:
 
     # -- PROPPATCH --------------------------------------------------------------------
 
-    def proppatch(self, req: http.Request, body: bytes, close: bool):
+    def proppatch(self, req: http.Request, body: bytes, close: bool, identity=None):
         changes = xmlbody.proppatch(body)
-        self.check(req, (req.path, False))
+        self.check(req, (req.path, False), identity=identity)
         root, url = self.cache.fs, req.path
 
         def work() -> bytes:
@@ -431,7 +446,7 @@ class Dav:
         if depth not in ("0", "infinity"):
             raise http.HttpError(400, "COPY takes Depth 0 or infinity")
         overwrite = req.headers.get("overwrite", "T").strip().upper() != "F"
-        self.check(req, (dest_url, True))
+        self.check(req, (dest_url, True), identity=rights.identity if rights is not None else None)
         writer, src_url = self.writer, req.path
 
         def work():
@@ -462,8 +477,9 @@ class Dav:
 
     # -- LOCK / UNLOCK ------------------------------------------------------------------
 
-    def lock(self, req: http.Request, body: bytes, close: bool):
+    def lock(self, req: http.Request, body: bytes, close: bool, identity=None):
         info = xmlbody.lockinfo(body)
+        who = principal(identity)
         timeout = parse_timeout(req.headers.get("timeout"))
         now = time.time()
         url = req.path
@@ -477,20 +493,20 @@ class Dav:
 
             def renew():
                 try:
-                    return locks.refresh(_key(url), submitted, PRINCIPAL, timeout, now)
+                    return locks.refresh(_key(url), submitted, who, timeout, now)
                 except LockError as exc:
                     raise http.HttpError(exc.status, str(exc)) from None
             return self._defer(renew, lambda lk: self._lock_reply(200, lk, close, req.version), close, req.version)
         depth = req.headers.get("depth", "infinity").strip().lower()
         if depth not in ("0", "infinity"):
             raise http.HttpError(400, "LOCK takes Depth 0 or infinity")
-        self.check(req)         # the If header only: a shared lock joins others without their tokens
+        self.check(req, identity=identity)   # the If header only: a shared lock joins others without their tokens
         writer, locks = self.writer, self.locks
 
         def take():
             try:
                 return locks.lock(_key(url), depth=0 if depth == "0" else INFINITY, exclusive=info.exclusive,
-                                  owner=info.owner, principal=PRINCIPAL, timeout=timeout, now=now)
+                                  owner=info.owner, principal=who, timeout=timeout, now=now)
             except LockError as exc:
                 hrefs = "".join(f"<D:href>{multistatus.href(c.root, False)}</D:href>" for c in exc.conflicts[:1])
                 raise DavError(exc.status, str(exc), f"<D:no-conflicting-lock>{hrefs}</D:no-conflicting-lock>",
@@ -520,7 +536,7 @@ class Dav:
             try:
                 return lk, work()
             except BaseException:
-                locks.unlock(_key(url), lk.token, PRINCIPAL, time.time())
+                locks.unlock(_key(url), lk.token, who, time.time())
                 raise
 
         return self._defer(work_or_unlock, then, close, req.version)
@@ -530,7 +546,8 @@ class Dav:
                 f"{_activelock(lk)}</D:lockdiscovery></D:prop>\n").encode("utf-8", "surrogateescape")
         return self._xml(status, data, close, version, f"Lock-Token: <{lk.token}>\r\n".encode())
 
-    def unlock(self, req: http.Request, close: bool):
+    def unlock(self, req: http.Request, close: bool, identity=None):
+        who = principal(identity)
         token = req.headers.get("lock-token", "").strip()
         if not (token.startswith("<") and token.endswith(">")):
             raise http.HttpError(400, "UNLOCK needs a Lock-Token header")
@@ -538,7 +555,7 @@ class Dav:
 
         def work() -> None:
             try:
-                locks.unlock(_key(url), token[1:-1], PRINCIPAL, time.time())
+                locks.unlock(_key(url), token[1:-1], who, time.time())
             except LockError as exc:
                 if exc.status == 409:
                     raise DavError(409, str(exc), "<D:lock-token-matches-request-uri/>", close=close) from None

@@ -388,7 +388,7 @@ class Responder:
         if b"#" in req.target:      # a fragment is the client's business: never part of what is changed
             raise http.HttpError(400, "a request target cannot hold a fragment (#)", close=close_on_error)
         try:
-            self._check_locks(req)
+            self._check_locks(req, identity)
             return self.writer.handle(req, close_on_error, _Rights(self, identity))
         except http.HttpError as exc:
             exc.close = exc.close or close_on_error
@@ -398,7 +398,7 @@ class Responder:
             err.close = err.close or close_on_error
             raise err from None
 
-    def _check_locks(self, req: http.Request) -> None:
+    def _check_locks(self, req: http.Request, identity: Identity) -> None:
         """423 when a lock covers what this write changes and its token is not
         in the If header; 412 when the If header does not hold."""
         if self.dav.locks is None and "if" not in req.headers:
@@ -408,7 +408,7 @@ class Responder:
         if method == "MOVE":
             from zcopy.server.writer import _authority, _destination
             targets.append((_destination(req.headers.get("destination"), _authority(req)), True))
-        self.dav.check(req, *targets)
+        self.dav.check(req, *targets, identity=identity)
 
     def error(self, exc: http.HttpError, *, close: bool = True, head_only: bool = False,
               version: tuple = (1, 1)) -> Reply:

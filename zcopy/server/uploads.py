@@ -379,7 +379,7 @@ class Uploads:
         from zcopy.server.responder import _Rights
         rights = _Rights(responder, identity)
         rights.need("PUT", target, False)
-        responder.dav.check(req, (target, False))
+        responder.dav.check(req, (target, False), identity=identity)
         upload = secrets.token_hex(_ID_LEN // 2)
         now = time.time()
         row = Row(key_of(upload), target, "tus" if ctx.tus else "ietf", 0, length, metadata, owner_of(identity),
@@ -485,7 +485,7 @@ class Uploads:
             length = row.length if row.length is not None else new_length
             if (complete or (length is not None and req.content_length is not None
                              and offset + req.content_length == length)):
-                self.responder.dav.check(req, (row.target, False))
+                self.responder.dav.check(req, (row.target, False), identity=ctx.identity)
         return self._owned(key, owner, req.path, conn, check, work, then, lambda exc: self.error(exc, req, tus, True),
                            on_loop=locks)
 
@@ -568,7 +568,7 @@ class Uploads:
         if completes:
             from zcopy.server.responder import _Rights
             try:
-                self.responder.dav.check(req, (row.target, False))     # locks, at commit too (chunked appends)
+                self.responder.dav.check(req, (row.target, False), identity=ctx.identity)  # locks, at commit too
             except http.HttpError as exc:
                 sink.offset = min(sink.offset, max(sink.durable, sink.start))   # never "all there" unsaved
                 sink.abort()
