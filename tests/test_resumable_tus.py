@@ -194,6 +194,24 @@ def test_writing_past_the_length_is_refused_and_the_upload_kept(tree):
         assert (root / "in" / "p.bin").read_bytes() == b"abcd"
 
 
+def test_unfinished_uploads_per_owner_are_capped(tree):
+    """Each unfinished upload holds disk until it completes, is cancelled or expires: one owner may
+    hold --max-pending-uploads of them; the next creation is 429 and nothing is made for it."""
+    root, state = tree
+    with Server(root, "--allow-write", "--state-dir", str(state), "--max-pending-uploads", "2") as s:
+        first = create(s.port, "/in/", "a.bin", 10)
+        create(s.port, "/in/", "b.bin", 10)
+        (status, headers, body), = exchange(
+            s.port, f"POST /in/ HTTP/1.1\r\nHost: t\r\n{TUS}Upload-Length: 10\r\n"
+                    f"Upload-Metadata: filename {b64('c.bin')}\r\nContent-Length: 0\r\n")
+        assert status == 429 and b"--max-pending-uploads" in body
+        assert len(partials(root)) == 2 and len(rows(state)) == 2
+        # one completes: room for the next
+        assert patch(s.port, first, 0, b"0123456789")[0] == 204
+        assert (root / "in" / "a.bin").read_bytes() == b"0123456789"
+        create(s.port, "/in/", "c.bin", 10)
+
+
 def test_termination_removes_data_and_row(tree):
     root, state = tree
     with Server(root, "--allow-write", "--state-dir", str(state)) as s:

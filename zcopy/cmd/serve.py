@@ -53,6 +53,16 @@ def port_arg(text: str) -> int:
     return port
 
 
+def count_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"cannot be negative: {n}")
+    return n
+
+
 def worker_timeout_arg(text: str) -> float:
     """An idle loop turns once a second (its tick): a timeout under two
     seconds would replace healthy idle workers."""
@@ -143,6 +153,9 @@ def configure(p) -> None:
     w.add_argument("--no-fsync", action="store_true", help="do not fsync uploads before renaming them into place")
     w.add_argument("--upload-expiry", type=timeout_arg, default=24 * 3600.0, metavar="SECONDS",
                    help="remove a resumable upload (tus, IETF draft) idle this long (default: 86400)")
+    w.add_argument("--max-pending-uploads", type=count_arg, default=100, metavar="N",
+                   help="unfinished resumable uploads one account or token may hold at once (default: 100; "
+                        "0: no limit)")
     w.add_argument("--make-parents", action="store_true",
                    help="PUT and MOVE create missing parent folders (the old behaviour; default: 409 as WebDAV says)")
 
@@ -177,7 +190,7 @@ def build_config(args):
                       token=token, read_token=read_token, max_upload=args.max_upload,
                       fsync=not args.no_fsync, state_dir=state_dir, users=args.users, accounts=accounts,
                       trusted_proxy=args.trusted_proxy, make_parents=args.make_parents,
-                      upload_expiry=args.upload_expiry)
+                      upload_expiry=args.upload_expiry, max_pending_uploads=args.max_pending_uploads)
     reasons = cfg.reasons
     cfg.tls = _tls(args, reasons)
     reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"

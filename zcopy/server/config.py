@@ -38,6 +38,7 @@ class ServeConfig:
     fsync: bool = True              # fsync an upload before renaming it into place
     make_parents: bool = False      # PUT/MOVE/COPY create missing folders instead of 409
     upload_expiry: float = 24 * 3600   # resumable uploads without activity for this long are removed
+    max_pending_uploads: int = 100      # unfinished resumable uploads per owner (0: no limit)
     prefetch: bool = True           # read cold file windows off the loop (zcopy.server.prefetch)
     state_dir: str | None = None    # prepared state folder (zcopy.server.state); None: no state (unit tests)
     tls: object | None = None       # zcopy.server.tlsaccept.TlsSettings: serve HTTPS (--tls-cert/--tls-key)

@@ -187,14 +187,14 @@ class Uploads:
     """The resumable-upload responder of one worker (created by the worker when writes and a
     state folder exist; ``Responder.uploads``)."""
 
-    def __init__(self, responder, expiry: float = DEFAULT_EXPIRY) -> None:
+    def __init__(self, responder, expiry: float = DEFAULT_EXPIRY, max_pending: int = 0) -> None:
         self.responder = responder
         self.writer = responder.writer
         self.date = responder.date
         self.executor = responder.executor
         self.max_upload = self.writer.max_upload
         self.expiry = expiry
-        self.store = Store(responder.cache.fs.fd, responder.routes.state, self.writer.fsync)
+        self.store = Store(responder.cache.fs.fd, responder.routes.state, self.writer.fsync, max_pending)
         self.active: dict[str, Append] = {}
         self.next_sweep = 0.0
         self.checking = False

@@ -55,10 +55,13 @@ class Store:
     """The partial files and the table, for one process. Every method blocks on the disk or the
     database: callers run them off the loop."""
 
-    def __init__(self, root_fd: int, state, fsync: bool) -> None:
+    def __init__(self, root_fd: int, state, fsync: bool, max_pending: int = 0) -> None:
         self.root_fd = root_fd
         self.state = state
         self.fsync = fsync
+        #: unfinished uploads one owner may hold at once (0: no limit); each holds disk until it
+        #: completes, is cancelled or expires
+        self.max_pending = max_pending
         self._dir_fd = -1
         self._lock = threading.Lock()
 
@@ -108,6 +111,12 @@ class Store:
         """The row first, then the file (a crash between leaves a row whose file is missing: its
         appends answer 404 and the sweep removes it; never a file nobody knows)."""
         with self.state.transaction() as db:
+            if self.max_pending:
+                (held,), = db.execute("SELECT COUNT(*) FROM uploads WHERE owner = ? AND expires > ?",
+                                      (row.owner, row.created)).fetchall()
+                if held >= self.max_pending:
+                    raise rs.UploadError(429, f"{held} unfinished uploads already: complete or cancel one "
+                                              f"(--max-pending-uploads)", "too-many-uploads")
             db.execute(f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (row.key, row.target, row.protocol, row.offset, row.length, row.metadata, row.owner,
                         row.created, row.expires, row.session, row.claim))

@@ -98,7 +98,8 @@ class Worker(ListenerLoop):
                                    sessions=sessions, shares=shares)
         if writer is not None and self.state is not None:      # resumable uploads (zcopy.server.uploads)
             from zcopy.server.uploads import Uploads
-            self.responder.uploads = Uploads(self.responder, expiry=config.upload_expiry)
+            self.responder.uploads = Uploads(self.responder, expiry=config.upload_expiry,
+                                            max_pending=config.max_pending_uploads)
         self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.reopen_log = False         # SIGUSR1 came: reopen the access log at the next tick
         #: one store per loop turn into the memory the supervisor watches (zcopy.server.shared)
