@@ -184,3 +184,11 @@ def test_redirect(location, expected):
     assert fields[b"Location"] == expected
     assert int(fields[b"Content-Length"]) == len(body)
     assert redirect_response(location, DATE, head_only=True, close=True).endswith(b"Connection: close\r\n\r\n")
+
+
+def test_status_lines_name_the_upload_protocols_codes():
+    from zcopy.http.headers import status_line
+
+    assert status_line(104) == b"HTTP/1.1 104 Upload Resumption Supported\r\n"
+    assert status_line(460) == b"HTTP/1.1 460 Checksum Mismatch\r\n"
+    assert status_line(599) == b"HTTP/1.1 599 Unknown\r\n"

@@ -345,6 +345,10 @@ def test_browser_login_gives_a_session_cookie(tree, tmp_path):
         # Tampered: anonymous (401 with the challenge), never an error.
         bad = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
         assert call(s.port, "GET", "/secret/s.txt", {"Cookie": f"zcopy_session={bad}"})[0] == 401
+        # A GET of the logout URL (a link or an image on another site) signs nobody out: POST only.
+        r = curl("-b", str(jar), "-c", str(jar), "-D", "-", "-o", "/dev/null", f"{s.url}/.zcopy/logout")
+        assert r.stdout.startswith(b"HTTP/1.1 405") and b"Max-Age=0" not in r.stdout
+        assert curl("-b", str(jar), f"{s.url}/secret/s.txt").stdout == b"s"
         # Logout clears it.
         r = curl("-b", str(jar), "-c", str(jar), "-X", "POST", "-D", "-", "-o", "/dev/null", f"{s.url}/.zcopy/logout")
         assert "Max-Age=0" in r.stdout.decode()

@@ -23,6 +23,10 @@ from urllib.parse import quote
 SERVER = b"Server: zcopy\r\n"
 
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("ascii") for s in HTTPStatus}
+#: Codes the stdlib does not name: the resumable-upload protocols' (tus 1.0 checksum extension;
+#: draft-ietf-httpbis-resumable-upload).
+_STATUS_LINES[104] = b"HTTP/1.1 104 Upload Resumption Supported\r\n"
+_STATUS_LINES[460] = b"HTTP/1.1 460 Checksum Mismatch\r\n"
 #: Statuses that never carry a body (RFC 9110 6.4.1).
 _NO_BODY = frozenset({100, 101, 102, 103, 204, 304})
 

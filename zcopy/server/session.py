@@ -166,7 +166,7 @@ class Sessions:
                                           "login": LOGIN, "logout": LOGOUT}, close)
 
         routes.add(LOGIN, public=True, identity=True, GET=login)
-        routes.add(LOGOUT, public=True, identity=True, POST=logout, GET=logout)
+        routes.add(LOGOUT, public=True, identity=True, POST=logout)   # never GET: a link on another site must not sign out
         routes.add(ME, public=True, identity=True, GET=me)
 
 
