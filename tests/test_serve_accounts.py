@@ -338,8 +338,12 @@ def test_browser_login_gives_a_session_cookie(tree, tmp_path):
         assert len(cookie) == 1
         for attr in ("zcopy_session=", "HttpOnly", "SameSite=Strict", "Path=/"):
             assert attr in cookie[0]
-        # The cookie alone signs the browser in.
+        # The cookie alone signs the browser in; what it reads that way is not for a shared cache.
         assert curl("-b", str(jar), f"{s.url}/secret/s.txt").stdout == b"s"
+        r = curl("-b", str(jar), "-D", "-", "-o", "/dev/null", f"{s.url}/secret/s.txt")
+        assert b"\r\nCache-Control: private\r\n" in r.stdout
+        r = curl("-D", "-", "-o", "/dev/null", f"{s.url}/pub/hello.txt")       # anonymous: cacheable
+        assert r.stdout.startswith(b"HTTP/1.1 200") and b"Cache-Control" not in r.stdout
         token = cookie[0].split("zcopy_session=", 1)[1].split(";", 1)[0]
         assert call(s.port, "GET", "/secret/s.txt", {"Cookie": f"a=b; zcopy_session={token}"})[0] == 200
         # Tampered: anonymous (401 with the challenge), never an error.

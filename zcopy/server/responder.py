@@ -35,6 +35,9 @@ from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
 _SHARE_KINDS = ("share", "share-folder")
+#: Who a cookie can sign in: a file read that way is this browser's, not for a shared cache
+#: (RFC 9111 3.5 keeps shared caches from storing what answered an Authorization header, not a Cookie).
+_COOKIE_KINDS = ("user", "share-folder")
 #: Methods that may start or carry a resumable upload without naming one in the query.
 _UPLOAD_METHODS = ("POST", "PATCH", "PUT", "OPTIONS")
 #: The challenge with a users file: accounts sign in with HTTP Basic (tokens still work as Bearer).
@@ -337,6 +340,8 @@ class Responder:
                     and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers):
                 return self._after_digest(req, entry, closing, conn, identity)
             reply = self._file(req, entry, close, head_only)
+            if identity.kind in _COOKIE_KINDS and "cookie" in req.headers and "authorization" not in req.headers:
+                reply = _private(reply)
             if answers is not None and req.plain and entry.watched and not entry.variants and not closing:
                 if len(answers) >= ANSWERS:
                     answers.clear()
@@ -646,6 +651,17 @@ class Responder:
                     continue            # a FIFO, socket or device is refused (403): not listed either
                 yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
 
+
+
+def _private(reply: Reply) -> Reply:
+    """``reply`` with ``Cache-Control: private`` (a file read by a signed-in browser: a shared cache
+    between it and us must not hand it to the next visitor). Replies are never changed: a copy."""
+    head = reply.head
+    if b"\r\nCache-Control:" in head:
+        return reply
+    end = head.index(b"\r\n\r\n") + 2
+    return Reply(reply.status, head[:end] + b"Cache-Control: private\r\n" + head[end:], reply.body,
+                 reply.length, reply.close, reply.entry)
 
 
 class _Rights:
