@@ -306,7 +306,7 @@ def test_access_rules_creation_resume_and_replace(accounts):
         assert (root / "own" / "f.txt").read_bytes() == b"after"
 
 
-def test_partials_are_invisible_to_get_listings_propfind_and_archives(tree):
+def test_partials_are_invisible_to_get_listings_propfind_archives_and_search(tree):
     root, state = tree
     (root / "in" / "seen.txt").write_bytes(b"seen")
     with Server(root, "--allow-write", "--state-dir", str(state), "--show-hidden") as s:
@@ -328,6 +328,10 @@ def test_partials_are_invisible_to_get_listings_propfind_and_archives(tree):
         names = tarfile.open(fileobj=io.BytesIO(body)).getnames()
         assert any(n.endswith("seen.txt") for n in names)
         assert not any(".zcopy" in n or "hidden.bin" in n for n in names)
+        for term in ("hidden", "uploads", "zcopy", key[:8]):        # the page's subtree search
+            found = json.loads(exchange(p, f"GET /?search={term} HTTP/1.1\r\nHost: t\r\n"
+                                           "Accept: application/json\r\n")[-1][2])
+            assert found["complete"] and found["results"] == [], (term, found)
         # a write to the reserved folder is refused too
         assert exchange(p, f"PUT /.zcopy/uploads/{key} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n", b"x")[-1][0] \
             in (403, 404, 405)
