@@ -62,9 +62,11 @@ def main() -> int:
         for tree in trees:
             name = tree if tree not in peers else f"{tree} ({len(peers)})"
             ports[name] = free_port()
+            # A private state folder where the tree has one (older trees, from before --state-dir, have none).
+            with open(os.path.join(tree, "zcopy", "cmd", "serve.py")) as f:
+                state = ["--state-dir", os.path.join(tmp, f"state-{len(peers)}")] if "--state-dir" in f.read() else []
             peers[name] = ([*pin, sys.executable, "-m", "zcopy", "serve", root, "--port", str(ports[name]),
-                            "--workers", "1", "--state-dir", os.path.join(tmp, f"state-{len(peers)}"),
-                            *args.zcopy_args.split()], tree)
+                            "--workers", "1", *state, *args.zcopy_args.split()], tree)
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in peers}
         with contextlib.ExitStack() as stack:
             running = {name: stack.enter_context(Peer(name, argv, ports[name], cwd=cwd))
