@@ -69,6 +69,7 @@ class Worker(ListenerLoop):
                                    watch=_file_watch(), generation=generation(),
                                    digests=Digests(self.executor.submit, self.state),
                                    held=HeldBodies(max_size=config.small_reply_max))
+        self.cache.executor = self.executor     # uncached files are walked and opened there
         writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync, executor=self.executor,
