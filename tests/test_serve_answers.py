@@ -279,7 +279,7 @@ def run_until_waiting(worker, conn, timeout: float = 0.0) -> None:
         for fd, ev in events:
             if fd == conn.fd:
                 conn.on_event(ev)
-        ran = worker.executor.run_callbacks()      # an uncached file is opened off the loop
+        ran = worker.opener.run_callbacks()        # an uncached file is opened off the loop
         batch, worker.ready[:] = worker.ready[:], []
         for c in batch:
             c.run()

@@ -47,6 +47,7 @@ _NEVER = float("-inf")   # an entry's resolved_at that makes its next use re-res
 #: changes nothing for a regular file's reads.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _NO_FDS = (errno.EMFILE, errno.ENFILE)
+_SEEN_MAX = 64          # changed paths noted per lookup off the loop; past it, "everything"
 
 
 def _no_change() -> bool:
@@ -242,8 +243,8 @@ class OpenFileCache:
         self.executor = None
         #: url path -> the callbacks waiting for its off-loop lookup (one open for them all)
         self._pending: dict[str, list] = {}
-        #: filesystem paths changed while a lookup was off the loop (cleared when none is)
-        self._seen: set = set()
+        #: url path -> the filesystem paths events named since its lookup left the loop
+        self._seen: dict[str, set] = {}
         self._closed = False
 
     def stat(self, url_path: str, suffix: str = "") -> os.stat_result | None:
@@ -333,6 +334,7 @@ class OpenFileCache:
         self._submit(url_path, old.key if old is not None else None, expect, 0)
 
     def _submit(self, url_path: str, key, expect: dict, tries: int) -> None:
+        self._seen[url_path] = set()
         if self.executor is None:
             try:
                 found, error = self._prepare(url_path, key), None
@@ -384,15 +386,20 @@ class OpenFileCache:
             if isinstance(found, _Found):
                 found.close()
             found, error = None, http.HttpError(503, "shutting down", close=True)
-        elif isinstance(error, OSError) and error.errno in _NO_FDS and self._entries and tries < 8:
-            self._drop(next(iter(self._entries)))      # give back the cache's own fds, oldest first
-            self._submit(url_path, None, expect, tries + 1)
+        elif (isinstance(error, OSError) and error.errno in _NO_FDS
+              or isinstance(error, http.HttpError) and error.status == 503) and self._entries:
+            # Out of fds (the open's EMFILE, or the walk's: Root says 503): give back the
+            # cache's own, oldest first, and try again, until it holds none.
+            self._drop(next(iter(self._entries)))
+            self._submit(url_path, None, expect, tries)
             return
         entry = None
         if error is None:
             try:
                 entry = self._install(url_path, found, expect, tries)
-            except http.HttpError as exc:
+            except Exception as exc:        # an HttpError; anything else is a bug, answered 500
+                if isinstance(found, _Found):
+                    found.close()
                 error = exc
             if entry is LATER:                  # done again: the watch was not up all along
                 return
@@ -401,10 +408,9 @@ class OpenFileCache:
         if isinstance(error, OSError):
             error = (http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")])
                      if error.errno in _NO_FDS else http.HttpError(404, "not found"))
+        self._seen.pop(url_path, None)
         for done in self._pending.pop(url_path, ()):
             done(entry, error)
-        if not self._pending:
-            self._seen.clear()
 
     def _install(self, url_path: str, found, expect: dict, tries: int):
         """On the loop: store what ``_prepare`` found (LATER: submitted again)."""
@@ -440,7 +446,7 @@ class OpenFileCache:
             watched = self.watch.watch(folders[1], place.link_fd)
         if watched:
             tokens = {f: self.watch.token(f) for f in folders}
-            if any(expect.get(f) != tokens[f] for f in folders) or self._stale(found):
+            if any(expect.get(f) != tokens[f] for f in folders) or self._stale(url_path, found):
                 if tries < 2:           # the watch is up now: open again, under it
                     found.close()
                     self._submit(url_path, None, tokens, tries + 1)
@@ -463,9 +469,9 @@ class OpenFileCache:
         self._store(url_path, fresh)
         return fresh
 
-    def _stale(self, found: "_Found") -> bool:
+    def _stale(self, url_path: str, found: "_Found") -> bool:
         """Whether an event named what ``found`` stands for while it was off the loop."""
-        seen = self._seen
+        seen = self._seen.get(url_path)
         if not seen:
             return False
         if EVERYTHING in seen:
@@ -495,8 +501,8 @@ class OpenFileCache:
     def apply_changes(self) -> None:
         """Drop the entries that the watch's pending events make stale."""
         for fs_path in self.watch.changes():
-            if self._pending:                        # an open is off the loop: it may be older
-                self._seen.add(fs_path)
+            for seen in self._seen.values():         # opens off the loop now: they may be older
+                seen.add(fs_path if len(seen) < _SEEN_MAX else EVERYTHING)
             for listener in self.listeners:
                 listener(fs_path)
             if fs_path is EVERYTHING:                # overflow: trust nothing
@@ -549,7 +555,10 @@ class OpenFileCache:
             return local, ()
         etag, also, wanted = self.digests.etags(st, local)
         if wanted:
-            self.digests.want(fd, st, lambda ok: ok and self._digest_known(url_path, st))
+            try:
+                self.digests.want(fd, st, lambda ok: ok and self._digest_known(url_path, st))
+            except OSError:         # no fd for its dup (EMFILE): asked again when the entry is next built
+                pass
         return etag, also
 
     def _digest_known(self, url_path: str, st: os.stat_result) -> None:
