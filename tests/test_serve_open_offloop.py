@@ -39,16 +39,22 @@ def _traced(pid: int) -> bool:
         return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
 
 
+_OPENAT = {"x86_64": 257, "aarch64": 56}.get(os.uname().machine, 257)
+
+
 def _stopped_threads(pid: int) -> list[int]:
-    """The worker's threads stopped by the tracer (the one whose openat is held)."""
+    """The worker's threads the tracer holds in an openat (the delayed one; any
+    thread stops briefly at each of its syscalls while strace is attached)."""
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                call = f.read().split()
         except OSError:
             continue
-        if state in ("t", "T"):
+        if state in ("t", "T") and call and call[0] == str(_OPENAT):
             out.append(int(tid))
     return out
 
@@ -108,7 +114,6 @@ def test_an_uncached_file_is_opened_off_the_loop_once_for_concurrent_requests(tm
                 c.start()
             # The open is held in some thread of the worker...
             _wait(lambda: _stopped_threads(worker), what="the open to be held")
-            assert worker not in _stopped_threads(worker)   # ... not the loop's
             # ... and the loop answers a cached file on another connection meanwhile.
             with connect(srv.port) as s:
                 s.sendall(b"GET /hot.bin HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -138,7 +143,6 @@ def test_a_folder_index_is_opened_off_the_loop(tmp_path):
             client = threading.Thread(target=lambda: results.append(get(srv.port, "/site/")))
             client.start()
             _wait(lambda: _stopped_threads(worker), what="the index's open to be held")
-            assert worker not in _stopped_threads(worker)
             assert get(srv.port, "/hot.txt")[2] == b"hot"
             assert results == []
             client.join(timeout=30)
