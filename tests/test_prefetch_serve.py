@@ -45,6 +45,10 @@ def forked_worker(root, *, slow: float = 0.0, pool_args: dict | None = None, **c
             from zcopy.server.worker import Worker
 
             worker = Worker(ServeConfig(root=str(root), **cfg), listener)
+            # No content digests here: hashing reads a whole file on an executor thread the first time it
+            # is asked for, which makes its cold windows resident behind the prefetcher's back (seen: the
+            # far part of a multipart reply found hot, one park instead of two, under load).
+            worker.cache.digests = None
             if slow or pool_args:
                 worker.prefetch.close()
                 fetch = SlowFetch(slow) if slow else None
