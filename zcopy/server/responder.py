@@ -610,13 +610,7 @@ class Responder:
         url_path, show_hidden = req.path, self.cache.show_hidden
 
         def walk():
-            with self.cache.fs.locate(url_path) as place:
-                try:
-                    dir_fd = place.open_dir()
-                except PermissionError:
-                    raise http.HttpError(403, "permission denied") from None
-                except OSError:
-                    raise http.HttpError(404, "not found") from None
+            _, dir_fd = self.cache.fs.open_folder(url_path)
             try:
                 return archive.plan(dir_fd, show_hidden=show_hidden, at_top=http.normalised(url_path) == "/",
                                     keep=keep, segs=segments(http.normalised(url_path)))
@@ -642,12 +636,7 @@ class Responder:
         """The folder ``url_path`` names: its path label, an fd of it (the
         caller closes it) and its entries, read from that fd. Blocks on the
         disk: the listings run it off the loop."""
-        with self.cache.fs.locate(url_path) as place:
-            try:
-                dir_fd = place.open_dir()
-            except OSError as exc:          # EACCES 403, EMFILE 503 (not 404: the folder is there)
-                raise fs_error(exc, False) from None
-            folder = place.path
+        folder, dir_fd = self.cache.fs.open_folder(url_path)   # EACCES 403, EMFILE 503, else 404
         try:
             return folder, dir_fd, list(self._entries(dir_fd, url_path))
         except BaseException as exc:

@@ -182,6 +182,16 @@ class Root:
 
     # -- openat2: one call for the parent folder ------------------------------
 
+    def open_folder(self, url_path: str) -> tuple[str, int]:
+        """(the path label, a readable fd) of the folder ``url_path`` names; the caller closes the fd.
+        Raises HttpError: what ``locate`` says, then 403 unreadable, 503 out of fds, else 404
+        (``fs_error``)."""
+        with self.locate(url_path) as place:
+            try:
+                return place.path, place.open_dir()
+            except OSError as exc:
+                raise fs_error(exc, False) from None
+
     def _beneath(self, segments: list[str], write: bool) -> Place:
         if not segments:
             try:

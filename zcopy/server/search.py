@@ -176,13 +176,7 @@ class Searches:
             link_stat = lambda rel: cache.stat(prefix + "/".join(rel))
 
         def work() -> bytes:
-            with cache.fs.locate(url_path) as place:
-                try:
-                    dir_fd = place.open_dir()
-                except PermissionError:
-                    raise http.HttpError(403, "permission denied") from None
-                except OSError:
-                    raise http.HttpError(404, "not found") from None
+            _, dir_fd = cache.fs.open_folder(url_path)
             try:
                 found = walk(dir_fd, words, show_hidden=cache.show_hidden, at_top=http.normalised(url_path) == "/",
                              show=show, descend=descend, link_stat=link_stat)

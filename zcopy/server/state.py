@@ -308,6 +308,19 @@ def _open_private(folder: str, dir_fd: int, name: str, *, create: bool = False) 
     return fd, st.st_size
 
 
+def _new_secret_file(dir_fd: int) -> str:
+    """New random secret bytes, written whole and fsync'ed (mode 0600) under a temporary name in the
+    folder ``dir_fd``; returns that name, for the caller to link or rename into place."""
+    tmp = f".{SECRET_NAME}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        os.write(fd, os.urandom(SECRET_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
 def _make_secret(folder: str, dir_fd: int) -> None:
     """Create the secret once: written whole under a temporary name, then
     linked into place (a crash leaves no short secret; two servers starting
@@ -315,14 +328,7 @@ def _make_secret(folder: str, dir_fd: int) -> None:
     try:
         os.stat(SECRET_NAME, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        tmp = f".{SECRET_NAME}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
-        try:
-            os.write(fd, os.urandom(SECRET_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        tmp = _new_secret_file(dir_fd)
         try:
             os.link(tmp, SECRET_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except FileExistsError:
@@ -346,15 +352,7 @@ def rotate_secret(path: str) -> None:
     try:
         _check_folder(path, dir_fd)
         _read_secret(path, dir_fd)          # a folder zcopy made: refuse to rotate anything else
-        tmp = f".{SECRET_NAME}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
-        try:
-            os.write(fd, os.urandom(SECRET_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, SECRET_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.rename(_new_secret_file(dir_fd), SECRET_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
