@@ -175,8 +175,12 @@ class TlsTransport:
         if flags & _MSG_MORE and len(data) <= JOIN_LIMIT:
             self._more = bytes(data)   # goes out with what follows (see the module docstring)
             return len(data)
-        self._write(data)
-        return len(data)
+        try:                           # (_write, inlined: a whole small reply takes this way)
+            n = self._obj.write(data)
+        except _WANT:
+            raise BlockingIOError from None
+        self.stats.user_sent += n
+        return n
 
     def _write(self, data) -> None:
         try:
