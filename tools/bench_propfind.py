@@ -13,7 +13,9 @@ the time of each, from the request's first byte to the Multi-Status's last,
 is recorded. Modes: `repeat` asks again for an unchanged folder (zcopy
 answers from its kept page, as a client polling a folder is answered);
 `changed` first touches one member (utime: the folder changed, so zcopy
-builds the Multi-Status anew). Then, apart (so the client's own threads
+builds the Multi-Status anew, re-stat'ing only what its watch named);
+`full` touches the folder itself, after which zcopy stats and renders every
+member again (as for a folder's first PROPFIND, or after the watch lost events). Then, apart (so the client's own threads
 do not slow the timed requests), `changed` PROPFINDs are sent for
 `--latency-seconds` while another connection GETs a hot 1 KiB file back to
 back: its slowest and median latency say whether a PROPFIND build delays
@@ -84,7 +86,7 @@ NAMED = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:p
          b'<D:getcontentlength/><D:getlastmodified/><D:getetag/><D:displayname/><D:getcontenttype/>'
          b'</D:prop></D:propfind>')
 BODIES = {"named": NAMED, "allprop": b""}
-MODES = ("repeat", "changed")
+MODES = ("repeat", "changed", "full")
 
 
 def make_folder(tmp: str, entries: int) -> str:
@@ -228,6 +230,8 @@ def main() -> int:
                         for _ in range(args.requests):
                             if case[1] == "changed":
                                 os.utime(member)
+                            elif case[1] == "full":
+                                os.utime(os.path.dirname(member))
                             c0 = cpu_seconds(p.pids())
                             t, size = propfind(socks[name], p.port, body)
                             cpu[(name, case)].append(cpu_seconds(p.pids()) - c0)
