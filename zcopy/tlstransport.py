@@ -29,9 +29,21 @@ whole length or raises), which is what the connection and ``read_send`` do anywa
 bytes that follow it, so a small reply is one TLS record and one ``write`` syscall, as
 ``send(head, MSG_MORE) + sendfile`` is one segment over TCP. The connection sends ``MSG_MORE``
 only when more of the reply follows at once (or calls ``flush`` before it waits), so the
-held bytes never wait. ``recv`` reads until it has ``size`` bytes or OpenSSL would block:
-OpenSSL hands out one record per read and may leave more records in the kernel, and the
-connection takes a short read as "the socket is drained" (it is edge-triggered).
+held bytes never wait.
+
+Receiving, per keep-alive request (user-space TLS, a request in one record): one ``SSL_read``
+(two ``read`` syscalls: OpenSSL reads the 5-byte record header, then the record; Python's ``ssl``
+cannot turn on read-ahead, which would make it one), ``pending()`` (no syscall) and one
+``FIONREAD`` ioctl, and no exception. The ioctl is what keeps edge-triggered epoll honest:
+OpenSSL hands out one record per read and leaves the records after it in the kernel, whose
+arrival already raised the edge being handled; the connection takes a short read as "the socket
+is drained" and would wait for an edge that never comes (a pipelined request in its own record,
+a head split over records). ``FIONREAD`` answers "anything left?" for one syscall, where another
+``SSL_read`` on an empty socket costs a ``read`` and an exception. So ``recv`` reads until it
+has ``size`` bytes, or OpenSSL holds nothing decrypted and the kernel nothing queued, or OpenSSL
+would block. ``read``/``write``/``pending`` are the ``_ssl`` object's own (the ``ssl.SSLSocket``
+wrappers add only Python frames); a TCP FIN without close_notify reads as EOF, as
+``suppress_ragged_eofs`` makes it.
 """
 
 from __future__ import annotations
@@ -44,6 +56,9 @@ import termios
 
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _MSG_MORE = socket.MSG_MORE
+_ioctl = fcntl.ioctl
+_FIONREAD = termios.FIONREAD
+_NONE = bytes(4)          # FIONREAD's answer for an empty receive queue
 #: Only bytes this small are held for MSG_MORE (a head, a multipart part header).
 JOIN_LIMIT = 64 << 10
 
@@ -81,7 +96,7 @@ class TlsStats:
 class TlsTransport:
     """A connected ``ssl.SSLSocket`` (non-blocking, handshake done)."""
 
-    __slots__ = ("sock", "fd", "zero_copy", "ktls", "stats", "recv", "send", "send_once", "_more", "_closing", "_n")
+    __slots__ = ("sock", "fd", "zero_copy", "ktls", "stats", "recv", "send", "send_once", "_more", "_obj")
     #: Upload bodies always come through ``recv`` (OpenSSL reads the records, kTLS RX or not).
     recv_zero_copy = False
     #: A closing reply waits for the client's close_notify/EOF (see Connection._start_linger).
@@ -97,8 +112,10 @@ class TlsTransport:
         #: sendfile/splice may write to ``fd``: only when the kernel encrypts it.
         self.zero_copy = ktls
         self._more = b""          # a head held for MSG_MORE (user-space TLS only)
-        self._closing = False
-        self._n = bytearray(4)    # FIONREAD's answer
+        #: The ``_ssl._SSLSocket`` under ``sock``: its read/write/pending called straight, without
+        #: the ``ssl.SSLSocket`` wrappers' Python frames (per request: recv, read, pending, send).
+        #: None once close_notify left (lingering: reads discard ciphertext).
+        self._obj = sock._sslobj
         self.recv = self._recv
         self.send = self._send_ktls if ktls else self._send
         #: user-space TLS: a small file range leaves in the same SSL_write as its head (see _send_once)
@@ -107,41 +124,42 @@ class TlsTransport:
     # -- receiving -------------------------------------------------------------
 
     def _recv(self, size: int) -> bytes:
-        if self._closing:         # lingering: discard the ciphertext, no TLS state needed
+        obj = self._obj
+        if obj is None:           # lingering: discard the ciphertext, no TLS state needed
             return socket.socket.recv(self.sock, size)
-        sock = self.sock
         try:
-            data = sock.recv(size)
+            data = obj.read(size)
         except _WANT:
             raise BlockingIOError from None
-        if not data or len(data) == size or not (sock.pending() or self._waiting()):
-            self._count_in(len(data))
-            return data
+        except ssl.SSLEOFError:
+            data = b""            # a TCP FIN without close_notify: EOF (suppress_ragged_eofs)
+        n = len(data)
+        if n and n < size and (obj.pending() or _ioctl(self.fd, _FIONREAD, _NONE) != _NONE):
+            data, n = self._more_records(obj, data, size)
+        if not self.ktls:
+            self.stats.user_received += n
+        return data
+
+    def _more_records(self, obj, data: bytes, size: int) -> tuple[bytes, int]:
+        """OpenSSL gives one record a read and, without read-ahead (Python's ``ssl`` cannot turn it
+        on), leaves the records after it in the kernel: take what else is there now, so that a short
+        return still means "drained" (the connection is edge-triggered)."""
         parts = [data]
         got = len(data)
-        while got < size:         # OpenSSL gives one record a read: take what else is there
-            if not (sock.pending() or self._waiting()):
-                break
+        while got < size:
             try:
-                more = sock.recv(size - got)
+                more = obj.read(size - got)
             except _WANT:
                 break
+            except ssl.SSLEOFError:
+                break             # the next call returns b""
             if not more:
                 break             # EOF: the next call returns b""
             parts.append(more)
             got += len(more)
-        self._count_in(got)
-        return b"".join(parts)
-
-    def _waiting(self) -> int:
-        """Bytes in the kernel's receive queue (FIONREAD): one ioctl, where another SSL_read on an
-        empty socket would cost a recv and an exception."""
-        fcntl.ioctl(self.fd, termios.FIONREAD, self._n, True)
-        return int.from_bytes(self._n, "little")
-
-    def _count_in(self, n: int) -> None:
-        if not self.ktls:
-            self.stats.user_received += n
+            if not (obj.pending() or _ioctl(self.fd, _FIONREAD, _NONE) != _NONE):
+                break
+        return b"".join(parts), got
 
     # -- sending ---------------------------------------------------------------
 
@@ -157,12 +175,16 @@ class TlsTransport:
         if flags & _MSG_MORE and len(data) <= JOIN_LIMIT:
             self._more = bytes(data)   # goes out with what follows (see the module docstring)
             return len(data)
-        self._write(data)
-        return len(data)
+        try:                           # (_write, inlined: a whole small reply takes this way)
+            n = self._obj.write(data)
+        except _WANT:
+            raise BlockingIOError from None
+        self.stats.user_sent += n
+        return n
 
     def _write(self, data) -> None:
         try:
-            n = self.sock.send(data)
+            n = self._obj.write(data)
         except _WANT:
             raise BlockingIOError from None
         # Without SSL_MODE_ENABLE_PARTIAL_WRITE, OpenSSL writes all of it or asks again.
@@ -210,7 +232,7 @@ class TlsTransport:
             self.sock.unwrap()        # one SSL_shutdown: close_notify leaves
         except (ssl.SSLError, OSError, ValueError):
             pass                      # the peer's own close_notify is not waited for
-        self._closing = True
+        self._obj = None
         socket.socket.shutdown(self.sock, socket.SHUT_WR)
 
     def close(self) -> None:
