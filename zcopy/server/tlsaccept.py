@@ -82,12 +82,7 @@ class TlsServing:
             self.worker.add_fd(self.redirect.fileno(), lambda events: self._accept_redirects())
 
     def admit(self, sock: socket.socket, addr) -> None:
-        worker = self.worker
-        hs = Handshake(self, sock, addr)
-        worker.conns[hs.fd] = hs
-        worker.stats.accepted += 1
-        worker.ep.register(hs.fd, worker.CONN_EVENTS)
-        hs.run()
+        self.worker.track(Handshake(self, sock, addr))
 
     def tick(self) -> None:
         """From the worker's tick: take the redirect listener back after an EMFILE pause."""

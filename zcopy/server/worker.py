@@ -218,7 +218,11 @@ class Worker(ListenerLoop):
         if self.tls is not None:
             self.tls.admit(sock, addr)
             return
-        conn = Connection(self, sock, addr)
+        self.track(Connection(self, sock, addr))
+
+    def track(self, conn) -> None:
+        """A new connection (or a TLS handshake, zcopy.server.tlsaccept) joins the loop: counted,
+        polled, and started on what it may already have."""
         self.conns[conn.fd] = conn
         self.stats.accepted += 1
         self.ep.register(conn.fd, self.CONN_EVENTS)
