@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 
 def send(port: int, head: str, body: bytes = b"", *, sock: socket.socket | None = None):
@@ -46,16 +45,6 @@ def exchange(port: int, head: str, body: bytes = b""):
     with send(port, head, body) as s:
         return responses(s)
 
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "a state"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def group_gone(pgid: int) -> bool:

@@ -181,6 +181,19 @@ def _comm(pid: int) -> str:
         return ""
 
 
+def wait_for(predicate, timeout: float = 20.0, what: str = "a state"):
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``
+    seconds naming ``what`` was waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 def connect(port: int, timeout: float = 10.0) -> socket.socket:
     """A connected client socket; a ``TlsClient`` to a TLS server's port."""
     cafile = _TLS_PORTS.get(port)

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 from conftest import needs_root
-from resumableutil import exchange, responses, send, wait_for
+from resumableutil import exchange, responses, send
+from serverutil import wait_for
 from serverutil import Server
 
 TUS = "Tus-Resumable: 1.0.0\r\n"

@@ -12,7 +12,8 @@ import subprocess
 import pytest
 
 from serverutil import Server, read_response, request
-from test_serve_supervision import free_port, status_of, wait_for
+from serverutil import wait_for
+from test_serve_supervision import free_port, status_of
 
 
 @pytest.fixture(scope="module")

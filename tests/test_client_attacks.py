@@ -19,7 +19,8 @@ import pytest
 
 from serverutil import Server
 from test_client import TOKEN
-from test_client_safety import RawServer, ok, one_line, run, wait_for
+from serverutil import wait_for
+from test_client_safety import RawServer, ok, one_line, run
 from zcopy.client.seal import seal_tree
 
 

@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from urllib.parse import quote
 
 import pytest
 
-from serverutil import Server
+from serverutil import Server, wait_for
 from test_client import TOKEN, zcopy
 
 
@@ -30,15 +29,6 @@ def run(*args: str, cwd=None, env: dict | None = None, timeout: float = 60) -> s
 def one_line(out: subprocess.CompletedProcess) -> bool:
     return out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "a state"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class RawServer:

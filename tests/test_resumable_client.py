@@ -12,7 +12,8 @@ import stat
 import subprocess
 import sys
 
-from resumableutil import group_gone, wait_for
+from resumableutil import group_gone
+from serverutil import wait_for
 from serverutil import Server
 from test_relay_cli import RelayProcess
 from test_resumable_tus import free_port, partials, rows

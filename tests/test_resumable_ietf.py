@@ -10,7 +10,8 @@ import json
 import os
 
 import pytest
-from resumableutil import exchange, send, wait_for
+from resumableutil import exchange, send
+from serverutil import wait_for
 from serverutil import Server
 
 from zcopy.http import HttpError

@@ -18,7 +18,8 @@ import threading
 
 import pytest
 from conftest import needs_root
-from resumableutil import exchange, group_gone, responses, send, wait_for
+from resumableutil import exchange, group_gone, responses, send
+from serverutil import wait_for
 from serverutil import Server
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from serverutil import Server, curl
+from serverutil import Server, curl, wait_for
 from test_serve_accounts import HASH, PW, basic, call
 
 USERS = (f"alice {HASH['alice']} /pub:r /a/b:r /home/alice:rwd\n"
@@ -27,15 +27,6 @@ def zcopy(*args: str, stdin: str | None = None, env: dict | None = None) -> subp
     return subprocess.run([sys.executable, "-m", "zcopy", *args], capture_output=True, text=True, timeout=60,
                           input=stdin, env={**os.environ, "ZCOPY_TOKEN": "", "ZCOPY_PASSWORD": "", **(env or {})})
 
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "a state"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status_during_reload(port: int, path: str) -> int | None:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from serverutil import Server, connect, curl, get, read_response
+from serverutil import Server, connect, curl, get, read_response, wait_for
 
 
 def free_port() -> int:
@@ -21,16 +21,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "state"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
