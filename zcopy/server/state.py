@@ -109,6 +109,14 @@ def default_dir() -> str:
     return folder("XDG_STATE_HOME")
 
 
+def _open_folder(path: str) -> int:
+    """An fd of the state folder at the real path ``path``. Raises StateError."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StateError(f"cannot open the state folder {path}: {exc.strerror}") from None
+
+
 def prepare(path: str) -> str:
     """Make ``path`` a usable state folder (created if missing); returns its
     real path. Raises StateError. Run before forking: leaves nothing open."""
@@ -117,10 +125,7 @@ def prepare(path: str) -> str:
     except OSError as exc:
         raise StateError(f"cannot create the state folder {path}: {exc.strerror}") from None
     path = os.path.realpath(path)
-    try:
-        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StateError(f"cannot open the state folder {path}: {exc.strerror}") from None
+    dir_fd = _open_folder(path)
     try:
         _check_folder(path, dir_fd)
         os.close(_open_private(path, dir_fd, DB_NAME, create=True)[0])   # 0600 before sqlite makes it
@@ -345,10 +350,7 @@ def rotate_secret(path: str) -> None:
     the old one stops working once the server's workers read the new one (SIGHUP or a restart).
     Raises StateError."""
     path = os.path.realpath(path)
-    try:
-        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StateError(f"cannot open the state folder {path}: {exc.strerror}") from None
+    dir_fd = _open_folder(path)
     try:
         _check_folder(path, dir_fd)
         _read_secret(path, dir_fd)          # a folder zcopy made: refuse to rotate anything else
