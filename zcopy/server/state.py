@@ -36,6 +36,7 @@ import threading
 import time
 
 from zcopy import __version__
+from zcopy.fsinfo import fs_type
 
 DB_NAME = "state.db"
 SECRET_NAME = "secret"
@@ -274,8 +275,6 @@ def _statements(migration: str) -> list[str]:
 # -- files in the folder ------------------------------------------------------
 
 def _check_folder(path: str, dir_fd: int) -> None:
-    from probes.filesystem import fs_type
-
     try:
         name, magic = fs_type(dir_fd)
     except OSError as exc:
