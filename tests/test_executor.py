@@ -91,7 +91,7 @@ def test_an_upload_that_nobody_waits_for_any_more_is_aborted(tmp_path, fd_guard)
     loop: the Upload that arrives after is aborted (its fds closed, no file)."""
     from zcopy import http
     from zcopy.server.files import OpenFileCache
-    from zcopy.server.writer import Writer
+    from zcopy.server.write_methods import Writer
 
     cache = OpenFileCache(str(tmp_path))
     try:

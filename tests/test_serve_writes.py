@@ -347,23 +347,23 @@ def test_left_behind_named_temps_are_removed_but_live_ones_kept(tmp_path):
     unheld and unchanged for a minute, they go; one an upload holds stays."""
     import fcntl
 
-    from zcopy.server import writes
+    from zcopy.server import fileops
 
-    old = time.time() - 2 * writes.STALE_AFTER
+    old = time.time() - 2 * fileops.STALE_AFTER
     for name in ("dead", "live", "fresh"):
-        (tmp_path / f"{writes.TEMP_PREFIX}{name}").write_bytes(b"partial")
+        (tmp_path / f"{fileops.TEMP_PREFIX}{name}").write_bytes(b"partial")
     for name in ("dead", "live"):
-        os.utime(tmp_path / f"{writes.TEMP_PREFIX}{name}", (old, old))
+        os.utime(tmp_path / f"{fileops.TEMP_PREFIX}{name}", (old, old))
     (tmp_path / "other").write_bytes(b"x")
     os.utime(tmp_path / "other", (old, old))
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    with open(tmp_path / f"{writes.TEMP_PREFIX}live", "rb") as live:
+    with open(tmp_path / f"{fileops.TEMP_PREFIX}live", "rb") as live:
         fcntl.flock(live, fcntl.LOCK_EX)               # as TempFile holds its own
         try:
-            assert writes.remove_stale_temps(dir_fd) == [f"{writes.TEMP_PREFIX}dead"]
+            assert fileops.remove_stale_temps(dir_fd) == [f"{fileops.TEMP_PREFIX}dead"]
         finally:
             os.close(dir_fd)
-    assert sorted(os.listdir(tmp_path)) == sorted([f"{writes.TEMP_PREFIX}live", f"{writes.TEMP_PREFIX}fresh", "other"])
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{fileops.TEMP_PREFIX}live", f"{fileops.TEMP_PREFIX}fresh", "other"])
 
 
 def test_an_upload_sweeps_the_temps_a_killed_worker_left_in_its_folder(tmp_path):
@@ -372,32 +372,32 @@ def test_an_upload_sweeps_the_temps_a_killed_worker_left_in_its_folder(tmp_path)
     (but not one an upload holds, nor a fresh one)."""
     import fcntl
 
-    from zcopy.server import writes
+    from zcopy.server import fileops
 
-    old = time.time() - 2 * writes.STALE_AFTER
+    old = time.time() - 2 * fileops.STALE_AFTER
     (tmp_path / "d").mkdir()
     for name in ("dead", "live", "fresh"):
-        (tmp_path / "d" / f"{writes.TEMP_PREFIX}{name}").write_bytes(b"partial")
+        (tmp_path / "d" / f"{fileops.TEMP_PREFIX}{name}").write_bytes(b"partial")
     for name in ("dead", "live"):
-        os.utime(tmp_path / "d" / f"{writes.TEMP_PREFIX}{name}", (old, old))
-    with open(tmp_path / "d" / f"{writes.TEMP_PREFIX}live", "rb") as live:
+        os.utime(tmp_path / "d" / f"{fileops.TEMP_PREFIX}{name}", (old, old))
+    with open(tmp_path / "d" / f"{fileops.TEMP_PREFIX}live", "rb") as live:
         fcntl.flock(live, fcntl.LOCK_EX)
         with Server(tmp_path, "--allow-write", "--workers", "1") as s:
             status, _, _ = request(s.port, b"PUT /d/new.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
                                               b"Connection: close\r\n\r\nwhole")
             assert status == 201
     assert sorted(os.listdir(tmp_path / "d")) == sorted(
-        ["new.txt", f"{writes.TEMP_PREFIX}live", f"{writes.TEMP_PREFIX}fresh"])
+        ["new.txt", f"{fileops.TEMP_PREFIX}live", f"{fileops.TEMP_PREFIX}fresh"])
     assert (tmp_path / "d" / "new.txt").read_bytes() == b"whole"
 
 
 def test_upload_temp_file_is_held_with_flock(tmp_path):
     import fcntl
 
-    from zcopy.server import writes
+    from zcopy.server import fileops
 
     folder = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
-    temp = writes.TempFile(folder)
+    temp = fileops.TempFile(folder)
     os.close(folder)
     try:
         other = os.open(f"/proc/self/fd/{temp.fd}", os.O_RDONLY)   # a second open file description

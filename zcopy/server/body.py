@@ -11,7 +11,7 @@ or a ``Pending``).
   pwritten; the rest of a fixed-length body goes socket -> file through the
   upload engine (splice socket->pipe->file where the probe says so), which
   writes at ``offset`` into ``fd`` and reports with ``advanced``. Uploads
-  (``zcopy.server.writer.Upload``, an O_TMPFILE named at commit) are these.
+  (``zcopy.server.write_methods.Upload``, an O_TMPFILE named at commit) are these.
 - ``MemorySink``: a bounded buffer for small bodies a responder parses
   (PROPFIND/PROPPATCH XML, JSON for POST/PATCH): ``data`` once complete.
 

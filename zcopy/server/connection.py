@@ -40,7 +40,7 @@ from zcopy.http.protocol import BODY, CLOSE, HEAD, LINGER_SECONDS, ServerProtoco
 from zcopy.loop import EV_HUP, EV_IN, EV_OUT
 from zcopy.server.body import BodySink
 from zcopy.server.reply import Pending, Reply
-from zcopy.server.writer import http_error_for
+from zcopy.server.write_methods import http_error_for
 from zcopy.transport import PlainTransport
 
 READING, RECEIVING, WRITING, LINGERING, CLOSED, WAITING = 0, 1, 2, 3, 4, 5

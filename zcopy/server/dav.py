@@ -35,7 +35,7 @@ from xml.sax.saxutils import escape
 from zcopy import http
 from zcopy.dav import deadprops, ifheader, multistatus, xmlbody
 from zcopy.dav.locks import INFINITY, LockError, LockTable, beneath_in, covering_in, normalise, parse_timeout
-from zcopy.server import davcopy, propfind, writes
+from zcopy.server import davcopy, fileops, propfind
 from zcopy.server.body import MemorySink
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Reply
@@ -439,7 +439,7 @@ class Dav:
     # -- COPY ---------------------------------------------------------------------------
 
     def copy(self, req: http.Request, close: bool, rights=None):
-        from zcopy.server.writer import _authority, _destination
+        from zcopy.server.write_methods import _authority, _destination
 
         dest_url = _destination(req.headers.get("destination"), _authority(req))
         depth = req.headers.get("depth", "infinity").strip().lower()
@@ -584,7 +584,7 @@ def _has_body(req: http.Request) -> bool:
 
 
 def writes_error(exc: OSError) -> http.HttpError:
-    from zcopy.server.writer import http_error_for
+    from zcopy.server.write_methods import http_error_for
     return http_error_for(exc)
 
 
@@ -684,7 +684,7 @@ def _ctype(url: str, is_dir: bool) -> str | None:
     return None if is_dir else http.content_type(url)
 
 
-def _copy(writer, source: writes.Target, dest: writes.Target, infinity: bool, overwrite: bool):
+def _copy(writer, source: fileops.Target, dest: fileops.Target, infinity: bool, overwrite: bool):
     """COPY (off the loop): (201 or 204, failed members)."""
     if not source.exists or (source.slashed and not source.is_dir):
         raise http.HttpError(404, "not found")
@@ -698,7 +698,7 @@ def _copy(writer, source: writes.Target, dest: writes.Target, infinity: bool, ov
     writer.parents(dest)
     replaced = dest.exists
     if dest.exists and (dest.is_dir or source.is_dir):
-        writes.remove_entry(dest)            # RFC 4918 9.8.4: a DELETE of the destination first
+        fileops.remove_entry(dest)            # RFC 4918 9.8.4: a DELETE of the destination first
     sp, dp = source.place, dest.place
     failures: list = []
     if source.is_dir:

@@ -2,7 +2,7 @@
 
 A file is copied with ``os.copy_file_range`` (a server-side copy: no byte
 passes through user space, and a filesystem that can share extents, such as
-btrfs or XFS, reflinks) into an upload temp file (``writes.TempFile``) that is
+btrfs or XFS, reflinks) into an upload temp file (``fileops.TempFile``) that is
 renamed over the destination, so a reader never sees a half-copied file. Its
 dead properties go along (``deadprops.copy``: copy_file_range copies no
 extended attributes), and its permission bits.
@@ -21,7 +21,7 @@ import stat as stat_mod
 
 from zcopy.dav import deadprops
 from zcopy.server.root import TEMP_PREFIX
-from zcopy.server.writes import TempFile
+from zcopy.server.fileops import TempFile
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC

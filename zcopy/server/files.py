@@ -151,7 +151,7 @@ class OpenFileCache:
         self.held = held if held is not None else HeldBodies(max_size=0)
         #: content-digest ETags (zcopy.server.digests.Digests), or None: this node's tags only
         self.digests = digests
-        #: every file operation of the server goes through it (reads here, writes in ``writes``)
+        #: every file operation of the server goes through it (reads here, writes in ``fileops``)
         self.fs = Root(root, follow_symlinks=follow_symlinks, show_hidden=show_hidden, mac_files=mac_files,
                        allowed=symlink_targets)
         self.follow_symlinks = follow_symlinks

@@ -70,12 +70,12 @@ class Pending:
 def refusal(exc: Exception, date: bytes, *, close: bool = True, head_only: bool = False,
             version: tuple = (1, 1)) -> Reply:
     """The error Reply for an ``http.HttpError``; for an OSError from work done
-    off the loop, the status a write failure gets (``writer.http_error_for``);
+    off the loop, the status a write failure gets (``write_methods.http_error_for``);
     anything else is a bug: its traceback goes to stderr and the client gets 500."""
     from zcopy import http
 
     if isinstance(exc, OSError):
-        from zcopy.server.writer import http_error_for
+        from zcopy.server.write_methods import http_error_for
 
         exc = http_error_for(exc)
     elif getattr(exc, "sqlite_errorcode", None) == 13:     # SQLITE_FULL: the state folder's disk is full

@@ -31,7 +31,7 @@ from zcopy.server.search import Searches, term_of
 from zcopy.server.session import SAFE as SAFE_METHODS, cross_site
 from zcopy.server.share import token_in as share_token
 from zcopy.server.throttle import Held
-from zcopy.server.writer import WRITE_METHODS, Writer, http_error_for
+from zcopy.server.write_methods import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
 _SHARE_KINDS = ("share", "share-folder")
@@ -411,7 +411,7 @@ class Responder:
         method = req.method
         targets = [(req.path, method in ("DELETE", "MOVE"))]
         if method == "MOVE":
-            from zcopy.server.writer import _authority, _destination
+            from zcopy.server.write_methods import _authority, _destination
             targets.append((_destination(req.headers.get("destination"), _authority(req)), True))
         self.dav.check(req, *targets, identity=identity)
 

@@ -24,7 +24,7 @@ docs/uploads.md is the design; in short:
   upload asks the holder to let go (``claim`` in the row; every worker looks
   at its own appends once a second in ``tick``) and the holder's connection
   is closed, after which its durable offset is recorded and the lock drops.
-- The commit is the PUT's (``writes.TempFile.commit``: fsync, link, rename,
+- The commit is the PUT's (``fileops.TempFile.commit``: fsync, link, rename,
   fsync of the folder), with the PUT's rights (``w``; ``w`` and ``d`` to
   replace) and WebDAV locks checked on the request that completes it.
 
@@ -46,7 +46,7 @@ from urllib.parse import quote
 
 from zcopy import http
 from zcopy.http import resumable as rs
-from zcopy.server import writes
+from zcopy.server import fileops
 from zcopy.server.body import FileSink
 from zcopy.server.executor import defer
 from zcopy.server.reply import Reply
@@ -632,12 +632,12 @@ class Uploads:
         return defer(self.executor, work, then, lambda exc: self.error(exc, req, ctx.tus, True))
 
     def _commit(self, row: Row, fd: int, rights) -> int:
-        """(a thread) The PUT's commit (writes.TempFile.commit: fsync, rename or link, fsync of the
+        """(a thread) The PUT's commit (fileops.TempFile.commit: fsync, rename or link, fsync of the
         folder) of the partial file as ``row.target``. The partial is first renamed into the
         target's folder under a temp name (on another filesystem than ROOT: copied into a PUT's
         temp file), so no name of it stays behind to be truncated by a later append.
         Returns 201 (created) or 204 (replaced)."""
-        from zcopy.server.writer import serialized
+        from zcopy.server.write_methods import serialized
 
         writer = self.writer
         target = writer.target(row.target)
@@ -651,14 +651,14 @@ class Uploads:
                 replace = rights.has("PUT", row.target, True)
             writer.parents(target)
             os.fchmod(fd, 0o644)
-            name = f"{writes.TEMP_PREFIX}{secrets.token_hex(16)}"
+            name = f"{fileops.TEMP_PREFIX}{secrets.token_hex(16)}"
             try:
                 os.rename(row.key, name, src_dir_fd=self.store.folder(), dst_dir_fd=target.place.dir_fd)
-                temp = writes.TempFile.adopt(target.place.dir_fd, os.dup(fd), name)
+                temp = fileops.TempFile.adopt(target.place.dir_fd, os.dup(fd), name)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                temp = writes.TempFile(target.place.dir_fd)
+                temp = fileops.TempFile(target.place.dir_fd)
                 try:
                     _copy(fd, temp.fd, row.length or 0)
                 except BaseException:

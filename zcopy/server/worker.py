@@ -38,7 +38,7 @@ from zcopy.server.stats import WorkerStats, server_info
 from zcopy.server.throttle import SharedThrottle
 from zcopy.server.verify import Verifier
 from zcopy.server.watch import FileWatch
-from zcopy.server.writer import Writer
+from zcopy.server.write_methods import Writer
 from zcopy.stats import Publisher
 
 

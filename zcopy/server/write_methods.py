@@ -7,7 +7,7 @@ buffered body bytes through ``write`` and the rest of a fixed-length body
 straight from the socket through the upload engine (splice
 socket->pipe->file where the probe says so).
 Filesystem rules (what may be written where, atomic commit) are in
-``zcopy.server.writes``.
+``zcopy.server.fileops``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 from urllib.parse import unquote, urlsplit
 
 from zcopy import http
-from zcopy.server import writes
+from zcopy.server import fileops
 from zcopy.server.body import FileSink
 from zcopy.server.executor import Executor, defer
 from zcopy.server.files import OpenFileCache
@@ -34,7 +34,7 @@ class Upload(FileSink):
     """A PUT body on its way into a temp file in the target's folder (the
     connection moves it in; framing is the protocol's, see ``body.py``)."""
 
-    def __init__(self, writer: "Writer", target: writes.Target, temp: writes.TempFile, max_upload: int | None,
+    def __init__(self, writer: "Writer", target: fileops.Target, temp: fileops.TempFile, max_upload: int | None,
                  fsync: bool) -> None:
         super().__init__(temp.fd, max_upload, writer.finish)
         self.target = target
@@ -59,7 +59,7 @@ class Upload(FileSink):
     def abort(self) -> None:
         """The upload failed or was cut: no temp file, and none of the folders it made."""
         self.temp.abort()
-        writes.undo_parents(self.target)
+        fileops.undo_parents(self.target)
         self.target.close()
 
 
@@ -80,15 +80,15 @@ class Writer:
         #: Called off the loop with the URL path a DELETE removed or a MOVE moved away (its locks go).
         self.removed = None
 
-    def parents(self, target: writes.Target) -> None:
+    def parents(self, target: fileops.Target) -> None:
         """The target's missing folders: made (``make_parents``) or 409."""
         if target.place.missing:
             if not self.make_parents:
                 raise http.HttpError(409, "the parent folder does not exist")
-            writes.make_parents(target)
+            fileops.make_parents(target)
 
-    def target(self, url_path: str) -> writes.Target:
-        return writes.write_target(self.cache.fs, url_path)
+    def target(self, url_path: str) -> fileops.Target:
+        return fileops.write_target(self.cache.fs, url_path)
 
     def handle(self, req: http.Request, close: bool = False, rights=None):
         """A Pending of the Reply for DELETE/MOVE/MKCOL, of the Upload (or an
@@ -124,7 +124,7 @@ class Writer:
                 path = target.path
                 # RFC 4918 9.6.1: a folder goes with everything in it (``?recursive=1`` is still accepted).
                 with serialized(path):
-                    failed = writes.delete(target, recursive=True)
+                    failed = fileops.delete(target, recursive=True)
                 if removed is not None:
                     removed(req.path)
                 return (207, failed) if failed else 204, [path]
@@ -136,13 +136,13 @@ class Writer:
                     raise
                 paths = [dest.path, target.path]
                 with serialized(*paths):
-                    replaced = writes.move(target, dest, overwrite, parents=self.make_parents)
+                    replaced = fileops.move(target, dest, overwrite, parents=self.make_parents)
                 if removed is not None:
                     removed(req.path)
                 return 204 if replaced else 201, paths
             path = target.path
             with serialized(path):
-                writes.mkcol(target)
+                fileops.mkcol(target)
             return 201, [path]
 
         def then(done) -> Reply:      # on the loop
@@ -161,7 +161,7 @@ class Writer:
             return refusal(exc, self.date.get(), close=close, version=version)
         return refuse
 
-    def _target_for(self, url_path: str, method: str, rights, destination: bool = False) -> writes.Target:
+    def _target_for(self, url_path: str, method: str, rights, destination: bool = False) -> fileops.Target:
         """The walked target, once replacing what is there is allowed (w and d: a PUT over a file, a
         MOVE onto one). A PUT without the right to replace must not replace what appears meanwhile
         either: its Upload links instead of renaming (``target.replace``)."""
@@ -179,19 +179,19 @@ class Writer:
             raise
         return target
 
-    def _put(self, req: http.Request, target: writes.Target) -> Upload:
+    def _put(self, req: http.Request, target: fileops.Target) -> Upload:
         try:
             upload = self._start_upload(req, target)
             upload.replace = target.replace
             return upload
         except BaseException as exc:
-            writes.undo_parents(target)
+            fileops.undo_parents(target)
             target.close()
             if isinstance(exc, OSError):
                 raise http_error_for(exc) from None
             raise
 
-    def _start_upload(self, req: http.Request, target: writes.Target) -> Upload:
+    def _start_upload(self, req: http.Request, target: fileops.Target) -> Upload:
         if target.is_dir:
             raise http.HttpError(409, "a folder exists at this path")
         if target.slashed:      # "PUT /newdir/": a file name cannot end with a slash
@@ -206,7 +206,7 @@ class Writer:
             raise http.HttpError(413, f"upload larger than {self.max_upload} bytes", close=True)
         mtime_ns = _oc_mtime(req.headers.get("x-oc-mtime"))
         self.parents(target)
-        temp = writes.TempFile(target.place.dir_fd)
+        temp = fileops.TempFile(target.place.dir_fd)
         upload = Upload(self, target, temp, self.max_upload, self.fsync)
         upload.mtime_ns = mtime_ns
         return upload
