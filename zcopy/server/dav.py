@@ -120,7 +120,7 @@ class Dav:
         """A Reply, a Pending, or a MemorySink for the XML body. ``close``: the
         reply must end the connection (not counting an unread body: a sink reads it).
         ``visible(name)``: whether a Depth 1 PROPFIND shows a member (accounts);
-        ``rights``: the responder's ``_Rights``, for what COPY needs on its Destination."""
+        ``rights``: the gate's ``Rights``, for what COPY needs on its Destination."""
         method = req.method
         if method != "PROPFIND" and self.writer is None:
             raise http.HttpError(403, "this server is read-only (start it with --allow-write)",

@@ -8,7 +8,6 @@ stop)`` file range that the connection hands to the zero-copy engine.
 
 from __future__ import annotations
 
-import hmac
 import os
 import stat as stat_mod
 import time
@@ -17,20 +16,17 @@ from urllib.parse import quote
 from zcopy import http, ui
 from zcopy.server import archive
 from zcopy.accounts.rules import segments
-from zcopy.server.access import Access, Check, Denied, Identity
-from zcopy.server.auth import CHALLENGE
+from zcopy.server.access import Access, Identity
 from zcopy.server.dav import DAV_METHODS, Dav
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
 from zcopy.server.executor import defer
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
+from zcopy.server.gate import Gate, Rights, rules_path, whole_tree_readable
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
 from zcopy.server.root import fs_error, listed
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.search import Searches, term_of
-from zcopy.server.session import SAFE as SAFE_METHODS, cross_site
-from zcopy.server.share import token_in as share_token
-from zcopy.server.throttle import Held
 from zcopy.server.write_methods import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
@@ -40,8 +36,6 @@ _SHARE_KINDS = ("share", "share-folder")
 _COOKIE_KINDS = ("user", "share-folder")
 #: Methods that may start or carry a resumable upload without naming one in the query.
 _UPLOAD_METHODS = ("POST", "PATCH", "PUT", "OPTIONS")
-#: The challenge with a users file: accounts sign in with HTTP Basic (tokens still work as Bearer).
-BASIC_CHALLENGE = ("WWW-Authenticate", 'Basic realm="zcopy", charset="UTF-8"')
 #: The folder page's own policy (zcopy.ui.PAGE_CSP) and no sniffing.
 _PAGE_HEADERS = (f"Content-Security-Policy: {ui.PAGE_CSP}\r\nX-Content-Type-Options: nosniff\r\n"
                  "Referrer-Policy: same-origin\r\n").encode()
@@ -92,19 +86,10 @@ class Responder:
         #: Who is asking and what they may do: the one place (zcopy.server.access).
         self.access = access if access is not None else Access(token=token, read_token=read_token,
                                                                allow_write=writer is not None)
-        #: Runs password checks off the loop (zcopy.server.verify); None: inline (unit tests).
-        self.verifier = verifier
-        #: Failed sign-ins counted across workers (zcopy.server.throttle), inside the verification job.
-        self.shared_throttle = shared_throttle
-        #: The browser's session cookie (zcopy.server.session); None: no users file or no state folder.
-        self.sessions = sessions
-        #: Share links (zcopy.server.share); None: no state folder to sign them with.
+        #: Who is asking (zcopy.server.gate): tokens, passwords off the loop, cookies, share links.
+        self.gate = Gate(self.access, self._checked, self.error, verifier=verifier, shared_throttle=shared_throttle,
+                         sessions=sessions, shares=shares, trusted_proxy=trusted_proxy)
         self.shares = shares
-        self.trusted_proxy = trusted_proxy
-        #: Counted here, published by the worker's stats: failed sign-ins, throttled ones, overloads.
-        self.auth_failures = 0
-        self.auth_throttled = 0
-        self.auth_busy = 0
         #: WebDAV (PROPFIND, PROPPATCH, COPY, LOCK, UNLOCK; locks and If for the writes)
         self.dav = Dav(cache, date, writer, getattr(self.routes, "state", None), executor)
         if writer is not None:
@@ -146,7 +131,7 @@ class Responder:
                         conn.user = user
                     return reply
         try:
-            identity = self._identify(req, closing, conn)
+            identity = self.gate.identify(req, closing, conn)
         except http.HttpError as exc:
             close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
             return self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version)
@@ -154,126 +139,9 @@ class Responder:
             return identity             # a Pending (or a Reply: the check was refused)
         return self._respond(req, identity, closing, conn, answers)
 
-    # -- who is asking --------------------------------------------------------
-
-    def _identify(self, req: http.Request, closing: bool, conn):
-        """The request's Identity; or a Pending while its password is checked. Raises HttpError."""
-        access = self.access
-        if req.method not in SAFE_METHODS:              # another site's page may not change anything here
-            why = cross_site(req, self._forwarded_host(req, conn))
-            if why is not None:
-                raise http.HttpError(403, why)
-        if req.query and self.shares is not None:       # a share link: its own identity, whoever follows it
-            token = share_token(req.query)
-            if token is not None:
-                return self.shares.identify(req, token, _rules_path(req.path))
-        auth = req.headers.get("authorization")
-        if auth is None:
-            cookie = req.headers.get("cookie")
-            if cookie is None:
-                return access.anonymous
-            if self.shares is not None and "zcopy_share=" in cookie:        # inside a shared folder
-                path = _rules_path(req.path)
-                shared = self.shares.from_cookie(req, cookie, path)
-                if shared is not None:      # a signed-in account that reads here keeps its own rights
-                    mine = self.sessions.identify(cookie, req) if self.sessions is not None else None
-                    return mine if mine is not None and access.allows(mine, req.method, path, True) else shared
-            if self.sessions is not None:                                   # a browser signed in before
-                return self.sessions.identify(cookie, req) or access.anonymous
-            return access.anonymous
-        if conn is not None:
-            known = conn.auth       # this connection's last sign-in: keep-alive requests skip the rest
-            if known is not None and known[1] == access.generation and (
-                    known[0] is auth or hmac.compare_digest(known[0].encode("utf-8", "surrogateescape"),
-                                                            auth.encode("utf-8", "surrogateescape"))):
-                return known[2]         # (the same head's Request shares its strings: ``is`` first)
-        addr = self._client(req, conn)
-        try:
-            got = access.identify(auth, addr, time.monotonic())
-        except Denied as exc:
-            return self._denied(exc)
-        if got.__class__ is Check:
-            return self._verify(got, req, closing, conn, addr)
-        if conn is not None:
-            conn.auth = (auth, access.generation, got)
-        return got
-
-    def _denied(self, exc: Denied) -> Identity:
-        """A refused sign-in: 401 (or 429 when throttled). Without a users file a wrong token
-        leaves the request anonymous, as before accounts (an open server still serves it)."""
-        if exc.status == 429:
-            self.auth_throttled += 1
-            raise http.HttpError(429, str(exc), headers=[("Retry-After", str(exc.retry_after))])
-        self.auth_failures += 1
-        if self.access.accounts is None:
-            return self.access.anonymous
-        raise http.HttpError(401, str(exc), headers=[BASIC_CHALLENGE])
-
-    def _client(self, req: http.Request, conn) -> str:
-        """The client's address: the peer's; behind ``--trusted-proxy`` (only when the peer is
-        that proxy) the last address of X-Forwarded-For, the one the proxy itself added."""
-        addr = conn.addr[0] if conn is not None and isinstance(conn.addr, tuple) else "-"
-        if self.trusted_proxy is not None and addr == self.trusted_proxy:
-            forwarded = req.headers.get("x-forwarded-for")
-            if forwarded:
-                addr = forwarded.rsplit(",", 1)[-1].strip() or addr
-        return addr
-
-    def _forwarded_host(self, req: http.Request, conn) -> str | None:
-        """X-Forwarded-Host (its last value), only from the ``--trusted-proxy`` peer."""
-        if self.trusted_proxy is None or conn is None or not isinstance(conn.addr, tuple) \
-                or conn.addr[0] != self.trusted_proxy:
-            return None
-        forwarded = req.headers.get("x-forwarded-host")
-        return forwarded.rsplit(",", 1)[-1].strip() if forwarded else None
-
-    def _verify(self, check: Check, req: http.Request, closing: bool, conn, addr: str):
-        """Check a password off the loop (``zcopy.server.verify``), then answer the request."""
-        access = self.access
-
-        def settle(check: Check) -> Identity:
-            try:
-                identity = access.settle(check, addr, time.monotonic())
-            except Denied as exc:
-                return self._denied(exc)
-            if conn is not None:
-                conn.auth = (req.headers.get("authorization"), access.generation, identity)
-            return identity
-
-        if self.verifier is None:       # no worker around it (unit tests): here and now
-            return settle(check.run())
-        pending = Pending()
-
-        def then(result, error) -> None:
-            if conn is not None and conn.pending is not pending:
-                return                  # the connection closed meanwhile: nothing to answer
-            close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
-            try:
-                if error is not None:
-                    raise http.HttpError(500, "the password check failed", close=True)
-                if result.__class__ is Held:          # too many failures from this address, in any worker
-                    self._denied(Denied(429, "too many failed sign-ins from this address",
-                                        retry_after=int(result.retry_after) + 1))
-                reply = self._respond(req, settle(result), closing, conn, None)
-            except http.HttpError as exc:
-                reply = self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version)
-            pending.done(reply)
-
-        shared = self.shared_throttle
-        job = check.run if shared is None else (lambda: shared.job(check, addr))
-        if not self.verifier.submit(job, then):
-            self.auth_busy += 1
-            raise http.HttpError(503, "too many sign-ins at once; try again", headers=[("Retry-After", "1")])
-        return pending
-
-    def _refuse(self, identity: Identity, what: str, legacy: str) -> http.HttpError:
-        """Not allowed: 401 with a challenge when not signed in, 403 when signed in. Without a
-        users file, as before accounts: 401 with the token challenge (``legacy`` says why)."""
-        if self.access.accounts is None:
-            return http.HttpError(401, legacy, headers=[CHALLENGE])
-        if identity.kind == "anonymous":
-            return http.HttpError(401, f"sign in to {what}", headers=[BASIC_CHALLENGE])
-        return http.HttpError(403, f"{identity.name} may not {what}")
+    def _checked(self, req: http.Request, identity: Identity, closing: bool, conn):
+        """The rest of a request whose password the gate checked off the loop."""
+        return self._respond(req, identity, closing, conn, None)
 
     # -- what they asked --------------------------------------------------------
 
@@ -313,7 +181,7 @@ class Responder:
             if req.method not in READ_METHODS:
                 raise http.HttpError(405, f"{req.method} is not allowed here",
                                      headers=[("Allow", self.allow)])
-            path = _rules_path(req.path)
+            path = rules_path(req.path)
             rules = identity.rules
             if rules is None or answers is None or identity.kind in _SHARE_KINDS:   # (a link's rules are its own)
                 may_read = access.allows(identity, req.method, path, True)
@@ -326,14 +194,14 @@ class Responder:
                         answers.reads.clear()
                     may_read = answers.reads[key] = access.allows(identity, req.method, path, True)
             if not may_read and not access.may_browse(identity, path):
-                raise self._refuse(identity, "read here", "this server needs a token to read")
+                raise self.gate.refuse(identity, "read here", "this server needs a token to read")
             entry = self.cache.lookup(req.path)
             if entry is None:
                 if identity.kind == "share":        # a link to a file: never a listing
                     raise http.HttpError(404, "not found")
                 return self._directory(req, close, head_only, identity, path)
             if not may_read:            # a folder on the way to something readable, not this file
-                raise self._refuse(identity, "read here", "this server needs a token to read")
+                raise self.gate.refuse(identity, "read here", "this server needs a token to read")
             if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
                 raise http.HttpError(404, "not found")
             if not (req.plain or hashed) and self.cache.digests is not None \
@@ -368,18 +236,18 @@ class Responder:
         method = req.method
         if method != "PROPFIND" and self.writer is None:
             raise http.HttpError(403, "this server is read-only (start it with --allow-write)", close=close or has_body)
-        path = _rules_path(req.path)
+        path = rules_path(req.path)
         if not self.access.allows(identity, method, path, True) and \
                 not (method == "PROPFIND" and self.access.may_browse(identity, path)):
             legacy = "this server needs a token to read" if method == "PROPFIND" else "a valid token is needed to write"
-            err = self._refuse(identity, "read here" if method == "PROPFIND" else f"{method} here", legacy)
+            err = self.gate.refuse(identity, "read here" if method == "PROPFIND" else f"{method} here", legacy)
             err.close = err.close or close or has_body
             raise err
         if method == "PROPFIND":
             visible = None if identity.rules is None else \
                 (lambda name, folder=path: self.access.may_list(identity, folder, name))
             return self.dav.handle(req, close, visible=visible)
-        return self.dav.handle(req, close, rights=_Rights(self, identity))
+        return self.dav.handle(req, close, rights=Rights(self.gate, identity))
 
     def may_write(self, identity: Identity, folder: str) -> bool:
         """What the folder page asks (``data-write``) before it shows its upload and edit controls:
@@ -394,7 +262,7 @@ class Responder:
             raise http.HttpError(400, "a request target cannot hold a fragment (#)", close=close_on_error)
         try:
             self._check_locks(req, identity)
-            return self.writer.handle(req, close_on_error, _Rights(self, identity))
+            return self.writer.handle(req, close_on_error, Rights(self.gate, identity))
         except http.HttpError as exc:
             exc.close = exc.close or close_on_error
             raise
@@ -518,7 +386,7 @@ class Responder:
         access = self.access
         if req.query and "download=tar" in req.query.split("&"):
             keep = None
-            if not _whole_tree_readable(identity, path):
+            if not whole_tree_readable(identity, path):
                 rules = identity.rules      # not None here: before accounts, a reader reads the whole tree
                 # Entry by entry (on the walk's thread): files it reads, folders that lead to one.
                 def keep(segs: tuple, is_dir: bool) -> bool:
@@ -651,47 +519,3 @@ def _private(reply: Reply) -> Reply:
     end = head.index(b"\r\n\r\n") + 2
     return Reply(reply.status, head[:end] + b"Cache-Control: private\r\n" + head[end:], reply.body,
                  reply.length, reply.close, reply.entry)
-
-
-class _Rights:
-    """What the writer asks before it changes anything: ``need`` raises the refusal (401/403),
-    ``has`` only answers (a PUT without ``d`` must not replace what appears meanwhile)."""
-
-    __slots__ = ("responder", "identity")
-
-    def __init__(self, responder: Responder, identity: Identity) -> None:
-        self.responder = responder
-        self.identity = identity
-
-    def has(self, method: str, url_path: str, exists: bool, destination: bool = False) -> bool:
-        access = self.responder.access
-        path = _rules_path(url_path)
-        if destination:
-            return access.allows_destination(self.identity, method, path, exists)
-        return access.allows(self.identity, method, path, exists)
-
-    def whole_tree(self, url_path: str) -> bool:
-        return _whole_tree_readable(self.identity, _rules_path(url_path))
-
-    def need(self, method: str, url_path: str, exists: bool, destination: bool = False) -> None:
-        if not self.has(method, url_path, exists, destination):
-            what = "replace what is there" if exists and (method == "PUT" or destination) else f"{method} here"
-            raise self.responder._refuse(self.identity, what, "a valid token is needed to write")
-
-
-def _whole_tree_readable(identity: Identity, folder: str) -> bool:
-    """Whether ``identity`` reads everything under ``folder``: ``r`` on the folder and no narrower
-    rule beneath it without ``r`` (then an archive needs no filter entry by entry)."""
-    rules = identity.rules
-    if rules is None:
-        return True                     # before accounts: whoever reads the folder reads the tree
-    segs = segments(folder)
-    n = len(segs)
-    if "r" not in rules.perms(segs):
-        return False
-    return all("r" in rule.perms for rule in rules if len(rule.path) > n and rule.path[:n] == segs)
-
-
-def _rules_path(url_path: str) -> str:
-    """The path the rules judge: dot segments applied (the file walk applies them too)."""
-    return http.normalised(url_path) if "/." in url_path else url_path

@@ -386,8 +386,8 @@ class Uploads:
             raise rs.UploadError(413, f"upload larger than {self.max_upload} bytes", close=True)
         if b"#" in req.target:
             raise http.HttpError(400, "a request target cannot hold a fragment (#)")
-        from zcopy.server.responder import _Rights
-        rights = _Rights(responder, identity)
+        from zcopy.server.gate import Rights
+        rights = Rights(responder.gate, identity)
         rights.need("PUT", target, False)
         responder.dav.check(req, (target, False), identity=identity)
         upload = secrets.token_hex(_ID_LEN // 2)
@@ -458,8 +458,8 @@ class Uploads:
                 new_length = end
             checksum = None
         ctx = Ctx(tus, version, complete, checksum, close, identity)
-        from zcopy.server.responder import _Rights
-        _Rights(self.responder, identity).need("PUT", req.path, False)    # still may write there (a reload)
+        from zcopy.server.gate import Rights
+        Rights(self.responder.gate, identity).need("PUT", req.path, False)    # still may write there (a reload)
         if new_length is not None and self.max_upload is not None and new_length > self.max_upload:
             raise rs.UploadError(413, f"upload larger than {self.max_upload} bytes", close=True)
 
@@ -576,14 +576,14 @@ class Uploads:
         completes = row.length is not None and end == row.length and (ctx.tus or bool(ctx.complete))
         rights = None
         if completes:
-            from zcopy.server.responder import _Rights
+            from zcopy.server.gate import Rights
             try:
                 self.responder.dav.check(req, (row.target, False), identity=ctx.identity)  # locks, at commit too
             except http.HttpError as exc:
                 sink.offset = min(sink.offset, max(sink.durable, sink.start))   # never "all there" unsaved
                 sink.abort()
                 return self.error(exc, req, ctx.tus, close)
-            rights = _Rights(self.responder, ctx.identity)
+            rights = Rights(self.responder.gate, ctx.identity)
         sink.ended = True
         self.forget(sink)
 

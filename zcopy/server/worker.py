@@ -27,7 +27,8 @@ from zcopy.server.executor import Executor
 from zcopy.server.files import OpenFileCache
 from zcopy.server.held import HeldBodies
 from zcopy.server.prefetch import Prefetcher
-from zcopy.server.responder import BASIC_CHALLENGE, Responder
+from zcopy.server.gate import BASIC_CHALLENGE
+from zcopy.server.responder import Responder
 from zcopy.server.routes import server_routes
 from zcopy.server.session import Sessions, add_no_accounts_me
 from zcopy.server.share import Shares
@@ -248,7 +249,7 @@ class Worker(ListenerLoop):
         snap = self.stats.snapshot(self.engines, self.conns.values(), self.now)
         snap["server"] = server_info(self.config)
         r = self.responder
-        snap["auth"] = {"failures": r.auth_failures, "throttled": r.auth_throttled, "busy": r.auth_busy}
+        snap["auth"] = {"failures": r.gate.failures, "throttled": r.gate.throttled, "busy": r.gate.busy}
         if self.prefetch is not None:
             snap["prefetch"] = self.prefetch.snapshot()
         snap["executor"] = self.executor.snapshot()

@@ -94,7 +94,7 @@ class Writer:
         """A Pending of the Reply for DELETE/MOVE/MKCOL, of the Upload (or an
         error reply) for PUT (without an executor: that Reply or Upload).
         ``close``: the reply must end the connection. ``rights``: what the
-        requester may do (the responder's ``_Rights``: ``need`` raises 401/403,
+        requester may do (the gate's ``Rights``: ``need`` raises 401/403,
         ``has`` answers); None: everything (unit tests). What the method needs
         on a new path is asked here, before the walk, so a refused client
         learns nothing of what is there (a walk's 404/409 would tell); what
