@@ -130,7 +130,7 @@ def test_a_delete_waiting_on_the_completing_append_does_not_say_deleted(tree):
     """DELETE (or HEAD) waits for the append holding the upload to let go. When that append was the
     one completing the upload, the file is committed and its row gone by then: DELETE still answered
     204 (the client believes the upload terminated while the file is there) and HEAD the stale
-    offset. Now: 404. The interleaving is made with real requests (the completing PATCH's last byte
+    offset. Now: 400 (completed upload; the file stays). The interleaving is made with real requests (the completing PATCH's last byte
     is sent once a DELETE that reached the other worker is seen waiting); a try where the DELETE cut
     the PATCH first (also correct) is simply tried again."""
     import sqlite3
@@ -176,7 +176,8 @@ def test_a_delete_waiting_on_the_completing_append_does_not_say_deleted(tree):
             committed = (root / "d" / name).exists()
             if patched == 204:
                 assert committed and (root / "d" / name).read_bytes() == data
-                assert deleted == 404, "DELETE said 204 for an upload that became a file"
+                # refused as completed (the upload is remembered as such), never "deleted"
+                assert deleted == 400, "DELETE said 204 for an upload that became a file"
                 return
             assert not committed and deleted == 204     # the DELETE's takeover won: also right
         pytest.skip("the completing PATCH never won the race in 20 tries")

@@ -132,3 +132,39 @@ def test_bad_resumable_flags_are_one_line_and_exit_2(tmp_path):
         out = subprocess.run([sys.executable, "-m", "zcopy", *args], capture_output=True, text=True, timeout=30)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and says in lines[0], out.stderr
+
+
+def test_an_upload_completed_by_a_lost_answer_is_not_sent_again(tmp_path, monkeypatch):
+    """The server remembers a completed upload until it expires: a client whose final PATCH answer was
+    lost finds the whole file's offset on HEAD and sends nothing again (before: 404, a new upload)."""
+    import base64
+
+    from resumableutil import exchange
+
+    from zcopy.client import resumable
+    from zcopy.client.upload import upload
+    from zcopy.client.url import parse_url
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "cs"))
+    root = tmp_path / "root"
+    root.mkdir()
+    src = tmp_path / "c.bin"
+    data = os.urandom(resumable.MIN_SIZE + 1)
+    src.write_bytes(data)
+    with Server(root, "--allow-write", "--state-dir", str(tmp_path / "state")) as s:
+        tus = "Tus-Resumable: 1.0.0\r\n"
+        (status, h, _), = exchange(s.port, f"POST / HTTP/1.1\r\nHost: t\r\n{tus}Upload-Length: {len(data)}\r\n"
+                                           f"Upload-Metadata: filename {base64.b64encode(b'c.bin').decode()}\r\n"
+                                           "Content-Length: 0\r\n")
+        assert status == 201
+        location = h["location"]
+        remote = parse_url(f"http://127.0.0.1:{s.port}/c.bin")
+        resumable.Record(remote, os.stat(src)).save(location, remote, len(data))     # the client's note
+        (status, h, _), = exchange(s.port, f"PATCH {location} HTTP/1.1\r\nHost: t\r\n{tus}Upload-Offset: 0\r\n"
+                                           f"Content-Type: application/offset+octet-stream\r\n"
+                                           f"Content-Length: {len(data)}\r\n", data)
+        assert status == 204 and (root / "c.bin").read_bytes() == data     # ... whose answer it never saw
+        done = upload(str(src), remote, quiet=True, timeout=30)
+        assert (done.status, done.sent) == (200, 0)
+        assert resumable.Record(remote, os.stat(src)).load() is None
+        assert (root / "c.bin").read_bytes() == data

@@ -44,7 +44,8 @@ def partials(root) -> list[str]:
 def rows(state) -> list[tuple]:
     db = sqlite3.connect(f"file:{state}/state.db?mode=ro", uri=True)
     try:
-        return db.execute("SELECT target, offset, length FROM uploads").fetchall()
+        # unfinished uploads (a completed one is remembered, without a file, until it expires)
+        return db.execute("SELECT target, offset, length FROM uploads WHERE completed = 0").fetchall()
     finally:
         db.close()
 

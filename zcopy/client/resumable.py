@@ -12,6 +12,9 @@ The flow (docs/client.md, "Resumable uploads"):
    server answers ``Location``), and the record is written.
 4. ``PATCH`` the rest of the file from that offset in one request, with sendfile(2); the progress bar
    starts at the offset, so the resumed part shows.
+   A recorded upload whose offset is already the whole file completed on an earlier attempt whose
+   answer was lost (the server keeps a completed upload's record until it expires and never
+   records the full length before the commit): nothing is sent again.
 5. Done: the record goes. Cut (connection lost, timeout, 5xx, a 409 offset mismatch): with
    ``--retries N``, wait (0.5 s, doubling, at most 30 s) and go back to 2; without, the error is reported
    and the same command later continues where the server is.
@@ -142,6 +145,8 @@ def _attempt(path, fd, st, remote: Remote, record: Record, token, quiet, timeout
         location = _create(remote, size, token, timeout)
         record.save(location, remote, size)
         offset = 0
+    if offset == size and location is not None and size:
+        return 200, 0               # completed by an earlier attempt whose answer was lost
     target = _resolve(remote, location)
     headers = auth_headers(token) | TUS | {"Upload-Offset": str(offset), "Content-Length": str(size - offset),
                                            "Content-Type": "application/offset+octet-stream"}

@@ -35,7 +35,7 @@ CONTINUE_WAIT = 1.0
 @dataclass(slots=True)
 class Uploaded:
     remote: Remote
-    status: int       # 201 created, 204 replaced
+    status: int       # 201 created, 204 replaced (200: a resumable upload an earlier attempt completed)
     size: int         # plaintext bytes read from the file
     sent: int | None = None     # resumable: bytes sent by this command (less than size when it resumed)
 

@@ -22,14 +22,20 @@ TUS_CONTENT_TYPE = "application/offset+octet-stream"
 #: 460 Checksum Mismatch (tus checksum extension)
 CHECKSUM_MISMATCH = 460
 
-#: The draft we implement, and the interop version it names (Appendix "Draft interop version").
+#: The draft we implement, and the interop version it names (Appendix "Draft interop version"). -12
+#: (2026-07-06) is 9: httpwg/http-extensions#3476 "Bump interop version to 9" was merged on 2026-07-05
+#: for it; -09 to -11 say 8 (the tags in httpwg/http-extensions). Newer drafts exist (-13: 10; -15 is
+#: dated 2026-11-02), but their text could not be read here: see docs/uploads.md before moving the pin.
 IETF_DRAFT = "draft-ietf-httpbis-resumable-upload-12"
-IETF_INTEROP = 8
+IETF_INTEROP = 9
 #: Interop versions accepted: 3 (draft -01, Upload-Incomplete), 4-6 (drafts -02 to -05, tusd's table;
-#: Apple's URLSession sends 6), 7 and 8 (later drafts; the editors' copy says 8). They differ, for what we implement, only in names: version 3
-#: says ``Upload-Incomplete: ?1`` where the later ones say ``Upload-Complete: ?0``; 3 to 5 send append
-#: bodies as ``application/offset+octet-stream`` (or any type), 6 and later as ``application/partial-upload``.
-IETF_INTEROPS = (3, 4, 5, 6, 7, 8)
+#: Apple's URLSession sends 6), 7 (-06 to -08), 8 (-09 to -11) and 9 (-12). They differ, for what we
+#: implement, only in names: version 3 says ``Upload-Incomplete: ?1`` where the later ones say
+#: ``Upload-Complete: ?0``; 3 to 5 send append bodies as ``application/offset+octet-stream`` (or any
+#: type), 6 and later as ``application/partial-upload``. What -12 changed from -11 (GET as offset
+#: retrieval, ``Upload-Complete: ?0`` on a 409, a completed upload's HEAD saying ``?1``) is answered to
+#: every version alike: an older client ignores what it does not know.
+IETF_INTEROPS = (3, 4, 5, 6, 7, 8, 9)
 IETF_CONTENT_TYPE = "application/partial-upload"
 #: 104 Upload Resumption Supported
 UPLOAD_RESUMPTION = 104

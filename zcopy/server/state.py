@@ -96,6 +96,10 @@ MIGRATIONS: list[str] = [
         checksum TEXT                -- reserved: running digest state of a whole-upload checksum (unused)
     );
     CREATE INDEX uploads_expires ON uploads(expires)""",
+    # 6: a completed upload is remembered until it expires (its file is the target now; the row keeps
+    # only what HEAD says of it, so a client that lost the final response learns it completed, and an
+    # append to it is refused as completed rather than 404; docs/uploads.md "Completed uploads").
+    "ALTER TABLE uploads ADD COLUMN completed INTEGER NOT NULL DEFAULT 0",
 ]
 
 

@@ -274,8 +274,10 @@ class Uploads:
 
     def _resource(self, req, identity, uid, close, conn, tus):
         method = req.method
-        if method not in ("HEAD", "PATCH", "DELETE"):
-            raise http.HttpError(405, f"{method} is not allowed on an upload", headers=[("Allow", _ALLOW)])
+        # The draft (-12): GET retrieves the offset as HEAD does (no content; HEAD is recommended).
+        if method not in ("HEAD", "PATCH", "DELETE") and (tus or method != "GET"):
+            raise http.HttpError(405, f"{method} is not allowed on an upload",
+                                 headers=[("Allow", _ALLOW if tus else "GET, " + _ALLOW)])
         if tus:
             rs.check_tus_version(req.headers)
         if len(uid) != _ID_LEN or not set(uid) <= _HEX:
@@ -290,19 +292,31 @@ class Uploads:
         def work(row):
             # Both wait for an append under way to be closed and its bytes recorded (the draft's
             # concurrency rule: an offset we give out must be the one the next append is held to).
-            fd = self._takeover(key, row)
+            fd = -1
+            if not row.completed:
+                try:
+                    fd = self._takeover(key, row)
+                except rs.UploadError as exc:
+                    if exc.status != 404:       # 404: its file went, maybe committed just now (below)
+                        raise
             try:
                 # What held the file may have been the append that completed the upload: committed,
-                # its row gone. Never "deleted" (204) nor an old offset for an upload that is a file now.
+                # its row now says so. Never "deleted" (204) nor an old offset for an upload that is a
+                # file now: HEAD says complete, DELETE is refused as completed (the file stays).
                 fresh = self.store.get(key)
-                if fresh is None:
+                if fresh is None or (fd < 0 and not fresh.completed):
                     raise rs.UploadError(404, "no such upload")
+                if fresh.completed:
+                    if method == "DELETE":
+                        raise completed_error(fresh)
+                    return fresh, False
                 if method == "DELETE":
                     self.store.remove(key)
                     return fresh, True
                 return fresh, False
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
 
         def then(result) -> Reply:
             row, deleted = result
@@ -464,11 +478,19 @@ class Uploads:
             raise rs.UploadError(413, f"upload larger than {self.max_upload} bytes", close=True)
 
         def check(row):
+            if row.completed:
+                raise completed_error(row)
             if new_length is not None and row.length is not None and new_length != row.length:
                 raise rs.UploadError(400, f"the upload's length is {row.length}", "inconsistent-upload-length")
 
         def work(row):
-            fd = self._start(row, takeover=True)
+            try:
+                fd = self._start(row, takeover=True)
+            except rs.UploadError as exc:
+                fresh = self.store.get(key) if exc.status == 404 else None
+                if fresh is not None and fresh.completed:   # its file went because it was committed
+                    raise completed_error(fresh) from None
+                raise
             try:
                 row = self.store.get(key)
                 if row is None:
@@ -540,6 +562,8 @@ class Uploads:
             fresh = self.store.begin(row.key)
             if fresh is None:
                 raise rs.UploadError(404, "no such upload")
+            if fresh.completed:                 # committed while we waited: its fd is the target's file now
+                raise completed_error(fresh)
             row.session, row.claim, row.offset, row.length = fresh.session, fresh.claim, fresh.offset, fresh.length
             os.ftruncate(fd, row.offset)        # what a cut left past the durable offset goes
         except BaseException:
@@ -669,7 +693,9 @@ class Uploads:
         finally:
             self.responder.cache.invalidate(target.path)
             target.close()
-        self.store.remove(row.key)
+        # Remembered as completed until it expires (a crash before this leaves the row without its
+        # file: 404 to a resume, never an offset saying done with no file).
+        self.store.completed(row.key, row.session, row.length or 0, time.time() + self.expiry)
         return 204 if replaced else 201
 
     # -- replies ---------------------------------------------------------------------
@@ -691,7 +717,7 @@ class Uploads:
                 fields.append(("Upload-Metadata", row.metadata))
             fields.append(("Upload-Expires", rs.http_date(row.expires)))
         else:
-            fields.append(rs.complete_header(False, ctx.version))
+            fields.append(rs.complete_header(bool(row.completed), ctx.version))
             if row.length is not None:
                 fields.append(("Upload-Length", str(row.length)))
             limit = self._limit(row)
@@ -748,13 +774,27 @@ class Uploads:
             exc.headers = [*exc.headers, ("Tus-Resumable", rs.TUS_VERSION)]
             return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
         members = getattr(exc, "members", {})
-        body = rs.problem(exc.status, getattr(exc, "kind", None), exc.reason or "error", **members)
+        kind = getattr(exc, "kind", None)
+        body = rs.problem(exc.status, kind, exc.reason or "error", **members)
         fields = list(exc.headers)
+        if kind in ("completed-upload", "mismatching-upload-offset"):
+            # The draft (-12): a 409 offset mismatch MUST say Upload-Complete: ?0, and so may the answer
+            # to an invalid operation on a completed upload (?1 would mean the target's own answer).
+            try:
+                fields.append(rs.complete_header(False, rs.interop_version(req.headers)))
+            except http.HttpError:
+                pass
         extra = "".join(f"{n}: {v}\r\n" for n, v in fields).encode("latin-1", "replace")
         extra += b"Content-Type: application/problem+json\r\nCache-Control: no-store\r\n"
         head = http.response_head(exc.status, self.date.get(), b"", len(body), extra=extra, close=close,
                                   version=req.version)
         return Reply(exc.status, head, [] if head_only else [body], 0 if head_only else len(body), close)
+
+
+def completed_error(row: Row) -> rs.UploadError:
+    """An append to (or a cancel of) an upload that is a file already: refused, nothing changes."""
+    return rs.UploadError(400, "this upload is already complete", "completed-upload",
+                          headers=[("Upload-Offset", str(row.offset))])
 
 
 def _closed(conn) -> bool:

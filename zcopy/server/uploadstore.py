@@ -1,5 +1,6 @@
 """The resumable uploads' store: partial files under ROOT's reserved ``.zcopy/uploads`` folder and
-their rows in the state database (``uploads``, migration 5 of zcopy.server.state). See docs/uploads.md.
+their rows in the state database (``uploads``, migrations 5 and 6 of zcopy.server.state). A completed
+upload keeps its row (``completed`` = 1, no file) until it expires. See docs/uploads.md.
 
 Every method of ``Store`` blocks on the disk or the database: callers (zcopy.server.uploads) run them
 on the worker's executor, never on the loop.
@@ -42,9 +43,10 @@ class Row:
     expires: float
     session: int
     claim: int
+    completed: int = 0      # 1: committed as its target; the row only remembers it until it expires
 
 
-_COLUMNS = "key, target, protocol, offset, length, metadata, owner, created, expires, session, claim"
+_COLUMNS = "key, target, protocol, offset, length, metadata, owner, created, expires, session, claim, completed"
 
 
 def owner_of(identity) -> str:
@@ -112,14 +114,15 @@ class Store:
         appends answer 404 and the sweep removes it; never a file nobody knows)."""
         with self.state.transaction() as db:
             if self.max_pending:
-                (held,), = db.execute("SELECT COUNT(*) FROM uploads WHERE owner = ? AND expires > ?",
+                (held,), = db.execute("SELECT COUNT(*) FROM uploads WHERE owner = ? AND expires > ? "
+                                      "AND completed = 0",
                                       (row.owner, row.created)).fetchall()
                 if held >= self.max_pending:
                     raise rs.UploadError(429, f"{held} unfinished uploads already: complete or cancel one "
                                               f"(--max-pending-uploads)", "too-many-uploads")
-            db.execute(f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            db.execute(f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (row.key, row.target, row.protocol, row.offset, row.length, row.metadata, row.owner,
-                        row.created, row.expires, row.session, row.claim))
+                        row.created, row.expires, row.session, row.claim, row.completed))
         folder = self.folder()
         fd = os.open(row.key, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=folder)
@@ -139,19 +142,36 @@ class Store:
         lowered within a session (a checkpoint's thread may run after the cut's)."""
         with self.state.transaction() as db:
             cur = db.execute("UPDATE uploads SET offset = MAX(offset, ?), length = COALESCE(?, length), "
-                             "expires = COALESCE(?, expires) WHERE key = ? AND session = ?",
+                             "expires = COALESCE(?, expires) WHERE key = ? AND session = ? AND completed = 0",
                              (offset, length, expires, key, session))
             return cur.rowcount == 1
 
     def claim(self, key: str) -> None:
         with self.state.transaction() as db:
-            db.execute("UPDATE uploads SET claim = session + 1 WHERE key = ?", (key,))
+            db.execute("UPDATE uploads SET claim = session + 1 WHERE key = ? AND completed = 0", (key,))
 
     def begin(self, key: str) -> Row | None:
-        """A new append holds the upload: its session."""
+        """A new append holds the upload: its session (a completed upload's row is returned as it is:
+        the caller refuses it)."""
         with self.state.transaction() as db:
-            db.execute("UPDATE uploads SET session = session + 1, claim = session + 1 WHERE key = ?", (key,))
+            db.execute("UPDATE uploads SET session = session + 1, claim = session + 1 "
+                       "WHERE key = ? AND completed = 0", (key,))
         return self.get(key)
+
+    def completed(self, key: str, session: int, length: int, expires: float) -> None:
+        """The upload ``key`` was committed as its target (by the append ``session``): its partial file
+        is gone (renamed into place, or copied and removed here) and its row says so until ``expires``.
+        The file goes first: a row saying completed never has a partial file behind it."""
+        folder = self.folder(create=False)
+        if folder >= 0:
+            try:
+                os.unlink(key, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+        with self.state.transaction() as db:
+            db.execute("UPDATE uploads SET completed = 1, offset = ?, length = ?, expires = ?, "
+                       "claim = session WHERE key = ? AND session = ?",
+                       (length, length, expires, key, session))
 
     def remove(self, key: str) -> None:
         folder = self.folder(create=False)
@@ -174,10 +194,16 @@ class Store:
         return [k for k, s in sessions.items() if k not in found or found[k] > s]
 
     def sweep(self, now: float) -> list[str]:
-        """Remove expired uploads (unless an append holds one right now) and orphan partial files."""
+        """Remove expired uploads (unless an append holds one right now), the records of completed
+        ones once they expire, and orphan partial files."""
         removed = []
         folder = self.folder(create=False)
-        for (key,) in self.state.query("SELECT key FROM uploads WHERE expires < ?", (now,)):
+        for (key, completed) in self.state.query("SELECT key, completed FROM uploads WHERE expires < ?", (now,)):
+            if completed:
+                with self.state.transaction() as db:
+                    db.execute("DELETE FROM uploads WHERE key = ? AND completed = 1", (key,))
+                removed.append(key)
+                continue
             try:
                 fd = self.open(key) if folder >= 0 else -1
             except http.HttpError:
@@ -195,7 +221,7 @@ class Store:
                     os.close(fd)
         if folder < 0:
             return removed
-        known = {k for (k,) in self.state.query("SELECT key FROM uploads")}
+        known = {k for (k,) in self.state.query("SELECT key FROM uploads WHERE completed = 0")}
         with os.scandir(folder) as it:
             names = [d.name for d in it if d.name not in known]
         for name in names:
