@@ -68,10 +68,13 @@ BATCH = 1024
 _DOT_RULE = TEMP_PREFIX.startswith(".") and http.RESERVED.startswith(".")
 _S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, stat_mod.S_IFREG, stat_mod.S_IFDIR
 _lstat_entry = functools.partial(os.DirEntry.stat, follow_symlinks=False)
-_mode = operator.attrgetter("st_mode")
-_size = operator.attrgetter("st_size")
-_mtime = operator.attrgetter("st_mtime")
-_ctime = operator.attrgetter("st_ctime")
+# A stat result's first ten items are st_mode, st_ino, st_dev, st_nlink, st_uid, st_gid, st_size and the
+# three times in whole seconds (the kernel's tv_sec: rounded down, as time.gmtime rounds a float): an
+# item is cheaper to reach than an attribute.
+_mode = operator.itemgetter(0)
+_size = operator.itemgetter(6)
+_mtime_s = operator.itemgetter(8)
+_ctime_s = operator.itemgetter(9)
 _ctime_ns = operator.attrgetter("st_ctime_ns")
 #: What a member's kept response depends on, besides its shown ETag (``write_members``' memo key).
 _KEY = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
@@ -456,12 +459,12 @@ def _renderer(dir_fd: int, url: str, plan: Plan, held, slow, *, every: bool = Fa
             href += "/"
         modified = created = ctype = ""
         if want_modified:
-            second = int(st.st_mtime)
+            second = st[8]                                    # st_mtime in whole seconds (_mtime_s)
             modified = dates.get(second)
             if modified is None:
                 modified = dates[second] = multistatus.rfc1123(second)
         if want_created:
-            second = int(min(st.st_ctime, st.st_mtime))
+            second = min(st[9], st[8])
             created = stamps.get(second)
             if created is None:
                 created = stamps[second] = multistatus.rfc3339(second)
@@ -527,9 +530,10 @@ def _batch_renderer(dir_fd: int, url: str, plan: Plan, slow):
                 flags = None
         consts, fields = shapes[is_dir]
         columns: dict[int, list] = {}
+        joined = "/".join(names)                  # no name holds a "/"
         if _HREF in fields or _NAME in fields:
-            if not names or _ALL_PLAIN("/".join(names)) is not None:
-                raw = list(map(_ENCODE, names))
+            if _ALL_PLAIN(joined) is not None:
+                raw = joined.encode().split(b"/")   # ASCII: one encode for the batch
                 columns[_NAME] = raw
                 hrefs = list(map(base.__add__, raw))
             else:
@@ -539,17 +543,21 @@ def _batch_renderer(dir_fd: int, url: str, plan: Plan, slow):
         if _SIZE in fields:
             columns[_SIZE] = list(map(b"%d".__mod__, map(_size, stats)))
         if _MODIFIED in fields:
-            seconds = list(map(int, map(_mtime, stats)))
+            seconds = list(map(_mtime_s, stats))
             for second in set(seconds).difference(dates):
                 dates[second] = multistatus.rfc1123(second).encode()
             columns[_MODIFIED] = list(map(dates.__getitem__, seconds))
         if _CREATED in fields:
-            seconds = list(map(int, map(min, map(_ctime, stats), map(_mtime, stats))))
+            seconds = list(map(min, map(_ctime_s, stats), map(_mtime_s, stats)))
             for second in set(seconds).difference(stamps):
                 stamps[second] = multistatus.rfc3339(second).encode()
             columns[_CREATED] = list(map(stamps.__getitem__, seconds))
         if _TYPE in fields:
-            exts = [name.rpartition(".")[2].lower() if "." in name[1:] else "" for name in names]
+            if joined[:1] != "." and "/." not in joined:   # no dotfile: the extension is after the last dot
+                exts = [tail if dot else "" for _, dot, tail in map(str.rpartition, joined.lower().split("/"),
+                                                                     repeat("."))]
+            else:
+                exts = [name.rpartition(".")[2].lower() if "." in name[1:] else "" for name in names]
             missing = set(exts).difference(types)
             if missing:
                 example = dict(zip(exts, names))
