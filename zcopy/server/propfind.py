@@ -530,6 +530,8 @@ def _batch_renderer(dir_fd: int, url: str, plan: Plan, slow):
                 flags = None
         consts, fields = shapes[is_dir]
         columns: dict[int, list] = {}
+        if not names:                             # every one has dead properties
+            return [slow(url_base + name, st, True).encode("utf-8", "surrogateescape") for name, st in zip(*every)]
         joined = "/".join(names)                  # no name holds a "/"
         if _HREF in fields or _NAME in fields:
             if _ALL_PLAIN(joined) is not None:
