@@ -241,3 +241,35 @@ def test_proppatch_of_win32_times_sets_the_files_mtime(dav):
     status, _, data = call(dav.port, "PROPPATCH", "/win.txt", {}, body)
     assert status == 207 and b"200 OK" in data
     assert os.stat(path).st_mtime == 1577934245
+
+
+def test_a_depth_1_listing_shows_dead_properties_brought_by_proppatch_copy_and_move(dav):
+    """A Depth 1 PROPFIND asks a member for its attributes only in a folder marked as holding some
+    (``deadprops.MARK``): PROPPATCH marks the member's folder, COPY and MOVE the destination's folder,
+    so every property zcopy gave shows in the listing of the folder it is in now."""
+    from zcopy.dav import deadprops
+
+    root, port = dav.root, dav.port
+    for folder in ("marks", "marks-copy", "marks-move", "marks-plain"):
+        os.makedirs(os.path.join(root, folder))
+    for name in ("a.txt", "b.txt"):
+        with open(os.path.join(root, "marks", name), "wb") as f:
+            f.write(b"m")
+    with open(os.path.join(root, "marks-plain", "p.txt"), "wb") as f:
+        f.write(b"p")
+    set_body = (b'<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop><Z:mark>on</Z:mark>'
+                b"</D:prop></D:set></D:propertyupdate>")
+    assert deadprops.MARK not in os.listxattr(os.path.join(root, "marks-plain"))   # nothing set there
+    for name in ("a.txt", "b.txt"):
+        assert call(port, "PROPPATCH", f"/marks/{name}", {}, set_body)[0] == 207
+    assert deadprops.MARK in os.listxattr(os.path.join(root, "marks"))
+    assert call(port, "COPY", "/marks/a.txt", {"Destination": "/marks-copy/a.txt"})[0] == 201
+    assert call(port, "MOVE", "/marks/b.txt", {"Destination": "/marks-move/b.txt"})[0] == 201
+    for folder, name in (("marks", "a.txt"), ("marks-copy", "a.txt"), ("marks-move", "b.txt")):
+        assert deadprops.MARK in os.listxattr(os.path.join(root, folder))
+        for body in (b"", b'<D:propfind xmlns:D="DAV:" xmlns:Z="urn:z"><D:prop><Z:mark/></D:prop></D:propfind>'):
+            status, _, data = call(port, "PROPFIND", f"/{folder}/", {"Depth": "1"}, body)
+            assert status == 207
+            assert prop(responses(data)[f"/{folder}/{name}"], "{urn:z}mark").text == "on"
+    _, _, data = call(port, "PROPFIND", "/marks-plain/", {"Depth": "1"})
+    assert prop(responses(data)["/marks-plain/p.txt"], "{DAV:}getcontentlength").text == "1"

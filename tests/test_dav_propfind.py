@@ -207,7 +207,7 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
                 finally:
                     os.close(mfd)
                 return "".join(x.decode() for x in dead.values()) + f"<slow>{name}</slow>\n"
-            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False), http.make_etag,
+            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False), http.make_etags,
                                  [], slow, memo)
             return os.pread(out, n, 0)
         finally:
@@ -218,6 +218,7 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
         kept = dict(memo)
         mfd = os.open(folder / "a.txt", os.O_RDONLY)
         try:
+            deadprops.mark(fd)                              # as PROPPATCH does first
             deadprops.apply(mfd, [PropChange(False, ("urn:x", "color"), b'<X:color xmlns:X="urn:x">red</X:color>')])
         finally:
             os.close(mfd)
@@ -406,9 +407,9 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
         try:
             if dirty is None:
                 n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
-                                     http.make_etag, [], None, memo)
+                                     http.make_etags, [], None, memo)
             else:
-                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, http.make_etag, None, show_hidden=False)
+                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, http.make_etags, None, show_hidden=False)
             return os.pread(out, n, 0)
         finally:
             os.close(out)

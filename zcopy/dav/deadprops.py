@@ -10,6 +10,11 @@ A PROPPATCH is all or nothing (RFC 4918 9.2): ``apply`` sets and removes in orde
 failure puts back what it had changed and reports which property failed and why (507 when the
 filesystem's attribute space is full: ext4 keeps all of a file's attributes in one block, about 4 KiB).
 
+A folder some member of which zcopy gave dead properties carries ``MARK`` (``mark``: set by PROPPATCH,
+COPY and MOVE before the member gets them, never removed), so that a Depth 1 PROPFIND asks only the
+members of marked folders for their attributes (an open and an ``flistxattr`` each, dearer than the
+member's ``fstatat``); docs/webdav.md says what the mark does not cover.
+
 Where the filesystem has no user xattrs (``ENOTSUP``: some FUSE and network filesystems, or tmpfs on
 old kernels) dead properties are refused with 403 and ``supported`` says so; the live properties work
 everywhere.
@@ -24,7 +29,11 @@ import os
 from zcopy.dav.xmlbody import PropChange
 
 PREFIX = "user.zcopy.dav."
+#: On a folder: some member may have dead properties (not itself a dead property: not under PREFIX).
+MARK = "user.zcopy.davmembers"
 MAX_VALUE = 16 * 1024
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ENTRY = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class DeadPropError(Exception):
@@ -56,6 +65,47 @@ def supported(fd: int) -> bool:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return False
         raise
+    return True
+
+
+def mark(folder_fd: int) -> None:
+    """Set ``MARK`` on the folder ``folder_fd`` (any fd of it, O_PATH too: it is opened again as ``.``
+    relative to it) unless it is there; raises OSError when it cannot be set (ENOTSUP: no user
+    attributes there, so no member can have dead properties either)."""
+    fd = os.open(".", _DIR, dir_fd=folder_fd)
+    try:
+        if MARK in os.listxattr(fd):
+            return
+        try:
+            os.setxattr(fd, MARK, b"1", os.XATTR_CREATE)
+        except FileExistsError:
+            pass                          # another request set it meanwhile
+    finally:
+        os.close(fd)
+
+
+def carry_mark(src_dir: int, name: str, dst_dir: int) -> bool:
+    """Mark the folder ``dst_dir`` when the member ``name`` of ``src_dir`` has dead properties (before a
+    MOVE puts it there); whether it was marked. A member that cannot be opened to look marks it too; a
+    folder that cannot be marked is left as it is (the member's properties then show to a Depth 0
+    PROPFIND, not in the folder's Depth 1 listing)."""
+    try:
+        fd = os.open(name, _ENTRY, dir_fd=src_dir)
+    except OSError:
+        has = True
+    else:
+        try:
+            has = any(a.startswith(PREFIX) for a in os.listxattr(fd))
+        except OSError:
+            has = False                   # no attributes here at all
+        finally:
+            os.close(fd)
+    if not has:
+        return False
+    try:
+        mark(dst_dir)
+    except OSError:
+        return False
     return True
 
 
@@ -129,9 +179,19 @@ def apply(fd: int, changes: list[PropChange]) -> None:
         raise
 
 
-def copy(src_fd: int, dst_fd: int) -> None:
-    """Copy every dead property of ``src_fd`` to ``dst_fd`` (COPY); the destination's own are replaced."""
+def copy(src_fd: int, dst_fd: int, dst_folder: int | None = None) -> None:
+    """Copy every dead property of ``src_fd`` to ``dst_fd`` (COPY); the destination's own are replaced.
+    ``dst_folder``: the destination's folder, marked (``mark``) first when there is any to copy (a
+    DeadPropError 507 or 403 when it cannot be)."""
     for name in get_all(dst_fd):
         _remove(dst_fd, name)
-    for name, xml in get_all(src_fd).items():
+    props = get_all(src_fd)
+    if props and dst_folder is not None:
+        try:
+            mark(dst_folder)
+        except OSError as exc:
+            status = 507 if exc.errno in (errno.ENOSPC, errno.E2BIG, errno.EDQUOT) else 403
+            raise DeadPropError(next(iter(props)), status, "the folder cannot note that it holds properties") \
+                from None
+    for name, xml in props.items():
         _set(dst_fd, name, xml)

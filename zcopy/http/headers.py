@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import mimetypes
+import operator
 import os
 import re
 import time
@@ -73,6 +74,14 @@ def make_etag(st: os.stat_result) -> str:
     been quiet for a while (zcopy.server.digests: a same-tick rewrite cannot
     follow); the digest ETag is the same on every node (docs/http.md)."""
     return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}"'
+
+
+_ETAG_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+
+
+def make_etags(stats) -> list[bytes]:
+    """``make_etag`` of each stat (ASCII bytes), in one C-level pass (a Depth 1 PROPFIND's members)."""
+    return list(map(b'"%x-%x-%x-%x"'.__mod__, map(_ETAG_FIELDS, stats)))
 
 
 # -- content types -------------------------------------------------------------

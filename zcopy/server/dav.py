@@ -24,6 +24,7 @@ use or remove another's lock.
 from __future__ import annotations
 
 import collections
+import errno
 import math
 import os
 import stat as stat_mod
@@ -339,6 +340,10 @@ class Dav:
             local = http.make_etag(st)
             return local if digests is None else digests.shown(st, local)
 
+        def etags_of(stats: list) -> list[bytes]:  # etag_of of each file (ASCII), in one pass
+            local = http.make_etags(stats)
+            return local if digests is None else digests.shown_many(stats, local)
+
         now = time.time()
         started = time.monotonic()
         held = []
@@ -371,7 +376,7 @@ class Dav:
                             "utf-8", "surrogateescape")
                     if members is not None and dirty is not None and not held and \
                             members.token[1] == _ident(os.fstat(fd)):
-                        size += propfind.update_members(out, fd, url, plan, members.responses, dirty, etag_of,
+                        size += propfind.update_members(out, fd, url, plan, members.responses, dirty, etags_of,
                                                         slow, show_hidden=show_hidden, visible=visible)
                     else:
                         if members is not None:
@@ -382,7 +387,7 @@ class Dav:
                             else:
                                 members.full_at = started
                         entries = propfind.members(fd, url, show_hidden=show_hidden, visible=visible)
-                        size += propfind.write_members(out, fd, url, plan, entries, etag_of, held, slow,
+                        size += propfind.write_members(out, fd, url, plan, entries, etags_of, held, slow,
                                                        None if members is None else members.responses)
                 size += propfind.write(out, multistatus.TAIL)
                 # The folder whose changes make the page stale (watched by the kept pages' cache).
@@ -419,6 +424,8 @@ class Dav:
                             groups.setdefault(status, []).append(multistatus.empty_element(*c.name))
                     else:
                         try:
+                            if any(not c.remove for c in changes):
+                                _mark(place.dir_fd, changes)     # Depth 1 listings look for them there
                             deadprops.apply(fd, changes)
                             _win32_times(fd, changes)
                             groups[200] = [multistatus.empty_element(*c.name) for c in changes]
@@ -610,6 +617,20 @@ def _dead_of(dir_fd: int, name: str) -> dict:
         return deadprops.get_all(fd)
     finally:
         os.close(fd)
+
+
+def _mark(folder_fd: int, changes) -> None:
+    """``deadprops.mark`` the folder before a PROPPATCH sets properties in it; DeadPropError when it
+    cannot be (then nothing is set)."""
+    try:
+        deadprops.mark(folder_fd)
+    except OSError as exc:
+        name = next(c.name for c in changes if not c.remove)
+        if exc.errno in (errno.ENOSPC, errno.E2BIG, errno.EDQUOT):
+            raise deadprops.DeadPropError(name, 507, "no room left for properties in this folder") from None
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise deadprops.DeadPropError(name, 403, "this filesystem cannot store properties") from None
+        raise deadprops.DeadPropError(name, 403, exc.strerror or str(exc)) from None
 
 
 def _props(url: str, st, dead, asked: xmlbody.PropFind, etag: str | None, held, quota=None) -> bytes:

@@ -28,11 +28,12 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 CHUNK = 1 << 30
 
 
-def copy_props(src_fd: int, dst_fd: int) -> None:
-    """Dead properties, where both ends can hold them."""
+def copy_props(src_fd: int, dst_fd: int, dst_folder: int) -> None:
+    """Dead properties, where both ends can hold them (``dst_folder``, the destination's folder, is marked
+    first: ``deadprops.mark``)."""
     if deadprops.supported(src_fd) and deadprops.supported(dst_fd):
         try:
-            deadprops.copy(src_fd, dst_fd)
+            deadprops.copy(src_fd, dst_fd, dst_folder)
         except deadprops.DeadPropError:
             pass            # the destination's attribute space is full: the content still arrived
 
@@ -53,7 +54,7 @@ def copy_file(src_dir: int, name: str, dst_dir: int, dst_name: str, *, fsync: bo
                     break               # it shrank meanwhile
                 left -= n
             os.fchmod(temp.fd, stat_mod.S_IMODE(st.st_mode))
-            copy_props(src, temp.fd)
+            copy_props(src, temp.fd, dst_dir)
             temp.commit(dst_name, fsync=fsync)
         except BaseException:
             temp.abort()
@@ -71,7 +72,7 @@ def copy_dir(src_dir: int, name: str, dst_dir: int, dst_name: str, dst_url: str,
         os.mkdir(dst_name, stat_mod.S_IMODE(os.fstat(src).st_mode) | 0o700, dir_fd=dst_dir)
         dst = os.open(dst_name, _DIR, dir_fd=dst_dir)
         try:
-            copy_props(src, dst)
+            copy_props(src, dst, dst_dir)
             if infinity:
                 _members(src, dst, dst_url.rstrip("/") + "/", fsync, failures)
         finally:

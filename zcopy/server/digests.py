@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import operator
 import os
 import time
 from collections import OrderedDict
@@ -36,6 +37,10 @@ QUIET = 0.1
 CHUNK = 1 << 20
 PREFIX = "z1-"              # the scheme's version: a future change of hash changes every ETag once
 CONTENT_TAG = '"' + PREFIX  # how a content ETag starts
+
+
+_CTIME_NS = operator.attrgetter("st_ctime_ns")
+_IDENT = operator.attrgetter("st_dev", "st_ino")
 
 
 def key_of(st: os.stat_result) -> tuple[int, int, int]:
@@ -154,6 +159,28 @@ class Digests:
         if digest is not None:
             return strong_etag(digest)
         return local if quiet(st) else weak_etag(st)
+
+    def shown_many(self, stats: list, locals_: list[bytes]) -> list[bytes]:
+        """``shown`` of each stat (ASCII bytes), given each one's ``local`` tag (``http.make_etags``): one C-level pass
+        for the digests (a dict read each) and one for the quiet test, a Python step only for the few
+        members that have a digest or changed within ``QUIET``."""
+        if not stats:
+            return []
+        settled = (time.time() - QUIET) * 1e9
+        out = locals_
+        if max(map(_CTIME_NS, stats)) > settled:
+            out = list(locals_)
+            for j in [j for j, c in enumerate(map(_CTIME_NS, stats)) if c > settled]:
+                out[j] = weak_etag(stats[j]).encode()
+        memo = self.memo._memo
+        if memo:
+            hits = list(map(memo.get, map(_IDENT, stats)))
+            for j in [j for j, hit in enumerate(hits) if hit is not None]:
+                if hits[j][0] == key_of(stats[j]):
+                    if out is locals_:
+                        out = list(locals_)
+                    out[j] = strong_etag(hits[j][1]).encode()
+        return out
 
     def etags(self, st: os.stat_result, local: str) -> tuple[str, tuple[str, ...], bool]:
         """(the ETag to show, other strong ETags that name the same bytes, whether a digest is wanted).

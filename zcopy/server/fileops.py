@@ -37,6 +37,7 @@ import time
 import uuid
 
 from zcopy import http
+from zcopy.dav import deadprops
 from zcopy.server.root import TEMP_PREFIX, Place, Root
 
 __all__ = ["TEMP_PREFIX", "STALE_AFTER", "Target", "TempFile", "write_target", "make_parents", "undo_parents",
@@ -395,6 +396,10 @@ def move(source: Target, dest: Target, overwrite: bool, *, parents: bool = True)
             raise http.HttpError(409, "the destination could not be removed entirely")
     try:
         make_parents(dest)
+        src_dir, dst_dir = os.fstat(source.place.dir_fd), os.fstat(dest.place.dir_fd)
+        if (src_dir.st_dev, src_dir.st_ino) != (dst_dir.st_dev, dst_dir.st_ino):
+            # Its dead properties go along: the destination folder notes that it holds some.
+            deadprops.carry_mark(source.place.dir_fd, source.place.name, dest.place.dir_fd)
         os.rename(source.place.name, dest.place.name, src_dir_fd=source.place.dir_fd, dst_dir_fd=dest.place.dir_fd)
         if replaced and not source.is_dir:
             _unlink_if_same(source.place, dest.place)
