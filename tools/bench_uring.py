@@ -501,7 +501,7 @@ def main() -> int:
         print(f"\n1 KiB keep-alive GETs, server on CPU {args.server_cpu}, wrk -t1 -c{args.connections} "
               f"-d{args.duration:g}s on CPU {args.load_cpu}; medians of {args.rounds} interleaved rounds; "
               f"load average {load_before} before, {load_after} after\n")
-        print("| server | req/s | CPU us/req (median user + median sys) | x epoll CPU/req | requests per loop turn | per round us/req |")
+        print("| server | req/s | CPU us/req, median (median user + median sys) | x epoll CPU/req | requests per loop turn | per round us/req |")
         print("|---|---|---|---|---|---|")
         for m, d in med.items():
             cpu = d["cpu"]
