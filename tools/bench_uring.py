@@ -501,14 +501,19 @@ def main() -> int:
         print(f"\n1 KiB keep-alive GETs, server on CPU {args.server_cpu}, wrk -t1 -c{args.connections} "
               f"-d{args.duration:g}s on CPU {args.load_cpu}; medians of {args.rounds} interleaved rounds; "
               f"load average {load_before} before, {load_after} after\n")
-        print("| server | req/s | CPU us/req, median (median user + median sys) | x epoll CPU/req | requests per loop turn | per round us/req |")
-        print("|---|---|---|---|---|---|")
+        print("| server | req/s | CPU us/req, median (median user + median sys) | x epoll CPU/req (medians) | "
+              "x epoll CPU/req, same round: median (range) | requests per loop turn | per round us/req |")
+        print("|---|---|---|---|---|---|---|")
         for m, d in med.items():
             cpu = d["cpu"]
-            ratio = f"{cpu / base['cpu']:.2f}" if base else "-"
+            ratio = paired = "-"
+            if base:
+                ratio = f"{cpu / base['cpu']:.2f}"
+                pairs = [x / e for x, e in zip(res[m]["cpu"], res["epoll"]["cpu"])]
+                paired = f"{statistics.median(pairs):.2f} ({min(pairs):.2f}-{max(pairs):.2f})"
             rounds = ", ".join(f"{x:.1f}" for x in res[m]["cpu"])
             per_turn = stats.get(m, {}).get("requests_per_turn", 0)
-            print(f"| {m} | {d['rps']:,.0f} | {cpu:.2f} ({d['user']:.2f} + {d['sys']:.2f}) | {ratio} | "
+            print(f"| {m} | {d['rps']:,.0f} | {cpu:.2f} ({d['user']:.2f} + {d['sys']:.2f}) | {ratio} | {paired} | "
                   f"{per_turn:.1f} | {rounds} |")
         for m, s in stats.items():
             if s.get("note"):
