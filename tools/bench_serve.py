@@ -30,7 +30,8 @@ processes, sends N keep-alive GETs of the 1 KiB file over `--syscall-connections
 connections (each waiting for its reply before the next), and prints the
 calls per request by syscall. `--idle N` opens N keep-alive connections to
 each server in turn, one request each, and prints the growth of the
-server's resident memory per connection. Every process it starts is
+server's resident memory per connection (all its processes, and the worker
+that holds the connections on its own). Every process it starts is
 stopped on exit.
 """
 
