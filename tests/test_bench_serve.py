@@ -101,6 +101,10 @@ def test_idle_connections_memory():
     for name, rss in report["rss_kib"].items():
         assert rss["before"] > 0 and rss["held"] > 0, (name, rss)
         assert rss["per_connection"] == pytest.approx((rss["held"] - rss["before"]) / 300)
+        # the worker (the process that holds the connections) is one of the server's two processes
+        assert rss["processes"] == 2, (name, rss)
+        assert 0 < rss["worker_before"] < rss["before"] and 0 < rss["worker_held"] < rss["held"], (name, rss)
+        assert rss["worker_per_connection"] == pytest.approx((rss["worker_held"] - rss["worker_before"]) / 300)
     assert leftovers() == []
 
 

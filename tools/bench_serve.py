@@ -30,7 +30,8 @@ processes, sends N keep-alive GETs of the 1 KiB file over `--syscall-connections
 connections (each waiting for its reply before the next), and prints the
 calls per request by syscall. `--idle N` opens N keep-alive connections to
 each server in turn, one request each, and prints the growth of the
-server's resident memory per connection. Every process it starts is
+server's resident memory per connection (all its processes, and the worker
+that holds the connections on its own). Every process it starts is
 stopped on exit.
 """
 
@@ -567,7 +568,8 @@ def rss_kib(pids: list[int]) -> int:
 
 def idle(running: dict[str, Peer], args) -> None:
     """Each server in turn holds ``args.idle`` keep-alive connections that have each been answered
-    once; its resident memory before and while it holds them, per connection."""
+    once; its resident memory before and while it holds them, per connection: of all its processes,
+    and of the one that holds the connections (the worker: the process whose RSS grew most)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -579,7 +581,7 @@ def idle(running: dict[str, Peer], args) -> None:
     table = {}
     for name, peer in running.items():
         pids = peer.pids()
-        before = rss_kib(pids)
+        before = {pid: rss_kib([pid]) for pid in pids}
         socks: list[socket.socket] = []
         try:
             while len(socks) < args.idle:
@@ -590,27 +592,36 @@ def idle(running: dict[str, Peer], args) -> None:
                     s.sendall(request)
                 for s in batch:
                     read_reply(s, bytearray())
-            held = rss_kib(pids)
+            held = {pid: rss_kib([pid]) for pid in pids}
             for s in (socks[0], socks[-1]):         # the first and the last are still served
                 s.sendall(request)
                 read_reply(s, bytearray())
         finally:
             for s in socks:
                 s.close()
-        table[name] = (before, held, (held - before) / args.idle)
-        print(f"{name}: {table[name][2]:.1f} KiB per idle connection", file=sys.stderr)
+        worker = max(pids, key=lambda pid: held[pid] - before[pid])
+        b, h = sum(before.values()), sum(held.values())
+        table[name] = {"before": b, "held": h, "per_connection": (h - b) / args.idle,
+                       "worker_before": before[worker], "worker_held": held[worker],
+                       "worker_per_connection": (held[worker] - before[worker]) / args.idle,
+                       "processes": len(pids)}
+        print(f"{name}: {table[name]['per_connection']:.2f} KiB per idle connection "
+              f"(worker {table[name]['worker_per_connection']:.2f})", file=sys.stderr)
     if args.json:
-        print(json.dumps({"connections": args.idle, "rss_kib": {n: {"before": b, "held": h, "per_connection": p}
-                                                                for n, (b, h, p) in table.items()}}, indent=2))
+        print(json.dumps({"connections": args.idle, "rss_kib": table}, indent=2))
         return
-    best = min(p for _, _, p in table.values())
-    print(f"\nresident memory (VmRSS of all the server's processes) before and while holding {args.idle:,} "
-          "keep-alive connections, each answered once (a 1 KiB GET) and then idle\n")
-    print("| server | RSS before MiB | RSS holding them MiB | KiB per connection | x best |")
-    print("|---|---|---|---|---|")
-    for name, (before, held, per) in table.items():
-        print(f"| {name} | {before / 1024:.1f} | {held / 1024:.1f} | {per:.1f} | "
-              f"{per / best:.2f} |" if best > 0 else "- |")
+    best = min(t["worker_per_connection"] for t in table.values())
+    print(f"\nresident memory (VmRSS) before and while holding {args.idle:,} keep-alive connections, each "
+          f"answered once (a 1 KiB GET) and then idle; load average {args.load_before} before, "
+          f"{load_average()} after\n")
+    print("| server | processes | all: RSS before MiB | all: holding MiB | worker: RSS before MiB | "
+          "worker: holding MiB | worker KiB per connection | x best |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, t in table.items():
+        ratio = f"{t['worker_per_connection'] / best:.2f}" if best > 0 else "-"
+        print(f"| {name} | {t['processes']} | {t['before'] / 1024:.1f} | {t['held'] / 1024:.1f} | "
+              f"{t['worker_before'] / 1024:.1f} | {t['worker_held'] / 1024:.1f} | "
+              f"{t['worker_per_connection']:.2f} | {ratio} |")
 
 
 def load_average() -> str:
