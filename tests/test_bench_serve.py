@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -26,8 +27,21 @@ def bench(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.fixture(autouse=True)
+def private_tmpdir(monkeypatch):
+    """The tool makes its folders (configs, pid files, the served tree) under TMPDIR: a folder of
+    this test's own, so the leftover check sees this run's processes, not another benchmark's.
+    Not under pytest's tmp_path: that is 0700, and nginx's workers (another user) must read it."""
+    folder = tempfile.mkdtemp(prefix="zcopy-test-bench-")
+    os.chmod(folder, 0o755)
+    monkeypatch.setenv("TMPDIR", folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def leftovers() -> list[str]:
-    """Live processes started from one of the tool's temp folders."""
+    """Live processes started from one of this test's tool temp folders."""
+    mine = os.path.join(os.environ["TMPDIR"], "zcopy-bench-")
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -35,7 +49,7 @@ def leftovers() -> list[str]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "zcopy-bench-" in cmd:
+        if mine in cmd:
             found.append(cmd)
     return found
 
