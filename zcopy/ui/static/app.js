@@ -281,14 +281,23 @@
 
   function applyFilter() {
     var q = filter.value.toLowerCase(), shown = 0;
-    // While rows are hidden every chunk is laid out (app.css); back to all rows, fresh chunks, which
-    // have not remembered their filtered heights (off screen they would keep them).
-    if (!q && table.classList.contains("filtering")) layOut([].slice.call(allRows()));
-    table.classList.toggle("filtering", !!q);
-    [].forEach.call(allRows(), function (r) {
-      var hit = !q || r.dataset.name.toLowerCase().indexOf(q) >= 0;
-      r.hidden = !hit;
-      if (hit) shown++;
+    // A chunk with hidden rows is always laid out ("part", app.css): off screen it would keep the
+    // height of rows it no longer shows. A chunk showing all its rows again is made anew, so that it
+    // has not remembered a filtered height either. Chunks whose rows all match stay skippable.
+    [].slice.call(table.tBodies).forEach(function (tb) {
+      var hidden = 0;
+      [].forEach.call(tb.rows, function (r) {
+        var hit = !q || r.dataset.name.toLowerCase().indexOf(q) >= 0;
+        r.hidden = !hit;
+        if (hit) shown++; else hidden++;
+      });
+      if (hidden) tb.classList.add("part");
+      else if (tb.classList.contains("part")) {
+        tb.classList.remove("part");
+        var fresh = tb.cloneNode(false);
+        while (tb.firstChild) fresh.appendChild(tb.firstChild);
+        table.replaceChild(fresh, tb);
+      }
     });
     rowsMoved();
     summarize(q ? shown : -1);
