@@ -104,3 +104,21 @@ def test_empty_directory():
     assert json.loads(render_listing_json("/e/", [])) == {"path": "/e/", "entries": []}
     assert b"<tbody>\n\n</tbody>" in render_listing_html("/e/", [])
     assert b"0 folders, 0 files, 0 B" in render_listing_html("/e/", [])
+
+
+def test_rows_come_in_chunks_of_a_piece():
+    """Each full piece of ROWS_PER_PIECE rows is one <tbody class="c"> (app.css lets the browser skip
+    laying out those off screen); the rest is a plain <tbody>; the table says the size for app.js."""
+    import re
+
+    from zcopy.http.listing import ROWS_PER_PIECE
+
+    n = 2 * ROWS_PER_PIECE + 5
+    page = render_listing_html("/", [Entry(f"f{i:04}", False, i, 0.0) for i in range(n)]).decode()
+    assert f'<table id="listing" data-chunk="{ROWS_PER_PIECE}">' in page
+    bodies = re.findall(r"<tbody([^>]*)>(.*?)</tbody>", page, re.S)
+    assert [(attrs, body.count("<tr ")) for attrs, body in bodies] == \
+        [(' class="c"', ROWS_PER_PIECE), (' class="c"', ROWS_PER_PIECE), ("", 5)]
+    assert re.findall(r'<tr data-name="([^"]+)"', page) == [f"f{i:04}" for i in range(n)]
+    exact = render_listing_html("/", [Entry(f"f{i:04}", False, i, 0.0) for i in range(ROWS_PER_PIECE)]).decode()
+    assert re.findall(r"<tbody[^>]*>", exact) == ['<tbody class="c">']

@@ -245,7 +245,7 @@ def test_script_and_server_sort_alike(tmp_path, page):
     alphabet = ["a", "B", "z", "0", "1", "2", "9", "00", "_", " ", ".", "é", "É", "ß", "ǅ", "日", "\U0001F600",
                 "\uff10", "٣", "-", "Z", "10", "99999999999999999999"]
     wanted = {"file_1", "file_01", "File_1", "file_10", "file_2", "a", "A", "ß", "ss", "10", "9"}
-    while len(wanted) < 160:
+    while len(wanted) < 600:                                     # more than two chunks of rows (app.js)
         name = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))).strip()
         if name and not name.startswith("."):                    # hidden names are not listed
             wanted.add(name)
@@ -265,6 +265,62 @@ def test_script_and_server_sort_alike(tmp_path, page):
             assert names(page) == server_desc, col
             page.click(f"th[data-col={col}] a")                   # script: ascending again
             assert names(page) == server_asc, col
+
+
+def test_a_big_folder_in_chunks_of_rows(tmp_path, page):
+    """600 rows come in <tbody> chunks of 256 (the browser skips laying out the chunks off screen,
+    app.css): every row is a row of the table to assistive technology, the last one can be scrolled
+    to, the keyboard walks from one chunk into the next, sorting and filtering keep the chunks and
+    leave no stale heights behind."""
+    for i in range(600):
+        (tmp_path / f"f{i:03}.txt").write_bytes(b"x" * (i % 7))
+    chunks = "() => [...document.querySelectorAll('#listing > tbody')].map(t => t.rows.length + t.className)"
+    height = "() => document.documentElement.scrollHeight"
+    with Server(tmp_path, "--allow-write") as srv:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(srv.url + "/")
+        page.wait_for_function("() => document.documentElement.dataset.ready === '1'")
+        assert page.evaluate(chunks) == ["256c", "256c", "88"]
+        assert page.get_by_role("row").count() == 601 and page.get_by_role("cell").count() == 1800
+        full = page.evaluate(height)
+        assert full > 600 * 30                                   # the chunks off screen hold their rows' height
+        page.keyboard.press("End")
+        page.wait_for_function("() => { const r = document.querySelector(\"a[href='f599.txt']\").getBoundingClientRect();"
+                               " return r.height > 0 && r.bottom <= innerHeight; }")
+        # Keyboard from the last row of the first chunk into the first of the second, and back.
+        page.focus("a[href='f255.txt']")
+        order = []
+        for _ in range(4):
+            page.keyboard.press("Tab")
+            order.append(focused(page))
+        assert order == ["Rename f255.txt", "Move f255.txt", "Delete f255.txt", "f256.txt"]
+        page.keyboard.press("Shift+Tab")
+        assert focused(page) == "Delete f255.txt"
+        # Sorted by the script: the server's order, in chunks again.
+        page.click("th[data-col=size] a")
+        page.click("th[data-col=size] a")
+        assert page.evaluate(chunks) == ["256c", "256c", "88"]
+        by_script = names(page)
+        assert page.evaluate(height) == full
+        # A filter shows only what matches; clearing it gives back every row and the same height.
+        page.fill("#filter", "f59")
+        assert names(page) == [n for n in by_script if "f59" in n] and len(names(page)) == 10
+        assert page.evaluate(height) < full / 10
+        page.fill("#filter", ".txt")                              # every row matches: the chunks stay skippable
+        assert page.evaluate(chunks) == ["256c", "256c", "88"] and page.evaluate(height) == full
+        page.fill("#filter", "")
+        assert names(page) == by_script
+        assert page.evaluate(chunks) == ["256c", "256c", "88"] and page.evaluate(height) == full
+        page.goto(srv.url + "/?sort=size&order=desc")
+        assert names(page) == by_script
+        # Without the script (the chunks are CSS): every row listed, the last one reachable.
+        page.route("**/.zcopy/ui/*/*.js", lambda route: route.abort())
+        page.goto(srv.url + "/")
+        assert page.evaluate("() => !document.getElementById('row-tools')")  # no script ran
+        assert page.get_by_role("row").count() == 601
+        page.keyboard.press("End")
+        page.wait_for_function("() => { const r = document.querySelector(\"a[href='f599.txt']\").getBoundingClientRect();"
+                               " return r.height > 0 && r.bottom <= innerHeight; }")
 
 
 def test_upload_retry_and_cancel(tmp_path, page):

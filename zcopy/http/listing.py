@@ -119,7 +119,10 @@ def _header(column: str, sort: str, order: str) -> str:
             f'{_LABELS[column]}<span class="mark" aria-hidden="true">{mark}</span></a></th>')
 
 
-#: Rows rendered per piece: what a streamed page holds in memory at a time.
+#: Rows rendered per piece: what a streamed page holds in memory at a time. Each full piece of the
+#: folder page is also one ``<tbody class="c">``: a chunk the browser may skip laying out while it is
+#: off screen (app.css, ``content-visibility``; docs/ui.md "Measurements"). app.js reads the number
+#: from ``data-chunk`` and keeps its own re-sorted rows in chunks of the same size.
 ROWS_PER_PIECE = 256
 
 
@@ -164,9 +167,11 @@ def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "nam
            f'<div class="bar">{find_form()} '
            '<a class="button" href="?download=tar" download>Download folder (.tar)</a></div>\n'
            + tools
-           + '<table id="listing"><caption class="sr">Contents of this folder; column headers sort</caption>'
-           "<thead><tr>" + "".join(_header(c, sort, order) for c in SORTS) + "</tr></thead>\n<tbody>\n")
+           + f'<table id="listing" data-chunk="{ROWS_PER_PIECE}"><caption class="sr">Contents of this folder; column headers sort</caption>'
+           "<thead><tr>" + "".join(_header(c, sort, order) for c in SORTS) + "</tr></thead>\n")
     rows_in_order = ordered(entries, sort, order)
+    if not rows_in_order:
+        yield "<tbody>\n"
     for at in range(0, len(rows_in_order), ROWS_PER_PIECE):
         rows = []
         for e in rows_in_order[at:at + ROWS_PER_PIECE]:
@@ -177,7 +182,8 @@ def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "nam
             rows.append(f'<tr data-name="{html.escape(shown)}" data-dir="{int(e.is_dir)}" data-size="{e.size}" '
                         f'data-mtime="{e.mtime:.0f}"><td class="name"><a href="{href}">{text}</a></td>'
                         f'<td class="n">{size}</td><td>{_when(e.mtime)}</td></tr>')
-        yield ("\n" if at else "") + "\n".join(rows)
+        full = len(rows) == ROWS_PER_PIECE
+        yield ("\n</tbody>" if at else "") + ('<tbody class="c">\n' if full else "<tbody>\n") + "\n".join(rows)
     yield (f'\n</tbody></table>\n<p id="total-line" class="total" role="status">{summary}</p>\n'
            "</main>\n</body></html>\n")
 

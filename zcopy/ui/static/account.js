@@ -135,16 +135,20 @@
     var cell = tr.querySelector("td.name");
     if (!cell) return;
     var b = el("button", { type: "button", className: "share", text: "Share", "aria-label": "Share " + tr.dataset.name });
-    b.addEventListener("click", function () { openShare(tr); });
     cell.appendChild(b);
   }
   function shareButtons() {
     var table = document.getElementById("listing");
     if (!table) return;
-    var tbody = table.tBodies[0];
-    [].forEach.call(tbody.rows, addShare);
-    // Rows app.js adds later (after an upload) get theirs too.
-    new MutationObserver(function () { [].forEach.call(tbody.rows, addShare); }).observe(tbody, { childList: true });
+    // The rows are in <tbody> chunks (app.js), which app.js replaces when it re-sorts or re-reads
+    // the folder: rows it adds later (after an upload) get theirs too.
+    function all() { [].forEach.call(table.querySelectorAll(":scope > tbody > tr"), addShare); }
+    all();
+    table.addEventListener("click", function (ev) {      // one listener for every row's button
+      var b = ev.target.closest("button.share");
+      if (b) openShare(b.closest("tr"));
+    });
+    new MutationObserver(all).observe(table, { childList: true });
   }
 
   function start() {

@@ -4,7 +4,22 @@
 (function () {
   var body = document.body, table = document.getElementById("listing");
   if (!table) return;
-  var tbody = table.tBodies[0];
+  // The rows live in <tbody> chunks of PER_BODY rows (the server's pieces, zcopy/http/listing.py): app.css
+  // lets the browser skip laying out the chunks off screen. Whatever reorders or rebuilds the rows
+  // lays them out again in chunks of the same size (layOut).
+  var PER_BODY = +table.dataset.chunk || 256;
+  function allRows() { return table.querySelectorAll(":scope > tbody > tr"); }
+  function layOut(rows) {                  // rows in this order; new chunks, put in at once
+    var frag = document.createDocumentFragment();
+    [].slice.call(table.tBodies).forEach(function (tb) { table.removeChild(tb); });
+    for (var i = 0; i < rows.length || i === 0; i += PER_BODY) {
+      var tb = document.createElement("tbody"), end = Math.min(i + PER_BODY, rows.length);
+      if (end - i === PER_BODY) tb.className = "c";
+      for (var j = i; j < end; j++) tb.appendChild(rows[j]);
+      frag.appendChild(tb);
+    }
+    table.appendChild(frag);
+  }
   var writable = body.dataset.write === "1";
   var state = { sort: body.dataset.sort || "name", order: body.dataset.order || "asc" };
   var rowsMoved = function () {};          // the write controls' toolbar follows its row (below)
@@ -55,7 +70,7 @@
   }
   function sortRows() {
     var cmp = compare(state.sort), sign = state.order === "desc" ? -1 : 1;
-    var items = [].map.call(tbody.rows, function (r) {
+    var items = [].map.call(allRows(), function (r) {
       var d = r.dataset;
       return { row: r, name: d.name, pieces: pieces(d.name), dir: d.dir === "1", size: +d.size, mtime: +d.mtime };
     });
@@ -63,10 +78,8 @@
       if (a.dir !== b.dir) return a.dir ? -1 : 1;
       return sign * cmp(a, b);
     });
-    // Rows move inside a detached tbody (no layout per move), which then goes back in one step.
-    var next = table.removeChild(tbody);
-    items.forEach(function (it) { next.appendChild(it.row); });
-    table.appendChild(next);
+    // Rows move into new, detached chunks (no layout per move), which then go in in one step.
+    layOut(items.map(function (it) { return it.row; }));
     rowsMoved();
     [].forEach.call(table.tHead.rows[0].cells, function (th) {
       var col = th.dataset.col, link = th.querySelector("a"), mark = th.querySelector(".mark");
@@ -256,8 +269,7 @@
       if (ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.altKey || ev.defaultPrevented) return;
       var a = ev.target.closest("td.name a");
       if (!a || a.href.slice(-1) === "/" || !kindOf(a.textContent)) return;
-      var tb = a.closest("tbody");
-      list = [].filter.call(tb.querySelectorAll("td.name a"), function (x) {
+      list = [].filter.call(a.closest("table").querySelectorAll("td.name a"), function (x) {
         return x.href.slice(-1) !== "/" && kindOf(x.textContent) && !x.closest("tr").hidden;
       });
       ev.preventDefault();
@@ -269,17 +281,30 @@
 
   function applyFilter() {
     var q = filter.value.toLowerCase(), shown = 0;
-    [].forEach.call(tbody.rows, function (r) {
-      var hit = !q || r.dataset.name.toLowerCase().indexOf(q) >= 0;
-      r.hidden = !hit;
-      if (hit) shown++;
+    // A chunk with hidden rows is always laid out ("part", app.css): off screen it would keep the
+    // height of rows it no longer shows. A chunk showing all its rows again is made anew, so that it
+    // has not remembered a filtered height either. Chunks whose rows all match stay skippable.
+    [].slice.call(table.tBodies).forEach(function (tb) {
+      var hidden = 0;
+      [].forEach.call(tb.rows, function (r) {
+        var hit = !q || r.dataset.name.toLowerCase().indexOf(q) >= 0;
+        r.hidden = !hit;
+        if (hit) shown++; else hidden++;
+      });
+      if (hidden) tb.classList.add("part");
+      else if (tb.classList.contains("part")) {
+        tb.classList.remove("part");
+        var fresh = tb.cloneNode(false);
+        while (tb.firstChild) fresh.appendChild(tb.firstChild);
+        table.replaceChild(fresh, tb);
+      }
     });
     rowsMoved();
     summarize(q ? shown : -1);
   }
   function summarize(shown) {
     var folders = 0, files = 0, bytes = 0;
-    [].forEach.call(tbody.rows, function (r) {
+    [].forEach.call(allRows(), function (r) {
       if (r.dataset.dir === "1") folders++; else { files++; bytes += +r.dataset.size; }
     });
     var s = folders + " folder" + (folders === 1 ? "" : "s") + ", " + files + " file" + (files === 1 ? "" : "s") +
@@ -335,7 +360,7 @@
   table.parentNode.insertBefore(bar, table.nextSibling);
   function nameLink(tr) { return tr.cells[0].firstChild; }
   function place(tr) {
-    if (!tr || tr.parentNode !== tbody || tr.hidden) { bar.hidden = true; current = null; return; }
+    if (!tr || !isRow(tr) || tr.hidden) { bar.hidden = true; current = null; return; }
     current = tr;
     tr.dataset.href = tr.dataset.href || nameLink(tr).getAttribute("href");
     var name = tr.dataset.name;
@@ -347,29 +372,39 @@
     bar.style.left = "auto"; bar.style.right = "0";
   }
   function replace() { place(current); }
-  function rowOf(el) { var tr = el.closest && el.closest("tr"); return tr && tr.parentNode === tbody ? tr : null; }
-  function shown(tr, step) { do { tr = tr[step]; } while (tr && tr.hidden); return tr; }
-  tbody.addEventListener("mouseover", function (ev) {
+  function isRow(tr) { return tr.parentNode && tr.parentNode.parentNode === table && tr.parentNode.tagName === "TBODY"; }
+  function rowOf(el) { var tr = el.closest && el.closest("tr"); return tr && isRow(tr) ? tr : null; }
+  function sibling(tr, way) {              // the next or previous row ("next"/"previous"), across chunks
+    var s = tr[way + "ElementSibling"], tb = tr.parentNode;
+    while (!s && (tb = tb[way + "ElementSibling"]) && tb.tagName === "TBODY")
+      s = way === "next" ? tb.firstElementChild : tb.lastElementChild;
+    return s;
+  }
+  function shown(tr, way) { do { tr = sibling(tr, way); } while (tr && tr.hidden); return tr; }
+  // One listener each on the table for all rows (delegation), none per row.
+  table.addEventListener("mouseover", function (ev) {
     var tr = rowOf(ev.target);
     if (tr && tr !== current && !bar.contains(document.activeElement)) place(tr);
   });
-  tbody.addEventListener("focusin", function (ev) { var tr = rowOf(ev.target); if (tr) place(tr); });
-  tbody.addEventListener("click", function (ev) { if (!ev.target.closest("a")) place(rowOf(ev.target)); });
+  table.addEventListener("focusin", function (ev) { var tr = rowOf(ev.target); if (tr) place(tr); });
+  table.addEventListener("click", function (ev) {
+    if (!ev.target.closest("a") && ev.target.closest("tbody")) place(rowOf(ev.target));
+  });
   // The name cell's controls: its link, and whatever else is there (account.js's Share button).
   function cellControls(tr) { return tr.cells[0].querySelectorAll("a[href], button"); }
-  tbody.addEventListener("keydown", function (ev) {
+  table.addEventListener("keydown", function (ev) {
     var cell = ev.key === "Tab" && ev.target.closest("td.name");
     if (!cell) return;
     var tr = rowOf(ev.target), own = cellControls(tr);
     if (!ev.shiftKey && ev.target === own[own.length - 1]) { place(tr); ev.preventDefault(); acts[0].focus(); }
     else if (ev.shiftKey && ev.target === own[0]) {
-      var prev = shown(tr, "previousElementSibling");
+      var prev = shown(tr, "previous");
       if (prev) { place(prev); ev.preventDefault(); acts[2].focus(); }
     }
   });
   bar.addEventListener("keydown", function (ev) {
     if (ev.key !== "Tab" || !current) return;
-    var next = !ev.shiftKey && ev.target === acts[2] && shown(current, "nextElementSibling");
+    var next = !ev.shiftKey && ev.target === acts[2] && shown(current, "next");
     if (ev.shiftKey && ev.target === acts[0]) {
       var own = cellControls(current); ev.preventDefault(); own[own.length - 1].focus();
     } else if (next) { ev.preventDefault(); nameLink(next).focus(); }
@@ -381,11 +416,8 @@
       if (!r.ok) throw new Error("listing " + r.status);
       return r.json();
     }).then(function (doc) {
-      var frag = document.createDocumentFragment();
-      doc.entries.forEach(function (e) { frag.appendChild(row(e)); });
-      tbody.textContent = "";
-      tbody.appendChild(frag);                 // one insertion
       place(null);
+      layOut(doc.entries.map(row));            // one insertion; sortRows puts them in order
       sortRows(); applyFilter();
     }).catch(function (err) {                  // the listing stays as it was; say so
       totalLine.textContent = "The listing could not be re-read (" + (err.message || err) + "): reload the page.";
