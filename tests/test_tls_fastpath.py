@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from conftest import needs_tool
 from serverutil import Server, connect, read_response
+from zcopy.tlstransport import _ReadAhead
 
 pytestmark = needs_tool("openssl")
 
@@ -98,6 +100,10 @@ def test_a_small_file_over_tls_leaves_from_the_held_bytes_in_one_write(server):
             tracer.stop()
         assert bodies == [b"a" * 1000] * 5
         assert len(writes) == 5, tracer.lines           # one TLS record, one write per reply
+        if _ReadAhead.functions() is not None:          # (this Python: the worker's too)
+            # OpenSSL reads ahead: one read per request (not header, then record), and no FIONREAD
+            assert len(tracer.calls("read")) == 5, tracer.lines
+            assert not tracer.calls("ioctl"), tracer.lines
         for name in ("pread64", "preadv", "preadv2", "sendfile"):
             assert not tracer.calls(name), tracer.lines  # nothing read from the file
         # A larger file is still read from the file (the copy path), and its bytes are right.
@@ -149,6 +155,23 @@ def test_a_pipelined_burst_larger_than_one_read_is_all_answered(server):
         finally:
             writer.join(30)
     assert bodies == [b"a" * 1000 if i % 3 else b"b" * 2000 for i in range(n)]
+
+
+def test_records_that_fill_the_read_ahead_buffer_are_all_answered(server):
+    """Five 12 KB requests, one TLS record each, arriving as one segment (one edge). OpenSSL reading
+    ahead fills its 16.7 KiB buffer with the first record and part of the second, then reads exactly
+    the rest of the second: it holds nothing more, yet the kernel still holds three records. The
+    transport must ask the kernel before it says "drained", or they wait for an edge that never comes."""
+    pad = b"x" * 12000
+    reqs = [b"GET /a HTTP/1.1\r\nHost: t\r\nX-Pad: %s\r\n\r\n" % pad for _ in range(5)]
+    with connect(server.port) as s:
+        data = _records(s, reqs)
+        assert 5 * 12000 < len(data) < 65000            # one loopback segment
+        s.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        s.raw.sendall(data)
+        s.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        assert _bodies(s, 5) == [b"a" * 1000] * 5
+        assert _get(s, "/b") == b"b" * 2000
 
 
 def test_a_client_that_closes_without_close_notify_ends_quietly(server):

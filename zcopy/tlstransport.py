@@ -52,6 +52,7 @@ import fcntl
 import os
 import socket
 import ssl
+import sys
 import termios
 
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -73,6 +74,58 @@ def _queued(fd: int) -> bool:
     """Bytes wait in the kernel's receive queue of ``fd`` (one ``ioctl(FIONREAD)``)."""
     _ioctl(fd, _FIONREAD, _QUEUED)
     return _QUEUED != _NONE
+
+
+class _ReadAhead:
+    """``SSL_set_read_ahead`` and ``SSL_has_pending``, which Python's ``ssl`` does not expose, reached
+    with ctypes in the libssl that ``_ssl`` itself is linked with (see "Read-ahead" in the module
+    docstring). ``functions()`` is None where they cannot be reached safely."""
+
+    _found: object = None     # None: not looked for yet; False: unusable; else the instance
+
+    def __init__(self, lib) -> None:
+        import ctypes
+
+        self.c_void_p = ctypes.c_void_p
+        self.set_read_ahead = lib.SSL_set_read_ahead
+        self.set_read_ahead.argtypes, self.set_read_ahead.restype = [ctypes.c_void_p, ctypes.c_int], None
+        self.has_pending = lib.SSL_has_pending
+        self.has_pending.argtypes, self.has_pending.restype = [ctypes.c_void_p], ctypes.c_int
+        self.get_fd = lib.SSL_get_fd
+        self.get_fd.argtypes, self.get_fd.restype = [ctypes.c_void_p], ctypes.c_int
+
+    @classmethod
+    def functions(cls) -> _ReadAhead | None:
+        if cls._found is None:
+            cls._found = False
+            # CPython with the usual object header (16 bytes: not a free-threaded build), where id()
+            # is the object's address.
+            if sys.implementation.name == "cpython" and object.__basicsize__ == 16:
+                try:
+                    import ctypes
+                    import _ssl
+
+                    cls._found = cls(ctypes.CDLL(_ssl.__file__))
+                except (ImportError, OSError, AttributeError):
+                    pass
+        return cls._found or None
+
+    def enable(self, obj, fd: int) -> int | None:
+        """Turn read-ahead on for the ``_ssl._SSLSocket`` ``obj`` on ``fd``; its ``SSL *`` (for
+        ``has_pending``), or None where its layout is not the one known here. CPython's
+        ``PySSLSocket`` (3.11-3.13) is the header, then ``PyObject *Socket``, ``SSL *ssl``,
+        ``PySSLContext *ctx``: the ``ctx`` field must be ``obj.context`` and OpenSSL must say the
+        ``SSL`` reads ``fd`` before anything is set."""
+        if type(obj).__basicsize__ < 40:
+            return None
+        base = id(obj)
+        if self.c_void_p.from_address(base + 32).value != id(obj.context):
+            return None
+        ssl_ptr = self.c_void_p.from_address(base + 24).value
+        if not ssl_ptr or self.get_fd(ssl_ptr) != fd:
+            return None
+        self.set_read_ahead(ssl_ptr, 1)
+        return ssl_ptr
 
 
 class TlsStats:
@@ -108,7 +161,8 @@ class TlsStats:
 class TlsTransport:
     """A connected ``ssl.SSLSocket`` (non-blocking, handshake done)."""
 
-    __slots__ = ("sock", "fd", "zero_copy", "ktls", "stats", "recv", "send", "send_once", "_more", "_obj")
+    __slots__ = ("sock", "fd", "zero_copy", "ktls", "stats", "recv", "send", "send_once", "_more", "_obj",
+                 "_ssl", "_has_pending", "_deep")
     #: Upload bodies always come through ``recv`` (OpenSSL reads the records, kTLS RX or not).
     recv_zero_copy = False
     #: A closing reply waits for the client's close_notify/EOF (see Connection._start_linger).
@@ -129,6 +183,14 @@ class TlsTransport:
         #: None once close_notify left (lingering: reads discard ciphertext).
         self._obj = sock._sslobj
         self.recv = self._recv
+        #: user-space TLS: the ``SSL *`` once read-ahead is on (one ``read`` per request), else None
+        self._ssl = None
+        self._deep = False        # (read-ahead) OpenSSL may have left bytes in the kernel: see _more_ahead
+        if not ktls and (ahead := _ReadAhead.functions()) is not None:
+            self._ssl = ahead.enable(self._obj, self.fd)
+            if self._ssl is not None:
+                self._has_pending = ahead.has_pending
+                self.recv = self._recv_ahead
         self.send = self._send_ktls if ktls else self._send
         #: user-space TLS: a small file range leaves in the same SSL_write as its head (see _send_once)
         self.send_once = None if ktls else self._send_once
@@ -155,6 +217,55 @@ class TlsTransport:
         if not self.ktls:
             self.stats.user_received += n
         return data
+
+    def _recv_ahead(self, size: int) -> bytes:
+        """``recv`` with OpenSSL reading ahead (see "Read-ahead" in the module docstring): one
+        ``read`` per request, and no ``FIONREAD`` unless OpenSSL may have left bytes in the kernel."""
+        obj = self._obj
+        if obj is None:           # lingering: discard the ciphertext, no TLS state needed
+            return socket.socket.recv(self.sock, size)
+        try:
+            data = obj.read(size)
+        except _WANT:
+            self._deep = False    # OpenSSL's read() found the kernel's queue empty
+            raise BlockingIOError from None
+        except ssl.SSLEOFError:
+            data = b""            # a TCP FIN without close_notify: EOF (suppress_ragged_eofs)
+        n = len(data)
+        if n < size:
+            if n and (self._deep or self._has_pending(self._ssl)):
+                data, n = self._more_ahead(obj, data, size)
+        else:
+            self._deep = True     # not drained, and nothing says how much OpenSSL read
+        self.stats.user_received += n
+        return data
+
+    def _more_ahead(self, obj, data: bytes, size: int) -> tuple[bytes, int]:
+        """After a short ``SSL_read``: the records OpenSSL holds, then, if it may have read full
+        (``_deep``), what the kernel holds, until either is empty or ``size`` bytes are here."""
+        parts = [data]
+        n = len(data)
+        has_pending, ssl_ptr = self._has_pending, self._ssl
+        while n < size:
+            if has_pending(ssl_ptr):
+                self._deep = True
+            elif not self._deep or not _queued(self.fd):
+                self._deep = False    # OpenSSL and the kernel both empty: drained
+                break
+            try:
+                more = obj.read(size - n)
+            except _WANT:
+                self._deep = False    # the kernel's queue was empty (a partial record waits)
+                break
+            except ssl.SSLEOFError:
+                break             # the next call returns b""
+            if not more:
+                break             # EOF: the next call returns b""
+            parts.append(more)
+            n += len(more)
+        else:
+            self._deep = True
+        return b"".join(parts), n
 
     def _more_records(self, obj, data: bytes, size: int) -> tuple[bytes, int]:
         """OpenSSL gives one record a read and, without read-ahead (Python's ``ssl`` cannot turn it
