@@ -31,19 +31,41 @@ bytes that follow it, so a small reply is one TLS record and one ``write`` sysca
 only when more of the reply follows at once (or calls ``flush`` before it waits), so the
 held bytes never wait.
 
-Receiving, per keep-alive request (user-space TLS, a request in one record): one ``SSL_read``
-(two ``read`` syscalls: OpenSSL reads the 5-byte record header, then the record; Python's ``ssl``
-cannot turn on read-ahead, which would make it one), ``pending()`` (no syscall) and one
-``FIONREAD`` ioctl, and no exception. The ioctl is what keeps edge-triggered epoll honest:
-OpenSSL hands out one record per read and leaves the records after it in the kernel, whose
-arrival already raised the edge being handled; the connection takes a short read as "the socket
-is drained" and would wait for an edge that never comes (a pipelined request in its own record,
-a head split over records). ``FIONREAD`` answers "anything left?" for one syscall, where another
-``SSL_read`` on an empty socket costs a ``read`` and an exception. So ``recv`` reads until it
-has ``size`` bytes, or OpenSSL holds nothing decrypted and the kernel nothing queued, or OpenSSL
-would block. ``read``/``write``/``pending`` are the ``_ssl`` object's own (the ``ssl.SSLSocket``
-wrappers add only Python frames); a TCP FIN without close_notify reads as EOF, as
-``suppress_ragged_eofs`` makes it.
+Receiving. The connection reads edge-triggered and takes a short read as "the socket is
+drained": ``recv`` must not return short while bytes that arrived before the edge being handled
+are still in the kernel, or they wait for an edge that never comes (a pipelined request in its
+own record, a head split over records). ``read``/``write`` are the ``_ssl`` object's own (the
+``ssl.SSLSocket`` wrappers add only Python frames); a TCP FIN without close_notify reads as EOF,
+as ``suppress_ragged_eofs`` makes it. Two ways, per connection:
+
+- **Read-ahead** (user-space TLS, where it can be turned on; the usual case). Python's ``ssl``
+  does not expose ``SSL_set_read_ahead``/``SSL_has_pending``; ``_ReadAhead`` reaches them with
+  ctypes in the libssl ``_ssl`` is linked with, once the ``_ssl._SSLSocket``'s layout has been
+  checked (its context field is ``obj.context``, and OpenSSL says the ``SSL`` reads this fd),
+  and turns read-ahead on after the handshake. OpenSSL then reads what the kernel has (up to
+  its 16.7 KiB buffer) in one ``read``, where it read a record's 5-byte header, then its body:
+  per keep-alive request one ``SSL_read`` = one ``read`` syscall, then ``SSL_has_pending`` (no
+  syscall). Drained: when OpenSSL holds nothing (``SSL_has_pending`` counts records read but
+  not decrypted, which ``pending()`` does not) and its last ``read`` came back short. It came
+  back short unless it filled the buffer, which leaves more than one record in it (a record is
+  smaller than the buffer), so ``SSL_has_pending`` was seen true; or unless it read exactly the
+  rest of a record whose start an earlier read had (OpenSSL asks for no more), after such a
+  full read. So once ``SSL_has_pending`` has been seen true (``_deep``), "drained" also needs
+  ``FIONREAD`` to say the kernel's queue is empty; a ``read`` that found it empty
+  (``SSLWantReadError``) or that ``FIONREAD`` clears ``_deep``. A small request in one record
+  never sets it.
+- **Without read-ahead** (kTLS connections: not tried there, where OpenSSL may receive through
+  the kernel's TLS and this kernel cannot show what read-ahead does to it; or a Python whose
+  ``_ssl`` layout is not the one known here). One ``SSL_read`` costs two ``read`` syscalls
+  (header, then record), and OpenSSL leaves the records after it in the kernel: after a short
+  read one ``FIONREAD`` asks whether anything is left (a short ``SSL_read`` took its record
+  whole, so ``pending()`` is 0), where another ``SSL_read`` on an empty socket would cost a
+  ``read`` and an exception. ``recv`` reads until it has ``size`` bytes, or the kernel holds
+  nothing, or OpenSSL would block.
+
+``FIONREAD`` is asked with a ``bytearray`` (``fcntl.ioctl`` tries a writable buffer first; given
+``bytes`` it formats and drops an error before taking the copy path), and ``MSG_MORE`` is tested
+as a plain int (``flags & socket.MSG_MORE`` runs enum.py's ``Flag.__and__``, three Python calls).
 """
 
 from __future__ import annotations
@@ -105,7 +127,9 @@ class _ReadAhead:
                     import ctypes
                     import _ssl
 
-                    cls._found = cls(ctypes.CDLL(_ssl.__file__))
+                    # PyDLL: the calls keep the GIL (they return at once; releasing and taking it
+                    # back would cost more than the call itself)
+                    cls._found = cls(ctypes.PyDLL(_ssl.__file__))
                 except (ImportError, OSError, AttributeError):
                     pass
         return cls._found or None
