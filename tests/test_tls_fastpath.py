@@ -23,13 +23,17 @@ from zcopy.tlstransport import _ReadAhead
 pytestmark = needs_tool("openssl")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["read-ahead", "no-read-ahead"])
+def server(tmp_path_factory, request):
+    """OpenSSL reading ahead (user-space TLS, the usual way), and not (kTLS connections, or a Python
+    whose ``_ssl`` layout the transport does not know): ``ZCOPY_TLS_READ_AHEAD=off``."""
     root = tmp_path_factory.mktemp("www")
     (root / "a").write_bytes(b"a" * 1000)
     (root / "b").write_bytes(b"b" * 2000)
     (root / "big.bin").write_bytes(b"B" * 300_000)      # above --small-reply-max: read from the file
-    with Server(root, "--small-reply-max", "16KiB", tls=True) as s:
+    env = {"ZCOPY_TLS_READ_AHEAD": "on" if request.param == "read-ahead" else "off"}
+    with Server(root, "--small-reply-max", "16KiB", tls=True, env=env) as s:
+        s.read_ahead = request.param == "read-ahead" and _ReadAhead.functions() is not None
         yield s
 
 
@@ -100,10 +104,13 @@ def test_a_small_file_over_tls_leaves_from_the_held_bytes_in_one_write(server):
             tracer.stop()
         assert bodies == [b"a" * 1000] * 5
         assert len(writes) == 5, tracer.lines           # one TLS record, one write per reply
-        if _ReadAhead.functions() is not None:          # (this Python: the worker's too)
+        if server.read_ahead:                           # (this Python: the worker's too)
             # OpenSSL reads ahead: one read per request (not header, then record), and no FIONREAD
             assert len(tracer.calls("read")) == 5, tracer.lines
             assert not tracer.calls("ioctl"), tracer.lines
+        else:                                           # header, then record; one FIONREAD
+            assert len(tracer.calls("read")) == 10, tracer.lines
+            assert len(tracer.calls("ioctl")) == 5, tracer.lines
         for name in ("pread64", "preadv", "preadv2", "sendfile"):
             assert not tracer.calls(name), tracer.lines  # nothing read from the file
         # A larger file is still read from the file (the copy path), and its bytes are right.

@@ -122,7 +122,10 @@ class _ReadAhead:
             cls._found = False
             # CPython with the usual object header (16 bytes: not a free-threaded build), where id()
             # is the object's address.
-            if sys.implementation.name == "cpython" and object.__basicsize__ == 16:
+            # ZCOPY_TLS_READ_AHEAD=off: the way without read-ahead (tests/test_tls_fastpath.py runs
+            # both; kTLS connections always take it)
+            if (sys.implementation.name == "cpython" and object.__basicsize__ == 16
+                    and os.environ.get("ZCOPY_TLS_READ_AHEAD", "on").lower() not in ("off", "0", "no")):
                 try:
                     import ctypes
                     import _ssl
