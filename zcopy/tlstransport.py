@@ -140,8 +140,9 @@ class _ReadAhead:
     def enable(self, obj, fd: int) -> int | None:
         """Turn read-ahead on for the ``_ssl._SSLSocket`` ``obj`` on ``fd``; its ``SSL *`` (for
         ``has_pending``), or None where its layout is not the one known here. CPython's
-        ``PySSLSocket`` (3.11-3.13) is the header, then ``PyObject *Socket``, ``SSL *ssl``,
-        ``PySSLContext *ctx``: the ``ctx`` field must be ``obj.context`` and OpenSSL must say the
+        ``PySSLSocket`` starts with the object header, then ``PyObject *Socket``, ``SSL *ssl``,
+        ``PySSLContext *ctx`` (3.11's Modules/_ssl.c; later fields have changed since, not these):
+        checked, not assumed: the ``ctx`` field must be ``obj.context`` and OpenSSL must say the
         ``SSL`` reads ``fd`` before anything is set."""
         if type(obj).__basicsize__ < 40:
             return None
@@ -205,8 +206,8 @@ class TlsTransport:
         #: sendfile/splice may write to ``fd``: only when the kernel encrypts it.
         self.zero_copy = ktls
         self._more = b""          # a head held for MSG_MORE (user-space TLS only)
-        #: The ``_ssl._SSLSocket`` under ``sock``: its read/write/pending called straight, without
-        #: the ``ssl.SSLSocket`` wrappers' Python frames (per request: recv, read, pending, send).
+        #: The ``_ssl._SSLSocket`` under ``sock``: its read/write called straight, without the
+        #: ``ssl.SSLSocket`` wrappers' Python frames (per request: recv -> read, send -> write).
         #: None once close_notify left (lingering: reads discard ciphertext).
         self._obj = sock._sslobj
         self.recv = self._recv
