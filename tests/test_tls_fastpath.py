@@ -181,6 +181,25 @@ def test_records_that_fill_the_read_ahead_buffer_are_all_answered(server):
         assert _get(s, "/b") == b"b" * 2000
 
 
+def test_the_rest_of_a_held_record_and_records_after_it_in_one_segment_are_all_answered(server):
+    """A record's first half arrives behind the request before it: OpenSSL holds it, the socket is
+    then empty. Its second half arrives with two more records, in one segment (one edge). OpenSSL
+    reads exactly the rest of the record (no more, reading ahead or not): the two records after it
+    are in the kernel, behind the edge already taken, and must not be left there."""
+    def record(name: bytes) -> bytes:
+        return _records(s, [b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % name])
+
+    with connect(server.port) as s:
+        r1, r2, r3, r4 = record(b"a"), record(b"b"), record(b"a"), record(b"b")
+        half = len(r2) // 2
+        s.raw.sendall(r1 + r2[:half])
+        assert _bodies(s, 1) == [b"a" * 1000]         # the half record is held by now
+        s.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        s.raw.sendall(r2[half:] + r3 + r4)
+        s.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        assert _bodies(s, 3) == [b"b" * 2000, b"a" * 1000, b"b" * 2000]
+
+
 def test_a_client_that_closes_without_close_notify_ends_quietly(server):
     with connect(server.port) as s:
         assert _get(s, "/a") == b"a" * 1000

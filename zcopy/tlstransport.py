@@ -46,14 +46,16 @@ as ``suppress_ragged_eofs`` makes it. Two ways, per connection:
   its 16.7 KiB buffer) in one ``read``, where it read a record's 5-byte header, then its body:
   per keep-alive request one ``SSL_read`` = one ``read`` syscall, then ``SSL_has_pending`` (no
   syscall). Drained: when OpenSSL holds nothing (``SSL_has_pending`` counts records read but
-  not decrypted, which ``pending()`` does not) and its last ``read`` came back short. It came
-  back short unless it filled the buffer, which leaves more than one record in it (a record is
-  smaller than the buffer), so ``SSL_has_pending`` was seen true; or unless it read exactly the
-  rest of a record whose start an earlier read had (OpenSSL asks for no more), after such a
-  full read. So once ``SSL_has_pending`` has been seen true (``_deep``), "drained" also needs
-  ``FIONREAD`` to say the kernel's queue is empty; a ``read`` that found it empty
-  (``SSLWantReadError``) or that ``FIONREAD`` clears ``_deep``. A small request in one record
-  never sets it.
+  not decrypted, which ``pending()`` does not) and its last ``read`` came back short (then
+  anything that arrived later raised an edge of its own). A ``read`` comes back full in two
+  cases: it filled the buffer, which then holds more than the record being decrypted (a record
+  is smaller than the buffer), so ``SSL_has_pending`` is seen true after that ``SSL_read``; or
+  it took exactly the rest of a record whose start OpenSSL already held (OpenSSL asks no more
+  for a record's body), and that partial record was seen as ``SSL_has_pending`` when the
+  previous ``SSL_read`` returned or stopped (``SSLWantReadError``). So ``SSL_has_pending`` seen
+  true sets ``_deep``; while it is set, "drained" also needs ``FIONREAD`` to say the kernel's
+  queue is empty, and only that, or a ``read`` that found the queue empty while OpenSSL holds
+  nothing, clears it. A request in one record, read whole, never sets it.
 - **Without read-ahead** (kTLS connections: not tried there, where OpenSSL may receive through
   the kernel's TLS and this kernel cannot show what read-ahead does to it; or a Python whose
   ``_ssl`` layout is not the one known here). One ``SSL_read`` costs two ``read`` syscalls
@@ -255,7 +257,9 @@ class TlsTransport:
         try:
             data = obj.read(size)
         except _WANT:
-            self._deep = False    # OpenSSL's read() found the kernel's queue empty
+            # OpenSSL's read() found the kernel's queue empty; a partial record it holds is
+            # completed by the next SSL_read with a read of exactly its rest (see _more_ahead)
+            self._deep = self._has_pending(self._ssl) != 0
             raise BlockingIOError from None
         except ssl.SSLEOFError:
             data = b""            # a TCP FIN without close_notify: EOF (suppress_ragged_eofs)
@@ -269,8 +273,9 @@ class TlsTransport:
         return data
 
     def _more_ahead(self, obj, data: bytes, size: int) -> tuple[bytes, int]:
-        """After a short ``SSL_read``: the records OpenSSL holds, then, if it may have read full
-        (``_deep``), what the kernel holds, until either is empty or ``size`` bytes are here."""
+        """After a short ``SSL_read``: the records OpenSSL holds, then, if one of its reads may
+        have come back full (``_deep``: see "Read-ahead" in the module docstring), what the
+        kernel holds, until both are empty, OpenSSL would block, or ``size`` bytes are here."""
         parts = [data]
         n = len(data)
         has_pending, ssl_ptr = self._has_pending, self._ssl
@@ -283,7 +288,8 @@ class TlsTransport:
             try:
                 more = obj.read(size - n)
             except _WANT:
-                self._deep = False    # the kernel's queue was empty (a partial record waits)
+                # the kernel's queue was empty; OpenSSL holds a partial record (or nothing)
+                self._deep = has_pending(ssl_ptr) != 0
                 break
             except ssl.SSLEOFError:
                 break             # the next call returns b""
