@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -17,17 +18,22 @@ import pytest
 
 from conftest import needs_tool
 from serverutil import Server, connect, read_response
+from zcopy.tlstransport import _ReadAhead
 
 pytestmark = needs_tool("openssl")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["read-ahead", "no-read-ahead"])
+def server(tmp_path_factory, request):
+    """OpenSSL reading ahead (user-space TLS, the usual way), and not (kTLS connections, or a Python
+    whose ``_ssl`` layout the transport does not know): ``ZCOPY_TLS_READ_AHEAD=off``."""
     root = tmp_path_factory.mktemp("www")
     (root / "a").write_bytes(b"a" * 1000)
     (root / "b").write_bytes(b"b" * 2000)
     (root / "big.bin").write_bytes(b"B" * 300_000)      # above --small-reply-max: read from the file
-    with Server(root, "--small-reply-max", "16KiB", tls=True) as s:
+    env = {"ZCOPY_TLS_READ_AHEAD": "on" if request.param == "read-ahead" else "off"}
+    with Server(root, "--small-reply-max", "16KiB", tls=True, env=env) as s:
+        s.read_ahead = request.param == "read-ahead" and _ReadAhead.functions() is not None
         yield s
 
 
@@ -98,6 +104,13 @@ def test_a_small_file_over_tls_leaves_from_the_held_bytes_in_one_write(server):
             tracer.stop()
         assert bodies == [b"a" * 1000] * 5
         assert len(writes) == 5, tracer.lines           # one TLS record, one write per reply
+        if server.read_ahead:                           # (this Python: the worker's too)
+            # OpenSSL reads ahead: one read per request (not header, then record), and no FIONREAD
+            assert len(tracer.calls("read")) == 5, tracer.lines
+            assert not tracer.calls("ioctl"), tracer.lines
+        else:                                           # header, then record; one FIONREAD
+            assert len(tracer.calls("read")) == 10, tracer.lines
+            assert len(tracer.calls("ioctl")) == 5, tracer.lines
         for name in ("pread64", "preadv", "preadv2", "sendfile"):
             assert not tracer.calls(name), tracer.lines  # nothing read from the file
         # A larger file is still read from the file (the copy path), and its bytes are right.
@@ -149,6 +162,42 @@ def test_a_pipelined_burst_larger_than_one_read_is_all_answered(server):
         finally:
             writer.join(30)
     assert bodies == [b"a" * 1000 if i % 3 else b"b" * 2000 for i in range(n)]
+
+
+def test_records_that_fill_the_read_ahead_buffer_are_all_answered(server):
+    """Five 12 KB requests, one TLS record each, arriving as one segment (one edge). OpenSSL reading
+    ahead fills its 16.7 KiB buffer with the first record and part of the second, then reads exactly
+    the rest of the second: it holds nothing more, yet the kernel still holds three records. The
+    transport must ask the kernel before it says "drained", or they wait for an edge that never comes."""
+    pad = b"x" * 12000
+    reqs = [b"GET /a HTTP/1.1\r\nHost: t\r\nX-Pad: %s\r\n\r\n" % pad for _ in range(5)]
+    with connect(server.port) as s:
+        data = _records(s, reqs)
+        assert 5 * 12000 < len(data) < 65000            # one loopback segment
+        s.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        s.raw.sendall(data)
+        s.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        assert _bodies(s, 5) == [b"a" * 1000] * 5
+        assert _get(s, "/b") == b"b" * 2000
+
+
+def test_the_rest_of_a_held_record_and_records_after_it_in_one_segment_are_all_answered(server):
+    """A record's first half arrives behind the request before it: OpenSSL holds it, the socket is
+    then empty. Its second half arrives with two more records, in one segment (one edge). OpenSSL
+    reads exactly the rest of the record (no more, reading ahead or not): the two records after it
+    are in the kernel, behind the edge already taken, and must not be left there."""
+    def record(name: bytes) -> bytes:
+        return _records(s, [b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % name])
+
+    with connect(server.port) as s:
+        r1, r2, r3, r4 = record(b"a"), record(b"b"), record(b"a"), record(b"b")
+        half = len(r2) // 2
+        s.raw.sendall(r1 + r2[:half])
+        assert _bodies(s, 1) == [b"a" * 1000]         # the half record is held by now
+        s.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        s.raw.sendall(r2[half:] + r3 + r4)
+        s.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        assert _bodies(s, 3) == [b"b" * 2000, b"a" * 1000, b"b" * 2000]
 
 
 def test_a_client_that_closes_without_close_notify_ends_quietly(server):

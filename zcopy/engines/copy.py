@@ -18,7 +18,7 @@ from zcopy.engines.buffers import BufferPool
 
 #: Buffer size when none is given: the relay's default pipe size.
 DEFAULT_CHUNK = 1 << 20
-_MSG_MORE = socket.MSG_MORE
+_MSG_MORE = int(socket.MSG_MORE)     # a plain int: a transport may test it (``&`` on the IntFlag runs enum.py)
 
 
 class CopyEngine:

@@ -51,7 +51,7 @@ RESIDENT_MEMO = 1.0
 RECV_SIZE = 65536
 #: Pipelined requests answered per loop turn before yielding to other sockets.
 PIPELINE_BURST = 16
-_MSG_MORE = socket.MSG_MORE
+_MSG_MORE = int(socket.MSG_MORE)     # a plain int: a transport may test it (``&`` on the IntFlag runs enum.py)
 DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 
 
