@@ -1,6 +1,7 @@
 """The folder page in a real browser: Playwright driving Debian's Chromium (/usr/bin/chromium, no
 browser download) against a real server. Drag and drop of folders cannot be driven (Chromium gives
-synthetic drops no folder entries): the webkitdirectory input is, and the drop path was checked by hand."""
+synthetic drops no folder entries): the webkitdirectory input is, and a real X11 folder drag is checked
+by tools/check_folder_drop.py (Xvfb, a GTK drag source, xdotool; not in CI)."""
 
 from __future__ import annotations
 
