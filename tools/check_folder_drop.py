@@ -235,14 +235,9 @@ def main() -> int:
             size, digest = got[rel]
             mark = "ok " if want.get(rel) == got[rel] else "BAD"
             print(f"  {mark} {rel}" + ("" if size < 0 else f"  {size} bytes sha256 {digest}"))
-        # EMPTY: a folder holding no file is not made. The page uploads files (the folders on their
-        # paths made first by MKCOL); webkitGetAsEntry's walk, like a webkitdirectory input's file
-        # list, yields no file for an empty folder, so nothing asks for it. Reported, not a failure.
-        empty = sorted(rel for rel in set(want) - set(got) if rel.endswith("/")
-                       and not any(o.startswith(rel) for o in want if o != rel))
-        for rel in empty:
-            print(f"  not made (empty folder) {rel}")
-        missing = sorted(set(want) - set(got) - set(empty))
+        # EMPTY: a folder holding no file comes too (the page makes it with MKCOL: webkitGetAsEntry's
+        # walk yields it as a folder with no entries).
+        missing = sorted(set(want) - set(got))
         for rel in missing:
             print(f"  MISSING {rel}")
         # Nothing half-done left: no temp name anywhere under ROOT, no tus record in ROOT/.zcopy/uploads.
@@ -251,8 +246,6 @@ def main() -> int:
         temps += [os.path.join(uploads, n) for n in (os.listdir(uploads) if os.path.isdir(uploads) else ())]
         ok = not missing and not errors and not temps and all(want.get(rel) == v for rel, v in got.items())
         verdict = "the dropped folder arrived byte-identical, structure kept" if ok else "MISMATCH"
-        if ok and empty:
-            verdict += f" (but {len(empty)} empty folder(s) not made)"
         print("\nRESULT:", verdict, f"(partials or temp files left under ROOT: {temps or 'none'})")
         return 0 if ok else 1
     finally:

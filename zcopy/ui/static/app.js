@@ -754,6 +754,7 @@
       (function more() {
         reader.readEntries(function (batch) {
           if (!batch.length) {
+            if (!all.length) out.push({ dir: true, rel: prefix + entry.name + "/" });   // an empty folder comes too
             Promise.all(all.map(function (e) { return readEntry(e, prefix + entry.name + "/", out); })).then(res);
             return;
           }
@@ -774,8 +775,13 @@
       [].forEach.call(items, function (it) { var e = it.webkitGetAsEntry(); if (e) entries.push(e); });
       var out = [];
       Promise.all(entries.map(function (e) { return readEntry(e, "", out); })).then(function () {
+        var files = out.filter(function (o) { return !o.dir; });
+        // Empty folders are made as they are (MKCOL, parents first); the others come with their files.
+        Promise.all(out.filter(function (o) { return o.dir; }).map(function (o) { return ensureDirs(o.rel); }))
+          .then(function () { if (!files.length) refresh(); }, alertError);
+        if (!files.length) return;
         panel.hidden = false;
-        out.forEach(function (o) { enqueue(o.file, o.rel); });
+        files.forEach(function (o) { enqueue(o.file, o.rel); });
         pump();
       });
     } else addFiles(ev.dataTransfer.files);
