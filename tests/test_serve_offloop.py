@@ -106,7 +106,7 @@ def test_the_page_cache_is_capped_in_bytes_and_closes_what_it_drops(tmp_path, fd
             (tmp_path / f"d{i}" / f"file-{j:04d}").write_bytes(b"")
     cache = OpenFileCache(str(tmp_path))
     try:
-        scan = Responder(cache, http.DateHeader())._scan
+        scan = Responder(cache, http.DateHeader()).folders._scan
         one = Listings(cache, scan)
         size = one.serve("/d0/", False, lambda page: page.size, None)
         one.close()

@@ -9,24 +9,17 @@ stop)`` file range that the connection hands to the zero-copy engine.
 from __future__ import annotations
 
 import os
-import stat as stat_mod
 import time
-from urllib.parse import quote
 
-from zcopy import http, ui
-from zcopy.server import archive
-from zcopy.accounts.rules import segments
+from zcopy import http
 from zcopy.server.access import Access, Identity
 from zcopy.server.dav import DAV_METHODS, Dav
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
-from zcopy.server.executor import defer
 from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
-from zcopy.server.gate import Gate, Rights, rules_path, whole_tree_readable
-from zcopy.server.listings import Listings
-from zcopy.server.reply import Pending, Reply, refusal, whole
-from zcopy.server.root import fs_error, listed
+from zcopy.server.folders import Folders
+from zcopy.server.gate import Gate, Rights, rules_path
+from zcopy.server.reply import Pending, Reply, refusal
 from zcopy.server.routes import Routes, reserved, server_routes
-from zcopy.server.search import Searches, term_of
 from zcopy.server.write_methods import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
@@ -36,9 +29,6 @@ _SHARE_KINDS = ("share", "share-folder")
 _COOKIE_KINDS = ("user", "share-folder")
 #: Methods that may start or carry a resumable upload without naming one in the query.
 _UPLOAD_METHODS = ("POST", "PATCH", "PUT", "OPTIONS")
-#: The folder page's own policy (zcopy.ui.PAGE_CSP) and no sniffing.
-_PAGE_HEADERS = (f"Content-Security-Policy: {ui.PAGE_CSP}\r\nX-Content-Type-Options: nosniff\r\n"
-                 "Referrer-Policy: same-origin\r\n").encode()
 #: Answers memoized per Date second and Request (``_Answers``); starts over when full.
 ANSWERS = 256
 
@@ -76,16 +66,16 @@ class Responder:
                  access: Access | None = None, verifier=None, trusted_proxy: str | None = None,
                  shared_throttle=None, sessions=None, executor=None, shares=None) -> None:
         self.cache = cache
-        #: folder listings, built on ``executor`` (None: on the caller's thread)
-        self.listings = Listings(cache, self._scan, executor)
-        self.executor = executor        # the tar walk runs there too
-        self.searches = Searches(cache, executor, date)      # FOLDER/?search=
+        self.executor = executor
         self.date = date
         self.routes = routes if routes is not None else server_routes(date)   # /.zcopy/...
         self.writer = writer            # None: writes are refused with 403
         #: Who is asking and what they may do: the one place (zcopy.server.access).
         self.access = access if access is not None else Access(token=token, read_token=read_token,
                                                                allow_write=writer is not None)
+        #: Folder pages, searches and tars (zcopy.server.folders), built on ``executor``.
+        self.folders = Folders(cache, date, self.access, executor)
+        self.listings = self.folders.listings      # the worker's stats and shutdown reach them here
         #: Who is asking (zcopy.server.gate): tokens, passwords off the loop, cookies, share links.
         self.gate = Gate(self.access, self._checked, self.error, verifier=verifier, shared_throttle=shared_throttle,
                          sessions=sessions, shares=shares, trusted_proxy=trusted_proxy)
@@ -373,141 +363,21 @@ class Responder:
 
     def _directory(self, req: http.Request, close: bool, head_only: bool, identity: Identity,
                    path: str) -> Reply:
+        """A folder: its redirect, tar or search (``zcopy.server.folders``), else its
+        ``index.html`` where there is one this identity may read, else its listing."""
+        folders = self.folders
         if not req.path.endswith("/"):
-            # From the normalised path: "//host/.." must not become a Location
-            # a browser takes for another host (scheme-relative).
-            location = http.normalised(req.path).rstrip("/") + "/"
-            location = quote(location.encode("utf-8", "surrogateescape"), safe="/:@!$&'()*+,;=-._~")
-            if req.query:
-                location += "?" + req.query
-            data = http.redirect_response(location, self.date.get(), close=close, head_only=head_only,
-                                          version=req.version)
-            return whole(301, data, close)
-        access = self.access
-        if req.query and "download=tar" in req.query.split("&"):
-            keep = None
-            if not whole_tree_readable(identity, path):
-                rules = identity.rules      # not None here: before accounts, a reader reads the whole tree
-                # Entry by entry (on the walk's thread): files it reads, folders that lead to one.
-                def keep(segs: tuple, is_dir: bool) -> bool:
-                    return rules.may_see(segs) if is_dir else rules.allows(segs, "r")
-            return self._tar(req, close, head_only, keep)
-        if req.query and "download=" in req.query:      # zip and others: not offered (docs/ui.md says why)
-            raise http.HttpError(400, "the folder downloads as ?download=tar only")
-        term = term_of(req.query) if req.query else None
-        if term is not None:
-            return self.searches.respond(req, identity, path, term, close, head_only)
+            return folders.redirect(req, close, head_only)
+        asked = folders.asked(req, identity, path, close, head_only)
+        if asked is not None:
+            return asked
         try:
             index = self.cache.lookup(req.path + "index.html")
         except http.HttpError:
             index = None
-        if index is not None and access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
+        if index is not None and self.access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
             return self._file(req, index, close, head_only)
-        as_json = http.wants_json(req.headers.get("accept"))
-        # The HTML page's view: its order (``?sort=&order=``) and whether its write controls show.
-        view = None if as_json else (*http.sort_request(req.query), self.may_write(identity, path))
-
-        def reply(page) -> Reply:
-            return self._listing(req, page, close, head_only)
-
-        def refuse(exc: Exception) -> Reply:
-            return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
-        viewer = None
-        if identity.rules is not None:      # only what this account may read (or reach), a page per viewer
-            def keep(name: str) -> bool:     # off the loop, with the listing's build
-                return access.may_list(identity, path, name)
-            viewer = ((access.generation, identity.kind, identity.name), keep)
-        return self.listings.serve(req.path, as_json, reply, refuse, view, viewer)
-
-    def _listing(self, req: http.Request, page, close: bool, head_only: bool) -> Reply:
-        """The reply for a built listing page (``listings.Page``): its body is
-        the page's memfd, sent like a file."""
-        # Vary, since Accept picks HTML or JSON; the 304 carries the same.
-        extra = f"Cache-Control: no-cache\r\nETag: {page.etag}\r\nVary: Accept\r\n".encode()
-        if not req.plain:
-            verdict = http.evaluate_preconditions(req.method, req.headers, page.etag, None)
-            if verdict == 304:
-                head = http.response_head(304, self.date.get(), b"", None, extra=extra, close=close,
-                                          version=req.version)
-                return Reply(304, head, [], 0, close)
-            if verdict is not None:
-                raise http.HttpError(verdict, "precondition failed")
-        extra = f"Content-Type: {page.content_type}\r\n".encode() + extra
-        if page.content_type.startswith("text/html"):
-            extra += _PAGE_HEADERS
-        head = http.response_head(200, self.date.get(), b"", page.size, extra=extra, close=close,
-                                  version=req.version)
-        if head_only:
-            return Reply(200, head, [], 0, close)
-        return Reply(200, head, [(page.fd, 0, page.size)], page.size, close, page)
-
-    def _tar(self, req: http.Request, close: bool, head_only: bool, keep=None):
-        """The folder as a tar (zcopy.server.archive): headers as bytes, file bodies as fd ranges.
-        The walk runs on the executor (a Pending), the reply is made on the loop. ``keep``: which
-        entries the account may see (None: all)."""
-        url_path, show_hidden = req.path, self.cache.show_hidden
-
-        def walk():
-            _, dir_fd = self.cache.fs.open_folder(url_path)
-            try:
-                return archive.plan(dir_fd, show_hidden=show_hidden, at_top=http.normalised(url_path) == "/",
-                                    keep=keep, segs=segments(http.normalised(url_path)))
-            finally:
-                os.close(dir_fd)
-
-        def then(planned) -> Reply:
-            body, length, fds = planned
-            extra = (f"Content-Type: application/x-tar\r\nContent-Disposition: {archive.disposition(url_path)}\r\n"
-                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n").encode()
-            head = http.response_head(200, self.date.get(), b"", length, extra=extra, close=close,
-                                      version=req.version)
-            if head_only:
-                fds.close()
-                return Reply(200, head, [], 0, close)
-            return Reply(200, head, body, length, close, fds)
-
-        def refuse(exc: Exception) -> Reply:
-            return refusal(exc, self.date.get(), close=close, head_only=head_only, version=req.version)
-        return defer(self.executor, walk, then, refuse)
-
-    def _scan(self, url_path: str) -> tuple[str, int, list]:
-        """The folder ``url_path`` names: its path label, an fd of it (the
-        caller closes it) and its entries, read from that fd. Blocks on the
-        disk: the listings run it off the loop."""
-        folder, dir_fd = self.cache.fs.open_folder(url_path)   # EACCES 403, EMFILE 503, else 404
-        try:
-            return folder, dir_fd, list(self._entries(dir_fd, url_path))
-        except BaseException as exc:
-            os.close(dir_fd)
-            if isinstance(exc, OSError):    # scandir's own fd
-                raise fs_error(exc, False) from None
-            raise
-
-    def _entries(self, dir_fd: int, url_path: str):
-        show_hidden = self.cache.show_hidden
-        at_top = http.normalised(url_path) == "/"
-        with os.scandir(dir_fd) as it:
-            for d in it:
-                name = d.name
-                if not listed(name, show_hidden=show_hidden, at_top=at_top):
-                    continue            # dotfiles, our temp files, /.zcopy (even with --show-hidden)
-                if d.is_symlink():
-                    if not self.cache.follow_symlinks:
-                        continue
-                    # Listed only where following it would be served: walked as a request would be.
-                    st = self.cache.stat(url_path.rstrip("/") + "/" + name)
-                else:
-                    try:
-                        st = d.stat(follow_symlinks=False)     # fstatat on the folder's fd
-                    except OSError:
-                        st = None
-                if st is None:
-                    continue
-                is_dir = stat_mod.S_ISDIR(st.st_mode)
-                if not is_dir and not stat_mod.S_ISREG(st.st_mode):
-                    continue            # a FIFO, socket or device is refused (403): not listed either
-                yield http.Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime)
-
+        return folders.page(req, identity, path, close, head_only, self.may_write)
 
 
 def _private(reply: Reply) -> Reply:

@@ -192,8 +192,8 @@ class Searches:
             ctype = "application/json" if as_json else "text/html; charset=utf-8"
             extra = f"Content-Type: {ctype}\r\nCache-Control: no-store\r\nVary: Accept\r\n".encode()
             if not as_json:
-                from zcopy.server.responder import _PAGE_HEADERS
-                extra += _PAGE_HEADERS
+                from zcopy.server.folders import PAGE_HEADERS
+                extra += PAGE_HEADERS
             head = http.response_head(200, self.date.get(), b"", len(body), extra=extra, close=close,
                                       version=req.version)
             if head_only:
