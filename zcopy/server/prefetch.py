@@ -35,8 +35,9 @@ Three pieces, each used by the next:
   see docs/cold-cache.md. The pool grows by queue depth up to ``max_threads``
   and idle threads retire after ``idle_timeout`` down to ``min_threads``.
 * ``Readahead`` (one per file transfer) and ``Prefetcher`` (one per worker):
-  the loop side. A transfer found cold is then read one window ahead in the
-  background, so a fast client does not wait on every window; memory stays
+  the loop side. A transfer found cold then has each next window that is not
+  resident read in the background one window ahead, so a fast client does
+  not wait on every window (resident ones are sent as they are); memory stays
   bounded at two windows of page cache per connection beyond what it sent,
   and no process memory at all (nothing is mapped).
 
@@ -128,6 +129,21 @@ def resident(fd: int, start: int, stop: int) -> bool:
     return True
 
 
+def settled(fd: int, start: int, stop: int) -> bool:
+    """True when the pages holding ``start`` and ``stop - 1`` are cached *and read*: a one-byte
+    ``preadv2(RWF_NOWAIT)`` of each succeeds, where a page still under read I/O fails with EAGAIN
+    as a missing one does. Never blocks; on a miss it may start reading the page (harmless
+    where it is used: the window then goes to the pool, which reads it anyway)."""
+    try:
+        os.preadv(fd, _probe_buf, start, _NOWAIT)
+        last = stop - 1
+        if last // _PAGE != start // _PAGE:
+            os.preadv(fd, _probe_buf, last, _NOWAIT)
+    except OSError:
+        return False    # EAGAIN, or EOPNOTSUPP (no RWF_NOWAIT here): read it off the loop
+    return True
+
+
 def decide(root: str) -> tuple[bool, str]:
     """The ``--prefetch auto`` choice for a served folder, with its reason."""
     from zcopy.profile import prefetch_choice
@@ -206,7 +222,7 @@ class Pool(Executor):
 class Readahead:
     """The loop side of one file transfer: which bytes are known resident."""
 
-    __slots__ = ("_pf", "fd", "end", "step", "ready_until", "job")
+    __slots__ = ("_pf", "fd", "end", "step", "ready_until", "job", "cold")
 
     def __init__(self, prefetcher: "Prefetcher", fd: int, start: int, stop: int, step: int) -> None:
         self._pf = prefetcher
@@ -215,6 +231,7 @@ class Readahead:
         self.step = step           # bytes one engine step may read past the offset
         self.ready_until = start   # [.., ready_until) checked or fetched
         self.job: Job | None = None
+        self.cold = False          # a window was missing once: look one ahead from then on
 
     def admit(self, offset: int, conn) -> bool:
         """May the engine step from ``offset`` without a disk read? False: the
@@ -237,17 +254,30 @@ class Readahead:
                 if job.error is not None:
                     raise job.error
                 self.ready_until = job.stop
-                if job.stop < self.end:     # cold once: keep one window in flight ahead
-                    self._submit(job.stop)
+                self._look_ahead()
                 continue
             stop = min(self.ready_until + self._pf.window, self.end)
             if resident(self.fd, self.ready_until, stop):
                 self.ready_until = stop
+                if self.cold:
+                    self._look_ahead()
                 continue
+            self.cold = True
             self._submit(self.ready_until).waiter = conn
             self.job.parked_at = conn.worker.now
             return False
         return True
+
+    def _look_ahead(self) -> None:
+        """Cold once: have the pool read the next window now, unless its pages are in the cache
+        and read already (a file partly evicted is mostly hot: its resident windows are sent as
+        they are, not read through the pool first, which cost a second pass over their pages and
+        a wait for a thread each). Checked with ``settled``, not ``resident``: the kernel's own
+        readahead, which the pool's read of the last window started, may still be reading these
+        pages, and a page under read is in the cache (cachestat counts it) but would block."""
+        start = self.ready_until
+        if start < self.end and not settled(self.fd, start, min(start + self._pf.window, self.end)):
+            self._submit(start)
 
     def _submit(self, start: int) -> Job:
         job = self.job = Job(self.fd, start, min(start + self._pf.window, self.end))
