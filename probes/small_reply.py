@@ -158,7 +158,7 @@ def _pair(res: Resources) -> tuple[socket.socket, socket.socket]:
 
 
 class _Receiver:
-    """The client side, in a child process (on another CPU when this thread may use two): told
+    """The client side, in a child process (on another CPU when the machine has one): told
     (size, count) through a pipe, it reads ``count`` replies of that size, counting each whole one
     in shared memory (``done``), then answers whether the last one held the bytes sent. On its own
     CPU it reads without sleeping (non-blocking, in a loop), so the sender's calls never pay for
@@ -166,15 +166,16 @@ class _Receiver:
     an empty socket, as a keep-alive reply is."""
 
     def __init__(self, res: Resources, sock: socket.socket, other: socket.socket, buffers: dict[int, bytes]) -> None:
-        allowed = sorted(os.sched_getaffinity(0))
-        spin = len(allowed) > 1
-        self.where = "other_cpu" if spin else "same_cpu"
+        # The sender stays on one CPU of its own; the receiver takes another CPU of the machine,
+        # outside this process's affinity if need be (a server started under `taskset -c 0`
+        # still has its clients elsewhere), unless a cpuset forbids it.
+        mine = min(os.sched_getaffinity(0))
+        others = [cpu for cpu in range(os.cpu_count() or 1) if cpu != mine]
         self._shared = mmap.mmap(-1, 8)                 # shared with the child: replies read whole
         res.callback(self._shared.close)
         self.done = memoryview(self._shared).cast("Q")
         res.callback(self.done.release)
         self.expected = 0
-        self._yield = not spin
         self._deadline = 0.0
         with uninterrupted():
             ask_r, self._ask = os.pipe2(os.O_CLOEXEC)
@@ -189,11 +190,18 @@ class _Receiver:
             if pid == 0:                                    # the child: never returns
                 code = 1
                 try:
-                    if spin:
-                        os.sched_setaffinity(0, {allowed[1]})
                     other.close()
                     os.close(self._ask)
                     os.close(self._answer)
+                    spin = False
+                    for cpu in others:
+                        try:
+                            os.sched_setaffinity(0, {cpu})
+                        except OSError:
+                            continue
+                        spin = True
+                        break
+                    os.write(answer_w, b"o" if spin else b"s")
                     code = _receive(sock, ask_r, answer_w, buffers, self.done, spin)
                 finally:
                     os._exit(code)
@@ -201,9 +209,14 @@ class _Receiver:
             os.close(answer_w)
             res.callback(_stop, self._ask, pid)
         sock.close()                                    # the child's now
+        if not _poll(self._answer, select.POLLIN):
+            raise Garbled("the receiver did not start")
+        spin = os.read(self._answer, 1) == b"o"
+        self.where = "other_cpu" if spin else "same_cpu"
+        self._yield = not spin                          # sharing this CPU, it must be let run
         if spin:                                        # this thread on one CPU, the child on another
             res.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {allowed[0]})
+            os.sched_setaffinity(0, {mine})
 
     def ask(self, size: int, count: int) -> None:
         self._deadline = time.monotonic() + 10
