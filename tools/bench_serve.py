@@ -349,9 +349,10 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str
                 res[f"{size}_rps"].append(rps)
                 res[f"{size}_user_us"].append(user)
                 res[f"{size}_sys_us"].append(system)
-            gbps, cpu_gb = measure_large(peer, args.large, load_cpu)
-            res["large_gbps"].append(gbps)
-            res["large_cpu_s_per_gb"].append(cpu_gb)
+            for _ in range(args.pulls):
+                gbps, cpu_gb = measure_large(peer, args.large, load_cpu)
+                res["large_gbps"].append(gbps)
+                res["large_cpu_s_per_gb"].append(cpu_gb)
             print(f"round {r + 1}/{args.rounds} {name}: 1 KiB {res['1k_rps'][-1]:,.0f} req/s, 64 KiB "
                   f"{res['64k_rps'][-1]:,.0f} req/s, large {gbps:.2f} GB/s", file=sys.stderr)
     return results
@@ -393,7 +394,7 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
                  f"{args.workers} workers per server, NOT pinned: servers, wrk and the large-file client share "
                  "all CPUs")
     print(f"\nmedians of {args.rounds} interleaved rounds; {placement}; wrk -t{args.workers} -c{args.connections} "
-          f"-d{args.duration:g}s; large file {format_size(args.large)}; "
+          f"-d{args.duration:g}s; large file {format_size(args.large)}, {args.pulls} pull(s) per round; "
           f"zcopy on {sys.executable} (Python {platform.python_version()}); load average before: {args.load_before}, "
           f"after: {load_average()}\n")
     print("| server | 1 KiB req/s | x best | CPU us/req (user + sys) | x best | 64 KiB req/s | x best "
@@ -635,6 +636,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2, help="seconds of wrk per server and file before round 1")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--large", type=parse_size, default=parse_size("1GiB"))
+    ap.add_argument("--pulls", type=int, default=1, help="large-file pulls per server and round (one pull "
+                    "varies by 2-4x from round to round here: the medians need several)")
     ap.add_argument("--servers", default="zcopy,nginx,lighttpd,h2o",
                     help="comma-separated, from zcopy, nginx, lighttpd, h2o")
     ap.add_argument("--zcopy-args", default="--auto", help="extra flags for zcopy serve")
@@ -662,10 +665,10 @@ def main() -> int:
     if args.quick:
         args.rounds, args.duration, args.warmup, args.large = 1, 1, 1, min(args.large, 64 << 20)
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.syscall_connections < 1 \
-            or args.workers < 1 \
+            or args.workers < 1 or args.pulls < 1 \
             or (args.syscalls is not None and args.syscalls < 1) \
             or (args.idle is not None and not 0 < args.idle <= MAX_CONNECTIONS - 100):
-        ap.error("--rounds, --duration, --connections, --workers, --syscalls, --syscall-connections and --idle must be "
+        ap.error("--rounds, --duration, --connections, --workers, --pulls, --syscalls, --syscall-connections and --idle must be "
                  f"positive (--idle at most {MAX_CONNECTIONS - 100})")
     if args.syscalls is not None and args.idle is not None:
         ap.error("--syscalls and --idle are separate runs")

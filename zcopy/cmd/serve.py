@@ -93,7 +93,7 @@ def configure(p) -> None:
                    help="pipe size, used only when an engine in use splices (default: 1 MiB)")
     p.add_argument("--small-reply-max", type=size_arg, default=None, metavar="SIZE",
                    help="bodies up to SIZE leave with their head in one send from memory, 0 for never "
-                        "(default: 16KiB; with --auto, the probe's crossover)")
+                        "(default: 8KiB; with --auto, the probe's crossover)")
     p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
     p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
@@ -235,7 +235,7 @@ def build_config(args):
         cfg.small_reply_max = profile.small_reply_max
         reasons["small_reply_max"] = f"probe ({profile.source}): {profile.reasons.get('small_reply_max', '')}"
     else:
-        reasons["small_reply_max"] = "default: 16 KiB (below the crossover measured so far; --auto measures it)"
+        reasons["small_reply_max"] = "default: 8 KiB (below the crossover measured so far; --auto measures it)"
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
         reasons["pipe_size"] = "--pipe-size flag"

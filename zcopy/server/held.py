@@ -28,8 +28,8 @@ import os
 from zcopy.fsinfo import IN_MEMORY, fs_type
 
 #: Without a probe (no ``--auto``): a size below every crossover the probe has
-#: measured here (64-128 KiB, docs/benchmarks.md), so holding never loses.
-DEFAULT_MAX = 16 << 10
+#: measured here (8-16 KiB with the receiver on another CPU, docs/probe.md), so holding never loses.
+DEFAULT_MAX = 8 << 10
 #: Bytes held per worker at most.
 DEFAULT_CAP = 32 << 20
 

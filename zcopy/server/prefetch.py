@@ -35,8 +35,9 @@ Three pieces, each used by the next:
   see docs/cold-cache.md. The pool grows by queue depth up to ``max_threads``
   and idle threads retire after ``idle_timeout`` down to ``min_threads``.
 * ``Readahead`` (one per file transfer) and ``Prefetcher`` (one per worker):
-  the loop side. A transfer found cold is then read one window ahead in the
-  background, so a fast client does not wait on every window; memory stays
+  the loop side. A transfer found cold then has each next window that is not
+  resident read in the background one window ahead, so a fast client does
+  not wait on every window (resident ones are sent as they are); memory stays
   bounded at two windows of page cache per connection beyond what it sent,
   and no process memory at all (nothing is mapped).
 
@@ -128,6 +129,60 @@ def resident(fd: int, start: int, stop: int) -> bool:
     return True
 
 
+class _Mincore:
+    """mincore(2) of one page at each end of a range, through a read-only shared mapping of just
+    that range (mapping reads nothing; loop thread only). mincore counts a page only when it is
+    up to date, so a page still being read by the kernel's readahead is not counted, where
+    cachestat(2) counts it as cached."""
+
+    def __init__(self) -> None:
+        import ctypes
+        import mmap
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._mmap, self._munmap, self._mincore = libc.mmap, libc.munmap, libc.mincore
+        self._mmap.restype = ctypes.c_void_p
+        self._mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_long]
+        self._munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self._mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+        self._prot, self._flags = mmap.PROT_READ, mmap.MAP_SHARED
+        self._failed = ctypes.c_void_p(-1).value
+        self._vec = ctypes.create_string_buffer(1)
+
+    def both(self, fd: int, start: int, stop: int) -> bool:
+        base = start - start % _PAGE
+        length = stop - base
+        addr = self._mmap(None, length, self._prot, self._flags, fd, base)
+        if addr is None or addr == self._failed:
+            return False            # cannot know: read it off the loop
+        try:
+            vec = self._vec
+            for page in (0, (stop - 1 - base) // _PAGE):
+                if self._mincore(addr + page * _PAGE, _PAGE, vec) != 0 or not vec.raw[0] & 1:
+                    return False
+            return True
+        finally:
+            self._munmap(addr, length)
+
+
+_mincore: _Mincore | None = None
+
+
+def settled(fd: int, start: int, stop: int) -> bool:
+    """True when the pages holding ``start`` and ``stop - 1`` are cached *and read* (a page the
+    kernel's readahead is still reading is in the cache, and cachestat counts it, but a send
+    would wait for it). mincore(2) on a mapping of the range: reads nothing, starts no I/O,
+    about 8 us. Never blocks."""
+    global _mincore
+    if _mincore is None:
+        _mincore = _Mincore()
+    try:
+        return _mincore.both(fd, start, stop)
+    except OSError:
+        return False
+
+
 def decide(root: str) -> tuple[bool, str]:
     """The ``--prefetch auto`` choice for a served folder, with its reason."""
     from zcopy.profile import prefetch_choice
@@ -206,7 +261,7 @@ class Pool(Executor):
 class Readahead:
     """The loop side of one file transfer: which bytes are known resident."""
 
-    __slots__ = ("_pf", "fd", "end", "step", "ready_until", "job")
+    __slots__ = ("_pf", "fd", "end", "step", "ready_until", "job", "cold", "next_hot")
 
     def __init__(self, prefetcher: "Prefetcher", fd: int, start: int, stop: int, step: int) -> None:
         self._pf = prefetcher
@@ -215,6 +270,8 @@ class Readahead:
         self.step = step           # bytes one engine step may read past the offset
         self.ready_until = start   # [.., ready_until) checked or fetched
         self.job: Job | None = None
+        self.cold = False          # a window was missing once: look one ahead from then on
+        self.next_hot = False      # the window after the job's was in the cache when the job began
 
     def admit(self, offset: int, conn) -> bool:
         """May the engine step from ``offset`` without a disk read? False: the
@@ -237,20 +294,48 @@ class Readahead:
                 if job.error is not None:
                     raise job.error
                 self.ready_until = job.stop
-                if job.stop < self.end:     # cold once: keep one window in flight ahead
+                if self.next_hot:       # a few pages missing in a hot file: on as it is
+                    self._look_ahead()
+                elif job.stop < self.end:   # a cold stretch: keep one window in flight ahead
                     self._submit(job.stop)
                 continue
             stop = min(self.ready_until + self._pf.window, self.end)
             if resident(self.fd, self.ready_until, stop):
                 self.ready_until = stop
+                if self.cold:
+                    self._look_ahead()
                 continue
+            self.cold = True
             self._submit(self.ready_until).waiter = conn
             self.job.parked_at = conn.worker.now
             return False
         return True
 
+    def _look_ahead(self) -> None:
+        """Cold once, in a hot stretch: have the pool read the next window now, unless its pages
+        are in the cache and read already (a file partly evicted is mostly hot: its resident
+        windows are sent as they are, not read through the pool first, which cost a second pass
+        over their pages and a wait for a thread each). A cold stretch (the window after a
+        fetched one was not in the cache when the fetch began) keeps the pool one window ahead
+        unconditionally: the windows its reads bring in are then read, and their readahead
+        started, by the pool's threads, never by the loop's sends. Checked with ``settled``, not ``resident``: the kernel's own
+        readahead, which the pool's read of the last window started, may still be reading these
+        pages, and a page under read is in the cache (cachestat counts it) but would block. (Not
+        with an RWF_NOWAIT read either: on a miss that starts the read from the loop thread, and
+        with a throttled disk the hot requests' p99 doubled, bench_cold.py --throttle.)"""
+        start = self.ready_until
+        if start < self.end:
+            stop = min(start + self._pf.window, self.end)
+            if not resident(self.fd, start, stop) or not settled(self.fd, start, stop):
+                self._submit(start)
+
     def _submit(self, start: int) -> Job:
-        job = self.job = Job(self.fd, start, min(start + self._pf.window, self.end))
+        stop = min(start + self._pf.window, self.end)
+        # Asked before the read starts (whose readahead may bring the next window in): was the
+        # window after this one in the cache already? Then this is a hole in a hot file, not a
+        # cold stretch, and the pool need not go on ahead of the transfer.
+        self.next_hot = stop < self.end and resident(self.fd, stop, min(stop + self._pf.window, self.end))
+        job = self.job = Job(self.fd, start, stop)
         self._pf.pool.submit(job)
         return job
 
