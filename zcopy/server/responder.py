@@ -22,7 +22,7 @@ from zcopy.server.auth import CHALLENGE
 from zcopy.server.dav import DAV_METHODS, Dav
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
 from zcopy.server.executor import defer
-from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
+from zcopy.server.files import ENCODINGS, LATER, FileEntry, OpenFileCache
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Pending, Reply, refusal, whole
 from zcopy.server.root import fs_error, listed
@@ -277,9 +277,11 @@ class Responder:
 
     # -- what they asked --------------------------------------------------------
 
-    def _respond(self, req: http.Request, identity: Identity, closing: bool, conn, answers, hashed: bool = False):
+    def _respond(self, req: http.Request, identity: Identity, closing: bool, conn, answers, hashed: bool = False,
+                 found: tuple | None = None):
         """``hashed``: this request already waited for its file's content digest
-        (``_after_digest``); answer it with whatever ETag there is."""
+        (``_after_digest``); answer it with whatever ETag there is. ``found``:
+        (the entry,) its lookup found off the loop (``_later``)."""
         if conn is not None:
             conn.user = identity.name
         close = closing or not req.keep_alive
@@ -327,7 +329,15 @@ class Responder:
                     may_read = answers.reads[key] = access.allows(identity, req.method, path, True)
             if not may_read and not access.may_browse(identity, path):
                 raise self._refuse(identity, "read here", "this server needs a token to read")
-            entry = self.cache.lookup(req.path)
+            entry = self.cache.find(req.path) if found is None else found[0]
+            if entry is LATER:          # not in memory: walked and opened off the loop
+                if self.cache.executor is None:
+                    entry = self.cache.lookup(req.path)
+                else:
+                    return self._later(req.path, lambda e: self._respond(req, identity, closing, conn, None, hashed,
+                                                                         (e,)),
+                                       lambda exc: self.error(exc, close=close, head_only=head_only,
+                                                              version=req.version))
             if entry is None:
                 if identity.kind == "share":        # a link to a file: never a listing
                     raise http.HttpError(404, "not found")
@@ -430,6 +440,16 @@ class Responder:
                                 lambda ok: pending.done(self._respond(req, identity, closing, conn, None, hashed=True)))
         return pending
 
+    def _later(self, url_path: str, answer, refuse) -> Pending:
+        """A Pending answered once the cache has resolved ``url_path`` off the
+        loop (``OpenFileCache.resolve``): ``answer(entry)``, or ``refuse(exc)``."""
+        pending = Pending()
+
+        def done(entry, exc) -> None:
+            pending.done(refuse(exc) if exc is not None else answer(entry))
+        self.cache.resolve(url_path, done)
+        return pending
+
     def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool) -> Reply:
         headers = req.headers
         if entry.variants:
@@ -504,7 +524,7 @@ class Responder:
     # -- directories ----------------------------------------------------------
 
     def _directory(self, req: http.Request, close: bool, head_only: bool, identity: Identity,
-                   path: str) -> Reply:
+                   path: str, found: tuple | None = None) -> Reply:
         if not req.path.endswith("/"):
             # From the normalised path: "//host/.." must not become a Location
             # a browser takes for another host (scheme-relative).
@@ -530,7 +550,17 @@ class Responder:
         if term is not None:
             return self.searches.respond(req, identity, path, term, close, head_only)
         try:
-            index = self.cache.lookup(req.path + "index.html")
+            index = self.cache.find(req.path + "index.html") if found is None else found[0]
+            if index is LATER:          # resolved off the loop, then this again
+                if self.cache.executor is None:
+                    index = self.cache.lookup(req.path + "index.html")
+                else:
+                    def again(entry) -> Reply:
+                        try:
+                            return self._directory(req, close, head_only, identity, path, (entry,))
+                        except http.HttpError as exc:
+                            return self.error(exc, close=close, head_only=head_only, version=req.version)
+                    return self._later(req.path + "index.html", again, lambda exc: again(None))
         except http.HttpError:
             index = None
         if index is not None and access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
