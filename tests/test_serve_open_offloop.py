@@ -11,6 +11,7 @@ answers a cached file meanwhile.
 from __future__ import annotations
 
 import os
+import resource
 import re
 import shutil
 import socket
@@ -20,7 +21,7 @@ import time
 
 import pytest
 
-from serverutil import Server, connect, get, read_response
+from serverutil import Server, connect, get, read_response, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 
@@ -40,9 +41,10 @@ def _traced(pid: int) -> bool:
 
 
 _OPENAT = {"x86_64": 257, "aarch64": 56}.get(os.uname().machine, 257)
+_CLOSE = {"x86_64": 3, "aarch64": 57}.get(os.uname().machine, 3)
 
 
-def _stopped_threads(pid: int) -> list[int]:
+def _stopped_threads(pid: int, call_nr: int = _OPENAT) -> list[int]:
     """The worker's threads the tracer holds in an openat (the delayed one; any
     thread stops briefly at each of its syscalls while strace is attached)."""
     out = []
@@ -54,19 +56,20 @@ def _stopped_threads(pid: int) -> list[int]:
                 call = f.read().split()
         except OSError:
             continue
-        if state in ("t", "T") and call and call[0] == str(_OPENAT):
+        if state in ("t", "T") and call and call[0] == str(call_nr):
             out.append(int(tid))
     return out
 
 
 class _Delay:
-    """strace attached to ``pid``, holding every openat of ``name`` for DELAY_US."""
+    """strace attached to ``pid``, holding every ``call`` (openat; close) of ``name`` for DELAY_US."""
 
-    def __init__(self, pid: int, name: str) -> None:
+    def __init__(self, pid: int, name: str, call: str = "openat") -> None:
         self.pid = pid
+        self.call = call
         self.proc = subprocess.Popen(
-            ["strace", "-f", "-qq", "-P", name, "-e", "trace=openat",
-             "-e", f"inject=openat:delay_enter={DELAY_US}", "-p", str(pid)],
+            ["strace", "-f", "-qq", "-P", name, "-e", f"trace={call}",
+             "-e", f"inject={call}:delay_enter={DELAY_US}", "-p", str(pid)],
             stderr=subprocess.PIPE, text=True)
         _wait(lambda: _traced(pid), what="strace to attach")
         self.lines: list[str] = []
@@ -74,7 +77,7 @@ class _Delay:
     def stop(self) -> list[str]:
         self.proc.terminate()
         _, err = self.proc.communicate(timeout=20)
-        self.lines = [line for line in err.splitlines() if "openat(" in line]
+        self.lines = [line for line in err.splitlines() if f"{self.call}(" in line]
         return self.lines
 
 
@@ -187,3 +190,94 @@ def test_fifos_are_refused_and_never_hold_the_loop(tmp_path):
         status, _, body = get(srv.port, "/dir/")
         assert status == 200 and b'id="total-line"' in body     # the listing, not the FIFO
         assert get(srv.port, "/hot.txt")[2] == b"hot"
+
+
+# A content digest finishes on the executor whenever the hash is done, and the
+# file's entry is then rebuilt on the loop with the new ETag. With the worker
+# out of fds at that moment, the rebuild's dup raised out of the executor's
+# callback and ended the worker (every connection on it closed without a
+# reply); and a dup that succeeded took the one fd left for the next accept,
+# which then waited for good. strace holds the digest's close of its own dup
+# (``close`` of the file: once its folder is watched, only the digest job
+# closes one while the entry lives) while the test takes the worker's spare
+# fds away.
+
+
+def _digest_closing(pid: int) -> list[int]:
+    """Threads held in the close of the digest's dup: not the loop (the main thread)."""
+    return [tid for tid in _stopped_threads(pid, _CLOSE) if tid != pid]
+
+
+def _lowest_free_fd(pid: int) -> int:
+    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    return min(n for n in range(len(used) + 1) if n not in used)
+
+
+def test_a_digest_finishing_out_of_fds_while_its_file_is_sent_keeps_the_worker(tmp_path):
+    """The rebuild must dup the fds a transfer uses; out of fds it drops the entry instead."""
+    data = os.urandom(16 << 20)     # more than the socket buffers hold: the transfer waits for the reader
+    (tmp_path / "big.bin").write_bytes(data)
+    (tmp_path / "w.txt").write_text("w")
+    with Server(tmp_path, "--workers", "1") as srv:
+        worker = srv.worker_pids()[0]
+        assert get(srv.port, "/w.txt")[2] == b"w"      # the folder is watched: big.bin is opened once
+        delay = _Delay(worker, str(tmp_path / "big.bin"), call="close")    # (fd calls: the whole path)
+        try:
+            with connect(srv.port) as s:
+                s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                _wait(lambda: _digest_closing(worker), what="the digest's close to be held")
+                soft, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+                resource.prlimit(worker, resource.RLIMIT_NOFILE, (_lowest_free_fd(worker), hard))  # none to spare
+                try:
+                    _wait(lambda: not _digest_closing(worker), what="the close to go on")
+                    status, headers, body, _ = read_response(s)     # the loop ran the rebuild meanwhile
+                    assert (status, len(body), body == data) == (200, len(data), True)
+                    assert srv.worker_pids() == [worker]            # the same worker, alive
+                finally:
+                    resource.prlimit(worker, resource.RLIMIT_NOFILE, (soft, hard))
+        finally:
+            delay.stop()
+        status, headers, body = get(srv.port, "/big.bin")
+        assert status == 200 and body == data and headers["etag"].startswith('"z1-')
+        assert srv.worker_pids() == [worker]
+
+
+def _fds_of(pid: int, path: str) -> list[int]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                out.append(int(fd))
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def test_a_digest_finishing_takes_no_fd(tmp_path):
+    """No transfer uses the entry: the rebuilt entry takes its fd over. (A dup
+    took the lowest free fd, at whatever moment the hash ended: the one a
+    test had left for the next client's accept, which then waited for good.)"""
+    data = os.urandom(64 << 10)
+    path = str(tmp_path / "f.bin")
+    (tmp_path / "f.bin").write_bytes(data)
+    (tmp_path / "w.txt").write_text("w")
+    with Server(tmp_path, "--workers", "1") as srv:
+        worker = srv.worker_pids()[0]
+        assert get(srv.port, "/w.txt")[2] == b"w"      # the folder is watched: f.bin is opened once
+        delay = _Delay(worker, path, call="close")
+        try:
+            status, headers, body = get(srv.port, "/f.bin")
+            assert (status, body) == (200, data) and not headers["etag"].startswith('"z1-')
+            _wait(lambda: _digest_closing(worker), what="the digest's close to be held")
+            entry_fd, dup = _fds_of(worker, path)      # the entry's, opened first; the digest's
+            _wait(lambda: not _digest_closing(worker), what="the close to go on")
+
+            def content_etag() -> bool:
+                status, headers, body = get(srv.port, "/f.bin")
+                assert (status, body) == (200, data)
+                return headers["etag"].startswith('"z1-')
+            wait_for(content_etag, what="the rebuilt entry's content ETag")
+        finally:
+            delay.stop()
+        assert _fds_of(worker, path) == [entry_fd]
+        assert srv.worker_pids() == [worker]

@@ -29,7 +29,9 @@ import errno
 import os
 import resource
 import stat as stat_mod
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 
 from zcopy import http
@@ -62,6 +64,13 @@ def _ignore(entry, exc) -> None:
 LATER = object()
 _FOLDER = object()      # what ``_prepare`` found: a folder (the caller lists it) ...
 _GONE = object()        # ... or nothing to serve (404)
+
+
+def _refusal(exc: OSError) -> http.HttpError:
+    """What a request is answered when its file's open failed: 503 out of fds, else 404."""
+    if exc.errno in _NO_FDS:
+        return http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")])
+    return http.HttpError(404, "not found")
 
 
 class _Found:
@@ -300,7 +309,10 @@ class OpenFileCache:
         finally:
             self.executor = executor
         if not out:         # shared a lookup already running off the loop: do it here
-            return self._install(url_path, self._prepare(url_path, None), {}, 2)
+            try:
+                return self._install(url_path, self._prepare(url_path, None), {}, 2)
+            except OSError as exc:      # the open's EMFILE: an answer (503), never a dropped connection
+                raise _refusal(exc) from None
         entry, exc = out[0]
         if exc is not None:
             raise exc
@@ -387,10 +399,9 @@ class OpenFileCache:
                 found.close()
             found, error = None, http.HttpError(503, "shutting down", close=True)
         elif (isinstance(error, OSError) and error.errno in _NO_FDS
-              or isinstance(error, http.HttpError) and error.status == 503) and self._entries:
-            # Out of fds (the open's EMFILE, or the walk's: Root says 503): give back the
-            # cache's own, oldest first, and try again, until it holds none.
-            self._drop(next(iter(self._entries)))
+              or isinstance(error, http.HttpError) and error.status == 503) and self.give_back():
+            # Out of fds (the open's EMFILE, or the walk's: Root says 503): the cache gave
+            # back one of its own, oldest first; try again, until it holds none it may close.
             self._submit(url_path, None, expect, tries)
             return
         entry = None
@@ -406,11 +417,13 @@ class OpenFileCache:
         if error is not None:
             self._drop(url_path)            # (an entry refreshed in the background: no longer served)
         if isinstance(error, OSError):
-            error = (http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")])
-                     if error.errno in _NO_FDS else http.HttpError(404, "not found"))
+            error = _refusal(error)
         self._seen.pop(url_path, None)
         for done in self._pending.pop(url_path, ()):
-            done(entry, error)
+            try:
+                done(entry, error)
+            except Exception:       # a bug in one waiter: the others are still answered, the worker lives
+                traceback.print_exc(file=sys.stderr)
 
     def _install(self, url_path: str, found, expect: dict, tries: int):
         """On the loop: store what ``_prepare`` found (LATER: submitted again)."""
@@ -567,19 +580,53 @@ class OpenFileCache:
         entry = self._entries.get(url_path)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if entry is not None and (entry.key == key or any(v.key == key for v in entry.variants.values())):
-            # Rebuilt here, on the loop, from the open fds (dup'd: transfers may hold the old
-            # entry's): its headers change, its file does not, so no walk, no open.
-            def again(e: FileEntry) -> tuple:
-                fd = os.dup(e.fd)
-                return fd, os.fstat(fd)
-            fd, st_now = again(entry)
-            siblings = {coding: again(v) for coding, v in entry.variants.items()}
-            fresh = self._entry(url_path, entry.path, fd, st_now, siblings, entry.resolved_at)
-            fresh.watched, fresh.link, fresh.name = entry.watched, entry.link, entry.name
-            if entry.folder_fd >= 0:
-                fresh.folder_fd = os.dup(entry.folder_fd)
+            # Rebuilt here, on the loop, from the open fds: its headers change, its file does
+            # not, so no walk, no open. This runs whenever a digest happens to finish, so it
+            # takes no new fd unless it must: out of fds (EMFILE) it raised out of the
+            # executor's callback and killed the worker with every connection on it, and a
+            # dup that succeeded could take the one fd the next accept needed.
+            fresh = self._rebuilt(url_path, entry)
             self._drop(url_path)
-            self._store(url_path, fresh)
+            if fresh is not None:
+                self._store(url_path, fresh)
+
+    def _rebuilt(self, url_path: str, entry: FileEntry) -> FileEntry | None:
+        """``entry`` built again (new ETags) on its own fds, or None: no fd for
+        it (the next request opens the file again, off the loop). The fds pass
+        to the new entry; only those a transfer is using (``users``) are
+        dup'd, since its retirement closes them when the transfer ends."""
+        parts = [entry, *entry.variants.values()]
+        dups: dict[int, int] = {}
+        try:
+            for e in parts:
+                if e.users:
+                    dups[id(e)] = os.dup(e.fd)
+        except OSError:                     # EMFILE: drop it (the old behaviour), never raise here
+            for fd in dups.values():
+                os.close(fd)
+            return None
+
+        def take(e: FileEntry) -> tuple:
+            fd = dups.get(id(e))
+            if fd is None:                  # nobody sends from it: its fd moves over
+                fd, e.fd = e.fd, -1
+            return fd, os.fstat(fd)
+        fd, st_now = take(entry)
+        siblings = {coding: take(v) for coding, v in entry.variants.items()}
+        fresh = self._entry(url_path, entry.path, fd, st_now, siblings, entry.resolved_at)
+        fresh.watched, fresh.link, fresh.name = entry.watched, entry.link, entry.name
+        # The folder fd is the cache's alone (requests check the name with it): it moves too.
+        fresh.folder_fd, entry.folder_fd = entry.folder_fd, -1
+        return fresh
+
+    def give_back(self) -> bool:
+        """The process is out of fds (an open or a walk found none): close
+        the oldest entry no transfer is using. False: none to close."""
+        for url_path, entry in self._entries.items():
+            if not entry.users and not any(v.users for v in entry.variants.values()):
+                self._drop(url_path)
+                return True
+        return False
 
     def _drop(self, url_path: str) -> None:
         entry = self._entries.pop(url_path, None)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hmac
 import os
 import stat as stat_mod
+import sys
 import time
+import traceback
 from urllib.parse import quote
 
 from zcopy import http, ui
@@ -436,8 +438,12 @@ class Responder:
         restart) and this node has not hashed the file yet: answer once it has, so an If-Range
         resume through a balancer gets its 206 instead of the whole file again."""
         pending = Pending()
-        self.cache.digests.want(entry.fd, os.fstat(entry.fd),
-                                lambda ok: pending.done(self._respond(req, identity, closing, conn, None, hashed=True)))
+        try:
+            self.cache.digests.want(entry.fd, os.fstat(entry.fd),
+                                    lambda ok: pending.done(self._respond(req, identity, closing, conn, None,
+                                                                          hashed=True)))
+        except OSError:         # no fd for the digest's dup (EMFILE): answer with the ETag there is
+            return self._respond(req, identity, closing, conn, None, hashed=True)
         return pending
 
     def _later(self, url_path: str, answer, refuse) -> Pending:
@@ -446,7 +452,16 @@ class Responder:
         pending = Pending()
 
         def done(entry, exc) -> None:
-            pending.done(refuse(exc) if exc is not None else answer(entry))
+            # On the loop, inside the executor's callbacks: whatever happens, the
+            # request gets its answer (an exception here would end the worker).
+            try:
+                reply = refuse(exc) if exc is not None else answer(entry)
+            except OSError as err:          # EMFILE (a digest's dup...): 503, not a dropped request
+                reply = refuse(fs_error(err, False))
+            except Exception:               # a bug: this request's 500, as Connection.run does
+                traceback.print_exc(file=sys.stderr)
+                reply = refuse(http.HttpError(500, "internal error", close=True))
+            pending.done(reply)
         self.cache.resolve(url_path, done)
         return pending
 
@@ -560,7 +575,9 @@ class Responder:
                             return self._directory(req, close, head_only, identity, path, (entry,))
                         except http.HttpError as exc:
                             return self.error(exc, close=close, head_only=head_only, version=req.version)
-                    return self._later(req.path + "index.html", again, lambda exc: again(None))
+                    return self._later(req.path + "index.html", again,
+                                       lambda exc: again(None) if getattr(exc, "status", 500) < 500 else
+                                       self.error(exc, close=close, head_only=head_only, version=req.version))
         except http.HttpError:
             index = None
         if index is not None and access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
