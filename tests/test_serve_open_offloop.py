@@ -10,6 +10,7 @@ answers a cached file meanwhile.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import re
@@ -36,8 +37,15 @@ def _wait(cond, timeout: float = 15.0, what: str = "") -> None:
 
 
 def _traced(pid: int) -> bool:
-    with open(f"/proc/{pid}/status") as f:
-        return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
+    """Every thread of ``pid`` traced (strace attaches them one by one: a thread not yet
+    attached makes its syscalls unheld; the process's own status speaks for its first only)."""
+    def one(tid: str) -> bool:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
+        except OSError:         # the thread ended meanwhile
+            return True
+    return all(one(tid) for tid in os.listdir(f"/proc/{pid}/task"))
 
 
 _OPENAT = {"x86_64": 257, "aarch64": 56}.get(os.uname().machine, 257)
@@ -281,3 +289,98 @@ def test_a_digest_finishing_takes_no_fd(tmp_path):
             delay.stop()
         assert _fds_of(worker, path) == [entry_fd]
         assert srv.worker_pids() == [worker]
+
+
+def test_minting_a_share_link_for_an_uncached_file_leaves_the_loop_free(tmp_path):
+    """POST /.zcopy/share needs the entry of the file it names (a file link, or a
+    folder's): for one not cached it is walked and opened off the loop, as a GET's."""
+    (tmp_path / "slow.bin").write_bytes(b"s" * 5000)
+    (tmp_path / "hot.txt").write_text("hot")
+    with Server(tmp_path, "--workers", "1", "--allow-write") as srv:
+        worker = srv.worker_pids()[0]
+        assert get(srv.port, "/hot.txt")[2] == b"hot"
+        delay = _Delay(worker, "slow.bin")
+        try:
+            results: list = []
+            client = threading.Thread(target=lambda: results.append(
+                get(srv.port, "/.zcopy/share?path=/slow.bin", method="POST")))
+            client.start()
+            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
+            assert results == []
+            client.join(timeout=30)
+        finally:
+            lines = delay.stop()
+        status, _, body = results[0]
+        assert status == 201, body
+        link = json.loads(body)["url"]
+        assert link.startswith("/slow.bin?") and get(srv.port, link)[2] == b"s" * 5000
+    assert lines and all(_tid(line, worker) != worker for line in lines), lines
+
+
+def test_a_changed_precompressed_sibling_is_opened_again_off_the_loop(tmp_path):
+    """A file with another hard link is not watched (a write through the other name
+    raises no event here): each request stats it, and its .gz sibling when that is
+    what it would send. A sibling that changed makes the file be walked and opened
+    again, off the loop."""
+    d = tmp_path / "d"          # a folder of its own: no watched file in it, so no watch on it
+    d.mkdir()
+    (d / "page.txt").write_text("plain " * 100)
+    os.link(d / "page.txt", tmp_path / "other-name.txt")        # nlink 2: not watched
+    (d / "page.txt.gz").write_bytes(b"old gz")
+    (tmp_path / "hot.txt").write_text("hot")
+    gz = {"Accept-Encoding": "gzip"}
+    with Server(tmp_path, "--workers", "1") as srv:
+        worker = srv.worker_pids()[0]
+        assert get(srv.port, "/hot.txt")[2] == b"hot"
+        delay = _Delay(worker, "page.txt.gz")
+        try:
+            assert get(srv.port, "/d/page.txt", gz)[2] == b"old gz"    # (its open held too: cached after)
+            (d / "new.gz").write_bytes(b"new gz")
+            os.rename(d / "new.gz", d / "page.txt.gz")
+            results: list = []
+            client = threading.Thread(target=lambda: results.append(get(srv.port, "/d/page.txt", gz)))
+            client.start()
+            _wait(lambda: _stopped_threads(worker), what="the sibling's open to be held")
+            assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
+            assert results == []
+            client.join(timeout=30)
+        finally:
+            lines = delay.stop()
+        assert results[0][0] == 200 and results[0][2] == b"new gz"
+    assert len(lines) >= 2 and all(_tid(line, worker) != worker for line in lines), lines
+
+
+def test_an_if_header_etag_of_an_uncached_file_is_looked_up_off_the_loop(tmp_path):
+    """A write whose If header compares ETags (WebDAV, RFC 4918 10.4) needs the
+    entries of the URLs it names: found off the loop when not cached."""
+    (tmp_path / "doc.txt").write_text("v1")
+    (tmp_path / "hot.txt").write_text("hot")
+    with Server(tmp_path, "--workers", "1", "--allow-write", "--no-fsync") as srv:
+        worker = srv.worker_pids()[0]
+        assert get(srv.port, "/hot.txt")[2] == b"hot"
+        delay = _Delay(worker, "doc.txt")
+        try:
+            results: list = []
+
+            def put() -> None:
+                with connect(srv.port) as s:
+                    s.sendall(b'PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: (["not-its-etag"])\r\n'
+                              b"Content-Length: 2\r\nConnection: close\r\n\r\nv2")
+                    results.append(read_response(s)[0])
+            client = threading.Thread(target=put)
+            client.start()
+            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
+            assert results == []
+            client.join(timeout=30)
+        finally:
+            lines = delay.stop()
+        assert results == [412]
+        etag = get(srv.port, "/doc.txt")[1]["etag"]
+        with connect(srv.port) as s:                             # its own ETag: the condition holds
+            s.sendall(b"PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: ([" + etag.encode() + b"])\r\n"
+                      b"Content-Length: 2\r\nConnection: close\r\n\r\nv2")
+            assert read_response(s)[0] == 204
+        assert (tmp_path / "doc.txt").read_text() == "v2"
+    assert lines and all(_tid(line, worker) != worker for line in lines), lines

@@ -297,8 +297,9 @@ class OpenFileCache:
         """The current entry for a regular file, or None when the path is a
         directory (the caller lists it). Raises HttpError(404/403) otherwise.
         Synchronous: the walk and the opens run on the calling thread (the
-        rare callers: WebDAV's lock ETags, share links); requests use
-        ``find`` and ``resolve``."""
+        rare callers: a resumable upload's If check when an append completes
+        it or at its commit, and everything without an executor, as unit tests
+        run); requests use ``find`` and ``resolve`` (or ``with_entries``)."""
         entry = self.find(url_path)
         if entry is not LATER:
             return entry
@@ -317,6 +318,57 @@ class OpenFileCache:
         if exc is not None:
             raise exc
         return entry
+
+    def with_entries(self, url_paths, then, refuse):
+        """``then(known)``, where ``known`` maps each of ``url_paths`` to its entry (None: a
+        folder) or the HttpError its lookup raised, without the disk on the loop: what ``find``
+        answers from memory is used at once, the rest is resolved off the loop first (the same
+        shared lookups as a GET's). Returns ``then``'s result, or a ``Pending`` done with it
+        (``refuse(exc)`` for an exception it raised) once the lookups are back. For the
+        requests that need a file's entry besides the one they name (share links)."""
+        known: dict = {}
+        left = []
+        for url_path in dict.fromkeys(url_paths):
+            try:
+                entry = self.find(url_path)
+            except http.HttpError as exc:
+                entry = exc
+            if entry is LATER:
+                left.append(url_path)
+            else:
+                known[url_path] = entry
+        if not left:
+            return then(known)
+        if self.executor is None:           # (no worker around it: unit tests)
+            for url_path in left:
+                try:
+                    known[url_path] = self.lookup(url_path)
+                except http.HttpError as exc:
+                    known[url_path] = exc
+            return then(known)
+        from zcopy.server.reply import Pending
+
+        pending = Pending()
+        waiting = [len(left)]
+
+        def one(url_path, entry, exc) -> None:
+            known[url_path] = exc if exc is not None else entry
+            waiting[0] -= 1
+            if waiting[0]:
+                return
+            try:
+                reply = then(known)
+            except http.HttpError as err:
+                reply = refuse(err)
+            except OSError as err:
+                reply = refuse(_refusal(err))
+            except Exception:               # a bug: this request's 500, never the worker
+                traceback.print_exc(file=sys.stderr)
+                reply = refuse(http.HttpError(500, "internal error", close=True))
+            pending.done(reply)
+        for url_path in left:
+            self.resolve(url_path, lambda entry, exc, url_path=url_path: one(url_path, entry, exc))
+        return pending
 
     # -- resolving off the loop ------------------------------------------------
     #

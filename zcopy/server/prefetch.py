@@ -48,6 +48,7 @@ closing or being reused) during a fetch cannot send a thread to the wrong file.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from zcopy.fsinfo import IN_MEMORY, fs_type, mounts_below
@@ -59,6 +60,7 @@ from zcopy.server.executor import IDLE_TIMEOUT, MAX_THREADS, MIN_THREADS, Execut
 WINDOW = 4 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _NOWAIT = os.RWF_NOWAIT
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
 _probe_buf = [bytearray(1)]   # loop thread only
 
 
@@ -238,13 +240,25 @@ class Readahead:
                     raise job.error
                 self.ready_until = job.stop
                 if job.stop < self.end:     # cold once: keep one window in flight ahead
-                    self._submit(job.stop)
+                    try:
+                        self._submit(job.stop)
+                    except OSError as exc:  # no fd for its dup: it is checked when it is needed
+                        if exc.errno not in _NO_FDS:
+                            raise
                 continue
             stop = min(self.ready_until + self._pf.window, self.end)
             if resident(self.fd, self.ready_until, stop):
                 self.ready_until = stop
                 continue
-            self._submit(self.ready_until).waiter = conn
+            try:
+                self._submit(self.ready_until).waiter = conn
+            except OSError as exc:
+                if exc.errno not in _NO_FDS:
+                    raise
+                # Out of fds (EMFILE) for the job's dup: the engine reads this window itself, as
+                # without prefetch, rather than the transfer ending there (the connection was closed).
+                self.ready_until = stop
+                continue
             self.job.parked_at = conn.worker.now
             return False
         return True

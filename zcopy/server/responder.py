@@ -280,10 +280,18 @@ class Responder:
     # -- what they asked --------------------------------------------------------
 
     def _respond(self, req: http.Request, identity: Identity, closing: bool, conn, answers, hashed: bool = False,
-                 found: tuple | None = None):
+                 found: tuple | None = None, etags: dict | None = None):
         """``hashed``: this request already waited for its file's content digest
         (``_after_digest``); answer it with whatever ETag there is. ``found``:
-        (the entry,) its lookup found off the loop (``_later``)."""
+        (the entry,) its lookup found off the loop (``_later``). ``etags``: the entries
+        its If header's ETag conditions name, found (off the loop when not cached)."""
+        if etags is None and "if" in req.headers:
+            urls = self.dav.if_etag_urls(req)
+            if urls:
+                close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
+                return self.cache.with_entries(
+                    urls, lambda known: self._with_etags(known, req, identity, closing, conn, hashed, found),
+                    lambda exc: self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version))
         if conn is not None:
             conn.user = identity.name
         close = closing or not req.keep_alive
@@ -351,7 +359,15 @@ class Responder:
             if not (req.plain or hashed) and self.cache.digests is not None \
                     and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers):
                 return self._after_digest(req, entry, closing, conn, identity)
-            reply = self._file(req, entry, close, head_only)
+            reply = self._file(req, entry, close, head_only, found is not None)
+            if reply is LATER:          # its sibling changed: opened again off the loop, then this again
+                if self.cache.executor is None:
+                    reply = self._file(req, self._renewed(req.path), close, head_only, True)
+                else:
+                    return self._later(req.path, lambda e: self._respond(req, identity, closing, conn, None, hashed,
+                                                                         (e,)),
+                                       lambda exc: self.error(exc, close=close, head_only=head_only,
+                                                              version=req.version))
             if identity.kind in _COOKIE_KINDS and "cookie" in req.headers and "authorization" not in req.headers:
                 reply = _private(reply)
             if answers is not None and req.plain and entry.watched and not entry.variants and not closing:
@@ -365,6 +381,16 @@ class Responder:
             if getattr(exc, "body", None) is not None:      # a WebDAV error with its XML body
                 return self.dav.error(exc, close or exc.close, req.version)
             return self.error(exc, close=close, head_only=head_only, version=req.version)
+
+    def _with_etags(self, known: dict, req: http.Request, identity: Identity, closing: bool, conn, hashed: bool,
+                    found: tuple | None):
+        """``_respond`` with the entries the If header names at hand (``Dav.known_etags``, read by
+        the synchronous checks of this answer: no lookup of theirs touches the disk on the loop)."""
+        self.dav.known_etags = known
+        try:
+            return self._respond(req, identity, closing, conn, None, hashed, found, known)
+        finally:
+            self.dav.known_etags = None
 
     def _may_use_routes(self, identity: Identity) -> bool:
         """The server's own resources need what reading its top needs; with a users file, any
@@ -465,13 +491,23 @@ class Responder:
         self.cache.resolve(url_path, done)
         return pending
 
-    def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool) -> Reply:
+    def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool, again: bool = False):
+        """The reply for ``entry``; LATER when the precompressed sibling it would send changed
+        (the entry is dropped: resolve the path off the loop, then answer again). ``again``: this
+        is that second answer; a sibling that changed once more is not waited for a second time,
+        the file itself is sent."""
         headers = req.headers
         if entry.variants:
             coding = http.choose_encoding(headers.get("accept-encoding"),
                                           {c: v.path for c, v in entry.variants.items()})
             if coding is not None:
-                entry = self._fresh_variant(req.path, entry, coding)
+                variant = self._fresh_variant(entry, coding)
+                if variant is not None:
+                    entry = variant
+                elif not again:
+                    # Dropped: its fds close once no transfer uses them, so never answer from it.
+                    self.cache.invalidate(entry.path)
+                    return LATER
         size = entry.size
         ranges = None
         if not req.plain:      # preconditions or Range; most requests have neither
@@ -520,21 +556,25 @@ class Responder:
         body.append(plan.trailer)
         return Reply(206, head, body, plan.length, close, entry)
 
-    def _fresh_variant(self, url_path: str, entry: FileEntry, coding: str) -> FileEntry:
-        """A precompressed sibling is only as fresh as its own stat says."""
+    @staticmethod
+    def _fresh_variant(entry: FileEntry, coding: str) -> FileEntry | None:
+        """A precompressed sibling is only as fresh as its own stat says (an fstatat in the
+        folder the entry keeps); None: it changed (the walk and the opens that follow run off
+        the loop: ``_file``)."""
         variant = entry.variants[coding]
         st = entry.stat_name(ENCODINGS[coding])
         if st is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == variant.key:
             return variant
-        self.cache.invalidate(entry.path)
+        return None
+
+    def _renewed(self, url_path: str) -> FileEntry:
+        """Without an executor (unit tests): the file opened again here."""
         renewed = self.cache.lookup(url_path)
         if renewed is None:
             # Became a folder since the lookup: the old entry is retired and its
             # fd may be closed (its number reused); never answer from it.
             raise http.HttpError(404, "not found (it changed while being answered)")
-        if coding not in renewed.variants:
-            return renewed
-        return renewed.variants[coding]
+        return renewed
 
     # -- directories ----------------------------------------------------------
 
@@ -581,7 +621,20 @@ class Responder:
         except http.HttpError:
             index = None
         if index is not None and access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
-            return self._file(req, index, close, head_only)
+            reply = self._file(req, index, close, head_only, found is not None)
+            if reply is not LATER:
+                return reply
+            if self.cache.executor is None:
+                return self._file(req, self._renewed(req.path + "index.html"), close, head_only, True)
+
+            def again(entry) -> Reply:
+                try:
+                    return self._directory(req, close, head_only, identity, path, (entry,))
+                except http.HttpError as exc:
+                    return self.error(exc, close=close, head_only=head_only, version=req.version)
+            return self._later(req.path + "index.html", again,
+                               lambda exc: again(None) if getattr(exc, "status", 500) < 500 else
+                               self.error(exc, close=close, head_only=head_only, version=req.version))
         as_json = http.wants_json(req.headers.get("accept"))
         # The HTML page's view: its order (``?sort=&order=``) and whether its write controls show.
         view = None if as_json else (*http.sort_request(req.query), self.may_write(identity, path))
