@@ -279,10 +279,14 @@ def run_until_waiting(worker, conn, timeout: float = 0.0) -> None:
         for fd, ev in events:
             if fd == conn.fd:
                 conn.on_event(ev)
+        ran = worker.opener.run_callbacks()        # an uncached file is opened off the loop
         batch, worker.ready[:] = worker.ready[:], []
         for c in batch:
             c.run()
-        if not events and not batch:
+        if conn.pending is not None:                # waiting for that: not for the socket
+            timeout = 0.01
+            continue
+        if not events and not batch and not ran:
             return
 
 

@@ -50,6 +50,7 @@ def serve_one(worker, conn, client, until) -> bytes:
             if fd == conn.fd:
                 conn.on_event(ev)
         worker.executor.run_callbacks()     # work done off the loop (an upload's start, its commit)
+        worker.opener.run_callbacks()       # ... and the opens of files not cached yet
         batch, worker.ready[:] = worker.ready[:], []
         for c in batch:
             c.run()

@@ -233,6 +233,7 @@ def test_tar_walk_runs_on_the_executor(tmp_path):
         fds = reply.entry
         assert len(fds.fds) == 1
         fds.acquire()
+        pending.release()                # as the connection does once it holds the reply
         fds.release()                    # the connection is done with it: the files close
         assert fds.fds == []
     finally:

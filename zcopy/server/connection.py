@@ -148,6 +148,7 @@ class Connection:
                         return
                     self.pending = None
                     self._answer(pending.reply)
+                    pending.release()       # (the reply's entry: the connection holds it now)
                     continue
                 elif state == LINGERING:
                     self._linger()

@@ -91,6 +91,9 @@ class Dav:
         self.date = date
         self.writer = writer                   # None: read-only (PROPFIND only)
         self.executor = executor
+        #: url -> entry (None: a folder; an HttpError: nothing there) found off the loop for the
+        #: If header of the request being answered now (``Responder``); None between requests
+        self.known_etags: dict | None = None
         #: PROPFIND Depth 1 Multi-Status pages, kept like folder listings (zcopy.server.propfind)
         self.pages = Listings(cache, None, executor, build=self._page)
         #: (url, view) -> propfind.Members: the members of each kept page as its last build saw them
@@ -213,11 +216,11 @@ class Dav:
     def _if_holds(self, request_url: str, clauses, now: float) -> bool:
         for clause in clauses:
             url = request_url if clause.resource is None else url_of(clause.resource)
-            etag = self._etag(url)
+            etags = self._etags(url)
             tokens = {lk.token for lk in covering_in(self.locks.live(), _key(url), now)} \
                 if self.locks_may_exist(now) else set()
             for conds in clause.lists:
-                if all(c.negated != ((c.token in tokens) if c.token else (etag is not None and c.etag == etag))
+                if all(c.negated != ((c.token in tokens) if c.token else (c.etag in etags))
                        for c in conds):
                     return True
         return False
@@ -236,12 +239,40 @@ class Dav:
         (``LockTable.may_exist``), with no sqlite read."""
         return self.locks is not None and self.locks.may_exist(now)
 
-    def _etag(self, url: str) -> str | None:
+    def if_etag_urls(self, req: http.Request) -> list[str]:
+        """The URLs whose current ETag the request's If header compares (none without one).
+        The responder finds their entries off the loop first (``known_etags``)."""
+        value = req.headers.get("if")
+        if not value:
+            return []
         try:
-            entry = self.cache.lookup(url)
-        except http.HttpError:
-            return None
-        return None if entry is None else entry.etag
+            clauses = ifheader.parse(value)
+        except ifheader.IfHeaderError:
+            return []                   # (``check`` answers 400)
+        urls = []
+        for clause in clauses:
+            if any(c.etag for conds in clause.lists for c in conds):
+                try:
+                    urls.append(req.path if clause.resource is None else url_of(clause.resource))
+                except ValueError:
+                    pass
+        return urls
+
+    def _etags(self, url: str) -> tuple:
+        """The strong ETags that name ``url``'s current bytes (its ETag, and this node's own
+        tag once the content digest is shown instead: a GET's conditions accept both), none
+        for nothing there or a folder: from the entries the responder found off the loop for
+        this request (``known_etags``), else the cache (an upload's commit, later: a lookup
+        on the loop)."""
+        known = self.known_etags
+        if known is not None and url in known:
+            entry = known[url]
+        else:
+            try:
+                entry = self.cache.lookup(url)
+            except http.HttpError:
+                return None
+        return () if entry is None or isinstance(entry, http.HttpError) else (entry.etag, *entry.also)
 
     def _lockdiscovery(self, locks) -> str:
         return "".join(_activelock(lk) for lk in locks)

@@ -201,8 +201,8 @@ class Digests:
         if waiting is not None:
             waiting.append(done)
             return
+        dup = os.dup(fd)                    # (first: out of fds, nothing is left waiting)
         self._wanted[ident] = [done]
-        dup = os.dup(fd)
 
         def job():
             try:

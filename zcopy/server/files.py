@@ -29,7 +29,9 @@ import errno
 import os
 import resource
 import stat as stat_mod
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 
 from zcopy import http
@@ -40,15 +42,89 @@ from zcopy.server.watch import EVERYTHING
 #: Precompressed siblings we look for, in our order of preference.
 ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 RESOLVE_TTL = 1.0
+#: An entry this old is walked again off the loop in the background (``find``).
+REFRESH_AT = RESOLVE_TTL / 2
 _NEVER = float("-inf")   # an entry's resolved_at that makes its next use re-resolve it
 #: O_NONBLOCK: nothing opened here may wait (a FIFO would wait for a writer); it
 #: changes nothing for a regular file's reads.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _NO_FDS = (errno.EMFILE, errno.ENFILE)
+_SEEN_MAX = 64          # changed paths noted per lookup off the loop; past it, "everything"
 
 
 def _no_change() -> bool:
     return False
+
+
+def _ignore(entry, exc) -> None:
+    """A background refresh's waiter: nobody waits for it."""
+
+
+#: ``OpenFileCache.find``: not answerable from memory, ``resolve`` it off the loop.
+LATER = object()
+_FOLDER = object()      # what ``_prepare`` found: a folder (the caller lists it) ...
+_GONE = object()        # ... or nothing to serve (404)
+
+
+def _refusal(exc: OSError) -> http.HttpError:
+    """What a request is answered when its file's open failed: 503 out of fds, else 404."""
+    if exc.errno in _NO_FDS:
+        return http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")])
+    return http.HttpError(404, "not found")
+
+
+class _Found:
+    """What an executor thread found for a URL path: the walk's Place, the
+    file's stat and, once opened, its fd and its siblings' (coding -> (fd,
+    stat)). The loop takes what it keeps; ``close`` closes the rest, so a
+    lookup nobody waits for any more leaks no fd."""
+
+    __slots__ = ("place", "st", "fd", "siblings")
+
+    def __init__(self, place: Place, st: os.stat_result) -> None:
+        self.place = place
+        self.st = st
+        self.fd = -1
+        self.siblings: dict = {}
+
+    def open(self) -> None:
+        """openat of the file and its precompressed siblings in the walked
+        folder, never following a symlink, and their fstats (on the thread)."""
+        place = self.place
+        try:
+            fd = os.open(place.name, _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=place.dir_fd)
+        except PermissionError:
+            raise http.HttpError(403, "permission denied") from None
+        except OSError as exc:
+            if exc.errno in _NO_FDS:
+                raise
+            raise http.HttpError(404, "not found") from None
+        self.fd = fd
+        # Stat the fd: the file may have changed since the walk's stat
+        # (O_NONBLOCK above: had it become a FIFO, the open must not wait for a writer).
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise http.HttpError(403, "not a regular file")
+        self.st = st
+        for coding, suffix in ENCODINGS.items():
+            try:
+                sfd = os.open(place.name + suffix, _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=place.dir_fd)
+            except OSError:
+                continue
+            sst = os.fstat(sfd)
+            if not stat_mod.S_ISREG(sst.st_mode):
+                os.close(sfd)
+                continue
+            self.siblings[coding] = (sfd, sst)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        for fd, _ in self.siblings.values():
+            os.close(fd)
+        self.siblings = {}
+        self.place.close()
 
 
 @dataclass(slots=True, eq=False)
@@ -172,6 +248,13 @@ class OpenFileCache:
         #: per request by ``sync`` (the responder, before its memo).
         self.generation = generation
         self._foreign_write = generation.changed if generation is not None else _no_change
+        #: where ``resolve`` runs the walks and opens (the worker's); None: on the caller's thread
+        self.executor = None
+        #: url path -> the callbacks waiting for its off-loop lookup (one open for them all)
+        self._pending: dict[str, list] = {}
+        #: url path -> the filesystem paths events named since its lookup left the loop
+        self._seen: dict[str, set] = {}
+        self._closed = False
 
     def stat(self, url_path: str, suffix: str = "") -> os.stat_result | None:
         """What ``url_path`` (or its sibling with ``suffix``) is now, walked
@@ -182,12 +265,24 @@ class OpenFileCache:
         except (OSError, http.HttpError):
             return None
 
-    def lookup(self, url_path: str) -> FileEntry | None:
-        """The current entry for a regular file, or None when the path is a
-        directory (the caller lists it). Raises HttpError(404/403) otherwise."""
+    def find(self, url_path: str):
+        """On the loop, from memory: the entry when it may be answered at
+        once, raising HttpError(404) when its per-request stat says it is
+        gone; ``LATER`` when it must be resolved off the loop first
+        (``resolve``): not cached (folders never are), changed, or after
+        another worker's write, or walked ``RESOLVE_TTL`` ago. A watched
+        entry costs no syscall; an unwatched one an fstatat in its kept
+        folder. One walked ``REFRESH_AT`` ago is answered and walked again
+        off the loop meanwhile."""
         entry = self._entries.get(url_path)
-        now = time.monotonic()
-        if entry is not None and now - entry.resolved_at < RESOLVE_TTL:
+        if entry is not None:
+            age = time.monotonic() - entry.resolved_at
+            if age >= RESOLVE_TTL:          # (or another worker wrote: _NEVER)
+                return LATER
+            if age >= REFRESH_AT and self.executor is not None and url_path not in self._pending:
+                # Walked half a TTL ago: walk again off the loop while the
+                # entry answers, so that a file asked for often never waits.
+                self.resolve(url_path, _ignore)
             if entry.watched:       # trusted(now): the events would have dropped it
                 return entry
             st = entry.stat_name() if entry.folder_fd >= 0 else self.stat(url_path)
@@ -196,54 +291,261 @@ class OpenFileCache:
                 raise http.HttpError(404, "not found")
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
                 return entry
-        with self.fs.locate(url_path) as place:
-            return self._lookup(url_path, place, entry, now)
+        return LATER
 
-    def _lookup(self, url_path: str, place: Place, entry: FileEntry | None, now: float) -> FileEntry | None:
+    def lookup(self, url_path: str) -> FileEntry | None:
+        """The current entry for a regular file, or None when the path is a
+        directory (the caller lists it). Raises HttpError(404/403) otherwise.
+        Synchronous: the walk and the opens run on the calling thread (the
+        rare callers: a resumable upload's If check when an append completes
+        it or at its commit, and everything without an executor, as unit tests
+        run); requests use ``find`` and ``resolve`` (or ``with_entries``)."""
+        entry = self.find(url_path)
+        if entry is not LATER:
+            return entry
+        out: list = []
+        executor, self.executor = self.executor, None
         try:
-            st = place.stat()
-        except OSError:
+            self.resolve(url_path, lambda e, exc: out.append((e, exc)))
+        finally:
+            self.executor = executor
+        if not out:         # shared a lookup already running off the loop: do it here
+            try:
+                return self._install(url_path, self._prepare(url_path, None), {}, 2)
+            except OSError as exc:      # the open's EMFILE: an answer (503), never a dropped connection
+                raise _refusal(exc) from None
+        entry, exc = out[0]
+        if exc is not None:
+            raise exc
+        return entry
+
+    def with_entries(self, url_paths, then, refuse):
+        """``then(known)``, where ``known`` maps each of ``url_paths`` to its entry (None: a
+        folder) or the HttpError its lookup raised, without the disk on the loop: what ``find``
+        answers from memory is used at once, the rest is resolved off the loop first (the same
+        shared lookups as a GET's). Returns ``then``'s result, or a ``Pending`` done with it
+        (``refuse(exc)`` for an exception it raised) once the lookups are back. For the
+        requests that need a file's entry besides the one they name (share links)."""
+        known: dict = {}
+        left = []
+        for url_path in dict.fromkeys(url_paths):
+            try:
+                entry = self.find(url_path)
+            except http.HttpError as exc:
+                entry = exc
+            if entry is LATER:
+                left.append(url_path)
+            else:
+                known[url_path] = entry
+        if not left:
+            return then(known)
+        if self.executor is None:           # (no worker around it: unit tests)
+            for url_path in left:
+                try:
+                    known[url_path] = self.lookup(url_path)
+                except http.HttpError as exc:
+                    known[url_path] = exc
+            return then(known)
+        from zcopy.server.reply import Pending
+
+        pending = Pending()
+        waiting = [len(left)]
+
+        def one(url_path, entry, exc) -> None:
+            known[url_path] = exc if exc is not None else entry
+            waiting[0] -= 1
+            if waiting[0]:
+                return
+            try:
+                reply = then(known)
+            except http.HttpError as err:
+                reply = refuse(err)
+            except OSError as err:
+                reply = refuse(_refusal(err))
+            except Exception:               # a bug: this request's 500, never the worker
+                traceback.print_exc(file=sys.stderr)
+                reply = refuse(http.HttpError(500, "internal error", close=True))
+            pending.done(reply)
+        for url_path in left:
+            self.resolve(url_path, lambda entry, exc, url_path=url_path: one(url_path, entry, exc))
+        return pending
+
+    # -- resolving off the loop ------------------------------------------------
+    #
+    # The walk from ROOT, the stat, the opens of the file and its siblings and
+    # their fstats run on the executor (``_prepare``); on the loop, the watch
+    # is added and the entry stored (``_install``). Today's ordering
+    # guarantee (a change made after the open is an event) is kept by
+    # comparing the folder's watch token (zcopy.server.watch) from before the
+    # open with the one after: equal, the watch was up all along and lost
+    # nothing; not equal (the folder was not watched yet, or the watch
+    # changed), the open is done again now that the watch is up. Events that
+    # named the entry's paths while it was off the loop make it be done again
+    # too (they may be older than the open, or not).
+
+    def resolve(self, url_path: str, done) -> None:
+        """Resolve ``url_path`` off the loop, then call ``done(entry, exc)``
+        on the loop: the entry, or None for a folder, or ``exc`` an
+        HttpError. Requests for one path share one open (``_pending``)."""
+        waiting = self._pending.get(url_path)
+        if waiting is not None:
+            waiting.append(done)
+            return
+        self._pending[url_path] = [done]
+        old = self._entries.get(url_path)
+        guess = self._folder_guess(url_path)
+        expect = {guess: self.watch.token(guess)} if self.watch is not None else {}
+        self._submit(url_path, old.key if old is not None else None, expect, 0)
+
+    def _submit(self, url_path: str, key, expect: dict, tries: int) -> None:
+        self._seen[url_path] = set()
+        if self.executor is None:
+            try:
+                found, error = self._prepare(url_path, key), None
+            except Exception as exc:
+                found, error = None, exc
+            self._settle(url_path, found, error, expect, tries)
+            return
+        task = self.executor.submit(self._prepare, url_path, key)
+        task.then(lambda t: self._settle(url_path, t.result, t.error, expect, tries))
+
+    def _folder_guess(self, url_path: str) -> str:
+        """The folder label (``Place.folder``) the walk will likely give: a guess, checked later."""
+        parts = http.paths.normalised_parts(url_path.split("/"))[:-1]
+        return "/".join([self.fs.path.rstrip("/")] + parts) or "/"
+
+    def _prepare(self, url_path: str, key):
+        """On an executor thread: walk, stat, and open the file and its
+        siblings (nothing here touches the cache). ``key``: the cached
+        entry's; the file is not opened again when it still matches."""
+        place = self.fs.locate(url_path)     # raises HttpError
+        try:
+            try:
+                st = place.stat()
+            except OSError:
+                return _GONE
+            if stat_mod.S_ISDIR(st.st_mode):
+                return _FOLDER
+            if stat_mod.S_ISLNK(st.st_mode):        # not followed (see Root.locate)
+                return _GONE
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise http.HttpError(403, "not a regular file")
+            found = _Found(place, st)
+            place = None                            # the found owns it
+            if key is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == key:
+                return found
+            try:
+                found.open()
+            except BaseException:
+                found.close()
+                raise
+            return found
+        finally:
+            if place is not None:
+                place.close()
+
+    def _settle(self, url_path: str, found, error, expect: dict, tries: int) -> None:
+        """On the loop: the off-loop part finished; install it and answer the waiters."""
+        if self._closed:
+            if isinstance(found, _Found):
+                found.close()
+            found, error = None, http.HttpError(503, "shutting down", close=True)
+        elif (isinstance(error, OSError) and error.errno in _NO_FDS
+              or isinstance(error, http.HttpError) and error.status == 503) and self.give_back():
+            # Out of fds (the open's EMFILE, or the walk's: Root says 503): the cache gave
+            # back one of its own, oldest first; try again, until it holds none it may close.
+            self._submit(url_path, None, expect, tries)
+            return
+        entry = None
+        if error is None:
+            try:
+                entry = self._install(url_path, found, expect, tries)
+            except Exception as exc:        # an HttpError; anything else is a bug, answered 500
+                if isinstance(found, _Found):
+                    found.close()
+                error = exc
+            if entry is LATER:                  # done again: the watch was not up all along
+                return
+        if error is not None:
+            self._drop(url_path)            # (an entry refreshed in the background: no longer served)
+        if isinstance(error, OSError):
+            error = _refusal(error)
+        self._seen.pop(url_path, None)
+        for done in self._pending.pop(url_path, ()):
+            try:
+                done(entry, error)
+            except Exception:       # a bug in one waiter: the others are still answered, the worker lives
+                traceback.print_exc(file=sys.stderr)
+
+    def _install(self, url_path: str, found, expect: dict, tries: int):
+        """On the loop: store what ``_prepare`` found (LATER: submitted again)."""
+        if found is _FOLDER or found is _GONE:
             self._drop(url_path)
-            raise http.HttpError(404, "not found") from None
-        if stat_mod.S_ISDIR(st.st_mode):
-            self._drop(url_path)
+            if found is _GONE:
+                raise http.HttpError(404, "not found")
             return None
-        if stat_mod.S_ISLNK(st.st_mode):        # not followed (see Root.locate)
-            self._drop(url_path)
-            raise http.HttpError(404, "not found")
-        if not stat_mod.S_ISREG(st.st_mode):
-            raise http.HttpError(403, "not a regular file")
-        if entry is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
-            entry.resolved_at = now
+        place, st = found.place, found.st
+        entry = self._entries.get(url_path)
+        if found.fd < 0:                # the cached entry's file, unchanged
+            if entry is None or (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != entry.key:
+                found.close()           # it went meanwhile: open it
+                self._submit(url_path, None, expect, tries + 1)
+                return LATER
+            entry.resolved_at = time.monotonic()
             if entry.watched and st.st_nlink != 1:     # a link made since: no longer watched
                 entry.watched = False
                 self.held.forget(entry)
                 entry.reply = None
             if entry.folder_fd >= 0:                    # the folder as walked now
                 os.close(entry.folder_fd)
-                entry.folder_fd = os.dup(place.dir_fd)
+                entry.folder_fd, place.dir_fd = place.dir_fd, -1
+            found.close()
             return entry
-        # Watch before opening: a change after the open's fstat is then an event.
         # Not a file with other hard links: a write through one of them raises
         # its event in that link's folder, not here.
-        watched = (st.st_nlink == 1 and self.watch is not None
-                   and self.watch.watch(place.folder, place.dir_fd))
+        watched = st.st_nlink == 1 and self.watch is not None and self.watch.watch(place.folder, place.dir_fd)
+        folders = [place.folder]
         if place.link is not None and watched:
             # A followed link pointed elsewhere is an event in the link's folder only.
-            watched = self.watch.watch(os.path.dirname(place.link), place.link_fd)
-        fresh = self._open(url_path, place, now)
+            folders.append(os.path.dirname(place.link))
+            watched = self.watch.watch(folders[1], place.link_fd)
+        if watched:
+            tokens = {f: self.watch.token(f) for f in folders}
+            if any(expect.get(f) != tokens[f] for f in folders) or self._stale(url_path, found):
+                if tries < 2:           # the watch is up now: open again, under it
+                    found.close()
+                    self._submit(url_path, None, tokens, tries + 1)
+                    return LATER
+                watched = False         # still racing (rare): a stat of its name per request instead
+        now = time.monotonic()
+        fresh = self._build(url_path, found, now)
         fresh.watched = watched
         fresh.link = place.link
         if not watched or fresh.variants:
             # Checked per request: keep the folder (the walk is redone once a
             # second as for every entry; the fd is beneath ROOT as walked).
-            fresh.folder_fd, fresh.name = os.dup(place.dir_fd), place.name
+            fresh.folder_fd, fresh.name = place.dir_fd, place.name
+            place.dir_fd = -1
+        found.close()
         self._drop(url_path)
         if len(self._entries) >= self.max_entries:
             oldest = next(iter(self._entries))
             self._drop(oldest)
         self._store(url_path, fresh)
         return fresh
+
+    def _stale(self, url_path: str, found: "_Found") -> bool:
+        """Whether an event named what ``found`` stands for while it was off the loop."""
+        seen = self._seen.get(url_path)
+        if not seen:
+            return False
+        if EVERYTHING in seen:
+            return True
+        path = found.place.path
+        paths = [path] + [path + suffix for suffix in ENCODINGS.values()]
+        if found.place.link is not None:
+            paths.append(found.place.link)
+        return any(p in seen for p in paths) or any(s.endswith(os.sep) and path.startswith(s) for s in seen)
 
     def _store(self, url_path: str, entry: FileEntry) -> None:
         if self.watch is not None:
@@ -264,6 +566,8 @@ class OpenFileCache:
     def apply_changes(self) -> None:
         """Drop the entries that the watch's pending events make stale."""
         for fs_path in self.watch.changes():
+            for seen in self._seen.values():         # opens off the loop now: they may be older
+                seen.add(fs_path if len(seen) < _SEEN_MAX else EVERYTHING)
             for listener in self.listeners:
                 listener(fs_path)
             if fs_path is EVERYTHING:                # overflow: trust nothing
@@ -277,54 +581,34 @@ class OpenFileCache:
                 for url_path in list(users):
                     self._drop(url_path)
 
-    def _open(self, url_path: str, place: Place, now: float) -> FileEntry:
-        path = place.path
-        try:
-            fd = self._open_fd(place, "", _OPEN_FLAGS)
-        except PermissionError:
-            raise http.HttpError(403, "permission denied") from None
-        except OSError as exc:
-            if exc.errno in _NO_FDS:
-                raise http.HttpError(503, "out of file descriptors", headers=[("Retry-After", "1")]) from None
-            raise http.HttpError(404, "not found") from None
-        # Stat the fd: the file may have changed since the walk's stat
-        # (O_NONBLOCK above: had it become a FIFO, the open must not wait for a writer).
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise http.HttpError(403, "not a regular file")
+    def _build(self, url_path: str, found: "_Found", now: float) -> FileEntry:
+        """The entry for an opened file and its siblings (on the loop: the
+        ETags may ask for a digest); takes their fds from ``found``."""
+        fd, st, siblings = found.fd, found.st, found.siblings
+        found.fd, found.siblings = -1, {}
+        return self._entry(url_path, found.place.path, fd, st, siblings, now)
+
+    def _entry(self, url_path: str, path: str, fd: int, st: os.stat_result, siblings: dict,
+               now: float) -> FileEntry:
+        """The FileEntry for open ``fd`` (its ``st``) and its siblings (coding -> (fd, stat)); no disk work."""
         ctype = http.content_type(path)
         variants = {}
-        for coding, suffix in ENCODINGS.items():
-            sibling = self._open_variant(url_path, place, suffix, coding, ctype, now)
-            if sibling is not None:
-                variants[coding] = sibling
+        for coding, (sfd, sst) in siblings.items():
+            # The sibling's own ETag differs from the original's: a cache must not
+            # mix up the gzip and identity representations.
+            etag, also = self._etags(sfd, sst, url_path)
+            mtime = int(sst.st_mtime)
+            variants[coding] = FileEntry(
+                path + ENCODINGS[coding], sfd, sst.st_size, mtime,
+                (sst.st_dev, sst.st_ino, sst.st_size, sst.st_mtime_ns),
+                etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True)
+                + http.guard_headers(ctype), {}, coding, now, also=also)
         etag, also = self._etags(fd, st, url_path)
         mtime = int(st.st_mtime)
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
                          etag, ctype,
                          http.static_headers(ctype, mtime, etag, vary=bool(variants)) + http.guard_headers(ctype),
                          variants, None, now, also=also)
-
-    def _open_variant(self, url_path: str, place: Place, suffix: str, coding: str, ctype: str,
-                      now: float) -> FileEntry | None:
-        path = place.path + suffix
-        try:
-            fd = self._open_fd(place, suffix, _OPEN_FLAGS)
-        except OSError:
-            return None
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode):
-            os.close(fd)
-            return None
-        # The sibling's own ETag differs from the original's: a cache must not
-        # mix up the gzip and identity representations.
-        etag, also = self._etags(fd, st, url_path)
-        mtime = int(st.st_mtime)
-        return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                         etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True)
-                         + http.guard_headers(ctype),
-                         {}, coding, now, also=also)
 
     def _etags(self, fd: int, st: os.stat_result, url_path: str) -> tuple[str, tuple]:
         """The ETag to show for this open file and the other strong tags that name its bytes
@@ -336,7 +620,10 @@ class OpenFileCache:
             return local, ()
         etag, also, wanted = self.digests.etags(st, local)
         if wanted:
-            self.digests.want(fd, st, lambda ok: ok and self._digest_known(url_path, st))
+            try:
+                self.digests.want(fd, st, lambda ok: ok and self._digest_known(url_path, st))
+            except OSError:         # no fd for its dup (EMFILE): asked again when the entry is next built
+                pass
         return etag, also
 
     def _digest_known(self, url_path: str, st: os.stat_result) -> None:
@@ -345,20 +632,53 @@ class OpenFileCache:
         entry = self._entries.get(url_path)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if entry is not None and (entry.key == key or any(v.key == key for v in entry.variants.values())):
+            # Rebuilt here, on the loop, from the open fds: its headers change, its file does
+            # not, so no walk, no open. This runs whenever a digest happens to finish, so it
+            # takes no new fd unless it must: out of fds (EMFILE) it raised out of the
+            # executor's callback and killed the worker with every connection on it, and a
+            # dup that succeeded could take the one fd the next accept needed.
+            fresh = self._rebuilt(url_path, entry)
             self._drop(url_path)
+            if fresh is not None:
+                self._store(url_path, fresh)
 
-    def _open_fd(self, place: Place, suffix: str, flags: int) -> int:
-        """openat of the place's entry (+ ``suffix``: a sibling) in its folder,
-        never following a symlink; out of fds (EMFILE/ENFILE), give back the
-        cache's own, oldest first, and try again: a file that exists is never
-        "not found" because the cache holds the fds."""
-        while True:
-            try:
-                return os.open(place.name + suffix, flags | os.O_NOFOLLOW, dir_fd=place.dir_fd)
-            except OSError as exc:
-                if exc.errno not in _NO_FDS or not self._entries:
-                    raise
-                self._drop(next(iter(self._entries)))
+    def _rebuilt(self, url_path: str, entry: FileEntry) -> FileEntry | None:
+        """``entry`` built again (new ETags) on its own fds, or None: no fd for
+        it (the next request opens the file again, off the loop). The fds pass
+        to the new entry; only those a transfer is using (``users``) are
+        dup'd, since its retirement closes them when the transfer ends."""
+        parts = [entry, *entry.variants.values()]
+        dups: dict[int, int] = {}
+        try:
+            for e in parts:
+                if e.users:
+                    dups[id(e)] = os.dup(e.fd)
+        except OSError:                     # EMFILE: drop it (the old behaviour), never raise here
+            for fd in dups.values():
+                os.close(fd)
+            return None
+
+        def take(e: FileEntry) -> tuple:
+            fd = dups.get(id(e))
+            if fd is None:                  # nobody sends from it: its fd moves over
+                fd, e.fd = e.fd, -1
+            return fd, os.fstat(fd)
+        fd, st_now = take(entry)
+        siblings = {coding: take(v) for coding, v in entry.variants.items()}
+        fresh = self._entry(url_path, entry.path, fd, st_now, siblings, entry.resolved_at)
+        fresh.watched, fresh.link, fresh.name = entry.watched, entry.link, entry.name
+        # The folder fd is the cache's alone (requests check the name with it): it moves too.
+        fresh.folder_fd, entry.folder_fd = entry.folder_fd, -1
+        return fresh
+
+    def give_back(self) -> bool:
+        """The process is out of fds (an open or a walk found none): close
+        the oldest entry no transfer is using. False: none to close."""
+        for url_path, entry in self._entries.items():
+            if not entry.users and not any(v.users for v in entry.variants.values()):
+                self._drop(url_path)
+                return True
+        return False
 
     def _drop(self, url_path: str) -> None:
         entry = self._entries.pop(url_path, None)
@@ -401,6 +721,7 @@ class OpenFileCache:
                 self._drop(url_path)
 
     def close(self) -> None:
+        self._closed = True
         self.invalidate()
         if self.watch is not None:
             self.watch.close()

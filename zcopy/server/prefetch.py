@@ -49,6 +49,7 @@ closing or being reused) during a fetch cannot send a thread to the wrong file.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from zcopy.fsinfo import IN_MEMORY, fs_type, mounts_below
@@ -60,6 +61,7 @@ from zcopy.server.executor import IDLE_TIMEOUT, MAX_THREADS, MIN_THREADS, Execut
 WINDOW = 4 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _NOWAIT = os.RWF_NOWAIT
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
 _probe_buf = [bytearray(1)]   # loop thread only
 
 
@@ -297,7 +299,7 @@ class Readahead:
                 if self.next_hot:       # a few pages missing in a hot file: on as it is
                     self._look_ahead()
                 elif job.stop < self.end:   # a cold stretch: keep one window in flight ahead
-                    self._submit(job.stop)
+                    self._submit(job.stop)  # (None out of fds: that window is checked when it is needed)
                 continue
             stop = min(self.ready_until + self._pf.window, self.end)
             if resident(self.fd, self.ready_until, stop):
@@ -306,7 +308,13 @@ class Readahead:
                     self._look_ahead()
                 continue
             self.cold = True
-            self._submit(self.ready_until).waiter = conn
+            job = self._submit(self.ready_until)
+            if job is None:
+                # Out of fds (EMFILE) for the job's dup: the engine reads this window itself, as
+                # without prefetch, rather than the transfer ending there (the connection was closed).
+                self.ready_until = stop
+                continue
+            job.waiter = conn
             self.job.parked_at = conn.worker.now
             return False
         return True
@@ -329,13 +337,19 @@ class Readahead:
             if not resident(self.fd, start, stop) or not settled(self.fd, start, stop):
                 self._submit(start)
 
-    def _submit(self, start: int) -> Job:
+    def _submit(self, start: int) -> Job | None:
         stop = min(start + self._pf.window, self.end)
         # Asked before the read starts (whose readahead may bring the next window in): was the
         # window after this one in the cache already? Then this is a hole in a hot file, not a
         # cold stretch, and the pool need not go on ahead of the transfer.
         self.next_hot = stop < self.end and resident(self.fd, stop, min(stop + self._pf.window, self.end))
-        job = self.job = Job(self.fd, start, stop)
+        try:
+            job = Job(self.fd, start, stop)
+        except OSError as exc:      # no fd for the job's dup
+            if exc.errno not in _NO_FDS:
+                raise
+            return None
+        self.job = job
         self._pf.pool.submit(job)
         return job
 

@@ -37,12 +37,13 @@ class Pending:
     send timeout. ``done`` may come before the connection waits (the work
     was quick): then it resumes at once."""
 
-    __slots__ = ("reply", "_waiter", "_cancelled")
+    __slots__ = ("reply", "_waiter", "_cancelled", "_held")
 
     def __init__(self) -> None:
         self.reply: Reply | None = None
         self._waiter = None
         self._cancelled = False
+        self._held: FileEntry | None = None
 
     def wait(self, waiter) -> None:
         """``waiter(reply)`` once the reply is done (the connection's hook)."""
@@ -52,8 +53,14 @@ class Pending:
             self._waiter = waiter
 
     def done(self, reply: Reply) -> None:
-        """The work finished with ``reply`` (loop thread only)."""
+        """The work finished with ``reply`` (loop thread only). A reply read
+        from a file holds its entry until the connection takes it over
+        (``release``): the connection sends it in its own turn, and a change
+        applied meanwhile must not close the fd (or let its number be reused)."""
         self.reply = reply
+        entry = getattr(reply, "entry", None)
+        if entry is not None and not self._cancelled:
+            self._held = entry.acquire()
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter(reply)
@@ -65,6 +72,13 @@ class Pending:
         upload it brings is aborted)."""
         self._waiter = None
         self._cancelled = True
+        self.release()
+
+    def release(self) -> None:
+        """Let go of the reply's entry (the connection holds it now, or nobody will)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
 
 
 def refusal(exc: Exception, date: bytes, *, close: bool = True, head_only: bool = False,

@@ -9,16 +9,19 @@ stop)`` file range that the connection hands to the zero-copy engine.
 from __future__ import annotations
 
 import os
+import sys
 import time
+import traceback
 
 from zcopy import http
 from zcopy.server.access import Access, Identity
 from zcopy.server.dav import DAV_METHODS, Dav
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
-from zcopy.server.files import ENCODINGS, FileEntry, OpenFileCache
+from zcopy.server.files import ENCODINGS, LATER, FileEntry, OpenFileCache
 from zcopy.server.folders import Folders
 from zcopy.server.gate import Gate, Rights, rules_path
 from zcopy.server.reply import Pending, Reply, refusal
+from zcopy.server.root import fs_error
 from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.write_methods import WRITE_METHODS, Writer, http_error_for
 
@@ -135,9 +138,19 @@ class Responder:
 
     # -- what they asked --------------------------------------------------------
 
-    def _respond(self, req: http.Request, identity: Identity, closing: bool, conn, answers, hashed: bool = False):
+    def _respond(self, req: http.Request, identity: Identity, closing: bool, conn, answers, hashed: bool = False,
+                 found: tuple | None = None, etags: dict | None = None):
         """``hashed``: this request already waited for its file's content digest
-        (``_after_digest``); answer it with whatever ETag there is."""
+        (``_after_digest``); answer it with whatever ETag there is. ``found``:
+        (the entry,) its lookup found off the loop (``_later``). ``etags``: the entries
+        its If header's ETag conditions name, found (off the loop when not cached)."""
+        if etags is None and "if" in req.headers:
+            urls = self.dav.if_etag_urls(req)
+            if urls:
+                close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
+                return self.cache.with_entries(
+                    urls, lambda known: self._with_etags(known, req, identity, closing, conn, hashed, found),
+                    lambda exc: self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version))
         if conn is not None:
             conn.user = identity.name
         close = closing or not req.keep_alive
@@ -185,7 +198,15 @@ class Responder:
                     may_read = answers.reads[key] = access.allows(identity, req.method, path, True)
             if not may_read and not access.may_browse(identity, path):
                 raise self.gate.refuse(identity, "read here", "this server needs a token to read")
-            entry = self.cache.lookup(req.path)
+            entry = self.cache.find(req.path) if found is None else found[0]
+            if entry is LATER:          # not in memory: walked and opened off the loop
+                if self.cache.executor is None:
+                    entry = self.cache.lookup(req.path)
+                else:
+                    return self._later(req.path, lambda e: self._respond(req, identity, closing, conn, None, hashed,
+                                                                         (e,)),
+                                       lambda exc: self.error(exc, close=close, head_only=head_only,
+                                                              version=req.version))
             if entry is None:
                 if identity.kind == "share":        # a link to a file: never a listing
                     raise http.HttpError(404, "not found")
@@ -197,7 +218,15 @@ class Responder:
             if not (req.plain or hashed) and self.cache.digests is not None \
                     and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers):
                 return self._after_digest(req, entry, closing, conn, identity)
-            reply = self._file(req, entry, close, head_only)
+            reply = self._file(req, entry, close, head_only, found is not None)
+            if reply is LATER:          # its sibling changed: opened again off the loop, then this again
+                if self.cache.executor is None:
+                    reply = self._file(req, self._renewed(req.path), close, head_only, True)
+                else:
+                    return self._later(req.path, lambda e: self._respond(req, identity, closing, conn, None, hashed,
+                                                                         (e,)),
+                                       lambda exc: self.error(exc, close=close, head_only=head_only,
+                                                              version=req.version))
             if identity.kind in _COOKIE_KINDS and "cookie" in req.headers and "authorization" not in req.headers:
                 reply = _private(reply)
             if answers is not None and req.plain and entry.watched and not entry.variants and not closing:
@@ -211,6 +240,16 @@ class Responder:
             if getattr(exc, "body", None) is not None:      # a WebDAV error with its XML body
                 return self.dav.error(exc, close or exc.close, req.version)
             return self.error(exc, close=close, head_only=head_only, version=req.version)
+
+    def _with_etags(self, known: dict, req: http.Request, identity: Identity, closing: bool, conn, hashed: bool,
+                    found: tuple | None):
+        """``_respond`` with the entries the If header names at hand (``Dav.known_etags``, read by
+        the synchronous checks of this answer: no lookup of theirs touches the disk on the loop)."""
+        self.dav.known_etags = known
+        try:
+            return self._respond(req, identity, closing, conn, None, hashed, found, known)
+        finally:
+            self.dav.known_etags = None
 
     def _may_use_routes(self, identity: Identity) -> bool:
         """The server's own resources need what reading its top needs; with a users file, any
@@ -284,17 +323,50 @@ class Responder:
         restart) and this node has not hashed the file yet: answer once it has, so an If-Range
         resume through a balancer gets its 206 instead of the whole file again."""
         pending = Pending()
-        self.cache.digests.want(entry.fd, os.fstat(entry.fd),
-                                lambda ok: pending.done(self._respond(req, identity, closing, conn, None, hashed=True)))
+        try:
+            self.cache.digests.want(entry.fd, os.fstat(entry.fd),
+                                    lambda ok: pending.done(self._respond(req, identity, closing, conn, None,
+                                                                          hashed=True)))
+        except OSError:         # no fd for the digest's dup (EMFILE): answer with the ETag there is
+            return self._respond(req, identity, closing, conn, None, hashed=True)
         return pending
 
-    def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool) -> Reply:
+    def _later(self, url_path: str, answer, refuse) -> Pending:
+        """A Pending answered once the cache has resolved ``url_path`` off the
+        loop (``OpenFileCache.resolve``): ``answer(entry)``, or ``refuse(exc)``."""
+        pending = Pending()
+
+        def done(entry, exc) -> None:
+            # On the loop, inside the executor's callbacks: whatever happens, the
+            # request gets its answer (an exception here would end the worker).
+            try:
+                reply = refuse(exc) if exc is not None else answer(entry)
+            except OSError as err:          # EMFILE (a digest's dup...): 503, not a dropped request
+                reply = refuse(fs_error(err, False))
+            except Exception:               # a bug: this request's 500, as Connection.run does
+                traceback.print_exc(file=sys.stderr)
+                reply = refuse(http.HttpError(500, "internal error", close=True))
+            pending.done(reply)
+        self.cache.resolve(url_path, done)
+        return pending
+
+    def _file(self, req: http.Request, entry: FileEntry, close: bool, head_only: bool, again: bool = False):
+        """The reply for ``entry``; LATER when the precompressed sibling it would send changed
+        (the entry is dropped: resolve the path off the loop, then answer again). ``again``: this
+        is that second answer; a sibling that changed once more is not waited for a second time,
+        the file itself is sent."""
         headers = req.headers
         if entry.variants:
             coding = http.choose_encoding(headers.get("accept-encoding"),
                                           {c: v.path for c, v in entry.variants.items()})
             if coding is not None:
-                entry = self._fresh_variant(req.path, entry, coding)
+                variant = self._fresh_variant(entry, coding)
+                if variant is not None:
+                    entry = variant
+                elif not again:
+                    # Dropped: its fds close once no transfer uses them, so never answer from it.
+                    self.cache.invalidate(entry.path)
+                    return LATER
         size = entry.size
         ranges = None
         if not req.plain:      # preconditions or Range; most requests have neither
@@ -343,28 +415,33 @@ class Responder:
         body.append(plan.trailer)
         return Reply(206, head, body, plan.length, close, entry)
 
-    def _fresh_variant(self, url_path: str, entry: FileEntry, coding: str) -> FileEntry:
-        """A precompressed sibling is only as fresh as its own stat says."""
+    @staticmethod
+    def _fresh_variant(entry: FileEntry, coding: str) -> FileEntry | None:
+        """A precompressed sibling is only as fresh as its own stat says (an fstatat in the
+        folder the entry keeps); None: it changed (the walk and the opens that follow run off
+        the loop: ``_file``)."""
         variant = entry.variants[coding]
         st = entry.stat_name(ENCODINGS[coding])
         if st is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == variant.key:
             return variant
-        self.cache.invalidate(entry.path)
+        return None
+
+    def _renewed(self, url_path: str) -> FileEntry:
+        """Without an executor (unit tests): the file opened again here."""
         renewed = self.cache.lookup(url_path)
         if renewed is None:
             # Became a folder since the lookup: the old entry is retired and its
             # fd may be closed (its number reused); never answer from it.
             raise http.HttpError(404, "not found (it changed while being answered)")
-        if coding not in renewed.variants:
-            return renewed
-        return renewed.variants[coding]
+        return renewed
 
     # -- directories ----------------------------------------------------------
 
     def _directory(self, req: http.Request, close: bool, head_only: bool, identity: Identity,
-                   path: str) -> Reply:
+                   path: str, found: tuple | None = None) -> Reply:
         """A folder: its redirect, tar or search (``zcopy.server.folders``), else its
-        ``index.html`` where there is one this identity may read, else its listing."""
+        ``index.html`` where there is one this identity may read (looked up off the loop when
+        not in memory; ``found``: that lookup's entry), else its listing."""
         folders = self.folders
         if not req.path.endswith("/"):
             return folders.redirect(req, close, head_only)
@@ -372,12 +449,38 @@ class Responder:
         if asked is not None:
             return asked
         try:
-            index = self.cache.lookup(req.path + "index.html")
+            index = self.cache.find(req.path + "index.html") if found is None else found[0]
+            if index is LATER:          # resolved off the loop, then this again
+                if self.cache.executor is None:
+                    index = self.cache.lookup(req.path + "index.html")
+                else:
+                    def again(entry) -> Reply:
+                        try:
+                            return self._directory(req, close, head_only, identity, path, (entry,))
+                        except http.HttpError as exc:
+                            return self.error(exc, close=close, head_only=head_only, version=req.version)
+                    return self._later(req.path + "index.html", again,
+                                       lambda exc: again(None) if getattr(exc, "status", 500) < 500 else
+                                       self.error(exc, close=close, head_only=head_only, version=req.version))
         except http.HttpError:
             index = None
         if index is not None and self.access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
-            return self._file(req, index, close, head_only)
+            reply = self._file(req, index, close, head_only, found is not None)
+            if reply is not LATER:
+                return reply
+            if self.cache.executor is None:
+                return self._file(req, self._renewed(req.path + "index.html"), close, head_only, True)
+
+            def again(entry) -> Reply:
+                try:
+                    return self._directory(req, close, head_only, identity, path, (entry,))
+                except http.HttpError as exc:
+                    return self.error(exc, close=close, head_only=head_only, version=req.version)
+            return self._later(req.path + "index.html", again,
+                               lambda exc: again(None) if getattr(exc, "status", 500) < 500 else
+                               self.error(exc, close=close, head_only=head_only, version=req.version))
         return folders.page(req, identity, path, close, head_only, self.may_write)
+
 
 
 def _private(reply: Reply) -> Reply:

@@ -170,9 +170,10 @@ class Shares:
 
     # -- minting one ----------------------------------------------------------------
 
-    def minter(self, who: Identity, path: str, rights: str) -> str | None:
+    def minter(self, who: Identity, path: str, rights: str, entry) -> str | None:
         """Who the link will name as its minter, or None when ``who`` may not share ``path`` with
-        ``rights`` (``r``: read the file; ``w``: create files in the folder)."""
+        ``rights`` (``r``: read the file; ``w``: create files in the folder). ``entry``: what
+        the file cache found at ``path`` (None: a folder; an HttpError: nothing to share)."""
         access = self.access
 
         def may() -> bool:
@@ -180,9 +181,10 @@ class Shares:
                 return access.allows(who, "PUT", path.rstrip("/") + "/x", False)
             if not access.allows(who, "GET", path, True):
                 return False
+            if isinstance(entry, http.HttpError):   # (404 for nothing there: said once allowed)
+                raise entry
             # A folder link reads everything beneath: only for who reads everything beneath.
-            return who.rules is None or self.cache.lookup(path) is not None or \
-                reads_whole_tree(who.rules, segments(path))
+            return who.rules is None or entry is not None or reads_whole_tree(who.rules, segments(path))
         if who.kind == "token":
             return "token"
         if who.kind == "user":
@@ -212,12 +214,25 @@ class Shares:
                 raise http.HttpError(400, "rights is r (download a file) or w (a drop box: upload into a folder)")
             if rights == "w" and self.writes is None:
                 raise http.HttpError(403, "this server is read-only (start it with --allow-write)")
-            by = None if reserved(path) else self.minter(who, path, rights)
+            if reserved(path):
+                return minted(req, close, who, path, ttl, rights, {path: None})
+            # The file (or folder) it names, found off the loop when not cached (the walk and the
+            # open of an uncached file wait for the disk).
+            return self.cache.with_entries(
+                [path], lambda known: minted(req, close, who, path, ttl, rights, known),
+                lambda exc: refusal(exc, date.get(), close=close, head_only=req.method == "HEAD",
+                                    version=req.version))
+
+        def minted(req: http.Request, close: bool, who: Identity, path: str, ttl: int, rights: str,
+                   known: dict) -> Reply:
+            entry = known[path]                     # an HttpError for nothing there, None for a folder
+            by = None if reserved(path) else self.minter(who, path, rights, entry)
             if by is None:
                 if who.kind == "anonymous":
                     raise http.HttpError(401, "sign in to share", headers=[challenge])
                 raise http.HttpError(403, f"{who.name} may not share this")
-            entry = self.cache.lookup(path)         # 404 for nothing there, None for a folder
+            if isinstance(entry, http.HttpError):   # (404 for nothing there, 503 out of fds...)
+                raise entry
             if rights == "w" and entry is not None:
                 raise http.HttpError(400, "a drop box is a folder")
             if entry is None:                       # a folder: its path ends with "/" in the link

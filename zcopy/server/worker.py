@@ -70,6 +70,10 @@ class Worker(ListenerLoop):
                                    watch=_file_watch(), generation=generation(),
                                    digests=Digests(self.executor.submit, self.state),
                                    held=HeldBodies(max_size=config.small_reply_max))
+        #: Uncached files are walked and opened on threads of their own: never queued behind
+        #: a digest, an fsync or a listing build on the executor (docs/serve.md, "Opening off the loop").
+        self.opener = Executor(max_threads=4)
+        self.cache.executor = self.opener
         writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync, executor=self.executor,
@@ -143,6 +147,7 @@ class Worker(ListenerLoop):
             self.add_fd(self.prefetch.fileno(), lambda events: self.prefetch.wake(self.ready, self.now))
         # Work done off the loop (commits, listings...): its callbacks run here.
         self.add_fd(self.executor.fileno(), lambda events: self.executor.run_callbacks())
+        self.add_fd(self.opener.fileno(), lambda events: self.opener.run_callbacks())
         if self.cache.watch is not None:
             # File changes first: a change completed before a request was sent
             # must be applied before that request is read. (An inotify fd
@@ -253,6 +258,7 @@ class Worker(ListenerLoop):
         if self.prefetch is not None:
             snap["prefetch"] = self.prefetch.snapshot()
         snap["executor"] = self.executor.snapshot()
+        snap["opener"] = self.opener.snapshot()
         snap["listings"] = self.responder.listings.snapshot()
         if self.tls is not None:
             snap["tls"] = self.tls.snapshot()
@@ -267,6 +273,7 @@ class Worker(ListenerLoop):
         if self.verifier is not None:
             self.verifier.close()
         self.executor.close()         # a commit under way finishes first
+        self.opener.close()
         self.responder.listings.close()
         self.responder.dav.pages.close()
         self.cache.close()
