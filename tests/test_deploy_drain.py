@@ -11,13 +11,9 @@ import hashlib
 import http.client
 import io
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 
-import pytest
 
 from haproxyutil import accepts, free_port, haproxy, needs_haproxy
 from serverutil import Server
