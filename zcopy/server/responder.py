@@ -454,14 +454,7 @@ class Responder:
                 if self.cache.executor is None:
                     index = self.cache.lookup(req.path + "index.html")
                 else:
-                    def again(entry) -> Reply:
-                        try:
-                            return self._directory(req, close, head_only, identity, path, (entry,))
-                        except http.HttpError as exc:
-                            return self.error(exc, close=close, head_only=head_only, version=req.version)
-                    return self._later(req.path + "index.html", again,
-                                       lambda exc: again(None) if getattr(exc, "status", 500) < 500 else
-                                       self.error(exc, close=close, head_only=head_only, version=req.version))
+                    return self._index_later(req, close, head_only, identity, path)
         except http.HttpError:
             index = None
         if index is not None and self.access.allows(identity, req.method, path.rstrip("/") + "/index.html", True):
@@ -470,16 +463,21 @@ class Responder:
                 return reply
             if self.cache.executor is None:
                 return self._file(req, self._renewed(req.path + "index.html"), close, head_only, True)
-
-            def again(entry) -> Reply:
-                try:
-                    return self._directory(req, close, head_only, identity, path, (entry,))
-                except http.HttpError as exc:
-                    return self.error(exc, close=close, head_only=head_only, version=req.version)
-            return self._later(req.path + "index.html", again,
-                               lambda exc: again(None) if getattr(exc, "status", 500) < 500 else
-                               self.error(exc, close=close, head_only=head_only, version=req.version))
+            return self._index_later(req, close, head_only, identity, path)
         return folders.page(req, identity, path, close, head_only, self.may_write)
+
+    def _index_later(self, req: http.Request, close: bool, head_only: bool, identity: Identity,
+                     path: str) -> Pending:
+        """The folder answered again once its ``index.html`` is resolved off the loop: gone or
+        refused (4xx) means the listing; out of fds (503) or a fault is that error."""
+        def again(entry) -> Reply:
+            try:
+                return self._directory(req, close, head_only, identity, path, (entry,))
+            except http.HttpError as exc:
+                return self.error(exc, close=close, head_only=head_only, version=req.version)
+        return self._later(req.path + "index.html", again,
+                           lambda exc: again(None) if getattr(exc, "status", 500) < 500 else
+                           self.error(exc, close=close, head_only=head_only, version=req.version))
 
 
 
