@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -58,6 +59,23 @@ def runtime(tmp_path, monkeypatch):
     path.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_runtime():
+    """Every server a test starts keeps its live-stats files (zcopy.stats.location) in a folder of
+    this session's, removed at its end: a server a test SIGKILLs cannot clean its own, and they must
+    not stay in /dev/shm/zcopy-<uid> (the fallback without XDG_RUNTIME_DIR). In memory, like that
+    fallback: the stats publish runs on the event loop."""
+    folder = tempfile.mkdtemp(prefix="zcopy-test-run-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = folder
+    yield folder
+    if old is None:
+        del os.environ["XDG_RUNTIME_DIR"]
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = old
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
