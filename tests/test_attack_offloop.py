@@ -48,6 +48,16 @@ class _Trace:
         return err.splitlines()
 
 
+def _sockets(pid: int) -> int:
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
 def _on_loop(lines: list[str], pid: int, needle: str) -> list[str]:
     """The lines made by the worker's main thread (the event loop) that name ``needle``."""
     out = []
@@ -85,3 +95,50 @@ def test_a_file_hard_linked_elsewhere_is_never_walked_on_the_loop(tmp_path):
             lines = trace.stop()
     # The walk from ROOT opens "deep" (openat2 / openat of the folder): never on the loop.
     assert _on_loop(lines, worker, '"deep') == [], (worker, _on_loop(lines, worker, '"deep')[:2])
+
+
+def test_a_shared_lookup_whose_file_goes_before_it_settles_answers_every_waiter(tmp_path):
+    """Two requests share one off-loop lookup of an uncached file. The first (a GET whose If
+    header names the file's ETag: ``with_entries``) is answered first and finds the file gone
+    (its entry is dropped, its fd closed); the second is then answered from the entry the
+    lookup found. It must get the bytes the open saw or a 404, never a reply sent from a
+    closed (or reused) fd."""
+    from test_serve_open_offloop import _Delay, _stopped_threads
+    import threading
+
+    from serverutil import connect, read_response
+
+    body = os.urandom(200_000)
+    (tmp_path / "a.bin").write_bytes(body)
+    (tmp_path / "other").mkdir()
+    os.link(tmp_path / "a.bin", tmp_path / "other" / "b.bin")     # nlink 2: checked per request
+    with Server(tmp_path, "--workers", "1") as srv:
+        worker = srv.worker_pids()[0]
+        delay = _Delay(worker, "a.bin.br")          # the sibling's open, after the file's fstat
+        results: dict = {}
+        try:
+            def ask(key: str, extra: bytes) -> None:
+                with connect(srv.port) as s:
+                    s.sendall(b"GET /a.bin HTTP/1.1\r\nHost: t\r\n" + extra + b"Connection: close\r\n\r\n")
+                    try:
+                        status, _, got, _ = read_response(s)
+                        results[key] = (status, got)
+                    except Exception as exc:        # a connection closed mid-reply
+                        results[key] = ("broken", repr(exc))
+            first = threading.Thread(target=ask, args=("if", b'If: (["x"])\r\n'))
+            first.start()
+            _wait(lambda: _stopped_threads(worker), what="the sibling's open to be held")
+            sockets = _sockets(worker)
+            second = threading.Thread(target=ask, args=("plain", b""))
+            second.start()
+            # The second request reaches the worker (its socket) and joins the lookup.
+            _wait(lambda: _sockets(worker) > sockets, what="the second connection")
+            time.sleep(0.2)     # (its head is read in the accept's turn: nothing to wait on)
+            os.unlink(tmp_path / "a.bin")
+            first.join(timeout=30)
+            second.join(timeout=30)
+        finally:
+            delay.stop()
+        assert results["if"][0] == 404, results["if"]
+        assert results["plain"] in ((200, body), (404, results["plain"][1])), results["plain"][:1]
+        assert get(srv.port, "/other/b.bin")[2] == body         # the worker carries on

@@ -198,7 +198,7 @@ class Responder:
                     may_read = answers.reads[key] = access.allows(identity, req.method, path, True)
             if not may_read and not access.may_browse(identity, path):
                 raise self.gate.refuse(identity, "read here", "this server needs a token to read")
-            entry = self.cache.find(req.path) if found is None else found[0]
+            entry = self.cache.find(req.path) if found is None or _dropped(found[0]) else found[0]
             if entry is LATER:          # not in memory: walked and opened off the loop
                 if self.cache.executor is None:
                     entry = self.cache.lookup(req.path)
@@ -449,7 +449,7 @@ class Responder:
         if asked is not None:
             return asked
         try:
-            index = self.cache.find(req.path + "index.html") if found is None else found[0]
+            index = self.cache.find(req.path + "index.html") if found is None or _dropped(found[0]) else found[0]
             if index is LATER:          # resolved off the loop, then this again
                 if self.cache.executor is None:
                     index = self.cache.lookup(req.path + "index.html")
@@ -481,6 +481,12 @@ class Responder:
                                self.error(exc, close=close, head_only=head_only, version=req.version))
         return folders.page(req, identity, path, close, head_only, self.may_write)
 
+
+def _dropped(entry: FileEntry | None) -> bool:
+    """Whether the entry an off-loop lookup found was dropped before this waiter's turn: an
+    earlier waiter of the same lookup (answered first, on the loop) found the file gone or
+    changed, and the entry's fd is closed (its number may be reused): never answer from it."""
+    return entry is not None and entry.retired
 
 
 def _private(reply: Reply) -> Reply:
