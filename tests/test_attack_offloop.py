@@ -142,3 +142,41 @@ def test_a_shared_lookup_whose_file_goes_before_it_settles_answers_every_waiter(
         assert results["if"][0] == 404, results["if"]
         assert results["plain"] in ((200, body), (404, results["plain"][1])), results["plain"][:1]
         assert get(srv.port, "/other/b.bin")[2] == body         # the worker carries on
+
+
+def test_an_account_without_rights_never_learns_whether_a_file_exists(tmp_path):
+    """Holds: an account (and anonymous) that may not read a folder is refused the same way for a
+    file there that is not cached, one that is (read by an account that may), one that does not
+    exist, and one turned into a folder meanwhile, GET and HEAD alike: the off-loop lookup is made
+    only after the rights said yes."""
+    import base64
+
+    from serverutil import request
+    from zcopy.accounts import passwords
+
+    fast = dict(time_cost=1, memory_kib=passwords.MIN_MEMORY_KIB)
+    root = tmp_path / "root"
+    (root / "secret").mkdir(parents=True)
+    (root / "pub").mkdir()
+    (root / "secret" / "cold.txt").write_bytes(b"c")
+    (root / "secret" / "hot.txt").write_bytes(b"h")
+    users = tmp_path / "users.txt"
+    users.write_text(f"alice {passwords.make('a-pw', **fast)} /pub:r\n"
+                     f"reader {passwords.make('r-pw', **fast)} /:r\n* - /pub:r\n")
+
+    def ask(port, method, path, who):
+        auth = "" if who is None else "Authorization: Basic " + base64.b64encode(who.encode()).decode() + "\r\n"
+        raw = f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}\r\n".encode()
+        return request(port, raw, head_only=method == "HEAD")[0]
+
+    with Server(root, "--users", str(users), "--state-dir", str(tmp_path / "state"), "--workers", "1") as srv:
+        assert ask(srv.port, "GET", "/secret/hot.txt", "reader:r-pw") == 200       # cached now
+        os.unlink(root / "secret" / "cold.txt")
+        os.mkdir(root / "secret" / "cold.txt")          # (and one that is a folder now)
+        (root / "secret" / "cold2.txt").write_bytes(b"c")
+        for who, refused in (("alice:a-pw", 403), (None, 401)):
+            for method in ("GET", "HEAD"):
+                got = {p: ask(srv.port, method, p, who)
+                       for p in ("/secret/hot.txt", "/secret/cold2.txt", "/secret/none.txt", "/secret/cold.txt")}
+                assert set(got.values()) == {refused}, (who, method, got)
+        assert ask(srv.port, "GET", "/secret/cold2.txt", "reader:r-pw") == 200
