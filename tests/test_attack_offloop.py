@@ -180,3 +180,44 @@ def test_an_account_without_rights_never_learns_whether_a_file_exists(tmp_path):
                        for p in ("/secret/hot.txt", "/secret/cold2.txt", "/secret/none.txt", "/secret/cold.txt")}
                 assert set(got.values()) == {refused}, (who, method, got)
         assert ask(srv.port, "GET", "/secret/cold2.txt", "reader:r-pw") == 200
+
+
+def test_waiters_of_a_lookup_that_runs_out_of_fds_are_all_answered_and_served_after(tmp_path):
+    """Holds: three keep-alive connections (one with a second request pipelined) wait for one
+    held open of an uncached file; the worker runs out of fds before the open goes on. Every
+    request is answered, in order, 503 with Retry-After (the cache has nothing to give back),
+    the connections stay usable, and once fds are back the same connections get the file."""
+    import resource
+
+    from test_serve_open_offloop import _Delay, _lowest_free_fd, _stopped_threads
+
+    from serverutil import connect, read_response
+
+    data = os.urandom(50_000)
+    (tmp_path / "x.bin").write_bytes(data)
+    with Server(tmp_path, "--workers", "1") as srv:
+        worker = srv.worker_pids()[0]
+        socks = [connect(srv.port) for _ in range(3)]
+        soft, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+        delay = _Delay(worker, "x.bin")
+        try:
+            ask = b"GET /x.bin HTTP/1.1\r\nHost: t\r\n\r\n"
+            socks[0].sendall(ask + ask)                 # (a pipelined second one)
+            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            for s in socks[1:]:                         # (they join it, or start their own: all answered)
+                s.sendall(ask)
+            resource.prlimit(worker, resource.RLIMIT_NOFILE, (_lowest_free_fd(worker), hard))
+            try:
+                answers = [read_response(s) for s in socks] + [read_response(socks[0])]
+            finally:
+                resource.prlimit(worker, resource.RLIMIT_NOFILE, (soft, hard))
+        finally:
+            delay.stop()
+        for status, headers, body, _ in answers:
+            assert status == 503 and headers.get("retry-after") == "1", (status, headers)
+        for s in socks:                                 # the same connections, fds back
+            s.sendall(b"GET /x.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, _, body, _ = read_response(s)
+            assert (status, body == data) == (200, True)
+            s.close()
+        assert srv.worker_pids() == [worker]
