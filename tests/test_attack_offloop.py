@@ -221,3 +221,50 @@ def test_waiters_of_a_lookup_that_runs_out_of_fds_are_all_answered_and_served_af
             assert (status, body == data) == (200, True)
             s.close()
         assert srv.worker_pids() == [worker]
+
+
+def test_an_if_header_etag_is_compared_with_the_file_as_it_is_when_the_lookups_are_back(tmp_path):
+    """A PUT's If header names two resources (RFC 4918 10.4: true when either list is): /a.txt,
+    cached, with its ETag, and /other.txt, not cached, whose open strace holds. /a.txt is
+    replaced meanwhile. When the lookups are back the condition must be compared with /a.txt as
+    it is then (412), not with the entry found from memory before the wait: that stale ETag
+    let the PUT overwrite the replacement (a lost update, what the If header exists to stop)."""
+    import threading
+
+    from test_serve_open_offloop import _Delay, _stopped_threads
+
+    from serverutil import connect, read_response
+
+    (tmp_path / "a.txt").write_text("v1")
+    (tmp_path / "other.txt").write_text("o")
+    with Server(tmp_path, "--workers", "1", "--allow-write", "--no-fsync") as srv:
+        worker = srv.worker_pids()[0]
+        etag = get(srv.port, "/a.txt")[1]["etag"]          # /a.txt cached (and watched)
+        delay = _Delay(worker, "other.txt")
+        results: list = []
+        try:
+            def put() -> None:
+                with connect(srv.port) as s:
+                    s.sendall(b"PUT /a.txt HTTP/1.1\r\nHost: t\r\n"
+                              b"If: <http://t/a.txt> ([" + etag.encode() + b"]) <http://t/other.txt> ([\"nope\"])\r\n"
+                              b"Content-Length: 3\r\nConnection: close\r\n\r\nput")
+                    results.append(read_response(s)[0])
+            client = threading.Thread(target=put)
+            client.start()
+            _wait(lambda: _stopped_threads(worker), what="the open of other.txt to be held")
+            (tmp_path / "new.tmp").write_text("v2, someone else's")
+            os.rename(tmp_path / "new.tmp", tmp_path / "a.txt")
+            # (the loop reads the rename's event while the open is held; a GET shows it did)
+            _wait(lambda: get(srv.port, "/a.txt")[2] == b"v2, someone else's", what="the replacement served")
+            client.join(timeout=30)
+        finally:
+            delay.stop()
+        assert results == [412]
+        assert (tmp_path / "a.txt").read_text() == "v2, someone else's"
+        etag = get(srv.port, "/a.txt")[1]["etag"]          # the same If, with the current ETag: holds
+        with connect(srv.port) as s:
+            s.sendall(b"PUT /a.txt HTTP/1.1\r\nHost: t\r\n"
+                      b"If: <http://t/a.txt> ([" + etag.encode() + b"]) <http://t/other.txt> ([\"nope\"])\r\n"
+                      b"Content-Length: 3\r\nConnection: close\r\n\r\nput")
+            assert read_response(s)[0] == 204
+        assert (tmp_path / "a.txt").read_text() == "put"

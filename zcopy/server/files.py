@@ -358,6 +358,25 @@ class OpenFileCache:
             waiting[0] -= 1
             if waiting[0]:
                 return
+            # An entry found before the wait (from memory, or by a lookup back earlier) may have
+            # been dropped since (its file changed): its ETag is no longer the file's. Find it
+            # again, from memory or off the loop, before anything is compared with it.
+            again = []
+            for url, got in known.items():
+                if isinstance(got, FileEntry) and got.retired:
+                    try:
+                        got = self.find(url)
+                    except http.HttpError as err:
+                        got = err
+                    if got is LATER:
+                        again.append(url)
+                    else:
+                        known[url] = got
+            if again:
+                waiting[0] = len(again)
+                for url in again:
+                    self.resolve(url, lambda entry, exc, url=url: one(url, entry, exc))
+                return
             try:
                 reply = then(known)
             except http.HttpError as err:
