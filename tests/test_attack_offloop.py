@@ -268,3 +268,38 @@ def test_an_if_header_etag_is_compared_with_the_file_as_it_is_when_the_lookups_a
                       b"Content-Length: 3\r\nConnection: close\r\n\r\nput")
             assert read_response(s)[0] == 204
         assert (tmp_path / "a.txt").read_text() == "put"
+
+
+def test_a_keep_alive_sign_in_does_not_outlive_the_removal_of_its_account(tmp_path):
+    """Holds: a connection signed in (its credentials remembered for its keep-alive requests,
+    ``Gate.identify``) stops being that account once a reload of the users file removed it:
+    the same connection's next requests are 401, for a cached file and an uncached one."""
+    import base64
+
+    from serverutil import connect, read_response
+    from zcopy.accounts import passwords
+
+    fast = dict(time_cost=1, memory_kib=passwords.MIN_MEMORY_KIB)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hot.txt").write_bytes(b"h")
+    (root / "cold.txt").write_bytes(b"c")
+    users = tmp_path / "users.txt"
+    keep = f"keeper {passwords.make('k-pw', **fast)} /:r\n"
+    users.write_text(f"gone {passwords.make('g-pw', **fast)} /:r\n" + keep)
+    auth = b"Authorization: Basic " + base64.b64encode(b"gone:g-pw") + b"\r\n"
+    with Server(root, "--users", str(users), "--state-dir", str(tmp_path / "state"), "--workers", "1") as srv:
+        with connect(srv.port) as s:
+            s.sendall(b"GET /hot.txt HTTP/1.1\r\nHost: t\r\n" + auth + b"\r\n")
+            assert read_response(s)[0] == 200
+            users.write_text(keep)
+            deadline = time.monotonic() + 10
+            while True:
+                s.sendall(b"GET /hot.txt HTTP/1.1\r\nHost: t\r\n" + auth + b"\r\n")
+                status = read_response(s)[0]
+                if status == 401:
+                    break
+                assert status == 200 and time.monotonic() < deadline, "the removed account still reads"
+                time.sleep(0.1)
+            s.sendall(b"GET /cold.txt HTTP/1.1\r\nHost: t\r\n" + auth + b"\r\n")
+            assert read_response(s)[0] == 401
