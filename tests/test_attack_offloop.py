@@ -303,3 +303,42 @@ def test_a_keep_alive_sign_in_does_not_outlive_the_removal_of_its_account(tmp_pa
                 time.sleep(0.1)
             s.sendall(b"GET /cold.txt HTTP/1.1\r\nHost: t\r\n" + auth + b"\r\n")
             assert read_response(s)[0] == 401
+
+
+def test_the_connection_that_started_a_shared_lookup_leaving_early_leaves_the_others_served(tmp_path):
+    """Holds: the connection whose request started an off-loop lookup closes while the open is
+    held; two others that joined it (one a HEAD, one a GET pipelined behind a second GET of
+    another uncached file) are answered, in order, with the right bytes, and no fd of the file
+    is left beyond the cache's one."""
+    from test_serve_open_offloop import _Delay, _fds_to, _stopped_threads
+
+    from serverutil import connect, read_response
+
+    data = os.urandom(70_000)
+    other = os.urandom(5_000)
+    (tmp_path / "s.bin").write_bytes(data)
+    (tmp_path / "t.bin").write_bytes(other)
+    with Server(tmp_path, "--workers", "1") as srv:
+        worker = srv.worker_pids()[0]
+        delay = _Delay(worker, "s.bin")
+        try:
+            first = connect(srv.port)
+            first.sendall(b"GET /s.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            head = connect(srv.port)
+            head.sendall(b"HEAD /s.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            piped = connect(srv.port)
+            piped.sendall(b"GET /s.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /t.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            first.close()
+            status, headers, body, _ = read_response(head, head_only=True)
+            assert (status, headers["content-length"], body) == (200, str(len(data)), b"")
+            status, _, body, _ = read_response(piped)
+            assert (status, body == data) == (200, True)
+            status, _, body, _ = read_response(piped)
+            assert (status, body == other) == (200, True)
+            head.close()
+            piped.close()
+        finally:
+            delay.stop()
+        _wait(lambda: _fds_to(worker, str(tmp_path / "s.bin")) <= 1, what="at most the cache's fd")
+        assert get(srv.port, "/s.bin")[2] == data
