@@ -342,3 +342,27 @@ def test_the_connection_that_started_a_shared_lookup_leaving_early_leaves_the_ot
             delay.stop()
         _wait(lambda: _fds_to(worker, str(tmp_path / "s.bin")) <= 1, what="at most the cache's fd")
         assert get(srv.port, "/s.bin")[2] == data
+
+
+def test_an_if_header_with_lock_tokens_only_opens_nothing_on_the_loop(tmp_path):
+    """A WebDAV client holding a lock sends its token in an If header without any ETag
+    (``If: (<token>)``); no entry is looked up off the loop for it (``Dav.if_etag_urls`` names
+    only clauses with ETags), so the check must not ask for the file's ETags at all: it did, with
+    ``OpenFileCache.lookup``, a walk and an open of an uncached file on the event loop."""
+    from serverutil import request
+
+    (tmp_path / "doc.txt").write_text("v1")
+    (tmp_path / "hot.txt").write_text("hot")
+    with Server(tmp_path, "--workers", "1", "--allow-write", "--no-fsync") as srv:
+        worker = srv.worker_pids()[0]
+        assert get(srv.port, "/hot.txt")[2] == b"hot"
+        trace = _Trace(worker, "openat,openat2,newfstatat,statx")
+        try:
+            for value in (b"(Not <urn:uuid:0-no-such-lock>)", b"<http://t/doc.txt> (Not <urn:uuid:0-none>)"):
+                raw = (b"PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: " + value +
+                       b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv2")
+                assert request(srv.port, raw)[0] == 204
+        finally:
+            lines = trace.stop()
+    assert (tmp_path / "doc.txt").read_text() == "v2"
+    assert _on_loop(lines, worker, '"doc.txt"') == [], _on_loop(lines, worker, '"doc.txt"')[:3]

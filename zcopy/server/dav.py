@@ -216,7 +216,9 @@ class Dav:
     def _if_holds(self, request_url: str, clauses, now: float) -> bool:
         for clause in clauses:
             url = request_url if clause.resource is None else url_of(clause.resource)
-            etags = self._etags(url)
+            # Only a clause comparing ETags needs the file's (its entry was found off the loop,
+            # ``if_etag_urls``); one with lock tokens only must not look the file up here.
+            etags = self._etags(url) if any(c.etag for conds in clause.lists for c in conds) else ()
             tokens = {lk.token for lk in covering_in(self.locks.live(), _key(url), now)} \
                 if self.locks_may_exist(now) else set()
             for conds in clause.lists:
