@@ -366,3 +366,19 @@ def test_an_if_header_with_lock_tokens_only_opens_nothing_on_the_loop(tmp_path):
             lines = trace.stop()
     assert (tmp_path / "doc.txt").read_text() == "v2"
     assert _on_loop(lines, worker, '"doc.txt"') == [], _on_loop(lines, worker, '"doc.txt"')[:3]
+
+
+def test_an_if_header_naming_a_malformed_url_is_a_bad_request(tmp_path):
+    """``If: <http://[bad/x> (["e"])`` parses (the tag is any URL) but the URL does not
+    (urlsplit: "Invalid IPv6 URL"). ``if_etag_urls`` skipped it; the check raised ValueError out
+    of the responder: a 500 "internal error" (a traceback, counted as a server bug). It is the
+    client's error: 400, and the file is left alone."""
+    from serverutil import request
+
+    (tmp_path / "doc.txt").write_text("v1")
+    with Server(tmp_path, "--workers", "1", "--allow-write", "--no-fsync") as srv:
+        for value in (b'<http://[bad/doc.txt> (["e"])', b"<http://[bad/doc.txt> (<urn:uuid:0-x>)"):
+            raw = (b"PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: " + value +
+                   b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv2")
+            assert request(srv.port, raw)[0] == 400, value
+        assert get(srv.port, "/doc.txt")[2] == b"v1"

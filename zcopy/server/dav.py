@@ -215,7 +215,10 @@ class Dav:
 
     def _if_holds(self, request_url: str, clauses, now: float) -> bool:
         for clause in clauses:
-            url = request_url if clause.resource is None else url_of(clause.resource)
+            try:
+                url = request_url if clause.resource is None else url_of(clause.resource)
+            except ValueError as exc:       # urlsplit: "Invalid IPv6 URL"... the client's error
+                raise http.HttpError(400, f"a URL in the If header does not parse ({exc})") from None
             # Only a clause comparing ETags needs the file's (its entry was found off the loop,
             # ``if_etag_urls``); one with lock tokens only must not look the file up here.
             etags = self._etags(url) if any(c.etag for conds in clause.lists for c in conds) else ()
