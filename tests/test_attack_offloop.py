@@ -382,3 +382,46 @@ def test_an_if_header_naming_a_malformed_url_is_a_bad_request(tmp_path):
                    b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv2")
             assert request(srv.port, raw)[0] == 400, value
         assert get(srv.port, "/doc.txt")[2] == b"v1"
+
+
+@pytest.mark.parametrize("tag", [b"<foo>", b"<http://t/%00x>", b"<http://t/../../etc/hostname>", b"<http://t/a/../../x>",
+                                 b"<http://t/.zcopy/x>", b"<http://t/" + b"a/" * 3000 + b">"])
+def test_if_header_tags_naming_odd_urls_are_answered_not_crashed(tmp_path, tag):
+    """Holds (after the fix above): the URL an If header's tag names is looked up off the loop like a
+    request's; odd ones (relative, a NUL, climbing out, reserved, very deep) make the condition
+    false (412) or the request bad (400), never a 500 or a dropped connection, and the worker lives."""
+    from serverutil import request
+
+    (tmp_path / "doc.txt").write_text("v1")
+    with Server(tmp_path, "--workers", "1", "--allow-write", "--no-fsync") as srv:
+        worker = srv.worker_pids()[0]
+        raw = (b"PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: " + tag + b' (["e"])'
+               b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv2")
+        assert request(srv.port, raw)[0] in (400, 412)
+        assert get(srv.port, "/doc.txt")[2] == b"v1"
+        assert srv.worker_pids() == [worker]
+
+
+def test_an_if_header_is_no_etag_oracle_for_a_file_outside_root(tmp_path):
+    """Holds: a tag climbing out of ROOT (``..``, encoded or not) names a path beneath ROOT (or
+    nothing): the ETag of a file outside ROOT, which the If header compares, never matches."""
+    from serverutil import request
+    from zcopy import http
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "doc.txt").write_text("v1")
+    (tmp_path / "out.txt").write_text("outside")
+    etag = http.make_etag(os.stat(tmp_path / "out.txt")).encode()
+    with Server(root, "--workers", "1", "--allow-write", "--no-fsync") as srv:
+        for tag in (b"<http://t/../out.txt>", b"<http://t/%2e%2e/out.txt>", b"<http://t/doc.txt/../../out.txt>",
+                    b"<http://t/%2e%2e%2fout.txt>"):
+            raw = (b"PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: " + tag + b" ([" + etag + b"])"
+                   b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv2")
+            assert request(srv.port, raw)[0] in (400, 412), tag
+        assert get(srv.port, "/doc.txt")[2] == b"v1"
+        # (the same condition, with the ETag computed the same way for a file inside, holds)
+        inside = http.make_etag(os.stat(root / "doc.txt")).encode()
+        raw = (b"PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: <http://t/doc.txt> ([" + inside + b"])"
+               b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv2")
+        assert request(srv.port, raw)[0] == 204
