@@ -425,3 +425,41 @@ def test_an_if_header_is_no_etag_oracle_for_a_file_outside_root(tmp_path):
         raw = (b"PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: <http://t/doc.txt> ([" + inside + b"])"
                b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv2")
         assert request(srv.port, raw)[0] == 204
+
+
+def test_an_if_header_is_no_etag_oracle_for_a_file_the_account_may_not_read(tmp_path):
+    """An account that may write its own folder but not read /secret sends a PUT whose If
+    header names /secret/s.txt with a guessed ETag: were the condition compared with the file's
+    real ETag, 204 against 412 would tell the account whether its guess (of the file's bytes,
+    with content-digest ETags, or its size and mtime) is right. The If header must treat what
+    the account may not read as nothing there."""
+    import base64
+
+    from serverutil import request
+    from zcopy import http
+    from zcopy.accounts import passwords
+
+    fast = dict(time_cost=1, memory_kib=passwords.MIN_MEMORY_KIB)
+    root = tmp_path / "root"
+    (root / "secret").mkdir(parents=True)
+    (root / "home").mkdir()
+    (root / "secret" / "s.txt").write_text("salary: 1")
+    users = tmp_path / "users.txt"
+    users.write_text(f"alice {passwords.make('a-pw', **fast)} /home:rwd\n"
+                     f"boss {passwords.make('b-pw', **fast)} /:rwd\n")
+    auth = b"Authorization: Basic " + base64.b64encode(b"alice:a-pw") + b"\r\n"
+    right = http.make_etag(os.stat(root / "secret" / "s.txt")).encode()
+    with Server(root, "--users", str(users), "--state-dir", str(tmp_path / "state"), "--workers", "1",
+                "--allow-write", "--no-fsync") as srv:
+        said = {}
+        for name, guess in (("right", right), ("wrong", b'"nope"')):
+            raw = (b"PUT /home/f.txt HTTP/1.1\r\nHost: t\r\n" + auth +
+                   b"If: <http://t/secret/s.txt> ([" + guess + b"])"
+                   b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+            said[name] = request(srv.port, raw)[0]
+        assert said["right"] == said["wrong"], said
+        # (an account that may read it: the condition is compared, and holds)
+        raw = (b"PUT /home/g.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Basic " + base64.b64encode(b"boss:b-pw") +
+               b"\r\nIf: <http://t/secret/s.txt> ([" + right + b"])"
+               b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+        assert request(srv.port, raw)[0] == 201

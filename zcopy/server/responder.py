@@ -85,6 +85,7 @@ class Responder:
         self.shares = shares
         #: WebDAV (PROPFIND, PROPPATCH, COPY, LOCK, UNLOCK; locks and If for the writes)
         self.dav = Dav(cache, date, writer, getattr(self.routes, "state", None), executor)
+        self.dav.readable = lambda identity, url: self.access.allows(identity, "GET", rules_path(url), True)
         if writer is not None:
             writer.removed = self.dav.removed       # locks go with what DELETE removes and MOVE moves away
         self.allow = self.dav.allow
