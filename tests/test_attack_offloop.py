@@ -463,3 +463,32 @@ def test_an_if_header_is_no_etag_oracle_for_a_file_the_account_may_not_read(tmp_
                b"\r\nIf: <http://t/secret/s.txt> ([" + right + b"])"
                b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
         assert request(srv.port, raw)[0] == 201
+
+
+def test_an_if_header_naming_many_files_opens_none_for_a_read_and_is_bounded_for_a_write(tmp_path):
+    """An If header's ETag conditions make the server find the entries of the URLs they name (off
+    the loop) before it answers. A GET does not evaluate the If header, yet anyone's GET naming
+    300 files opened all 300 (and evicted the hot entries of the cache): one request, hundreds of
+    opens. A read must look up none; a write naming more URLs than any client does is refused
+    (400) before any is opened."""
+    from test_serve_open_offloop import _fds_to
+
+    from serverutil import request
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(300):
+        (many / f"f{i}").write_bytes(b"x")
+    (tmp_path / "doc.txt").write_text("v1")
+    tags = b" ".join(b"<http://t/many/f%d> ([\"e\"])" % i for i in range(300))
+    with Server(tmp_path, "--workers", "1", "--allow-write", "--no-fsync") as srv:
+        worker = srv.worker_pids()[0]
+        status, _, body = request(srv.port, b"GET /doc.txt HTTP/1.1\r\nHost: t\r\nIf: " + tags +
+                                  b"\r\nConnection: close\r\n\r\n")
+        assert (status, body) == (200, b"v1")
+        assert _fds_to(worker, str(many)) == 0
+        raw = (b"PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: " + tags +
+               b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv2")
+        assert request(srv.port, raw)[0] == 400
+        assert _fds_to(worker, str(many)) == 0
+        assert get(srv.port, "/doc.txt")[2] == b"v1"

@@ -26,6 +26,9 @@ from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.write_methods import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
+#: The most URLs an If header's ETag conditions may name (each is looked up before the answer:
+#: one request must not cost hundreds of opens; clients name the target, perhaps a destination).
+MAX_IF_URLS = 16
 _SHARE_KINDS = ("share", "share-folder")
 #: Who a cookie can sign in: a file read that way is this browser's, not for a shared cache
 #: (RFC 9111 3.5 keeps shared caches from storing what answered an Authorization header, not a Cookie).
@@ -145,10 +148,13 @@ class Responder:
         (``_after_digest``); answer it with whatever ETag there is. ``found``:
         (the entry,) its lookup found off the loop (``_later``). ``etags``: the entries
         its If header's ETag conditions name, found (off the loop when not cached)."""
-        if etags is None and "if" in req.headers:
+        if etags is None and "if" in req.headers and req.method not in READ_METHODS:   # (a read ignores If)
             urls = self.dav.if_etag_urls(req)
             if urls:
                 close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
+                if len(set(urls)) > MAX_IF_URLS:        # each is walked and opened before the answer
+                    return self.error(http.HttpError(400, "the If header names too many resources"),
+                                      close=close, head_only=req.method == "HEAD", version=req.version)
                 return self.cache.with_entries(
                     urls, lambda known: self._with_etags(known, req, identity, closing, conn, hashed, found),
                     lambda exc: self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version))
