@@ -149,7 +149,8 @@ class Responder:
         (the entry,) its lookup found off the loop (``_later``). ``etags``: the entries
         its If header's ETag conditions name, found (off the loop when not cached)."""
         if etags is None and "if" in req.headers and req.method not in READ_METHODS:   # (a read ignores If)
-            urls = self.dav.if_etag_urls(req)
+            # (only what this identity may read: the check compares no other ETag, ``Dav.readable``)
+            urls = [u for u in self.dav.if_etag_urls(req) if self.dav.readable(identity, u)]
             if urls:
                 close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
                 if len(set(urls)) > MAX_IF_URLS:        # each is walked and opened before the answer
