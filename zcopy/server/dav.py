@@ -94,6 +94,9 @@ class Dav:
         #: url -> entry (None: a folder; an HttpError: nothing there) found off the loop for the
         #: If header of the request being answered now (``Responder``); None between requests
         self.known_etags: dict | None = None
+        #: ``readable(identity, url)``: whether ``identity`` may read ``url`` (set by the responder).
+        #: What it may not read has no ETag for its If header: no oracle for its bytes or existence.
+        self.readable = None
         #: PROPFIND Depth 1 Multi-Status pages, kept like folder listings (zcopy.server.propfind)
         self.pages = Listings(cache, None, executor, build=self._page)
         #: (url, view) -> propfind.Members: the members of each kept page as its last build saw them
@@ -200,7 +203,7 @@ class Dav:
             raise http.HttpError(400, str(exc)) from None
         submitted = ifheader.tokens(clauses)
         now = time.time()
-        if clauses and not self._if_holds(req.path, clauses, now):
+        if clauses and not self._if_holds(req.path, clauses, now, identity):
             raise http.HttpError(412, "the If header's conditions do not hold")
         if self.locks_may_exist(now):
             who = principal(identity)
@@ -213,10 +216,20 @@ class Dav:
                     hrefs = "".join(f"<D:href>{multistatus.href(lk.root, False)}</D:href>" for lk in missing[:1])
                     raise DavError(423, "locked", f"<D:lock-token-submitted>{hrefs}</D:lock-token-submitted>")
 
-    def _if_holds(self, request_url: str, clauses, now: float) -> bool:
+    def _if_holds(self, request_url: str, clauses, now: float, identity=None) -> bool:
         for clause in clauses:
-            url = request_url if clause.resource is None else url_of(clause.resource)
-            etags = self._etags(url)
+            try:
+                url = request_url if clause.resource is None else url_of(clause.resource)
+            except ValueError as exc:       # urlsplit: "Invalid IPv6 URL"... the client's error
+                raise http.HttpError(400, f"a URL in the If header does not parse ({exc})") from None
+            # Only a clause comparing ETags needs the file's (its entry was found off the loop,
+            # ``if_etag_urls``); one with lock tokens only must not look the file up here.
+            readable = self.readable
+            if not any(c.etag for conds in clause.lists for c in conds) or \
+                    readable is not None and identity is not None and not readable(identity, url):
+                etags = ()          # (compared as nothing there: an account learns nothing it may not read)
+            else:
+                etags = self._etags(url)
             tokens = {lk.token for lk in covering_in(self.locks.live(), _key(url), now)} \
                 if self.locks_may_exist(now) else set()
             for conds in clause.lists:

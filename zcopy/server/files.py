@@ -285,7 +285,9 @@ class OpenFileCache:
                 self.resolve(url_path, _ignore)
             if entry.watched:       # trusted(now): the events would have dropped it
                 return entry
-            st = entry.stat_name() if entry.folder_fd >= 0 else self.stat(url_path)
+            if entry.folder_fd < 0:     # no folder kept to check its name in: never a walk here
+                return LATER
+            st = entry.stat_name()
             if st is None:
                 self._drop(url_path)
                 raise http.HttpError(404, "not found")
@@ -355,6 +357,25 @@ class OpenFileCache:
             known[url_path] = exc if exc is not None else entry
             waiting[0] -= 1
             if waiting[0]:
+                return
+            # An entry found before the wait (from memory, or by a lookup back earlier) may have
+            # been dropped since (its file changed): its ETag is no longer the file's. Find it
+            # again, from memory or off the loop, before anything is compared with it.
+            again = []
+            for url, got in known.items():
+                if isinstance(got, FileEntry) and got.retired:
+                    try:
+                        got = self.find(url)
+                    except http.HttpError as err:
+                        got = err
+                    if got is LATER:
+                        again.append(url)
+                    else:
+                        known[url] = got
+            if again:
+                waiting[0] = len(again)
+                for url in again:
+                    self.resolve(url, lambda entry, exc, url=url: one(url, entry, exc))
                 return
             try:
                 reply = then(known)
@@ -496,9 +517,12 @@ class OpenFileCache:
                 entry.watched = False
                 self.held.forget(entry)
                 entry.reply = None
-            if entry.folder_fd >= 0:                    # the folder as walked now
-                os.close(entry.folder_fd)
+            if entry.folder_fd >= 0 or not entry.watched:   # the folder as walked now
+                # (an entry no longer watched checks its name there per request: ``find``)
+                if entry.folder_fd >= 0:
+                    os.close(entry.folder_fd)
                 entry.folder_fd, place.dir_fd = place.dir_fd, -1
+                entry.name = place.name
             found.close()
             return entry
         # Not a file with other hard links: a write through one of them raises

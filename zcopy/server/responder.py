@@ -26,6 +26,9 @@ from zcopy.server.routes import Routes, reserved, server_routes
 from zcopy.server.write_methods import WRITE_METHODS, Writer, http_error_for
 
 READ_METHODS = ("GET", "HEAD")
+#: The most URLs an If header's ETag conditions may name (each is looked up before the answer:
+#: one request must not cost hundreds of opens; clients name the target, perhaps a destination).
+MAX_IF_URLS = 16
 _SHARE_KINDS = ("share", "share-folder")
 #: Who a cookie can sign in: a file read that way is this browser's, not for a shared cache
 #: (RFC 9111 3.5 keeps shared caches from storing what answered an Authorization header, not a Cookie).
@@ -85,6 +88,7 @@ class Responder:
         self.shares = shares
         #: WebDAV (PROPFIND, PROPPATCH, COPY, LOCK, UNLOCK; locks and If for the writes)
         self.dav = Dav(cache, date, writer, getattr(self.routes, "state", None), executor)
+        self.dav.readable = lambda identity, url: self.access.allows(identity, "GET", rules_path(url), True)
         if writer is not None:
             writer.removed = self.dav.removed       # locks go with what DELETE removes and MOVE moves away
         self.allow = self.dav.allow
@@ -144,10 +148,14 @@ class Responder:
         (``_after_digest``); answer it with whatever ETag there is. ``found``:
         (the entry,) its lookup found off the loop (``_later``). ``etags``: the entries
         its If header's ETag conditions name, found (off the loop when not cached)."""
-        if etags is None and "if" in req.headers:
-            urls = self.dav.if_etag_urls(req)
+        if etags is None and "if" in req.headers and req.method not in READ_METHODS:   # (a read ignores If)
+            # (only what this identity may read: the check compares no other ETag, ``Dav.readable``)
+            urls = [u for u in self.dav.if_etag_urls(req) if self.dav.readable(identity, u)]
             if urls:
                 close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
+                if len(set(urls)) > MAX_IF_URLS:        # each is walked and opened before the answer
+                    return self.error(http.HttpError(400, "the If header names too many resources"),
+                                      close=close, head_only=req.method == "HEAD", version=req.version)
                 return self.cache.with_entries(
                     urls, lambda known: self._with_etags(known, req, identity, closing, conn, hashed, found),
                     lambda exc: self.error(exc, close=close, head_only=req.method == "HEAD", version=req.version))
@@ -198,7 +206,7 @@ class Responder:
                     may_read = answers.reads[key] = access.allows(identity, req.method, path, True)
             if not may_read and not access.may_browse(identity, path):
                 raise self.gate.refuse(identity, "read here", "this server needs a token to read")
-            entry = self.cache.find(req.path) if found is None else found[0]
+            entry = self.cache.find(req.path) if found is None or _dropped(found[0]) else found[0]
             if entry is LATER:          # not in memory: walked and opened off the loop
                 if self.cache.executor is None:
                     entry = self.cache.lookup(req.path)
@@ -449,7 +457,7 @@ class Responder:
         if asked is not None:
             return asked
         try:
-            index = self.cache.find(req.path + "index.html") if found is None else found[0]
+            index = self.cache.find(req.path + "index.html") if found is None or _dropped(found[0]) else found[0]
             if index is LATER:          # resolved off the loop, then this again
                 if self.cache.executor is None:
                     index = self.cache.lookup(req.path + "index.html")
@@ -479,6 +487,12 @@ class Responder:
                            lambda exc: again(None) if getattr(exc, "status", 500) < 500 else
                            self.error(exc, close=close, head_only=head_only, version=req.version))
 
+
+def _dropped(entry: FileEntry | None) -> bool:
+    """Whether the entry an off-loop lookup found was dropped before this waiter's turn: an
+    earlier waiter of the same lookup (answered first, on the loop) found the file gone or
+    changed, and the entry's fd is closed (its number may be reused): never answer from it."""
+    return entry is not None and entry.retired
 
 
 def _private(reply: Reply) -> Reply:
