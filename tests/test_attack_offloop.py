@@ -11,26 +11,10 @@ import time
 
 import pytest
 
-from serverutil import Server, get
+from serverutil import Server, get, wait_for
+from test_serve_open_offloop import _traced
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
-
-
-def _wait(cond, timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def _traced(pid: int) -> bool:
-    def one(tid: str) -> bool:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
-        except OSError:
-            return True
-    return all(one(tid) for tid in os.listdir(f"/proc/{pid}/task"))
 
 
 class _Trace:
@@ -40,7 +24,7 @@ class _Trace:
         self.pid = pid
         self.proc = subprocess.Popen(["strace", "-f", "-qq", "-e", f"trace={calls}", "-p", str(pid)],
                                      stderr=subprocess.PIPE, text=True)
-        _wait(lambda: _traced(pid), what="strace to attach")
+        wait_for(lambda: _traced(pid), what="strace to attach")
 
     def stop(self) -> list[str]:
         self.proc.terminate()
@@ -128,12 +112,12 @@ def test_a_shared_lookup_whose_file_goes_before_it_settles_answers_every_waiter(
                         results[key] = ("broken", repr(exc))
             first = threading.Thread(target=ask, args=("if", b'If: (["x"])\r\n'))
             first.start()
-            _wait(lambda: _stopped_threads(worker), what="the sibling's open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the sibling's open to be held")
             sockets = _sockets(worker)
             second = threading.Thread(target=ask, args=("plain", b""))
             second.start()
             # The second request reaches the worker (its socket) and joins the lookup.
-            _wait(lambda: _sockets(worker) > sockets, what="the second connection")
+            wait_for(lambda: _sockets(worker) > sockets, what="the second connection")
             time.sleep(0.2)     # (its head is read in the accept's turn: nothing to wait on)
             os.unlink(tmp_path / "a.bin")
             first.join(timeout=30)
@@ -206,7 +190,7 @@ def test_waiters_of_a_lookup_that_runs_out_of_fds_are_all_answered_and_served_af
         try:
             ask = b"GET /x.bin HTTP/1.1\r\nHost: t\r\n\r\n"
             socks[0].sendall(ask + ask)                 # (a pipelined second one)
-            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the open to be held")
             for s in socks[1:]:                         # (they join it, or start their own: all answered)
                 s.sendall(ask)
             resource.prlimit(worker, resource.RLIMIT_NOFILE, (_lowest_free_fd(worker), hard))
@@ -254,11 +238,11 @@ def test_an_if_header_etag_is_compared_with_the_file_as_it_is_when_the_lookups_a
                     results.append(read_response(s)[0])
             client = threading.Thread(target=put)
             client.start()
-            _wait(lambda: _stopped_threads(worker), what="the open of other.txt to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the open of other.txt to be held")
             (tmp_path / "new.tmp").write_text("v2, someone else's")
             os.rename(tmp_path / "new.tmp", tmp_path / "a.txt")
             # (the loop reads the rename's event while the open is held; a GET shows it did)
-            _wait(lambda: get(srv.port, "/a.txt")[2] == b"v2, someone else's", what="the replacement served")
+            wait_for(lambda: get(srv.port, "/a.txt")[2] == b"v2, someone else's", what="the replacement served")
             client.join(timeout=30)
         finally:
             delay.stop()
@@ -327,7 +311,7 @@ def test_the_connection_that_started_a_shared_lookup_leaving_early_leaves_the_ot
         try:
             first = connect(srv.port)
             first.sendall(b"GET /s.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the open to be held")
             head = connect(srv.port)
             head.sendall(b"HEAD /s.bin HTTP/1.1\r\nHost: t\r\n\r\n")
             piped = connect(srv.port)
@@ -343,7 +327,7 @@ def test_the_connection_that_started_a_shared_lookup_leaving_early_leaves_the_ot
             piped.close()
         finally:
             delay.stop()
-        _wait(lambda: _fds_to(worker, str(tmp_path / "s.bin")) <= 1, what="at most the cache's fd")
+        wait_for(lambda: _fds_to(worker, str(tmp_path / "s.bin")) <= 1, what="at most the cache's fd")
         assert get(srv.port, "/s.bin")[2] == data
 
 
@@ -526,7 +510,7 @@ def test_an_index_removed_while_its_open_is_held_gives_the_index_or_the_listing(
                         results.append(("broken", repr(exc)))
             clients = [threading.Thread(target=ask) for _ in range(2)]
             clients[0].start()
-            _wait(lambda: _stopped_threads(worker), what="the sibling's open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the sibling's open to be held")
             clients[1].start()
             os.unlink(tmp_path / "site" / "index.html")
             for c in clients:

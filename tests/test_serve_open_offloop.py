@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -27,13 +26,6 @@ from serverutil import Server, connect, get, read_response, wait_for
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 
 DELAY_US = 2_000_000        # how long strace holds the chosen openat
-
-
-def _wait(cond, timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def _traced(pid: int) -> bool:
@@ -79,7 +71,7 @@ class _Delay:
             ["strace", "-f", "-qq", "-P", name, "-e", f"trace={call}",
              "-e", f"inject={call}:delay_enter={DELAY_US}", "-p", str(pid)],
             stderr=subprocess.PIPE, text=True)
-        _wait(lambda: _traced(pid), what="strace to attach")
+        wait_for(lambda: _traced(pid), what="strace to attach")
         self.lines: list[str] = []
 
     def stop(self) -> list[str]:
@@ -124,7 +116,7 @@ def test_an_uncached_file_is_opened_off_the_loop_once_for_concurrent_requests(tm
             for c in clients:
                 c.start()
             # The open is held in some thread of the worker...
-            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the open to be held")
             # ... and the loop answers a cached file on another connection meanwhile.
             with connect(srv.port) as s:
                 s.sendall(b"GET /hot.bin HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -153,7 +145,7 @@ def test_a_folder_index_is_opened_off_the_loop(tmp_path):
             results: list = []
             client = threading.Thread(target=lambda: results.append(get(srv.port, "/site/")))
             client.start()
-            _wait(lambda: _stopped_threads(worker), what="the index's open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the index's open to be held")
             assert get(srv.port, "/hot.txt")[2] == b"hot"
             assert results == []
             client.join(timeout=30)
@@ -172,16 +164,16 @@ def test_a_client_gone_while_its_open_is_held_leaks_no_fd(tmp_path):
         try:
             s = socket.create_connection(("127.0.0.1", srv.port))
             s.sendall(b"GET /gone.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the open to be held")
             s.close()                                   # the client leaves before the open ends
-            _wait(lambda: not _stopped_threads(worker), what="the open to end")
+            wait_for(lambda: not _stopped_threads(worker), what="the open to end")
         finally:
             delay.stop()
         # The file's fd is the cache's at most (one), and goes when the file does.
-        _wait(lambda: _fds_to(worker, path) <= 1, what="at most the cache's fd")
+        wait_for(lambda: _fds_to(worker, path) <= 1, what="at most the cache's fd")
         assert get(srv.port, "/gone.bin")[0] == 200     # the server carries on, from that entry
         os.unlink(path)
-        _wait(lambda: _fds_to(worker, path) == 0, what="the fd to close once the file is gone")
+        wait_for(lambda: _fds_to(worker, path) == 0, what="the fd to close once the file is gone")
         assert get(srv.port, "/gone.bin")[0] == 404
 
 
@@ -233,11 +225,11 @@ def test_a_digest_finishing_out_of_fds_while_its_file_is_sent_keeps_the_worker(t
         try:
             with connect(srv.port) as s:
                 s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                _wait(lambda: _digest_closing(worker), what="the digest's close to be held")
+                wait_for(lambda: _digest_closing(worker), what="the digest's close to be held")
                 soft, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
                 resource.prlimit(worker, resource.RLIMIT_NOFILE, (_lowest_free_fd(worker), hard))  # none to spare
                 try:
-                    _wait(lambda: not _digest_closing(worker), what="the close to go on")
+                    wait_for(lambda: not _digest_closing(worker), what="the close to go on")
                     status, headers, body, _ = read_response(s)     # the loop ran the rebuild meanwhile
                     assert (status, len(body), body == data) == (200, len(data), True)
                     assert srv.worker_pids() == [worker]            # the same worker, alive
@@ -276,9 +268,9 @@ def test_a_digest_finishing_takes_no_fd(tmp_path):
         try:
             status, headers, body = get(srv.port, "/f.bin")
             assert (status, body) == (200, data) and not headers["etag"].startswith('"z1-')
-            _wait(lambda: _digest_closing(worker), what="the digest's close to be held")
+            wait_for(lambda: _digest_closing(worker), what="the digest's close to be held")
             entry_fd, dup = _fds_of(worker, path)      # the entry's, opened first; the digest's
-            _wait(lambda: not _digest_closing(worker), what="the close to go on")
+            wait_for(lambda: not _digest_closing(worker), what="the close to go on")
 
             def content_etag() -> bool:
                 status, headers, body = get(srv.port, "/f.bin")
@@ -305,7 +297,7 @@ def test_minting_a_share_link_for_an_uncached_file_leaves_the_loop_free(tmp_path
             client = threading.Thread(target=lambda: results.append(
                 get(srv.port, "/.zcopy/share?path=/slow.bin", method="POST")))
             client.start()
-            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the open to be held")
             assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
             assert results == []
             client.join(timeout=30)
@@ -341,7 +333,7 @@ def test_a_changed_precompressed_sibling_is_opened_again_off_the_loop(tmp_path):
             results: list = []
             client = threading.Thread(target=lambda: results.append(get(srv.port, "/d/page.txt", gz)))
             client.start()
-            _wait(lambda: _stopped_threads(worker), what="the sibling's open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the sibling's open to be held")
             assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
             assert results == []
             client.join(timeout=30)
@@ -370,7 +362,7 @@ def test_an_if_header_etag_of_an_uncached_file_is_looked_up_off_the_loop(tmp_pat
                     results.append(read_response(s)[0])
             client = threading.Thread(target=put)
             client.start()
-            _wait(lambda: _stopped_threads(worker), what="the open to be held")
+            wait_for(lambda: _stopped_threads(worker), what="the open to be held")
             assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
             assert results == []
             client.join(timeout=30)

@@ -321,6 +321,13 @@ class OpenFileCache:
             raise exc
         return entry
 
+    def _found(self, url_path: str):
+        """``find``'s answer, or the HttpError it raised."""
+        try:
+            return self.find(url_path)
+        except http.HttpError as exc:
+            return exc
+
     def with_entries(self, url_paths, then, refuse):
         """``then(known)``, where ``known`` maps each of ``url_paths`` to its entry (None: a
         folder) or the HttpError its lookup raised, without the disk on the loop: what ``find``
@@ -331,10 +338,7 @@ class OpenFileCache:
         known: dict = {}
         left = []
         for url_path in dict.fromkeys(url_paths):
-            try:
-                entry = self.find(url_path)
-            except http.HttpError as exc:
-                entry = exc
+            entry = self._found(url_path)
             if entry is LATER:
                 left.append(url_path)
             else:
@@ -364,10 +368,7 @@ class OpenFileCache:
             again = []
             for url, got in known.items():
                 if isinstance(got, FileEntry) and got.retired:
-                    try:
-                        got = self.find(url)
-                    except http.HttpError as err:
-                        got = err
+                    got = self._found(url)
                     if got is LATER:
                         again.append(url)
                     else:
