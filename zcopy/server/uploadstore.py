@@ -158,28 +158,27 @@ class Store:
                        "WHERE key = ? AND completed = 0", (key,))
         return self.get(key)
 
-    def completed(self, key: str, session: int, length: int, expires: float) -> None:
-        """The upload ``key`` was committed as its target (by the append ``session``): its partial file
-        is gone (renamed into place, or copied and removed here) and its row says so until ``expires``.
-        The file goes first: a row saying completed never has a partial file behind it."""
+    def _unlink(self, key: str) -> None:
+        """The partial file of ``key`` gone from the uploads folder (if it is there)."""
         folder = self.folder(create=False)
         if folder >= 0:
             try:
                 os.unlink(key, dir_fd=folder)
             except FileNotFoundError:
                 pass
+
+    def completed(self, key: str, session: int, length: int, expires: float) -> None:
+        """The upload ``key`` was committed as its target (by the append ``session``): its partial file
+        is gone (renamed into place, or copied and removed here) and its row says so until ``expires``.
+        The file goes first: a row saying completed never has a partial file behind it."""
+        self._unlink(key)
         with self.state.transaction() as db:
             db.execute("UPDATE uploads SET completed = 1, offset = ?, length = ?, expires = ?, "
                        "claim = session WHERE key = ? AND session = ?",
                        (length, length, expires, key, session))
 
     def remove(self, key: str) -> None:
-        folder = self.folder(create=False)
-        if folder >= 0:
-            try:
-                os.unlink(key, dir_fd=folder)
-            except FileNotFoundError:
-                pass
+        self._unlink(key)
         with self.state.transaction() as db:
             db.execute("DELETE FROM uploads WHERE key = ?", (key,))
 
