@@ -61,6 +61,20 @@ def _stopped_threads(pid: int, call_nr: int = _OPENAT) -> list[int]:
     return out
 
 
+
+def _while_held(srv, worker: int, request, what: str = "the open to be held"):
+    """``request()`` on a thread while strace holds the worker's open: the loop must answer the
+    hot file meanwhile and the request must still be waiting; returns what ``request`` returned."""
+    results: list = []
+    client = threading.Thread(target=lambda: results.append(request()))
+    client.start()
+    wait_for(lambda: _stopped_threads(worker), what=what)
+    assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
+    assert results == []
+    client.join(timeout=30)
+    return results[0]
+
+
 class _Delay:
     """strace attached to ``pid``, holding every ``call`` (openat; close) of ``name`` for DELAY_US."""
 
@@ -142,13 +156,7 @@ def test_a_folder_index_is_opened_off_the_loop(tmp_path):
         assert get(srv.port, "/hot.txt")[2] == b"hot"
         delay = _Delay(worker, "index.html")
         try:
-            results: list = []
-            client = threading.Thread(target=lambda: results.append(get(srv.port, "/site/")))
-            client.start()
-            wait_for(lambda: _stopped_threads(worker), what="the index's open to be held")
-            assert get(srv.port, "/hot.txt")[2] == b"hot"
-            assert results == []
-            client.join(timeout=30)
+            results = [_while_held(srv, worker, lambda: get(srv.port, "/site/"), "the index's open to be held")]
         finally:
             lines = delay.stop()
         assert results[0][0] == 200 and results[0][2] == b"<h1>home</h1>"
@@ -293,14 +301,7 @@ def test_minting_a_share_link_for_an_uncached_file_leaves_the_loop_free(tmp_path
         assert get(srv.port, "/hot.txt")[2] == b"hot"
         delay = _Delay(worker, "slow.bin")
         try:
-            results: list = []
-            client = threading.Thread(target=lambda: results.append(
-                get(srv.port, "/.zcopy/share?path=/slow.bin", method="POST")))
-            client.start()
-            wait_for(lambda: _stopped_threads(worker), what="the open to be held")
-            assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
-            assert results == []
-            client.join(timeout=30)
+            results = [_while_held(srv, worker, lambda: get(srv.port, "/.zcopy/share?path=/slow.bin", method="POST"))]
         finally:
             lines = delay.stop()
         status, _, body = results[0]
@@ -330,13 +331,7 @@ def test_a_changed_precompressed_sibling_is_opened_again_off_the_loop(tmp_path):
             assert get(srv.port, "/d/page.txt", gz)[2] == b"old gz"    # (its open held too: cached after)
             (d / "new.gz").write_bytes(b"new gz")
             os.rename(d / "new.gz", d / "page.txt.gz")
-            results: list = []
-            client = threading.Thread(target=lambda: results.append(get(srv.port, "/d/page.txt", gz)))
-            client.start()
-            wait_for(lambda: _stopped_threads(worker), what="the sibling's open to be held")
-            assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
-            assert results == []
-            client.join(timeout=30)
+            results = [_while_held(srv, worker, lambda: get(srv.port, "/d/page.txt", gz), "the sibling's open to be held")]
         finally:
             lines = delay.stop()
         assert results[0][0] == 200 and results[0][2] == b"new gz"
@@ -353,19 +348,12 @@ def test_an_if_header_etag_of_an_uncached_file_is_looked_up_off_the_loop(tmp_pat
         assert get(srv.port, "/hot.txt")[2] == b"hot"
         delay = _Delay(worker, "doc.txt")
         try:
-            results: list = []
-
-            def put() -> None:
+            def put() -> int:
                 with connect(srv.port) as s:
                     s.sendall(b'PUT /doc.txt HTTP/1.1\r\nHost: t\r\nIf: (["not-its-etag"])\r\n'
                               b"Content-Length: 2\r\nConnection: close\r\n\r\nv2")
-                    results.append(read_response(s)[0])
-            client = threading.Thread(target=put)
-            client.start()
-            wait_for(lambda: _stopped_threads(worker), what="the open to be held")
-            assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
-            assert results == []
-            client.join(timeout=30)
+                    return read_response(s)[0]
+            results = [_while_held(srv, worker, put)]
         finally:
             lines = delay.stop()
         assert results == [412]
