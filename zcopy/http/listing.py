@@ -81,12 +81,14 @@ def ordered(entries: list[Entry], column: str = "name", order: str = "asc") -> l
     """Folders first, always; within each group by ``column`` (ties and names by the natural rule,
     on the name as shown), reversed for ``desc``. The page's script implements the same."""
     def by(e: Entry):
-        name = natural_key(_display(e.name))[1:]
+        # One string per name (zcopy.http.natural.key, the raw name as the last tie-break):
+        # the sort then compares strings in C, a few hundredths of a second for 50,000 names.
+        name = f"{natural_key(_display(e.name))}\0{e.name}"
         if column == "size":
-            return (e.size, name, e.name)
+            return (e.size, name)
         if column == "mtime":
-            return (e.mtime, name, e.name)
-        return (name, e.name)
+            return (e.mtime, name)
+        return name
     rev = order == "desc"
     folders = sorted((e for e in entries if e.is_dir), key=by, reverse=rev)
     files = sorted((e for e in entries if not e.is_dir), key=by, reverse=rev)

@@ -18,11 +18,24 @@ import re
 _PIECES = re.compile(r"([0-9]+)")    # ASCII digits only, as in the page's script (\d is wider)
 
 
-def key(name: str, is_dir: bool = False) -> tuple:
-    parts = []
+def key(name: str, is_dir: bool = False) -> str:
+    """The rule above as one string, compared by code points: sorting by it takes one C string
+    comparison per step. (A key of nested tuples made the sort of a 50,000-entry folder hold
+    the GIL for most of a second in one C call, stalling the loop.)
+
+    ``"0"`` for a folder or ``"1"`` for a file, then each piece, then ``"\\0"`` and the name:
+    a digit run is ``"\\1"``, the length of its value's digits (leading zeros dropped) as one
+    character, those digits, and the run's own length as one character (value first, then the
+    shorter run); any other run is ``"\\2"``, its lower-cased text and ``"\\0"`` (a name never holds
+    NUL, so a shorter piece sorts first, as in a tuple). The markers make a digit run sort before
+    other text, and the ``"\\0"`` after the pieces makes fewer pieces sort first."""
+    out = ["0" if is_dir else "1"]
     for i, piece in enumerate(_PIECES.split(name)):
         if i % 2:                                   # a digit run
-            parts.append((1, int(piece), len(piece), ""))
+            value = piece.lstrip("0")
+            out.append(f"\1{chr(len(value))}{value}{chr(len(piece))}")
         elif piece:
-            parts.append((2, 0, 0, piece.lower()))
-    return (0 if is_dir else 1, parts, name)
+            out.append(f"\2{piece.lower()}\0")
+    out.append("\0")
+    out.append(name)
+    return "".join(out)
