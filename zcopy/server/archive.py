@@ -36,7 +36,7 @@ class OpenFds:
     """The archive's open files, closed once the reply is done with them (the connection acquires
     and releases it as it would a ``FileEntry``)."""
 
-    resident_until = 0.0        # never taken for hot: the prefetcher may read ahead
+    residency = None            # never taken for hot: the prefetcher may read ahead
 
     def __init__(self, dev: int) -> None:
         self.fds: list[int] = []

@@ -65,6 +65,23 @@ _NO_FDS = (errno.EMFILE, errno.ENFILE)
 _probe_buf = [bytearray(1)]   # loop thread only
 
 
+class Residency:
+    """A connection's memo that a whole file was in the page cache: trusted to
+    stay so ``until`` (monotonic; inf on a memory filesystem), so that a hot file
+    costs no residency syscall per request. Hung on the reply's entry
+    (``entry.residency``; None: not known resident) and never changed: a new
+    finding is a new record (the shared ``MEMORY`` stays what it says)."""
+
+    __slots__ = ("until",)
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+
+#: The residency of bodies held in memory (a listing's or a Multi-Status's memfd): never cold.
+MEMORY = Residency(float("inf"))
+
+
 class _CacheStat:
     """cachestat(2) of one page at a time, through libc's syscall(2): the
     argument structs are allocated once (loop thread only)."""
