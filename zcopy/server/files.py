@@ -305,10 +305,9 @@ class OpenFileCache:
     def lookup(self, url_path: str) -> FileEntry | None:
         """The current entry for a regular file, or None when the path is a
         directory (the caller lists it). Raises HttpError(404/403) otherwise.
-        Synchronous: the walk and the opens run on the calling thread (the
-        rare callers: a resumable upload's If check when an append completes
-        it or at its commit, and everything without an executor, as unit tests
-        run); requests use ``find`` and ``resolve`` (or ``with_entries``)."""
+        Synchronous: the walk and the opens run on the calling thread (only
+        without an executor, as unit tests run); requests use ``find`` and
+        ``resolve`` (or ``with_entries``)."""
         entry = self.find(url_path)
         if entry is not LATER:
             return entry
