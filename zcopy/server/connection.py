@@ -462,8 +462,7 @@ class Connection:
     def _hot(self, entry) -> bool:
         """Nothing to wait for before sending this file's bytes: no prefetch,
         or the file was found resident moments ago (``entry.residency``)."""
-        return self.worker.prefetch is None or (
-            entry is not None and (memo := entry.residency) is not None and memo.until > self.worker.now)
+        return self.worker.prefetch is None or (entry is not None and entry.residency.until > self.worker.now)
 
     def _send_range_once(self, fd: int, start: int, stop: int) -> bool:
         """A hot range through one ``engine.send_once`` (most small ranges

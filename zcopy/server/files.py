@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from zcopy import http
 from zcopy.server.held import HeldBodies
+from zcopy.server.prefetch import NOT_KNOWN
 from zcopy.server.root import Place, Root
 from zcopy.server.watch import EVERYTHING
 
@@ -155,7 +156,7 @@ class FileEntry:
     path (docs/architecture.md, "The file entry"): ``trust`` (``Trust``, the
     cache's), ``memo`` (the responder's 200 head and reply, ``responder._ReplyMemo``;
     cleared at ``retire``) and ``residency`` (the connection's page-cache memo,
-    ``prefetch.Residency``; None: not known resident)."""
+    ``prefetch.Residency``; ``NOT_KNOWN`` at first)."""
 
     path: str
     fd: int
@@ -180,7 +181,7 @@ class FileEntry:
     # -- records other modules own (see above) --
     trust: Trust | None = None     # None: not an entry of the cache's table (a sibling)
     memo: object = None
-    residency: object = None
+    residency: object = NOT_KNOWN
 
     def acquire(self) -> "FileEntry":
         self.users += 1

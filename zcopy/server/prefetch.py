@@ -69,8 +69,8 @@ class Residency:
     """A connection's memo that a whole file was in the page cache: trusted to
     stay so ``until`` (monotonic; inf on a memory filesystem), so that a hot file
     costs no residency syscall per request. Hung on the reply's entry
-    (``entry.residency``; None: not known resident) and never changed: a new
-    finding is a new record (the shared ``MEMORY`` stays what it says)."""
+    (``entry.residency``) and never changed: a new finding is a new record, so
+    the shared ``NOT_KNOWN`` and ``MEMORY`` stay what they say."""
 
     __slots__ = ("until",)
 
@@ -78,6 +78,8 @@ class Residency:
         self.until = until
 
 
+#: Where nothing is known yet (a new entry; an archive's files): ask (the prefetcher may read ahead).
+NOT_KNOWN = Residency(0.0)
 #: The residency of bodies held in memory (a listing's or a Multi-Status's memfd): never cold.
 MEMORY = Residency(float("inf"))
 
