@@ -103,37 +103,11 @@ def _free_port() -> int:
 
 
 def _exchange(port: int, data: bytes) -> int:
-    """Send one request, read its whole reply (Content-Length framed; HEAD-free), return the status."""
+    """Send one request (each says ``Connection: close``), read until the server closes, return the status."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(data)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        head, _, body = buf.partition(b"\r\n\r\n")
-        length = 0
-        chunked = False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-            if name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
-        if chunked:
-            while not body.endswith(b"0\r\n\r\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
-        else:
-            while len(body) < length:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
-        return int(head.split(b" ", 2)[1])
+        reply = b"".join(iter(lambda: s.recv(65536), b""))
+    return int(reply.split(b" ", 2)[1])
 
 
 def _requests() -> list[tuple[str, bytes]]:
