@@ -42,6 +42,7 @@ def _traced(pid: int) -> bool:
 
 _OPENAT = {"x86_64": 257, "aarch64": 56}.get(os.uname().machine, 257)
 _CLOSE = {"x86_64": 3, "aarch64": 57}.get(os.uname().machine, 3)
+_FSTATAT = {"x86_64": 262, "aarch64": 79}.get(os.uname().machine, 262)
 
 
 def _stopped_threads(pid: int, call_nr: int = _OPENAT) -> list[int]:
@@ -62,13 +63,14 @@ def _stopped_threads(pid: int, call_nr: int = _OPENAT) -> list[int]:
 
 
 
-def _while_held(srv, worker: int, request, what: str = "the open to be held"):
-    """``request()`` on a thread while strace holds the worker's open: the loop must answer the
-    hot file meanwhile and the request must still be waiting; returns what ``request`` returned."""
+def _while_held(srv, worker: int, request, what: str = "the open to be held", call_nr: int = _OPENAT):
+    """``request()`` on a thread while strace holds the worker's open (or ``call_nr``): the loop
+    must answer the hot file meanwhile and the request must still be waiting; returns what
+    ``request`` returned."""
     results: list = []
     client = threading.Thread(target=lambda: results.append(request()))
     client.start()
-    wait_for(lambda: _stopped_threads(worker), what=what)
+    wait_for(lambda: _stopped_threads(worker, call_nr), what=what)
     assert get(srv.port, "/hot.txt")[2] == b"hot"       # the loop answers meanwhile
     assert results == []
     client.join(timeout=30)
@@ -363,4 +365,40 @@ def test_an_if_header_etag_of_an_uncached_file_is_looked_up_off_the_loop(tmp_pat
                       b"Content-Length: 2\r\nConnection: close\r\n\r\nv2")
             assert read_response(s)[0] == 204
         assert (tmp_path / "doc.txt").read_text() == "v2"
+    assert lines and all(_tid(line, worker) != worker for line in lines), lines
+
+
+def test_a_resumable_uploads_if_check_at_its_end_runs_off_the_loop(tmp_path):
+    """The If header of the append that completes a resumable upload is checked again before its
+    body is read and at the commit (zcopy.server.uploads, ``Dav.check_off_loop``), long after the
+    request's own lookups: the ETag its condition names is looked up off the loop (here the
+    target does not exist yet: the fstatat of its name is held), the loop answering meanwhile."""
+    import base64
+
+    from resumableutil import exchange
+
+    root = tmp_path / "root"
+    (root / "in").mkdir(parents=True)
+    (root / "hot.txt").write_text("hot")
+    tus = "Tus-Resumable: 1.0.0\r\n"
+    with Server(root, "--workers", "1", "--allow-write", "--state-dir", str(tmp_path / "state")) as srv:
+        worker = srv.worker_pids()[0]
+        assert get(srv.port, "/hot.txt")[2] == b"hot"
+        (status, headers, _), = exchange(
+            srv.port, f"POST /in/ HTTP/1.1\r\nHost: t\r\n{tus}Upload-Length: 4\r\n"
+                      f"Upload-Metadata: filename {base64.b64encode(b'up.txt').decode()}\r\nContent-Length: 0\r\n")
+        assert status == 201
+        location = headers["location"]
+        delay = _Delay(worker, "up.txt", "newfstatat")
+        try:
+            # (Not ["nope"]): holds while the target's ETag is not "nope", which needs its lookup
+            status = _while_held(srv, worker, lambda: exchange(
+                srv.port, f"PATCH {location} HTTP/1.1\r\nHost: t\r\n{tus}Upload-Offset: 0\r\n"
+                          f"Content-Type: application/offset+octet-stream\r\nContent-Length: 4\r\n"
+                          f'If: (Not ["nope"])\r\n', b"abcd")[-1][0],
+                "the target's fstatat to be held", _FSTATAT)
+        finally:
+            lines = delay.stop()
+        assert status == 204
+        assert (root / "in" / "up.txt").read_bytes() == b"abcd"
     assert lines and all(_tid(line, worker) != worker for line in lines), lines

@@ -69,7 +69,7 @@ def test_watched_entry_is_served_without_a_stat_until_its_event(tmp_path, cache)
     path = tmp_path / "f.txt"
     path.write_text("first")
     entry = cache.lookup("/f.txt")
-    assert entry.watched and entry.size == 5
+    assert entry.trust.watched and entry.size == 5
     path.write_text("second, longer")
     # No stat per request: the cache answers from memory until the event is applied ...
     assert cache.lookup("/f.txt") is entry
@@ -106,7 +106,7 @@ def test_unwatched_cache_still_stats_per_request(tmp_path):
         path = tmp_path / "f.txt"
         path.write_text("first")
         entry = cache.lookup("/f.txt")
-        assert not entry.watched
+        assert not entry.trust.watched
         path.write_text("second, longer")
         assert cache.lookup("/f.txt").size == len("second, longer")
     finally:

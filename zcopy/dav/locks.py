@@ -100,26 +100,28 @@ class LockTable:
         self.horizon = horizon
         self.generation_word = generation_word if generation_word is not None else \
             memoryview(bytearray(8)).cast("Q")
-        self._live: dict[str, list[Lock]] = {}
-        self._live_generation = -1           # the table's generation ``_live`` was read at
+        #: (the table's generation, every lock by root) as last read: one tuple, replaced whole, so a
+        #: reader on another thread (a check off the loop) never pairs a generation with older locks
+        self._live: tuple[int, dict[str, list[Lock]]] = (-1, {})
 
     def live(self) -> dict[str, list[Lock]]:
         """Every lock in the table by root (expired ones too: ``covering_in`` and ``beneath_in`` drop them), from
         memory while the shared generation word has not moved since they were read; else read again,
         with the generation, in one statement (one consistent snapshot). A snapshot read before a
-        change committed carries the older generation, so it is read again until it has caught up."""
-        if self._live_generation != self.generation_word[0]:
+        change committed carries the older generation, so it is read again until it has caught up.
+        Safe on any thread (the loop, or an executor thread checking a resumable upload's commit)."""
+        generation, live = self._live
+        if generation != self.generation_word[0]:
             rows = self.state.query(
                 f"SELECT m.value, {', '.join('l.' + c.strip() for c in _COLUMNS.split(','))} FROM "
                 "(SELECT value FROM meta WHERE key = 'lock_generation') AS m LEFT JOIN locks AS l")
-            self._live_generation = int(rows[0][0]) if rows else 0
-            live: dict[str, list[Lock]] = {}
+            live = {}
             for r in rows:
                 if r[1] is not None:
                     lk = _row(r[1:])
                     live.setdefault(lk.root, []).append(lk)
-            self._live = live
-        return self._live
+            self._live = (int(rows[0][0]) if rows else 0, live)
+        return live
 
     def may_exist(self, now: float) -> bool:
         """False when no lock can be live at ``now`` (one read of shared memory, no sqlite)."""

@@ -23,6 +23,7 @@ import stat as stat_mod
 
 from zcopy import http
 from zcopy.http import tar
+from zcopy.server.prefetch import NOT_KNOWN
 from zcopy.server.root import listed
 
 MAX_FILES = 4096
@@ -36,7 +37,7 @@ class OpenFds:
     """The archive's open files, closed once the reply is done with them (the connection acquires
     and releases it as it would a ``FileEntry``)."""
 
-    resident_until = 0.0        # never taken for hot: the prefetcher may read ahead
+    residency = NOT_KNOWN       # never taken for hot at first: the prefetcher may read ahead
 
     def __init__(self, dev: int) -> None:
         self.fds: list[int] = []

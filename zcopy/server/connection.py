@@ -39,6 +39,7 @@ from zcopy.engines import FileShrank, PeerClosed, Progress
 from zcopy.http.protocol import BODY, CLOSE, HEAD, LINGER_SECONDS, ServerProtocol
 from zcopy.loop import EV_HUP, EV_IN, EV_OUT
 from zcopy.server.body import BodySink
+from zcopy.server.prefetch import Residency
 from zcopy.server.reply import Pending, Reply
 from zcopy.server.write_methods import http_error_for
 from zcopy.transport import PlainTransport
@@ -460,8 +461,8 @@ class Connection:
 
     def _hot(self, entry) -> bool:
         """Nothing to wait for before sending this file's bytes: no prefetch,
-        or the file was found resident moments ago (``entry.resident_until``)."""
-        return self.worker.prefetch is None or (entry is not None and entry.resident_until > self.worker.now)
+        or the file was found resident moments ago (``entry.residency``)."""
+        return self.worker.prefetch is None or (entry is not None and entry.residency.until > self.worker.now)
 
     def _send_range_once(self, fd: int, start: int, stop: int) -> bool:
         """A hot range through one ``engine.send_once`` (most small ranges
@@ -647,7 +648,7 @@ class Connection:
     def _start_readahead(self, fd: int, start: int, stop: int, entry) -> None:
         """Track residency for this range, unless its file is on a memory
         filesystem. Not called for a file found resident moments ago
-        (``entry.resident_until``): a hot file costs no residency syscall per
+        (``entry.residency``): a hot file costs no residency syscall per
         request."""
         prefetch = self.worker.prefetch
         if prefetch is None:
@@ -655,14 +656,14 @@ class Connection:
         now = self.worker.now
         if entry is not None:
             if not prefetch.may_be_cold(fd, entry.key[0]):
-                entry.resident_until = math.inf       # tmpfs/ramfs: never cold
+                entry.residency = Residency(math.inf)     # tmpfs/ramfs: never cold
                 return
         ahead = prefetch.track(fd, start, stop)
         if (entry is not None and entry.size <= prefetch.window and stop - start == entry.size
                 and ahead.admit(start, self)):
             # The whole (small) file was resident at once: trust that for a moment.
             # Only the whole file: one resident range says nothing of another.
-            entry.resident_until = now + RESIDENT_MEMO
+            entry.residency = Residency(now + RESIDENT_MEMO)
             return
         self.ahead = ahead
 

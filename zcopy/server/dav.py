@@ -192,10 +192,12 @@ class Dav:
 
     # -- locks and the If header --------------------------------------------------
 
-    def check(self, req: http.Request, *targets: tuple[str, bool], identity=None) -> None:
+    def check(self, req: http.Request, *targets: tuple[str, bool], identity=None, known: dict | None = None) -> None:
         """Before a write: the If header must hold (412 otherwise), and every
         lock covering each ``(url, recursive)`` target must have its token in
-        it, submitted by the lock's owner (423 otherwise)."""
+        it, submitted by the lock's owner (423 otherwise). ``known``: the entries
+        the If header's ETag conditions name, found beforehand (``check_off_loop``:
+        this runs on an executor thread then, and never asks the cache)."""
         value = req.headers.get("if")
         try:
             clauses = ifheader.parse(value) if value else []
@@ -203,7 +205,7 @@ class Dav:
             raise http.HttpError(400, str(exc)) from None
         submitted = ifheader.tokens(clauses)
         now = time.time()
-        if clauses and not self._if_holds(req.path, clauses, now, identity):
+        if clauses and not self._if_holds(req.path, clauses, now, identity, known):
             raise http.HttpError(412, "the If header's conditions do not hold")
         if self.locks_may_exist(now):
             who = principal(identity)
@@ -216,7 +218,28 @@ class Dav:
                     hrefs = "".join(f"<D:href>{multistatus.href(lk.root, False)}</D:href>" for lk in missing[:1])
                     raise DavError(423, "locked", f"<D:lock-token-submitted>{hrefs}</D:lock-token-submitted>")
 
-    def _if_holds(self, request_url: str, clauses, now: float, identity=None) -> bool:
+    def check_off_loop(self, req: http.Request, targets: list, identity, then, refuse):
+        """``check``, with nothing that can wait for the disk on the loop (a resumable upload's
+        checks when an append completes it and at its commit, long after the request's own
+        lookups): the entries its If header's ETag conditions name are found as a GET finds
+        them (``OpenFileCache.with_entries``: from memory, else walked and opened off the loop),
+        then ``check``, which may read the lock table, runs on the executor with them. On the
+        loop: ``then(None)``, or ``refuse(exc)`` for the 412/423 (or any error) it raised.
+        Returns what they return, or a ``Pending`` of it."""
+        from zcopy.server.executor import defer
+
+        readable = self.readable
+        urls = [u for u in self.if_etag_urls(req)
+                if readable is None or identity is None or readable(identity, u)]
+
+        def checked(known: dict):
+            return defer(self.executor, lambda: self.check(req, *targets, identity=identity, known=known),
+                         then, refuse)
+        if not urls:
+            return checked({})
+        return self.cache.with_entries(urls, checked, refuse)
+
+    def _if_holds(self, request_url: str, clauses, now: float, identity=None, known: dict | None = None) -> bool:
         for clause in clauses:
             try:
                 url = request_url if clause.resource is None else url_of(clause.resource)
@@ -229,7 +252,7 @@ class Dav:
                     readable is not None and identity is not None and not readable(identity, url):
                 etags = ()          # (compared as nothing there: an account learns nothing it may not read)
             else:
-                etags = self._etags(url)
+                etags = self._etags(url, known)
             tokens = {lk.token for lk in covering_in(self.locks.live(), _key(url), now)} \
                 if self.locks_may_exist(now) else set()
             for conds in clause.lists:
@@ -271,20 +294,22 @@ class Dav:
                     pass
         return urls
 
-    def _etags(self, url: str) -> tuple:
+    def _etags(self, url: str, given: dict | None = None) -> tuple:
         """The strong ETags that name ``url``'s current bytes (its ETag, and this node's own
         tag once the content digest is shown instead: a GET's conditions accept both), none
         for nothing there or a folder: from the entries the responder found off the loop for
-        this request (``known_etags``), else the cache (an upload's commit, later: a lookup
-        on the loop)."""
-        known = self.known_etags
+        this request (``known_etags``) or handed to ``check`` (``given``: then never the
+        cache, which belongs to the loop), else the cache (a lookup on the loop)."""
+        known = self.known_etags if given is None else given
         if known is not None and url in known:
             entry = known[url]
+        elif given is not None:
+            return ()               # (not named by the If header's ETag conditions: not compared)
         else:
             try:
                 entry = self.cache.lookup(url)
             except http.HttpError:
-                return None
+                return ()
         return () if entry is None or isinstance(entry, http.HttpError) else (entry.etag, *entry.also)
 
     def _lockdiscovery(self, locks) -> str:

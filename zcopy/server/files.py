@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from zcopy import http
 from zcopy.server.held import HeldBodies
+from zcopy.server.prefetch import NOT_KNOWN
 from zcopy.server.root import Place, Root
 from zcopy.server.watch import EVERYTHING
 
@@ -44,7 +45,7 @@ ENCODINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 RESOLVE_TTL = 1.0
 #: An entry this old is walked again off the loop in the background (``find``).
 REFRESH_AT = RESOLVE_TTL / 2
-_NEVER = float("-inf")   # an entry's resolved_at that makes its next use re-resolve it
+_NEVER = float("-inf")   # a Trust's resolved_at that makes its next use re-resolve it
 #: O_NONBLOCK: nothing opened here may wait (a FIFO would wait for a writer); it
 #: changes nothing for a regular file's reads.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
@@ -127,9 +128,35 @@ class _Found:
         self.place.close()
 
 
+class Trust:
+    """How far ``OpenFileCache`` trusts one of its entries without a syscall: its record, written by
+    the cache alone and hung on the entry (``FileEntry.trust``). The responder's answer memo keeps
+    it next to a memoized answer and asks ``trusted`` before reusing that answer."""
+
+    __slots__ = ("watched", "resolved_at", "dropped")
+
+    def __init__(self, watched: bool, resolved_at: float) -> None:
+        self.watched = watched          # its folder's changes arrive as events: no stat per request
+        self.resolved_at = resolved_at  # when the walk from ROOT last found this file (_NEVER: walk again)
+        self.dropped = False            # out of the cache (changed, evicted): never trusted again
+
+    def trusted(self, now: float) -> bool:
+        """Still what its URL serves, with no syscall to check: in the cache,
+        its folder watched, resolved less than RESOLVE_TTL ago."""
+        return not self.dropped and self.watched and now - self.resolved_at < RESOLVE_TTL
+
+
 @dataclass(slots=True, eq=False)
 class FileEntry:
-    """One open regular file and everything needed to answer for it."""
+    """One open regular file: its facts, and its fd's shared lifetime (``users``,
+    ``retire``: transfers may still read the fd after the cache let go of it).
+
+    Three slots hold records that other modules own and write, hung here so that
+    they live and go with the entry, each one attribute load away on the hot
+    path (docs/architecture.md, "The file entry"): ``trust`` (``Trust``, the
+    cache's), ``memo`` (the responder's 200 head and reply, ``responder._ReplyMemo``;
+    cleared at ``retire``) and ``residency`` (the connection's page-cache memo,
+    ``prefetch.Residency``; ``NOT_KNOWN`` at first)."""
 
     path: str
     fd: int
@@ -141,41 +168,20 @@ class FileEntry:
     static: bytes              # prebuilt header block (see http.static_headers)
     variants: dict = field(default_factory=dict)   # coding -> FileEntry of the sibling
     encoding: str | None = None                    # content-coding of a precompressed sibling
-    resolved_at: float = 0.0
-    resident_until: float = 0.0    # monotonic time until which the page cache is trusted to hold it
-    users: int = 0
-    retired: bool = False
     also: tuple = ()           # other strong ETags naming the same bytes (this node's, once the digest is known)
-    watched: bool = False      # its folder's changes arrive as events: no stat per request
     link: str | None = None    # the followed symlink the URL names (its folder is watched too)
-    whole: list = field(default_factory=list)      # body plan of a 200: [(fd, 0, size)]
-    _head_for: tuple = ()                          # (Date line, close, version) the memo is for
-    _head: bytes = b""
-    reply: object = None       # the responder's memo of its 200 Reply (built on ``head_200``'s bytes) ...
-    reply_head: bytes = b""    # ... and the head it was built on
     data: bytes | None = None  # the whole body, when held in memory (zcopy.server.held)
     #: Where a request checks the name again (unwatched, or with siblings): the
     #: folder fd the walk opened, and the file's name in it; -1 when not kept.
     folder_fd: int = -1
     name: str = ""
-
-    def __post_init__(self) -> None:
-        if self.size:
-            self.whole = [(self.fd, 0, self.size)]
-
-    def head_200(self, date: bytes, close: bool, version: tuple) -> bytes:
-        """The whole 200 head; rebuilt only when the Date line (once a second)
-        or the connection's framing differs from the last request's."""
-        key = (date, close, version)
-        if key != self._head_for:
-            self._head = http.response_head(200, date, self.static, self.size, close=close, version=version)
-            self._head_for = key
-        return self._head
-
-    def trusted(self, now: float) -> bool:
-        """Still what its URL serves, with no syscall to check: in the cache
-        (not retired), its folder watched, resolved less than RESOLVE_TTL ago."""
-        return not self.retired and self.watched and now - self.resolved_at < RESOLVE_TTL
+    # -- its fd's lifetime --
+    users: int = 0
+    retired: bool = False
+    # -- records other modules own (see above) --
+    trust: Trust | None = None     # None: not an entry of the cache's table (a sibling)
+    memo: object = None
+    residency: object = NOT_KNOWN
 
     def acquire(self) -> "FileEntry":
         self.users += 1
@@ -191,6 +197,7 @@ class FileEntry:
         if self.retired:
             return
         self.retired = True
+        self.memo = None            # (its reply refers to the entry: no cycle left behind)
         for v in self.variants.values():
             v.retire()
         if self.users == 0:
@@ -276,14 +283,15 @@ class OpenFileCache:
         off the loop meanwhile."""
         entry = self._entries.get(url_path)
         if entry is not None:
-            age = time.monotonic() - entry.resolved_at
+            trust = entry.trust
+            age = time.monotonic() - trust.resolved_at
             if age >= RESOLVE_TTL:          # (or another worker wrote: _NEVER)
                 return LATER
             if age >= REFRESH_AT and self.executor is not None and url_path not in self._pending:
                 # Walked half a TTL ago: walk again off the loop while the
                 # entry answers, so that a file asked for often never waits.
                 self.resolve(url_path, _ignore)
-            if entry.watched:       # trusted(now): the events would have dropped it
+            if trust.watched:       # trusted(now): the events would have dropped it
                 return entry
             if entry.folder_fd < 0:     # no folder kept to check its name in: never a walk here
                 return LATER
@@ -298,10 +306,9 @@ class OpenFileCache:
     def lookup(self, url_path: str) -> FileEntry | None:
         """The current entry for a regular file, or None when the path is a
         directory (the caller lists it). Raises HttpError(404/403) otherwise.
-        Synchronous: the walk and the opens run on the calling thread (the
-        rare callers: a resumable upload's If check when an append completes
-        it or at its commit, and everything without an executor, as unit tests
-        run); requests use ``find`` and ``resolve`` (or ``with_entries``)."""
+        Synchronous: the walk and the opens run on the calling thread (only
+        without an executor, as unit tests run); requests use ``find`` and
+        ``resolve`` (or ``with_entries``)."""
         entry = self.find(url_path)
         if entry is not LATER:
             return entry
@@ -513,12 +520,13 @@ class OpenFileCache:
                 found.close()           # it went meanwhile: open it
                 self._submit(url_path, None, expect, tries + 1)
                 return LATER
-            entry.resolved_at = time.monotonic()
-            if entry.watched and st.st_nlink != 1:     # a link made since: no longer watched
-                entry.watched = False
+            trust = entry.trust
+            trust.resolved_at = time.monotonic()
+            if trust.watched and st.st_nlink != 1:     # a link made since: no longer watched
+                trust.watched = False
                 self.held.forget(entry)
-                entry.reply = None
-            if entry.folder_fd >= 0 or not entry.watched:   # the folder as walked now
+                entry.memo = None       # (a reply may hold the bytes just forgotten)
+            if entry.folder_fd >= 0 or not trust.watched:   # the folder as walked now
                 # (an entry no longer watched checks its name there per request: ``find``)
                 if entry.folder_fd >= 0:
                     os.close(entry.folder_fd)
@@ -542,9 +550,8 @@ class OpenFileCache:
                     self._submit(url_path, None, tokens, tries + 1)
                     return LATER
                 watched = False         # still racing (rare): a stat of its name per request instead
-        now = time.monotonic()
-        fresh = self._build(url_path, found, now)
-        fresh.watched = watched
+        fresh = self._build(url_path, found)
+        fresh.trust = Trust(watched, time.monotonic())
         fresh.link = place.link
         if not watched or fresh.variants:
             # Checked per request: keep the folder (the walk is redone once a
@@ -606,15 +613,14 @@ class OpenFileCache:
                 for url_path in list(users):
                     self._drop(url_path)
 
-    def _build(self, url_path: str, found: "_Found", now: float) -> FileEntry:
+    def _build(self, url_path: str, found: "_Found") -> FileEntry:
         """The entry for an opened file and its siblings (on the loop: the
         ETags may ask for a digest); takes their fds from ``found``."""
         fd, st, siblings = found.fd, found.st, found.siblings
         found.fd, found.siblings = -1, {}
-        return self._entry(url_path, found.place.path, fd, st, siblings, now)
+        return self._entry(url_path, found.place.path, fd, st, siblings)
 
-    def _entry(self, url_path: str, path: str, fd: int, st: os.stat_result, siblings: dict,
-               now: float) -> FileEntry:
+    def _entry(self, url_path: str, path: str, fd: int, st: os.stat_result, siblings: dict) -> FileEntry:
         """The FileEntry for open ``fd`` (its ``st``) and its siblings (coding -> (fd, stat)); no disk work."""
         ctype = http.content_type(path)
         variants = {}
@@ -627,13 +633,13 @@ class OpenFileCache:
                 path + ENCODINGS[coding], sfd, sst.st_size, mtime,
                 (sst.st_dev, sst.st_ino, sst.st_size, sst.st_mtime_ns),
                 etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True)
-                + http.guard_headers(ctype), {}, coding, now, also=also)
+                + http.guard_headers(ctype), {}, coding, also=also)
         etag, also = self._etags(fd, st, url_path)
         mtime = int(st.st_mtime)
         return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
                          etag, ctype,
                          http.static_headers(ctype, mtime, etag, vary=bool(variants)) + http.guard_headers(ctype),
-                         variants, None, now, also=also)
+                         variants, None, also=also)
 
     def _etags(self, fd: int, st: os.stat_result, url_path: str) -> tuple[str, tuple]:
         """The ETag to show for this open file and the other strong tags that name its bytes
@@ -690,8 +696,9 @@ class OpenFileCache:
             return fd, os.fstat(fd)
         fd, st_now = take(entry)
         siblings = {coding: take(v) for coding, v in entry.variants.items()}
-        fresh = self._entry(url_path, entry.path, fd, st_now, siblings, entry.resolved_at)
-        fresh.watched, fresh.link, fresh.name = entry.watched, entry.link, entry.name
+        fresh = self._entry(url_path, entry.path, fd, st_now, siblings)
+        fresh.trust = Trust(entry.trust.watched, entry.trust.resolved_at)
+        fresh.link, fresh.name = entry.link, entry.name
         # The folder fd is the cache's alone (requests check the name with it): it moves too.
         fresh.folder_fd, entry.folder_fd = entry.folder_fd, -1
         return fresh
@@ -716,6 +723,7 @@ class OpenFileCache:
                         if not users:
                             del self._users_of[fs_path]
             self.held.forget(entry)
+            entry.trust.dropped = True
             entry.retire()
 
     def sync(self) -> None:
@@ -730,7 +738,7 @@ class OpenFileCache:
         for listener in self.listeners:
             listener(None)
         for entry in self._entries.values():
-            entry.resolved_at = _NEVER
+            entry.trust.resolved_at = _NEVER
 
     def written(self) -> None:
         """This worker answered a write: the other workers must revalidate."""

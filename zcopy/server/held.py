@@ -52,7 +52,8 @@ class HeldBodies:
         if data is not None:
             return data
         size = entry.size
-        if not entry.watched or size > self.max_size or self.used + size > self.cap or entry.fd < 0:
+        trust = entry.trust         # (the cache's record: only a watched file's bytes may be held)
+        if trust is None or not trust.watched or size > self.max_size or self.used + size > self.cap or entry.fd < 0:
             return None
         buf = bytearray(size)
         try:

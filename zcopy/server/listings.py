@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import math
 import os
 import time
 
 from zcopy import http, ui
 from zcopy.server.executor import defer
 from zcopy.server.files import RESOLVE_TTL
+from zcopy.server.prefetch import MEMORY
 
 #: Bytes of rendered pages a worker keeps.
 MAX_BYTES = 64 << 20
@@ -50,11 +50,11 @@ GRACE = 1.0
 
 class Page:
     """One rendered listing in a memfd. Quacks like a ``FileEntry`` where a
-    Reply's ``entry`` is used: ``acquire``/``release``, ``resident_until``
+    Reply's ``entry`` is used: ``acquire``/``release``, ``residency``
     (memory: never cold, so the connection sends it at once)."""
 
     __slots__ = ("fd", "size", "etag", "content_type", "folder", "dir_fd", "built_at", "ttl", "users", "retired",
-                 "resident_until", "retired_at")
+                 "residency", "retired_at")
 
     def __init__(self, fd: int, size: int, etag: str, content_type: str, folder: str, dir_fd: int = -1) -> None:
         self.fd = fd
@@ -68,7 +68,7 @@ class Page:
         self.users = 0
         self.retired = False
         self.retired_at = 0.0
-        self.resident_until = math.inf
+        self.residency = MEMORY
 
     def acquire(self) -> "Page":
         self.users += 1

@@ -65,6 +65,25 @@ _NO_FDS = (errno.EMFILE, errno.ENFILE)
 _probe_buf = [bytearray(1)]   # loop thread only
 
 
+class Residency:
+    """A connection's memo that a whole file was in the page cache: trusted to
+    stay so ``until`` (monotonic; inf on a memory filesystem), so that a hot file
+    costs no residency syscall per request. Hung on the reply's entry
+    (``entry.residency``) and never changed: a new finding is a new record, so
+    the shared ``NOT_KNOWN`` and ``MEMORY`` stay what they say."""
+
+    __slots__ = ("until",)
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+
+#: Where nothing is known yet (a new entry; an archive's files): ask (the prefetcher may read ahead).
+NOT_KNOWN = Residency(0.0)
+#: The residency of bodies held in memory (a listing's or a Multi-Status's memfd): never cold.
+MEMORY = Residency(float("inf"))
+
+
 class _CacheStat:
     """cachestat(2) of one page at a time, through libc's syscall(2): the
     argument structs are allocated once (loop thread only)."""

@@ -50,6 +50,7 @@ from zcopy import http
 from zcopy.dav import deadprops, multistatus, xmlbody
 from zcopy.server.digests import QUIET
 from zcopy.server.listings import TTL, Page
+from zcopy.server.prefetch import MEMORY
 from zcopy.server.root import TEMP_PREFIX, listed
 
 #: Bytes rendered before they are written to the memfd.
@@ -87,16 +88,16 @@ _HREF, _SIZE, _MODIFIED, _ETAG, _NAME, _TYPE, _CREATED = range(7)
 
 class Body:
     """The memfd holding one Multi-Status. Quacks like a ``FileEntry`` where a
-    Reply's ``entry`` is used (``acquire``/``release``, ``resident_until``:
+    Reply's ``entry`` is used (``acquire``/``release``, ``residency``:
     memory, never cold); the fd closes when the last reference goes (the
     reply was sent, or dropped unsent by a connection that went away)."""
 
-    __slots__ = ("fd", "size", "resident_until")
+    __slots__ = ("fd", "size", "residency")
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
         self.size = size
-        self.resident_until = float("inf")
+        self.residency = MEMORY
 
     def acquire(self) -> "Body":
         return self

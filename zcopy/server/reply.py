@@ -11,7 +11,7 @@ from zcopy.server.files import FileEntry
 @dataclass(slots=True)
 class Reply:
     """Never changed once built: a file's 200 reply is shared by every request
-    answered with it within the second its Date line names (``FileEntry.reply``).
+    answered with it within the second its Date line names (``responder._ReplyMemo``).
     The connection that sends it holds ``entry`` (acquire/release) meanwhile."""
 
     status: int

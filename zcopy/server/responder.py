@@ -39,6 +39,20 @@ _UPLOAD_METHODS = ("POST", "PATCH", "PUT", "OPTIONS")
 ANSWERS = 256
 
 
+class _ReplyMemo:
+    """The responder's memo of one file's 200, hung on its entry (``FileEntry.memo``, cleared
+    when the entry retires): the head for ``key`` = (Date line, close, HTTP version), what the
+    head depends on besides the entry, and the ``Reply`` built on it (None until a body is asked
+    for). A request with another key builds a new memo."""
+
+    __slots__ = ("key", "head", "reply")
+
+    def __init__(self, key: tuple, head: bytes) -> None:
+        self.key = key
+        self.head = head
+        self.reply: Reply | None = None
+
+
 class _Answers(dict):
     """The answer memo of one Date second and one rules generation, keyed by
     what a memoized answer depends on: the ``Request`` (one per distinct
@@ -46,8 +60,9 @@ class _Answers(dict):
     Date second in ``second``, the users file's generation
     (``Access.generation``) in ``generation``: the identity a request proves
     is its credentials under that generation, so a reload (a revoked user, a
-    changed rule) starts a new memo. Each value is ``(reply, entry, user)``,
-    good while ``entry.trusted()`` (the file unchanged, per its watch);
+    changed rule) starts a new memo. Each value is ``(reply, trust, user)``,
+    good while ``trust.trusted()`` (the cache's record of the file's entry:
+    still cached, unchanged per its watch, walked less than a TTL ago);
     ``user`` is the name the access log shows. ``reads`` remembers rule
     decisions for the same second and generation."""
 
@@ -122,8 +137,8 @@ class Responder:
         if not closing:
             known = answers.get(req)
             if known is not None:
-                reply, entry, user = known
-                if entry.trusted(time.monotonic()):
+                reply, trust, user = known
+                if trust.trusted(time.monotonic()):
                     if conn is not None:
                         conn.user = user
                     return reply
@@ -237,12 +252,13 @@ class Responder:
                                                               version=req.version))
             if identity.kind in _COOKIE_KINDS and "cookie" in req.headers and "authorization" not in req.headers:
                 reply = _private(reply)
-            if answers is not None and req.plain and entry.watched and not entry.variants and not closing:
+            trust = entry.trust
+            if answers is not None and req.plain and trust.watched and not entry.variants and not closing:
                 if len(answers) >= ANSWERS:
                     answers.clear()
                 # Filed under ``date``, read before the reply was built: were
                 # they seconds apart, the memo misses once instead of serving an old Date.
-                answers[req] = (reply, entry, identity.name)
+                answers[req] = (reply, trust, identity.name)
             return reply
         except http.HttpError as exc:
             if getattr(exc, "body", None) is not None:      # a WebDAV error with its XML body
@@ -391,17 +407,22 @@ class Responder:
             if "range" in headers and http.if_range_ok(headers.get("if-range"), entry.etag, entry.mtime, entry.also):
                 ranges = http.parse_range(headers["range"], size)   # may raise 416
         if ranges is None:
-            head = entry.head_200(self.date.get(), close, req.version)
+            date = self.date.get()
+            key = (date, close, req.version)
+            memo = entry.memo
+            if memo is None or memo.key != key:     # a new second, or another framing
+                memo = entry.memo = _ReplyMemo(key, http.response_head(200, date, entry.static, size, close=close,
+                                                                       version=req.version))
             if head_only or not size:
-                return Reply(200, head, [], 0, close)
-            reply = entry.reply
-            if reply is None or entry.reply_head is not head:    # the head memo moved on: so does this one
+                return Reply(200, memo.head, [], 0, close)
+            reply = memo.reply
+            if reply is None:
                 data = self.cache.held.body(entry)
                 if data is None:
-                    reply = Reply(200, head, entry.whole, size, close, entry)
+                    reply = Reply(200, memo.head, [(entry.fd, 0, size)], size, close, entry)
                 else:                   # a small file held in memory: head and body in one send
-                    reply = Reply(200, head + data, [], size, close)
-                entry.reply, entry.reply_head = reply, head
+                    reply = Reply(200, memo.head + data, [], size, close)
+                memo.reply = reply
             return reply
         if len(ranges) == 1:
             start, stop = ranges[0]

@@ -162,6 +162,10 @@ class Append(FileSink):
             return
         self.ended = True
         self.uploads.forget(self)
+        self.keep()
+
+    def keep(self) -> None:
+        """(the loop; once ended) What arrived stays, recorded once durable, and the fd goes."""
         offset = self.start if self.ctx.checksum is not None else self.offset
         if self.ctx.tus and self.row.length is not None and offset >= self.row.length:
             offset = self.durable       # tus: the full length is only ever said by a commit
@@ -326,10 +330,11 @@ class Uploads:
         return self._owned(key, owner, req.path, conn, None, work, then,
                            lambda exc: self.error(exc, req, tus, close))
 
-    def _owned(self, key: str, owner: str, path: str, conn, check, work, then, refuse, on_loop=None):
+    def _owned(self, key: str, owner: str, path: str, conn, check, work, then, refuse, guard=None):
         """Off the loop: the upload exists here, is not expired and is ``owner``'s (and ``check(row)``
-        holds); then, on the loop, an append to it open in this worker is closed (only now: a stranger
-        cannot cut someone's upload); then ``work(row)`` off the loop, ``then`` its result."""
+        holds); then ``guard(row, go, refuse)`` when given (it calls ``go`` once it holds); then, on
+        the loop, an append to it open in this worker is closed (only now: a stranger cannot cut
+        someone's upload); then ``work(row)`` off the loop, ``then`` its result."""
         def first():
             row = self._row(key, owner, path)
             if check is not None:
@@ -337,13 +342,10 @@ class Uploads:
             return row
 
         def second(row):
-            if on_loop is not None:
-                try:
-                    on_loop(row)
-                except http.HttpError as exc:
-                    return refuse(exc)
-            self._close_active(key, conn)
-            return defer(self.executor, lambda: work(row), then, refuse)
+            def go(_=None):
+                self._close_active(key, conn)
+                return defer(self.executor, lambda: work(row), then, refuse)
+            return go() if guard is None else guard(row, go, refuse)
         return defer(self.executor, first, second, refuse)
 
     def _row(self, key: str, owner: str, path: str) -> Row:
@@ -511,15 +513,17 @@ class Uploads:
         def then(result):
             row, fd = result
             return self._sink(row, fd, ctx, conn)
-        def locks(row):
+        def locks(row, go, refuse):
             """An append that will complete the upload meets the target's WebDAV locks before its
-            body is read (a refusal after it would leave bytes that say done without a file)."""
+            body is read (a refusal after it would leave bytes that say done without a file);
+            checked off the loop (``Dav.check_off_loop``)."""
             length = row.length if row.length is not None else new_length
             if (complete or (length is not None and req.content_length is not None
                              and offset + req.content_length == length)):
-                self.responder.dav.check(req, (row.target, False), identity=ctx.identity)
+                return self.responder.dav.check_off_loop(req, [(row.target, False)], ctx.identity, go, refuse)
+            return go()
         return self._owned(key, owner, req.path, conn, check, work, then, lambda exc: self.error(exc, req, tus, True),
-                           on_loop=locks)
+                           guard=locks)
 
     def _close_active(self, key: str, conn) -> None:
         """An append to ``key`` under way in this worker is closed at once (its abort records what
@@ -598,18 +602,30 @@ class Uploads:
             return self.error(rs.UploadError(400, f"the upload ended at {end}, not at its length {row.length}",
                                              "inconsistent-upload-length"), req, False, close)
         completes = row.length is not None and end == row.length and (ctx.tus or bool(ctx.complete))
-        rights = None
-        if completes:
+        if not completes:
+            sink.ended = True
+            self.forget(sink)
+            return self._finish(sink, req, close, end, False, None)
+
+        def refuse(exc):
+            sink.offset = min(sink.offset, max(sink.durable, sink.start))   # never "all there" unsaved
+            sink.keep()
+            return self.error(exc, req, ctx.tus, close)
+
+        def commit(_):
             from zcopy.server.gate import Rights
-            try:
-                self.responder.dav.check(req, (row.target, False), identity=ctx.identity)  # locks, at commit too
-            except http.HttpError as exc:
-                sink.offset = min(sink.offset, max(sink.durable, sink.start))   # never "all there" unsaved
-                sink.abort()
-                return self.error(exc, req, ctx.tus, close)
-            rights = Rights(self.responder.gate, ctx.identity)
+            return self._finish(sink, req, close, end, True, Rights(self.responder.gate, ctx.identity))
+        # Locks, at commit too: checked off the loop (the If header's entries, the lock table).
+        # Out of ``active`` meanwhile (as during the commit): no other request cuts it.
         sink.ended = True
         self.forget(sink)
+        return self.responder.dav.check_off_loop(req, [(row.target, False)], ctx.identity, commit, refuse)
+
+    def _finish(self, sink: Append, req: http.Request, close: bool, end: int, completes: bool, rights):
+        """``finish`` once the commit's lock check held (``completes``), or for an append that does
+        not complete the upload: durable, checked, recorded, and committed when complete."""
+        ctx = sink.ctx
+        row = sink.row
 
         def work():
             try:
