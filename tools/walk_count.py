@@ -24,6 +24,11 @@ once, answered from the caches), and prints per request:
 * **returns (server)**: the same with ``zcopy/http/`` transparent too (the sans-I/O HTTP
   functions are leaves every module calls; what is left is the server's own layering).
 * **most**: the module the server walk returns to most often, and how often.
+* **calls back up**: how many calls go into a module that is already on the loop thread's
+  stack below the caller (``A -> B -> A``: B calls back into its caller's module). A call into
+  a helper and its return do not count; the event loop dispatching a callback does not count
+  either (it starts a new walk from code that is not followed). This is the layering measure:
+  zero means every walk goes down and only returns come back.
 
 A request's window runs from just before its bytes are sent to 0.3 s after its reply is read
 (the worker's turn, its access-log line, a write's follow-up are in; the worker's timer, should
@@ -75,6 +80,9 @@ def prof(frame, event, arg):
         if mod is not None:
             if not followed:
                 root = mod + ":" + frame.f_code.co_name
+            elif mod != cur and any(entry[0] == mod for entry in stack):
+                # a call back up: into a module already on the stack below (a callback)
+                os.write(TRACE, f"{os.getpid()} {root} UP:{mod}:{frame.f_code.co_name}\n".encode())
             cur = mod
         stack.append((cur, root, mod is not None))
     elif event == "return":
@@ -187,6 +195,7 @@ def main() -> None:
             results.append((name, status))
         os.close(fd)
         windows: dict[str, list[tuple[str, str]]] = {}
+        ups: dict[str, list[tuple[str, str]]] = {}
         current = None
         order = []
         with open(trace) as f:
@@ -202,20 +211,25 @@ def main() -> None:
                     continue
                 if current is None or int(parts[0]) == proc.pid:     # (the supervisor)
                     continue
+                if parts[2].startswith("UP:"):
+                    ups.setdefault(order[-1], []).append((parts[1], parts[2][3:]))
+                    continue
                 windows[order[-1]].append((parts[1], parts[2]))
-        print("| request | status | steps | modules | returns | returns (server) | most (server) |")
-        print("|---|---|---|---|---|---|---|")
+        print("| request | status | steps | modules | returns | returns (server) | most (server) | calls back up |")
+        print("|---|---|---|---|---|---|---|---|")
         out = {}
         for (key, status) in results:
             steps = [m for root, m in windows.get(key, []) if not root.startswith(_TIMERS)]
             walk = _collapse(steps)
             server = _collapse([m for m in walk if m.startswith("zcopy.server.")])
-            out[key] = {"status": status, "walk": walk, "server_walk": server,
+            up = [m for root, m in ups.get(key, []) if not root.startswith(_TIMERS)]
+            out[key] = {"status": status, "walk": walk, "server_walk": server, "calls_back_up": up,
                         "roots": _collapse([r for r, m in windows.get(key, [])])}
             again = [m for i, m in enumerate(server) if m in server[:i]]
             most = f"{max(set(again), key=again.count).rsplit('.', 1)[-1]} {max(again.count(m) for m in again)}" \
                 if again else "-"
-            print(f"| {key} | {status} | {len(walk)} | {len(set(walk))} | {_count(walk)} | {_count(server)} | {most} |")
+            print(f"| {key} | {status} | {len(walk)} | {len(set(walk))} | {_count(walk)} | {_count(server)} | {most} "
+                  f"| {len(up)} |")
         if args.json:
             print(json.dumps(out, indent=1))
     finally:

@@ -72,12 +72,12 @@ class Folders:
             return self.searches.respond(req, identity, path, term, close, head_only)
         return None
 
-    def page(self, req: http.Request, identity: Identity, path: str, close: bool, head_only: bool, may_write):
+    def page(self, req: http.Request, identity: Identity, path: str, close: bool, head_only: bool, writable: bool):
         """The listing: HTML (its order from ``?sort=&order=``, its write controls when
-        ``may_write(identity, path)``) or JSON by Accept; a Reply or a Pending."""
+        ``writable``: the asker may create in ``path``) or JSON by Accept; a Reply or a Pending."""
         access = self.access
         as_json = http.wants_json(req.headers.get("accept"))
-        view = None if as_json else (*http.sort_request(req.query), may_write(identity, path))
+        view = None if as_json else (*http.sort_request(req.query), writable)
 
         def reply(page) -> Reply:
             return self._page(req, page, close, head_only)

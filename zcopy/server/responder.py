@@ -493,7 +493,7 @@ class Responder:
             if self.cache.executor is None:
                 return self._file(req, self._renewed(req.path + "index.html"), close, head_only, True)
             return self._index_later(req, close, head_only, identity, path)
-        return folders.page(req, identity, path, close, head_only, self.may_write)
+        return folders.page(req, identity, path, close, head_only, self.may_write(identity, path))
 
     def _index_later(self, req: http.Request, close: bool, head_only: bool, identity: Identity,
                      path: str) -> Pending:
