@@ -335,26 +335,30 @@ def measure_large(peer: Peer, size: int, load_cpu: int | None) -> tuple[float, f
 
 def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str, dict[str, list[float]]]:
     results = {name: {k: [] for k in KEYS} for name in running}
+    small = [size for size in ("1k", "64k") if size in args.sizes]
     for peer in running.values():                              # warm every server
-        for path in ("/1k.bin", "/64k.bin"):
-            wrk(peer.port, path, args.warmup, args.connections, threads=args.workers, cpu=load_cpu)
-        measure_large(peer, args.large, load_cpu)
+        for size in small:
+            wrk(peer.port, f"/{size}.bin", args.warmup, args.connections, threads=args.workers, cpu=load_cpu)
+        if "large" in args.sizes:
+            measure_large(peer, args.large, load_cpu)
     names = list(running)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]   # no server always runs first
         for name in order:
             peer, res = running[name], results[name]
-            for size in ("1k", "64k"):
+            for size in small:
                 rps, user, system = measure_wrk(peer, f"/{size}.bin", args, load_cpu)
                 res[f"{size}_rps"].append(rps)
                 res[f"{size}_user_us"].append(user)
                 res[f"{size}_sys_us"].append(system)
-            for _ in range(args.pulls):
+            for _ in range(args.pulls if "large" in args.sizes else 0):
                 gbps, cpu_gb = measure_large(peer, args.large, load_cpu)
                 res["large_gbps"].append(gbps)
                 res["large_cpu_s_per_gb"].append(cpu_gb)
-            print(f"round {r + 1}/{args.rounds} {name}: 1 KiB {res['1k_rps'][-1]:,.0f} req/s, 64 KiB "
-                  f"{res['64k_rps'][-1]:,.0f} req/s, large {gbps:.2f} GB/s", file=sys.stderr)
+            done = [f"1 KiB {res['1k_rps'][-1]:,.0f} req/s" if "1k" in args.sizes else "",
+                    f"64 KiB {res['64k_rps'][-1]:,.0f} req/s" if "64k" in args.sizes else "",
+                    f"large {res['large_gbps'][-1]:.2f} GB/s" if "large" in args.sizes else ""]
+            print(f"round {r + 1}/{args.rounds} {name}: " + ", ".join(d for d in done if d), file=sys.stderr)
     return results
 
 
@@ -379,7 +383,8 @@ def pipelined(running: dict[str, Peer], args, load_cpu: int | None) -> None:
 
 
 def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int | None) -> None:
-    med = {name: {k: statistics.median(v) for k, v in res.items()} for name, res in results.items()}
+    # A size not run (--sizes) has no figures: 0 here, shown as "-".
+    med = {name: {k: statistics.median(v) if v else 0.0 for k, v in res.items()} for name, res in results.items()}
     for m in med.values():
         for size in ("1k", "64k"):
             m[f"{size}_cpu_us"] = m[f"{size}_user_us"] + m[f"{size}_sys_us"]
@@ -422,10 +427,12 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
     # Paired by round: the runs of one round are seconds apart, so a neighbour's load that
     # drifts over minutes moves both sides of each ratio together.
     print()
-    for name in peers:
-        pairs = sorted(a / b for a, b in zip(results["zcopy"]["1k_rps"], results[name]["1k_rps"]) if b)
-        print(f"zcopy 1 KiB req/s / {name}'s in the same round: median {statistics.median(pairs):.2f}, "
-              f"range {pairs[0]:.2f}-{pairs[-1]:.2f}")
+    for key, what in (("1k_rps", "1 KiB req/s"), ("64k_rps", "64 KiB req/s"), ("large_gbps", "large GB/s")):
+        for name in peers:
+            pairs = sorted(a / b for a, b in zip(results["zcopy"][key], results[name][key]) if b)
+            if pairs:
+                print(f"zcopy {what} / {name}'s in the same round: median {statistics.median(pairs):.2f}, "
+                      f"range {pairs[0]:.2f}-{pairs[-1]:.2f}")
 
 
 # --- syscalls per request -------------------------------------------------
@@ -636,6 +643,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2, help="seconds of wrk per server and file before round 1")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--large", type=parse_size, default=parse_size("1GiB"))
+    ap.add_argument("--sizes", default="1k,64k,large",
+                    help="which of 1k, 64k, large to measure (comma-separated; e.g. --sizes large --pulls 5 "
+                         "for the large pull alone, with more pulls per round)")
     ap.add_argument("--pulls", type=int, default=1, help="large-file pulls per server and round (one pull "
                     "varies by 2-4x from round to round here: the medians need several)")
     ap.add_argument("--servers", default="zcopy,nginx,lighttpd,h2o",
@@ -672,6 +682,9 @@ def main() -> int:
                  f"positive (--idle at most {MAX_CONNECTIONS - 100})")
     if args.syscalls is not None and args.idle is not None:
         ap.error("--syscalls and --idle are separate runs")
+    args.sizes = {x.strip() for x in args.sizes.split(",") if x.strip()}
+    if not args.sizes or not args.sizes <= {"1k", "64k", "large"}:
+        ap.error("--sizes takes one or more of 1k, 64k, large, comma-separated")
     if shutil.which("wrk") is None and args.syscalls is None and args.idle is None:
         sys.exit("bench_serve: needs wrk (Debian: apt-get install wrk)")
     server_cpu, load_cpu = cpus(args)
