@@ -490,3 +490,45 @@ def test_a_stalled_upload_gets_408(tmp_path):
             c.settimeout(5)
             assert c.recv(100).startswith(b"HTTP/1.1 408")
     assert os.listdir(tmp_path) == []
+
+
+def test_out_of_fds_at_accept_the_cache_gives_one_back_and_the_client_is_served(tmp_path):
+    """The worker's fd table full (RLIMIT_NOFILE lowered to just above its highest fd), most of
+    it held by cached files no transfer uses: new clients are accepted with fds the cache
+    closes, and served, instead of waiting in the backlog until some other fd happens to close
+    (the old behaviour: EMFILE, back off 0.25 s, EMFILE again, for as long as the cache holds on)."""
+    import resource
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(24):
+        (root / f"f{i}.txt").write_bytes(b"%d" % i * 100)
+    with Server(root) as s:
+        [worker] = s.worker_pids(at_least=1)
+        with connect(s.port) as c:                  # one keep-alive connection opens them all
+            for i in range(24):
+                c.sendall(f"GET /f{i}.txt HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                assert read_response(c)[0] == 200
+        # The content digests run off the loop on dups: wait until each is done (a strong tag),
+        # so that the fds counted below are the cache's own.
+        for i in range(24):
+            wait_for(lambda: get(s.port, f"/f{i}.txt", method="HEAD")[1].get("etag", "").startswith('"z1-'),
+                     what=f"the digest of f{i}.txt")
+        fds = [int(fd) for fd in os.listdir(f"/proc/{worker}/fd")]
+        limit = max(fds) + 1                        # the limit bounds fd numbers, not counts
+        free = limit - len(fds)                     # numbers below it that closed fds left free
+        old = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, (limit, old[1]))
+        clients = []
+        try:
+            for n in range(free + 8):               # 8 more clients than free numbers
+                c = connect(s.port)
+                clients.append(c)
+                c.settimeout(5)                     # the old code left the ninth in the backlog
+                c.sendall(b"GET /f23.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+                status, _, body, _ = read_response(c)
+                assert (status, body) == (200, b"23" * 100), f"client {n + 1} of {free + 8}"
+        finally:
+            resource.prlimit(worker, resource.RLIMIT_NOFILE, old)
+            for c in clients:
+                c.close()

@@ -32,8 +32,11 @@ Accept rules (both workers, tested in both):
 - at ``max_connections`` the listener leaves epoll until a connection ends
   (further clients wait in the kernel's backlog; the relay passes no limit
   and turns the excess away itself);
-- on EMFILE/ENFILE/ENOBUFS/ENOMEM it leaves epoll for ``ACCEPT_BACKOFF``
-  seconds instead of spinning on a listener that stays readable.
+- on EMFILE it first asks ``give_back_fd`` (serve: the open-file cache
+  closes its oldest entry no transfer uses) and accepts again with that fd;
+- on EMFILE with nothing to give back, and on ENFILE/ENOBUFS/ENOMEM, it
+  leaves epoll for ``ACCEPT_BACKOFF`` seconds instead of spinning on a
+  listener that stays readable.
 
 Signals: SIGTERM (or ``stop()`` from another thread) starts a graceful drain,
 a second one raises SystemExit(1); SIGINT is ignored because the supervisor,
@@ -110,6 +113,13 @@ class ListenerLoop:
 
     def connection_count(self) -> int:
         raise NotImplementedError
+
+    def give_back_fd(self) -> bool:
+        """Out of fds at accept (EMFILE): close one that a cache holds and no
+        transfer uses, so that a new client is served rather than refused
+        while idle cached files keep the fds. False: nothing to give back
+        (the loop then backs off). The serve worker's cache overrides it."""
+        return False
 
     def count_error(self, kind: str) -> None:
         raise NotImplementedError
@@ -269,6 +279,8 @@ class ListenerLoop:
             except OSError as exc:
                 if exc.errno in _FD_EXHAUSTED:
                     self.count_error("accept_" + errno.errorcode[exc.errno].lower())
+                    if exc.errno == errno.EMFILE and self.give_back_fd():
+                        continue                # an fd of a cache was closed: accept with it
                     self.pause_accept(ACCEPT_BACKOFF)
                     return
                 if exc.errno == errno.ECONNABORTED:

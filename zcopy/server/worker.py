@@ -232,6 +232,9 @@ class Worker(ListenerLoop):
     def connection_count(self) -> int:
         return len(self.conns)
 
+    def give_back_fd(self) -> bool:
+        return self.cache.give_back()
+
     def count_error(self, kind: str) -> None:
         self.stats.error(kind)
 
