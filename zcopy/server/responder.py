@@ -111,12 +111,10 @@ class Responder:
 
         A plain GET or HEAD of a watched file without siblings is answered
         from a memo keyed by what the answer depends on (``_Answers``): the
-        Date second, the rules generation and the Request (``HeadCache`` hands
-        out one per distinct head), checked against the file's entry
-        (trusted: unchanged)."""
+        Date second, the rules generation, the workers' write stamp and the
+        Request (``HeadCache`` hands out one per distinct head), checked
+        against the file's entry (trusted: unchanged)."""
         date = self.date.get()
-        if conn is not None:
-            conn.user = "-"     # until someone signs in
         answers = self._answers
         generation = self.access.generation
         writes = self.cache.writes[0]
@@ -133,6 +131,8 @@ class Responder:
                     if conn is not None:
                         conn.user = user
                     return reply
+        if conn is not None:
+            conn.user = "-"     # until someone signs in
         try:
             identity = self.gate.identify(req, closing, conn)
         except http.HttpError as exc:
