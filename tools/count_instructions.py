@@ -333,6 +333,8 @@ def short_ob(ob: str) -> str:
 
 
 def main() -> int:
+    # SIGTERM unwinds like Ctrl-C: every server started is stopped, the temporary folder removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     argv = sys.argv[1:]
     serve_args = ["--auto"]
     if "--" in argv:
