@@ -31,11 +31,11 @@ syscall wrappers, ...), the calls per request of libc's syscall wrappers
 GC's share (inclusive Ir of gc_collect_main) and with `--top K` the K
 functions with the most own instructions per request.
 
-The warm-up matters: 3.11 specializes each bytecode after it ran a few
-times and retries a failed specialization after up to 4096 runs, so a short
-warm-up counts a state the worker leaves later (300 GETs gave 27,900
-Ir/request on the tree of 2026-12-02 14:58; 6,000 GETs, like a worker that
-has served a while, 33,400).
+Why a median of equal windows and not the difference of a short and a long
+one: the first window after a pause carries a one-off lump of 4-10 million
+instructions (type lookups, tuple frees), which a difference would subtract
+from the per-request figure (it said 27,900 where the steady windows say
+33,400).
 
 ZCOPY_STATS=off (the once-a-second snapshot publishing, not the per-request
 counters) unless `--stats`. With `--auto` the kernel probe runs once, outside
