@@ -213,8 +213,8 @@ class Server:
         self.outdir = outdir
         # a fresh state folder per server: a tree must not meet another tree's state files
         env = dict(env, PYTHONPATH=tree, PYTHONHASHSEED="0", XDG_STATE_HOME=os.path.join(outdir, "state"))
-        self.argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--dump-instr=no", "--separate-threads=yes",
-                     "--compress-strings=no", "--compress-pos=no",
+        self.argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--separate-threads=yes",
+                     "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
                      f"--callgrind-out-file={outdir}/cg.%p",
                      PYTHON, "-m", "zcopy", "serve", root, "--port", str(self.port), "--workers", "1",
                      "--worker-timeout", "3600", *serve_args]
@@ -359,6 +359,9 @@ def main() -> int:
         print("needs valgrind and callgrind_control (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     trees = [os.path.abspath(t) for t in (args.tree or [HERE])]
+    for tree in trees:      # (else PYTHONPATH would silently fall back to the installed zcopy)
+        if not os.path.isfile(os.path.join(tree, "zcopy", "__init__.py")):
+            ap.error(f"{tree} holds no zcopy/ source tree")
     sizes = args.size or [1024]
     if args.requests < 1 or args.windows < 1:
         ap.error("--requests and --windows must be at least 1")
