@@ -309,3 +309,28 @@ def test_a_reload_takes_effect_at_the_next_request_despite_the_memo(tmp_path, ca
     assert ask(responder, head).status == 403
     access.load(users.parse(""))                                          # alice revoked
     assert ask(responder, head).status == 401
+
+
+def test_another_workers_write_is_seen_at_the_next_request_despite_the_memo(tmp_path):
+    """The memo's key holds the workers' write stamp: within one Date second, after another
+    worker's write the entries re-validate (``OpenFileCache.sync``) before one is trusted, even
+    with this worker's watch event for the change not applied yet (a moved ancestor raises none);
+    this worker's own writes, or none, leave the memo as it is."""
+    from zcopy.server.shared import Generation, SharedState
+
+    shared = SharedState(2)
+    mine, other = Generation(shared, 0), Generation(shared, 1)
+    cache = OpenFileCache(str(tmp_path), watch=FileWatch(), generation=mine)
+    try:
+        responder = Responder(cache, http.DateHeader(Clock()))
+        (tmp_path / "f.txt").write_text("x" * 100)
+        first = ask(responder)
+        assert b"Content-Length: 100\r\n" in first.head
+        (tmp_path / "f.txt").write_text("y" * 7)        # its event is not applied
+        other.bump()                                     # another worker wrote
+        again = ask(responder)
+        assert again is not first and b"Content-Length: 7\r\n" in again.head
+        mine.bump()                                      # this worker's write: a new memo, same answer
+        assert ask(responder).head == again.head
+    finally:
+        cache.close()

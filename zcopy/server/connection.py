@@ -109,17 +109,17 @@ class Connection:
 
     # -- events ---------------------------------------------------------------
 
-    def on_event(self, events: int) -> None:
-        if events & EV_IN:
-            self.readable = True
-            if events & EV_HUP:
-                self.hup = True
-        if events & EV_OUT:
-            self.writable = True
-        self.run()
-
-    def run(self) -> None:
-        """Advance as far as possible without blocking."""
+    def run(self, events: int = 0) -> None:
+        """Advance as far as possible without blocking; first note what epoll
+        said (``events``: the loop calls this as ``on_event``; the ready queue
+        and the worker with none)."""
+        if events:
+            if events & EV_IN:
+                self.readable = True
+                if events & EV_HUP:
+                    self.hup = True
+            if events & EV_OUT:
+                self.writable = True
         try:
             burst = PIPELINE_BURST
             while True:
@@ -191,6 +191,8 @@ class Connection:
                 self._send_quietly(http.error_response(500, self.worker.date.get(),
                                                        reason="internal error", close=True))
             self.close()
+
+    on_event = run      # (one frame per wakeup, not two)
 
     # -- reading --------------------------------------------------------------
 
@@ -390,16 +392,26 @@ class Connection:
         if owed:                        # what earlier replies owe goes first, in the same send
             head = b"".join((*owed, head))
             owed.clear()
-        self.out = head                 # bytes; a memoryview only if a send comes up short
-        self.at = 0
         self.head_at = now = self.worker.now
-        self.state = WRITING
+        self.state = WRITING            # (before any send: a reset midway counts this reply as cut)
+        if not body and self.writable:
+            # All bytes (a small file held in memory, an error page): one send, and
+            # the connection READING again at once when the socket takes it whole.
+            try:
+                n = self.send(head)
+            except BlockingIOError:
+                self.writable = False
+            else:
+                self.stats.copy_sent += n
+                if n == len(head):
+                    self._finish_reply()
+                    return
+                head = memoryview(head)[n:]
+        self.out = head                 # bytes; a memoryview only if a send came up short
+        self.at = 0
         self.deadline = now + self.config.send_timeout
-        if not self.writable:
-            return
-        if not body:
-            self._send_whole(head)
-        elif len(body) == 1 and self.once is not None and body[0].__class__ is tuple and self._hot(entry):
+        if body and self.writable and len(body) == 1 and self.once is not None and body[0].__class__ is tuple \
+                and self._hot(entry):
             # (one file range; a bytes segment, e.g. a UI asset, goes through _pump)
             self._send_at_once(head, body[0])
 
@@ -426,21 +438,6 @@ class Connection:
             owed.append(data[n:])
             self.writable = False
             self.deadline = self.worker.now + self.config.send_timeout
-
-    def _send_whole(self, data: bytes) -> None:
-        """A reply that is all bytes, in one send; what the socket did not
-        take stays for ``_pump``."""
-        try:
-            n = self.send(data)
-        except BlockingIOError:
-            self.writable = False
-            return
-        self.stats.copy_sent += n
-        if n < len(data):
-            self.out = memoryview(data)[n:]
-            return
-        self.out = None
-        self._finish_reply()
 
     def _send_at_once(self, head: bytes, item: tuple) -> None:
         """The head (MSG_MORE), then the range in one engine call; what the

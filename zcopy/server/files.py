@@ -255,6 +255,9 @@ class OpenFileCache:
         #: per request by ``sync`` (the responder, before its memo).
         self.generation = generation
         self._foreign_write = generation.changed if generation is not None else _no_change
+        #: ``writes[0]``: a value that moves with every worker's write (one word of shared
+        #: memory): while it stays, ``sync`` has nothing to do (the responder's memo reads it)
+        self.writes = generation.last if generation is not None else (0,)
         #: where ``resolve`` runs the walks and opens (the worker's); None: on the caller's thread
         self.executor = None
         #: url path -> the callbacks waiting for its off-loop lookup (one open for them all)
@@ -727,8 +730,8 @@ class OpenFileCache:
             entry.retire()
 
     def sync(self) -> None:
-        """Once per request, before any entry is trusted: another worker's write
-        since the last request makes every entry re-validate."""
+        """Before any entry is trusted, whenever ``writes`` moved (the responder
+        checks per request): another worker's write makes every entry re-validate."""
         if self._foreign_write():
             self.revalidate()
 

@@ -60,18 +60,22 @@ class _Answers(dict):
     Date second in ``second``, the users file's generation
     (``Access.generation``) in ``generation``: the identity a request proves
     is its credentials under that generation, so a reload (a revoked user, a
-    changed rule) starts a new memo. Each value is ``(reply, trust, user)``,
-    good while ``trust.trusted()`` (the cache's record of the file's entry:
-    still cached, unchanged per its watch, walked less than a TTL ago);
+    changed rule) starts a new memo; and the workers' write stamp
+    (``OpenFileCache.writes``) in ``writes``: any write starts one too, after
+    ``OpenFileCache.sync`` (so a memo in use means no write since that sync).
+    Each value is ``(reply, trust, user)``, good while ``trust.trusted()`` (the
+    cache's record of the file's entry: still cached, unchanged per its watch,
+    walked less than a TTL ago);
     ``user`` is the name the access log shows. ``reads`` remembers rule
     decisions for the same second and generation."""
 
-    __slots__ = ("second", "generation", "reads")
+    __slots__ = ("second", "generation", "writes", "reads")
 
-    def __init__(self, second: bytes, generation: int = 0) -> None:
+    def __init__(self, second: bytes, generation: int = 0, writes: int = -1) -> None:
         super().__init__()
         self.second = second
         self.generation = generation
+        self.writes = writes
         #: (id(rules), path) -> whether those rules read that path. The ``id`` is safe: every
         #: ``Rules`` in use belongs to this generation's accounts (or is a module constant), all
         #: alive while this memo is, and a reload starts a new memo.
@@ -123,17 +127,18 @@ class Responder:
 
         A plain GET or HEAD of a watched file without siblings is answered
         from a memo keyed by what the answer depends on (``_Answers``): the
-        Date second, the rules generation and the Request (``HeadCache`` hands
-        out one per distinct head), checked against the file's entry
-        (trusted: unchanged)."""
+        Date second, the rules generation, the workers' write stamp and the
+        Request (``HeadCache`` hands out one per distinct head), checked
+        against the file's entry (trusted: unchanged)."""
         date = self.date.get()
-        self.cache.sync()       # another worker's write: nothing cached is trusted unchecked
-        if conn is not None:
-            conn.user = "-"     # until someone signs in
         answers = self._answers
         generation = self.access.generation
-        if answers.second is not date or answers.generation != generation:   # stale: a new second, a reload
-            answers = self._answers = _Answers(date, generation)
+        writes = self.cache.writes[0]
+        # stale: a new second, a reload, or some worker wrote (which ``sync`` checks, before
+        # any entry is trusted: another worker's write makes every entry re-validate)
+        if answers.second is not date or answers.generation != generation or answers.writes != writes:
+            self.cache.sync()
+            answers = self._answers = _Answers(date, generation, writes)
         if not closing:
             known = answers.get(req)
             if known is not None:
@@ -142,6 +147,8 @@ class Responder:
                     if conn is not None:
                         conn.user = user
                     return reply
+        if conn is not None:
+            conn.user = "-"     # until someone signs in
         try:
             identity = self.gate.identify(req, closing, conn)
         except http.HttpError as exc:

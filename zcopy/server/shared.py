@@ -34,8 +34,10 @@ one process can be compared with the time read in another.
 
 from __future__ import annotations
 
+import functools
 import math
 import mmap
+import operator
 
 SERVING = 0
 DRAINING = 1
@@ -102,29 +104,30 @@ class Generation:
 
     The common case reads one word: ``last``, which every writer sets to a
     value never used before (its slot's new count and its slot number) after
-    bumping its slot. Only when ``last`` moved is the per-slot array compared
+    bumping its slot. (The responder reads ``last[0]`` itself, and calls
+    ``changed`` only when it moved: ``Responder.respond``.) Only when ``last`` moved is the per-slot array compared
     with the copy seen before, to tell another worker's write from our own.
     A writer bumps its slot before it sets ``last`` (x86 and the kernel's
     memory model keep plain stores in order across processes), so whoever
     sees the new ``last`` sees the bumped slot.
     """
 
-    __slots__ = ("_last", "_mm", "_span", "_mine", "_slot", "_seen", "_snap", "_own")
+    __slots__ = ("last", "_mm", "_span", "_mine", "_slot", "_seen", "_snap", "_own")
 
     def __init__(self, shared: SharedState | None = None, slot: int = 0) -> None:
         if shared is None:                 # a worker built without a supervisor (tests, tools)
             shared = SharedState(1)
-        self._last = shared.last_write
+        self.last = shared.last_write
         self._mm = shared._mm
         self._span = slice(*shared.generation_span)
         self._mine = shared.generations
         self._slot = slot
-        self._seen = self._last[0]
+        self._seen = self.last[0]
         self._snap = self._mm[self._span]
         self._own = slice(8 * slot, 8 * slot + 8)
 
     def changed(self) -> bool:
-        last = self._last[0]
+        last = self.last[0]
         if last == self._seen:
             return False
         self._seen = last
@@ -136,7 +139,7 @@ class Generation:
         """This worker answered a write: the others must re-validate."""
         count = self._mine[self._slot] + 1
         self._mine[self._slot] = count
-        self._last[0] = (count << 16) | self._slot
+        self.last[0] = (count << 16) | self._slot
 
 
 #: Set in a forked child by the supervisor (``enter``): the shared state and this
@@ -155,14 +158,13 @@ def inherited() -> tuple[SharedState, int, int] | None:
 
 def heartbeat(slot: int):
     """``beat(now)`` for this process's worker slot: one store into shared
-    memory (a private no-op array when there is no supervisor)."""
+    memory (a private no-op array when there is no supervisor). The loop
+    calls it every turn: a ``partial`` of ``operator.setitem`` runs no Python
+    frame."""
     state = _inherited
     beats = state[0].beats if state is not None else memoryview(bytearray(8 * (slot + 1))).cast("d")
     index = state[1] if state is not None else slot
-
-    def beat(now: float, _set=beats.__setitem__, _i=index) -> None:
-        _set(_i, now)
-    return beat
+    return functools.partial(operator.setitem, beats, index)
 
 
 def generation() -> Generation:
