@@ -178,7 +178,6 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
     """``write_members``' memo on a real folder: a member whose stat did not move is not rendered
     again; setting a dead property moves the ctime, so that member is; one changed within QUIET
     seconds is remembered (a rebuild from events needs every member) but not reused on its stat alone."""
-    from zcopy import http
     from zcopy.dav import deadprops, xmlbody
     from zcopy.dav.xmlbody import PropChange
     from zcopy.server import propfind as pf
@@ -207,8 +206,8 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
                 finally:
                     os.close(mfd)
                 return "".join(x.decode() for x in dead.values()) + f"<slow>{name}</slow>\n"
-            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False), http.make_etags,
-                                 [], slow, memo)
+            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
+                                 lambda stats, local: local, [], slow, memo)
             return os.pread(out, n, 0)
         finally:
             os.close(out)
@@ -226,10 +225,10 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
         assert b"<slow>a.txt</slow>" in second and b">red<" in second
         assert memo["b.txt"] is kept["b.txt"]              # reused as it was
         changed = memo["a.txt"]
-        assert changed[1].endswith(b"<slow>a.txt</slow>\n")    # remembered, with whether it is settled
+        assert changed[1].endswith(b"<slow>a.txt</slow>\n")    # remembered; key None: not settled yet
         third = build()
         assert third == second and memo["b.txt"] is kept["b.txt"]
-        if not changed[2]:                                  # changed within QUIET: rendered again
+        if changed[0] is None:                              # changed within QUIET: rendered again
             assert memo["a.txt"] is not changed
     finally:
         os.close(fd)
@@ -385,7 +384,6 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
     watch's token is the same across two builds; then only the named members are re-stat'ed, and the
     answer equals a full build's; a queue overflow (real: more events than the queue holds), the folder
     itself moved, and the age bound each make the next build a full one."""
-    from zcopy import http
     from zcopy.dav import xmlbody
     from zcopy.server import propfind as pf
     from zcopy.server.listings import TTL
@@ -407,9 +405,9 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
         try:
             if dirty is None:
                 n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
-                                     http.make_etags, [], None, memo)
+                                     lambda stats, local: local, [], None, memo)
             else:
-                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, http.make_etags, None, show_hidden=False)
+                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, lambda stats, local: local, None, show_hidden=False)
             return os.pread(out, n, 0)
         finally:
             os.close(out)

@@ -191,7 +191,13 @@ def main() -> int:
     ap.add_argument("--server-cpu", type=int)
     ap.add_argument("--load-cpu", type=int)
     ap.add_argument("--servers", default="zcopy,nginx")
+    ap.add_argument("--bodies", default=",".join(BODIES), help="comma-separated, of: " + ", ".join(BODIES))
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES))
     args = ap.parse_args()
+    bodies = [b.strip() for b in args.bodies.split(",") if b.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not bodies or not modes or not set(bodies) <= set(BODIES) or not set(modes) <= set(MODES):
+        ap.error(f"--bodies: some of {', '.join(BODIES)}; --modes: some of {', '.join(MODES)}")
     if args.entries < 1 or args.rounds < 1 or args.requests < 1:
         ap.error("--entries, --rounds and --requests must be positive")
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
@@ -224,7 +230,7 @@ def main() -> int:
                 running[name] = stack.enter_context(Peer(name, [*pin, *argv], port, cwd=env_root))
             socks = {name: stack.enter_context(socket.create_connection(("127.0.0.1", p.port)))
                      for name, p in running.items()}
-            cases = [(b, m) for b in BODIES for m in MODES]
+            cases = [(b, m) for b in bodies for m in modes]
             times: dict = {(n, c): [] for n in running for c in cases}
             cpu: dict = {(n, c): [] for n in running for c in cases}
             sizes: dict = {}
@@ -264,7 +270,7 @@ def main() -> int:
                 probe.start()
                 end = time.monotonic() + args.latency_seconds
                 while time.monotonic() < end:
-                    for body in BODIES.values():     # first builds (`full`), the dearest
+                    for body in map(BODIES.get, bodies):     # first builds (`full`), the dearest
                         renamed += 1
                         folder = f"big-{renamed}"
                         os.rename(os.path.join(root, "big"), os.path.join(root, folder))

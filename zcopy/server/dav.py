@@ -38,6 +38,7 @@ from zcopy.dav import deadprops, ifheader, multistatus, xmlbody
 from zcopy.dav.locks import INFINITY, LockError, LockTable, beneath_in, covering_in, normalise, parse_timeout
 from zcopy.server import davcopy, fileops, propfind
 from zcopy.server.body import MemorySink
+from zcopy.server.executor import collector_paused
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Reply
 
@@ -320,7 +321,8 @@ class Dav:
             self._arm((url, view))
             return self.pages.serve(url, False, then, refuse, view)
         def work() -> propfind.Body:
-            page = self._build(url, depth, asked, visible)
+            with collector_paused():
+                page = self._build(url, depth, asked, visible)
             page.forget_folder()
             return propfind.Body(page.fd, page.size)     # not kept: closes when its reply is done
         return self._defer(work, then, close, req.version, cpu=depth == "1")
@@ -359,7 +361,8 @@ class Dav:
             dirty = members.begin(time.monotonic())
         ok = False
         try:
-            page = self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None, members, dirty)
+            with collector_paused():            # docs/webdav.md "PROPFIND": no collection mid-build
+                page = self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None, members, dirty)
             ok = True
             return page
         finally:
@@ -384,8 +387,7 @@ class Dav:
             local = http.make_etag(st)
             return local if digests is None else digests.shown(st, local)
 
-        def etags_of(stats: list) -> list[bytes]:  # etag_of of each file (ASCII), in one pass
-            local = http.make_etags(stats)
+        def etags_of(stats: list, local: list[bytes]) -> list[bytes]:  # etag_of of each file (ASCII), in one pass
             return local if digests is None else digests.shown_many(stats, local)
 
         now = time.time()
