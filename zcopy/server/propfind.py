@@ -59,8 +59,10 @@ _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _DAV_LIVE = frozenset(multistatus.LIVE) | frozenset(multistatus.QUOTA)
 #: Names whose href and displayname need no quoting or escaping.
 _PLAIN = re.compile(r"[A-Za-z0-9._~-]+").fullmatch
-#: The same, for a batch of names joined with "/" (one regex run for a whole batch).
-_ALL_PLAIN = re.compile(r"[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*").fullmatch
+#: The bytes of such names, and the "/" that joins a batch of them: a batch whose joined names are ASCII and
+#: hold nothing else (``bytes.translate`` deleting these leaves nothing) needs no quoting nor escaping, checked
+#: in one table-driven C pass (a regex over the batch cost 1,000 instructions a member).
+_PLAIN_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-/"
 #: Members rendered per batch (``write_members``): each batch is a few C-level passes over its members.
 BATCH = 1024
 #: Without ``--show-hidden`` the listing rule (``root.listed``) hides exactly the names starting with a dot
@@ -570,8 +572,9 @@ def _batch_renderer(dir_fd: int, url: str, plan: Plan, slow):
             return [slow(url_base + name, st, True).encode("utf-8", "surrogateescape") for name, st in zip(*every)]
         joined = "/".join(names)                  # no name holds a "/"
         if _HREF in fields or _NAME in fields:
-            if _ALL_PLAIN(joined) is not None:
-                raw = joined.encode().split(b"/")   # ASCII: one encode for the batch
+            whole = joined.encode("ascii") if joined.isascii() else None
+            if whole is not None and not whole.translate(None, _PLAIN_BYTES):
+                raw = whole.split(b"/")             # one encode for the batch
                 columns[_NAME] = raw
                 hrefs = list(map(base.__add__, raw))
             else:
