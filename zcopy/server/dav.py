@@ -387,8 +387,8 @@ class Dav:
             local = http.make_etag(st)
             return local if digests is None else digests.shown(st, local)
 
-        def etags_of(stats: list, local: list[bytes]) -> list[bytes]:  # etag_of of each file (ASCII), in one pass
-            return local if digests is None else digests.shown_many(stats, local)
+        def overrides(stats: list) -> dict:      # where etag_of is not the local ETag: index -> it (ASCII)
+            return {} if digests is None else digests.overrides(stats)
 
         now = time.time()
         started = time.monotonic()
@@ -422,7 +422,7 @@ class Dav:
                             "utf-8", "surrogateescape")
                     if members is not None and dirty is not None and not held and \
                             members.token[1] == _ident(os.fstat(fd)):
-                        size += propfind.update_members(out, fd, url, plan, members.responses, dirty, etags_of,
+                        size += propfind.update_members(out, fd, url, plan, members.responses, dirty, overrides,
                                                         slow, show_hidden=show_hidden, visible=visible)
                     else:
                         if members is not None:
@@ -433,7 +433,7 @@ class Dav:
                             else:
                                 members.full_at = started
                         entries = propfind.members(fd, url, show_hidden=show_hidden, visible=visible)
-                        size += propfind.write_members(out, fd, url, plan, entries, etags_of, held, slow,
+                        size += propfind.write_members(out, fd, url, plan, entries, overrides, held, slow,
                                                        None if members is None else members.responses)
                 size += propfind.write(out, multistatus.TAIL)
                 # The folder whose changes make the page stale (watched by the kept pages' cache).

@@ -46,7 +46,7 @@ import time
 from itertools import count, repeat
 
 from zcopy import http
-from zcopy.http import make_etags
+from zcopy.http.headers import ETAG_FIELDS, etag_of_fields
 from zcopy.dav import deadprops, multistatus, xmlbody
 from zcopy.server.digests import QUIET
 from zcopy.server.listings import TTL, Page
@@ -319,26 +319,28 @@ def _each_stat(fd: int, names: list[str]) -> tuple[list, list]:
     return kept, stats
 
 
-def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, etags_of, held, slow,
+def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, overrides, held, slow,
                   memo: dict | None = None) -> int:
     """Render each member's ``<D:response>`` into ``out_fd`` (a memfd), ``BATCH`` members at a time
-    (files first, then folders: RFC 4918 asks for no order); the bytes written. ``etags_of(stats,
-    local)``: the files' getetag, in order, given their local tags (``http.make_etags``); ``held``:
-    live locks that may cover members; ``slow(url, st, dead)``: the general renderer for a member the
-    templates do not fit.
+    (files first, then folders: RFC 4918 asks for no order); the bytes written. ``overrides(stats)``:
+    index -> the getetag shown for the files whose shown ETag is not their local one (``http.make_etag``:
+    a content digest is known, or it changed just now); ``held``: live locks that may cover members;
+    ``slow(url, st, dead)``: the general renderer for a member the templates do not fit.
 
     ``memo``: name -> (what the member's response depends on, the response) from the last build of
     the same folder and asked set, replaced by this build's: a member whose key is the same is not
     rendered again, nor are its attributes looked at (setting or removing an extended attribute moves
-    the ctime). A file's key is its local ETag (inode, size, mtime and ctime: the ctime moves with its
-    mode and attributes too) and, when it differs, the ETag shown; a folder's its inode, size, times
-    and mode (``_KEY``); None for a member changed within ``QUIET`` seconds (a change in the same
-    kernel timestamp tick as the one before it would leave the ctime where it was): rendered again at
-    every build until it is quiet. One bytes object per file and one tuple per member: a first build
-    of 10,000 members makes no other object for the memo. Not used while a lock is live."""
+    the ctime). A file's key is what its local ETag is made of (inode, size, mtime and ctime, the
+    ctime moving with its mode and attributes too: ``http.ETAG_FIELDS``, the very tuple its ETag is
+    formatted from), paired with the ETag shown where that is another (only when getetag is asked); a
+    folder's its inode, size, times and mode after ``_FOLDER``; None for a member changed within
+    ``QUIET`` seconds (a change in the same kernel timestamp tick as the one before it would leave the
+    ctime where it was): rendered again at every build until it is quiet. So a first build makes no
+    object for the memo but a tuple per member, and a rebuild formats the ETags of the members it
+    renders again only. Not used while a lock is live."""
     want_etag = _ETAG in plan.needs
     if held:
-        return _write_each(out_fd, dir_fd, url, plan, scan, etags_of, held, slow)
+        return _write_each(out_fd, dir_fd, url, plan, scan, overrides, held, slow)
     render = _batch_renderer(dir_fd, url, plan, slow)
     keep = memo is not None
     last = None
@@ -352,57 +354,72 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, et
     for (all_names, all_stats), is_dir in ((scan.files, False), (scan.folders, True)):
         for i in range(0, len(all_names), BATCH):
             names, stats = all_names[i:i + BATCH], all_stats[i:i + BATCH]
-            keys = None
-            if is_dir:
-                etags = [b""] * len(names)
-                if keep:
-                    keys = _folder_keys(stats, settled)
-            else:
-                local = make_etags(stats) if want_etag or keep else None
-                etags = etags_of(stats, local) if want_etag else [b""] * len(names)
-                if keep:
-                    keys = _file_keys(stats, local, etags if want_etag else local, settled)
-            if last is None:
-                pieces = render(names, stats, etags, is_dir)
-                if keep:
-                    memo.update(zip(names, zip(keys, pieces)))
-            else:
+            fields = over = keys = None
+            if not is_dir and (want_etag or keep):
+                fields = list(map(ETAG_FIELDS, stats))
+                over = overrides(stats) if want_etag else None
+            if keep:
+                keys = _folder_keys(stats, settled) if is_dir else _file_keys(stats, fields, over, settled)
+            seen = redo = None
+            if last is not None:
                 seen = list(map(last.get, names))
                 redo = [j for j, old, key in zip(count(), seen, keys) if key is None or old is None or old[0] != key]
                 if len(redo) == len(names):
-                    pieces = render(names, stats, etags, is_dir)
+                    seen = redo = None
+            if redo is None:                      # every member rendered
+                pieces = render(names, stats, _etags(fields, over, want_etag, len(names)), is_dir)
+                if keep:
                     memo.update(zip(names, zip(keys, pieces)))
-                else:
-                    pieces = list(map(_RESPONSE, seen)) if not redo else \
-                        [old[1] if old is not None else None for old in seen]
-                    if redo:
-                        new = render([names[j] for j in redo], [stats[j] for j in redo], [etags[j] for j in redo],
-                                     is_dir)
-                        for j, piece in zip(redo, new):
-                            pieces[j] = piece
-                            seen[j] = (keys[j], piece)
-                    memo.update(zip(names, seen))
+            else:
+                pieces = list(map(_RESPONSE, seen)) if not redo else \
+                    [old[1] if old is not None else None for old in seen]
+                if redo:
+                    etags = _etags(fields and [fields[j] for j in redo],
+                                   over and {k: over[j] for k, j in enumerate(redo) if j in over}, want_etag, len(redo))
+                    new = render([names[j] for j in redo], [stats[j] for j in redo], etags, is_dir)
+                    for j, piece in zip(redo, new):
+                        pieces[j] = piece
+                        seen[j] = (keys[j], piece)
+                memo.update(zip(names, seen))
             size += _writev(out_fd, pieces)
     return size
 
 
 _RESPONSE = operator.itemgetter(1)
+#: The first item of a folder's memo key (a file's is its inode, or its ETag's fields).
+_FOLDER = "/"
 
 
-def _file_keys(stats: list, local: list[bytes], shown: list[bytes], settled: int) -> list:
-    """``write_members``' memo keys of files: the local ETag (the very list when every file shows it),
-    with the shown one appended where it differs; None for a file changed after ``settled`` (ns)."""
-    keys = local if shown is local else [key if tag is key else key + tag for key, tag in zip(local, shown)]
+def _etags(fields, over, want_etag: bool, n: int) -> list[bytes]:
+    """The getetag column: each file's local ETag from its fields, or the shown one from ``over``."""
+    if not want_etag or fields is None:
+        return [b""] * n
+    etags = list(map(etag_of_fields, fields))
+    if over:
+        for j, tag in over.items():
+            etags[j] = tag
+    return etags
+
+
+def _file_keys(stats: list, fields: list, over, settled: int) -> list:
+    """``write_members``' memo keys of files: each one's ETag fields (the very list, when every file
+    shows its local ETag), paired with the shown ETag where that is another; None for a file changed
+    after ``settled`` (ns)."""
+    keys = fields
+    if over:
+        keys = list(fields)
+        for j, tag in over.items():
+            keys[j] = (fields[j], tag)
     if stats and max(map(_ctime_ns, stats)) > settled:
         keys = [key if c <= settled else None for key, c in zip(keys, map(_ctime_ns, stats))]
     return keys
 
 
 def _folder_keys(stats: list, settled: int) -> list:
-    return [key if c <= settled else None for key, c in zip(map(_KEY, stats), map(_ctime_ns, stats))]
+    return [(_FOLDER, *key) if c <= settled else None for key, c in zip(map(_KEY, stats), map(_ctime_ns, stats))]
 
 
-def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, etags_of, held, slow) -> int:
+def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, overrides, held, slow) -> int:
     """``write_members`` while locks are live: one member at a time (each may be covered), no memo."""
     want_etag = _ETAG in plan.needs
     render = _renderer(dir_fd, url, plan, held, slow)
@@ -410,7 +427,8 @@ def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, etag
     held_chars = 0
     size = 0
     for (names, stats), is_dir in ((scan.files, False), (scan.folders, True)):
-        etags = etags_of(stats, make_etags(stats)) if want_etag and not is_dir else [b""] * len(names)
+        fields = None if is_dir or not want_etag else list(map(ETAG_FIELDS, stats))
+        etags = _etags(fields, fields and overrides(stats), want_etag, len(names))
         for name, st, etag in zip(names, stats, etags):
             piece = render(name, st, is_dir, etag)
             pieces.append(piece)
@@ -421,7 +439,7 @@ def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, etag
     return size + _writev(out_fd, pieces)
 
 
-def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, dirty, etags_of, slow, *,
+def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, dirty, overrides, slow, *,
                    show_hidden: bool, visible=None) -> int:
     """The members' responses again from ``memo`` (``write_members``' for this folder and asked set, all
     of the folder's members as the last build saw them), stat'ing only the members named in ``dirty``
@@ -438,7 +456,7 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, d
     render = _renderer(dir_fd, url, plan, None, slow, every=True)
     at_top = http.normalised(url) == "/"
     settled = int((time.time() - QUIET) * 1e9)
-    again = [name for name, seen in memo.items() if (seen[0] is None or type(seen[0]) is tuple) and
+    again = [name for name, seen in memo.items() if (seen[0] is None or seen[0][0] == _FOLDER) and
              name not in dirty]
     for names, named in ((dirty, True), (again, False)):
         for name in names:
@@ -460,10 +478,10 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, d
                 etag = b""
                 key = _folder_keys([st], settled)[0]
             else:
-                local = make_etags([st])
-                shown = etags_of([st], local) if want_etag else local
-                etag = shown[0] if want_etag else b""
-                key = _file_keys([st], local, shown, settled)[0]
+                fields = [ETAG_FIELDS(st)]
+                over = overrides([st]) if want_etag else None
+                etag = _etags(fields, over, want_etag, 1)[0]
+                key = _file_keys([st], fields, over, settled)[0]
             seen = memo.get(name)
             if not named and seen is not None and key is not None and seen[0] == key:
                 continue
