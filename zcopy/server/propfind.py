@@ -43,7 +43,7 @@ import re
 import stat as stat_mod
 import string
 import time
-from itertools import count, repeat
+from itertools import compress, count, repeat
 
 from zcopy import http
 from zcopy.http.headers import ETAG_FIELDS, etag_of_fields
@@ -359,11 +359,15 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
                 fields = list(map(ETAG_FIELDS, stats))
                 over = overrides(stats) if want_etag else None
             if keep:
-                keys = _folder_keys(stats, settled) if is_dir else _file_keys(stats, fields, over, settled)
+                keys = _folder_keys(stats, settled) if is_dir else _file_keys(fields, over, settled)
             seen = redo = None
             if last is not None:
                 seen = list(map(last.get, names))
-                redo = [j for j, old, key in zip(count(), seen, keys) if key is None or old is None or old[0] != key]
+                if None in seen or None in keys:
+                    redo = [j for j, old, key in zip(count(), seen, keys)
+                            if key is None or old is None or old[0] != key]
+                else:                             # each member known and settled: C-level passes only
+                    redo = list(compress(count(), map(operator.ne, map(_KEY_OF, seen), keys)))
                 if len(redo) == len(names):
                     seen = redo = None
             if redo is None:                      # every member rendered
@@ -385,7 +389,8 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
     return size
 
 
-_RESPONSE = operator.itemgetter(1)
+_KEY_OF, _RESPONSE = operator.itemgetter(0), operator.itemgetter(1)
+_FIELDS_CTIME_NS = operator.itemgetter(3)       # of http.ETAG_FIELDS
 #: The first item of a folder's memo key (a file's is its inode, or its ETag's fields).
 _FOLDER = "/"
 
@@ -401,7 +406,7 @@ def _etags(fields, over, want_etag: bool, n: int) -> list[bytes]:
     return etags
 
 
-def _file_keys(stats: list, fields: list, over, settled: int) -> list:
+def _file_keys(fields: list, over, settled: int) -> list:
     """``write_members``' memo keys of files: each one's ETag fields (the very list, when every file
     shows its local ETag), paired with the shown ETag where that is another; None for a file changed
     after ``settled`` (ns)."""
@@ -410,8 +415,8 @@ def _file_keys(stats: list, fields: list, over, settled: int) -> list:
         keys = list(fields)
         for j, tag in over.items():
             keys[j] = (fields[j], tag)
-    if stats and max(map(_ctime_ns, stats)) > settled:
-        keys = [key if c <= settled else None for key, c in zip(keys, map(_ctime_ns, stats))]
+    if fields and max(map(_FIELDS_CTIME_NS, fields)) > settled:
+        keys = [key if c <= settled else None for key, c in zip(keys, map(_FIELDS_CTIME_NS, fields))]
     return keys
 
 
@@ -481,7 +486,7 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, d
                 fields = [ETAG_FIELDS(st)]
                 over = overrides([st]) if want_etag else None
                 etag = _etags(fields, over, want_etag, 1)[0]
-                key = _file_keys([st], fields, over, settled)[0]
+                key = _file_keys(fields, over, settled)[0]
             seen = memo.get(name)
             if not named and seen is not None and key is not None and seen[0] == key:
                 continue
