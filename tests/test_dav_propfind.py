@@ -193,7 +193,7 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
     asked = xmlbody.PropFind("allprop")
     plan = pf.Plan(asked, None)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    memo: dict = {}
+    memo = pf.Memo()
 
     def build() -> bytes:
         out = pf.new_body()
@@ -213,8 +213,8 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
             os.close(out)
     try:
         first = build()
-        assert set(memo) == {"a.txt", "b.txt"} and b"<slow>" not in first
-        kept = dict(memo)
+        assert set(memo.responses) == {"a.txt", "b.txt"} and b"<slow>" not in first
+        kept = dict(memo.responses)
         mfd = os.open(folder / "a.txt", os.O_RDONLY)
         try:
             deadprops.mark(fd)                              # as PROPPATCH does first
@@ -223,13 +223,14 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
             os.close(mfd)
         second = build()
         assert b"<slow>a.txt</slow>" in second and b">red<" in second
-        assert memo["b.txt"] is kept["b.txt"]              # reused as it was
-        changed = memo["a.txt"]
-        assert changed[1].endswith(b"<slow>a.txt</slow>\n")    # remembered; key None: not settled yet
+        assert memo.responses["b.txt"] is kept["b.txt"]    # reused as it was
+        changed = memo.responses["a.txt"]
+        assert changed.endswith(b"<slow>a.txt</slow>\n")       # remembered; key None: not settled yet
+        unsettled = memo.keys["a.txt"] is None
         third = build()
-        assert third == second and memo["b.txt"] is kept["b.txt"]
-        if changed[0] is None:                              # changed within QUIET: rendered again
-            assert memo["a.txt"] is not changed
+        assert third == second and memo.responses["b.txt"] is kept["b.txt"]
+        if unsettled:                                       # changed within QUIET: rendered again
+            assert memo.responses["a.txt"] is not changed
     finally:
         os.close(fd)
 
@@ -421,8 +422,8 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
         dirty = members.begin(time.monotonic() if now is None else now)
         if dirty is None:
             members.folder, members.full_at = label, time.monotonic()
-        got = render(members.responses, dirty)
-        assert sorted(got.split(b"</D:response>")) == sorted(render({}).split(b"</D:response>"))
+        got = render(members.memo, dirty)
+        assert sorted(got.split(b"</D:response>")) == sorted(render(pf.Memo()).split(b"</D:response>"))
         return "full" if dirty is None else f"named {sorted(dirty)}"
 
     try:

@@ -369,9 +369,9 @@ class Dav:
             with self._memo_lock:
                 if not ok:
                     members.whole = True
-                total = sum(len(m.responses) for m in self._memos.values())
+                total = sum(len(m.memo) for m in self._memos.values())
                 while total > MEMO_MEMBERS and len(self._memos) > 1:
-                    total -= len(self._memos.pop(next(iter(self._memos))).responses)
+                    total -= len(self._memos.pop(next(iter(self._memos))).memo)
 
     def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible, members=None,
                dirty=None) -> propfind.DavPage:
@@ -422,7 +422,7 @@ class Dav:
                             "utf-8", "surrogateescape")
                     if members is not None and dirty is not None and not held and \
                             members.token[1] == _ident(os.fstat(fd)):
-                        size += propfind.update_members(out, fd, url, plan, members.responses, dirty, overrides,
+                        size += propfind.update_members(out, fd, url, plan, members.memo, dirty, overrides,
                                                         slow, show_hidden=show_hidden, visible=visible)
                     else:
                         if members is not None:
@@ -434,7 +434,7 @@ class Dav:
                                 members.full_at = started
                         entries = propfind.members(fd, url, show_hidden=show_hidden, visible=visible)
                         size += propfind.write_members(out, fd, url, plan, entries, overrides, held, slow,
-                                                       None if members is None else members.responses)
+                                                       None if members is None else members.memo)
                 size += propfind.write(out, multistatus.TAIL)
                 # The folder whose changes make the page stale (watched by the kept pages' cache).
                 watched = os.dup(fd) if is_dir else os.dup(place.dir_fd)

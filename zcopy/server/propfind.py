@@ -42,6 +42,7 @@ import os
 import re
 import stat as stat_mod
 import string
+import struct
 import time
 from itertools import compress, count, repeat
 
@@ -76,9 +77,6 @@ _mode = operator.itemgetter(0)
 _size = operator.itemgetter(6)
 _mtime_s = operator.itemgetter(8)
 _ctime_s = operator.itemgetter(9)
-_ctime_ns = operator.attrgetter("st_ctime_ns")
-#: What a member's kept response depends on, besides its shown ETag (``write_members``' memo key).
-_KEY = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
 _ENCODE = operator.methodcaller("encode", "utf-8", "surrogateescape")
 _OK = "<D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
 _MISSING = "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"
@@ -122,13 +120,36 @@ class DavPage(Page):
         self.volatile = volatile
 
 
+class Memo:
+    """What each member's kept response depends on, and the response, per member name: two dicts
+    (``keys``, ``responses``) holding ints and bytes only, which the cyclic garbage collector never
+    walks (a tuple per member, 10,000 of them, cost a 5-12 ms collection after each build: measured).
+    A key is ``_key`` of the member's stat (inode, size, mtime, ctime and mode in one int), paired with
+    the shown ETag where that is not the local one; None for a member changed within ``QUIET`` seconds
+    (a change in the same kernel timestamp tick as the one before it would leave the ctime where it
+    was): such a member is rendered again at every build until it is quiet. The responses are in
+    the folder's order (the order ``update_members`` writes them in)."""
+
+    __slots__ = ("keys", "responses")
+
+    def __init__(self) -> None:
+        self.keys: dict = {}
+        self.responses: dict[str, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+    def pop(self, name: str) -> None:
+        self.keys.pop(name, None)
+        self.responses.pop(name, None)
+
+
 class Members:
     """What the last build of one kept page (a folder and an asked set) knew of the folder's members,
     and what has changed since: the next build re-stats only the members named by the folder's
     inotify events (``update_members``) when that is known to be everything that changed.
 
-    ``responses``: ``write_members``' memo, every member the last build listed (name -> (stat key,
-    response, settled)). ``folder``: the filesystem folder (the watch's label). ``dirty``: member
+    ``memo``: ``write_members``' ``Memo``, every member the last build listed. ``folder``: the filesystem folder (the watch's label). ``dirty``: member
     names the watch (or this worker's writes) reported since the last build began; ``whole``: a
     change no name says (the folder itself moved or went, an ancestor did, too many names): the next
     build stats every member. ``armed``: the folder's watch token (``FileWatch.token``) as the loop
@@ -139,10 +160,10 @@ class Members:
     which bounds what no event reports (a write through a shared mmap or through a hard link in
     another folder, a content ETag computed since). Touched under its owner's lock (``Dav``)."""
 
-    __slots__ = ("armed", "dirty", "folder", "full_at", "responses", "token", "whole")
+    __slots__ = ("armed", "dirty", "folder", "full_at", "memo", "token", "whole")
 
     def __init__(self) -> None:
-        self.responses: dict = {}
+        self.memo = Memo()
         self.folder: str | None = None
         self.token = None
         self.armed = None
@@ -162,7 +183,7 @@ class Members:
         if os.path.dirname(path) == folder:
             if not self.whole:
                 self.dirty.add(os.path.basename(path))
-                if len(self.dirty) > 64 and len(self.dirty) > len(self.responses) // 4:
+                if len(self.dirty) > 64 and len(self.dirty) > len(self.memo) // 4:
                     self.whole, self.dirty = True, set()         # as dear as a full build
         elif path == folder or folder.startswith(path.rstrip(os.sep) + os.sep):
             self.whole, self.dirty = True, set()
@@ -170,7 +191,7 @@ class Members:
     def begin(self, now: float):
         """A build begins (its owner's lock held): the names to re-stat, or None for a full build."""
         armed = self.armed
-        incremental = (not self.whole and armed is not None and armed == self.token and bool(self.responses)
+        incremental = (not self.whole and armed is not None and armed == self.token and bool(self.memo)
                        and now - self.full_at < TTL)
         dirty = self.dirty
         self.dirty = set()
@@ -320,79 +341,89 @@ def _each_stat(fd: int, names: list[str]) -> tuple[list, list]:
 
 
 def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, overrides, held, slow,
-                  memo: dict | None = None) -> int:
+                  memo: Memo | None = None) -> int:
     """Render each member's ``<D:response>`` into ``out_fd`` (a memfd), ``BATCH`` members at a time
     (files first, then folders: RFC 4918 asks for no order); the bytes written. ``overrides(stats)``:
     index -> the getetag shown for the files whose shown ETag is not their local one (``http.make_etag``:
     a content digest is known, or it changed just now); ``held``: live locks that may cover members;
     ``slow(url, st, dead)``: the general renderer for a member the templates do not fit.
 
-    ``memo``: name -> (what the member's response depends on, the response) from the last build of
-    the same folder and asked set, replaced by this build's: a member whose key is the same is not
-    rendered again, nor are its attributes looked at (setting or removing an extended attribute moves
-    the ctime). A file's key is what its local ETag is made of (inode, size, mtime and ctime, the
-    ctime moving with its mode and attributes too: ``http.ETAG_FIELDS``, the very tuple its ETag is
-    formatted from), paired with the ETag shown where that is another (only when getetag is asked); a
-    folder's its inode, size, times and mode after ``_FOLDER``; None for a member changed within
-    ``QUIET`` seconds (a change in the same kernel timestamp tick as the one before it would leave the
-    ctime where it was): rendered again at every build until it is quiet. So a first build makes no
-    object for the memo but a tuple per member, and a rebuild formats the ETags of the members it
-    renders again only. Not used while a lock is live."""
+    ``memo``: the ``Memo`` of the last build of the same folder and asked set, replaced by this
+    build's: a member whose key is the same is not rendered again, nor are its attributes looked at
+    (setting or removing an extended attribute moves the ctime), nor is its ETag formatted. Not used
+    while a lock is live."""
     want_etag = _ETAG in plan.needs
     if held:
         return _write_each(out_fd, dir_fd, url, plan, scan, overrides, held, slow)
     render = _batch_renderer(dir_fd, url, plan, slow)
     keep = memo is not None
-    last = None
+    last_keys = last_responses = None
     settled = 0
     if keep:
         if memo:
-            last = dict(memo)
-            memo.clear()
+            last_keys, last_responses = memo.keys, memo.responses
+            memo.keys, memo.responses = {}, {}
         settled = int((time.time() - QUIET) * 1e9)
     size = 0
     for (all_names, all_stats), is_dir in ((scan.files, False), (scan.folders, True)):
         for i in range(0, len(all_names), BATCH):
             names, stats = all_names[i:i + BATCH], all_stats[i:i + BATCH]
             fields = over = keys = None
-            if not is_dir and (want_etag or keep):
+            if want_etag or keep:
                 fields = list(map(ETAG_FIELDS, stats))
-                over = overrides(stats) if want_etag else None
+                over = overrides(stats) if want_etag and not is_dir else None
             if keep:
-                keys = _folder_keys(stats, settled) if is_dir else _file_keys(fields, over, settled)
-            seen = redo = None
-            if last is not None:
-                seen = list(map(last.get, names))
+                keys = _keys(fields, stats, over, settled)
+            redo = None
+            if last_keys is not None:
+                seen = list(map(last_keys.get, names))
                 if None in seen or None in keys:
-                    redo = [j for j, old, key in zip(count(), seen, keys)
-                            if key is None or old is None or old[0] != key]
+                    redo = [j for j, old, key in zip(count(), seen, keys) if key is None or old != key]
                 else:                             # each member known and settled: C-level passes only
-                    redo = list(compress(count(), map(operator.ne, map(_KEY_OF, seen), keys)))
+                    redo = list(compress(count(), map(operator.ne, seen, keys)))
                 if len(redo) == len(names):
-                    seen = redo = None
+                    redo = None
             if redo is None:                      # every member rendered
-                pieces = render(names, stats, _etags(fields, over, want_etag, len(names)), is_dir)
-                if keep:
-                    memo.update(zip(names, zip(keys, pieces)))
+                pieces = render(names, stats, _etags(fields, over, want_etag and not is_dir, len(names)), is_dir)
             else:
-                pieces = list(map(_RESPONSE, seen)) if not redo else \
-                    [old[1] if old is not None else None for old in seen]
+                pieces = list(map(last_responses.get, names))
                 if redo:
                     etags = _etags(fields and [fields[j] for j in redo],
-                                   over and {k: over[j] for k, j in enumerate(redo) if j in over}, want_etag, len(redo))
+                                   over and {k: over[j] for k, j in enumerate(redo) if j in over},
+                                   want_etag and not is_dir, len(redo))
                     new = render([names[j] for j in redo], [stats[j] for j in redo], etags, is_dir)
                     for j, piece in zip(redo, new):
                         pieces[j] = piece
-                        seen[j] = (keys[j], piece)
-                memo.update(zip(names, seen))
+            if keep:
+                memo.keys.update(zip(names, keys))
+                memo.responses.update(zip(names, pieces))
             size += _writev(out_fd, pieces)
     return size
 
 
-_KEY_OF, _RESPONSE = operator.itemgetter(0), operator.itemgetter(1)
+#: A memo key (``_keys``): inode, size, mtime, ctime (ns) and mode, packed.
+_KEY_PACK = struct.Struct("=QqqqI").pack
+_KEY_MODE = struct.Struct("=I").unpack_from
+
+
+def _keys(fields: list, stats: list, over, settled: int) -> list:
+    """``Memo`` keys of members: inode, size, mtime and ctime (``http.ETAG_FIELDS``, the very tuples
+    a file's ETag is formatted from) and mode packed in 36 bytes (no tuple the collector would walk),
+    paired with the shown ETag where ``over`` has one; None for a member changed after ``settled`` (ns)."""
+    keys = list(map(_KEY_PACK, *zip(*fields), map(_mode, stats))) if fields else []
+    if over:
+        for j, tag in over.items():
+            keys[j] = (keys[j], tag)
+    if fields and max(map(_FIELDS_CTIME_NS, fields)) > settled:
+        keys = [key if c <= settled else None for key, c in zip(keys, map(_FIELDS_CTIME_NS, fields))]
+    return keys
+
+
+def _is_folder_key(key) -> bool:
+    return type(key) is bytes and _KEY_MODE(key, 32)[0] & _S_IFMT == _S_IFDIR
+
+
 _FIELDS_CTIME_NS = operator.itemgetter(3)       # of http.ETAG_FIELDS
-#: The first item of a folder's memo key (a file's is its inode, or its ETag's fields).
-_FOLDER = "/"
 
 
 def _etags(fields, over, want_etag: bool, n: int) -> list[bytes]:
@@ -404,24 +435,6 @@ def _etags(fields, over, want_etag: bool, n: int) -> list[bytes]:
         for j, tag in over.items():
             etags[j] = tag
     return etags
-
-
-def _file_keys(fields: list, over, settled: int) -> list:
-    """``write_members``' memo keys of files: each one's ETag fields (the very list, when every file
-    shows its local ETag), paired with the shown ETag where that is another; None for a file changed
-    after ``settled`` (ns)."""
-    keys = fields
-    if over:
-        keys = list(fields)
-        for j, tag in over.items():
-            keys[j] = (fields[j], tag)
-    if fields and max(map(_FIELDS_CTIME_NS, fields)) > settled:
-        keys = [key if c <= settled else None for key, c in zip(keys, map(_FIELDS_CTIME_NS, fields))]
-    return keys
-
-
-def _folder_keys(stats: list, settled: int) -> list:
-    return [(_FOLDER, *key) if c <= settled else None for key, c in zip(map(_KEY, stats), map(_ctime_ns, stats))]
 
 
 def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, overrides, held, slow) -> int:
@@ -444,7 +457,7 @@ def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, over
     return size + _writev(out_fd, pieces)
 
 
-def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, dirty, overrides, slow, *,
+def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: Memo, dirty, overrides, slow, *,
                    show_hidden: bool, visible=None) -> int:
     """The members' responses again from ``memo`` (``write_members``' for this folder and asked set, all
     of the folder's members as the last build saw them), stat'ing only the members named in ``dirty``
@@ -461,37 +474,32 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, d
     render = _renderer(dir_fd, url, plan, None, slow, every=True)
     at_top = http.normalised(url) == "/"
     settled = int((time.time() - QUIET) * 1e9)
-    again = [name for name, seen in memo.items() if (seen[0] is None or seen[0][0] == _FOLDER) and
-             name not in dirty]
+    again = [name for name, key in memo.keys.items() if (key is None or _is_folder_key(key)) and name not in dirty]
     for names, named in ((dirty, True), (again, False)):
         for name in names:
             if not listed(name, show_hidden=show_hidden, at_top=at_top) or \
                     (visible is not None and not visible(name)):
-                memo.pop(name, None)
+                memo.pop(name)
                 continue
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except OSError:
-                memo.pop(name, None)                 # gone (or not ours to see): not listed
+                memo.pop(name)                       # gone (or not ours to see): not listed
                 continue
             mode = st.st_mode
             if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode)):
-                memo.pop(name, None)
+                memo.pop(name)
                 continue
             is_dir = stat_mod.S_ISDIR(mode)
-            if is_dir:
-                etag = b""
-                key = _folder_keys([st], settled)[0]
-            else:
-                fields = [ETAG_FIELDS(st)]
-                over = overrides([st]) if want_etag else None
-                etag = _etags(fields, over, want_etag, 1)[0]
-                key = _file_keys(fields, over, settled)[0]
-            seen = memo.get(name)
-            if not named and seen is not None and key is not None and seen[0] == key:
+            fields = [ETAG_FIELDS(st)]
+            over = overrides([st]) if want_etag and not is_dir else None
+            etag = _etags(fields, over, want_etag and not is_dir, 1)[0]
+            key = _keys(fields, [st], over, settled)[0]
+            if not named and key is not None and memo.keys.get(name) == key:
                 continue
-            memo[name] = (key, render(name, st, is_dir, etag))
-    return _writev(out_fd, [seen[1] for seen in memo.values()])
+            memo.keys[name] = key
+            memo.responses[name] = render(name, st, is_dir, etag)
+    return _writev(out_fd, list(memo.responses.values()))
 
 
 def _renderer(dir_fd: int, url: str, plan: Plan, held, slow, *, every: bool = False):
