@@ -25,7 +25,7 @@ do not slow the timed requests), `full` PROPFINDs are sent for
 back: its slowest and median latency say whether a PROPFIND build delays
 other connections. It prints, per body, mode and
 server, the median and best time, the Multi-Status size, the server's CPU
-per request (user + sys from /proc/PID/stat) and zcopy's ratio to nginx.
+per request (its threads' run time from /proc/PID/task/TID/schedstat) and zcopy's ratio to nginx.
 
 Bodies: `named` asks for six DAV: properties (resourcetype,
 getcontentlength, getlastmodified, getetag, displayname, getcontenttype);
@@ -38,6 +38,7 @@ in folders that hold some (none here: docs/webdav.md).
 
     python tools/bench_propfind.py                       # 10,000 files, 5 rounds x 5 requests (about 2 min)
     python tools/bench_propfind.py --entries 1000 --rounds 1 --requests 3   # a smoke run
+    python tools/bench_propfind.py --bodies named --modes restat,full --latency-seconds 0   # some cases only
 
 Every process it starts is stopped and its folder removed on exit.
 """
@@ -56,7 +57,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_serve import Peer, cpu_seconds, free_port, load_average  # noqa: E402
+from bench_serve import Peer, free_port, load_average  # noqa: E402
 
 DAV_EXT = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so"
 
@@ -99,6 +100,24 @@ RCLONE = (b'<?xml version="1.0"?>\n<d:propfind  xmlns:d="DAV:" xmlns:oc="http://
           b' </d:prop>\n</d:propfind>\n')
 BODIES = {"named": NAMED, "rclone": RCLONE, "allprop": b""}
 MODES = ("repeat", "changed", "restat", "full")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of the processes' live threads, from /proc/PID/task/TID/schedstat (nanoseconds: the
+    10 ms ticks of /proc/PID/stat are too coarse for one request)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total / 1e9
 
 
 def make_folder(tmp: str, entries: int) -> str:
@@ -266,6 +285,8 @@ def main() -> int:
                             times[(name, case)].append(t)
                             sizes[(name, case)] = size
             for name, p in running.items():
+                if args.latency_seconds <= 0:
+                    break
                 probe = HotGets(p.port)
                 probe.start()
                 end = time.monotonic() + args.latency_seconds
