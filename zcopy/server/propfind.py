@@ -74,6 +74,7 @@ _S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, stat_mod.S_IFREG, stat_mod.S_IFDIR
 # three times in whole seconds (the kernel's tv_sec: rounded down, as time.gmtime rounds a float): an
 # item is cheaper to reach than an attribute.
 _mode = operator.itemgetter(0)
+_ctime_ns = operator.attrgetter("st_ctime_ns")
 _size = operator.itemgetter(6)
 _mtime_s = operator.itemgetter(8)
 _ctime_s = operator.itemgetter(9)
@@ -130,11 +131,12 @@ class Memo:
     was): such a member is rendered again at every build until it is quiet. The responses are in
     the folder's order (the order ``update_members`` writes them in)."""
 
-    __slots__ = ("keys", "responses")
+    __slots__ = ("folders", "keys", "responses")
 
     def __init__(self) -> None:
         self.keys: dict = {}
         self.responses: dict[str, bytes] = {}
+        self.folders: set[str] = set()         # the members that are folders (stat'ed at every rebuild)
 
     def __len__(self) -> int:
         return len(self.responses)
@@ -142,6 +144,7 @@ class Memo:
     def pop(self, name: str) -> None:
         self.keys.pop(name, None)
         self.responses.pop(name, None)
+        self.folders.discard(name)
 
 
 class Members:
@@ -362,18 +365,21 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
     if keep:
         if memo:
             last_keys, last_responses = memo.keys, memo.responses
-            memo.keys, memo.responses = {}, {}
+            memo.keys, memo.responses, memo.folders = {}, {}, set()
         settled = int((time.time() - QUIET) * 1e9)
     size = 0
     for (all_names, all_stats), is_dir in ((scan.files, False), (scan.folders, True)):
+        etagged = want_etag and not is_dir
+        if keep and is_dir:
+            memo.folders.update(all_names)
         for i in range(0, len(all_names), BATCH):
             names, stats = all_names[i:i + BATCH], all_stats[i:i + BATCH]
-            fields = over = keys = None
-            if want_etag or keep:
-                fields = list(map(ETAG_FIELDS, stats))
-                over = overrides(stats) if want_etag and not is_dir else None
+            local = etags = keys = None
+            if etagged:
+                local = list(map(etag_of_fields, map(ETAG_FIELDS, stats)))
+                etags = _shown(local, overrides(stats))
             if keep:
-                keys = _keys(fields, stats, over, settled)
+                keys = _keys(stats, local, etags, is_dir, settled)
             redo = None
             if last_keys is not None:
                 seen = list(map(last_keys.get, names))
@@ -384,14 +390,12 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
                 if len(redo) == len(names):
                     redo = None
             if redo is None:                      # every member rendered
-                pieces = render(names, stats, _etags(fields, over, want_etag and not is_dir, len(names)), is_dir)
+                pieces = render(names, stats, etags or [b""] * len(names), is_dir)
             else:
                 pieces = list(map(last_responses.get, names))
                 if redo:
-                    etags = _etags(fields and [fields[j] for j in redo],
-                                   over and {k: over[j] for k, j in enumerate(redo) if j in over},
-                                   want_etag and not is_dir, len(redo))
-                    new = render([names[j] for j in redo], [stats[j] for j in redo], etags, is_dir)
+                    new = render([names[j] for j in redo], [stats[j] for j in redo],
+                                 [etags[j] for j in redo] if etags else [b""] * len(redo), is_dir)
                     for j, piece in zip(redo, new):
                         pieces[j] = piece
             if keep:
@@ -401,40 +405,34 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
     return size
 
 
-#: A memo key (``_keys``): inode, size, mtime, ctime (ns) and mode, packed.
+#: A memo key of a member whose ETag is not asked for (``_keys``): inode, size, mtime, ctime (ns), mode.
 _KEY_PACK = struct.Struct("=QqqqI").pack
-_KEY_MODE = struct.Struct("=I").unpack_from
+_KEY_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
 
 
-def _keys(fields: list, stats: list, over, settled: int) -> list:
-    """``Memo`` keys of members: inode, size, mtime and ctime (``http.ETAG_FIELDS``, the very tuples
-    a file's ETag is formatted from) and mode packed in 36 bytes (no tuple the collector would walk),
-    paired with the shown ETag where ``over`` has one; None for a member changed after ``settled`` (ns)."""
-    keys = list(map(_KEY_PACK, *zip(*fields), map(_mode, stats))) if fields else []
-    if over:
-        for j, tag in over.items():
-            keys[j] = (keys[j], tag)
-    if fields and max(map(_FIELDS_CTIME_NS, fields)) > settled:
-        keys = [key if c <= settled else None for key, c in zip(keys, map(_FIELDS_CTIME_NS, fields))]
+def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, is_dir: bool, settled: int) -> list:
+    """``Memo`` keys of members: a file's local ETag when getetag is asked (``local``: inode, size, mtime
+    and ctime, the ctime moving with its mode and attributes too; the very list the ETags were
+    formatted into), paired with the ETag shown where that is another; else its inode, size, times
+    and mode packed in 36 bytes (no tuple the collector would walk); None for a member changed after
+    ``settled`` (ns)."""
+    if local is not None:
+        keys = local if shown is local else [key if tag is key else (key, tag) for key, tag in zip(local, shown)]
+    else:
+        keys = list(map(_KEY_PACK, *zip(*map(_KEY_FIELDS, stats)))) if stats else []
+    if stats and max(map(_ctime_ns, stats)) > settled:
+        keys = [key if c <= settled else None for key, c in zip(keys, map(_ctime_ns, stats))]
     return keys
 
 
-def _is_folder_key(key) -> bool:
-    return type(key) is bytes and _KEY_MODE(key, 32)[0] & _S_IFMT == _S_IFDIR
-
-
-_FIELDS_CTIME_NS = operator.itemgetter(3)       # of http.ETAG_FIELDS
-
-
-def _etags(fields, over, want_etag: bool, n: int) -> list[bytes]:
-    """The getetag column: each file's local ETag from its fields, or the shown one from ``over``."""
-    if not want_etag or fields is None:
-        return [b""] * n
-    etags = list(map(etag_of_fields, fields))
-    if over:
-        for j, tag in over.items():
-            etags[j] = tag
-    return etags
+def _shown(local: list[bytes], over: dict) -> list[bytes]:
+    """The getetag column: each file's local ETag, or the shown one from ``over`` (index -> ETag)."""
+    if not over:
+        return local
+    shown = list(local)
+    for j, tag in over.items():
+        shown[j] = tag
+    return shown
 
 
 def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, overrides, held, slow) -> int:
@@ -445,8 +443,9 @@ def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, over
     held_chars = 0
     size = 0
     for (names, stats), is_dir in ((scan.files, False), (scan.folders, True)):
-        fields = None if is_dir or not want_etag else list(map(ETAG_FIELDS, stats))
-        etags = _etags(fields, fields and overrides(stats), want_etag, len(names))
+        etags = [b""] * len(names)
+        if want_etag and not is_dir:
+            etags = _shown(list(map(etag_of_fields, map(ETAG_FIELDS, stats))), overrides(stats))
         for name, st, etag in zip(names, stats, etags):
             piece = render(name, st, is_dir, etag)
             pieces.append(piece)
@@ -474,7 +473,7 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: Memo, d
     render = _renderer(dir_fd, url, plan, None, slow, every=True)
     at_top = http.normalised(url) == "/"
     settled = int((time.time() - QUIET) * 1e9)
-    again = [name for name, key in memo.keys.items() if (key is None or _is_folder_key(key)) and name not in dirty]
+    again = [name for name, key in memo.keys.items() if (key is None or name in memo.folders) and name not in dirty]
     for names, named in ((dirty, True), (again, False)):
         for name in names:
             if not listed(name, show_hidden=show_hidden, at_top=at_top) or \
@@ -491,14 +490,19 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: Memo, d
                 memo.pop(name)
                 continue
             is_dir = stat_mod.S_ISDIR(mode)
-            fields = [ETAG_FIELDS(st)]
-            over = overrides([st]) if want_etag and not is_dir else None
-            etag = _etags(fields, over, want_etag and not is_dir, 1)[0]
-            key = _keys(fields, [st], over, settled)[0]
+            local = shown = None
+            if want_etag and not is_dir:
+                local = [etag_of_fields(ETAG_FIELDS(st))]
+                shown = _shown(local, overrides([st]))
+            key = _keys([st], local, shown, is_dir, settled)[0]
             if not named and key is not None and memo.keys.get(name) == key:
                 continue
+            if is_dir:
+                memo.folders.add(name)
+            else:
+                memo.folders.discard(name)
             memo.keys[name] = key
-            memo.responses[name] = render(name, st, is_dir, etag)
+            memo.responses[name] = render(name, st, is_dir, shown[0] if shown else b"")
     return _writev(out_fd, list(memo.responses.values()))
 
 
