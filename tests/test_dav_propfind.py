@@ -207,7 +207,7 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
                     os.close(mfd)
                 return "".join(x.decode() for x in dead.values()) + f"<slow>{name}</slow>\n"
             n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
-                                 lambda stats: {}, [], slow, memo)
+                                 lambda stats, newest=None: {}, [], slow, memo)
             return os.pread(out, n, 0)
         finally:
             os.close(out)
@@ -406,9 +406,9 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
         try:
             if dirty is None:
                 n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
-                                     lambda stats: {}, [], None, memo)
+                                     lambda stats, newest=None: {}, [], None, memo)
             else:
-                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, lambda stats: {}, None, show_hidden=False)
+                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, lambda stats, newest=None: {}, None, show_hidden=False)
             return os.pread(out, n, 0)
         finally:
             os.close(out)

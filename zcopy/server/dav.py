@@ -387,8 +387,8 @@ class Dav:
             local = http.make_etag(st)
             return local if digests is None else digests.shown(st, local)
 
-        def overrides(stats: list) -> dict:      # where etag_of is not the local ETag: index -> it (ASCII)
-            return {} if digests is None else digests.overrides(stats)
+        def overrides(stats: list, newest=None) -> dict:   # where etag_of is not the local ETag: index -> it
+            return {} if digests is None else digests.overrides(stats, newest)
 
         now = time.time()
         started = time.monotonic()

@@ -160,16 +160,17 @@ class Digests:
             return strong_etag(digest)
         return local if quiet(st) else weak_etag(st)
 
-    def overrides(self, stats: list) -> dict[int, bytes]:
+    def overrides(self, stats: list, newest: int | None = None) -> dict[int, bytes]:
         """Where ``shown`` is not the local tag, for a list of stats: index -> the ETag shown (ASCII
-        bytes). One C-level pass for the quiet test and, when digests are known, one for the digests
-        (a dict read each); a Python step only for the few members that have a digest or changed
-        within ``QUIET`` (a Depth 1 PROPFIND's members)."""
+        bytes). One C-level pass for the quiet test (none when the caller knows ``newest``, the
+        largest ``st_ctime_ns``) and, when digests are known, one for the digests (a dict read each);
+        a Python step only for the few members that have a digest or changed within ``QUIET`` (a
+        Depth 1 PROPFIND's members)."""
         out: dict[int, bytes] = {}
         if not stats:
             return out
         settled = (time.time() - QUIET) * 1e9
-        if max(map(_CTIME_NS, stats)) > settled:
+        if (max(map(_CTIME_NS, stats)) if newest is None else newest) > settled:
             for j in [j for j, c in enumerate(map(_CTIME_NS, stats)) if c > settled]:
                 out[j] = weak_etag(stats[j]).encode()
         memo = self.memo._memo

@@ -123,13 +123,15 @@ class DavPage(Page):
 
 class Memo:
     """What each member's kept response depends on, and the response, per member name: two dicts
-    (``keys``, ``responses``) holding ints and bytes only, which the cyclic garbage collector never
-    walks (a tuple per member, 10,000 of them, cost a 5-12 ms collection after each build: measured).
-    A key is ``_key`` of the member's stat (inode, size, mtime, ctime and mode in one int), paired with
-    the shown ETag where that is not the local one; None for a member changed within ``QUIET`` seconds
-    (a change in the same kernel timestamp tick as the one before it would leave the ctime where it
-    was): such a member is rendered again at every build until it is quiet. The responses are in
-    the folder's order (the order ``update_members`` writes them in)."""
+    (``keys``, ``responses``) holding bytes only (a tuple per member, 10,000 of them, cost the worker
+    15 ms of cyclic garbage collection per first build: measured, docs/benchmarks.md). A key is the
+    file's local ETag when getetag is asked (inode, size, mtime and ctime: the ctime moves with the
+    mode and attributes too), paired with the shown ETag where that is another (a content digest);
+    else the member's inode, size, times and mode packed (``_keys``); None for a member changed within
+    ``QUIET`` seconds (a change in the same kernel timestamp tick as the one before it would leave the
+    ctime where it was): such a member is rendered again at every build until it is quiet. The
+    responses are in the order ``update_members`` writes them in; ``folders`` names the members that
+    are folders."""
 
     __slots__ = ("folders", "keys", "responses")
 
@@ -306,7 +308,8 @@ def members(fd: int, url: str, *, show_hidden: bool, visible=None) -> Scan:
     at_top = http.normalised(url) == "/"
     names = os.listdir(fd)
     if _DOT_RULE and not show_hidden:
-        names = [name for name in names if name[0] != "."]
+        if names and (names[0][0] == "." or "/." in "/".join(names)):   # one C-level scan when none is hidden
+            names = [name for name in names if name[0] != "."]
     else:
         names = [name for name in names if listed(name, show_hidden=show_hidden, at_top=at_top)]
     if visible is not None:
@@ -346,14 +349,15 @@ def _each_stat(fd: int, names: list[str]) -> tuple[list, list]:
 def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, overrides, held, slow,
                   memo: Memo | None = None) -> int:
     """Render each member's ``<D:response>`` into ``out_fd`` (a memfd), ``BATCH`` members at a time
-    (files first, then folders: RFC 4918 asks for no order); the bytes written. ``overrides(stats)``:
-    index -> the getetag shown for the files whose shown ETag is not their local one (``http.make_etag``:
-    a content digest is known, or it changed just now); ``held``: live locks that may cover members;
+    (files first, then folders: RFC 4918 asks for no order); the bytes written. ``overrides(stats,
+    newest)``: index -> the getetag shown for the files whose shown ETag is not their local one
+    (``http.make_etag``: a content digest is known, or it changed just now; ``newest``: the largest
+    ``st_ctime_ns`` of ``stats``, or None); ``held``: live locks that may cover members;
     ``slow(url, st, dead)``: the general renderer for a member the templates do not fit.
 
     ``memo``: the ``Memo`` of the last build of the same folder and asked set, replaced by this
     build's: a member whose key is the same is not rendered again, nor are its attributes looked at
-    (setting or removing an extended attribute moves the ctime), nor is its ETag formatted. Not used
+    (setting or removing an extended attribute moves the ctime). Not used
     while a lock is live."""
     want_etag = _ETAG in plan.needs
     if held:
@@ -375,11 +379,16 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
         for i in range(0, len(all_names), BATCH):
             names, stats = all_names[i:i + BATCH], all_stats[i:i + BATCH]
             local = etags = keys = None
+            newest = 0                            # the batch's largest ctime (ns)
             if etagged:
-                local = list(map(etag_of_fields, map(ETAG_FIELDS, stats)))
-                etags = _shown(local, overrides(stats))
+                fields = list(map(ETAG_FIELDS, stats))
+                newest = max(map(_FIELDS_CTIME_NS, fields), default=0)
+                local = list(map(etag_of_fields, fields))
+                etags = _shown(local, overrides(stats, newest))
+            elif keep:
+                newest = max(map(_ctime_ns, stats), default=0)
             if keep:
-                keys = _keys(stats, local, etags, is_dir, settled)
+                keys = _keys(stats, local, etags, is_dir, settled, newest)
             redo = None
             if last_keys is not None:
                 seen = list(map(last_keys.get, names))
@@ -407,20 +416,22 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
 
 #: A memo key of a member whose ETag is not asked for (``_keys``): inode, size, mtime, ctime (ns), mode.
 _KEY_PACK = struct.Struct("=QqqqI").pack
+_FIELDS_CTIME_NS = operator.itemgetter(3)       # of http.ETAG_FIELDS
 _KEY_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
 
 
-def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, is_dir: bool, settled: int) -> list:
+def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, is_dir: bool, settled: int,
+          newest: int) -> list:
     """``Memo`` keys of members: a file's local ETag when getetag is asked (``local``: inode, size, mtime
     and ctime, the ctime moving with its mode and attributes too; the very list the ETags were
     formatted into), paired with the ETag shown where that is another; else its inode, size, times
     and mode packed in 36 bytes (no tuple the collector would walk); None for a member changed after
-    ``settled`` (ns)."""
+    ``settled`` (ns; ``newest``: the members' largest ctime)."""
     if local is not None:
         keys = local if shown is local else [key if tag is key else (key, tag) for key, tag in zip(local, shown)]
     else:
         keys = list(map(_KEY_PACK, *zip(*map(_KEY_FIELDS, stats)))) if stats else []
-    if stats and max(map(_ctime_ns, stats)) > settled:
+    if newest > settled:
         keys = [key if c <= settled else None for key, c in zip(keys, map(_ctime_ns, stats))]
     return keys
 
@@ -494,7 +505,7 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: Memo, d
             if want_etag and not is_dir:
                 local = [etag_of_fields(ETAG_FIELDS(st))]
                 shown = _shown(local, overrides([st]))
-            key = _keys([st], local, shown, is_dir, settled)[0]
+            key = _keys([st], local, shown, is_dir, settled, st.st_ctime_ns)[0]
             if not named and key is not None and memo.keys.get(name) == key:
                 continue
             if is_dir:
