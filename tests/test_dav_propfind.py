@@ -235,6 +235,50 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
         os.close(fd)
 
 
+def test_a_rebuild_shows_a_content_etag_learnt_since_with_no_change_to_the_file(tmp_path):
+    """A member's memo key holds the ETag shown when it is not the local one: once a GET has learnt a
+    file's content digest (``overrides`` names it), a rebuild that stats every member renders that
+    member again with it, though its stat did not move; the others are reused as they were."""
+    from zcopy.dav import xmlbody
+    from zcopy.server import propfind as pf
+    from zcopy.server.digests import QUIET
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (folder / name).write_bytes(b"x")
+    settled = os.stat(folder / "b.txt").st_ctime + QUIET
+    while time.time() <= settled:                       # both quiet now
+        time.sleep(0.01)
+    plan = pf.Plan(xmlbody.PropFind("prop", [(xmlbody.DAV, "getetag")]), None)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    memo = pf.Memo()
+    learnt: dict = {}
+
+    def overrides(stats, newest=None) -> dict:
+        return {j: learnt[st.st_ino] for j, st in enumerate(stats) if st.st_ino in learnt}
+
+    def build() -> bytes:
+        out = pf.new_body()
+        try:
+            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False), overrides,
+                                 [], None, memo)
+            return os.pread(out, n, 0)
+        finally:
+            os.close(out)
+    try:
+        first = build()
+        kept = dict(memo.responses)
+        learnt[os.stat(folder / "a.txt").st_ino] = b'"zc-content"'
+        second = build()
+        assert b'"zc-content"' in second and b'"zc-content"' not in first
+        assert b'"zc-content"' in memo.responses["a.txt"] and memo.responses["b.txt"] is kept["b.txt"]
+        again = memo.responses["a.txt"]
+        assert build() == second and memo.responses["a.txt"] is again   # the same key: reused
+    finally:
+        os.close(fd)
+
+
 # -- rebuilds from the watch's names (propfind.Members, update_members) ---------------------------------
 
 SHOWN = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/>'
