@@ -452,7 +452,8 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
                 n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
                                      lambda stats, newest=None: {}, [], None, memo)
             else:
-                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, lambda stats, newest=None: {}, None, show_hidden=False)
+                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, lambda stats, newest=None: {}, None,
+                                      show_hidden=False)
             return os.pread(out, n, 0)
         finally:
             os.close(out)

@@ -74,10 +74,10 @@ _S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, stat_mod.S_IFREG, stat_mod.S_IFDIR
 # three times in whole seconds (the kernel's tv_sec: rounded down, as time.gmtime rounds a float): an
 # item is cheaper to reach than an attribute.
 _mode = operator.itemgetter(0)
-_ctime_ns = operator.attrgetter("st_ctime_ns")
 _size = operator.itemgetter(6)
 _mtime_s = operator.itemgetter(8)
 _ctime_s = operator.itemgetter(9)
+_ctime_ns = operator.attrgetter("st_ctime_ns")
 _ENCODE = operator.methodcaller("encode", "utf-8", "surrogateescape")
 _OK = "<D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
 _MISSING = "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"
@@ -154,16 +154,16 @@ class Members:
     and what has changed since: the next build re-stats only the members named by the folder's
     inotify events (``update_members``) when that is known to be everything that changed.
 
-    ``memo``: ``write_members``' ``Memo``, every member the last build listed. ``folder``: the filesystem folder (the watch's label). ``dirty``: member
-    names the watch (or this worker's writes) reported since the last build began; ``whole``: a
-    change no name says (the folder itself moved or went, an ancestor did, too many names): the next
-    build stats every member. ``armed``: the folder's watch token (``FileWatch.token``) as the loop
-    saw it, after reading every queued event, just before asking for a build; ``token``: the one the
-    last build began with. A build may trust the names only when its token equals the last build's
-    (the watch was up, on the same folder, with no lost event, from before the last build's stats
-    until this build began), and at most ``TTL`` seconds after the last full build (``full_at``),
-    which bounds what no event reports (a write through a shared mmap or through a hard link in
-    another folder, a content ETag computed since). Touched under its owner's lock (``Dav``)."""
+    ``memo``: ``write_members``' ``Memo``, every member the last build listed. ``folder``: the filesystem
+    folder (the watch's label). ``dirty``: member names the watch (or this worker's writes) reported since
+    the last build began; ``whole``: a change no name says (the folder itself moved or went, an ancestor
+    did, too many names): the next build stats every member. ``armed``: the folder's watch token
+    (``FileWatch.token``) as the loop saw it, after reading every queued event, just before asking for a
+    build; ``token``: the one the last build began with. A build may trust the names only when its token
+    equals the last build's (the watch was up, on the same folder, with no lost event, from before the last
+    build's stats until this build began), and at most ``TTL`` seconds after the last full build
+    (``full_at``), which bounds what no event reports (a write through a shared mmap or through a hard link
+    in another folder, a content ETag computed since). Touched under its owner's lock (``Dav``)."""
 
     __slots__ = ("armed", "dirty", "folder", "full_at", "memo", "token", "whole")
 
@@ -388,7 +388,7 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
             elif keep:
                 newest = max(map(_ctime_ns, stats), default=0)
             if keep:
-                keys = _keys(stats, local, etags, is_dir, settled, newest)
+                keys = _keys(stats, local, etags, settled, newest)
             redo = None
             if last_keys is not None:
                 seen = list(map(last_keys.get, names))
@@ -420,8 +420,7 @@ _FIELDS_CTIME_NS = operator.itemgetter(3)       # of http.ETAG_FIELDS
 _KEY_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
 
 
-def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, is_dir: bool, settled: int,
-          newest: int) -> list:
+def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, settled: int, newest: int) -> list:
     """``Memo`` keys of members: a file's local ETag when getetag is asked (``local``: inode, size, mtime
     and ctime, the ctime moving with its mode and attributes too; the very list the ETags were
     formatted into), paired with the ETag shown where that is another; else its inode, size, times
@@ -484,7 +483,8 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: Memo, d
     render = _renderer(dir_fd, url, plan, None, slow, every=True)
     at_top = http.normalised(url) == "/"
     settled = int((time.time() - QUIET) * 1e9)
-    again = [name for name, key in memo.keys.items() if (key is None or name in memo.folders) and name not in dirty]
+    again = [name for name, key in memo.keys.items()
+             if (key is None or name in memo.folders) and name not in dirty]
     for names, named in ((dirty, True), (again, False)):
         for name in names:
             if not listed(name, show_hidden=show_hidden, at_top=at_top) or \
@@ -505,7 +505,7 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: Memo, d
             if want_etag and not is_dir:
                 local = [etag_of_fields(ETAG_FIELDS(st))]
                 shown = _shown(local, overrides([st]))
-            key = _keys([st], local, shown, is_dir, settled, st.st_ctime_ns)[0]
+            key = _keys([st], local, shown, settled, st.st_ctime_ns)[0]
             if not named and key is not None and memo.keys.get(name) == key:
                 continue
             if is_dir:
