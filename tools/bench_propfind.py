@@ -120,6 +120,24 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / 1e9
 
 
+def thread_ticks(pids: list[int]) -> dict:
+    """(pid, tid) -> [user, system] clock ticks of each live thread (/proc/PID/task/TID/stat)."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[(pid, int(tid))] = [int(fields[11]), int(fields[12])]
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
 def make_folder(tmp: str, entries: int) -> str:
     root = os.path.join(tmp, "root")
     big = os.path.join(root, "big")
@@ -212,6 +230,8 @@ def main() -> int:
     ap.add_argument("--servers", default="zcopy,nginx")
     ap.add_argument("--bodies", default=",".join(BODIES), help="comma-separated, of: " + ", ".join(BODIES))
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES))
+    ap.add_argument("--threads", action="store_true", help="also print zcopy's user and system CPU per "
+                    "request, its main (loop) thread apart from the others (10 ms ticks, summed over the case)")
     args = ap.parse_args()
     bodies = [b.strip() for b in args.bodies.split(",") if b.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -253,6 +273,7 @@ def main() -> int:
             times: dict = {(n, c): [] for n in running for c in cases}
             cpu: dict = {(n, c): [] for n in running for c in cases}
             sizes: dict = {}
+            split: dict = {}        # (case, "main" or "other") -> [user, system] ticks (--threads)
             hot: dict = {n: [] for n in running}
             member = os.path.join(root, "big", "file-00000.txt")
             for name, p in running.items():            # warm: page cache, file caches, imports
@@ -276,12 +297,19 @@ def main() -> int:
                                 folder = f"big-{renamed}"
                                 os.rename(os.path.join(root, "big"), os.path.join(root, folder))
                             c0 = cpu_seconds(p.pids())
+                            t0 = thread_ticks(p.pids()) if args.threads and name == "zcopy" else None
                             try:
                                 t, size = propfind(socks[name], p.port, body, folder)
                             finally:
                                 if folder != "big":
                                     os.rename(os.path.join(root, folder), os.path.join(root, "big"))
                             cpu[(name, case)].append(cpu_seconds(p.pids()) - c0)
+                            if t0 is not None:
+                                for key, (user, system) in thread_ticks(p.pids()).items():
+                                    was = t0.get(key, [0, 0])
+                                    part = split.setdefault((case, "main" if key[0] == key[1] else "other"), [0, 0])
+                                    part[0] += user - was[0]
+                                    part[1] += system - was[1]
                             times[(name, case)].append(t)
                             sizes[(name, case)] = size
             for name, p in running.items():
@@ -313,6 +341,14 @@ def main() -> int:
             if "zcopy" in running and "nginx" in running:
                 ratio = statistics.median(times[("zcopy", case)]) / statistics.median(times[("nginx", case)])
                 print(f"{case[0]:8} {case[1]:8} zcopy/nginx median time: {ratio:.2f}x")
+        tick = os.sysconf("SC_CLK_TCK")
+        for case in cases:
+            parts = [(part, split[(case, part)]) for part in ("main", "other") if (case, part) in split]
+            if parts:
+                n = args.rounds * args.requests
+                print(f"{case[0]:8} {case[1]:8} zcopy threads per request: " + "; ".join(
+                    f"{part} user {u / tick / n * 1000:.1f} ms, system {s_ / tick / n * 1000:.1f} ms"
+                    for part, (u, s_) in parts))
         for name, lat in hot.items():
             if lat:
                 lat.sort()
