@@ -178,7 +178,6 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
     """``write_members``' memo on a real folder: a member whose stat did not move is not rendered
     again; setting a dead property moves the ctime, so that member is; one changed within QUIET
     seconds is remembered (a rebuild from events needs every member) but not reused on its stat alone."""
-    from zcopy import http
     from zcopy.dav import deadprops, xmlbody
     from zcopy.dav.xmlbody import PropChange
     from zcopy.server import propfind as pf
@@ -194,7 +193,7 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
     asked = xmlbody.PropFind("allprop")
     plan = pf.Plan(asked, None)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    memo: dict = {}
+    memo = pf.Memo()
 
     def build() -> bytes:
         out = pf.new_body()
@@ -207,15 +206,15 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
                 finally:
                     os.close(mfd)
                 return "".join(x.decode() for x in dead.values()) + f"<slow>{name}</slow>\n"
-            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False), http.make_etags,
-                                 [], slow, memo)
+            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
+                                 lambda stats, newest=None: {}, [], slow, memo)
             return os.pread(out, n, 0)
         finally:
             os.close(out)
     try:
         first = build()
-        assert set(memo) == {"a.txt", "b.txt"} and b"<slow>" not in first
-        kept = dict(memo)
+        assert set(memo.responses) == {"a.txt", "b.txt"} and b"<slow>" not in first
+        kept = dict(memo.responses)
         mfd = os.open(folder / "a.txt", os.O_RDONLY)
         try:
             deadprops.mark(fd)                              # as PROPPATCH does first
@@ -224,13 +223,58 @@ def test_a_rebuild_reuses_unchanged_members_and_sees_attribute_changes(tmp_path)
             os.close(mfd)
         second = build()
         assert b"<slow>a.txt</slow>" in second and b">red<" in second
-        assert memo["b.txt"] is kept["b.txt"]              # reused as it was
-        changed = memo["a.txt"]
-        assert changed[1].endswith(b"<slow>a.txt</slow>\n")    # remembered, with whether it is settled
+        assert memo.responses["b.txt"] is kept["b.txt"]    # reused as it was
+        changed = memo.responses["a.txt"]
+        assert changed.endswith(b"<slow>a.txt</slow>\n")       # remembered; key None: not settled yet
+        unsettled = memo.keys["a.txt"] is None
         third = build()
-        assert third == second and memo["b.txt"] is kept["b.txt"]
-        if not changed[2]:                                  # changed within QUIET: rendered again
-            assert memo["a.txt"] is not changed
+        assert third == second and memo.responses["b.txt"] is kept["b.txt"]
+        if unsettled:                                       # changed within QUIET: rendered again
+            assert memo.responses["a.txt"] is not changed
+    finally:
+        os.close(fd)
+
+
+def test_a_rebuild_shows_a_content_etag_learnt_since_with_no_change_to_the_file(tmp_path):
+    """A member's memo key holds the ETag shown when it is not the local one: once a GET has learnt a
+    file's content digest (``overrides`` names it), a rebuild that stats every member renders that
+    member again with it, though its stat did not move; the others are reused as they were."""
+    from zcopy.dav import xmlbody
+    from zcopy.server import propfind as pf
+    from zcopy.server.digests import QUIET
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (folder / name).write_bytes(b"x")
+    settled = os.stat(folder / "b.txt").st_ctime + QUIET
+    while time.time() <= settled:                       # both quiet now
+        time.sleep(0.01)
+    plan = pf.Plan(xmlbody.PropFind("prop", [(xmlbody.DAV, "getetag")]), None)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    memo = pf.Memo()
+    learnt: dict = {}
+
+    def overrides(stats, newest=None) -> dict:
+        return {j: learnt[st.st_ino] for j, st in enumerate(stats) if st.st_ino in learnt}
+
+    def build() -> bytes:
+        out = pf.new_body()
+        try:
+            n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False), overrides,
+                                 [], None, memo)
+            return os.pread(out, n, 0)
+        finally:
+            os.close(out)
+    try:
+        first = build()
+        kept = dict(memo.responses)
+        learnt[os.stat(folder / "a.txt").st_ino] = b'"zc-content"'
+        second = build()
+        assert b'"zc-content"' in second and b'"zc-content"' not in first
+        assert b'"zc-content"' in memo.responses["a.txt"] and memo.responses["b.txt"] is kept["b.txt"]
+        again = memo.responses["a.txt"]
+        assert build() == second and memo.responses["a.txt"] is again   # the same key: reused
     finally:
         os.close(fd)
 
@@ -385,7 +429,6 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
     watch's token is the same across two builds; then only the named members are re-stat'ed, and the
     answer equals a full build's; a queue overflow (real: more events than the queue holds), the folder
     itself moved, and the age bound each make the next build a full one."""
-    from zcopy import http
     from zcopy.dav import xmlbody
     from zcopy.server import propfind as pf
     from zcopy.server.listings import TTL
@@ -407,9 +450,10 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
         try:
             if dirty is None:
                 n = pf.write_members(out, fd, "/f/", plan, pf.members(fd, "/f/", show_hidden=False),
-                                     http.make_etags, [], None, memo)
+                                     lambda stats, newest=None: {}, [], None, memo)
             else:
-                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, http.make_etags, None, show_hidden=False)
+                n = pf.update_members(out, fd, "/f/", plan, memo, dirty, lambda stats, newest=None: {}, None,
+                                      show_hidden=False)
             return os.pread(out, n, 0)
         finally:
             os.close(out)
@@ -423,8 +467,8 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
         dirty = members.begin(time.monotonic() if now is None else now)
         if dirty is None:
             members.folder, members.full_at = label, time.monotonic()
-        got = render(members.responses, dirty)
-        assert sorted(got.split(b"</D:response>")) == sorted(render({}).split(b"</D:response>"))
+        got = render(members.memo, dirty)
+        assert sorted(got.split(b"</D:response>")) == sorted(render(pf.Memo()).split(b"</D:response>"))
         return "full" if dirty is None else f"named {sorted(dirty)}"
 
     try:

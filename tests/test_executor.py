@@ -57,6 +57,38 @@ def test_cpu_tasks_shorten_the_switch_interval_only_while_they_run(fd_guard):
         ex.close()
 
 
+def test_the_collector_is_paused_until_the_last_paused_block_on_any_thread_ends(fd_guard):
+    """``collector_paused`` (a PROPFIND build's): overlapping blocks on two threads keep the cyclic
+    collector off until the last one ends, and a collector that was off before stays off."""
+    import gc
+
+    from zcopy.server.executor import collector_paused
+
+    assert gc.isenabled()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with collector_paused():
+            inside.set()
+            leave.wait(10)
+    t = threading.Thread(target=other)
+    with collector_paused():
+        assert not gc.isenabled()
+        t.start()
+        assert inside.wait(10)
+    assert not gc.isenabled()            # the other thread's block still runs
+    leave.set()
+    t.join(10)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()        # it was off before: left off
+    finally:
+        gc.enable()
+
+
 def test_close_joins_threads_and_discards_what_never_started(fd_guard):
     ex = Executor(max_threads=1)
     gate = threading.Event()

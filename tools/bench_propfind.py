@@ -25,7 +25,7 @@ do not slow the timed requests), `full` PROPFINDs are sent for
 back: its slowest and median latency say whether a PROPFIND build delays
 other connections. It prints, per body, mode and
 server, the median and best time, the Multi-Status size, the server's CPU
-per request (user + sys from /proc/PID/stat) and zcopy's ratio to nginx.
+per request (its threads' run time from /proc/PID/task/TID/schedstat) and zcopy's ratio to nginx.
 
 Bodies: `named` asks for six DAV: properties (resourcetype,
 getcontentlength, getlastmodified, getetag, displayname, getcontenttype);
@@ -38,6 +38,7 @@ in folders that hold some (none here: docs/webdav.md).
 
     python tools/bench_propfind.py                       # 10,000 files, 5 rounds x 5 requests (about 2 min)
     python tools/bench_propfind.py --entries 1000 --rounds 1 --requests 3   # a smoke run
+    python tools/bench_propfind.py --bodies named --modes restat,full --latency-seconds 0   # some cases only
 
 Every process it starts is stopped and its folder removed on exit.
 """
@@ -56,7 +57,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_serve import Peer, cpu_seconds, free_port, load_average  # noqa: E402
+from bench_serve import Peer, free_port, load_average  # noqa: E402
 
 DAV_EXT = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so"
 
@@ -99,6 +100,42 @@ RCLONE = (b'<?xml version="1.0"?>\n<d:propfind  xmlns:d="DAV:" xmlns:oc="http://
           b' </d:prop>\n</d:propfind>\n')
 BODIES = {"named": NAMED, "rclone": RCLONE, "allprop": b""}
 MODES = ("repeat", "changed", "restat", "full")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of the processes' live threads, from /proc/PID/task/TID/schedstat (nanoseconds: the
+    10 ms ticks of /proc/PID/stat are too coarse for one request)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total / 1e9
+
+
+def thread_ticks(pids: list[int]) -> dict:
+    """(pid, tid) -> [user, system] clock ticks of each live thread (/proc/PID/task/TID/stat)."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[(pid, int(tid))] = [int(fields[11]), int(fields[12])]
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
 
 
 def make_folder(tmp: str, entries: int) -> str:
@@ -191,7 +228,15 @@ def main() -> int:
     ap.add_argument("--server-cpu", type=int)
     ap.add_argument("--load-cpu", type=int)
     ap.add_argument("--servers", default="zcopy,nginx")
+    ap.add_argument("--bodies", default=",".join(BODIES), help="comma-separated, of: " + ", ".join(BODIES))
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES))
+    ap.add_argument("--threads", action="store_true", help="also print zcopy's user and system CPU per "
+                    "request, its main (loop) thread apart from the others (10 ms ticks, summed over the case)")
     args = ap.parse_args()
+    bodies = [b.strip() for b in args.bodies.split(",") if b.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not bodies or not modes or not set(bodies) <= set(BODIES) or not set(modes) <= set(MODES):
+        ap.error(f"--bodies: some of {', '.join(BODIES)}; --modes: some of {', '.join(MODES)}")
     if args.entries < 1 or args.rounds < 1 or args.requests < 1:
         ap.error("--entries, --rounds and --requests must be positive")
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
@@ -224,10 +269,11 @@ def main() -> int:
                 running[name] = stack.enter_context(Peer(name, [*pin, *argv], port, cwd=env_root))
             socks = {name: stack.enter_context(socket.create_connection(("127.0.0.1", p.port)))
                      for name, p in running.items()}
-            cases = [(b, m) for b in BODIES for m in MODES]
+            cases = [(b, m) for b in bodies for m in modes]
             times: dict = {(n, c): [] for n in running for c in cases}
             cpu: dict = {(n, c): [] for n in running for c in cases}
             sizes: dict = {}
+            split: dict = {}        # (case, "main" or "other") -> [user, system] ticks (--threads)
             hot: dict = {n: [] for n in running}
             member = os.path.join(root, "big", "file-00000.txt")
             for name, p in running.items():            # warm: page cache, file caches, imports
@@ -251,20 +297,29 @@ def main() -> int:
                                 folder = f"big-{renamed}"
                                 os.rename(os.path.join(root, "big"), os.path.join(root, folder))
                             c0 = cpu_seconds(p.pids())
+                            t0 = thread_ticks(p.pids()) if args.threads and name == "zcopy" else None
                             try:
                                 t, size = propfind(socks[name], p.port, body, folder)
                             finally:
                                 if folder != "big":
                                     os.rename(os.path.join(root, folder), os.path.join(root, "big"))
                             cpu[(name, case)].append(cpu_seconds(p.pids()) - c0)
+                            if t0 is not None:
+                                for key, (user, system) in thread_ticks(p.pids()).items():
+                                    was = t0.get(key, [0, 0])
+                                    part = split.setdefault((case, "main" if key[0] == key[1] else "other"), [0, 0])
+                                    part[0] += user - was[0]
+                                    part[1] += system - was[1]
                             times[(name, case)].append(t)
                             sizes[(name, case)] = size
             for name, p in running.items():
+                if args.latency_seconds <= 0:
+                    break
                 probe = HotGets(p.port)
                 probe.start()
                 end = time.monotonic() + args.latency_seconds
                 while time.monotonic() < end:
-                    for body in BODIES.values():     # first builds (`full`), the dearest
+                    for body in map(BODIES.get, bodies):     # first builds (`full`), the dearest
                         renamed += 1
                         folder = f"big-{renamed}"
                         os.rename(os.path.join(root, "big"), os.path.join(root, folder))
@@ -286,6 +341,14 @@ def main() -> int:
             if "zcopy" in running and "nginx" in running:
                 ratio = statistics.median(times[("zcopy", case)]) / statistics.median(times[("nginx", case)])
                 print(f"{case[0]:8} {case[1]:8} zcopy/nginx median time: {ratio:.2f}x")
+        tick = os.sysconf("SC_CLK_TCK")
+        for case in cases:
+            parts = [(part, split[(case, part)]) for part in ("main", "other") if (case, part) in split]
+            if parts:
+                n = args.rounds * args.requests
+                print(f"{case[0]:8} {case[1]:8} zcopy threads per request: " + "; ".join(
+                    f"{part} user {u / tick / n * 1000:.1f} ms, system {s_ / tick / n * 1000:.1f} ms"
+                    for part, (u, s_) in parts))
         for name, lat in hot.items():
             if lat:
                 lat.sort()

@@ -76,12 +76,15 @@ def make_etag(st: os.stat_result) -> str:
     return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}"'
 
 
-_ETAG_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+#: What ``make_etag`` is made of, as a tuple (a Depth 1 PROPFIND keeps it as a member's memo key)...
+ETAG_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+#: ... and the ETag (ASCII bytes) from that tuple.
+etag_of_fields = b'"%x-%x-%x-%x"'.__mod__
 
 
 def make_etags(stats) -> list[bytes]:
     """``make_etag`` of each stat (ASCII bytes), in one C-level pass (a Depth 1 PROPFIND's members)."""
-    return list(map(b'"%x-%x-%x-%x"'.__mod__, map(_ETAG_FIELDS, stats)))
+    return list(map(etag_of_fields, map(ETAG_FIELDS, stats)))
 
 
 # -- content types -------------------------------------------------------------

@@ -38,6 +38,7 @@ from zcopy.dav import deadprops, ifheader, multistatus, xmlbody
 from zcopy.dav.locks import INFINITY, LockError, LockTable, beneath_in, covering_in, normalise, parse_timeout
 from zcopy.server import davcopy, fileops, propfind
 from zcopy.server.body import MemorySink
+from zcopy.server.executor import collector_paused
 from zcopy.server.listings import Listings
 from zcopy.server.reply import Reply
 
@@ -345,7 +346,8 @@ class Dav:
             self._arm((url, view))
             return self.pages.serve(url, False, then, refuse, view)
         def work() -> propfind.Body:
-            page = self._build(url, depth, asked, visible)
+            with collector_paused():
+                page = self._build(url, depth, asked, visible)
             page.forget_folder()
             return propfind.Body(page.fd, page.size)     # not kept: closes when its reply is done
         return self._defer(work, then, close, req.version, cpu=depth == "1")
@@ -384,16 +386,17 @@ class Dav:
             dirty = members.begin(time.monotonic())
         ok = False
         try:
-            page = self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None, members, dirty)
+            with collector_paused():            # docs/webdav.md "PROPFIND": no collection mid-build
+                page = self._build(url, "1", xmlbody.PropFind(view[1], list(view[2])), None, members, dirty)
             ok = True
             return page
         finally:
             with self._memo_lock:
                 if not ok:
                     members.whole = True
-                total = sum(len(m.responses) for m in self._memos.values())
+                total = sum(len(m.memo) for m in self._memos.values())
                 while total > MEMO_MEMBERS and len(self._memos) > 1:
-                    total -= len(self._memos.pop(next(iter(self._memos))).responses)
+                    total -= len(self._memos.pop(next(iter(self._memos))).memo)
 
     def _build(self, url: str, depth: str, asked: xmlbody.PropFind, visible, members=None,
                dirty=None) -> propfind.DavPage:
@@ -409,9 +412,8 @@ class Dav:
             local = http.make_etag(st)
             return local if digests is None else digests.shown(st, local)
 
-        def etags_of(stats: list) -> list[bytes]:  # etag_of of each file (ASCII), in one pass
-            local = http.make_etags(stats)
-            return local if digests is None else digests.shown_many(stats, local)
+        def overrides(stats: list, newest=None) -> dict:   # where etag_of is not the local ETag: index -> it
+            return {} if digests is None else digests.overrides(stats, newest)
 
         now = time.time()
         started = time.monotonic()
@@ -445,7 +447,7 @@ class Dav:
                             "utf-8", "surrogateescape")
                     if members is not None and dirty is not None and not held and \
                             members.token[1] == _ident(os.fstat(fd)):
-                        size += propfind.update_members(out, fd, url, plan, members.responses, dirty, etags_of,
+                        size += propfind.update_members(out, fd, url, plan, members.memo, dirty, overrides,
                                                         slow, show_hidden=show_hidden, visible=visible)
                     else:
                         if members is not None:
@@ -456,8 +458,8 @@ class Dav:
                             else:
                                 members.full_at = started
                         entries = propfind.members(fd, url, show_hidden=show_hidden, visible=visible)
-                        size += propfind.write_members(out, fd, url, plan, entries, etags_of, held, slow,
-                                                       None if members is None else members.responses)
+                        size += propfind.write_members(out, fd, url, plan, entries, overrides, held, slow,
+                                                       None if members is None else members.memo)
                 size += propfind.write(out, multistatus.TAIL)
                 # The folder whose changes make the page stale (watched by the kept pages' cache).
                 watched = os.dup(fd) if is_dir else os.dup(place.dir_fd)

@@ -160,16 +160,17 @@ class Digests:
             return strong_etag(digest)
         return local if quiet(st) else weak_etag(st)
 
-    def shown_many(self, stats: list, locals_: list[bytes]) -> list[bytes]:
-        """``shown`` of each stat (ASCII bytes), given each one's ``local`` tag (``http.make_etags``): one C-level pass
-        for the digests (a dict read each) and one for the quiet test, a Python step only for the few
-        members that have a digest or changed within ``QUIET``."""
+    def overrides(self, stats: list, newest: int | None = None) -> dict[int, bytes]:
+        """Where ``shown`` is not the local tag, for a list of stats: index -> the ETag shown (ASCII
+        bytes). One C-level pass for the quiet test (none when the caller knows ``newest``, the
+        largest ``st_ctime_ns``) and, when digests are known, one for the digests (a dict read each);
+        a Python step only for the few members that have a digest or changed within ``QUIET`` (a
+        Depth 1 PROPFIND's members)."""
+        out: dict[int, bytes] = {}
         if not stats:
-            return []
+            return out
         settled = (time.time() - QUIET) * 1e9
-        out = locals_
-        if max(map(_CTIME_NS, stats)) > settled:
-            out = list(locals_)
+        if (max(map(_CTIME_NS, stats)) if newest is None else newest) > settled:
             for j in [j for j, c in enumerate(map(_CTIME_NS, stats)) if c > settled]:
                 out[j] = weak_etag(stats[j]).encode()
         memo = self.memo._memo
@@ -177,8 +178,6 @@ class Digests:
             hits = list(map(memo.get, map(_IDENT, stats)))
             for j in [j for j, hit in enumerate(hits) if hit is not None]:
                 if hits[j][0] == key_of(stats[j]):
-                    if out is locals_:
-                        out = list(locals_)
                     out[j] = strong_etag(hits[j][1]).encode()
         return out
 

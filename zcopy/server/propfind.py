@@ -36,17 +36,18 @@ whatever a GET listing hides a PROPFIND hides too.
 from __future__ import annotations
 
 import errno
-import functools
 import math
 import operator
 import os
 import re
 import stat as stat_mod
 import string
+import struct
 import time
-from itertools import repeat
+from itertools import compress, count, repeat
 
 from zcopy import http
+from zcopy.http.headers import ETAG_FIELDS, etag_of_fields
 from zcopy.dav import deadprops, multistatus, xmlbody
 from zcopy.server.digests import QUIET
 from zcopy.server.listings import TTL, Page
@@ -60,15 +61,16 @@ _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _DAV_LIVE = frozenset(multistatus.LIVE) | frozenset(multistatus.QUOTA)
 #: Names whose href and displayname need no quoting or escaping.
 _PLAIN = re.compile(r"[A-Za-z0-9._~-]+").fullmatch
-#: The same, for a batch of names joined with "/" (one regex run for a whole batch).
-_ALL_PLAIN = re.compile(r"[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*").fullmatch
+#: The bytes of such names, and the "/" that joins a batch of them: a batch whose joined names are ASCII and
+#: hold nothing else (``bytes.translate`` deleting these leaves nothing) needs no quoting nor escaping, checked
+#: in one table-driven C pass (a regex over the batch cost 1,000 instructions a member).
+_PLAIN_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-/"
 #: Members rendered per batch (``write_members``): each batch is a few C-level passes over its members.
 BATCH = 1024
 #: Without ``--show-hidden`` the listing rule (``root.listed``) hides exactly the names starting with a dot
 #: (our temp files and the reserved top name start with one too): the scan's fast filter relies on it.
 _DOT_RULE = TEMP_PREFIX.startswith(".") and http.RESERVED.startswith(".")
 _S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, stat_mod.S_IFREG, stat_mod.S_IFDIR
-_lstat_entry = functools.partial(os.DirEntry.stat, follow_symlinks=False)
 # A stat result's first ten items are st_mode, st_ino, st_dev, st_nlink, st_uid, st_gid, st_size and the
 # three times in whole seconds (the kernel's tv_sec: rounded down, as time.gmtime rounds a float): an
 # item is cheaper to reach than an attribute.
@@ -77,8 +79,6 @@ _size = operator.itemgetter(6)
 _mtime_s = operator.itemgetter(8)
 _ctime_s = operator.itemgetter(9)
 _ctime_ns = operator.attrgetter("st_ctime_ns")
-#: What a member's kept response depends on, besides its shown ETag (``write_members``' memo key).
-_KEY = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
 _ENCODE = operator.methodcaller("encode", "utf-8", "surrogateescape")
 _OK = "<D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
 _MISSING = "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"
@@ -122,27 +122,54 @@ class DavPage(Page):
         self.volatile = volatile
 
 
+class Memo:
+    """What each member's kept response depends on, and the response, per member name: two dicts
+    (``keys``, ``responses``) holding bytes only (a tuple per member, 10,000 of them, cost the worker
+    15 ms of cyclic garbage collection per first build: measured, docs/benchmarks.md). A key is the
+    file's local ETag when getetag is asked (inode, size, mtime and ctime: the ctime moves with the
+    mode and attributes too), paired with the shown ETag where that is another (a content digest);
+    else the member's inode, size, times and mode packed (``_keys``); None for a member changed within
+    ``QUIET`` seconds (a change in the same kernel timestamp tick as the one before it would leave the
+    ctime where it was): such a member is rendered again at every build until it is quiet. The
+    responses are in the order ``update_members`` writes them in; ``folders`` names the members that
+    are folders."""
+
+    __slots__ = ("folders", "keys", "responses")
+
+    def __init__(self) -> None:
+        self.keys: dict = {}
+        self.responses: dict[str, bytes] = {}
+        self.folders: set[str] = set()         # the members that are folders (stat'ed at every rebuild)
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+    def pop(self, name: str) -> None:
+        self.keys.pop(name, None)
+        self.responses.pop(name, None)
+        self.folders.discard(name)
+
+
 class Members:
     """What the last build of one kept page (a folder and an asked set) knew of the folder's members,
     and what has changed since: the next build re-stats only the members named by the folder's
     inotify events (``update_members``) when that is known to be everything that changed.
 
-    ``responses``: ``write_members``' memo, every member the last build listed (name -> (stat key,
-    response, settled)). ``folder``: the filesystem folder (the watch's label). ``dirty``: member
-    names the watch (or this worker's writes) reported since the last build began; ``whole``: a
-    change no name says (the folder itself moved or went, an ancestor did, too many names): the next
-    build stats every member. ``armed``: the folder's watch token (``FileWatch.token``) as the loop
-    saw it, after reading every queued event, just before asking for a build; ``token``: the one the
-    last build began with. A build may trust the names only when its token equals the last build's
-    (the watch was up, on the same folder, with no lost event, from before the last build's stats
-    until this build began), and at most ``TTL`` seconds after the last full build (``full_at``),
-    which bounds what no event reports (a write through a shared mmap or through a hard link in
-    another folder, a content ETag computed since). Touched under its owner's lock (``Dav``)."""
+    ``memo``: ``write_members``' ``Memo``, every member the last build listed. ``folder``: the filesystem
+    folder (the watch's label). ``dirty``: member names the watch (or this worker's writes) reported since
+    the last build began; ``whole``: a change no name says (the folder itself moved or went, an ancestor
+    did, too many names): the next build stats every member. ``armed``: the folder's watch token
+    (``FileWatch.token``) as the loop saw it, after reading every queued event, just before asking for a
+    build; ``token``: the one the last build began with. A build may trust the names only when its token
+    equals the last build's (the watch was up, on the same folder, with no lost event, from before the last
+    build's stats until this build began), and at most ``TTL`` seconds after the last full build
+    (``full_at``), which bounds what no event reports (a write through a shared mmap or through a hard link
+    in another folder, a content ETag computed since). Touched under its owner's lock (``Dav``)."""
 
-    __slots__ = ("armed", "dirty", "folder", "full_at", "responses", "token", "whole")
+    __slots__ = ("armed", "dirty", "folder", "full_at", "memo", "token", "whole")
 
     def __init__(self) -> None:
-        self.responses: dict = {}
+        self.memo = Memo()
         self.folder: str | None = None
         self.token = None
         self.armed = None
@@ -162,7 +189,7 @@ class Members:
         if os.path.dirname(path) == folder:
             if not self.whole:
                 self.dirty.add(os.path.basename(path))
-                if len(self.dirty) > 64 and len(self.dirty) > len(self.responses) // 4:
+                if len(self.dirty) > 64 and len(self.dirty) > len(self.memo) // 4:
                     self.whole, self.dirty = True, set()         # as dear as a full build
         elif path == folder or folder.startswith(path.rstrip(os.sep) + os.sep):
             self.whole, self.dirty = True, set()
@@ -170,7 +197,7 @@ class Members:
     def begin(self, now: float):
         """A build begins (its owner's lock held): the names to re-stat, or None for a full build."""
         armed = self.armed
-        incremental = (not self.whole and armed is not None and armed == self.token and bool(self.responses)
+        incremental = (not self.whole and armed is not None and armed == self.token and bool(self.memo)
                        and now - self.full_at < TTL)
         dirty = self.dirty
         self.dirty = set()
@@ -276,30 +303,30 @@ class Scan:
 def members(fd: int, url: str, *, show_hidden: bool, visible=None) -> Scan:
     """The members of the folder open as ``fd`` that a listing shows: the listing's rule
     (``root.listed``), then only files and folders (no symlinks, no special files), each stat'ed once
-    from the folder's fd (``DirEntry.stat``: fstatat with AT_SYMLINK_NOFOLLOW). Done in a few passes
-    over the whole folder (each a C-level ``map`` or comprehension) rather than one Python loop with
-    a call per member: 10,000 members cost about the 10,000 ``fstatat`` system calls themselves."""
+    from the folder's fd (``os.stat`` with ``dir_fd``: fstatat with AT_SYMLINK_NOFOLLOW). The names
+    come from one ``listdir`` (no ``DirEntry`` per member: ``scandir`` and ``DirEntry.stat`` cost 6 ms
+    more for 10,000 members here), the filters are C-level passes over the whole folder."""
     at_top = http.normalised(url) == "/"
-    with os.scandir(fd) as it:
-        entries = list(it)
+    names = os.listdir(fd)
     if _DOT_RULE and not show_hidden:
-        entries = [d for d in entries if d.name[0] != "."]
+        if names and (names[0][0] == "." or "/." in "/".join(names)):   # one C-level scan when none is hidden
+            names = [name for name in names if name[0] != "."]
     else:
-        entries = [d for d in entries if listed(d.name, show_hidden=show_hidden, at_top=at_top)]
+        names = [name for name in names if listed(name, show_hidden=show_hidden, at_top=at_top)]
     if visible is not None:
-        entries = [d for d in entries if visible(d.name)]
+        names = [name for name in names if visible(name)]
+    stat = os.stat
     try:
-        stats = list(map(_lstat_entry, entries))
+        stats = [stat(name, dir_fd=fd, follow_symlinks=False) for name in names]
     except OSError:                                  # one went meanwhile: the slow way, skipping it
-        entries, stats = _each_stat(entries)
-    names = [d.name for d in entries]
-    kinds = [m & _S_IFMT for m in map(_mode, stats)]
-    shown = set(kinds)
-    if _S_IFDIR not in shown and shown <= {_S_IFREG}:
+        names, stats = _each_stat(fd, names)
+    shown = {mode & _S_IFMT for mode in set(map(_mode, stats))}
+    if shown <= {_S_IFREG}:
         return Scan((names, stats), ([], []))    # only files: the usual big folder
     files = ([], [])
     folders = ([], [])
-    for name, st, kind in zip(names, stats, kinds):
+    for name, st in zip(names, stats):
+        kind = st[0] & _S_IFMT
         if kind == _S_IFREG:
             files[0].append(name)
             files[1].append(st)
@@ -309,70 +336,117 @@ def members(fd: int, url: str, *, show_hidden: bool, visible=None) -> Scan:
     return Scan(files, folders)     # in the folder's order: RFC 4918 asks for none, clients sort
 
 
-def _each_stat(entries) -> tuple[list, list]:
+def _each_stat(fd: int, names: list[str]) -> tuple[list, list]:
     kept, stats = [], []
-    for d in entries:
+    for name in names:
         try:
-            stats.append(d.stat(follow_symlinks=False))
+            stats.append(os.stat(name, dir_fd=fd, follow_symlinks=False))
         except OSError:
             continue                                # gone meanwhile
-        kept.append(d)
+        kept.append(name)
     return kept, stats
 
 
-def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, etags_of, held, slow,
-                  memo: dict | None = None) -> int:
+def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, overrides, held, slow,
+                  memo: Memo | None = None) -> int:
     """Render each member's ``<D:response>`` into ``out_fd`` (a memfd), ``BATCH`` members at a time
-    (files first, then folders: RFC 4918 asks for no order); the bytes written. ``etags_of(stats)``:
-    the files' getetag, in order; ``held``: live locks that may cover members; ``slow(url, st,
-    dead)``: the general renderer for a member the templates do not fit.
+    (files first, then folders: RFC 4918 asks for no order); the bytes written. ``overrides(stats,
+    newest)``: index -> the getetag shown for the files whose shown ETag is not their local one
+    (``http.make_etag``: a content digest is known, or it changed just now; ``newest``: the largest
+    ``st_ctime_ns`` of ``stats``, or None); ``held``: live locks that may cover members;
+    ``slow(url, st, dead)``: the general renderer for a member the templates do not fit.
 
-    ``memo``: name -> (what the member's response depends on, the response, settled) from the last
-    build of the same folder and asked set, replaced by this build's (a settled member whose inode,
-    size, times, mode and shown ETag are the same is not rendered again, nor are its attributes looked
-    at: setting or removing an extended attribute moves the ctime; a member changed within ``QUIET``
-    seconds is not settled: a change in the same kernel timestamp tick as the one before it would
-    leave the ctime where it was). Not used while a lock is live."""
+    ``memo``: the ``Memo`` of the last build of the same folder and asked set, replaced by this
+    build's: a member whose key is the same is not rendered again, nor are its attributes looked at
+    (setting or removing an extended attribute moves the ctime). Not used
+    while a lock is live."""
     want_etag = _ETAG in plan.needs
     if held:
-        return _write_each(out_fd, dir_fd, url, plan, scan, etags_of, held, slow)
+        return _write_each(out_fd, dir_fd, url, plan, scan, overrides, held, slow)
     render = _batch_renderer(dir_fd, url, plan, slow)
-    last = None
+    keep = memo is not None
+    last_keys = last_responses = None
     settled = 0
-    if memo is not None:
-        last = dict(memo)
-        memo.clear()
+    if keep:
+        if memo:
+            last_keys, last_responses = memo.keys, memo.responses
+            memo.keys, memo.responses, memo.folders = {}, {}, set()
         settled = int((time.time() - QUIET) * 1e9)
     size = 0
     for (all_names, all_stats), is_dir in ((scan.files, False), (scan.folders, True)):
+        etagged = want_etag and not is_dir
+        if keep and is_dir:
+            memo.folders.update(all_names)
         for i in range(0, len(all_names), BATCH):
             names, stats = all_names[i:i + BATCH], all_stats[i:i + BATCH]
-            etags = etags_of(stats) if want_etag and not is_dir else [b""] * len(names)
-            if last is None:
-                pieces = render(names, stats, etags, is_dir)
-            else:
-                keys = list(zip(map(_KEY, stats), etags))
-                seen = list(map(last.get, names))
-                redo = [j for j, (old, key) in enumerate(zip(seen, keys))
-                        if old is None or not old[2] or old[0] != key]
+            local = etags = keys = None
+            newest = 0                            # the batch's largest ctime (ns)
+            if etagged:
+                fields = list(map(ETAG_FIELDS, stats))
+                newest = max(map(_FIELDS_CTIME_NS, fields), default=0)
+                local = list(map(etag_of_fields, fields))
+                etags = _shown(local, overrides(stats, newest))
+            elif keep:
+                newest = max(map(_ctime_ns, stats), default=0)
+            if keep:
+                keys = _keys(stats, local, etags, settled, newest)
+            redo = None
+            if last_keys is not None:
+                seen = list(map(last_keys.get, names))
+                if None in seen or None in keys:
+                    redo = [j for j, old, key in zip(count(), seen, keys) if key is None or old != key]
+                else:                             # each member known and settled: C-level passes only
+                    redo = list(compress(count(), map(operator.ne, seen, keys)))
                 if len(redo) == len(names):
-                    pieces = render(names, stats, etags, is_dir)
-                    flags = [c <= settled for c in map(_ctime_ns, stats)]
-                    memo.update(zip(names, zip(keys, pieces, flags)))
-                else:
-                    pieces = [old[1] if old is not None else None for old in seen]
-                    if redo:
-                        new = render([names[j] for j in redo], [stats[j] for j in redo], [etags[j] for j in redo],
-                                     is_dir)
-                        for j, piece in zip(redo, new):
-                            pieces[j] = piece
-                            seen[j] = (keys[j], piece, stats[j].st_ctime_ns <= settled)
-                    memo.update(zip(names, seen))
+                    redo = None
+            if redo is None:                      # every member rendered
+                pieces = render(names, stats, etags or [b""] * len(names), is_dir)
+            else:
+                pieces = list(map(last_responses.get, names))
+                if redo:
+                    new = render([names[j] for j in redo], [stats[j] for j in redo],
+                                 [etags[j] for j in redo] if etags else [b""] * len(redo), is_dir)
+                    for j, piece in zip(redo, new):
+                        pieces[j] = piece
+            if keep:
+                memo.keys.update(zip(names, keys))
+                memo.responses.update(zip(names, pieces))
             size += _writev(out_fd, pieces)
     return size
 
 
-def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, etags_of, held, slow) -> int:
+#: A memo key of a member whose ETag is not asked for (``_keys``): inode, size, mtime, ctime (ns), mode.
+_KEY_PACK = struct.Struct("=QqqqI").pack
+_FIELDS_CTIME_NS = operator.itemgetter(3)       # of http.ETAG_FIELDS
+_KEY_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
+
+
+def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, settled: int, newest: int) -> list:
+    """``Memo`` keys of members: a file's local ETag when getetag is asked (``local``: inode, size, mtime
+    and ctime, the ctime moving with its mode and attributes too; the very list the ETags were
+    formatted into), paired with the ETag shown where that is another; else its inode, size, times
+    and mode packed in 36 bytes (no tuple the collector would walk); None for a member changed after
+    ``settled`` (ns; ``newest``: the members' largest ctime)."""
+    if local is not None:
+        keys = local if shown is local else [key if tag is key else (key, tag) for key, tag in zip(local, shown)]
+    else:
+        keys = list(map(_KEY_PACK, *zip(*map(_KEY_FIELDS, stats)))) if stats else []
+    if newest > settled:
+        keys = [key if c <= settled else None for key, c in zip(keys, map(_ctime_ns, stats))]
+    return keys
+
+
+def _shown(local: list[bytes], over: dict) -> list[bytes]:
+    """The getetag column: each file's local ETag, or the shown one from ``over`` (index -> ETag)."""
+    if not over:
+        return local
+    shown = list(local)
+    for j, tag in over.items():
+        shown[j] = tag
+    return shown
+
+
+def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, overrides, held, slow) -> int:
     """``write_members`` while locks are live: one member at a time (each may be covered), no memo."""
     want_etag = _ETAG in plan.needs
     render = _renderer(dir_fd, url, plan, held, slow)
@@ -380,7 +454,9 @@ def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, etag
     held_chars = 0
     size = 0
     for (names, stats), is_dir in ((scan.files, False), (scan.folders, True)):
-        etags = etags_of(stats) if want_etag and not is_dir else [b""] * len(names)
+        etags = [b""] * len(names)
+        if want_etag and not is_dir:
+            etags = _shown(list(map(etag_of_fields, map(ETAG_FIELDS, stats))), overrides(stats))
         for name, st, etag in zip(names, stats, etags):
             piece = render(name, st, is_dir, etag)
             pieces.append(piece)
@@ -391,14 +467,15 @@ def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, etag
     return size + _writev(out_fd, pieces)
 
 
-def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, dirty, etags_of, slow, *,
+def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: Memo, dirty, overrides, slow, *,
                    show_hidden: bool, visible=None) -> int:
     """The members' responses again from ``memo`` (``write_members``' for this folder and asked set, all
     of the folder's members as the last build saw them), stat'ing only the members named in ``dirty``
     (the names the folder's inotify watch reported since then), the members that are folders (a
     subfolder's own mtime moves with changes inside it, which no event of this folder reports) and
     those not settled when last rendered (their shown ETag turns from weak to strong once they are
-    quiet, with no event): written into ``out_fd`` in one piece; the bytes written. ``memo`` is brought up to date: a named
+    quiet, with no event: their key is None): written into ``out_fd`` in one piece; the bytes written.
+    ``memo`` is brought up to date: a named
     member gone, now a symlink or hidden is dropped, a new one added. Only valid where every change
     since the memo's stats was reported by name (``Members``); never while a lock is live. Every member
     rendered here is asked for its attributes when dead properties are asked for, whatever the folder's
@@ -407,31 +484,38 @@ def update_members(out_fd: int, dir_fd: int, url: str, plan: Plan, memo: dict, d
     render = _renderer(dir_fd, url, plan, None, slow, every=True)
     at_top = http.normalised(url) == "/"
     settled = int((time.time() - QUIET) * 1e9)
-    again = [name for name, seen in memo.items() if (not seen[2] or stat_mod.S_ISDIR(seen[0][0][4])) and
-             name not in dirty]
+    again = [name for name, key in memo.keys.items()
+             if (key is None or name in memo.folders) and name not in dirty]
     for names, named in ((dirty, True), (again, False)):
         for name in names:
             if not listed(name, show_hidden=show_hidden, at_top=at_top) or \
                     (visible is not None and not visible(name)):
-                memo.pop(name, None)
+                memo.pop(name)
                 continue
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except OSError:
-                memo.pop(name, None)                 # gone (or not ours to see): not listed
+                memo.pop(name)                       # gone (or not ours to see): not listed
                 continue
             mode = st.st_mode
             if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode)):
-                memo.pop(name, None)
+                memo.pop(name)
                 continue
             is_dir = stat_mod.S_ISDIR(mode)
-            etag = etags_of([st])[0] if want_etag and not is_dir else b""
-            key = (_KEY(st), etag)
-            seen = memo.get(name)
-            if not named and seen is not None and seen[2] and seen[0] == key:
+            local = shown = None
+            if want_etag and not is_dir:
+                local = [etag_of_fields(ETAG_FIELDS(st))]
+                shown = _shown(local, overrides([st]))
+            key = _keys([st], local, shown, settled, st.st_ctime_ns)[0]
+            if not named and key is not None and memo.keys.get(name) == key:
                 continue
-            memo[name] = (key, render(name, st, is_dir, etag), st.st_ctime_ns <= settled)
-    return _writev(out_fd, [seen[1] for seen in memo.values()])
+            if is_dir:
+                memo.folders.add(name)
+            else:
+                memo.folders.discard(name)
+            memo.keys[name] = key
+            memo.responses[name] = render(name, st, is_dir, shown[0] if shown else b"")
+    return _writev(out_fd, list(memo.responses.values()))
 
 
 def _renderer(dir_fd: int, url: str, plan: Plan, held, slow, *, every: bool = False):
@@ -535,8 +619,9 @@ def _batch_renderer(dir_fd: int, url: str, plan: Plan, slow):
             return [slow(url_base + name, st, True).encode("utf-8", "surrogateescape") for name, st in zip(*every)]
         joined = "/".join(names)                  # no name holds a "/"
         if _HREF in fields or _NAME in fields:
-            if _ALL_PLAIN(joined) is not None:
-                raw = joined.encode().split(b"/")   # ASCII: one encode for the batch
+            whole = joined.encode("ascii") if joined.isascii() else None
+            if whole is not None and not whole.translate(None, _PLAIN_BYTES):
+                raw = whole.split(b"/")             # one encode for the batch
                 columns[_NAME] = raw
                 hrefs = list(map(base.__add__, raw))
             else:
