@@ -33,7 +33,7 @@ import os
 import time
 
 from zcopy import http, ui
-from zcopy.server.executor import defer
+from zcopy.server.executor import collector_paused, defer
 from zcopy.server.files import RESOLVE_TTL
 from zcopy.server.prefetch import MEMORY
 
@@ -108,7 +108,15 @@ def build(scan, url_path: str, as_json: bool, view: tuple | None = None, keep=No
     """Scan (``scan(url_path)`` -> folder label, an fd of the folder, entries:
     the responder's, from ROOT's fd), render in pieces into a memfd (off the loop).
     ``view``: the HTML page's (sort, order, writable), see ``http.listing_html_pieces``.
-    ``keep(name)``: the entries a signed-in account may see (None: all)."""
+    ``keep(name)``: the entries a signed-in account may see (None: all).
+    The cyclic collector waits meanwhile (``executor.collector_paused``): a big
+    folder's entries are tens of thousands of tuples, which would set off full
+    collections, the GIL held, in the middle of the build."""
+    with collector_paused():
+        return _build(scan, url_path, as_json, view, keep)
+
+
+def _build(scan, url_path: str, as_json: bool, view: tuple | None, keep) -> Page:
     folder, dir_fd, entries = scan(url_path)
     if keep is not None:
         entries = [e for e in entries if keep(e.name)]
