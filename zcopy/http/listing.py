@@ -58,6 +58,12 @@ def _display(name: str) -> str:
 display = _display
 
 
+def _attr(text: str) -> str:
+    """``text`` for an attribute value that the page's script reads back as it is: HTML turns a raw
+    CR (and CR LF) into LF before it parses, so a name holding CR is written as ``&#13;``."""
+    return html.escape(text).replace("\r", "&#13;")
+
+
 def find_form(term: str = "") -> str:
     """The find box: with the page's script it filters the folder as one types, and Enter (or the
     button) searches the subtree in place; without script it is a plain GET form to ``?search=``
@@ -181,7 +187,7 @@ def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "nam
             text = html.escape(shown + ("/" if e.is_dir else ""))
             href = html.escape(_href(e.name, e.is_dir))
             size = "&#8212;" if e.is_dir else format_size(e.size)
-            rows.append(f'<tr data-name="{html.escape(shown)}" data-dir="{int(e.is_dir)}" data-size="{e.size}" '
+            rows.append(f'<tr data-name="{_attr(shown)}" data-dir="{int(e.is_dir)}" data-size="{e.size}" '
                         f'data-mtime="{e.mtime:.0f}"><td class="name"><a href="{href}">{text}</a></td>'
                         f'<td class="n">{size}</td><td>{_when(e.mtime)}</td></tr>')
         full = len(rows) == ROWS_PER_PIECE
