@@ -55,3 +55,28 @@ def test_control_characters_in_names_reach_the_script_unchanged_and_sort_alike(t
             assert _row_names(page) == sorted(wanted, key=key)
     finally:
         page.close()
+
+
+def test_a_held_body_holding_cache_control_still_gets_private(tmp_path):
+    """A small file's 200 is head and body in one ``bytes`` (zcopy.server.held); ``_private`` looked
+    for an existing ``Cache-Control`` in all of it, so a file whose text held one left a signed-in
+    browser's reply cacheable by a shared cache."""
+    from tests.test_serve_accounts import PW, USERS, call
+    from tests.serverutil import curl
+    root = tmp_path / "root"
+    (root / "secret").mkdir(parents=True)
+    body = b"note\r\nCache-Control: public\r\n\r\n"
+    (root / "secret" / "cc.txt").write_bytes(body)
+    users = tmp_path / "users.txt"
+    users.write_text(USERS)
+    jar = tmp_path / "cookies.txt"
+    with Server(root, "--users", str(users), "--state-dir", str(tmp_path / "state")) as s:
+        r = curl("-u", f"reader:{PW['reader']}", "-c", str(jar), "-o", "/dev/null", f"{s.url}/.zcopy/login")
+        assert r.returncode == 0
+        for _ in range(3):      # first from the file, then held in memory (and from the memo)
+            r = curl("-b", str(jar), "-D", "-", f"{s.url}/secret/cc.txt")
+            head, got = r.stdout.split(b"\r\n\r\n", 1)
+            assert got == body
+            assert b"\r\nCache-Control: private" in head + b"\r\n", head
+        status, _, _ = call(s.port, "GET", "/secret/cc.txt")
+        assert status == 401
