@@ -80,3 +80,59 @@ def test_a_held_body_holding_cache_control_still_gets_private(tmp_path):
             assert b"\r\nCache-Control: private" in head + b"\r\n", head
         status, _, _ = call(s.port, "GET", "/secret/cc.txt")
         assert status == 401
+
+
+def _rows(page) -> list[tuple[str, str]]:
+    return page.eval_on_selector_all("#listing tbody tr:not([hidden])",
+                                     "rs => rs.map(r => [r.dataset.name, r.querySelector('a').getAttribute('href')])")
+
+
+def test_modified_order_of_the_server_is_the_scripts(tmp_path, browser):
+    """The page's rows carry their times in whole seconds (``data-mtime``) and the script sorts by
+    those; the server sorted by the float, so two files of one second came in another order than a
+    click gives (the script then ties them by name)."""
+    base = 1_700_000_000
+    for name, frac in (("a", 0.4), ("b", 0.2), ("c", 0.3), ("d", -1.0), ("e", 0.49)):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, ns=(base * 10**9, int((base + frac) * 10**9)))
+    page = browser.new_page()
+    try:
+        with Server(tmp_path) as srv:
+            page.goto(f"{srv.url}/?sort=mtime&order=desc")
+            server_desc = _rows(page)
+            page.goto(f"{srv.url}/?sort=mtime&order=asc")
+            server_asc = _rows(page)
+            assert [n for n, _ in server_asc] == ["d", "a", "b", "c", "e"]
+            page.click("th[data-col=mtime] a")                   # the script: descending
+            assert _rows(page) == server_desc
+            page.click("th[data-col=mtime] a")
+            assert _rows(page) == server_asc
+    finally:
+        page.close()
+
+
+def test_names_shown_alike_keep_one_order_both_ways(tmp_path, browser):
+    """Two names that are not UTF-8 may show alike (``a\\ufffd``); the script cannot tell them
+    apart and keeps their order on a click (a stable sort), so the server must order them the same
+    way whichever way the column goes: by the name on the disk, ascending, always."""
+    root = os.fsencode(tmp_path)
+    for raw in (b"a\xfe", b"a\xff", b"a\xfd", b"b", b"a"):
+        with open(os.path.join(root, raw), "wb") as f:
+            f.write(b"x")
+    page = browser.new_page()
+    try:
+        with Server(tmp_path) as srv:
+            page.goto(f"{srv.url}/?sort=name&order=desc")
+            server_desc = _rows(page)
+            page.goto(f"{srv.url}/?sort=name&order=asc")
+            server_asc = _rows(page)
+            assert [h for _, h in server_asc] == ["a", "a%FD", "a%FE", "a%FF", "b"]
+            page.click("th[data-col=name] a")                    # the script: descending
+            assert _rows(page) == server_desc
+            page.click("th[data-col=name] a")
+            assert _rows(page) == server_asc
+            page.goto(f"{srv.url}/?sort=name&order=desc")        # from the server's descending page
+            page.click("th[data-col=name] a")                    # the script: ascending
+            assert _rows(page) == server_asc
+    finally:
+        page.close()
