@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import operator
 import os
 import time
@@ -120,8 +121,11 @@ _RAW_NAME = operator.attrgetter("name")
 
 
 def _second(mtime: float) -> int:
-    """The whole second a row's ``data-mtime`` shows (the script sorts by it)."""
-    return round(mtime)
+    """The whole second a row's ``data-mtime`` shows (the script sorts by it): JavaScript's
+    ``Math.round``, as the rows the script builds from the JSON listing carry (a half up, not
+    to even as ``round``; ``mtime - whole`` is exact)."""
+    whole = math.floor(mtime)
+    return whole + 1 if mtime - whole >= 0.5 else whole
 
 
 def _when(mtime: float) -> str:
