@@ -29,7 +29,7 @@ import time
 from typing import NamedTuple
 from urllib.parse import parse_qs, quote
 
-from zcopy.http.natural import key as natural_key
+from zcopy.http.natural import fold as natural_fold, key as natural_key
 from zcopy.units import format_size
 
 
@@ -214,7 +214,8 @@ def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "nam
             text = html.escape(shown + ("/" if e.is_dir else ""))
             href = html.escape(_href(e.name, e.is_dir))
             size = "&#8212;" if e.is_dir else format_size(e.size)
-            rows.append(f'<tr data-name="{_attr(shown)}" data-dir="{int(e.is_dir)}" data-size="{e.size}" '
+            fold = "" if shown.isascii() else f' data-fold="{_attr(natural_fold(shown))}"'
+            rows.append(f'<tr data-name="{_attr(shown)}"{fold} data-dir="{int(e.is_dir)}" data-size="{e.size}" '
                         f'data-mtime="{_second(e.mtime)}"><td class="name"><a href="{href}">{text}</a></td>'
                         f'<td class="n">{size}</td><td>{_when(e.mtime)}</td></tr>')
         full = len(rows) == ROWS_PER_PIECE
@@ -247,7 +248,14 @@ def listing_json_pieces(url_path: str, entries: list[Entry]):
     in_order = ordered(entries)
     for at in range(0, len(in_order), ROWS_PER_PIECE):
         yield ("," if at else "") + ",".join(
-            dumps({"name": _display(e.name), "href": _href(e.name, e.is_dir),
-                   "type": "dir" if e.is_dir else "file", "size": e.size, "mtime": e.mtime})
-            for e in in_order[at:at + ROWS_PER_PIECE])
+            dumps(_json_entry(e)) for e in in_order[at:at + ROWS_PER_PIECE])
     yield "]}"
+
+
+def _json_entry(e: Entry) -> dict:
+    shown = _display(e.name)
+    out = {"name": shown, "href": _href(e.name, e.is_dir), "type": "dir" if e.is_dir else "file",
+           "size": e.size, "mtime": e.mtime}
+    if not shown.isascii():
+        out["fold"] = natural_fold(shown)      # the sort's lower-cased text (zcopy.http.natural)
+    return out
