@@ -197,3 +197,94 @@ def test_fold_is_the_text_the_key_compares():
         assert all(x == y if i % 2 else x.lower() == y for i, (x, y) in enumerate(zip(a, b)))
         assert key(fold(name))[:-len(fold(name))] == key(name)[:-len(name)]
     check()
+
+
+def _pipeline(port: int, raws: list[bytes], head_only: list[bool]) -> list[tuple]:
+    from tests.serverutil import connect, read_response
+    with connect(port) as s:
+        s.sendall(b"".join(raws))
+        return [read_response(s, head_only=h) for h in head_only]
+
+
+@pytest.mark.parametrize("size", [100, 200_000])      # held in memory, and sent from the file
+def test_one_files_memo_under_every_framing(tmp_path, size):
+    """The entry's memo is keyed by (Date line, close, version); HEAD and GET, a Range, an If-Range
+    that fails and HTTP/1.0 all meet it within one second, in one pipelined burst, each with its own
+    framing and its own bytes (an HTTP/1.1 status line to 1.0 too, RFC 9110 2.5)."""
+    data = os.urandom(size)
+    (tmp_path / "f.bin").write_bytes(data)
+    with Server(tmp_path) as srv:
+        h = b"Host: t\r\n"
+        raws = [b"GET /f.bin HTTP/1.1\r\n" + h + b"\r\n",
+                b"HEAD /f.bin HTTP/1.1\r\n" + h + b"\r\n",
+                b"GET /f.bin HTTP/1.0\r\nConnection: keep-alive\r\n" + h + b"\r\n",
+                b"GET /f.bin HTTP/1.1\r\nRange: bytes=10-19\r\n" + h + b"\r\n",
+                b'GET /f.bin HTTP/1.1\r\nRange: bytes=10-19\r\nIf-Range: "other"\r\n' + h + b"\r\n",
+                b"HEAD /f.bin HTTP/1.0\r\nConnection: keep-alive\r\n" + h + b"\r\n",
+                b"GET /f.bin HTTP/1.1\r\n" + h + b"\r\n",
+                b"GET /f.bin HTTP/1.1\r\nConnection: close\r\n" + h + b"\r\n"]
+        got = _pipeline(srv.port, raws, [False, True, False, False, False, True, False, False])
+        want = [(200, "HTTP/1.1", None, data), (200, "HTTP/1.1", None, b""),
+                (200, "HTTP/1.1", "keep-alive", data), (206, "HTTP/1.1", None, data[10:20]),
+                (200, "HTTP/1.1", None, data), (200, "HTTP/1.1", "keep-alive", b""),
+                (200, "HTTP/1.1", None, data), (200, "HTTP/1.1", "close", data)]
+        for (status, headers, body, head), (w_status, w_version, w_conn, w_body) in zip(got, want):
+            assert status == w_status and head.startswith(w_version.encode()), head
+            assert headers.get("connection") == w_conn, head
+            assert body == w_body
+            if status == 200:
+                assert headers["content-length"] == str(size)
+
+
+def test_no_memo_answers_for_a_file_replaced_deleted_or_written_elsewhere(tmp_path):
+    """The answer memo and the entry's memo, after each way a file can change under them: renamed
+    over, deleted, written through a hard link made after it was cached (its folder's watch sees
+    nothing: bounded by the re-walk, RESOLVE_TTL), and written by another worker (``--workers 2``:
+    the shared write generation)."""
+    from tests.serverutil import connect, get, read_response, wait_for
+    (tmp_path / "d").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    f = tmp_path / "d" / "f.txt"
+    f.write_bytes(b"one")
+    with Server(tmp_path, "--workers", "2", "--allow-write", "--no-fsync") as srv:
+        for _ in range(3):
+            assert get(srv.port, "/d/f.txt")[2] == b"one"
+        (tmp_path / "d" / "new").write_bytes(b"two!")
+        os.rename(tmp_path / "d" / "new", f)                         # renamed over
+        assert get(srv.port, "/d/f.txt")[2] == b"two!"
+        os.link(f, tmp_path / "elsewhere" / "link.txt")              # a link made after the cache
+        with open(tmp_path / "elsewhere" / "link.txt", "r+b") as w:  # written through it
+            w.write(b"THREE")
+        wait_for(lambda: get(srv.port, "/d/f.txt")[2] == b"THREE", what="the link's write served")
+        os.unlink(tmp_path / "elsewhere" / "link.txt")
+        for i in range(6):                                           # each worker's memo, then a PUT
+            body = f"put {i}".encode()
+            with connect(srv.port) as s:
+                s.sendall(b"PUT /d/f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: "
+                          + str(len(body)).encode() + b"\r\n\r\n" + body)
+                assert read_response(s)[0] == 204
+            for _ in range(6):                                       # (new connections: either worker)
+                assert get(srv.port, "/d/f.txt")[2] == body
+        f.unlink()
+        assert get(srv.port, "/d/f.txt")[0] == 404
+
+
+def test_a_replaced_files_fd_number_never_sends_another_files_bytes(tmp_path):
+    """Each replacement retires the entry and closes its fd, whose number the next open takes (the
+    other file's, or the new one's): a memo still holding the old reply would send those bytes. One
+    keep-alive connection asks, between replacements, for both files, pipelined."""
+    from tests.serverutil import connect, read_response
+    (tmp_path / "other.bin").write_bytes(b"O" * 150_000)
+    with Server(tmp_path, "--workers", "1") as srv, connect(srv.port) as s:
+        for i in range(40):
+            data = bytes([65 + i % 26]) * (100_000 + i * 997)
+            (tmp_path / "new").write_bytes(data)
+            os.rename(tmp_path / "new", tmp_path / "f.bin")
+            if i % 3 == 0:
+                os.rename(tmp_path / "other.bin", tmp_path / "o2")        # the other one's fd goes too
+                os.rename(tmp_path / "o2", tmp_path / "other.bin")
+            s.sendall(b"GET /f.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /other.bin HTTP/1.1\r\nHost: t\r\n\r\n"
+                      b"GET /f.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(s)[2] == data
+            assert read_response(s)[2] == b"O" * 150_000
+            assert read_response(s)[2] == data
