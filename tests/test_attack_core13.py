@@ -288,3 +288,36 @@ def test_a_replaced_files_fd_number_never_sends_another_files_bytes(tmp_path):
             assert read_response(s)[2] == data
             assert read_response(s)[2] == b"O" * 150_000
             assert read_response(s)[2] == data
+
+
+def test_a_completing_append_whose_if_no_longer_holds_never_becomes_the_file(tmp_path):
+    """The If header of the append that completes a resumable upload names the target's ETag; the
+    target is replaced meanwhile (its ETag is another): 412 at once, the target is the other
+    writer's, the upload stays where it was and completes later with the new ETag. A malformed If
+    is a 400 with the same guarantees; the upload's bytes never become the file."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_resumable_tus import create, head, patch
+
+    from tests.serverutil import get
+    root = tmp_path / "root"
+    (root / "in").mkdir(parents=True)
+    target = root / "in" / "t.txt"
+    target.write_bytes(b"old!")
+    with Server(root, "--allow-write", "--state-dir", str(tmp_path / "state")) as s:
+        p = s.port
+        etag = get(p, "/in/t.txt")[1]["etag"]
+        loc = create(p, "/in/", "t.txt", 4)
+        assert patch(p, loc, 0, b"ab")[0] == 204
+        (root / "in" / "theirs").write_bytes(b"THEIRS")
+        os.rename(root / "in" / "theirs", target)                  # replaced under the upload
+        for bad in (f"If: ([{etag}])\r\n", f"If: <http://t/in/t.txt> ([{etag}])\r\n", "If: ([\r\n",
+                    "If: <http://t/in/t.txt>\r\n", "If: (<no-token> [\"x\"]\r\n"):
+            status = patch(p, loc, 2, b"cd", bad)[0]
+            assert status in (400, 412), (bad, status)
+            assert target.read_bytes() == b"THEIRS"
+            assert head(p, loc)[1]["upload-offset"] == "2"
+        new = get(p, "/in/t.txt")[1]["etag"]
+        assert new != etag
+        assert patch(p, loc, 2, b"cd", f"If: <http://t/in/t.txt> ([{new}])\r\n")[0] == 204
+        assert target.read_bytes() == b"abcd"
