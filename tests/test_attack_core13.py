@@ -321,3 +321,46 @@ def test_a_completing_append_whose_if_no_longer_holds_never_becomes_the_file(tmp
         assert new != etag
         assert patch(p, loc, 2, b"cd", f"If: <http://t/in/t.txt> ([{new}])\r\n")[0] == 204
         assert target.read_bytes() == b"abcd"
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_a_lock_taken_while_the_completing_append_syncs_is_met_at_the_commit(tmp_path):
+    """The lock check of the append that completes a resumable upload ran before that append's
+    fdatasync (seconds for a big upload), the commit after it: a LOCK granted to another client
+    meanwhile was overwritten. strace holds the fdatasync of the partial file; a LOCK of the
+    target is granted meanwhile; the commit must then meet it (423), the locked file untouched."""
+    import sys
+    import threading
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_resumable_tus import create, head, patch
+    from test_serve_open_offloop import _Delay, _stopped_threads
+
+    from tests.serverutil import wait_for
+    from resumableutil import exchange
+    fdatasync = {"x86_64": 75, "aarch64": 83}.get(os.uname().machine, 75)
+    root = tmp_path / "root"
+    (root / "in").mkdir(parents=True)
+    lockinfo = (b'<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/>'
+                b"</D:locktype><D:owner>other</D:owner></D:lockinfo>")
+    with Server(root, "--workers", "1", "--allow-write", "--state-dir", str(tmp_path / "state")) as srv:
+        p = srv.port
+        worker = srv.worker_pids()[0]
+        loc = create(p, "/in/", "l.txt", 4)
+        assert patch(p, loc, 0, b"ab")[0] == 204
+        partial, = os.listdir(root / ".zcopy" / "uploads")
+        delay = _Delay(worker, str(root / ".zcopy" / "uploads" / partial), "fdatasync")
+        try:
+            results: list = []
+            client = threading.Thread(target=lambda: results.append(patch(p, loc, 2, b"cd")[0]))
+            client.start()
+            wait_for(lambda: _stopped_threads(worker, fdatasync), what="the partial's fdatasync to be held")
+            (status, h, _), = exchange(p, f"LOCK /in/l.txt HTTP/1.1\r\nHost: t\r\nTimeout: Second-60\r\n"
+                                          f"Content-Length: {len(lockinfo)}\r\n", lockinfo)
+            lock_status = status
+            client.join(timeout=30)
+        finally:
+            delay.stop()
+        assert lock_status == 201
+        assert results == [423]
+        assert (root / "in" / "l.txt").read_bytes() == b""       # the lock-null file, untouched
+        assert head(p, loc)[1]["upload-offset"] in ("2", "4")
