@@ -295,8 +295,6 @@ def test_a_completing_append_whose_if_no_longer_holds_never_becomes_the_file(tmp
     target is replaced meanwhile (its ETag is another): 412 at once, the target is the other
     writer's, the upload stays where it was and completes later with the new ETag. A malformed If
     is a 400 with the same guarantees; the upload's bytes never become the file."""
-    import sys
-    sys.path.insert(0, os.path.dirname(__file__))
     from test_resumable_tus import create, head, patch
 
     from tests.serverutil import get
@@ -329,9 +327,8 @@ def test_a_lock_taken_while_the_completing_append_syncs_is_met_at_the_commit(tmp
     fdatasync (seconds for a big upload), the commit after it: a LOCK granted to another client
     meanwhile was overwritten. strace holds the fdatasync of the partial file; a LOCK of the
     target is granted meanwhile; the commit must then meet it (423), the locked file untouched."""
-    import sys
     import threading
-    sys.path.insert(0, os.path.dirname(__file__))
+
     from test_resumable_tus import create, head, patch
     from test_serve_open_offloop import _Delay, _stopped_threads
 
