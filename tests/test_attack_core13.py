@@ -361,3 +361,26 @@ def test_a_lock_taken_while_the_completing_append_syncs_is_met_at_the_commit(tmp
         assert results == [423]
         assert (root / "in" / "l.txt").read_bytes() == b""       # the lock-null file, untouched
         assert head(p, loc)[1]["upload-offset"] in ("2", "4")
+
+
+def test_precompressed_siblings_changing_under_a_cached_entry(tmp_path):
+    """A watched file's .gz/.br siblings replaced, deleted and added while the entry (and its memos)
+    is cached: the next request sends what is on the disk now, with its own length."""
+    from tests.serverutil import get
+    (tmp_path / "p.txt").write_bytes(b"plain " * 50)
+    (tmp_path / "p.txt.gz").write_bytes(b"gz one")
+    gz, br = {"Accept-Encoding": "gzip"}, {"Accept-Encoding": "br, gzip"}
+    with Server(tmp_path, "--workers", "1") as srv:
+        for _ in range(2):
+            assert get(srv.port, "/p.txt", gz)[2] == b"gz one"
+            assert get(srv.port, "/p.txt")[2] == b"plain " * 50
+        (tmp_path / "n").write_bytes(b"gz number two")
+        os.rename(tmp_path / "n", tmp_path / "p.txt.gz")
+        status, headers, body = get(srv.port, "/p.txt", gz)
+        assert body == b"gz number two" and headers["content-length"] == "13"
+        (tmp_path / "p.txt.br").write_bytes(b"br!")
+        assert get(srv.port, "/p.txt", br)[2] == b"br!"
+        os.unlink(tmp_path / "p.txt.gz")
+        os.unlink(tmp_path / "p.txt.br")
+        status, headers, body = get(srv.port, "/p.txt", br)
+        assert body == b"plain " * 50 and "content-encoding" not in headers
