@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import html
 import json
+import math
+import operator
 import os
 import time
 from typing import NamedTuple
 from urllib.parse import parse_qs, quote
 
-from zcopy.http.natural import key as natural_key
+from zcopy.http.natural import fold as natural_fold, key as natural_key
 from zcopy.units import format_size
 
 
@@ -58,6 +60,12 @@ def _display(name: str) -> str:
 display = _display
 
 
+def _attr(text: str) -> str:
+    """``text`` for an attribute value that the page's script reads back as it is: HTML turns a raw
+    CR (and CR LF) into LF before it parses, so a name holding CR is written as ``&#13;``."""
+    return html.escape(text).replace("\r", "&#13;")
+
+
 def find_form(term: str = "") -> str:
     """The find box: with the page's script it filters the folder as one types, and Enter (or the
     button) searches the subtree in place; without script it is a plain GET form to ``?search=``
@@ -79,20 +87,45 @@ def sort_request(query: str) -> tuple[str, str]:
 
 def ordered(entries: list[Entry], column: str = "name", order: str = "asc") -> list[Entry]:
     """Folders first, always; within each group by ``column`` (ties and names by the natural rule,
-    on the name as shown), reversed for ``desc``. The page's script implements the same."""
-    def by(e: Entry):
-        # One string per name (zcopy.http.natural.key, the raw name as the last tie-break):
-        # the sort then compares strings in C, a few hundredths of a second for 50,000 names.
-        name = f"{natural_key(_display(e.name))}\0{e.name}"
-        if column == "size":
-            return (e.size, name)
-        if column == "mtime":
-            return (e.mtime, name)
-        return name
+    on the name as shown), reversed for ``desc``. The page's script implements the same, on what
+    the rows carry: times in whole seconds (``data-mtime``), names as shown (``data-name``); names
+    shown alike (not UTF-8) keep the order of their names on the disk both ways, as the script's
+    stable sort keeps them."""
     rev = order == "desc"
-    folders = sorted((e for e in entries if e.is_dir), key=by, reverse=rev)
-    files = sorted((e for e in entries if not e.is_dir), key=by, reverse=rev)
-    return folders + files
+
+    def group(members: list[Entry]) -> list[Entry]:
+        shown_alike = False
+
+        def by(e: Entry):
+            # One string per name (zcopy.http.natural.key): the sort then compares strings in C,
+            # a few hundredths of a second for 50,000 names.
+            nonlocal shown_alike
+            shown = _display(e.name)
+            if shown != e.name:                     # not UTF-8: another name may show alike
+                shown_alike = True
+            name = natural_key(shown)
+            if column == "size":
+                return (e.size, name)
+            if column == "mtime":
+                return (_second(e.mtime), name)
+            return name
+        out = sorted(members, key=by, reverse=rev)
+        if shown_alike:         # ties by the name on the disk, ascending both ways (reverse keeps them)
+            members.sort(key=_RAW_NAME)
+            out = sorted(members, key=by, reverse=rev)
+        return out
+    return group([e for e in entries if e.is_dir]) + group([e for e in entries if not e.is_dir])
+
+
+_RAW_NAME = operator.attrgetter("name")
+
+
+def _second(mtime: float) -> int:
+    """The whole second a row's ``data-mtime`` shows (the script sorts by it): JavaScript's
+    ``Math.round``, as the rows the script builds from the JSON listing carry (a half up, not
+    to even as ``round``; ``mtime - whole`` is exact)."""
+    whole = math.floor(mtime)
+    return whole + 1 if mtime - whole >= 0.5 else whole
 
 
 def _when(mtime: float) -> str:
@@ -181,8 +214,9 @@ def listing_html_pieces(url_path: str, entries: list[Entry], *, sort: str = "nam
             text = html.escape(shown + ("/" if e.is_dir else ""))
             href = html.escape(_href(e.name, e.is_dir))
             size = "&#8212;" if e.is_dir else format_size(e.size)
-            rows.append(f'<tr data-name="{html.escape(shown)}" data-dir="{int(e.is_dir)}" data-size="{e.size}" '
-                        f'data-mtime="{e.mtime:.0f}"><td class="name"><a href="{href}">{text}</a></td>'
+            fold = "" if shown.isascii() else f' data-fold="{_attr(natural_fold(shown))}"'
+            rows.append(f'<tr data-name="{_attr(shown)}"{fold} data-dir="{int(e.is_dir)}" data-size="{e.size}" '
+                        f'data-mtime="{_second(e.mtime)}"><td class="name"><a href="{href}">{text}</a></td>'
                         f'<td class="n">{size}</td><td>{_when(e.mtime)}</td></tr>')
         full = len(rows) == ROWS_PER_PIECE
         yield ("\n</tbody>" if at else "") + ('<tbody class="c">\n' if full else "<tbody>\n") + "\n".join(rows)
@@ -214,7 +248,14 @@ def listing_json_pieces(url_path: str, entries: list[Entry]):
     in_order = ordered(entries)
     for at in range(0, len(in_order), ROWS_PER_PIECE):
         yield ("," if at else "") + ",".join(
-            dumps({"name": _display(e.name), "href": _href(e.name, e.is_dir),
-                   "type": "dir" if e.is_dir else "file", "size": e.size, "mtime": e.mtime})
-            for e in in_order[at:at + ROWS_PER_PIECE])
+            dumps(_json_entry(e)) for e in in_order[at:at + ROWS_PER_PIECE])
     yield "]}"
+
+
+def _json_entry(e: Entry) -> dict:
+    shown = _display(e.name)
+    out = {"name": shown, "href": _href(e.name, e.is_dir), "type": "dir" if e.is_dir else "file",
+           "size": e.size, "mtime": e.mtime}
+    if not shown.isascii():
+        out["fold"] = natural_fold(shown)      # the sort's lower-cased text (zcopy.http.natural)
+    return out

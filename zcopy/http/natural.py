@@ -6,8 +6,10 @@ same rule in both so a first load and a click agree:
    digit runs compare as numbers (``file_2`` before ``file_10``; at equal value the shorter run, so
    ``a01`` after ``a1``) and before any other run; other runs compare lower-cased by code point
    (Python's ``str.lower`` and JavaScript's ``toLowerCase`` both apply Unicode's default lower-case
-   mapping, so they agree; ``casefold`` would not: it turns ``ß`` into ``ss``). No locale: ``é``
-   sorts after ``z``, the same on every machine;
+   mapping, so they agree; ``casefold`` would not: it turns ``ß`` into ``ss``), but each with the
+   Unicode version it was built with (Python 3.11: 14.0; a browser of 2026: 17), so for a name not
+   ASCII the page is given the server's lower-cased text (``fold``) and never lower-cases it itself.
+   No locale: ``é`` sorts after ``z``, the same on every machine;
 3. ties (names equal under 2) by code points, so the order is total and stable.
 """
 
@@ -39,3 +41,10 @@ def key(name: str, is_dir: bool = False) -> str:
     out.append("\0")
     out.append(name)
     return "".join(out)
+
+
+def fold(name: str) -> str:
+    """``name`` as the rule compares it: its runs that are not ASCII digits lower-cased (this
+    Python's Unicode), its digit runs as they are. The folder page gives it to its script for
+    every name not ASCII (``data-fold``, the JSON listing's ``fold``)."""
+    return "".join(piece if i % 2 else piece.lower() for i, piece in enumerate(_PIECES.split(name)))

@@ -221,24 +221,29 @@ class Dav:
 
     def check_off_loop(self, req: http.Request, targets: list, identity, then, refuse):
         """``check``, with nothing that can wait for the disk on the loop (a resumable upload's
-        checks when an append completes it and at its commit, long after the request's own
-        lookups): the entries its If header's ETag conditions name are found as a GET finds
-        them (``OpenFileCache.with_entries``: from memory, else walked and opened off the loop),
-        then ``check``, which may read the lock table, runs on the executor with them. On the
-        loop: ``then(None)``, or ``refuse(exc)`` for the 412/423 (or any error) it raised.
-        Returns what they return, or a ``Pending`` of it."""
+        check when an append will complete it, long after the request's own lookups): the
+        entries its If header's ETag conditions name are found as a GET finds them
+        (``with_if_entries``), then ``check``, which may read the lock table, runs on the
+        executor with them. On the loop: ``then(None)``, or ``refuse(exc)`` for the 412/423 (or
+        any error) it raised. Returns what they return, or a ``Pending`` of it."""
         from zcopy.server.executor import defer
-
-        readable = self.readable
-        urls = [u for u in self.if_etag_urls(req)
-                if readable is None or identity is None or readable(identity, u)]
 
         def checked(known: dict):
             return defer(self.executor, lambda: self.check(req, *targets, identity=identity, known=known),
                          then, refuse)
+        return self.with_if_entries(req, identity, checked, refuse)
+
+    def with_if_entries(self, req: http.Request, identity, then, refuse):
+        """``then(known)``: ``known`` the entries the If header's ETag conditions name (those
+        ``identity`` may read), found as a GET finds them (``OpenFileCache.with_entries``: from
+        memory, else walked and opened off the loop), for a ``check(..., known=known)`` on a
+        thread (a resumable upload's commit runs it there, right before its rename)."""
+        readable = self.readable
+        urls = [u for u in self.if_etag_urls(req)
+                if readable is None or identity is None or readable(identity, u)]
         if not urls:
-            return checked({})
-        return self.cache.with_entries(urls, checked, refuse)
+            return then({})
+        return self.cache.with_entries(urls, then, refuse)
 
     def _if_holds(self, request_url: str, clauses, now: float, identity=None, known: dict | None = None) -> bool:
         for clause in clauses:

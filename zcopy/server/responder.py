@@ -527,8 +527,8 @@ def _private(reply: Reply) -> Reply:
     """``reply`` with ``Cache-Control: private`` (a file read by a signed-in browser: a shared cache
     between it and us must not hand it to the next visitor). Replies are never changed: a copy."""
     head = reply.head
-    if b"\r\nCache-Control:" in head:
+    end = head.index(b"\r\n\r\n") + 2     # (a small file's body may follow in the same bytes)
+    if b"\r\nCache-Control:" in head[:end]:
         return reply
-    end = head.index(b"\r\n\r\n") + 2
     return Reply(reply.status, head[:end] + b"Cache-Control: private\r\n" + head[end:], reply.body,
                  reply.length, reply.close, reply.entry)

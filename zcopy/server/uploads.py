@@ -184,6 +184,15 @@ class Append(FileSink):
                 self.fd = -1
 
 
+class _Refused(Exception):
+    """(a thread) The check right before a commit (locks, If header) refused: ``error``, the 412
+    or 423, answered by ``finish``'s refusal (the upload is kept where it was) on the loop."""
+
+    def __init__(self, error: http.HttpError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class Ctx:
     """What the request said that the reply depends on."""
@@ -612,18 +621,26 @@ class Uploads:
             sink.keep()
             return self.error(exc, req, ctx.tus, close)
 
-        def commit(_):
+        dav = self.responder.dav
+
+        def commit(known):
             from zcopy.server.gate import Rights
-            return self._finish(sink, req, close, end, True, Rights(self.responder.gate, ctx.identity))
-        # Locks, at commit too: checked off the loop (the If header's entries, the lock table).
+            # Locks and the If header, at commit too: on the thread that commits, after the
+            # fdatasync (seconds for a big upload) and right before the rename, so that a LOCK
+            # granted meanwhile is met; the If header's entries were found first (off the loop).
+            return self._finish(sink, req, close, end, True, Rights(self.responder.gate, ctx.identity),
+                                lambda: dav.check(req, (row.target, False), identity=ctx.identity, known=known),
+                                refuse)
         # Out of ``active`` meanwhile (as during the commit): no other request cuts it.
         sink.ended = True
         self.forget(sink)
-        return self.responder.dav.check_off_loop(req, [(row.target, False)], ctx.identity, commit, refuse)
+        return dav.with_if_entries(req, ctx.identity, commit, refuse)
 
-    def _finish(self, sink: Append, req: http.Request, close: bool, end: int, completes: bool, rights):
-        """``finish`` once the commit's lock check held (``completes``), or for an append that does
-        not complete the upload: durable, checked, recorded, and committed when complete."""
+    def _finish(self, sink: Append, req: http.Request, close: bool, end: int, completes: bool, rights,
+                check=None, refuse=None):
+        """``finish`` for an append that completes the upload (``completes``: ``check()``, the
+        locks and If header, runs right before the commit; its refusal is ``refuse(exc)``), or
+        for one that does not: durable, checked, recorded, and committed when complete."""
         ctx = sink.ctx
         row = sink.row
 
@@ -649,6 +666,11 @@ class Uploads:
                     fresh = self.store.get(row.key)
                     if fresh is None or fresh.session != row.session:
                         raise rs.UploadError(409, "a newer request took this upload over")
+                    if check is not None:
+                        try:
+                            check()
+                        except http.HttpError as exc:
+                            raise _Refused(exc) from None
                     return self._commit(row, fd, rights)
             finally:
                 sink.release()
@@ -669,7 +691,11 @@ class Uploads:
             else:
                 status = 204 if ctx.tus else status
             return self._empty(status, req, ctx, extra, close)
-        return defer(self.executor, work, then, lambda exc: self.error(exc, req, ctx.tus, True))
+        def failed(exc):
+            if isinstance(exc, _Refused):
+                return refuse(exc.error)
+            return self.error(exc, req, ctx.tus, True)
+        return defer(self.executor, work, then, failed)
 
     def _commit(self, row: Row, fd: int, rights) -> int:
         """(a thread) The PUT's commit (fileops.TempFile.commit: fsync, rename or link, fsync of the

@@ -27,9 +27,12 @@
   // -- the one sort rule (zcopy/http/natural.py): folders first; names in pieces, digit runs as
   // numbers (shorter run first at equal value) before other runs, other runs lower-cased by code
   // point; ties by the name's code points.
-  function pieces(name) {
-    var out = [], re = /([0-9]+)|([^0-9]+)/g, m;
-    while ((m = re.exec(name)) !== null) out.push(m[1] !== undefined ? { d: m[1] } : { s: m[2].toLowerCase() });
+  // A name not ASCII comes with the server's lower-cased text (fold): this browser's Unicode may be
+  // another version than the server's, so it lower-cases nothing beyond ASCII itself.
+  function pieces(name, fold) {
+    var given = fold !== undefined, out = [], re = /([0-9]+)|([^0-9]+)/g, m;
+    var text = given ? fold : name;
+    while ((m = re.exec(text)) !== null) out.push(m[1] !== undefined ? { d: m[1] } : { s: given ? m[2] : m[2].toLowerCase() });
     return out;
   }
   function cmpCodePoints(a, b) {
@@ -72,7 +75,7 @@
     var cmp = compare(state.sort), sign = state.order === "desc" ? -1 : 1;
     var items = [].map.call(allRows(), function (r) {
       var d = r.dataset;
-      return { row: r, name: d.name, pieces: pieces(d.name), dir: d.dir === "1", size: +d.size, mtime: +d.mtime };
+      return { row: r, name: d.name, pieces: pieces(d.name, d.fold), dir: d.dir === "1", size: +d.size, mtime: +d.mtime };
     });
     items.sort(function (a, b) {
       if (a.dir !== b.dir) return a.dir ? -1 : 1;
@@ -335,7 +338,7 @@
   }
   function row(e) {
     var tr = document.createElement("tr"), dir = e.type === "dir";
-    tr.dataset.name = e.name; tr.dataset.dir = dir ? "1" : "0"; tr.dataset.size = e.size;
+    tr.dataset.name = e.name; if (e.fold !== undefined) tr.dataset.fold = e.fold; tr.dataset.dir = dir ? "1" : "0"; tr.dataset.size = e.size;
     tr.dataset.mtime = Math.round(e.mtime); tr.dataset.href = e.href;
     var a = document.createElement("a"); a.href = e.href; a.textContent = e.name + (dir ? "/" : "");
     var td = [document.createElement("td"), document.createElement("td"), document.createElement("td")];
