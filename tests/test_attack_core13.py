@@ -384,3 +384,34 @@ def test_precompressed_siblings_changing_under_a_cached_entry(tmp_path):
         os.unlink(tmp_path / "p.txt.br")
         status, headers, body = get(srv.port, "/p.txt", br)
         assert body == b"plain " * 50 and "content-encoding" not in headers
+
+
+def test_a_lock_taken_while_a_put_body_arrives_is_met_at_the_commit(tmp_path):
+    """A PUT's lock check ran once, before its body: a LOCK granted to another client while the
+    body arrived (or synced) was overwritten by the rename. The check now runs again on the
+    commit's thread, right before the rename: 423, the locked file as it was, no temp left."""
+    import socket
+
+    from tests.serverutil import connect, read_response
+
+    root = tmp_path / "root"
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "f.txt").write_bytes(b"old")
+    lockinfo = (b'<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/>'
+                b"</D:locktype><D:owner>other</D:owner></D:lockinfo>")
+    with Server(root, "--workers", "1", "--allow-write", "--state-dir", str(tmp_path / "state")) as srv:
+        with connect(srv.port) as put:
+            put.sendall(b"PUT /in/f.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+                        b"Expect: 100-continue\r\n\r\n")
+            put.settimeout(10)
+            assert put.recv(100).startswith(b"HTTP/1.1 100")    # its checks passed: the body may come
+            put.sendall(b"new12")
+            with connect(srv.port) as other:
+                other.sendall(b"LOCK /in/f.txt HTTP/1.1\r\nHost: t\r\nTimeout: Second-60\r\n"
+                              b"Content-Length: %d\r\n\r\n" % len(lockinfo) + lockinfo)
+                assert read_response(other)[0] == 200               # a lock on an existing file
+            put.sendall(b"bytes")
+            status, _, body, _ = read_response(put)
+        assert status == 423, body
+        assert (root / "in" / "f.txt").read_bytes() == b"old"
+        assert [n for n in os.listdir(root / "in") if n != "f.txt"] == []

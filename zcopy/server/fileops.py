@@ -210,12 +210,21 @@ class TempFile:
         self.dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder_fd)
         return self
 
-    def commit(self, target: str, *, fsync: bool = True, replace: bool = True) -> bool:
+    def commit(self, target: str, *, fsync: bool = True, replace: bool = True, check=None) -> bool:
         """Make the data visible as ``target``, a name in the same folder;
         returns whether it replaced a file. ``replace=False``: a file that
-        exists by then stays (linkat fails with EEXIST, atomically): 403."""
+        exists by then stays (linkat fails with EEXIST, atomically): 403.
+        ``check()``: runs after the fsync, right before the name moves (the
+        WebDAV lock and If check: a LOCK granted while the data synced is
+        met); what it raises aborts the commit (the temp file goes)."""
         if fsync:
             os.fsync(self.fd)
+        if check is not None:
+            try:
+                check()
+            except BaseException:
+                self.abort()
+                raise
         if not replace:
             try:
                 if self.name is None:

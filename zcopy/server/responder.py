@@ -110,6 +110,7 @@ class Responder:
         self.dav.readable = lambda identity, url: self.access.allows(identity, "GET", rules_path(url), True)
         if writer is not None:
             writer.removed = self.dav.removed       # locks go with what DELETE removes and MOVE moves away
+            writer.dav = self.dav                   # a PUT's lock and If check again at its commit
         self.allow = self.dav.allow
         self._answers = _Answers(b"")
         #: Resumable uploads (zcopy.server.uploads), set by the worker when writes and state exist.

@@ -42,14 +42,17 @@ class Upload(FileSink):
         self.fsync = fsync
         self.replace = True         # False: the uploader may not replace (no d): never replace
         self.mtime_ns: int | None = None        # X-OC-Mtime (rclone, ownCloud clients): set before the rename
+        self.identity = None        # who is writing (the gate's Identity; None in unit tests): for the lock check
 
-    def commit(self) -> int:
-        """fsync, link and rename (blocks on the disk: the writer runs it off the loop)."""
+    def commit(self, check=None) -> int:
+        """fsync, link and rename (blocks on the disk: the writer runs it off the loop); ``check()``
+        between the fsync and the rename (``fileops.TempFile.commit``)."""
         if self.mtime_ns is not None:
             os.utime(self.temp.fd, ns=(self.mtime_ns, self.mtime_ns))
         try:
             with serialized(self.target.path):   # "did it replace a file" is decided alone
-                replaced = self.temp.commit(self.target.place.name, fsync=self.fsync, replace=self.replace)
+                replaced = self.temp.commit(self.target.place.name, fsync=self.fsync, replace=self.replace,
+                                            check=check)
         except FileNotFoundError:
             # Its folder was removed while the body arrived (a DELETE): nothing to rename into.
             raise http.HttpError(409, "the folder was removed during the upload") from None
@@ -77,6 +80,9 @@ class Writer:
         #: PUT, MOVE and COPY into a missing folder: create it (``serve --make-parents``, the old
         #: behaviour) or answer 409 Conflict (RFC 4918 9.7.1, the default).
         self.make_parents = make_parents
+        #: WebDAV (``zcopy.server.dav.Dav``, set by the responder when it has one): a PUT's lock and
+        #: If check runs again at its commit, after the fsync and right before the rename.
+        self.dav = None
         #: Called off the loop with the URL path a DELETE removed or a MOVE moved away (its locks go).
         self.removed = None
 
@@ -104,7 +110,7 @@ class Writer:
             rights.need(req.method, req.path, False)
         if req.method == "PUT":
             # The walk, missing folders, the temp sweep and the O_TMPFILE open wait on the disk.
-            return defer(self.executor, lambda: self._put(req, self._target_for(req.path, "PUT", rights)),
+            return defer(self.executor, lambda: self._put(req, self._target_for(req.path, "PUT", rights), rights),
                          _same, refuse)
         close = close or not req.keep_alive or bool(req.content_length or req.chunked)
         method = req.method
@@ -179,10 +185,11 @@ class Writer:
             raise
         return target
 
-    def _put(self, req: http.Request, target: fileops.Target) -> Upload:
+    def _put(self, req: http.Request, target: fileops.Target, rights=None) -> Upload:
         try:
             upload = self._start_upload(req, target)
             upload.replace = target.replace
+            upload.identity = rights.identity if rights is not None else None
             return upload
         except BaseException as exc:
             fileops.undo_parents(target)
@@ -213,15 +220,13 @@ class Writer:
 
     def finish(self, upload: Upload, req: http.Request, closing: bool = False):
         """The body is all in: commit it off the loop (a Pending; without an
-        executor, the Reply)."""
+        executor, the Reply). Where WebDAV locks may exist, or the request has
+        an If header, the check made before the body runs again on the commit's
+        thread, after the fsync and right before the rename (a LOCK another
+        client took while the body arrived or synced is met: 423, nothing
+        replaced); the If header's entries are found first, off the loop."""
         close = closing or not req.keep_alive
-
-        def commit() -> int:        # off the loop
-            try:
-                return upload.commit()
-            except BaseException:
-                upload.abort()
-                raise
+        dav = self.dav
 
         def then(status: int) -> Reply:
             self.cache.invalidate(upload.target.path)
@@ -229,7 +234,34 @@ class Writer:
             extra = b"X-OC-Mtime: accepted\r\n" if upload.mtime_ns is not None else b""
             return self.empty(status, close, req.version, extra)
 
-        return defer(self.executor, commit, then, self._refuse(True, req.version))
+        def refuse(exc: Exception) -> Reply:
+            if dav is not None and isinstance(exc, http.HttpError):
+                return dav.error(exc, True, req.version)        # 423 with its DAV:error body
+            return refusal(exc, self.date.get(), close=True, version=req.version)
+
+        def commit_with(check):
+            def commit() -> int:        # off the loop
+                try:
+                    return upload.commit(check)
+                except BaseException:
+                    upload.abort()
+                    raise
+            return defer(self.executor, commit, then, refuse)
+
+        if dav is None or (dav.locks is None and "if" not in req.headers):
+            return commit_with(None)
+
+        def checked(known: dict):
+            return commit_with(lambda: dav.check(req, (req.path, False), identity=upload.identity, known=known))
+
+        def not_looked_up(exc: Exception) -> Reply:     # the entries' lookup failed: no commit ran
+            upload.abort()
+            return refuse(exc)
+        try:
+            return dav.with_if_entries(req, upload.identity, checked, not_looked_up)
+        except BaseException:
+            upload.abort()
+            raise
 
     def _partial(self, url: str, failed: list[str], close: bool, version) -> Reply:
         """207 for a DELETE that removed some members and not others (RFC 4918 9.6.1)."""
