@@ -5,30 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import pytest
 
 from tests.serverutil import Server
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
+from test_ui_browser import CHROMIUM, browser as _ui_browser
 
 
 @pytest.fixture(scope="module")
 def browser():
+    """The Chromium of tests/test_ui_browser.py (its fixture, the same launch), skipped without it."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    profile = tempfile.mkdtemp(prefix="zcopy-chromium-")
-    with sync_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield ctx
-        finally:
-            ctx.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    yield from _ui_browser.__wrapped__()
 
 
 def _row_names(page) -> list[str]:

@@ -102,10 +102,8 @@ BODIES = {"named": NAMED, "rclone": RCLONE, "allprop": b""}
 MODES = ("repeat", "changed", "restat", "full")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time of the processes' live threads, from /proc/PID/task/TID/schedstat (nanoseconds: the
-    10 ms ticks of /proc/PID/stat are too coarse for one request)."""
-    total = 0
+def _thread_files(pids: list[int], name: str):
+    """(pid, tid, text) of /proc/PID/task/TID/``name`` for each live thread of ``pids``."""
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
@@ -113,28 +111,33 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         for tid in tids:
             try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
+                with open(f"/proc/{pid}/task/{tid}/{name}") as f:
+                    yield pid, int(tid), f.read()
+            except OSError:
+                pass                    # the thread ended meanwhile
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of the processes' live threads, from /proc/PID/task/TID/schedstat (nanoseconds: the
+    10 ms ticks of /proc/PID/stat are too coarse for one request)."""
+    total = 0
+    for _, _, text in _thread_files(pids, "schedstat"):
+        try:
+            total += int(text.split()[0])
+        except (ValueError, IndexError):
+            pass
     return total / 1e9
 
 
 def thread_ticks(pids: list[int]) -> dict:
     """(pid, tid) -> [user, system] clock ticks of each live thread (/proc/PID/task/TID/stat)."""
     out = {}
-    for pid in pids:
+    for pid, tid, text in _thread_files(pids, "stat"):
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                out[(pid, int(tid))] = [int(fields[11]), int(fields[12])]
-            except (OSError, ValueError, IndexError):
-                pass
+            fields = text.rsplit(")", 1)[1].split()
+            out[(pid, tid)] = [int(fields[11]), int(fields[12])]
+        except (ValueError, IndexError):
+            pass
     return out
 
 
