@@ -405,3 +405,28 @@ def test_a_lock_taken_while_a_put_body_arrives_is_met_at_the_commit(tmp_path):
         assert status == 423, body
         assert (root / "in" / "f.txt").read_bytes() == b"old"
         assert [n for n in os.listdir(root / "in") if n != "f.txt"] == []
+
+
+def test_a_same_size_rewrite_with_its_old_mtime_put_back_is_a_new_etag(tmp_path):
+    """An unwatched file (a second hard link makes it so) is checked by one fstatat per request.
+    Rewritten in place with the same size and its old mtime put back (``touch -r``, ``cp -p``),
+    only its ctime moves: the cached entry, keyed without the ctime, kept the old ETag, so a
+    client holding it was told 304 for bytes it had never seen."""
+    from tests.serverutil import get
+
+    f = tmp_path / "f.txt"
+    f.write_bytes(b"first version")
+    os.link(f, tmp_path / "other-name.txt")            # nlink 2: not trusted to the folder's watch
+    st = f.stat()
+    with Server(tmp_path, "--workers", "1") as srv:
+        status, headers, body = get(srv.port, "/f.txt")
+        old = headers["etag"]
+        assert (status, body) == (200, b"first version")
+        assert get(srv.port, "/f.txt", {"If-None-Match": old})[0] == 304
+        with open(f, "r+b") as w:                       # same inode, same size
+            w.write(b"other version")
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_size == st.st_size
+        status, headers, body = get(srv.port, "/f.txt", {"If-None-Match": old})
+        assert (status, body) == (200, b"other version")
+        assert headers["etag"] != old

@@ -50,6 +50,13 @@ _NEVER = float("-inf")   # a Trust's resolved_at that makes its next use re-reso
 #: changes nothing for a regular file's reads.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _NO_FDS = (errno.EMFILE, errno.ENFILE)
+
+
+def file_key(st: os.stat_result) -> tuple:
+    """What "the same file, unchanged" means for a cached entry: device, inode, size, mtime and ctime
+    (ns). The ctime too: a rewrite that keeps the size and puts the old mtime back (``touch -r``,
+    ``cp -p``, rsync) moves only the ctime, and the ETag (``http.make_etag``) names it."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 _SEEN_MAX = 64          # changed paths noted per lookup off the loop; past it, "everything"
 
 
@@ -162,7 +169,7 @@ class FileEntry:
     fd: int
     size: int
     mtime: int                 # whole seconds, as Last-Modified shows it
-    key: tuple                 # (dev, ino, size, mtime_ns): what "unchanged" means
+    key: tuple                 # file_key: (dev, ino, size, mtime_ns, ctime_ns), what "unchanged" means
     etag: str
     content_type: str
     static: bytes              # prebuilt header block (see http.static_headers)
@@ -302,7 +309,7 @@ class OpenFileCache:
             if st is None:
                 self._drop(url_path)
                 raise http.HttpError(404, "not found")
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == entry.key:
+            if file_key(st) == entry.key:
                 return entry
         return LATER
 
@@ -464,7 +471,7 @@ class OpenFileCache:
                 raise http.HttpError(403, "not a regular file")
             found = _Found(place, st)
             place = None                            # the found owns it
-            if key is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == key:
+            if key is not None and file_key(st) == key:
                 return found
             try:
                 found.open()
@@ -519,7 +526,7 @@ class OpenFileCache:
         place, st = found.place, found.st
         entry = self._entries.get(url_path)
         if found.fd < 0:                # the cached entry's file, unchanged
-            if entry is None or (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != entry.key:
+            if entry is None or file_key(st) != entry.key:
                 found.close()           # it went meanwhile: open it
                 self._submit(url_path, None, expect, tries + 1)
                 return LATER
@@ -634,12 +641,12 @@ class OpenFileCache:
             mtime = int(sst.st_mtime)
             variants[coding] = FileEntry(
                 path + ENCODINGS[coding], sfd, sst.st_size, mtime,
-                (sst.st_dev, sst.st_ino, sst.st_size, sst.st_mtime_ns),
+                file_key(sst),
                 etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True)
                 + http.guard_headers(ctype), {}, coding, also=also)
         etag, also = self._etags(fd, st, url_path)
         mtime = int(st.st_mtime)
-        return FileEntry(path, fd, st.st_size, mtime, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+        return FileEntry(path, fd, st.st_size, mtime, file_key(st),
                          etag, ctype,
                          http.static_headers(ctype, mtime, etag, vary=bool(variants)) + http.guard_headers(ctype),
                          variants, None, also=also)
@@ -664,7 +671,7 @@ class OpenFileCache:
         """On the loop: a digest for the file ``url_path`` named is remembered; rebuild its entry
         (if it is still that file) so the next request shows the content ETag."""
         entry = self._entries.get(url_path)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = file_key(st)
         if entry is not None and (entry.key == key or any(v.key == key for v in entry.variants.values())):
             # Rebuilt here, on the loop, from the open fds: its headers change, its file does
             # not, so no walk, no open. This runs whenever a digest happens to finish, so it

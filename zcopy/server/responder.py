@@ -17,7 +17,7 @@ from zcopy import http
 from zcopy.server.access import Access, Identity
 from zcopy.server.dav import DAV_METHODS, Dav
 from zcopy.server.digests import CONTENT_TAG, names_content_tag
-from zcopy.server.files import ENCODINGS, LATER, FileEntry, OpenFileCache
+from zcopy.server.files import ENCODINGS, LATER, FileEntry, OpenFileCache, file_key
 from zcopy.server.folders import Folders
 from zcopy.server.gate import Gate, Rights, rules_path
 from zcopy.server.reply import Pending, Reply, refusal
@@ -459,7 +459,7 @@ class Responder:
         the loop: ``_file``)."""
         variant = entry.variants[coding]
         st = entry.stat_name(ENCODINGS[coding])
-        if st is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == variant.key:
+        if st is not None and file_key(st) == variant.key:
             return variant
         return None
 
