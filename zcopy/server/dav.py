@@ -238,12 +238,15 @@ class Dav:
         ``identity`` may read), found as a GET finds them (``OpenFileCache.with_entries``: from
         memory, else walked and opened off the loop), for a ``check(..., known=known)`` on a
         thread (a resumable upload's commit runs it there, right before its rename)."""
-        readable = self.readable
-        urls = [u for u in self.if_etag_urls(req)
-                if readable is None or identity is None or readable(identity, u)]
+        urls = self.if_etag_urls(req, identity)
         if not urls:
             return then({})
         return self.cache.with_entries(urls, then, refuse)
+
+    def may_refuse(self, req: http.Request) -> bool:
+        """Whether ``check`` can refuse this write: locks may be kept (a state folder) or it has an
+        If header. False: the check is skipped, with nothing looked up."""
+        return self.locks is not None or "if" in req.headers
 
     def _if_holds(self, request_url: str, clauses, now: float, identity=None, known: dict | None = None) -> bool:
         for clause in clauses:
@@ -281,9 +284,10 @@ class Dav:
         (``LockTable.may_exist``), with no sqlite read."""
         return self.locks is not None and self.locks.may_exist(now)
 
-    def if_etag_urls(self, req: http.Request) -> list[str]:
-        """The URLs whose current ETag the request's If header compares (none without one).
-        The responder finds their entries off the loop first (``known_etags``)."""
+    def if_etag_urls(self, req: http.Request, identity=None) -> list[str]:
+        """The URLs whose current ETag the request's If header compares (none without one), of
+        those ``identity`` may read (``readable``: the check compares no other ETag). The
+        responder finds their entries off the loop first (``known_etags``)."""
         value = req.headers.get("if")
         if not value:
             return []
@@ -298,6 +302,9 @@ class Dav:
                     urls.append(req.path if clause.resource is None else url_of(clause.resource))
                 except ValueError:
                     pass
+        readable = self.readable
+        if readable is not None and identity is not None:
+            urls = [u for u in urls if readable(identity, u)]
         return urls
 
     def _etags(self, url: str, given: dict | None = None) -> tuple:

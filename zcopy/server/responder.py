@@ -172,8 +172,7 @@ class Responder:
         (the entry,) its lookup found off the loop (``_later``). ``etags``: the entries
         its If header's ETag conditions name, found (off the loop when not cached)."""
         if etags is None and "if" in req.headers and req.method not in READ_METHODS:   # (a read ignores If)
-            # (only what this identity may read: the check compares no other ETag, ``Dav.readable``)
-            urls = [u for u in self.dav.if_etag_urls(req) if self.dav.readable(identity, u)]
+            urls = self.dav.if_etag_urls(req, identity)     # (only what this identity may read)
             if urls:
                 close = closing or not req.keep_alive or bool(req.content_length or req.chunked)
                 if len(set(urls)) > MAX_IF_URLS:        # each is walked and opened before the answer
@@ -335,7 +334,7 @@ class Responder:
     def _check_locks(self, req: http.Request, identity: Identity) -> None:
         """423 when a lock covers what this write changes and its token is not
         in the If header; 412 when the If header does not hold."""
-        if self.dav.locks is None and "if" not in req.headers:
+        if not self.dav.may_refuse(req):
             return
         method = req.method
         targets = [(req.path, method in ("DELETE", "MOVE"))]

@@ -248,7 +248,7 @@ class Writer:
                     raise
             return defer(self.executor, commit, then, refuse)
 
-        if dav is None or (dav.locks is None and "if" not in req.headers):
+        if dav is None or not dav.may_refuse(req):
             return commit_with(None)
 
         def checked(known: dict):
