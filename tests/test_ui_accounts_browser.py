@@ -94,8 +94,9 @@ def test_sign_in_see_write_controls_share_and_open_the_link_without_credentials(
         page.click("#share-close")
         # A folder too: its link opens the folder's page in a browser with no credentials.
         page.click("button[aria-label='Share made here']")
+        assert page.input_value("#share-link") == ""            # not the file's link, even hidden
         page.click("#share-make")
-        page.wait_for_function("() => document.getElementById('share-link').value.includes('?share=')")
+        page.wait_for_function("() => document.getElementById('share-link').value.includes('/made%20here/?share=')")
         folder_link = page.input_value("#share-link")
         assert "open this folder" in page.inner_text("#share-status")
         assert not errors, errors
@@ -122,6 +123,46 @@ def test_sign_in_see_write_controls_share_and_open_the_link_without_credentials(
         page.close()
     finally:
         fresh.close()
+
+
+def test_a_link_made_for_one_row_never_shows_as_another_rows(chromium, site):
+    """The share dialog is one element reused for every row: a link still being made when the
+    dialog is reopened for another row is dropped when it arrives, and opening clears the last
+    link (it stayed in the hidden field, where a wait for '?share=' found the wrong one)."""
+    srv, root = site
+    (root / "home" / "alice" / "other.txt").write_bytes(b"other\n")
+    ctx = chromium.new_context(http_credentials={"username": "alice", "password": PW["alice"]})
+    try:
+        page = ctx.new_page()
+        errors = watch(page)
+        page.goto(srv.url + "/.zcopy/login?next=/home/alice/")
+        page.wait_for_selector("#signed-in")
+        held = []
+        # The real server makes the first link; only its answer is held back until the dialog
+        # belongs to another row (Playwright keeps the request open while the route is held).
+        page.route("**/.zcopy/share?*", lambda route: route.continue_() if held else held.append(route))
+        page.click("button[aria-label='Share report 1.txt']")
+        page.click("#share-make")
+        page.wait_for_function("() => document.getElementById('share-status').textContent.includes('Making')")
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(20)           # (runs the route handler: the request has left)
+        assert len(held) == 1 and "report%201.txt" in held[0].request.url
+        page.click("#share-close")
+        page.click("button[aria-label='Share other.txt']")
+        assert page.input_value("#share-link") == "" and page.inner_text("#share-status") == ""
+        with page.expect_response(lambda r: "report%201.txt" in r.url and "/.zcopy/share" in r.url) as late:
+            held[0].continue_()                 # the first row's link arrives now
+        assert late.value.status == 201        # made by the server, for the first row
+        page.evaluate("() => new Promise(r => setTimeout(r, 0))")   # (its then() has run)
+        assert page.input_value("#share-link") == "" and page.is_hidden("#share-result")
+        assert page.inner_text("#share-status") == ""
+        page.click("#share-make")
+        page.wait_for_function("() => document.getElementById('share-link').value.includes('?share=')")
+        assert "/home/alice/other.txt?share=" in page.input_value("#share-link")
+        assert not errors, errors
+    finally:
+        ctx.close()
 
 
 class Attacker:

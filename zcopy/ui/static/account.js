@@ -79,6 +79,7 @@
 
   // -- Share: per row (file or folder), a button; a dialog makes the link and shows it with its QR code
   var dialog = null;
+  var asked = 0;     // the latest "Create link" (or opening): an older answer arriving late is dropped
   function shareDialog() {
     if (dialog) return dialog;
     var title = el("h2", { id: "share-title", text: "Share" });
@@ -103,11 +104,13 @@
     });
     make.addEventListener("click", function () {
       status.textContent = "Making the link\u2026";
+      var mine = ++asked;
       var q = "?path=" + encodeURIComponent(dialog.dataset.path) + "&expires=" + expiry.value;
       fetch(SHARE + q, { method: "POST", credentials: "same-origin" }).then(function (r) {
         if (!r.ok) return r.text().then(function (t) { throw new Error(t.replace(/\s+/g, " ").trim()); });
         return r.json();
       }).then(function (doc) {
+        if (mine !== asked) return;     // the dialog was reopened for another row (or asked again) meanwhile
         var url = location.origin + doc.url;
         link.value = url;
         qr.src = QR + "?text=" + encodeURIComponent(url);
@@ -115,7 +118,7 @@
         var what = /\/$/.test(doc.path) ? "open this folder and download what it holds" : "download the file";
         status.textContent = "Anyone with this link can " + what + " until " + new Date(doc.expires * 1000).toLocaleString() + ".";
         link.focus(); link.select();
-      }).catch(function (err) { status.textContent = "Could not share: " + err.message; });
+      }).catch(function (err) { if (mine === asked) status.textContent = "Could not share: " + err.message; });
     });
     document.body.appendChild(dialog);
     return dialog;
@@ -126,7 +129,10 @@
     var d = shareDialog();
     d.dataset.path = path;
     d.querySelector("#share-title").textContent = "Share " + tr.dataset.name;
+    asked++;                            // a link still being made was for the row before
     d.querySelector("#share-result").hidden = true;
+    d.querySelector("#share-link").value = "";      // never the last row's link, not even hidden
+    d.querySelector("#share-qr").removeAttribute("src");
     d.querySelector("#share-status").textContent = "";
     d.showModal();
   }
