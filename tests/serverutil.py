@@ -320,20 +320,27 @@ def read_response(sock: socket.socket, *, head_only: bool = False) -> tuple[int,
 
     The head is found with MSG_PEEK and only its own bytes are consumed, so a
     pipelined next response that arrived in the same segment stays in the
-    socket for the next call. The body is framed by Content-Length (or read
-    to EOF without one)."""
-    peeked = b""
+    socket for the next call. A head that has come only in part is consumed
+    as far as it came (every byte of it is this response's), as a real client
+    does, and the next peek waits for more within the socket's timeout. (The
+    old loop peeked and slept while a part stayed unconsumed in the socket;
+    once in CI it spun so for 280 s at a part that never grew, past every
+    socket timeout, and said nothing about why.) The body is framed by
+    Content-Length (or read to EOF without one)."""
+    got = b""                   # this head's bytes consumed so far
     while True:
         peeked = sock.recv(65536, socket.MSG_PEEK)
         if not peeked:
-            raise ConnectionError("closed before a full head")
-        end = peeked.find(b"\r\n\r\n")
+            raise ConnectionError(f"closed before a full head (got {got[:200]!r})")
+        tail = got[-3:]         # the blank line may straddle what was consumed and what came
+        end = (tail + peeked).find(b"\r\n\r\n")
         if end >= 0:
+            got += _recv_exactly(sock, end + 4 - len(tail))
             break
-        if len(peeked) >= 65536:
+        if len(got) + len(peeked) >= 65536:
             raise ConnectionError("head larger than 64 KiB")
-        time.sleep(0.002)        # the rest of the head is still on its way
-    head = _recv_exactly(sock, end + 4)[:-4]
+        got += _recv_exactly(sock, len(peeked))
+    head = got[:-4]
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers: dict[str, str] = {}
