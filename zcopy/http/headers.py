@@ -19,6 +19,7 @@ import os
 import re
 import time
 from http import HTTPStatus
+from itertools import repeat
 from urllib.parse import quote
 
 SERVER = b"Server: zcopy\r\n"
@@ -79,12 +80,13 @@ def make_etag(st: os.stat_result) -> str:
 #: What ``make_etag`` is made of, as a tuple (a Depth 1 PROPFIND keeps it as a member's memo key)...
 ETAG_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
 #: ... and the ETag (ASCII bytes) from that tuple.
-etag_of_fields = b'"%x-%x-%x-%x"'.__mod__
+ETAG_FORMAT = b'"%x-%x-%x-%x"'
+etag_of_fields = ETAG_FORMAT.__mod__
 
 
 def make_etags(stats) -> list[bytes]:
     """``make_etag`` of each stat (ASCII bytes), in one C-level pass (a Depth 1 PROPFIND's members)."""
-    return list(map(etag_of_fields, map(ETAG_FIELDS, stats)))
+    return list(map(operator.mod, repeat(ETAG_FORMAT), map(ETAG_FIELDS, stats)))
 
 
 # -- content types -------------------------------------------------------------
