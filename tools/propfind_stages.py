@@ -20,13 +20,14 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import repeat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from bench_propfind import make_folder  # noqa: E402
-from zcopy.http.headers import ETAG_FIELDS, etag_of_fields  # noqa: E402
+from zcopy.http.headers import ETAG_FIELDS, etags_of_fields  # noqa: E402
 from zcopy.server import propfind  # noqa: E402
 
 
@@ -49,8 +50,8 @@ def main() -> int:
             names = timed("listdir", lambda: os.listdir(fd))
             stats = timed("stat", lambda: [stat(n, dir_fd=fd, follow_symlinks=False) for n in names])
             fields = timed("etag fields", lambda: list(map(ETAG_FIELDS, stats)))
-            etags = timed("etag format", lambda: list(map(etag_of_fields, fields)))
-            timed("size format", lambda: list(map(b"%d".__mod__, map(operator.itemgetter(6), stats))))
+            etags = timed("etag format", lambda: etags_of_fields(fields))
+            timed("size format", lambda: list(map(operator.mod, repeat(b"%d"), map(operator.itemgetter(6), stats))))
             keys: dict = {}
             responses: dict = {}
             timed("memo dicts", lambda: (keys.update(zip(names, etags)), responses.update(zip(names, etags))))

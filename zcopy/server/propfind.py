@@ -47,7 +47,7 @@ import time
 from itertools import compress, count, repeat
 
 from zcopy import http
-from zcopy.http.headers import ETAG_FIELDS, ETAG_FORMAT, etag_of_fields
+from zcopy.http.headers import ETAG_FIELDS, etag_of_fields, etags_of_fields, make_etags
 from zcopy.dav import deadprops, multistatus, xmlbody
 from zcopy.server.digests import QUIET
 from zcopy.server.listings import TTL, Page
@@ -384,9 +384,7 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
             if etagged:
                 fields = list(map(ETAG_FIELDS, stats))
                 newest = max(map(_FIELDS_CTIME_NS, fields), default=0)
-                # operator.mod over repeat(): a C function's vectorcall, where a bound ``__mod__`` is a
-                # method-wrapper that builds an argument tuple a call (40 instructions a member each)
-                local = list(map(operator.mod, repeat(ETAG_FORMAT), fields))
+                local = etags_of_fields(fields)
                 etags = _shown(local, overrides(stats, newest))
             elif keep:
                 newest = max(map(_ctime_ns, stats), default=0)
@@ -458,7 +456,7 @@ def _write_each(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, over
     for (names, stats), is_dir in ((scan.files, False), (scan.folders, True)):
         etags = [b""] * len(names)
         if want_etag and not is_dir:
-            etags = _shown(list(map(etag_of_fields, map(ETAG_FIELDS, stats))), overrides(stats))
+            etags = _shown(make_etags(stats), overrides(stats))
         for name, st, etag in zip(names, stats, etags):
             piece = render(name, st, is_dir, etag)
             pieces.append(piece)
