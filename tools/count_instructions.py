@@ -6,6 +6,7 @@
     python tools/count_instructions.py --size 1KiB --size 64KiB --top 25
     python tools/count_instructions.py --connections 16             # several requests per epoll_wait
     python tools/count_instructions.py --tree . -- --auto --prefetch off   # serve flags after --
+    python tools/count_instructions.py --tree . --tree .@pure        # compiled against plain Python
 
 Rates and CPU times on a shared two-core machine vary by 10-15% from round
 to round; the user-space instructions a worker executes per request vary by
@@ -204,6 +205,12 @@ class Dump:
         self.total += totals if totals is not None else summary or 0
 
 
+#: ``--tree PATH@pure``: that tree with ZCOPY_PURE=1 (its hot path as plain Python, docs/hotpath.md).
+PURE = "@pure"
+#: ``--keep DIR``: where every window's dump is copied (None: nowhere).
+KEEP = None
+
+
 class Server:
     """`zcopy serve` of one tree under callgrind; the worker is the supervisor's one child."""
 
@@ -211,8 +218,12 @@ class Server:
         self.tree = tree
         self.port = free_port()
         self.outdir = outdir
+        self.keep = KEEP
         # a fresh state folder per server: a tree must not meet another tree's state files
-        env = dict(env, PYTHONPATH=tree, PYTHONHASHSEED="0", XDG_STATE_HOME=os.path.join(outdir, "state"))
+        env = dict(env, PYTHONPATH=tree.removesuffix(PURE), PYTHONHASHSEED="0",
+                   XDG_STATE_HOME=os.path.join(outdir, "state"))
+        if tree.endswith(PURE):     # the same tree, its compiled modules run from their .py (zcopy.hotpath)
+            env["ZCOPY_PURE"] = "1"
         self.argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--separate-threads=yes",
                      "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
                      f"--callgrind-out-file={outdir}/cg.%p",
@@ -284,6 +295,8 @@ class Server:
         dump = Dump()
         for name in new:
             dump.add(os.path.join(self.outdir, name))
+            if self.keep:       # (--keep: for callgrind_annotate --inclusive=yes / --tree=calling)
+                shutil.copy(os.path.join(self.outdir, name), self.keep)
             os.unlink(os.path.join(self.outdir, name))
         return n, seconds, dump
 
@@ -354,13 +367,19 @@ def main() -> int:
                     help="keep the once-a-second stats publishing on (default: ZCOPY_STATS=off)")
     ap.add_argument("--rounds", type=int, default=1, help="servers started per tree (interleaved)")
     ap.add_argument("--top", type=int, default=0, help="print the K functions with the most own Ir/request")
+    ap.add_argument("--keep", metavar="DIR", help="copy every window's callgrind dump into DIR (for "
+                    "callgrind_annotate --inclusive=yes or --tree=calling)")
     args = ap.parse_args(argv)
+    global KEEP
+    KEEP = args.keep
+    if KEEP:
+        os.makedirs(KEEP, exist_ok=True)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("needs valgrind and callgrind_control (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
-    trees = [os.path.abspath(t) for t in (args.tree or [HERE])]
+    trees = [os.path.abspath(t.removesuffix(PURE)) + (PURE if t.endswith(PURE) else "") for t in (args.tree or [HERE])]
     for tree in trees:      # (else PYTHONPATH would silently fall back to the installed zcopy)
-        if not os.path.isfile(os.path.join(tree, "zcopy", "__init__.py")):
+        if not os.path.isfile(os.path.join(tree.removesuffix(PURE), "zcopy", "__init__.py")):
             ap.error(f"{tree} holds no zcopy/ source tree")
     sizes = args.size or [1024]
     if args.requests < 1 or args.windows < 1:
@@ -380,8 +399,8 @@ def main() -> int:
             env["ZCOPY_STATS"] = "off"
         if "--auto" in serve_args:
             probe = [PYTHON, "-m", "zcopy", "probe", "--quick", "--save", "--path", root]
-            print(f"probe (outside valgrind, shared by every tree): PYTHONPATH={trees[0]} {' '.join(probe)}")
-            subprocess.run(probe, env=dict(env, PYTHONPATH=trees[0]), check=True, stdout=subprocess.DEVNULL)
+            print(f"probe (outside valgrind, shared by every tree): PYTHONPATH={trees[0].removesuffix(PURE)} {' '.join(probe)}")
+            subprocess.run(probe, env=dict(env, PYTHONPATH=trees[0].removesuffix(PURE)), check=True, stdout=subprocess.DEVNULL)
         print(f"load average before: {os.getloadavg()[0]:.2f}")
         for rnd in range(args.rounds):
             order = trees if rnd % 2 == 0 else trees[::-1]

@@ -7,3 +7,7 @@ sans-I/O protocol layer and ``zcopy.server`` owns sockets and processes.
 """
 
 __version__ = "0.1.0"
+
+from zcopy import hotpath as _hotpath
+
+_hotpath.install()      # before any compiled module is imported: a stale one runs from its .py

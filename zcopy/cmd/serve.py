@@ -417,6 +417,8 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
         writes = "on, NO TOKEN: anyone who can connect may write"
     rows.append(("writes", writes, ""))
     rows.append(("state", cfg.state_dir or "", why("state_dir", "")))
+    from zcopy import hotpath
+    rows.append(("hot path", hotpath.summary(), "docs/hotpath.md"))
     return rows
 
 

@@ -1,0 +1,8 @@
+cdef class ServerProtocol:
+    cdef public object heads, known, reader, buf, state, request, decoder
+    cdef public bint keep_alive, continue_due
+    cdef public object body_left     # (a Content-Length may exceed 64 bits before it is refused)
+    cpdef object receive(self, bytes data)
+    cpdef object next_request(self)
+    cdef object _begin(self, object req)
+    cpdef str reply_finished(self, bint close=*)

@@ -1,0 +1,19 @@
+from zcopy.loop cimport ListenerLoop
+from zcopy.server.stats cimport WorkerStats
+from zcopy.http.protocol cimport ServerProtocol
+
+cdef class Connection:
+    cdef public ListenerLoop worker
+    cdef public WorkerStats stats
+    cdef public object transport, wire, recv, send, addr, out, xfer, reply, upload, pending, user, auth, ahead, config, engine, once
+    cdef public ServerProtocol proto
+    cdef public list owed
+    cdef public int fd, state, at
+    cdef public bint readable, writable, draining, hup
+    cdef public double deadline, started, head_at
+    cdef public long long sent
+    cdef bint _read_request(self) except -1
+    cdef object _read(self)
+    cpdef _start_reply(self, reply)
+    cpdef _finish_reply(self)
+    cdef _count(self, reply, bint complete)

@@ -1,0 +1,12 @@
+from zcopy.http.headers cimport DateHeader
+
+cdef class _Answers(dict):
+    cdef public object second, reads
+    cdef public long long generation, writes
+
+cdef class Responder:
+    cdef public object cache, executor, routes, writer, access, folders, listings, gate, shares, dav, allow, uploads
+    cdef object __weakref__
+    cdef public DateHeader date
+    cdef public _Answers _answers
+    cdef dict __dict__
