@@ -35,7 +35,7 @@ def ext_modules() -> list:
     except ImportError:             # (pip's isolated build always has it: pyproject.toml asks for it)
         return []
     exts = cythonize(hot_sources(), language_level=3, quiet=True,
-                     compiler_directives={"annotation_typing": False})
+                     compiler_directives={"annotation_typing": False, "auto_pickle": False})
     for ext in exts:
         ext.optional = True         # a failed compile leaves that module in Python, not the install failed
     return exts

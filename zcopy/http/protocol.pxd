@@ -1,5 +1,6 @@
 cdef class ServerProtocol:
-    cdef public object heads, known, reader, buf, state, request, decoder
+    cdef public object heads, reader, buf, state, request, decoder
+    cdef public dict known
     cdef public bint keep_alive, continue_due
     cdef public object body_left     # (a Content-Length may exceed 64 bits before it is refused)
     cpdef object receive(self, bytes data)

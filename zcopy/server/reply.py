@@ -3,23 +3,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from zcopy.server.files import FileEntry
 
 
-@dataclass(slots=True)
 class Reply:
     """Never changed once built: a file's 200 reply is shared by every request
     answered with it within the second its Date line names (``responder._ReplyMemo``).
-    The connection that sends it holds ``entry`` (acquire/release) meanwhile."""
+    The connection that sends it holds ``entry`` (acquire/release) meanwhile.
+    (A plain class, not a dataclass: compiled, ``reply.pxd`` makes it a C struct.)"""
 
-    status: int
-    head: bytes
-    body: list = field(default_factory=list)   # bytes | (fd, start, stop)
-    length: int = 0                            # body bytes, for the access log
-    close: bool = False
-    entry: FileEntry | None = None             # the file the body is read from
+    __slots__ = ("status", "head", "body", "length", "close", "entry")
+
+    def __init__(self, status: int, head: bytes, body: list | None = None, length: int = 0, close: bool = False,
+                 entry: FileEntry | None = None) -> None:
+        self.status = status
+        self.head = head
+        self.body = [] if body is None else body    # bytes | (fd, start, stop)
+        self.length = length                        # body bytes, for the access log
+        self.close = close
+        self.entry = entry                          # the file the body is read from
+
+    def __repr__(self) -> str:
+        return (f"Reply({self.status}, {self.head[:40]!r}..., body={len(self.body)} items, length={self.length}, "
+                f"close={self.close}, entry={self.entry!r})")
 
 
 def whole(status: int, data: bytes, close: bool) -> Reply:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
+from time import monotonic
 import traceback
 
 from zcopy import http
@@ -144,7 +144,7 @@ class Responder:
             known = answers.get(req)
             if known is not None:
                 reply, trust, user = known
-                if trust.trusted(time.monotonic()):
+                if trust.trusted(monotonic()):
                     if conn is not None:
                         conn.user = user
                     return reply
