@@ -400,7 +400,8 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
                  "all CPUs")
     print(f"\nmedians of {args.rounds} interleaved rounds; {placement}; wrk -t{args.workers} -c{args.connections} "
           f"-d{args.duration:g}s; large file {format_size(args.large)}, {args.pulls} pull(s) per round; "
-          f"zcopy on {sys.executable} (Python {platform.python_version()}); load average before: {args.load_before}, "
+          f"zcopy on {sys.executable} (Python {platform.python_version()}), hot path {args.hot_path}; "
+          f"load average before: {args.load_before}, "
           f"after: {load_average()}\n")
     print("| server | 1 KiB req/s | x best | CPU us/req (user + sys) | x best | 64 KiB req/s | x best "
           "| CPU us/req (user + sys) | x best | large GB/s | x best | CPU s/GB | x best |")
@@ -690,6 +691,9 @@ def main() -> int:
     server_cpu, load_cpu = cpus(args)
     names = available(names)
     args.load_before = load_average()
+    # What zcopy serve will run: its per-request modules compiled or as plain Python (docs/hotpath.md).
+    args.hot_path = subprocess.run([sys.executable, "-c", "import zcopy.hotpath as h; print(h.summary())"], cwd=TREE,
+                                   capture_output=True, text=True).stdout.strip() or "unknown"
 
     tmp = tempfile.mkdtemp(prefix="zcopy-bench-")
     try:
