@@ -1,7 +1,7 @@
 """The build's one step beyond pyproject.toml: zcopy's hot path compiled with Cython.
 
 Every module with a ``.pxd`` beside its ``.py`` (the loop, the connection, the
-HTTP protocol, the responder, the file cache's trust record, the stats, the
+HTTP protocol, the responder, the reply, the file cache's trust record, the stats, the
 Date header) is compiled from that unchanged ``.py``; the ``.pxd`` only
 declares its classes' attribute types, so that an attribute read is a C
 struct read instead of a dictionary lookup (docs/hotpath.md). Each extension

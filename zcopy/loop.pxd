@@ -1,3 +1,5 @@
+# The C types of loop.py's classes for the compiled build (docs/hotpath.md). A new attribute
+# of a class declared here needs its line here too; a C-typed one holds only what fits.
 cdef class ListenerLoop:
     cdef public object listener, accepting, draining_since, signals, _seq, first, first_apply, beat, end_of_turn, ep
     cdef public dict conns, handlers

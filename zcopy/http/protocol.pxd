@@ -1,3 +1,5 @@
+# The C types of protocol.py's classes for the compiled build (docs/hotpath.md). A new attribute
+# of a class declared here needs its line here too; a C-typed one holds only what fits.
 cdef class ServerProtocol:
     cdef public object heads, reader, buf, state, request, decoder
     cdef public dict known

@@ -1,3 +1,5 @@
+# The C types of connection.py's classes for the compiled build (docs/hotpath.md). A new attribute
+# of a class declared here needs its line here too; a C-typed one holds only what fits.
 from zcopy.loop cimport ListenerLoop
 from zcopy.server.stats cimport WorkerStats
 from zcopy.http.protocol cimport ServerProtocol

@@ -1,3 +1,5 @@
+# The C types of reply.py's classes for the compiled build (docs/hotpath.md). A new attribute
+# of a class declared here needs its line here too; a C-typed one holds only what fits.
 cdef class Reply:
     cdef public object head, body, entry
     cdef public int status

@@ -1,3 +1,5 @@
+# The C types of responder.py's classes for the compiled build (docs/hotpath.md). A new attribute
+# of a class declared here needs its line here too; a C-typed one holds only what fits.
 from zcopy.http.headers cimport DateHeader
 
 cdef class _Answers(dict):
@@ -6,7 +8,6 @@ cdef class _Answers(dict):
 
 cdef class Responder:
     cdef public object cache, executor, routes, writer, access, folders, listings, gate, shares, dav, allow, uploads
-    cdef object __weakref__
     cdef public DateHeader date
     cdef public _Answers _answers
     cdef dict __dict__

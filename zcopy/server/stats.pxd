@@ -1,3 +1,5 @@
+# The C types of stats.py's classes for the compiled build (docs/hotpath.md). A new attribute
+# of a class declared here needs its line here too; a C-typed one holds only what fits.
 cdef class WorkerStats:
     cdef public object started, errors, ttfb, ttlb, _rates, by_user
     cdef public list by_class
