@@ -22,7 +22,12 @@ try:
 except ImportError:
     SOURCES = {}
 
-compiled_only = pytest.mark.skipif(not SOURCES, reason="this install compiled nothing (no C compiler or Cython)")
+_, _RUNS_FROM_SOURCE = hotpath.state()
+compiled_only = pytest.mark.skipif(
+    not SOURCES or bool(_RUNS_FROM_SOURCE),
+    reason="this install compiled nothing (no C compiler or Cython)" if not SOURCES else
+    f"the compiled modules run from their .py here: {next(iter(_RUNS_FROM_SOURCE.values()), '')}"
+    + (" (`pip install -e .` rebuilds them)" if "changed" in str(_RUNS_FROM_SOURCE) else ""))
 
 REPORT = textwrap.dedent("""
     import json, sys
