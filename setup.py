@@ -2,7 +2,8 @@
 
 Every module with a ``.pxd`` beside its ``.py`` (the loop, the connection, the
 HTTP protocol, the responder, the reply, the file cache's trust record, the stats, the
-Date header) is compiled from that unchanged ``.py``; the ``.pxd`` only
+Date header) is compiled from that unchanged ``.py``, and ``zcopy/sockio.pyx`` (the one
+module written in Cython: recv and send on the socket) from its ``.pyx``; the ``.pxd`` only
 declares its classes' attribute types, so that an attribute read is a C
 struct read instead of a dictionary lookup (docs/hotpath.md). Each extension
 is optional: without a C compiler, or with ``ZCOPY_PURE=1`` set at build time,
@@ -23,8 +24,17 @@ HERE = pathlib.Path(__file__).parent
 
 
 def hot_sources() -> list[str]:
-    return sorted(str(p.relative_to(HERE).with_suffix(".py")) for p in HERE.glob("zcopy/**/*.pxd")
-                  if p.with_suffix(".py").exists())
+    """The .py of every module with a .pxd beside it, and the modules written in Cython (.pyx:
+    ``zcopy.sockio``, the socket's recv and send without the socket module's toll)."""
+    return sorted([str(p.relative_to(HERE).with_suffix(".py")) for p in HERE.glob("zcopy/**/*.pxd")
+                   if p.with_suffix(".py").exists()] + [str(p.relative_to(HERE)) for p in HERE.glob("zcopy/**/*.pyx")])
+
+
+def source_of(name: str) -> pathlib.Path:
+    """The file a compiled module was built from: its .py, or its .pyx when it has no .py."""
+    base = HERE / name.replace(".", "/")
+    py = base.with_suffix(".py")
+    return py if py.exists() else base.with_suffix(".pyx")
 
 
 def ext_modules() -> list:
@@ -49,8 +59,7 @@ class BuildHotPath(build_ext):
         built = {}
         for ext in self.extensions:
             if os.path.exists(self.get_ext_fullpath(ext.name)):
-                source = HERE / (ext.name.replace(".", "/") + ".py")
-                built[ext.name] = hashlib.sha256(source.read_bytes()).hexdigest()
+                built[ext.name] = hashlib.sha256(source_of(ext.name).read_bytes()).hexdigest()
         target = HERE if self.inplace else pathlib.Path(self.build_lib)
         lines = ['"""Written by setup.py\'s build: the SHA-256 of each compiled module\'s source."""', "",
                  "SOURCES = {"] + [f"    {name!r}: {digest!r}," for name, digest in sorted(built.items())] + ["}", ""]

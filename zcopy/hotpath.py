@@ -8,6 +8,11 @@ imported, hashes those sources again: if any ``.py`` changed since the build
 imported from its ``.py``, as with ``ZCOPY_PURE=1`` in the environment. Either
 way the code that runs is the code in the ``.py``; ``state()`` says which
 ran how (``zcopy serve`` shows it, docs/hotpath.md).
+
+``zcopy.sockio`` is written in Cython (a ``.pyx``, no ``.py``): the manifest
+hashes its ``.pyx``, and when the others run from their ``.py`` it is not
+imported at all (its importer, ``zcopy.transport``, asks ``compiled()`` and
+falls back to the socket's own methods).
 """
 
 from __future__ import annotations
@@ -25,17 +30,23 @@ _SOURCE_FIRST: dict[str, str] = {}
 
 
 def _source_path(name: str) -> str:
-    return os.path.join(_ROOT, *name.split(".")) + ".py"
+    """The file a compiled module is built from: its ``.py``, or its ``.pyx`` when it has no ``.py``."""
+    base = os.path.join(_ROOT, *name.split("."))
+    return base + ".py" if os.path.exists(base + ".py") or not os.path.exists(base + ".pyx") else base + ".pyx"
 
 
 class _SourceFirst:
-    """A meta path finder for the modules in ``_SOURCE_FIRST``: their ``.py``, not the extension beside it."""
+    """A meta path finder for the modules in ``_SOURCE_FIRST``: their ``.py``, not the extension beside it.
+    A module that has no ``.py`` (written in Cython) cannot be imported then: its stale or unwanted
+    extension must not load either."""
 
     @staticmethod
     def find_spec(name, path=None, target=None):
         if name not in _SOURCE_FIRST:
             return None
         source = _source_path(name)
+        if not source.endswith(".py"):
+            raise ModuleNotFoundError(f"{name} has no .py to run instead of its extension ({_SOURCE_FIRST[name]})", name=name)
         return importlib.util.spec_from_file_location(name, source,
                                                       loader=importlib.machinery.SourceFileLoader(name, source))
 
@@ -77,6 +88,15 @@ def state() -> tuple[list[str], dict[str, str]]:
         return [], {}
     compiled = [name for name in SOURCES if name not in _SOURCE_FIRST]
     return compiled, dict(_SOURCE_FIRST)
+
+
+def compiled(name: str) -> bool:
+    """``name``'s extension was built and runs: its source unchanged since the build, no ``ZCOPY_PURE=1``."""
+    try:
+        from zcopy._hotpath_sources import SOURCES
+    except ImportError:
+        return False
+    return name in SOURCES and name not in _SOURCE_FIRST
 
 
 def summary() -> str:

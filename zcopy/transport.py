@@ -7,7 +7,11 @@ engines when ``zero_copy`` says the kernel may move file bytes straight
 between the file and the connection (sendfile, splice).
 
 ``PlainTransport`` is TCP as it is, and costs nothing: its ``recv`` and
-``send`` are the socket's own bound methods, and ``fd`` is the socket's.
+``send`` are ``zcopy.sockio``'s (the same semantics as the socket's on a
+non-blocking socket, a third of the instructions: no argument parsing by
+format, the GIL kept across the syscall, one static receive buffer) when
+that extension is built and current (``zcopy.hotpath.compiled``), the
+socket's own bound methods otherwise; ``fd`` is the socket's.
 
 A TLS transport fits the same shape. With kernel TLS (kTLS) the kernel
 encrypts what sendfile/splice write, so it sets ``zero_copy = True`` and
@@ -26,7 +30,16 @@ from __future__ import annotations
 
 import socket
 
+from zcopy import hotpath
+
 _TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
+
+SocketIO = None
+if hotpath.compiled("zcopy.sockio"):
+    try:
+        from zcopy.sockio import SocketIO
+    except ImportError:             # built for another interpreter, or removed since
+        SocketIO = None
 
 
 class PlainTransport:
@@ -37,7 +50,7 @@ class PlainTransport:
     Both raise ``BlockingIOError`` when the socket is full, as ``recv`` does
     when it is empty; ``recv`` returns b"" at the peer's EOF."""
 
-    __slots__ = ("sock", "fd", "recv", "send")
+    __slots__ = ("sock", "fd", "recv", "send", "io")
     #: sendfile/splice may write to ``fd``.
     zero_copy = True
     #: The bytes are encrypted (TLS): the session cookie then says ``Secure`` (zcopy.server.session).
@@ -56,8 +69,14 @@ class PlainTransport:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.recv = sock.recv
-        self.send = sock.send
+        if SocketIO is not None and sock.gettimeout() == 0.0:     # (it holds the GIL: never on a blocking socket)
+            self.io = io = SocketIO(self.fd)
+            self.recv = io.recv
+            self.send = io.send
+        else:
+            self.io = None
+            self.recv = sock.recv
+            self.send = sock.send
 
     def flush(self) -> None:
         """Send what ``MSG_MORE`` held back (setting TCP_NODELAY again flushes a cork)."""
@@ -67,4 +86,6 @@ class PlainTransport:
         self.sock.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        if self.io is not None:
+            self.io.forget()        # a late recv/send: EBADF, as on the closed socket, not a reused fd
         self.sock.close()

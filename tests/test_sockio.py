@@ -1,0 +1,290 @@
+"""zcopy.sockio (Cython): ``SocketIO.recv``/``send`` behave as ``socket.socket``'s on a non-blocking
+socket. Every case runs the same calls through the socket module and through SocketIO, on real
+socketpairs and TCP connections over 127.0.0.1, and compares what comes back or what is raised."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import zcopy
+from zcopy import hotpath
+from zcopy.transport import PlainTransport
+
+pytestmark = pytest.mark.skipif(not hotpath.compiled("zcopy.sockio"),
+                                reason="zcopy.sockio is not compiled (or runs from source: ZCOPY_PURE=1, changed)")
+
+PACKAGE = os.path.dirname(zcopy.__file__)
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    server.setblocking(False)
+    return server, client
+
+
+def unix_pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    return a, b
+
+
+PAIRS = {"tcp": tcp_pair, "unix": unix_pair}
+
+
+def both(make):
+    """The socket module's (recv, send) and SocketIO's, each on its own fresh pair:
+    [(name, ours, peer, recv, send), ...]; the sockets are closed by ``close_all``."""
+    from zcopy.sockio import SocketIO
+
+    out = []
+    for name in ("socket", "sockio"):
+        ours, peer = make()
+        if name == "socket":
+            out.append((name, ours, peer, ours.recv, ours.send))
+        else:
+            io = SocketIO(ours.fileno())
+            out.append((name, ours, peer, io.recv, io.send))
+    return out
+
+
+def close_all(cases) -> None:
+    for _, ours, peer, _, _ in cases:
+        ours.close()
+        peer.close()
+
+
+def outcome(call, *args):
+    try:
+        return ("ok", call(*args))
+    except OSError as exc:
+        return (type(exc), exc.errno)
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_eof_gives_empty_bytes(kind):
+    cases = both(PAIRS[kind])
+    try:
+        for _, _, peer, recv, _ in cases:
+            peer.sendall(b"last words")
+            peer.shutdown(socket.SHUT_WR)
+        got = {name: [recv(65536), recv(65536), recv(65536)] for name, _, _, recv, _ in cases}
+        assert got["sockio"] == got["socket"] == [b"last words", b"", b""]
+    finally:
+        close_all(cases)
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_nothing_to_read_raises_blocking_io_error_eagain(kind):
+    cases = both(PAIRS[kind])
+    try:
+        got = {name: outcome(recv, 65536) for name, _, _, recv, _ in cases}
+        assert got["sockio"] == got["socket"] == (BlockingIOError, errno.EAGAIN)
+        # recv(0) answers b"" without asking the kernel, as the socket module does
+        assert {name: recv(0) for name, _, _, recv, _ in cases} == {"socket": b"", "sockio": b""}
+        for name, _, _, recv, _ in cases:
+            with pytest.raises(ValueError, match="negative buffersize"):
+                recv(-1)
+    finally:
+        close_all(cases)
+
+
+def test_a_reset_peer_raises_connection_reset_error_on_recv():
+    cases = both(tcp_pair)
+    try:
+        for _, _, peer, _, _ in cases:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()                                    # with linger 0: an RST, not a FIN
+        got = {name: outcome(recv, 65536) for name, _, _, recv, _ in cases}
+        assert got["sockio"] == got["socket"] == (ConnectionResetError, errno.ECONNRESET)
+    finally:
+        close_all(cases)
+
+
+def test_send_after_the_peer_closed_raises_broken_pipe_error():
+    cases = both(unix_pair)
+    try:
+        for _, _, peer, _, _ in cases:
+            peer.close()
+        got = {name: outcome(send, b"x") for name, _, _, _, send in cases}
+        assert got["sockio"] == got["socket"] == (BrokenPipeError, errno.EPIPE)
+    finally:
+        close_all(cases)
+
+
+def test_send_on_tcp_after_the_peer_reset_and_after_shutdown():
+    cases = both(tcp_pair)
+    try:
+        for _, ours, _, _, _ in cases:
+            ours.shutdown(socket.SHUT_WR)
+        got = {name: outcome(send, b"x") for name, _, _, _, send in cases}
+        assert got["sockio"] == got["socket"] == (BrokenPipeError, errno.EPIPE)
+    finally:
+        close_all(cases)
+    cases = both(tcp_pair)
+    try:
+        for _, _, peer, _, _ in cases:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()
+        got = {name: outcome(send, b"x") for name, _, _, _, send in cases}
+        assert got["sockio"] == got["socket"] == (ConnectionResetError, errno.ECONNRESET)
+        got = {name: outcome(send, b"x") for name, _, _, _, send in cases}   # the error was taken: now EPIPE
+        assert got["sockio"] == got["socket"] == (BrokenPipeError, errno.EPIPE)
+    finally:
+        close_all(cases)
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_bytes_bytearray_and_memoryview_slices_are_sent_as_they_are(kind):
+    data = os.urandom(5000)
+    cases = both(PAIRS[kind])
+    try:
+        for name, _, peer, _, send in cases:
+            counts = [send(data[:10]), send(bytearray(data[10:100])), send(memoryview(data)[100:1000]),
+                      send(memoryview(bytearray(data))[1000:5000]), send(b""), send(memoryview(data)[0:0])]
+            assert counts == [10, 90, 900, 4000, 0, 0], name
+            got = b""
+            while len(got) < 5000:
+                got += peer.recv(65536)
+            assert got == data, name
+        for name, _, _, _, send in cases:
+            with pytest.raises(TypeError, match="bytes-like object is required, not 'str'"):
+                send("text")
+            with pytest.raises(BufferError):
+                send(memoryview(data)[::2])                  # not contiguous: refused, as by socket.send
+            with pytest.raises(TypeError):
+                send(b"x", "flags")
+    finally:
+        close_all(cases)
+
+
+def test_msg_more_is_taken_as_a_plain_int_and_the_bytes_arrive():
+    cases = both(tcp_pair)
+    more = int(socket.MSG_MORE)
+    try:
+        for name, _, peer, _, send in cases:
+            assert send(b"HTTP/1.1 200 OK\r\n\r\n", more) == 19
+            assert send(memoryview(b"body")[:4], 0) == 4
+            got = b""
+            while len(got) < 23:
+                got += peer.recv(100)
+            assert got == b"HTTP/1.1 200 OK\r\n\r\nbody", name
+    finally:
+        close_all(cases)
+
+
+def test_a_large_send_takes_part_then_raises_blocking_io_error_and_recv_is_capped_at_64k():
+    data = os.urandom(32 << 20)
+    cases = both(tcp_pair)
+    try:
+        for name, ours, peer, recv, send in cases:
+            view = memoryview(data)
+            n = send(view)
+            assert 0 < n < len(data), name                   # partial: the socket buffer took what it had
+            assert outcome(send, view[n:]) == (BlockingIOError, errno.EAGAIN), name
+            peer.setblocking(False)
+            got = bytearray()
+            while True:                                      # the rest drains as the peer reads
+                try:
+                    got += peer.recv(1 << 20)
+                except BlockingIOError:
+                    break
+            assert bytes(got) == data[:len(got)] and len(got) <= n
+            # the other way: a recv asking for more than 64 KiB gets at most 64 KiB (SocketIO's buffer)
+            peer.setblocking(True)
+            peer.sendall(b"y" * (256 << 10))
+            chunk = recv(1 << 20)
+            assert chunk and set(chunk) == {ord("y")}
+            if name == "sockio":
+                assert len(chunk) <= 65536
+    finally:
+        close_all(cases)
+
+
+def test_a_forgotten_socket_io_raises_ebadf_as_a_closed_socket_does():
+    from zcopy.sockio import SocketIO
+
+    ours, peer = unix_pair()
+    io = SocketIO(ours.fileno())
+    io.forget()
+    assert io.fd == -1
+    ours.close()
+    try:
+        assert outcome(io.recv, 10) == outcome(ours.recv, 10) == (OSError, errno.EBADF)
+        assert outcome(io.send, b"x") == outcome(ours.send, b"x") == (OSError, errno.EBADF)
+    finally:
+        peer.close()
+
+
+def test_the_plain_transport_uses_socket_io_and_its_close_forgets_the_fd():
+    ours, peer = unix_pair()
+    transport = PlainTransport(ours)
+    try:
+        assert type(transport.recv.__self__).__name__ == "SocketIO" and transport.io.fd == ours.fileno()
+        peer.sendall(b"ping")
+        assert transport.recv(65536) == b"ping"
+        assert transport.send(b"pong", int(socket.MSG_MORE)) == 4 and peer.recv(10) == b"pong"
+    finally:
+        transport.close()
+        peer.close()
+    assert transport.io.fd == -1
+    assert outcome(transport.recv, 10) == (OSError, errno.EBADF)
+    # a blocking socket keeps the socket's own methods (SocketIO holds the GIL through the syscall)
+    a, b = socket.socketpair()
+    with a, b:
+        transport = PlainTransport(a)
+        assert transport.io is None and transport.recv == a.recv and transport.send == a.send
+
+
+REPORT = textwrap.dedent("""
+    import json, socket
+    from zcopy import hotpath, transport
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    t = transport.PlainTransport(a)
+    try:
+        import zcopy.sockio
+        imported = zcopy.sockio.__file__
+    except ImportError as exc:
+        imported = "ImportError: " + str(exc)
+    print(json.dumps({"compiled": hotpath.compiled("zcopy.sockio"), "summary": hotpath.summary(),
+                      "recv": type(t.recv.__self__).__name__, "imported": imported}))
+""")
+
+
+def report(pythonpath: str, **env) -> dict:
+    import json
+
+    out = subprocess.run([sys.executable, "-c", REPORT], env={**os.environ, "PYTHONPATH": pythonpath, **env},
+                         cwd="/", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_pure_or_a_changed_pyx_keeps_the_extension_out(tmp_path):
+    """ZCOPY_PURE=1, or sockio.pyx edited since the build: the transport takes the socket's methods,
+    and the extension cannot be imported (there is no .py to run instead)."""
+    root = os.path.dirname(PACKAGE)
+    got = report(root)
+    assert got["compiled"] and got["recv"] == "SocketIO" and got["imported"].endswith(".so")
+    got = report(root, ZCOPY_PURE="1")
+    assert not got["compiled"] and got["recv"] == "socket"
+    assert got["imported"].startswith("ImportError: zcopy.sockio has no .py") and "ZCOPY_PURE=1" in got["imported"]
+    copy = tmp_path / "tree"
+    shutil.copytree(PACKAGE, copy / "zcopy", ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    pyx = copy / "zcopy" / "sockio.pyx"
+    pyx.write_text(pyx.read_text() + "\n# changed after the build\n")
+    got = report(str(copy))
+    assert not got["compiled"] and got["recv"] == "socket" and got["imported"].startswith("ImportError")
+    assert got["summary"] == "Python: zcopy.sockio changed since the build"
