@@ -8,7 +8,7 @@ declares its classes' attribute types, so that an attribute read is a C
 struct read instead of a dictionary lookup (docs/hotpath.md). Each extension
 is optional: without a C compiler, or with ``ZCOPY_PURE=1`` set at build time,
 the same modules run as plain Python. The build writes
-``zcopy/_hotpath_sources.py``, the SHA-256 of each compiled module's source,
+``zcopy/_hotpath_sources.py``, each compiled module's source and its SHA-256,
 which ``zcopy.hotpath`` compares at start-up so that a module whose ``.py``
 changed since the build runs from that ``.py``, never from a stale extension.
 """
@@ -59,9 +59,10 @@ class BuildHotPath(build_ext):
         built = {}
         for ext in self.extensions:
             if os.path.exists(self.get_ext_fullpath(ext.name)):
-                built[ext.name] = hashlib.sha256(source_of(ext.name).read_bytes()).hexdigest()
+                source = source_of(ext.name)
+                built[ext.name] = (str(source.relative_to(HERE)), hashlib.sha256(source.read_bytes()).hexdigest())
         target = HERE if self.inplace else pathlib.Path(self.build_lib)
-        lines = ['"""Written by setup.py\'s build: the SHA-256 of each compiled module\'s source."""', "",
+        lines = ['"""Written by setup.py\'s build: each compiled module\'s source and its SHA-256."""', "",
                  "SOURCES = {"] + [f"    {name!r}: {digest!r}," for name, digest in sorted(built.items())] + ["}", ""]
         (target / "zcopy" / "_hotpath_sources.py").write_text("\n".join(lines))
 

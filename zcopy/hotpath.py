@@ -1,7 +1,7 @@
 """Which of the hot path's modules run compiled, and the guard that keeps a stale one out.
 
 ``setup.py`` compiles every module with a ``.pxd`` beside it (Cython, from the
-unchanged ``.py``) and records the SHA-256 of each source it compiled in
+unchanged ``.py``) and records each source it compiled, with its SHA-256, in
 ``zcopy._hotpath_sources``. ``install()``, run once when ``zcopy`` is
 imported, hashes those sources again: if any ``.py`` changed since the build
 (an editable install edited, a checkout moved), every compiled module is
@@ -10,7 +10,7 @@ way the code that runs is the code in the ``.py``; ``state()`` says which
 ran how (``zcopy serve`` shows it, docs/hotpath.md).
 
 ``zcopy.sockio`` is written in Cython (a ``.pyx``, no ``.py``): the manifest
-hashes its ``.pyx``, and when the others run from their ``.py`` it is not
+names and hashes its ``.pyx``, and when the others run from their ``.py`` it is not
 imported at all (its importer, ``zcopy.transport``, asks ``compiled()`` and
 falls back to the socket's own methods).
 """
@@ -23,30 +23,37 @@ import importlib.util
 import os
 import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-#: module name -> why it runs from its .py although it was compiled ("ZCOPY_PURE=1", "changed since the build")
-_SOURCE_FIRST: dict[str, str] = {}
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _source_path(name: str) -> str:
-    """The file a compiled module is built from: its ``.py``, or its ``.pyx`` when it has no ``.py``."""
-    base = os.path.join(_ROOT, *name.split("."))
-    return base + ".py" if os.path.exists(base + ".py") or not os.path.exists(base + ".pyx") else base + ".pyx"
+def _manifest() -> dict:
+    """What the build compiled: {module: (its source, relative to the package's parent; SHA-256)}."""
+    try:
+        from zcopy._hotpath_sources import SOURCES
+    except ImportError:             # nothing was compiled
+        return {}
+    return SOURCES
+
+
+#: The build's manifest, read once per process.
+SOURCES = _manifest()
+#: Why every compiled module runs from its source instead ("ZCOPY_PURE=1", "... changed since the
+#: build"); None while they run compiled. One reason for all: see ``install``.
+_why: str | None = None
 
 
 class _SourceFirst:
-    """A meta path finder for the modules in ``_SOURCE_FIRST``: their ``.py``, not the extension beside it.
-    A module that has no ``.py`` (written in Cython) cannot be imported then: its stale or unwanted
-    extension must not load either."""
+    """A meta path finder for the compiled modules while ``_why`` is set: their ``.py``, not the
+    extension beside it. A module that has no ``.py`` (written in Cython, a ``.pyx``) cannot be
+    imported then: its stale or unwanted extension must not load either."""
 
     @staticmethod
     def find_spec(name, path=None, target=None):
-        if name not in _SOURCE_FIRST:
+        if _why is None or name not in SOURCES:
             return None
-        source = _source_path(name)
+        source = os.path.join(_ROOT, SOURCES[name][0])
         if not source.endswith(".py"):
-            raise ModuleNotFoundError(f"{name} has no .py to run instead of its extension ({_SOURCE_FIRST[name]})", name=name)
+            raise ModuleNotFoundError(f"{name} has no .py to run instead of its extension ({_why})", name=name)
         return importlib.util.spec_from_file_location(name, source,
                                                       loader=importlib.machinery.SourceFileLoader(name, source))
 
@@ -55,17 +62,16 @@ def install() -> None:
     """All or nothing: the compiled modules cimport each other's classes (the connection
     reads the stats' and the protocol's fields as C structs), so one stale module sends
     every one of them to its ``.py``."""
-    try:
-        from zcopy._hotpath_sources import SOURCES
-    except ImportError:             # nothing was compiled
+    global _why
+    if not SOURCES:
         return
     if os.environ.get("ZCOPY_PURE") == "1":
-        why = "ZCOPY_PURE=1"
+        _why = "ZCOPY_PURE=1"
     else:
         changed = []
-        for name, digest in SOURCES.items():
+        for name, (source, digest) in SOURCES.items():
             try:
-                with open(_source_path(name), "rb") as f:
+                with open(os.path.join(_ROOT, source), "rb") as f:
                     current = hashlib.sha256(f.read()).hexdigest()
             except OSError:
                 current = None
@@ -73,37 +79,27 @@ def install() -> None:
                 changed.append(name)
         if not changed:
             return
-        why = f"{', '.join(sorted(changed))} changed since the build"
-    for name in SOURCES:
-        _SOURCE_FIRST[name] = why
+        _why = f"{', '.join(sorted(changed))} changed since the build"
     if _SourceFirst not in sys.meta_path:
         sys.meta_path.insert(0, _SourceFirst)
 
 
 def state() -> tuple[list[str], dict[str, str]]:
-    """(modules running compiled, {module: why it runs from its .py}) for what was compiled."""
-    try:
-        from zcopy._hotpath_sources import SOURCES
-    except ImportError:
-        return [], {}
-    compiled = [name for name in SOURCES if name not in _SOURCE_FIRST]
-    return compiled, dict(_SOURCE_FIRST)
+    """(modules running compiled, {module: why it runs from its source}) for what was compiled."""
+    if _why is None:
+        return list(SOURCES), {}
+    return [], dict.fromkeys(SOURCES, _why)
 
 
 def compiled(name: str) -> bool:
     """``name``'s extension was built and runs: its source unchanged since the build, no ``ZCOPY_PURE=1``."""
-    try:
-        from zcopy._hotpath_sources import SOURCES
-    except ImportError:
-        return False
-    return name in SOURCES and name not in _SOURCE_FIRST
+    return _why is None and name in SOURCES
 
 
 def summary() -> str:
     """One line for ``zcopy serve``'s panel."""
-    compiled, source_first = state()
-    if compiled:
-        return f"compiled ({len(compiled)} modules, Cython)"
-    if source_first:
-        return f"Python: {next(iter(source_first.values()))}"
-    return "Python (not compiled: no C compiler or Cython at install)"
+    if not SOURCES:
+        return "Python (not compiled: no C compiler or Cython at install)"
+    if _why is None:
+        return f"compiled ({len(SOURCES)} modules, Cython)"
+    return f"Python: {_why}"
