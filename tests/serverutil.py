@@ -454,3 +454,15 @@ def worker_with(root, extend, *, quiet: bool = False, **config):
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def python_json(script: str, pythonpath: str, **env) -> dict:
+    """What ``script``, run by a fresh ``python -c`` with ``PYTHONPATH=pythonpath`` (and ``env``)
+    from ``/``, printed as JSON: for what is decided once per process (which files a module is
+    imported from: zcopy.hotpath)."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": pythonpath, **env},
+                         cwd="/", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+from serverutil import python_json
 
 import zcopy
 from zcopy import hotpath
@@ -40,12 +41,7 @@ REPORT = textwrap.dedent("""
 
 
 def report(pythonpath: str, **env) -> dict:
-    import json
-
-    out = subprocess.run([sys.executable, "-c", REPORT], env={**os.environ, "PYTHONPATH": pythonpath, **env},
-                         cwd="/", capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return python_json(REPORT, pythonpath, **env)
 
 
 @compiled_only

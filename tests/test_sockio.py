@@ -4,16 +4,16 @@ socketpairs and TCP connections over 127.0.0.1, and compares what comes back or 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import socket
 import struct
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from serverutil import python_json
 
 import zcopy
 from zcopy import hotpath
@@ -43,26 +43,24 @@ def unix_pair() -> tuple[socket.socket, socket.socket]:
 PAIRS = {"tcp": tcp_pair, "unix": unix_pair}
 
 
+@contextlib.contextmanager
 def both(make):
     """The socket module's (recv, send) and SocketIO's, each on its own fresh pair:
-    [(name, ours, peer, recv, send), ...]; the sockets are closed by ``close_all``."""
+    [(name, ours, peer, recv, send), ...]; every socket is closed at the end."""
     from zcopy.sockio import SocketIO
 
-    out = []
-    for name in ("socket", "sockio"):
+    cases = []
+    try:
         ours, peer = make()
-        if name == "socket":
-            out.append((name, ours, peer, ours.recv, ours.send))
-        else:
-            io = SocketIO(ours.fileno())
-            out.append((name, ours, peer, io.recv, io.send))
-    return out
-
-
-def close_all(cases) -> None:
-    for _, ours, peer, _, _ in cases:
-        ours.close()
-        peer.close()
+        cases.append(("socket", ours, peer, ours.recv, ours.send))
+        ours, peer = make()
+        io = SocketIO(ours.fileno())
+        cases.append(("sockio", ours, peer, io.recv, io.send))
+        yield cases
+    finally:
+        for _, ours, peer, _, _ in cases:
+            ours.close()
+            peer.close()
 
 
 def outcome(call, *args):
@@ -74,21 +72,17 @@ def outcome(call, *args):
 
 @pytest.mark.parametrize("kind", PAIRS)
 def test_eof_gives_empty_bytes(kind):
-    cases = both(PAIRS[kind])
-    try:
+    with both(PAIRS[kind]) as cases:
         for _, _, peer, recv, _ in cases:
             peer.sendall(b"last words")
             peer.shutdown(socket.SHUT_WR)
         got = {name: [recv(65536), recv(65536), recv(65536)] for name, _, _, recv, _ in cases}
         assert got["sockio"] == got["socket"] == [b"last words", b"", b""]
-    finally:
-        close_all(cases)
 
 
 @pytest.mark.parametrize("kind", PAIRS)
 def test_nothing_to_read_raises_blocking_io_error_eagain(kind):
-    cases = both(PAIRS[kind])
-    try:
+    with both(PAIRS[kind]) as cases:
         got = {name: outcome(recv, 65536) for name, _, _, recv, _ in cases}
         assert got["sockio"] == got["socket"] == (BlockingIOError, errno.EAGAIN)
         # recv(0) answers b"" without asking the kernel, as the socket module does
@@ -96,44 +90,32 @@ def test_nothing_to_read_raises_blocking_io_error_eagain(kind):
         for name, _, _, recv, _ in cases:
             with pytest.raises(ValueError, match="negative buffersize"):
                 recv(-1)
-    finally:
-        close_all(cases)
 
 
 def test_a_reset_peer_raises_connection_reset_error_on_recv():
-    cases = both(tcp_pair)
-    try:
+    with both(tcp_pair) as cases:
         for _, _, peer, _, _ in cases:
             peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             peer.close()                                    # with linger 0: an RST, not a FIN
         got = {name: outcome(recv, 65536) for name, _, _, recv, _ in cases}
         assert got["sockio"] == got["socket"] == (ConnectionResetError, errno.ECONNRESET)
-    finally:
-        close_all(cases)
 
 
 def test_send_after_the_peer_closed_raises_broken_pipe_error():
-    cases = both(unix_pair)
-    try:
+    with both(unix_pair) as cases:
         for _, _, peer, _, _ in cases:
             peer.close()
         got = {name: outcome(send, b"x") for name, _, _, _, send in cases}
         assert got["sockio"] == got["socket"] == (BrokenPipeError, errno.EPIPE)
-    finally:
-        close_all(cases)
 
 
 def test_send_on_tcp_after_the_peer_reset_and_after_shutdown():
-    cases = both(tcp_pair)
-    try:
+    with both(tcp_pair) as cases:
         for _, ours, _, _, _ in cases:
             ours.shutdown(socket.SHUT_WR)
         got = {name: outcome(send, b"x") for name, _, _, _, send in cases}
         assert got["sockio"] == got["socket"] == (BrokenPipeError, errno.EPIPE)
-    finally:
-        close_all(cases)
-    cases = both(tcp_pair)
-    try:
+    with both(tcp_pair) as cases:
         for _, _, peer, _, _ in cases:
             peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             peer.close()
@@ -141,15 +123,12 @@ def test_send_on_tcp_after_the_peer_reset_and_after_shutdown():
         assert got["sockio"] == got["socket"] == (ConnectionResetError, errno.ECONNRESET)
         got = {name: outcome(send, b"x") for name, _, _, _, send in cases}   # the error was taken: now EPIPE
         assert got["sockio"] == got["socket"] == (BrokenPipeError, errno.EPIPE)
-    finally:
-        close_all(cases)
 
 
 @pytest.mark.parametrize("kind", PAIRS)
 def test_bytes_bytearray_and_memoryview_slices_are_sent_as_they_are(kind):
     data = os.urandom(5000)
-    cases = both(PAIRS[kind])
-    try:
+    with both(PAIRS[kind]) as cases:
         for name, _, peer, _, send in cases:
             counts = [send(data[:10]), send(bytearray(data[10:100])), send(memoryview(data)[100:1000]),
                       send(memoryview(bytearray(data))[1000:5000]), send(b""), send(memoryview(data)[0:0])]
@@ -165,14 +144,11 @@ def test_bytes_bytearray_and_memoryview_slices_are_sent_as_they_are(kind):
                 send(memoryview(data)[::2])                  # not contiguous: refused, as by socket.send
             with pytest.raises(TypeError):
                 send(b"x", "flags")
-    finally:
-        close_all(cases)
 
 
 def test_msg_more_is_taken_as_a_plain_int_and_the_bytes_arrive():
-    cases = both(tcp_pair)
     more = int(socket.MSG_MORE)
-    try:
+    with both(tcp_pair) as cases:
         for name, _, peer, _, send in cases:
             assert send(b"HTTP/1.1 200 OK\r\n\r\n", more) == 19
             assert send(memoryview(b"body")[:4], 0) == 4
@@ -180,14 +156,11 @@ def test_msg_more_is_taken_as_a_plain_int_and_the_bytes_arrive():
             while len(got) < 23:
                 got += peer.recv(100)
             assert got == b"HTTP/1.1 200 OK\r\n\r\nbody", name
-    finally:
-        close_all(cases)
 
 
 def test_a_large_send_takes_part_then_raises_blocking_io_error_and_recv_is_capped_at_64k():
     data = os.urandom(32 << 20)
-    cases = both(tcp_pair)
-    try:
+    with both(tcp_pair) as cases:
         for name, ours, peer, recv, send in cases:
             view = memoryview(data)
             n = send(view)
@@ -208,8 +181,6 @@ def test_a_large_send_takes_part_then_raises_blocking_io_error_and_recv_is_cappe
             assert chunk and set(chunk) == {ord("y")}
             if name == "sockio":
                 assert len(chunk) <= 65536
-    finally:
-        close_all(cases)
 
 
 def test_a_forgotten_socket_io_raises_ebadf_as_a_closed_socket_does():
@@ -264,12 +235,7 @@ REPORT = textwrap.dedent("""
 
 
 def report(pythonpath: str, **env) -> dict:
-    import json
-
-    out = subprocess.run([sys.executable, "-c", REPORT], env={**os.environ, "PYTHONPATH": pythonpath, **env},
-                         cwd="/", capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return python_json(REPORT, pythonpath, **env)
 
 
 def test_pure_or_a_changed_pyx_keeps_the_extension_out(tmp_path):
