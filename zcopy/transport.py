@@ -8,8 +8,9 @@ between the file and the connection (sendfile, splice).
 
 ``PlainTransport`` is TCP as it is, and costs nothing: its ``recv`` and
 ``send`` are ``zcopy.sockio``'s (the same semantics as the socket's on a
-non-blocking socket, a third of the instructions: no argument parsing by
-format, the GIL kept across the syscall, one static receive buffer) when
+non-blocking socket, ~3,000 fewer instructions a request, docs/hotpath.md:
+no argument parsing by format, the GIL kept across the syscall, one static
+receive buffer) when
 that extension is built and current (``zcopy.hotpath.compiled``), the
 socket's own bound methods otherwise; ``fd`` is the socket's.
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from time import monotonic
 import traceback
+from time import monotonic
 
 from zcopy import http
 from zcopy.server.access import Access, Identity
