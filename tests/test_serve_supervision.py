@@ -157,6 +157,33 @@ def test_sigusr1_reopens_the_access_log_after_a_rename(root, tmp_path):
         assert srv.stop() == 0
 
 
+def other_thread(pid: int) -> int:
+    """A thread of ``pid`` other than its main thread (the listing's executor threads)."""
+    return wait_for(lambda: next((int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid), None),
+                    what="a second thread in the worker")
+
+
+def test_signals_delivered_on_a_workers_other_thread_are_acted_on(root, tmp_path):
+    """kill(2) of a thread id makes the kernel deliver the signal on that thread. The
+    interpreter then runs the Python handler on the main thread only at a bytecode
+    boundary, which the compiled loop may not reach before it has read the wakeup
+    pipe; the loop acts on the signal number the pipe carries (it once lost the
+    signal, and SIGTERM never stopped the worker)."""
+    log = tmp_path / "access.log"
+    with Server(root, "--access-log", str(log), "--workers", "1") as srv:
+        (worker,) = srv.worker_pids(1)
+        assert get(srv.port, "/")[0] == 200          # a listing: executor threads start
+        thread = other_thread(worker)
+        wait_for(lambda: log.exists() and b"GET / " in log.read_bytes(), what="the first line")
+        log.rename(tmp_path / "access.log.1")
+        os.kill(thread, signal.SIGUSR1)
+        wait_for(lambda: log.exists(), what="the log reopened")
+        os.kill(thread, signal.SIGTERM)
+        wait_for(lambda: not alive(worker), timeout=10, what="the worker to drain and exit")
+        assert get(srv.port, "/f.txt")[2] == b"hello\n"   # its replacement serves
+        assert srv.stop() == 0
+
+
 def test_a_stopped_worker_is_replaced(root):
     with Server(root, "--workers", "2", "--worker-timeout", "3") as srv:
         workers = srv.worker_pids(2)

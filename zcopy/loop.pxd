@@ -1,7 +1,7 @@
 # The C types of loop.py's classes for the compiled build (docs/hotpath.md). A new attribute
 # of a class declared here needs its line here too; a C-typed one holds only what fits.
 cdef class ListenerLoop:
-    cdef public object listener, accepting, draining_since, signals, _seq, first, first_apply, beat, end_of_turn, ep
+    cdef public object listener, accepting, draining_since, _seq, first, first_apply, beat, end_of_turn, ep
     cdef public dict conns, handlers
     cdef public list ready, timers
     cdef public object max_connections     # (the relay passes sys.maxsize: no C int)

@@ -40,7 +40,15 @@ Accept rules (both workers, tested in both):
 
 Signals: SIGTERM (or ``stop()`` from another thread) starts a graceful drain,
 a second one raises SystemExit(1); SIGINT is ignored because the supervisor,
-which the terminal also signals, forwards it as SIGTERM.
+which the terminal also signals, forwards it as SIGTERM. The loop learns of a
+signal from the wakeup pipe, which holds its number (``signal.set_wakeup_fd``
+writes one byte per signal), never from a Python-level handler: the kernel may
+deliver the signal on any thread (a prefetch or executor thread, say), and the
+interpreter then runs the main thread's handler only at its next bytecode
+boundary. The compiled loop (docs/hotpath.md) can poll, read the pipe and poll
+again without one, and a flag set by that handler afterwards would wait for a
+wakeup that has already been read. The handlers are no-ops that keep the
+default action (termination) away.
 """
 
 from __future__ import annotations
@@ -67,6 +75,11 @@ ACCEPT_BURST = 64
 #: After EMFILE/ENFILE, stop polling the listener this long instead of spinning.
 ACCEPT_BACKOFF = 0.25
 _FD_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_SIGTERM_BYTE = bytes((signal.SIGTERM,))
+
+
+def _wakeup_only(signum, frame) -> None:
+    """The Python-level handler of the loop's signals: the wakeup pipe carries them."""
 
 
 class ListenerLoop:
@@ -77,6 +90,8 @@ class ListenerLoop:
 
     #: ``state`` of an object in ``ready`` that closed meanwhile (it is skipped).
     CLOSED: object = None
+    #: The signals ``run()`` takes through the wakeup pipe (``on_signal`` gets all but SIGTERM).
+    SIGNALS: tuple = (signal.SIGTERM,)
 
     def __init__(self, listener: socket.socket, max_connections: int) -> None:
         self.listener = listener
@@ -85,7 +100,6 @@ class ListenerLoop:
         self.accepting = False
         self.accept_resume_at = 0.0
         self.draining_since: float | None = None
-        self.signals: list[int] = []
         #: fd -> connection (``on_event(events)``): the hot path of the dispatch.
         self.conns: dict = {}
         #: fd -> callable(events) for everything else in the epoll set.
@@ -208,7 +222,8 @@ class ListenerLoop:
         old_wakeup = None
         if install_signals:
             old_wakeup = signal.set_wakeup_fd(self.wake_w)
-            signal.signal(signal.SIGTERM, self._on_signal)
+            for signum in self.SIGNALS:
+                signal.signal(signum, _wakeup_only)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.listener.setblocking(False)
         self.resume_accept()
@@ -225,28 +240,30 @@ class ListenerLoop:
 
     def stop(self) -> None:
         """Ask the loop to drain, from any thread (a SIGTERM does the same)."""
-        self.signals.append(signal.SIGTERM)
         try:
-            os.write(self.wake_w, b"\0")
+            os.write(self.wake_w, _SIGTERM_BYTE)
         except OSError:
             pass
 
-    def _on_signal(self, signum, frame) -> None:
-        self.signals.append(signum)
-
     def drain_wakeups(self) -> None:
-        """The wakeup pipe is readable: act on the signals that arrived."""
+        """The wakeup pipe is readable: act on the signals it names, one byte each."""
+        got = b""
         try:
-            while os.read(self.wake_r, 512):
-                pass
+            while chunk := os.read(self.wake_r, 512):
+                got += chunk
         except BlockingIOError:
             pass
-        if self.signals:
-            count = len(self.signals)
-            self.signals.clear()
-            if self.draining_since is not None or count > 1:
+        for signum in set(got):
+            if signum != signal.SIGTERM:
+                self.on_signal(signum)
+        terms = got.count(_SIGTERM_BYTE)
+        if terms:
+            if self.draining_since is not None or terms > 1:
                 raise SystemExit(1)         # second signal: stop now
             self.start_drain()
+
+    def on_signal(self, signum: int) -> None:
+        """One of ``SIGNALS`` other than SIGTERM came (subclasses: the worker's SIGUSR1)."""
 
     def start_drain(self) -> None:
         self.draining_since = self.now

@@ -46,6 +46,7 @@ from zcopy.stats import Publisher
 class Worker(ListenerLoop):
     CONN_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
     CLOSED = CLOSED
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)      # SIGUSR1: reopen the access log (logrotate)
 
     def __init__(self, config: ServeConfig, listener: socket.socket, index: int = 0) -> None:
         super().__init__(listener, config.max_connections)
@@ -157,10 +158,7 @@ class Worker(ListenerLoop):
             self.add_fd(self.verifier.fileno(), lambda events: self.verifier.run_callbacks())
         if self.tls is not None:
             self.tls.start()
-        old_wakeup = super().start(install_signals)
-        if install_signals:
-            signal.signal(signal.SIGUSR1, self._on_reopen)   # the wakeup fd wakes the poll
-        return old_wakeup
+        return super().start(install_signals)
 
     def _on_watch(self, events: int) -> None:
         if events != select.EPOLLIN:
@@ -206,8 +204,9 @@ class Worker(ListenerLoop):
             return
         self.access.load(accounts)
 
-    def _on_reopen(self, signum, frame) -> None:
-        self.reopen_log = True
+    def on_signal(self, signum: int) -> None:
+        if signum == signal.SIGUSR1:
+            self.reopen_log = True
 
     # -- ListenerLoop hooks ----------------------------------------------------
 
