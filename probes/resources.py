@@ -4,11 +4,17 @@ Probes must clean up even when they fail midway (the fd-leak test compares
 /proc/self/fd before and after a probe that raises). Everything a probe opens
 goes through a ``Resources`` so the ``with`` block closes it in reverse order.
 
-The runner's time bound raises from a SIGALRM handler, which can fire between
-any two bytecodes: between ``os.pipe2()`` returning and the fds being
-registered, for instance, which would leak them. So every helper that makes
-an fd does so with SIGALRM blocked (``uninterrupted``); a timer that expires
-meanwhile fires as soon as the fd is safely owned.
+The runner's time bound raises from a SIGALRM handler, which runs at a
+bytecode boundary: between ``os.pipe2()`` returning and the fds being
+registered, for instance, or on entry to ``__exit__`` before it has closed
+anything. Two things keep that from leaking:
+
+- every helper that makes an fd does so ``uninterrupted``: SIGALRM is blocked,
+  and the handler, should the signal have arrived just before, sees ``held()``
+  and puts the strike off instead of raising (a handler runs after the signal
+  was delivered, so blocking alone is not enough);
+- each thread keeps the scopes it has open; the runner closes those a struck
+  probe left open (``close_left_open``), once its bound can no longer strike.
 """
 
 from __future__ import annotations
@@ -19,36 +25,68 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 from typing import Iterator
 
 _ALRM = {signal.SIGALRM}
 
 
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.held = 0                       # depth of ``uninterrupted`` blocks
+        self.scopes: list[Resources] = []   # open, oldest first
+
+
+_state = _ThreadState()
+
+
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
     """Hold SIGALRM (the probe time bound) back until the block ends."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _ALRM)
+    _state.held += 1
     try:
-        yield
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _ALRM)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _state.held -= 1
+
+
+def held() -> bool:
+    """Inside an ``uninterrupted`` block (the time bound's handler must not raise)."""
+    return _state.held > 0
+
+
+def open_scopes() -> int:
+    """A mark for ``close_left_open``: how many scopes this thread has open."""
+    return len(_state.scopes)
+
+
+def close_left_open(mark: int) -> None:
+    """Close, newest first, the scopes opened since ``mark`` that are still open."""
+    while len(_state.scopes) > mark:
+        _state.scopes[-1].__exit__(None, None, None)
 
 
 class Resources(contextlib.ExitStack):
     """ExitStack with helpers for the fd kinds probes need."""
 
+    def __enter__(self) -> "Resources":
+        _state.scopes.append(self)
+        return self
+
     def __exit__(self, *exc_info):
-        # The time bound raises from a signal handler, between any two
-        # bytecodes: inside a close callback it would skip the close, and
-        # before the block below takes effect it would skip every callback.
-        # Unwind with it held back; if it struck first, the ``finally`` runs
-        # what is left (the bound is a one-shot timer: it cannot strike twice).
-        try:
-            with uninterrupted():
+        # Unwound with the time bound held back: inside a close callback it would
+        # skip the close. If it strikes on entry, before the hold, the runner
+        # closes this scope (close_left_open).
+        with uninterrupted():
+            try:
                 return super().__exit__(*exc_info)
-        finally:
-            with uninterrupted():
-                super().__exit__(None, None, None)   # nothing left to do, normally
+            finally:
+                if self in _state.scopes:
+                    _state.scopes.remove(self)
 
     def fd(self, fd: int) -> int:
         """Adopt a raw fd: it is closed when the scope ends."""

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from probes import Context, Status, run_module
-from probes.runner import MODULES
+from probes.runner import MODULES, ProbeTimeout
 
 
 def test_modules_in_report_order_with_throughput_last():
@@ -74,6 +74,35 @@ def test_timeout_inside_a_blocking_syscall_leaks_nothing(fd_guard, tmp_path):
         del sys.modules[module.__name__]
     assert findings[0].status is Status.ERROR and "timed out" in findings[0].detail
     assert list(tmp_path.iterdir()) == []  # the temp file was removed
+
+
+def test_a_scope_struck_on_its_way_out_is_closed_by_the_runner(fd_guard, tmp_path):
+    """The time bound runs its handler at a bytecode boundary, and entering
+    ``__exit__`` is one: a strike there leaves the scope entered and never
+    exited (seen once in CI: 128 pipes of ``pipes``' budget check). A probe
+    that leaves its scope that way must still lose nothing: the runner closes
+    the scopes a run left open."""
+    import sys
+    from probes.resources import Resources
+
+    module = type(sys)("probes._struck_on_exit_probe")
+
+    def probe(ctx):
+        res = Resources().__enter__()       # what the ``with`` had done when the bound struck
+        for _ in range(8):
+            res.pipe()
+        res.tmpfile(4096, dir=str(tmp_path))
+        raise ProbeTimeout("struck on the way into __exit__")
+        yield None
+
+    module.probe = probe
+    sys.modules[module.__name__] = module
+    try:
+        findings = run_module("_struck_on_exit_probe", Context(timeout=5))
+    finally:
+        del sys.modules[module.__name__]
+    assert findings[0].status is Status.ERROR and "struck" in findings[0].detail
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_time_bounds_striking_anywhere_leak_nothing(fd_guard):
