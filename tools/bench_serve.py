@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -307,19 +308,28 @@ def cpus(args) -> tuple[int | None, int | None]:
 
 # --- throughput -----------------------------------------------------------
 
-KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "64k_rps", "64k_user_us", "64k_sys_us", "large_gbps",
-        "large_cpu_s_per_gb")
+KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "1k_load_us", "1k_busy", "64k_rps", "64k_user_us", "64k_sys_us",
+        "64k_load_us", "64k_busy", "large_gbps", "large_cpu_s_per_gb")
 
 
-def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None, depth: int = 1) -> tuple[float, float, float]:
-    """(req/s, user us/request, sys us/request) of one wrk run (pinned to ``load_cpu`` if given)."""
+def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None,
+                depth: int = 1) -> tuple[float, float, float, float, float]:
+    """(req/s, user us/request, sys us/request, the load generator's us/request, the server's busy
+    share of the run) of one wrk run (pinned to ``load_cpu`` if given). The last two say which side
+    bounded the rate: a server short of 1.0 busy waited for the client."""
     pids = peer.pids()
     u0, s0 = cpu_times(pids)
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
     rps, done = wrk(peer.port, path, args.duration, args.connections, threads=args.workers, cpu=load_cpu,
                     depth=depth)
+    wall = time.monotonic() - t0
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     u1, s1 = cpu_times(pids)
     per = 1e6 / max(done, 1)
-    return rps, (u1 - u0) * per, (s1 - s0) * per
+    load = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    # wrk's run time is the duration; the process also starts and connects: the busy share is of the duration.
+    return rps, (u1 - u0) * per, (s1 - s0) * per, load * per, ((u1 - u0) + (s1 - s0)) / min(wall, args.duration)
 
 
 def measure_large(peer: Peer, size: int, load_cpu: int | None) -> tuple[float, float]:
@@ -347,10 +357,12 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str
         for name in order:
             peer, res = running[name], results[name]
             for size in small:
-                rps, user, system = measure_wrk(peer, f"/{size}.bin", args, load_cpu)
+                rps, user, system, load, busy = measure_wrk(peer, f"/{size}.bin", args, load_cpu)
                 res[f"{size}_rps"].append(rps)
                 res[f"{size}_user_us"].append(user)
                 res[f"{size}_sys_us"].append(system)
+                res[f"{size}_load_us"].append(load)
+                res[f"{size}_busy"].append(busy)
             for _ in range(args.pulls if "large" in args.sizes else 0):
                 gbps, cpu_gb = measure_large(peer, args.large, load_cpu)
                 res["large_gbps"].append(gbps)
@@ -413,6 +425,12 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
               f"| {m['64k_cpu_us']:.1f} ({m['64k_user_us']:.1f} + {m['64k_sys_us']:.1f}) | {x(m, '64k_cpu_us')} "
               f"| {m['large_gbps']:.2f} | {x(m, 'large_gbps')} "
               f"| {m['large_cpu_s_per_gb']:.3f} | {x(m, 'large_cpu_s_per_gb')} |")
+    print("\nWho bounded the rate: the server's busy share of each wrk run (1.00: its core was saturated) "
+          "and the load generator's CPU per request (wrk, user + sys, from its rusage)\n")
+    print("| server | 1 KiB server busy | 1 KiB wrk us/req | 64 KiB server busy | 64 KiB wrk us/req |")
+    print("|---|---|---|---|---|")
+    for name, m in med.items():
+        print(f"| {name} | {m['1k_busy']:.2f} | {m['1k_load_us']:.1f} | {m['64k_busy']:.2f} | {m['64k_load_us']:.1f} |")
     if "zcopy" not in med or len(med) < 2:
         return
     z = med["zcopy"]
