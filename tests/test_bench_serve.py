@@ -78,13 +78,34 @@ def test_quick_run_against_nginx_skips_a_missing_peer(tmp_path):
 
 
 @needs
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs cc (tools/discard_client.c)")
+def test_quick_run_with_the_discarding_client_says_who_bounded_the_rate():
+    out = bench("--quick", "--servers", "zcopy,nginx", "--sizes", "1k,64k", "--client", "discard")
+    assert out.returncode == 0, out.stderr
+    assert "tools/discard_client.c -c64" in out.stdout and "not a 200" not in out.stderr
+    tables = out.stdout.split("Who bounded the rate")
+    rates = {line.split("|")[1].strip(): line for line in tables[0].splitlines() if line.startswith("| ")}
+    for name in ("zcopy", "nginx"):
+        cells = [c.strip() for c in rates[name].split("|")[2:-1]]
+        assert float(cells[0].replace(",", "")) > 0 and float(cells[4].replace(",", "")) > 0, rates[name]
+    shares = [line for line in tables[1].split("zcopy / peer")[0].splitlines()
+              if line.startswith(("| zcopy |", "| nginx |"))]
+    assert len(shares) == 2
+    for line in shares:
+        cells = [float(c) for c in line.split("|")[2:-1]]
+        server_busy, load_us, load_busy = cells[0], cells[1], cells[2]
+        assert 0 < server_busy <= 1.2 and load_us > 0 and 0 < load_busy <= 1.2, line
+    assert leftovers() == []
+
+
+@needs
 def test_quick_run_with_two_workers_unpinned():
     out = bench("--quick", "--workers", "2", "--servers", "zcopy,nginx")
     assert out.returncode == 0, out.stderr
     assert "2 workers per server, NOT pinned" in out.stdout and "wrk -t2" in out.stdout
     lines = out.stdout.splitlines()
-    assert sum(line.startswith("| zcopy |") for line in lines) == 1       # the one table zcopy has a row in
-    assert sum(line.startswith("| nginx |") for line in lines) == 2       # that table and zcopy / peer
+    assert sum(line.startswith("| zcopy |") for line in lines) == 2       # the rates and who bounded them
+    assert sum(line.startswith("| nginx |") for line in lines) == 3       # those two and zcopy / peer
     assert leftovers() == []
 
 

@@ -237,6 +237,37 @@ def wrk(port: int, path: str, duration: int, conns: int, threads: int = 1,
     return float(m.group(1)), int(done.group(1))
 
 
+_DISCARD_BIN: list[str] = []
+
+
+def discard_client(port: int, path: str, duration: int, conns: int, cpu: int | None = None) -> tuple[float, int]:
+    """(requests/s, requests completed) of one run of tools/discard_client.c (built once with cc into a
+    temporary folder): keep-alive GETs whose bodies it drops with recv(MSG_TRUNC), so that its own cost
+    per reply does not grow with the reply (wrk reads 64 KiB in nine 8 KiB reads)."""
+    if not _DISCARD_BIN:
+        out = os.path.join(tempfile.mkdtemp(prefix="zcopy-discard-"), "discard_client")
+        subprocess.run(["cc", "-O2", "-o", out, os.path.join(TREE, "tools", "discard_client.c")], check=True)
+        _DISCARD_BIN.append(out)
+    argv = [_DISCARD_BIN[0], str(port), path, str(conns), str(duration)]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    m = re.match(r"requests (\d+) seconds ([\d.]+) errors (\d+)", out)
+    if not m:
+        raise RuntimeError(f"discard_client failed on port {port}: {out[-500:]}")
+    if int(m.group(3)):
+        print(f"  discard_client on port {port}{path}: {m.group(3)} replies were not a 200 with a "
+              "Content-Length (reconnected)", file=sys.stderr)
+    return int(m.group(1)) / float(m.group(2)), int(m.group(1))
+
+
+def run_load(port: int, path: str, duration: int, args, cpu: int | None = None, depth: int = 1) -> tuple[float, int]:
+    """One run of the load generator ``--client`` names."""
+    if args.client == "discard" and depth == 1 and args.workers == 1:
+        return discard_client(port, path, duration, args.connections, cpu)
+    return wrk(port, path, duration, args.connections, threads=args.workers, cpu=cpu, depth=depth)
+
+
 # --- the servers ----------------------------------------------------------
 
 def server_argv(name: str, tmp: str, root: str, port: int, zcopy_args: list[str], workers: int = 1) -> list[str]:
@@ -309,7 +340,7 @@ def cpus(args) -> tuple[int | None, int | None]:
 # --- throughput -----------------------------------------------------------
 
 KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "1k_load_us", "1k_busy", "64k_rps", "64k_user_us", "64k_sys_us",
-        "64k_load_us", "64k_busy", "large_gbps", "large_cpu_s_per_gb")
+        "64k_load_us", "64k_busy", "large_gbps", "large_cpu_s_per_gb", "large_busy", "large_load_busy")
 
 
 def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None,
@@ -321,8 +352,7 @@ def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None,
     u0, s0 = cpu_times(pids)
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    rps, done = wrk(peer.port, path, args.duration, args.connections, threads=args.workers, cpu=load_cpu,
-                    depth=depth)
+    rps, done = run_load(peer.port, path, args.duration, args, cpu=load_cpu, depth=depth)
     wall = time.monotonic() - t0
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     u1, s1 = cpu_times(pids)
@@ -332,15 +362,19 @@ def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None,
     return rps, (u1 - u0) * per, (s1 - s0) * per, load * per, ((u1 - u0) + (s1 - s0)) / min(wall, args.duration)
 
 
-def measure_large(peer: Peer, size: int, load_cpu: int | None) -> tuple[float, float]:
-    """(GB/s, server CPU s/GB) of one large-file pull, the client pinned to ``load_cpu`` if given."""
+def measure_large(peer: Peer, size: int, load_cpu: int | None) -> tuple[float, float, float, float]:
+    """(GB/s, server CPU s/GB, the server's busy share of the pull, the client's) of one large-file pull,
+    the client pinned to ``load_cpu`` if given. (The client's share counts its start as well: an upper bound.)"""
     pids = peer.pids()
     c0 = cpu_seconds(pids)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     pin = [] if load_cpu is None else ["taskset", "-c", str(load_cpu)]
     secs = float(subprocess.run([*pin, sys.executable, "-c", LARGE_CLIENT, str(peer.port), "/large.bin"],
                                 capture_output=True, text=True, check=True, timeout=600).stdout)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c1 = cpu_seconds(pids)
-    return size / secs / 1e9, (c1 - c0) / (size / 1e9)
+    client = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return size / secs / 1e9, (c1 - c0) / (size / 1e9), (c1 - c0) / secs, client / secs
 
 
 def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str, dict[str, list[float]]]:
@@ -348,7 +382,7 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str
     small = [size for size in ("1k", "64k") if size in args.sizes]
     for peer in running.values():                              # warm every server
         for size in small:
-            wrk(peer.port, f"/{size}.bin", args.warmup, args.connections, threads=args.workers, cpu=load_cpu)
+            run_load(peer.port, f"/{size}.bin", args.warmup, args, cpu=load_cpu)
         if "large" in args.sizes:
             measure_large(peer, args.large, load_cpu)
     names = list(running)
@@ -364,9 +398,11 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str
                 res[f"{size}_load_us"].append(load)
                 res[f"{size}_busy"].append(busy)
             for _ in range(args.pulls if "large" in args.sizes else 0):
-                gbps, cpu_gb = measure_large(peer, args.large, load_cpu)
+                gbps, cpu_gb, busy, client_busy = measure_large(peer, args.large, load_cpu)
                 res["large_gbps"].append(gbps)
                 res["large_cpu_s_per_gb"].append(cpu_gb)
+                res["large_busy"].append(busy)
+                res["large_load_busy"].append(client_busy)
             done = [f"1 KiB {res['1k_rps'][-1]:,.0f} req/s" if "1k" in args.sizes else "",
                     f"64 KiB {res['64k_rps'][-1]:,.0f} req/s" if "64k" in args.sizes else "",
                     f"large {res['large_gbps'][-1]:.2f} GB/s" if "large" in args.sizes else ""]
@@ -410,7 +446,9 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
     placement = (f"server pinned to CPU {server_cpu}, load to CPU {load_cpu}" if server_cpu is not None else
                  f"{args.workers} workers per server, NOT pinned: servers, wrk and the large-file client share "
                  "all CPUs")
-    print(f"\nmedians of {args.rounds} interleaved rounds; {placement}; wrk -t{args.workers} -c{args.connections} "
+    client = (f"tools/discard_client.c -c{args.connections}" if args.client == "discard" and args.workers == 1
+              else f"wrk -t{args.workers} -c{args.connections}")
+    print(f"\nmedians of {args.rounds} interleaved rounds; {placement}; {client} "
           f"-d{args.duration:g}s; large file {format_size(args.large)}, {args.pulls} pull(s) per round; "
           f"zcopy on {sys.executable} (Python {platform.python_version()}), hot path {args.hot_path}; "
           f"load average before: {args.load_before}, "
@@ -425,12 +463,15 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
               f"| {m['64k_cpu_us']:.1f} ({m['64k_user_us']:.1f} + {m['64k_sys_us']:.1f}) | {x(m, '64k_cpu_us')} "
               f"| {m['large_gbps']:.2f} | {x(m, 'large_gbps')} "
               f"| {m['large_cpu_s_per_gb']:.3f} | {x(m, 'large_cpu_s_per_gb')} |")
-    print("\nWho bounded the rate: the server's busy share of each wrk run (1.00: its core was saturated) "
-          "and the load generator's CPU per request (wrk, user + sys, from its rusage)\n")
-    print("| server | 1 KiB server busy | 1 KiB wrk us/req | 64 KiB server busy | 64 KiB wrk us/req |")
-    print("|---|---|---|---|---|")
+    print("\nWho bounded the rate: the server's busy share of each run (1.00: its core was saturated), and the "
+          "load generator's CPU per request (user + sys, from its rusage) and busy share\n")
+    print("| server | 1 KiB server busy | 1 KiB load us/req | load busy | 64 KiB server busy | 64 KiB load us/req "
+          "| load busy | large: server busy | client busy |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
-        print(f"| {name} | {m['1k_busy']:.2f} | {m['1k_load_us']:.1f} | {m['64k_busy']:.2f} | {m['64k_load_us']:.1f} |")
+        print(f"| {name} | {m['1k_busy']:.2f} | {m['1k_load_us']:.1f} | {m['1k_load_us'] * m['1k_rps'] / 1e6:.2f} "
+              f"| {m['64k_busy']:.2f} | {m['64k_load_us']:.1f} | {m['64k_load_us'] * m['64k_rps'] / 1e6:.2f} "
+              f"| {m['large_busy']:.2f} | {m['large_load_busy']:.2f} |")
     if "zcopy" not in med or len(med) < 2:
         return
     z = med["zcopy"]
@@ -661,6 +702,10 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of wrk per server and file before round 1")
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--client", choices=("wrk", "discard"), default="wrk",
+                    help="the load generator of the 1 KiB and 64 KiB runs: wrk, or tools/discard_client.c, which "
+                         "drops reply bodies with recv(MSG_TRUNC) (at 64 KiB wrk saturates its core first: "
+                         "see the busy shares it prints); one worker only")
     ap.add_argument("--large", type=parse_size, default=parse_size("1GiB"))
     ap.add_argument("--sizes", default="1k,64k,large",
                     help="which of 1k, 64k, large to measure (comma-separated; e.g. --sizes large --pulls 5 "
