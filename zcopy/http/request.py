@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError
 from types import MappingProxyType
 from urllib.parse import unquote_to_bytes
 
@@ -48,13 +48,17 @@ _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HOST = re.compile(r"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z.\-_~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
-@dataclass(slots=True, frozen=True, eq=False)
 class Request:
     """One parsed request head. Header names are lower-case; repeated fields
     are joined with ", " (RFC 9110 5.3), so every lookup is one dict get.
     Frozen: ``HeadCache`` shares one Request among every identical head.
     Compared and hashed by identity: the same Request is the same head bytes,
-    which lets the responder memoize answers per Request."""
+    which lets the responder memoize answers per Request.
+    (A plain class, not a frozen dataclass: compiled, ``request.pxd`` makes it a C
+    struct with read-only fields, and the connection reads them as struct loads.)"""
+
+    __slots__ = ("method", "target", "path", "query", "version", "headers", "keep_alive", "content_length",
+                 "chunked", "expect_continue", "plain")
 
     method: str
     target: bytes                 # as sent, for the access log
@@ -68,7 +72,37 @@ class Request:
     expect_continue: bool
     #: No preconditions and no Range: the answer depends on the resource alone,
     #: so the responder can skip evaluating them (most requests).
-    plain: bool = True
+    plain: bool
+
+    def __init__(self, method: str, target: bytes, path: str, query: str, version: tuple[int, int],
+                 headers: Mapping[str, str], keep_alive: bool, content_length: int | None, chunked: bool,
+                 expect_continue: bool, plain: bool = True) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
+        self.plain = plain
+
+    def __setattr__(self, name: str, value) -> None:
+        # Each field once, in __init__ (as plain Python; compiled, __init__ stores into the struct
+        # and this sees only assignments from outside, to fields that are always set).
+        if hasattr(self, name):
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        return (f"Request(method={self.method!r}, target={self.target!r}, version={self.version!r}, "
+                f"keep_alive={self.keep_alive!r}, content_length={self.content_length!r}, "
+                f"chunked={self.chunked!r}, plain={self.plain!r})")
 
 
 def split_head(buf: bytes | bytearray, max_head: int = MAX_HEAD, max_target: int = MAX_TARGET) -> int | None:

@@ -4,20 +4,23 @@ from zcopy.loop cimport ListenerLoop
 from zcopy.server.stats cimport WorkerStats
 from zcopy.http.protocol cimport ServerProtocol
 from zcopy.server.reply cimport Reply
+from zcopy.http.request cimport Request
+cimport cython
 
 cdef class Connection:
     cdef public ListenerLoop worker
     cdef public WorkerStats stats
-    cdef public object transport, wire, recv, send, addr, out, xfer, upload, pending, user, auth, ahead, config, engine, once
+    cdef public object responder, transport, wire, recv, send, addr, out, xfer, upload, pending, user, auth, ahead, config, engine, once
     cdef public ServerProtocol proto
     cdef public Reply reply
     cdef public list owed
     cdef public int fd, state, at
     cdef public bint readable, writable, draining, hup
-    cdef public double deadline, started, head_at
+    cdef public double deadline, started, head_at, header_timeout, idle_timeout
     cdef public long long sent
     cdef bint _read_request(self) except -1
     cdef object _read(self)
     cpdef _start_reply(self, Reply reply)
     cpdef _finish_reply(self)
+    @cython.locals(req=Request)
     cdef _count(self, Reply reply, bint complete)

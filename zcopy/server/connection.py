@@ -59,12 +59,16 @@ DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 class Connection:
     __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
                  "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending", "user", "auth",
-                 "hup", "ahead", "stats", "config", "engine", "once", "head_at", "owed")
+                 "hup", "ahead", "stats", "config", "engine", "once", "head_at", "owed", "responder", "header_timeout",
+                 "idle_timeout")
 
     def __init__(self, worker, sock, addr, transport=None) -> None:
         self.worker = worker
         self.stats = worker.stats          # what every request touches, one attribute away
-        self.config = worker.config
+        self.responder = worker.responder
+        self.config = config = worker.config
+        self.header_timeout = config.header_timeout     # the deadlines every reply's end sets
+        self.idle_timeout = config.idle_timeout
         self.transport = transport = transport or PlainTransport(sock)
         self.fd = transport.fd             # epoll's key
         self.recv = transport.recv
@@ -168,7 +172,7 @@ class Connection:
         except http.HttpError as exc:       # a body refused midway (413, 507, bad chunk)
             self._abort_upload()
             self.proto.body_failed()
-            self._start_reply(self.worker.responder.error(exc, close=True))
+            self._start_reply(self.responder.error(exc, close=True))
             self.run()
         except PeerClosed:
             self.worker.stats.error("upload_cut")
@@ -220,11 +224,11 @@ class Connection:
                     # The head clock starts with its first byte (slowloris bound).
                     self.deadline = self.worker.now + self.config.header_timeout
         except http.HttpError as exc:           # 400/414/431/501/505: answer, then close
-            self._start_reply(self.worker.responder.error(exc, close=True))
+            self._start_reply(self.responder.error(exc, close=True))
             return True
         worker = self.worker
         self.started = worker.now
-        reply = worker.responder.respond(req, self.draining, self)
+        reply = self.responder.respond(req, self.draining, self)
         if reply.__class__ is Reply:
             self._start_reply(reply)
         else:
@@ -345,7 +349,7 @@ class Connection:
         try:
             reply = sink.complete(proto.request, self.draining)
         except http.HttpError as exc:
-            reply = self.worker.responder.error(exc, close=True)
+            reply = self.responder.error(exc, close=True)
         self._answer(reply)
         return True
 
@@ -570,7 +574,7 @@ class Connection:
             self._start_linger()
             return
         self.state = READING
-        self.deadline = worker.now + (self.config.header_timeout if self.proto.buf else self.config.idle_timeout)
+        self.deadline = worker.now + (self.header_timeout if self.proto.buf else self.idle_timeout)
 
     def _count(self, reply, complete: bool) -> None:
         """A reply ended: stats and the access log. One that did not complete
