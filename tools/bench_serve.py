@@ -11,10 +11,14 @@ run (keep-alive) and one pull of a large file (spliced into /dev/null). The
 tool prints medians: req/s, GB/s, server CPU per request (user + sys:
 /proc/PID/stat of the server's processes, master included), the ratio of
 each figure to the best server's, and zcopy's ratio to each peer and to the
-best peer.
+best peer. It also prints who bounded each rate: every server's busy share of a run (1.00: its core
+was saturated) and the load generator's CPU per request and busy share. At 64 KiB wrk saturates
+its core first (it reads each reply 8 KiB at a time); `--client discard` loads the server with
+tools/discard_client.c instead, which drops reply bodies with recv(MSG_TRUNC).
 
     python tools/bench_serve.py --rounds 5 --duration 5
     python tools/bench_serve.py --quick                   # a smoke run, ~30 s
+    python tools/bench_serve.py --client discard          # 1 KiB/64 KiB load from tools/discard_client.c, not wrk
     python tools/bench_serve.py --syscalls 20000          # strace -c: calls per 1 KiB request
     python tools/bench_serve.py --idle 10000              # resident memory per idle keep-alive connection
     python tools/bench_serve.py --workers 2               # 2 workers each, unpinned, wrk -t2 on the same CPUs
