@@ -2,12 +2,24 @@
 probe fails midway (compared through /proc/self/fd by the fd_guard fixture)."""
 
 import importlib
+import sys
 import time
 
 import pytest
 
 from probes import Context, Status, run_module
 from probes.runner import MODULES, ProbeTimeout
+
+
+def run_probe(name: str, probe, ctx: Context) -> list:
+    """``run_module`` of a probe function made by the test, as module ``probes.<name>``."""
+    module = type(sys)(f"probes.{name}")
+    module.probe = probe
+    sys.modules[module.__name__] = module
+    try:
+        return run_module(name, ctx)
+    finally:
+        del sys.modules[module.__name__]
 
 
 def test_modules_in_report_order_with_throughput_last():
@@ -52,10 +64,7 @@ def test_timeout_inside_a_blocking_syscall_leaks_nothing(fd_guard, tmp_path):
     """A probe that blocks forever in recv() with a pipe, a socket pair and a
     temp file open: the time bound interrupts the syscall and the scope still
     closes all."""
-    import sys
     from probes.resources import Resources
-
-    module = type(sys)("probes._blocking_test_probe")
 
     def probe(ctx):
         with Resources() as res:
@@ -66,12 +75,7 @@ def test_timeout_inside_a_blocking_syscall_leaks_nothing(fd_guard, tmp_path):
             server.recv(1)  # blocks: the client never sends
             yield None
 
-    module.probe = probe
-    sys.modules[module.__name__] = module
-    try:
-        findings = run_module("_blocking_test_probe", Context(timeout=0.2))
-    finally:
-        del sys.modules[module.__name__]
+    findings = run_probe("_blocking_test_probe", probe, Context(timeout=0.2))
     assert findings[0].status is Status.ERROR and "timed out" in findings[0].detail
     assert list(tmp_path.iterdir()) == []  # the temp file was removed
 
@@ -82,10 +86,7 @@ def test_a_scope_struck_on_its_way_out_is_closed_by_the_runner(fd_guard, tmp_pat
     exited (seen once in CI: 128 pipes of ``pipes``' budget check). A probe
     that leaves its scope that way must still lose nothing: the runner closes
     the scopes a run left open."""
-    import sys
     from probes.resources import Resources
-
-    module = type(sys)("probes._struck_on_exit_probe")
 
     def probe(ctx):
         res = Resources().__enter__()       # what the ``with`` had done when the bound struck
@@ -95,12 +96,7 @@ def test_a_scope_struck_on_its_way_out_is_closed_by_the_runner(fd_guard, tmp_pat
         raise ProbeTimeout("struck on the way into __exit__")
         yield None
 
-    module.probe = probe
-    sys.modules[module.__name__] = module
-    try:
-        findings = run_module("_struck_on_exit_probe", Context(timeout=5))
-    finally:
-        del sys.modules[module.__name__]
+    findings = run_probe("_struck_on_exit_probe", probe, Context(timeout=5))
     assert findings[0].status is Status.ERROR and "struck" in findings[0].detail
     assert list(tmp_path.iterdir()) == []
 
