@@ -136,16 +136,26 @@ head = b""
 while b"\r\n\r\n" not in head:
     head += s.recv(1)
 length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
-r, w = os.pipe()
-import fcntl; fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)   # the client must not be the bottleneck
-null = os.open("/dev/null", os.O_WRONLY)
-t0 = time.perf_counter(); left = length
-while left:
-    n = os.splice(s.fileno(), w, min(left, 1 << 20))
-    if n == 0: raise SystemExit("short body")
-    left -= n
-    while n: n -= os.splice(r, null, n)
-print(time.perf_counter() - t0)
+left = length - len(head.split(b"\r\n\r\n", 1)[1])
+import resource
+t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+if sys.argv[3] == "discard":       # recv(MSG_TRUNC): TCP drops the bytes without copying them (tcp(7))
+    buf = bytearray(16 << 20)
+    while left:
+        n = s.recv_into(buf, min(left, len(buf)), socket.MSG_TRUNC)
+        if n == 0: raise SystemExit("short body")
+        left -= n
+else:                              # splice into a pipe and on to /dev/null
+    r, w = os.pipe()
+    import fcntl; fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)   # the client must not be the bottleneck
+    null = os.open("/dev/null", os.O_WRONLY)
+    while left:
+        n = os.splice(s.fileno(), w, min(left, 1 << 20))
+        if n == 0: raise SystemExit("short body")
+        left -= n
+        while n: n -= os.splice(r, null, n)
+c1 = resource.getrusage(resource.RUSAGE_SELF)
+print(time.perf_counter() - t0, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime))
 """
 
 
@@ -265,6 +275,10 @@ def discard_client(port: int, path: str, duration: int, conns: int, cpu: int | N
     return int(m.group(1)) / float(m.group(2)), int(m.group(1))
 
 
+def large_mode(args) -> str:
+    return "discard" if args.client == "discard" else "splice"
+
+
 def run_load(port: int, path: str, duration: int, args, cpu: int | None = None, depth: int = 1) -> tuple[float, int]:
     """One run of the load generator ``--client`` names."""
     if args.client == "discard" and depth == 1 and args.workers == 1:
@@ -366,18 +380,18 @@ def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None,
     return rps, (u1 - u0) * per, (s1 - s0) * per, load * per, ((u1 - u0) + (s1 - s0)) / min(wall, args.duration)
 
 
-def measure_large(peer: Peer, size: int, load_cpu: int | None) -> tuple[float, float, float, float]:
+def measure_large(peer: Peer, size: int, load_cpu: int | None, mode: str = "splice") -> tuple[float, float, float, float]:
     """(GB/s, server CPU s/GB, the server's busy share of the pull, the client's) of one large-file pull,
-    the client pinned to ``load_cpu`` if given. (The client's share counts its start as well: an upper bound.)"""
+    the client pinned to ``load_cpu`` if given (its share: its CPU time while the body came, over that time).
+    ``mode``: how the client drops the body, "splice" (to /dev/null through a pipe) or "discard"
+    (recv with MSG_TRUNC: cheaper, so that the client is further from bounding the rate)."""
     pids = peer.pids()
     c0 = cpu_seconds(pids)
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     pin = [] if load_cpu is None else ["taskset", "-c", str(load_cpu)]
-    secs = float(subprocess.run([*pin, sys.executable, "-c", LARGE_CLIENT, str(peer.port), "/large.bin"],
-                                capture_output=True, text=True, check=True, timeout=600).stdout)
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([*pin, sys.executable, "-c", LARGE_CLIENT, str(peer.port), "/large.bin", mode],
+                         capture_output=True, text=True, check=True, timeout=600).stdout
     c1 = cpu_seconds(pids)
-    client = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    secs, client = map(float, out.split())
     return size / secs / 1e9, (c1 - c0) / (size / 1e9), (c1 - c0) / secs, client / secs
 
 
@@ -388,7 +402,7 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str
         for size in small:
             run_load(peer.port, f"/{size}.bin", args.warmup, args, cpu=load_cpu)
         if "large" in args.sizes:
-            measure_large(peer, args.large, load_cpu)
+            measure_large(peer, args.large, load_cpu, large_mode(args))
     names = list(running)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]   # no server always runs first
@@ -402,7 +416,7 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str
                 res[f"{size}_load_us"].append(load)
                 res[f"{size}_busy"].append(busy)
             for _ in range(args.pulls if "large" in args.sizes else 0):
-                gbps, cpu_gb, busy, client_busy = measure_large(peer, args.large, load_cpu)
+                gbps, cpu_gb, busy, client_busy = measure_large(peer, args.large, load_cpu, large_mode(args))
                 res["large_gbps"].append(gbps)
                 res["large_cpu_s_per_gb"].append(cpu_gb)
                 res["large_busy"].append(busy)
@@ -709,7 +723,8 @@ def main() -> int:
     ap.add_argument("--client", choices=("wrk", "discard"), default="wrk",
                     help="the load generator of the 1 KiB and 64 KiB runs: wrk, or tools/discard_client.c, which "
                          "drops reply bodies with recv(MSG_TRUNC) (at 64 KiB wrk saturates its core first: "
-                         "see the busy shares it prints); one worker only")
+                         "see the busy shares it prints); one worker only. With discard the large pull's client "
+                         "drops the body with recv(MSG_TRUNC) too, instead of splicing it to /dev/null")
     ap.add_argument("--large", type=parse_size, default=parse_size("1GiB"))
     ap.add_argument("--sizes", default="1k,64k,large",
                     help="which of 1k, 64k, large to measure (comma-separated; e.g. --sizes large --pulls 5 "
