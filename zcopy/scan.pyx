@@ -326,47 +326,27 @@ def newest(list stats):
     return best
 
 
-cdef const char *_HEX = b"0123456789abcdef"
+cdef extern from *:
+    """
+    /* u in lowercase hexadecimal at p (no sign); returns the end. */
+    static inline char *zcopy_uhex(char *p, unsigned long long u) {
+        static const char digits[] = "0123456789abcdef";
+        int n = u ? (64 - __builtin_clzll(u) + 3) >> 2 : 1;
+        char *end = p + n;
+        char *q = end;
+        do { *--q = digits[u & 15]; u >>= 4; } while (q > p);
+        return end;
+    }
+    """
+    char *_uhex "zcopy_uhex" (char *p, unsigned long long u) noexcept nogil
 
 
 cdef inline char *_hex(char *p, long long v) noexcept:
     """``v`` in lowercase hexadecimal at ``p``, as Python's ``%x`` (a "-" before a negative one)."""
-    cdef char tmp[20]
-    cdef int k = 0
-    cdef unsigned long long u
     if v < 0:
         p[0] = b'-'
-        p += 1
-        u = <unsigned long long>(-(v + 1)) + 1
-    else:
-        u = <unsigned long long>v
-    while True:
-        tmp[k] = _HEX[u & 15]
-        k += 1
-        u >>= 4
-        if u == 0:
-            break
-    while k:
-        k -= 1
-        p[0] = tmp[k]
-        p += 1
-    return p
-
-
-cdef inline char *_uhex(char *p, unsigned long long u) noexcept:
-    cdef char tmp[20]
-    cdef int k = 0
-    while True:
-        tmp[k] = _HEX[u & 15]
-        k += 1
-        u >>= 4
-        if u == 0:
-            break
-    while k:
-        k -= 1
-        p[0] = tmp[k]
-        p += 1
-    return p
+        return _uhex(p + 1, <unsigned long long>(-(v + 1)) + 1)
+    return _uhex(p, <unsigned long long>v)
 
 
 _ETAG_FORMAT = b'"%x-%x-%x-%x"'             # http.ETAG_FORMAT (tests/test_dav_scan.py checks they agree)
