@@ -2,8 +2,9 @@
 
 Every module with a ``.pxd`` beside its ``.py`` (the loop, the connection, the
 HTTP protocol, the responder, the reply, the file cache's trust record, the stats, the
-Date header) is compiled from that unchanged ``.py``, and ``zcopy/sockio.pyx`` (the one
-module written in Cython: recv and send on the socket) from its ``.pyx``; the ``.pxd`` only
+Date header) is compiled from that unchanged ``.py``, and the modules written in Cython from
+their ``.pyx``: ``zcopy/sockio.pyx`` (recv and send on the socket) and ``zcopy/scan.pyx`` (a
+WebDAV PROPFIND's first build of a folder: the scan and the per-member columns in C); the ``.pxd`` only
 declares its classes' attribute types, so that an attribute read is a C
 struct read instead of a dictionary lookup (docs/hotpath.md). Each extension
 is optional: without a C compiler, or with ``ZCOPY_PURE=1`` set at build time,
@@ -25,7 +26,8 @@ HERE = pathlib.Path(__file__).parent
 
 def hot_sources() -> list[str]:
     """The .py of every module with a .pxd beside it, and the modules written in Cython (.pyx:
-    ``zcopy.sockio``, the socket's recv and send without the socket module's toll)."""
+    ``zcopy.sockio``, the socket's recv and send without the socket module's toll; ``zcopy.scan``, a
+    PROPFIND's first build in C)."""
     return sorted([str(p.relative_to(HERE).with_suffix(".py")) for p in HERE.glob("zcopy/**/*.pxd")
                    if p.with_suffix(".py").exists()] + [str(p.relative_to(HERE)) for p in HERE.glob("zcopy/**/*.pyx")])
 

@@ -51,6 +51,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -335,6 +336,12 @@ def main() -> int:
                 hot[name] = probe.latencies
         print(f"PROPFIND Depth 1 of {args.entries} files; server CPU {server_cpu}, client CPU {load_cpu}; "
               f"{args.rounds} rounds x {args.requests} requests; load average before: {load_before}")
+        if "zcopy" in running:             # which tree, compiled or not: as `python -m zcopy` above sees it
+            which = subprocess.run([sys.executable, "-c", "import os, zcopy, zcopy.hotpath as h; "
+                                    "print(os.path.dirname(os.path.dirname(zcopy.__file__)), h.summary())"],
+                                   cwd=os.path.join(os.path.dirname(__file__), ".."), capture_output=True,
+                                   text=True).stdout.strip()
+            print(f"zcopy: {which}")
         print(f"{'body':8} {'mode':8} {'server':6} {'median s':>9} {'best s':>8} {'CPU s/req':>9} {'bytes':>9}")
         for case in cases:
             for name in running:

@@ -9,10 +9,10 @@ imported from its ``.py``, as with ``ZCOPY_PURE=1`` in the environment. Either
 way the code that runs is the code in the ``.py``; ``state()`` says which
 ran how (``zcopy serve`` shows it, docs/hotpath.md).
 
-``zcopy.sockio`` is written in Cython (a ``.pyx``, no ``.py``): the manifest
-names and hashes its ``.pyx``, and when the others run from their ``.py`` it is not
-imported at all (its importer, ``zcopy.transport``, asks ``compiled()`` and
-falls back to the socket's own methods).
+``zcopy.sockio`` and ``zcopy.scan`` are written in Cython (a ``.pyx``, no ``.py``): the
+manifest names and hashes each ``.pyx``, and when the others run from their ``.py`` they are
+not imported at all (their importers, ``zcopy.transport`` and ``zcopy.server.propfind``, ask
+``compiled()`` and fall back to the socket's own methods, or to propfind's own Python).
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ kept responses (``update_members``); otherwise, and at least every ``TTL``
 seconds, every member is stat'ed and only those whose stat moved are
 rendered again (``write_members``' memo).
 
+When the hot path is compiled, a first build's per-member work runs in C (``zcopy.scan``: the
+folder read and each member ``fstatat``'ed with the GIL released, a compact ``Stat`` per member in
+place of an ``os.stat_result``, the ETag, key, size and date columns and each response's join);
+the Python here does the same, to the same bytes, otherwise (``_c`` is None).
+
 Which members are shown is the folder listing's rule (``root.listed``), so
 whatever a GET listing hides a PROPFIND hides too.
 """
@@ -46,7 +51,7 @@ import struct
 import time
 from itertools import compress, count, repeat
 
-from zcopy import http
+from zcopy import hotpath, http
 from zcopy.http.headers import ETAG_FIELDS, etag_of_fields, etags_of_fields, make_etags
 from zcopy.dav import deadprops, multistatus, xmlbody
 from zcopy.server.digests import QUIET
@@ -84,6 +89,15 @@ _OK = "<D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
 _MISSING = "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"
 #: The per-member fields of a template, in ``str.format``'s positional order.
 _HREF, _SIZE, _MODIFIED, _ETAG, _NAME, _TYPE, _CREATED = range(7)
+
+#: ``zcopy.scan`` (Cython: the scan, the per-member columns and the responses' joins in C) when it is
+#: built and current (``hotpath.compiled``); None: the Python below does the same, to the same bytes.
+_c = None
+if hotpath.compiled("zcopy.scan"):
+    try:
+        from zcopy import scan as _c
+    except ImportError:             # built for another interpreter, or removed since
+        _c = None
 
 
 class Body:
@@ -307,6 +321,8 @@ def members(fd: int, url: str, *, show_hidden: bool, visible=None) -> Scan:
     come from one ``listdir`` (no ``DirEntry`` per member: ``scandir`` and ``DirEntry.stat`` cost 6 ms
     more for 10,000 members here), the filters are C-level passes over the whole folder."""
     at_top = http.normalised(url) == "/"
+    if _c is not None:
+        return _compiled_members(fd, at_top, show_hidden, visible)
     names = os.listdir(fd)
     if _DOT_RULE and not show_hidden:
         if names and (names[0][0] == "." or "/." in "/".join(names)):   # one C-level scan when none is hidden
@@ -334,6 +350,21 @@ def members(fd: int, url: str, *, show_hidden: bool, visible=None) -> Scan:
             folders[0].append(name)
             folders[1].append(st)
     return Scan(files, folders)     # in the folder's order: RFC 4918 asks for none, clients sort
+
+
+def _compiled_members(fd: int, at_top: bool, show_hidden: bool, visible) -> Scan:
+    """``members`` by ``zcopy.scan.scan``: the same members in the same order, each with a
+    ``zcopy.scan.Stat`` (the fields of a stat result zcopy reads) instead of an ``os.stat_result``."""
+    hide = _DOT_RULE and not show_hidden
+    file_names, file_stats, folder_names, folder_stats = _c.scan(fd, hide)
+    columns = [(file_names, file_stats), (folder_names, folder_stats)]
+    if not hide or visible is not None:
+        for i, (names, stats) in enumerate(columns):
+            keep = [(hide or listed(name, show_hidden=show_hidden, at_top=at_top)) and
+                    (visible is None or visible(name)) for name in names]
+            if not all(keep):
+                columns[i] = (list(compress(names, keep)), list(compress(stats, keep)))
+    return Scan(*columns)
 
 
 def _each_stat(fd: int, names: list[str]) -> tuple[list, list]:
@@ -382,12 +413,16 @@ def write_members(out_fd: int, dir_fd: int, url: str, plan: Plan, scan: Scan, ov
             local = etags = keys = None
             newest = 0                            # the batch's largest ctime (ns)
             if etagged:
-                fields = list(map(ETAG_FIELDS, stats))
-                newest = max(map(_FIELDS_CTIME_NS, fields), default=0)
-                local = etags_of_fields(fields)
+                if _c is not None:
+                    newest = _c.newest(stats)
+                    local = _c.etags(stats)
+                else:
+                    fields = list(map(ETAG_FIELDS, stats))
+                    newest = max(map(_FIELDS_CTIME_NS, fields), default=0)
+                    local = etags_of_fields(fields)
                 etags = _shown(local, overrides(stats, newest))
             elif keep:
-                newest = max(map(_ctime_ns, stats), default=0)
+                newest = _c.newest(stats) if _c is not None else max(map(_ctime_ns, stats), default=0)
             if keep:
                 keys = _keys(stats, local, etags, settled, newest)
             redo = None
@@ -429,6 +464,8 @@ def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, set
     ``settled`` (ns; ``newest``: the members' largest ctime)."""
     if local is not None:
         keys = local if shown is local else [key if tag is key else (key, tag) for key, tag in zip(local, shown)]
+    elif _c is not None:
+        keys = _c.packed_keys(stats)
     else:
         keys = list(map(_KEY_PACK, *zip(*map(_KEY_FIELDS, stats)))) if stats else []
     if newest > settled:
@@ -629,14 +666,16 @@ def _batch_renderer(dir_fd: int, url: str, plan: Plan, slow):
                 hrefs = [_ENCODE(multistatus.href(url_base + name, False)) for name in names]
             columns[_HREF] = [h + b"/" for h in hrefs] if is_dir else hrefs
         if _SIZE in fields:
-            columns[_SIZE] = list(map(operator.mod, repeat(b"%d"), map(_size, stats)))
+            columns[_SIZE] = _c.sizes(stats) if _c is not None else list(
+                map(operator.mod, repeat(b"%d"), map(_size, stats)))
         if _MODIFIED in fields:
-            seconds = list(map(_mtime_s, stats))
+            seconds = _c.mtimes(stats) if _c is not None else list(map(_mtime_s, stats))
             for second in set(seconds).difference(dates):
                 dates[second] = multistatus.rfc1123(second).encode()
             columns[_MODIFIED] = list(map(dates.__getitem__, seconds))
         if _CREATED in fields:
-            seconds = list(map(min, map(_ctime_s, stats), map(_mtime_s, stats)))
+            seconds = _c.created(stats) if _c is not None else list(
+                map(min, map(_ctime_s, stats), map(_mtime_s, stats)))
             for second in set(seconds).difference(stamps):
                 stamps[second] = multistatus.rfc3339(second).encode()
             columns[_CREATED] = list(map(stamps.__getitem__, seconds))
@@ -654,11 +693,14 @@ def _batch_renderer(dir_fd: int, url: str, plan: Plan, slow):
             columns[_TYPE] = list(map(types.__getitem__, exts))
         if _ETAG in fields:
             columns[_ETAG] = etags              # ours (quotes, hex, base64): nothing to escape
-        parts = [repeat(consts[0])]
-        for field, const in zip(fields, consts[1:]):
-            parts.append(columns[field])
-            parts.append(repeat(const))
-        pieces = list(map(b"".join, zip(*parts)))
+        if _c is not None:
+            pieces = _c.join(consts, [columns[field] for field in fields], len(names))
+        else:
+            parts = [repeat(consts[0])]
+            for field, const in zip(fields, consts[1:]):
+                parts.append(columns[field])
+                parts.append(repeat(const))
+            pieces = list(map(b"".join, zip(*parts)))
         if flags is None:
             return pieces
         fast = iter(pieces)               # the members with dead properties, one by one, in their places
