@@ -495,3 +495,28 @@ def test_names_are_trusted_only_while_the_watch_reported_everything(tmp_path):
     finally:
         os.close(fd)
         watch.close()
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_member_dated_beyond_2262_is_listed_and_kills_no_worker(tmp_path, pure):
+    """A PROPPATCH of Win32LastModifiedTime (or X-OC-Mtime, or anyone's utime) can date a file after 2262,
+    beyond 64-bit nanoseconds: a Depth 1 PROPFIND that asks no getetag keys its memo by the members'
+    packed stats, whose ``struct.pack`` raised there and took the worker down (compiled or not)."""
+    (tmp_path / "later.txt").write_bytes(b"x")
+    (tmp_path / "earlier.txt").write_bytes(b"y")
+    with Server(tmp_path, "--allow-write", "--token", TOKEN, env={"ZCOPY_PURE": "1"} if pure else {}) as s:
+        body = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:">'
+                b'<D:set><D:prop><Z:Win32LastModifiedTime>Fri, 31 Dec 9999 23:59:59 GMT</Z:Win32LastModifiedTime>'
+                b'</D:prop></D:set></D:propertyupdate>')
+        assert call(s.port, "PROPPATCH", "/later.txt", body=body)[0] == 207
+        os.utime(tmp_path / "earlier.txt", (0, -(1 << 31)))
+        if os.stat(tmp_path / "later.txt").st_mtime_ns < 1 << 63:
+            pytest.skip("this filesystem does not keep times past 2262")
+        asked = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
+                 b'<D:getcontentlength/></D:prop></D:propfind>')
+        workers = s.worker_pids()
+        for _ in range(2):                         # a first build, then a rebuild from its memo
+            _, rs = propfind(s.port, "/", asked)
+            assert prop(rs["/later.txt"], D + "getcontentlength").text == "1"
+            assert prop(rs["/earlier.txt"], D + "getlastmodified").text.endswith("1901 20:45:52 GMT")
+        assert s.worker_pids() == workers

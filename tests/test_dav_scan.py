@@ -252,3 +252,27 @@ def test_a_scan_of_what_is_not_a_folder_raises_as_listdir(tmp_path):
 def test_the_module_is_guarded_by_the_hot_path_manifest():
     assert hotpath.compiled("zcopy.scan") and "zcopy.scan" in hotpath.SOURCES
     assert hotpath.SOURCES["zcopy.scan"][0] == os.path.join("zcopy", "scan.pyx")
+
+
+def test_members_dated_beyond_64_bit_nanoseconds(tmp_path, monkeypatch):
+    """Times that ``=q`` cannot hold (the year 2446 is ext4's last): the memo's packed keys fall back
+    to decimal the same way in both paths, with nothing raised."""
+    folder = tmp_path / "f"
+    _fill(folder, files=10)
+    os.utime(folder / "plain.txt", (0, 15_000_000_000))
+    os.utime(folder / "no-extension", (0, -(1 << 31)))
+    _quiet(folder)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    memos = {}
+    try:
+        def run():
+            memo = memos.setdefault(pf._c is not None, pf.Memo())
+            return _build(fd, "/f/", BODIES["created"], memo=memo), _build(fd, "/f/", BODIES["created"], memo=memo)
+        compiled, pure = _both(monkeypatch, run)
+    finally:
+        os.close(fd)
+    assert compiled == pure and b"plain.txt" in compiled[0] and compiled[0] == compiled[1]
+    assert memos[True].keys == memos[False].keys
+    st = os.stat(folder / "plain.txt")
+    assert memos[True].keys["plain.txt"] == b"%d,%d,%d,%d,%d" % (
+        st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)

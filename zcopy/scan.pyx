@@ -390,6 +390,17 @@ cdef packed struct Key:
 
 import struct as _struct
 _KEY_PACK = _struct.Struct("=QqqqI").pack
+_KEY_ERROR = _struct.error
+
+
+def _key(ino, size, mtime_ns, ctime_ns, mode):
+    """``propfind._key``: the packed key, or for times ``=q`` cannot hold (after 2262 or before 1677:
+    an X-OC-Mtime or a PROPPATCH Win32LastModifiedTime can set them) the fields in decimal (ASCII:
+    never equal to a packed key, whose mode bytes are not)."""
+    try:
+        return _KEY_PACK(ino, size, mtime_ns, ctime_ns, mode)
+    except _KEY_ERROR:
+        return b"%d,%d,%d,%d,%d" % (ino, size, mtime_ns, ctime_ns, mode)
 
 
 def packed_keys(list stats):
@@ -409,7 +420,7 @@ def packed_keys(list stats):
             key.mode = st.st_mode
             packed = PyBytes_FromStringAndSize(<char *>&key, sizeof(Key))
         else:
-            packed = _KEY_PACK(o.st_ino, o.st_size, o.st_mtime_ns, o.st_ctime_ns, o.st_mode)
+            packed = _key(o.st_ino, o.st_size, o.st_mtime_ns, o.st_ctime_ns, o.st_mode)
         Py_INCREF(packed)
         PyList_SET_ITEM(out, i, packed)
     return out

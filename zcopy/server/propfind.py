@@ -456,6 +456,16 @@ _FIELDS_CTIME_NS = operator.itemgetter(3)       # of http.ETAG_FIELDS
 _KEY_FIELDS = operator.attrgetter("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
 
 
+def _key(ino: int, size: int, mtime_ns: int, ctime_ns: int, mode: int) -> bytes:
+    """One member's packed key; for times that ``=q`` cannot hold (after 2262 or before 1677: a client can
+    set them with X-OC-Mtime or a PROPPATCH of Win32LastModifiedTime) the fields in decimal instead, as
+    ASCII, never equal to a packed key (whose mode bytes are not ASCII digits). ``zcopy.scan._key`` too."""
+    try:
+        return _KEY_PACK(ino, size, mtime_ns, ctime_ns, mode)
+    except struct.error:
+        return b"%d,%d,%d,%d,%d" % (ino, size, mtime_ns, ctime_ns, mode)
+
+
 def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, settled: int, newest: int) -> list:
     """``Memo`` keys of members: a file's local ETag when getetag is asked (``local``: inode, size, mtime
     and ctime, the ctime moving with its mode and attributes too; the very list the ETags were
@@ -467,7 +477,10 @@ def _keys(stats: list, local: list[bytes] | None, shown: list[bytes] | None, set
     elif _c is not None:
         keys = _c.packed_keys(stats)
     else:
-        keys = list(map(_KEY_PACK, *zip(*map(_KEY_FIELDS, stats)))) if stats else []
+        try:
+            keys = list(map(_KEY_PACK, *zip(*map(_KEY_FIELDS, stats)))) if stats else []
+        except struct.error:                      # a time beyond 64-bit nanoseconds: that member in decimal
+            keys = [_key(*fields) for fields in map(_KEY_FIELDS, stats)]
     if newest > settled:
         keys = [key if c <= settled else None for key, c in zip(keys, map(_ctime_ns, stats))]
     return keys
