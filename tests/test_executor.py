@@ -118,6 +118,30 @@ def test_defer_settles_a_pending_with_the_reply_or_the_refusal(fd_guard):
     assert defer(None, lambda: 1, lambda n: n + 1, None) == 2
 
 
+def test_a_refusal_that_raises_answers_500_instead_of_ending_the_worker(fd_guard, capsys):
+    """A ``refuse`` re-raises what it does not know (a bug in the work, found by the attack on
+    PROPFIND: a struct.error from a kept page's build). Raised on the loop, in the executor's
+    callbacks, it would end the worker; the request gets a 500 instead, and the traceback is printed."""
+    from zcopy import http
+
+    def refuse(exc):
+        if isinstance(exc, http.HttpError):
+            return ("error", exc.status, exc.close)
+        raise exc
+
+    ex = Executor()
+    try:
+        got = []
+        defer(ex, lambda: 1 / 0, lambda n: n, refuse).wait(got.append)
+        defer(ex, lambda: 1, lambda n: [][n], refuse).wait(got.append)      # ``then`` raising too
+        drain(ex, 2)
+    finally:
+        ex.close()
+    assert got == [("error", 500, True), ("error", 500, True)]
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "IndexError" in err
+
+
 def test_an_upload_that_nobody_waits_for_any_more_is_aborted(tmp_path, fd_guard):
     """A PUT's connection closed while its temp file was being made off the
     loop: the Upload that arrives after is aborted (its fds closed, no file)."""

@@ -41,6 +41,7 @@ import gc
 import os
 import sys
 import threading
+import traceback
 
 MIN_THREADS = 1
 MAX_THREADS = 8
@@ -254,6 +255,20 @@ def collector_paused():
                 gc.enable()
 
 
+def refused(refuse, exc: Exception):
+    """``refuse(exc)``, the error reply for what off-loop work (or its ``then``) raised. A ``refuse``
+    that raises in turn (it re-raises what it does not know: a bug) answers this request a 500, as
+    ``Connection.run`` does, instead of ending the worker and every connection on it: this runs on the
+    loop, in the executor's callbacks."""
+    try:
+        return refuse(exc)
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        from zcopy import http
+
+        return refuse(http.HttpError(500, "internal error", close=True))
+
+
 def defer(executor: Executor | None, work, then, refuse, *, cpu: bool = False):
     """The reply of a request computed off the loop.
 
@@ -277,7 +292,7 @@ def defer(executor: Executor | None, work, then, refuse, *, cpu: bool = False):
                 raise task.error
             reply = then(task.result)
         except Exception as exc:
-            reply = refuse(exc)
+            reply = refused(refuse, exc)
         pending.done(reply)
 
     executor.submit(work, cpu=cpu).then(settle)

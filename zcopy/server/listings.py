@@ -33,7 +33,7 @@ import os
 import time
 
 from zcopy import http, ui
-from zcopy.server.executor import collector_paused, defer
+from zcopy.server.executor import collector_paused, defer, refused
 from zcopy.server.files import RESOLVE_TTL
 from zcopy.server.prefetch import MEMORY
 
@@ -248,7 +248,7 @@ class Listings:
                     raise task.error
                 reply = then(page)
             except Exception as exc:
-                reply = refuse(exc)
+                reply = refused(refuse, exc)
             pending.done(reply)            # the connection takes its reference now
         if page is not None and key not in self._pages:
             self._retire(page)             # not kept: closes when its replies end
