@@ -68,12 +68,21 @@ def test_quick_run_against_nginx_skips_a_missing_peer(tmp_path):
     out = bench("--quick", "--servers", "zcopy,nginx,lighttpd", path=only(tmp_path, "wrk", "nginx", "taskset"))
     assert out.returncode == 0, out.stderr
     assert "skipping lighttpd: not installed (Debian: apt-get install lighttpd)" in out.stderr
-    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
+    rates, rest = out.stdout.split("Who bounded the rate")
+    rows = {line.split("|")[1].strip(): line for line in rates.splitlines() if line.startswith("| ")}
     assert {"zcopy", "nginx"} <= set(rows) and "lighttpd" not in rows
     for name in ("zcopy", "nginx"):
         cells = [c.strip() for c in rows[name].split("|")[2:-1]]
         assert float(cells[0].replace(",", "")) > 0 and float(cells[4].replace(",", "")) > 0, rows[name]
     assert "| best peer |" in out.stdout and "server pinned to CPU" in out.stdout
+    # where the large pulls' CPU went: user + sys per GB add up to the server's CPU, and pinned, the
+    # server's CPU took timer interrupts (at least the scheduler tick while it was busy)
+    costs = rest.split("Where the large pulls' server CPU went")[1].split("zcopy / peer")[0]
+    cost_rows = [line for line in costs.splitlines() if line.startswith(("| zcopy |", "| nginx |"))]
+    assert len(cost_rows) == 2, costs
+    for line in cost_rows:
+        user, system, timers = (float(c.replace(",", "")) for c in line.split("|")[2:-1])
+        assert user >= 0 and system > 0 and timers > 0, line
     assert leftovers() == []
 
 
@@ -104,8 +113,9 @@ def test_quick_run_with_two_workers_unpinned():
     assert out.returncode == 0, out.stderr
     assert "2 workers per server, NOT pinned" in out.stdout and "wrk -t2" in out.stdout
     lines = out.stdout.splitlines()
-    assert sum(line.startswith("| zcopy |") for line in lines) == 2       # the rates and who bounded them
-    assert sum(line.startswith("| nginx |") for line in lines) == 3       # those two and zcopy / peer
+    # the rates, who bounded them and where the large pulls' CPU went; nginx also in zcopy / peer
+    assert sum(line.startswith("| zcopy |") for line in lines) == 3
+    assert sum(line.startswith("| nginx |") for line in lines) == 4
     assert leftovers() == []
 
 

@@ -14,7 +14,10 @@ each figure to the best server's, and zcopy's ratio to each peer and to the
 best peer. It also prints who bounded each rate: every server's busy share of a run (1.00: its core
 was saturated) and the load generator's CPU per request and busy share. At 64 KiB wrk saturates
 its core first (it reads each reply 8 KiB at a time); `--client discard` loads the server with
-tools/discard_client.c instead, which drops reply bodies with recv(MSG_TRUNC).
+tools/discard_client.c instead, which drops reply bodies with recv(MSG_TRUNC). For the large pulls it
+prints where the server's CPU went: user and system time per GB and the timer interrupts its pinned CPU
+took per GB (with BBR over loopback most are TCP pacing timers, and they decide the rate: see
+docs/benchmarks.md, "1 GiB: TCP pacing decides").
 
     python tools/bench_serve.py --rounds 5 --duration 5
     python tools/bench_serve.py --quick                   # a smoke run, ~30 s
@@ -358,7 +361,8 @@ def cpus(args) -> tuple[int | None, int | None]:
 # --- throughput -----------------------------------------------------------
 
 KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "1k_load_us", "1k_busy", "64k_rps", "64k_user_us", "64k_sys_us",
-        "64k_load_us", "64k_busy", "large_gbps", "large_cpu_s_per_gb", "large_busy", "large_load_busy")
+        "64k_load_us", "64k_busy", "large_gbps", "large_cpu_s_per_gb", "large_busy", "large_load_busy",
+        "large_user_s", "large_sys_s", "large_timers")
 
 
 def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None,
@@ -380,22 +384,42 @@ def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None,
     return rps, (u1 - u0) * per, (s1 - s0) * per, load * per, ((u1 - u0) + (s1 - s0)) / min(wall, args.duration)
 
 
-def measure_large(peer: Peer, size: int, load_cpu: int | None, mode: str = "splice") -> tuple[float, float, float, float]:
-    """(GB/s, server CPU s/GB, the server's busy share of the pull, the client's) of one large-file pull,
-    the client pinned to ``load_cpu`` if given (its share: its CPU time while the body came, over that time).
+def timer_interrupts(cpu: int | None) -> int:
+    """Local timer interrupts (the LOC line of /proc/interrupts) CPU ``cpu`` has taken so far; 0 when
+    unpinned. Every hrtimer that expires on that CPU is one: with the BBR congestion control and no
+    fq qdisc (loopback) TCP paces in software, and each pacing timer that fires is one."""
+    if cpu is None:
+        return 0
+    with open("/proc/interrupts") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] == "LOC:":
+                return int(fields[1 + cpu])
+    return 0
+
+
+def measure_large(peer: Peer, size: int, load_cpu: int | None, mode: str = "splice",
+                  server_cpu: int | None = None) -> tuple[float, float, float, float, float, float, int]:
+    """(GB/s, server CPU s/GB, the server's busy share of the pull, the client's, the server's user and
+    system CPU seconds, timer interrupts on ``server_cpu``) of one large-file pull, the client pinned
+    to ``load_cpu`` if given (its share: its CPU time while the body came, over that time).
     ``mode``: how the client drops the body, "splice" (to /dev/null through a pipe) or "discard"
     (recv with MSG_TRUNC: cheaper, so that the client is further from bounding the rate)."""
     pids = peer.pids()
-    c0 = cpu_seconds(pids)
+    u0, s0 = cpu_times(pids)
+    t0 = timer_interrupts(server_cpu)
     pin = [] if load_cpu is None else ["taskset", "-c", str(load_cpu)]
     out = subprocess.run([*pin, sys.executable, "-c", LARGE_CLIENT, str(peer.port), "/large.bin", mode],
                          capture_output=True, text=True, check=True, timeout=600).stdout
-    c1 = cpu_seconds(pids)
+    u1, s1 = cpu_times(pids)
+    timers = timer_interrupts(server_cpu) - t0
     secs, client = map(float, out.split())
-    return size / secs / 1e9, (c1 - c0) / (size / 1e9), (c1 - c0) / secs, client / secs
+    c = (u1 - u0) + (s1 - s0)
+    return size / secs / 1e9, c / (size / 1e9), c / secs, client / secs, u1 - u0, s1 - s0, timers
 
 
-def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str, dict[str, list[float]]]:
+def throughput(running: dict[str, Peer], args, load_cpu: int | None,
+               server_cpu: int | None = None) -> dict[str, dict[str, list[float]]]:
     results = {name: {k: [] for k in KEYS} for name in running}
     small = [size for size in ("1k", "64k") if size in args.sizes]
     for peer in running.values():                              # warm every server
@@ -416,11 +440,15 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None) -> dict[str
                 res[f"{size}_load_us"].append(load)
                 res[f"{size}_busy"].append(busy)
             for _ in range(args.pulls if "large" in args.sizes else 0):
-                gbps, cpu_gb, busy, client_busy = measure_large(peer, args.large, load_cpu, large_mode(args))
+                gbps, cpu_gb, busy, client_busy, user, system, timers = measure_large(
+                    peer, args.large, load_cpu, large_mode(args), server_cpu)
                 res["large_gbps"].append(gbps)
                 res["large_cpu_s_per_gb"].append(cpu_gb)
                 res["large_busy"].append(busy)
                 res["large_load_busy"].append(client_busy)
+                res["large_user_s"].append(user)
+                res["large_sys_s"].append(system)
+                res["large_timers"].append(timers)
             done = [f"1 KiB {res['1k_rps'][-1]:,.0f} req/s" if "1k" in args.sizes else "",
                     f"64 KiB {res['64k_rps'][-1]:,.0f} req/s" if "64k" in args.sizes else "",
                     f"large {res['large_gbps'][-1]:.2f} GB/s" if "large" in args.sizes else ""]
@@ -490,6 +518,20 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
         print(f"| {name} | {m['1k_busy']:.2f} | {m['1k_load_us']:.1f} | {m['1k_load_us'] * m['1k_rps'] / 1e6:.2f} "
               f"| {m['64k_busy']:.2f} | {m['64k_load_us']:.1f} | {m['64k_load_us'] * m['64k_rps'] / 1e6:.2f} "
               f"| {m['large_busy']:.2f} | {m['large_load_busy']:.2f} |")
+    if "large" in args.sizes:
+        # CPU ticks are 10 ms: one pull's user time is mostly 0 or 1 tick, so the sums over all pulls
+        # are divided by all the bytes, not a median taken.
+        gb = args.large / 1e9
+        print("\nWhere the large pulls' server CPU went (sums over every pull, per GB): user and system time, "
+              "and timer interrupts on the server's CPU (median per GB; with BBR over loopback most are "
+              "TCP pacing timers, docs/benchmarks.md)\n")
+        print("| server | user ms/GB | sys ms/GB | timer interrupts/GB |")
+        print("|---|---|---|---|")
+        for name, res in results.items():
+            n = len(res["large_user_s"]) or 1
+            print(f"| {name} | {sum(res['large_user_s']) * 1e3 / n / gb:.1f} "
+                  f"| {sum(res['large_sys_s']) * 1e3 / n / gb:.0f} "
+                  f"| {statistics.median(res['large_timers']) / gb if res['large_timers'] else 0:,.0f} |")
     if "zcopy" not in med or len(med) < 2:
         return
     z = med["zcopy"]
@@ -799,7 +841,7 @@ def main() -> int:
             if args.pipeline > 1:
                 pipelined(running, args, load_cpu)
                 return 0
-            results = throughput(running, args, load_cpu)
+            results = throughput(running, args, load_cpu, server_cpu)
         if args.json:
             print(json.dumps({"rounds": args.rounds, "duration": args.duration, "large": args.large,
                               "server_cpu": server_cpu, "load_cpu": load_cpu, "load_before": args.load_before,
