@@ -105,6 +105,7 @@ def test_quick_run_with_the_discarding_client_says_who_bounded_the_rate():
         server_busy, load_us, load_busy = cells[0], cells[1], cells[2]
         assert 0 < server_busy <= 1.2 and load_us > 0 and 0 < load_busy <= 1.2, line
     assert leftovers() == []
+    assert not [name for name in os.listdir(os.environ["TMPDIR"]) if name.startswith("zcopy-discard-")]
 
 
 @needs

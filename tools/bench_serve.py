@@ -45,6 +45,7 @@ stopped on exit.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -262,7 +263,9 @@ def discard_client(port: int, path: str, duration: int, conns: int, cpu: int | N
     temporary folder): keep-alive GETs whose bodies it drops with recv(MSG_TRUNC), so that its own cost
     per reply does not grow with the reply (wrk reads 64 KiB in nine 8 KiB reads)."""
     if not _DISCARD_BIN:
-        out = os.path.join(tempfile.mkdtemp(prefix="zcopy-discard-"), "discard_client")
+        folder = tempfile.mkdtemp(prefix="zcopy-discard-")
+        atexit.register(shutil.rmtree, folder, True)     # the built client goes with this process
+        out = os.path.join(folder, "discard_client")
         subprocess.run(["cc", "-O2", "-o", out, os.path.join(TREE, "tools", "discard_client.c")], check=True)
         _DISCARD_BIN.append(out)
     argv = [_DISCARD_BIN[0], str(port), path, str(conns), str(duration)]
