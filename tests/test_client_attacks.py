@@ -107,8 +107,18 @@ def traced_zcopy(tmp_path, syscall: str, *args: str, when: int = 1) -> subproces
                             env={**os.environ, "ZCOPY_TOKEN": ""})
 
 
-def held_in(tracer: subprocess.Popen, syscall: str) -> bool:
-    """The traced zcopy is stopped on entry to ``syscall``."""
+def held_in(tracer: subprocess.Popen, syscall: str, log=None, when: int = 1) -> bool:
+    """The traced zcopy is stopped on entry to ``syscall``: with ``when`` above 1, in the ``when``-th
+    (strace's ``log`` has begun that many of them: it writes a call's start before the delay). Each
+    traced call stops the tracee briefly, so without the count an earlier, undelayed one can be
+    mistaken for the held one on a loaded machine."""
+    if when > 1:
+        try:
+            with open(log) as f:
+                if f.read().count(f"{syscall}(") < when:
+                    return False
+        except FileNotFoundError:
+            return False
     for kid in open(f"/proc/{tracer.pid}/task/{tracer.pid}/children").read().split():
         try:
             with open(f"/proc/{kid}/syscall") as f:
@@ -273,7 +283,8 @@ def seal_racing_an_upload(tmp_path, syscall: str, when: int):
     (root / "x").write_bytes(b"old version")
     proc = traced_zcopy(tmp_path, syscall, "seal", str(root), "-r", str(identity.to_public()), "-q", when=when)
     try:
-        wait_for(lambda: held_in(proc, syscall) or proc.poll() is not None, what=f"seal in {syscall}")
+        wait_for(lambda: held_in(proc, syscall, tmp_path / "strace.log", when) or proc.poll() is not None,
+                 what=f"seal in {syscall} #{when}")
         (root / "upload.tmp").write_bytes(b"new version, uploaded")
         os.rename(root / "upload.tmp", root / "x")
     finally:
