@@ -194,6 +194,48 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "a state"):
         time.sleep(0.02)
 
 
+def server_inode(client: socket.socket) -> int:
+    """The inode of the server side of a loopback TCP connection, from /proc/net/tcp."""
+    cport = client.getsockname()[1]
+    sport = client.getpeername()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if int(local.split(":")[1], 16) == sport and int(remote.split(":")[1], 16) == cport:
+                return int(fields[9])
+    raise AssertionError("no server side for this connection")
+
+
+def sockets_of(pid: int) -> set[int]:
+    """The inodes of the sockets ``pid`` holds (its listener and its connections); none once it has ended."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def owner(client: socket.socket, workers: list[int]) -> int | None:
+    inode = server_inode(client)
+    for pid in workers:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
 def connect(port: int, timeout: float = 10.0) -> socket.socket:
     """A connected client socket; a ``TlsClient`` to a TLS server's port."""
     cafile = _TLS_PORTS.get(port)
@@ -205,13 +247,14 @@ def connect(port: int, timeout: float = 10.0) -> socket.socket:
 class TlsClient:
     """A TLS client with a socket's face (``recv`` with ``MSG_PEEK``, ``sendall``, ``shutdown``),
     over memory BIOs so that ``shutdown(SHUT_WR)`` can send close_notify and keep reading, as a
-    TCP half-close does. Verifies the server's certificate against ``cafile``."""
+    TCP half-close does. Verifies the server's certificate against ``cafile``. ``raw``: a TCP
+    connection made earlier to do the handshake on (``port`` and ``timeout`` then unused)."""
 
     def __init__(self, port: int, timeout: float, cafile: str, server_hostname: str = "localhost",
-                 alpn: tuple[str, ...] = ("http/1.1",)) -> None:
+                 alpn: tuple[str, ...] = ("http/1.1",), raw: socket.socket | None = None) -> None:
         ctx = ssl.create_default_context(cafile=cafile)
         ctx.set_alpn_protocols(list(alpn))
-        self.raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.raw = raw or socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
         self.plain = bytearray()          # decrypted and not taken yet

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from serverutil import Server, get, wait_for
+from serverutil import Server, get, sockets_of, wait_for
 from test_serve_open_offloop import _traced
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
@@ -30,16 +30,6 @@ class _Trace:
         self.proc.terminate()
         _, err = self.proc.communicate(timeout=20)
         return err.splitlines()
-
-
-def _sockets(pid: int) -> int:
-    n = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
-    return n
 
 
 def _on_loop(lines: list[str], pid: int, needle: str) -> list[str]:
@@ -113,11 +103,11 @@ def test_a_shared_lookup_whose_file_goes_before_it_settles_answers_every_waiter(
             first = threading.Thread(target=ask, args=("if", b'If: (["x"])\r\n'))
             first.start()
             wait_for(lambda: _stopped_threads(worker), what="the sibling's open to be held")
-            sockets = _sockets(worker)
+            sockets = len(sockets_of(worker))
             second = threading.Thread(target=ask, args=("plain", b""))
             second.start()
             # The second request reaches the worker (its socket) and joins the lookup.
-            wait_for(lambda: _sockets(worker) > sockets, what="the second connection")
+            wait_for(lambda: len(sockets_of(worker)) > sockets, what="the second connection")
             time.sleep(0.2)     # (its head is read in the accept's turn: nothing to wait on)
             os.unlink(tmp_path / "a.bin")
             first.join(timeout=30)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from serverutil import Server, connect, get, read_response
+from serverutil import Server, connect, get, read_response, sockets_of
 from test_prefetch_pool import SlowFetch, evict, make_cold, wait_for
 
 from zcopy.server.config import ServeConfig
@@ -250,28 +250,20 @@ def _fds_to(pid: int, target: str) -> int:
     return n
 
 
-def _sockets(pid: int) -> int:
-    n = 0
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):      # closed between the listing and the readlink
-            n += os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:")
-    return n
-
-
 def test_a_parked_client_that_disconnects_is_cleaned_up(tmp_path):
     path = str(tmp_path / "cold.bin")
     data = make_cold(path, 8 * MiB)
     with forked_worker(tmp_path, slow=0.5) as (port, result):
         pid = result.pid
-        listening = _sockets(pid)
+        listening = len(sockets_of(pid))
         cold = connect(port)
         cold.sendall(b"GET /cold.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         assert cold.recv(4096).startswith(b"HTTP/1.1 200")    # head sent, body parked
-        assert _sockets(pid) == listening + 1
+        assert len(sockets_of(pid)) == listening + 1
         cold.close()                                          # gone while its window is read
         # Once the window arrives the send fails and the connection is closed:
         # no socket, and no job's dup of the file left (the file cache keeps one fd).
-        assert wait_for(lambda: _sockets(pid) == listening and _fds_to(pid, path) <= 1)
+        assert wait_for(lambda: len(sockets_of(pid)) == listening and _fds_to(pid, path) <= 1)
         status, _, body = get(port, "/cold.bin")              # and the worker serves on
         assert status == 200 and body == data
         report = result()

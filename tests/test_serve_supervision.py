@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from serverutil import Server, connect, curl, get, read_response, wait_for
+from serverutil import Server, connect, curl, get, owner, read_response, server_inode, sockets_of, wait_for
 
 
 def free_port() -> int:
@@ -98,6 +98,40 @@ def test_sighup_reloads_the_token_file_and_keeps_serving(root, tmp_path):
         assert put("old-secret") == 401
         now = wait_for(lambda: replaced(srv, before), what="the old workers to be replaced")
         assert len(now) == 2
+        assert srv.stop() == 0
+
+
+def test_a_reload_answers_the_client_that_had_just_connected(root, tmp_path):
+    """A SIGHUP that replaces the workers drains the old ones. A connection the old worker had
+    accepted before its drain began, whose first request had not arrived yet, is still answered
+    (with Connection: close) instead of being reset (a CI run lost such a request); a keep-alive
+    connection idle between requests closes at once, and one that never sends a request holds
+    the old worker for about ``FIRST_REQUEST_GRACE`` only, not the 30 s drain timeout."""
+    token_file = tmp_path / "token"
+    token_file.write_text("one\n")
+    with Server(root, "--allow-write", "--token-file", str(token_file)) as srv:
+        [old] = srv.worker_pids(1)
+        kept = connect(srv.port)
+        kept.sendall(b"GET /f.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(kept)[0] == 200                        # now idle between requests
+        fresh, silent = connect(srv.port), connect(srv.port)
+        wait_for(lambda: owner(fresh, [old]) and owner(silent, [old]), what="the old worker to accept both")
+        listeners = sockets_of(old) - {server_inode(c) for c in (kept, fresh, silent)}
+        token_file.write_text("two\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: not sockets_of(old) & listeners, what="the old worker to close its listener (its drain)")
+        assert kept.recv(10) == b""                                  # idle keep-alive: closed at once
+        fresh.sendall(b"GET /f.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body, _ = read_response(fresh)
+        assert (status, headers.get("connection"), body) == (200, "close", b"hello\n")
+        assert fresh.recv(10) == b""
+        started = time.monotonic()
+        wait_for(lambda: not alive(old), timeout=15, what="the old worker to end its drain")
+        assert time.monotonic() - started < 10                        # the grace, not the drain timeout
+        silent.settimeout(5)
+        assert silent.recv(10) == b""
+        for c in (kept, fresh, silent):
+            c.close()
         assert srv.stop() == 0
 
 
@@ -289,31 +323,6 @@ def test_a_bad_delay_or_timeout_is_a_usage_error(tmp_path, flag, value):
 # -- the write generation --------------------------------------------------------------
 
 
-def _server_inode(client: socket.socket) -> int:
-    """The inode of the server side of a loopback TCP connection, from /proc/net/tcp."""
-    cport = client.getsockname()[1]
-    sport = client.getpeername()[1]
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if int(local.split(":")[1], 16) == sport and int(remote.split(":")[1], 16) == cport:
-                return int(fields[9])
-    raise AssertionError("no server side for this connection")
-
-
-def _owner(client: socket.socket, workers: list[int]) -> int | None:
-    inode = _server_inode(client)
-    for pid in workers:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                    return pid
-            except OSError:
-                continue
-    return None
-
-
 def _one_connection_per_worker(port: int, workers: list[int]) -> dict[int, socket.socket]:
     """Keep-alive connections, one answered by each worker (SO_REUSEPORT spreads
     new connections by hash; we connect until each worker holds one)."""
@@ -323,7 +332,7 @@ def _one_connection_per_worker(port: int, workers: list[int]) -> dict[int, socke
         c = connect(port)
         c.sendall(b"GET /f.txt HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(c)[0] == 200          # accepted: the worker holds its fd now
-        pid = _owner(c, workers)
+        pid = owner(c, workers)
         if pid is not None and pid not in held:
             held[pid] = c
         else:

@@ -22,8 +22,8 @@ import time
 import pytest
 
 from conftest import needs_tool
-from serverutil import (Server, TlsClient, connect, curl, make_cert, read_response, request,
-                        serve_refused)
+from serverutil import (Server, TlsClient, connect, curl, make_cert, owner, read_response, request,
+                        serve_refused, server_inode, sockets_of, wait_for)
 from zcopy.tls import ulp_available
 
 pytestmark = needs_tool("openssl")
@@ -150,6 +150,30 @@ def _peer_der(port: int, cafile: str) -> bytes:
 
 def _der(path: str) -> bytes:
     return ssl.PEM_cert_to_DER_cert(open(path).read())
+
+
+def test_a_reload_lets_a_client_that_had_just_connected_finish_its_handshake(root, tmp_path):
+    """The TLS side of the reload race (test_serve_supervision): a connection the old worker
+    accepted before its drain, whose handshake had not begun, may still do it and be answered."""
+    new_dir = tmp_path / "new"
+    new_dir.mkdir()
+    cert, key = make_cert(tmp_path)
+    old_ca = tmp_path / "old.pem"
+    old_ca.write_bytes(open(cert, "rb").read())
+    with Server(root, "--state-dir", str(tmp_path / "state"), tls=(cert, key)) as s:
+        [old] = s.worker_pids(1)
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        wait_for(lambda: owner(raw, [old]), what="the old worker to accept")
+        listener = sockets_of(old) - {server_inode(raw)}
+        make_cert(new_dir)
+        for name in ("cert.pem", "key.pem"):
+            (tmp_path / name).write_bytes((new_dir / name).read_bytes())
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: not sockets_of(old) & listener, what="the old worker's drain")
+        with TlsClient(s.port, 10, str(old_ca), raw=raw) as tls:   # the old certificate: the old worker
+            tls.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            status, headers, body, _ = read_response(tls)
+            assert (status, headers.get("connection"), body) == (200, "close", b"hello over tls\n")
 
 
 def test_sighup_reloads_the_certificate_while_an_old_connection_keeps_working(root, tmp_path):

@@ -52,6 +52,10 @@ RESIDENT_MEMO = 1.0
 RECV_SIZE = 65536
 #: Pipelined requests answered per loop turn before yielding to other sockets.
 PIPELINE_BURST = 16
+#: A drain (SIGTERM, or a SIGHUP that replaces the workers) lets a connection that has not sent its
+#: first request yet (accepted moments before the drain: its request is on the way) this long to
+#: send it; it is answered with ``Connection: close``. An idle keep-alive connection closes at once.
+FIRST_REQUEST_GRACE = 1.0
 _MSG_MORE = int(socket.MSG_MORE)     # a plain int: a transport may test it (``&`` on the IntFlag runs enum.py)
 DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 
@@ -211,7 +215,7 @@ class Connection:
                     self._flush_owed()
                     if self.owed or self.state == CLOSED:
                         return False
-                if self.draining and not proto.buf:
+                if self.draining and not proto.buf and self.started != 0.0:    # (see drain)
                     self.close()
                     return False
                 data = self._read()
@@ -641,10 +645,18 @@ class Connection:
         self.close()
 
     def drain(self) -> None:
-        """Graceful stop: finish what is in flight, accept no new request."""
+        """Graceful stop: finish what is in flight, then close. Between requests an idle
+        keep-alive connection closes at once (its client retries such a request: RFC 9112
+        9.3.1); one that has had no request yet was accepted moments ago and its client's
+        first request is on the way (closing it would reset a client that did nothing wrong,
+        the race a reload's new workers would otherwise lose): it gets ``FIRST_REQUEST_GRACE``
+        to send it."""
         self.draining = True
         if self.state == READING and not self.proto.buf and not self.owed:
-            self.close()
+            if self.started == 0.0:     # no request yet
+                self.deadline = min(self.deadline, self.worker.now + FIRST_REQUEST_GRACE)
+            else:
+                self.close()
 
     def _start_readahead(self, fd: int, start: int, stop: int, entry) -> None:
         """Track residency for this range, unless its file is on a memory

@@ -34,7 +34,7 @@ import ssl
 
 from zcopy import http
 from zcopy.loop import ACCEPT_BACKOFF
-from zcopy.server.connection import Connection
+from zcopy.server.connection import FIRST_REQUEST_GRACE, Connection
 from zcopy.tls import ktls_state
 from zcopy.tlstransport import TlsStats, TlsTransport
 
@@ -244,6 +244,8 @@ class Handshake:
         conn = Connection(self.worker, sock, self.addr, TlsTransport(sock, stats, ktls))
         self.state = _CLOSED
         self.worker.conns[self.fd] = conn
+        if self.worker.draining_since is not None:
+            conn.drain()
         conn.run()
 
     def on_timeout(self) -> None:
@@ -252,7 +254,10 @@ class Handshake:
         self.close()
 
     def drain(self) -> None:
-        self.close()              # no request has started here
+        """No request has started here: the client gets ``FIRST_REQUEST_GRACE`` to finish the
+        handshake and send one (the Connection then made drains too), as a plain connection
+        just accepted does."""
+        self.deadline = min(self.deadline, self.worker.now + FIRST_REQUEST_GRACE)
 
     def close(self) -> None:
         if self.state == _CLOSED:
@@ -345,8 +350,8 @@ class PlainAnswer:
         self.close()
 
     def drain(self) -> None:
-        if self.state == self.READING and not self.heads.buf:
-            self.close()
+        if self.state == self.READING and not self.heads.buf:     # (Handshake.drain)
+            self.deadline = min(self.deadline, self.worker.now + FIRST_REQUEST_GRACE)
 
     def close(self) -> None:
         if self.state == _CLOSED:
