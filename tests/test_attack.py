@@ -4,16 +4,18 @@ attack that once worked against a real `zcopy serve`, and now must not."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import hashlib
 import os
+import socket
 import subprocess
 
 import pytest
 from conftest import needs_root
 from resumableutil import exchange, responses, send
 from serverutil import wait_for
-from serverutil import Server
+from serverutil import Server, read_response
 
 TUS = "Tus-Resumable: 1.0.0\r\n"
 
@@ -181,3 +183,38 @@ def test_a_delete_waiting_on_the_completing_append_does_not_say_deleted(tree):
                 return
             assert not committed and deleted == 204     # the DELETE's takeover won: also right
         pytest.skip("the completing PATCH never won the race in 20 tries")
+
+
+@needs_root
+def test_a_file_dated_in_the_future_or_past_9999_is_served_with_a_date_no_later_than_now(tmp_path):
+    """A file's mtime is anyone's to set (PROPPATCH Win32LastModifiedTime, X-OC-Mtime, a utime): one
+    after the year 9999 has no HTTP-date, and a GET of it answered 500. RFC 9110 8.8.2.1: a modification
+    time in the future is served as now; conditionals then agree with what was shown. A tmpfs keeps
+    such times (ext4 stops at 2446)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        dates = {"far.txt": 253402300800 + 86400, "soon.txt": 4102444800, "old.txt": -(1 << 31)}
+        for name, when in dates.items():
+            (mnt / name).write_bytes(name.encode())
+            os.utime(mnt / name, (0, when))
+        assert os.stat(mnt / "far.txt").st_mtime == dates["far.txt"]
+        with Server(mnt) as s:
+            workers = s.worker_pids()
+            for name in dates:
+                with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+                    c.sendall(f"GET /{name} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                    status, h, body, _ = read_response(c)
+                    assert (status, body) == (200, name.encode())
+                    shown = email.utils.parsedate_to_datetime(h["last-modified"]).timestamp()
+                    if name == "old.txt":
+                        assert shown == dates[name]
+                    else:
+                        assert shown <= email.utils.parsedate_to_datetime(h["date"]).timestamp()
+                    c.sendall(f"GET /{name} HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: {h['last-modified']}\r\n\r\n"
+                              .encode())
+                    assert read_response(c)[0] == 304
+            assert s.worker_pids() == workers
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

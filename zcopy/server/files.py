@@ -69,6 +69,17 @@ def _ignore(entry, exc) -> None:
 
 
 #: ``OpenFileCache.find``: not answerable from memory, ``resolve`` it off the loop.
+_YEAR_1 = -62135596800   # 0001-01-01T00:00:00Z: the earliest moment an HTTP-date can name
+
+
+def last_modified(st: os.stat_result) -> int:
+    """The modification time a file is served with (Last-Modified, and what conditionals compare):
+    its mtime in whole seconds, but not later than now, as RFC 9110 8.8.2.1 says of a modification
+    time in the future (one after the year 9999 has no HTTP-date at all: it answered 500), nor
+    before the year 1. Taken once per file, when its entry is built."""
+    return max(_YEAR_1, min(int(st.st_mtime), int(time.time())))
+
+
 LATER = object()
 _FOLDER = object()      # what ``_prepare`` found: a folder (the caller lists it) ...
 _GONE = object()        # ... or nothing to serve (404)
@@ -638,14 +649,14 @@ class OpenFileCache:
             # The sibling's own ETag differs from the original's: a cache must not
             # mix up the gzip and identity representations.
             etag, also = self._etags(sfd, sst, url_path)
-            mtime = int(sst.st_mtime)
+            mtime = last_modified(sst)
             variants[coding] = FileEntry(
                 path + ENCODINGS[coding], sfd, sst.st_size, mtime,
                 file_key(sst),
                 etag, ctype, http.static_headers(ctype, mtime, etag, encoding=coding, vary=True)
                 + http.guard_headers(ctype), {}, coding, also=also)
         etag, also = self._etags(fd, st, url_path)
-        mtime = int(st.st_mtime)
+        mtime = last_modified(st)
         return FileEntry(path, fd, st.st_size, mtime, file_key(st),
                          etag, ctype,
                          http.static_headers(ctype, mtime, etag, vary=bool(variants)) + http.guard_headers(ctype),
