@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from serverutil import Server, get
+from serverutil import Server, get, wait_for
 
 
 def strong_etag(server: Server, path: str, timeout: float = 20.0) -> str:
@@ -95,3 +95,56 @@ def test_same_size_same_mtime_rewrite_gets_a_new_etag(tmp_path):
         assert status == 200 and body == b"B" * 65536
         after = strong_etag(server, "/f.bin")
         assert after != before
+
+
+def _sparse(path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def test_a_file_over_digest_max_keeps_this_nodes_tag_and_a_resume_does_not_wait(tmp_path):
+    """A file larger than ``--digest-max`` is never hashed: its ETag stays this node's strong tag, and a
+    request naming another node's content tag is answered at once (as a mismatch), not after a read of
+    the whole file. Smaller files still get their content tag."""
+    _sparse(tmp_path / "huge.bin", 64 << 30)                    # 64 GiB of holes: minutes to hash
+    (tmp_path / "small.txt").write_bytes(b"hello, cap\n")
+    with Server(tmp_path, "--digest-max", "1MiB") as server:
+        assert strong_etag(server, "/small.txt").startswith('"z1-')
+        started = time.monotonic()
+        status, headers, body = get(server.port, "/huge.bin", {"Range": "bytes=0-9",
+                                                              "If-Range": '"z1-AAAAAAAAAAAAAAAAAAAAAA"'},
+                                    method="HEAD")
+        assert status == 200 and time.monotonic() - started < 5
+        assert not headers["etag"].startswith(('"z1-', "W/"))
+        status, headers, body = get(server.port, "/huge.bin", {"Range": "bytes=0-9", "If-Range": headers["etag"]})
+        assert (status, body) == (206, bytes(10))
+    with Server(tmp_path, "--digest-max", "0") as server:          # none at all: every tag is this node's
+        for _ in range(3):
+            assert not get(server.port, "/small.txt", method="HEAD")[1]["etag"].startswith('"z1-')
+
+
+def _read_chars(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def test_huge_digests_leave_the_executor_free_and_stop_with_the_worker(tmp_path):
+    """Ten files of 64 GiB (sparse) asked for at once: at most two digests run, so a folder listing
+    (built on the same executor) is still answered promptly; a SIGTERM then ends the worker within a
+    chunk of each digest, not after the drain timeout (the supervisor's SIGKILL)."""
+    (tmp_path / "big").mkdir()
+    for i in range(10):
+        _sparse(tmp_path / "big" / f"{i}.bin", 64 << 30)
+    with Server(tmp_path, "--digest-max", "1TiB", "--drain-timeout", "60") as server:
+        [worker] = server.worker_pids(1)
+        for i in range(10):
+            assert get(server.port, f"/big/{i}.bin", {"Range": "bytes=0-0"})[0] == 206
+        before = _read_chars(worker)
+        wait_for(lambda: _read_chars(worker) > before + (2 << 30), what="the digests to be under way")
+        started = time.monotonic()
+        status, _, body = get(server.port, "/big/")
+        assert status == 200 and b"9.bin" in body
+        assert time.monotonic() - started < 5
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 10

@@ -94,6 +94,9 @@ def configure(p) -> None:
     p.add_argument("--small-reply-max", type=size_arg, default=None, metavar="SIZE",
                    help="bodies up to SIZE leave with their head in one send from memory, 0 for never "
                         "(default: 8KiB; with --auto, the probe's crossover)")
+    p.add_argument("--digest-max", type=size_arg, default=8 << 30, metavar="SIZE",
+                   help="files up to SIZE get a content ETag that every node agrees on (hashed off the loop "
+                        "once); larger ones keep this node's, 0 for none (default: 8GiB; docs/http.md)")
     p.add_argument("--access-log", metavar="PATH|-", help="combined-format access log (- for stdout)")
     p.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that stay inside ROOT")
     p.add_argument("--symlink-target", action="append", default=[], metavar="DIR",
@@ -190,7 +193,8 @@ def build_config(args):
                       token=token, read_token=read_token, max_upload=args.max_upload,
                       fsync=not args.no_fsync, state_dir=state_dir, users=args.users, accounts=accounts,
                       trusted_proxy=args.trusted_proxy, make_parents=args.make_parents,
-                      upload_expiry=args.upload_expiry, max_pending_uploads=args.max_pending_uploads)
+                      upload_expiry=args.upload_expiry, max_pending_uploads=args.max_pending_uploads,
+                      digest_max=args.digest_max)
     reasons = cfg.reasons
     cfg.tls = _tls(args, reasons)
     reasons["state_dir"] = "--state-dir flag" if args.state_dir else "default: the XDG state folder"

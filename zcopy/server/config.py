@@ -16,6 +16,7 @@ class ServeConfig:
     pipe_size: int = 1 << 20
     budget: int = 1 << 20           # bytes one connection may move per loop turn
     small_reply_max: int = 8 << 10  # bodies up to this leave with their head in one send (zcopy.server.held)
+    digest_max: int = 8 << 30       # larger files keep this node's ETag, never hashed; 0: no digests (digests.py)
     access_log: str | None = None   # path, "-" for stdout, None for off
     follow_symlinks: bool = False
     symlink_targets: tuple[str, ...] = ()   # with follow_symlinks: folders outside root links may reach

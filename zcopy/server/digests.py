@@ -13,6 +13,15 @@ request for a file whose digest is unknown gets a **weak** ETag (``W/"<size>-<mt
 If-None-Match revalidation, never for If-Range, RFC 9110 13.1.5) and the digest is computed by the
 executor; the file's cache entry is then rebuilt with the strong ETag. Measured cost: see docs/http.md.
 
+Bounds. A digest reads the whole file, so hashing is bounded three ways: a file larger than
+``--digest-max`` (default ``DEFAULT_MAX``, about six seconds of one core) is never hashed and keeps
+this node's tag (a resume across nodes then restarts, as with a tag of nginx's kind where the copies'
+mtimes differ); at most ``RUNNING`` digests run at once per worker, the rest wait here, in order (the
+executor's threads stay free for listings, commits and deletes: a few huge files requested together
+took all of them for minutes); and at most ``QUEUED`` files wait, past which a file keeps its tag
+until its entry is next built. A digest under way stops within one chunk when the worker shuts down
+(``cancelled``): a hash of a huge sparse file held a stopping worker until the supervisor killed it.
+
 Validity. A digest is remembered with the file's (dev, ino) and the (size, mtime_ns, ctime_ns) it was
 computed for, and only if the file had been quiet (ctime at least ``QUIET`` seconds old) when hashing
 began and was unchanged when it ended. Any later change to the file moves its ctime past the recorded
@@ -29,12 +38,20 @@ import hashlib
 import operator
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from functools import partial
 
 #: Seconds a file must have been unchanged before its digest is remembered: ten times the coarsest
 #: kernel timestamp tick in use (HZ=100), so a rewrite after it gets another ctime.
 QUIET = 0.1
 CHUNK = 1 << 20
+#: Files larger than this are not hashed (``--digest-max``): SHA-256 runs at about 1.3 GiB/s per core
+#: here (SHA-NI), so this is some six seconds of one core, plus reading the file.
+DEFAULT_MAX = 8 << 30
+#: Digests computed at once by one worker; the others wait in ``Digests``, in order.
+RUNNING = 2
+#: Files that may wait for a digest; past it ``want`` takes no more until some finish.
+QUEUED = 1024
 PREFIX = "z1-"              # the scheme's version: a future change of hash changes every ETag once
 CONTENT_TAG = '"' + PREFIX  # how a content ETag starts
 
@@ -61,11 +78,13 @@ def quiet(st: os.stat_result, now: float | None = None) -> bool:
     return st.st_ctime_ns <= (now - QUIET) * 1e9
 
 
-def compute(fd: int, now: float | None = None, *, wait: bool = False) -> tuple[tuple[int, int, int], bytes] | None:
-    """(key, digest) of the open file ``fd``, or None when it was not quiet (and ``wait`` is false)
-    or changed while being read. Blocks on the disk for the whole file: call it off the loop. The GIL
-    is released while hashing large chunks and while reading, so the loop keeps running. With
-    ``wait`` a file that changed less than QUIET ago is waited for (at most QUIET, on this thread)."""
+def compute(fd: int, now: float | None = None, *, wait: bool = False,
+            cancelled=None) -> tuple[tuple[int, int, int], bytes] | None:
+    """(key, digest) of the open file ``fd``, or None when it was not quiet (and ``wait`` is false),
+    changed while being read, or ``cancelled()`` (asked between chunks) turned true. Blocks on the
+    disk for the whole file: call it off the loop. The GIL is released while hashing large chunks and
+    while reading, so the loop keeps running. With ``wait`` a file that changed less than QUIET ago is
+    waited for (at most QUIET, on this thread)."""
     before = os.fstat(fd)
     if not quiet(before, now):
         if not wait or now is not None:
@@ -79,6 +98,8 @@ def compute(fd: int, now: float | None = None, *, wait: bool = False) -> tuple[t
     view = memoryview(buf)
     offset, size = 0, before.st_size
     while offset < size:
+        if cancelled is not None and cancelled():
+            return None
         n = os.preadv(fd, [view], offset)
         if n <= 0:
             return None                     # shrank while being read
@@ -124,7 +145,7 @@ class DigestMemo:
         while len(self._memo) > self.capacity:
             self._memo.popitem(last=False)
 
-    def find_or_compute(self, fd: int) -> tuple[tuple[int, int], tuple, bytes] | None:
+    def find_or_compute(self, fd: int, cancelled=None) -> tuple[tuple[int, int], tuple, bytes] | None:
         """Off the loop: the stored digest if valid, else compute (and store) it.
         Returns ((dev, ino), key, digest) for ``remember`` on the loop, or None."""
         st = os.fstat(fd)
@@ -133,7 +154,7 @@ class DigestMemo:
             stored = self.store.get_digest(*ident)
             if stored is not None and tuple(stored[0]) == key_of(st):
                 return ident, key_of(st), stored[1]
-        got = compute(fd, wait=True)
+        got = compute(fd, wait=True, cancelled=cancelled)
         if got is None:
             return None
         key, digest = got
@@ -145,12 +166,18 @@ class DigestMemo:
 class Digests:
     """The open-file cache's side of content ETags: what a file's ETag is now, and the off-loop job
     that makes it strong. ``submit(fn, *args)`` is the worker's executor (returns a task with
-    ``then(callback)``); ``store`` the state database (optional)."""
+    ``then(callback)``); ``store`` the state database (optional); ``max_size``: larger files are not
+    hashed; ``cancelled()``: true once the worker is shutting down (a digest under way stops)."""
 
-    def __init__(self, submit, store=None, capacity: int = 65536) -> None:
+    def __init__(self, submit, store=None, capacity: int = 65536, max_size: int = DEFAULT_MAX,
+                 cancelled=None) -> None:
         self.memo = DigestMemo(capacity, store)
         self.submit = submit
+        self.max_size = max_size
+        self.cancelled = cancelled
         self._wanted: dict[tuple[int, int], list] = {}     # file -> callbacks waiting for its digest
+        self._waiting: deque[tuple[tuple[int, int], int]] = deque()   # (file, dup of its fd) not started
+        self._running = 0
 
     def shown(self, st: os.stat_result, local: str) -> str:
         """The ETag a GET of this file shows now, read-only and from any thread (a WebDAV listing's
@@ -181,6 +208,10 @@ class Digests:
                     out[j] = strong_etag(hits[j][1]).encode()
         return out
 
+    def hashes(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes gets a digest (``--digest-max``)."""
+        return size <= self.max_size
+
     def etags(self, st: os.stat_result, local: str) -> tuple[str, tuple[str, ...], bool]:
         """(the ETag to show, other strong ETags that name the same bytes, whether a digest is wanted).
         ``local`` is this node's own strong tag for the file (inode, size, mtime)."""
@@ -188,36 +219,59 @@ class Digests:
         if digest is not None:
             return strong_etag(digest), (local,), False
         if quiet(st):
-            return local, (), True
-        return weak_etag(st), (), True
+            return local, (), st.st_size <= self.max_size
+        return weak_etag(st), (), st.st_size <= self.max_size
 
-    def want(self, fd: int, st: os.stat_result, done) -> None:
+    def want(self, fd: int, st: os.stat_result, done) -> bool:
         """Compute the digest of ``fd`` off the loop (on a dup of it: the caller's fd may be closed
         meanwhile), then call ``done(ok)`` on the loop, once it is remembered (ok) or could not be
-        had (the file changed, or is gone). Several callers for one file share one computation."""
+        had (the file changed, or is gone, or the worker stopped). Several callers for one file share
+        one computation. False (``done`` is never called): not taken, the file is over
+        ``--digest-max`` or ``QUEUED`` files already wait. OSError: no fd for the dup (EMFILE)."""
+        if st.st_size > self.max_size:
+            return False
         ident = (st.st_dev, st.st_ino)
         waiting = self._wanted.get(ident)
         if waiting is not None:
             waiting.append(done)
-            return
+            return True
+        if len(self._wanted) >= QUEUED:
+            return False
         dup = os.dup(fd)                    # (first: out of fds, nothing is left waiting)
         self._wanted[ident] = [done]
+        self._waiting.append((ident, dup))
+        self._start()
+        return True
 
-        def job():
-            try:
-                return self.memo.find_or_compute(dup)
-            finally:
-                os.close(dup)
+    def _start(self) -> None:
+        while self._running < RUNNING and self._waiting:
+            ident, dup = self._waiting.popleft()
+            self._running += 1
+            self.submit(self._job, dup).then(partial(self._finished, ident))
 
-        def finished(task):
-            callbacks = self._wanted.pop(ident, [])
-            got = task.result if task.error is None else None
-            if got is not None:
-                self.memo.remember(*got)
+    def _job(self, dup: int):
+        try:
+            return self.memo.find_or_compute(dup, self.cancelled)
+        finally:
+            os.close(dup)
+
+    def _finished(self, ident: tuple[int, int], task) -> None:
+        self._running -= 1
+        callbacks = self._wanted.pop(ident, [])
+        got = task.result if task.error is None else None
+        if got is not None:
+            self.memo.remember(*got)
+        try:
             for callback in callbacks:
                 callback(got is not None)
+        finally:
+            self._start()
 
-        self.submit(job).then(finished)
+    def close(self) -> None:
+        """The fds of the files still waiting (the worker is stopping)."""
+        while self._waiting:
+            os.close(self._waiting.popleft()[1])
+        self._wanted.clear()
 
 
 def names_content_tag(headers) -> bool:

@@ -181,6 +181,10 @@ class Executor:
                 self._completed.append(task)
                 os.eventfd_write(self.efd, 1)
 
+    def stopping(self) -> bool:
+        """Whether ``close`` has begun: a long task may ask between steps and stop early."""
+        return self._stopping
+
     def close(self) -> None:
         """Stop and join every thread (a task in progress finishes first),
         discard the tasks never started, close the eventfd."""

@@ -779,6 +779,8 @@ class OpenFileCache:
         self.invalidate()
         if self.watch is not None:
             self.watch.close()
+        if self.digests is not None:
+            self.digests.close()
         self.fs.close()
 
     def __len__(self) -> int:

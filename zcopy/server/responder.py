@@ -246,7 +246,8 @@ class Responder:
             if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
                 raise http.HttpError(404, "not found")
             if not (req.plain or hashed) and self.cache.digests is not None \
-                    and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers):
+                    and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers) \
+                    and self.cache.digests.hashes(entry.size):
                 return self._after_digest(req, entry, closing, conn, identity)
             reply = self._file(req, entry, close, head_only, found is not None)
             if reply is LATER:          # its sibling changed: opened again off the loop, then this again
@@ -355,10 +356,12 @@ class Responder:
         resume through a balancer gets its 206 instead of the whole file again."""
         pending = Pending()
         try:
-            self.cache.digests.want(entry.fd, os.fstat(entry.fd),
-                                    lambda ok: pending.done(self._respond(req, identity, closing, conn, None,
-                                                                          hashed=True)))
-        except OSError:         # no fd for the digest's dup (EMFILE): answer with the ETag there is
+            taken = self.cache.digests.want(entry.fd, os.fstat(entry.fd),
+                                            lambda ok: pending.done(self._respond(req, identity, closing, conn, None,
+                                                                                  hashed=True)))
+        except OSError:         # no fd for the digest's dup (EMFILE)
+            taken = False
+        if not taken:           # (or too many files wait for theirs): answer with the ETag there is
             return self._respond(req, identity, closing, conn, None, hashed=True)
         return pending
 

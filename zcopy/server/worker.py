@@ -69,7 +69,9 @@ class Worker(ListenerLoop):
                                    show_hidden=config.show_hidden, symlink_targets=config.symlink_targets,
                                    mac_files=getattr(config, "mac_files", False),
                                    watch=_file_watch(), generation=generation(),
-                                   digests=Digests(self.executor.submit, self.state),
+                                   digests=Digests(self.executor.submit, self.state, max_size=config.digest_max,
+                                                   cancelled=self.executor.stopping)
+                                   if config.digest_max else None,
                                    held=HeldBodies(max_size=config.small_reply_max))
         #: Uncached files are walked and opened on threads of their own: never queued behind
         #: a digest, an fsync or a listing build on the executor (docs/serve.md, "Opening off the loop").
