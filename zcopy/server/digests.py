@@ -208,19 +208,14 @@ class Digests:
                     out[j] = strong_etag(hits[j][1]).encode()
         return out
 
-    def hashes(self, size: int) -> bool:
-        """Whether a file of ``size`` bytes gets a digest (``--digest-max``)."""
-        return size <= self.max_size
-
     def etags(self, st: os.stat_result, local: str) -> tuple[str, tuple[str, ...], bool]:
         """(the ETag to show, other strong ETags that name the same bytes, whether a digest is wanted).
         ``local`` is this node's own strong tag for the file (inode, size, mtime)."""
         digest = self.memo.known(st)
         if digest is not None:
             return strong_etag(digest), (local,), False
-        if quiet(st):
-            return local, (), st.st_size <= self.max_size
-        return weak_etag(st), (), st.st_size <= self.max_size
+        wanted = st.st_size <= self.max_size
+        return (local if quiet(st) else weak_etag(st)), (), wanted
 
     def want(self, fd: int, st: os.stat_result, done) -> bool:
         """Compute the digest of ``fd`` off the loop (on a dup of it: the caller's fd may be closed

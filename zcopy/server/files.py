@@ -68,7 +68,6 @@ def _ignore(entry, exc) -> None:
     """A background refresh's waiter: nobody waits for it."""
 
 
-#: ``OpenFileCache.find``: not answerable from memory, ``resolve`` it off the loop.
 _YEAR_1 = -62135596800   # 0001-01-01T00:00:00Z: the earliest moment an HTTP-date can name
 
 
@@ -80,6 +79,7 @@ def last_modified(st: os.stat_result) -> int:
     return max(_YEAR_1, min(int(st.st_mtime), int(time.time())))
 
 
+#: ``OpenFileCache.find``: not answerable from memory, ``resolve`` it off the loop.
 LATER = object()
 _FOLDER = object()      # what ``_prepare`` found: a folder (the caller lists it) ...
 _GONE = object()        # ... or nothing to serve (404)

@@ -246,8 +246,7 @@ class Responder:
             if req.path[-1] == "/":            # "/file.txt/": a file is not a folder
                 raise http.HttpError(404, "not found")
             if not (req.plain or hashed) and self.cache.digests is not None \
-                    and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers) \
-                    and self.cache.digests.hashes(entry.size):
+                    and not entry.etag.startswith(CONTENT_TAG) and names_content_tag(req.headers):
                 return self._after_digest(req, entry, closing, conn, identity)
             reply = self._file(req, entry, close, head_only, found is not None)
             if reply is LATER:          # its sibling changed: opened again off the loop, then this again
