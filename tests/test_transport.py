@@ -102,3 +102,64 @@ def test_a_copying_transport_carries_replies_and_uploads(tmp_path):
         client.close()
         worker.shutdown()
         worker.finish(None)
+
+
+def test_a_body_longer_than_a_step_leaves_corked_and_the_socket_is_uncorked_after_it(tmp_path):
+    """A range sent in several engine calls is corked (TCP_CORK) while it leaves, so no call's
+    short last segment goes out alone; the cork ends with the range (the socket's option, read
+    each turn), and a body that leaves in one call is never corked."""
+    from zcopy.server.config import ServeConfig
+    from zcopy.server.connection import Connection
+    from zcopy.server.worker import Worker
+
+    data = os.urandom(5 << 20)                       # five steps of the 1 MiB budget
+    (tmp_path / "big.bin").write_bytes(data)
+    (tmp_path / "small.bin").write_bytes(b"s" * 1000)
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = Worker(ServeConfig(root=str(tmp_path), prefetch=False, engine="sendfile"), listener)
+    client = socket.create_connection(listener.getsockname())
+    server_side, addr = listener.accept()
+    server_side.setblocking(False)
+    conn = Connection(worker, server_side, addr)
+    worker.conns[conn.fd] = conn
+    worker.ep.register(conn.fd, worker.CONN_EVENTS)
+
+    def corked() -> int:
+        return server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+
+    def serve(request: bytes, done) -> tuple[bytes, set]:
+        """Send ``request``, run the worker a turn at a time reading 64 KiB a turn (the body
+        takes many turns), and note the socket's cork at each turn."""
+        client.sendall(request)
+        client.setblocking(False)
+        received, seen = bytearray(), set()
+        deadline = time.monotonic() + 20
+        while not done(received) and time.monotonic() < deadline:
+            for fd, ev in worker.ep.poll(0.01):
+                if fd == conn.fd:
+                    conn.on_event(ev)
+            worker.opener.run_callbacks()
+            batch, worker.ready[:] = worker.ready[:], []
+            for c in batch:
+                c.run()
+            seen.add(corked())
+            try:
+                received += client.recv(65536)
+            except BlockingIOError:
+                pass
+        return bytes(received), seen
+
+    try:
+        got, seen = serve(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+                          lambda r: b"\r\n\r\n" in r and len(r.split(b"\r\n\r\n", 1)[1]) >= len(data))
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 ") and body == data
+        assert 1 in seen                             # corked while the body left
+        assert corked() == 0                         # and not after it
+        got, seen = serve(b"GET /small.bin HTTP/1.1\r\nHost: t\r\n\r\n", lambda r: r.endswith(b"s" * 1000))
+        assert got.startswith(b"HTTP/1.1 200 ") and seen == {0}
+    finally:
+        conn.close()
+        client.close()
+        worker.shutdown()
+        worker.finish(None)

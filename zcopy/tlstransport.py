@@ -1,6 +1,6 @@
 """The TLS transport: what a connection sends and receives through once its handshake is done.
 
-It has the shape of ``zcopy.transport.PlainTransport`` (``recv``, ``send``, ``flush``,
+It has the shape of ``zcopy.transport.PlainTransport`` (``recv``, ``send``, ``flush``, ``cork``, ``uncork``,
 ``shutdown_write``, ``close``, ``fd``, ``zero_copy``), so the connection and the engines never
 ask whether a request came over TLS; they ask the transport whether the kernel may move file
 bytes itself (``zero_copy``).
@@ -383,6 +383,16 @@ class TlsTransport:
                 self._more = b""
             except BlockingIOError:
                 pass                  # still held: it leads the next send
+
+    def cork(self) -> None:
+        """kTLS: as ``PlainTransport.cork`` (TCP_CORK under the kernel's records). User-space TLS
+        joins what it writes itself: nothing to do."""
+        if self.ktls:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+
+    def uncork(self) -> None:
+        if self.ktls:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
     # -- ending ----------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import socket
 
 from zcopy import hotpath
 
-_TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
+_TCP, _NODELAY, _CORK = socket.IPPROTO_TCP, socket.TCP_NODELAY, socket.TCP_CORK
 
 SocketIO = None
 if hotpath.compiled("zcopy.sockio"):
@@ -80,8 +80,18 @@ class PlainTransport:
             self.send = sock.send
 
     def flush(self) -> None:
-        """Send what ``MSG_MORE`` held back (setting TCP_NODELAY again flushes a cork)."""
+        """Send what ``MSG_MORE`` or ``cork`` held back (setting TCP_NODELAY again flushes
+        pending output even while TCP_CORK is set, tcp(7))."""
         self.sock.setsockopt(_TCP, _NODELAY, 1)
+
+    def cork(self) -> None:
+        """Hold back partial segments until ``uncork`` (TCP_CORK): a body sent in several
+        calls then leaves in full segments instead of one short one at the end of each call."""
+        self.sock.setsockopt(_TCP, _CORK, 1)
+
+    def uncork(self) -> None:
+        """End ``cork``: what it held leaves now."""
+        self.sock.setsockopt(_TCP, _CORK, 0)
 
     def shutdown_write(self) -> None:
         self.sock.shutdown(socket.SHUT_WR)

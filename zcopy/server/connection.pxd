@@ -15,7 +15,7 @@ cdef class Connection:
     cdef public Reply reply
     cdef public list owed
     cdef public int fd, state, at
-    cdef public bint readable, writable, draining, hup
+    cdef public bint readable, writable, draining, hup, corked
     cdef public double deadline, started, head_at, header_timeout, idle_timeout
     cdef public long long sent
     cdef bint _read_request(self) except -1
