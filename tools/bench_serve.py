@@ -5,7 +5,8 @@ Every server runs with one worker, pinned with `taskset` to one CPU (the
 first of this process's affinity mask, `--server-cpu`); the load generator
 (`wrk -t1`, and the large-file client) is pinned to another (`--load-cpu`).
 So the server under test has one core to itself and the client's own cost
-is not taken from it. Each server is warmed first, then for R rounds every
+is not taken from it. Each server is warmed first (and left to finish what
+the warm-up started: zcopy hashes the large file once), then for R rounds every
 server in turn (the order rotates each round) gets a 1 KiB and a 64 KiB wrk
 run (keep-alive) and one pull of a large file (spliced into /dev/null). The
 tool prints medians: req/s, GB/s, server CPU per request (user + sys:
@@ -421,6 +422,18 @@ def measure_large(peer: Peer, size: int, load_cpu: int | None, mode: str = "spli
     return size / secs / 1e9, c / (size / 1e9), c / secs, client / secs, u1 - u0, s1 - s0, timers
 
 
+def settle(peer: Peer, quiet: float = 0.02, timeout: float = 120) -> None:
+    """Wait until ``peer`` is idle: less than ``quiet`` CPU seconds in half a second. zcopy hashes a
+    file on its first GET (its content ETag, off the loop but on the same pinned CPU): 1 GiB takes
+    most of a second of CPU, which the first round's pulls, of every server, would otherwise share."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(cpu_times(peer.pids()))
+        time.sleep(0.5)
+        if sum(cpu_times(peer.pids())) - before < quiet:
+            return
+
+
 def throughput(running: dict[str, Peer], args, load_cpu: int | None,
                server_cpu: int | None = None) -> dict[str, dict[str, list[float]]]:
     results = {name: {k: [] for k in KEYS} for name in running}
@@ -430,6 +443,8 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None,
             run_load(peer.port, f"/{size}.bin", args.warmup, args, cpu=load_cpu)
         if "large" in args.sizes:
             measure_large(peer, args.large, load_cpu, large_mode(args))
+    for peer in running.values():
+        settle(peer)
     names = list(running)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]   # no server always runs first
