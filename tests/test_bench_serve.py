@@ -156,6 +156,19 @@ def test_idle_connections_memory():
     assert leftovers() == []
 
 
+@needs
+def test_latency_beside_large_pulls():
+    """--beside: every server answers the 64 KiB GETs while its large file is being pulled, and the
+    table has a row of percentiles for each."""
+    out = bench("--beside", "20", "--rounds", "1", "--large", "64MiB", "--servers", "zcopy,nginx")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
+    for name in ("zcopy", "nginx"):
+        p50, p90, p99, worst = (float(x.replace(",", "")) for x in rows[name].split("|")[2:6])
+        assert 0 < p50 <= p90 <= p99 <= worst, rows[name]
+    assert leftovers() == []
+
+
 def test_parse_strace_summary_of_a_real_run(tmp_path):
     if shutil.which("strace") is None:
         pytest.skip("needs strace")
@@ -169,7 +182,7 @@ def test_parse_strace_summary_of_a_real_run(tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--servers", "apache"], ["--rounds", "0"], ["--syscalls", "0"], ["--idle", "0"],
-                                   ["--idle", "100000"], ["--idle", "10", "--syscalls", "10"]])
+                                   ["--idle", "100000"], ["--idle", "10", "--syscalls", "10"], ["--beside", "1"]])
 def test_bad_flags_one_line_exit_2(flags):
     out = bench(*flags)
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("bench_serve.py: error:"), out.stderr

@@ -25,6 +25,7 @@ docs/benchmarks.md, "1 GiB: TCP pacing decides").
     python tools/bench_serve.py --client discard          # 1 KiB/64 KiB load from tools/discard_client.c, not wrk
     python tools/bench_serve.py --syscalls 20000          # strace -c: calls per 1 KiB request
     python tools/bench_serve.py --idle 10000              # resident memory per idle keep-alive connection
+    python tools/bench_serve.py --beside 300              # 64 KiB GET latency while the large file is pulled
     python tools/bench_serve.py --workers 2               # 2 workers each, unpinned, wrk -t2 on the same CPUs
 
 Peers are configured alike: one worker, sendfile on (h2o 2.2 has no
@@ -770,6 +771,72 @@ def idle(running: dict[str, Peer], args) -> None:
               f"{t['worker_per_connection']:.2f} | {ratio} |")
 
 
+def get_latencies(port: int, path: str, count: int, gap: float = 0.002) -> list[float]:
+    """Microseconds from sending each of ``count`` GETs of ``path`` to having its whole reply, one
+    at a time on one keep-alive connection, ``gap`` seconds apart."""
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        for _ in range(count):
+            t = time.perf_counter()
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError(f"port {port} closed the connection")
+                data += chunk
+            head, rest = data.split(b"\r\n\r\n", 1)
+            left = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length"))) - len(rest)
+            while left > 0:
+                n = len(s.recv(min(left, 1 << 20)))
+                if not n:
+                    raise RuntimeError(f"port {port} closed the connection mid-body")
+                left -= n
+            out.append((time.perf_counter() - t) * 1e6)
+            time.sleep(gap)
+    return out
+
+
+def beside(running: dict[str, Peer], args, load_cpu: int | None) -> None:
+    """How long a 64 KiB GET waits while the same worker sends the large file: ``args.beside`` GETs
+    on one keep-alive connection per server and round, while the large file is pulled over and
+    over on another (both clients on the load CPU). The large body leaves a step a loop turn; this
+    is what a bigger step costs the others (docs/benchmarks.md, "Corked")."""
+    import threading
+
+    if load_cpu is not None:
+        os.sched_setaffinity(0, {load_cpu})         # this thread: the GETs' client
+    results = {name: [] for name in running}
+    for peer in running.values():
+        measure_large(peer, args.large, load_cpu, large_mode(args))
+        settle(peer)
+    names = list(running)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            peer, stop = running[name], threading.Event()
+
+            def pull(peer=peer, stop=stop):
+                while not stop.is_set():
+                    measure_large(peer, args.large, load_cpu, large_mode(args))
+
+            puller = threading.Thread(target=pull)
+            puller.start()
+            try:
+                time.sleep(0.3)                     # the pull under way
+                results[name] += get_latencies(peer.port, "/64k.bin", args.beside)
+            finally:
+                stop.set()
+                puller.join()
+    print(f"\n64 KiB GETs beside large-file pulls: {args.beside} GETs per server and round, one at a time on one "
+          f"keep-alive connection, while {format_size(args.large)} is pulled over and over on another; "
+          f"{args.rounds} interleaved rounds; clients pinned to CPU {load_cpu}; zcopy {args.zcopy_args}\n")
+    print("| server | p50 us | p90 us | p99 us | max us |\n|---|---|---|---|---|")
+    for name, lat in results.items():
+        q = statistics.quantiles(lat, n=100, method="inclusive")
+        print(f"| {name} | {q[49]:,.0f} | {q[89]:,.0f} | {q[98]:,.0f} | {max(lat):,.0f} |")
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -810,6 +877,8 @@ def main() -> int:
                          "the strace count too)")
     ap.add_argument("--idle", type=int, metavar="N", help="measure resident memory per idle keep-alive "
                     f"connection with N of them open (at most {MAX_CONNECTIONS - 100}) instead of speed")
+    ap.add_argument("--beside", type=int, metavar="N", help="latency of N 64 KiB GETs per server and round "
+                    "while the large file is pulled on another connection, instead of speed")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
@@ -820,15 +889,16 @@ def main() -> int:
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.syscall_connections < 1 \
             or args.workers < 1 or args.pulls < 1 \
             or (args.syscalls is not None and args.syscalls < 1) \
+            or (args.beside is not None and args.beside < 2) \
             or (args.idle is not None and not 0 < args.idle <= MAX_CONNECTIONS - 100):
-        ap.error("--rounds, --duration, --connections, --workers, --pulls, --syscalls, --syscall-connections and --idle must be "
+        ap.error("--rounds, --duration, --connections, --workers, --pulls, --syscalls, --syscall-connections, --beside and --idle must be "
                  f"positive (--idle at most {MAX_CONNECTIONS - 100})")
     if args.syscalls is not None and args.idle is not None:
         ap.error("--syscalls and --idle are separate runs")
     args.sizes = {x.strip() for x in args.sizes.split(",") if x.strip()}
     if not args.sizes or not args.sizes <= {"1k", "64k", "large"}:
         ap.error("--sizes takes one or more of 1k, 64k, large, comma-separated")
-    if shutil.which("wrk") is None and args.syscalls is None and args.idle is None:
+    if shutil.which("wrk") is None and args.syscalls is None and args.idle is None and args.beside is None:
         sys.exit("bench_serve: needs wrk (Debian: apt-get install wrk)")
     server_cpu, load_cpu = cpus(args)
     names = available(names)
@@ -855,6 +925,9 @@ def main() -> int:
                 return 0
             if args.idle is not None:
                 idle(running, args)
+                return 0
+            if args.beside is not None:
+                beside(running, args, load_cpu)
                 return 0
             if args.pipeline > 1:
                 pipelined(running, args, load_cpu)
