@@ -135,6 +135,36 @@ def test_a_reload_answers_the_client_that_had_just_connected(root, tmp_path):
         assert srv.stop() == 0
 
 
+def test_a_drain_grace_is_not_extended_by_a_dribbled_first_request(root, tmp_path):
+    """The grace a draining worker gives a connection with no request yet bounds its whole first
+    head: one byte sent within it must not restart the head clock (``--header-timeout``, 10 s)
+    and let a client that dribbles the rest hold the old worker ten times longer."""
+    token_file = tmp_path / "token"
+    token_file.write_text("one\n")
+    with Server(root, "--allow-write", "--token-file", str(token_file)) as srv:
+        [old] = srv.worker_pids(1)
+        slow = connect(srv.port)
+        wait_for(lambda: owner(slow, [old]), what="the old worker to accept it")
+        listeners = sockets_of(old) - {server_inode(slow)}
+        token_file.write_text("two\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: not sockets_of(old) & listeners, what="the old worker to close its listener (its drain)")
+        started = time.monotonic()
+        slow.sendall(b"G")                                           # within the grace
+        for byte in b"ET /f.txt HTTP/1.1\r\nHost: t\r\n":         # then one byte a quarter second
+            if not alive(old):
+                break
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.25)
+        wait_for(lambda: not alive(old), timeout=15, what="the old worker to end its drain")
+        assert time.monotonic() - started < 4                        # the grace, not the head timeout
+        slow.close()
+        assert srv.stop() == 0
+
+
 def _line_with(proc: subprocess.Popen, text: str, timeout: float = 15.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

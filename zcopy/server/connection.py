@@ -226,8 +226,10 @@ class Connection:
                     return False
                 req = proto.receive(data)
                 if req is None and len(proto.buf) == len(data):
-                    # The head clock starts with its first byte (slowloris bound).
-                    self.deadline = self.worker.now + self.config.header_timeout
+                    # The head clock starts with its first byte (slowloris bound); a drain's
+                    # grace (see drain) bounds the whole head, so a first byte never extends it.
+                    deadline = self.worker.now + self.config.header_timeout
+                    self.deadline = min(self.deadline, deadline) if self.draining else deadline
         except http.HttpError as exc:           # 400/414/431/501/505: answer, then close
             self._start_reply(self.responder.error(exc, close=True))
             return True
