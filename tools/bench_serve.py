@@ -61,6 +61,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 #: the source tree this tool belongs to: its zcopy is the one benchmarked
@@ -774,25 +775,12 @@ def idle(running: dict[str, Peer], args) -> None:
 def get_latencies(port: int, path: str, count: int, gap: float = 0.002) -> list[float]:
     """Microseconds from sending each of ``count`` GETs of ``path`` to having its whole reply, one
     at a time on one keep-alive connection, ``gap`` seconds apart."""
-    out = []
+    out, buf, request = [], bytearray(), http_get(path)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         for _ in range(count):
             t = time.perf_counter()
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise RuntimeError(f"port {port} closed the connection")
-                data += chunk
-            head, rest = data.split(b"\r\n\r\n", 1)
-            left = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                            if line.lower().startswith(b"content-length"))) - len(rest)
-            while left > 0:
-                n = len(s.recv(min(left, 1 << 20)))
-                if not n:
-                    raise RuntimeError(f"port {port} closed the connection mid-body")
-                left -= n
+            s.sendall(request)
+            read_reply(s, buf)
             out.append((time.perf_counter() - t) * 1e6)
             time.sleep(gap)
     return out
@@ -803,8 +791,6 @@ def beside(running: dict[str, Peer], args, load_cpu: int | None) -> None:
     on one keep-alive connection per server and round, while the large file is pulled over and
     over on another (both clients on the load CPU). The large body leaves a step a loop turn; this
     is what a bigger step costs the others (docs/benchmarks.md, "Corked")."""
-    import threading
-
     if load_cpu is not None:
         os.sched_setaffinity(0, {load_cpu})         # this thread: the GETs' client
     results = {name: [] for name in running}
