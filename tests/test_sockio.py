@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import shutil
 import socket
 import struct
@@ -216,6 +217,149 @@ def test_the_plain_transport_uses_socket_io_and_its_close_forgets_the_fd():
     with a, b:
         transport = PlainTransport(a)
         assert transport.io is None and transport.recv == a.recv and transport.send == a.send
+
+
+
+# -- sendfile and cachestat: the engine's and the prefetch's calls in C ---------------------------
+
+@contextlib.contextmanager
+def sendfile_engines(budget: int):
+    """The Python SendfileEngine and the compiled one (zcopy.sockio.Sendfile), each with
+    ``budget``: [(name, engine)]."""
+    from zcopy.engines import sendfile
+
+    compiled = sendfile.SendfileEngine(budget=budget)
+    assert type(compiled.stats).__name__ == "Sendfile"      # the compiled build takes it
+    saved = sendfile._compiled
+    sendfile._compiled = None
+    try:
+        python = sendfile.SendfileEngine(budget=budget)
+    finally:
+        sendfile._compiled = saved
+    assert type(python.stats).__name__ == "EngineStats"
+    yield [("python", python), ("sockio", compiled)]
+
+
+def drain(sock: socket.socket) -> bytes:
+    got = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(got)
+        if not chunk:
+            return bytes(got)
+        got += chunk
+
+
+def test_the_compiled_sendfile_moves_and_counts_what_the_python_engine_does(tmp_path):
+    """send_once: all of a small range, part of a big one, then 0 on a full socket (nothing
+    lost); step: MORE at the budget, BLOCKED on a full socket, DONE at the end; the same bytes,
+    calls and counters from both."""
+    from zcopy.engines import Progress
+
+    data = os.urandom(6 << 20)
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    seen = {}
+    try:
+        with sendfile_engines(budget=16 << 10) as engines:
+            for name, engine in engines:
+                ours, peer = tcp_pair()
+                with ours, peer:
+                    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+                    peer.setblocking(False)
+                    got = bytearray()
+                    assert engine.send_once(ours.fileno(), fd, 0, 100) == 100
+                    offset, trace = 100, []
+                    while (n := engine.send_once(ours.fileno(), fd, offset, (1 << 20) - offset)):
+                        offset += n
+                    trace.append(("full", offset > 100 and offset < 1 << 20))
+                    got += drain(peer)
+                    xfer = engine.start_send(fd, offset, len(data) - offset)
+                    while True:
+                        state = xfer.step(ours.fileno())
+                        trace.append(state)
+                        if state is Progress.DONE:
+                            break
+                        if state is Progress.BLOCKED:       # (MORE: step again at once, as the loop does)
+                            got += drain(peer)
+                            select.select([], [ours], [], 10)
+                    xfer.close()
+                    ours.shutdown(socket.SHUT_WR)
+                    peer.setblocking(True)
+                    while chunk := peer.recv(1 << 20):
+                        got += chunk
+                    assert bytes(got) == data, name
+                    assert (xfer.offset, xfer.remaining) == (len(data), 0)
+                    assert Progress.MORE in trace and Progress.BLOCKED in trace and trace[0] == ("full", True)
+                    stats = engine.stats.snapshot()
+                    assert stats["bytes_sent"] == len(data) and stats["bytes_received"] == 0
+                    assert engine.stats.syscalls == stats["syscalls"] >= len(data) // (16 << 10)
+                    seen[name] = stats
+    finally:
+        os.close(fd)
+    assert seen["python"].keys() == seen["sockio"].keys()
+
+
+def test_the_compiled_sendfile_raises_what_the_python_engine_raises(tmp_path):
+    """Past the end of the file: FileShrank, from send_once and from a step (the file was
+    truncated under the transfer); a closed socket: OSError EBADF, from both."""
+    from zcopy.engines import FileShrank
+
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 10_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with sendfile_engines(budget=1 << 20) as engines:
+            for name, engine in engines:
+                ours, peer = unix_pair()
+                with ours, peer:
+                    with pytest.raises(FileShrank):
+                        engine.send_once(ours.fileno(), fd, 10_000, 10)
+                    xfer = engine.start_send(fd, 5_000, 10_000)     # 5,000 bytes promised too many
+                    with pytest.raises(FileShrank):
+                        xfer.step(ours.fileno())
+                    assert xfer.remaining == 5_000, name            # what left before the end counts
+                    assert engine.stats.bytes_sent == 5_000, name
+                    closed = ours.fileno()
+                    ours.close()
+                    assert outcome(engine.send_once, closed, fd, 0, 10) == (OSError, errno.EBADF), name
+    finally:
+        os.close(fd)
+
+
+def test_the_compiled_cachestat_answers_as_the_ctypes_one(tmp_path):
+    """A page read a moment ago is cached; one dropped with POSIX_FADV_DONTNEED (a clean file on
+    disk) is not; past the end nothing is; a closed fd raises EBADF: the same from both."""
+    from zcopy.server import prefetch
+    from zcopy.sockio import CacheStat
+
+    compiled = CacheStat(prefetch._PAGE)
+    try:
+        ctypes_one = prefetch._CacheStat()
+    except AttributeError:
+        pytest.skip("this libc has no syscall() for ctypes")
+    path = tmp_path / "data"
+    path.write_bytes(os.urandom(1 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.pread(fd, 4096, 8192)            # the third page back in
+        for probe in (compiled, ctypes_one):
+            try:
+                answers = [probe.cached(fd, offset) for offset in (8192, 8192 + 4095, 512 << 10, 2 << 20)]
+            except OSError as exc:
+                if exc.errno == errno.ENOSYS:
+                    pytest.skip("no cachestat(2) on this kernel (Linux 6.5+)")
+                raise
+            assert answers == [True, True, False, False], probe
+        assert prefetch._cachestat.__class__ is CacheStat      # what the prefetch uses
+    finally:
+        os.close(fd)
+    assert outcome(compiled.cached, fd, 0) == outcome(ctypes_one.cached, fd, 0) == (OSError, errno.EBADF)
 
 
 REPORT = textwrap.dedent("""

@@ -1,5 +1,7 @@
 # cython: language_level=3
-"""recv and send on a connected non-blocking socket, without the socket module's toll.
+"""The hot path's syscalls without the Python wrappers' toll: recv and send on a connected
+non-blocking socket (``SocketIO``), sendfile (``Sendfile``, the sendfile engine) and cachestat
+(``CacheStat``, the prefetch's residency check).
 
 ``socket.socket.recv``/``send`` cost the compiled worker ~3,400 instructions a request together:
 argument parsing, the GIL released and taken again around each syscall, and recv's 64 KiB
@@ -13,9 +15,17 @@ at EOF), ``send`` the count sent; EINTR is retried (after the signal handlers ra
 socket module does); any other failure raises ``OSError`` from errno, so EAGAIN is
 ``BlockingIOError``, ECONNRESET ``ConnectionResetError``, EPIPE ``BrokenPipeError``.
 
-The one module of the hot path written in Cython (it has no ``.py``): ``zcopy.transport``
-uses it only when ``zcopy.hotpath.compiled("zcopy.sockio")`` (built, current, not
-``ZCOPY_PURE=1``), and the socket's own methods otherwise.
+``Sendfile`` is ``zcopy.engines.sendfile.SendfileEngine``'s two calls, ``send_once`` and
+``start_send`` (whose transfer's ``step`` loops in C), with its semantics and its counters as C
+fields; the GIL is released across each sendfile(2) (a page missing from the cache is a disk
+read). ``CacheStat`` is ``zcopy.server.prefetch._CacheStat`` without ctypes. A 1 GiB pull takes
+1,024 steps and a residency check every 4 MiB: their user time fell from 14.4 to 6-8 ms a GB
+(docs/benchmarks.md, "The sendfile engine in C").
+
+The one module of the hot path written in Cython (it has no ``.py``): ``zcopy.transport``,
+``zcopy.engines.sendfile`` and ``zcopy.server.prefetch`` use it only when
+``zcopy.hotpath.compiled("zcopy.sockio")`` (built, current, not ``ZCOPY_PURE=1``), and the
+socket's own methods, ``os.sendfile`` and ctypes otherwise.
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -89,3 +99,158 @@ cdef class SocketIO:
     def forget(self) -> None:
         """The socket is being closed: from now on, recv and send raise ``OSError(EBADF)``."""
         self.fd = -1
+
+
+# -- sendfile: the sendfile engine's calls (zcopy.engines.sendfile) -----------------------------------
+
+from libc.errno cimport EAGAIN
+from posix.types cimport off_t
+
+cdef extern from "<sys/sendfile.h>" nogil:
+    ssize_t c_sendfile "sendfile" (int out_fd, int in_fd, off_t *offset, size_t count)
+
+
+from zcopy.engines.base import FileShrank, Progress
+
+cdef object DONE = Progress.DONE
+cdef object BLOCKED = Progress.BLOCKED
+cdef object MORE = Progress.MORE
+
+#: Largest count Linux moves in one sendfile(2) call (sendfile(2), NOTES).
+cdef enum:
+    MAX_CHUNK = 0x7FFFF000
+
+
+cdef inline ssize_t _sendfile(int sock_fd, int file_fd, off_t offset, off_t count) except -2:
+    """One sendfile(2) of at most ``count`` bytes (and MAX_CHUNK), the GIL released across it (a
+    page missing from the cache is a disk read: other threads run meanwhile): the bytes that
+    left, -1 when the socket is full (EAGAIN). EINTR is retried; other errors raise; 0 bytes
+    before ``count`` raises ``FileShrank`` (the file was truncated: looping would spin)."""
+    cdef ssize_t n
+    cdef off_t off
+    if count > MAX_CHUNK:
+        count = MAX_CHUNK
+    while True:
+        off = offset
+        with nogil:
+            n = c_sendfile(sock_fd, file_fd, &off, <size_t>count)
+        if n > 0 or (n == 0 and count == 0):
+            return n
+        if n == 0:
+            raise FileShrank(f"file ended at offset {offset} with {count} bytes "
+                             f"still promised (truncated during sendfile)")
+        if errno == EAGAIN:
+            return -1
+        if errno != EINTR:
+            PyErr_SetFromErrno(OSError)
+            return -2
+        PyErr_CheckSignals()
+
+
+cdef class Sendfile:
+    """``zcopy.engines.sendfile.SendfileEngine``'s ``send_once`` and ``start_send`` in C, with
+    their semantics, and its counters as C fields (it is the engine's ``stats``: an
+    ``EngineStats`` by duck type): what a 1 GiB pull spends per 1 MiB step in the interpreter,
+    and what a 64 KiB reply's body costs, without ``os.sendfile``'s argument parsing, its
+    exception on a full socket, two Python frames and the counters' attribute writes."""
+
+    cdef off_t budget
+    cdef readonly long long bytes_sent
+    cdef readonly long long bytes_received
+    cdef readonly long long syscalls
+
+    def __cinit__(self, off_t budget):
+        self.budget = budget
+
+    def snapshot(self):
+        return {"bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "syscalls": self.syscalls}
+
+    def send_once(self, int sock_fd, int file_fd, off_t offset, off_t count):
+        """One sendfile(2) of at most ``count`` bytes: the bytes that left, 0 when the socket is full."""
+        self.syscalls += 1
+        cdef ssize_t n = _sendfile(sock_fd, file_fd, offset, count)
+        if n < 0:
+            return 0
+        self.bytes_sent += n
+        return n
+
+    def start_send(self, int file_fd, off_t offset, off_t count):
+        return SendfileTransfer(self, file_fd, offset, count)
+
+
+cdef class SendfileTransfer:
+    """``zcopy.engines.sendfile.SendfileTransfer`` in C: ``step(sock_fd)`` sends at most the
+    engine's budget and says DONE, BLOCKED or MORE."""
+
+    cdef readonly off_t offset
+    cdef readonly off_t remaining
+    cdef int fd
+    cdef Sendfile engine
+
+    def __cinit__(self, Sendfile engine, int file_fd, off_t offset, off_t count):
+        self.engine = engine
+        self.fd = file_fd
+        self.offset = offset
+        self.remaining = count
+
+    def step(self, int sock_fd):
+        cdef Sendfile engine = self.engine
+        cdef off_t budget = engine.budget
+        cdef ssize_t n
+        while self.remaining:
+            if budget <= 0:
+                return MORE
+            engine.syscalls += 1
+            n = _sendfile(sock_fd, self.fd, self.offset, self.remaining if self.remaining < budget else budget)
+            if n < 0:
+                return BLOCKED
+            engine.bytes_sent += n
+            self.offset += n
+            self.remaining -= n
+            budget -= n
+        return DONE
+
+    def close(self):
+        """Nothing to release."""
+
+
+# -- cachestat: is a page in the page cache (zcopy.server.prefetch) ---------------------------------
+
+cdef extern from "<unistd.h>" nogil:
+    long c_syscall "syscall" (long number, ...)
+
+cdef struct cachestat_range:
+    unsigned long long off
+    unsigned long long len
+
+cdef struct cachestat_result:
+    unsigned long long nr_cache
+    unsigned long long nr_dirty
+    unsigned long long nr_writeback
+    unsigned long long nr_evicted
+    unsigned long long nr_recently_evicted
+
+cdef enum:
+    NR_CACHESTAT = 451      # the same number on every architecture (the asm-generic table)
+
+
+cdef class CacheStat:
+    """``zcopy.server.prefetch._CacheStat`` in C: ``cached(fd, offset)``, whether the page
+    holding ``offset`` is in the page cache, by cachestat(2) of that one page (it only looks:
+    it never blocks); errors raise ``OSError`` (ENOSYS on a kernel before 6.5). Where the ctypes
+    call it replaces cost ~1.5 us, this is the syscall alone."""
+
+    cdef cachestat_range rng
+    cdef cachestat_result res
+    cdef long page
+
+    def __cinit__(self, long page):
+        self.page = page
+        self.rng.len = page
+
+    def cached(self, int fd, off_t offset):
+        self.rng.off = offset - offset % self.page
+        if c_syscall(NR_CACHESTAT, fd, &self.rng, &self.res, 0) != 0:
+            return _raise_errno()
+        return self.res.nr_cache > 0

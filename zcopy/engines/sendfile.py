@@ -12,13 +12,26 @@ space. The man page's two traps are handled here:
 
 The explicit ``offset`` argument leaves the fd's own file position alone, so
 one open file can serve many connections at once.
+
+When the hot path runs compiled, ``send_once`` and ``start_send`` are
+``zcopy.sockio.Sendfile``'s: the same calls and counters in C (docs/hotpath.md).
+The classes here are what runs otherwise, and what the compiled ones are tested
+against.
 """
 
 from __future__ import annotations
 
 import os
 
+from zcopy import hotpath
 from zcopy.engines.base import EngineStats, FileShrank, Progress
+
+_compiled = None
+if hotpath.compiled("zcopy.sockio"):
+    try:
+        from zcopy.sockio import Sendfile as _compiled
+    except ImportError:             # built for another interpreter, or removed since
+        _compiled = None
 
 DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 
@@ -33,6 +46,10 @@ class SendfileEngine:
     def __init__(self, *, budget: int = 1 << 20) -> None:
         self.budget = budget
         self.stats = EngineStats()
+        if _compiled is not None:
+            # The same two calls in C, with the counters (zcopy/sockio.pyx, docs/hotpath.md).
+            self.stats = _compiled(budget)
+            self.send_once, self.start_send = self.stats.send_once, self.stats.start_send
 
     def start_send(self, file_fd: int, offset: int, count: int) -> "SendfileTransfer":
         return SendfileTransfer(self, file_fd, offset, count)
