@@ -10,14 +10,14 @@ cimport cython
 cdef class Connection:
     cdef public ListenerLoop worker
     cdef public WorkerStats stats
-    cdef public object responder, transport, wire, recv, send, addr, out, xfer, upload, pending, user, auth, ahead, config, engine, once
+    cdef public object responder, transport, wire, recv, send, addr, out, xfer, upload, pending, user, auth, ahead, config, engine, once, prefetch
     cdef public ServerProtocol proto
     cdef public Reply reply
     cdef public list owed
     cdef public int fd, state, at
     cdef public bint readable, writable, draining, hup, corked
-    cdef public double deadline, started, head_at, header_timeout, idle_timeout
-    cdef public long long sent
+    cdef public double deadline, started, head_at, header_timeout, idle_timeout, send_timeout
+    cdef public long long sent, budget
     cdef bint _read_request(self) except -1
     cdef object _read(self)
     cpdef _start_reply(self, Reply reply)

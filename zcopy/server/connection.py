@@ -64,7 +64,7 @@ class Connection:
     __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
                  "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending", "user", "auth",
                  "hup", "ahead", "stats", "config", "engine", "once", "head_at", "owed", "responder", "header_timeout",
-                 "idle_timeout", "corked")
+                 "idle_timeout", "send_timeout", "budget", "prefetch", "corked")
 
     def __init__(self, worker, sock, addr, transport=None) -> None:
         self.worker = worker
@@ -73,6 +73,9 @@ class Connection:
         self.config = config = worker.config
         self.header_timeout = config.header_timeout     # the deadlines every reply's end sets
         self.idle_timeout = config.idle_timeout
+        self.send_timeout = config.send_timeout         # ... every send that moved bytes sets
+        self.budget = config.budget                     # bytes a turn may send (an engine step)
+        self.prefetch = worker.prefetch                 # None: no residency check before a send
         self.transport = transport = transport or PlainTransport(sock)
         self.fd = transport.fd             # epoll's key
         self.recv = transport.recv
@@ -275,7 +278,7 @@ class Connection:
                 self._flush_owed()
             self.pending = reply
             self.state = WAITING
-            self.deadline = self.worker.now + self.config.send_timeout
+            self.deadline = self.worker.now + self.send_timeout
             reply.wait(self._resumed)
         elif isinstance(reply, BodySink):
             if self.owed:
@@ -284,7 +287,7 @@ class Connection:
             if self.proto.body_left > 0:
                 reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
             self.state = RECEIVING
-            self.deadline = self.worker.now + self.config.send_timeout
+            self.deadline = self.worker.now + self.send_timeout
             if reply.interim is not None:
                 self._send_quietly(reply.interim)
             interim = self.proto.accept_body()
@@ -330,7 +333,7 @@ class Connection:
                         return False
                     raise PeerClosed("client closed during a request body")
                 stats.body_buffered += len(data)
-                self.deadline = self.worker.now + self.config.send_timeout
+                self.deadline = self.worker.now + self.send_timeout
                 for piece in proto.body_received(data):
                     sink.write(piece)
                 continue
@@ -343,7 +346,7 @@ class Connection:
             if moved:
                 sink.advanced(moved)
                 proto.body_consumed(moved)
-                self.deadline = self.worker.now + self.config.send_timeout
+                self.deadline = self.worker.now + self.send_timeout
             if progress is BLOCKED:
                 self.readable = False
                 return False
@@ -420,7 +423,7 @@ class Connection:
                 head = memoryview(head)[n:]
         self.out = head                 # bytes; a memoryview only if a send came up short
         self.at = 0
-        self.deadline = now + self.config.send_timeout
+        self.deadline = now + self.send_timeout
         if body and self.writable and len(body) == 1 and self.once is not None and body[0].__class__ is tuple \
                 and self._hot(entry):
             # (one file range; a bytes segment, e.g. a UI asset, goes through _pump)
@@ -448,7 +451,7 @@ class Connection:
         if n < len(data):
             owed.append(data[n:])
             self.writable = False
-            self.deadline = self.worker.now + self.config.send_timeout
+            self.deadline = self.worker.now + self.send_timeout
 
     def _send_at_once(self, head: bytes, item: tuple) -> None:
         """The head (MSG_MORE), then the range in one engine call; what the
@@ -470,14 +473,14 @@ class Connection:
     def _hot(self, entry) -> bool:
         """Nothing to wait for before sending this file's bytes: no prefetch,
         or the file was found resident moments ago (``entry.residency``)."""
-        return self.worker.prefetch is None or (entry is not None and entry.residency.until > self.worker.now)
+        return self.prefetch is None or (entry is not None and entry.residency.until > self.worker.now)
 
     def _send_range_once(self, fd: int, start: int, stop: int) -> bool:
         """A hot range through one ``engine.send_once`` (most small ranges
         leave whole: no transfer object). True when all of it left; else the
         rest is ``self.xfer``, or the socket was full and nothing left."""
         count = stop - start
-        n = self.once(self.fd, fd, start, min(count, self.config.budget))
+        n = self.once(self.fd, fd, start, min(count, self.budget))
         self.sent += n
         if n == count:
             return True
@@ -496,7 +499,7 @@ class Connection:
         corked (TCP_CORK, what nginx's ``tcp_nopush`` does) until the range
         has left (``_pump``); a connection that parks for the disk flushes
         first (``transport.flush``)."""
-        if count > self.config.budget:
+        if count > self.budget:
             self.transport.cork()
             self.corked = True
         return self.engine.start_send(fd, start, count)
@@ -525,7 +528,7 @@ class Connection:
                     copied += n
                     if n < len(out):
                         self.out = out[n:] if out.__class__ is memoryview else memoryview(out)[n:]
-                        if copied >= self.config.budget:
+                        if copied >= self.budget:
                             return MORE
                         continue
                     self.out = None
@@ -585,7 +588,7 @@ class Connection:
             if copied:
                 self.stats.copy_sent += copied
             if not done and (copied or self.sent != sent):     # done: _finish_reply sets it
-                self.deadline = self.worker.now + self.config.send_timeout
+                self.deadline = self.worker.now + self.send_timeout
 
     def _finish_reply(self) -> None:
         reply = self.reply
@@ -683,7 +686,7 @@ class Connection:
         filesystem. Not called for a file found resident moments ago
         (``entry.residency``): a hot file costs no residency syscall per
         request."""
-        prefetch = self.worker.prefetch
+        prefetch = self.prefetch
         if prefetch is None:
             return
         now = self.worker.now
