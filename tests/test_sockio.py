@@ -330,6 +330,63 @@ def test_the_compiled_sendfile_raises_what_the_python_engine_raises(tmp_path):
         os.close(fd)
 
 
+def test_a_signal_that_cuts_a_sendfile_short_runs_its_handler_before_the_next_call(tmp_path):
+    """A step on a blocking socket nobody reads: the kernel takes what fits, then sendfile(2)
+    waits. A signal then returns the bytes sent so far (not EINTR); the Python engine's handler
+    runs as os.sendfile returns and its exception leaves the step. The compiled step called
+    sendfile again and waited there, the handler pending, until another signal came (a second
+    Ctrl-C). The bytes that left before the signal count."""
+    import signal
+    import threading
+    import time
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    path = tmp_path / "data"
+    with open(path, "wb") as f:
+        f.truncate(8 << 20)
+    fd = os.open(path, os.O_RDONLY)
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with sendfile_engines(budget=8 << 20) as engines:
+            for name, engine in engines:
+                ours, peer = unix_pair()
+                with ours, peer:
+                    ours.setblocking(True)
+                    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+                    xfer = engine.start_send(fd, 0, 8 << 20)
+                    done = threading.Event()
+                    main = threading.main_thread().ident
+
+                    def interrupt():
+                        # once, to the waiting thread; again after 3 s in case the first was missed
+                        for wait in (0.3, 3.0):
+                            if done.wait(wait):
+                                return
+                            signal.pthread_kill(main, signal.SIGUSR1)
+
+                    kicker = threading.Thread(target=interrupt, daemon=True)
+                    started = time.monotonic()
+                    kicker.start()
+                    try:
+                        with pytest.raises(Interrupted):
+                            xfer.step(ours.fileno())
+                    finally:
+                        took = time.monotonic() - started
+                        done.set()
+                        kicker.join(10)
+                    assert took < 2.5, (name, took)     # the first signal's handler, not a second one's
+                    if name == "sockio":
+                        assert 0 < xfer.offset == engine.stats.bytes_sent == (8 << 20) - xfer.remaining
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        os.close(fd)
+
+
 def test_the_compiled_cachestat_answers_as_the_ctypes_one(tmp_path):
     """A page read a moment ago is cached; one dropped with POSIX_FADV_DONTNEED (a clean file on
     disk) is not; past the end nothing is; a closed fd raises EBADF: the same from both."""

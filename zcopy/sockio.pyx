@@ -209,6 +209,12 @@ cdef class SendfileTransfer:
             self.offset += n
             self.remaining -= n
             budget -= n
+            if self.remaining and budget > 0:
+                # Another call follows: a signal's handler runs first, as it would between the
+                # Python engine's calls. A signal that cut a sendfile short is no EINTR (the bytes
+                # before it are returned), so _sendfile's check does not see it; on a blocking
+                # socket the next call would wait, the handler (KeyboardInterrupt) still pending.
+                PyErr_CheckSignals()
         return DONE
 
     def close(self):
