@@ -5,13 +5,15 @@ from zcopy.server.stats cimport WorkerStats
 from zcopy.http.protocol cimport ServerProtocol
 from zcopy.server.reply cimport Reply
 from zcopy.http.request cimport Request
+from zcopy.server.prefetch cimport Readahead
 cimport cython
 
 cdef class Connection:
     cdef public ListenerLoop worker
     cdef public WorkerStats stats
-    cdef public object responder, transport, wire, recv, send, addr, out, xfer, upload, pending, user, auth, ahead, config, engine, once, prefetch
+    cdef public object responder, transport, wire, recv, send, addr, out, xfer, upload, pending, user, auth, config, engine, once, prefetch
     cdef public ServerProtocol proto
+    cdef public Readahead ahead
     cdef public Reply reply
     cdef public list owed
     cdef public int fd, state, at
