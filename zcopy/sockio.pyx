@@ -19,8 +19,8 @@ socket module does); any other failure raises ``OSError`` from errno, so EAGAIN 
 ``start_send`` (whose transfer's ``step`` loops in C), with its semantics and its counters as C
 fields; the GIL is released across each sendfile(2) (a page missing from the cache is a disk
 read). ``CacheStat`` is ``zcopy.server.prefetch._CacheStat`` without ctypes. A 1 GiB pull takes
-1,024 steps and a residency check every 4 MiB: their user time fell from 14.4 to 6-8 ms a GB
-(docs/benchmarks.md, "The sendfile engine in C").
+1,024 steps and a residency check every 4 MiB: its user time fell from 14.4 to 8.3 ms a GB, and
+from 11.3 to 9.5, in two same-run A/Bs (docs/benchmarks.md, "The sendfile engine in C").
 
 The one module of the hot path written in Cython (it has no ``.py``): ``zcopy.transport``,
 ``zcopy.engines.sendfile`` and ``zcopy.server.prefetch`` use it only when
