@@ -24,5 +24,9 @@ cdef class Connection:
     cdef object _read(self)
     cpdef _start_reply(self, Reply reply)
     cpdef _finish_reply(self)
+    cdef _send_at_once(self, head, tuple item)
+    cdef bint _hot(self, entry)
+    cdef bint _send_range_once(self, int fd, long long start, long long stop) except -1
+    cdef _transfer(self, int fd, long long start, long long count)
     @cython.locals(req=Request)
     cdef _count(self, Reply reply, bint complete)

@@ -466,7 +466,8 @@ class Connection:
             self.out = memoryview(head)[n:]
             return
         self.out = None
-        if self._send_range_once(*item):
+        fd, start, stop = item
+        if self._send_range_once(fd, start, stop):
             self.at = 1
             self._finish_reply()
 
