@@ -18,6 +18,7 @@ not imported at all (their importers, ``zcopy.transport`` and ``zcopy.server.pro
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.machinery
 import importlib.util
 import os
@@ -94,6 +95,18 @@ def state() -> tuple[list[str], dict[str, str]]:
 def compiled(name: str) -> bool:
     """``name``'s extension was built and runs: its source unchanged since the build, no ``ZCOPY_PURE=1``."""
     return _why is None and name in SOURCES
+
+
+def extension(name: str):
+    """``name``'s compiled module when it runs (``compiled``), else None: what a module with a Python
+    fallback takes it from. None too when it cannot be imported (built for another interpreter, or
+    removed since the build)."""
+    if not compiled(name):
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def summary() -> str:

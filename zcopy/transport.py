@@ -35,12 +35,7 @@ from zcopy import hotpath
 
 _TCP, _NODELAY, _CORK = socket.IPPROTO_TCP, socket.TCP_NODELAY, socket.TCP_CORK
 
-SocketIO = None
-if hotpath.compiled("zcopy.sockio"):
-    try:
-        from zcopy.sockio import SocketIO
-    except ImportError:             # built for another interpreter, or removed since
-        SocketIO = None
+SocketIO = getattr(hotpath.extension("zcopy.sockio"), "SocketIO", None)
 
 
 class PlainTransport:

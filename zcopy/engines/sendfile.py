@@ -26,12 +26,7 @@ import os
 from zcopy import hotpath
 from zcopy.engines.base import EngineStats, FileShrank, Progress
 
-_compiled = None
-if hotpath.compiled("zcopy.sockio"):
-    try:
-        from zcopy.sockio import Sendfile as _compiled
-    except ImportError:             # built for another interpreter, or removed since
-        _compiled = None
+_compiled = getattr(hotpath.extension("zcopy.sockio"), "Sendfile", None)
 
 DONE, BLOCKED, MORE = Progress.DONE, Progress.BLOCKED, Progress.MORE
 

@@ -231,7 +231,7 @@ class Connection:
                 if req is None and len(proto.buf) == len(data):
                     # The head clock starts with its first byte (slowloris bound); a drain's
                     # grace (see drain) bounds the whole head, so a first byte never extends it.
-                    deadline = self.worker.now + self.config.header_timeout
+                    deadline = self.worker.now + self.header_timeout
                     self.deadline = min(self.deadline, deadline) if self.draining else deadline
         except http.HttpError as exc:           # 400/414/431/501/505: answer, then close
             self._start_reply(self.responder.error(exc, close=True))

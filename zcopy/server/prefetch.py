@@ -115,23 +115,15 @@ class _CacheStat:
         return self._stat.nr_cache > 0
 
 
-def _compiled_cachestat():
-    """``zcopy.sockio.CacheStat`` (the same call in C) when the hot path runs compiled, else None."""
-    if hotpath.compiled("zcopy.sockio"):
-        try:
-            from zcopy.sockio import CacheStat
-
-            return CacheStat(_PAGE)
-        except ImportError:         # built for another interpreter, or removed since
-            pass
-    return None
+#: ``zcopy.sockio.CacheStat`` (the same call in C) when the hot path runs compiled, else None.
+_CompiledCacheStat = getattr(hotpath.extension("zcopy.sockio"), "CacheStat", None)
 
 
 def _open_cachestat() -> _CacheStat | None:
     """A working cachestat(2): the compiled one (``zcopy.sockio.CacheStat``: the syscall alone,
     where this ctypes call costs ~1.5 us) or ``_CacheStat``; None when this kernel (or libc) lacks it."""
     try:
-        probe = _compiled_cachestat() or _CacheStat()
+        probe = _CompiledCacheStat(_PAGE) if _CompiledCacheStat is not None else _CacheStat()
         fd = os.open("/proc/self/exe", os.O_RDONLY)
         try:
             probe.cached(fd, 0)

@@ -92,12 +92,7 @@ _HREF, _SIZE, _MODIFIED, _ETAG, _NAME, _TYPE, _CREATED = range(7)
 
 #: ``zcopy.scan`` (Cython: the scan, the per-member columns and the responses' joins in C) when it is
 #: built and current (``hotpath.compiled``); None: the Python below does the same, to the same bytes.
-_c = None
-if hotpath.compiled("zcopy.scan"):
-    try:
-        from zcopy import scan as _c
-    except ImportError:             # built for another interpreter, or removed since
-        _c = None
+_c = hotpath.extension("zcopy.scan")
 
 
 class Body:
