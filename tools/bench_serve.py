@@ -16,8 +16,8 @@ best peer. It also prints who bounded each rate: every server's busy share of a 
 was saturated) and the load generator's CPU per request and busy share. At 64 KiB wrk saturates
 its core first (it reads each reply 8 KiB at a time); `--client discard` loads the server with
 tools/discard_client.c instead, which drops reply bodies with recv(MSG_TRUNC). For the large pulls it
-prints where the server's CPU went: user and system time per GB and the timer interrupts its pinned CPU
-took per GB (with BBR over loopback most are TCP pacing timers, and they decide the rate: see
+prints where the server's CPU went: CPU time per GB (exact, /proc/PID/task/TID/schedstat), its user and
+system parts (10 ms ticks, /proc/PID/stat) and the timer interrupts its pinned CPU took per GB (with BBR over loopback most are TCP pacing timers, and they decide the rate: see
 docs/benchmarks.md, "1 GiB: TCP pacing decides").
 
     python tools/bench_serve.py --rounds 5 --duration 5
@@ -208,6 +208,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(cpu_times(pids))
 
 
+def cpu_ns(pids: list[int]) -> int:
+    """CPU nanoseconds these processes' live threads have run so far (/proc/PID/task/TID/schedstat).
+    Exact where /proc/PID/stat counts 10 ms ticks: nginx sends 64 MiB in under 10 ms of CPU, which
+    stat may report as 0. It does not split user from system time; ``cpu_times`` does, coarsely."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+    return total
+
+
 class Peer:
     def __init__(self, name: str, argv: list[str], port: int, cwd: str | None = None):
         self.name, self.argv, self.port, self.cwd = name, argv, port, cwd
@@ -368,7 +381,7 @@ def cpus(args) -> tuple[int | None, int | None]:
 
 KEYS = ("1k_rps", "1k_user_us", "1k_sys_us", "1k_load_us", "1k_busy", "64k_rps", "64k_user_us", "64k_sys_us",
         "64k_load_us", "64k_busy", "large_gbps", "large_cpu_s_per_gb", "large_busy", "large_load_busy",
-        "large_user_s", "large_sys_s", "large_timers")
+        "large_user_s", "large_sys_s", "large_cpu_s", "large_timers")
 
 
 def measure_wrk(peer: Peer, path: str, args, load_cpu: int | None,
@@ -405,23 +418,24 @@ def timer_interrupts(cpu: int | None) -> int:
 
 
 def measure_large(peer: Peer, size: int, load_cpu: int | None, mode: str = "splice",
-                  server_cpu: int | None = None) -> tuple[float, float, float, float, float, float, int]:
-    """(GB/s, server CPU s/GB, the server's busy share of the pull, the client's, the server's user and
-    system CPU seconds, timer interrupts on ``server_cpu``) of one large-file pull, the client pinned
+                  server_cpu: int | None = None) -> tuple[float, float, float, float, float, float, float, int]:
+    """(GB/s, server CPU s/GB, the server's busy share of the pull, the client's, the server's user,
+    system and exact CPU seconds, timer interrupts on ``server_cpu``) of one large-file pull, the client pinned
     to ``load_cpu`` if given (its share: its CPU time while the body came, over that time).
     ``mode``: how the client drops the body, "splice" (to /dev/null through a pipe) or "discard"
     (recv with MSG_TRUNC: cheaper, so that the client is further from bounding the rate)."""
     pids = peer.pids()
     u0, s0 = cpu_times(pids)
+    n0 = cpu_ns(pids)
     t0 = timer_interrupts(server_cpu)
     pin = [] if load_cpu is None else ["taskset", "-c", str(load_cpu)]
     out = subprocess.run([*pin, sys.executable, "-c", LARGE_CLIENT, str(peer.port), "/large.bin", mode],
                          capture_output=True, text=True, check=True, timeout=600).stdout
     u1, s1 = cpu_times(pids)
+    c = (cpu_ns(pids) - n0) / 1e9
     timers = timer_interrupts(server_cpu) - t0
     secs, client = map(float, out.split())
-    c = (u1 - u0) + (s1 - s0)
-    return size / secs / 1e9, c / (size / 1e9), c / secs, client / secs, u1 - u0, s1 - s0, timers
+    return size / secs / 1e9, c / (size / 1e9), c / secs, client / secs, u1 - u0, s1 - s0, c, timers
 
 
 def settle(peer: Peer, quiet: float = 0.02, timeout: float = 120) -> None:
@@ -460,7 +474,7 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None,
                 res[f"{size}_load_us"].append(load)
                 res[f"{size}_busy"].append(busy)
             for _ in range(args.pulls if "large" in args.sizes else 0):
-                gbps, cpu_gb, busy, client_busy, user, system, timers = measure_large(
+                gbps, cpu_gb, busy, client_busy, user, system, cpu, timers = measure_large(
                     peer, args.large, load_cpu, large_mode(args), server_cpu)
                 res["large_gbps"].append(gbps)
                 res["large_cpu_s_per_gb"].append(cpu_gb)
@@ -468,6 +482,7 @@ def throughput(running: dict[str, Peer], args, load_cpu: int | None,
                 res["large_load_busy"].append(client_busy)
                 res["large_user_s"].append(user)
                 res["large_sys_s"].append(system)
+                res["large_cpu_s"].append(cpu)
                 res["large_timers"].append(timers)
             done = [f"1 KiB {res['1k_rps'][-1]:,.0f} req/s" if "1k" in args.sizes else "",
                     f"64 KiB {res['64k_rps'][-1]:,.0f} req/s" if "64k" in args.sizes else "",
@@ -539,17 +554,19 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
               f"| {m['64k_busy']:.2f} | {m['64k_load_us']:.1f} | {m['64k_load_us'] * m['64k_rps'] / 1e6:.2f} "
               f"| {m['large_busy']:.2f} | {m['large_load_busy']:.2f} |")
     if "large" in args.sizes:
-        # CPU ticks are 10 ms: one pull's user time is mostly 0 or 1 tick, so the sums over all pulls
-        # are divided by all the bytes, not a median taken.
+        # User and system time come in 10 ms ticks: one pull's user time is mostly 0 or 1 tick, so the
+        # sums over all pulls are divided by all the bytes, not a median taken. Their total is the
+        # exact CPU time (schedstat), which a quick run's few ticks can miss altogether.
         gb = args.large / 1e9
-        print("\nWhere the large pulls' server CPU went (sums over every pull, per GB): user and system time, "
-              "and timer interrupts on the server's CPU (median per GB; with BBR over loopback most are "
-              "TCP pacing timers, docs/benchmarks.md)\n")
-        print("| server | user ms/GB | sys ms/GB | timer interrupts/GB |")
-        print("|---|---|---|---|")
+        print("\nWhere the large pulls' server CPU went (sums over every pull, per GB): CPU time (exact), its "
+              "user and system parts (10 ms ticks), and timer interrupts on the server's CPU (median per GB; "
+              "with BBR over loopback most are TCP pacing timers, docs/benchmarks.md)\n")
+        print("| server | CPU ms/GB | user ms/GB | sys ms/GB | timer interrupts/GB |")
+        print("|---|---|---|---|---|")
         for name, res in results.items():
             n = len(res["large_user_s"]) or 1
-            print(f"| {name} | {sum(res['large_user_s']) * 1e3 / n / gb:.1f} "
+            print(f"| {name} | {sum(res['large_cpu_s']) * 1e3 / n / gb:.1f} "
+                  f"| {sum(res['large_user_s']) * 1e3 / n / gb:.1f} "
                   f"| {sum(res['large_sys_s']) * 1e3 / n / gb:.0f} "
                   f"| {statistics.median(res['large_timers']) / gb if res['large_timers'] else 0:,.0f} |")
     if "zcopy" not in med or len(med) < 2:
