@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "tools", "bench_serve.py")
 sys.path.insert(0, os.path.dirname(TOOL))
-from bench_serve import parse_strace_summary  # noqa: E402
+from bench_serve import median_interval, parse_strace_summary, verdict  # noqa: E402
 
 needs = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2 or not all(shutil.which(t) for t in ("wrk", "nginx", "taskset")),
@@ -186,3 +187,26 @@ def test_parse_strace_summary_of_a_real_run(tmp_path):
 def test_bad_flags_one_line_exit_2(flags):
     out = bench(*flags)
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("bench_serve.py: error:"), out.stderr
+
+
+@pytest.mark.parametrize("n", [6, 7, 10, 20, 25, 60, 100])
+def test_the_median_interval_is_the_narrowest_pair_of_order_statistics_that_covers_95_percent(n):
+    """The interval [x(k), x(n+1-k)] holds the median unless at most k-1 values fall on one side:
+    its coverage is 1 - 2 P(Binomial(n, 1/2) <= k-1). It must reach 95%, and the next k must not."""
+    values = list(range(n))
+    low, high = median_interval(values)
+    k = low + 1
+    assert high == n - k
+
+    def coverage(k):
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
+    assert coverage(k) >= 0.95 and coverage(k + 1) < 0.95
+    if n == 20:                 # the textbook case: x(6)..x(15) of 20
+        assert (low, high) == (5, 14)
+
+
+def test_the_verdict_says_above_below_or_not_distinguishable():
+    assert median_interval([1.0] * 5) is None and verdict([1.0] * 5) == "too few rounds for a 95% interval"
+    assert verdict(sorted([1.02, 1.05, 1.03, 1.08, 1.04, 1.06, 1.01, 1.07])).endswith(": above 1")
+    assert verdict(sorted([0.92, 0.95, 0.93, 0.98, 0.94, 0.96, 0.91, 0.97])).endswith(": below 1")
+    assert verdict(sorted([0.98, 1.01, 0.99, 1.03, 1.00, 1.02, 0.97, 1.04])).endswith(": not distinguishable from 1")

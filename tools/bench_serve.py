@@ -12,7 +12,10 @@ run (keep-alive) and one pull of a large file (spliced into /dev/null). The
 tool prints medians: req/s, GB/s, server CPU per request (user + sys:
 /proc/PID/stat of the server's processes, master included), the ratio of
 each figure to the best server's, and zcopy's ratio to each peer and to the
-best peer. It also prints who bounded each rate: every server's busy share of a run (1.00: its core
+best peer. Then the same-round ratios to each peer: their median, range, and a
+95% confidence interval of that median (distribution-free: two order statistics,
+binomial), which says whether zcopy is above 1, below 1, or not distinguishable
+from 1 at this many rounds; a bar is shown met only when its interval lies above 1. It also prints who bounded each rate: every server's busy share of a run (1.00: its core
 was saturated) and the load generator's CPU per request and busy share. At 64 KiB wrk saturates
 its core first (it reads each reply 8 KiB at a time); `--client discard` loads the server with
 tools/discard_client.c instead, which drops reply bodies with recv(MSG_TRUNC). For the large pulls it
@@ -50,6 +53,7 @@ import argparse
 import atexit
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -589,7 +593,35 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
             pairs = sorted(a / b for a, b in zip(results["zcopy"][key], results[name][key]) if b)
             if pairs:
                 print(f"zcopy {what} / {name}'s in the same round: median {statistics.median(pairs):.2f}, "
-                      f"range {pairs[0]:.2f}-{pairs[-1]:.2f}")
+                      f"range {pairs[0]:.2f}-{pairs[-1]:.2f}, {verdict(pairs)}")
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of ``values`` (sorted): the k-th
+    smallest and k-th largest, with k the largest for which a median outside them has probability
+    at most 1 - confidence (each value is above the median with probability 1/2: binomial). None
+    when there are too few values for that confidence (fewer than 6 at 95%)."""
+    n = len(values)
+    tail = (1 - confidence) / 2
+    below, k = 0.0, 0
+    while True:                             # P(Binomial(n, 1/2) <= k)
+        below += math.comb(n, k) / 2 ** n
+        if below > tail:
+            break
+        k += 1
+    if k == 0:
+        return None
+    return values[k - 1], values[n - k]
+
+
+def verdict(pairs: list[float]) -> str:
+    """What the same-round ratios (sorted) say about the bar of 1.0, at 95% confidence."""
+    interval = median_interval(pairs)
+    if interval is None:
+        return "too few rounds for a 95% interval"
+    low, high = interval
+    side = ("above 1" if low > 1 else "below 1" if high < 1 else "not distinguishable from 1")
+    return f"95% interval of the median {low:.2f}-{high:.2f}: {side}"
 
 
 # --- syscalls per request -------------------------------------------------
