@@ -621,7 +621,7 @@ def verdict(pairs: list[float]) -> str:
         return "too few rounds for a 95% interval"
     low, high = interval
     side = ("above 1" if low > 1 else "below 1" if high < 1 else "not distinguishable from 1")
-    return f"95% interval of the median {low:.2f}-{high:.2f}: {side}"
+    return f"95% interval of the median {low:.3f}-{high:.3f}: {side}"
 
 
 # --- syscalls per request -------------------------------------------------
