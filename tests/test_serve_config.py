@@ -65,7 +65,7 @@ def test_read_token_with_writes_and_environment_token_keeps_writes_guarded(root)
 
 
 @pytest.mark.parametrize("args, shown, hidden", [
-    ([], {"send engine": "sendfile", "writes": "off (read-only)", "reads": "open (no token)"},
+    ([], {"send engine": "sendfile", "step": "2.0 MiB a turn", "writes": "off (read-only)", "reads": "open (no token)"},
      ["upload engine", "pipe size"]),
     (["--allow-write"], {"upload engine": "recv_pwrite", "writes": "on, NO TOKEN: anyone who can connect may write"},
      ["pipe size"]),
@@ -74,7 +74,7 @@ def test_read_token_with_writes_and_environment_token_keeps_writes_guarded(root)
      ["upload engine", "pipe size"]),
     (["--allow-write", "--upload-engine", "splice", "--pipe-size", "64KiB"],
      {"upload engine": "splice", "pipe size": "64.0 KiB"}, []),
-    (["--engine", "splice", "--read-token", "r"], {"send engine": "splice", "pipe size": "1.0 MiB",
+    (["--engine", "splice", "--read-token", "r"], {"send engine": "splice", "pipe size": "1.0 MiB", "step": "1.0 MiB a turn",
                                                   "reads": "token required"}, ["upload engine"]),
 ])
 def test_panel_shows_only_what_is_in_effect(root, args, shown, hidden):

@@ -112,7 +112,7 @@ def test_a_body_longer_than_a_step_leaves_corked_and_the_socket_is_uncorked_afte
     from zcopy.server.connection import Connection
     from zcopy.server.worker import Worker
 
-    data = os.urandom(5 << 20)                       # five steps of the 1 MiB budget
+    data = os.urandom(5 << 20)                       # two and a half steps of the 2 MiB budget
     (tmp_path / "big.bin").write_bytes(data)
     (tmp_path / "small.bin").write_bytes(b"s" * 1000)
     listener = socket.create_server(("127.0.0.1", 0))

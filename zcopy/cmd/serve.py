@@ -206,11 +206,9 @@ def build_config(args):
         cfg.engine = profile.download_engine
         cfg.upload_engine = profile.upload_engine
         cfg.pipe_size = profile.pipe_size
-        cfg.budget = profile.chunk_size
         cfg.workers = profile.workers
         for key in ("download_engine", "upload_engine", "pipe_size", "workers"):
             reasons[key] = f"probe ({profile.source}): {profile.reasons.get(key, '')}"
-        reasons["chunk_size"] = f"probe: {profile.reasons.get('chunk_size', '')}"
     else:
         reasons["download_engine"] = "default: sendfile (use --auto to apply the probe's choice)"
         reasons["workers"] = "default: one worker (use --workers auto for one per CPU)"
@@ -243,6 +241,9 @@ def build_config(args):
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
         reasons["pipe_size"] = "--pipe-size flag"
+    from zcopy.profile import step_for      # (the engine and pipe as chosen above, flags included)
+
+    cfg.budget, reasons["chunk_size"] = step_for(cfg.engine, cfg.pipe_size)
     if args.workers == "auto":
         cfg.workers = len(os.sched_getaffinity(0))
         reasons["workers"] = f"--workers auto: {cfg.workers} usable CPU(s)"
@@ -393,7 +394,8 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
     scheme = "https" if cfg.tls is not None else "http"
     rows = [("address", f"{scheme}://{host}:{cfg.port}/", ""), ("root", cfg.root, ""),
             ("workers", str(cfg.workers), why("workers", "")),
-            ("send engine", cfg.engine, why("download_engine", ""))]
+            ("send engine", cfg.engine, why("download_engine", "")),
+            ("step", f"{format_size(cfg.budget)} a turn", why("chunk_size", ""))]
     if cfg.allow_write:
         rows.append(("upload engine", cfg.upload_engine, why("upload_engine", "")))
     if "splice" in (cfg.engine, cfg.upload_engine if cfg.allow_write else None):

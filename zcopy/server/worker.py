@@ -121,7 +121,9 @@ class Worker(ListenerLoop):
 
     def _make_engines(self):
         """The send and the upload engine; one engine object when both are splice,
-        so they share one pipe pool."""
+        so they share one pipe pool. The send engine steps ``budget`` bytes a turn (2 MiB for
+        sendfile, a pipe-full for splice: ``profile.step_for``); a separate upload engine moves
+        a pipe-full (splice) or ``copy_budget`` (recv + pwrite, a copy) a turn."""
         cfg = self.config
         if "splice" in (cfg.engine, cfg.upload_engine):
             from zcopy.pipes import PipePool
@@ -130,14 +132,15 @@ class Worker(ListenerLoop):
         send = engines.create(cfg.engine, pipe_pool=self.pipe_pool, budget=cfg.budget)
         if cfg.upload_engine == cfg.engine:
             return send, send
-        return send, engines.create(cfg.upload_engine, pipe_pool=self.pipe_pool, budget=cfg.budget)
+        return send, engines.create(cfg.upload_engine, pipe_pool=self.pipe_pool,
+                                    budget=cfg.pipe_size if cfg.upload_engine == "splice" else cfg.copy_budget)
 
     def copy_engine(self):
         """The send engine for a transport that cannot take sendfile/splice
         (TLS without kTLS): read_send, which writes through the transport."""
         engine = self.engines.get("read_send")
         if engine is None:
-            engine = self.engines["read_send"] = engines.create("read_send", budget=self.config.budget)
+            engine = self.engines["read_send"] = engines.create("read_send", budget=self.config.copy_budget)
         return engine
 
     # -- the loop (ListenerLoop.run) ----------------------------------------------

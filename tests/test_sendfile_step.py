@@ -1,0 +1,44 @@
+"""zcopy serve's sendfile step is 2 MiB (nginx's sendfile_max_chunk; profile.step_for): strace on the
+worker shows each sendfile(2) of a large body asking for at most 2 MiB, and asking for 2 MiB."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from serverutil import Server, connect, read_response
+
+pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("flags", [[], ["--auto", "--workers", "1"]])
+def test_a_large_body_leaves_in_sendfile_calls_of_at_most_2_mib(tmp_path, flags):
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(9 * MiB + 123)
+    (root / "big.bin").write_bytes(data)
+    log = tmp_path / "strace.log"
+    with Server(root, *flags, env={"COLUMNS": "400"}) as s:
+        if s.panel().get("send engine") != "sendfile":
+            pytest.skip("the probe chose another engine than sendfile here")
+        assert s.panel()["step"] == "2.0 MiB a turn"
+        worker = s.worker_pids()[0]
+        tracer = subprocess.Popen(["strace", "-f", "-p", str(worker), "-o", str(log), "-e", "trace=sendfile"],
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert "attached" in tracer.stderr.readline()            # strace holds the worker now
+            with connect(s.port) as c:
+                c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                status, _, body = read_response(c)[:3]
+        finally:
+            tracer.terminate()
+            tracer.wait(timeout=10)                # (its log is complete once it has exited)
+    assert status == 200 and body == data
+    asked = [int(m.group(1)) for line in log.read_text().splitlines()
+             if (m := re.search(r"sendfile\(\d+, \d+, \[\d+\](?: => \[\d+\])?, (\d+)\)", line))]
+    assert asked and max(asked) == 2 * MiB and sum(1 for n in asked if n == 2 * MiB) >= 4, log.read_text()
