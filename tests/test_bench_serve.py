@@ -76,7 +76,7 @@ def test_quick_run_against_nginx_skips_a_missing_peer(tmp_path):
         cells = [c.strip() for c in rows[name].split("|")[2:-1]]
         assert float(cells[0].replace(",", "")) > 0 and float(cells[4].replace(",", "")) > 0, rows[name]
     assert "| best peer |" in out.stdout and "server pinned to CPU" in out.stdout
-    # where the large pulls' CPU went: the exact CPU time (schedstat) is above 0, and pinned, the
+    # where the large pulls' CPU went: the exact CPU time (CPU clocks) is above 0, and pinned, the
     # server's CPU took timer interrupts (at least the scheduler tick while it was busy). Its user and
     # system parts come in 10 ms ticks: nginx sends a quick run's 64 MiB in less than one (a CI run
     # saw user 0, system 0), so they are only sure not to be negative.

@@ -42,3 +42,26 @@ def test_a_large_body_leaves_in_sendfile_calls_of_at_most_2_mib(tmp_path, flags)
     asked = [int(m.group(1)) for line in log.read_text().splitlines()
              if (m := re.search(r"sendfile\(\d+, \d+, \[\d+\](?: => \[\d+\])?, (\d+)\)", line))]
     assert asked and max(asked) == 2 * MiB and sum(1 for n in asked if n == 2 * MiB) >= 4, log.read_text()
+
+
+@pytest.mark.parametrize("upload", ["splice", "recv_pwrite"])
+def test_the_copying_engines_keep_1_mib_a_turn_beside_2_mib_sendfile_steps(tmp_path, upload):
+    """An upload engine apart from the send engine, and the TLS copy engine (read_send), move
+    ``copy_budget`` a turn, not the sendfile step."""
+    import socket
+
+    from zcopy.profile import step_for
+    from zcopy.server.config import ServeConfig
+    from zcopy.server.worker import Worker
+
+    budget, _ = step_for("sendfile", MiB)
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = Worker(ServeConfig(root=str(tmp_path), engine="sendfile", upload_engine=upload, budget=budget,
+                                pipe_size=64 << 10), listener)
+    try:
+        assert worker.engine.budget == 2 * MiB
+        assert worker.upload_engine.budget == MiB and worker.copy_engine().budget == MiB
+    finally:
+        worker.shutdown()
+        worker.finish(None)
+        listener.close()

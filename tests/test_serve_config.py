@@ -67,7 +67,8 @@ def test_read_token_with_writes_and_environment_token_keeps_writes_guarded(root)
 @pytest.mark.parametrize("args, shown, hidden", [
     ([], {"send engine": "sendfile", "step": "2.0 MiB a turn", "writes": "off (read-only)", "reads": "open (no token)"},
      ["upload engine", "pipe size"]),
-    (["--allow-write"], {"upload engine": "recv_pwrite", "writes": "on, NO TOKEN: anyone who can connect may write"},
+    (["--allow-write"], {"upload engine": "recv_pwrite", "writes": "on, NO TOKEN: anyone who can connect may write",
+                         "step": "2.0 MiB a turn, 1.0 MiB for copies"},
      ["pipe size"]),
     # a splicing upload engine on a read-only server is not in effect: neither it nor its pipes are shown
     (["--upload-engine", "splice", "--pipe-size", "64KiB"], {"send engine": "sendfile"},
@@ -76,6 +77,9 @@ def test_read_token_with_writes_and_environment_token_keeps_writes_guarded(root)
      {"upload engine": "splice", "pipe size": "64.0 KiB"}, []),
     (["--engine", "splice", "--read-token", "r"], {"send engine": "splice", "pipe size": "1.0 MiB", "step": "1.0 MiB a turn",
                                                   "reads": "token required"}, ["upload engine"]),
+    # a splice step is one pipe-full, but never more than 1 MiB: --pipe-size takes up to 1 GiB
+    (["--engine", "splice", "--pipe-size", "64KiB"], {"step": "64.0 KiB a turn"}, []),
+    (["--engine", "splice", "--pipe-size", "16MiB"], {"step": "1.0 MiB a turn"}, []),
 ])
 def test_panel_shows_only_what_is_in_effect(root, args, shown, hidden):
     with Server(root, *args, env={"ZCOPY_TOKEN": "", "COLUMNS": "400"}) as s:

@@ -19,7 +19,7 @@ from 1 at this many rounds; a bar is shown met only when its interval lies above
 was saturated) and the load generator's CPU per request and busy share. At 64 KiB wrk saturates
 its core first (it reads each reply 8 KiB at a time); `--client discard` loads the server with
 tools/discard_client.c instead, which drops reply bodies with recv(MSG_TRUNC). For the large pulls it
-prints where the server's CPU went: CPU time per GB (exact, /proc/PID/task/TID/schedstat), its user and
+prints where the server's CPU went: CPU time per GB (exact: each process's CPU clock), its user and
 system parts (10 ms ticks, /proc/PID/stat) and the timer interrupts its pinned CPU took per GB (with BBR over loopback most are TCP pacing timers, and they decide the rate: see
 docs/benchmarks.md, "1 GiB: TCP pacing decides").
 
@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -212,16 +213,21 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(cpu_times(pids))
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def cpu_ns(pids: list[int]) -> int:
-    """CPU nanoseconds these processes' live threads have run so far (/proc/PID/task/TID/schedstat).
-    Exact where /proc/PID/stat counts 10 ms ticks: nginx sends 64 MiB in under 10 ms of CPU, which
-    stat may report as 0. It does not split user from system time; ``cpu_times`` does, coarsely."""
+    """CPU nanoseconds these processes have run so far, every thread's, exited ones included: each
+    process's CPU clock (clock_getcpuclockid(3), then clock_gettime). Exact where /proc/PID/stat
+    counts 10 ms ticks: nginx sends 64 MiB in under 10 ms of CPU, which stat may report as 0.
+    (Summing the live threads' schedstat would lose a thread that exits between two readings.)
+    It does not split user from system time; ``cpu_times`` does, coarsely."""
     total = 0
+    clock = ctypes.c_int()
     for pid in pids:
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
+        if _libc.clock_getcpuclockid(pid, ctypes.byref(clock)) == 0:     # (an errno, not -1: ESRCH)
+            with contextlib.suppress(OSError):                           # (gone since)
+                total += time.clock_gettime_ns(clock.value)
     return total
 
 
@@ -560,7 +566,7 @@ def report_throughput(results: dict, args, server_cpu: int | None, load_cpu: int
     if "large" in args.sizes:
         # User and system time come in 10 ms ticks: one pull's user time is mostly 0 or 1 tick, so the
         # sums over all pulls are divided by all the bytes, not a median taken. Their total is the
-        # exact CPU time (schedstat), which a quick run's few ticks can miss altogether.
+        # exact CPU time (the processes' CPU clocks), which a quick run's few ticks can miss altogether.
         gb = args.large / 1e9
         print("\nWhere the large pulls' server CPU went (sums over every pull, per GB): CPU time (exact), its "
               "user and system parts (10 ms ticks), and timer interrupts on the server's CPU (median per GB; "

@@ -111,7 +111,8 @@ def _not_refused(by_id: dict, fid: str) -> bool:
 def step_for(engine: str, pipe_size: int) -> tuple[int, str]:
     """(bytes, why): how much one connection's download engine may move per loop turn."""
     if engine == "splice":
-        return pipe_size, "splice moves one pipe-full per step, so a step is the pipe size"
+        step = min(pipe_size, CHUNK)    # (--pipe-size takes up to 1 GiB: a turn must stay short)
+        return step, f"one pipe-full per step, at most {CHUNK // KiB} KiB"
     if engine == "sendfile":
         return SENDFILE_STEP, (f"{SENDFILE_STEP // KiB} KiB per sendfile call, nginx's sendfile_max_chunk: 1 GiB "
                                "pulls measured 2.6-3.6% faster than with 1 MiB steps, a neighbour's GETs no slower")

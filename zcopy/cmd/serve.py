@@ -253,6 +253,16 @@ def build_config(args):
     return cfg
 
 
+def _steps(cfg) -> str:
+    """The bytes one connection may move per loop turn: the send engine's, and the copying
+    engines' where they differ (an upload engine apart from the send one, TLS in user space)."""
+    from zcopy.units import format_size
+
+    send = f"{format_size(cfg.budget)} a turn"
+    copies = cfg.allow_write and cfg.upload_engine != cfg.engine or cfg.tls is not None
+    return f"{send}, {format_size(cfg.copy_budget)} for copies" if copies and cfg.copy_budget != cfg.budget else send
+
+
 def _tls(args, reasons):
     """--tls-cert/--tls-key -> TlsSettings (the context is made here, once, before any fork), or
     None for plain HTTP. A file that cannot be used is one line, exit 2."""
@@ -395,7 +405,7 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
     rows = [("address", f"{scheme}://{host}:{cfg.port}/", ""), ("root", cfg.root, ""),
             ("workers", str(cfg.workers), why("workers", "")),
             ("send engine", cfg.engine, why("download_engine", "")),
-            ("step", f"{format_size(cfg.budget)} a turn", why("chunk_size", ""))]
+            ("step", _steps(cfg), why("chunk_size", ""))]
     if cfg.allow_write:
         rows.append(("upload engine", cfg.upload_engine, why("upload_engine", "")))
     if "splice" in (cfg.engine, cfg.upload_engine if cfg.allow_write else None):

@@ -15,7 +15,7 @@ class ServeConfig:
     upload_engine: str = "recv_pwrite"
     pipe_size: int = 1 << 20
     budget: int = 2 << 20           # bytes one connection may move per loop turn (profile.step_for)
-    copy_budget: int = 1 << 20      # the same for a copying engine: uploads, TLS bodies (read_send)
+    copy_budget: int = 1 << 20      # the same for an upload engine apart from the send one, and TLS in user space
     small_reply_max: int = 8 << 10  # bodies up to this leave with their head in one send (zcopy.server.held)
     digest_max: int = 8 << 30       # larger files keep this node's ETag, never hashed; 0: no digests (digests.py)
     access_log: str | None = None   # path, "-" for stdout, None for off

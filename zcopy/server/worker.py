@@ -122,8 +122,8 @@ class Worker(ListenerLoop):
     def _make_engines(self):
         """The send and the upload engine; one engine object when both are splice,
         so they share one pipe pool. The send engine steps ``budget`` bytes a turn (2 MiB for
-        sendfile, a pipe-full for splice: ``profile.step_for``); a separate upload engine moves
-        a pipe-full (splice) or ``copy_budget`` (recv + pwrite, a copy) a turn."""
+        sendfile, a pipe-full of at most 1 MiB for splice: ``profile.step_for``); a separate
+        upload engine, and the TLS copy engine, ``copy_budget`` (1 MiB)."""
         cfg = self.config
         if "splice" in (cfg.engine, cfg.upload_engine):
             from zcopy.pipes import PipePool
@@ -132,8 +132,7 @@ class Worker(ListenerLoop):
         send = engines.create(cfg.engine, pipe_pool=self.pipe_pool, budget=cfg.budget)
         if cfg.upload_engine == cfg.engine:
             return send, send
-        return send, engines.create(cfg.upload_engine, pipe_pool=self.pipe_pool,
-                                    budget=cfg.pipe_size if cfg.upload_engine == "splice" else cfg.copy_budget)
+        return send, engines.create(cfg.upload_engine, pipe_pool=self.pipe_pool, budget=cfg.copy_budget)
 
     def copy_engine(self):
         """The send engine for a transport that cannot take sendfile/splice
