@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from zcopy.profile import CHUNK, SENDFILE_STEP
+
 
 @dataclass
 class ServeConfig:
@@ -14,8 +16,8 @@ class ServeConfig:
     engine: str = "sendfile"        # download engine name (zcopy.engines.create)
     upload_engine: str = "recv_pwrite"
     pipe_size: int = 1 << 20
-    budget: int = 2 << 20           # bytes one connection may move per loop turn (profile.step_for)
-    copy_budget: int = 1 << 20      # the same for an upload engine apart from the send one, and TLS in user space
+    budget: int = SENDFILE_STEP     # bytes one connection may move per loop turn (profile.step_for)
+    copy_budget: int = CHUNK        # the same for an upload engine apart from the send one, and TLS in user space
     small_reply_max: int = 8 << 10  # bodies up to this leave with their head in one send (zcopy.server.held)
     digest_max: int = 8 << 30       # larger files keep this node's ETag, never hashed; 0: no digests (digests.py)
     access_log: str | None = None   # path, "-" for stdout, None for off
