@@ -439,6 +439,149 @@ def report(pythonpath: str, **env) -> dict:
     return python_json(REPORT, pythonpath, **env)
 
 
+def test_the_compiled_poller_returns_what_the_epoll_object_returns():
+    """``Poller(epfd, maxevents).poll(timeout)`` and ``select.epoll.poll(timeout, maxevents)`` on
+    the same epoll set: the same (fd, events) pairs, at most maxevents of them, none when nothing
+    is ready; both consume an edge-triggered event once."""
+    from zcopy.sockio import Poller
+
+    pairs = [socket.socketpair() for _ in range(5)]
+    ep = select.epoll()
+    try:
+        for a, b in pairs:
+            ep.register(a.fileno(), select.EPOLLIN | select.EPOLLOUT)
+        poller = Poller(ep.fileno(), 1023)
+        want = sorted(ep.poll(0, 1023))
+        assert len(want) == 5 and all(ev == select.EPOLLOUT for _, ev in want)
+        assert sorted(poller.poll(0)) == want                   # level-triggered: again
+        pairs[2][1].send(b"x")
+        got = dict(poller.poll(0))
+        assert got[pairs[2][0].fileno()] == select.EPOLLIN | select.EPOLLOUT
+        assert dict(ep.poll(0, 1023)) == got
+        assert len(Poller(ep.fileno(), 2).poll(0)) == 2          # maxevents bounds the batch
+        for a, _ in pairs:
+            ep.modify(a.fileno(), select.EPOLLIN | select.EPOLLET)
+        assert poller.poll(0) == [(pairs[2][0].fileno(), select.EPOLLIN)]
+        assert poller.poll(0) == ep.poll(0, 1023) == []          # the edge was taken once
+        with pytest.raises(ValueError):
+            Poller(ep.fileno(), 0)
+    finally:
+        ep.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_the_compiled_poller_waits_for_its_timeout_and_for_an_event():
+    """A timeout in seconds, rounded up to a millisecond as the epoll object rounds it; an event
+    from another thread ends the wait (the GIL is released while it waits); a closed fd raises
+    OSError (EBADF)."""
+    import threading
+    import time
+
+    from zcopy.sockio import Poller
+
+    a, b = socket.socketpair()
+    ep = select.epoll()
+    ep.register(a.fileno(), select.EPOLLIN)
+    poller = Poller(ep.fileno(), 8)
+    try:
+        started = time.monotonic()
+        assert poller.poll(0.0501) == []
+        assert time.monotonic() - started >= 0.05
+        started = time.monotonic()
+        assert poller.poll(0.0001) == []                        # rounded up, not down to 0
+        assert time.monotonic() - started >= 0.0009
+        sender = threading.Timer(0.05, b.send, (b"x",))
+        sender.start()
+        started = time.monotonic()
+        assert poller.poll(30) == [(a.fileno(), select.EPOLLIN)]
+        assert time.monotonic() - started < 10
+        sender.join()
+    finally:
+        ep.close()
+        a.close()
+        b.close()
+    with pytest.raises(OSError) as exc:         # (the fd is the caller's: the epoll object says ValueError)
+        poller.poll(0)
+    assert exc.value.errno == errno.EBADF
+
+
+def test_a_signal_during_the_compiled_poll_runs_its_handler():
+    """A signal that interrupts a waiting poll: its handler runs at once; an exception it raises
+    comes out of ``poll``; one that returns leaves an empty batch (the loop polls again with a
+    new timeout), well before the timeout."""
+    import signal
+    import threading
+    import time
+
+    from zcopy.sockio import Poller
+
+    class Interrupted(Exception):
+        pass
+
+    calls = []
+
+    def quiet(signum, frame):
+        calls.append(signum)
+
+    def loud(signum, frame):
+        raise Interrupted
+
+    a, b = socket.socketpair()
+    ep = select.epoll()
+    ep.register(a.fileno(), select.EPOLLIN)
+    poller = Poller(ep.fileno(), 8)
+    main = threading.main_thread().ident
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        for handler in (quiet, loud):
+            signal.signal(signal.SIGUSR1, handler)
+            kicker = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGUSR1))
+            kicker.start()
+            started = time.monotonic()
+            if handler is quiet:
+                assert poller.poll(20) == []
+                assert calls == [signal.SIGUSR1]
+            else:
+                with pytest.raises(Interrupted):
+                    poller.poll(20)
+            assert time.monotonic() - started < 10
+            kicker.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        ep.close()
+        a.close()
+        b.close()
+
+
+def test_the_loop_polls_through_the_compiled_poller():
+    from zcopy import loop
+    from zcopy.sockio import Poller
+
+    ep = select.epoll()
+    with ep:
+        poll = loop.poller(ep)
+        assert isinstance(poll.__self__, Poller) and poll(0) == []
+
+
+def test_wall_second_is_time_time_s_second_and_the_date_header_takes_it():
+    import time
+
+    from zcopy import sockio
+    from zcopy.http import headers
+
+    assert headers.wall_second is sockio.wall_second
+    for _ in range(3):
+        before = int(time.time())
+        got = sockio.wall_second()
+        after = int(time.time())
+        assert before <= got <= after and type(got) is int
+    line = headers.DateHeader().get()
+    second = sockio.wall_second()
+    assert line in (b"Date: " + headers.http_date(s).encode() + b"\r\n" for s in (second - 1, second))
+
+
 def test_pure_or_a_changed_pyx_keeps_the_extension_out(tmp_path):
     """ZCOPY_PURE=1, or sockio.pyx edited since the build: the transport takes the socket's methods,
     and the extension cannot be imported (there is no .py to run instead)."""

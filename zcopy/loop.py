@@ -54,6 +54,7 @@ default action (termination) away.
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import itertools
 import os
@@ -62,6 +63,8 @@ import signal
 import socket
 import sys
 import time
+
+from zcopy import hotpath
 
 TICK = 1.0
 #: Events taken per epoll_wait (Python's default, FD_SETSIZE - 1, made explicit).
@@ -76,6 +79,18 @@ ACCEPT_BURST = 64
 ACCEPT_BACKOFF = 0.25
 _FD_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _SIGTERM_BYTE = bytes((signal.SIGTERM,))
+
+
+#: ``zcopy.sockio.Poller`` (``select.epoll.poll`` in C) when the hot path runs compiled, else None.
+_Poller = getattr(hotpath.extension("zcopy.sockio"), "Poller", None)
+
+
+def poller(ep: select.epoll):
+    """``poll(timeout)`` of ``ep``, at most ``MAX_EVENTS`` a call: ``zcopy.sockio.Poller``'s when
+    compiled (the same list of pairs, ~0.2 µs a turn cheaper), else the epoll object's own."""
+    if _Poller is not None:
+        return _Poller(ep.fileno(), MAX_EVENTS).poll
+    return functools.partial(ep.poll, maxevents=MAX_EVENTS)
 
 
 def _wakeup_only(signum, frame) -> None:
@@ -171,7 +186,7 @@ class ListenerLoop:
         self.tick()                                 # publish at once, not a second later
         next_tick = self.now + TICK
         conns, handlers, ready, timers = self.conns, self.handlers, self.ready, self.timers
-        poll, monotonic, closed = self.ep.poll, time.monotonic, self.CLOSED
+        poll, monotonic, closed = poller(self.ep), time.monotonic, self.CLOSED
         first, first_apply, beat, end_of_turn = self.first, self.first_apply, self.beat, self.end_of_turn
         try:
             while True:
@@ -181,7 +196,7 @@ class ListenerLoop:
                     timeout = (min(next_tick, timers[0][0]) if timers else next_tick) - self.now
                     if timeout < 0:
                         timeout = 0
-                events = poll(timeout, MAX_EVENTS)
+                events = poll(timeout)
                 now = self.now = monotonic()
                 if beat is not None:
                     beat(now)

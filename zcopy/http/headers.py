@@ -22,6 +22,8 @@ from http import HTTPStatus
 from itertools import repeat
 from urllib.parse import quote
 
+from zcopy import hotpath
+
 SERVER = b"Server: zcopy\r\n"
 
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("ascii") for s in HTTPStatus}
@@ -45,22 +47,33 @@ def http_date(ts: float) -> str:
     return email.utils.formatdate(ts, usegmt=True)
 
 
+def _python_wall_second() -> int:
+    return int(time.time())
+
+
+#: The wall clock's second: ``zcopy.sockio.wall_second`` (the same, without a float) when the hot
+#: path runs compiled, else ``int(time.time())``.
+wall_second = getattr(hotpath.extension("zcopy.sockio"), "wall_second", None) or _python_wall_second
+
+
 class DateHeader:
     """``b"Date: ...\\r\\n"`` for now, rebuilt at most once per second.
 
     Every response needs it; formatting a date costs microseconds, comparing
-    two ints costs nanoseconds. ``clock`` is injectable for tests.
+    two ints costs nanoseconds. ``clock`` (a ``time.time``) is injectable for
+    tests; without one the second comes from ``wall_second``.
     """
 
     __slots__ = ("_clock", "_second", "_line")
 
-    def __init__(self, clock=time.time) -> None:
+    def __init__(self, clock=None) -> None:
         self._clock = clock
         self._second = -1
         self._line = b""
 
     def get(self) -> bytes:
-        second = int(self._clock())
+        clock = self._clock
+        second = wall_second() if clock is None else int(clock())
         if second != self._second:
             self._second = second
             self._line = b"Date: " + http_date(second).encode("ascii") + b"\r\n"
