@@ -450,7 +450,7 @@ def test_the_compiled_poller_returns_what_the_epoll_object_returns():
     try:
         for a, b in pairs:
             ep.register(a.fileno(), select.EPOLLIN | select.EPOLLOUT)
-        poller = Poller(ep.fileno(), 1023)
+        poller = Poller(ep, 1023)
         want = sorted(ep.poll(0, 1023))
         assert len(want) == 5 and all(ev == select.EPOLLOUT for _, ev in want)
         assert sorted(poller.poll(0)) == want                   # level-triggered: again
@@ -458,13 +458,13 @@ def test_the_compiled_poller_returns_what_the_epoll_object_returns():
         got = dict(poller.poll(0))
         assert got[pairs[2][0].fileno()] == select.EPOLLIN | select.EPOLLOUT
         assert dict(ep.poll(0, 1023)) == got
-        assert len(Poller(ep.fileno(), 2).poll(0)) == 2          # maxevents bounds the batch
+        assert len(Poller(ep, 2).poll(0)) == 2          # maxevents bounds the batch
         for a, _ in pairs:
             ep.modify(a.fileno(), select.EPOLLIN | select.EPOLLET)
         assert poller.poll(0) == [(pairs[2][0].fileno(), select.EPOLLIN)]
         assert poller.poll(0) == ep.poll(0, 1023) == []          # the edge was taken once
         with pytest.raises(ValueError):
-            Poller(ep.fileno(), 0)
+            Poller(ep, 0)
     finally:
         ep.close()
         for a, b in pairs:
@@ -484,7 +484,7 @@ def test_the_compiled_poller_waits_for_its_timeout_and_for_an_event():
     a, b = socket.socketpair()
     ep = select.epoll()
     ep.register(a.fileno(), select.EPOLLIN)
-    poller = Poller(ep.fileno(), 8)
+    poller = Poller(ep, 8)
     try:
         started = time.monotonic()
         assert poller.poll(0.0501) == []
@@ -531,7 +531,7 @@ def test_a_signal_during_the_compiled_poll_runs_its_handler():
     a, b = socket.socketpair()
     ep = select.epoll()
     ep.register(a.fileno(), select.EPOLLIN)
-    poller = Poller(ep.fileno(), 8)
+    poller = Poller(ep, 8)
     main = threading.main_thread().ident
     previous = signal.getsignal(signal.SIGUSR1)
     try:
@@ -555,6 +555,91 @@ def test_a_signal_during_the_compiled_poll_runs_its_handler():
         b.close()
 
 
+def test_the_compiled_poller_takes_the_epoll_object_s_timeouts():
+    """None and negative wait without limit, a negative fraction of a millisecond rounds up to 0,
+    NaN is a ValueError and a timeout past INT_MAX milliseconds an OverflowError, as the epoll
+    object has them; the Poller holds its epoll object (a new epoll cannot take over its fd)."""
+    import threading
+
+    from zcopy.sockio import Poller
+
+    a, b = socket.socketpair()
+    ep = select.epoll()
+    ep.register(a.fileno(), select.EPOLLIN)
+    try:
+        poller = Poller(ep, 8)
+        assert poller.poll(-0.0004) == ep.poll(-0.0004) == []     # ceil: 0 ms, no wait
+        for endless in (None, -1, -5.5):
+            sender = threading.Timer(0.05, b.send, (b"x",))
+            sender.start()
+            assert poller.poll(endless) == [(a.fileno(), select.EPOLLIN)]
+            sender.join()
+            a.recv(16)
+        for bad, error in ((float("nan"), ValueError), (float("inf"), OverflowError), (3e6, OverflowError)):
+            with pytest.raises(error):
+                ep.poll(bad)
+            with pytest.raises(error):
+                poller.poll(bad)
+    finally:
+        ep.close()
+        a.close()
+        b.close()
+    poll = Poller(select.epoll(), 8).poll       # the only reference to that epoll object
+    other = select.epoll()
+    with other:
+        assert poll.__self__ is not None and poll(0) == []
+        fds = {other.fileno()}
+        assert len(fds) == 1 and poll(0) == []
+
+
+BUSY_LOOP = textwrap.dedent("""
+    import functools, socket, sys, threading, time, types
+    from zcopy import loop
+
+    class Busy(loop.ListenerLoop):
+        def admit(self, sock, addr): sock.close()
+        def connection_count(self): return 0
+        def count_error(self, kind): pass
+        def on_drain(self): pass
+        def shutdown(self): pass
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = Busy(listener, 16)
+    item = types.SimpleNamespace(state=1)
+    item.run = functools.partial(worker.ready.append, item)     # C work, never done: always ready
+    worker.ready.append(item)
+    counted = [0]
+    def spin():
+        while counted[0] >= 0:
+            counted[0] += 1
+    threading.Thread(target=spin, daemon=True).start()
+    threading.Timer(0.5, worker.stop).start()
+    started = time.monotonic()
+    code = worker.run(install_signals=False)
+    print(code, round(time.monotonic() - started, 2), counted[0] > 1000)
+""")
+
+
+def test_a_compiled_loop_busy_with_c_work_still_lets_other_threads_run():
+    """A loop whose ready queue never empties polls with timeout 0 every turn, and when all its
+    work is C code (here ``ready.append``; in serve, a memory body sent through SocketIO) no
+    bytecode boundary hands the GIL over: the poll itself must release it. Holding it across a
+    zero-timeout poll (the first version of Poller) starved every other thread: ``stop()`` from a
+    timer thread never ran and the loop never ended (in a child process here, so that the hang
+    is a failure and not a hung suite)."""
+    import subprocess
+    import sys
+
+    try:
+        out = subprocess.run([sys.executable, "-c", BUSY_LOOP], capture_output=True, text=True, timeout=30,
+                             cwd=os.path.dirname(PACKAGE))
+    except subprocess.TimeoutExpired:
+        pytest.fail("the loop never saw stop() from another thread: its poll kept the GIL")
+    assert out.returncode == 0, out.stderr[-2000:]
+    code, took, others_ran = out.stdout.split()
+    assert code == "0" and float(took) < 10 and others_ran == "True"
+
+
 def test_the_loop_polls_through_the_compiled_poller():
     from zcopy import loop
     from zcopy.sockio import Poller
@@ -576,7 +661,8 @@ def test_wall_second_is_time_time_s_second_and_the_date_header_takes_it():
         before = int(time.time())
         got = sockio.wall_second()
         after = int(time.time())
-        assert before <= got <= after and type(got) is int
+        # (time.time's float may round up to the next second in its last ~120 ns: the clock does not)
+        assert before - 1 <= got <= after and type(got) is int
     line = headers.DateHeader().get()
     second = sockio.wall_second()
     assert line in (b"Date: " + headers.http_date(s).encode() + b"\r\n" for s in (second - 1, second))

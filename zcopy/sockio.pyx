@@ -283,47 +283,55 @@ cdef extern from "<sys/epoll.h>" nogil:
 
 
 cdef class Poller:
-    """``select.epoll.poll`` in C for one epoll fd (``zcopy.loop.ListenerLoop.run``): the same
-    list of ``(fd, events)`` pairs. Where it costs less: the timeout is a C double, the events land
-    in this object's own array (not a fresh one a call), and a poll that cannot block
-    (``timeout`` 0: the loop has work queued) holds the GIL across the syscall, ~0.2 µs a loop turn
-    of the ~0.9 the epoll object's method took here. A poll that may block releases it (the
-    prefetch pool's and the digests' threads run meanwhile).
+    """``select.epoll.poll`` in C for one epoll object (``zcopy.loop.ListenerLoop.run``): the same
+    list of ``(fd, events)`` pairs. Where it costs less: the timeout is a C double and the events
+    land in this object's own array (not a fresh one a call), about 0.2 µs a loop turn of the ~0.9
+    the epoll object's method took here. The GIL is released across every call, a poll that cannot
+    wait too: the loop is compiled, and a turn that runs only C code (a memory body sent through
+    ``SocketIO``) would otherwise never let the prefetch pool's, the digests' or ``stop()``'s
+    threads run while its ready queue stays full.
 
-    ``timeout`` is in seconds, rounded up to a millisecond (as the epoll object does); negative
-    waits without limit. An EINTR returns an empty list once the signal handlers have run (the
+    ``timeout`` is in seconds, rounded up to a millisecond (as the epoll object does); negative or
+    None waits without limit; NaN is a ValueError and more than INT_MAX milliseconds an
+    OverflowError, as there. An EINTR returns an empty list once the signal handlers have run (the
     loop recomputes its timeout and polls again; the epoll object retries inside instead); any
-    other failure raises ``OSError``. The fd stays the caller's: closing it is not this object's."""
+    other failure raises ``OSError`` (EBADF once the epoll object is closed, where the epoll object
+    says ValueError). It holds the epoll object, so that its fd cannot be closed and reused under
+    it."""
 
+    cdef object ep
     cdef int epfd
     cdef int maxevents
     cdef epoll_event *events
 
-    def __cinit__(self, int epfd, int maxevents):
+    def __cinit__(self, ep, int maxevents):
         if maxevents <= 0:
             raise ValueError("maxevents must be positive")
         self.events = <epoll_event *>malloc(maxevents * sizeof(epoll_event))
         if self.events == NULL:
             raise MemoryError()
-        self.epfd = epfd
+        self.ep = ep
+        self.epfd = ep.fileno()
         self.maxevents = maxevents
 
     def __dealloc__(self):
         free(self.events)
 
-    def poll(self, double timeout):
+    def poll(self, timeout):
         cdef int ms, n, i
-        if timeout < 0:
+        cdef double t, rounded
+        if timeout is None:
             ms = -1
-        elif timeout == 0:
-            ms = 0
         else:
-            ms = <int>ceil(timeout * 1000.0) if timeout < 2000000.0 else 2000000000
-        if ms == 0:
-            n = epoll_wait(self.epfd, self.events, self.maxevents, 0)
-        else:
-            with nogil:
-                n = epoll_wait(self.epfd, self.events, self.maxevents, ms)
+            t = timeout
+            if t != t:
+                raise ValueError("Invalid value NaN (not a number)")
+            rounded = ceil(t * 1000.0)
+            if rounded > 2147483647.0:
+                raise OverflowError("timeout is too large")
+            ms = -1 if rounded < 0 else <int>rounded
+        with nogil:
+            n = epoll_wait(self.epfd, self.events, self.maxevents, ms)
         if n < 0:
             if errno == EINTR:
                 PyErr_CheckSignals()        # (a handler's exception propagates from here)
