@@ -93,7 +93,7 @@ def test_the_core_suites_pass_as_plain_python(tmp_path):
     (what an install without a compiler runs)."""
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           f"--basetemp={tmp_path}/pt", "tests/test_http_protocol.py", "tests/test_serve_answers.py",
-                          "tests/test_serve_http.py", "-k", "not slow"],
+                          "tests/test_serve_http.py", "tests/test_loop_alone.py", "-k", "not slow"],
                          cwd=os.path.dirname(PACKAGE), env={**os.environ, "ZCOPY_PURE": "1"},
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

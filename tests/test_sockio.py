@@ -472,6 +472,41 @@ def test_the_compiled_poller_returns_what_the_epoll_object_returns():
             b.close()
 
 
+def test_events_waiting_says_whether_epoll_holds_an_event_and_takes_none():
+    """``events_waiting(epfd)``: a poll(2) of the epoll fd, True while an event is ready (level- or
+    edge-triggered), and asking takes no edge: epoll_wait still returns it once, after which it is
+    False. A closed fd raises OSError (EBADF)."""
+    from zcopy.sockio import events_waiting
+
+    a, b = socket.socketpair()
+    ep = select.epoll()
+    with a, b:
+        try:
+            ep.register(a.fileno(), select.EPOLLIN | select.EPOLLET)
+            assert events_waiting(ep.fileno()) is False
+            b.send(b"x")
+            assert events_waiting(ep.fileno()) is True
+            assert events_waiting(ep.fileno()) is True         # asked twice: still there
+            assert ep.poll(0) == [(a.fileno(), select.EPOLLIN)]
+            assert events_waiting(ep.fileno()) is False        # the edge was taken by the poll
+            ep.modify(a.fileno(), select.EPOLLIN)               # level-triggered: a byte unread
+            assert events_waiting(ep.fileno()) is True
+            a.recv(1)
+            assert events_waiting(ep.fileno()) is False
+        finally:
+            fd = ep.fileno()
+            ep.close()
+    with pytest.raises(OSError) as err:
+        events_waiting(fd)
+    assert err.value.errno == errno.EBADF
+
+
+def test_the_loop_asks_the_compiled_events_waiting():
+    from zcopy import loop, sockio
+
+    assert loop._events_waiting is sockio.events_waiting
+
+
 def test_the_compiled_poller_waits_for_its_timeout_and_for_an_event():
     """A timeout in seconds, rounded up to a millisecond as the epoll object rounds it; an event
     from another thread ends the wait (the GIL is released while it waits); a closed fd raises

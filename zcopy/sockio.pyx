@@ -107,7 +107,7 @@ cdef class SocketIO:
 
 # -- sendfile: the sendfile engine's calls (zcopy.engines.sendfile) -----------------------------------
 
-from libc.errno cimport EAGAIN
+from libc.errno cimport EAGAIN, EBADF
 from posix.types cimport off_t
 
 cdef extern from "<sys/sendfile.h>" nogil:
@@ -341,6 +341,35 @@ cdef class Poller:
         for i in range(n):
             out[i] = (self.events[i].data.fd, self.events[i].events)
         return out
+
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int c_poll "poll" (pollfd *fds, unsigned long nfds, int timeout)
+    enum: POLLIN, POLLNVAL
+
+
+def events_waiting(int epfd):
+    """Does the epoll instance ``epfd`` hold a ready event? A poll(2) of it with no wait: an epoll
+    fd is readable while an event is ready, and asking takes none (epoll(7)), edge-triggered ones
+    included. ``zcopy.loop.ListenerLoop.alone`` asks it before a transfer's next step in the same
+    turn. An EINTR answers True (the loop's next poll runs the handlers); a closed fd raises
+    ``OSError`` EBADF (poll(2) reports it as POLLNVAL), other errors raise too."""
+    cdef pollfd p
+    p.fd = epfd
+    p.events = POLLIN
+    p.revents = 0
+    cdef int n = c_poll(&p, 1, 0)
+    if n < 0:
+        if errno == EINTR:
+            return True
+        return _raise_errno()
+    if p.revents & POLLNVAL:
+        raise OSError(EBADF, "Bad file descriptor")
+    return n > 0
 
 
 # -- the wall clock's second: zcopy.http.DateHeader ---------------------------------------------------

@@ -1,0 +1,223 @@
+"""``ListenerLoop.solo`` and ``alone()``: when the turn's only work is one object of the ready queue,
+that object may go on in the same turn while nothing else waits (serve: a transfer's next step,
+``Connection._pump``). Nothing that waits may be passed over: another object of the queue, an
+event of the turn's batch, an event epoll holds (edge-triggered ones included: asking must not
+take them), an object queued meanwhile.
+
+The loop here is the one the suite runs (compiled when built); test_hotpath's plain-Python run
+covers the serve suites that go through it. A strace of a real pull is at the end."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from zcopy import loop
+from zcopy.server.connection import ALONE_STEPS
+
+from serverutil import Server, connect, read_response
+
+MiB = 1 << 20
+
+
+class Loop(loop.ListenerLoop):
+    def admit(self, sock, addr):
+        sock.close()
+
+    def connection_count(self):
+        return 0
+
+    def count_error(self, kind):
+        pass
+
+    def on_drain(self):
+        pass
+
+    def shutdown(self):
+        pass
+
+
+class Item:
+    """A ready-queue object that runs ``work(self)`` once and records what the loop said."""
+
+    def __init__(self, work):
+        self.state = 1
+        self.work = work
+        self.seen = []
+
+    def run(self):
+        self.work(self)
+
+
+@pytest.fixture
+def worker():
+    listener = socket.create_server(("127.0.0.1", 0))
+    w = Loop(listener, 16)
+    yield w
+    listener.close()
+
+
+def run(worker):
+    assert worker.run(install_signals=False) == 0
+
+
+def test_a_lone_ready_object_runs_solo_and_is_alone(worker):
+    def work(item):
+        item.seen.append((worker.solo, worker.alone()))
+        worker.stop()
+
+    item = Item(work)
+    worker.ready.append(item)
+    assert not worker.solo and not worker.alone()       # outside a turn: never
+    run(worker)
+    assert item.seen == [(True, True)]
+    assert not worker.solo
+
+
+def test_two_ready_objects_run_neither_solo(worker):
+    def work(item):
+        item.seen.append((worker.solo, worker.alone()))
+        if len(a.seen) and len(b.seen):
+            worker.stop()
+
+    a, b = Item(work), Item(work)
+    worker.ready += [a, b]
+    run(worker)
+    assert a.seen == [(False, False)] and b.seen == [(False, False)]
+
+
+def test_an_object_run_from_an_event_is_not_solo_and_a_queued_one_beside_an_event_is_not(worker):
+    """An event of the turn's batch waits for its dispatch: neither the handler nor a queued object
+    of that turn may go on alone."""
+    r, w = socket.socketpair()
+    seen = []
+    queued = Item(lambda item: item.seen.append((worker.solo, worker.alone())))
+
+    def on_event(events):
+        r.recv(64)
+        seen.append((worker.solo, worker.alone()))
+        worker.ready.append(queued)             # runs in this turn's queue, beside the event
+
+    with r, w:
+        worker.add_fd(r.fileno(), on_event)
+        w.send(b"x")
+        stopper = Item(lambda item: worker.stop() if queued.seen else worker.ready.append(item))
+        worker.ready.append(stopper)
+        run(worker)
+    assert seen == [(False, False)]
+    assert queued.seen == [(False, False)]
+
+
+def test_an_event_epoll_holds_makes_the_object_not_alone_and_the_loop_still_gets_it(worker):
+    """The edge-triggered case: asking whether an event waits (a poll of the epoll fd) does not take
+    it, so the loop's next poll delivers it. Here the solo object itself makes the socket readable
+    (as a neighbour's request would, arriving during a step)."""
+    r, w = socket.socketpair()
+    got = []
+
+    def on_event(events):
+        got.append(r.recv(64))
+        worker.stop()
+
+    def work(item):
+        item.seen.append(worker.alone())
+        w.send(b"request")
+        item.seen.append(worker.alone())
+        item.seen.append(worker.alone())       # asking again takes nothing either
+
+    with r, w:
+        r.setblocking(False)
+        worker.ep.register(r.fileno(), select.EPOLLIN | select.EPOLLET)
+        worker.handlers[r.fileno()] = on_event
+        item = Item(work)
+        worker.ready.append(item)
+        run(worker)
+    assert item.seen == [True, False, False]
+    assert got == [b"request"]
+
+
+def test_an_object_queued_meanwhile_ends_being_alone(worker):
+    other = Item(lambda item: worker.stop())
+
+    def work(item):
+        item.seen.append(worker.alone())
+        worker.ready.append(other)
+        item.seen.append(worker.alone())
+
+    item = Item(work)
+    worker.ready.append(item)
+    run(worker)
+    assert item.seen == [True, False]
+
+
+# -- a real pull, under strace ---------------------------------------------------------------------
+
+PULLS = 3
+CALL = re.compile(r"^(sendfile|poll|epoll_wait)\(.*= (-?\d+)")
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_lone_pull_takes_several_steps_a_turn_asking_epoll_before_each(tmp_path):
+    """A client pulls 64 MiB three times, nothing else connected. A loop turn (from one epoll_wait to the
+    next) that had no event runs the ready queue's one connection solo: at most ``ALONE_STEPS``
+    steps, each at most 2 MiB of sendfile calls (more than one when one is cut short), and before
+    each step but the first the worker asked the epoll fd whether anything waits (poll). A turn
+    that had an event asks nothing. Some turn has more than one step."""
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(1 << 20) * 64
+    (root / "big.bin").write_bytes(data)
+    log = tmp_path / "strace.log"
+    with Server(root, "--workers", "1", env={"COLUMNS": "400"}) as s:
+        if s.panel().get("send engine") != "sendfile":
+            pytest.skip("the probe chose another engine than sendfile here")
+        step = 2 * MiB
+        assert s.panel()["step"] == "2.0 MiB a turn"
+        worker = s.worker_pids()[0]
+        with connect(s.port) as c:                      # the file opened and hashed before the trace
+            c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\n\r\n")
+            assert read_response(c)[0] == 206
+        # (-ff: a file a thread, so that no other thread's call splits a line of the loop's)
+        tracer = subprocess.Popen(["strace", "-ff", "-p", str(worker), "-o", str(log),
+                                   "-e", "trace=sendfile,poll,epoll_wait"], stderr=subprocess.PIPE, text=True)
+        try:
+            assert "attached" in tracer.stderr.readline()
+            # curl, not Python, reads: a client slower than the worker fills the socket at every
+            # step, and no turn then has a second one.
+            out = subprocess.run(["curl", "-sS", *["-o", "/dev/null"] * PULLS, "-w", "%{http_code} %{size_download}\n",
+                                  *[f"http://127.0.0.1:{s.port}/big.bin"] * PULLS],
+                                 capture_output=True, text=True, timeout=120, check=True).stdout
+        finally:
+            tracer.terminate()
+            tracer.wait(timeout=10)
+    assert out.split() == ["200", str(len(data))] * PULLS
+    text = (tmp_path / f"strace.log.{worker}").read_text()       # the loop's thread
+    # Per turn: (events epoll_wait returned, bytes of each step). The first turn's epoll_wait was
+    # under way when strace attached: it returned the request (an event), unseen or as "resumed".
+    turns = [(1, [0])]
+    for line in text.splitlines():
+        m = CALL.match(line)
+        if m is None:
+            continue
+        name, result = m.group(1), int(m.group(2))
+        if name == "epoll_wait":
+            turns.append((result, [0]))
+        elif name == "poll":
+            turns[-1][1].append(0)
+        elif result > 0:
+            turns[-1][1][-1] += result
+    assert sum(sum(steps) for _, steps in turns) == PULLS * len(data), text     # every sendfile seen
+    for events, steps in turns:
+        if events:                  # the event's dispatch, then the ready queue: neither solo
+            assert len(steps) == 1, text
+        elif len(steps) > 1:        # the ready queue's one connection, solo: step, ask, step, ...
+            assert len(steps) <= ALONE_STEPS and all(n <= step for n in steps), text
+        # (else no poll: a queue that held the connection twice, not solo. An EPOLLOUT edge that
+        # comes while it is queued runs it from the event and queues it again: docs/benchmarks.md.)
+    assert max(len(steps) for _, steps in turns) > 1, text
