@@ -78,6 +78,9 @@ EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 EV_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 EV_HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 ACCEPT_BURST = 64
+#: How long a solo turn may go on while ``alone()`` (serve: a transfer's further steps, about seven of
+#: 2 MiB at loopback speed): as long as timers, the tick and the beat may wait for it.
+SOLO_TURN = 0.002
 #: After EMFILE/ENFILE, stop polling the listener this long instead of spinning.
 ACCEPT_BACKOFF = 0.25
 _FD_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -187,13 +190,13 @@ class ListenerLoop:
 
     def alone(self) -> bool:
         """Nothing else waits on this worker: the caller runs ``solo`` (the turn had no event and
-        no other object in the ready queue), nothing joined the queue since, and epoll holds no
-        ready event. The last is a poll(2) of the epoll fd, which is readable while an event is
-        ready and takes none (epoll(7)). An object that used up its turn's budget may then go on
-        in the same turn instead of going round the loop, which costs a poll, the beat and the
-        dispatch (serve: ``Connection._pump``, a 1 GiB pull's 2 MiB steps). Timers and the tick
-        wait meanwhile, so the caller bounds how long it goes on."""
-        if not self.solo or self.ready:
+        no other object in the ready queue), nothing joined the queue since, the turn is younger
+        than ``SOLO_TURN`` (timers, the tick and the beat wait meanwhile), and epoll holds no ready
+        event. The last is a poll(2) of the epoll fd, which is readable while an event is ready and
+        takes none (epoll(7)). An object that used up its turn's budget may then go on in the same
+        turn instead of going round the loop, which costs a poll, the beat and the dispatch (serve:
+        ``Connection._pump``, a 1 GiB pull's 2 MiB steps)."""
+        if not self.solo or self.ready or time.monotonic() - self.now >= SOLO_TURN:
             return False
         if _events_waiting is not None:
             return not _events_waiting(self.epfd)

@@ -28,7 +28,6 @@ cdef class Connection:
     cdef bint _hot(self, entry)
     cdef bint _send_range_once(self, int fd, long long start, long long stop) except -1
     cdef _transfer(self, int fd, long long start, long long count)
-    @cython.locals(steps=cython.int)
     cdef object _pump(self)
     @cython.locals(req=Request)
     cdef _count(self, Reply reply, bint complete)

@@ -52,10 +52,6 @@ RESIDENT_MEMO = 1.0
 RECV_SIZE = 65536
 #: Pipelined requests answered per loop turn before yielding to other sockets.
 PIPELINE_BURST = 16
-#: Engine steps a transfer may take in one loop turn while nothing else waits on the worker
-#: (``ListenerLoop.alone``): 16 MiB with 2 MiB sendfile steps, about 2 ms at loopback speed, which
-#: is as long as the loop's timers and its beat may wait. A neighbour waits at most one step.
-ALONE_STEPS = 8
 #: A drain (SIGTERM, or a SIGHUP that replaces the workers) lets a connection that has not sent its
 #: first request yet (accepted moments before the drain: its request is on the way) this long to
 #: send it; it is answered with ``Connection: close``. An idle keep-alive connection closes at once.
@@ -517,7 +513,6 @@ class Connection:
         body = self.reply.body
         sent, copied = self.sent, 0
         done = False
-        steps = ALONE_STEPS
         try:
             while True:
                 out = self.out
@@ -581,13 +576,11 @@ class Connection:
                 if progress is not DONE:
                     if progress is BLOCKED:
                         self.writable = False
-                    else:
-                        # MORE: a whole step left. The next one goes in this turn when nothing
-                        # else waits: a turn of the loop around every step cost a 1 GiB pull
-                        # most of its user time (docs/benchmarks.md, "Alone").
-                        steps -= 1
-                        if steps and self.worker.alone():
-                            continue
+                    elif self.worker.alone():
+                        # MORE (a whole step left), and nothing else waits on the worker: the next
+                        # step goes in this turn, not after a turn of the loop (docs/benchmarks.md,
+                        # "Alone"). A neighbour that comes meanwhile waits at most this one step.
+                        continue
                     return progress
                 xfer.close()
                 self.xfer = None
