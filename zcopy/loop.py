@@ -78,9 +78,10 @@ EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 EV_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 EV_HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 ACCEPT_BURST = 64
-#: How long a solo turn may go on while ``alone()`` (serve: a transfer's further steps, about seven of
-#: 2 MiB at loopback speed): as long as timers, the tick and the beat may wait for it.
-SOLO_TURN = 0.002
+#: How long a solo turn may go on while ``alone()`` (serve: a transfer's further steps, some 30 of
+#: 2 MiB at loopback speed): as long as timers, the tick and the beat may wait for it. Nothing else
+#: waits meanwhile: any event, a neighbour's request included, ends the turn at the next step.
+SOLO_TURN = 0.01
 #: After EMFILE/ENFILE, stop polling the listener this long instead of spinning.
 ACCEPT_BACKOFF = 0.25
 _FD_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
