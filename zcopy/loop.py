@@ -247,10 +247,12 @@ class ListenerLoop:
                     batch = ready[:]
                     ready.clear()
                     self.solo = not events and len(batch) == 1
-                    for obj in batch:
-                        if obj.state != closed:
-                            obj.run()
-                    self.solo = False
+                    try:
+                        for obj in batch:
+                            if obj.state != closed:
+                                obj.run()
+                    finally:
+                        self.solo = False
                 if now >= next_tick:
                     next_tick = now + TICK
                     self.tick()
