@@ -30,7 +30,10 @@ the tail of an interactive exchange is never held back.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
+import termios
 
 from zcopy.engines.base import Channel, EngineStats, FileShrank, NoPipe, PeerClosed, Progress, check_positional
 from zcopy.pipes import Pipe, PipePool
@@ -129,19 +132,22 @@ class SpliceSend(_SpliceTransfer):
 
 class PipeSlot:
     """A pipe between the socket and a file, in two halves: filled from the non-blocking socket on
-    the event loop (``fill``: socket->pipe, SPLICE_F_NONBLOCK) and emptied into the file at an
-    offset by whoever may block on the disk (``write_to``: pipe->file, a pool thread's in the
-    server). The bytes never enter the process. One ``fill`` per emptying: EAGAIN from a splice into
-    a pipe that already holds bytes could mean a full pipe as well as an empty socket, and an
-    edge-triggered reader must know which, so ``space`` is 0 once the pipe holds anything. Given
-    back (``release``) on the loop, which owns the pool; a pipe that still holds bytes is closed."""
+    the event loop (``fill``: socket->pipe, SPLICE_F_NONBLOCK, as many times as the pipe takes) and
+    emptied into the file at an offset by whoever may block on the disk (``write_to``: pipe->file, a
+    pool thread's in the server). The bytes never enter the process. EAGAIN from a splice into a
+    pipe that already holds bytes means a full pipe or an empty socket, and an edge-triggered reader
+    must know which: the socket's unread byte count (SIOCINQ, asked only then) says. A full pipe has
+    no ``space`` left, whatever its byte count says (a pipe holds pages, and a socket's bytes may fill
+    them partly). Given back (``release``) on the loop, which owns the pool; a pipe that still holds
+    bytes is closed."""
 
-    __slots__ = ("pipe", "_pool", "_stats")
+    __slots__ = ("pipe", "full", "_pool", "_stats")
 
     def __init__(self, pool: PipePool, stats: EngineStats) -> None:
         self._pool = pool
         self._stats = stats             # the engine's counters, bumped on the loop only (fill)
         self.pipe = pool.acquire()
+        self.full = False
 
     @property
     def pending(self) -> int:
@@ -149,15 +155,21 @@ class PipeSlot:
 
     @property
     def space(self) -> int:
-        return 0 if self.pipe.pending else self.pipe.size
+        return 0 if self.full else self.pipe.size - self.pipe.pending
 
     def fill(self, sock_fd: int, want: int) -> int:
-        """(loop) socket -> pipe, at most ``want`` bytes: how many (0: the peer's EOF);
-        ``BlockingIOError`` when the socket has none now."""
+        """(loop) socket -> pipe, at most ``want`` bytes: how many (0: the peer's EOF, or the pipe
+        turned out full: ``space`` is 0 then); ``BlockingIOError`` when the socket has none now."""
         pipe = self.pipe
         self._stats.syscalls += 1
-        n = os.splice(sock_fd, pipe.w, min(want, pipe.size), flags=_NONBLOCK)
-        pipe.pending = n
+        try:
+            n = os.splice(sock_fd, pipe.w, min(want, pipe.size - pipe.pending), flags=_NONBLOCK)
+        except BlockingIOError:
+            if pipe.pending and _unread(sock_fd):
+                self.full = True        # the pipe is full, not the socket empty
+                return 0
+            raise
+        pipe.pending += n
         self._stats.bytes_received += n
         return n
 
@@ -180,6 +192,11 @@ class PipeSlot:
         if self.pipe is not None:
             self._pool.release(self.pipe)
             self.pipe = None
+
+
+def _unread(sock_fd: int) -> int:
+    """Bytes waiting in the socket's receive queue (SIOCINQ, the same number as FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(sock_fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 class SpliceRecv:

@@ -364,20 +364,19 @@ class Connection:
                 self.worker.ready.append(self)
                 return False
             try:
-                moved = spool.recv(self.fd, min(proto.body_left, budget))
+                moved = spool.recv(self.fd, min(proto.body_left, budget))     # (PeerClosed at EOF)
             except BlockingIOError:
                 self.readable = False
                 spool.flush()
                 return False
-            if not moved:
-                raise PeerClosed(f"peer closed with {proto.body_left} bytes still expected")
-            sink.taken += moved
-            proto.body_consumed(moved)
-            budget -= moved
-            self.deadline = self.worker.now + self.send_timeout
+            if moved:
+                sink.taken += moved
+                proto.body_consumed(moved)
+                budget -= moved
+                self.deadline = self.worker.now + self.send_timeout
         if spool is not None:
             if not spool.settled:
-                spool.flush()
+                spool.flush(end=True)
                 return self._wait_for_disk()
             spool.finish()
             self.spool = sink.spool = None

@@ -20,9 +20,11 @@ Double buffering: while a thread writes one batch of slots the loop fills
 others, up to ``SLOTS`` slots held (one read of bytes more at most, for
 ``put``); a full spool is backpressure, and the connection stops reading its
 socket until a write comes back. A slot goes to the thread when it is full or,
-at the end of the connection's turn, when the thread has nothing to do
-(``flush``); a write that comes back takes whatever waits. So the thread is
-never idle while the spool holds bytes, and holds as many as the disk is slow.
+when the thread has nothing to do, at least half full (at the end of the
+connection's turn, or when a write comes back: ``flush``), and whatever it
+holds once the body has ended. Each write is a hop to a thread and back (an
+eventfd, a wake-up, GIL hand-overs), so slots are 1 MiB and go as full as the
+client allows.
 
 Lifetime: ``close`` (the body will not complete: cut, refused, timed out, the
 connection closed) drops what was not yet handed to a thread, and the sink's
@@ -35,6 +37,8 @@ turn, as if its own write had failed.
 from __future__ import annotations
 
 from collections import deque
+
+from zcopy.engines import PeerClosed
 
 #: Slots a body may hold at once (one being written, one being filled).
 SLOTS = 2
@@ -52,7 +56,7 @@ def _write_out(fd: int, batch: list, offset: int) -> int:
 
 class Spool:
     __slots__ = ("sink", "fd", "executor", "socket_slot", "bytes_slot", "stats", "written", "filling", "queued",
-                 "writing", "held", "at", "error", "closed")
+                 "writing", "held", "at", "error", "closed", "ended")
 
     def __init__(self, sink, executor, socket_slot, bytes_slot, stats, written) -> None:
         self.sink = sink
@@ -69,6 +73,7 @@ class Spool:
         self.at = sink.offset               # file offset of the next byte handed to a thread
         self.error: OSError | None = None   # a write's error, raised by the connection
         self.closed = False
+        self.ended = False                  # every byte of the body is taken: the last slot goes as it is
 
     @property
     def full(self) -> bool:
@@ -85,14 +90,17 @@ class Spool:
     # -- the loop takes bytes --------------------------------------------------
 
     def recv(self, sock_fd: int, want: int) -> int:
-        """Take at most ``want`` body bytes from the socket: how many (0: the peer's EOF);
-        ``BlockingIOError`` when it has none now. Only when not ``full``."""
+        """Take at most ``want`` body bytes from the socket: how many (0: the slot turned out full
+        first, ask ``full`` again); ``BlockingIOError`` when it has none now, ``PeerClosed`` at its
+        EOF. Only when not ``full``."""
         slot = self.filling
         if slot is None or slot.space == 0:
             slot = self._new(self.socket_slot)
         n = slot.fill(sock_fd, want)
         if slot.space == 0:
             self._queue()
+        elif n == 0:
+            raise PeerClosed("the peer closed during a request body")
         return n
 
     def put(self, data) -> None:
@@ -107,11 +115,16 @@ class Spool:
             if slot.space == 0:
                 self._queue()
 
-    def flush(self) -> None:
-        """The end of a turn: what is held goes to a thread now if none is writing (else the
-        write in flight takes it when it comes back)."""
+    def flush(self, end: bool = False) -> None:
+        """The end of a turn: if no write is under way, the slot being filled goes to a thread
+        when it is at least half full, or whatever it holds once the body has ``end``ed (else the
+        next turn fills it further: one write task a slot is the cost to keep low)."""
+        if end:
+            self.ended = True
         if self.writing is None and self.error is None:
-            self._queue()
+            slot = self.filling
+            if slot is not None and (self.ended or slot.pending >= slot.space):
+                self._queue()
             self._submit()
 
     def _new(self, make):
@@ -165,8 +178,7 @@ class Spool:
             if self.closed:
                 self._drop()            # (closed meanwhile: nothing more goes in)
             else:
-                self._queue()           # the thread is free: whatever waits goes now
-                self._submit()
+                self.flush()            # the thread is free: what waits goes now
         if self.closed:
             if self.writing is None:
                 self.sink.abort()
