@@ -40,8 +40,9 @@ from collections import deque
 
 from zcopy.engines import PeerClosed
 
-#: Slots a body may hold at once (one being written, one being filled).
-SLOTS = 2
+#: Slots a body may hold at once: the batch a thread writes and the ones being filled (4 measured
+#: better than 2 and 1 in same-run A/Bs, docs/serve.md: a batch of several slots is one hop).
+SLOTS = 4
 
 
 def _write_out(fd: int, batch: list, offset: int) -> int:
