@@ -22,6 +22,15 @@ source) and the stored file removed before the next. Every process started is
 stopped and the temp folder removed on exit, on success or failure.
 
     python tools/bench_upload.py --rounds 3 --size 1GiB
+
+``--tree NAME=PATH`` runs the zcopy servers from the source tree PATH
+(PYTHONPATH; the tree's own build, compiled or not) instead of the installed
+zcopy, once per tree, so two trees are measured in the same interleaved rounds
+(``--tree main=/work/main --tree new=/work/wt/x``); ``--fsync`` picks which of
+the fsync modes run (default both). ``--pin`` runs every server on
+``--server-cpu`` and the clients on ``--client-cpu`` (taskset), so a server's
+worker and its executor threads share one CPU and the client does not compete
+for it.
 """
 
 from __future__ import annotations
@@ -114,10 +123,14 @@ def same_samples(a: str, b: str, size: int) -> bool:
     return True
 
 
+#: argv prefixes that pin (set by --pin): the servers' and the clients'
+PIN: dict[str, list[str]] = {"server": [], "client": []}
+
+
 def client_argv(client: str, src: str, url: str) -> list[str]:
     if client == "zcopy put":
-        return [sys.executable, "-m", "zcopy", "put", "-q", src, url]
-    return ["curl", "-sS", "-f", "-o", os.devnull, "-T", src, url]
+        return [*PIN["client"], sys.executable, "-m", "zcopy", "put", "-q", src, url]
+    return [*PIN["client"], "curl", "-sS", "-f", "-o", os.devnull, "-T", src, url]
 
 
 def upload(client: str, src: str, url: str, pids: list[int]) -> tuple[float, float, float]:
@@ -140,7 +153,17 @@ def main() -> int:
     ap.add_argument("--size", type=parse_size, default=GIB, help="upload size (default 1GiB)")
     ap.add_argument("--dir", default="/dev/shm", help="where the temp folder goes (tmpfs; default /dev/shm)")
     ap.add_argument("--skip", action="append", default=[], help="server to leave out (e.g. nginx, 'zcopy recv fsync')")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                    help="run the zcopy servers from the source tree PATH (PYTHONPATH), once per tree")
+    ap.add_argument("--fsync", choices=("both", "no-fsync", "fsync"), default="both",
+                    help="which fsync modes of zcopy to run (default both)")
+    ap.add_argument("--pin", action="store_true", help="servers on --server-cpu, clients on --client-cpu")
+    ap.add_argument("--server-cpu", type=int, default=1)
+    ap.add_argument("--client-cpu", type=int, default=0)
     args = ap.parse_args()
+    if args.pin:
+        PIN["server"] = ["taskset", "-c", str(args.server_cpu)]
+        PIN["client"] = ["taskset", "-c", str(args.client_cpu)]
     for tool in ("curl", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (apt-get install {'nginx-light' if tool == 'nginx' else tool})")
@@ -152,12 +175,16 @@ def main() -> int:
         src = os.path.join(tmp, "source.bin")
         make_source(src, args.size)
         servers: dict[str, list[str]] = {}
+        trees = dict(t.split("=", 1) for t in args.tree) or {"": None}
+        fsyncs = ("no-fsync", "fsync") if args.fsync == "both" else (args.fsync,)
         for engine in ("splice", "recv"):
-            for fsync in ("no-fsync", "fsync"):
-                servers[f"zcopy {engine} {fsync}"] = [
-                    sys.executable, "-m", "zcopy", "serve", "{root}", "--port", "{port}", "--workers", "1",
-                    "--allow-write", "--upload-engine", engine, *(["--no-fsync"] if fsync == "no-fsync" else [])]
-        servers["nginx"] = ["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp]
+            for fsync in fsyncs:
+                for tree, path in trees.items():
+                    env = [] if path is None else ["env", f"PYTHONPATH={os.path.abspath(path)}"]
+                    servers[f"zcopy{'@' + tree if tree else ''} {engine} {fsync}"] = [*PIN["server"], *env,
+                        sys.executable, "-m", "zcopy", "serve", "{root}", "--port", "{port}", "--workers", "1",
+                        "--allow-write", "--upload-engine", engine, *(["--no-fsync"] if fsync == "no-fsync" else [])]
+        servers["nginx"] = [*PIN["server"], "nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp]
         servers = {k: v for k, v in servers.items() if k not in args.skip}
         clients = ("zcopy put", "curl -T")
         roots, ports = {}, {}
@@ -198,7 +225,7 @@ def main() -> int:
                         res["gbps"].append(args.size / secs / 1e9)
                         res["server_cpu"].append(scpu / (args.size / GIB))
                         res["client_cpu"].append(ccpu / (args.size / GIB))
-                        print(f"round {r + 1}/{args.rounds} {client:9} -> {name:22} {res['gbps'][-1]:.2f} GB/s, "
+                        print(f"round {r + 1}/{args.rounds} {client:9} -> {name:28} {res['gbps'][-1]:.2f} GB/s, "
                               f"server {res['server_cpu'][-1]:.3f} CPU s/GiB", file=sys.stderr)
 
         med = {k: {m: statistics.median(v) for m, v in res.items()} for k, res in results.items()}

@@ -1,23 +1,27 @@
 """recv + pwrite through one reused buffer: the portable upload path.
 
-The mirror of read_send: bytes come off the socket into the transfer's
-buffer and are written at an explicit file offset, so several uploads (or
-ranges of one) can write into one file without sharing a file position.
-The socket is read with ``readv`` into the buffer (the fd-level equivalent of
+The mirror of read_send: bytes come off the socket into a buffer and are
+written at an explicit file offset, so several uploads (or ranges of one)
+can write into one file without sharing a file position. The socket is read
+with ``readv`` into the buffer (the fd-level equivalent of
 ``socket.recv_into``: the engine interface hands out fds, not socket objects).
-A regular file does not return EAGAIN, so each chunk is fully written before
-the next read.
+
+The two halves are a ``BufferSlot`` (``zcopy.engines.buffers``): ``new_slot``
+gives one to a caller that fills it on its event loop and writes it out
+elsewhere (the server: a pool thread, ``zcopy.server.spool``). ``start_recv``'s
+transfer does both in turn on the caller's thread: a regular file does not
+return EAGAIN, so each chunk is fully written before the next read.
 """
 
 from __future__ import annotations
 
-import errno
-import os
-
 from zcopy.engines.base import EngineStats, PeerClosed, Progress, check_positional
-from zcopy.engines.buffers import BufferPool
+from zcopy.engines.buffers import BufferPool, BufferSlot
 
-DEFAULT_CHUNK = 256 << 10
+#: The buffer a slot holds. 1 MiB, not the 256 KiB of the send side: in the server each full slot is
+#: one write task on a pool thread, a hop that costs eventfd and GIL hand-overs (docs/serve.md,
+#: "Bodies off the loop": 1,028 tasks and 8,784 futex calls for 256 MiB at 256 KiB, 259 and 2,050 at 1 MiB).
+DEFAULT_CHUNK = 1 << 20
 
 
 class RecvPwriteEngine:
@@ -29,6 +33,10 @@ class RecvPwriteEngine:
         self.stats = EngineStats()
         self.buffers = BufferPool(chunk)
 
+    def new_slot(self) -> BufferSlot:
+        """A buffer to fill from a socket and write out later (on the loop; ``release`` it there)."""
+        return BufferSlot(self.buffers, self.stats)
+
     def start_recv(self, file_fd: int, offset: int, count: int) -> "RecvPwriteTransfer":
         check_positional(file_fd)
         return RecvPwriteTransfer(self, file_fd, offset, count)
@@ -38,7 +46,7 @@ class RecvPwriteEngine:
 
 
 class RecvPwriteTransfer:
-    __slots__ = ("offset", "remaining", "_fd", "_budget", "_stats", "_pool", "_buf", "_whole")
+    __slots__ = ("offset", "remaining", "_fd", "_budget", "_stats", "_slot")
 
     def __init__(self, engine: RecvPwriteEngine, file_fd: int, offset: int, count: int) -> None:
         self.offset = offset       # next file offset to write
@@ -46,40 +54,27 @@ class RecvPwriteTransfer:
         self._fd = file_fd
         self._budget = engine.budget
         self._stats = engine.stats
-        self._pool = engine.buffers
-        self._buf = engine.buffers.acquire() if count else None
-        self._whole = [self._buf]
+        self._slot = engine.new_slot() if count else None
 
     def step(self, sock_fd: int) -> Progress:
-        buf = self._buf
-        stats = self._stats
+        slot = self._slot
         budget = self._budget
         while self.remaining:
             if budget <= 0:
                 return Progress.MORE
-            want = min(self.remaining, budget)
-            stats.syscalls += 1
             try:
-                got = os.readv(sock_fd, self._whole if want >= len(buf) else [buf[:want]])
+                got = slot.fill(sock_fd, min(self.remaining, budget))
             except BlockingIOError:
                 return Progress.BLOCKED
             if got == 0:
                 raise PeerClosed(f"peer closed with {self.remaining} bytes still expected")
-            stats.bytes_received += got
-            done = 0
-            while done < got:
-                stats.syscalls += 1
-                n = os.pwrite(self._fd, buf[done:got], self.offset + done)
-                if n == 0:  # pwrite to a regular file never returns 0; never spin if it does
-                    raise OSError(errno.EIO, "pwrite wrote nothing")
-                done += n
+            self._stats.syscalls += slot.write_to(self._fd, self.offset)
             self.offset += got
             self.remaining -= got
             budget -= got
         return Progress.DONE
 
     def close(self) -> None:
-        if self._buf is not None:
-            self._pool.release(self._buf)
-            self._buf = None
-            self._whole = None
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None

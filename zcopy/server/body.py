@@ -7,11 +7,13 @@ chunked decoding, what lies beyond the body) is the protocol's
 the body is complete, asks the sink for the reply (``complete``: a ``Reply``
 or a ``Pending``).
 
-- ``FileSink``: a file. Body bytes that pass through the process are
-  pwritten; the rest of a fixed-length body goes socket -> file through the
-  upload engine (splice socket->pipe->file where the probe says so), which
-  writes at ``offset`` into ``fd`` and reports with ``advanced``. Uploads
-  (``zcopy.server.write_methods.Upload``, an O_TMPFILE named at commit) are these.
+- ``FileSink``: a file. The connection gives it a ``Spool``
+  (``zcopy.server.spool``): body bytes that pass through the process are
+  ``put`` into it, the rest of a fixed-length body is taken from the socket
+  by the upload engine's slots (a pipe for splice), and a pool thread writes
+  them at their offset into ``fd``, never the loop; ``advanced`` says how far
+  the file holds the body. Uploads (``zcopy.server.write_methods.Upload``, an
+  O_TMPFILE named at commit) and resumable appends are these.
 - ``MemorySink``: a bounded buffer for small bodies a responder parses
   (PROPFIND/PROPPATCH XML, JSON for POST/PATCH): ``data`` once complete.
 
@@ -20,8 +22,6 @@ announced its length or it grows chunk by chunk.
 """
 
 from __future__ import annotations
-
-import os
 
 from zcopy.http.errors import HttpError
 
@@ -38,7 +38,8 @@ class BodySink:
 
     def __init__(self, limit: int | None, on_complete) -> None:
         self.limit = limit
-        self.offset = 0                 # body bytes taken so far
+        self.offset = 0                 # body bytes stored (a file sink: written into the file) so far
+        self.taken = 0                  # ... taken from the connection (a file sink: perhaps not written yet)
         self.on_complete = on_complete  # (sink, request, closing) -> Reply | Pending
 
     def check_length(self, length: int | None) -> None:
@@ -48,16 +49,21 @@ class BodySink:
 
     def write(self, data) -> None:
         """Take body bytes (already decoded); HttpError(413) past the limit."""
-        if self.limit is not None and self.offset + len(data) > self.limit:
-            raise HttpError(413, f"body larger than {self.limit} bytes", close=True)
+        end = self.taken + len(data)
+        if self.limit is not None and end > self.limit:
+            raise self.too_large(end)
         self._store(data)
-        self.offset += len(data)
+        self.taken = end
+
+    def too_large(self, end: int) -> HttpError:
+        """The refusal of a body that would end at ``end``."""
+        return HttpError(413, f"body larger than {self.limit} bytes", close=True)
 
     def _store(self, data) -> None:
         raise NotImplementedError
 
     def advanced(self, moved: int) -> None:
-        """The upload engine wrote ``moved`` bytes at ``offset`` into ``fd``."""
+        """``moved`` more bytes are stored (a file sink: written at ``offset`` into ``fd``, by a thread)."""
         self.offset += moved
 
     def complete(self, req, closing: bool):
@@ -77,22 +83,19 @@ class MemorySink(BodySink):
 
     def _store(self, data) -> None:
         self.data += data
+        self.offset += len(data)
 
     def abort(self) -> None:
         self.data = bytearray()
 
 
 class FileSink(BodySink):
-    """A body written into the file ``fd`` from offset 0."""
+    """A body written into the file ``fd`` from ``offset`` on, through ``spool`` (off the loop)."""
 
     def __init__(self, fd: int, limit: int | None, on_complete) -> None:
         super().__init__(limit, on_complete)
         self.fd = fd
+        self.spool = None               # the connection's zcopy.server.spool.Spool, while it receives
 
     def _store(self, data) -> None:
-        view = memoryview(data)
-        at = self.offset
-        while view:
-            n = os.pwrite(self.fd, view, at)
-            at += n
-            view = view[n:]
+        self.spool.put(data)

@@ -11,7 +11,7 @@ cimport cython
 cdef class Connection:
     cdef public ListenerLoop worker
     cdef public WorkerStats stats
-    cdef public object responder, transport, wire, recv, send, addr, out, xfer, upload, pending, user, auth, config, engine, once, prefetch
+    cdef public object responder, transport, wire, recv, send, addr, out, xfer, upload, spool, pending, user, auth, config, engine, once, prefetch
     cdef public ServerProtocol proto
     cdef public Readahead ahead
     cdef public Reply reply

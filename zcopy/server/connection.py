@@ -13,10 +13,12 @@ the connection remembers whether the last read/write hit EAGAIN
 States (the driver's; the protocol's own are in its module):
   READING   - waiting for a request head (deadline: header or idle timeout)
   RECEIVING - a request body going into a sink: bytes already received
-              through ``write``, the rest of a fixed-length body
-              socket->file through the upload engine, chunked bodies through
-              the protocol's decoder (deadline: send timeout, pushed forward
-              on every progress)
+              through ``write``, the rest of a fixed-length body taken from
+              the socket by the upload engine's slots, chunked bodies through
+              the protocol's decoder; a file sink's bytes are written by a
+              pool thread (``zcopy.server.spool``), and the reply waits for
+              the last write (deadline: send timeout, pushed forward on every
+              progress; none while the body waits for the server's disk)
   WAITING   - the responder returned a ``Pending``: nothing is read until it
               is done (deadline: send timeout)
   WRITING   - sending the reply: head bytes, then body segments through the
@@ -41,6 +43,7 @@ from zcopy.loop import EV_HUP, EV_IN, EV_OUT
 from zcopy.server.body import BodySink
 from zcopy.server.prefetch import Residency
 from zcopy.server.reply import Pending, Reply
+from zcopy.server.spool import Spool
 from zcopy.server.write_methods import http_error_for
 from zcopy.transport import PlainTransport
 
@@ -64,7 +67,7 @@ class Connection:
     __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
                  "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending", "user", "auth",
                  "hup", "ahead", "stats", "config", "engine", "once", "head_at", "owed", "responder", "header_timeout",
-                 "idle_timeout", "send_timeout", "budget", "prefetch", "corked")
+                 "idle_timeout", "send_timeout", "budget", "prefetch", "corked", "spool")
 
     def __init__(self, worker, sock, addr, transport=None) -> None:
         self.worker = worker
@@ -103,6 +106,7 @@ class Connection:
         self.sent = 0
         self.draining = False
         self.upload: BodySink | None = None    # RECEIVING: where the body goes
+        self.spool: Spool | None = None        # ... and, for a file, how it gets there (off the loop)
         self.pending: Pending | None = None    # WAITING: the reply being made off the loop
         self.user = "-"           # who the request being answered is from (the access log's user field)
         self.auth = None          # (Authorization, rules generation, Identity): the last sign-in here
@@ -286,6 +290,10 @@ class Connection:
             self.upload = reply
             if self.proto.body_left > 0:
                 reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
+            if reply.fd is not None:    # a file: its bytes are written off the loop
+                worker = self.worker
+                reply.spool = self.spool = Spool(reply, worker.executor, worker.upload_engine.new_slot,
+                                                 worker.body_slot, worker.upload_engine.stats, self._written)
             self.state = RECEIVING
             self.deadline = self.worker.now + self.send_timeout
             if reply.interim is not None:
@@ -316,20 +324,34 @@ class Connection:
             raise http_error_for(exc) from None
 
     def _receive_body(self) -> bool:
+        """The body's bytes are taken here, on the loop, and written into a file sink's file on a
+        thread (its ``Spool``); the reply is asked for once every byte is in. False: wait (for the
+        socket, or, with a full spool, for a write: the readiness noted in ``readable`` stays)."""
         sink = self.upload
         proto = self.proto
         stats = self.stats
+        spool = self.spool
+        if spool is not None:
+            if spool.error is not None:
+                raise spool.error           # a write failed (ENOSPC, EIO...): as if ours had (_receive)
+            if spool.full:
+                return self._wait_for_disk()
         if proto.buf and proto.state == BODY:
             stats.body_buffered += len(proto.buf)
             for piece in proto.body_from_buffer():
                 sink.write(piece)
+        budget = self.worker.upload_engine.budget
         while proto.state == BODY:
-            if proto.decoder is not None or sink.fd is None or not self.transport.recv_zero_copy:
+            if spool is not None and spool.full:
+                return self._wait_for_disk()
+            if proto.decoder is not None or spool is None or not self.transport.recv_zero_copy:
                 # Through the process: a chunked body (the decoder must see
                 # it), a sink that is not a file, a transport that must copy.
                 data = self._read()
                 if not data:
                     if data is None:
+                        if spool is not None:
+                            spool.flush()
                         return False
                     raise PeerClosed("client closed during a request body")
                 stats.body_buffered += len(data)
@@ -337,24 +359,27 @@ class Connection:
                 for piece in proto.body_received(data):
                     sink.write(piece)
                 continue
-            xfer = self.xfer
-            if xfer is None:
-                xfer = self.xfer = self.worker.upload_engine.start_recv(sink.fd, sink.offset, proto.body_left)
-            before = xfer.remaining
-            progress = xfer.step(self.fd)
-            moved = before - xfer.remaining
-            if moved:
-                sink.advanced(moved)
-                proto.body_consumed(moved)
-                self.deadline = self.worker.now + self.send_timeout
-            if progress is BLOCKED:
-                self.readable = False
-                return False
-            if progress is MORE:
+            if budget <= 0:
+                spool.flush()
                 self.worker.ready.append(self)
                 return False
-            xfer.close()
-            self.xfer = None
+            try:
+                moved = spool.recv(self.fd, min(proto.body_left, budget))     # (PeerClosed at EOF)
+            except BlockingIOError:
+                self.readable = False
+                spool.flush()
+                return False
+            if moved:
+                sink.taken += moved
+                proto.body_consumed(moved)
+                budget -= moved
+                self.deadline = self.worker.now + self.send_timeout
+        if spool is not None:
+            if not spool.settled:
+                spool.flush(end=True)
+                return self._wait_for_disk()
+            spool.finish()
+            self.spool = sink.spool = None
         self.upload = None
         try:
             reply = sink.complete(proto.request, self.draining)
@@ -363,11 +388,29 @@ class Connection:
         self._answer(reply)
         return True
 
+    def _wait_for_disk(self) -> bool:
+        """The body waits for its own writes (a full spool, or the last ones): the server's disk,
+        not the client, so no deadline runs meanwhile; each write that comes back restarts the
+        client's (``_written``)."""
+        self.deadline = math.inf
+        return False
+
+    def _written(self) -> None:
+        """(loop, from the executor's callbacks) A write of the body came back: go on in this
+        connection's own turn, with the client's clock restarted."""
+        if self.state == RECEIVING:
+            self.deadline = self.worker.now + self.send_timeout
+            self.worker.ready.append(self)
+
     def _abort_upload(self) -> None:
         if self.xfer is not None:
             self.xfer.close()
             self.xfer = None
-        if self.upload is not None:
+        if self.spool is not None:
+            self.spool.close()      # the sink's abort follows once no write is in flight
+            self.spool = self.upload.spool = None
+            self.upload = None
+        elif self.upload is not None:
             self.upload.abort()
             self.upload = None
 

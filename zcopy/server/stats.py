@@ -171,8 +171,8 @@ def _progress(conn) -> tuple[str, int, int] | None:
     up = conn.upload
     if up is not None:
         left = conn.proto.body_left
-        total = up.offset + left if left >= 0 else 0   # 0: chunked, unknown
-        return req.path, up.offset, total
+        total = up.taken + left if left >= 0 else 0   # 0: chunked, unknown
+        return req.path, up.taken, total
     reply = conn.reply
     if reply is None or not reply.length:
         return None

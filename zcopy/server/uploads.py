@@ -93,7 +93,7 @@ class Append(FileSink):
         self.uploads = uploads
         self.row = row
         self.ctx = ctx
-        self.offset = self.start = row.offset
+        self.offset = self.taken = self.start = row.offset
         self.durable = row.offset       # recorded (or being recorded) in the row
         self.syncing = False
         self.checked_at = time.monotonic()     # the last checkpoint (or the start)
@@ -112,13 +112,8 @@ class Append(FileSink):
                                   None if self.ctx.tus else "inconsistent-upload-length", close=True)
         return rs.UploadError(413, f"upload larger than {self.limit} bytes", close=True)
 
-    def write(self, data) -> None:
-        if self.limit is not None and self.offset + len(data) > self.limit:
-            raise self._past(self.offset + len(data))
-        self._store(data)
-        self.offset += len(data)
-        if self.offset - self.durable >= CHECKPOINT and self.offset != self.row.length:
-            self._checkpoint()
+    def too_large(self, end: int) -> rs.UploadError:
+        return self._past(end)
 
     def advanced(self, moved: int) -> None:
         self.offset += moved

@@ -9,6 +9,7 @@ each batch, the prefetch pool's wake-ups, and what the once-a-second
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
@@ -16,6 +17,8 @@ import socket
 import sys
 
 from zcopy import engines, http
+from zcopy.engines.buffers import BufferPool, BufferSlot
+from zcopy.engines.recv_pwrite import DEFAULT_CHUNK as BODY_CHUNK
 from zcopy.loop import ListenerLoop, run_worker
 from zcopy.server.access import Access
 from zcopy.server.accesslog import AccessLog
@@ -58,6 +61,8 @@ class Worker(ListenerLoop):
         self.heads = http.HeadCache(max_head=config.max_head, max_target=config.max_target)
         self.pipe_pool = None
         self.engine, self.upload_engine = self._make_engines()
+        #: Buffers for body bytes that pass through the process on their way into a file (zcopy.server.spool).
+        self.body_slot = functools.partial(BufferSlot, BufferPool(BODY_CHUNK), self.upload_engine.stats)
         #: Cold windows are read by its pool off the loop (None: --prefetch off).
         self.prefetch = Prefetcher(step=config.budget) if config.prefetch else None
         #: What may block on the disk or burn CPU (commits, DELETE/MOVE, listings) runs on its threads.
