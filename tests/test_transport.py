@@ -51,6 +51,7 @@ def serve_one(worker, conn, client, until) -> bytes:
                 conn.on_event(ev)
         worker.executor.run_callbacks()     # work done off the loop (an upload's start, its commit)
         worker.opener.run_callbacks()       # ... and the opens of files not cached yet
+        worker.body_writer.run_callbacks()  # ... and the writes of a body into its file
         batch, worker.ready[:] = worker.ready[:], []
         for c in batch:
             c.run()

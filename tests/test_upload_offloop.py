@@ -233,3 +233,54 @@ def test_the_loop_answers_while_an_upload_write_blocks_and_the_disk_wait_is_not_
             assert (root / "big.bin").read_bytes() == body
             assert s.worker_pids() == [worker]
     assert slowest < 0.5
+
+
+def _blocked_threads(pid: int) -> int:
+    """Threads of ``pid`` asleep in the kernel uninterruptibly (state D: a write into a frozen filesystem)."""
+    count = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                count += f.read().rsplit(")", 1)[1].split()[0] == "D"
+    return count
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("mkfs.ext4", "fsfreeze", "mount")),
+                    reason="needs root, mkfs.ext4 and fsfreeze")
+def test_uploads_stuck_on_a_frozen_disk_hold_only_the_body_writers_not_the_listings(tmp_path):
+    """Ten uploads whose writes all wait on a frozen filesystem take every thread that writes bodies
+    (four), and no other: a folder listing, built on the worker's executor, is still answered at
+    once (when body writes shared that executor, its eight threads all waited and the listing's
+    client was closed at the send timeout with no reply)."""
+    with frozen_ext4(tmp_path) as (root, freeze, thaw):
+        (root / "d").mkdir()
+        (root / "d" / "a.txt").write_bytes(b"a\n")
+        body = os.urandom(MiB) * 6      # (ten of them fit the 96 MiB filesystem)
+        with Server(root, "--workers", "1", "--allow-write", "--no-fsync", "--send-timeout", "1",
+                    "--upload-engine", "splice") as s:
+            worker = s.worker_pids()[0]
+            clients = [connect(s.port, timeout=30) for _ in range(10)]
+            senders = []
+            try:
+                for i, c in enumerate(clients):
+                    c.sendall(f"PUT /up{i}.bin HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                              + body[:100_000])
+                wait_for(lambda: len(_open_temp_files(worker, root)) == 10, what="ten uploads' temp files")
+                freeze()
+                senders = [threading.Thread(target=c.sendall, args=(body[100_000:],), daemon=True) for c in clients]
+                for t in senders:
+                    t.start()
+                wait_for(lambda: _blocked_threads(worker) >= 4, what="the body writers blocked in the frozen disk")
+                t0 = time.monotonic()
+                status, _, page = request(s.port, b"GET /d/ HTTP/1.1\r\nHost: t\r\n\r\n")
+                took = time.monotonic() - t0
+                assert status == 200 and b"a.txt" in page
+                assert took < 0.5
+            finally:
+                thaw()
+            for t in senders:
+                t.join(30)
+            assert [read_response(c)[0] for c in clients] == [201] * 10
+            for c in clients:
+                c.close()
+            assert all((root / f"up{i}.bin").read_bytes() == body for i in range(10))

@@ -292,7 +292,7 @@ class Connection:
                 reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
             if reply.fd is not None:    # a file: its bytes are written off the loop
                 worker = self.worker
-                reply.spool = self.spool = Spool(reply, worker.executor, worker.upload_engine.new_slot,
+                reply.spool = self.spool = Spool(reply, worker.body_writer, worker.upload_engine.new_slot,
                                                  worker.body_slot, worker.upload_engine.stats, self._written)
             self.state = RECEIVING
             self.deadline = self.worker.now + self.send_timeout
@@ -359,6 +359,9 @@ class Connection:
                 for piece in proto.body_received(data):
                     sink.write(piece)
                 continue
+            if not self.readable:       # (woken by a write that came back: the socket said EAGAIN)
+                spool.flush()
+                return False
             if budget <= 0:
                 spool.flush()
                 self.worker.ready.append(self)

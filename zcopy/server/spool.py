@@ -9,7 +9,8 @@ or FUSE filesystem). So a ``FileSink``'s bytes go through a ``Spool``:
   readv into a buffer for recv_pwrite), or copied in when they passed through
   the process anyway (``put``: what came with the head, a chunked body's
   decoded pieces, a TLS transport's plaintext);
-- a pool thread of the worker's ``Executor`` *writes* them out at their file
+- a pool thread of the worker's body writers (``Worker.body_writer``, an ``Executor`` of their
+  own, so that writes stuck on a stalled disk hold no thread that listings or commits need) *writes* them out at their file
   offset (pipe->file by splice, or pwrite), one task at a time, in file order;
 - its completion runs on the loop: the slots go back to their pools (which
   are the loop's), the sink hears of the bytes now in the file

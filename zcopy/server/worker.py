@@ -82,6 +82,9 @@ class Worker(ListenerLoop):
         #: a digest, an fsync or a listing build on the executor (docs/serve.md, "Opening off the loop").
         self.opener = Executor(max_threads=4)
         self.cache.executor = self.opener
+        #: Request bodies are written into their files on threads of their own (zcopy.server.spool): a
+        #: stalled filesystem under uploads then holds only these, never the listings, commits and deletes.
+        self.body_writer = Executor(max_threads=4)
         writes = config.allow_write or config.accounts is not None   # with accounts, the rules decide
         writer = Writer(self.cache, self.date, max_upload=config.max_upload,
                         fsync=config.fsync, executor=self.executor,
@@ -158,6 +161,7 @@ class Worker(ListenerLoop):
         # Work done off the loop (commits, listings...): its callbacks run here.
         self.add_fd(self.executor.fileno(), lambda events: self.executor.run_callbacks())
         self.add_fd(self.opener.fileno(), lambda events: self.opener.run_callbacks())
+        self.add_fd(self.body_writer.fileno(), lambda events: self.body_writer.run_callbacks())
         if self.cache.watch is not None:
             # File changes first: a change completed before a request was sent
             # must be applied before that request is read. (An inotify fd
@@ -270,6 +274,7 @@ class Worker(ListenerLoop):
             snap["prefetch"] = self.prefetch.snapshot()
         snap["executor"] = self.executor.snapshot()
         snap["opener"] = self.opener.snapshot()
+        snap["body_writer"] = self.body_writer.snapshot()
         snap["listings"] = self.responder.listings.snapshot()
         if self.tls is not None:
             snap["tls"] = self.tls.snapshot()
@@ -283,6 +288,7 @@ class Worker(ListenerLoop):
             self.prefetch.close()     # joins its threads
         if self.verifier is not None:
             self.verifier.close()
+        self.body_writer.close()      # a body's write under way finishes first
         self.executor.close()         # a commit under way finishes first
         self.opener.close()
         self.responder.listings.close()
