@@ -22,7 +22,7 @@ import time
 import pytest
 
 from resumableutil import exchange
-from serverutil import Server, connect, read_response, request, wait_for
+from serverutil import Server, connect, file_fds, read_response, request, wait_for
 
 MiB = 1 << 20
 TUS = "Tus-Resumable: 1.0.0\r\n"
@@ -117,15 +117,8 @@ def _temp_files(root) -> list[str]:
 
 
 def _open_temp_files(pid: int, root) -> list[str]:
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(root)) and target.endswith("(deleted)"):
-            out.append(target)
-    return out
+    """The worker's open fds of unnamed (O_TMPFILE) files below ``root``: uploads under way."""
+    return [t for t in file_fds(pid) if t.startswith(str(root)) and t.endswith("(deleted)")]
 
 
 def test_a_client_cut_while_writes_are_in_flight_leaves_nothing_and_the_server_serves_on(tmp_path):
