@@ -406,9 +406,6 @@ class Connection:
             self.worker.ready.append(self)
 
     def _abort_upload(self) -> None:
-        if self.xfer is not None:
-            self.xfer.close()
-            self.xfer = None
         if self.spool is not None:
             self.spool.close()      # the sink's abort follows once no write is in flight
             self.spool = self.upload.spool = None
@@ -764,6 +761,9 @@ class Connection:
         if self.state == CLOSED:
             return
         state, self.state = self.state, CLOSED
+        if self.xfer is not None:       # a reply's transfer under way (its pipe, its buffer)
+            self.xfer.close()
+            self.xfer = None
         self._abort_upload()
         self._end_readahead()
         if self.pending is not None:
