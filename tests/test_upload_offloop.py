@@ -195,7 +195,9 @@ def test_the_loop_answers_while_an_upload_write_blocks_and_the_disk_wait_is_not_
     server's own disk is not the client being slow)."""
     with frozen_ext4(tmp_path) as (root, freeze, thaw):
         (root / "small.txt").write_bytes(b"hello\n")
-        body = os.urandom(MiB) * 24
+        # More than the kernel can hold for it while the disk is frozen: the server's receive buffer
+        # (tcp_rmem grows to 32 MiB here), the client's send buffer and the spool's 4 MiB of slots.
+        body = os.urandom(MiB) * 64
         with Server(root, "--workers", "1", "--allow-write", "--no-fsync", "--send-timeout", "1",
                     "--upload-engine", engine) as s:
             worker = s.worker_pids()[0]
