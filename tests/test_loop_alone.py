@@ -183,6 +183,7 @@ def test_an_object_queued_meanwhile_ends_being_alone(worker):
 
 PULLS = 6
 CALL = re.compile(r"^(sendfile|poll|epoll_wait)\(.*= (-?\d+)")
+ASKED = re.compile(r"^sendfile\(\d+, \d+, \[\d+\](?: => \[\d+\])?, (\d+)\)")
 
 
 def pull_discarding(port: int, path: str) -> tuple[int, int]:
@@ -210,11 +211,13 @@ def pull_discarding(port: int, path: str) -> tuple[int, int]:
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_a_lone_pull_takes_several_steps_a_turn_asking_epoll_before_each(tmp_path):
     """A client pulls 64 MiB six times, nothing else connected. A loop turn (from one epoll_wait to
-    the next) that had no event runs the ready queue's one connection solo: steps of at most 2 MiB
-    of sendfile calls each (more than one when one is cut short), and before each step but the
+    the next) that had no event runs the ready queue's one connection solo: a first step of at most
+    2 MiB of sendfile calls (more than one when one is cut short), then, the connection being the
+    worker's only one, steps of at most 8 MiB (``profile.LONE_STEP``), and before each step but the
     first the worker asked the epoll fd whether anything waits (poll). (How long it goes on is
     ``SOLO_TURN``'s, tested above.) A turn that had an event asks nothing. Some turn has more than
-    one step."""
+    one step, and some call asks for more than 2 MiB. (With another connection open every step
+    stays at 2 MiB: tests/test_sendfile_step.py.)"""
     root = tmp_path / "root"
     root.mkdir()
     data = os.urandom(1 << 20) * 64
@@ -223,8 +226,8 @@ def test_a_lone_pull_takes_several_steps_a_turn_asking_epoll_before_each(tmp_pat
     with Server(root, "--workers", "1", env={"COLUMNS": "400"}) as s:
         if s.panel().get("send engine") != "sendfile":
             pytest.skip("the probe chose another engine than sendfile here")
-        step = 2 * MiB
-        assert s.panel()["step"] == "2.0 MiB a turn"
+        step, lone = 2 * MiB, 8 * MiB
+        assert s.panel()["step"] == "2.0 MiB a turn (8.0 MiB alone)"
         worker = s.worker_pids()[0]
         with connect(s.port) as c:                      # the file opened and hashed before the trace
             c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\n\r\n")
@@ -243,11 +246,14 @@ def test_a_lone_pull_takes_several_steps_a_turn_asking_epoll_before_each(tmp_pat
     # Per turn: (events epoll_wait returned, bytes of each step). The first turn's epoll_wait was
     # under way when strace attached: it returned the request (an event), unseen or as "resumed".
     turns = [(1, [0])]
+    asked = []
     for line in text.splitlines():
         m = CALL.match(line)
         if m is None:
             continue
         name, result = m.group(1), int(m.group(2))
+        if name == "sendfile":
+            asked.append(int(ASKED.match(line).group(1)))
         if name == "epoll_wait":
             turns.append((result, [0]))
         elif name == "poll":
@@ -259,7 +265,8 @@ def test_a_lone_pull_takes_several_steps_a_turn_asking_epoll_before_each(tmp_pat
         if events:                  # the event's dispatch, then the ready queue: neither solo
             assert len(steps) == 1, text
         elif len(steps) > 1:        # the ready queue's one connection, solo: step, ask, step, ...
-            assert all(n <= step for n in steps), text
+            assert steps[0] <= step and all(n <= lone for n in steps), text
         # (else no poll: a queue that held the connection twice, not solo. An EPOLLOUT edge that
         # comes while it is queued runs it from the event and queues it again: docs/benchmarks.md.)
     assert max(len(steps) for _, steps in turns) > 1, text
+    assert max(asked) == lone, text

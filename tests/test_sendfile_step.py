@@ -1,5 +1,7 @@
 """zcopy serve's sendfile step is 2 MiB (nginx's sendfile_max_chunk; profile.step_for): strace on the
-worker shows each sendfile(2) of a large body asking for at most 2 MiB, and asking for 2 MiB."""
+worker shows each sendfile(2) of a large body asking for at most 2 MiB, and asking for 2 MiB, while
+another connection is open on the worker. (Alone on it, a transfer's steps may take 8 MiB:
+tests/test_loop_alone.py.)"""
 
 from __future__ import annotations
 
@@ -26,8 +28,11 @@ def test_a_large_body_leaves_in_sendfile_calls_of_at_most_2_mib(tmp_path, flags)
     with Server(root, *flags, env={"COLUMNS": "400"}) as s:
         if s.panel().get("send engine") != "sendfile":
             pytest.skip("the probe chose another engine than sendfile here")
-        assert s.panel()["step"] == "2.0 MiB a turn"
+        assert s.panel()["step"] == "2.0 MiB a turn (8.0 MiB alone)"
         worker = s.worker_pids()[0]
+        neighbour = connect(s.port)     # an idle keep-alive connection: the pull is never alone
+        neighbour.sendall(b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(neighbour)[0] == 404
         tracer = subprocess.Popen(["strace", "-f", "-p", str(worker), "-o", str(log), "-e", "trace=sendfile"],
                                   stderr=subprocess.PIPE, text=True)
         try:
@@ -38,6 +43,7 @@ def test_a_large_body_leaves_in_sendfile_calls_of_at_most_2_mib(tmp_path, flags)
         finally:
             tracer.terminate()
             tracer.wait(timeout=10)                # (its log is complete once it has exited)
+            neighbour.close()
     assert status == 200 and body == data
     asked = [int(m.group(1)) for line in log.read_text().splitlines()
              if (m := re.search(r"sendfile\(\d+, \d+, \[\d+\](?: => \[\d+\])?, (\d+)\)", line))]
@@ -65,3 +71,14 @@ def test_the_copying_engines_keep_1_mib_a_turn_beside_2_mib_sendfile_steps(tmp_p
         worker.shutdown()
         worker.finish(None)
         listener.close()
+
+
+def test_only_sendfile_takes_a_longer_step_alone():
+    """``profile.lone_step_for``: 8 MiB for sendfile; 0 (no longer step) for splice, whose step is a
+    pipe-full, and for the copying engines, which spend CPU per byte."""
+    from zcopy.profile import LONE_STEP, lone_step_for, step_for
+
+    assert LONE_STEP == 8 * MiB
+    assert lone_step_for("sendfile", step_for("sendfile", MiB)[0]) == 8 * MiB
+    for engine in ("splice", "read_send", "mmap_send"):
+        assert lone_step_for(engine, step_for(engine, MiB)[0]) == 0

@@ -65,10 +65,10 @@ def test_read_token_with_writes_and_environment_token_keeps_writes_guarded(root)
 
 
 @pytest.mark.parametrize("args, shown, hidden", [
-    ([], {"send engine": "sendfile", "step": "2.0 MiB a turn", "writes": "off (read-only)", "reads": "open (no token)"},
+    ([], {"send engine": "sendfile", "step": "2.0 MiB a turn (8.0 MiB alone)", "writes": "off (read-only)", "reads": "open (no token)"},
      ["upload engine", "pipe size"]),
     (["--allow-write"], {"upload engine": "recv_pwrite", "writes": "on, NO TOKEN: anyone who can connect may write",
-                         "step": "2.0 MiB a turn, 1.0 MiB for copies"},
+                         "step": "2.0 MiB a turn (8.0 MiB alone), 1.0 MiB for copies"},
      ["pipe size"]),
     # a splicing upload engine on a read-only server is not in effect: neither it nor its pipes are shown
     (["--upload-engine", "splice", "--pipe-size", "64KiB"], {"send engine": "sendfile"},

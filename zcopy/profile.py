@@ -37,6 +37,12 @@ CHUNK = MiB                  # per-step budget for the mmap/read engines
 #: faster (pinned, same interleaved rounds) and a neighbour's 64 KiB GETs no slower (docs/benchmarks.md,
 #: "Two MiB a sendfile step").
 SENDFILE_STEP = 2 * MiB
+#: A sendfile step while its transfer is the worker's only connection and nothing else waits
+#: (``Connection._pump``, ``ListenerLoop.alone``): against 2 MiB, 1 GiB pulls ran 2.0% faster at 2.5%
+#: less CPU (pinned, 300 interleaved rounds). A connection that comes meanwhile waits for at most one
+#: such step (~1.6 ms at 5 GB/s) before its first request is read; from then on the steps are
+#: ``SENDFILE_STEP`` again (docs/benchmarks.md, "Lone steps").
+LONE_STEP = 8 * MiB
 
 
 @dataclass
@@ -118,6 +124,13 @@ def step_for(engine: str, pipe_size: int) -> tuple[int, str]:
                                "pulls measured 2.6-3.6% faster than with 1 MiB steps, a neighbour's GETs no slower")
     return CHUNK, (f"{CHUNK // KiB} KiB per step: a copying engine spends more CPU per byte, and a connection "
                    "yields to the others every millisecond or so at 10 Gb/s")
+
+
+def lone_step_for(engine: str, step: int) -> int:
+    """Bytes a transfer may move per step while its connection is the worker's only one and nothing
+    else waits: ``LONE_STEP`` with sendfile; 0 (no longer step) otherwise: a pipe-full bounds a splice
+    step, and the copying engines spend CPU per byte."""
+    return LONE_STEP if engine == "sendfile" and LONE_STEP > step else 0
 
 
 def recommend(report: dict) -> Profile:

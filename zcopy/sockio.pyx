@@ -184,8 +184,8 @@ cdef class Sendfile:
 
 
 cdef class SendfileTransfer:
-    """``zcopy.engines.sendfile.SendfileTransfer`` in C: ``step(sock_fd)`` sends at most the
-    engine's budget and says DONE, BLOCKED or MORE."""
+    """``zcopy.engines.sendfile.SendfileTransfer`` in C: ``step(sock_fd, budget=0)`` sends at most
+    ``budget`` bytes (the engine's when 0) and says DONE, BLOCKED or MORE."""
 
     cdef readonly off_t offset
     cdef readonly off_t remaining
@@ -198,9 +198,10 @@ cdef class SendfileTransfer:
         self.offset = offset
         self.remaining = count
 
-    def step(self, int sock_fd):
+    def step(self, int sock_fd, off_t budget=0):
         cdef Sendfile engine = self.engine
-        cdef off_t budget = engine.budget
+        if budget <= 0:
+            budget = engine.budget
         cdef ssize_t n
         while self.remaining:
             if budget <= 0:

@@ -241,9 +241,10 @@ def build_config(args):
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
         reasons["pipe_size"] = "--pipe-size flag"
-    from zcopy.profile import step_for      # (the engine and pipe as chosen above, flags included)
+    from zcopy.profile import lone_step_for, step_for     # (the engine and pipe as chosen above, flags included)
 
     cfg.budget, reasons["chunk_size"] = step_for(cfg.engine, cfg.pipe_size)
+    cfg.lone_budget = lone_step_for(cfg.engine, cfg.budget)
     if args.workers == "auto":
         cfg.workers = len(os.sched_getaffinity(0))
         reasons["workers"] = f"--workers auto: {cfg.workers} usable CPU(s)"
@@ -254,11 +255,14 @@ def build_config(args):
 
 
 def _steps(cfg) -> str:
-    """The bytes one connection may move per loop turn: the send engine's, and the copying
-    engines' where they differ (an upload engine apart from the send one, TLS in user space)."""
+    """The bytes one connection may move per loop turn: the send engine's (and its longer step while the
+    connection is alone on its worker), and the copying engines' where they differ (an upload engine
+    apart from the send one, TLS in user space)."""
     from zcopy.units import format_size
 
     send = f"{format_size(cfg.budget)} a turn"
+    if cfg.lone_budget:
+        send += f" ({format_size(cfg.lone_budget)} alone)"
     copies = cfg.allow_write and cfg.upload_engine != cfg.engine or cfg.tls is not None
     return f"{send}, {format_size(cfg.copy_budget)} for copies" if copies and cfg.copy_budget != cfg.budget else send
 

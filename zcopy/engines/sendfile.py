@@ -78,9 +78,11 @@ class SendfileTransfer:
         self._budget = engine.budget
         self._once = engine.send_once
 
-    def step(self, sock_fd: int) -> Progress:
+    def step(self, sock_fd: int, budget: int = 0) -> Progress:
+        """At most ``budget`` bytes (the engine's when 0: the serve connection asks for more only while
+        it is alone, ``profile.LONE_STEP``): DONE, BLOCKED or MORE."""
         remaining = self.remaining
-        budget = self._budget
+        budget = budget or self._budget
         once = self._once
         while remaining:
             if budget <= 0:

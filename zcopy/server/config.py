@@ -17,6 +17,7 @@ class ServeConfig:
     upload_engine: str = "recv_pwrite"
     pipe_size: int = 1 << 20
     budget: int = SENDFILE_STEP     # bytes one connection may move per loop turn (profile.step_for)
+    lone_budget: int = 0            # > budget: a sendfile step while alone on the worker (profile.lone_step_for)
     copy_budget: int = CHUNK        # the same for an upload engine apart from the send one, and TLS in user space
     small_reply_max: int = 8 << 10  # bodies up to this leave with their head in one send (zcopy.server.held)
     digest_max: int = 8 << 30       # larger files keep this node's ETag, never hashed; 0: no digests (digests.py)

@@ -19,7 +19,7 @@ cdef class Connection:
     cdef public int fd, state, at
     cdef public bint readable, writable, draining, hup, corked
     cdef public double deadline, started, head_at, header_timeout, idle_timeout, send_timeout
-    cdef public long long sent, budget
+    cdef public long long sent, budget, lone_budget
     cdef bint _read_request(self) except -1
     cdef object _read(self)
     cpdef _start_reply(self, Reply reply)

@@ -67,7 +67,7 @@ class Connection:
     __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
                  "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending", "user", "auth",
                  "hup", "ahead", "stats", "config", "engine", "once", "head_at", "owed", "responder", "header_timeout",
-                 "idle_timeout", "send_timeout", "budget", "prefetch", "corked", "spool")
+                 "idle_timeout", "send_timeout", "budget", "lone_budget", "prefetch", "corked", "spool")
 
     def __init__(self, worker, sock, addr, transport=None) -> None:
         self.worker = worker
@@ -79,6 +79,8 @@ class Connection:
         self.send_timeout = config.send_timeout         # ... every send that moved bytes sets
         self.budget = config.budget                     # bytes a turn may send (an engine step)
         self.prefetch = worker.prefetch                 # None: no residency check before a send
+        # A longer step while alone: plain TCP only (kTLS encrypts as it sends: CPU per byte)
+        self.lone_budget = config.lone_budget if transport is None else 0
         self.transport = transport = transport or PlainTransport(sock)
         self.fd = transport.fd             # epoll's key
         self.recv = transport.recv
@@ -556,6 +558,7 @@ class Connection:
         body = self.reply.body
         sent, copied = self.sent, 0
         done = False
+        lone = 0        # a step's bytes when longer than the budget: alone, see below
         try:
             while True:
                 out = self.out
@@ -606,14 +609,14 @@ class Connection:
                 ahead = self.ahead
                 # A window not in the page cache would block the loop in the engine:
                 # park until the prefetch pool has read it (the worker wakes us).
-                if ahead is not None and not ahead.admit(xfer.offset, self):
+                if ahead is not None and not ahead.admit(xfer.offset, self, lone):
                     # Push out what MSG_MORE corked (the head, a part header): the
                     # client should not wait for the window to see them.
                     self.transport.flush()
                     return BLOCKED
                 before = xfer.remaining
                 try:
-                    progress = xfer.step(self.wire)
+                    progress = xfer.step(self.wire, lone) if lone else xfer.step(self.wire)
                 finally:    # a reset after some chunks left: they count (access log, stats)
                     self.sent += before - xfer.remaining
                 if progress is not DONE:
@@ -623,6 +626,11 @@ class Connection:
                         # MORE (a whole step left), and nothing else waits on the worker: the next
                         # step goes in this turn, not after a turn of the loop (docs/benchmarks.md,
                         # "Alone"). A neighbour that comes meanwhile waits at most this one step.
+                        # With no other connection on the worker at all, that step may be longer
+                        # (``lone_budget``, sendfile's 8 MiB): only a newcomer can wait for it,
+                        # once; with another connection open the steps stay ``budget``.
+                        if self.lone_budget and len(self.worker.conns) == 1:
+                            lone = self.lone_budget
                         continue
                     return progress
                 xfer.close()

@@ -5,4 +5,4 @@ cdef class Readahead:
     cdef public int fd
     cdef public long long end, step, ready_until
     cdef public bint cold, next_hot
-    cpdef bint admit(self, long long offset, conn) except -1
+    cpdef bint admit(self, long long offset, conn, long long step=*) except -1

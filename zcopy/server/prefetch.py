@@ -311,13 +311,13 @@ class Readahead:
         self.cold = False          # a window was missing once: look one ahead from then on
         self.next_hot = False      # the window after the job's was in the cache when the job began
 
-    def admit(self, offset: int, conn) -> bool:
-        """May the engine step from ``offset`` without a disk read? False: the
+    def admit(self, offset: int, conn, step: int = 0) -> bool:
+        """May the engine step from ``offset`` (``step`` bytes, or the usual step when 0) without a disk read? False: the
         connection is parked; the prefetcher makes it ready when it may.
         Raises the pool's OSError when the window could not be read: a read
         that failed off the loop (EIO can take seconds of retries on a bad disk)
         is not tried again on it."""
-        need = offset + self.step
+        need = offset + (step or self.step)
         if need > self.end:     # (not min(): this runs once per engine step, 1,024 times a GiB)
             need = self.end
         while self.ready_until < need:
