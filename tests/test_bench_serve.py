@@ -65,10 +65,16 @@ def only(tmp_path, *tools: str) -> str:
 
 
 @needs
-def test_quick_run_against_nginx_skips_a_missing_peer(tmp_path):
-    out = bench("--quick", "--servers", "zcopy,nginx,lighttpd", path=only(tmp_path, "wrk", "nginx", "taskset"))
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs cc (tools/discard_client.c)")
+def test_quick_run_with_the_discarding_client_skips_a_missing_peer_and_says_who_bounded_the_rate(tmp_path):
+    """One quick run (each costs ~12 s of the suite) for three things: a peer not installed is
+    skipped with a message, the discarding client loads the servers, and the report says who bounded
+    the rate and where the large pulls' CPU went."""
+    out = bench("--quick", "--servers", "zcopy,nginx,lighttpd", "--client", "discard",
+                path=only(tmp_path, "wrk", "nginx", "taskset", "cc", "as", "ld"))   # (cc runs as and ld)
     assert out.returncode == 0, out.stderr
     assert "skipping lighttpd: not installed (Debian: apt-get install lighttpd)" in out.stderr
+    assert "tools/discard_client.c -c64" in out.stdout and "not a 200" not in out.stderr
     rates, rest = out.stdout.split("Who bounded the rate")
     rows = {line.split("|")[1].strip(): line for line in rates.splitlines() if line.startswith("| ")}
     assert {"zcopy", "nginx"} <= set(rows) and "lighttpd" not in rows
@@ -76,6 +82,14 @@ def test_quick_run_against_nginx_skips_a_missing_peer(tmp_path):
         cells = [c.strip() for c in rows[name].split("|")[2:-1]]
         assert float(cells[0].replace(",", "")) > 0 and float(cells[4].replace(",", "")) > 0, rows[name]
     assert "| best peer |" in out.stdout and "server pinned to CPU" in out.stdout
+    # who bounded the rate: each server's busy share, the client's CPU per request and busy share
+    shares = [line for line in rest.split("Where the large pulls' server CPU went")[0].splitlines()
+              if line.startswith(("| zcopy |", "| nginx |"))]
+    assert len(shares) == 2, rest
+    for line in shares:
+        cells = [float(c) for c in line.split("|")[2:-1]]
+        server_busy, load_us, load_busy = cells[0], cells[1], cells[2]
+        assert 0 < server_busy <= 1.2 and load_us > 0 and 0 < load_busy <= 1.2, line
     # where the large pulls' CPU went: the exact CPU time (CPU clocks) is above 0, and pinned, the
     # server's CPU took timer interrupts (at least the scheduler tick while it was busy). Its user and
     # system parts come in 10 ms ticks: nginx sends a quick run's 64 MiB in less than one (a CI run
@@ -86,27 +100,6 @@ def test_quick_run_against_nginx_skips_a_missing_peer(tmp_path):
     for line in cost_rows:
         cpu, user, system, timers = (float(c.replace(",", "")) for c in line.split("|")[2:-1])
         assert cpu > 0 and user >= 0 and system >= 0 and timers > 0, line
-    assert leftovers() == []
-
-
-@needs
-@pytest.mark.skipif(shutil.which("cc") is None, reason="needs cc (tools/discard_client.c)")
-def test_quick_run_with_the_discarding_client_says_who_bounded_the_rate():
-    out = bench("--quick", "--servers", "zcopy,nginx", "--sizes", "1k,64k", "--client", "discard")
-    assert out.returncode == 0, out.stderr
-    assert "tools/discard_client.c -c64" in out.stdout and "not a 200" not in out.stderr
-    tables = out.stdout.split("Who bounded the rate")
-    rates = {line.split("|")[1].strip(): line for line in tables[0].splitlines() if line.startswith("| ")}
-    for name in ("zcopy", "nginx"):
-        cells = [c.strip() for c in rates[name].split("|")[2:-1]]
-        assert float(cells[0].replace(",", "")) > 0 and float(cells[4].replace(",", "")) > 0, rates[name]
-    shares = [line for line in tables[1].split("zcopy / peer")[0].splitlines()
-              if line.startswith(("| zcopy |", "| nginx |"))]
-    assert len(shares) == 2
-    for line in shares:
-        cells = [float(c) for c in line.split("|")[2:-1]]
-        server_busy, load_us, load_busy = cells[0], cells[1], cells[2]
-        assert 0 < server_busy <= 1.2 and load_us > 0 and 0 < load_busy <= 1.2, line
     assert leftovers() == []
     assert not [name for name in os.listdir(os.environ["TMPDIR"]) if name.startswith("zcopy-discard-")]
 
