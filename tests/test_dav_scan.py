@@ -87,13 +87,20 @@ def _both(monkeypatch, fn):
     return compiled, pure
 
 
+@pytest.fixture(scope="module")
+def big_folder(tmp_path_factory):
+    """More than two batches of files and every odd kind of member, made once for the builds that only
+    read it (filling it costs 0.9 s, a build 0.03)."""
+    folder = tmp_path_factory.mktemp("scan") / "f"
+    _fill(folder, files=2500)
+    return folder
+
+
 @pytest.mark.parametrize("body", sorted(BODIES))
 @pytest.mark.parametrize("show_hidden", [False, True])
 @pytest.mark.parametrize("url", ["/f/", "/"])
-def test_a_first_build_is_byte_identical_to_the_python_path(tmp_path, monkeypatch, body, show_hidden, url):
-    folder = tmp_path / "f"
-    _fill(folder, files=2500)                 # more than two batches of files
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def test_a_first_build_is_byte_identical_to_the_python_path(big_folder, monkeypatch, body, show_hidden, url):
+    fd = os.open(big_folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         compiled, pure = _both(monkeypatch, lambda: _build(fd, url, BODIES[body], show_hidden=show_hidden))
     finally:
