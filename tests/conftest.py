@@ -70,13 +70,9 @@ def isolated_runtime():
     not stay in /dev/shm/zcopy-<uid> (the fallback without XDG_RUNTIME_DIR). In memory, like that
     fallback: the stats publish runs on the event loop."""
     folder = tempfile.mkdtemp(prefix="zcopy-test-run-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    old = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = folder
-    yield folder
-    if old is None:
-        del os.environ["XDG_RUNTIME_DIR"]
-    else:
-        os.environ["XDG_RUNTIME_DIR"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_RUNTIME_DIR", folder)
+        yield folder
     # A process ending just now (a server's last stats publish, a browser's helper) may add a file
     # while the tree is removed, and the last rmdir then fails: remove again until it is gone.
     deadline = time.monotonic() + 10
@@ -95,13 +91,9 @@ def isolated_state(tmp_path_factory):
     """Every server a test starts (they inherit this environment) keeps its
     state (zcopy.server.state) in a temp folder, never in ~/.local/state."""
     folder = tmp_path_factory.mktemp("xdg-state")
-    old = os.environ.get("XDG_STATE_HOME")
-    os.environ["XDG_STATE_HOME"] = str(folder)
-    yield folder
-    if old is None:
-        del os.environ["XDG_STATE_HOME"]
-    else:
-        os.environ["XDG_STATE_HOME"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_STATE_HOME", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -112,13 +104,8 @@ def bytecode_cache():
     its ~100 modules from source: 0.2 s of the 0.6 s a server took to start, some hundreds of
     times a run. The checkout itself stays free of __pycache__ folders."""
     folder = tempfile.mkdtemp(prefix="zcopy-test-pyc-")
-    old = {name: os.environ.get(name) for name in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")}
-    os.environ["PYTHONPYCACHEPREFIX"] = folder
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    yield folder
-    for name, value in old.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPYCACHEPREFIX", folder)
+        env.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+        yield folder
     shutil.rmtree(folder, ignore_errors=True)

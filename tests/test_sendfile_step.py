@@ -30,20 +30,19 @@ def test_a_large_body_leaves_in_sendfile_calls_of_at_most_2_mib(tmp_path, flags)
             pytest.skip("the probe chose another engine than sendfile here")
         assert s.panel()["step"] == "2.0 MiB a turn (8.0 MiB alone)"
         worker = s.worker_pids()[0]
-        neighbour = connect(s.port)     # an idle keep-alive connection: the pull is never alone
-        neighbour.sendall(b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert read_response(neighbour)[0] == 404
-        tracer = subprocess.Popen(["strace", "-f", "-p", str(worker), "-o", str(log), "-e", "trace=sendfile"],
-                                  stderr=subprocess.PIPE, text=True)
-        try:
-            assert "attached" in tracer.stderr.readline()            # strace holds the worker now
-            with connect(s.port) as c:
-                c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-                status, _, body = read_response(c)[:3]
-        finally:
-            tracer.terminate()
-            tracer.wait(timeout=10)                # (its log is complete once it has exited)
-            neighbour.close()
+        with connect(s.port) as neighbour:     # an idle keep-alive connection: the pull is never alone
+            neighbour.sendall(b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(neighbour)[0] == 404
+            tracer = subprocess.Popen(["strace", "-f", "-p", str(worker), "-o", str(log), "-e", "trace=sendfile"],
+                                      stderr=subprocess.PIPE, text=True)
+            try:
+                assert "attached" in tracer.stderr.readline()            # strace holds the worker now
+                with connect(s.port) as c:
+                    c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                    status, _, body = read_response(c)[:3]
+            finally:
+                tracer.terminate()
+                tracer.wait(timeout=10)                # (its log is complete once it has exited)
     assert status == 200 and body == data
     asked = [int(m.group(1)) for line in log.read_text().splitlines()
              if (m := re.search(r"sendfile\(\d+, \d+, \[\d+\](?: => \[\d+\])?, (\d+)\)", line))]
