@@ -38,8 +38,9 @@ CHUNK = MiB                  # per-step budget for the mmap/read engines
 #: "Two MiB a sendfile step").
 SENDFILE_STEP = 2 * MiB
 #: A sendfile step while its transfer is the worker's only connection and nothing else waits
-#: (``Connection._pump``, ``ListenerLoop.alone``): against 2 MiB, 1 GiB pulls ran 2.0% faster at 2.5%
-#: less CPU (pinned, 300 interleaved rounds). A connection that comes meanwhile waits for at most one
+#: (``Connection._pump``, ``ListenerLoop.alone``): against 2 MiB steps, 1 GiB pulls ran 0.996-1.034x
+#: as fast at 0.966-1.001x the CPU (four pinned A/B runs of 90-300 interleaved rounds; the last, of the
+#: final code: 1.024 and 0.966). A connection that comes meanwhile waits for at most one
 #: such step (~1.6 ms at 5 GB/s) before its first request is read; from then on the steps are
 #: ``SENDFILE_STEP`` again (docs/benchmarks.md, "Lone steps").
 LONE_STEP = 8 * MiB
