@@ -41,9 +41,12 @@ class SendfileEngine:
     def __init__(self, *, budget: int = 1 << 20) -> None:
         self.budget = budget
         self.stats = EngineStats()
+        #: The compiled calls' object (``zcopy.sockio.Sendfile``), which the compiled connection
+        #: calls in C; None when they run as Python.
+        self.sendfile = None
         if _compiled is not None:
             # The same two calls in C, with the counters (zcopy/sockio.pyx, docs/hotpath.md).
-            self.stats = _compiled(budget)
+            self.stats = self.sendfile = _compiled(budget)
             self.send_once, self.start_send = self.stats.send_once, self.stats.start_send
 
     def start_send(self, file_fd: int, offset: int, count: int) -> "SendfileTransfer":

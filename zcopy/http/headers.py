@@ -54,6 +54,8 @@ def _python_wall_second() -> int:
 #: The wall clock's second: ``zcopy.sockio.wall_second`` (the same, without a float) when the hot
 #: path runs compiled, else ``int(time.time())``.
 wall_second = getattr(hotpath.extension("zcopy.sockio"), "wall_second", None) or _python_wall_second
+#: The same clock as an object whose ``second()`` the compiled ``DateHeader`` calls in C (no int object).
+_WallClock = getattr(hotpath.extension("zcopy.sockio"), "WallClock", None)
 
 
 class DateHeader:
@@ -64,16 +66,21 @@ class DateHeader:
     tests; without one the second comes from ``wall_second``.
     """
 
-    __slots__ = ("_clock", "_second", "_line")
+    __slots__ = ("_clock", "_wall", "_second", "_line")
 
     def __init__(self, clock=None) -> None:
         self._clock = clock
+        self._wall = _WallClock() if clock is None and _WallClock is not None else None
         self._second = -1
         self._line = b""
 
     def get(self) -> bytes:
-        clock = self._clock
-        second = wall_second() if clock is None else int(clock())
+        wall = self._wall
+        if wall is not None:
+            second = wall.second()
+        else:
+            clock = self._clock
+            second = wall_second() if clock is None else int(clock())
         if second != self._second:
             self._second = second
             self._line = b"Date: " + http_date(second).encode("ascii") + b"\r\n"

@@ -67,7 +67,8 @@ class Connection:
     __slots__ = ("worker", "transport", "fd", "wire", "recv", "send", "proto", "addr", "state", "readable", "writable",
                  "deadline", "out", "at", "xfer", "reply", "started", "sent", "draining", "upload", "pending", "user", "auth",
                  "hup", "ahead", "stats", "config", "engine", "once", "head_at", "owed", "responder", "header_timeout",
-                 "idle_timeout", "send_timeout", "budget", "lone_budget", "prefetch", "corked", "spool")
+                 "idle_timeout", "send_timeout", "budget", "lone_budget", "prefetch", "corked", "spool", "access_log", "held",
+                 "io", "sendfile")
 
     def __init__(self, worker, sock, addr, transport=None) -> None:
         self.worker = worker
@@ -79,12 +80,17 @@ class Connection:
         self.send_timeout = config.send_timeout         # ... every send that moved bytes sets
         self.budget = config.budget                     # bytes a turn may send (an engine step)
         self.prefetch = worker.prefetch                 # None: no residency check before a send
+        self.access_log = worker.access_log             # None: no access log
         # A longer step while alone: plain TCP only (kTLS encrypts as it sends: CPU per byte)
         self.lone_budget = config.lone_budget if transport is None else 0
         self.transport = transport = transport or PlainTransport(sock)
         self.fd = transport.fd             # epoll's key
         self.recv = transport.recv
         self.send = transport.send
+        #: ``recv`` and ``send`` as C calls when compiled over plain TCP (``zcopy.sockio.SocketIO``:
+        #: no argument parsing, no int objects); None otherwise, and the bound methods above serve.
+        io = getattr(transport, "io", None)
+        self.io = io if io is not None and transport.recv == io.recv and transport.send == io.send else None
         self.proto = ServerProtocol(worker.heads)
         if transport.zero_copy:            # the engines move file bytes to the socket itself
             self.wire = transport.fd
@@ -94,6 +100,8 @@ class Connection:
             self.engine = worker.copy_engine()
         # None: every range goes through a transfer (a copying transport may offer its own)
         self.once = self.engine.send_once if transport.zero_copy else getattr(transport, "send_once", None)
+        #: ``once`` as a C call when it is the compiled sendfile engine's (``zcopy.sockio.Sendfile``), else None.
+        self.sendfile = getattr(self.engine, "sendfile", None) if transport.zero_copy else None
         self.addr = addr
         self.state = READING
         self.readable = True      # data may have arrived before we registered
@@ -114,6 +122,9 @@ class Connection:
         self.auth = None          # (Authorization, rules generation, Identity): the last sign-in here
         self.hup = False          # EPOLLRDHUP/HUP seen: the peer's EOF is pending, keep reading
         self.ahead = None         # prefetch.Readahead of the file range being sent
+        #: The FileEntry the reply being sent reads, acquired (its fd stays open) when the reply
+        #: outlives ``_start_reply``; a reply that leaves whole in that call holds none.
+        self.held = None
         self.corked = False       # the transport is corked for the transfer under way (_transfer)
         #: Replies finished but not sent yet: pipelined requests' all-bytes replies,
         #: gathered into one send (``_start_reply``), sent before the connection
@@ -141,14 +152,14 @@ class Connection:
         try:
             burst = PIPELINE_BURST
             while True:
-                state = self.state
-                if state == READING:
+                # (self.state each time: compiled, a C int against a C constant)
+                if self.state == READING:
                     if not self._read_request():
                         return
                     if self.state != READING:
                         continue            # a reply under way, a body, a wait, a linger
                     # (still READING: the reply went out at once, see _start_reply)
-                elif state == WRITING:
+                elif self.state == WRITING:
                     progress = self._pump()
                     if progress is not DONE:
                         if progress is MORE:
@@ -157,11 +168,11 @@ class Connection:
                     self._finish_reply()
                     if self.state != READING:
                         continue
-                elif state == RECEIVING:
+                elif self.state == RECEIVING:
                     if not self._receive():
                         return
                     continue
-                elif state == WAITING:
+                elif self.state == WAITING:
                     pending = self.pending
                     if pending.reply is None:
                         return
@@ -169,7 +180,7 @@ class Connection:
                     self._answer(pending.reply)
                     pending.release()       # (the reply's entry: the connection holds it now)
                     continue
-                elif state == LINGERING:
+                elif self.state == LINGERING:
                     self._linger()
                     return
                 else:
@@ -245,7 +256,7 @@ class Connection:
         worker = self.worker
         self.started = worker.now
         reply = self.responder.respond(req, self.draining, self)
-        if reply.__class__ is Reply:
+        if type(reply) is Reply:           # (compiled: a pointer compare; __class__ is an attribute lookup)
             self._start_reply(reply)
         else:
             self._answer(reply)
@@ -257,7 +268,8 @@ class Connection:
         if not self.readable:
             return None
         try:
-            data = self.recv(RECV_SIZE)
+            io = self.io
+            data = io.recv(RECV_SIZE) if io is not None else self.recv(RECV_SIZE)
         except BlockingIOError:
             self.readable = False
             return None
@@ -436,8 +448,6 @@ class Connection:
         self.reply = reply
         self.sent = 0
         entry = reply.entry
-        if entry is not None:           # its fd stays open while this reply reads it
-            entry.acquire()
         head = reply.head
         body = reply.body
         owed = self.owed
@@ -457,7 +467,8 @@ class Connection:
             # All bytes (a small file held in memory, an error page): one send, and
             # the connection READING again at once when the socket takes it whole.
             try:
-                n = self.send(head)
+                io = self.io
+                n = io.send(head, 0) if io is not None else self.send(head)
             except BlockingIOError:
                 self.writable = False
             else:
@@ -469,10 +480,14 @@ class Connection:
         self.out = head                 # bytes; a memoryview only if a send came up short
         self.at = 0
         self.deadline = now + self.send_timeout
-        if body and self.writable and len(body) == 1 and self.once is not None and body[0].__class__ is tuple \
+        if body and self.writable and len(body) == 1 and self.once is not None and type(body[0]) is tuple \
                 and self._hot(entry):
             # (one file range; a bytes segment, e.g. a UI asset, goes through _pump)
             self._send_at_once(head, body[0])
+            if self.reply is None:      # it left whole (``_finish_reply``)
+                return
+        if entry is not None:           # its fd stays open while this reply reads it, after this call
+            self.held = entry.acquire()
 
     def _flush_owed(self) -> None:
         """Send the replies gathered for pipelined requests (``owed``). What the
@@ -502,7 +517,8 @@ class Connection:
         """The head (MSG_MORE), then the range in one engine call; what the
         socket did not take stays for ``_pump``, as if it had sent it."""
         try:
-            n = self.send(head, _MSG_MORE)
+            io = self.io
+            n = io.send(head, _MSG_MORE) if io is not None else self.send(head, _MSG_MORE)
         except BlockingIOError:
             self.writable = False
             return
@@ -526,7 +542,9 @@ class Connection:
         leave whole: no transfer object). True when all of it left; else the
         rest is ``self.xfer``, or the socket was full and nothing left."""
         count = stop - start
-        n = self.once(self.fd, fd, start, min(count, self.budget))
+        sendfile = self.sendfile
+        step = min(count, self.budget)
+        n = sendfile.send_once(self.fd, fd, start, step) if sendfile is not None else self.once(self.fd, fd, start, step)
         self.sent += n
         if n == count:
             return True
@@ -651,8 +669,10 @@ class Connection:
         reply = self.reply
         worker = self.worker
         self._count(reply, True)
-        if reply.entry is not None:
-            reply.entry.release()
+        held = self.held
+        if held is not None:
+            self.held = None
+            held.release()
         self.reply = None
         if self.proto.reply_finished(reply.close or self.draining and not self.proto.buf) is CLOSE:
             self._start_linger()
@@ -665,19 +685,21 @@ class Connection:
         (client gone, timeout, file shrank) is logged, as nginx logs a cut
         download, with the body bytes that did leave (file bytes; not the head)."""
         req = self.proto.request
-        worker = self.worker
         if req is None:
             self.stats.reply(None, reply.status)
         else:
             started = self.started
-            self.stats.reply(req.method, reply.status, self.head_at - started,
-                             worker.now - started if complete else None)
+            now = self.worker.now
+            if complete and now == started:     # (most: the turn that read it answered it whole)
+                self.stats.reply_at_once(req.method, reply.status)
+            else:
+                self.stats.reply(req.method, reply.status, self.head_at - started, now - started if complete else None)
             if self.user != "-":            # requests by user (zcopy top); anonymous ones cost one compare
                 self.stats.user(self.user)
-        if worker.access_log is not None:
+        if self.access_log is not None:
             # A complete reply's whole body left, listings and multipart part
             # headers included (self.sent counts file bytes only).
-            worker.access_log.log(self.addr, req, reply.status, reply.length if complete else self.sent, self.user)
+            self.access_log.log(self.addr, req, reply.status, reply.length if complete else self.sent, self.user)
 
     # -- ending ---------------------------------------------------------------
 
@@ -779,8 +801,10 @@ class Connection:
             self.pending = None
         if self.reply is not None and state == WRITING:
             self._count(self.reply, False)
-        if self.reply is not None and self.reply.entry is not None:
-            self.reply.entry.release()
+        held = self.held
+        if held is not None:
+            self.held = None
+            held.release()
         self.reply = None
         self.out = None
         self.owed.clear()

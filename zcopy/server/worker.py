@@ -112,6 +112,7 @@ class Worker(ListenerLoop):
                                    access=self.access, verifier=self.verifier, trusted_proxy=config.trusted_proxy,
                                    shared_throttle=SharedThrottle(self.state) if accounts_state else None,
                                    sessions=sessions, shares=shares)
+        self.responder.loop = self
         if writer is not None and self.state is not None:      # resumable uploads (zcopy.server.uploads)
             from zcopy.server.uploads import Uploads
             self.responder.uploads = Uploads(self.responder, expiry=config.upload_expiry,
