@@ -5,7 +5,7 @@ from zcopy.server.stats cimport WorkerStats
 from zcopy.http.protocol cimport ServerProtocol
 from zcopy.server.reply cimport Reply
 from zcopy.http.request cimport Request
-from zcopy.server.prefetch cimport Readahead
+from zcopy.server.prefetch cimport Readahead, Residency
 from zcopy.server.responder cimport Responder
 from zcopy.sockio cimport SocketIO, Sendfile
 cimport cython
@@ -38,6 +38,7 @@ cdef class Connection:
     cpdef _finish_reply(self)
     @cython.locals(n=Py_ssize_t)
     cdef _send_at_once(self, head, tuple item)
+    @cython.locals(residency=Residency)
     cdef bint _hot(self, entry)
     @cython.locals(n=cython.longlong, count=cython.longlong, step=cython.longlong)
     cdef bint _send_range_once(self, int fd, long long start, long long stop) except -1

@@ -535,7 +535,12 @@ class Connection:
     def _hot(self, entry) -> bool:
         """Nothing to wait for before sending this file's bytes: no prefetch,
         or the file was found resident moments ago (``entry.residency``)."""
-        return self.prefetch is None or (entry is not None and entry.residency.until > self.worker.now)
+        if self.prefetch is None:
+            return True
+        if entry is None:
+            return False
+        residency = entry.residency      # (compiled: its ``until`` is a C field)
+        return residency.until > self.worker.now
 
     def _send_range_once(self, fd: int, start: int, stop: int) -> bool:
         """A hot range through one ``engine.send_once`` (most small ranges
