@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import struct
 import subprocess
 
 import pytest
@@ -221,3 +222,69 @@ def test_move_onto_a_hard_link_of_the_same_file_removes_the_source(wserver):
         for name in ("h1.txt", "h2.txt"):
             if os.path.exists(os.path.join(root, name)):
                 os.unlink(os.path.join(root, name))
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0), as a client that drops pipelined replies unread does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _open_in(pid: int, folder: str, deleted: bool) -> set[str]:
+    """The files of ``folder`` the worker holds open (with ``deleted``: only those replaced since)."""
+    names = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(folder + "/") and target.endswith(" (deleted)") == deleted:
+            names.add(target.removesuffix(" (deleted)").rsplit("/", 1)[1])
+    return names
+
+
+def test_a_reset_with_replies_owed_and_a_lookup_under_way_costs_only_its_connection(tmp_path):
+    """A HEAD of a cached file pipelined with a GET of one not cached yet: the HEAD's reply waits
+    (owed) while the GET's file is opened off the loop, and sending it finds the client gone
+    (reset). The connection closed there, then went on to wait for the lookup as if open; when
+    the lookup came back it sent on its forgotten socket, closed a second time, and ``forget``'s
+    KeyError ended the worker: six such clients in ten seconds stopped the server."""
+    (tmp_path / "warm").write_bytes(b"w" * 100)
+    for i in range(20):
+        (tmp_path / f"cold{i}").write_bytes(b"c" * 100)
+    with Server(tmp_path) as s:
+        assert request(s.port, b"HEAD /warm HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                       head_only=True)[0] == 200
+        workers = s.worker_pids()
+        for i in range(20):
+            with socket.create_connection(("127.0.0.1", s.port)) as c:
+                c.sendall(b"HEAD /warm HTTP/1.1\r\nHost: t\r\n\r\nGET /cold%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+                _reset(c)
+        # each GET's file ends up in the cache (its lookup came back), and the same worker serves on
+        wait_for(lambda: len(_open_in(workers[0], str(tmp_path), False)) >= 20, what="the 20 lookups")
+        for i in range(20):
+            assert request(s.port, b"GET /cold%d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % i)[0] == 200
+        assert s.worker_pids() == workers
+
+
+def test_a_reset_in_the_first_send_after_a_lookup_leaks_no_fd(tmp_path):
+    """A GET whose file is opened off the loop, its client reset before the answer: the first send
+    of the answer fails, and the connection closes. The lookup's hold on the file entry was let go of
+    only after that send, so it never was: the fd stayed open after the file was replaced, for good."""
+    (tmp_path / "warm").write_bytes(b"w" * 100)
+    for i in range(30):
+        (tmp_path / f"cold{i}").write_bytes(b"c" * (256 << 10))    # sent from the file, not held in memory
+    with Server(tmp_path, "--prefetch", "off") as s:
+        pid = s.worker_pids()[0]
+        for i in range(30):
+            with socket.create_connection(("127.0.0.1", s.port)) as c:
+                c.sendall(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert read_response(c)[0] == 200
+                c.sendall(b"GET /cold%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+                _reset(c)
+        folder = str(tmp_path)
+        wait_for(lambda: {f"cold{i}" for i in range(30)} <= _open_in(pid, folder, False), what="the 30 lookups")
+        for i in range(30):                             # replaced: the cache lets go of each entry
+            (tmp_path / f"cold{i}.new").write_bytes(b"n" * (256 << 10))
+            os.rename(tmp_path / f"cold{i}.new", tmp_path / f"cold{i}")
+        wait_for(lambda: not _open_in(pid, folder, True), timeout=10, what="no replaced file held open")

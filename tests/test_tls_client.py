@@ -13,7 +13,7 @@ import pytest
 
 from conftest import needs_tool
 from serverutil import Server, make_cert
-from test_client import sha256, write_random, zcopy
+from test_client import settled, sha256, write_random, zcopy
 from test_tls_serve import _redirect_port
 
 pytestmark = needs_tool("openssl")
@@ -111,6 +111,7 @@ class TlsCuttingProxy:
 def test_an_interrupted_https_download_resumes(work, server):
     tmp, url, remote = work
     digest = write_random(os.path.join(remote, "big"), 8 << 20)
+    settled(os.path.join(remote, "big"))
     proxy = TlsCuttingProxy(server.port, 3 << 20)      # cuts the TLS stream after 3 MiB
     try:
         cut = zcopy("get", f"https://localhost:{proxy.port}/{tmp.name}/big", "-o", str(tmp / "big"),

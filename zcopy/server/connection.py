@@ -101,7 +101,8 @@ class Connection:
         # None: every range goes through a transfer (a copying transport may offer its own)
         self.once = self.engine.send_once if transport.zero_copy else getattr(transport, "send_once", None)
         #: ``once`` as a C call when it is the compiled sendfile engine's (``zcopy.sockio.Sendfile``), else None.
-        self.sendfile = getattr(self.engine, "sendfile", None) if transport.zero_copy else None
+        sendfile = getattr(self.engine, "sendfile", None) if transport.zero_copy else None
+        self.sendfile = sendfile if sendfile is not None and self.once == sendfile.send_once else None
         self.addr = addr
         self.state = READING
         self.readable = True      # data may have arrived before we registered
@@ -177,8 +178,10 @@ class Connection:
                     if pending.reply is None:
                         return
                     self.pending = None
-                    self._answer(pending.reply)
-                    pending.release()       # (the reply's entry: the connection holds it now)
+                    try:
+                        self._answer(pending.reply)
+                    finally:                # (a reset in its first send: close() no longer sees it)
+                        pending.release()   # (the reply's entry: the connection holds it now)
                     continue
                 elif self.state == LINGERING:
                     self._linger()
@@ -294,6 +297,9 @@ class Connection:
         elif cls is Pending:
             if self.owed:               # earlier replies do not wait for this one
                 self._flush_owed()
+                if self.state == CLOSED:    # the flush found the client gone (reset): close() ran
+                    reply.cancel()
+                    return
             self.pending = reply
             self.state = WAITING
             self.deadline = self.worker.now + self.send_timeout
@@ -301,6 +307,9 @@ class Connection:
         elif isinstance(reply, BodySink):
             if self.owed:
                 self._flush_owed()
+                if self.state == CLOSED:    # as above: nothing will receive this body
+                    reply.abort()
+                    return
             self.upload = reply
             if self.proto.body_left > 0:
                 reply.check_length(self.proto.body_left)    # 413 before any byte (or 100) moves
