@@ -394,18 +394,16 @@ cdef extern from "<time.h>" nogil:
     enum: CLOCK_REALTIME
 
 
-def wall_second():
-    """``int(time.time())`` without the float: the second of the wall clock (CLOCK_REALTIME, the
-    clock ``time.time`` reads). ``zcopy.http.DateHeader`` asks it once a response."""
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return ts.tv_sec
-
-
 cdef class WallClock:
-    """``wall_second`` as a method the compiled ``zcopy.http.DateHeader`` calls in C."""
+    """The second of the wall clock (CLOCK_REALTIME, the clock ``time.time`` reads): ``int(time.time())``
+    without the float. The compiled ``zcopy.http.DateHeader`` calls ``WALL.second`` in C once a response."""
 
     cpdef long long second(self):
         cdef timespec ts
         clock_gettime(CLOCK_REALTIME, &ts)
         return ts.tv_sec
+
+
+#: The one clock; ``wall_second()`` is its method for Python callers.
+WALL = WallClock()
+wall_second = WALL.second

@@ -54,8 +54,8 @@ def _python_wall_second() -> int:
 #: The wall clock's second: ``zcopy.sockio.wall_second`` (the same, without a float) when the hot
 #: path runs compiled, else ``int(time.time())``.
 wall_second = getattr(hotpath.extension("zcopy.sockio"), "wall_second", None) or _python_wall_second
-#: The same clock as an object whose ``second()`` the compiled ``DateHeader`` calls in C (no int object).
-_WallClock = getattr(hotpath.extension("zcopy.sockio"), "WallClock", None)
+#: The same clock as the object whose ``second()`` the compiled ``DateHeader`` calls in C (no int object).
+_WALL = getattr(hotpath.extension("zcopy.sockio"), "WALL", None)
 
 
 class DateHeader:
@@ -70,7 +70,7 @@ class DateHeader:
 
     def __init__(self, clock=None) -> None:
         self._clock = clock
-        self._wall = _WallClock() if clock is None and _WallClock is not None else None
+        self._wall = _WALL if clock is None else None
         self._second = -1
         self._line = b""
 

@@ -31,6 +31,8 @@ cdef class Connection:
     cdef public double deadline, started, head_at, header_timeout, idle_timeout, send_timeout
     cdef public long long sent, budget, lone_budget
     cdef bint _read_request(self) except -1
+    cdef object _recv(self)
+    cdef Py_ssize_t _send(self, data, int flags=*) except -1
     @cython.locals(n=Py_ssize_t)
     cdef object _read(self)
     @cython.locals(n=Py_ssize_t)

@@ -265,14 +265,23 @@ class Connection:
             self._answer(reply)
         return True
 
+    def _recv(self) -> bytes:
+        """Up to RECV_SIZE bytes from the transport (``recv``; compiled over plain TCP, ``io``'s in C)."""
+        io = self.io
+        return io.recv(RECV_SIZE) if io is not None else self.recv(RECV_SIZE)
+
+    def _send(self, data, flags: int = 0) -> int:
+        """The transport's ``send`` (compiled over plain TCP, ``io``'s in C): the count sent."""
+        io = self.io
+        return io.send(data, flags) if io is not None else self.send(data, flags)
+
     def _read(self) -> bytes | None:
         """What the transport has: bytes (counted), b"" at the peer's EOF (the
         protocol is told), or None when nothing is there now."""
         if not self.readable:
             return None
         try:
-            io = self.io
-            data = io.recv(RECV_SIZE) if io is not None else self.recv(RECV_SIZE)
+            data = self._recv()
         except BlockingIOError:
             self.readable = False
             return None
@@ -442,7 +451,7 @@ class Connection:
             data = b"".join((*self.owed, data))
             self.owed.clear()
         try:
-            self.stats.copy_sent += self.send(data)
+            self.stats.copy_sent += self._send(data)
         except OSError:
             pass
 
@@ -476,8 +485,7 @@ class Connection:
             # All bytes (a small file held in memory, an error page): one send, and
             # the connection READING again at once when the socket takes it whole.
             try:
-                io = self.io
-                n = io.send(head, 0) if io is not None else self.send(head)
+                n = self._send(head)
             except BlockingIOError:
                 self.writable = False
             else:
@@ -508,7 +516,7 @@ class Connection:
         data = owed[0] if len(owed) == 1 else b"".join(owed)
         owed.clear()
         try:
-            n = self.send(data)
+            n = self._send(data)
         except BlockingIOError:
             n = 0
         except OSError as exc:
@@ -526,8 +534,7 @@ class Connection:
         """The head (MSG_MORE), then the range in one engine call; what the
         socket did not take stays for ``_pump``, as if it had sent it."""
         try:
-            io = self.io
-            n = io.send(head, _MSG_MORE) if io is not None else self.send(head, _MSG_MORE)
+            n = self._send(head, _MSG_MORE)
         except BlockingIOError:
             self.writable = False
             return
@@ -600,7 +607,7 @@ class Connection:
                     if not self.writable:
                         return BLOCKED
                     try:
-                        n = self.send(out, _MSG_MORE if self.at < len(body) else 0)
+                        n = self._send(out, _MSG_MORE if self.at < len(body) else 0)
                     except BlockingIOError:
                         self.writable = False
                         return BLOCKED
@@ -731,7 +738,7 @@ class Connection:
     def _linger(self) -> None:
         while self.readable:
             try:
-                data = self.recv(RECV_SIZE)
+                data = self._recv()
             except BlockingIOError:
                 self.readable = False
                 return
