@@ -23,7 +23,7 @@ from probes.finding import Finding, Status
 #: Probe modules in report order. Each is ``probes.<name>``. pipe_throughput
 #: is last: it is the slow one, and it measures with the pipe sizes ``pipes`` found.
 MODULES: list[str] = ["sendfile", "splice", "pipes", "copy_file_range", "ktls", "io_uring",
-                      "msg_zerocopy", "cork", "small_reply", "filesystem", "nics", "pipe_throughput"]
+                      "msg_zerocopy", "cork", "small_reply", "notsent_lowat", "filesystem", "nics", "pipe_throughput"]
 
 
 class ProbeTimeout(Exception):

@@ -16,7 +16,7 @@ NIC_KEYS = {"name", "driver", "mtu", "features", "zero_copy_tx", "reason"}
 PIPE_KEYS = {"default_size", "max_size", "best_size", "user_pages_soft", "user_pages_hard", "largest_granted",
              "rounding", "budget"}
 REC_KEYS = {"download_engine", "upload_engine", "relay_engine", "pipe_size", "chunk_size", "workers", "prefetch",
-            "small_reply_max", "https", "reasons", "source"}
+            "small_reply_max", "notsent_lowat", "https", "reasons", "source"}
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,50 @@ def test_small_reply_max_is_0_when_not_measured(report, status):
     p = profile.recommend(broken)
     assert p.small_reply_max == 0 and "measured nothing" in p.reasons["small_reply_max"]
     assert "head + sendfile" in p.reasons["small_reply_max"]
+
+
+def test_notsent_lowat_is_the_measured_choice(report):
+    finding = next(f for f in report["findings"] if f["id"] == "notsent_lowat.rates")
+    assert finding["status"] == "ok", finding["detail"]
+    rec = report["recommendation"]
+    assert rec["notsent_lowat"] == finding["value"]["notsent_lowat"]
+    assert "notsent_lowat.rates" in rec["reasons"]["notsent_lowat"] or "kernel's default" in rec["reasons"]["notsent_lowat"]
+
+
+def _lowat(report, chosen, **rates):
+    value = {"rates": {k.lstrip("_"): r for k, r in rates.items()}, "notsent_lowat": chosen, "transfer": 1 << 27,
+             "rounds": 5, "sysctl": "4294967295", "receiver": "other_cpu"}
+    return _with(report, "notsent_lowat.rates", status="ok", value=value)
+
+
+@pytest.mark.parametrize("chosen, rates, words", [
+    (262144, {"_0": 3.1, "_262144": 15.0}, "with at most 256.0 KiB unsent, large loopback transfers ran 15.00 GB/s "
+                                           "against 3.10 with the kernel's default"),
+    (0, {"_0": 3.1, "_262144": 3.2}, "no cap on unsent bytes made large loopback transfers clearly faster "
+                                     "(best 256.0 KiB: 3.20 against 3.10 GB/s), so the kernel's default holds"),
+])
+def test_notsent_lowat_reason_in_words(report, chosen, rates, words):
+    p = profile.recommend(_lowat(report, chosen, **rates))
+    assert p.notsent_lowat == chosen and words in p.reasons["notsent_lowat"], p.reasons["notsent_lowat"]
+
+
+@pytest.mark.parametrize("status", ["error", None])
+def test_notsent_lowat_is_0_when_not_measured(report, status):
+    if status is None:       # the probe module never ran
+        broken = dict(report, findings=[f for f in report["findings"] if f["id"] != "notsent_lowat.rates"])
+    else:
+        broken = _with(report, "notsent_lowat.rates", status=status, value=None, detail="it overran")
+    p = profile.recommend(broken)
+    assert p.notsent_lowat == 0 and "measured nothing (it" in p.reasons["notsent_lowat"]
+
+
+def test_cache_key_changes_with_the_probe_modules(monkeypatch):
+    """A report cached by a zcopy with fewer probes lacks their findings: a new module means a new key."""
+    from probes import runner
+
+    before = profile.cache_key()
+    monkeypatch.setattr(runner, "MODULES", [*runner.MODULES, "a_new_probe"])
+    assert profile.cache_key() != before
 
 
 def test_pipe_size_fits_the_unprivileged_budget(report):

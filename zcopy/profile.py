@@ -6,10 +6,10 @@ recommendation. ``recommend`` reads only the report, so a cached report
 gives the same decisions as a fresh probe. Each decision carries one
 sentence saying which finding it rests on.
 
-The cache holds one report per kernel release, boot and NIC set: any of
-those changing (a reboot, a new kernel, an interface or address added)
-means the kernel may answer differently, so the key changes and the
-machine is probed again.
+The cache holds one report per kernel release, boot, NIC set and set of
+probe modules: any of those changing (a reboot, a new kernel, an interface
+or address added, a zcopy that probes something new) means the answers may
+differ or be missing, so the key changes and the machine is probed again.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Profile:
     workers: int = 1
     prefetch: bool = True
     small_reply_max: int = 0              # bodies up to this many bytes leave in one send from memory
+    notsent_lowat: int = 0                # TCP_NOTSENT_LOWAT on the listeners (0: the kernel's default)
     https: str = "user-space TLS"         # "kTLS" | "user-space TLS": how serve --tls-cert sends file bodies
     reasons: dict[str, str] = field(default_factory=dict)
     source: str = "probed now"            # "cache <path>" | "probed now"
@@ -146,6 +147,7 @@ def recommend(report: dict) -> Profile:
     p.reasons["workers"] = f"one epoll worker per CPU this process may run on ({p.workers})"
     p.prefetch, p.reasons["prefetch"] = _prefetch(by_id)
     p.small_reply_max, p.reasons["small_reply_max"] = _small_reply_max(by_id)
+    p.notsent_lowat, p.reasons["notsent_lowat"] = _notsent_lowat(by_id)
     p.https, p.reasons["https"] = https_path(by_id)
     return p
 
@@ -270,6 +272,24 @@ def _small_reply_max(by_id: dict) -> tuple[int, str]:
                    f"{here.get('sendfile_us', 0):.1f} µs per reply there){tail}")
 
 
+def _notsent_lowat(by_id: dict) -> tuple[int, str]:
+    """The cap on a socket's unsent bytes that notsent_lowat.rates found made large transfers faster by
+    more than its margin; 0 (the kernel's default) when none did or it was not measured."""
+    finding = by_id.get("notsent_lowat.rates") or {}
+    value = finding.get("value") if isinstance(finding.get("value"), dict) else {}
+    rates = value.get("rates") or {}
+    if finding.get("status") != "ok" or not isinstance(value.get("notsent_lowat"), int) or "0" not in rates:
+        why = finding.get("detail") or "it did not run"
+        return 0, f"notsent_lowat.rates measured nothing ({why}), so the kernel's default holds"
+    limit, none = value["notsent_lowat"], rates["0"]
+    if limit == 0:
+        best = max((int(k) for k in rates if k != "0"), key=lambda k: rates[str(k)], default=0)
+        at = f" (best {format_size(best)}: {rates[str(best)]:.2f} against {none:.2f} GB/s)" if best else ""
+        return 0, f"no cap on unsent bytes made large loopback transfers clearly faster{at}, so the kernel's default holds"
+    return limit, (f"notsent_lowat.rates: with at most {format_size(limit)} unsent, large loopback transfers ran "
+                   f"{rates[str(limit)]:.2f} GB/s against {none:.2f} with the kernel's default (medians)")
+
+
 def _prefetch(by_id: dict) -> tuple[bool, str]:
     value = (by_id.get("filesystem.type") or {}).get("value") or {}
     return prefetch_choice("the served path", value.get("type"), value.get("mounts_below") or [])
@@ -298,8 +318,11 @@ def cache_dir() -> Path:
 
 
 def cache_key() -> str:
-    """Kernel release + boot id + the sorted NIC names and addresses, hashed."""
+    """Kernel release + boot id + the sorted NIC names and addresses + the probe modules, hashed (a
+    zcopy with a new probe measures again: a report without its finding would decide without it)."""
     from pyroute2 import IPRoute
+
+    from probes.runner import MODULES
 
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
@@ -307,7 +330,7 @@ def cache_key() -> str:
         parts += [f"{names.get(a['index'], a['index'])}/{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
                   for a in ipr.get_addr()]
     ident = kernel_identity()
-    text = "\n".join([ident["release"], ident["boot_id"] or "", *sorted(parts)])
+    text = "\n".join([ident["release"], ident["boot_id"] or "", *sorted(parts), *MODULES])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -94,6 +94,9 @@ def configure(p) -> None:
     p.add_argument("--small-reply-max", type=size_arg, default=None, metavar="SIZE",
                    help="bodies up to SIZE leave with their head in one send from memory, 0 for never "
                         "(default: 8KiB; with --auto, the probe's crossover)")
+    p.add_argument("--notsent-lowat", type=size_arg, default=None, metavar="SIZE",
+                   help="at most SIZE bytes a connection's socket holds unsent (TCP_NOTSENT_LOWAT), 0 for the "
+                        "kernel's default (default: 0; with --auto, the probe's choice: docs/serve.md)")
     p.add_argument("--digest-max", type=size_arg, default=8 << 30, metavar="SIZE",
                    help="files up to SIZE get a content ETag that every node agrees on (hashed off the loop "
                         "once); larger ones keep this node's, 0 for none (default: 8GiB; docs/http.md)")
@@ -238,6 +241,16 @@ def build_config(args):
         reasons["small_reply_max"] = f"probe ({profile.source}): {profile.reasons.get('small_reply_max', '')}"
     else:
         reasons["small_reply_max"] = "default: 8 KiB (below the crossover measured so far; --auto measures it)"
+    if args.notsent_lowat is not None and args.notsent_lowat >= 1 << 31:
+        raise StartupError(f"--notsent-lowat must be below 2 GiB: {args.notsent_lowat} bytes", code=2)
+    if args.notsent_lowat is not None:
+        cfg.notsent_lowat = args.notsent_lowat
+        reasons["notsent_lowat"] = "--notsent-lowat flag"
+    elif profile is not None:
+        cfg.notsent_lowat = profile.notsent_lowat
+        reasons["notsent_lowat"] = f"probe ({profile.source}): {profile.reasons.get('notsent_lowat', '')}"
+    else:
+        reasons["notsent_lowat"] = "default: the kernel's (net.ipv4.tcp_notsent_lowat; --auto measures it)"
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
         reasons["pipe_size"] = "--pipe-size flag"
@@ -417,6 +430,8 @@ def panel_rows(cfg) -> list[tuple[str, str, str]]:
     rows.append(("prefetch", "on" if cfg.prefetch else "off", why("prefetch", "")))
     rows.append(("small replies", f"up to {format_size(cfg.small_reply_max)} in one send" if cfg.small_reply_max
                  else "head + sendfile", why("small_reply_max", "")))
+    rows.append(("unsent cap", f"{format_size(cfg.notsent_lowat)} (TCP_NOTSENT_LOWAT)" if cfg.notsent_lowat
+                 else "the kernel's default", why("notsent_lowat", "")))
     if cfg.tls is not None:
         rows.append(("tls", "TLS 1.2/1.3, ALPN http/1.1", cfg.tls.cert))
         ktls = "off" if not cfg.tls.ktls else "tried per connection" if cfg.tls.ulp else "unavailable"

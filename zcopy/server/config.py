@@ -20,6 +20,7 @@ class ServeConfig:
     lone_budget: int = 0            # > budget: a sendfile step while alone on the worker (profile.lone_step_for)
     copy_budget: int = CHUNK        # the same for an upload engine apart from the send one, and TLS in user space
     small_reply_max: int = 8 << 10  # bodies up to this leave with their head in one send (zcopy.server.held)
+    notsent_lowat: int = 0          # TCP_NOTSENT_LOWAT on the listeners, inherited by connections (0: kernel default)
     digest_max: int = 8 << 30       # larger files keep this node's ETag, never hashed; 0: no digests (digests.py)
     access_log: str | None = None   # path, "-" for stdout, None for off
     follow_symlinks: bool = False

@@ -80,7 +80,9 @@ def start(build_config, args):
 
 
 def make_listeners(config: ServeConfig) -> list[socket.socket]:
-    """One SO_REUSEPORT listener per worker, all on the same port."""
+    """One SO_REUSEPORT listener per worker, all on the same port. ``config.notsent_lowat`` (a
+    serve config's; the relay has none) is set on each: accepted connections inherit it, so it
+    costs no call per connection."""
     family = socket.AF_INET6 if ":" in config.bind else socket.AF_INET
     port = config.port
     if port:
@@ -92,6 +94,8 @@ def make_listeners(config: ServeConfig) -> list[socket.socket]:
             listeners.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if getattr(config, "notsent_lowat", 0):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, config.notsent_lowat)
             s.bind((config.bind, port))
             s.listen(1024)
             port = s.getsockname()[1]   # --port 0: the others join the first one's port
