@@ -35,10 +35,8 @@ when the best beat no limit by more than MARGIN (a larger limit wakes the server
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import signal
 import socket
 import statistics
 import time
@@ -46,6 +44,7 @@ from typing import Iterator
 
 from probes.finding import Finding, Status
 from probes.kernel import read_text
+from probes.receiver import Child, ChildGone, wait_for
 from probes.resources import Resources, uninterrupted
 from zcopy.profile import SENDFILE_STEP
 from zcopy.units import format_size
@@ -101,7 +100,7 @@ def measure(transfer: int, rounds: int) -> Finding:
                 k = r % len(order)
                 for size in order[k:] + order[:k]:
                     samples[size].append(transfer / _transfer(listener, src, size, transfer, receiver) / 1e9)
-        except Broken as exc:
+        except (Broken, ChildGone) as exc:
             return Finding(fid, Status.ERROR, None, str(exc))
         where = receiver.where
     rates = {size: statistics.median(xs) for size, xs in samples.items()}
@@ -122,7 +121,7 @@ def _transfer(listener: socket.socket, src: int, lowat: int, total: int, receive
     """Seconds to send ``total`` bytes over a new connection with ``lowat`` (0: not set), from the
     first send until the receiver has them all."""
     receiver.ask(total)
-    if not _poll(listener.fileno(), select.POLLIN):
+    if not wait_for(listener.fileno(), select.POLLIN):
         raise Broken("the receiver did not connect")
     with uninterrupted():
         conn, _ = listener.accept()
@@ -153,55 +152,19 @@ def _transfer(listener: socket.socket, src: int, lowat: int, total: int, receive
 
 
 class _Receiver:
-    """A child process (on another CPU when the machine has one) that, told a byte count through a
-    pipe, connects to ``port``, drops that many bytes with recv(MSG_TRUNC) and answers b"1" (b"0"
-    if the connection ended short)."""
+    """A child process (on another CPU when the machine has one, ``probes.receiver``) that, told a
+    byte count, connects to ``port``, sends a request, reads the head and drops that many body bytes
+    with recv(MSG_TRUNC), and answers b"1" (b"0" if the connection ended short)."""
 
     def __init__(self, res: Resources, port: int) -> None:
-        mine = min(os.sched_getaffinity(0))
-        others = [cpu for cpu in range(os.cpu_count() or 1) if cpu != mine]
-        with uninterrupted():
-            ask_r, self._ask = os.pipe2(os.O_CLOEXEC)
-            self._answer, answer_w = os.pipe2(os.O_CLOEXEC)
-            res.fd(self._answer)
-            try:
-                pid = os.fork()
-            except BaseException:
-                for fd in (ask_r, self._ask, answer_w):
-                    os.close(fd)
-                raise
-            if pid == 0:                                    # the child: never returns
-                code = 1
-                try:
-                    os.close(self._ask)
-                    os.close(self._answer)
-                    moved = False
-                    for cpu in others:
-                        try:
-                            os.sched_setaffinity(0, {cpu})
-                        except OSError:
-                            continue
-                        moved = True
-                        break
-                    os.write(answer_w, b"o" if moved else b"s")
-                    code = _receive(port, ask_r, answer_w)
-                finally:
-                    os._exit(code)
-            os.close(ask_r)
-            os.close(answer_w)
-            res.callback(_stop, self._ask, pid)
-        if not _poll(self._answer, select.POLLIN):
-            raise Broken("the receiver did not start")
-        self.where = "other_cpu" if os.read(self._answer, 1) == b"o" else "same_cpu"
-        if self.where == "other_cpu":                       # the sender on one CPU of its own
-            res.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {mine})
+        child = Child(res, lambda ask, answer, moved: _receive(port, ask, answer))
+        self._ask, self._answer, self.where = child.ask, child.answer, child.where
 
     def ask(self, total: int) -> None:
         os.write(self._ask, total.to_bytes(8, "little"))
 
     def done(self) -> None:
-        if not _poll(self._answer, select.POLLIN, int(TIMEOUT * 1000)):
+        if not wait_for(self._answer, select.POLLIN, int(TIMEOUT * 1000)):
             raise Broken("the receiver stopped answering")
         if os.read(self._answer, 1) != b"1":
             raise Broken("the receiver's connection ended before every byte came")
@@ -231,20 +194,6 @@ def _receive(port: int, ask: int, answer: int) -> int:
                     break
                 left -= n
         os.write(answer, b"0" if left else b"1")
-
-
-def _stop(ask: int, pid: int) -> None:
-    """Close the child's order pipe and end it (a time bound may have struck mid-transfer)."""
-    os.close(ask)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-
-
-def _poll(fd: int, events: int, timeout_ms: int = 10000) -> bool:
-    p = select.poll()
-    p.register(fd, events)
-    return bool(p.poll(timeout_ms))
 
 
 class Broken(Exception):

@@ -34,18 +34,17 @@ once. ``--quick`` measures with fewer iterations.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import mmap
 import os
 import select
-import signal
 import socket
 import statistics
 import time
 from typing import Iterator
 
 from probes.finding import Finding, Status
+from probes.receiver import Child, ChildGone, wait_for
 from probes.resources import Resources, uninterrupted
 from zcopy.units import format_size
 
@@ -99,7 +98,7 @@ def measure(iterations: int) -> Finding:
         try:
             receiver = _Receiver(res, server, client, buffers)
             _rounds(client, src, receiver, buffers, sizes, per_round, samples)
-        except Garbled as exc:
+        except (Garbled, ChildGone) as exc:
             return Finding(fid, Status.ERROR, None, str(exc))
         where = receiver.where
     if not sizes:
@@ -168,57 +167,16 @@ class _Receiver:
     waking it; the sender keeps at most ``AHEAD`` replies ahead of ``done``."""
 
     def __init__(self, res: Resources, sock: socket.socket, other: socket.socket, buffers: dict[int, bytes]) -> None:
-        # The sender stays on one CPU of its own; the receiver takes another CPU of the machine,
-        # outside this process's affinity if need be (a server started under `taskset -c 0`
-        # still has its clients elsewhere), unless a cpuset forbids it.
-        mine = min(os.sched_getaffinity(0))
-        others = [cpu for cpu in range(os.cpu_count() or 1) if cpu != mine]
         self._shared = mmap.mmap(-1, 8)                 # shared with the child: replies read whole
         res.callback(self._shared.close)
         self.done = memoryview(self._shared).cast("Q")
         res.callback(self.done.release)
         self.expected = 0
         self._deadline = 0.0
-        with uninterrupted():
-            ask_r, self._ask = os.pipe2(os.O_CLOEXEC)
-            self._answer, answer_w = os.pipe2(os.O_CLOEXEC)
-            res.fd(self._answer)
-            try:
-                pid = os.fork()
-            except BaseException:
-                for fd in (ask_r, self._ask, answer_w):
-                    os.close(fd)
-                raise
-            if pid == 0:                                    # the child: never returns
-                code = 1
-                try:
-                    other.close()
-                    os.close(self._ask)
-                    os.close(self._answer)
-                    spin = False
-                    for cpu in others:
-                        try:
-                            os.sched_setaffinity(0, {cpu})
-                        except OSError:
-                            continue
-                        spin = True
-                        break
-                    os.write(answer_w, b"o" if spin else b"s")
-                    code = _receive(sock, ask_r, answer_w, buffers, self.done, spin)
-                finally:
-                    os._exit(code)
-            os.close(ask_r)
-            os.close(answer_w)
-            res.callback(_stop, self._ask, pid)
-        sock.close()                                    # the child's now
-        if not _poll(self._answer, select.POLLIN):
-            raise Garbled("the receiver did not start")
-        spin = os.read(self._answer, 1) == b"o"
-        self.where = "other_cpu" if spin else "same_cpu"
-        self._yield = not spin                          # sharing this CPU, it must be let run
-        if spin:                                        # this thread on one CPU, the child on another
-            res.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {mine})
+        child = Child(res, lambda ask, answer, moved: _receive(sock, ask, answer, buffers, self.done, moved),
+                      close=(other,), handed=(sock,))
+        self._ask, self._answer, self.where = child.ask, child.answer, child.where
+        self._yield = self.where != "other_cpu"         # sharing this CPU, it must be let run
 
     def ask(self, size: int, count: int) -> None:
         self._deadline = time.monotonic() + 10
@@ -239,7 +197,7 @@ class _Receiver:
 
     def result(self) -> bool:
         """Whether the batch's last reply arrived byte for byte."""
-        if not _poll(self._answer, select.POLLIN):
+        if not wait_for(self._answer, select.POLLIN):
             raise Garbled("the receiver stopped answering")
         return os.read(self._answer, 1) == b"1"
 
@@ -276,19 +234,6 @@ def _receive(sock: socket.socket, ask: int, answer: int, buffers: dict[int, byte
         os.write(answer, b"1" if view[:total] == buffers[size] else b"0")
 
 
-def _stop(ask: int, pid: int) -> None:
-    """Close the child's order pipe and end it (it holds nothing to finish: a time bound may have
-    struck mid-batch, with the child still waiting for replies)."""
-    os.close(ask)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-
-
-def _poll(fd: int, events: int, timeout_ms: int = 10000) -> bool:
-    p = select.poll()
-    p.register(fd, events)
-    return bool(p.poll(timeout_ms))
 
 
 def _run(way: str, sock: socket.socket, src: int, size: int, buffer: bytes, receiver: _Receiver,
@@ -320,7 +265,7 @@ def _run(way: str, sock: socket.socket, src: int, size: int, buffer: bytes, rece
             try:
                 n += send(buffer[n:])
             except BlockingIOError:
-                if not _poll(fd, select.POLLOUT):
+                if not wait_for(fd, select.POLLOUT):
                     raise Garbled("the receiver stopped reading") from None
         receiver.wait(ahead)
     if not receiver.result():

@@ -233,24 +233,12 @@ def build_config(args):
     if args.upload_engine != "auto":
         cfg.upload_engine = {"splice": "splice", "recv": "recv_pwrite"}[args.upload_engine]
         reasons["upload_engine"] = "--upload-engine flag"
-    if args.small_reply_max is not None:
-        cfg.small_reply_max = args.small_reply_max
-        reasons["small_reply_max"] = "--small-reply-max flag"
-    elif profile is not None:
-        cfg.small_reply_max = profile.small_reply_max
-        reasons["small_reply_max"] = f"probe ({profile.source}): {profile.reasons.get('small_reply_max', '')}"
-    else:
-        reasons["small_reply_max"] = "default: 8 KiB (below the crossover measured so far; --auto measures it)"
+    _flag_or_probe(cfg, args.small_reply_max, profile, "small_reply_max", "--small-reply-max",
+                   "default: 8 KiB (below the crossover measured so far; --auto measures it)")
     if args.notsent_lowat is not None and args.notsent_lowat >= 1 << 31:
         raise StartupError(f"--notsent-lowat must be below 2 GiB: {args.notsent_lowat} bytes", code=2)
-    if args.notsent_lowat is not None:
-        cfg.notsent_lowat = args.notsent_lowat
-        reasons["notsent_lowat"] = "--notsent-lowat flag"
-    elif profile is not None:
-        cfg.notsent_lowat = profile.notsent_lowat
-        reasons["notsent_lowat"] = f"probe ({profile.source}): {profile.reasons.get('notsent_lowat', '')}"
-    else:
-        reasons["notsent_lowat"] = "default: the kernel's (net.ipv4.tcp_notsent_lowat; --auto measures it)"
+    _flag_or_probe(cfg, args.notsent_lowat, profile, "notsent_lowat", "--notsent-lowat",
+                   "default: the kernel's (net.ipv4.tcp_notsent_lowat; --auto measures it)")
     if args.pipe_size is not None:
         cfg.pipe_size = args.pipe_size
         reasons["pipe_size"] = "--pipe-size flag"
@@ -265,6 +253,19 @@ def build_config(args):
         cfg.workers = args.workers
         reasons["workers"] = "--workers flag"
     return cfg
+
+
+def _flag_or_probe(cfg, flag_value, profile, name: str, flag: str, default_why: str) -> None:
+    """``cfg.<name>`` and its reason: the flag's value if given, else the profile's (with --auto), else
+    the config's default (``default_why`` says what it is)."""
+    if flag_value is not None:
+        setattr(cfg, name, flag_value)
+        cfg.reasons[name] = f"{flag} flag"
+    elif profile is not None:
+        setattr(cfg, name, getattr(profile, name))
+        cfg.reasons[name] = f"probe ({profile.source}): {profile.reasons.get(name, '')}"
+    else:
+        cfg.reasons[name] = default_why
 
 
 def _steps(cfg) -> str:
