@@ -164,7 +164,7 @@ class _Receiver:
         os.write(self._ask, total.to_bytes(8, "little"))
 
     def done(self) -> None:
-        if not wait_for(self._answer, select.POLLIN, int(TIMEOUT * 1000)):
+        if not wait_for(self._answer, select.POLLIN):
             raise Broken("the receiver stopped answering")
         if os.read(self._answer, 1) != b"1":
             raise Broken("the receiver's connection ended before every byte came")

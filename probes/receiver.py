@@ -8,8 +8,8 @@ the machine: outside this process's affinity if need be (a server started under
 stays on one CPU of its own for the scope's life.
 
 ``Child`` forks it, with two pipes: orders to the child, answers from it. The child runs
-``body(ask_read_fd, answer_write_fd, moved)`` (``moved``: it runs on another CPU) and exits with what it returns; the first byte it answers
-(before ``body`` runs) says where it landed. The scope's end closes the order pipe and kills
+``body(ask_read_fd, answer_write_fd, moved)`` (``moved``: it runs on another CPU) and exits with
+what it returns; the first byte it answers (before ``body`` runs) says where it landed. The scope's end closes the order pipe and kills
 and reaps the child (a time bound may have struck mid-order).
 """
 

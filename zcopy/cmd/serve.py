@@ -181,6 +181,8 @@ def build_config(args):
         targets.append(real)
     if targets and not args.follow_symlinks:
         raise StartupError("--symlink-target needs --follow-symlinks", code=2)
+    if args.notsent_lowat is not None and args.notsent_lowat >= 1 << 31:
+        raise StartupError(f"--notsent-lowat must be below 2 GiB: {args.notsent_lowat} bytes", code=2)
     if args.access_log and args.access_log != "-":
         _check_access_log(args.access_log)
     token, read_token = _tokens(args)
@@ -235,8 +237,6 @@ def build_config(args):
         reasons["upload_engine"] = "--upload-engine flag"
     _flag_or_probe(cfg, args.small_reply_max, profile, "small_reply_max", "--small-reply-max",
                    "default: 8 KiB (below the crossover measured so far; --auto measures it)")
-    if args.notsent_lowat is not None and args.notsent_lowat >= 1 << 31:
-        raise StartupError(f"--notsent-lowat must be below 2 GiB: {args.notsent_lowat} bytes", code=2)
     _flag_or_probe(cfg, args.notsent_lowat, profile, "notsent_lowat", "--notsent-lowat",
                    "default: the kernel's (net.ipv4.tcp_notsent_lowat; --auto measures it)")
     if args.pipe_size is not None:
